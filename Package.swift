@@ -1,0 +1,83 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Applied to every Swift target in one place, as swift-log does.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "swift-fault-tolerance",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "FaultTolerance", targets: ["FaultTolerance"]),
+        .library(name: "FaultToleranceCore", targets: ["FaultToleranceCore"]),
+        .library(name: "FaultToleranceNIO", targets: ["FaultToleranceNIO"]),
+        .library(name: "DeterministicSimulation", targets: ["DeterministicSimulation"]),
+        .executable(name: "ftctl", targets: ["ftctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "CFaultToleranceShims"),
+        .target(
+            name: "FaultToleranceCore",
+            dependencies: [
+                "CZlib",
+                "CFaultToleranceShims",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "FaultToleranceNIO",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "DeterministicSimulation",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "FaultTolerance",
+            dependencies: ["FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation"]
+        ),
+        .executableTarget(
+            name: "ftctl",
+            dependencies: [
+                "FaultTolerance",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "FaultToleranceCoreTests", dependencies: ["FaultToleranceCore"]),
+        .testTarget(
+            name: "FaultToleranceNIOTests",
+            dependencies: [
+                "FaultToleranceNIO",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(name: "DeterministicSimulationTests", dependencies: ["DeterministicSimulation"]),
+        .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance", "ftctl"]),
+    ]
+)
+
+for target in package.targets where target.type != .system && target.name != "CFaultToleranceShims" {
+    target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
+}

@@ -1,0 +1,336 @@
+public import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A persistent ``StoragePool``: one preallocated file per unit, spread over one or more
+/// directories (one per disk), under a capacity budget.
+///
+/// Layout of each directory:
+///
+/// ```
+/// pool.state            identity counter (first directory only; see below)
+/// unit-000000000000002a.ftu
+/// unit-000000000000002b.ftu
+/// ```
+///
+/// Every change to a directory is made durable before it is acknowledged: a new unit is
+/// created as `*.tmp`, preallocated with `fallocate`, `fdatasync`ed, renamed into place and
+/// the directory `fsync`ed; a release unlinks and `fsync`s the directory. On open, leftover
+/// `*.tmp` files (a crash mid-create) are removed and every unit is found again.
+///
+/// `pool.state` holds the next unit number so identities are never reused across restarts:
+/// 32 bytes — magic `FTPOOL01`, format version (UInt32), reserved (UInt32), next unit number
+/// (UInt64), unit capacity (UInt64)... framed with a CRC32C of the preceding bytes; all
+/// little-endian. It is replaced atomically (write temp, `fdatasync`, rename, `fsync` dir).
+public final class FileStoragePool: StoragePool {
+    /// The capacity of every unit in bytes.
+    public let unitCapacity: Int
+    /// The most bytes the pool's units may occupy together.
+    public let budget: Int
+    /// The directories units are spread over, in the order given.
+    public let directories: [String]
+
+    private struct State {
+        var units: [FileStorageUnit] = []
+        var directoryOfUnit: [UnitID: Int] = [:]
+        var nextID: UInt64 = 1
+    }
+
+    private let state = Mutex(State())
+    private let calls: SystemCalls
+    private let logger: Logger
+
+    /// Opens (creating if needed) a pool over `directories`, finding every unit already
+    /// there. Throws ``StorageError/Code/malformedUnit`` if a unit file has the wrong size
+    /// and ``StorageError/Code/invalidConfiguration`` for an empty directory list or a
+    /// non-positive unit capacity or a capacity different from the one the pool was created
+    /// with.
+    public convenience init(
+        directories: [String],
+        unitCapacity: Int,
+        budget: Int,
+        logger: Logger = Logger(label: "ft.storage.pool")
+    ) throws(StorageError) {
+        try self.init(directories: directories, unitCapacity: unitCapacity, budget: budget, logger: logger, calls: .live)
+    }
+
+    init(
+        directories: [String],
+        unitCapacity: Int,
+        budget: Int,
+        logger: Logger,
+        calls: SystemCalls
+    ) throws(StorageError) {
+        guard !directories.isEmpty else {
+            throw StorageError(.invalidConfiguration, detail: "a file pool needs at least one directory")
+        }
+        guard unitCapacity > 0, budget >= 0 else {
+            throw StorageError(.invalidConfiguration, detail: "unit capacity \(unitCapacity), budget \(budget)")
+        }
+        self.directories = directories
+        self.unitCapacity = unitCapacity
+        self.budget = budget
+        self.logger = logger
+        self.calls = calls
+        try recover()
+    }
+
+    /// Every allocated unit, in allocation order.
+    public var units: [FileStorageUnit] { state.withLock { $0.units } }
+
+    /// Creates and preallocates a new unit in the directory holding the fewest units.
+    public func allocate() throws(StorageError) -> FileStorageUnit {
+        // One allocation at a time: allocations are rare, and serialising them keeps the
+        // budget check and the identity counter exact without holding the lock across I/O.
+        try allocationLock.withLock { (_) throws(StorageError) -> FileStorageUnit in
+            let (id, directoryIndex) = try state.withLock { (state) throws(StorageError) -> (UnitID, Int) in
+                guard (state.units.count + 1) * unitCapacity <= budget else {
+                    throw StorageError(
+                        .budgetExceeded,
+                        detail: "\(state.units.count) units of \(unitCapacity) bytes in a budget of \(budget) bytes")
+                }
+                var counts = [Int](repeating: 0, count: directories.count)
+                for index in state.directoryOfUnit.values { counts[index] += 1 }
+                let directoryIndex = counts.indices.min { counts[$0] < counts[$1] } ?? 0
+                return (UnitID(state.nextID), directoryIndex)
+            }
+            try writePoolState(nextID: id.rawValue + 1)
+            state.withLock { $0.nextID = id.rawValue + 1 }
+            let unit = try createUnit(id: id, directory: directories[directoryIndex])
+            state.withLock { state in
+                state.units.append(unit)
+                state.directoryOfUnit[id] = directoryIndex
+            }
+            logger.debug("allocated unit", metadata: ["unit": "\(id)", "path": "\(unit.path)"])
+            return unit
+        }
+    }
+
+    private let allocationLock = Mutex(())
+
+    /// Closes and deletes a unit's file and makes the deletion durable.
+    public func release(_ unit: UnitID) throws(StorageError) {
+        let found = state.withLock { state -> (FileStorageUnit, Int)? in
+            guard let index = state.units.firstIndex(where: { $0.id == unit }),
+                let directoryIndex = state.directoryOfUnit[unit]
+            else { return nil }
+            let removed = state.units.remove(at: index)
+            state.directoryOfUnit[unit] = nil
+            return (removed, directoryIndex)
+        }
+        guard let (removed, directoryIndex) = found else { throw StorageError(.unknownUnit, unit: unit) }
+        removed.close()
+        if unlink(removed.path) != 0 {
+            throw StorageError(.fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno, detail: "unlink")
+        }
+        try synchronizeDirectory(directories[directoryIndex])
+        logger.debug("released unit", metadata: ["unit": "\(unit)"])
+    }
+
+    /// Closes every unit's file. The pool and its units are unusable afterwards; reopen the
+    /// directories with a new pool.
+    public func close() {
+        for unit in units { unit.close() }
+    }
+
+    // MARK: - Files
+
+    static func fileName(for id: UnitID) -> String {
+        let hex = String(id.rawValue, radix: 16)
+        return "unit-" + String(repeating: "0", count: max(0, 16 - hex.count)) + hex + ".ftu"
+    }
+
+    static func unitID(fromFileName name: String) -> UnitID? {
+        guard name.hasPrefix("unit-"), name.hasSuffix(".ftu"), name.utf8.count == 5 + 16 + 4 else { return nil }
+        let hex = name.dropFirst(5).dropLast(4)
+        return UInt64(hex, radix: 16).map(UnitID.init)
+    }
+
+    private func createUnit(id: UnitID, directory: String) throws(StorageError) -> FileStorageUnit {
+        let finalPath = directory + "/" + Self.fileName(for: id)
+        let temporaryPath = finalPath + ".tmp"
+        let fd = open(temporaryPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "open")
+        }
+        var succeeded = false
+        defer {
+            if !succeeded {
+                _ = SystemCalls.close(fd)
+                _ = unlink(temporaryPath)
+            }
+        }
+        if calls.fallocate(fd, 0, 0, unitCapacity) != 0 {
+            let code = SystemCalls.errno
+            guard code == EOPNOTSUPP || code == ENOSYS else {
+                throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: code, detail: "fallocate")
+            }
+            // File systems without fallocate (tmpfs on old kernels): size the file instead.
+            guard ftruncate(fd, off_t(unitCapacity)) == 0 else {
+                throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "ftruncate")
+            }
+        }
+        guard calls.fsync(fd) == 0 else {
+            throw StorageError(.synchronizeFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "fsync new unit")
+        }
+        guard rename(temporaryPath, finalPath) == 0 else {
+            throw StorageError(.fileOperationFailed, unit: id, path: finalPath, errno: SystemCalls.errno, detail: "rename")
+        }
+        succeeded = true
+        try synchronizeDirectory(directory)
+        return FileStorageUnit(id: id, path: finalPath, descriptor: fd, capacity: unitCapacity, calls: calls)
+    }
+
+    private func synchronizeDirectory(_ directory: String) throws(StorageError) {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "open directory")
+        }
+        defer { _ = SystemCalls.close(fd) }
+        guard calls.fsync(fd) == 0 else {
+            throw StorageError(.synchronizeFailed, path: directory, errno: SystemCalls.errno, detail: "fsync directory")
+        }
+    }
+
+    // MARK: - Recovery
+
+    private func recover() throws(StorageError) {
+        var found: [(UnitID, Int, String)] = []
+        for (index, directory) in directories.enumerated() {
+            if mkdir(directory, 0o755) != 0 && SystemCalls.errno != EEXIST {
+                throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "mkdir")
+            }
+            var removedTemporary = false
+            for name in try listDirectory(directory) {
+                if name.hasSuffix(".tmp") {
+                    // A crash between create and rename: the unit was never handed out.
+                    _ = unlink(directory + "/" + name)
+                    removedTemporary = true
+                    logger.info("removed unfinished unit", metadata: ["path": "\(directory)/\(name)"])
+                } else if let id = Self.unitID(fromFileName: name) {
+                    found.append((id, index, directory + "/" + name))
+                }
+            }
+            if removedTemporary { try synchronizeDirectory(directory) }
+        }
+        found.sort { $0.0 < $1.0 }
+        var units: [FileStorageUnit] = []
+        var directoryOfUnit: [UnitID: Int] = [:]
+        for (id, index, path) in found {
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw StorageError(.fileOperationFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "open")
+            }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else {
+                let code = SystemCalls.errno
+                _ = SystemCalls.close(fd)
+                throw StorageError(.fileOperationFailed, unit: id, path: path, errno: code, detail: "fstat")
+            }
+            guard Int(info.st_size) == unitCapacity else {
+                _ = SystemCalls.close(fd)
+                throw StorageError(
+                    .malformedUnit, unit: id, path: path,
+                    detail: "file is \(info.st_size) bytes, pool units are \(unitCapacity)")
+            }
+            units.append(FileStorageUnit(id: id, path: path, descriptor: fd, capacity: unitCapacity, calls: calls))
+            directoryOfUnit[id] = index
+        }
+        let stored = try readPoolState()
+        let highest = found.last.map { $0.0.rawValue + 1 } ?? 1
+        let nextID = max(stored ?? 1, highest)
+        state.withLock { state in
+            state.units = units
+            state.directoryOfUnit = directoryOfUnit
+            state.nextID = nextID
+        }
+        if !units.isEmpty {
+            logger.info("pool recovered", metadata: ["units": "\(units.count)", "next": "\(nextID)"])
+        }
+    }
+
+    private func listDirectory(_ directory: String) throws(StorageError) -> [String] {
+        guard let handle = opendir(directory) else {
+            throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "opendir")
+        }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    // MARK: - Pool state file
+
+    private static let stateMagic: [UInt8] = Array("FTPOOL01".utf8)
+    private static let stateVersion: UInt32 = 1
+    private static let stateSize = 36
+
+    private var statePath: String { directories[0] + "/pool.state" }
+
+    private func writePoolState(nextID: UInt64) throws(StorageError) {
+        var bytes = Self.stateMagic
+        bytes.appendLittleEndian(Self.stateVersion)
+        bytes.appendLittleEndian(UInt32(0))
+        bytes.appendLittleEndian(nextID)
+        bytes.appendLittleEndian(UInt64(unitCapacity))
+        bytes.appendLittleEndian(CRC32C.checksum(bytes))
+        let temporary = statePath + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw StorageError(.fileOperationFailed, path: temporary, errno: SystemCalls.errno, detail: "open")
+        }
+        defer { _ = SystemCalls.close(fd) }
+        let written = bytes.withUnsafeBytes { calls.pwrite(fd, $0.baseAddress, $0.count, 0) }
+        guard written == bytes.count else {
+            throw StorageError(.fileOperationFailed, path: temporary, errno: SystemCalls.errno, detail: "pwrite")
+        }
+        guard calls.fdatasync(fd) == 0 else {
+            throw StorageError(.synchronizeFailed, path: temporary, errno: SystemCalls.errno, detail: "fdatasync")
+        }
+        guard rename(temporary, statePath) == 0 else {
+            throw StorageError(.fileOperationFailed, path: statePath, errno: SystemCalls.errno, detail: "rename")
+        }
+        try synchronizeDirectory(directories[0])
+    }
+
+    private func readPoolState() throws(StorageError) -> UInt64? {
+        let fd = open(statePath, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if SystemCalls.errno == ENOENT { return nil }
+            throw StorageError(.fileOperationFailed, path: statePath, errno: SystemCalls.errno, detail: "open")
+        }
+        defer { _ = SystemCalls.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: Self.stateSize)
+        let count = bytes.withUnsafeMutableBytes { calls.pread(fd, $0.baseAddress, $0.count, 0) }
+        guard count == Self.stateSize, Array(bytes[0..<8]) == Self.stateMagic else {
+            throw StorageError(.malformedUnit, path: statePath, offset: 0, detail: "pool state is truncated or not a pool state")
+        }
+        let version: UInt32 = bytes.loadLittleEndian(at: 8)
+        guard version == Self.stateVersion else {
+            throw StorageError(.malformedUnit, path: statePath, offset: 8, detail: "unsupported pool state version \(version)")
+        }
+        let checksum: UInt32 = bytes.loadLittleEndian(at: 32)
+        guard CRC32C.checksum(bytes[0..<32]) == checksum else {
+            throw StorageError(.malformedUnit, path: statePath, offset: 32, detail: "pool state checksum mismatch")
+        }
+        let capacity: UInt64 = bytes.loadLittleEndian(at: 24)
+        guard capacity == UInt64(unitCapacity) else {
+            throw StorageError(
+                .invalidConfiguration, path: statePath,
+                detail: "pool was created with units of \(capacity) bytes, opened with \(unitCapacity)")
+        }
+        return bytes.loadLittleEndian(at: 16)
+    }
+}

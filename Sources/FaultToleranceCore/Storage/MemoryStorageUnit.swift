@@ -1,0 +1,97 @@
+import Synchronization
+
+/// A ``StorageUnit`` held in memory, for tests and for data that need not outlive the
+/// process. ``synchronize()`` succeeds at once; nothing survives the process.
+public final class MemoryStorageUnit: StorageUnit {
+    /// The unit's identity.
+    public let id: UnitID
+    /// The unit's size in bytes.
+    public let capacity: Int
+    private let bytes: Mutex<[UInt8]>
+
+    /// Creates a zero-filled unit of `capacity` bytes.
+    public init(id: UnitID, capacity: Int) {
+        self.id = id
+        self.capacity = max(0, capacity)
+        self.bytes = Mutex([UInt8](repeating: 0, count: max(0, capacity)))
+    }
+
+    /// Copies the bytes at `offset` into `buffer`.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+        try checkBounds(offset: offset, count: buffer.count)
+        bytes.withLock { storage in
+            storage.withUnsafeBytes { source in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
+            }
+        }
+    }
+
+    /// Copies `bytes` into the unit at `offset`.
+    public func write(_ source: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
+        try checkBounds(offset: offset, count: source.count)
+        bytes.withLock { storage in
+            storage.withUnsafeMutableBytes { target in
+                UnsafeMutableRawBufferPointer(rebasing: target[offset..<offset + source.count]).copyMemory(from: source)
+            }
+        }
+    }
+
+    /// Does nothing: memory has no durability barrier.
+    public func synchronize() throws(StorageError) {}
+
+    /// Zeroes `range`.
+    public func discard(_ range: Range<Int>) throws(StorageError) {
+        try checkBounds(offset: range.lowerBound, count: range.count)
+        bytes.withLock { storage in
+            for index in range { storage[index] = 0 }
+        }
+    }
+}
+
+/// A ``StoragePool`` of ``MemoryStorageUnit``s.
+public final class MemoryStoragePool: StoragePool {
+    private struct State {
+        var units: [MemoryStorageUnit] = []
+        var nextID: UInt64 = 1
+    }
+
+    /// The capacity of every unit.
+    public let unitCapacity: Int
+    /// The most bytes all units may occupy together.
+    public let budget: Int
+    private let state = Mutex(State())
+
+    /// Creates an empty pool handing out units of `unitCapacity` bytes, at most `budget`
+    /// bytes in all.
+    public init(unitCapacity: Int, budget: Int) {
+        self.unitCapacity = unitCapacity
+        self.budget = budget
+    }
+
+    /// Every allocated unit, in allocation order.
+    public var units: [MemoryStorageUnit] { state.withLock { $0.units } }
+
+    /// Allocates a zero-filled unit.
+    public func allocate() throws(StorageError) -> MemoryStorageUnit {
+        let result: Result<MemoryStorageUnit, StorageError> = state.withLock { state in
+            guard (state.units.count + 1) * unitCapacity <= budget else {
+                return .failure(StorageError(.budgetExceeded, detail: "budget \(budget) bytes, units of \(unitCapacity)"))
+            }
+            let unit = MemoryStorageUnit(id: UnitID(state.nextID), capacity: unitCapacity)
+            state.nextID += 1
+            state.units.append(unit)
+            return .success(unit)
+        }
+        return try result.get()
+    }
+
+    /// Forgets a unit.
+    public func release(_ unit: UnitID) throws(StorageError) {
+        let found = state.withLock { state in
+            guard let index = state.units.firstIndex(where: { $0.id == unit }) else { return false }
+            state.units.remove(at: index)
+            return true
+        }
+        if !found { throw StorageError(.unknownUnit, unit: unit) }
+    }
+}

@@ -1,0 +1,73 @@
+public import NIOCore
+
+/// A message as protocols see it: a type and a body. Transports frame it, add the sender
+/// and check it on arrival.
+public struct Message: Sendable, Hashable {
+    /// The first type reserved for transports' own use (handshakes); protocols use types
+    /// below it.
+    public static let firstReservedType: UInt16 = 0xFF00
+
+    /// The message type; its meaning belongs to the protocol that sends it.
+    public var type: UInt16
+    /// The message body.
+    public var payload: ByteBuffer
+
+    /// Creates a message.
+    public init(type: UInt16, payload: ByteBuffer) {
+        self.type = type
+        self.payload = payload
+    }
+
+    /// Creates a message whose body is a copy of `bytes`.
+    public init(type: UInt16, bytes: some Sequence<UInt8>) {
+        self.type = type
+        var buffer = ByteBuffer()
+        buffer.writeBytes(Array(bytes))
+        self.payload = buffer
+    }
+}
+
+/// A message as it arrived: who sent it and on which path.
+public struct Envelope: Sendable, Hashable {
+    /// The sender.
+    public var from: NodeID
+    /// The path it arrived on, for transports with several (UDP); `nil` for a single stream.
+    public var path: PathID?
+    /// The message.
+    public var message: Message
+
+    /// Creates an envelope.
+    public init(from: NodeID, path: PathID?, message: Message) {
+        self.from = from
+        self.path = path
+        self.message = message
+    }
+}
+
+/// The wire form of an envelope: a ``Frame`` whose type is the message's and whose payload
+/// is the sender's name (one length byte, then UTF-8) followed by the message body.
+public enum EnvelopeCodec {
+    /// Frames `message` from `sender` into `buffer`.
+    public static func encode(_ message: Message, from sender: NodeID, into buffer: inout ByteBuffer) {
+        var payload = ByteBuffer()
+        payload.reserveCapacity(1 + sender.name.utf8.count + message.payload.readableBytes)
+        payload.writeInteger(UInt8(truncatingIfNeeded: sender.name.utf8.count))
+        payload.writeString(sender.name)
+        var body = message.payload
+        payload.writeBuffer(&body)
+        Frame(type: message.type, payload: payload).encode(into: &buffer)
+    }
+
+    /// Splits a decoded frame back into sender and message; throws
+    /// ``FrameError/Code/malformedPayload`` for a missing or invalid sender name.
+    public static func decode(_ frame: Frame, offset: Int = 0) throws(FrameError) -> (NodeID, Message) {
+        var payload = frame.payload
+        guard let length = payload.readInteger(as: UInt8.self), length > 0,
+            let name = payload.readString(length: Int(length)),
+            let sender = NodeID(name)
+        else {
+            throw FrameError(.malformedPayload, offset: offset, detail: "envelope has no valid sender name")
+        }
+        return (sender, Message(type: frame.type, payload: payload))
+    }
+}

@@ -1,0 +1,87 @@
+/// Sends framed messages to other nodes and delivers the messages they send.
+///
+/// Protocols in this library talk through a `Transport` so programs can embed them over
+/// their own networks. Implementations: ``InMemoryTransport`` for tests, and in
+/// `FaultToleranceNIO` a TCP transport (reliable, ordered per peer) and a UDP transport
+/// (datagrams over several paths, for heartbeats).
+///
+/// Delivery is at most once: a message sent just before a connection breaks may be lost,
+/// and protocols that need more retransmit, as they must over any real network.
+public protocol Transport: Sendable {
+    /// This node's identity; receivers see it as ``Envelope/from``.
+    var localNode: NodeID { get }
+
+    /// Messages from other nodes, in arrival order. Each transport has one such sequence;
+    /// it finishes when the transport closes.
+    var incoming: AsyncStream<Envelope> { get }
+
+    /// Sends `message` to `node`, over `path` when the transport has several. Returns once
+    /// the transport has taken the message, waiting while its buffers are full
+    /// (back-pressure).
+    func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError)
+
+    /// Stops sending and receiving and finishes ``incoming``.
+    func close() async
+}
+
+extension Transport {
+    /// Sends `message` to `node` over the transport's default path.
+    public func send(_ message: Message, to node: NodeID) async throws(TransportError) {
+        try await send(message, to: node, over: nil)
+    }
+}
+
+/// A failure to send, saying to whom and why.
+public struct TransportError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+
+        /// The transport has no address for this node.
+        public static let unknownPeer = Code("unknownPeer")
+        /// The transport has no such path, or the peer has no address on it.
+        public static let unknownPath = Code("unknownPath")
+        /// Every connection attempt within the retry budget failed.
+        public static let unreachable = Code("unreachable")
+        /// The transport was closed.
+        public static let closed = Code("closed")
+        /// The message exceeds the frame size limit.
+        public static let messageTooLarge = Code("messageTooLarge")
+        /// Message types at or above ``Message/firstReservedType`` belong to transports.
+        public static let reservedType = Code("reservedType")
+        /// The network refused the message (a socket error).
+        public static let sendFailed = Code("sendFailed")
+        /// The transport could not start (a bind failed, a bad address).
+        public static let startFailed = Code("startFailed")
+
+        /// The code's name.
+        public var description: String { name }
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// The node the message was for, when there is one.
+    public var peer: NodeID?
+    /// The path, when there is one.
+    public var path: PathID?
+    /// More detail for people, including any underlying error.
+    public var detail: String?
+
+    /// Creates an error.
+    public init(_ code: Code, peer: NodeID? = nil, path: PathID? = nil, detail: String? = nil) {
+        self.code = code
+        self.peer = peer
+        self.path = path
+        self.detail = detail
+    }
+
+    /// One line naming the code, the peer, the path and the detail.
+    public var description: String {
+        var parts = ["transport error \(code)"]
+        if let peer { parts.append("peer \(peer)") }
+        if let path { parts.append("path \(path)") }
+        if let detail { parts.append(detail) }
+        return parts.joined(separator: ", ")
+    }
+}
