@@ -65,7 +65,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "FaultToleranceCoreTests", dependencies: ["FaultToleranceCore"]),
+        .testTarget(
+            name: "FaultToleranceCoreTests",
+            dependencies: ["FaultToleranceCore", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "FaultToleranceNIOTests",
             dependencies: [

@@ -2,8 +2,10 @@ internal import CZlib
 
 /// zlib-format (RFC 1950) compression on the system zlib.
 ///
-/// The zlib format carries an Adler-32 of the uncompressed data, so ``Inflate`` rejects a
-/// stream whose bytes were damaged even where the damage leaves it decodable.
+/// The zlib format carries an Adler-32 of the uncompressed data, so ``Inflate`` rejects most
+/// damaged streams even where the damage leaves them decodable. Adler-32 is weak (a damaged
+/// stream occasionally decodes to other bytes with the same sum), so anything stored or sent
+/// compressed should also carry a ``CRC32C`` of its uncompressed bytes.
 ///
 /// ```swift
 /// let packed = try Deflate.compress(bytes, level: 1)

@@ -1,0 +1,78 @@
+import FaultToleranceCore
+import Testing
+
+@Suite("CRC32C")
+struct CRC32CTests {
+    /// RFC 3720 appendix B.4 test vectors, plus the common "123456789" check value.
+    static let vectors: [([UInt8], UInt32)] = [
+        ([UInt8](repeating: 0, count: 32), 0x8A91_36AA),
+        ([UInt8](repeating: 0xFF, count: 32), 0x62A8_AB43),
+        ((0..<32).map { UInt8($0) }, 0x46DD_794E),
+        ((0..<32).map { UInt8(31 - $0) }, 0x113F_DB5C),
+        (Array("123456789".utf8), 0xE306_9283),
+        ([], 0),
+    ]
+
+    @Test("RFC 3720 vectors", arguments: CRC32C.Implementation.allCases)
+    func rfcVectors(implementation: CRC32C.Implementation) {
+        for (input, expected) in Self.vectors {
+            var crc = CRC32C(implementation: implementation)
+            crc.update(input)
+            #expect(crc.value == expected, "input of \(input.count) bytes")
+        }
+    }
+
+    @Test("hardware and table agree on random input at every length and alignment")
+    func pathsAgree() {
+        var generator = SplitMix(seed: 0xC0FFEE)
+        for length in Array(0..<300) + [4095, 4096, 4097, 65_537] {
+            let bytes = (0..<(length + 7)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            for start in 0..<min(8, bytes.count + 1) where start + length <= bytes.count {
+                let slice = Array(bytes[start..<start + length])
+                var hardware = CRC32C(implementation: .hardware)
+                var table = CRC32C(implementation: .table)
+                hardware.update(slice)
+                table.update(slice)
+                #expect(hardware.value == table.value, "length \(length) start \(start)")
+            }
+        }
+    }
+
+    @Test("incremental updates equal one update")
+    func incremental() {
+        var generator = SplitMix(seed: 7)
+        let bytes = (0..<10_000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var pieces = CRC32C()
+        var index = 0
+        while index < bytes.count {
+            let step = Int.random(in: 1...700, using: &generator)
+            pieces.update(bytes[index..<min(bytes.count, index + step)])
+            index += step
+        }
+        #expect(pieces.value == CRC32C.checksum(bytes))
+    }
+
+    @Test("a single flipped bit changes the checksum")
+    func detectsBitFlip() {
+        let bytes = (0..<512).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let original = CRC32C.checksum(bytes)
+        for bit in stride(from: 0, to: bytes.count * 8, by: 37) {
+            var damaged = bytes
+            damaged[bit / 8] ^= UInt8(1 << (bit % 8))
+            #expect(CRC32C.checksum(damaged) != original)
+        }
+    }
+}
+
+/// A small deterministic generator for test inputs.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import FaultToleranceCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh directory under the system's temporary folder, removed by `cleanup()`.
+struct TemporaryDirectory {
+    let path: String
+
+    init() throws {
+        let base = FileManager.default.temporaryDirectory.path + "/ft-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        path = base
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite("Storage")
+struct StorageTests {
+    @Test("memory units check bounds and discard to zeros")
+    func memoryUnit() throws {
+        let pool = MemoryStoragePool(unitCapacity: 1024, budget: 2048)
+        let unit = try pool.allocate()
+        try unit.write([1, 2, 3], at: 1021)
+        #expect(try unit.read(at: 1020, count: 4) == [0, 1, 2, 3])
+        #expect(throws: StorageError.self) { try unit.write([1, 2], at: 1023) }
+        #expect(throws: StorageError.self) { try unit.read(at: -1, count: 1) }
+        #expect(throws: StorageError.self) { try unit.read(at: 0, count: -1) }
+        try unit.discard(1021..<1023)
+        #expect(try unit.read(at: 1021, count: 3) == [0, 0, 3])
+        _ = try pool.allocate()
+        #expect(throws: StorageError.self) { try pool.allocate() }
+        try pool.release(unit.id)
+        #expect(throws: StorageError.self) { try pool.release(unit.id) }
+        #expect(try pool.allocate().id == UnitID(3))
+    }
+
+    @Test("file pool: synchronized writes survive a reopen after power loss; ids are never reused")
+    func filePoolReopen() throws {
+        let first = try TemporaryDirectory()
+        let second = try TemporaryDirectory()
+        defer {
+            first.cleanup()
+            second.cleanup()
+        }
+        let directories = [first.path, second.path]
+        var expected: [UnitID: [UInt8]] = [:]
+        do {
+            let pool = try FileStoragePool(directories: directories, unitCapacity: 64 * 1024, budget: 4 * 64 * 1024)
+            for index in 0..<4 {
+                let unit = try pool.allocate()
+                let data = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* (index + 3)) }
+                try unit.write(data, at: 8192)
+                try unit.synchronize()
+                expected[unit.id] = data
+            }
+            #expect(throws: StorageError.self) { try pool.allocate() }
+            // Units alternate between the two directories (disks).
+            let inFirst = pool.units.filter { $0.path.hasPrefix(first.path) }.count
+            #expect(inFirst == 2)
+            try pool.release(UnitID(4))
+            expected[UnitID(4)] = nil
+            // A crash mid-create leaves a temporary file behind.
+            _ = FileManager.default.createFile(atPath: first.path + "/unit-0000000000000063.ftu.tmp", contents: Data([1]))
+            // Power loss: the process stops using the pool without any further barrier.
+            pool.close()
+        }
+        let reopened = try FileStoragePool(directories: directories, unitCapacity: 64 * 1024, budget: 4 * 64 * 1024)
+        #expect(reopened.units.map(\.id) == [UnitID(1), UnitID(2), UnitID(3)])
+        for unit in reopened.units {
+            #expect(try unit.read(at: 8192, count: 4096) == expected[unit.id])
+            #expect(try unit.read(at: 0, count: 16) == [UInt8](repeating: 0, count: 16))
+        }
+        #expect(!FileManager.default.fileExists(atPath: first.path + "/unit-0000000000000063.ftu.tmp"))
+        // Unit 4 was released; its number must not come back.
+        #expect(try reopened.allocate().id == UnitID(5))
+        #expect(throws: StorageError.self) {
+            try FileStoragePool(directories: directories, unitCapacity: 4096, budget: 1 << 20)
+        }
+        #expect(throws: StorageError.self) { try FileStoragePool(directories: [], unitCapacity: 4096, budget: 1) }
+    }
+
+    @Test("a failed fdatasync poisons the unit: every later call throws")
+    func poisonedUnit() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let failSync = FailSwitch()
+        var calls = SystemCalls.live
+        calls.fdatasync = { fd in
+            if failSync.isOn {
+                errno = EIO
+                return -1
+            }
+            return SystemCalls.live.fdatasync(fd)
+        }
+        let pool = try FileStoragePool(
+            directories: [directory.path], unitCapacity: 4096, budget: 8192, logger: .init(label: "test"), calls: calls)
+        let unit = try pool.allocate()
+        try unit.write([1, 2, 3], at: 0)
+        try unit.synchronize()
+        failSync.isOn = true
+        do {
+            try unit.synchronize()
+            Issue.record("fdatasync failure was not reported")
+        } catch {
+            #expect(error.code == .synchronizeFailed)
+            #expect(error.errno == EIO)
+            #expect(error.unit == unit.id)
+            #expect(error.path == unit.path)
+        }
+        failSync.isOn = false
+        #expect(unit.isPoisoned)
+        for operation in [
+            { try unit.write([4], at: 0) }, { _ = try unit.read(at: 0, count: 1) }, { try unit.synchronize() },
+            { try unit.discard(0..<1) },
+        ] {
+            do {
+                try operation()
+                Issue.record("a poisoned unit accepted a call")
+            } catch let error as StorageError {
+                #expect(error.code == .poisoned)
+                #expect(error.errno == EIO)
+            }
+        }
+    }
+
+    @Test("discard punches a hole that reads as zeros; out-of-bounds calls name the offset")
+    func fileDiscardAndBounds() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let pool = try FileStoragePool(directories: [directory.path], unitCapacity: 1 << 20, budget: 1 << 20)
+        let unit = try pool.allocate()
+        try unit.write([UInt8](repeating: 7, count: 1 << 20), at: 0)
+        try unit.discard(4096..<(8 * 4096))
+        #expect(try unit.read(at: 4095, count: 2) == [7, 0])
+        #expect(try unit.read(at: 8 * 4096 - 1, count: 2) == [0, 7])
+        do {
+            try unit.write([1], at: 1 << 20)
+            Issue.record("write past capacity accepted")
+        } catch {
+            #expect(error.code == .outOfBounds)
+            #expect(error.offset == 1 << 20)
+        }
+    }
+
+    @Test("a unit file of the wrong size is reported with its path")
+    func malformedUnit() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let path = directory.path + "/unit-0000000000000001.ftu"
+        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        do {
+            _ = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 8192)
+            Issue.record("malformed unit accepted")
+        } catch {
+            #expect(error.code == .malformedUnit)
+            #expect(error.path == path)
+        }
+    }
+}
+
+/// A flag shared with a `@Sendable` system-call stub.
+final class FailSwitch: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isOn: Bool {
+        get { flag.load(ordering: .acquiring) }
+        set { flag.store(newValue, ordering: .releasing) }
+    }
+}
