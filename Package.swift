@@ -77,7 +77,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DeterministicSimulationTests", dependencies: ["DeterministicSimulation"]),
-        .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance", "ftctl"]),
+        .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
     ]
 )
 

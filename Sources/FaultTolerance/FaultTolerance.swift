@@ -1,1 +1,4 @@
+// The umbrella module: `import FaultTolerance` brings in every primitive.
+@_exported import DeterministicSimulation
 @_exported import FaultToleranceCore
+@_exported import FaultToleranceNIO

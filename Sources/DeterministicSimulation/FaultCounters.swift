@@ -1,0 +1,62 @@
+/// How many faults of each kind a simulation injected, for reports and for checking that a
+/// run exercised what it claims to.
+public struct FaultCounters: Sendable, Hashable, Codable {
+    /// Messages the network dropped at random.
+    public var messagesLost = 0
+    /// Messages the network dropped because of a partition or a cut link.
+    public var messagesPartitioned = 0
+    /// Messages delivered twice.
+    public var messagesDuplicated = 0
+    /// Messages held back past later ones (reordering).
+    public var messagesReordered = 0
+    /// Messages delivered.
+    public var messagesDelivered = 0
+    /// Partitions and one-way cuts begun.
+    public var partitions = 0
+    /// Node crashes.
+    public var nodeCrashes = 0
+    /// Node restarts.
+    public var nodeRestarts = 0
+    /// Unsynchronized writes lost whole in a crash.
+    public var writesLost = 0
+    /// Unsynchronized writes torn (some sectors kept, some lost) in a crash.
+    public var writesTorn = 0
+    /// Unsynchronized writes that happened to survive a crash.
+    public var writesSurvived = 0
+    /// Durability barriers made to fail.
+    public var synchronizeFailures = 0
+    /// Reads made to fail.
+    public var readFailures = 0
+
+    /// Creates zeroed counters.
+    public init() {}
+
+    /// Every counter with its name, in a stable order, for tables.
+    public var entries: [(name: String, value: Int)] {
+        [
+            ("messages delivered", messagesDelivered), ("messages lost", messagesLost),
+            ("messages partitioned", messagesPartitioned), ("messages duplicated", messagesDuplicated),
+            ("messages reordered", messagesReordered), ("partitions", partitions), ("node crashes", nodeCrashes),
+            ("node restarts", nodeRestarts), ("writes lost", writesLost), ("writes torn", writesTorn),
+            ("writes survived crash", writesSurvived), ("fsync failures", synchronizeFailures),
+            ("read failures", readFailures),
+        ]
+    }
+
+    /// Adds another run's counters to these.
+    public mutating func add(_ other: FaultCounters) {
+        messagesLost += other.messagesLost
+        messagesPartitioned += other.messagesPartitioned
+        messagesDuplicated += other.messagesDuplicated
+        messagesReordered += other.messagesReordered
+        messagesDelivered += other.messagesDelivered
+        partitions += other.partitions
+        nodeCrashes += other.nodeCrashes
+        nodeRestarts += other.nodeRestarts
+        writesLost += other.writesLost
+        writesTorn += other.writesTorn
+        writesSurvived += other.writesSurvived
+        synchronizeFailures += other.synchronizeFailures
+        readFailures += other.readFailures
+    }
+}

@@ -1,0 +1,217 @@
+public import FaultToleranceCore
+import Synchronization
+
+/// A ``StorageUnit`` with the crash semantics of a real disk, for simulations.
+///
+/// Reads see every completed write. ``crash()`` models power loss: writes since the last
+/// successful ``synchronize()`` are each lost, kept, or torn at ``sectorSize`` granularity
+/// (some sectors written, others not), and the surviving sectors land in a random order —
+/// what a disk with a volatile cache may do. Synchronize and read failures can be injected;
+/// a failed synchronize poisons the disk until the next crash (a restart of its owner), as
+/// ``FileStorageUnit`` does.
+public final class SimulatedDisk: StorageUnit {
+    /// Fault probabilities for a disk.
+    public struct Faults: Sendable, Hashable {
+        /// Probability that an unsynchronized write is lost whole in a crash.
+        public var loseUnsynchronized: Double
+        /// Probability that an unsynchronized write is torn in a crash (otherwise kept).
+        public var tearUnsynchronized: Double
+        /// Probability that a ``SimulatedDisk/synchronize()`` fails.
+        public var synchronizeFailure: Double
+        /// Probability that a read fails.
+        public var readFailure: Double
+
+        /// Creates fault probabilities.
+        public init(
+            loseUnsynchronized: Double = 0.4,
+            tearUnsynchronized: Double = 0.3,
+            synchronizeFailure: Double = 0,
+            readFailure: Double = 0
+        ) {
+            self.loseUnsynchronized = loseUnsynchronized
+            self.tearUnsynchronized = tearUnsynchronized
+            self.synchronizeFailure = synchronizeFailure
+            self.readFailure = readFailure
+        }
+    }
+
+    /// What a crash did to the unsynchronized writes.
+    public struct CrashOutcome: Sendable, Hashable {
+        /// Writes lost whole.
+        public var lost = 0
+        /// Writes torn.
+        public var torn = 0
+        /// Writes that survived whole.
+        public var survived = 0
+
+        /// Creates an empty outcome.
+        public init() {}
+    }
+
+    private struct PendingWrite {
+        var offset: Int
+        var bytes: [UInt8]
+    }
+
+    private struct State {
+        var durable: [UInt8]
+        var current: [UInt8]
+        var pending: [PendingWrite] = []
+        var random: SimulationRandom
+        var faults: Faults
+        var poisoned: StorageError?
+        var failNextSynchronize = false
+        var synchronizeFailures = 0
+        var readFailures = 0
+    }
+
+    /// The unit's identity.
+    public let id: UnitID
+    /// The unit's size in bytes.
+    public let capacity: Int
+    /// The granularity of torn writes, 512 bytes by default (a disk sector).
+    public let sectorSize: Int
+    private let state: Mutex<State>
+
+    /// Creates a zero-filled disk whose faults are drawn from `random`.
+    public init(id: UnitID, capacity: Int, sectorSize: Int = 512, faults: Faults = Faults(), random: SimulationRandom) {
+        self.id = id
+        self.capacity = max(0, capacity)
+        self.sectorSize = max(1, sectorSize)
+        let zeros = [UInt8](repeating: 0, count: max(0, capacity))
+        self.state = Mutex(State(durable: zeros, current: zeros, random: random, faults: faults))
+    }
+
+    /// Changes the fault probabilities.
+    public func setFaults(_ faults: Faults) {
+        state.withLock { $0.faults = faults }
+    }
+
+    /// Makes the next ``synchronize()`` fail regardless of probabilities.
+    public func failNextSynchronize() {
+        state.withLock { $0.failNextSynchronize = true }
+    }
+
+    /// How many synchronize and read failures were injected so far.
+    public var injectedFailures: (synchronize: Int, read: Int) {
+        state.withLock { ($0.synchronizeFailures, $0.readFailures) }
+    }
+
+    /// Unsynchronized writes that a crash now could lose.
+    public var pendingWriteCount: Int { state.withLock { $0.pending.count } }
+
+    /// Copies bytes out; may fail when read failures are injected.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+        try checkBounds(offset: offset, count: buffer.count)
+        let result: Result<Void, StorageError> = state.withLock { state in
+            if let poisoned = state.poisoned {
+                return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
+            }
+            if state.random.chance(state.faults.readFailure) {
+                state.readFailures += 1
+                return .failure(StorageError(.ioFailed, unit: id, offset: offset, errno: 5, detail: "injected read failure"))
+            }
+            state.current.withUnsafeBytes { source in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
+            }
+            return .success(())
+        }
+        try result.get()
+    }
+
+    /// Applies a write to the volatile view and remembers it until the next barrier.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
+        try checkBounds(offset: offset, count: bytes.count)
+        let result: Result<Void, StorageError> = state.withLock { state in
+            if let poisoned = state.poisoned {
+                return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
+            }
+            state.current.withUnsafeMutableBytes { target in
+                UnsafeMutableRawBufferPointer(rebasing: target[offset..<offset + bytes.count]).copyMemory(from: bytes)
+            }
+            state.pending.append(PendingWrite(offset: offset, bytes: Array(bytes)))
+            return .success(())
+        }
+        try result.get()
+    }
+
+    /// Makes pending writes durable, or fails and poisons the disk when a failure is
+    /// injected.
+    public func synchronize() throws(StorageError) {
+        let result: Result<Void, StorageError> = state.withLock { state in
+            if let poisoned = state.poisoned {
+                return .failure(StorageError(.poisoned, unit: id, errno: poisoned.errno))
+            }
+            if state.failNextSynchronize || state.random.chance(state.faults.synchronizeFailure) {
+                state.failNextSynchronize = false
+                state.synchronizeFailures += 1
+                let error = StorageError(.synchronizeFailed, unit: id, errno: 5, detail: "injected fsync failure")
+                state.poisoned = error
+                return .failure(error)
+            }
+            state.durable = state.current
+            state.pending.removeAll()
+            return .success(())
+        }
+        try result.get()
+    }
+
+    /// Zeroes a range (as a write of zeros, subject to the same crash rules).
+    public func discard(_ range: Range<Int>) throws(StorageError) {
+        try checkBounds(offset: range.lowerBound, count: range.count)
+        let zeros = [UInt8](repeating: 0, count: range.count)
+        try zeros.withUnsafeBytes { raw in
+            Result { () throws(StorageError) in try write(raw, at: range.lowerBound) }
+        }.get()
+    }
+
+    /// Power loss: each unsynchronized write is lost, torn or kept; surviving sectors are
+    /// applied in a random order; the disk then holds only what "reached the platter", and
+    /// a poisoned disk becomes usable again (its owner restarts and recovers).
+    @discardableResult
+    public func crash() -> CrashOutcome {
+        state.withLock { state in
+            var outcome = CrashOutcome()
+            var sectors: [(offset: Int, bytes: ArraySlice<UInt8>)] = []
+            for write in state.pending {
+                if state.random.chance(state.faults.loseUnsynchronized) {
+                    outcome.lost += 1
+                    continue
+                }
+                let tear = state.random.chance(state.faults.tearUnsynchronized)
+                var kept = 0
+                var total = 0
+                // Split the write at sector boundaries of the disk, not of the write.
+                var position = write.offset
+                let end = write.offset + write.bytes.count
+                while position < end {
+                    let sectorEnd = min(end, (position / sectorSize + 1) * sectorSize)
+                    total += 1
+                    if !tear || state.random.chance(0.5) {
+                        let slice = write.bytes[(position - write.offset)..<(sectorEnd - write.offset)]
+                        sectors.append((position, slice))
+                        kept += 1
+                    }
+                    position = sectorEnd
+                }
+                if tear && kept < total { outcome.torn += 1 } else if kept == 0 { outcome.lost += 1 } else { outcome.survived += 1 }
+            }
+            // Reordering: a volatile cache may write back sectors in any order, so where two
+            // pending writes overlap, either may win.
+            for index in stride(from: sectors.count - 1, to: 0, by: -1) {
+                let other = Int.random(in: 0...index, using: &state.random)
+                if state.random.chance(0.25) { sectors.swapAt(index, other) }
+            }
+            var image = state.durable
+            for sector in sectors {
+                image.replaceSubrange(sector.offset..<sector.offset + sector.bytes.count, with: sector.bytes)
+            }
+            state.durable = image
+            state.current = image
+            state.pending.removeAll()
+            state.poisoned = nil
+            state.failNextSynchronize = false
+            return outcome
+        }
+    }
+}

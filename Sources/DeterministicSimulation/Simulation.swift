@@ -1,0 +1,143 @@
+public import FaultToleranceCore
+
+/// A seeded discrete-event simulation: a virtual clock, an event queue and the random source
+/// every fault is drawn from.
+///
+/// Everything that happens in a simulated world is an event scheduled at a virtual instant;
+/// ``run(until:)`` pops events in time order (ties in scheduling order) and advances ``now``
+/// to each. Nothing reads a real clock or sleeps, so a run of minutes of virtual time takes
+/// milliseconds, and the same seed always produces the same run — the approach of
+/// FoundationDB's simulator and TigerBeetle's VOPR.
+///
+/// Timers belong to an owner (a node); ``cancelTimers(of:)`` drops a crashed node's timers.
+/// Not thread-safe: a simulation runs on one thread.
+public final class Simulation {
+    /// The seed this run was built from; print it with any failure.
+    public let seed: UInt64
+    /// The random source for every scheduling and fault decision.
+    public var random: SimulationRandom
+    /// The current virtual time.
+    public private(set) var now: Instant = .zero
+    /// Faults injected so far, by kind.
+    public var faults = FaultCounters()
+    /// Events executed so far.
+    public private(set) var eventsProcessed = 0
+
+    private var queue = EventQueue()
+    private var nextSequence: UInt64 = 0
+    private var cancelled: Set<UInt64> = []
+    private var timersByOwner: [NodeID: Set<UInt64>] = [:]
+
+    /// Creates a simulation at virtual time zero.
+    public init(seed: UInt64) {
+        self.seed = seed
+        self.random = SimulationRandom(seed: seed)
+    }
+
+    /// A handle for cancelling a scheduled event.
+    public struct TimerID: Hashable, Sendable {
+        fileprivate let sequence: UInt64
+    }
+
+    /// Schedules `action` at `instant` (or now, if `instant` is in the past).
+    @discardableResult
+    public func schedule(at instant: Instant, owner: NodeID? = nil, _ action: @escaping () -> Void) -> TimerID {
+        let sequence = nextSequence
+        nextSequence += 1
+        queue.push(Event(time: max(instant, now), sequence: sequence, owner: owner, action: action))
+        if let owner { timersByOwner[owner, default: []].insert(sequence) }
+        return TimerID(sequence: sequence)
+    }
+
+    /// Schedules `action` after `delay` of virtual time.
+    @discardableResult
+    public func schedule(after delay: Duration, owner: NodeID? = nil, _ action: @escaping () -> Void) -> TimerID {
+        schedule(at: now + delay, owner: owner, action)
+    }
+
+    /// Cancels a scheduled event; cancelling a fired or cancelled event does nothing.
+    public func cancel(_ timer: TimerID) {
+        cancelled.insert(timer.sequence)
+    }
+
+    /// Cancels every pending event owned by `owner` (its process died).
+    public func cancelTimers(of owner: NodeID) {
+        if let timers = timersByOwner.removeValue(forKey: owner) { cancelled.formUnion(timers) }
+    }
+
+    /// Runs the next event. Returns `false` when the queue is empty.
+    @discardableResult
+    public func step() -> Bool {
+        while let event = queue.pop() {
+            if let owner = event.owner { timersByOwner[owner]?.remove(event.sequence) }
+            if cancelled.remove(event.sequence) != nil { continue }
+            now = event.time
+            eventsProcessed += 1
+            event.action()
+            return true
+        }
+        return false
+    }
+
+    /// Runs events until the queue is empty or the next event is after `deadline`; the clock
+    /// ends at `deadline`.
+    public func run(until deadline: Instant) {
+        while let next = queue.peekTime, next <= deadline {
+            step()
+        }
+        if now < deadline { now = deadline }
+    }
+
+    /// Runs for `duration` of virtual time from now.
+    public func run(for duration: Duration) {
+        run(until: now + duration)
+    }
+}
+
+private struct Event {
+    let time: Instant
+    let sequence: UInt64
+    let owner: NodeID?
+    let action: () -> Void
+
+    func precedes(_ other: Event) -> Bool {
+        time != other.time ? time < other.time : sequence < other.sequence
+    }
+}
+
+/// A binary min-heap on (time, sequence): ties run in scheduling order, which keeps runs
+/// deterministic.
+private struct EventQueue {
+    private var heap: [Event] = []
+
+    var peekTime: Instant? { heap.first?.time }
+
+    mutating func push(_ event: Event) {
+        heap.append(event)
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].precedes(heap[parent]) else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Event? {
+        guard !heap.isEmpty else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        let top = heap.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < heap.count && heap[left].precedes(heap[smallest]) { smallest = left }
+            if right < heap.count && heap[right].precedes(heap[smallest]) { smallest = right }
+            if smallest == parent { break }
+            heap.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return top
+    }
+}

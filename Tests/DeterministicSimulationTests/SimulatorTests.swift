@@ -1,0 +1,119 @@
+import DeterministicSimulation
+import FaultToleranceCore
+import NIOCore
+import Testing
+
+@Suite("Simulator building blocks")
+struct SimulatorTests {
+    @Test("the generator is a pure function of its seed")
+    func generatorDeterminism() {
+        var a = SimulationRandom(seed: 42)
+        var b = SimulationRandom(seed: 42)
+        var c = SimulationRandom(seed: 43)
+        let first = (0..<100).map { _ in a.next() }
+        #expect(first == (0..<100).map { _ in b.next() })
+        #expect(first != (0..<100).map { _ in c.next() })
+        var d = SimulationRandom(seed: 1)
+        let hits = (0..<100_000).filter { _ in d.chance(0.25) }.count
+        #expect(abs(hits - 25_000) < 1_000)
+    }
+
+    @Test("events run in time order, ties in scheduling order, cancelled ones never")
+    func eventOrder() {
+        let simulation = Simulation(seed: 1)
+        var log: [String] = []
+        simulation.schedule(after: .milliseconds(5)) { log.append("b") }
+        simulation.schedule(after: .milliseconds(1)) { log.append("a") }
+        simulation.schedule(after: .milliseconds(5)) { log.append("c") }
+        let cancelled = simulation.schedule(after: .milliseconds(2)) { log.append("x") }
+        simulation.schedule(after: .milliseconds(3), owner: "n") { log.append("owned") }
+        simulation.cancel(cancelled)
+        simulation.cancelTimers(of: "n")
+        simulation.schedule(after: .milliseconds(4)) {
+            simulation.schedule(after: .milliseconds(10)) { log.append("late") }
+        }
+        simulation.run(until: Instant.zero + .milliseconds(10))
+        #expect(log == ["a", "b", "c"])
+        #expect(simulation.now == Instant.zero + .milliseconds(10))
+        simulation.run(for: .milliseconds(10))
+        #expect(log.last == "late")
+    }
+
+    @Test("the network loses, duplicates, partitions one way, and drops messages to crashed nodes")
+    func networkFaults() {
+        let simulation = Simulation(seed: 9)
+        let network = SimulatedNetwork(
+            simulation: simulation,
+            defaultConditions: LinkConditions(lossProbability: 0.1, duplicateProbability: 0.1))
+        var received: [NodeID: Int] = [:]
+        for node: NodeID in ["a", "b"] { network.attach(node) { _ in received[node, default: 0] += 1 } }
+        let message = Message(type: 1, bytes: [1])
+        for _ in 0..<1000 { network.send(message, from: "a", to: "b") }
+        simulation.run(for: .seconds(1))
+        #expect(simulation.faults.messagesLost > 50 && simulation.faults.messagesLost < 150)
+        #expect(received["b"] == 1000 - simulation.faults.messagesLost + simulation.faults.messagesDuplicated)
+
+        network.defaultConditions = .reliable
+        network.cut(from: "a", to: "b")
+        network.send(message, from: "a", to: "b")
+        network.send(message, from: "b", to: "a")
+        simulation.run(for: .seconds(1))
+        #expect(received["a"] == 1)
+        network.heal()
+        network.crash("a")
+        network.send(message, from: "b", to: "a")
+        simulation.run(for: .seconds(1))
+        #expect(received["a"] == 1)
+        network.restart("a")
+        network.send(message, from: "b", to: "a")
+        simulation.run(for: .seconds(1))
+        #expect(received["a"] == 2)
+    }
+
+    @Test("a disk crash keeps synchronized writes and loses or tears the rest at sector granularity")
+    func diskCrash() throws {
+        var random = SimulationRandom(seed: 5)
+        var outcomes = SimulatedDisk.CrashOutcome()
+        for round in 0..<50 {
+            let disk = SimulatedDisk(id: UnitID(1), capacity: 8192, random: random.split())
+            let synced = [UInt8](repeating: 0xAA, count: 4096)
+            try disk.write(synced, at: 0)
+            try disk.synchronize()
+            let unsynced = [UInt8](repeating: 0xBB, count: 2048)
+            try disk.write(unsynced, at: 4096 + 256)
+            let outcome = disk.crash()
+            outcomes.lost += outcome.lost
+            outcomes.torn += outcome.torn
+            outcomes.survived += outcome.survived
+            #expect(try disk.read(at: 0, count: 4096) == synced, "round \(round)")
+            let after = try disk.read(at: 4096, count: 4096)
+            // Every 512-byte sector is either all old (zero) or all new: torn only at sectors.
+            for sector in 0..<8 {
+                let bytes = Set(after[(sector * 512)..<(sector * 512 + 512)])
+                #expect(bytes.count == 1 || (sector == 0 || sector == 4), "sector \(sector) round \(round)")
+            }
+        }
+        #expect(outcomes.lost > 0 && outcomes.torn > 0 && outcomes.survived > 0)
+    }
+
+    @Test("an injected fsync failure poisons the disk until it crashes")
+    func diskPoison() throws {
+        let disk = SimulatedDisk(id: UnitID(1), capacity: 1024, random: SimulationRandom(seed: 1))
+        try disk.write([1], at: 0)
+        disk.failNextSynchronize()
+        #expect(throws: StorageError.self) { try disk.synchronize() }
+        #expect(throws: StorageError.self) { try disk.write([2], at: 0) }
+        #expect(throws: StorageError.self) { try disk.read(at: 0, count: 1) }
+        disk.crash()
+        try disk.write([3], at: 0)
+        try disk.synchronize()
+        #expect(try disk.read(at: 0, count: 1) == [3])
+    }
+
+    @Test("seeds come from the environment when set")
+    func seedSelection() {
+        let seeds = SimulationRunner.seeds(defaultCount: 7, base: 100)
+        #expect(!seeds.isEmpty)
+        #expect(SimulationRunner.replayCommand(seed: 12, filter: "T") == "FT_SIMULATION_SEED=12 swift test --filter T")
+    }
+}
