@@ -1,0 +1,323 @@
+public import FaultToleranceCore
+public import Logging
+import Metrics
+public import NIOCore
+public import NIOPosix
+import Synchronization
+
+/// A ``Transport`` over TCP on SwiftNIO: framed, checksummed messages, ordered per peer,
+/// with reconnection and back-pressure.
+///
+/// Each node listens on one address and opens one outbound connection per peer on first
+/// use; messages to a peer go over that connection in the order `send` was called, so a
+/// single sender sees per-peer FIFO delivery. A connection that fails is dropped and the
+/// next `send` reconnects, retrying with exponential backoff up to
+/// ``Configuration/connectAttempts`` times before throwing
+/// ``TransportError/Code/unreachable``. A message written just before a connection broke
+/// may be lost (at-most-once); protocols retransmit.
+///
+/// Back-pressure: when the connection's outbound buffer passes
+/// ``Configuration/writeBufferHighWatermark``, `send` waits until its own message has been
+/// written to the socket, so a fast sender slows to the network's pace instead of growing
+/// memory without bound.
+///
+/// Inbound bytes that are not valid frames (bad magic, checksum, oversize length) close
+/// that connection and increment `ft_transport_frames_rejected`; other connections go on.
+///
+/// ```swift
+/// let transport = try await TCPTransport.start(configuration: .init(
+///     localNode: "a", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 7000),
+///     peers: ["b": try SocketAddress(ipAddress: "127.0.0.1", port: 7001)]))
+/// try await transport.send(Message(type: 1, bytes: [1, 2, 3]), to: "b")
+/// for await envelope in transport.incoming { ... }
+/// ```
+public final class TCPTransport: Transport {
+    /// Settings for a ``TCPTransport``.
+    public struct Configuration: Sendable {
+        /// This node's identity.
+        public var localNode: NodeID
+        /// The address to listen on; port 0 picks a free port (see ``TCPTransport/localAddress``).
+        public var bindAddress: SocketAddress
+        /// Where each peer listens.
+        public var peers: [NodeID: SocketAddress]
+        /// The largest message payload accepted or sent.
+        public var maximumPayloadLength: Int
+        /// Connection attempts per `send` before giving up.
+        public var connectAttempts: Int
+        /// The wait before the second attempt; doubled after each failure.
+        public var initialBackoff: Duration
+        /// The longest wait between attempts.
+        public var maximumBackoff: Duration
+        /// Outbound buffer size above which `send` waits for its write to complete.
+        public var writeBufferHighWatermark: Int
+        /// Outbound buffer size below which the connection counts as writable again.
+        public var writeBufferLowWatermark: Int
+
+        /// Creates a configuration.
+        public init(
+            localNode: NodeID,
+            bindAddress: SocketAddress,
+            peers: [NodeID: SocketAddress] = [:],
+            maximumPayloadLength: Int = Frame.defaultMaximumPayloadLength,
+            connectAttempts: Int = 5,
+            initialBackoff: Duration = .milliseconds(50),
+            maximumBackoff: Duration = .seconds(2),
+            writeBufferHighWatermark: Int = 1 << 20,
+            writeBufferLowWatermark: Int = 256 << 10
+        ) {
+            self.localNode = localNode
+            self.bindAddress = bindAddress
+            self.peers = peers
+            self.maximumPayloadLength = maximumPayloadLength
+            self.connectAttempts = connectAttempts
+            self.initialBackoff = initialBackoff
+            self.maximumBackoff = maximumBackoff
+            self.writeBufferHighWatermark = writeBufferHighWatermark
+            self.writeBufferLowWatermark = writeBufferLowWatermark
+        }
+    }
+
+    private enum Connection {
+        case connecting(Task<any Channel, any Error>)
+        case connected(any Channel)
+    }
+
+    private struct State {
+        var peers: [NodeID: SocketAddress]
+        var connections: [NodeID: Connection] = [:]
+        var closed = false
+    }
+
+    /// This node's identity.
+    public let localNode: NodeID
+    /// Messages from peers, in arrival order per connection.
+    public let incoming: AsyncStream<Envelope>
+    /// The address the transport listens on (with the real port when 0 was asked for).
+    public let localAddress: SocketAddress
+
+    private let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let serverChannel: any Channel
+    private let continuation: AsyncStream<Envelope>.Continuation
+    private let state: Mutex<State>
+    private let inbound: ChannelRegistry
+    private let logger: Logger
+    private let sentCounter: Counter
+    private let sentBytes: Counter
+
+    /// Binds the listening socket and returns a running transport.
+    public static func start(
+        configuration: Configuration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "ft.transport.tcp")
+    ) async throws(TransportError) -> TCPTransport {
+        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
+        let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
+        let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
+        let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
+        let inbound = ChannelRegistry()
+        let maximum = configuration.maximumPayloadLength
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(EnvelopeStreamDecoder(maximumPayloadLength: maximum)))
+                        try channel.pipeline.syncOperations.addHandler(
+                            EnvelopeDeliveryHandler(
+                                continuation: continuation, logger: logger, rejected: rejected, received: received))
+                        inbound.track(channel)
+                    }
+                }
+                .bind(to: configuration.bindAddress).get()
+        } catch {
+            continuation.finish()
+            throw TransportError(.startFailed, detail: "bind \(configuration.bindAddress): \(error)")
+        }
+        guard let address = server.localAddress else {
+            try? await server.close()
+            continuation.finish()
+            throw TransportError(.startFailed, detail: "listening socket has no address")
+        }
+        logger.info("tcp transport listening", metadata: ["node": "\(configuration.localNode)", "address": "\(address)"])
+        return TCPTransport(
+            configuration: configuration, group: group, server: server, address: address, incoming: stream,
+            continuation: continuation, inbound: inbound, logger: logger)
+    }
+
+    private init(
+        configuration: Configuration,
+        group: any EventLoopGroup,
+        server: any Channel,
+        address: SocketAddress,
+        incoming: AsyncStream<Envelope>,
+        continuation: AsyncStream<Envelope>.Continuation,
+        inbound: ChannelRegistry,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.localNode = configuration.localNode
+        self.group = group
+        self.serverChannel = server
+        self.localAddress = address
+        self.incoming = incoming
+        self.continuation = continuation
+        self.state = Mutex(State(peers: configuration.peers))
+        self.logger = logger
+        let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
+        self.sentCounter = Counter(label: "ft_transport_messages_sent", dimensions: dimensions)
+        self.sentBytes = Counter(label: "ft_transport_bytes_sent", dimensions: dimensions)
+        self.inbound = inbound
+    }
+
+    /// Adds or changes a peer's address; an open connection to its old address is closed.
+    public func setPeer(_ node: NodeID, address: SocketAddress) {
+        let old = state.withLock { state -> Connection? in
+            state.peers[node] = address
+            return state.connections.removeValue(forKey: node)
+        }
+        if case .connected(let channel)? = old { channel.close(promise: nil) }
+        if case .connecting(let task)? = old { task.cancel() }
+    }
+
+    /// Frames and sends `message` to `node`. `path` must be `nil`: TCP has one path.
+    public func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError) {
+        guard path == nil else { throw TransportError(.unknownPath, peer: node, path: path, detail: "TCP has one path") }
+        guard message.type < Message.firstReservedType else {
+            throw TransportError(.reservedType, peer: node, detail: "type \(message.type)")
+        }
+        guard message.payload.readableBytes + 1 + localNode.name.utf8.count <= configuration.maximumPayloadLength else {
+            throw TransportError(.messageTooLarge, peer: node, detail: "\(message.payload.readableBytes) bytes")
+        }
+        let channel = try await connection(to: node)
+        var buffer = channel.allocator.buffer(capacity: Frame.headerSize + 1 + 255 + message.payload.readableBytes)
+        EnvelopeCodec.encode(message, from: localNode, into: &buffer)
+        sentCounter.increment()
+        sentBytes.increment(by: buffer.readableBytes)
+        if channel.isWritable {
+            channel.writeAndFlush(buffer, promise: nil)
+            return
+        }
+        do {
+            try await channel.writeAndFlush(buffer).get()
+        } catch {
+            throw TransportError(.sendFailed, peer: node, detail: "\(error)")
+        }
+    }
+
+    /// Closes every connection and the listener, and finishes ``incoming``.
+    public func close() async {
+        let connections = state.withLock { state -> [Connection] in
+            state.closed = true
+            defer { state.connections.removeAll() }
+            return Array(state.connections.values)
+        }
+        for connection in connections {
+            switch connection {
+            case .connected(let channel): try? await channel.close()
+            case .connecting(let task): task.cancel()
+            }
+        }
+        try? await serverChannel.close()
+        for channel in inbound.all { try? await channel.close() }
+        continuation.finish()
+    }
+
+    // MARK: - Connections
+
+    private func connection(to node: NodeID) async throws(TransportError) -> any Channel {
+        let lookup: Result<Connection, TransportError> = state.withLock { state in
+            guard !state.closed else { return .failure(TransportError(.closed, peer: node)) }
+            if let existing = state.connections[node] {
+                if case .connected(let channel) = existing, !channel.isActive {
+                    state.connections[node] = nil
+                } else {
+                    return .success(existing)
+                }
+            }
+            guard let address = state.peers[node] else { return .failure(TransportError(.unknownPeer, peer: node)) }
+            let task = Task { try await self.connect(to: node, address: address) }
+            state.connections[node] = .connecting(task)
+            return .success(.connecting(task))
+        }
+        switch try lookup.get() {
+        case .connected(let channel):
+            return channel
+        case .connecting(let task):
+            do {
+                return try await task.value
+            } catch let error as TransportError {
+                throw error
+            } catch {
+                throw TransportError(.unreachable, peer: node, detail: "\(error)")
+            }
+        }
+    }
+
+    private func connect(to node: NodeID, address: SocketAddress) async throws -> any Channel {
+        var backoff = configuration.initialBackoff
+        var lastError: (any Error)?
+        for attempt in 1...max(1, configuration.connectAttempts) {
+            do {
+                let channel = try await ClientBootstrap(group: group)
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelOption(
+                        .writeBufferWaterMark,
+                        value: .init(
+                            low: configuration.writeBufferLowWatermark, high: configuration.writeBufferHighWatermark)
+                    )
+                    .connectTimeout(.seconds(2))
+                    .connect(to: address).get()
+                let installed = state.withLock { state -> Bool in
+                    guard !state.closed else { return false }
+                    state.connections[node] = .connected(channel)
+                    return true
+                }
+                guard installed else {
+                    channel.close(promise: nil)
+                    throw TransportError(.closed, peer: node)
+                }
+                channel.closeFuture.whenComplete { [weak self] _ in
+                    self?.state.withLock { state in
+                        if case .connected(let current)? = state.connections[node], current === channel {
+                            state.connections[node] = nil
+                        }
+                    }
+                }
+                logger.debug("connected", metadata: ["peer": "\(node)", "address": "\(address)", "attempt": "\(attempt)"])
+                return channel
+            } catch let error as TransportError {
+                throw error
+            } catch {
+                lastError = error
+                logger.debug("connect failed", metadata: ["peer": "\(node)", "attempt": "\(attempt)", "error": "\(error)"])
+                if attempt < configuration.connectAttempts {
+                    try await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, configuration.maximumBackoff)
+                }
+            }
+        }
+        state.withLock { state in
+            if case .connecting? = state.connections[node] { state.connections[node] = nil }
+        }
+        throw TransportError(
+            .unreachable, peer: node,
+            detail: "\(configuration.connectAttempts) attempts to \(address) failed; last: \(lastError.map { "\($0)" } ?? "?")")
+    }
+}
+
+/// The open inbound connections of a listener, so closing the transport closes them too.
+final class ChannelRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    func track(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        channels.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = channels.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+}

@@ -1,0 +1,229 @@
+public import FaultToleranceCore
+public import Logging
+import Metrics
+public import NIOCore
+public import NIOPosix
+import Synchronization
+
+/// A ``Transport`` of single datagrams over UDP on SwiftNIO, with several local addresses
+/// acting as independent paths — the transport for heartbeats.
+///
+/// Each path binds its own local address (e.g. 127.0.0.2 and 127.0.0.3 on one host, or one
+/// address per NIC); a message sent over a path leaves from that path's socket to the peer's
+/// address on the same path, and arrives tagged with the receiving path. Every datagram is
+/// one ``Frame`` holding an envelope; datagrams that are not (bad magic, checksum, trailing
+/// bytes) are dropped and counted in `ft_transport_frames_rejected`. Datagrams may be lost,
+/// duplicated or reordered, as UDP allows.
+public final class UDPTransport: Transport {
+    /// Settings for a ``UDPTransport``.
+    public struct Configuration: Sendable {
+        /// This node's identity.
+        public var localNode: NodeID
+        /// The local address of each path; port 0 picks a free port.
+        public var paths: [PathID: SocketAddress]
+        /// Each peer's address on each path.
+        public var peers: [NodeID: [PathID: SocketAddress]]
+        /// The largest payload sent or accepted; must fit a datagram with the frame header.
+        public var maximumPayloadLength: Int
+
+        /// Creates a configuration.
+        public init(
+            localNode: NodeID,
+            paths: [PathID: SocketAddress],
+            peers: [NodeID: [PathID: SocketAddress]] = [:],
+            maximumPayloadLength: Int = 60_000
+        ) {
+            self.localNode = localNode
+            self.paths = paths
+            self.peers = peers
+            self.maximumPayloadLength = maximumPayloadLength
+        }
+    }
+
+    private struct State {
+        var peers: [NodeID: [PathID: SocketAddress]]
+        var channels: [PathID: any Channel]
+        var closed = false
+    }
+
+    /// This node's identity.
+    public let localNode: NodeID
+    /// Messages from peers, each tagged with the path it arrived on.
+    public let incoming: AsyncStream<Envelope>
+    /// The bound address of each path (with real ports when 0 was asked for).
+    public let localAddresses: [PathID: SocketAddress]
+
+    private let configuration: Configuration
+    private let continuation: AsyncStream<Envelope>.Continuation
+    private let state: Mutex<State>
+    private let logger: Logger
+    private let sentCounter: Counter
+
+    /// Binds every path's socket and returns a running transport.
+    public static func start(
+        configuration: Configuration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "ft.transport.udp")
+    ) async throws(TransportError) -> UDPTransport {
+        guard !configuration.paths.isEmpty else {
+            throw TransportError(.startFailed, detail: "a UDP transport needs at least one path")
+        }
+        guard configuration.maximumPayloadLength + Frame.headerSize + 256 <= 65_507 else {
+            throw TransportError(.startFailed, detail: "maximum payload does not fit a UDP datagram")
+        }
+        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
+        let dimensions = [("transport", "udp"), ("node", configuration.localNode.name)]
+        let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
+        let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
+        var channels: [PathID: any Channel] = [:]
+        var addresses: [PathID: SocketAddress] = [:]
+        for (path, address) in configuration.paths.sorted(by: { $0.key < $1.key }) {
+            let handler = DatagramEnvelopeHandler(
+                path: path, continuation: continuation, maximumPayloadLength: configuration.maximumPayloadLength,
+                logger: logger, rejected: rejected, received: received)
+            do {
+                let channel = try await DatagramBootstrap(group: group)
+                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                    }
+                    .bind(to: address).get()
+                channels[path] = channel
+                addresses[path] = channel.localAddress ?? address
+            } catch {
+                for channel in channels.values { try? await channel.close() }
+                continuation.finish()
+                throw TransportError(.startFailed, path: path, detail: "bind \(address): \(error)")
+            }
+        }
+        logger.info("udp transport bound", metadata: ["node": "\(configuration.localNode)", "paths": "\(addresses)"])
+        return UDPTransport(
+            configuration: configuration, channels: channels, addresses: addresses, incoming: stream,
+            continuation: continuation, logger: logger)
+    }
+
+    private init(
+        configuration: Configuration,
+        channels: [PathID: any Channel],
+        addresses: [PathID: SocketAddress],
+        incoming: AsyncStream<Envelope>,
+        continuation: AsyncStream<Envelope>.Continuation,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.localNode = configuration.localNode
+        self.localAddresses = addresses
+        self.incoming = incoming
+        self.continuation = continuation
+        self.state = Mutex(State(peers: configuration.peers, channels: channels))
+        self.logger = logger
+        self.sentCounter = Counter(
+            label: "ft_transport_messages_sent", dimensions: [("transport", "udp"), ("node", localNode.name)])
+    }
+
+    /// The paths still open, in name order.
+    public var openPaths: [PathID] { state.withLock { $0.channels.keys.sorted() } }
+
+    /// Adds or changes a peer's address on one path.
+    public func setPeer(_ node: NodeID, path: PathID, address: SocketAddress) {
+        state.withLock { $0.peers[node, default: [:]][path] = address }
+    }
+
+    /// Sends `message` as one datagram to `node` over `path`; with `nil`, over the first
+    /// open path (by name) on which the peer has an address.
+    public func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError) {
+        guard message.type < Message.firstReservedType else {
+            throw TransportError(.reservedType, peer: node, path: path, detail: "type \(message.type)")
+        }
+        guard message.payload.readableBytes <= configuration.maximumPayloadLength else {
+            throw TransportError(.messageTooLarge, peer: node, path: path, detail: "\(message.payload.readableBytes) bytes")
+        }
+        let route: Result<(any Channel, SocketAddress), TransportError> = state.withLock { state in
+            guard !state.closed else { return .failure(TransportError(.closed, peer: node, path: path)) }
+            guard let addresses = state.peers[node] else { return .failure(TransportError(.unknownPeer, peer: node)) }
+            let chosen = path ?? state.channels.keys.sorted().first { addresses[$0] != nil }
+            guard let chosen, let channel = state.channels[chosen], let address = addresses[chosen] else {
+                return .failure(TransportError(.unknownPath, peer: node, path: path))
+            }
+            return .success((channel, address))
+        }
+        let (channel, address) = try route.get()
+        var buffer = channel.allocator.buffer(capacity: Frame.headerSize + 256 + message.payload.readableBytes)
+        EnvelopeCodec.encode(message, from: localNode, into: &buffer)
+        sentCounter.increment()
+        do {
+            try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: buffer)).get()
+        } catch {
+            throw TransportError(.sendFailed, peer: node, path: path, detail: "\(error)")
+        }
+    }
+
+    /// Closes one path's socket: nothing more is sent or received on it (a cut link).
+    public func closePath(_ path: PathID) async {
+        let channel = state.withLock { $0.channels.removeValue(forKey: path) }
+        try? await channel?.close()
+    }
+
+    /// Closes every path and finishes ``incoming``.
+    public func close() async {
+        let channels = state.withLock { state -> [any Channel] in
+            state.closed = true
+            defer { state.channels.removeAll() }
+            return Array(state.channels.values)
+        }
+        for channel in channels { try? await channel.close() }
+        continuation.finish()
+    }
+}
+
+/// Decodes each datagram as exactly one envelope frame, tagging it with its path.
+private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let path: PathID
+    private let continuation: AsyncStream<Envelope>.Continuation
+    private let maximumPayloadLength: Int
+    private let logger: Logger
+    private let rejected: Counter
+    private let received: Counter
+
+    init(
+        path: PathID,
+        continuation: AsyncStream<Envelope>.Continuation,
+        maximumPayloadLength: Int,
+        logger: Logger,
+        rejected: Counter,
+        received: Counter
+    ) {
+        self.path = path
+        self.continuation = continuation
+        self.maximumPayloadLength = maximumPayloadLength
+        self.logger = logger
+        self.rejected = rejected
+        self.received = received
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let datagram = unwrapInboundIn(data)
+        do {
+            let frames = try FrameDecoder.decodeAll(datagram.data, maximumPayloadLength: maximumPayloadLength + 256)
+            guard frames.count == 1 else {
+                throw FrameError(.malformedPayload, offset: 0, detail: "\(frames.count) frames in one datagram")
+            }
+            let (sender, message) = try EnvelopeCodec.decode(frames[0])
+            guard message.type < Message.firstReservedType else { return }
+            received.increment()
+            continuation.yield(Envelope(from: sender, path: path, message: message))
+        } catch {
+            rejected.increment()
+            logger.debug(
+                "dropped a bad datagram",
+                metadata: ["path": "\(path)", "from": "\(datagram.remoteAddress)", "error": "\(error)"])
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP port-unreachable from a peer that is down surfaces here; UDP carries on.
+        logger.debug("udp path error", metadata: ["path": "\(path)", "error": "\(error)"])
+    }
+}
