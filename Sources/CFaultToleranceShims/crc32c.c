@@ -1,15 +1,12 @@
 // Hardware CRC32C (Castagnoli). Written for swift-fault-tolerance.
 //
-// One stream of 8-byte crc32 instructions. The instruction's latency (three cycles on
-// x86_64) bounds this at roughly 8 bytes per 3 cycles; interleaving three streams would
-// triple that but needs a carry-less-multiply combine step, left for when a benchmark
-// shows the checksum on a hot path.
 #include "ft_shims.h"
 
 #include <string.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <pthread.h>
 
 int ft_crc32c_hardware_available(void) {
     unsigned int eax, ebx, ecx, edx;
@@ -20,22 +17,8 @@ int ft_crc32c_hardware_available(void) {
 }
 
 __attribute__((target("sse4.2")))
-uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t length) {
-    const unsigned char *p = (const unsigned char *)bytes;
+static uint32_t update_single(uint32_t crc, const unsigned char *p, size_t length) {
     uint64_t c = crc;
-    while (length >= 32) {
-        uint64_t w0, w1, w2, w3;
-        memcpy(&w0, p, 8);
-        memcpy(&w1, p + 8, 8);
-        memcpy(&w2, p + 16, 8);
-        memcpy(&w3, p + 24, 8);
-        c = __builtin_ia32_crc32di(c, w0);
-        c = __builtin_ia32_crc32di(c, w1);
-        c = __builtin_ia32_crc32di(c, w2);
-        c = __builtin_ia32_crc32di(c, w3);
-        p += 32;
-        length -= 32;
-    }
     while (length >= 8) {
         uint64_t word;
         memcpy(&word, p, 8);
@@ -50,6 +33,68 @@ uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t lengt
         length -= 1;
     }
     return c32;
+}
+
+// Three independent streams over the thirds of each 3 * STRIPE block keep the instruction's
+// pipeline full (latency 3 cycles, throughput 1 per cycle on current x86_64 cores). The
+// streams are joined with the linearity of CRC over GF(2): crc(A || B) equals
+// shift(crc(A), |B|) xor crc0(B), where crc0 starts from zero and shift(x, n) is the register
+// after n zero bytes. shift(., STRIPE) is linear in its 32-bit input, so it is four table
+// lookups; the tables are built once from the 32 basis vectors.
+enum { STRIPE = 4096 };
+static uint32_t shift_table[4][256];
+static pthread_once_t shift_table_once = PTHREAD_ONCE_INIT;
+
+__attribute__((target("sse4.2")))
+static void build_shift_table(void) {
+    uint32_t basis[32];
+    for (int bit = 0; bit < 32; bit++) {
+        uint64_t c = (uint64_t)1 << bit;
+        for (int i = 0; i < STRIPE / 8; i++) {
+            c = __builtin_ia32_crc32di(c, 0);
+        }
+        basis[bit] = (uint32_t)c;
+    }
+    for (int k = 0; k < 4; k++) {
+        for (int b = 0; b < 256; b++) {
+            uint32_t v = 0;
+            for (int bit = 0; bit < 8; bit++) {
+                if ((b >> bit) & 1) {
+                    v ^= basis[8 * k + bit];
+                }
+            }
+            shift_table[k][b] = v;
+        }
+    }
+}
+
+static inline uint32_t shift_stripe(uint32_t x) {
+    return shift_table[0][x & 0xFF] ^ shift_table[1][(x >> 8) & 0xFF] ^ shift_table[2][(x >> 16) & 0xFF]
+        ^ shift_table[3][x >> 24];
+}
+
+__attribute__((target("sse4.2")))
+uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t length) {
+    const unsigned char *p = (const unsigned char *)bytes;
+    if (length >= 3 * STRIPE) {
+        pthread_once(&shift_table_once, build_shift_table);
+        while (length >= 3 * STRIPE) {
+            uint64_t a = crc, b = 0, c = 0;
+            for (size_t i = 0; i < STRIPE; i += 8) {
+                uint64_t wa, wb, wc;
+                memcpy(&wa, p + i, 8);
+                memcpy(&wb, p + STRIPE + i, 8);
+                memcpy(&wc, p + 2 * STRIPE + i, 8);
+                a = __builtin_ia32_crc32di(a, wa);
+                b = __builtin_ia32_crc32di(b, wb);
+                c = __builtin_ia32_crc32di(c, wc);
+            }
+            crc = shift_stripe(shift_stripe((uint32_t)a) ^ (uint32_t)b) ^ (uint32_t)c;
+            p += 3 * STRIPE;
+            length -= 3 * STRIPE;
+        }
+    }
+    return update_single(crc, p, length);
 }
 
 #elif defined(__aarch64__)

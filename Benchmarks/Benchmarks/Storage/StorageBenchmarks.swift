@@ -1,0 +1,94 @@
+import Benchmark
+import FaultToleranceCore
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// FileStorageUnit sequential writes against a plain pwrite loop writing the same bytes in
+// the same chunk sizes to a file preallocated the same way, in the same iteration. The
+// custom metric is the throughput ratio ours / raw pwrite, times 100 (target: >= 90).
+
+let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
+let unitSize = quick ? 16 << 20 : 64 << 20
+let ratio = BenchmarkMetric.custom("throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let (whole, fraction) = (ContinuousClock.now - start).components
+    return Double(whole) + Double(fraction) * 1e-18
+}
+
+/// A pool with two units: one written through FileStorageUnit, one through a raw descriptor.
+final class Fixture {
+    let directory: String
+    let pool: FileStoragePool
+    let unit: FileStorageUnit
+    let rawDescriptor: Int32
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "ft-bench-" + UUID().uuidString
+        pool = try FileStoragePool(directories: [directory], unitCapacity: unitSize, budget: 2 * unitSize)
+        unit = try pool.allocate()
+        let rawUnit = try pool.allocate()
+        rawDescriptor = open(rawUnit.path, O_RDWR)
+        rawUnit.close()
+    }
+
+    deinit {
+        close(rawDescriptor)
+        pool.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    let configuration = Benchmark.Configuration(
+        metrics: [ratio], maxDuration: .seconds(quick ? 2 : 10), maxIterations: quick ? 5 : 30)
+    for chunk in [4096, 256 << 10] {
+        Benchmark("FileStorageUnit sequential write vs raw pwrite, \(chunk / 1024) KiB chunks", configuration: configuration) {
+            benchmark in
+            guard let fixture = try? Fixture() else {
+                benchmark.error("could not create the benchmark files")
+                return
+            }
+            let data = [UInt8](repeating: 0x5A, count: chunk)
+            let ours = {
+                try data.withUnsafeBytes { raw in
+                    var offset = 0
+                    while offset + chunk <= unitSize {
+                        try fixture.unit.write(raw, at: offset)
+                        offset += chunk
+                    }
+                }
+            }
+            let baseline = {
+                data.withUnsafeBytes { raw in
+                    var offset = 0
+                    while offset + chunk <= unitSize {
+                        let written = pwrite(fixture.rawDescriptor, raw.baseAddress, chunk, off_t(offset))
+                        if written != chunk { benchmark.error("pwrite failed: \(errno)") }
+                        offset += chunk
+                    }
+                }
+            }
+            // Warm both files' page cache once, then measure with alternating order.
+            try? ours()
+            baseline()
+            var oursTime = 0.0
+            var baselineTime = 0.0
+            for round in 0..<4 {
+                if round % 2 == 0 {
+                    oursTime += (try? seconds(ours)) ?? .infinity
+                    baselineTime += seconds(baseline)
+                } else {
+                    baselineTime += seconds(baseline)
+                    oursTime += (try? seconds(ours)) ?? .infinity
+                }
+            }
+            benchmark.measurement(ratio, Int((baselineTime / oursTime * 100).rounded()))
+        }
+    }
+}

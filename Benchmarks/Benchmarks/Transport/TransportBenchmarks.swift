@@ -1,0 +1,112 @@
+import Benchmark
+import FaultToleranceCore
+import FaultToleranceNIO
+import Foundation
+import NIOCore
+import NIOPosix
+
+// TCPTransport moving N messages from a to b on loopback against a raw NIO channel writing
+// the same framed bytes, message by message, to a server that only counts bytes. The custom
+// metric is the throughput ratio ours / raw NIO, times 100.
+
+let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
+let messageCount = quick ? 2_000 : 20_000
+let messageSize = 1024
+let ratio = BenchmarkMetric.custom("throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+
+func seconds(_ body: () async throws -> Void) async rethrows -> Double {
+    let start = ContinuousClock.now
+    try await body()
+    let (whole, fraction) = (ContinuousClock.now - start).components
+    return Double(whole) + Double(fraction) * 1e-18
+}
+
+/// Counts received bytes and fulfils a promise once `expected` have arrived.
+final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
+    // unchecked: touched only on the channel's event loop.
+    typealias InboundIn = ByteBuffer
+    let expected: Int
+    let done: EventLoopPromise<Void>
+    var received = 0
+
+    init(expected: Int, done: EventLoopPromise<Void>) {
+        self.expected = expected
+        self.done = done
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received += unwrapInboundIn(data).readableBytes
+        if received >= expected { done.succeed(()) }
+    }
+}
+
+func oursOnce() async throws {
+    let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+    let a = try await TCPTransport.start(configuration: .init(localNode: "a", bindAddress: any))
+    let b = try await TCPTransport.start(configuration: .init(localNode: "b", bindAddress: any))
+    a.setPeer("b", address: b.localAddress)
+    let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize))
+    let receiver = Task {
+        var count = 0
+        for await _ in b.incoming {
+            count += 1
+            if count == messageCount { break }
+        }
+    }
+    for _ in 0..<messageCount { try await a.send(message, to: "b") }
+    await receiver.value
+    await a.close()
+    await b.close()
+}
+
+func rawOnce() async throws {
+    let group = MultiThreadedEventLoopGroup.singleton
+    var frame = ByteBuffer()
+    EnvelopeCodec.encode(Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize)), from: "a", into: &frame)
+    let done = group.next().makePromise(of: Void.self)
+    let expected = frame.readableBytes * messageCount
+    let server = try await ServerBootstrap(group: group)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ByteCounter(expected: expected, done: done))
+            }
+        }
+        .bind(to: try SocketAddress(ipAddress: "127.0.0.1", port: 0)).get()
+    guard let address = server.localAddress else { return }
+    let client = try await ClientBootstrap(group: group)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .connect(to: address).get()
+    for _ in 0..<messageCount {
+        if client.isWritable {
+            client.writeAndFlush(frame, promise: nil)
+        } else {
+            try await client.writeAndFlush(frame).get()
+        }
+    }
+    try await done.futureResult.get()
+    try await client.close()
+    try await server.close()
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark(
+        "TCPTransport vs raw NIO channel, \(messageCount) x 1 KiB on loopback",
+        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 3 : 15), maxIterations: quick ? 3 : 20)
+    ) { benchmark in
+        do {
+            let flip = benchmark.currentIteration % 2 == 0
+            var ours = 0.0
+            var raw = 0.0
+            if flip {
+                ours = try await seconds(oursOnce)
+                raw = try await seconds(rawOnce)
+            } else {
+                raw = try await seconds(rawOnce)
+                ours = try await seconds(oursOnce)
+            }
+            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+        } catch {
+            benchmark.error("transport benchmark failed: \(error)")
+        }
+    }
+}

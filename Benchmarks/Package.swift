@@ -1,0 +1,55 @@
+// swift-tools-version:6.1
+import Foundation
+import PackageDescription
+
+// The root package is a path dependency; SwiftPM names it after its directory, which differs
+// between checkouts (a CI clone, a developer's folder), so read the name instead of
+// hard-coding it.
+let rootPackage = URL(fileURLWithPath: Context.packageDirectory).deletingLastPathComponent().lastPathComponent
+
+let benchmarkPlugin: [Target.PluginUsage] = [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+
+let package = Package(
+    name: "swift-fault-tolerance-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: "../"),
+        .package(
+            url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlibBenchmark", path: "Sources/CZlibBenchmark"),
+        .executableTarget(
+            name: "ChecksumBenchmarks",
+            dependencies: [
+                "CZlibBenchmark",
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ],
+            path: "Benchmarks/Checksum",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "StorageBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ],
+            path: "Benchmarks/Storage",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "TransportBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Transport",
+            plugins: benchmarkPlugin
+        ),
+    ]
+)
