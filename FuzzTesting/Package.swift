@@ -1,0 +1,32 @@
+// swift-tools-version:6.1
+import Foundation
+import PackageDescription
+
+// libFuzzer targets for every decoder that reads bytes from a disk or a peer. Build with
+//   swift build -c release --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address
+// in its own package: sanitizer flags would otherwise reach plugin tools and break them.
+
+// The root package is a path dependency named after its directory; read the name.
+let rootPackage = URL(fileURLWithPath: Context.packageDirectory).deletingLastPathComponent().lastPathComponent
+
+let package = Package(
+    name: "swift-fault-tolerance-fuzzing",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: "../"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "FuzzFrameDecoder",
+            dependencies: [
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzInflate",
+            dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
+        ),
+    ]
+)
