@@ -1,14 +1,14 @@
 public import FaultToleranceCore
 import Synchronization
 
-/// A ``StorageUnit`` with the crash semantics of a real disk, for simulations.
+/// A ``FaultToleranceCore/StorageUnit`` with the crash semantics of a real disk, for simulations.
 ///
 /// Reads see every completed write. ``crash()`` models power loss: writes since the last
 /// successful ``synchronize()`` are each lost, kept, or torn at ``sectorSize`` granularity
 /// (some sectors written, others not), and the surviving sectors land in a random order —
 /// what a disk with a volatile cache may do. Synchronize and read failures can be injected;
 /// a failed synchronize poisons the disk until the next crash (a restart of its owner), as
-/// ``FileStorageUnit`` does.
+/// ``FaultToleranceCore/FileStorageUnit`` does.
 public final class SimulatedDisk: StorageUnit {
     /// Fault probabilities for a disk.
     public struct Faults: Sendable, Hashable {
@@ -109,7 +109,8 @@ public final class SimulatedDisk: StorageUnit {
             }
             if state.random.chance(state.faults.readFailure) {
                 state.readFailures += 1
-                return .failure(StorageError(.ioFailed, unit: id, offset: offset, errno: 5, detail: "injected read failure"))
+                return .failure(
+                    StorageError(.ioFailed, unit: id, offset: offset, errno: 5, detail: "injected read failure"))
             }
             state.current.withUnsafeBytes { source in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
@@ -194,7 +195,13 @@ public final class SimulatedDisk: StorageUnit {
                     }
                     position = sectorEnd
                 }
-                if tear && kept < total { outcome.torn += 1 } else if kept == 0 { outcome.lost += 1 } else { outcome.survived += 1 }
+                if tear && kept < total {
+                    outcome.torn += 1
+                } else if kept == 0 {
+                    outcome.lost += 1
+                } else {
+                    outcome.survived += 1
+                }
             }
             // Reordering: a volatile cache may write back sectors in any order, so where two
             // pending writes overlap, either may win.

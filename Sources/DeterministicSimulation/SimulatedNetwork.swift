@@ -37,7 +37,7 @@ public struct LinkConditions: Sendable, Hashable {
 /// reordering drawn from the simulation's seed, symmetric and one-way partitions, and
 /// crashed nodes that receive nothing.
 ///
-/// Messages are real ``Message`` values (`ByteBuffer` payloads), so the code under test
+/// Messages are real ``FaultToleranceCore/Message`` values (`ByteBuffer` payloads), so the code under test
 /// encodes and decodes its actual wire format in simulation too.
 public final class SimulatedNetwork {
     private struct LinkKey: Hashable {

@@ -1,9 +1,9 @@
 public import FaultToleranceCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A broken invariant: what was expected, what happened, and when in virtual time.

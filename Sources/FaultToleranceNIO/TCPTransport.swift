@@ -5,7 +5,7 @@ public import NIOCore
 public import NIOPosix
 import Synchronization
 
-/// A ``Transport`` over TCP on SwiftNIO: framed, checksummed messages, ordered per peer,
+/// A ``FaultToleranceCore/Transport`` over TCP on SwiftNIO: framed, checksummed messages, ordered per peer,
 /// with reconnection and back-pressure.
 ///
 /// Each node listens on one address and opens one outbound connection per peer on first
@@ -13,7 +13,7 @@ import Synchronization
 /// single sender sees per-peer FIFO delivery. A connection that fails is dropped and the
 /// next `send` reconnects, retrying with exponential backoff up to
 /// ``Configuration/connectAttempts`` times before throwing
-/// ``TransportError/Code/unreachable``. A message written just before a connection broke
+/// ``FaultToleranceCore/TransportError/Code/unreachable``. A message written just before a connection broke
 /// may be lost (at-most-once); protocols retransmit.
 ///
 /// Back-pressure: when the connection's outbound buffer passes
@@ -142,7 +142,8 @@ public final class TCPTransport: Transport {
             continuation.finish()
             throw TransportError(.startFailed, detail: "listening socket has no address")
         }
-        logger.info("tcp transport listening", metadata: ["node": "\(configuration.localNode)", "address": "\(address)"])
+        logger.info(
+            "tcp transport listening", metadata: ["node": "\(configuration.localNode)", "address": "\(address)"])
         return TCPTransport(
             configuration: configuration, group: group, server: server, address: address, incoming: stream,
             continuation: continuation, inbound: inbound, logger: logger)
@@ -185,7 +186,9 @@ public final class TCPTransport: Transport {
 
     /// Frames and sends `message` to `node`. `path` must be `nil`: TCP has one path.
     public func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError) {
-        guard path == nil else { throw TransportError(.unknownPath, peer: node, path: path, detail: "TCP has one path") }
+        guard path == nil else {
+            throw TransportError(.unknownPath, peer: node, path: path, detail: "TCP has one path")
+        }
         guard message.type < Message.firstReservedType else {
             throw TransportError(.reservedType, peer: node, detail: "type \(message.type)")
         }
@@ -287,13 +290,15 @@ public final class TCPTransport: Transport {
                         }
                     }
                 }
-                logger.debug("connected", metadata: ["peer": "\(node)", "address": "\(address)", "attempt": "\(attempt)"])
+                logger.debug(
+                    "connected", metadata: ["peer": "\(node)", "address": "\(address)", "attempt": "\(attempt)"])
                 return channel
             } catch let error as TransportError {
                 throw error
             } catch {
                 lastError = error
-                logger.debug("connect failed", metadata: ["peer": "\(node)", "attempt": "\(attempt)", "error": "\(error)"])
+                logger.debug(
+                    "connect failed", metadata: ["peer": "\(node)", "attempt": "\(attempt)", "error": "\(error)"])
                 if attempt < configuration.connectAttempts {
                     try await Task.sleep(for: backoff)
                     backoff = min(backoff * 2, configuration.maximumBackoff)
@@ -305,7 +310,9 @@ public final class TCPTransport: Transport {
         }
         throw TransportError(
             .unreachable, peer: node,
-            detail: "\(configuration.connectAttempts) attempts to \(address) failed; last: \(lastError.map { "\($0)" } ?? "?")")
+            detail:
+                "\(configuration.connectAttempts) attempts to \(address) failed; last: \(lastError.map { "\($0)" } ?? "?")"
+        )
     }
 }
 

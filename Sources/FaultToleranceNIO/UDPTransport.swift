@@ -5,13 +5,13 @@ public import NIOCore
 public import NIOPosix
 import Synchronization
 
-/// A ``Transport`` of single datagrams over UDP on SwiftNIO, with several local addresses
+/// A ``FaultToleranceCore/Transport`` of single datagrams over UDP on SwiftNIO, with several local addresses
 /// acting as independent paths — the transport for heartbeats.
 ///
 /// Each path binds its own local address (e.g. 127.0.0.2 and 127.0.0.3 on one host, or one
 /// address per NIC); a message sent over a path leaves from that path's socket to the peer's
 /// address on the same path, and arrives tagged with the receiving path. Every datagram is
-/// one ``Frame`` holding an envelope; datagrams that are not (bad magic, checksum, trailing
+/// one ``FaultToleranceCore/Frame`` holding an envelope; datagrams that are not (bad magic, checksum, trailing
 /// bytes) are dropped and counted in `ft_transport_frames_rejected`. Datagrams may be lost,
 /// duplicated or reordered, as UDP allows.
 public final class UDPTransport: Transport {
@@ -85,7 +85,9 @@ public final class UDPTransport: Transport {
                 let channel = try await DatagramBootstrap(group: group)
                     .channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                        }
                     }
                     .bind(to: address).get()
                 channels[path] = channel
@@ -136,7 +138,8 @@ public final class UDPTransport: Transport {
             throw TransportError(.reservedType, peer: node, path: path, detail: "type \(message.type)")
         }
         guard message.payload.readableBytes <= configuration.maximumPayloadLength else {
-            throw TransportError(.messageTooLarge, peer: node, path: path, detail: "\(message.payload.readableBytes) bytes")
+            throw TransportError(
+                .messageTooLarge, peer: node, path: path, detail: "\(message.payload.readableBytes) bytes")
         }
         let route: Result<(any Channel, SocketAddress), TransportError> = state.withLock { state in
             guard !state.closed else { return .failure(TransportError(.closed, peer: node, path: path)) }

@@ -19,9 +19,11 @@ struct RegisterSimulationTests {
         #expect(faults.messagesLost > 0 && faults.messagesPartitioned > 0)
     }
 
-    @Test("each planted bug is caught, and its seed replays the same failure", arguments: [
-        RegisterBug.acknowledgeOnFirstReply, RegisterBug.replyBeforeSynchronize,
-    ])
+    @Test(
+        "each planted bug is caught, and its seed replays the same failure",
+        arguments: [
+            RegisterBug.acknowledgeOnFirstReply, RegisterBug.replyBeforeSynchronize,
+        ])
     func plantedBugIsCaught(bug: RegisterBug) {
         let scenario = ReplicatedRegisterScenario(bug: bug)
         var failure: SimulationReport?

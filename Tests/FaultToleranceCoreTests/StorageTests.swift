@@ -6,7 +6,7 @@ import Testing
 @testable import FaultToleranceCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A fresh directory under the system's temporary folder, removed by `cleanup()`.
@@ -68,7 +68,8 @@ struct StorageTests {
             try pool.release(UnitID(4))
             expected[UnitID(4)] = nil
             // A crash mid-create leaves a temporary file behind.
-            _ = FileManager.default.createFile(atPath: first.path + "/unit-0000000000000063.ftu.tmp", contents: Data([1]))
+            _ = FileManager.default.createFile(
+                atPath: first.path + "/unit-0000000000000063.ftu.tmp", contents: Data([1]))
             // Power loss: the process stops using the pool without any further barrier.
             pool.close()
         }

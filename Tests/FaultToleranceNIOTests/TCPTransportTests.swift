@@ -6,11 +6,13 @@ import Testing
 
 @Suite("TCPTransport over loopback", .timeLimit(.minutes(2)))
 struct TCPTransportTests {
-    static let any = try! SocketAddress(ipAddress: "127.0.0.1", port: 0)  // safe: a literal address
+    static var any: SocketAddress {
+        get throws { try SocketAddress(ipAddress: "127.0.0.1", port: 0) }
+    }
 
     static func pair() async throws -> (TCPTransport, TCPTransport) {
-        let a = try await TCPTransport.start(configuration: .init(localNode: "a", bindAddress: any))
-        let b = try await TCPTransport.start(configuration: .init(localNode: "b", bindAddress: any))
+        let a = try await TCPTransport.start(configuration: .init(localNode: "a", bindAddress: try any))
+        let b = try await TCPTransport.start(configuration: .init(localNode: "b", bindAddress: try any))
         a.setPeer("b", address: b.localAddress)
         b.setPeer("a", address: a.localAddress)
         return (a, b)
@@ -65,12 +67,12 @@ struct TCPTransportTests {
     @Test("an unreachable peer gives a typed error after the configured attempts")
     func unreachable() async throws {
         // Bind and close a listener to find a port nobody listens on.
-        let probe = try await TCPTransport.start(configuration: .init(localNode: "x", bindAddress: Self.any))
+        let probe = try await TCPTransport.start(configuration: .init(localNode: "x", bindAddress: try Self.any))
         let deadAddress = probe.localAddress
         await probe.close()
         let a = try await TCPTransport.start(
             configuration: .init(
-                localNode: "a", bindAddress: Self.any, peers: ["dead": deadAddress], connectAttempts: 3,
+                localNode: "a", bindAddress: try Self.any, peers: ["dead": deadAddress], connectAttempts: 3,
                 initialBackoff: .milliseconds(5)))
         do {
             try await a.send(.text("hello"), to: "dead")

@@ -32,7 +32,10 @@ struct UDPTransportTests {
         let inbox = Inbox(b.incoming)
         for path in Self.pathNames { try await a.send(.text("via \(path)"), to: "b", over: path) }
         let received = try await inbox.wait(count: 3)
-        #expect(Set(received.map { "\($0.path?.name ?? "-"):\($0.message.text)" }) == ["p1:via p1", "p2:via p2", "p3:via p3"])
+        #expect(
+            Set(received.map { "\($0.path?.name ?? "-"):\($0.message.text)" }) == [
+                "p1:via p1", "p2:via p2", "p3:via p3",
+            ])
         #expect(received.allSatisfy { $0.from == "a" })
         await a.close()
         await b.close()

@@ -15,7 +15,8 @@ let bytes: [UInt8] = {
     return (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
 }()
 
-let ratio = BenchmarkMetric.custom("throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+let ratio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
 
 func seconds(_ body: () -> Void) -> Double {
     let clock = ContinuousClock()

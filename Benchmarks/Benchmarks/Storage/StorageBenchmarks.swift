@@ -3,7 +3,7 @@ import FaultToleranceCore
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // FileStorageUnit sequential writes against a plain pwrite loop writing the same bytes in
@@ -12,7 +12,8 @@ import Glibc
 
 let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
 let unitSize = quick ? 16 << 20 : 64 << 20
-let ratio = BenchmarkMetric.custom("throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+let ratio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = ContinuousClock.now
@@ -48,7 +49,9 @@ let benchmarks: @Sendable () -> Void = {
     let configuration = Benchmark.Configuration(
         metrics: [ratio], maxDuration: .seconds(quick ? 2 : 10), maxIterations: quick ? 5 : 30)
     for chunk in [4096, 256 << 10] {
-        Benchmark("FileStorageUnit sequential write vs raw pwrite, \(chunk / 1024) KiB chunks", configuration: configuration) {
+        Benchmark(
+            "FileStorageUnit sequential write vs raw pwrite, \(chunk / 1024) KiB chunks", configuration: configuration
+        ) {
             benchmark in
             guard let fixture = try? Fixture() else {
                 benchmark.error("could not create the benchmark files")

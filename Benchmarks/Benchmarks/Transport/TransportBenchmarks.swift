@@ -12,7 +12,8 @@ import NIOPosix
 let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
 let messageCount = quick ? 2_000 : 20_000
 let messageSize = 1024
-let ratio = BenchmarkMetric.custom("throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+let ratio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
 
 func seconds(_ body: () async throws -> Void) async rethrows -> Double {
     let start = ContinuousClock.now

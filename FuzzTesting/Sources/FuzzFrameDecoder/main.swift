@@ -9,6 +9,7 @@ import NIOCore
 // A random mutation almost never carries a valid CRC32C, which would keep the fuzzer in front
 // of the checksum check; so when the first byte is odd the harness first repairs the checksum
 // of every frame it can find, letting mutations reach the envelope and payload parsing.
+/// libFuzzer's entry point: one input per call.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let input = UnsafeRawBufferPointer(start: start, count: count)

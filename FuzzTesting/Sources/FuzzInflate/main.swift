@@ -2,6 +2,7 @@ import FaultToleranceCore
 
 // Arbitrary bytes into the one-shot and the streaming inflater: each must return or throw
 // CompressionError, never crash, never exceed its output limit; the two must agree.
+/// libFuzzer's entry point: one input per call.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(UnsafeRawBufferPointer(start: start, count: count))

@@ -80,7 +80,9 @@ public final class DeflateStream {
 
     /// Compresses `input`, appending whatever output zlib produces so far to `output`.
     public func compress(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws(CompressionError) {
-        guard !finished else { throw CompressionError(code: .internalError, message: "stream finished", inputOffset: consumed) }
+        guard !finished else {
+            throw CompressionError(code: .internalError, message: "stream finished", inputOffset: consumed)
+        }
         try run(input, flush: Z_NO_FLUSH, into: &output)
     }
 
@@ -91,7 +93,8 @@ public final class DeflateStream {
         finished = true
     }
 
-    private func run(_ input: UnsafeRawBufferPointer, flush: Int32, into output: inout [UInt8]) throws(CompressionError) {
+    private func run(_ input: UnsafeRawBufferPointer, flush: Int32, into output: inout [UInt8]) throws(CompressionError)
+    {
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
         stream.pointee.avail_in = uInt(input.count)
         var chunk = [UInt8](repeating: 0, count: max(4096, input.count / 2))
@@ -155,7 +158,8 @@ public final class InflateStream {
     /// Returns how many bytes of `input` were consumed: fewer than `input.count` only when
     /// the stream ended inside it.
     @discardableResult
-    public func decompress(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws(CompressionError) -> Int {
+    public func decompress(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws(CompressionError) -> Int
+    {
         guard !isFinished else { return 0 }
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
         stream.pointee.avail_in = uInt(input.count)
@@ -189,7 +193,8 @@ public final class InflateStream {
             case Z_NEED_DICT, Z_DATA_ERROR:
                 throw CompressionError(code: .corruptInput, zlibCode: status, message: zlibMessage, inputOffset: offset)
             default:
-                throw CompressionError(code: .internalError, zlibCode: status, message: zlibMessage, inputOffset: offset)
+                throw CompressionError(
+                    code: .internalError, zlibCode: status, message: zlibMessage, inputOffset: offset)
             }
             if isFinished { break }
             // Stop when all input is consumed and zlib had output space to spare.

@@ -100,10 +100,13 @@ public struct FrameDecoder: Sendable {
         guard version == Frame.version else {
             throw FrameError(.unsupportedVersion, offset: offset, detail: "version \(version), this build reads 1")
         }
-        guard flags == 0 else { throw FrameError(.unknownFlags, offset: offset, detail: "flags 0x\(String(flags, radix: 16))") }
+        guard flags == 0 else {
+            throw FrameError(.unknownFlags, offset: offset, detail: "flags 0x\(String(flags, radix: 16))")
+        }
         guard reserved == 0 else { throw FrameError(.reservedNotZero, offset: offset, detail: "reserved \(reserved)") }
         guard Int(length) <= maximumPayloadLength else {
-            throw FrameError(.frameTooLarge, offset: offset, detail: "payload of \(length) bytes exceeds \(maximumPayloadLength)")
+            throw FrameError(
+                .frameTooLarge, offset: offset, detail: "payload of \(length) bytes exceeds \(maximumPayloadLength)")
         }
         let total = Frame.headerSize + Int(length)
         guard buffer.readableBytes >= total else { return nil }
@@ -135,7 +138,8 @@ public struct FrameDecoder: Sendable {
         var frames: [Frame] = []
         while let frame = try decoder.next(from: &buffer) { frames.append(frame) }
         if buffer.readableBytes > 0 {
-            throw FrameError(.truncated, offset: decoder.offset, detail: "\(buffer.readableBytes) bytes of an incomplete frame")
+            throw FrameError(
+                .truncated, offset: decoder.offset, detail: "\(buffer.readableBytes) bytes of an incomplete frame")
         }
         return frames
     }

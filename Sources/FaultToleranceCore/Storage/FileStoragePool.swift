@@ -2,11 +2,11 @@ public import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A persistent ``StoragePool``: one preallocated file per unit, spread over one or more
@@ -58,7 +58,8 @@ public final class FileStoragePool: StoragePool {
         budget: Int,
         logger: Logger = Logger(label: "ft.storage.pool")
     ) throws(StorageError) {
-        try self.init(directories: directories, unitCapacity: unitCapacity, budget: budget, logger: logger, calls: .live)
+        try self.init(
+            directories: directories, unitCapacity: unitCapacity, budget: budget, logger: logger, calls: .live)
     }
 
     init(
@@ -128,7 +129,8 @@ public final class FileStoragePool: StoragePool {
         guard let (removed, directoryIndex) = found else { throw StorageError(.unknownUnit, unit: unit) }
         removed.close()
         if unlink(removed.path) != 0 {
-            throw StorageError(.fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno, detail: "unlink")
+            throw StorageError(
+                .fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno, detail: "unlink")
         }
         try synchronizeDirectory(directories[directoryIndex])
         logger.debug("released unit", metadata: ["unit": "\(unit)"])
@@ -158,7 +160,8 @@ public final class FileStoragePool: StoragePool {
         let temporaryPath = finalPath + ".tmp"
         let fd = open(temporaryPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "open")
+            throw StorageError(
+                .fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "open")
         }
         var succeeded = false
         defer {
@@ -170,18 +173,22 @@ public final class FileStoragePool: StoragePool {
         if calls.fallocate(fd, 0, 0, unitCapacity) != 0 {
             let code = SystemCalls.errno
             guard code == EOPNOTSUPP || code == ENOSYS else {
-                throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: code, detail: "fallocate")
+                throw StorageError(
+                    .fileOperationFailed, unit: id, path: temporaryPath, errno: code, detail: "fallocate")
             }
             // File systems without fallocate (tmpfs on old kernels): size the file instead.
             guard ftruncate(fd, off_t(unitCapacity)) == 0 else {
-                throw StorageError(.fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "ftruncate")
+                throw StorageError(
+                    .fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "ftruncate")
             }
         }
         guard calls.fsync(fd) == 0 else {
-            throw StorageError(.synchronizeFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "fsync new unit")
+            throw StorageError(
+                .synchronizeFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "fsync new unit")
         }
         guard rename(temporaryPath, finalPath) == 0 else {
-            throw StorageError(.fileOperationFailed, unit: id, path: finalPath, errno: SystemCalls.errno, detail: "rename")
+            throw StorageError(
+                .fileOperationFailed, unit: id, path: finalPath, errno: SystemCalls.errno, detail: "rename")
         }
         succeeded = true
         try synchronizeDirectory(directory)
@@ -191,7 +198,8 @@ public final class FileStoragePool: StoragePool {
     private func synchronizeDirectory(_ directory: String) throws(StorageError) {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "open directory")
+            throw StorageError(
+                .fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "open directory")
         }
         defer { _ = SystemCalls.close(fd) }
         guard calls.fsync(fd) == 0 else {
@@ -315,11 +323,13 @@ public final class FileStoragePool: StoragePool {
         var bytes = [UInt8](repeating: 0, count: Self.stateSize)
         let count = bytes.withUnsafeMutableBytes { calls.pread(fd, $0.baseAddress, $0.count, 0) }
         guard count == Self.stateSize, Array(bytes[0..<8]) == Self.stateMagic else {
-            throw StorageError(.malformedUnit, path: statePath, offset: 0, detail: "pool state is truncated or not a pool state")
+            throw StorageError(
+                .malformedUnit, path: statePath, offset: 0, detail: "pool state is truncated or not a pool state")
         }
         let version: UInt32 = bytes.loadLittleEndian(at: 8)
         guard version == Self.stateVersion else {
-            throw StorageError(.malformedUnit, path: statePath, offset: 8, detail: "unsupported pool state version \(version)")
+            throw StorageError(
+                .malformedUnit, path: statePath, offset: 8, detail: "unsupported pool state version \(version)")
         }
         let checksum: UInt32 = bytes.loadLittleEndian(at: 32)
         guard CRC32C.checksum(bytes[0..<32]) == checksum else {

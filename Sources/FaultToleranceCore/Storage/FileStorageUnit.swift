@@ -1,11 +1,11 @@
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A ``StorageUnit`` backed by one preallocated file: `pread`/`pwrite` at offsets,
@@ -51,7 +51,8 @@ public final class FileStorageUnit: StorageUnit {
         try checkBounds(offset: offset, count: buffer.count)
         var done = 0
         while done < buffer.count {
-            let result = calls.pread(descriptor, buffer.baseAddress.map { $0 + done }, buffer.count - done, offset + done)
+            let result = calls.pread(
+                descriptor, buffer.baseAddress.map { $0 + done }, buffer.count - done, offset + done)
             if result > 0 {
                 done += result
             } else if result == 0 {
@@ -71,13 +72,15 @@ public final class FileStorageUnit: StorageUnit {
         try checkBounds(offset: offset, count: bytes.count)
         var done = 0
         while done < bytes.count {
-            let result = calls.pwrite(descriptor, bytes.baseAddress.map { $0 + done }, bytes.count - done, offset + done)
+            let result = calls.pwrite(
+                descriptor, bytes.baseAddress.map { $0 + done }, bytes.count - done, offset + done)
             if result > 0 {
                 done += result
             } else {
                 let code = SystemCalls.errno
                 if result < 0 && code == EINTR { continue }
-                throw StorageError(.ioFailed, unit: id, path: path, offset: offset + done, errno: code, detail: "pwrite")
+                throw StorageError(
+                    .ioFailed, unit: id, path: path, offset: offset + done, errno: code, detail: "pwrite")
             }
         }
     }
@@ -87,7 +90,8 @@ public final class FileStorageUnit: StorageUnit {
     public func synchronize() throws(StorageError) {
         try checkUsable(offset: nil)
         if calls.fdatasync(descriptor) != 0 {
-            let error = StorageError(.synchronizeFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "fdatasync")
+            let error = StorageError(
+                .synchronizeFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "fdatasync")
             poison.withLock { $0 = error }
             status.store(1, ordering: .releasing)
             throw error
@@ -104,7 +108,8 @@ public final class FileStorageUnit: StorageUnit {
         if calls.fallocate(descriptor, mode, range.lowerBound, range.count) == 0 { return }
         let code = SystemCalls.errno
         guard code == EOPNOTSUPP || code == ENOSYS else {
-            throw StorageError(.ioFailed, unit: id, path: path, offset: range.lowerBound, errno: code, detail: "fallocate punch hole")
+            throw StorageError(
+                .ioFailed, unit: id, path: path, offset: range.lowerBound, errno: code, detail: "fallocate punch hole")
         }
         let zeros = [UInt8](repeating: 0, count: min(range.count, 1 << 20))
         var offset = range.lowerBound

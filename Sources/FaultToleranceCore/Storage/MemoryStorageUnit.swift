@@ -75,7 +75,8 @@ public final class MemoryStoragePool: StoragePool {
     public func allocate() throws(StorageError) -> MemoryStorageUnit {
         let result: Result<MemoryStorageUnit, StorageError> = state.withLock { state in
             guard (state.units.count + 1) * unitCapacity <= budget else {
-                return .failure(StorageError(.budgetExceeded, detail: "budget \(budget) bytes, units of \(unitCapacity)"))
+                return .failure(
+                    StorageError(.budgetExceeded, detail: "budget \(budget) bytes, units of \(unitCapacity)"))
             }
             let unit = MemoryStorageUnit(id: UnitID(state.nextID), capacity: unitCapacity)
             state.nextID += 1

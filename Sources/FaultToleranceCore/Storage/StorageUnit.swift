@@ -33,7 +33,9 @@ public protocol StorageUnit: AnyObject, Sendable {
 extension StorageUnit {
     /// Reads `count` bytes at `offset` into a new array.
     public func read(at offset: Int, count: Int) throws(StorageError) -> [UInt8] {
-        guard count >= 0 else { throw StorageError(.outOfBounds, unit: id, offset: offset, detail: "negative count \(count)") }
+        guard count >= 0 else {
+            throw StorageError(.outOfBounds, unit: id, offset: offset, detail: "negative count \(count)")
+        }
         var result = [UInt8](repeating: 0, count: count)
         try result.withUnsafeMutableBytes { buffer in
             Result { () throws(StorageError) in try read(into: buffer, at: offset) }

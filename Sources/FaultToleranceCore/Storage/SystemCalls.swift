@@ -1,11 +1,11 @@
 internal import CFaultToleranceShims
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The handful of system calls the file-backed storage makes, gathered so tests can make
@@ -41,7 +41,7 @@ enum FallocateMode {
 
 private func currentErrno() -> Int32 {
     #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
-    return errno
+        return errno
     #endif
 }
 
@@ -55,9 +55,9 @@ private func systemPwrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int
 
 private func systemFdatasync(_ fd: Int32) -> Int32 {
     #if os(Linux)
-    return fdatasync(fd)
+        return fdatasync(fd)
     #else
-    return fsync(fd)
+        return fsync(fd)
     #endif
 }
 
