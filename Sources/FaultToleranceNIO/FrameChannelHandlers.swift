@@ -36,12 +36,20 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = (NodeID, Message)
 
     private let continuation: AsyncStream<Envelope>.Continuation
+    private let flow: InboundFlowControl
     private let logger: Logger
     private let rejected: Counter
     private let received: Counter
 
-    init(continuation: AsyncStream<Envelope>.Continuation, logger: Logger, rejected: Counter, received: Counter) {
+    init(
+        continuation: AsyncStream<Envelope>.Continuation,
+        flow: InboundFlowControl,
+        logger: Logger,
+        rejected: Counter,
+        received: Counter
+    ) {
         self.continuation = continuation
+        self.flow = flow
         self.logger = logger
         self.rejected = rejected
         self.received = received
@@ -52,6 +60,7 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
         guard message.type < Message.firstReservedType else { return }
         received.increment()
         continuation.yield(Envelope(from: sender, path: nil, message: message))
+        flow.delivered(on: context.channel)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

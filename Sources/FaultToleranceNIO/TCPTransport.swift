@@ -52,6 +52,11 @@ public final class TCPTransport: Transport {
         public var writeBufferHighWatermark: Int
         /// Outbound buffer size below which the connection counts as writable again.
         public var writeBufferLowWatermark: Int
+        /// Received messages waiting for the consumer at which the transport stops reading
+        /// from the network (inbound back-pressure).
+        public var inboundHighWatermark: Int
+        /// Waiting messages at which reading resumes.
+        public var inboundLowWatermark: Int
 
         /// Creates a configuration.
         public init(
@@ -63,7 +68,9 @@ public final class TCPTransport: Transport {
             initialBackoff: Duration = .milliseconds(50),
             maximumBackoff: Duration = .seconds(2),
             writeBufferHighWatermark: Int = 1 << 20,
-            writeBufferLowWatermark: Int = 256 << 10
+            writeBufferLowWatermark: Int = 256 << 10,
+            inboundHighWatermark: Int = 1024,
+            inboundLowWatermark: Int = 256
         ) {
             self.localNode = localNode
             self.bindAddress = bindAddress
@@ -74,6 +81,8 @@ public final class TCPTransport: Transport {
             self.maximumBackoff = maximumBackoff
             self.writeBufferHighWatermark = writeBufferHighWatermark
             self.writeBufferLowWatermark = writeBufferLowWatermark
+            self.inboundHighWatermark = inboundHighWatermark
+            self.inboundLowWatermark = inboundLowWatermark
         }
     }
 
@@ -91,7 +100,7 @@ public final class TCPTransport: Transport {
     /// This node's identity.
     public let localNode: NodeID
     /// Messages from peers, in arrival order per connection.
-    public let incoming: AsyncStream<Envelope>
+    public let incoming: EnvelopeStream
     /// The address the transport listens on (with the real port when 0 was asked for).
     public let localAddress: SocketAddress
 
@@ -101,6 +110,7 @@ public final class TCPTransport: Transport {
     private let continuation: AsyncStream<Envelope>.Continuation
     private let state: Mutex<State>
     private let inbound: ChannelRegistry
+    private let flow: InboundFlowControl
     private let logger: Logger
     private let sentCounter: Counter
     private let sentBytes: Counter
@@ -116,6 +126,8 @@ public final class TCPTransport: Transport {
         let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
         let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
         let inbound = ChannelRegistry()
+        let flow = InboundFlowControl(
+            highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundLowWatermark)
         let maximum = configuration.maximumPayloadLength
         let server: any Channel
         do {
@@ -128,7 +140,8 @@ public final class TCPTransport: Transport {
                             ByteToMessageHandler(EnvelopeStreamDecoder(maximumPayloadLength: maximum)))
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
-                                continuation: continuation, logger: logger, rejected: rejected, received: received))
+                                continuation: continuation, flow: flow, logger: logger, rejected: rejected,
+                                received: received))
                         inbound.track(channel)
                     }
                 }
@@ -145,8 +158,9 @@ public final class TCPTransport: Transport {
         logger.info(
             "tcp transport listening", metadata: ["node": "\(configuration.localNode)", "address": "\(address)"])
         return TCPTransport(
-            configuration: configuration, group: group, server: server, address: address, incoming: stream,
-            continuation: continuation, inbound: inbound, logger: logger)
+            configuration: configuration, group: group, server: server, address: address,
+            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation,
+            inbound: inbound, flow: flow, logger: logger)
     }
 
     private init(
@@ -154,11 +168,13 @@ public final class TCPTransport: Transport {
         group: any EventLoopGroup,
         server: any Channel,
         address: SocketAddress,
-        incoming: AsyncStream<Envelope>,
+        incoming: EnvelopeStream,
         continuation: AsyncStream<Envelope>.Continuation,
         inbound: ChannelRegistry,
+        flow: InboundFlowControl,
         logger: Logger
     ) {
+        self.flow = flow
         self.configuration = configuration
         self.localNode = configuration.localNode
         self.group = group
@@ -173,6 +189,10 @@ public final class TCPTransport: Transport {
         self.sentBytes = Counter(label: "ft_transport_bytes_sent", dimensions: dimensions)
         self.inbound = inbound
     }
+
+    /// The most received messages that were ever waiting for the consumer at once; bounded
+    /// by ``Configuration/inboundHighWatermark`` plus what one read from the socket holds.
+    public var inboundBacklogPeak: Int { flow.maximumBuffered }
 
     /// Adds or changes a peer's address; an open connection to its old address is closed.
     public func setPeer(_ node: NodeID, address: SocketAddress) {

@@ -25,14 +25,19 @@ public final class UDPTransport: Transport {
         public var peers: [NodeID: [PathID: SocketAddress]]
         /// The largest payload sent or accepted; must fit a datagram with the frame header.
         public var maximumPayloadLength: Int
+        /// Received datagrams waiting for the consumer at which the transport stops reading
+        /// (the kernel then drops what overflows its socket buffer, as UDP may).
+        public var inboundHighWatermark: Int
 
         /// Creates a configuration.
         public init(
             localNode: NodeID,
             paths: [PathID: SocketAddress],
             peers: [NodeID: [PathID: SocketAddress]] = [:],
-            maximumPayloadLength: Int = 60_000
+            maximumPayloadLength: Int = 60_000,
+            inboundHighWatermark: Int = 4096
         ) {
+            self.inboundHighWatermark = inboundHighWatermark
             self.localNode = localNode
             self.paths = paths
             self.peers = peers
@@ -49,7 +54,7 @@ public final class UDPTransport: Transport {
     /// This node's identity.
     public let localNode: NodeID
     /// Messages from peers, each tagged with the path it arrived on.
-    public let incoming: AsyncStream<Envelope>
+    public let incoming: EnvelopeStream
     /// The bound address of each path (with real ports when 0 was asked for).
     public let localAddresses: [PathID: SocketAddress]
 
@@ -75,11 +80,14 @@ public final class UDPTransport: Transport {
         let dimensions = [("transport", "udp"), ("node", configuration.localNode.name)]
         let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
         let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
+        let flow = InboundFlowControl(
+            highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundHighWatermark / 2)
         var channels: [PathID: any Channel] = [:]
         var addresses: [PathID: SocketAddress] = [:]
         for (path, address) in configuration.paths.sorted(by: { $0.key < $1.key }) {
             let handler = DatagramEnvelopeHandler(
-                path: path, continuation: continuation, maximumPayloadLength: configuration.maximumPayloadLength,
+                path: path, continuation: continuation, flow: flow,
+                maximumPayloadLength: configuration.maximumPayloadLength,
                 logger: logger, rejected: rejected, received: received)
             do {
                 let channel = try await DatagramBootstrap(group: group)
@@ -100,15 +108,15 @@ public final class UDPTransport: Transport {
         }
         logger.info("udp transport bound", metadata: ["node": "\(configuration.localNode)", "paths": "\(addresses)"])
         return UDPTransport(
-            configuration: configuration, channels: channels, addresses: addresses, incoming: stream,
-            continuation: continuation, logger: logger)
+            configuration: configuration, channels: channels, addresses: addresses,
+            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation, logger: logger)
     }
 
     private init(
         configuration: Configuration,
         channels: [PathID: any Channel],
         addresses: [PathID: SocketAddress],
-        incoming: AsyncStream<Envelope>,
+        incoming: EnvelopeStream,
         continuation: AsyncStream<Envelope>.Continuation,
         logger: Logger
     ) {
@@ -185,6 +193,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
 
     private let path: PathID
     private let continuation: AsyncStream<Envelope>.Continuation
+    private let flow: InboundFlowControl
     private let maximumPayloadLength: Int
     private let logger: Logger
     private let rejected: Counter
@@ -193,6 +202,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
     init(
         path: PathID,
         continuation: AsyncStream<Envelope>.Continuation,
+        flow: InboundFlowControl,
         maximumPayloadLength: Int,
         logger: Logger,
         rejected: Counter,
@@ -200,6 +210,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
     ) {
         self.path = path
         self.continuation = continuation
+        self.flow = flow
         self.maximumPayloadLength = maximumPayloadLength
         self.logger = logger
         self.rejected = rejected
@@ -217,6 +228,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
             guard message.type < Message.firstReservedType else { return }
             received.increment()
             continuation.yield(Envelope(from: sender, path: path, message: message))
+            flow.delivered(on: context.channel)
         } catch {
             rejected.increment()
             logger.debug(

@@ -18,7 +18,7 @@ final class Inbox: Sendable {
     private let storage = Storage()
     private let task: Task<Void, Never>
 
-    init(_ stream: AsyncStream<Envelope>) {
+    init(_ stream: EnvelopeStream) {
         let storage = self.storage
         task = Task {
             for await envelope in stream { storage.envelopes.withLock { $0.append(envelope) } }

@@ -115,4 +115,47 @@ struct TCPTransportTests {
         await a.close()
         await b.close()
     }
+
+    @Test("a consumer that falls behind pauses reading, the sender waits, and nothing is lost")
+    func backPressure() async throws {
+        let high = 32
+        let count = 3000
+        let a = try await TCPTransport.start(
+            configuration: .init(
+                localNode: "a", bindAddress: try Self.any, writeBufferHighWatermark: 64 << 10,
+                writeBufferLowWatermark: 16 << 10))
+        let b = try await TCPTransport.start(
+            configuration: .init(
+                localNode: "b", bindAddress: try Self.any, inboundHighWatermark: high, inboundLowWatermark: 8))
+        a.setPeer("b", address: b.localAddress)
+        let sender = Task {
+            for index in 0..<count {
+                var payload = [UInt8](repeating: 0, count: 16 << 10)
+                payload[0] = UInt8(truncatingIfNeeded: index)
+                payload[1] = UInt8(truncatingIfNeeded: index >> 8)
+                try await a.send(Message(type: 1, bytes: payload), to: "b")
+            }
+        }
+        // Consume nothing until the backlog has reached the watermark.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while b.inboundBacklogPeak < high && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(b.inboundBacklogPeak >= high)
+        var iterator = b.incoming.makeAsyncIterator()
+        for index in 0..<count {
+            guard let envelope = await iterator.next() else {
+                Issue.record("stream ended at \(index)")
+                break
+            }
+            let bytes = Array(envelope.message.payload.readableBytesView.prefix(2))
+            #expect(Int(bytes[0]) | Int(bytes[1]) << 8 == index & 0xFFFF)
+        }
+        try await sender.value
+        // Without inbound flow control the backlog would grow toward all 3000 messages
+        // (48 MiB); with it, it stays near the watermark (plus what one socket read holds).
+        #expect(b.inboundBacklogPeak <= high + 32, "peak backlog \(b.inboundBacklogPeak)")
+        await a.close()
+        await b.close()
+    }
 }

@@ -15,6 +15,8 @@ public final class InMemoryNetwork: Sendable {
 
     private struct State {
         var endpoints: [NodeID: AsyncStream<Envelope>.Continuation] = [:]
+        var generations: [NodeID: UInt64] = [:]
+        var nextGeneration: UInt64 = 0
         var cut: Set<Link> = []
         var delivered = 0
         var dropped = 0
@@ -29,13 +31,15 @@ public final class InMemoryNetwork: Sendable {
     /// use replaces the old endpoint (a restart).
     public func join(_ node: NodeID) -> InMemoryTransport {
         let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
-        let previous = state.withLock { state in
+        let (previous, generation) = state.withLock { state in
             let previous = state.endpoints[node]
             state.endpoints[node] = continuation
-            return previous
+            state.nextGeneration += 1
+            state.generations[node] = state.nextGeneration
+            return (previous, state.nextGeneration)
         }
         previous?.finish()
-        return InMemoryTransport(localNode: node, incoming: stream, network: self)
+        return InMemoryTransport(localNode: node, generation: generation, incoming: stream, network: self)
     }
 
     /// Cuts the one-way link from `from` to `to` on `path` (all paths when `nil`): messages
@@ -74,8 +78,13 @@ public final class InMemoryNetwork: Sendable {
         try result.get()
     }
 
-    fileprivate func leave(_ node: NodeID) {
-        let endpoint = state.withLock { $0.endpoints.removeValue(forKey: node) }
+    fileprivate func leave(_ node: NodeID, generation: UInt64) {
+        // A node that rejoined since has a new endpoint; leaving must not remove that one.
+        let endpoint = state.withLock { state -> AsyncStream<Envelope>.Continuation? in
+            guard state.generations[node] == generation else { return nil }
+            state.generations[node] = nil
+            return state.endpoints.removeValue(forKey: node)
+        }
         endpoint?.finish()
     }
 }
@@ -85,13 +94,15 @@ public final class InMemoryTransport: Transport {
     /// This node's identity.
     public let localNode: NodeID
     /// Messages delivered to this node.
-    public let incoming: AsyncStream<Envelope>
+    public let incoming: EnvelopeStream
     private let network: InMemoryNetwork
+    private let generation: UInt64
     private let closed = Atomic<Bool>(false)
 
-    fileprivate init(localNode: NodeID, incoming: AsyncStream<Envelope>, network: InMemoryNetwork) {
+    fileprivate init(localNode: NodeID, generation: UInt64, incoming: AsyncStream<Envelope>, network: InMemoryNetwork) {
         self.localNode = localNode
-        self.incoming = incoming
+        self.generation = generation
+        self.incoming = EnvelopeStream(incoming)
         self.network = network
     }
 
@@ -106,6 +117,6 @@ public final class InMemoryTransport: Transport {
 
     /// Leaves the network and finishes ``incoming``.
     public func close() async {
-        if !closed.exchange(true, ordering: .acquiringAndReleasing) { network.leave(localNode) }
+        if !closed.exchange(true, ordering: .acquiringAndReleasing) { network.leave(localNode, generation: generation) }
     }
 }

@@ -12,8 +12,9 @@ public protocol Transport: Sendable {
     var localNode: NodeID { get }
 
     /// Messages from other nodes, in arrival order. Each transport has one such sequence;
-    /// it finishes when the transport closes.
-    var incoming: AsyncStream<Envelope> { get }
+    /// it finishes when the transport closes. A consumer that falls behind slows the
+    /// transport's reading from the network rather than growing its buffer without bound.
+    var incoming: EnvelopeStream { get }
 
     /// Sends `message` to `node`, over `path` when the transport has several. Returns once
     /// the transport has taken the message, waiting while its buffers are full
