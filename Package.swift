@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "FaultToleranceCore", targets: ["FaultToleranceCore"]),
         .library(name: "FaultToleranceNIO", targets: ["FaultToleranceNIO"]),
         .library(name: "DeterministicSimulation", targets: ["DeterministicSimulation"]),
+        .library(name: "HeartbeatQuorum", targets: ["HeartbeatQuorum"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
@@ -55,13 +57,27 @@ let package = Package(
             ]
         ),
         .target(
+            name: "HeartbeatQuorum",
+            dependencies: [
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "DeterministicSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
             name: "FaultTolerance",
-            dependencies: ["FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation"]
+            dependencies: ["FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum"]
         ),
         .executableTarget(
             name: "ftctl",
             dependencies: [
                 "FaultTolerance",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -77,6 +93,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DeterministicSimulationTests", dependencies: ["DeterministicSimulation"]),
+        .testTarget(
+            name: "HeartbeatQuorumTests",
+            dependencies: ["HeartbeatQuorum", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
     ]
 )

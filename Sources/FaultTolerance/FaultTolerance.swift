@@ -2,3 +2,4 @@
 @_exported import DeterministicSimulation
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
+@_exported import HeartbeatQuorum

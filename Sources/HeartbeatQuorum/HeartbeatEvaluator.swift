@@ -1,0 +1,296 @@
+public import FaultToleranceCore
+
+/// The redundancy device's decision logic: counts the paths on which the partner's
+/// heartbeats arrive, compares the count with a threshold, and decides the device's state.
+/// A pure state machine in the style of swift-cluster-membership's `SWIM.Instance`: the
+/// caller feeds heartbeats, ticks and self-check results with the current time and performs
+/// the returned ``Directive``s. It never reads a clock.
+///
+/// ## Rules
+///
+/// Evaluated in this order after every event:
+///
+/// 1. **Own side isolated.** Local self-checks fail: go to not-standby with an alarm, from
+///    any state. An isolated side never becomes operating.
+/// 2. **Both operating.** Operating, the partner reachable and reporting operating: yield
+///    to standby if the partner has the higher priority, or if the partner has heard this
+///    side on no path for a whole detection window (it cannot yield to what it cannot hear).
+/// 3. **Enough paths.** At least `threshold` healthy paths: standby when the partner is
+///    operating; when neither side operates, the higher priority becomes operating.
+/// 4. **Every path silent** (none healthy, none heard within its detector's window) while
+///    this side is healthy: if the count fell from the threshold to zero within the
+///    simultaneity window, or nothing was ever heard since start, the partner is gone —
+///    operating (after a witness quorum agrees, when witnesses are configured). Paths that
+///    failed one by one read as failing links, not a dead partner: not-standby with an alarm;
+///    witnesses, if configured, can still confirm the partner is gone.
+/// 5. **Some paths, fewer than the threshold.** Not operating: not-standby with an alarm
+///    (links too degraded to judge). Operating: stay operating.
+///
+/// Hysteresis: a failed path counts healthy again only after `riseCount` consecutive
+/// heartbeats, and counts failed only after `fallCount` failed evaluations. Transitions
+/// between standby and not-standby wait `minimumDwell` in the current state and are limited
+/// to `maximumFlaps` per `dampingWindow` (flap damping). Takeovers and the safety rules 1
+/// and 2 are never delayed by damping, so the detection bound holds.
+public struct HeartbeatEvaluator: Sendable {
+    /// What the caller must do.
+    public enum Directive: Sendable, Hashable {
+        /// The state changed.
+        case transition(Transition)
+        /// Raise an alarm: the device left standby for not-standby.
+        case alarm(reason: TransitionReason, evidence: Evidence)
+        /// Ask every witness whether it reaches the partner, tagging the query with `round`.
+        case queryWitnesses(round: UInt64)
+        /// Call ``HeartbeatEvaluator/tick(at:)`` after this long.
+        case scheduleTick(after: Duration)
+    }
+
+    private struct PathTracker: Sendable {
+        var detector: FailureDetector
+        var healthy = false
+        var consecutiveHeartbeats = 0
+        var consecutiveFailures = 0
+    }
+
+    private struct WitnessRound: Sendable {
+        var round: UInt64
+        var started: Instant
+        var votes: [NodeID: Bool] = [:]
+    }
+
+    /// The configuration.
+    public let configuration: HeartbeatConfiguration
+    /// The current state.
+    public private(set) var state: RedundancyState = .initializing
+    /// When the current state was entered.
+    public private(set) var stateSince: Instant
+    private let started: Instant
+    private let pathOrder: [PathID]
+    private var paths: [PathID: PathTracker]
+    private var selfHealthy = true
+    private var partner: Heartbeat?
+    private var partnerDeafSince: Instant?
+    private var lastAtThreshold: Instant?
+    private var everHeard = false
+    private var flaps: [Instant] = []
+    private var witnessRound: WitnessRound?
+    private var nextWitnessRound: UInt64 = 1
+    private var lastWitnessVotes: [NodeID: Bool] = [:]
+    package var plantedBug: HeartbeatBug = .none
+
+    /// Creates an evaluator in the initializing state at `now`.
+    public init(configuration: HeartbeatConfiguration, at now: Instant) {
+        self.configuration = configuration
+        self.started = now
+        self.stateSince = now
+        self.pathOrder = configuration.paths.keys.sorted()
+        var trackers: [PathID: PathTracker] = [:]
+        for (path, detector) in configuration.paths {
+            trackers[path] = PathTracker(
+                detector: FailureDetector(configuration: detector, expectedInterval: configuration.heartbeatInterval))
+        }
+        self.paths = trackers
+    }
+
+    /// The first directives: schedules the first tick.
+    public func start() -> [Directive] {
+        [.scheduleTick(after: configuration.tickInterval)]
+    }
+
+    /// Paths currently counted healthy.
+    public var healthyCount: Int { paths.values.filter(\.healthy).count }
+
+    /// On how many paths the partner was heard within each path's detection window, as of
+    /// `now` (reported in this side's heartbeats, so the partner knows it is heard).
+    public func pathsHearingPartner(at now: Instant) -> UInt8 {
+        UInt8(
+            clamping: paths.values.filter {
+                $0.detector.lastArrival != nil && !$0.detector.hasFailed(at: now, since: started)
+            }.count)
+    }
+
+    /// A heartbeat arrived on `path`.
+    public mutating func heartbeatReceived(_ heartbeat: Heartbeat, on path: PathID, at now: Instant) -> [Directive] {
+        guard var tracker = paths[path] else { return [] }
+        tracker.detector.heartbeat(at: now)
+        tracker.consecutiveHeartbeats += 1
+        tracker.consecutiveFailures = 0
+        if !tracker.healthy && tracker.consecutiveHeartbeats >= configuration.riseCount { tracker.healthy = true }
+        paths[path] = tracker
+        partner = heartbeat
+        if heartbeat.pathsHearingReceiver > 0 {
+            partnerDeafSince = nil
+        } else if partnerDeafSince == nil {
+            partnerDeafSince = now
+        }
+        everHeard = true
+        return evaluate(at: now)
+    }
+
+    /// Time passed: re-judge every path, expire witness rounds, evaluate; schedules the next
+    /// tick.
+    public mutating func tick(at now: Instant) -> [Directive] {
+        for path in pathOrder {
+            guard var tracker = paths[path] else { continue }
+            if tracker.detector.hasFailed(at: now, since: started) {
+                tracker.consecutiveFailures += 1
+                tracker.consecutiveHeartbeats = 0
+                if tracker.healthy && tracker.consecutiveFailures >= configuration.fallCount { tracker.healthy = false }
+            }
+            paths[path] = tracker
+        }
+        if let round = witnessRound, now - round.started >= configuration.witnessTimeout {
+            lastWitnessVotes = round.votes
+            witnessRound = nil
+        }
+        return evaluate(at: now) + [.scheduleTick(after: configuration.tickInterval)]
+    }
+
+    /// The local self-checks (own NIC, own gateway) passed or failed.
+    public mutating func selfCheck(healthy: Bool, at now: Instant) -> [Directive] {
+        selfHealthy = healthy
+        return evaluate(at: now)
+    }
+
+    /// A witness answered round `round`.
+    public mutating func witnessVote(from witness: NodeID, round: UInt64, partnerReachable: Bool, at now: Instant)
+        -> [Directive]
+    {
+        guard var current = witnessRound, current.round == round, configuration.witnesses.contains(witness) else {
+            return []
+        }
+        current.votes[witness] = partnerReachable
+        witnessRound = current
+        return evaluate(at: now)
+    }
+
+    /// The evidence as of `now`: every path's health, phi and silence.
+    public func evidence(at now: Instant) -> Evidence {
+        Evidence(
+            paths: pathOrder.compactMap { path in
+                paths[path].map { tracker in
+                    PathEvidence(
+                        path: path, healthy: tracker.healthy, phi: tracker.detector.phi(at: now),
+                        silence: tracker.detector.silence(at: now), detector: tracker.detector.configuration)
+                }
+            },
+            healthyCount: healthyCount, threshold: configuration.threshold, selfHealthy: selfHealthy,
+            partnerState: partner?.state, witnessVotes: witnessRound?.votes ?? lastWitnessVotes)
+    }
+
+    // MARK: - Rules
+
+    /// Whether any path has heard the partner recently enough that its detector has not
+    /// declared failure.
+    private func partnerReachable(at now: Instant) -> Bool {
+        paths.values.contains { $0.detector.lastArrival != nil && !$0.detector.hasFailed(at: now, since: started) }
+    }
+
+    private mutating func evaluate(at now: Instant) -> [Directive] {
+        let count = healthyCount
+        if count >= configuration.threshold { lastAtThreshold = now }
+        let reachable = partnerReachable(at: now)
+        let startupWindow = configuration.paths.values.map(\.worstCaseSilence).max() ?? .zero
+        let startingUp = state == .initializing && now - started < startupWindow
+
+        // Rule 1: an isolated side never operates.
+        if !selfHealthy {
+            return move(to: .notStandby, reason: .ownSideIsolated, at: now, damped: false)
+        }
+        // Rule 2: both operating.
+        if state == .operating {
+            // A partner that has not heard this side for a whole detection window cannot
+            // yield to it, so this side must, whatever the priorities.
+            let partnerDeaf = partnerDeafSince.map { now - $0 >= startupWindow } ?? false
+            if reachable, let partner, partner.state == .operating,
+                partner.priority > configuration.priority || partnerDeaf
+            {
+                return move(to: .standby, reason: .yieldedToPartner, at: now, damped: false)
+            }
+            return []
+        }
+        if plantedBug == .takeOverBelowThreshold && count < configuration.threshold && everHeard {
+            return move(to: .operating, reason: .partnerGone, at: now, damped: false)
+        }
+        // Rule 3: enough healthy paths.
+        if count >= configuration.threshold {
+            witnessRound = nil
+            if let partner, partner.state != .operating, configuration.priority > partner.priority {
+                return move(to: .operating, reason: .electedByPriority, at: now, damped: false)
+            }
+            return move(to: .standby, reason: .partnerHealthy, at: now, damped: state == .notStandby)
+        }
+        // While starting up, paths are still rising: wait for the threshold or the window.
+        if startingUp { return [] }
+        // Rule 4: every path silent.
+        if count == 0 && !reachable {
+            let allAtOnce =
+                !everHeard ? true : lastAtThreshold.map { now - $0 <= configuration.simultaneityWindow } ?? false
+            let takeoverReason: TransitionReason = everHeard ? .partnerGone : .noPartnerAtStartup
+            if configuration.witnesses.isEmpty {
+                if allAtOnce || state == .operating {
+                    return move(to: .operating, reason: takeoverReason, at: now, damped: false)
+                }
+                return move(to: .notStandby, reason: .linksDegraded, at: now, damped: state == .standby)
+            }
+            // Witnesses decide; meanwhile a gradual loss is reported as degraded links.
+            var directives: [Directive] = []
+            if let round = witnessRound {
+                let unreachable = round.votes.values.filter { !$0 }.count
+                let reaching = round.votes.values.filter { $0 }.count
+                let quorum = configuration.witnesses.count / 2 + 1
+                if unreachable >= quorum {
+                    lastWitnessVotes = round.votes
+                    witnessRound = nil
+                    return move(to: .operating, reason: .witnessesConfirmPartnerGone, at: now, damped: false)
+                }
+                if reaching >= quorum {
+                    lastWitnessVotes = round.votes
+                    witnessRound = nil
+                    return move(to: .notStandby, reason: .witnessesReachPartner, at: now, damped: false)
+                }
+            } else if allAtOnce || state == .notStandby || state == .initializing {
+                witnessRound = WitnessRound(round: nextWitnessRound, started: now)
+                directives.append(.queryWitnesses(round: nextWitnessRound))
+                nextWitnessRound += 1
+            }
+            if !allAtOnce {
+                directives += move(to: .notStandby, reason: .linksDegraded, at: now, damped: state == .standby)
+            }
+            return directives
+        }
+        // Rule 5: some paths, fewer than the threshold (or paths heard but not yet risen).
+        if count > 0 || state == .initializing {
+            return move(to: .notStandby, reason: .linksDegraded, at: now, damped: state == .standby)
+        }
+        return []
+    }
+
+    /// Moves to `target` unless already there or, for a damped transition, dwell or flap
+    /// damping forbid it now.
+    private mutating func move(to target: RedundancyState, reason: TransitionReason, at now: Instant, damped: Bool)
+        -> [Directive]
+    {
+        guard target != state else { return [] }
+        if damped {
+            guard now - stateSince >= configuration.minimumDwell else { return [] }
+            flaps.removeAll { now - $0 >= configuration.dampingWindow }
+            guard flaps.count < configuration.maximumFlaps else { return [] }
+            flaps.append(now)
+        }
+        let transition = Transition(from: state, to: target, at: now, reason: reason, evidence: evidence(at: now))
+        state = target
+        stateSince = now
+        var directives: [Directive] = [.transition(transition)]
+        if target == .notStandby { directives.append(.alarm(reason: reason, evidence: transition.evidence)) }
+        return directives
+    }
+}
+
+/// Deliberately wrong rules, planted to show the simulation catches them.
+public enum HeartbeatBug: String, Sendable, Hashable, CaseIterable, Codable {
+    /// The correct rules.
+    case none
+    /// Take over as soon as fewer paths than the threshold are healthy, without waiting for
+    /// every path to fall silent (the classic split-brain mistake).
+    case takeOverBelowThreshold = "take-over-below-threshold"
+}
