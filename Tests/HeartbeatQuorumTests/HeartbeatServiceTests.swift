@@ -1,0 +1,112 @@
+import FaultToleranceCore
+import FaultToleranceNIO
+import HeartbeatQuorum
+import NIOCore
+import Testing
+
+/// Waits until `condition` holds, or fails after `limit`. The limit only stops a broken test
+/// from hanging; nothing asserts on how long the wait took.
+func eventually(_ what: String, limit: Duration = .seconds(30), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + limit
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("timed out waiting for \(what)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+@Suite("HeartbeatService over real UDP on three loopback paths", .timeLimit(.minutes(2)))
+struct HeartbeatServiceTests {
+    static let paths: [PathID] = ["p1", "p2", "p3"]
+
+    /// Generous timings so a loaded CI machine (or ThreadSanitizer) does not look like a
+    /// failed path: 20 ms heartbeats, 400 ms cap on silence.
+    static func configuration(priority: UInt8) throws -> HeartbeatConfiguration {
+        let detector = DetectorConfiguration.phiAccrual(
+            threshold: 8, minimumStandardDeviation: .milliseconds(20), acceptablePause: .milliseconds(200),
+            maximumSilence: .milliseconds(400))
+        return try HeartbeatConfiguration(
+            paths: Dictionary(uniqueKeysWithValues: paths.map { ($0, detector) }), heartbeatInterval: .milliseconds(20),
+            threshold: 2, detectionBound: .seconds(1), minimumDwell: .milliseconds(100), priority: priority)
+    }
+
+    static func transport(_ node: NodeID, firstHost: Int) async throws -> UDPTransport {
+        var addresses: [PathID: SocketAddress] = [:]
+        for (index, path) in paths.enumerated() {
+            addresses[path] = try SocketAddress(ipAddress: "127.0.0.\(firstHost + index)", port: 0)
+        }
+        return try await UDPTransport.start(configuration: .init(localNode: node, paths: addresses))
+    }
+
+    @Test("closing paths lowers the healthy count as predicted, down to not-standby below the threshold")
+    func pathsAndTakeover() async throws {
+        let transportA = try await Self.transport("A", firstHost: 2)
+        let transportB = try await Self.transport("B", firstHost: 5)
+        for path in Self.paths {
+            if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
+            if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
+        }
+        let a = HeartbeatService(
+            configuration: try Self.configuration(priority: 2), partner: "B", transport: transportA)
+        let b = HeartbeatService(
+            configuration: try Self.configuration(priority: 1), partner: "A", transport: transportB)
+        let runA = Task { try await a.run() }
+        let runB = Task { try await b.run() }
+
+        try await eventually("A operating and B standby") { a.state == .operating && b.state == .standby }
+        try await eventually("B hearing A on all three paths") { b.evidence.healthyCount == 3 }
+
+        // A can no longer send on p1, so B hears A on two paths: still at the threshold.
+        await transportA.closePath("p1")
+        try await eventually("B counting 2 healthy paths") { b.evidence.healthyCount == 2 }
+        #expect(b.state == .standby)
+        #expect(b.evidence.paths.first { $0.path == "p1" }?.healthy == false)
+
+        // One path left: below the threshold, B releases redundancy with an alarm.
+        await transportA.closePath("p2")
+        try await eventually("B counting 1 healthy path") { b.evidence.healthyCount == 1 }
+        try await eventually("B not-standby") { b.state == .notStandby }
+
+        runA.cancel()
+        runB.cancel()
+        _ = try? await runA.value
+        _ = try? await runB.value
+        await transportA.close()
+        await transportB.close()
+    }
+
+    @Test("stopping the partner: the standby takes over, and the transition says why")
+    func partnerStops() async throws {
+        let transportA = try await Self.transport("A", firstHost: 2)
+        let transportB = try await Self.transport("B", firstHost: 5)
+        for path in Self.paths {
+            if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
+            if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
+        }
+        let a = HeartbeatService(
+            configuration: try Self.configuration(priority: 2), partner: "B", transport: transportA)
+        let b = HeartbeatService(
+            configuration: try Self.configuration(priority: 1), partner: "A", transport: transportB)
+        let runA = Task { try await a.run() }
+        let runB = Task { try await b.run() }
+        try await eventually("A operating and B standby") { a.state == .operating && b.state == .standby }
+
+        runA.cancel()
+        _ = try? await runA.value
+        await transportA.close()
+
+        var takeover: Transition?
+        for await transition in b.transitions where transition.to == .operating {
+            takeover = transition
+            break
+        }
+        #expect(takeover?.reason == .partnerGone)
+        #expect(takeover?.evidence.healthyCount == 0)
+        #expect(b.state == .operating)
+        runB.cancel()
+        _ = try? await runB.value
+        await transportB.close()
+    }
+}
