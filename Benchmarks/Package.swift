@@ -51,5 +51,17 @@ let package = Package(
             path: "Benchmarks/Transport",
             plugins: benchmarkPlugin
         ),
+        .executableTarget(
+            name: "HeartbeatBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "HeartbeatQuorum", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Heartbeat",
+            plugins: benchmarkPlugin
+        ),
     ]
 )

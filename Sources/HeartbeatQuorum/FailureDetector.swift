@@ -43,8 +43,18 @@ struct FailureDetector: Sendable {
     private var sumOfSquares = 0.0
     private static let window = 200
 
+    /// The standardized silence y at which phi reaches the threshold. phi is monotonic in
+    /// y, so "phi >= threshold" is "silence >= mean + pause + y* x deviation": one
+    /// comparison per evaluation instead of an `exp` and a `log10`.
+    private let failureScore: Double
+
     init(configuration: DetectorConfiguration, expectedInterval: Duration) {
         self.configuration = configuration
+        if case .phiAccrual(let threshold, _, _, _) = configuration {
+            failureScore = Self.score(forPhi: threshold)
+        } else {
+            failureScore = .infinity
+        }
         // Seed the history as Akka does: the expected interval plus and minus a quarter, so
         // the first silences are judged before real samples exist.
         let interval = expectedInterval.nanoseconds
@@ -73,6 +83,36 @@ struct FailureDetector: Sendable {
         lastArrival = now
     }
 
+    /// Solves phi(y) = `phi` for y > 0 (bisection on the logistic approximation).
+    static func score(forPhi phi: Double) -> Double {
+        // phi = -log10(e / (1 + e)) with e = exp(-y (1.5976 + 0.070566 y^2)).
+        func phiAt(_ y: Double) -> Double {
+            let e = exp(-y * (1.5976 + 0.070566 * y * y))
+            return -log10(e / (1 + e))
+        }
+        var low = 0.0
+        var high = 1.0
+        while phiAt(high) < phi && high < 1e6 { high *= 2 }
+        for _ in 0..<100 {
+            let middle = (low + high) / 2
+            if phiAt(middle) < phi { low = middle } else { high = middle }
+        }
+        return high
+    }
+
+    /// The mean inter-arrival time and the deviation used for phi, in nanoseconds.
+    private var statistics: (mean: Double, deviation: Double, pause: Double) {
+        let count = Double(intervals.count)
+        let mean = sum / count
+        var deviation = max(0, sumOfSquares / count - mean * mean).squareRoot()
+        var pause = 0.0
+        if case .phiAccrual(_, let minimum, let acceptable, _) = configuration {
+            deviation = max(deviation, Double(minimum.nanoseconds))
+            pause = Double(acceptable.nanoseconds)
+        }
+        return (mean, max(deviation, 1), pause)
+    }
+
     /// Time since the last heartbeat (`nil` before the first).
     func silence(at now: Instant) -> Duration? {
         lastArrival.map { now - $0 }
@@ -81,16 +121,7 @@ struct FailureDetector: Sendable {
     /// Phi for the current silence; 0 before the first heartbeat.
     func phi(at now: Instant) -> Double {
         guard let silence = silence(at: now) else { return 0 }
-        let count = Double(intervals.count)
-        let mean = sum / count
-        let variance = max(0, sumOfSquares / count - mean * mean)
-        var deviation = variance.squareRoot()
-        var pause = 0.0
-        if case .phiAccrual(_, let minimum, let acceptable, _) = configuration {
-            deviation = max(deviation, Double(minimum.nanoseconds))
-            pause = Double(acceptable.nanoseconds)
-        }
-        deviation = max(deviation, 1)
+        let (mean, deviation, pause) = statistics
         let y = (Double(silence.nanoseconds) - (mean + pause)) / deviation
         // Logistic approximation of the normal CDF (Bowling et al. 2009), as Akka uses.
         let e = exp(-y * (1.5976 + 0.070566 * y * y))
@@ -105,9 +136,8 @@ struct FailureDetector: Sendable {
             return now - start >= configuration.worstCaseSilence
         }
         if silence >= configuration.worstCaseSilence { return true }
-        switch configuration {
-        case .phiAccrual(let threshold, _, _, _): return phi(at: now) >= threshold
-        case .fixedTimeout: return false
-        }
+        guard failureScore.isFinite else { return false }
+        let (mean, deviation, pause) = statistics
+        return Double(silence.nanoseconds) >= mean + pause + failureScore * deviation
     }
 }

@@ -64,8 +64,12 @@ public struct HeartbeatEvaluator: Sendable {
     /// When the current state was entered.
     public private(set) var stateSince: Instant
     private let started: Instant
+    private let startupWindow: Duration
     private let pathOrder: [PathID]
-    private var paths: [PathID: PathTracker]
+    private let pathIndex: [PathID: Int]
+    /// Trackers in ``pathOrder``: an array, so evaluation walks contiguous memory and hashes
+    /// no path names.
+    private var paths: [PathTracker]
     private var selfHealthy = true
     private var partner: Heartbeat?
     private var partnerDeafSince: Instant?
@@ -83,12 +87,14 @@ public struct HeartbeatEvaluator: Sendable {
         self.started = now
         self.stateSince = now
         self.pathOrder = configuration.paths.keys.sorted()
-        var trackers: [PathID: PathTracker] = [:]
-        for (path, detector) in configuration.paths {
-            trackers[path] = PathTracker(
-                detector: FailureDetector(configuration: detector, expectedInterval: configuration.heartbeatInterval))
+        self.pathIndex = Dictionary(uniqueKeysWithValues: pathOrder.enumerated().map { ($1, $0) })
+        self.startupWindow = configuration.paths.values.map(\.worstCaseSilence).max() ?? .zero
+        self.paths = pathOrder.map { path in
+            PathTracker(
+                detector: FailureDetector(
+                    configuration: configuration.paths[path] ?? .fixedTimeout(configuration.heartbeatInterval * 2),
+                    expectedInterval: configuration.heartbeatInterval))
         }
-        self.paths = trackers
     }
 
     /// The first directives: schedules the first tick.
@@ -97,25 +103,31 @@ public struct HeartbeatEvaluator: Sendable {
     }
 
     /// Paths currently counted healthy.
-    public var healthyCount: Int { paths.values.filter(\.healthy).count }
+    public var healthyCount: Int {
+        var count = 0
+        for tracker in paths where tracker.healthy { count += 1 }
+        return count
+    }
 
     /// On how many paths the partner was heard within each path's detection window, as of
     /// `now` (reported in this side's heartbeats, so the partner knows it is heard).
     public func pathsHearingPartner(at now: Instant) -> UInt8 {
-        UInt8(
-            clamping: paths.values.filter {
-                $0.detector.lastArrival != nil && !$0.detector.hasFailed(at: now, since: started)
-            }.count)
+        var count = 0
+        for tracker in paths where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
+            count += 1
+        }
+        return UInt8(clamping: count)
     }
 
     /// A heartbeat arrived on `path`.
     public mutating func heartbeatReceived(_ heartbeat: Heartbeat, on path: PathID, at now: Instant) -> [Directive] {
-        guard var tracker = paths[path] else { return [] }
-        tracker.detector.heartbeat(at: now)
-        tracker.consecutiveHeartbeats += 1
-        tracker.consecutiveFailures = 0
-        if !tracker.healthy && tracker.consecutiveHeartbeats >= configuration.riseCount { tracker.healthy = true }
-        paths[path] = tracker
+        guard let index = pathIndex[path] else { return [] }
+        paths[index].detector.heartbeat(at: now)
+        paths[index].consecutiveHeartbeats += 1
+        paths[index].consecutiveFailures = 0
+        if !paths[index].healthy && paths[index].consecutiveHeartbeats >= configuration.riseCount {
+            paths[index].healthy = true
+        }
         partner = heartbeat
         if heartbeat.pathsHearingReceiver > 0 {
             partnerDeafSince = nil
@@ -129,14 +141,12 @@ public struct HeartbeatEvaluator: Sendable {
     /// Time passed: re-judge every path, expire witness rounds, evaluate; schedules the next
     /// tick.
     public mutating func tick(at now: Instant) -> [Directive] {
-        for path in pathOrder {
-            guard var tracker = paths[path] else { continue }
-            if tracker.detector.hasFailed(at: now, since: started) {
-                tracker.consecutiveFailures += 1
-                tracker.consecutiveHeartbeats = 0
-                if tracker.healthy && tracker.consecutiveFailures >= configuration.fallCount { tracker.healthy = false }
+        for index in paths.indices where paths[index].detector.hasFailed(at: now, since: started) {
+            paths[index].consecutiveFailures += 1
+            paths[index].consecutiveHeartbeats = 0
+            if paths[index].healthy && paths[index].consecutiveFailures >= configuration.fallCount {
+                paths[index].healthy = false
             }
-            paths[path] = tracker
         }
         if let round = witnessRound, now - round.started >= configuration.witnessTimeout {
             lastWitnessVotes = round.votes
@@ -166,12 +176,10 @@ public struct HeartbeatEvaluator: Sendable {
     /// The evidence as of `now`: every path's health, phi and silence.
     public func evidence(at now: Instant) -> Evidence {
         Evidence(
-            paths: pathOrder.compactMap { path in
-                paths[path].map { tracker in
-                    PathEvidence(
-                        path: path, healthy: tracker.healthy, phi: tracker.detector.phi(at: now),
-                        silence: tracker.detector.silence(at: now), detector: tracker.detector.configuration)
-                }
+            paths: zip(pathOrder, paths).map { path, tracker in
+                PathEvidence(
+                    path: path, healthy: tracker.healthy, phi: tracker.detector.phi(at: now),
+                    silence: tracker.detector.silence(at: now), detector: tracker.detector.configuration)
             },
             healthyCount: healthyCount, threshold: configuration.threshold, selfHealthy: selfHealthy,
             partnerState: partner?.state, witnessVotes: witnessRound?.votes ?? lastWitnessVotes)
@@ -182,14 +190,16 @@ public struct HeartbeatEvaluator: Sendable {
     /// Whether any path has heard the partner recently enough that its detector has not
     /// declared failure.
     private func partnerReachable(at now: Instant) -> Bool {
-        paths.values.contains { $0.detector.lastArrival != nil && !$0.detector.hasFailed(at: now, since: started) }
+        for tracker in paths where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
+            return true
+        }
+        return false
     }
 
     private mutating func evaluate(at now: Instant) -> [Directive] {
         let count = healthyCount
         if count >= configuration.threshold { lastAtThreshold = now }
         let reachable = partnerReachable(at: now)
-        let startupWindow = configuration.paths.values.map(\.worstCaseSilence).max() ?? .zero
         let startingUp = state == .initializing && now - started < startupWindow
 
         // Rule 1: an isolated side never operates.

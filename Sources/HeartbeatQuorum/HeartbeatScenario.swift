@@ -42,20 +42,32 @@ public struct HeartbeatScenario: Sendable {
     public var duration: Duration
     /// Restrict seeds to one fault kind (`nil`: the seed picks).
     public var fault: HeartbeatFault?
+    /// The phi detector's acceptable pause (30 ms by default; the partner-pause fault stays
+    /// below it).
+    public var acceptablePause: Duration
 
     /// Creates a scenario.
-    public init(bug: HeartbeatBug = .none, duration: Duration = .seconds(3), fault: HeartbeatFault? = nil) {
+    public init(
+        bug: HeartbeatBug = .none,
+        duration: Duration = .seconds(3),
+        fault: HeartbeatFault? = nil,
+        acceptablePause: Duration = .milliseconds(30)
+    ) {
         self.bug = bug
         self.duration = duration
         self.fault = fault
+        self.acceptablePause = acceptablePause
     }
 
     /// The configuration both devices use: 10 ms heartbeats on three paths, phi accrual
-    /// (threshold 8, 2 ms minimum deviation, 30 ms acceptable pause, 60 ms cap), two healthy
+    /// (threshold 8, 2 ms minimum deviation, the acceptable pause, 60 ms cap), two healthy
     /// paths needed, 100 ms detection bound.
-    public static func configuration(priority: UInt8) throws(ConfigurationError) -> HeartbeatConfiguration {
+    public static func configuration(
+        priority: UInt8,
+        acceptablePause: Duration = .milliseconds(30)
+    ) throws(ConfigurationError) -> HeartbeatConfiguration {
         let detector = DetectorConfiguration.phiAccrual(
-            threshold: 8, minimumStandardDeviation: .milliseconds(2), acceptablePause: .milliseconds(30),
+            threshold: 8, minimumStandardDeviation: .milliseconds(2), acceptablePause: acceptablePause,
             maximumSilence: .milliseconds(60))
         return try HeartbeatConfiguration(
             paths: ["p1": detector, "p2": detector, "p3": detector], heartbeatInterval: .milliseconds(10), threshold: 2,
@@ -64,7 +76,7 @@ public struct HeartbeatScenario: Sendable {
 
     /// Runs one seed; the report's `operations` counts transitions.
     public func run(seed: UInt64) -> SimulationReport {
-        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault)
+        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause)
         world.start()
         world.simulation.run(until: Instant.zero + duration)
         return SimulationReport(
@@ -78,7 +90,7 @@ public struct HeartbeatScenario: Sendable {
     public func transitions(seed: UInt64) -> (
         fault: HeartbeatFault, transitions: [(NodeID, Transition)], violation: InvariantViolation?
     ) {
-        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault)
+        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause)
         world.start()
         world.simulation.run(until: Instant.zero + duration)
         return (world.fault, world.transitions, world.violation)
@@ -87,10 +99,8 @@ public struct HeartbeatScenario: Sendable {
     /// Detection times after clean partner crashes over `seeds`, from the crash to the
     /// standby's takeover, for benchmarks.
     public func detectionTimes(seeds: some Sequence<UInt64>) -> [Duration] {
-        var scenario = self
-        scenario.fault = .partnerCrash
-        return seeds.compactMap { seed in
-            let world = HeartbeatWorld(seed: seed, bug: bug, fault: .partnerCrash)
+        seeds.compactMap { seed in
+            let world = HeartbeatWorld(seed: seed, bug: bug, fault: .partnerCrash, acceptablePause: acceptablePause)
             world.start()
             world.simulation.run(until: Instant.zero + duration)
             return world.detectionTime
@@ -124,7 +134,10 @@ final class HeartbeatWorld {
     let configurations: [HeartbeatConfiguration]
     static let maximumDelay = Duration.milliseconds(2)
 
-    init(seed: UInt64, bug: HeartbeatBug, fault: HeartbeatFault?) {
+    let acceptablePause: Duration
+
+    init(seed: UInt64, bug: HeartbeatBug, fault: HeartbeatFault?, acceptablePause: Duration) {
+        self.acceptablePause = acceptablePause
         simulation = Simulation(seed: seed)
         self.bug = bug
         self.fault = fault ?? HeartbeatFault.allCases[Int(seed % UInt64(HeartbeatFault.allCases.count))]
@@ -132,7 +145,9 @@ final class HeartbeatWorld {
             simulation: simulation,
             defaultConditions: LinkConditions(delay: .microseconds(100)...Self.maximumDelay))
         // safe: the scenario's configuration is a constant that validates.
-        configurations = [2, 1].map { priority in (try? HeartbeatScenario.configuration(priority: priority)) }
+        configurations = [2, 1].map { priority in
+            try? HeartbeatScenario.configuration(priority: priority, acceptablePause: acceptablePause)
+        }
             .compactMap { $0 }
         for (index, node) in nodes.enumerated() {
             network.attach(node) { [unowned self] envelope in received(index, envelope) }
@@ -261,7 +276,7 @@ final class HeartbeatWorld {
                 lossProbability: 0.05, delay: .microseconds(100)...(.milliseconds(20)))
         case .partnerPause:
             paused[0] = true
-            let pause = simulation.random.duration(in: .milliseconds(5)...(.milliseconds(25)))
+            let pause = simulation.random.duration(in: .milliseconds(1)...(acceptablePause - .milliseconds(5)))
             simulation.schedule(after: pause) { [unowned self] in paused[0] = false }
         case .ownLinksFailing:
             selfHealthy[1] = false

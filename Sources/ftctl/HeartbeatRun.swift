@@ -1,6 +1,107 @@
 import ArgumentParser
+import FaultToleranceCore
+import FaultToleranceNIO
+import HeartbeatQuorum
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
 
-/// `ftctl heartbeat run` (placeholder replaced below).
+/// A `NAME=HOST:PORT` path binding on the command line.
+struct PathBinding: ExpressibleByArgument {
+    let path: PathID
+    let address: SocketAddress
+
+    init?(argument: String) {
+        let parts = argument.split(separator: "=", maxSplits: 1)
+        guard parts.count == 2, let path = PathID(String(parts[0])) else { return nil }
+        let hostPort = parts[1].split(separator: ":")
+        guard hostPort.count == 2, let port = Int(hostPort[1]),
+            let address = try? SocketAddress(ipAddress: String(hostPort[0]), port: port)
+        else { return nil }
+        self.path = path
+        self.address = address
+    }
+}
+
+/// `ftctl heartbeat run`: one redundancy device over UDP.
 struct HeartbeatRun: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a heartbeat node over UDP.")
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one redundancy device: heartbeats over UDP on several paths, printing each transition.",
+        discussion: """
+            Each --path binds one local address (one NIC, or 127.0.0.x on one machine); each \
+            --partner-path gives the partner's address on the path of the same name. Stops on \
+            SIGINT or SIGTERM. Example, two terminals:
+              ftctl heartbeat run --node A --partner B --priority 2 \\
+                --path p1=127.0.0.2:7101 --path p2=127.0.0.3:7101 \\
+                --partner-path p1=127.0.0.4:7101 --partner-path p2=127.0.0.5:7101
+              ftctl heartbeat run --node B --partner A --priority 1 \\
+                --path p1=127.0.0.4:7101 --path p2=127.0.0.5:7101 \\
+                --partner-path p1=127.0.0.2:7101 --partner-path p2=127.0.0.3:7101
+            """)
+
+    @Option(help: "This device's name.") var node: String
+    @Option(help: "The partner's name.") var partner: String
+    @Option(help: "Priority; when both operate, the lower yields. Must differ from the partner's.") var priority: UInt8 = 1
+    @Option(name: .customLong("path"), help: "A local path, NAME=HOST:PORT (repeat).") var paths: [PathBinding] = []
+    @Option(name: .customLong("partner-path"), help: "The partner's address on a path, NAME=HOST:PORT (repeat).")
+    var partnerPaths: [PathBinding] = []
+    @Option(help: "Heartbeat interval in milliseconds.") var intervalMs: Int64 = 100
+    @Option(help: "Healthy paths needed (default: a majority of the paths).") var threshold: Int?
+    @Option(help: "Promised detection bound in milliseconds.") var boundMs: Int64 = 2000
+    @Option(help: "Stop after this many seconds (default: run until interrupted).") var seconds: Int?
+
+    func validate() throws {
+        guard NodeID(node) != nil, NodeID(partner) != nil else { throw ValidationError("invalid node name") }
+        guard !paths.isEmpty else { throw ValidationError("give at least one --path") }
+        let local = Set(paths.map(\.path))
+        guard local == Set(partnerPaths.map(\.path)) else {
+            throw ValidationError("--path and --partner-path must name the same paths")
+        }
+        guard intervalMs > 0 else { throw ValidationError("--interval-ms must be positive") }
+    }
+
+    func run() async throws {
+        let interval = Duration.milliseconds(intervalMs)
+        let detector = DetectorConfiguration.phiAccrual(
+            threshold: 8, minimumStandardDeviation: interval / 5, acceptablePause: interval * 3,
+            maximumSilence: interval * 6)
+        let configuration: HeartbeatConfiguration
+        do {
+            configuration = try HeartbeatConfiguration(
+                paths: Dictionary(uniqueKeysWithValues: paths.map { ($0.path, detector) }), heartbeatInterval: interval,
+                threshold: threshold ?? (paths.count / 2 + 1), detectionBound: .milliseconds(boundMs), priority: priority)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let localNode = NodeID(node) ?? "invalid"
+        let partnerNode = NodeID(partner) ?? "invalid"
+        var logger = Logger(label: "ftctl.heartbeat")
+        logger.logLevel = .warning
+        let transport = try await UDPTransport.start(
+            configuration: .init(
+                localNode: localNode, paths: Dictionary(uniqueKeysWithValues: paths.map { ($0.path, $0.address) }),
+                peers: [partnerNode: Dictionary(uniqueKeysWithValues: partnerPaths.map { ($0.path, $0.address) })]),
+            logger: logger)
+        let service = HeartbeatService(
+            configuration: configuration, partner: partnerNode, transport: transport, logger: logger)
+        print("\(localNode): heartbeats every \(intervalMs) ms on \(paths.count) paths, threshold \(configuration.threshold), "
+            + "detection bound \(boundMs) ms (worst case from settings: \(configuration.worstCaseDetection))")
+        let printer = Task {
+            for await transition in service.transitions { print(describe(localNode, transition)) }
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        if let seconds {
+            let runner = Task { try await group.run() }
+            try await Task.sleep(for: .seconds(seconds))
+            await group.triggerGracefulShutdown()
+            try await runner.value
+        } else {
+            try await group.run()
+        }
+        printer.cancel()
+        await transport.close()
+    }
 }

@@ -8,7 +8,7 @@ struct HeartbeatSimulationTests {
     func correctRulesPass() {
         var byFault: [HeartbeatFault: Int] = [:]
         var checks = 0
-        for seed in SimulationRunner.seeds(defaultCount: 200) {
+        for seed in SimulationRunner.seeds(defaultCount: 60) {
             let scenario = HeartbeatScenario()
             let report = scenario.run(seed: seed)
             #expect(report.passed, "\(SimulationRunner.failureMessage(report, filter: "correctRulesPass"))")
