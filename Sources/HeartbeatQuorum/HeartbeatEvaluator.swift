@@ -113,7 +113,8 @@ public struct HeartbeatEvaluator: Sendable {
     /// `now` (reported in this side's heartbeats, so the partner knows it is heard).
     public func pathsHearingPartner(at now: Instant) -> UInt8 {
         var count = 0
-        for tracker in paths where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
+        for tracker in paths
+        where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
             count += 1
         }
         return UInt8(clamping: count)
@@ -190,7 +191,8 @@ public struct HeartbeatEvaluator: Sendable {
     /// Whether any path has heard the partner recently enough that its detector has not
     /// declared failure.
     private func partnerReachable(at now: Instant) -> Bool {
-        for tracker in paths where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
+        for tracker in paths
+        where tracker.detector.lastArrival != nil && !tracker.detector.hasFailed(at: now, since: started) {
             return true
         }
         return false

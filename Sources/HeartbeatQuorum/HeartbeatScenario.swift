@@ -45,14 +45,18 @@ public struct HeartbeatScenario: Sendable {
     /// The phi detector's acceptable pause (30 ms by default; the partner-pause fault stays
     /// below it).
     public var acceptablePause: Duration
+    /// The phi detector's minimum standard deviation (2 ms by default).
+    public var minimumDeviation: Duration
 
     /// Creates a scenario.
     public init(
         bug: HeartbeatBug = .none,
         duration: Duration = .seconds(3),
         fault: HeartbeatFault? = nil,
-        acceptablePause: Duration = .milliseconds(30)
+        acceptablePause: Duration = .milliseconds(30),
+        minimumDeviation: Duration = .milliseconds(2)
     ) {
+        self.minimumDeviation = minimumDeviation
         self.bug = bug
         self.duration = duration
         self.fault = fault
@@ -60,14 +64,15 @@ public struct HeartbeatScenario: Sendable {
     }
 
     /// The configuration both devices use: 10 ms heartbeats on three paths, phi accrual
-    /// (threshold 8, 2 ms minimum deviation, the acceptable pause, 60 ms cap), two healthy
+    /// (threshold 8, the minimum deviation, the acceptable pause, 60 ms cap), two healthy
     /// paths needed, 100 ms detection bound.
     public static func configuration(
         priority: UInt8,
-        acceptablePause: Duration = .milliseconds(30)
+        acceptablePause: Duration = .milliseconds(30),
+        minimumDeviation: Duration = .milliseconds(2)
     ) throws(ConfigurationError) -> HeartbeatConfiguration {
         let detector = DetectorConfiguration.phiAccrual(
-            threshold: 8, minimumStandardDeviation: .milliseconds(2), acceptablePause: acceptablePause,
+            threshold: 8, minimumStandardDeviation: minimumDeviation, acceptablePause: acceptablePause,
             maximumSilence: .milliseconds(60))
         return try HeartbeatConfiguration(
             paths: ["p1": detector, "p2": detector, "p3": detector], heartbeatInterval: .milliseconds(10), threshold: 2,
@@ -76,7 +81,8 @@ public struct HeartbeatScenario: Sendable {
 
     /// Runs one seed; the report's `operations` counts transitions.
     public func run(seed: UInt64) -> SimulationReport {
-        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause)
+        let world = HeartbeatWorld(
+            seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause, minimumDeviation: minimumDeviation)
         world.start()
         world.simulation.run(until: Instant.zero + duration)
         return SimulationReport(
@@ -90,7 +96,8 @@ public struct HeartbeatScenario: Sendable {
     public func transitions(seed: UInt64) -> (
         fault: HeartbeatFault, transitions: [(NodeID, Transition)], violation: InvariantViolation?
     ) {
-        let world = HeartbeatWorld(seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause)
+        let world = HeartbeatWorld(
+            seed: seed, bug: bug, fault: fault, acceptablePause: acceptablePause, minimumDeviation: minimumDeviation)
         world.start()
         world.simulation.run(until: Instant.zero + duration)
         return (world.fault, world.transitions, world.violation)
@@ -100,7 +107,9 @@ public struct HeartbeatScenario: Sendable {
     /// standby's takeover, for benchmarks.
     public func detectionTimes(seeds: some Sequence<UInt64>) -> [Duration] {
         seeds.compactMap { seed in
-            let world = HeartbeatWorld(seed: seed, bug: bug, fault: .partnerCrash, acceptablePause: acceptablePause)
+            let world = HeartbeatWorld(
+                seed: seed, bug: bug, fault: .partnerCrash, acceptablePause: acceptablePause,
+                minimumDeviation: minimumDeviation)
             world.start()
             world.simulation.run(until: Instant.zero + duration)
             return world.detectionTime
@@ -136,7 +145,8 @@ final class HeartbeatWorld {
 
     let acceptablePause: Duration
 
-    init(seed: UInt64, bug: HeartbeatBug, fault: HeartbeatFault?, acceptablePause: Duration) {
+    init(seed: UInt64, bug: HeartbeatBug, fault: HeartbeatFault?, acceptablePause: Duration, minimumDeviation: Duration)
+    {
         self.acceptablePause = acceptablePause
         simulation = Simulation(seed: seed)
         self.bug = bug
@@ -146,9 +156,10 @@ final class HeartbeatWorld {
             defaultConditions: LinkConditions(delay: .microseconds(100)...Self.maximumDelay))
         // safe: the scenario's configuration is a constant that validates.
         configurations = [2, 1].map { priority in
-            try? HeartbeatScenario.configuration(priority: priority, acceptablePause: acceptablePause)
+            try? HeartbeatScenario.configuration(
+                priority: priority, acceptablePause: acceptablePause, minimumDeviation: minimumDeviation)
         }
-            .compactMap { $0 }
+        .compactMap { $0 }
         for (index, node) in nodes.enumerated() {
             network.attach(node) { [unowned self] envelope in received(index, envelope) }
         }

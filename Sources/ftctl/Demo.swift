@@ -42,8 +42,10 @@ struct Demo: AsyncParsableCommand {
             if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
             if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
         }
-        let a = HeartbeatService(configuration: try configuration(2), partner: "B", transport: transportA, logger: logger)
-        let b = HeartbeatService(configuration: try configuration(1), partner: "A", transport: transportB, logger: logger)
+        let a = HeartbeatService(
+            configuration: try configuration(2), partner: "B", transport: transportA, logger: logger)
+        let b = HeartbeatService(
+            configuration: try configuration(1), partner: "A", transport: transportB, logger: logger)
         let printers = [("A", a), ("B", b)].map { name, service in
             Task { for await transition in service.transitions { print(describe(NodeID(name) ?? "?", transition)) } }
         }

@@ -43,7 +43,8 @@ struct HeartbeatRun: AsyncParsableCommand {
 
     @Option(help: "This device's name.") var node: String
     @Option(help: "The partner's name.") var partner: String
-    @Option(help: "Priority; when both operate, the lower yields. Must differ from the partner's.") var priority: UInt8 = 1
+    @Option(help: "Priority; when both operate, the lower yields. Must differ from the partner's.") var priority:
+        UInt8 = 1
     @Option(name: .customLong("path"), help: "A local path, NAME=HOST:PORT (repeat).") var paths: [PathBinding] = []
     @Option(name: .customLong("partner-path"), help: "The partner's address on a path, NAME=HOST:PORT (repeat).")
     var partnerPaths: [PathBinding] = []
@@ -71,7 +72,8 @@ struct HeartbeatRun: AsyncParsableCommand {
         do {
             configuration = try HeartbeatConfiguration(
                 paths: Dictionary(uniqueKeysWithValues: paths.map { ($0.path, detector) }), heartbeatInterval: interval,
-                threshold: threshold ?? (paths.count / 2 + 1), detectionBound: .milliseconds(boundMs), priority: priority)
+                threshold: threshold ?? (paths.count / 2 + 1), detectionBound: .milliseconds(boundMs),
+                priority: priority)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -86,13 +88,15 @@ struct HeartbeatRun: AsyncParsableCommand {
             logger: logger)
         let service = HeartbeatService(
             configuration: configuration, partner: partnerNode, transport: transport, logger: logger)
-        print("\(localNode): heartbeats every \(intervalMs) ms on \(paths.count) paths, threshold \(configuration.threshold), "
-            + "detection bound \(boundMs) ms (worst case from settings: \(configuration.worstCaseDetection))")
+        print(
+            "\(localNode): heartbeats every \(intervalMs) ms on \(paths.count) paths, threshold \(configuration.threshold), "
+                + "detection bound \(boundMs) ms (worst case from settings: \(configuration.worstCaseDetection))")
         let printer = Task {
             for await transition in service.transitions { print(describe(localNode, transition)) }
         }
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         if let seconds {
             let runner = Task { try await group.run() }
             try await Task.sleep(for: .seconds(seconds))

@@ -24,21 +24,26 @@ func microseconds(_ duration: Duration) -> Int { Int(duration.nanoseconds / 1000
 
 let benchmarks: @Sendable () -> Void = {
     let seeds = quick ? 200 : 2000
-    for pause in [10, 30] {
+    // Two tunings: "fast" (10 ms acceptable pause, 1 ms minimum deviation) and the scenario's
+    // default (30 ms, 2 ms), which tolerates longer pauses of the partner.
+    for (pause, deviation) in [(10, 1), (30, 2)] {
         Benchmark(
-            "detection in virtual time, 10 ms interval, acceptable pause \(pause) ms, \(seeds) crashes",
+            "detection in virtual time, 10 ms interval, pause \(pause) ms, deviation \(deviation) ms, \(seeds) crashes",
             configuration: .init(metrics: [detectionMicroseconds], maxDuration: .seconds(60), maxIterations: 1)
         ) { benchmark in
-            let scenario = HeartbeatScenario(acceptablePause: .milliseconds(Int64(pause)))
+            let scenario = HeartbeatScenario(
+                acceptablePause: .milliseconds(Int64(pause)), minimumDeviation: .milliseconds(Int64(deviation)))
             for time in scenario.detectionTimes(seeds: 1...UInt64(seeds)) {
                 benchmark.measurement(detectionMicroseconds, microseconds(time))
             }
         }
         Benchmark(
-            "false takeovers, 5% loss + 20 ms jitter, acceptable pause \(pause) ms, \(seeds) seeds x 3 s",
+            "false takeovers, 5% loss + 20 ms jitter, pause \(pause) ms, deviation \(deviation) ms, \(seeds) seeds x 3 s",
             configuration: .init(metrics: [falseTakeovers], maxDuration: .seconds(60), maxIterations: 1)
         ) { benchmark in
-            let scenario = HeartbeatScenario(fault: .lossWithJitter, acceptablePause: .milliseconds(Int64(pause)))
+            let scenario = HeartbeatScenario(
+                fault: .lossWithJitter, acceptablePause: .milliseconds(Int64(pause)),
+                minimumDeviation: .milliseconds(Int64(deviation)))
             let failures = (1...UInt64(seeds)).filter { !scenario.run(seed: $0).passed }.count
             benchmark.measurement(falseTakeovers, failures)
         }
@@ -46,7 +51,8 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "evaluator cost per heartbeat vs bookkeeping-only loop",
-        configuration: .init(metrics: [nanosecondsPerHeartbeat, costRatio], maxDuration: .seconds(5), maxIterations: 20)
+        configuration: .init(
+            metrics: [nanosecondsPerHeartbeat, costRatio], maxDuration: .seconds(5), maxIterations: 20)
     ) { benchmark in
         let count = 100_000
         let paths: [PathID] = ["p1", "p2", "p3"]
@@ -75,7 +81,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark(
-        "detection over real UDP on 3 loopback paths, 10 ms interval",
+        "detection over real UDP on 3 loopback paths, 10 ms interval, pause 10 ms, deviation 1 ms",
         configuration: .init(metrics: [detectionMicroseconds], maxDuration: .seconds(60), maxIterations: quick ? 5 : 40)
     ) { benchmark in
         do {
@@ -104,10 +110,12 @@ func udpDetection() async throws -> Duration {
         if let address = a.localAddresses[path] { b.setPeer("A", path: path, address: address) }
     }
     let serviceA = HeartbeatService(
-        configuration: try HeartbeatScenario.configuration(priority: 2, acceptablePause: .milliseconds(10)), partner: "B",
+        configuration: try HeartbeatScenario.configuration(
+            priority: 2, acceptablePause: .milliseconds(10), minimumDeviation: .milliseconds(1)), partner: "B",
         transport: a, logger: logger)
     let serviceB = HeartbeatService(
-        configuration: try HeartbeatScenario.configuration(priority: 1, acceptablePause: .milliseconds(10)), partner: "A",
+        configuration: try HeartbeatScenario.configuration(
+            priority: 1, acceptablePause: .milliseconds(10), minimumDeviation: .milliseconds(1)), partner: "A",
         transport: b, logger: logger)
     let runA = Task { try await serviceA.run() }
     let runB = Task { try await serviceB.run() }
