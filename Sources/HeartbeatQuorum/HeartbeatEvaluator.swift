@@ -78,6 +78,7 @@ public struct HeartbeatEvaluator: Sendable {
     private var flaps: [Instant] = []
     private var witnessRound: WitnessRound?
     private var nextWitnessRound: UInt64 = 1
+    private var lastWitnessRoundEnded: Instant?
     private var lastWitnessVotes: [NodeID: Bool] = [:]
     package var plantedBug: HeartbeatBug = .none
 
@@ -152,6 +153,7 @@ public struct HeartbeatEvaluator: Sendable {
         if let round = witnessRound, now - round.started >= configuration.witnessTimeout {
             lastWitnessVotes = round.votes
             witnessRound = nil
+            lastWitnessRoundEnded = now
         }
         return evaluate(at: now) + [.scheduleTick(after: configuration.tickInterval)]
     }
@@ -253,14 +255,20 @@ public struct HeartbeatEvaluator: Sendable {
                 if unreachable >= quorum {
                     lastWitnessVotes = round.votes
                     witnessRound = nil
+                    lastWitnessRoundEnded = now
                     return move(to: .operating, reason: .witnessesConfirmPartnerGone, at: now, damped: false)
                 }
                 if reaching >= quorum {
                     lastWitnessVotes = round.votes
                     witnessRound = nil
+                    lastWitnessRoundEnded = now
                     return move(to: .notStandby, reason: .witnessesReachPartner, at: now, damped: false)
                 }
-            } else if allAtOnce || state == .notStandby || state == .initializing {
+            } else if allAtOnce || state == .notStandby || state == .initializing,
+                lastWitnessRoundEnded.map({ now - $0 >= configuration.witnessTimeout }) ?? true
+            {
+                // Rounds are spaced by the witness timeout so a standing partition does not
+                // flood the witnesses.
                 witnessRound = WitnessRound(round: nextWitnessRound, started: now)
                 directives.append(.queryWitnesses(round: nextWitnessRound))
                 nextWitnessRound += 1

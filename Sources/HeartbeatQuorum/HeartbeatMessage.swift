@@ -5,15 +5,20 @@ import NIOCore
 ///
 /// Heartbeat payload (big-endian, 12 bytes): version (1), sender state, sender priority,
 /// paths on which the sender hears the receiver, sequence number (UInt64). The frame around it
-/// carries the CRC32C. Witness query: round (UInt64). Witness vote: round (UInt64), whether
-/// the witness reaches the partner (UInt8).
+/// carries the CRC32C. Witness query: round (UInt64), the partner's name (length byte, UTF-8).
+/// Witness vote: round (UInt64), whether the witness reaches the partner (UInt8). Probe and
+/// probe reply: nonce (UInt64).
 public enum HeartbeatMessage: Sendable, Hashable {
     /// A heartbeat: the sender's state and how well it hears the receiver.
     case heartbeat(Heartbeat)
-    /// A request to a witness: can you reach my partner?
-    case witnessQuery(round: UInt64)
+    /// A request to a witness: can you reach `partner`?
+    case witnessQuery(round: UInt64, partner: NodeID)
     /// A witness's answer.
     case witnessVote(round: UInt64, partnerReachable: Bool)
+    /// A witness asking a device whether it is alive.
+    case probe(nonce: UInt64)
+    /// The device's answer to a probe.
+    case probeReply(nonce: UInt64)
 
     /// Message types used on the wire.
     public enum WireType {
@@ -23,6 +28,10 @@ public enum HeartbeatMessage: Sendable, Hashable {
         public static let witnessQuery: UInt16 = 0x0101
         /// A witness vote.
         public static let witnessVote: UInt16 = 0x0102
+        /// A probe.
+        public static let probe: UInt16 = 0x0103
+        /// A probe reply.
+        public static let probeReply: UInt16 = 0x0104
     }
 
     /// The wire version of the heartbeat payload.
@@ -37,9 +46,17 @@ public enum HeartbeatMessage: Sendable, Hashable {
                 Self.version, heartbeat.state.rawValue, heartbeat.priority, heartbeat.pathsHearingReceiver,
                 heartbeat.sequence)
             return Message(type: WireType.heartbeat, payload: buffer)
-        case .witnessQuery(let round):
+        case .witnessQuery(let round, let partner):
             buffer.writeInteger(round)
+            buffer.writeInteger(UInt8(truncatingIfNeeded: partner.name.utf8.count))
+            buffer.writeString(partner.name)
             return Message(type: WireType.witnessQuery, payload: buffer)
+        case .probe(let nonce):
+            buffer.writeInteger(nonce)
+            return Message(type: WireType.probe, payload: buffer)
+        case .probeReply(let nonce):
+            buffer.writeInteger(nonce)
+            return Message(type: WireType.probeReply, payload: buffer)
         case .witnessVote(let round, let reachable):
             buffer.writeMultipleIntegers(round, UInt8(reachable ? 1 : 0))
             return Message(type: WireType.witnessVote, payload: buffer)
@@ -62,10 +79,18 @@ public enum HeartbeatMessage: Sendable, Hashable {
             self = .heartbeat(
                 Heartbeat(state: state, priority: priority, pathsHearingReceiver: hearing, sequence: sequence))
         case WireType.witnessQuery:
-            guard let round = payload.readInteger(as: UInt64.self), payload.readableBytes == 0 else {
+            guard let round = payload.readInteger(as: UInt64.self), let length = payload.readInteger(as: UInt8.self),
+                let name = payload.readString(length: Int(length)), let partner = NodeID(name),
+                payload.readableBytes == 0
+            else {
                 throw malformed("witness query")
             }
-            self = .witnessQuery(round: round)
+            self = .witnessQuery(round: round, partner: partner)
+        case WireType.probe, WireType.probeReply:
+            guard let nonce = payload.readInteger(as: UInt64.self), payload.readableBytes == 0 else {
+                throw malformed("probe")
+            }
+            self = message.type == WireType.probe ? .probe(nonce: nonce) : .probeReply(nonce: nonce)
         case WireType.witnessVote:
             guard let (round, reachable) = payload.readMultipleIntegers(as: (UInt64, UInt8).self),
                 payload.readableBytes == 0, reachable <= 1

@@ -111,7 +111,8 @@ public final class HeartbeatService: Service {
     private func receive() async {
         for await envelope in transport.incoming {
             if Task.isCancelled { return }
-            guard envelope.from == partner || configuration.witnesses.contains(envelope.from) else { continue }
+            // Heartbeats come from the partner, votes from witnesses; probes from any witness
+            // of the partner, which this side cannot list, so they are answered for anyone.
             let decoded: HeartbeatMessage
             do {
                 decoded = try HeartbeatMessage(envelope.message)
@@ -126,11 +127,16 @@ public final class HeartbeatService: Service {
                 guard envelope.from == partner, let path = envelope.path else { continue }
                 perform(evaluator.withLock { $0.heartbeatReceived(heartbeat, on: path, at: now) })
             case .witnessVote(let round, let reachable):
+                guard configuration.witnesses.contains(envelope.from) else { continue }
                 perform(
                     evaluator.withLock {
                         $0.witnessVote(from: envelope.from, round: round, partnerReachable: reachable, at: now)
                     })
-            case .witnessQuery:
+            case .probe(let nonce):
+                // A witness checking that this device is alive: answer on the same path.
+                try? await transport.send(
+                    HeartbeatMessage.probeReply(nonce: nonce).message, to: envelope.from, over: envelope.path)
+            case .witnessQuery, .probeReply:
                 continue
             }
         }
@@ -185,7 +191,8 @@ public final class HeartbeatService: Service {
             case .queryWitnesses(let round):
                 let transport = self.transport
                 for witness in configuration.witnesses {
-                    Task { try? await transport.send(HeartbeatMessage.witnessQuery(round: round).message, to: witness) }
+                    let query = HeartbeatMessage.witnessQuery(round: round, partner: partner).message
+                    Task { try? await transport.send(query, to: witness) }
                 }
             case .scheduleTick:
                 // The runtime ticks at the configured rate already.

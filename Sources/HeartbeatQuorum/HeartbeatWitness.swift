@@ -1,0 +1,88 @@
+public import FaultToleranceCore
+public import Logging
+public import ServiceLifecycle
+import Synchronization
+
+/// A witness for redundancy devices: when a device asks whether its partner is reachable, the
+/// witness probes the partner and votes on what it sees.
+///
+/// A device that has lost every path to its partner cannot tell a dead partner from a cut
+/// between the two; a quorum of witnesses elsewhere in the network can. If they still reach
+/// the partner, the device releases redundancy instead of taking over, so a cut between the
+/// pair alone never produces two operating sides.
+///
+/// A ServiceLifecycle `Service`.
+public final class HeartbeatWitness: Service {
+    private struct PendingProbe: Sendable {
+        var asker: NodeID
+        var round: UInt64
+        var deadline: ContinuousClock.Instant
+    }
+
+    private let transport: any Transport
+    private let probeTimeout: Duration
+    private let logger: Logger
+    private let pending = Mutex<[UInt64: PendingProbe]>([:])
+    private let nextNonce = Atomic<UInt64>(1)
+
+    /// Creates a witness answering over `transport`; a partner that does not answer a probe
+    /// within `probeTimeout` is voted unreachable.
+    public init(
+        transport: any Transport, probeTimeout: Duration = .milliseconds(100),
+        logger: Logger = Logger(label: "ft.witness")
+    ) {
+        self.transport = transport
+        self.probeTimeout = probeTimeout
+        self.logger = logger
+    }
+
+    /// Answers queries until cancelled or shut down gracefully.
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.receive() }
+            group.addTask { await self.expire() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+    }
+
+    private func receive() async {
+        for await envelope in transport.incoming {
+            if Task.isCancelled { return }
+            guard let message = try? HeartbeatMessage(envelope.message) else { continue }
+            switch message {
+            case .witnessQuery(let round, let partner):
+                let nonce = nextNonce.add(1, ordering: .relaxed).newValue
+                pending.withLock {
+                    $0[nonce] = PendingProbe(asker: envelope.from, round: round, deadline: .now + probeTimeout)
+                }
+                do {
+                    try await transport.send(HeartbeatMessage.probe(nonce: nonce).message, to: partner)
+                } catch {
+                    // Cannot even send: the partner is unreachable from here.
+                    await vote(nonce: nonce, reachable: false)
+                }
+            case .probeReply(let nonce):
+                await vote(nonce: nonce, reachable: true)
+            case .heartbeat, .witnessVote, .probe:
+                continue
+            }
+        }
+    }
+
+    private func expire() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let expired = pending.withLock { pending in pending.filter { $0.value.deadline <= now }.map(\.key) }
+            for nonce in expired { await vote(nonce: nonce, reachable: false) }
+            do { try await Task.sleep(for: probeTimeout / 4) } catch { return }
+        }
+    }
+
+    private func vote(nonce: UInt64, reachable: Bool) async {
+        guard let probe = pending.withLock({ $0.removeValue(forKey: nonce) }) else { return }
+        logger.debug("witness vote", metadata: ["asker": "\(probe.asker)", "reachable": "\(reachable)"])
+        try? await transport.send(
+            HeartbeatMessage.witnessVote(round: probe.round, partnerReachable: reachable).message, to: probe.asker)
+    }
+}

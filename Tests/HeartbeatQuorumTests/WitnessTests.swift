@@ -1,0 +1,65 @@
+import FaultToleranceCore
+import HeartbeatQuorum
+import Testing
+
+@Suite("Witnesses", .timeLimit(.minutes(2)))
+struct WitnessTests {
+    static func configuration(priority: UInt8, witnesses: [NodeID]) throws -> HeartbeatConfiguration {
+        let detector = DetectorConfiguration.phiAccrual(
+            threshold: 8, minimumStandardDeviation: .milliseconds(20), acceptablePause: .milliseconds(200),
+            maximumSilence: .milliseconds(400))
+        return try HeartbeatConfiguration(
+            paths: ["p1": detector, "p2": detector, "p3": detector], heartbeatInterval: .milliseconds(20), threshold: 2,
+            detectionBound: .seconds(1), witnesses: witnesses, priority: priority)
+    }
+
+    @Test("a cut between the pair alone does not make two operating sides; a dead partner does take over")
+    func witnessVeto() async throws {
+        let network = InMemoryNetwork()
+        let transportA = network.join("A")
+        let transportB = network.join("B")
+        let transportW = network.join("W")
+        let a = HeartbeatService(
+            configuration: try Self.configuration(priority: 2, witnesses: []), partner: "B", transport: transportA)
+        let b = HeartbeatService(
+            configuration: try Self.configuration(priority: 1, witnesses: ["W"]), partner: "A", transport: transportB)
+        let witness = HeartbeatWitness(transport: transportW)
+        let runA = Task { try await a.run() }
+        let runB = Task { try await b.run() }
+        let runW = Task { try await witness.run() }
+        try await eventually("A operating and B standby") { a.state == .operating && b.state == .standby }
+
+        // Cut every path between A and B, both ways; W still reaches A.
+        network.cut(from: "A", to: "B")
+        network.cut(from: "B", to: "A")
+        var transitions = b.transitions.makeAsyncIterator()
+        var veto: Transition?
+        while let transition = await transitions.next() {
+            if transition.to == .notStandby {
+                veto = transition
+                break
+            }
+            if transition.to == .operating { break }
+        }
+        #expect(veto?.reason == .witnessesReachPartner)
+        #expect(veto?.evidence.witnessVotes["W"] == true)
+        #expect(a.state == .operating)
+
+        // Now A really dies: the witness can no longer reach it, and B takes over.
+        runA.cancel()
+        _ = try? await runA.value
+        await transportA.close()
+        var takeover: Transition?
+        while let transition = await transitions.next() {
+            if transition.to == .operating {
+                takeover = transition
+                break
+            }
+        }
+        #expect(takeover?.reason == .witnessesConfirmPartnerGone)
+        runB.cancel()
+        runW.cancel()
+        _ = try? await runB.value
+        _ = try? await runW.value
+    }
+}
