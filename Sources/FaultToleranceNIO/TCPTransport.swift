@@ -87,8 +87,8 @@ public final class TCPTransport: Transport {
     }
 
     private enum Connection {
-        case connecting(Task<any Channel, any Error>)
-        case connected(any Channel)
+        case connecting(Task<CoalescingWriter, any Error>)
+        case connected(CoalescingWriter)
     }
 
     private struct State {
@@ -200,7 +200,7 @@ public final class TCPTransport: Transport {
             state.peers[node] = address
             return state.connections.removeValue(forKey: node)
         }
-        if case .connected(let channel)? = old { channel.close(promise: nil) }
+        if case .connected(let writer)? = old { writer.channel.close(promise: nil) }
         if case .connecting(let task)? = old { task.cancel() }
     }
 
@@ -215,17 +215,20 @@ public final class TCPTransport: Transport {
         guard message.payload.readableBytes + 1 + localNode.name.utf8.count <= configuration.maximumPayloadLength else {
             throw TransportError(.messageTooLarge, peer: node, detail: "\(message.payload.readableBytes) bytes")
         }
-        let channel = try await connection(to: node)
+        let writer = try await connection(to: node)
+        let channel = writer.channel
         var buffer = channel.allocator.buffer(capacity: Frame.headerSize + 1 + 255 + message.payload.readableBytes)
         EnvelopeCodec.encode(message, from: localNode, into: &buffer)
         sentCounter.increment()
         sentBytes.increment(by: buffer.readableBytes)
         if channel.isWritable {
-            channel.writeAndFlush(buffer, promise: nil)
+            writer.write(buffer, promise: nil)
             return
         }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        writer.write(buffer, promise: written)
         do {
-            try await channel.writeAndFlush(buffer).get()
+            try await written.futureResult.get()
         } catch {
             throw TransportError(.sendFailed, peer: node, detail: "\(error)")
         }
@@ -240,7 +243,7 @@ public final class TCPTransport: Transport {
         }
         for connection in connections {
             switch connection {
-            case .connected(let channel): try? await channel.close()
+            case .connected(let writer): try? await writer.channel.close()
             case .connecting(let task): task.cancel()
             }
         }
@@ -251,11 +254,11 @@ public final class TCPTransport: Transport {
 
     // MARK: - Connections
 
-    private func connection(to node: NodeID) async throws(TransportError) -> any Channel {
+    private func connection(to node: NodeID) async throws(TransportError) -> CoalescingWriter {
         let lookup: Result<Connection, TransportError> = state.withLock { state in
             guard !state.closed else { return .failure(TransportError(.closed, peer: node)) }
             if let existing = state.connections[node] {
-                if case .connected(let channel) = existing, !channel.isActive {
+                if case .connected(let writer) = existing, !writer.channel.isActive {
                     state.connections[node] = nil
                 } else {
                     return .success(existing)
@@ -267,8 +270,8 @@ public final class TCPTransport: Transport {
             return .success(.connecting(task))
         }
         switch try lookup.get() {
-        case .connected(let channel):
-            return channel
+        case .connected(let writer):
+            return writer
         case .connecting(let task):
             do {
                 return try await task.value
@@ -280,7 +283,7 @@ public final class TCPTransport: Transport {
         }
     }
 
-    private func connect(to node: NodeID, address: SocketAddress) async throws -> any Channel {
+    private func connect(to node: NodeID, address: SocketAddress) async throws -> CoalescingWriter {
         var backoff = configuration.initialBackoff
         var lastError: (any Error)?
         for attempt in 1...max(1, configuration.connectAttempts) {
@@ -294,9 +297,10 @@ public final class TCPTransport: Transport {
                     )
                     .connectTimeout(.seconds(2))
                     .connect(to: address).get()
+                let writer = CoalescingWriter(channel: channel)
                 let installed = state.withLock { state -> Bool in
                     guard !state.closed else { return false }
-                    state.connections[node] = .connected(channel)
+                    state.connections[node] = .connected(writer)
                     return true
                 }
                 guard installed else {
@@ -305,14 +309,14 @@ public final class TCPTransport: Transport {
                 }
                 channel.closeFuture.whenComplete { [weak self] _ in
                     self?.state.withLock { state in
-                        if case .connected(let current)? = state.connections[node], current === channel {
+                        if case .connected(let current)? = state.connections[node], current.channel === channel {
                             state.connections[node] = nil
                         }
                     }
                 }
                 logger.debug(
                     "connected", metadata: ["peer": "\(node)", "address": "\(address)", "attempt": "\(attempt)"])
-                return channel
+                return writer
             } catch let error as TransportError {
                 throw error
             } catch {

@@ -87,3 +87,24 @@ struct FrameTests {
         #expect(throws: FrameError.self) { try EnvelopeCodec.decode(Self.frame(5, [10, 65])) }
     }
 }
+
+@Suite("Envelope encoding")
+struct EnvelopeEncodingTests {
+    @Test("in-place envelope encoding writes exactly the frame of the same payload")
+    func sameBytesAsFrame() {
+        for size in [0, 1, 100, 70_000] {
+            let body = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+            var direct = ByteBuffer()
+            direct.writeBytes([9, 9, 9])  // a prefix: encoding must append, not overwrite
+            _ = direct.readInteger(as: UInt8.self)
+            EnvelopeCodec.encode(Message(type: 42, bytes: body), from: "sender-x", into: &direct)
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt8(8))
+            payload.writeString("sender-x")
+            payload.writeBytes(body)
+            var expected = ByteBuffer(bytes: [9, 9])
+            Frame(type: 42, payload: payload).encode(into: &expected)
+            #expect(direct == expected, "size \(size)")
+        }
+    }
+}

@@ -47,15 +47,29 @@ public struct Envelope: Sendable, Hashable {
 /// The wire form of an envelope: a ``Frame`` whose type is the message's and whose payload
 /// is the sender's name (one length byte, then UTF-8) followed by the message body.
 public enum EnvelopeCodec {
-    /// Frames `message` from `sender` into `buffer`.
+    /// Frames `message` from `sender` into `buffer`, writing header, sender and body in
+    /// place (one copy of the body, no intermediate payload buffer) and checksumming the
+    /// header and payload around the checksum field. The bytes are exactly those of
+    /// ``Frame/encode(into:)`` for the same payload.
     public static func encode(_ message: Message, from sender: NodeID, into buffer: inout ByteBuffer) {
-        var payload = ByteBuffer()
-        payload.reserveCapacity(1 + sender.name.utf8.count + message.payload.readableBytes)
-        payload.writeInteger(UInt8(truncatingIfNeeded: sender.name.utf8.count))
-        payload.writeString(sender.name)
+        let nameLength = sender.name.utf8.count
+        let payloadLength = 1 + nameLength + message.payload.readableBytes
+        buffer.reserveCapacity(minimumWritableBytes: Frame.headerSize + payloadLength)
+        let start = buffer.writerIndex
+        buffer.writeMultipleIntegers(
+            Frame.magic, Frame.version, UInt8(0), message.type, UInt16(0), UInt32(truncatingIfNeeded: payloadLength),
+            UInt32(0))
+        buffer.writeInteger(UInt8(truncatingIfNeeded: nameLength))
+        buffer.writeString(sender.name)
         var body = message.payload
-        payload.writeBuffer(&body)
-        Frame(type: message.type, payload: payload).encode(into: &buffer)
+        buffer.writeBuffer(&body)
+        var crc = CRC32C()
+        buffer.withUnsafeReadableBytes { raw in
+            let frame = UnsafeRawBufferPointer(rebasing: raw[(start - buffer.readerIndex)...])
+            crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<12]))
+            crc.update(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]))
+        }
+        buffer.setInteger(crc.value, at: start + 12)
     }
 
     /// Splits a decoded frame back into sender and message; throws
