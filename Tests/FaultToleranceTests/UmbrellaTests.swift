@@ -18,8 +18,20 @@ struct UmbrellaTests {
         #expect(first == whole)
         #expect(whole.seeds == 6 && whole.passed == 6)
         #expect(whole.invariantChecks > 0)
-        // Core and NIO types are visible through the umbrella too.
+        // Core types are visible through the umbrella too.
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
-        #expect(TCPTransport.Configuration.self != UDPTransport.Configuration.self)
+    }
+
+    @Test("a heartbeat crosses an in-memory transport and decodes on the other side")
+    func heartbeatOverTransport() async throws {
+        let network = InMemoryNetwork()
+        let a = network.join("a")
+        let b = network.join("b")
+        let heartbeat = Heartbeat(state: .operating, priority: 2, pathsHearingReceiver: 3, sequence: 41)
+        try await a.send(HeartbeatMessage.heartbeat(heartbeat).message, to: "b", over: "p2")
+        var incoming = b.incoming.makeAsyncIterator()
+        let envelope = try #require(await incoming.next())
+        #expect(envelope.path == "p2")
+        #expect(try HeartbeatMessage(envelope.message) == .heartbeat(heartbeat))
     }
 }
