@@ -1,4 +1,5 @@
 public import FaultToleranceCore
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A ``FaultToleranceCore/StorageUnit`` with the crash semantics of a real disk, for simulations.
@@ -71,7 +72,7 @@ public final class SimulatedDisk: StorageUnit {
     public let capacity: Int
     /// The granularity of torn writes, 512 bytes by default (a disk sector).
     public let sectorSize: Int
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     /// Creates a zero-filled disk whose faults are drawn from `random`.
     public init(id: UnitID, capacity: Int, sectorSize: Int = 512, faults: Faults = Faults(), random: SimulationRandom) {
@@ -79,31 +80,31 @@ public final class SimulatedDisk: StorageUnit {
         self.capacity = max(0, capacity)
         self.sectorSize = max(1, sectorSize)
         let zeros = [UInt8](repeating: 0, count: max(0, capacity))
-        self.state = Mutex(State(durable: zeros, current: zeros, random: random, faults: faults))
+        self.state = NIOLockedValueBox(State(durable: zeros, current: zeros, random: random, faults: faults))
     }
 
     /// Changes the fault probabilities.
     public func setFaults(_ faults: Faults) {
-        state.withLock { $0.faults = faults }
+        state.withLockedValue { $0.faults = faults }
     }
 
     /// Makes the next ``synchronize()`` fail regardless of probabilities.
     public func failNextSynchronize() {
-        state.withLock { $0.failNextSynchronize = true }
+        state.withLockedValue { $0.failNextSynchronize = true }
     }
 
     /// How many synchronize and read failures were injected so far.
     public var injectedFailures: (synchronize: Int, read: Int) {
-        state.withLock { ($0.synchronizeFailures, $0.readFailures) }
+        state.withLockedValue { ($0.synchronizeFailures, $0.readFailures) }
     }
 
     /// Unsynchronized writes that a crash now could lose.
-    public var pendingWriteCount: Int { state.withLock { $0.pending.count } }
+    public var pendingWriteCount: Int { state.withLockedValue { $0.pending.count } }
 
     /// Copies bytes out; may fail when read failures are injected.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: buffer.count)
-        let result: Result<Void, StorageError> = state.withLock { state in
+        let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
             }
@@ -123,7 +124,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Applies a write to the volatile view and remembers it until the next barrier.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: bytes.count)
-        let result: Result<Void, StorageError> = state.withLock { state in
+        let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
             }
@@ -139,7 +140,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Makes pending writes durable, or fails and poisons the disk when a failure is
     /// injected.
     public func synchronize() throws(StorageError) {
-        let result: Result<Void, StorageError> = state.withLock { state in
+        let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, errno: poisoned.errno))
             }
@@ -171,7 +172,7 @@ public final class SimulatedDisk: StorageUnit {
     /// a poisoned disk becomes usable again (its owner restarts and recovers).
     @discardableResult
     public func crash() -> CrashOutcome {
-        state.withLock { state in
+        state.withLockedValue { state in
             var outcome = CrashOutcome()
             var sectors: [(offset: Int, bytes: ArraySlice<UInt8>)] = []
             for write in state.pending {

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -15,7 +16,7 @@ final class CoalescingWriter: Sendable {
     }
 
     let channel: any Channel
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(channel: any Channel) {
         self.channel = channel
@@ -23,14 +24,14 @@ final class CoalescingWriter: Sendable {
 
     /// Queues `buffer`; `promise`, if any, completes when it has been written.
     func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
-        let schedule = state.withLock { state -> Bool in
+        let schedule = state.withLockedValue { state -> Bool in
             state.queue.append((buffer, promise))
             defer { state.scheduled = true }
             return !state.scheduled
         }
         guard schedule else { return }
         channel.eventLoop.execute { [self] in
-            let batch = state.withLock { state -> [(ByteBuffer, EventLoopPromise<Void>?)] in
+            let batch = state.withLockedValue { state -> [(ByteBuffer, EventLoopPromise<Void>?)] in
                 state.scheduled = false
                 defer { state.queue.removeAll(keepingCapacity: true) }
                 return state.queue

@@ -1,4 +1,5 @@
 import FaultToleranceCore
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -21,7 +22,7 @@ final class InboundFlowControl: Sendable {
 
     let highWatermark: Int
     let lowWatermark: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     init(highWatermark: Int, lowWatermark: Int) {
         self.highWatermark = max(1, highWatermark)
@@ -29,11 +30,11 @@ final class InboundFlowControl: Sendable {
     }
 
     /// The largest number of envelopes ever waiting for the consumer.
-    var maximumBuffered: Int { state.withLock { $0.maximumBuffered } }
+    var maximumBuffered: Int { state.withLockedValue { $0.maximumBuffered } }
 
     /// Called on `channel`'s event loop after an envelope from it was handed to the stream.
     func delivered(on channel: any Channel) {
-        let pause = state.withLock { state -> Bool in
+        let pause = state.withLockedValue { state -> Bool in
             state.buffered += 1
             state.maximumBuffered = max(state.maximumBuffered, state.buffered)
             guard state.buffered >= highWatermark else { return false }
@@ -47,7 +48,7 @@ final class InboundFlowControl: Sendable {
 
     /// Called by the consumer after taking an envelope.
     func consumed() {
-        let resume = state.withLock { state -> [any Channel] in
+        let resume = state.withLockedValue { state -> [any Channel] in
             state.buffered = max(0, state.buffered - 1)
             guard state.buffered <= lowWatermark, !state.paused.isEmpty else { return [] }
             defer { state.paused.removeAll() }

@@ -1,6 +1,7 @@
 public import FaultToleranceCore
 public import Logging
 import Metrics
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
 import Synchronization
@@ -108,7 +109,7 @@ public final class TCPTransport: Transport {
     private let group: any EventLoopGroup
     private let serverChannel: any Channel
     private let continuation: AsyncStream<Envelope>.Continuation
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let inbound: ChannelRegistry
     private let flow: InboundFlowControl
     private let logger: Logger
@@ -182,7 +183,7 @@ public final class TCPTransport: Transport {
         self.localAddress = address
         self.incoming = incoming
         self.continuation = continuation
-        self.state = Mutex(State(peers: configuration.peers))
+        self.state = NIOLockedValueBox(State(peers: configuration.peers))
         self.logger = logger
         let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
         self.sentCounter = Counter(label: "ft_transport_messages_sent", dimensions: dimensions)
@@ -196,7 +197,7 @@ public final class TCPTransport: Transport {
 
     /// Adds or changes a peer's address; an open connection to its old address is closed.
     public func setPeer(_ node: NodeID, address: SocketAddress) {
-        let old = state.withLock { state -> Connection? in
+        let old = state.withLockedValue { state -> Connection? in
             state.peers[node] = address
             return state.connections.removeValue(forKey: node)
         }
@@ -236,7 +237,7 @@ public final class TCPTransport: Transport {
 
     /// Closes every connection and the listener, and finishes ``incoming``.
     public func close() async {
-        let connections = state.withLock { state -> [Connection] in
+        let connections = state.withLockedValue { state -> [Connection] in
             state.closed = true
             defer { state.connections.removeAll() }
             return Array(state.connections.values)
@@ -255,7 +256,7 @@ public final class TCPTransport: Transport {
     // MARK: - Connections
 
     private func connection(to node: NodeID) async throws(TransportError) -> CoalescingWriter {
-        let lookup: Result<Connection, TransportError> = state.withLock { state in
+        let lookup: Result<Connection, TransportError> = state.withLockedValue { state in
             guard !state.closed else { return .failure(TransportError(.closed, peer: node)) }
             if let existing = state.connections[node] {
                 if case .connected(let writer) = existing, !writer.channel.isActive {
@@ -298,7 +299,7 @@ public final class TCPTransport: Transport {
                     .connectTimeout(.seconds(2))
                     .connect(to: address).get()
                 let writer = CoalescingWriter(channel: channel)
-                let installed = state.withLock { state -> Bool in
+                let installed = state.withLockedValue { state -> Bool in
                     guard !state.closed else { return false }
                     state.connections[node] = .connected(writer)
                     return true
@@ -308,7 +309,7 @@ public final class TCPTransport: Transport {
                     throw TransportError(.closed, peer: node)
                 }
                 channel.closeFuture.whenComplete { [weak self] _ in
-                    self?.state.withLock { state in
+                    self?.state.withLockedValue { state in
                         if case .connected(let current)? = state.connections[node], current.channel === channel {
                             state.connections[node] = nil
                         }
@@ -329,7 +330,7 @@ public final class TCPTransport: Transport {
                 }
             }
         }
-        state.withLock { state in
+        state.withLockedValue { state in
             if case .connecting? = state.connections[node] { state.connections[node] = nil }
         }
         throw TransportError(
@@ -342,13 +343,13 @@ public final class TCPTransport: Transport {
 
 /// The open inbound connections of a listener, so closing the transport closes them too.
 final class ChannelRegistry: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     func track(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
-        channels.withLock { $0[key] = channel }
-        channel.closeFuture.whenComplete { [self] _ in _ = channels.withLock { $0.removeValue(forKey: key) } }
+        channels.withLockedValue { $0[key] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = channels.withLockedValue { $0.removeValue(forKey: key) } }
     }
 
-    var all: [any Channel] { channels.withLock { Array($0.values) } }
+    var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
 }

@@ -1,6 +1,7 @@
 public import FaultToleranceCore
 public import Logging
 import Metrics
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
 import Synchronization
@@ -60,7 +61,7 @@ public final class UDPTransport: Transport {
 
     private let configuration: Configuration
     private let continuation: AsyncStream<Envelope>.Continuation
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
     private let logger: Logger
     private let sentCounter: Counter
 
@@ -125,18 +126,18 @@ public final class UDPTransport: Transport {
         self.localAddresses = addresses
         self.incoming = incoming
         self.continuation = continuation
-        self.state = Mutex(State(peers: configuration.peers, channels: channels))
+        self.state = NIOLockedValueBox(State(peers: configuration.peers, channels: channels))
         self.logger = logger
         self.sentCounter = Counter(
             label: "ft_transport_messages_sent", dimensions: [("transport", "udp"), ("node", localNode.name)])
     }
 
     /// The paths still open, in name order.
-    public var openPaths: [PathID] { state.withLock { $0.channels.keys.sorted() } }
+    public var openPaths: [PathID] { state.withLockedValue { $0.channels.keys.sorted() } }
 
     /// Adds or changes a peer's address on one path.
     public func setPeer(_ node: NodeID, path: PathID, address: SocketAddress) {
-        state.withLock { $0.peers[node, default: [:]][path] = address }
+        state.withLockedValue { $0.peers[node, default: [:]][path] = address }
     }
 
     /// Sends `message` as one datagram to `node` over `path`; with `nil`, over the first
@@ -149,7 +150,7 @@ public final class UDPTransport: Transport {
             throw TransportError(
                 .messageTooLarge, peer: node, path: path, detail: "\(message.payload.readableBytes) bytes")
         }
-        let route: Result<(any Channel, SocketAddress), TransportError> = state.withLock { state in
+        let route: Result<(any Channel, SocketAddress), TransportError> = state.withLockedValue { state in
             guard !state.closed else { return .failure(TransportError(.closed, peer: node, path: path)) }
             guard let addresses = state.peers[node] else { return .failure(TransportError(.unknownPeer, peer: node)) }
             let chosen = path ?? state.channels.keys.sorted().first { addresses[$0] != nil }
@@ -171,13 +172,13 @@ public final class UDPTransport: Transport {
 
     /// Closes one path's socket: nothing more is sent or received on it (a cut link).
     public func closePath(_ path: PathID) async {
-        let channel = state.withLock { $0.channels.removeValue(forKey: path) }
+        let channel = state.withLockedValue { $0.channels.removeValue(forKey: path) }
         try? await channel?.close()
     }
 
     /// Closes every path and finishes ``incoming``.
     public func close() async {
-        let channels = state.withLock { state -> [any Channel] in
+        let channels = state.withLockedValue { state -> [any Channel] in
             state.closed = true
             defer { state.channels.removeAll() }
             return Array(state.channels.values)

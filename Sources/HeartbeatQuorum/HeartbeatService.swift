@@ -1,6 +1,7 @@
 public import FaultToleranceCore
 public import Logging
 import Metrics
+import NIOConcurrencyHelpers
 public import ServiceLifecycle
 import Synchronization
 
@@ -27,7 +28,7 @@ public final class HeartbeatService: Service {
     private let continuation: AsyncStream<Transition>.Continuation
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
-    private let evaluator: Mutex<HeartbeatEvaluator>
+    private let evaluator: NIOLockedValueBox<HeartbeatEvaluator>
     private let sequence = Atomic<UInt64>(0)
     private let phiGauges: [PathID: Gauge]
     private let healthyGauge: Gauge
@@ -51,7 +52,7 @@ public final class HeartbeatService: Service {
         self.logger = logger
         (transitions, continuation) = AsyncStream.makeStream(of: Transition.self)
         origin = clock.now
-        evaluator = Mutex(HeartbeatEvaluator(configuration: configuration, at: .zero))
+        evaluator = NIOLockedValueBox(HeartbeatEvaluator(configuration: configuration, at: .zero))
         let node = transport.localNode.name
         var gauges: [PathID: Gauge] = [:]
         for path in configuration.paths.keys {
@@ -63,12 +64,12 @@ public final class HeartbeatService: Service {
     }
 
     /// The device's current state.
-    public var state: RedundancyState { evaluator.withLock { $0.state } }
+    public var state: RedundancyState { evaluator.withLockedValue { $0.state } }
 
     /// The evidence the evaluator would give now: per-path health, phi and silence.
     public var evidence: Evidence {
         let now = self.now
-        return evaluator.withLock { $0.evidence(at: now) }
+        return evaluator.withLockedValue { $0.evidence(at: now) }
     }
 
     private var now: Instant { Instant(nanoseconds: (clock.now - origin).nanoseconds) }
@@ -87,7 +88,7 @@ public final class HeartbeatService: Service {
                     await self.repeatEvery(self.selfCheckInterval) {
                         let healthy = await selfCheck()
                         let now = self.now
-                        self.perform(self.evaluator.withLock { $0.selfCheck(healthy: healthy, at: now) })
+                        self.perform(self.evaluator.withLockedValue { $0.selfCheck(healthy: healthy, at: now) })
                     }
                 }
             }
@@ -125,11 +126,11 @@ public final class HeartbeatService: Service {
             switch decoded {
             case .heartbeat(let heartbeat):
                 guard envelope.from == partner, let path = envelope.path else { continue }
-                perform(evaluator.withLock { $0.heartbeatReceived(heartbeat, on: path, at: now) })
+                perform(evaluator.withLockedValue { $0.heartbeatReceived(heartbeat, on: path, at: now) })
             case .witnessVote(let round, let reachable):
                 guard configuration.witnesses.contains(envelope.from) else { continue }
                 perform(
-                    evaluator.withLock {
+                    evaluator.withLockedValue {
                         $0.witnessVote(from: envelope.from, round: round, partnerReachable: reachable, at: now)
                     })
             case .probe(let nonce):
@@ -144,7 +145,7 @@ public final class HeartbeatService: Service {
 
     private func sendHeartbeats() async {
         let now = self.now
-        let (state, hearing) = evaluator.withLock { ($0.state, $0.pathsHearingPartner(at: now)) }
+        let (state, hearing) = evaluator.withLockedValue { ($0.state, $0.pathsHearingPartner(at: now)) }
         let heartbeat = Heartbeat(
             state: state, priority: configuration.priority, pathsHearingReceiver: hearing,
             sequence: sequence.add(1, ordering: .relaxed).newValue)
@@ -161,7 +162,7 @@ public final class HeartbeatService: Service {
 
     private func tick() {
         let now = self.now
-        let (directives, evidence) = evaluator.withLock { evaluator in
+        let (directives, evidence) = evaluator.withLockedValue { evaluator in
             (evaluator.tick(at: now), evaluator.evidence(at: now))
         }
         for path in evidence.paths { phiGauges[path.path]?.record(path.phi) }

@@ -1,5 +1,6 @@
 public import FaultToleranceCore
 public import Logging
+import NIOConcurrencyHelpers
 public import ServiceLifecycle
 import Synchronization
 
@@ -22,7 +23,7 @@ public final class HeartbeatWitness: Service {
     private let transport: any Transport
     private let probeTimeout: Duration
     private let logger: Logger
-    private let pending = Mutex<[UInt64: PendingProbe]>([:])
+    private let pending = NIOLockedValueBox<[UInt64: PendingProbe]>([:])
     private let nextNonce = Atomic<UInt64>(1)
 
     /// Creates a witness answering over `transport`; a partner that does not answer a probe
@@ -53,7 +54,7 @@ public final class HeartbeatWitness: Service {
             switch message {
             case .witnessQuery(let round, let partner):
                 let nonce = nextNonce.add(1, ordering: .relaxed).newValue
-                pending.withLock {
+                pending.withLockedValue {
                     $0[nonce] = PendingProbe(asker: envelope.from, round: round, deadline: .now + probeTimeout)
                 }
                 do {
@@ -73,14 +74,14 @@ public final class HeartbeatWitness: Service {
     private func expire() async {
         while !Task.isCancelled {
             let now = ContinuousClock.now
-            let expired = pending.withLock { pending in pending.filter { $0.value.deadline <= now }.map(\.key) }
+            let expired = pending.withLockedValue { pending in pending.filter { $0.value.deadline <= now }.map(\.key) }
             for nonce in expired { await vote(nonce: nonce, reachable: false) }
             do { try await Task.sleep(for: probeTimeout / 4) } catch { return }
         }
     }
 
     private func vote(nonce: UInt64, reachable: Bool) async {
-        guard let probe = pending.withLock({ $0.removeValue(forKey: nonce) }) else { return }
+        guard let probe = pending.withLockedValue({ $0.removeValue(forKey: nonce) }) else { return }
         logger.debug("witness vote", metadata: ["asker": "\(probe.asker)", "reachable": "\(reachable)"])
         try? await transport.send(
             HeartbeatMessage.witnessVote(round: probe.round, partnerReachable: reachable).message, to: probe.asker)

@@ -1,4 +1,5 @@
 import FaultToleranceCore
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -12,7 +13,7 @@ struct Timeout: Error, CustomStringConvertible {
 /// Collects a transport's incoming envelopes in the background so tests can wait for them.
 final class Inbox: Sendable {
     private final class Storage: Sendable {
-        let envelopes = Mutex<[Envelope]>([])
+        let envelopes = NIOLockedValueBox<[Envelope]>([])
     }
 
     private let storage = Storage()
@@ -21,14 +22,14 @@ final class Inbox: Sendable {
     init(_ stream: EnvelopeStream) {
         let storage = self.storage
         task = Task {
-            for await envelope in stream { storage.envelopes.withLock { $0.append(envelope) } }
+            for await envelope in stream { storage.envelopes.withLockedValue { $0.append(envelope) } }
         }
     }
 
     deinit { task.cancel() }
 
     /// Everything received so far.
-    var envelopes: [Envelope] { storage.envelopes.withLock { $0 } }
+    var envelopes: [Envelope] { storage.envelopes.withLockedValue { $0 } }
 
     /// Waits until `predicate` holds for what has been received, or throws after `limit`.
     @discardableResult

@@ -1,4 +1,5 @@
 public import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 #if canImport(Glibc)
@@ -43,7 +44,7 @@ public final class FileStoragePool: StoragePool {
         var nextID: UInt64 = 1
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let calls: SystemCalls
     private let logger: Logger
 
@@ -84,41 +85,48 @@ public final class FileStoragePool: StoragePool {
     }
 
     /// Every allocated unit, in allocation order.
-    public var units: [FileStorageUnit] { state.withLock { $0.units } }
+    public var units: [FileStorageUnit] { state.withLockedValue { $0.units } }
 
     /// Creates and preallocates a new unit in the directory holding the fewest units.
     public func allocate() throws(StorageError) -> FileStorageUnit {
         // One allocation at a time: allocations are rare, and serialising them keeps the
         // budget check and the identity counter exact without holding the lock across I/O.
-        try allocationLock.withLock { (_) throws(StorageError) -> FileStorageUnit in
-            let (id, directoryIndex) = try state.withLock { (state) throws(StorageError) -> (UnitID, Int) in
-                guard (state.units.count + 1) * unitCapacity <= budget else {
-                    throw StorageError(
-                        .budgetExceeded,
-                        detail: "\(state.units.count) units of \(unitCapacity) bytes in a budget of \(budget) bytes")
-                }
-                var counts = [Int](repeating: 0, count: directories.count)
-                for index in state.directoryOfUnit.values { counts[index] += 1 }
-                let directoryIndex = counts.indices.min { counts[$0] < counts[$1] } ?? 0
-                return (UnitID(state.nextID), directoryIndex)
-            }
-            try writePoolState(nextID: id.rawValue + 1)
-            state.withLock { $0.nextID = id.rawValue + 1 }
-            let unit = try createUnit(id: id, directory: directories[directoryIndex])
-            state.withLock { state in
-                state.units.append(unit)
-                state.directoryOfUnit[id] = directoryIndex
-            }
-            logger.debug("allocated unit", metadata: ["unit": "\(id)", "path": "\(unit.path)"])
-            return unit
-        }
+        try allocationLock.withLockedValue { _ in
+            Result { () throws(StorageError) -> FileStorageUnit in try allocateLocked() }
+        }.get()
     }
 
-    private let allocationLock = Mutex(())
+    /// The body of ``allocate()``, run under the allocation lock.
+    private func allocateLocked() throws(StorageError) -> FileStorageUnit {
+        let slot: Result<(UnitID, Int), StorageError> = state.withLockedValue { state in
+            guard (state.units.count + 1) * unitCapacity <= budget else {
+                return .failure(
+                    StorageError(
+                        .budgetExceeded,
+                        detail: "\(state.units.count) units of \(unitCapacity) bytes in a budget of \(budget) bytes"))
+            }
+            var counts = [Int](repeating: 0, count: directories.count)
+            for index in state.directoryOfUnit.values { counts[index] += 1 }
+            let directoryIndex = counts.indices.min { counts[$0] < counts[$1] } ?? 0
+            return .success((UnitID(state.nextID), directoryIndex))
+        }
+        let (id, directoryIndex) = try slot.get()
+        try writePoolState(nextID: id.rawValue + 1)
+        state.withLockedValue { $0.nextID = id.rawValue + 1 }
+        let unit = try createUnit(id: id, directory: directories[directoryIndex])
+        state.withLockedValue { state in
+            state.units.append(unit)
+            state.directoryOfUnit[id] = directoryIndex
+        }
+        logger.debug("allocated unit", metadata: ["unit": "\(id)", "path": "\(unit.path)"])
+        return unit
+    }
+
+    private let allocationLock = NIOLockedValueBox(())
 
     /// Closes and deletes a unit's file and makes the deletion durable.
     public func release(_ unit: UnitID) throws(StorageError) {
-        let found = state.withLock { state -> (FileStorageUnit, Int)? in
+        let found = state.withLockedValue { state -> (FileStorageUnit, Int)? in
             guard let index = state.units.firstIndex(where: { $0.id == unit }),
                 let directoryIndex = state.directoryOfUnit[unit]
             else { return nil }
@@ -254,7 +262,7 @@ public final class FileStoragePool: StoragePool {
         let stored = try readPoolState()
         let highest = found.last.map { $0.0.rawValue + 1 } ?? 1
         let nextID = max(stored ?? 1, highest)
-        state.withLock { state in
+        state.withLockedValue { state in
             state.units = units
             state.directoryOfUnit = directoryOfUnit
             state.nextID = nextID

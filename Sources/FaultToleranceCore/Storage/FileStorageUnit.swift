@@ -1,4 +1,5 @@
 import Metrics
+import NIOConcurrencyHelpers
 import Synchronization
 
 #if canImport(Glibc)
@@ -28,7 +29,7 @@ public final class FileStorageUnit: StorageUnit {
     private let calls: SystemCalls
     /// 0 healthy, 1 poisoned, 2 closed: checked on every call without taking a lock.
     private let status = Atomic<Int>(0)
-    private let poison = Mutex<StorageError?>(nil)
+    private let poison = NIOLockedValueBox<StorageError?>(nil)
 
     init(id: UnitID, path: String, descriptor: Int32, capacity: Int, calls: SystemCalls) {
         self.id = id
@@ -98,7 +99,7 @@ public final class FileStorageUnit: StorageUnit {
             StorageMetrics.fsyncFailures.increment()
             let error = StorageError(
                 .synchronizeFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "fdatasync")
-            poison.withLock { $0 = error }
+            poison.withLockedValue { $0 = error }
             status.store(1, ordering: .releasing)
             throw error
         }
@@ -142,7 +143,7 @@ public final class FileStorageUnit: StorageUnit {
         switch status.load(ordering: .acquiring) {
         case 0: return
         case 1:
-            let cause = poison.withLock { $0 }
+            let cause = poison.withLockedValue { $0 }
             throw StorageError(
                 .poisoned, unit: id, path: path, offset: offset, errno: cause?.errno,
                 detail: "an earlier fdatasync failed; the unit accepts no further calls")

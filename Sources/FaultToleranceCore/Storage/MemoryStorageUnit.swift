@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A ``StorageUnit`` held in memory, for tests and for data that need not outlive the
@@ -7,19 +8,19 @@ public final class MemoryStorageUnit: StorageUnit {
     public let id: UnitID
     /// The unit's size in bytes.
     public let capacity: Int
-    private let bytes: Mutex<[UInt8]>
+    private let bytes: NIOLockedValueBox<[UInt8]>
 
     /// Creates a zero-filled unit of `capacity` bytes.
     public init(id: UnitID, capacity: Int) {
         self.id = id
         self.capacity = max(0, capacity)
-        self.bytes = Mutex([UInt8](repeating: 0, count: max(0, capacity)))
+        self.bytes = NIOLockedValueBox([UInt8](repeating: 0, count: max(0, capacity)))
     }
 
     /// Copies the bytes at `offset` into `buffer`.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: buffer.count)
-        bytes.withLock { storage in
+        bytes.withLockedValue { storage in
             storage.withUnsafeBytes { source in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
             }
@@ -29,7 +30,7 @@ public final class MemoryStorageUnit: StorageUnit {
     /// Copies `bytes` into the unit at `offset`.
     public func write(_ source: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: source.count)
-        bytes.withLock { storage in
+        bytes.withLockedValue { storage in
             storage.withUnsafeMutableBytes { target in
                 UnsafeMutableRawBufferPointer(rebasing: target[offset..<offset + source.count]).copyMemory(from: source)
             }
@@ -42,7 +43,7 @@ public final class MemoryStorageUnit: StorageUnit {
     /// Zeroes `range`.
     public func discard(_ range: Range<Int>) throws(StorageError) {
         try checkBounds(offset: range.lowerBound, count: range.count)
-        bytes.withLock { storage in
+        bytes.withLockedValue { storage in
             for index in range { storage[index] = 0 }
         }
     }
@@ -59,7 +60,7 @@ public final class MemoryStoragePool: StoragePool {
     public let unitCapacity: Int
     /// The most bytes all units may occupy together.
     public let budget: Int
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// Creates an empty pool handing out units of `unitCapacity` bytes, at most `budget`
     /// bytes in all.
@@ -69,11 +70,11 @@ public final class MemoryStoragePool: StoragePool {
     }
 
     /// Every allocated unit, in allocation order.
-    public var units: [MemoryStorageUnit] { state.withLock { $0.units } }
+    public var units: [MemoryStorageUnit] { state.withLockedValue { $0.units } }
 
     /// Allocates a zero-filled unit.
     public func allocate() throws(StorageError) -> MemoryStorageUnit {
-        let result: Result<MemoryStorageUnit, StorageError> = state.withLock { state in
+        let result: Result<MemoryStorageUnit, StorageError> = state.withLockedValue { state in
             guard (state.units.count + 1) * unitCapacity <= budget else {
                 return .failure(
                     StorageError(.budgetExceeded, detail: "budget \(budget) bytes, units of \(unitCapacity)"))
@@ -88,7 +89,7 @@ public final class MemoryStoragePool: StoragePool {
 
     /// Forgets a unit.
     public func release(_ unit: UnitID) throws(StorageError) {
-        let found = state.withLock { state in
+        let found = state.withLockedValue { state in
             guard let index = state.units.firstIndex(where: { $0.id == unit }) else { return false }
             state.units.remove(at: index)
             return true

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// A network inside one process, connecting ``InMemoryTransport`` endpoints, with hooks to
@@ -22,7 +23,7 @@ public final class InMemoryNetwork: Sendable {
         var dropped = 0
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// Creates an empty network.
     public init() {}
@@ -31,7 +32,7 @@ public final class InMemoryNetwork: Sendable {
     /// use replaces the old endpoint (a restart).
     public func join(_ node: NodeID) -> InMemoryTransport {
         let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
-        let (previous, generation) = state.withLock { state in
+        let (previous, generation) = state.withLockedValue { state in
             let previous = state.endpoints[node]
             state.endpoints[node] = continuation
             state.nextGeneration += 1
@@ -45,21 +46,21 @@ public final class InMemoryNetwork: Sendable {
     /// Cuts the one-way link from `from` to `to` on `path` (all paths when `nil`): messages
     /// on it are dropped silently, as a network would.
     public func cut(from: NodeID, to: NodeID, path: PathID? = nil) {
-        _ = state.withLock { $0.cut.insert(Link(from: from, to: to, path: path)) }
+        _ = state.withLockedValue { $0.cut.insert(Link(from: from, to: to, path: path)) }
     }
 
     /// Restores every link.
     public func heal() {
-        state.withLock { $0.cut.removeAll() }
+        state.withLockedValue { $0.cut.removeAll() }
     }
 
     /// Messages delivered and dropped so far.
     public var counts: (delivered: Int, dropped: Int) {
-        state.withLock { ($0.delivered, $0.dropped) }
+        state.withLockedValue { ($0.delivered, $0.dropped) }
     }
 
     fileprivate func deliver(_ envelope: Envelope, to node: NodeID) throws(TransportError) {
-        let result: Result<Void, TransportError> = state.withLock { state in
+        let result: Result<Void, TransportError> = state.withLockedValue { state in
             guard let endpoint = state.endpoints[node] else {
                 return .failure(TransportError(.unknownPeer, peer: node, path: envelope.path))
             }
@@ -80,7 +81,7 @@ public final class InMemoryNetwork: Sendable {
 
     fileprivate func leave(_ node: NodeID, generation: UInt64) {
         // A node that rejoined since has a new endpoint; leaving must not remove that one.
-        let endpoint = state.withLock { state -> AsyncStream<Envelope>.Continuation? in
+        let endpoint = state.withLockedValue { state -> AsyncStream<Envelope>.Continuation? in
             guard state.generations[node] == generation else { return nil }
             state.generations[node] = nil
             return state.endpoints.removeValue(forKey: node)
