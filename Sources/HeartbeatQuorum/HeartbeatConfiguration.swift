@@ -25,8 +25,9 @@ public struct HeartbeatConfiguration: Sendable, Hashable {
     public let maximumFlaps: Int
     /// The window flap damping counts in.
     public let dampingWindow: Duration
-    /// All paths lost within this span of the count last meeting the threshold is read as the
-    /// partner dying, not the links failing one by one.
+    /// When the last heartbeats of at least `threshold` paths arrived within this span of each
+    /// other before every path fell silent, the partner died; otherwise the links failed one
+    /// by one.
     public let simultaneityWindow: Duration
     /// Witnesses asked before taking over (empty: none asked).
     public let witnesses: [NodeID]

@@ -18,8 +18,9 @@ public import FaultToleranceCore
 /// 3. **Enough paths.** At least `threshold` healthy paths: standby when the partner is
 ///    operating; when neither side operates, the higher priority becomes operating.
 /// 4. **Every path silent** (none healthy, none heard within its detector's window) while
-///    this side is healthy: if the count fell from the threshold to zero within the
-///    simultaneity window, or nothing was ever heard since start, the partner is gone —
+///    this side is healthy: if at least `threshold` paths carried the partner's last
+///    heartbeats (their last arrivals lie within the simultaneity window), or nothing was ever
+///    heard since start, the partner is gone —
 ///    operating (after a witness quorum agrees, when witnesses are configured). Paths that
 ///    failed one by one read as failing links, not a dead partner: not-standby with an alarm;
 ///    witnesses, if configured, can still confirm the partner is gone.
@@ -73,7 +74,6 @@ public struct HeartbeatEvaluator: Sendable {
     private var selfHealthy = true
     private var partner: Heartbeat?
     private var partnerDeafSince: Instant?
-    private var lastAtThreshold: Instant?
     private var everHeard = false
     private var flaps: [Instant] = []
     private var witnessRound: WitnessRound?
@@ -190,6 +190,17 @@ public struct HeartbeatEvaluator: Sendable {
 
     // MARK: - Rules
 
+    /// Whether at least `threshold` paths carried the partner's last heartbeats: their last
+    /// arrivals lie within the simultaneity window of the latest one. Judged from the arrival
+    /// times themselves, not from when evaluations happened to run, so a slow or starved
+    /// caller cannot turn a dead partner into "links failing one by one", or the reverse.
+    private var pathsFellSilentTogether: Bool {
+        let arrivals = paths.compactMap(\.detector.lastArrival)
+        guard let latest = arrivals.max() else { return false }
+        let together = arrivals.filter { latest - $0 <= configuration.simultaneityWindow }.count
+        return together >= configuration.threshold
+    }
+
     /// Whether any path has heard the partner recently enough that its detector has not
     /// declared failure.
     private func partnerReachable(at now: Instant) -> Bool {
@@ -202,7 +213,6 @@ public struct HeartbeatEvaluator: Sendable {
 
     private mutating func evaluate(at now: Instant) -> [Directive] {
         let count = healthyCount
-        if count >= configuration.threshold { lastAtThreshold = now }
         let reachable = partnerReachable(at: now)
         let startingUp = state == .initializing && now - started < startupWindow
 
@@ -237,8 +247,7 @@ public struct HeartbeatEvaluator: Sendable {
         if startingUp { return [] }
         // Rule 4: every path silent.
         if count == 0 && !reachable {
-            let allAtOnce =
-                !everHeard ? true : lastAtThreshold.map { now - $0 <= configuration.simultaneityWindow } ?? false
+            let allAtOnce = !everHeard || pathsFellSilentTogether
             let takeoverReason: TransitionReason = everHeard ? .partnerGone : .noPartnerAtStartup
             if configuration.witnesses.isEmpty {
                 if allAtOnce || state == .operating {
