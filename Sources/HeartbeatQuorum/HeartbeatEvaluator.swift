@@ -24,8 +24,9 @@ public import FaultToleranceCore
 ///    operating (after a witness quorum agrees, when witnesses are configured). Paths that
 ///    failed one by one read as failing links, not a dead partner: not-standby with an alarm;
 ///    witnesses, if configured, can still confirm the partner is gone.
-/// 5. **Some paths, fewer than the threshold.** Not operating: not-standby with an alarm
-///    (links too degraded to judge). Operating: stay operating.
+/// 5. **Some paths, fewer than the threshold** for longer than the simultaneity window. Not
+///    operating: not-standby with an alarm (links too degraded to judge). Operating: stay
+///    operating.
 ///
 /// Hysteresis: a failed path counts healthy again only after `riseCount` consecutive
 /// heartbeats, and counts failed only after `fallCount` failed evaluations. Transitions
@@ -74,6 +75,7 @@ public struct HeartbeatEvaluator: Sendable {
     private var selfHealthy = true
     private var partner: Heartbeat?
     private var partnerDeafSince: Instant?
+    private var belowThresholdSince: Instant?
     private var everHeard = false
     private var flaps: [Instant] = []
     private var witnessRound: WitnessRound?
@@ -214,6 +216,11 @@ public struct HeartbeatEvaluator: Sendable {
     private mutating func evaluate(at now: Instant) -> [Directive] {
         let count = healthyCount
         let reachable = partnerReachable(at: now)
+        if count > 0 && count < configuration.threshold {
+            belowThresholdSince = belowThresholdSince ?? now
+        } else {
+            belowThresholdSince = nil
+        }
         let startingUp = state == .initializing && now - started < startupWindow
 
         // Rule 1: an isolated side never operates.
@@ -288,6 +295,10 @@ public struct HeartbeatEvaluator: Sendable {
             return directives
         }
         // Rule 5: some paths, fewer than the threshold (or paths heard but not yet risen).
+        // A partner that dies takes its paths down within the simultaneity window of each
+        // other; wait that long before calling it degraded links, so a death does not flash
+        // a degraded-links alarm on the way to the takeover.
+        if let since = belowThresholdSince, now - since < configuration.simultaneityWindow { return [] }
         if count > 0 || state == .initializing {
             return move(to: .notStandby, reason: .linksDegraded, at: now, damped: state == .standby)
         }
