@@ -151,6 +151,29 @@ struct StorageTests {
         }
     }
 
+    @Test("a damaged pool.state is reported with its path and offset, not guessed around")
+    func damagedPoolState() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        do {
+            let pool = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 8192)
+            _ = try pool.allocate()
+            pool.close()
+        }
+        let path = directory.path + "/pool.state"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[20] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 8192)
+            Issue.record("damaged pool state accepted")
+        } catch {
+            #expect(error.code == .malformedUnit)
+            #expect(error.path == path)
+            #expect(error.offset == 32)
+        }
+    }
+
     @Test("a unit file of the wrong size is reported with its path")
     func malformedUnit() throws {
         let directory = try TemporaryDirectory()

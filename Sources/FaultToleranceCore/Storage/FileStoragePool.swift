@@ -27,9 +27,11 @@ import Synchronization
 /// `*.tmp` files (a crash mid-create) are removed and every unit is found again.
 ///
 /// `pool.state` holds the next unit number so identities are never reused across restarts:
-/// 32 bytes — magic `FTPOOL01`, format version (UInt32), reserved (UInt32), next unit number
-/// (UInt64), unit capacity (UInt64)... framed with a CRC32C of the preceding bytes; all
-/// little-endian. It is replaced atomically (write temp, `fdatasync`, rename, `fsync` dir).
+/// 36 bytes — magic `FTPOOL01`, format version (UInt32, 1), reserved (UInt32, 0), next unit
+/// number (UInt64), unit capacity (UInt64), and a CRC32C of those 32 bytes (UInt32); all
+/// little-endian. It is replaced atomically (write temp, `fdatasync`, rename, `fsync` dir),
+/// so it is never torn; a damaged one is reported, not guessed around (delete it to have the
+/// counter rebuilt from the highest unit on disk).
 public final class FileStoragePool: StoragePool {
     /// The capacity of every unit in bytes.
     public let unitCapacity: Int
@@ -341,7 +343,9 @@ public final class FileStoragePool: StoragePool {
         }
         let checksum: UInt32 = bytes.loadLittleEndian(at: 32)
         guard CRC32C.checksum(bytes[0..<32]) == checksum else {
-            throw StorageError(.malformedUnit, path: statePath, offset: 32, detail: "pool state checksum mismatch")
+            throw StorageError(
+                .malformedUnit, path: statePath, offset: 32,
+                detail: "pool state checksum mismatch; delete it to rebuild the counter from the units")
         }
         let capacity: UInt64 = bytes.loadLittleEndian(at: 24)
         guard capacity == UInt64(unitCapacity) else {
