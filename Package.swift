@@ -101,7 +101,11 @@ let package = Package(
         .testTarget(name: "DeterministicSimulationTests", dependencies: ["DeterministicSimulation"]),
         .testTarget(
             name: "HeartbeatQuorumTests",
-            dependencies: ["HeartbeatQuorum", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                "HeartbeatQuorum",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
     ]

@@ -244,7 +244,9 @@ public struct HeartbeatEvaluator: Sendable {
         }
         // Rule 3: enough healthy paths.
         if count >= configuration.threshold {
+            // The partner is heard again: any witness round or its votes are stale.
             witnessRound = nil
+            lastWitnessVotes = [:]
             if let partner, partner.state != .operating, configuration.priority > partner.priority {
                 return move(to: .operating, reason: .electedByPriority, at: now, damped: false)
             }

@@ -1,16 +1,21 @@
 import FaultToleranceCore
 import FaultToleranceNIO
 import HeartbeatQuorum
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
 /// Waits until `condition` holds, or fails after `limit`. The limit only stops a broken test
 /// from hanging; nothing asserts on how long the wait took.
-func eventually(_ what: String, limit: Duration = .seconds(30), _ condition: () -> Bool) async throws {
+func eventually(
+    _ what: @autoclosure () -> String,
+    limit: Duration = .seconds(30),
+    _ condition: () -> Bool
+) async throws {
     let deadline = ContinuousClock.now + limit
     while !condition() {
         guard ContinuousClock.now < deadline else {
-            Issue.record("timed out waiting for \(what)")
+            Issue.record("timed out waiting for \(what())")
             return
         }
         try await Task.sleep(for: .milliseconds(5))
@@ -22,14 +27,16 @@ struct HeartbeatServiceTests {
     static let paths: [PathID] = ["p1", "p2", "p3"]
 
     /// Generous timings so a loaded CI machine (or ThreadSanitizer) does not look like a
-    /// failed path: 20 ms heartbeats, 400 ms cap on silence.
+    /// failed path: 20 ms heartbeats, 400 ms cap on silence, and a 1 s simultaneity window so
+    /// a starved sender or receiver does not make a death look like links failing one by one.
     static func configuration(priority: UInt8) throws -> HeartbeatConfiguration {
         let detector = DetectorConfiguration.phiAccrual(
             threshold: 8, minimumStandardDeviation: .milliseconds(20), acceptablePause: .milliseconds(200),
             maximumSilence: .milliseconds(400))
         return try HeartbeatConfiguration(
             paths: Dictionary(uniqueKeysWithValues: paths.map { ($0, detector) }), heartbeatInterval: .milliseconds(20),
-            threshold: 2, detectionBound: .seconds(1), minimumDwell: .milliseconds(100), priority: priority)
+            threshold: 2, detectionBound: .seconds(1), minimumDwell: .milliseconds(100),
+            simultaneityWindow: .seconds(1), priority: priority)
     }
 
     static func transport(_ node: NodeID, firstHost: Int) async throws -> UDPTransport {
@@ -97,16 +104,37 @@ struct HeartbeatServiceTests {
         _ = try? await runA.value
         await transportA.close()
 
-        var takeover: Transition?
-        for await transition in b.transitions where transition.to == .operating {
-            takeover = transition
-            break
+        // Collect B's transitions as they come, to explain a failure.
+        let seen = Transitions(b.transitions)
+        try await eventually("B's takeover; B's transitions: \(seen.summary)") {
+            seen.all.contains { $0.to == .operating }
         }
+        let takeover = seen.all.first { $0.to == .operating }
         #expect(takeover?.reason == .partnerGone)
         #expect(takeover?.evidence.healthyCount == 0)
         #expect(b.state == .operating)
         runB.cancel()
         _ = try? await runB.value
         await transportB.close()
+    }
+}
+
+/// Collects a service's transitions in the background.
+final class Transitions: Sendable {
+    private let box = NIOLockedValueBox<[Transition]>([])
+    private let task: Task<Void, Never>
+
+    init(_ stream: AsyncStream<Transition>) {
+        let box = self.box
+        task = Task { for await transition in stream { box.withLockedValue { $0.append(transition) } } }
+    }
+
+    deinit { task.cancel() }
+
+    var all: [Transition] { box.withLockedValue { $0 } }
+
+    var summary: String {
+        all.map { "\($0.from)→\($0.to) [\($0.reason.rawValue)] failed: \($0.evidence.failedPathsSummary)" }
+            .joined(separator: "; ")
     }
 }
