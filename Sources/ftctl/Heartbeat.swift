@@ -64,27 +64,10 @@ struct HeartbeatSimulate: AsyncParsableCommand {
             print("all invariants held")
             return
         }
-        let chosen = (1...UInt64(seeds)).map { $0 }
-        let workers = min(jobs, chosen.count)
         let name = "heartbeat-quorum" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
-        let summary = await withTaskGroup(of: SimulationSummary.self) { group in
-            for worker in 0..<workers {
-                group.addTask {
-                    var partial = SimulationSummary(scenario: name)
-                    for index in stride(from: worker, to: chosen.count, by: workers) {
-                        partial.add(scenario.run(seed: chosen[index]))
-                    }
-                    return partial
-                }
-            }
-            var total = SimulationSummary(scenario: name)
-            for await partial in group { total.merge(partial) }
-            return total
-        }
+        let summary = await runSeeds(Array(1...UInt64(seeds)), jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            try printJSON(summary)
         } else {
             print("Scenario \(summary.scenario): \(summary.seeds) seeds")
             print("  seeds passed      \(summary.passed)")

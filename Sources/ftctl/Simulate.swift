@@ -48,25 +48,9 @@ struct Simulate: AsyncParsableCommand {
         let scenario = ReplicatedRegisterScenario(bug: bug, duration: .milliseconds(durationMs))
         let chosen: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(seeds)).map { firstSeed &+ $0 }
         let name = "replicated-register" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
-        let workers = min(jobs, chosen.count)
-        let summary = await withTaskGroup(of: SimulationSummary.self) { group in
-            for worker in 0..<workers {
-                group.addTask {
-                    var partial = SimulationSummary(scenario: name)
-                    for index in stride(from: worker, to: chosen.count, by: workers) {
-                        partial.add(scenario.run(seed: chosen[index]))
-                    }
-                    return partial
-                }
-            }
-            var total = SimulationSummary(scenario: name)
-            for await partial in group { total.merge(partial) }
-            return total
-        }
+        let summary = await runSeeds(chosen, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            try printJSON(summary)
         } else {
             print(render(summary))
         }

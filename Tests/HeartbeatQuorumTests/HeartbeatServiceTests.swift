@@ -47,18 +47,23 @@ struct HeartbeatServiceTests {
         return try await UDPTransport.start(configuration: .init(localNode: node, paths: addresses))
     }
 
-    @Test("closing paths lowers the healthy count as predicted, down to not-standby below the threshold")
-    func pathsAndTakeover() async throws {
-        let transportA = try await Self.transport("A", firstHost: 2)
-        let transportB = try await Self.transport("B", firstHost: 5)
-        for path in Self.paths {
+    /// A (priority 2) on 127.0.0.2-4 and B (priority 1) on 127.0.0.5-7, each knowing the
+    /// other's address on every path.
+    static func pair() async throws -> (UDPTransport, UDPTransport, HeartbeatService, HeartbeatService) {
+        let transportA = try await transport("A", firstHost: 2)
+        let transportB = try await transport("B", firstHost: 5)
+        for path in paths {
             if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
             if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
         }
-        let a = HeartbeatService(
-            configuration: try Self.configuration(priority: 2), partner: "B", transport: transportA)
-        let b = HeartbeatService(
-            configuration: try Self.configuration(priority: 1), partner: "A", transport: transportB)
+        let a = HeartbeatService(configuration: try configuration(priority: 2), partner: "B", transport: transportA)
+        let b = HeartbeatService(configuration: try configuration(priority: 1), partner: "A", transport: transportB)
+        return (transportA, transportB, a, b)
+    }
+
+    @Test("closing paths lowers the healthy count as predicted, down to not-standby below the threshold")
+    func pathsAndTakeover() async throws {
+        let (transportA, transportB, a, b) = try await Self.pair()
         let runA = Task { try await a.run() }
         let runB = Task { try await b.run() }
 
@@ -86,16 +91,7 @@ struct HeartbeatServiceTests {
 
     @Test("stopping the partner: the standby takes over, and the transition says why")
     func partnerStops() async throws {
-        let transportA = try await Self.transport("A", firstHost: 2)
-        let transportB = try await Self.transport("B", firstHost: 5)
-        for path in Self.paths {
-            if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
-            if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
-        }
-        let a = HeartbeatService(
-            configuration: try Self.configuration(priority: 2), partner: "B", transport: transportA)
-        let b = HeartbeatService(
-            configuration: try Self.configuration(priority: 1), partner: "A", transport: transportB)
+        let (transportA, transportB, a, b) = try await Self.pair()
         let runA = Task { try await a.run() }
         let runB = Task { try await b.run() }
         try await eventually("A operating and B standby") { a.state == .operating && b.state == .standby }
