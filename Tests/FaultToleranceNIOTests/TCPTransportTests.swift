@@ -158,4 +158,34 @@ struct TCPTransportTests {
         await a.close()
         await b.close()
     }
+
+    @Test("concurrent senders to one peer: every message arrives, each sender's in its order")
+    func concurrentSenders() async throws {
+        let (a, b) = try await Self.pair()
+        let inbox = Inbox(b.incoming)
+        let senders = 4
+        let perSender = 500
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for sender in 0..<senders {
+                group.addTask {
+                    for index in 0..<perSender { try await a.send(.text("\(sender):\(index)"), to: "b") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let received = try await inbox.wait(count: senders * perSender)
+        var next = [Int](repeating: 0, count: senders)
+        for envelope in received {
+            let parts = envelope.message.text.split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 2 else {
+                Issue.record("garbled message \(envelope.message.text)")
+                continue
+            }
+            #expect(parts[1] == next[parts[0]], "sender \(parts[0]) out of order")
+            next[parts[0]] = parts[1] + 1
+        }
+        #expect(next == [Int](repeating: perSender, count: senders))
+        await a.close()
+        await b.close()
+    }
 }
