@@ -55,7 +55,9 @@ struct Demo: AsyncParsableCommand {
         print("-- cutting path p1 (A can no longer send on it)")
         await transportA.closePath("p1")
         try await Task.sleep(for: .seconds(1))
-        print("   B hears A on \(b.evidence.healthyCount) of 3 paths: \(b.state)")
+        print(
+            "   B hears A on \(b.evidence.healthyCount) of 3 paths: \(b.state) (partner \(b.evidence.partnerState.map { "\($0)" } ?? "-"))"
+        )
         print("-- killing A")
         runA.cancel()
         _ = try? await runA.value

@@ -27,7 +27,9 @@ struct WitnessTests {
         let runA = Task { try await a.run() }
         let runB = Task { try await b.run() }
         let runW = Task { try await witness.run() }
-        try await eventually("A operating and B standby") { a.state == .operating && b.state == .standby }
+        try await eventually("A operating, and B standby having heard A say so") {
+            a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
+        }
 
         // Cut every path between A and B, both ways; W still reaches A.
         network.cut(from: "A", to: "B")
@@ -42,15 +44,13 @@ struct WitnessTests {
         runA.cancel()
         _ = try? await runA.value
         await transportA.close()
-        var takeover: Transition?
-        var transitions = b.transitions.makeAsyncIterator()
-        while let transition = await transitions.next() {
-            if transition.to == .operating {
-                takeover = transition
-                break
-            }
+        let seen = Transitions(b.transitions)
+        try await eventually("B's takeover; B's transitions: \(seen.summary)") {
+            seen.afterHearingOperatingPartner.contains { $0.to == .operating }
         }
-        // The first takeover B ever made is the witness-confirmed one: none during the cut.
+        let takeover = seen.afterHearingOperatingPartner.first { $0.to == .operating }
+        // The first takeover B made after hearing A operating is the witness-confirmed one:
+        // none during the cut. (A startup takeover before B first heard A does not count.)
         #expect(takeover?.reason == .witnessesConfirmPartnerGone)
         #expect(takeover?.evidence.witnessVotes["W"] == false)
         runB.cancel()
