@@ -83,6 +83,19 @@ public enum SimulationRunner {
         return (0..<UInt64(count)).map { base &+ $0 }
     }
 
+    /// The first seed in `seeds` whose run breaks an invariant, or `nil` if every one
+    /// passes: how a test proves a planted bug is found.
+    public static func firstFailure(
+        in seeds: some Sequence<UInt64>,
+        _ run: (UInt64) -> SimulationReport
+    ) -> SimulationReport? {
+        for seed in seeds {
+            let report = run(seed)
+            if !report.passed { return report }
+        }
+        return nil
+    }
+
     /// The command that replays `seed` of the test or scenario named `name`.
     public static func replayCommand(seed: UInt64, filter name: String) -> String {
         "FT_SIMULATION_SEED=\(seed) swift test --filter \(name)"

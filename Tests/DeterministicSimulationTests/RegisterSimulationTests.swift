@@ -26,15 +26,7 @@ struct RegisterSimulationTests {
         ])
     func plantedBugIsCaught(bug: RegisterBug) {
         let scenario = ReplicatedRegisterScenario(bug: bug)
-        var failure: SimulationReport?
-        for seed in UInt64(1)...200 {
-            let report = scenario.run(seed: seed)
-            if !report.passed {
-                failure = report
-                break
-            }
-        }
-        guard let failure else {
+        guard let failure = SimulationRunner.firstFailure(in: UInt64(1)...200, scenario.run(seed:)) else {
             Issue.record("bug \(bug.rawValue) survived 200 seeds")
             return
         }

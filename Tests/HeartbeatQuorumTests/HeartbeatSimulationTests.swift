@@ -22,15 +22,7 @@ struct HeartbeatSimulationTests {
     @Test("taking over on the threshold alone is caught and replays from its seed")
     func plantedBugCaught() {
         let scenario = HeartbeatScenario(bug: .takeOverBelowThreshold)
-        var failure: SimulationReport?
-        for seed in UInt64(1)...200 {
-            let report = scenario.run(seed: seed)
-            if !report.passed {
-                failure = report
-                break
-            }
-        }
-        guard let failure else {
+        guard let failure = SimulationRunner.firstFailure(in: UInt64(1)...200, scenario.run(seed:)) else {
             Issue.record("the planted bug survived 200 seeds")
             return
         }
