@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "FaultToleranceNIO", targets: ["FaultToleranceNIO"]),
         .library(name: "DeterministicSimulation", targets: ["DeterministicSimulation"]),
         .library(name: "HeartbeatQuorum", targets: ["HeartbeatQuorum"]),
+        .library(name: "ElasticJournal", targets: ["ElasticJournal"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -73,8 +74,21 @@ let package = Package(
             ]
         ),
         .target(
+            name: "ElasticJournal",
+            dependencies: [
+                "FaultToleranceCore",
+                "DeterministicSimulation",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
             name: "FaultTolerance",
-            dependencies: ["FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum"]
+            dependencies: [
+                "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum", "ElasticJournal",
+            ]
         ),
         .executableTarget(
             name: "ftctl",
@@ -106,6 +120,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "ElasticJournalTests",
+            dependencies: ["ElasticJournal", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
     ]

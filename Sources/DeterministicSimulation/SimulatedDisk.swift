@@ -73,12 +73,22 @@ public final class SimulatedDisk: StorageUnit {
     /// The granularity of torn writes, 512 bytes by default (a disk sector).
     public let sectorSize: Int
     private let state: NIOLockedValueBox<State>
+    private let power: PowerSwitch?
 
-    /// Creates a zero-filled disk whose faults are drawn from `random`.
-    public init(id: UnitID, capacity: Int, sectorSize: Int = 512, faults: Faults = Faults(), random: SimulationRandom) {
+    /// Creates a zero-filled disk whose faults are drawn from `random`. With a `power`
+    /// switch, writes, synchronizes and discards fail once the switch has been cut.
+    public init(
+        id: UnitID,
+        capacity: Int,
+        sectorSize: Int = 512,
+        faults: Faults = Faults(),
+        random: SimulationRandom,
+        power: PowerSwitch? = nil
+    ) {
         self.id = id
         self.capacity = max(0, capacity)
         self.sectorSize = max(1, sectorSize)
+        self.power = power
         let zeros = [UInt8](repeating: 0, count: max(0, capacity))
         self.state = NIOLockedValueBox(State(durable: zeros, current: zeros, random: random, faults: faults))
     }
@@ -124,6 +134,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Applies a write to the volatile view and remembers it until the next barrier.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: bytes.count)
+        try power?.consume(unit: id)
         let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
@@ -140,6 +151,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Makes pending writes durable, or fails and poisons the disk when a failure is
     /// injected.
     public func synchronize() throws(StorageError) {
+        try power?.consume(unit: id)
         let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, errno: poisoned.errno))
@@ -161,6 +173,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Zeroes a range (as a write of zeros, subject to the same crash rules).
     public func discard(_ range: Range<Int>) throws(StorageError) {
         try checkBounds(offset: range.lowerBound, count: range.count)
+        try power?.consume(unit: id)
         let zeros = [UInt8](repeating: 0, count: range.count)
         try zeros.withUnsafeBytes { raw in
             Result { () throws(StorageError) in try write(raw, at: range.lowerBound) }

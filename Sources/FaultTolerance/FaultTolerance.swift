@@ -1,5 +1,6 @@
 // The umbrella module: `import FaultTolerance` brings in every primitive.
 @_exported import DeterministicSimulation
+@_exported import ElasticJournal
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum

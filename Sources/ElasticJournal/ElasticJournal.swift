@@ -1,0 +1,784 @@
+public import FaultToleranceCore
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// What an append got: the record's sequence number and time.
+public struct JournalReceipt: Sendable, Hashable {
+    /// The record's sequence number.
+    public var sequence: UInt64
+    /// The record's time.
+    public var time: Instant
+}
+
+/// A journal of write commands over units from a ``FaultToleranceCore/StoragePool``, keeping
+/// a window of history from which any instant can be reconstructed.
+///
+/// Obtain one from a ``JournalStore``. ``append(volume:offset:bytes:)`` returns once the
+/// record is durable (group commit) or buffered, depending on
+/// ``JournalConfiguration/durability``. ``image(of:at:)`` rebuilds a volume as it was at
+/// an instant; ``records(from:through:)`` lists the writes between two instants.
+///
+/// Concurrency: any number of tasks and threads may append at once. Appends are staged
+/// under a short lock (the record is framed and checksummed while it is copied into the
+/// batch); one flusher writes and `fdatasync`s each batch, so appends in flight share
+/// fsyncs. A failed write or fsync poisons the journal: every waiting and later append
+/// fails with ``JournalError/Code/poisoned``; reopen the store to recover.
+///
+/// Rolling over to a new unit (when the active one is full) pauses appends while the
+/// old unit is sealed and, when units age out, while their writes are applied to the
+/// base images.
+public final class ElasticJournal: Sendable {
+    /// The journal's identity.
+    public let id: JournalID
+    /// How it keeps history and acknowledges appends.
+    public let configuration: JournalConfiguration
+
+    let context: JournalStore.Context
+    private let io = NIOLockedValueBox(())
+    private let state: NIOLockedValueBox<WriterState>
+    private let flusher: NIOThreadPool?
+    private let flushSignal = ConditionLock(value: 0)
+    private let metrics: JournalMetrics
+
+    struct WriterState: Sendable {
+        var units: [JournalUnit]
+        var volumes: [VolumeID: BaseVolume]
+        var batch: BatchBuffer
+        var spare: BatchBuffer?
+        /// Where the batch will be written in the active unit (the written end).
+        var batchStart: Int
+        var batchRecords = 0
+        var nextSequence: UInt64
+        var lastTime: Instant
+        var writtenSequence: UInt64
+        var durableSequence: UInt64
+        var waiters: [(sequence: UInt64, continuation: CheckedContinuation<Result<Void, JournalError>, Never>)] = []
+        var poisoned: JournalError?
+        var closed = false
+        var flushScheduled = false
+
+        var stagedSequence: UInt64 { nextSequence &- 1 }
+
+        var active: JournalUnit {
+            get { units[units.count - 1] }
+            set { units[units.count - 1] = newValue }
+        }
+
+        mutating func resumeDurable() {
+            guard let first = waiters.first, first.sequence <= durableSequence else { return }
+            let split = waiters.firstIndex { $0.sequence > durableSequence } ?? waiters.count
+            for waiter in waiters[..<split] { waiter.continuation.resume(returning: .success(())) }
+            waiters.removeSubrange(..<split)
+        }
+
+        mutating func fail(_ error: JournalError) {
+            poisoned = poisoned ?? error
+            for waiter in waiters { waiter.continuation.resume(returning: .failure(error)) }
+            waiters.removeAll()
+        }
+    }
+
+    init(
+        id: JournalID,
+        configuration: JournalConfiguration,
+        context: JournalStore.Context,
+        units: [JournalUnit],
+        volumes: [VolumeID: BaseVolume]
+    ) {
+        self.id = id
+        self.configuration = configuration
+        self.context = context
+        let last = units.last?.lastSequence ?? 0
+        let lastTime = units.last?.lastTime ?? .zero
+        let batchCapacity: Int
+        switch configuration.durability {
+        case .groupCommit(let bytes, _): batchCapacity = min(bytes, 1 << 20)
+        case .buffered(let bytes): batchCapacity = bytes + 4096
+        }
+        self.state = NIOLockedValueBox(
+            WriterState(
+                units: units, volumes: volumes, batch: BatchBuffer(capacity: batchCapacity),
+                spare: BatchBuffer(capacity: batchCapacity),
+                batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
+                lastTime: lastTime, writtenSequence: last, durableSequence: last))
+        self.metrics = JournalMetrics(journal: id)
+        if case .groupCommit = configuration.durability {
+            let pool = NIOThreadPool(numberOfThreads: 1)
+            pool.start()
+            self.flusher = pool
+        } else {
+            self.flusher = nil
+        }
+    }
+
+    // MARK: - Appending
+
+    /// Journals a write of `bytes` at `offset` of `volume` and returns once it is durable
+    /// (group commit) or buffered (buffered mode).
+    ///
+    /// Throws ``JournalError/Code/unknownVolume``, ``JournalError/Code/outOfBounds``,
+    /// ``JournalError/Code/recordTooLarge`` for bad input; ``JournalError/Code/full`` when
+    /// no unit can be had (nothing was written); ``JournalError/Code/poisoned`` after a
+    /// storage failure (the record may or may not survive, but was not acknowledged).
+    @discardableResult
+    public func append(volume: VolumeID, offset: UInt64, bytes: [UInt8]) async throws(JournalError) -> JournalReceipt {
+        let receipt = try bytes.withUnsafeBytes { raw in
+            Result { () throws(JournalError) in try stage(volume: volume, offset: offset, payload: raw) }
+        }.get()
+        if case .groupCommit = configuration.durability {
+            try await waitUntilDurable(receipt.sequence)
+        }
+        return receipt
+    }
+
+    /// Journals a write without waiting for durability, whatever the configured policy;
+    /// call ``synchronize()`` for a durability point. In buffered mode a full batch is
+    /// written by the appending thread.
+    @discardableResult
+    public func appendBuffered(
+        volume: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer
+    ) throws(JournalError) -> JournalReceipt {
+        try stage(volume: volume, offset: offset, payload: bytes)
+    }
+
+    /// Makes every record staged so far durable.
+    public func synchronize() throws(JournalError) {
+        try drain(sync: true)
+    }
+
+    /// The sequence number of the last durable record.
+    public var durableSequence: UInt64 { state.withLockedValue { $0.durableSequence } }
+
+    /// The sequence number of the last staged record.
+    public var lastSequence: UInt64 { state.withLockedValue { $0.stagedSequence } }
+
+    private enum StageOutcome {
+        case staged(JournalReceipt, drain: Bool)
+        case needsRollover
+        case failure(JournalError)
+    }
+
+    private func stage(volume: VolumeID, offset: UInt64, payload: UnsafeRawBufferPointer) throws(JournalError)
+        -> JournalReceipt
+    {
+        let footprint = JournalFormat.footprint(payloadCount: payload.count)
+        var waitedSince: Instant?
+        while true {
+            let outcome = state.withLockedValue { state in
+                tryStage(&state, volume: volume, offset: offset, payload: payload, footprint: footprint)
+            }
+            switch outcome {
+            case .staged(let receipt, let drain):
+                if drain {
+                    switch configuration.durability {
+                    case .buffered: try self.drain(sync: false)
+                    case .groupCommit: flushSignal.lock(); flushSignal.unlock(withValue: 1)
+                    }
+                }
+                return receipt
+            case .failure(let error):
+                throw error
+            case .needsRollover:
+                switch try rollover(footprint: footprint) {
+                case .done:
+                    continue
+                case .wait:
+                    let now = context.clock()
+                    let since = waitedSince ?? now
+                    waitedSince = since
+                    if now - since > configuration.backPressureTimeout {
+                        throw JournalError(
+                            .full, journal: id,
+                            detail: "the pool stayed exhausted for \(configuration.backPressureTimeout)")
+                    }
+                    metrics.backPressure.increment()
+                    var pause = timespec(tv_sec: 0, tv_nsec: 1_000_000)
+                    nanosleep(&pause, nil)
+                }
+            }
+        }
+    }
+
+    private func tryStage(
+        _ state: inout WriterState,
+        volume: VolumeID,
+        offset: UInt64,
+        payload: UnsafeRawBufferPointer,
+        footprint: Int
+    ) -> StageOutcome {
+        if let poisoned = state.poisoned {
+            return .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)"))
+        }
+        if state.closed { return .failure(JournalError(.closed, journal: id)) }
+        guard let base = state.volumes[volume] else {
+            return .failure(JournalError(.unknownVolume, journal: id, detail: "\(volume) is not protected"))
+        }
+        guard offset <= UInt64(base.size), UInt64(payload.count) <= UInt64(base.size) - offset else {
+            return .failure(
+                JournalError(
+                    .outOfBounds, journal: id,
+                    detail: "write of \(payload.count) bytes at \(offset) outside \(volume) of \(base.size) bytes"))
+        }
+        let active = state.active
+        guard footprint <= active.header.trailerOffset - JournalFormat.headerPageSize else {
+            return .failure(
+                JournalError(
+                    .recordTooLarge, journal: id,
+                    detail: "a record of \(payload.count) bytes does not fit in a unit of \(active.header.capacity)"))
+        }
+        guard !active.isSealed, active.recordsEnd + footprint <= active.header.trailerOffset else {
+            return .needsRollover
+        }
+        let sequence = state.nextSequence
+        let time = max(context.clock(), state.lastTime)
+        let batch = state.batch
+        batch.reserve(footprint)
+        _ = RecordCodec.encode(
+            into: batch.base + batch.count, salt: active.header.salt, sequence: sequence, time: time,
+            volume: volume, offset: offset, payload: payload)
+        batch.count += footprint
+        state.batchRecords += 1
+        state.active.noteRecord(sequence: sequence, time: time, offset: active.recordsEnd, footprint: footprint)
+        state.nextSequence = sequence + 1
+        state.lastTime = time
+        let drain: Bool
+        switch configuration.durability {
+        case .buffered(let bytes): drain = batch.count >= bytes
+        case .groupCommit(let bytes, _): drain = batch.count >= bytes
+        }
+        return .staged(JournalReceipt(sequence: sequence, time: time), drain: drain)
+    }
+
+    private func waitUntilDurable(_ sequence: UInt64) async throws(JournalError) {
+        let result: Result<Void, JournalError> = await withCheckedContinuation { continuation in
+            let schedule = state.withLockedValue { state -> Bool in
+                if state.durableSequence >= sequence {
+                    continuation.resume(returning: .success(()))
+                    return false
+                }
+                if let poisoned = state.poisoned {
+                    continuation.resume(
+                        returning: .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
+                    return false
+                }
+                state.waiters.append((sequence, continuation))
+                if state.flushScheduled { return false }
+                state.flushScheduled = true
+                return true
+            }
+            if schedule { scheduleFlush() }
+        }
+        try result.get()
+    }
+
+    private func scheduleFlush() {
+        guard let flusher else { return }
+        flusher.submit { [self] _ in flushLoop() }
+    }
+
+    /// Runs on the flusher thread: writes and syncs batches until none is left.
+    private func flushLoop() {
+        if case .groupCommit(_, let delay) = configuration.durability, delay > .zero {
+            let seconds = Double(delay.nanoseconds) / 1e9
+            if flushSignal.lock(whenValue: 1, timeoutSeconds: seconds) { flushSignal.unlock(withValue: 0) }
+        }
+        while true {
+            do {
+                try drain(sync: true)
+            } catch {
+                state.withLockedValue { $0.flushScheduled = false }
+                return
+            }
+            let done = state.withLockedValue { state -> Bool in
+                if state.batch.count == 0 && state.waiters.isEmpty {
+                    state.flushScheduled = false
+                    return true
+                }
+                return false
+            }
+            if done { return }
+        }
+    }
+
+    /// Writes the staged batch to the active unit and, with `sync`, makes it durable.
+    func drain(sync: Bool) throws(JournalError) {
+        try io.withLockedValue { _ in
+            Result { () throws(JournalError) in try drainHoldingIO(sync: sync) }
+        }.get()
+    }
+
+    private struct Taken {
+        var buffer: BatchBuffer
+        var start: Int
+        var unit: any StorageUnit
+        var lastSequence: UInt64
+        var records: Int
+    }
+
+    private func drainHoldingIO(sync: Bool) throws(JournalError) {
+        let taken: Result<Taken?, JournalError> = state.withLockedValue { state in
+            if let poisoned = state.poisoned {
+                return .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)"))
+            }
+            guard state.batch.count > 0 || (sync && state.writtenSequence > state.durableSequence) else {
+                return .success(nil)
+            }
+            let buffer = state.batch
+            state.batch = state.spare ?? BatchBuffer(capacity: buffer.capacity)
+            state.spare = nil
+            let start = state.batchStart
+            state.batchStart += buffer.count
+            defer { state.batchRecords = 0 }
+            return .success(
+                Taken(
+                    buffer: buffer, start: start, unit: state.active.storage, lastSequence: state.stagedSequence,
+                    records: state.batchRecords))
+        }
+        guard let taken = try taken.get() else { return }
+        do throws(StorageError) {
+            if taken.buffer.count > 0 { try taken.unit.write(taken.buffer.bytes, at: taken.start) }
+            if sync && context.plantedBug != .acknowledgeBeforeSync {
+                let started = context.clock()
+                try taken.unit.synchronize()
+                metrics.fsync.recordNanoseconds((context.clock() - started).nanoseconds)
+            }
+        } catch {
+            let failure = JournalError(error, journal: id)
+            state.withLockedValue { $0.fail(failure) }
+            context.logger.error("journal poisoned", metadata: ["journal": "\(id)", "error": "\(error)"])
+            throw failure
+        }
+        metrics.bytes.increment(by: taken.buffer.count)
+        metrics.records.increment(by: taken.records)
+        if sync { metrics.recordsPerFsync.record(taken.records) }
+        state.withLockedValue { state in
+            state.writtenSequence = max(state.writtenSequence, taken.lastSequence)
+            if sync { state.durableSequence = max(state.durableSequence, taken.lastSequence) }
+            taken.buffer.count = 0
+            state.spare = taken.buffer
+            state.resumeDurable()
+        }
+    }
+
+    // MARK: - Rollover and ageing
+
+    private enum RolloverResult {
+        case done
+        case wait
+    }
+
+    private func rollover(footprint: Int) throws(JournalError) -> RolloverResult {
+        try io.withLockedValue { _ in
+            Result { () throws(JournalError) -> RolloverResult in
+                try drainHoldingIO(sync: false)
+                return try state.withLockedValue { state in
+                    Result { () throws(JournalError) -> RolloverResult in
+                        let active = state.active
+                        if !active.isSealed && active.recordsEnd + footprint <= active.header.trailerOffset {
+                            return .done  // another appender rolled over meanwhile
+                        }
+                        do throws(JournalError) {
+                            return try rolloverLocked(&state)
+                        } catch {
+                            if error.code == .storage { state.fail(error) }
+                            throw error
+                        }
+                    }
+                }.get()
+            }
+        }.get()
+    }
+
+    /// Seals the active unit and starts a new one; the batch has been written.
+    private func rolloverLocked(_ state: inout WriterState) throws(JournalError) -> RolloverResult {
+        // Records staged since the caller drained belong to the old unit: write them first.
+        if state.batch.count > 0 {
+            do throws(StorageError) {
+                try state.active.storage.write(state.batch.bytes, at: state.batchStart)
+            } catch {
+                throw JournalError(error, journal: id)
+            }
+            state.batchStart += state.batch.count
+            state.batch.count = 0
+            state.batchRecords = 0
+            state.writtenSequence = state.stagedSequence
+        }
+        let now = max(context.clock(), state.lastTime)
+        let plan = context.manager.withLockedValue { manager in
+            manager.recordsAppended(journal: id, through: state.active.lastSequence, at: state.active.lastTime)
+            return manager.planRollover(journal: id, now: now)
+        }
+        let drops: [JournalManager.AgeOut]
+        switch plan {
+        case .wait: return .wait
+        case .reject(let reason): throw JournalError(.full, journal: id, detail: reason)
+        case .allocate(let planned): drops = planned
+        }
+        for drop in drops { try ageOutLocked(drop, &state) }
+        let storage: any StorageUnit
+        do {
+            storage = try context.journalPool.allocate()
+        } catch {
+            throw error.code == .budgetExceeded
+                ? JournalError(.full, journal: id, storage: error, detail: "the pool refused a unit")
+                : JournalError(error, journal: id)
+        }
+        var old = state.active
+        let sealBytes = old.seal.encoded(salt: old.header.salt)
+        let sealChecksum = sealBytes.withUnsafeBytes { $0.loadLE(UInt32.self, at: 60) ?? 0 }
+        let header = UnitHeader(
+            journal: id, unit: storage.id, salt: context.salt(), firstSequence: state.nextSequence,
+            firstTime: now, previousLastSequence: old.lastSequence, previousSealChecksum: sealChecksum,
+            indexInterval: configuration.indexInterval,
+            trailerOffset: JournalFormat.trailerOffset(
+                capacity: storage.capacity, indexInterval: configuration.indexInterval),
+            capacity: storage.capacity)
+        do throws(StorageError) {
+            // Order matters. The old unit's records are durable before its seal is written
+            // (a seal is trusted without rereading the records), and the new unit's header
+            // is durable before that seal, so a sealed unit always has a recognisable
+            // successor.
+            if context.plantedBug != .sealBeforeRecordsDurable { try old.storage.synchronize() }
+            try storage.write(header.encoded(), at: 0)
+            try storage.synchronize()
+            try old.storage.write(sealBytes, at: old.header.trailerOffset)
+            try old.storage.synchronize()
+        } catch {
+            throw JournalError(error, journal: id)
+        }
+        old.sealChecksum = sealChecksum
+        state.active = old
+        let fresh = JournalUnit(storage: storage, header: header)
+        state.units.append(fresh)
+        state.batchStart = JournalFormat.headerPageSize
+        state.writtenSequence = state.stagedSequence
+        state.durableSequence = state.stagedSequence
+        state.resumeDurable()
+        context.manager.withLockedValue { $0.unitStarted(journal: id, span: fresh.span) }
+        metrics.unitsHeld.record(state.units.count)
+        context.emit(.unitAllocated(id, storage.id))
+        return .done
+    }
+
+    /// Applies the aged-out unit's writes to every base image, then releases the unit.
+    ///
+    /// Order, for crash safety: each base's manifest first records "applied through X"
+    /// (durably), then the writes are applied and synced, then the unit is released. A
+    /// crash in between leaves the unit in place and recovery applies it again, which is
+    /// idempotent because writes are replayed in sequence order.
+    private func ageOutLocked(_ ageOut: JournalManager.AgeOut, _ state: inout WriterState) throws(JournalError) {
+        guard let index = state.units.firstIndex(where: { $0.id == ageOut.unit }), index == 0,
+            state.units.count > 1
+        else {
+            context.manager.withLockedValue { $0.abandoned(journal: id, unit: ageOut.unit) }
+            return
+        }
+        let unit = state.units[index]
+        if ageOut.reason != .aged {
+            metrics.earlyDrops.increment()
+            context.logger.warning(
+                "journal history dropped early",
+                metadata: ["journal": "\(id)", "unit": "\(unit.id)", "reason": "\(ageOut.reason)"])
+            context.emit(.historyDropped(id, unit.id, reason: ageOut.reason, windowStart: ageOut.throughTime))
+        }
+        do throws(StorageError) {
+            for volume in state.volumes.keys.sorted() {
+                try state.volumes[volume]?.update { manifest in
+                    manifest.appliedThrough = ageOut.applyThrough
+                    manifest.appliedTime = ageOut.throughTime
+                }
+            }
+        } catch {
+            throw JournalError(error, journal: id)
+        }
+        try Self.apply(unit: unit, through: ageOut.applyThrough, to: state.volumes, journal: id)
+        state.units.remove(at: index)
+        do {
+            try context.journalPool.release(unit.id)
+        } catch {
+            throw JournalError(error, journal: id)
+        }
+        let windowStart = context.manager.withLockedValue { manager in
+            manager.released(journal: id, unit: unit.id)
+            return manager.windowStart(of: id) ?? ageOut.throughTime
+        }
+        metrics.unitsHeld.record(state.units.count)
+        context.emit(.unitReleased(id, unit.id, reason: ageOut.reason, windowStart: windowStart))
+    }
+
+    /// Replays a unit's writes with sequence ≤ `through` onto the base images and syncs them.
+    static func apply(
+        unit: JournalUnit, through: UInt64, to volumes: [VolumeID: BaseVolume], journal: JournalID
+    ) throws(JournalError) {
+        let end = try RecordScanner.scan(
+            unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize, to: unit.recordsEnd,
+            limit: unit.header.trailerOffset
+        ) { (header, _, payload) throws(JournalError) -> Bool in
+            guard header.sequence <= through else { return false }
+            guard let base = volumes[header.volume] else { return true }
+            do throws(StorageError) {
+                try base.storage.write(payload, at: JournalFormat.baseHeaderSize + Int(header.offset))
+            } catch {
+                throw JournalError(error, journal: journal)
+            }
+            return true
+        }
+        if case .invalid(let offset, let error) = end {
+            throw JournalError(.damaged, journal: journal, unit: unit.id, offset: offset, detail: error.reason)
+        }
+        do throws(StorageError) {
+            for base in volumes.values { try base.storage.synchronize() }
+        } catch {
+            throw JournalError(error, journal: journal)
+        }
+    }
+
+    /// Ages out every unit whose records have all left the window at `now` (the store's
+    /// clock by default), applying them to the base images. Returns what was released.
+    @discardableResult
+    public func maintain(now: Instant? = nil) throws(JournalError) -> [JournalManager.AgeOut] {
+        try io.withLockedValue { _ in
+            Result { () throws(JournalError) -> [JournalManager.AgeOut] in
+                try state.withLockedValue { state in
+                    Result { () throws(JournalError) -> [JournalManager.AgeOut] in
+                        if let poisoned = state.poisoned {
+                            throw JournalError(.poisoned, journal: id, detail: "after \(poisoned)")
+                        }
+                        let now = now ?? context.clock()
+                        let due = context.manager.withLockedValue { manager in
+                            manager.recordsAppended(
+                                journal: id, through: state.active.lastSequence, at: state.active.lastTime)
+                            return manager.expired(journal: id, now: now)
+                        }
+                        do throws(JournalError) {
+                            for ageOut in due { try ageOutLocked(ageOut, &state) }
+                        } catch {
+                            if error.code == .storage { state.fail(error) }
+                            throw error
+                        }
+                        metrics.effectiveWindow.record(Double(effectiveWindow(now: now).nanoseconds) / 1e9)
+                        return due
+                    }
+                }.get()
+            }
+        }.get()
+    }
+
+    // MARK: - Reading
+
+    /// A consistent view of the units for readers.
+    struct Snapshot {
+        var units: [JournalUnit]
+        var volumes: [VolumeID: BaseVolume]
+        /// For the active unit: the end of what has been written to storage.
+        var activeWrittenEnd: Int
+
+        func end(of index: Int) -> Int { index == units.count - 1 ? activeWrittenEnd : units[index].recordsEnd }
+    }
+
+    /// Writes staged records out (without syncing) so reads see them, and snapshots.
+    func snapshot() throws(JournalError) -> Snapshot {
+        try drain(sync: false)
+        return state.withLockedValue { state in
+            Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
+        }
+    }
+
+    /// Every record with `start <= time <= end`, in sequence order. Seeks with the units'
+    /// time indexes, so the cost does not grow with the journal's length.
+    public func records(from start: Instant, through end: Instant) throws(JournalError) -> [JournalRecord] {
+        var result: [JournalRecord] = []
+        try forEachRecord(from: start, through: end) { result.append($0) }
+        return result
+    }
+
+    /// Calls `body` with every record with `start <= time <= end`, in sequence order.
+    public func forEachRecord(
+        from start: Instant, through end: Instant, _ body: (JournalRecord) throws(JournalError) -> Void
+    ) throws(JournalError) {
+        let snapshot = try snapshot()
+        let units = snapshot.units
+        var low = 0
+        var high = units.count
+        while low < high {
+            let middle = (low + high) / 2
+            if units[middle].lastTime < start || units[middle].count == 0 && middle < units.count - 1 {
+                low = middle + 1
+            } else {
+                high = middle
+            }
+        }
+        var index = low
+        var offset = index < units.count ? units[index].seekOffset(for: start) : 0
+        while index < units.count {
+            let unit = units[index]
+            var finished = false
+            let outcome = try RecordScanner.scan(
+                unit.storage, salt: unit.header.salt, from: offset, to: snapshot.end(of: index),
+                limit: unit.header.trailerOffset
+            ) { (header, _, payload) throws(JournalError) -> Bool in
+                if header.time > end {
+                    finished = true
+                    return false
+                }
+                if header.time >= start {
+                    try body(
+                        JournalRecord(
+                            sequence: header.sequence, time: header.time, volume: header.volume,
+                            offset: header.offset, bytes: Array(payload)))
+                }
+                return true
+            }
+            if case .invalid(let at, let error) = outcome {
+                throw JournalError(.damaged, journal: id, unit: unit.id, offset: at, detail: error.reason)
+            }
+            if finished { return }
+            index += 1
+            offset = JournalFormat.headerPageSize
+        }
+    }
+
+    /// The image of `volume` as it was at `instant`: its base image with every journaled
+    /// write with time ≤ `instant` replayed in order.
+    ///
+    /// Throws ``JournalError/Code/outsideWindow`` for an instant before the window's start.
+    public func image(of volume: VolumeID, at instant: Instant) throws(JournalError) -> [UInt8] {
+        let snapshot = try snapshot()
+        guard let base = snapshot.volumes[volume] else {
+            throw JournalError(.unknownVolume, journal: id, detail: "\(volume) is not protected")
+        }
+        guard instant >= base.manifest.appliedTime else {
+            throw JournalError(
+                .outsideWindow, journal: id,
+                detail: "\(instant) is before the window's start \(base.manifest.appliedTime)")
+        }
+        var image = [UInt8](repeating: 0, count: base.size)
+        do {
+            try image.withUnsafeMutableBytes { raw in
+                Result { () throws(StorageError) in try base.storage.read(into: raw, at: JournalFormat.baseHeaderSize) }
+            }.get()
+        } catch {
+            throw JournalError(error, journal: id)
+        }
+        // Replays every record present, including any already in the base (a crash during
+        // an age-out): replaying in sequence order is idempotent.
+        for index in snapshot.units.indices {
+            let unit = snapshot.units[index]
+            var finished = false
+            let outcome = try RecordScanner.scan(
+                unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize,
+                to: snapshot.end(of: index), limit: unit.header.trailerOffset
+            ) { (header, _, payload) throws(JournalError) -> Bool in
+                if header.time > instant {
+                    finished = true
+                    return false
+                }
+                if header.volume == volume {
+                    let start = Int(header.offset)
+                    image.withUnsafeMutableBytes { target in
+                        UnsafeMutableRawBufferPointer(rebasing: target[start..<(start + payload.count)])
+                            .copyMemory(from: payload)
+                    }
+                }
+                return true
+            }
+            if case .invalid(let at, let error) = outcome {
+                throw JournalError(.damaged, journal: id, unit: unit.id, offset: at, detail: error.reason)
+            }
+            if finished { break }
+        }
+        return image
+    }
+
+    // MARK: - Status
+
+    /// A summary of the journal's state.
+    public struct Status: Sendable, Hashable {
+        /// Units held, oldest first.
+        public var units: [JournalManager.UnitSpan]
+        /// Volumes protected, with their sizes.
+        public var volumes: [VolumeID: Int]
+        /// The oldest instant that can be reconstructed.
+        public var windowStart: Instant
+        /// The newest record's time.
+        public var lastTime: Instant
+        /// The last staged and last durable sequence numbers.
+        public var lastSequence: UInt64
+        /// The last durable sequence number.
+        public var durableSequence: UInt64
+        /// Bytes of records held.
+        public var recordBytes: Int
+        /// Times history was dropped early since the store opened.
+        public var earlyDrops: Int
+    }
+
+    /// The journal's current state.
+    public var status: Status {
+        let windowStart = context.manager.withLockedValue { $0.windowStart(of: id) } ?? .zero
+        let drops = context.manager.withLockedValue { $0.earlyDrops(of: id) }
+        return state.withLockedValue { state in
+            Status(
+                units: state.units.map(\.span),
+                volumes: state.volumes.mapValues(\.size),
+                windowStart: windowStart,
+                lastTime: state.lastTime,
+                lastSequence: state.stagedSequence,
+                durableSequence: state.durableSequence,
+                recordBytes: state.units.reduce(0) { $0 + $1.recordsEnd - JournalFormat.headerPageSize },
+                earlyDrops: drops)
+        }
+    }
+
+    /// The history actually available at `now`: the configured window, or less when the
+    /// journal is younger or history was dropped early.
+    public func effectiveWindow(now: Instant) -> Duration {
+        context.manager.withLockedValue { $0.effectiveWindow(journal: id, now: now) }
+    }
+
+    /// Writes and syncs what is staged, stops the flusher and refuses further appends.
+    public func close() throws(JournalError) {
+        let wasClosed = state.withLockedValue { state in
+            defer { state.closed = true }
+            return state.closed
+        }
+        guard !wasClosed else { return }
+        defer {
+            try? flusher?.syncShutdownGracefully()
+            state.withLockedValue { $0.fail(JournalError(.closed, journal: id)) }
+        }
+        let poisoned = state.withLockedValue { $0.poisoned }
+        if poisoned == nil { try drain(sync: true) }
+    }
+}
+
+/// The journal's metrics, in swift-metrics' style, labelled by journal.
+struct JournalMetrics: Sendable {
+    let bytes: Counter
+    let records: Counter
+    let unitsHeld: Recorder
+    let effectiveWindow: Gauge
+    let fsync: Metrics.Timer
+    let recordsPerFsync: Recorder
+    let earlyDrops: Counter
+    let backPressure: Counter
+
+    init(journal: JournalID) {
+        let dimensions = [("journal", "\(journal.rawValue)")]
+        bytes = Counter(label: "ft_journal_bytes_total", dimensions: dimensions)
+        records = Counter(label: "ft_journal_records_total", dimensions: dimensions)
+        unitsHeld = Recorder(label: "ft_journal_units_held", dimensions: dimensions, aggregate: false)
+        effectiveWindow = Gauge(label: "ft_journal_effective_window_seconds", dimensions: dimensions)
+        fsync = Metrics.Timer(label: "ft_journal_fsync_seconds", dimensions: dimensions)
+        recordsPerFsync = Recorder(label: "ft_journal_records_per_fsync", dimensions: dimensions)
+        earlyDrops = Counter(label: "ft_journal_early_drops_total", dimensions: dimensions)
+        backPressure = Counter(label: "ft_journal_back_pressure_waits_total", dimensions: dimensions)
+    }
+}

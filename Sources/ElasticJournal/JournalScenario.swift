@@ -1,0 +1,308 @@
+public import DeterministicSimulation
+import FaultToleranceCore
+import Logging
+import NIOConcurrencyHelpers
+
+/// A randomized run of one or two journals sharing a pool of ``DeterministicSimulation/SimulatedDisk``s,
+/// checked against a reference model.
+///
+/// Each step advances virtual time and does one of: append a random write (buffered),
+/// synchronize (acknowledging everything staged), age out (``JournalStore/maintain(now:)``),
+/// reconstruct a volume at a random instant of the window, verify, or crash — power loss
+/// at once, or a power cut after a random number of storage operations so that the crash
+/// lands inside a batch write, a rollover or an age-out. After a crash every disk loses,
+/// keeps or tears its unsynchronized writes and the store is reopened.
+///
+/// Invariants:
+/// - `acknowledged-survives`: after every reopen each journal holds every acknowledged
+///   sequence number, and nothing that was never appended.
+/// - `records-intact`: every record read back equals the one appended with its number.
+/// - `image-at-instant`: the image reconstructed at `t` equals the model's: zeros plus
+///   exactly the writes with time ≤ `t`, in order.
+/// - `units-bounded`: after ageing, a journal holds no more units than those holding a
+///   record inside its window, plus its active unit.
+/// - `window-not-silently-short`: the window only starts later than `now - window` if
+///   history was reported dropped early.
+/// - `verifies`: ``ElasticJournal/verify(progress:)`` passes.
+public struct JournalScenario: Sendable {
+    /// Steps per run.
+    public var steps: Int
+    /// A planted bug, or `nil` for the real journal.
+    public var bug: JournalBug?
+
+    /// Creates a scenario.
+    public init(steps: Int = 400, bug: JournalBug? = nil) {
+        self.steps = steps
+        self.bug = bug
+    }
+
+    private struct ModelJournal {
+        var id: JournalID
+        var window: Duration
+        var volumes: [VolumeID]
+        var created: Instant
+        var records: [JournalRecord] = []  // every record that may exist, by sequence - 1
+        var acknowledged: UInt64 = 0
+        var earlyDrops = 0
+    }
+
+    private final class Clock: Sendable {
+        let now = NIOLockedValueBox(Instant(nanoseconds: 1_000_000_000))
+        let salts: NIOLockedValueBox<SimulationRandom>
+        init(random: SimulationRandom) { salts = NIOLockedValueBox(random) }
+    }
+
+    /// Runs one seed.
+    public func run(seed: UInt64) -> SimulationReport {
+        var random = SimulationRandom(seed: seed)
+        var faults = FaultCounters()
+        var checks = 0
+        var operations = 0
+        let clock = Clock(random: random.split())
+        let unitCapacity = 64 << 10
+        let volumeSize = 8 << 10
+        let journalCount = random.chance(0.3) ? 2 : 1
+        var models: [JournalID: ModelJournal] = [:]
+        var quotaSum = 0
+        var configurations: [JournalID: JournalConfiguration] = [:]
+        for index in 0..<journalCount {
+            let id = JournalID(UInt64(index + 1))
+            let window = Duration.milliseconds(Int64.random(in: 100...1500, using: &random))
+            let quota = Int.random(in: 2...6, using: &random)
+            quotaSum += quota
+            configurations[id] = JournalConfiguration(
+                window: window, quota: quota,
+                durability: .buffered(batchBytes: 4096 * Int.random(in: 1...4, using: &random)),
+                indexInterval: 4096, backPressureTimeout: .zero)
+            let volumes = (1...Int.random(in: 1...2, using: &random)).map { VolumeID(UInt32($0)) }
+            models[id] = ModelJournal(
+                id: id, window: window, volumes: volumes, created: clock.now.withLockedValue { $0 })
+        }
+        let power = PowerSwitch()
+        let diskFaults = SimulatedDisk.Faults(
+            loseUnsynchronized: 0.4, tearUnsynchronized: 0.3,
+            synchronizeFailure: random.chance(0.3) ? 0.002 : 0, readFailure: 0)
+        var setupFaults = diskFaults
+        setupFaults.synchronizeFailure = 0
+        // Sometimes fewer units than the quotas add up to, so the pool runs out.
+        let poolUnits = random.chance(0.3) ? max(2 * journalCount, quotaSum - 2) : quotaSum + journalCount
+        let pool = SimulatedStoragePool(
+            unitCapacity: unitCapacity, budget: poolUnits * unitCapacity, faults: setupFaults, random: random.split(),
+            firstUnit: 1, power: power)
+        let bases = SimulatedStoragePool(
+            unitCapacity: JournalFormat.baseHeaderSize + volumeSize, budget: 1 << 30, faults: setupFaults,
+            random: random.split(), firstUnit: 1 << 32, power: power)
+        let earlyDrops = NIOLockedValueBox([JournalID: Int]())
+        var logger = Logger(label: "ft.journal.simulation")
+        logger.logLevel = .critical
+
+        func open() throws(JournalError) -> JournalStore {
+            try JournalStore(
+                journalPool: pool, basePool: bases, configurations: configurations, options: .init(),
+                clock: { clock.now.withLockedValue { $0 } },
+                salt: { clock.salts.withLockedValue { $0.next() } }, logger: logger,
+                onEvent: { event in
+                    if case .historyDropped(let journal, _, _, _) = event {
+                        earlyDrops.withLockedValue { $0[journal, default: 0] += 1 }
+                    }
+                }, plantedBug: bug)
+        }
+
+        func now() -> Instant { clock.now.withLockedValue { $0 } }
+        func violation(_ invariant: String, _ detail: String) -> SimulationReport {
+            SimulationReport(
+                seed: seed, faults: faults, invariantChecks: checks, operations: operations,
+                virtualTime: now().nanoseconds, events: operations,
+                violation: InvariantViolation(invariant: invariant, detail: detail, at: now()))
+        }
+        func modelImage(_ model: ModelJournal, volume: VolumeID, at instant: Instant, through last: UInt64) -> [UInt8] {
+            var image = [UInt8](repeating: 0, count: volumeSize)
+            for record in model.records
+            where record.sequence <= last && record.time <= instant && record.volume == volume {
+                image.replaceSubrange(Int(record.offset)..<Int(record.offset) + record.bytes.count, with: record.bytes)
+            }
+            return image
+        }
+
+        var store: JournalStore
+        do {
+            store = try open()
+            for id in models.keys.sorted() {
+                guard let model = models[id], let configuration = configurations[id] else { continue }
+                _ = try store.createJournal(id, configuration: configuration, volumes: model.volumes)
+            }
+        } catch {
+            return violation("setup", "\(error)")
+        }
+        pool.setFaults(diskFaults)
+        bases.setFaults(diskFaults)
+
+        /// After a crash: reopen, then check every acknowledged record survived.
+        func crashAndReopen() -> SimulationReport? {
+            let outcome = pool.crash()
+            let baseOutcome = bases.crash()
+            faults.writesLost += outcome.lost + baseOutcome.lost
+            faults.writesTorn += outcome.torn + baseOutcome.torn
+            faults.writesSurvived += outcome.survived + baseOutcome.survived
+            faults.nodeCrashes += 1
+            var attempts = 0
+            while true {
+                do {
+                    store = try open()
+                    break
+                } catch {
+                    // An injected fsync failure during recovery is one more crash; damage is not.
+                    attempts += 1
+                    guard error.code == .storage, attempts < 10 else {
+                        return violation("reopens", "reopen after a crash failed: \(error)")
+                    }
+                    faults.synchronizeFailures += 1
+                    pool.crash()
+                    bases.crash()
+                }
+            }
+            for id in models.keys.sorted() {
+                guard var model = models[id] else { continue }
+                guard let journal = store.journal(id) else { return violation("reopens", "\(id) is gone") }
+                let last = journal.lastSequence
+                checks += 1
+                guard last >= model.acknowledged else {
+                    return violation(
+                        "acknowledged-survives",
+                        "\(id) recovered through \(last), \(model.acknowledged) was acknowledged")
+                }
+                guard last <= UInt64(model.records.count) else {
+                    return violation(
+                        "acknowledged-survives", "\(id) recovered \(last) records, only \(model.records.count) appended"
+                    )
+                }
+                model.records.removeLast(model.records.count - Int(last))
+                model.acknowledged = last
+                models[id] = model
+            }
+            return nil
+        }
+
+        for _ in 0..<steps {
+            clock.now.withLockedValue { $0 = $0 + .milliseconds(Int64.random(in: 0...15, using: &random)) }
+            let ids = models.keys.sorted()
+            guard let id = ids.randomElement(using: &random), var model = models[id], let journal = store.journal(id)
+            else { return violation("setup", "journal missing") }
+            let choice = Int.random(in: 0..<100, using: &random)
+            var failure: JournalError?
+            switch choice {
+            case 0..<55:
+                let volume = model.volumes.randomElement(using: &random) ?? 1
+                let count =
+                    random.chance(0.1)
+                    ? Int.random(in: 2000...7000, using: &random) : Int.random(in: 1...700, using: &random)
+                let offset = Int.random(in: 0...(volumeSize - count), using: &random)
+                let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+                do {
+                    let receipt = try bytes.withUnsafeBytes { raw in
+                        Result { () throws(JournalError) in
+                            try journal.appendBuffered(volume: volume, offset: UInt64(offset), bytes: raw)
+                        }
+                    }.get()
+                    guard receipt.sequence == UInt64(model.records.count) + 1 else {
+                        return violation(
+                            "records-intact",
+                            "append got sequence \(receipt.sequence), expected \(model.records.count + 1)")
+                    }
+                    model.records.append(
+                        JournalRecord(
+                            sequence: receipt.sequence, time: receipt.time, volume: volume, offset: UInt64(offset),
+                            bytes: bytes))
+                    operations += 1
+                } catch {
+                    if error.code != .full { failure = error }
+                }
+            case 55..<72:
+                do {
+                    try journal.synchronize()
+                    model.acknowledged = journal.durableSequence
+                    operations += 1
+                } catch {
+                    failure = error
+                }
+            case 72..<80:
+                do {
+                    try journal.maintain(now: now())
+                    let status = journal.status
+                    let horizon = now() + .nanoseconds(-model.window.nanoseconds)
+                    let needed = status.units.dropLast().filter { $0.lastTime >= horizon }.count
+                    checks += 1
+                    if status.units.count > needed + 1 {
+                        return violation(
+                            "units-bounded", "\(id) holds \(status.units.count) units, its window needs \(needed) + 1")
+                    }
+                    let drops = earlyDrops.withLockedValue { $0[id] ?? 0 }
+                    if status.windowStart > horizon && now() - model.created >= model.window && drops == 0 {
+                        return violation(
+                            "window-not-silently-short",
+                            "\(id) starts at \(status.windowStart) after \(horizon) with no early drop reported")
+                    }
+                } catch {
+                    failure = error
+                }
+            case 80..<92:
+                let start = journal.status.windowStart
+                let span = max(0, (now() - start).nanoseconds)
+                let instant = start + .nanoseconds(Int64.random(in: 0...span, using: &random))
+                let volume = model.volumes.randomElement(using: &random) ?? 1
+                do {
+                    let image = try journal.image(of: volume, at: instant)
+                    checks += 1
+                    let expected = modelImage(model, volume: volume, at: instant, through: journal.lastSequence)
+                    if image != expected {
+                        let first =
+                            zip(image, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1
+                        return violation(
+                            "image-at-instant", "\(id) \(volume) at \(instant) differs first at byte \(first)")
+                    }
+                    let records = try journal.records(from: start, through: instant)
+                    checks += 1
+                    for record in records where model.records[Int(record.sequence) - 1] != record {
+                        return violation(
+                            "records-intact", "\(id) record \(record.sequence) differs from what was appended")
+                    }
+                } catch {
+                    failure = error
+                }
+            case 92..<95:
+                do {
+                    let report = try journal.verify()
+                    checks += 1
+                    if report.lastSequence != journal.lastSequence {
+                        return violation(
+                            "verifies", "verify ended at \(report.lastSequence), journal at \(journal.lastSequence)")
+                    }
+                } catch {
+                    if error.code == .damaged { return violation("verifies", "\(error)") }
+                    failure = error
+                }
+            case 95..<98:
+                power.cut(afterOperations: Int.random(in: 0...12, using: &random))
+            default:
+                models[id] = model
+                if let report = crashAndReopen() { return report }
+                continue
+            }
+            models[id] = model
+            if let failure {
+                // A storage failure (injected fsync error or power cut) poisons the journal;
+                // the machine "crashes" and the store is reopened.
+                guard failure.code == .poisoned || failure.code == .storage else {
+                    return violation("typed-errors", "unexpected \(failure)")
+                }
+                if failure.code == .storage, failure.storage?.code == .synchronizeFailed {
+                    faults.synchronizeFailures += 1
+                }
+                if let report = crashAndReopen() { return report }
+            }
+        }
+        return SimulationReport(
+            seed: seed, faults: faults, invariantChecks: checks, operations: operations,
+            virtualTime: now().nanoseconds, events: steps, violation: nil)
+    }
+}

@@ -1,0 +1,256 @@
+public import FaultToleranceCore
+public import Logging
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A deliberate bug, planted to show that ``JournalScenario`` catches it.
+public enum JournalBug: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Acknowledge a batch without its `fdatasync`.
+    case acknowledgeBeforeSync = "acknowledge-before-sync"
+    /// On rollover, write the full unit's seal without first syncing its last records: a
+    /// crash can then leave a valid seal over lost records (a bug the simulation found).
+    case sealBeforeRecordsDurable = "seal-before-records-durable"
+}
+
+/// Opens, recovers and hosts the ``ElasticJournal``s that share one pool of journal units
+/// and one pool of base-image units, and the ``JournalManager`` that divides the pool
+/// between them.
+///
+/// Opening recovers every journal found: unit headers, seals and the chain linking each
+/// unit to the one before are verified; the active unit of each journal is scanned and a
+/// torn tail (records that were never acknowledged) is cut off and zeroed; an age-out
+/// interrupted by a crash is finished; units allocated but never given a header are
+/// released. Damage anywhere else is a ``JournalError/Code/damaged`` error naming the unit
+/// and offset. With ``Options/readOnly`` nothing is changed on storage.
+///
+/// ```swift
+/// let store = try JournalStore(journalPool: units, basePool: bases)
+/// let journal = try store.journal(7) ?? store.createJournal(
+///     7, configuration: JournalConfiguration(window: .seconds(3600), quota: 64), volumes: [1])
+/// try await journal.append(volume: 1, offset: 4096, bytes: block)
+/// ```
+public final class JournalStore: Sendable {
+    /// How to open.
+    public struct Options: Sendable, Hashable {
+        /// Change nothing on storage: no torn-tail repair, no release of orphaned units, no
+        /// completion of interrupted age-outs. For inspection and verification.
+        public var readOnly: Bool
+
+        /// Creates options.
+        public init(readOnly: Bool = false) {
+            self.readOnly = readOnly
+        }
+    }
+
+    /// What journals of a store share.
+    final class Context: Sendable {
+        let journalPool: any StoragePool
+        let basePool: any StoragePool
+        let manager: NIOLockedValueBox<JournalManager>
+        let clock: @Sendable () -> Instant
+        let salt: @Sendable () -> UInt64
+        let logger: Logger
+        let events = NIOLockedValueBox<[JournalEvent]>([])
+        let onEvent: (@Sendable (JournalEvent) -> Void)?
+        let plantedBug: JournalBug?
+
+        init(
+            journalPool: any StoragePool,
+            basePool: any StoragePool,
+            clock: @escaping @Sendable () -> Instant,
+            salt: @escaping @Sendable () -> UInt64,
+            logger: Logger,
+            onEvent: (@Sendable (JournalEvent) -> Void)?,
+            plantedBug: JournalBug?
+        ) {
+            self.plantedBug = plantedBug
+            self.journalPool = journalPool
+            self.basePool = basePool
+            let capacity = journalPool.unitCapacity > 0 ? journalPool.budget / journalPool.unitCapacity : 0
+            self.manager = NIOLockedValueBox(JournalManager(poolCapacity: capacity))
+            self.clock = clock
+            self.salt = salt
+            self.logger = logger
+            self.onEvent = onEvent
+        }
+
+        func emit(_ event: JournalEvent) {
+            events.withLockedValue { events in
+                events.append(event)
+                if events.count > 4096 { events.removeFirst(events.count - 4096) }
+            }
+            onEvent?(event)
+            logger.debug("journal event", metadata: ["event": "\(event)"])
+        }
+    }
+
+    /// The options the store was opened with.
+    public let options: Options
+    let context: Context
+    private let journalsByID: NIOLockedValueBox<[JournalID: ElasticJournal]>
+
+    /// Wall-clock time in nanoseconds since the Unix epoch: journal times outlive restarts.
+    @Sendable
+    public static func wallClock() -> Instant {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Instant(nanoseconds: Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))
+    }
+
+    /// Opens the store over `journalPool` (journal units) and `basePool` (one unit per
+    /// protected volume, holding its base image), recovering every journal found.
+    ///
+    /// - Parameters:
+    ///   - configurations: settings for journals found on storage; a journal without an
+    ///     entry keeps the window and quota stored with it, with group commit.
+    ///   - clock: the source of record times (wall clock by default).
+    ///   - salt: the source of unit salts (random by default; fixed in simulations).
+    ///   - onEvent: called for every ``JournalEvent``, on the thread that caused it.
+    public convenience init(
+        journalPool: any StoragePool,
+        basePool: any StoragePool,
+        configurations: [JournalID: JournalConfiguration] = [:],
+        options: Options = Options(),
+        clock: @escaping @Sendable () -> Instant = JournalStore.wallClock,
+        salt: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
+        logger: Logger = Logger(label: "ft.journal"),
+        onEvent: (@Sendable (JournalEvent) -> Void)? = nil
+    ) throws(JournalError) {
+        try self.init(
+            journalPool: journalPool, basePool: basePool, configurations: configurations, options: options,
+            clock: clock, salt: salt, logger: logger, onEvent: onEvent, plantedBug: nil)
+    }
+
+    /// Opens the store with a bug planted, to show that the simulation catches it.
+    package init(
+        journalPool: any StoragePool,
+        basePool: any StoragePool,
+        configurations: [JournalID: JournalConfiguration],
+        options: Options,
+        clock: @escaping @Sendable () -> Instant,
+        salt: @escaping @Sendable () -> UInt64,
+        logger: Logger,
+        onEvent: (@Sendable (JournalEvent) -> Void)?,
+        plantedBug: JournalBug?
+    ) throws(JournalError) {
+        self.options = options
+        self.context = Context(
+            journalPool: journalPool, basePool: basePool, clock: clock, salt: salt, logger: logger, onEvent: onEvent,
+            plantedBug: plantedBug)
+        self.journalsByID = NIOLockedValueBox([:])
+        let recovered = try Recovery(context: context, options: options, configurations: configurations).run()
+        journalsByID.withLockedValue { $0 = recovered }
+    }
+
+    /// The journal with this identity, if it exists.
+    public func journal(_ id: JournalID) -> ElasticJournal? {
+        journalsByID.withLockedValue { $0[id] }
+    }
+
+    /// Every journal, by identity.
+    public var journals: [ElasticJournal] {
+        journalsByID.withLockedValue { $0.values.sorted { $0.id < $1.id } }
+    }
+
+    /// Recent events (the last 4,096), oldest first.
+    public var recentEvents: [JournalEvent] { context.events.withLockedValue { $0 } }
+
+    /// Creates a journal protecting `volumes`, each as large as a base unit allows
+    /// (`basePool.unitCapacity - 4096` bytes), with empty (zero) base images.
+    public func createJournal(
+        _ id: JournalID, configuration: JournalConfiguration, volumes: [VolumeID]
+    ) throws(JournalError) -> ElasticJournal {
+        guard !options.readOnly else {
+            throw JournalError(.invalidConfiguration, journal: id, detail: "the store is open read-only")
+        }
+        try configuration.validate(unitCapacity: context.journalPool.unitCapacity)
+        guard !volumes.isEmpty, Set(volumes).count == volumes.count else {
+            throw JournalError(.invalidConfiguration, journal: id, detail: "a journal needs distinct volumes")
+        }
+        guard context.basePool.unitCapacity > JournalFormat.baseHeaderSize else {
+            throw JournalError(.invalidConfiguration, journal: id, detail: "base units are too small for a volume")
+        }
+        guard journal(id) == nil else {
+            throw JournalError(.invalidConfiguration, journal: id, detail: "\(id) already exists")
+        }
+        let now = context.clock()
+        var bases: [VolumeID: BaseVolume] = [:]
+        do throws(StorageError) {
+            for volume in volumes {
+                let storage = try context.basePool.allocate()
+                var base = BaseVolume(
+                    storage: storage,
+                    manifest: BaseManifest(
+                        journal: id, volume: volume, appliedThrough: 0, appliedTime: now, generation: 0,
+                        window: configuration.window, quota: configuration.quota))
+                try base.update { _ in }
+                bases[volume] = base
+            }
+        } catch {
+            throw JournalError(error, journal: id)
+        }
+        let first = try Self.startUnit(
+            context: context, journal: id, configuration: configuration, firstSequence: 1, time: now,
+            previous: nil)
+        context.manager.withLockedValue { manager in
+            manager.addJournal(
+                id, policy: JournalManager.Policy(window: configuration.window, quota: configuration.quota),
+                units: [first.span], windowStart: now)
+        }
+        let journal = ElasticJournal(
+            id: id, configuration: configuration, context: context, units: [first], volumes: bases)
+        journalsByID.withLockedValue { $0[id] = journal }
+        context.emit(.unitAllocated(id, first.id))
+        return journal
+    }
+
+    /// Allocates a unit and makes its header durable.
+    static func startUnit(
+        context: Context,
+        journal: JournalID,
+        configuration: JournalConfiguration,
+        firstSequence: UInt64,
+        time: Instant,
+        previous: JournalUnit?
+    ) throws(JournalError) -> JournalUnit {
+        do throws(StorageError) {
+            let storage = try context.journalPool.allocate()
+            let header = UnitHeader(
+                journal: journal, unit: storage.id, salt: context.salt(), firstSequence: firstSequence,
+                firstTime: time, previousLastSequence: firstSequence - 1,
+                previousSealChecksum: previous?.sealChecksum ?? 0, indexInterval: configuration.indexInterval,
+                trailerOffset: JournalFormat.trailerOffset(
+                    capacity: storage.capacity, indexInterval: configuration.indexInterval),
+                capacity: storage.capacity)
+            try storage.write(header.encoded(), at: 0)
+            try storage.synchronize()
+            return JournalUnit(storage: storage, header: header)
+        } catch {
+            throw error.code == .budgetExceeded
+                ? JournalError(.full, journal: journal, storage: error, detail: "the pool refused a unit")
+                : JournalError(error, journal: journal)
+        }
+    }
+
+    /// Ages out, in every journal, the units that have left their window.
+    @discardableResult
+    public func maintain(now: Instant? = nil) throws(JournalError) -> [JournalManager.AgeOut] {
+        var result: [JournalManager.AgeOut] = []
+        for journal in journals { result += try journal.maintain(now: now) }
+        return result
+    }
+
+    /// Closes every journal (flushing what is staged).
+    public func close() throws(JournalError) {
+        var first: JournalError?
+        for journal in journals {
+            do { try journal.close() } catch { first = first ?? error }
+        }
+        if let first { throw first }
+    }
+}

@@ -1,0 +1,290 @@
+import FaultToleranceCore
+import Logging
+import NIOConcurrencyHelpers
+
+/// Rebuilds every journal of a store from its units (see ``JournalStore``).
+struct Recovery {
+    let context: JournalStore.Context
+    let options: JournalStore.Options
+    let configurations: [JournalID: JournalConfiguration]
+
+    private var readOnly: Bool { options.readOnly }
+
+    /// A unit whose header could not be read: a crash between allocation and the header's
+    /// fsync, or damage.
+    private struct Unrecognised {
+        var storage: any StorageUnit
+        var reason: String
+    }
+
+    func run() throws(JournalError) -> [JournalID: ElasticJournal] {
+        let bases = try recoverBases()
+        var found: [JournalID: [(any StorageUnit, UnitHeader)]] = [:]
+        var unrecognised: [Unrecognised] = []
+        for storage in context.journalPool.units {
+            let bytes = try read(storage, at: 0, count: JournalFormat.headerSize)
+            do throws(JournalFormatError) {
+                guard let header = try UnitHeader.decode(bytes) else {
+                    unrecognised.append(Unrecognised(storage: storage, reason: "blank header"))
+                    continue
+                }
+                guard header.unit == storage.id, header.capacity == storage.capacity else {
+                    unrecognised.append(
+                        Unrecognised(
+                            storage: storage, reason: "header belongs to \(header.unit) of \(header.capacity) bytes"))
+                    continue
+                }
+                found[header.journal, default: []].append((storage, header))
+            } catch {
+                unrecognised.append(Unrecognised(storage: storage, reason: error.reason))
+            }
+        }
+        var journals: [JournalID: ElasticJournal] = [:]
+        for id in Set(bases.keys).union(found.keys).sorted() {
+            do throws(JournalError) {
+                journals[id] = try recoverJournal(id, units: found[id] ?? [], volumes: bases[id] ?? [:])
+            } catch {
+                // A chain broken where an unrecognised unit could have been is that unit's damage.
+                if error.code == .damaged, let suspect = unrecognised.first {
+                    throw JournalError(
+                        .damaged, journal: id, unit: suspect.storage.id, offset: 0,
+                        detail: "unreadable unit header (\(suspect.reason)) where \(error) expected a unit")
+                }
+                throw error
+            }
+        }
+        for orphan in unrecognised {
+            context.logger.warning(
+                "journal unit without a valid header (allocated, never used): releasing",
+                metadata: ["unit": "\(orphan.storage.id)", "reason": "\(orphan.reason)"])
+            if !readOnly { try release(orphan.storage.id, in: context.journalPool) }
+        }
+        return journals
+    }
+
+    // MARK: - Base images
+
+    private func recoverBases() throws(JournalError) -> [JournalID: [VolumeID: BaseVolume]] {
+        var result: [JournalID: [VolumeID: BaseVolume]] = [:]
+        for storage in context.basePool.units {
+            guard storage.capacity > JournalFormat.baseHeaderSize else {
+                throw JournalError(.damaged, unit: storage.id, offset: 0, detail: "base unit too small")
+            }
+            let bytes = try read(storage, at: 0, count: 2 * BaseManifest.slotSize)
+            let slots = [BaseManifest.decode(bytes[0..<512]), BaseManifest.decode(bytes[512..<1024])]
+            guard let manifest = slots.compactMap({ $0 }).max(by: { $0.generation < $1.generation }) else {
+                context.logger.warning(
+                    "base unit without a manifest (allocated, never used): releasing",
+                    metadata: ["unit": "\(storage.id)"])
+                if !readOnly { try release(storage.id, in: context.basePool) }
+                continue
+            }
+            guard result[manifest.journal]?[manifest.volume] == nil else {
+                throw JournalError(
+                    .damaged, journal: manifest.journal, unit: storage.id, offset: 0,
+                    detail: "a second base image for \(manifest.volume)")
+            }
+            result[manifest.journal, default: [:]][manifest.volume] = BaseVolume(storage: storage, manifest: manifest)
+        }
+        return result
+    }
+
+    // MARK: - One journal
+
+    private func recoverJournal(
+        _ id: JournalID, units found: [(any StorageUnit, UnitHeader)], volumes: [VolumeID: BaseVolume]
+    ) throws(JournalError) -> ElasticJournal {
+        guard let anyVolume = volumes.values.first else {
+            throw JournalError(
+                .damaged, journal: id, unit: found.first?.0.id, offset: 0, detail: "journal units without base images")
+        }
+        let stored = anyVolume.manifest
+        let configuration =
+            configurations[id] ?? JournalConfiguration(window: stored.window, quota: max(2, stored.quota))
+        let applied = volumes.values.map(\.manifest.appliedThrough).max() ?? 0
+        let appliedTime = volumes.values.map(\.manifest.appliedTime).max() ?? .zero
+        var volumes = volumes
+
+        var units: [JournalUnit] = []
+        var sealErrors: [UnitID: (Int, JournalFormatError)] = [:]
+        for (storage, header) in found.sorted(by: { $0.1.firstSequence < $1.1.firstSequence }) {
+            var unit = JournalUnit(storage: storage, header: header)
+            let capacity = JournalFormat.indexCapacity(capacity: header.capacity, indexInterval: header.indexInterval)
+            let trailer = try read(
+                storage, at: header.trailerOffset,
+                count: JournalFormat.sealFixedSize + capacity * JournalFormat.indexEntrySize)
+            do throws(JournalFormatError) {
+                if let (seal, checksum) = try UnitSeal.decode(trailer, salt: header.salt, maximumEntries: capacity) {
+                    guard seal.firstSequence == header.firstSequence,
+                        seal.recordsEnd >= JournalFormat.headerPageSize, seal.recordsEnd <= header.trailerOffset,
+                        seal.lastSequence &+ 1 &- seal.firstSequence == seal.count
+                    else { throw JournalFormatError("seal disagrees with the unit header") }
+                    unit.recordsEnd = seal.recordsEnd
+                    unit.count = seal.count
+                    unit.lastSequence = seal.lastSequence
+                    unit.firstRecordTime = seal.count > 0 ? seal.minimumTime : nil
+                    unit.lastTime = seal.maximumTime
+                    unit.index = seal.index
+                    unit.sealChecksum = checksum
+                }
+            } catch {
+                sealErrors[storage.id] = (header.trailerOffset, error)
+            }
+            units.append(unit)
+        }
+
+        // The active unit: scan it; an empty last unit after an unsealed one is a rollover
+        // that did not finish, so the unsealed one becomes active again.
+        if let last = units.last, !last.isSealed {
+            units[units.count - 1] = try scanActive(last, journal: id)
+            if units.count >= 2, units[units.count - 1].count == 0, !units[units.count - 2].isSealed {
+                let empty = units.removeLast()
+                if !readOnly { try release(empty.id, in: context.journalPool) }
+                sealErrors[units[units.count - 1].id] = nil
+                units[units.count - 1] = try scanActive(units[units.count - 1], journal: id)
+            } else {
+                sealErrors[last.id] = nil
+            }
+        }
+        for (index, unit) in units.enumerated() where index < units.count - 1 && !unit.isSealed {
+            let (offset, error) =
+                sealErrors[unit.id] ?? (unit.header.trailerOffset, JournalFormatError("unit is not sealed"))
+            throw JournalError(.damaged, journal: id, unit: unit.id, offset: offset, detail: error.reason)
+        }
+        // The chain: each unit continues exactly where the one before ended.
+        for index in units.indices.dropFirst() {
+            let previous = units[index - 1]
+            let header = units[index].header
+            guard header.previousLastSequence == previous.lastSequence,
+                header.firstSequence == previous.lastSequence + 1,
+                header.previousSealChecksum == previous.sealChecksum
+            else {
+                throw JournalError(
+                    .damaged, journal: id, unit: units[index].id, offset: 0,
+                    detail: "unit does not continue \(previous.id) (sequence \(previous.lastSequence))")
+            }
+        }
+        if let first = units.first, first.header.previousLastSequence > applied {
+            throw JournalError(
+                .damaged, journal: id, unit: first.id, offset: 0,
+                detail: "records \(applied + 1)...\(first.header.previousLastSequence) are missing")
+        }
+        // Finish age-outs a crash interrupted: apply again (idempotent), then release.
+        if !readOnly {
+            while units.count > 1, units[0].isSealed, units[0].lastSequence <= applied {
+                do throws(StorageError) {
+                    for volume in volumes.keys where volumes[volume]?.manifest.appliedThrough != applied {
+                        try volumes[volume]?.update { manifest in
+                            manifest.appliedThrough = applied
+                            manifest.appliedTime = appliedTime
+                        }
+                    }
+                } catch {
+                    throw JournalError(error, journal: id)
+                }
+                try ElasticJournal.apply(unit: units[0], through: applied, to: volumes, journal: id)
+                let done = units.removeFirst()
+                try release(done.id, in: context.journalPool)
+                context.emit(.unitReleased(id, done.id, reason: .aged, windowStart: appliedTime))
+            }
+        }
+        // A journal whose last unit is sealed (or that has none yet) gets a fresh active unit.
+        if units.last?.isSealed ?? true {
+            guard !readOnly else {
+                throw JournalError(
+                    .invalidConfiguration, journal: id,
+                    detail: "the journal has no active unit; open read-write once to finish its rollover")
+            }
+            let previous = units.last
+            let next = (previous?.lastSequence ?? applied) + 1
+            let time = max(previous?.lastTime ?? appliedTime, appliedTime)
+            let fresh = try JournalStore.startUnit(
+                context: context, journal: id, configuration: configuration, firstSequence: next, time: time,
+                previous: previous)
+            units.append(fresh)
+            context.emit(.unitAllocated(id, fresh.id))
+        }
+        context.manager.withLockedValue { manager in
+            manager.addJournal(
+                id, policy: JournalManager.Policy(window: configuration.window, quota: configuration.quota),
+                units: units.map(\.span), windowStart: appliedTime)
+        }
+        return ElasticJournal(id: id, configuration: configuration, context: context, units: units, volumes: volumes)
+    }
+
+    /// Finds the valid records of an unsealed unit; zeroes whatever follows them (a torn
+    /// tail, or writes that landed out of order) so it can never be mistaken for records.
+    private func scanActive(_ unit: JournalUnit, journal: JournalID) throws(JournalError) -> JournalUnit {
+        var unit = unit
+        unit.recordsEnd = JournalFormat.headerPageSize
+        unit.count = 0
+        unit.lastSequence = unit.header.firstSequence &- 1
+        unit.firstRecordTime = nil
+        unit.lastTime = unit.header.firstTime
+        unit.index = []
+        unit.nextIndexBoundary = JournalFormat.headerPageSize
+        unit.sealChecksum = nil
+        let end = try RecordScanner.scan(
+            unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize, to: unit.header.trailerOffset,
+            limit: unit.header.trailerOffset
+        ) { (header, offset, _) throws(JournalError) -> Bool in
+            guard header.sequence == unit.lastSequence &+ 1, header.time >= unit.lastTime else { return false }
+            unit.noteRecord(sequence: header.sequence, time: header.time, offset: offset, footprint: header.footprint)
+            return true
+        }
+        let tailStart = end.offset
+        if case .empty = end {
+        } else if case .reachedEnd = end {
+        } else {
+            context.logger.notice(
+                "journal torn tail",
+                metadata: ["journal": "\(journal)", "unit": "\(unit.id)", "offset": "\(tailStart)"])
+        }
+        if try zeroTail(of: unit.storage, from: tailStart) {
+            context.emit(.tornTailTruncated(journal, unit.id, offset: tailStart))
+        }
+        return unit
+    }
+
+    /// Zeroes every nonzero chunk from `start` to the end of the unit; returns whether any
+    /// was found. Read-only stores only report.
+    private func zeroTail(of storage: any StorageUnit, from start: Int) throws(JournalError) -> Bool {
+        let chunk = 1 << 20
+        var position = start
+        var found = false
+        while position < storage.capacity {
+            let count = min(chunk, storage.capacity - position)
+            let bytes = try read(storage, at: position, count: count)
+            if bytes.contains(where: { $0 != 0 }) {
+                found = true
+                if readOnly { return true }
+                do {
+                    try storage.write([UInt8](repeating: 0, count: count), at: position)
+                } catch {
+                    throw JournalError(error)
+                }
+            }
+            position += count
+        }
+        if found {
+            do { try storage.synchronize() } catch { throw JournalError(error) }
+        }
+        return found
+    }
+
+    private func read(_ storage: any StorageUnit, at offset: Int, count: Int) throws(JournalError) -> [UInt8] {
+        do {
+            return try storage.read(at: offset, count: count)
+        } catch {
+            throw JournalError(error)
+        }
+    }
+
+    private func release(_ unit: UnitID, in pool: any StoragePool) throws(JournalError) {
+        do {
+            try pool.release(unit)
+        } catch {
+            throw JournalError(error)
+        }
+    }
+}

@@ -1,0 +1,240 @@
+import DeterministicSimulation
+import ElasticJournal
+import FaultToleranceCore
+import NIOConcurrencyHelpers
+import Testing
+
+@Suite struct ElasticJournalTests {
+    private let configuration = JournalConfiguration(
+        window: .seconds(10), quota: 8, durability: .groupCommit, indexInterval: 4096)
+
+    @Test func imagesAtEveryInstantMatchReplayAndRecordsSeekByTime() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1, 2])
+        var model = [[UInt8]](repeating: [UInt8](repeating: 0, count: 16 << 10), count: 3)
+        var snapshots: [(Instant, [UInt8])] = [(fixture.clock.now, model[1])]
+        for step in 0..<300 {
+            fixture.clock.advance(.milliseconds(10))
+            let volume = VolumeID(UInt32(step % 2 + 1))
+            let bytes = pattern(step, count: 100 + step * 7 % 900)
+            let offset = step * 131 % (16 << 10 - bytes.count)
+            let receipt = try await journal.append(volume: volume, offset: UInt64(offset), bytes: bytes)
+            #expect(receipt.sequence == UInt64(step + 1))
+            #expect(journal.durableSequence >= receipt.sequence)
+            model[Int(volume.rawValue)].replaceSubrange(offset..<offset + bytes.count, with: bytes)
+            if volume == 1 { snapshots.append((receipt.time, model[1])) }
+        }
+        #expect(journal.status.units.count > 2)  // rolled over several times
+        for (instant, expected) in snapshots.enumerated().filter({ $0.offset % 10 == 0 }).map(\.element) {
+            #expect(try journal.image(of: 1, at: instant) == expected)
+        }
+        let from = snapshots[20].0
+        let through = snapshots[40].0
+        let records = try journal.records(from: from, through: through)
+        #expect(records.first?.time == from)
+        #expect(records.last?.time == through)
+        #expect(records.count == 41)
+        #expect(zip(records, records.dropFirst()).allSatisfy { $0.sequence + 1 == $1.sequence })
+        try store.close()
+    }
+
+    @Test func concurrentAppendsShareFsyncs() async throws {
+        let fixture = Fixture(unitCapacity: 1 << 20)
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<64 {
+                group.addTask {
+                    for index in 0..<20 {
+                        try await journal.append(volume: 1, offset: UInt64(task * 64), bytes: pattern(index, count: 64))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(journal.durableSequence == 64 * 20)
+        let verification = try journal.verify()
+        #expect(verification.records == 64 * 20)
+        try store.close()
+    }
+
+    @Test func reopeningFindsEveryDurableRecordAndContinuesTheSequence() async throws {
+        let fixture = Fixture()
+        let first = try fixture.open()
+        let journal = try first.createJournal(1, configuration: configuration, volumes: [1])
+        for index in 0..<200 {
+            fixture.clock.advance(.milliseconds(1))
+            try await journal.append(volume: 1, offset: UInt64(index * 8), bytes: pattern(index, count: 300))
+        }
+        let expected = try journal.image(of: 1, at: fixture.clock.now)
+        try first.close()
+        let second = try fixture.open()
+        let reopened = try #require(second.journal(1))
+        #expect(reopened.lastSequence == 200)
+        #expect(try reopened.image(of: 1, at: fixture.clock.now) == expected)
+        let receipt = try await reopened.append(volume: 1, offset: 0, bytes: [1, 2, 3])
+        #expect(receipt.sequence == 201)
+        #expect(try reopened.verify().records == 201)
+    }
+
+    @Test func windowSlidesUnitsAreReleasedAndBaseKeepsAgedWrites() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let config = JournalConfiguration(window: .seconds(1), quota: 16, durability: .buffered, indexInterval: 4096)
+        let journal = try store.createJournal(1, configuration: config, volumes: [1])
+        var model = [UInt8](repeating: 0, count: 16 << 10)
+        for index in 0..<600 {
+            fixture.clock.advance(.milliseconds(20))
+            let bytes = pattern(index, count: 500)
+            let offset = index * 97 % (16 << 10 - 500)
+            try await journal.append(volume: 1, offset: UInt64(offset), bytes: bytes)
+            model.replaceSubrange(offset..<offset + 500, with: bytes)
+            if index % 50 == 0 { try store.maintain() }
+        }
+        try journal.synchronize()
+        let released = try store.maintain()
+        let status = journal.status
+        let horizon = fixture.clock.now + .seconds(-1)
+        #expect(status.windowStart <= horizon)
+        #expect(status.units.dropLast().allSatisfy { $0.lastTime >= horizon })
+        #expect(store.recentEvents.contains { if case .unitReleased(1, _, .aged, _) = $0 { true } else { false } })
+        #expect(released.allSatisfy { $0.reason == .aged })
+        #expect(try journal.image(of: 1, at: fixture.clock.now) == model)
+        #expect(throws: JournalError.self) { try journal.image(of: 1, at: status.windowStart + .nanoseconds(-1)) }
+        #expect(journal.effectiveWindow(now: fixture.clock.now) == .seconds(1))
+    }
+
+    @Test func quotaShortensTheWindowVisibly() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let config = JournalConfiguration(window: .seconds(3600), quota: 2, durability: .buffered, indexInterval: 4096)
+        let journal = try store.createJournal(1, configuration: config, volumes: [1])
+        for index in 0..<400 {
+            fixture.clock.advance(.milliseconds(10))
+            try await journal.append(volume: 1, offset: 0, bytes: pattern(index, count: 1000))
+        }
+        #expect(journal.status.units.count <= 2)
+        #expect(journal.status.earlyDrops > 0)
+        #expect(journal.effectiveWindow(now: fixture.clock.now) < .seconds(3600))
+        #expect(store.recentEvents.contains { if case .historyDropped(1, _, .quota, _) = $0 { true } else { false } })
+    }
+
+    @Test func badInputGetsTypedErrors() async throws {
+        let fixture = Fixture(units: 2)
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        await #expect(throws: JournalError.self) { try await journal.append(volume: 9, offset: 0, bytes: [1]) }
+        do {
+            try await journal.append(volume: 1, offset: UInt64(16 << 10) - 1, bytes: [1, 2])
+            Issue.record("a write past the volume's end was accepted")
+        } catch {
+            #expect(error.code == .outOfBounds)
+        }
+        do {
+            try await journal.append(volume: 1, offset: 0, bytes: [UInt8](repeating: 1, count: 70_000))
+            Issue.record("a record larger than a unit was accepted")
+        } catch {
+            #expect(error.code == .outOfBounds || error.code == .recordTooLarge)
+        }
+        #expect(throws: JournalError.self) {
+            try store.createJournal(2, configuration: JournalConfiguration(window: .seconds(1), quota: 1), volumes: [1])
+        }
+        #expect(throws: JournalError.self) { try store.createJournal(1, configuration: configuration, volumes: [1]) }
+    }
+
+    @Test func fullPoolRejectsWithoutWritingHalfARecord() async throws {
+        let fixture = Fixture(units: 2)
+        let store = try fixture.open()
+        let config = JournalConfiguration(
+            window: .seconds(3600), quota: 8, durability: .buffered, indexInterval: 4096, backPressureTimeout: .zero)
+        let first = try store.createJournal(1, configuration: config, volumes: [1])
+        _ = try store.createJournal(2, configuration: config, volumes: [1])
+        var rejected: JournalError?
+        for index in 0..<200 {
+            do {
+                try await first.append(volume: 1, offset: 0, bytes: pattern(index, count: 1000))
+            } catch {
+                rejected = error
+                break
+            }
+        }
+        #expect(rejected?.code == .full)
+        let last = first.lastSequence
+        try first.synchronize()
+        #expect(try first.verify().lastSequence == last)
+    }
+
+    @Test func failedFsyncPoisonsTheJournal() async throws {
+        let random = SimulationRandom(seed: 1)
+        let pool = SimulatedStoragePool(unitCapacity: 64 << 10, budget: 1 << 20, random: random)
+        let bases = SimulatedStoragePool(unitCapacity: 8192, budget: 1 << 20, random: random, firstUnit: 1000)
+        let store = try JournalStore(journalPool: pool, basePool: bases)
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        try await journal.append(volume: 1, offset: 0, bytes: [1])
+        pool.units.last?.failNextSynchronize()
+        await #expect(throws: JournalError.self) { try await journal.append(volume: 1, offset: 0, bytes: [2]) }
+        do {
+            try await journal.append(volume: 1, offset: 0, bytes: [3])
+            Issue.record("an append after a failed fsync was acknowledged")
+        } catch {
+            #expect(error.code == .poisoned)
+        }
+        #expect(journal.durableSequence == 1)
+    }
+
+    @Test func flippedByteInASealedUnitIsNamedByUnitAndOffset() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        for index in 0..<200 {
+            try await journal.append(volume: 1, offset: 0, bytes: pattern(index, count: 600))
+        }
+        try store.close()
+        let sealed = try #require(fixture.pool.units.first)
+        // The 11th record of the first unit: every record is 640 bytes.
+        let target = JournalFormat.headerPageSize + 10 * 640 + 100
+        var byte = try sealed.read(at: target, count: 1)
+        byte[0] ^= 0x40
+        try sealed.write(byte, at: target)
+        let reopened = try #require(try fixture.open().journal(1))
+        do {
+            _ = try reopened.verify()
+            Issue.record("verify passed over a flipped byte")
+        } catch {
+            #expect(error.code == .damaged)
+            #expect(error.unit == sealed.id)
+            #expect(error.offset == JournalFormat.headerPageSize + 10 * 640)
+        }
+        // Damage to the seal itself stops the open.
+        let header = try UnitHeader.decode(try sealed.read(at: 0, count: 96))
+        let trailer = try #require(header).trailerOffset
+        var seal = try sealed.read(at: trailer + 8, count: 1)
+        seal[0] ^= 1
+        try sealed.write(seal, at: trailer + 8)
+        do {
+            _ = try fixture.open()
+            Issue.record("a store with a damaged seal opened")
+        } catch {
+            #expect(error.code == .damaged)
+            #expect(error.unit == sealed.id)
+            #expect(error.offset == trailer)
+        }
+    }
+
+    @Test func tornTailIsCutAndZeroed() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        for index in 0..<10 { try await journal.append(volume: 1, offset: 0, bytes: pattern(index, count: 200)) }
+        try store.close()
+        let unit = try #require(fixture.pool.units.last)
+        let end = JournalFormat.headerPageSize + 10 * 240
+        // A torn eleventh record: a header and half a payload.
+        try unit.write(Array(try unit.read(at: end - 240, count: 120)), at: end)
+        let reopened = try fixture.open()
+        #expect(reopened.journal(1)?.lastSequence == 10)
+        #expect(reopened.recentEvents.contains(.tornTailTruncated(1, unit.id, offset: end)))
+        #expect(try unit.read(at: end, count: 240).allSatisfy { $0 == 0 })
+    }
+}

@@ -1,0 +1,88 @@
+import ElasticJournal
+import FaultToleranceCore
+import Testing
+
+@Suite struct JournalFormatTests {
+    private func encoded(payload: [UInt8], salt: UInt64 = 42) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0xEE, count: JournalFormat.footprint(payloadCount: payload.count))
+        let footprint = bytes.withUnsafeMutableBytes { target -> Int in
+            guard let base = target.baseAddress else { return 0 }
+            return payload.withUnsafeBytes { source in
+                RecordCodec.encode(
+                    into: base, salt: salt, sequence: 7, time: Instant(nanoseconds: 99), volume: 3,
+                    offset: 4096, payload: source)
+            }
+        }
+        #expect(footprint == bytes.count)
+        #expect(footprint % 8 == 0)
+        return bytes
+    }
+
+    @Test func recordRoundTripsAndPadsWithZeros() throws {
+        let payload = pattern(1, count: 13)
+        let bytes = encoded(payload: payload)
+        let record = try RecordCodec.decode(bytes, salt: 42)
+        #expect(
+            record
+                == JournalRecord(sequence: 7, time: Instant(nanoseconds: 99), volume: 3, offset: 4096, bytes: payload))
+        #expect(bytes[(40 + 13)...].allSatisfy { $0 == 0 })
+    }
+
+    @Test func everySingleByteFlipIsRejected() {
+        let bytes = encoded(payload: pattern(2, count: 50))
+        for index in 0..<(40 + 50) {
+            var damaged = bytes
+            damaged[index] ^= 0x5A
+            #expect(throws: JournalFormatError.self) { try RecordCodec.decode(damaged, salt: 42) }
+        }
+    }
+
+    @Test func anotherSaltDoesNotVerify() {
+        let bytes = encoded(payload: pattern(3, count: 64))
+        #expect(throws: JournalFormatError.self) { try RecordCodec.decode(bytes, salt: 43) }
+    }
+
+    @Test func truncatedAndHostileLengthsAreTypedErrors() {
+        let bytes = encoded(payload: pattern(4, count: 100))
+        for cut in [0, 3, 39, 41, 139] {
+            #expect(throws: JournalFormatError.self) { try RecordCodec.decode(Array(bytes[..<cut]), salt: 42) }
+        }
+        var huge = bytes
+        huge[0] = 0xFF; huge[1] = 0xFF; huge[2] = 0xFF; huge[3] = 0x7F
+        #expect(throws: JournalFormatError.self) { try RecordCodec.decode(huge, salt: 42) }
+    }
+
+    @Test func headerAndSealRoundTrip() throws {
+        let capacity = 1 << 20
+        let header = UnitHeader(
+            journal: 5, unit: UnitID(9), salt: 0xABCDEF, firstSequence: 100, firstTime: Instant(nanoseconds: 5),
+            previousLastSequence: 99, previousSealChecksum: 0x1234, indexInterval: 65536,
+            trailerOffset: JournalFormat.trailerOffset(capacity: capacity, indexInterval: 65536), capacity: capacity)
+        #expect(try UnitHeader.decode(header.encoded()) == header)
+        #expect(try UnitHeader.decode([UInt8](repeating: 0, count: 96)) == nil)
+        var damaged = header.encoded()
+        damaged[50] ^= 1
+        #expect(throws: JournalFormatError.self) { try UnitHeader.decode(damaged) }
+
+        let seal = UnitSeal(
+            count: 3, firstSequence: 100, lastSequence: 102, minimumTime: Instant(nanoseconds: 5),
+            maximumTime: Instant(nanoseconds: 9), recordsEnd: 8000,
+            index: [TimeIndexEntry(time: Instant(nanoseconds: 5), sequence: 100, offset: 4096)])
+        let bytes = seal.encoded(salt: 77)
+        #expect(try UnitSeal.decode(bytes, salt: 77, maximumEntries: 10)?.seal == seal)
+        #expect(throws: JournalFormatError.self) { try UnitSeal.decode(bytes, salt: 78, maximumEntries: 10) }
+        #expect(throws: JournalFormatError.self) { try UnitSeal.decode(bytes, salt: 77, maximumEntries: 0) }
+    }
+
+    @Test func baseManifestSlotsVerify() {
+        let manifest = BaseManifest(
+            journal: 1, volume: 2, appliedThrough: 10, appliedTime: Instant(nanoseconds: 3), generation: 4,
+            window: .seconds(60), quota: 8)
+        let bytes = manifest.encoded()
+        #expect(bytes.count == BaseManifest.slotSize)
+        #expect(BaseManifest.decode(bytes[...]) == manifest)
+        var damaged = bytes
+        damaged[30] ^= 1
+        #expect(BaseManifest.decode(damaged[...]) == nil)
+    }
+}
