@@ -8,14 +8,22 @@ import NIOCore
 /// `ftctl demo`: the library at work, scene by scene, on real sockets.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the primitives at work (for now: the heartbeat quorum over real UDP).",
+        abstract: "Show the primitives at work: the elastic journal on real files, the heartbeat quorum over UDP.",
         discussion: """
+            Journal scene: a journal with a 2-second window over 256 KiB unit files takes 4 KiB \
+            writes every 10 ms of virtual time for 6 seconds; units are allocated as it grows \
+            and released (their writes applied to the base image) as the window slides; then \
+            the volume is rebuilt as it was 1.5 s before the end and compared byte for byte \
+            with the image the demo kept at that moment.
+
             Heartbeat scene: devices A (priority 2) and B (priority 1) exchange heartbeats every \
             50 ms on three UDP paths (127.0.0.2-4 and 127.0.0.5-7). A's paths are cut one by \
             one, then A is killed; B takes over. Every transition is printed with its evidence.
             """)
 
     func run() async throws {
+        try await JournalScene().run()
+        print()
         print("== Heartbeat quorum: 3 paths, threshold 2, 50 ms heartbeats")
         let interval = Duration.milliseconds(50)
         let detector = DetectorConfiguration.phiAccrual(

@@ -324,6 +324,26 @@ public final class FileStoragePool: StoragePool {
     }
 
     private func readPoolState() throws(StorageError) -> UInt64? {
+        guard let (next, capacity) = try Self.readState(at: statePath, pread: calls.pread) else { return nil }
+        guard capacity == UInt64(unitCapacity) else {
+            throw StorageError(
+                .invalidConfiguration, path: statePath,
+                detail: "pool was created with units of \(capacity) bytes, opened with \(unitCapacity)")
+        }
+        return next
+    }
+
+    /// The unit capacity a pool in `directory` (its first directory) was created with, or
+    /// `nil` if there is no pool there — so tools can open a pool without being told.
+    public static func storedUnitCapacity(in directory: String) throws(StorageError) -> Int? {
+        let path = directory + "/pool.state"
+        return try readState(at: path, pread: SystemCalls.live.pread).map { Int(truncatingIfNeeded: $0.capacity) }
+    }
+
+    /// Reads and verifies `pool.state`: the next unit number and the unit capacity.
+    private static func readState(
+        at statePath: String, pread: (Int32, UnsafeMutableRawPointer?, Int, Int) -> Int
+    ) throws(StorageError) -> (next: UInt64, capacity: UInt64)? {
         let fd = open(statePath, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if SystemCalls.errno == ENOENT { return nil }
@@ -331,7 +351,7 @@ public final class FileStoragePool: StoragePool {
         }
         defer { _ = SystemCalls.close(fd) }
         var bytes = [UInt8](repeating: 0, count: Self.stateSize)
-        let count = bytes.withUnsafeMutableBytes { calls.pread(fd, $0.baseAddress, $0.count, 0) }
+        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         guard count == Self.stateSize, Array(bytes[0..<8]) == Self.stateMagic else {
             throw StorageError(
                 .malformedUnit, path: statePath, offset: 0, detail: "pool state is truncated or not a pool state")
@@ -347,12 +367,6 @@ public final class FileStoragePool: StoragePool {
                 .malformedUnit, path: statePath, offset: 32,
                 detail: "pool state checksum mismatch; delete it to rebuild the counter from the units")
         }
-        let capacity: UInt64 = bytes.loadLittleEndian(at: 24)
-        guard capacity == UInt64(unitCapacity) else {
-            throw StorageError(
-                .invalidConfiguration, path: statePath,
-                detail: "pool was created with units of \(capacity) bytes, opened with \(unitCapacity)")
-        }
-        return bytes.loadLittleEndian(at: 16)
+        return (bytes.loadLittleEndian(at: 16), bytes.loadLittleEndian(at: 24))
     }
 }

@@ -1,0 +1,300 @@
+public import ArgumentParser
+import DeterministicSimulation
+import ElasticJournal
+import FaultToleranceCore
+import Foundation
+import Logging
+
+extension JournalBug: ExpressibleByArgument {}
+
+/// `ftctl journal`: the elastic write journal on real files.
+///
+/// A journal directory holds two file pools: `DIR/units` (journal units) and `DIR/base`
+/// (one unit per protected volume with its base image).
+struct JournalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "journal",
+        abstract: "The elastic write journal (ElasticJournal): create, inspect, verify, recover, stress.",
+        subcommands: [
+            JournalCreate.self, JournalInspect.self, JournalVerify.self, JournalRecover.self, JournalStress.self,
+            JournalCrashTest.self, JournalSimulate.self,
+        ])
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h` (a bare number means seconds).
+func parseDuration(_ text: String) -> Duration? {
+    let units: [(String, Int64)] = [
+        ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000),
+    ]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        guard let value = Double(text.dropLast(suffix.count)) else { return nil }
+        return .nanoseconds(Int64(value * Double(scale)))
+    }
+    return Double(text).map { .nanoseconds(Int64($0 * 1e9)) }
+}
+
+/// Renders a duration as seconds with three decimals.
+func seconds(_ duration: Duration) -> String {
+    String(format: "%.3f s", Double(duration.nanoseconds) / 1e9)
+}
+
+/// Renders an instant as UTC wall-clock time with milliseconds.
+func wallTime(_ instant: Instant) -> String {
+    let date = Date(timeIntervalSince1970: Double(instant.nanoseconds) / 1e9)
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss.SSS"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    return formatter.string(from: date) + " UTC"
+}
+
+/// The pools of a journal directory.
+struct JournalDirectory {
+    let path: String
+    var units: String { path + "/units" }
+    var base: String { path + "/base" }
+
+    /// Opens the pools (the unit sizes are read from the pools' state files).
+    func openStore(
+        readOnly: Bool, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil
+    ) throws -> JournalStore {
+        guard let unitSize = try FileStoragePool.storedUnitCapacity(in: units),
+            let baseSize = try FileStoragePool.storedUnitCapacity(in: base)
+        else { throw ValidationError("\(path) is not a journal directory (run `ftctl journal create` first)") }
+        var logger = Logger(label: "ftctl.journal")
+        logger.logLevel = .warning
+        let pool = try FileStoragePool(
+            directories: [units], unitCapacity: unitSize, budget: budgetUnits * unitSize, logger: logger)
+        let bases = try FileStoragePool(directories: [base], unitCapacity: baseSize, budget: 1 << 50, logger: logger)
+        var configurations: [JournalID: JournalConfiguration] = [:]
+        if let configuration { configurations[1] = configuration }
+        return try JournalStore(
+            journalPool: pool, basePool: bases, configurations: configurations,
+            options: JournalStore.Options(readOnly: readOnly), logger: logger)
+    }
+
+    /// Creates the directories and pools and journal 1.
+    func create(
+        unitSize: Int, units: Int, volumes: Int, volumeSize: Int, configuration: JournalConfiguration
+    ) throws -> (JournalStore, ElasticJournal) {
+        for directory in [path, self.units, base] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var logger = Logger(label: "ftctl.journal")
+        logger.logLevel = .warning
+        let pool = try FileStoragePool(
+            directories: [self.units], unitCapacity: unitSize, budget: units * unitSize, logger: logger)
+        let bases = try FileStoragePool(
+            directories: [base], unitCapacity: JournalFormat.baseHeaderSize + volumeSize, budget: 1 << 50,
+            logger: logger)
+        let store = try JournalStore(
+            journalPool: pool, basePool: bases, configurations: [1: configuration], logger: logger)
+        let journal = try store.createJournal(
+            1, configuration: configuration, volumes: (1...volumes).map { VolumeID(UInt32($0)) })
+        return (store, journal)
+    }
+}
+
+/// `ftctl journal create`.
+struct JournalCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a journal directory with journal 1.")
+
+    @Argument(help: "The journal directory.") var directory: String
+    @Option(help: "Protected volumes (numbered 1...N).") var volumes = 1
+    @Option(help: "Bytes per volume.") var volumeSize = 1 << 20
+    @Option(help: "Bytes per journal unit.") var unitSize = 4 << 20
+    @Option(help: "Units the pool may hold.") var units = 64
+    @Option(help: "History window (e.g. 30s, 5m).") var window = "60s"
+    @Option(help: "Most units the journal may hold.") var quota = 32
+
+    func run() throws {
+        guard let window = parseDuration(window) else { throw ValidationError("bad --window \(window)") }
+        let configuration = JournalConfiguration(window: window, quota: quota)
+        let (store, _) = try JournalDirectory(path: directory).create(
+            unitSize: unitSize, units: units, volumes: volumes, volumeSize: volumeSize, configuration: configuration)
+        try store.close()
+        print("created \(directory): \(volumes) volume(s) of \(volumeSize) bytes, units of \(unitSize) bytes")
+    }
+}
+
+/// `ftctl journal inspect`.
+struct JournalInspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show units, window, records, sizes and the effective window (read-only).")
+
+    @Argument(help: "The journal directory.") var directory: String
+
+    func run() throws {
+        let store = try JournalDirectory(path: directory).openStore(readOnly: true)
+        let now = JournalStore.wallClock()
+        for journal in store.journals {
+            let status = journal.status
+            print(
+                "\(journal.id): window \(seconds(journal.configuration.window)), quota \(journal.configuration.quota) units"
+            )
+            print("  records       \(status.units.first.map { $0.firstSequence } ?? 0)...\(status.lastSequence)")
+            print("  record bytes  \(status.recordBytes)")
+            print("  window start  \(wallTime(status.windowStart))")
+            print("  last record   \(wallTime(status.lastTime))")
+            print(
+                "  effective     \(seconds(journal.effectiveWindow(now: now))) of \(seconds(journal.configuration.window))"
+            )
+            for (volume, size) in status.volumes.sorted(by: { $0.key < $1.key }) { print("  \(volume): \(size) bytes") }
+            print("  units (\(status.units.count)):")
+            for (index, unit) in status.units.enumerated() {
+                let role = index == status.units.count - 1 ? "active" : "sealed"
+                let count = unit.isEmpty ? 0 : unit.lastSequence - unit.firstSequence + 1
+                print(
+                    "    \(unit.unit)  \(role)  records \(unit.firstSequence)...\(unit.lastSequence) (\(count))  "
+                        + "\(wallTime(unit.firstTime)) → \(wallTime(unit.lastTime))")
+            }
+        }
+        for event in store.recentEvents { print("note: \(event)") }
+    }
+}
+
+/// `ftctl journal verify`.
+struct JournalVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify", abstract: "Check every checksum, sequence and seal (read-only), with progress.")
+
+    @Argument(help: "The journal directory.") var directory: String
+
+    func run() throws {
+        let store = try JournalDirectory(path: directory).openStore(readOnly: true)
+        for journal in store.journals {
+            let started = ContinuousClock.now
+            let report = try journal.verify { done, total in
+                let fraction = total > 0 ? Double(done) / Double(total) : 1
+                let bar = String(repeating: "#", count: Int(fraction * 30)).padding(
+                    toLength: 30, withPad: ".", startingAt: 0)
+                FileHandle.standardError.write(Data("\r[\(bar)] \(Int(fraction * 100))% \(done >> 20) MiB".utf8))
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            let elapsed = ContinuousClock.now - started
+            let rate =
+                Double(report.bytes)
+                / max(1e-9, Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds))
+            print(
+                "\(journal.id): OK — \(report.units) units, \(report.records) records "
+                    + "(\(report.firstSequence)...\(report.lastSequence)), \(report.bytes) bytes, "
+                    + String(format: "%.0f MB/s", rate / 1e6))
+        }
+    }
+}
+
+/// `ftctl journal recover`.
+struct JournalRecover: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recover",
+        abstract: "Write a volume's image as it was at an instant (read-only on the journal).",
+        discussion: """
+            The instant is --at (nanoseconds since the Unix epoch, or `latest`), moved back by \
+            --before (e.g. 2s, 250ms) if given.
+            """)
+
+    @Argument(help: "The journal directory.") var directory: String
+    @Option(help: "The volume.") var volume: UInt32 = 1
+    @Option(help: "The instant: nanoseconds since the Unix epoch, or `latest` (the last record).") var at = "latest"
+    @Option(help: "How long before --at (e.g. 2s, 250ms).") var before: String?
+    @Option(help: "Where to write the image.") var out: String
+
+    func run() throws {
+        let store = try JournalDirectory(path: directory).openStore(readOnly: true)
+        guard let journal = store.journal(1) ?? store.journals.first else { throw ValidationError("no journal found") }
+        let last = journal.status.lastTime
+        var instant: Instant
+        if at == "latest" {
+            instant = last
+        } else if let nanoseconds = Int64(at) {
+            instant = Instant(nanoseconds: nanoseconds)
+        } else {
+            throw ValidationError("bad --at \(at)")
+        }
+        if let before {
+            guard let duration = parseDuration(before) else { throw ValidationError("bad --before \(before)") }
+            instant = instant + .nanoseconds(-duration.nanoseconds)
+        }
+        let image = try journal.image(of: VolumeID(volume), at: instant)
+        try Data(image).write(to: URL(fileURLWithPath: out))
+        print(
+            "wrote \(image.count) bytes of volume-\(volume) at \(wallTime(instant)) (\(instant.nanoseconds)) to \(out)")
+    }
+}
+
+/// The payload of the stress writer's record `sequence`: checkable after a crash.
+func stressPayload(sequence: UInt64, size: Int) -> [UInt8] {
+    var state = sequence &* 0x9E37_79B9_7F4A_7C15
+    return (0..<size).map { _ in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return UInt8(truncatingIfNeeded: state >> 56)
+    }
+}
+
+/// `ftctl journal stress`.
+struct JournalStress: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stress",
+        abstract: "Append durably (group commit) and print each acknowledged sequence number.",
+        discussion: """
+            Creates the directory if needed. Prints `ack N` for every acknowledged record, \
+            flushed at once, so a parent can kill it at any moment and check that every \
+            acknowledged record survived. Record N's payload is derived from N.
+            """)
+
+    @Argument(help: "The journal directory.") var directory: String
+    @Option(help: "Records to append (0: until killed).") var count = 0
+    @Option(help: "Payload bytes per record.") var size = 512
+    @Option(help: "Concurrent appenders.") var concurrency = 8
+
+    func run() async throws {
+        let folder = JournalDirectory(path: directory)
+        let configuration = JournalConfiguration(window: .seconds(3600), quota: 64)
+        let store: JournalStore
+        let journal: ElasticJournal
+        if FileManager.default.fileExists(atPath: folder.units + "/pool.state") {
+            store = try folder.openStore(readOnly: false, budgetUnits: 64, configuration: configuration)
+            guard let found = store.journal(1) else { throw ValidationError("no journal 1 in \(directory)") }
+            journal = found
+        } else {
+            (store, journal) = try folder.create(
+                unitSize: 1 << 20, units: 64, volumes: 1, volumeSize: 1 << 20, configuration: configuration)
+        }
+        guard let volumeBytes = journal.status.volumes[1], volumeBytes > size else {
+            throw ValidationError("volume-1 must be larger than --size \(size)")
+        }
+        let volumeSize = UInt64(volumeBytes - size)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<max(1, concurrency) {
+                group.addTask {
+                    while true {
+                        // The sequence is assigned inside append; the payload must be known
+                        // before, so each record carries the sequence it expects and the
+                        // checker matches payloads by the sequence stored in the first 8 bytes.
+                        let token = UInt64.random(in: 0...UInt64.max)
+                        var payload = stressPayload(sequence: token, size: size)
+                        withUnsafeBytes(of: token.littleEndian) { payload.replaceSubrange(0..<8, with: $0) }
+                        let receipt = try await journal.append(
+                            volume: 1, offset: token % volumeSize, bytes: payload)
+                        // One unbuffered write per acknowledgement: a kill loses no printed line.
+                        FileHandle.standardOutput.write(Data("ack \(receipt.sequence)\n".utf8))
+                        if count > 0 && receipt.sequence >= UInt64(count) { return }
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        try store.close()
+    }
+}
+
+/// Checks that a stress record's payload is the one derived from its token.
+func stressPayloadIsIntact(_ bytes: [UInt8]) -> Bool {
+    guard bytes.count >= 8 else { return false }
+    let token = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    var expected = stressPayload(sequence: token, size: bytes.count)
+    withUnsafeBytes(of: token.littleEndian) { expected.replaceSubrange(0..<8, with: $0) }
+    return expected == bytes
+}
