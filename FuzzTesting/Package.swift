@@ -25,6 +25,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzJournalRecords",
+            dependencies: [
+                .product(name: "ElasticJournal", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
         ),

@@ -119,6 +119,11 @@ public final class ElasticJournal: Sendable {
         }
     }
 
+    deinit {
+        // A journal dropped without close() must not leave its flusher thread behind.
+        flusher?.shutdownGracefully { _ in }
+    }
+
     // MARK: - Appending
 
     /// Journals a write of `bytes` at `offset` of `volume` and returns once it is durable
@@ -521,9 +526,14 @@ public final class ElasticJournal: Sendable {
         let end = try RecordScanner.scan(
             unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize, to: unit.recordsEnd,
             limit: unit.header.trailerOffset
-        ) { (header, _, payload) throws(JournalError) -> Bool in
+        ) { (header, recordOffset, payload) throws(JournalError) -> Bool in
             guard header.sequence <= through else { return false }
             guard let base = volumes[header.volume] else { return true }
+            guard header.offset <= UInt64(base.size), UInt64(payload.count) <= UInt64(base.size) - header.offset else {
+                throw JournalError(
+                    .damaged, journal: journal, unit: unit.id, offset: recordOffset,
+                    detail: "record \(header.sequence) writes outside \(header.volume)")
+            }
             do throws(StorageError) {
                 try base.storage.write(payload, at: JournalFormat.baseHeaderSize + Int(header.offset))
             } catch {
@@ -676,12 +686,18 @@ public final class ElasticJournal: Sendable {
             let outcome = try RecordScanner.scan(
                 unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize,
                 to: snapshot.end(of: index), limit: unit.header.trailerOffset
-            ) { (header, _, payload) throws(JournalError) -> Bool in
+            ) { (header, recordOffset, payload) throws(JournalError) -> Bool in
                 if header.time > instant {
                     finished = true
                     return false
                 }
                 if header.volume == volume {
+                    guard header.offset <= UInt64(base.size), UInt64(payload.count) <= UInt64(base.size) - header.offset
+                    else {
+                        throw JournalError(
+                            .damaged, journal: id, unit: unit.id, offset: recordOffset,
+                            detail: "record \(header.sequence) writes outside \(volume)")
+                    }
                     let start = Int(header.offset)
                     image.withUnsafeMutableBytes { target in
                         UnsafeMutableRawBufferPointer(rebasing: target[start..<(start + payload.count)])

@@ -254,6 +254,9 @@ public enum RecordCodec {
         guard type == JournalFormat.writeRecordType else {
             return .invalid(JournalFormatError("unknown record type \(type)"))
         }
+        guard bytes.loadLE(UInt16.self, at: 6) == 0 else {
+            return .invalid(JournalFormatError("reserved record field is not zero"))
+        }
         guard length >= JournalFormat.recordHeaderSize, JournalFormat.aligned8(length) <= limit else {
             return .invalid(JournalFormatError("record length \(length) outside 40...\(limit)"))
         }

@@ -67,6 +67,9 @@ extension ElasticJournal {
                 guard header.time >= lastTime else {
                     throw damaged(offset, "time \(header.time) goes back from \(lastTime)")
                 }
+                guard let size = snapshot.volumes[header.volume]?.size,
+                    header.offset <= UInt64(size), UInt64(header.payloadCount) <= UInt64(size) - header.offset
+                else { throw damaged(offset, "record \(header.sequence) writes outside \(header.volume)") }
                 expected += 1
                 lastTime = header.time
                 count += 1

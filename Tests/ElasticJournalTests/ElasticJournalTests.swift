@@ -238,3 +238,45 @@ import Testing
         #expect(try unit.read(at: end, count: 240).allSatisfy { $0 == 0 })
     }
 }
+
+@Suite struct HostileRecordTests {
+    @Test func aChecksummedRecordOutsideItsVolumeIsDamageNotAWildWrite() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(10), quota: 4, indexInterval: 4096), volumes: [1])
+        try await journal.append(volume: 1, offset: 0, bytes: [1, 2, 3])
+        try store.close()
+        let unit = try #require(fixture.pool.units.first)
+        let header = try #require(try UnitHeader.decode(try unit.read(at: 0, count: 96)))
+        // A second record, correctly checksummed, that claims an offset far past the volume.
+        var record = [UInt8](repeating: 0, count: JournalFormat.footprint(payloadCount: 16))
+        let payload = [UInt8](repeating: 9, count: 16)
+        record.withUnsafeMutableBytes { target in
+            payload.withUnsafeBytes { source in
+                if let base = target.baseAddress {
+                    _ = RecordCodec.encode(
+                        into: base, salt: header.salt, sequence: 2, time: fixture.clock.now, volume: 1,
+                        offset: 1 << 40, payload: source)
+                }
+            }
+        }
+        let at = JournalFormat.headerPageSize + JournalFormat.footprint(payloadCount: 3)
+        try unit.write(record, at: at)
+        let reopened = try #require(try fixture.open().journal(1))
+        for attempt in 0..<2 {
+            do {
+                if attempt == 0 {
+                    _ = try reopened.verify()
+                } else {
+                    _ = try reopened.image(of: 1, at: fixture.clock.now)
+                }
+                Issue.record("a record outside its volume was accepted")
+            } catch {
+                #expect(error.code == .damaged)
+                #expect(error.unit == unit.id)
+                #expect(error.offset == at)
+            }
+        }
+    }
+}
