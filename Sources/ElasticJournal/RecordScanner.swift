@@ -20,6 +20,9 @@ enum RecordScanner {
         }
     }
 
+    /// Reads start at 64 KiB (a seek needs about one index interval) and double up to 4 MiB
+    /// as a scan goes on (a verify or a replay reads whole units).
+    static let firstChunkSize = 64 << 10
     static let chunkSize = 4 << 20
 
     /// Scans records from `start` until `end`; a record may not extend past `limit`.
@@ -32,13 +35,16 @@ enum RecordScanner {
         limit: Int,
         body: (RecordHeader, Int, UnsafeRawBufferPointer) throws(JournalError) -> Bool
     ) throws(JournalError) -> End {
-        var buffer = [UInt8](repeating: 0, count: min(chunkSize, max(4096, end - start)))
+        var buffer = [UInt8](repeating: 0, count: min(firstChunkSize, max(4096, end - start)))
         var chunkStart = start
         var chunkCount = 0
         var position = start
         while position < end {
             // Refill when the next record header is not wholly in the chunk.
             if position + JournalFormat.recordHeaderSize > chunkStart + chunkCount {
+                if chunkCount > 0 && buffer.count < min(chunkSize, end - position) {
+                    buffer = [UInt8](repeating: 0, count: min(chunkSize, buffer.count * 2))
+                }
                 chunkStart = position
                 chunkCount = min(buffer.count, end - position)
                 try read(storage, into: &buffer, count: chunkCount, at: chunkStart)

@@ -1,0 +1,319 @@
+import Benchmark
+import ElasticJournal
+import FaultToleranceCore
+import Foundation
+import GRDB
+import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+// ElasticJournal against its baselines, each measured in the same iteration:
+// (a) buffered appends vs a raw pwrite loop copying the same payloads into batches of the
+//     same size (no framing, no checksum);
+// (b) durable appends with K in flight vs pwrite + fdatasync on batches of K records, with
+//     records per fsync and the one-fsync-per-record rate beside it;
+// (c) the same records into SQLite (GRDB, WAL, synchronous=FULL), K per transaction;
+// (d) seeking to an instant in a large journal vs a 10 MiB one;
+// (e) verifying a large journal from page cache.
+// Ratios are reported x100; quote them, not absolute times.
+
+let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
+let ratio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+let sqliteRatio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / SQLite WAL)", polarity: .prefersLarger, useScalingFactor: false)
+let recordsPerFsync = BenchmarkMetric.custom("records per fsync", polarity: .prefersLarger, useScalingFactor: false)
+let perRecordFsyncRate = BenchmarkMetric.custom(
+    "records/s with one fsync per record", polarity: .prefersLarger, useScalingFactor: false)
+let seekRatio = BenchmarkMetric.custom(
+    "seek time ratio x100 (10 MiB journal / large journal)", polarity: .prefersLarger, useScalingFactor: false)
+let verifyRate = BenchmarkMetric.custom("verify MB/s", polarity: .prefersLarger, useScalingFactor: false)
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let (whole, fraction) = (ContinuousClock.now - start).components
+    return Double(whole) + Double(fraction) * 1e-18
+}
+
+func seconds(_ body: () async throws -> Void) async rethrows -> Double {
+    let start = ContinuousClock.now
+    try await body()
+    let (whole, fraction) = (ContinuousClock.now - start).components
+    return Double(whole) + Double(fraction) * 1e-18
+}
+
+/// A directory with a journal pool, a base pool and a raw preallocated file.
+final class Fixture: @unchecked Sendable {
+    let directory: String
+    let pool: FileStoragePool
+    let bases: FileStoragePool
+    let store: JournalStore
+    let rawDescriptor: Int32
+    let rawUnit: FileStorageUnit
+    let rawPool: FileStoragePool
+    let clock: NIOLockedValueBox<Instant>
+    private var nextJournal: UInt64 = 1
+
+    init(unitSize: Int, units: Int, manualClock: Bool = false) throws {
+        directory = NSTemporaryDirectory() + "ft-journal-bench-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        pool = try FileStoragePool(
+            directories: [directory + "/units"], unitCapacity: unitSize, budget: (units + 1) * unitSize)
+        bases = try FileStoragePool(directories: [directory + "/base"], unitCapacity: 8192, budget: 1 << 30)
+        let clock = NIOLockedValueBox(Instant(nanoseconds: 1_000_000_000))
+        self.clock = clock
+        let source: @Sendable () -> Instant
+        if manualClock {
+            source = { clock.withLockedValue { $0 } }
+        } else {
+            source = JournalStore.wallClock
+        }
+        store = try JournalStore(journalPool: pool, basePool: bases, clock: source)
+        rawPool = try FileStoragePool(directories: [directory + "/raw"], unitCapacity: unitSize, budget: 64 * unitSize)
+        rawUnit = try rawPool.allocate()
+        rawDescriptor = open(rawUnit.path, O_RDWR)
+    }
+
+    /// A fresh preallocated file, so the baseline writes to new pages as a new journal
+    /// unit does (rewriting pages already in the cache would flatter it).
+    func freshRawFile() throws -> (Int32, FileStorageUnit) {
+        let unit = try rawPool.allocate()
+        return (open(unit.path, O_RDWR), unit)
+    }
+
+    func journal(_ durability: JournalConfiguration.Durability, quota: Int = 64) throws -> ElasticJournal {
+        defer { nextJournal += 1 }
+        return try store.createJournal(
+            JournalID(nextJournal),
+            configuration: JournalConfiguration(window: .seconds(3600), quota: quota, durability: durability),
+            volumes: [1])
+    }
+
+    deinit {
+        close(rawDescriptor)
+        try? store.close()
+        pool.close()
+        bases.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Copies `count` payloads into batches of `batchBytes` and pwrites each batch.
+func rawBatchedWrites(_ descriptor: Int32, payload: [UInt8], count: Int, batchBytes: Int, sync: Bool) {
+    var batch = [UInt8](repeating: 0, count: batchBytes + payload.count)
+    var used = 0
+    var offset = 0
+    func flush() {
+        guard used > 0 else { return }
+        _ = batch.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, used, off_t(offset)) }
+        if sync { fdatasync(descriptor) }
+        offset += used
+        used = 0
+    }
+    payload.withUnsafeBytes { source in
+        batch.withUnsafeMutableBytes { target in
+            for _ in 0..<count {
+                if let base = target.baseAddress, let from = source.baseAddress {
+                    (base + used).copyMemory(from: from, byteCount: source.count)
+                }
+                used += source.count
+                if used >= batchBytes { flush() }
+            }
+        }
+    }
+    flush()
+}
+
+/// Inserts `count` records into SQLite (WAL, synchronous=FULL), `perTransaction` per
+/// transaction; returns the seconds taken.
+func sqliteWrites(path: String, payload: [UInt8], count: Int, perTransaction: Int) throws -> Double {
+    let database = try DatabasePool(path: path)
+    // GRDB opens WAL databases with synchronous=NORMAL (no fsync per commit); set FULL on
+    // the writer connection afterwards and check it took, so every commit is durable.
+    let level = try database.writeWithoutTransaction { db -> Int in
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 0
+    }
+    guard level == 2 else { throw DatabaseError(message: "synchronous is \(level), not FULL") }
+    try database.write { db in
+        try db.execute(
+            sql:
+                "CREATE TABLE records (sequence INTEGER PRIMARY KEY, volume INTEGER, offset INTEGER, time INTEGER, bytes BLOB)"
+        )
+    }
+    let blob = Data(payload)
+    return try seconds {
+        for batch in 0..<(count / perTransaction) {
+            try database.write { db in
+                let statement = try db.makeStatement(
+                    sql: "INSERT INTO records (volume, offset, time, bytes) VALUES (1, 0, ?, ?)")
+                for index in 0..<perTransaction {
+                    try statement.execute(arguments: [batch * perTransaction + index, blob])
+                }
+            }
+        }
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    let configuration = Benchmark.Configuration(
+        metrics: [ratio], maxDuration: .seconds(quick ? 2 : 10), maxIterations: quick ? 3 : 10)
+
+    // (a) Buffered appends.
+    for recordSize in [4096, 256] {
+        Benchmark(
+            "Journal (a) buffered appends vs raw pwrite, \(recordSize)-byte records", configuration: configuration
+        ) {
+            benchmark in
+            let total = quick ? 16 << 20 : 64 << 20
+            let count = total / recordSize
+            let batchBytes = 64 << 10
+            let fixture: Fixture
+            do {
+                fixture = try Fixture(unitSize: 2 * total, units: 8)
+            } catch {
+                benchmark.error("could not create the benchmark files: \(error)")
+                return
+            }
+            let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 131) }
+            var oursTime = 0.0
+            var baselineTime = 0.0
+            for round in 0..<4 {
+                guard let journal = try? fixture.journal(.buffered(batchBytes: batchBytes)) else {
+                    benchmark.error("could not create a journal")
+                    return
+                }
+                let ours = {
+                    try payload.withUnsafeBytes { raw in
+                        for _ in 0..<count { try journal.appendBuffered(volume: 1, offset: 0, bytes: raw) }
+                    }
+                }
+                guard let (descriptor, rawUnit) = try? fixture.freshRawFile() else {
+                    benchmark.error("could not create a raw file")
+                    return
+                }
+                defer {
+                    close(descriptor)
+                    try? fixture.rawPool.release(rawUnit.id)
+                }
+                let baseline = {
+                    rawBatchedWrites(descriptor, payload: payload, count: count, batchBytes: batchBytes, sync: false)
+                }
+                if round % 2 == 0 {
+                    oursTime += (try? seconds(ours)) ?? .infinity
+                    baselineTime += seconds(baseline)
+                } else {
+                    baselineTime += seconds(baseline)
+                    oursTime += (try? seconds(ours)) ?? .infinity
+                }
+            }
+            benchmark.measurement(ratio, Int((baselineTime / oursTime * 100).rounded()))
+        }
+    }
+
+    // (b) and (c) Durable appends with K in flight.
+    let durableConfiguration = Benchmark.Configuration(
+        metrics: [ratio, sqliteRatio, recordsPerFsync, perRecordFsyncRate], maxDuration: .seconds(quick ? 3 : 15),
+        maxIterations: quick ? 2 : 5)
+    for inFlight in [1, 16, 64, 1024] {
+        Benchmark("Journal (b,c) durable appends, \(inFlight) in flight", configuration: durableConfiguration) {
+            benchmark async in
+            let recordSize = 512
+            let count = max(quick ? 200 : 1000, inFlight * (quick ? 10 : 30))
+            guard let fixture = try? Fixture(unitSize: 256 << 20, units: 8),
+                let journal = try? fixture.journal(.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero))
+            else {
+                benchmark.error("could not create the benchmark files")
+                return
+            }
+            let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let oursTime = await seconds {
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<inFlight {
+                        group.addTask {
+                            for _ in 0..<(count / inFlight) {
+                                _ = try? await journal.append(volume: 1, offset: 0, bytes: payload)
+                            }
+                        }
+                    }
+                }
+            }
+            let statistics = journal.statistics
+            let baselineTime = seconds {
+                rawBatchedWrites(
+                    fixture.rawDescriptor, payload: payload, count: count, batchBytes: recordSize * inFlight, sync: true
+                )
+            }
+            let single = min(count, 300)
+            let perRecordTime = seconds {
+                rawBatchedWrites(
+                    fixture.rawDescriptor, payload: payload, count: single, batchBytes: recordSize, sync: true)
+            }
+            var sqliteTime = Double.infinity
+            do {
+                sqliteTime = try sqliteWrites(
+                    path: fixture.directory + "/bench.sqlite", payload: payload, count: count, perTransaction: inFlight)
+            } catch {
+                benchmark.error("SQLite: \(error)")
+            }
+            benchmark.measurement(ratio, Int((baselineTime / oursTime * 100).rounded()))
+            benchmark.measurement(sqliteRatio, Int((sqliteTime / oursTime * 100).rounded()))
+            benchmark.measurement(recordsPerFsync, Int(statistics.recordsPerSynchronization.rounded()))
+            benchmark.measurement(perRecordFsyncRate, Int((Double(single) / perRecordTime).rounded()))
+        }
+    }
+
+    // (d) Seek and (e) verify.
+    Benchmark(
+        "Journal (d,e) seek in a large journal vs a 10 MiB one; verify",
+        configuration: Benchmark.Configuration(
+            metrics: [seekRatio, verifyRate], maxDuration: .seconds(quick ? 5 : 60), maxIterations: quick ? 1 : 3)
+    ) { benchmark in
+        let largeBytes = quick ? 256 << 20 : 1 << 30
+        let recordSize = 4096
+        guard let fixture = try? Fixture(unitSize: 64 << 20, units: largeBytes / (64 << 20) + 4, manualClock: true)
+        else {
+            benchmark.error("could not create the benchmark files")
+            return
+        }
+        let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 3) }
+        func build(_ bytes: Int) throws -> (ElasticJournal, Instant, Instant) {
+            let journal = try fixture.journal(.buffered(batchBytes: 1 << 20), quota: 1 << 20)
+            let first = fixture.clock.withLockedValue { $0 }
+            try payload.withUnsafeBytes { raw in
+                for _ in 0..<(bytes / JournalFormat.footprint(payloadCount: recordSize)) {
+                    fixture.clock.withLockedValue { $0 = $0 + .microseconds(1) }
+                    try journal.appendBuffered(volume: 1, offset: 0, bytes: raw)
+                }
+            }
+            try journal.synchronize()
+            return (journal, first, fixture.clock.withLockedValue { $0 })
+        }
+        guard let small = try? build(10 << 20), let large = try? build(largeBytes) else {
+            benchmark.error("could not build the journals")
+            return
+        }
+        func seekTime(_ journal: ElasticJournal, _ from: Instant, _ to: Instant) -> Double {
+            var generator = SystemRandomNumberGenerator()
+            let span = (to - from).nanoseconds
+            let seeks = 300
+            return seconds {
+                for _ in 0..<seeks {
+                    let instant = from + .nanoseconds(Int64.random(in: 0..<span, using: &generator))
+                    _ = try? journal.records(from: instant, through: instant + .nanoseconds(999))
+                }
+            } / Double(seeks)
+        }
+        _ = seekTime(small.0, small.1, small.2)
+        _ = seekTime(large.0, large.1, large.2)
+        let smallSeek = seekTime(small.0, small.1, small.2)
+        let largeSeek = seekTime(large.0, large.1, large.2)
+        benchmark.measurement(seekRatio, Int((smallSeek / largeSeek * 100).rounded()))
+        var verified = 0
+        let verifyTime = seconds { verified = (try? large.0.verify().bytes) ?? 0 }
+        benchmark.measurement(verifyRate, Int((Double(verified) / verifyTime / 1e6).rounded()))
+    }
+}
