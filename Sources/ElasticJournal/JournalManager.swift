@@ -12,7 +12,7 @@ public import FaultToleranceCore
 /// Rules:
 /// 1. A journal's last unit is its *active* unit; records go there until it is full.
 /// 2. A unit other than the active one ages out once its newest record is older than
-///    `now - window` (``expired(now:)``). So a journal holds the units its window needs,
+///    `now - window` (``expired(journal:now:)``). So a journal holds the units its window needs,
 ///    plus its active unit.
 /// 3. A full active unit needs a new one (``planRollover(journal:now:)``). At its quota,
 ///    the journal drops its oldest unit early; when the pool is exhausted, likewise. Early

@@ -106,10 +106,14 @@ public final class JournalStore: Sendable {
     /// protected volume, holding its base image), recovering every journal found.
     ///
     /// - Parameters:
+    ///   - journalPool: the pool journal units come from (shared by every journal).
+    ///   - basePool: the pool of base-image units, one per protected volume.
     ///   - configurations: settings for journals found on storage; a journal without an
     ///     entry keeps the window and quota stored with it, with group commit.
     ///   - clock: the source of record times (wall clock by default).
     ///   - salt: the source of unit salts (random by default; fixed in simulations).
+    ///   - options: read-only or not.
+    ///   - logger: where recovery and early drops are logged.
     ///   - onEvent: called for every ``JournalEvent``, on the thread that caused it.
     public convenience init(
         journalPool: any StoragePool,
