@@ -74,6 +74,9 @@ public enum JournalEvent: Sendable, Hashable {
     /// released. A `reason` other than ``JournalManager/Reason/aged`` means history was
     /// dropped early and the effective window shrank to `windowStart ... now`.
     case unitReleased(JournalID, UnitID, reason: JournalManager.Reason, windowStart: Instant)
+    /// Salvage (``JournalStore/Options/salvage``) cut a damaged journal: `unit` now ends at
+    /// `offset` with record `lastSequence`; everything after it was dropped.
+    case salvaged(JournalID, UnitID, offset: Int, lastSequence: UInt64)
     /// Recovery cut a torn tail: bytes from `offset` on in `unit` held no acknowledged record.
     case tornTailTruncated(JournalID, UnitID, offset: Int)
 }

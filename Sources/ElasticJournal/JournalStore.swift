@@ -40,10 +40,17 @@ public final class JournalStore: Sendable {
         /// Change nothing on storage: no torn-tail repair, no release of orphaned units, no
         /// completion of interrupted age-outs. For inspection and verification.
         public var readOnly: Bool
+        /// Salvage a damaged journal instead of refusing it: read every record of every
+        /// unit, and cut the journal just before the first damage (a bad record, seal or
+        /// link between units). Records after the cut are lost — acknowledged ones too — so
+        /// this is only done when asked; the cut is reported as
+        /// ``JournalEvent/salvaged(_:_:offset:lastSequence:)``.
+        public var salvage: Bool
 
         /// Creates options.
-        public init(readOnly: Bool = false) {
+        public init(readOnly: Bool = false, salvage: Bool = false) {
             self.readOnly = readOnly
+            self.salvage = salvage
         }
     }
 

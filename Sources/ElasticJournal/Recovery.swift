@@ -133,6 +133,7 @@ struct Recovery {
             units.append(unit)
         }
 
+        if options.salvage && !readOnly { units = try salvage(units, journal: id, sealErrors: sealErrors) }
         // The active unit: scan it; an empty last unit after an unsealed one is a rollover
         // that did not finish, so the unsealed one becomes active again.
         if let last = units.last, !last.isSealed {
@@ -210,6 +211,77 @@ struct Recovery {
                 units: units.map(\.span), windowStart: appliedTime)
         }
         return ElasticJournal(id: id, configuration: configuration, context: context, units: units, volumes: volumes)
+    }
+
+    /// Reads every record of every unit and cuts the journal before the first damage: the
+    /// damaged unit keeps its valid prefix and becomes the active unit (its tail and seal are
+    /// zeroed by ``scanActive(_:journal:)``), later units are released.
+    private func salvage(
+        _ units: [JournalUnit], journal: JournalID, sealErrors: [UnitID: (Int, JournalFormatError)]
+    ) throws(JournalError) -> [JournalUnit] {
+        for index in units.indices {
+            let unit = units[index]
+            var cut: Int?
+            if index > 0 {
+                let previous = units[index - 1]
+                if unit.header.previousLastSequence != previous.lastSequence
+                    || unit.header.firstSequence != previous.lastSequence + 1
+                    || unit.header.previousSealChecksum != previous.sealChecksum
+                {
+                    // This unit does not continue the previous one: cut at the previous one's end.
+                    return try cutAt(units, index: index - 1, offset: previous.recordsEnd, journal: journal)
+                }
+            }
+            var expected = unit.header.firstSequence
+            var valid = 0
+            let end = try RecordScanner.scan(
+                unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize,
+                to: unit.isSealed ? unit.recordsEnd : unit.header.trailerOffset, limit: unit.header.trailerOffset
+            ) { (header, offset, _) throws(JournalError) -> Bool in
+                guard header.sequence == expected else { return false }
+                expected += 1
+                valid = offset + header.footprint
+                return true
+            }
+            let isLast = index == units.count - 1
+            if unit.isSealed {
+                if case .reachedEnd = end, expected - 1 == unit.lastSequence {
+                } else {
+                    cut = max(JournalFormat.headerPageSize, valid)
+                }
+            } else if !isLast || sealErrors[unit.id] != nil {
+                cut = end.offset
+            }
+            if let cut { return try cutAt(units, index: index, offset: cut, journal: journal) }
+        }
+        return units
+    }
+
+    private func cutAt(_ units: [JournalUnit], index: Int, offset: Int, journal: JournalID) throws(JournalError)
+        -> [JournalUnit]
+    {
+        for later in units[(index + 1)...] { try release(later.id, in: context.journalPool) }
+        var kept = Array(units[...index])
+        var unit = kept[index]
+        unit.sealChecksum = nil
+        // Zero the damaged rest now, so the rescan cannot run past the cut.
+        if offset < unit.storage.capacity {
+            do throws(StorageError) {
+                try unit.storage.write([UInt8](repeating: 0, count: unit.storage.capacity - offset), at: offset)
+                try unit.storage.synchronize()
+            } catch {
+                throw JournalError(error, journal: journal)
+            }
+        }
+        unit = try scanActive(unit, journal: journal)
+        kept[index] = unit
+        context.logger.warning(
+            "journal salvaged: cut at the first damage",
+            metadata: [
+                "journal": "\(journal)", "unit": "\(unit.id)", "offset": "\(offset)", "last": "\(unit.lastSequence)",
+            ])
+        context.emit(.salvaged(journal, unit.id, offset: offset, lastSequence: unit.lastSequence))
+        return kept
     }
 
     /// Finds the valid records of an unsealed unit; zeroes whatever follows them (a torn

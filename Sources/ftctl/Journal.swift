@@ -16,7 +16,8 @@ struct JournalCommand: AsyncParsableCommand {
         commandName: "journal",
         abstract: "The elastic write journal (ElasticJournal): create, inspect, verify, recover, stress.",
         subcommands: [
-            JournalCreate.self, JournalInspect.self, JournalVerify.self, JournalRecover.self, JournalStress.self,
+            JournalCreate.self, JournalInspect.self, JournalVerify.self, JournalRecover.self, JournalSalvage.self,
+            JournalStress.self,
             JournalCrashTest.self, JournalSimulate.self,
         ])
 }
@@ -55,7 +56,7 @@ struct JournalDirectory {
 
     /// Opens the pools (the unit sizes are read from the pools' state files).
     func openStore(
-        readOnly: Bool, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil
+        readOnly: Bool, salvage: Bool = false, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil
     ) throws -> JournalStore {
         guard let unitSize = try FileStoragePool.storedUnitCapacity(in: units),
             let baseSize = try FileStoragePool.storedUnitCapacity(in: base)
@@ -69,7 +70,7 @@ struct JournalDirectory {
         if let configuration { configurations[1] = configuration }
         return try JournalStore(
             journalPool: pool, basePool: bases, configurations: configurations,
-            options: JournalStore.Options(readOnly: readOnly), logger: logger)
+            options: JournalStore.Options(readOnly: readOnly, salvage: salvage), logger: logger)
     }
 
     /// Creates the directories and pools and journal 1.
@@ -220,6 +221,39 @@ struct JournalRecover: ParsableCommand {
         try Data(image).write(to: URL(fileURLWithPath: out))
         print(
             "wrote \(image.count) bytes of volume-\(volume) at \(wallTime(instant)) (\(instant.nanoseconds)) to \(out)")
+    }
+}
+
+/// `ftctl journal salvage`.
+struct JournalSalvage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "salvage",
+        abstract: "Cut a damaged journal just before its first damage (records after it are lost).",
+        discussion: """
+            Opening a journal refuses damage outside the active unit's tail. This reads every \
+            record of every unit and cuts the journal before the first bad record, seal or \
+            link, releasing later units. Run `verify` first to see what would be lost.
+            """)
+
+    @Argument(help: "The journal directory.") var directory: String
+
+    func run() throws {
+        let store = try JournalDirectory(path: directory).openStore(readOnly: false, salvage: true)
+        var cut = false
+        for event in store.recentEvents {
+            if case .salvaged(let journal, let unit, let offset, let last) = event {
+                print("\(journal): cut in \(unit) at offset \(offset); the journal now ends at record \(last)")
+                cut = true
+            }
+        }
+        if !cut { print("no damage found; nothing cut") }
+        for journal in store.journals {
+            let report = try journal.verify()
+            print(
+                "\(journal.id): verify OK — \(report.records) records (\(report.firstSequence)...\(report.lastSequence))"
+            )
+        }
+        try store.close()
     }
 }
 

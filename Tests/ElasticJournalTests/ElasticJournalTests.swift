@@ -280,3 +280,40 @@ import Testing
         }
     }
 }
+
+@Suite struct SalvageTests {
+    @Test func salvageCutsBeforeTheFirstDamageOnlyWhenAsked() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(10), quota: 8, indexInterval: 4096), volumes: [1])
+        for index in 0..<200 {
+            try await journal.append(volume: 1, offset: 0, bytes: pattern(index, count: 600))
+        }
+        try store.close()
+        #expect(fixture.pool.units.count == 3)
+        let first = try #require(fixture.pool.units.first)
+        // Damage the 11th record of the first (sealed) unit.
+        let target = JournalFormat.headerPageSize + 10 * 640 + 50
+        var byte = try first.read(at: target, count: 1)
+        byte[0] ^= 0x01
+        try first.write(byte, at: target)
+        // Without salvage the damage is reported, not cut.
+        let plain = try #require(try fixture.open().journal(1))
+        #expect(plain.lastSequence == 200)
+        #expect(throws: JournalError.self) { try plain.verify() }
+        // With salvage the journal ends at record 10 and verifies.
+        let salvaged = try JournalStore(
+            journalPool: fixture.pool, basePool: fixture.bases, options: JournalStore.Options(salvage: true),
+            clock: { fixture.clock.now })
+        let cut = try #require(salvaged.journal(1))
+        #expect(cut.lastSequence == 10)
+        #expect(fixture.pool.units.count == 1)
+        #expect(
+            salvaged.recentEvents.contains(
+                .salvaged(1, first.id, offset: JournalFormat.headerPageSize + 10 * 640, lastSequence: 10)))
+        #expect(try cut.verify().records == 10)
+        let next = try await cut.append(volume: 1, offset: 0, bytes: [1])
+        #expect(next.sequence == 11)
+    }
+}
