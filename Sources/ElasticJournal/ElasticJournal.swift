@@ -94,9 +94,10 @@ public final class ElasticJournal: Sendable {
         var poisoned: JournalError?
         var closed = false
         var flushScheduled = false
-        /// Group commit: records the last flush made durable. The flusher waits (at most one
-        /// fsync's time) for about as many before the next one, so appenders that were just
-        /// acknowledged and append again share it.
+        /// Group commit: an estimate of the appends in flight (records the last flush made
+        /// durable plus those staged meanwhile). The flusher waits (boundedly) for about as
+        /// many before the next fsync, so appenders that were just acknowledged and append
+        /// again share it instead of splitting into two half-full batches.
         var flushTarget = 1
         var lastSynchronizeNanoseconds: Int64 = 0
 
@@ -442,7 +443,10 @@ public final class ElasticJournal: Sendable {
             state.writtenSequence = max(state.writtenSequence, taken.lastSequence)
             if sync {
                 state.durableSequence = max(state.durableSequence, taken.lastSequence)
-                state.flushTarget = max(1, Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable)))
+                // Appenders in flight ≈ records just made durable (their appenders will
+                // append again) + records staged while this flush ran.
+                let synced = Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable))
+                state.flushTarget = max(1, synced + state.batchRecords)
             }
             taken.buffer.count = 0
             state.spare = taken.buffer
