@@ -123,7 +123,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ElasticJournalTests",
-            dependencies: ["ElasticJournal", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ElasticJournal",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
     ]

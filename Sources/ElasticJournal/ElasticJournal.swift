@@ -158,7 +158,7 @@ public final class ElasticJournal: Sendable {
                 spare: BatchBuffer(capacity: batchCapacity),
                 batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
                 lastTime: lastTime, writtenSequence: last, durableSequence: last))
-        self.metrics = JournalMetrics(journal: id)
+        self.metrics = JournalMetrics(journal: id, factory: context.metricsFactory)
         if case .groupCommit = configuration.durability {
             let pool = NIOThreadPool(numberOfThreads: 1)
             pool.start()
@@ -868,15 +868,15 @@ struct JournalMetrics: Sendable {
     let earlyDrops: Counter
     let backPressure: Counter
 
-    init(journal: JournalID) {
+    init(journal: JournalID, factory: any MetricsFactory) {
         let dimensions = [("journal", "\(journal.rawValue)")]
-        bytes = Counter(label: "ft_journal_bytes_total", dimensions: dimensions)
-        records = Counter(label: "ft_journal_records_total", dimensions: dimensions)
-        unitsHeld = Recorder(label: "ft_journal_units_held", dimensions: dimensions, aggregate: false)
-        effectiveWindow = Gauge(label: "ft_journal_effective_window_seconds", dimensions: dimensions)
-        fsync = Metrics.Timer(label: "ft_journal_fsync_seconds", dimensions: dimensions)
-        recordsPerFsync = Recorder(label: "ft_journal_records_per_fsync", dimensions: dimensions)
-        earlyDrops = Counter(label: "ft_journal_early_drops_total", dimensions: dimensions)
-        backPressure = Counter(label: "ft_journal_back_pressure_waits_total", dimensions: dimensions)
+        bytes = Counter(label: "ft_journal_bytes_total", dimensions: dimensions, factory: factory)
+        records = Counter(label: "ft_journal_records_total", dimensions: dimensions, factory: factory)
+        unitsHeld = Recorder(label: "ft_journal_units_held", dimensions: dimensions, aggregate: false, factory: factory)
+        effectiveWindow = Gauge(label: "ft_journal_effective_window_seconds", dimensions: dimensions, factory: factory)
+        fsync = Metrics.Timer(label: "ft_journal_fsync_seconds", dimensions: dimensions, factory: factory)
+        recordsPerFsync = Recorder(label: "ft_journal_records_per_fsync", dimensions: dimensions, factory: factory)
+        earlyDrops = Counter(label: "ft_journal_early_drops_total", dimensions: dimensions, factory: factory)
+        backPressure = Counter(label: "ft_journal_back_pressure_waits_total", dimensions: dimensions, factory: factory)
     }
 }

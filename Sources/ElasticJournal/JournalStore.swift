@@ -1,5 +1,6 @@
 public import FaultToleranceCore
 public import Logging
+public import Metrics
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -65,6 +66,7 @@ public final class JournalStore: Sendable {
         let events = NIOLockedValueBox<[JournalEvent]>([])
         let onEvent: (@Sendable (JournalEvent) -> Void)?
         let plantedBug: JournalBug?
+        let metricsFactory: any MetricsFactory
 
         init(
             journalPool: any StoragePool,
@@ -73,9 +75,11 @@ public final class JournalStore: Sendable {
             salt: @escaping @Sendable () -> UInt64,
             logger: Logger,
             onEvent: (@Sendable (JournalEvent) -> Void)?,
-            plantedBug: JournalBug?
+            plantedBug: JournalBug?,
+            metricsFactory: any MetricsFactory
         ) {
             self.plantedBug = plantedBug
+            self.metricsFactory = metricsFactory
             self.journalPool = journalPool
             self.basePool = basePool
             let capacity = journalPool.unitCapacity > 0 ? journalPool.budget / journalPool.unitCapacity : 0
@@ -122,6 +126,7 @@ public final class JournalStore: Sendable {
     ///   - options: read-only or not.
     ///   - logger: where recovery and early drops are logged.
     ///   - onEvent: called for every ``JournalEvent``, on the thread that caused it.
+    ///   - metricsFactory: where metrics go (`MetricsSystem.factory` by default).
     public convenience init(
         journalPool: any StoragePool,
         basePool: any StoragePool,
@@ -130,11 +135,13 @@ public final class JournalStore: Sendable {
         clock: @escaping @Sendable () -> Instant = JournalStore.wallClock,
         salt: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...UInt64.max) },
         logger: Logger = Logger(label: "ft.journal"),
-        onEvent: (@Sendable (JournalEvent) -> Void)? = nil
+        onEvent: (@Sendable (JournalEvent) -> Void)? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(JournalError) {
         try self.init(
             journalPool: journalPool, basePool: basePool, configurations: configurations, options: options,
-            clock: clock, salt: salt, logger: logger, onEvent: onEvent, plantedBug: nil)
+            clock: clock, salt: salt, logger: logger, onEvent: onEvent, plantedBug: nil,
+            metricsFactory: metricsFactory ?? MetricsSystem.factory)
     }
 
     /// Opens the store with a bug planted, to show that the simulation catches it.
@@ -147,12 +154,13 @@ public final class JournalStore: Sendable {
         salt: @escaping @Sendable () -> UInt64,
         logger: Logger,
         onEvent: (@Sendable (JournalEvent) -> Void)?,
-        plantedBug: JournalBug?
+        plantedBug: JournalBug?,
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) throws(JournalError) {
         self.options = options
         self.context = Context(
             journalPool: journalPool, basePool: basePool, clock: clock, salt: salt, logger: logger, onEvent: onEvent,
-            plantedBug: plantedBug)
+            plantedBug: plantedBug, metricsFactory: metricsFactory)
         self.journalsByID = NIOLockedValueBox([:])
         let recovered = try Recovery(context: context, options: options, configurations: configurations).run()
         journalsByID.withLockedValue { $0 = recovered }

@@ -1,6 +1,7 @@
 import DeterministicSimulation
 import ElasticJournal
 import FaultToleranceCore
+import MetricsTestKit
 import NIOConcurrencyHelpers
 import Testing
 
@@ -315,5 +316,30 @@ import Testing
         #expect(try cut.verify().records == 10)
         let next = try await cut.append(volume: 1, offset: 0, bytes: [1])
         #expect(next.sequence == 11)
+    }
+}
+
+@Suite struct JournalMetricsTests {
+    @Test func bytesRecordsUnitsWindowAndFsyncLatencyAreReported() async throws {
+        let metrics = TestMetrics()
+        let fixture = Fixture()
+        let store = try JournalStore(
+            journalPool: fixture.pool, basePool: fixture.bases, clock: { fixture.clock.now }, metricsFactory: metrics)
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(1), quota: 8, indexInterval: 4096), volumes: [1])
+        for index in 0..<150 {
+            fixture.clock.advance(.milliseconds(20))
+            try await journal.append(volume: 1, offset: 0, bytes: pattern(index, count: 1000))
+        }
+        try journal.maintain()
+        let dimensions = [("journal", "1")]
+        #expect(try metrics.expectCounter("ft_journal_records_total", dimensions).totalValue == 150)
+        #expect(try metrics.expectCounter("ft_journal_bytes_total", dimensions).totalValue == 150 * 1040)
+        #expect(try metrics.expectTimer("ft_journal_fsync_seconds", dimensions).values.count > 0)
+        #expect(
+            try metrics.expectRecorder("ft_journal_units_held", dimensions).lastValue
+                == Double(journal.status.units.count))
+        #expect(try metrics.expectGauge("ft_journal_effective_window_seconds", dimensions).lastValue == 1.0)
+        try store.close()
     }
 }
