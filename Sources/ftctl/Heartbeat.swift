@@ -66,20 +66,8 @@ struct HeartbeatSimulate: AsyncParsableCommand {
         }
         let name = "heartbeat-quorum" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
         let summary = await runSeeds(Array(1...UInt64(seeds)), jobs: jobs, scenario: name) { scenario.run(seed: $0) }
-        if json {
-            try printJSON(summary)
-        } else {
-            print("Scenario \(summary.scenario): \(summary.seeds) seeds")
-            print("  seeds passed      \(summary.passed)")
-            print("  seeds failed      \(summary.failures.count)")
-            print("  invariant checks  \(summary.invariantChecks)")
-            print("  transitions       \(summary.operations)")
-            for entry in summary.faults.entries where entry.value > 0 { print("  \(entry.name): \(entry.value)") }
-            for failure in summary.failures.prefix(5) {
-                print("FAILED seed \(failure.seed): \(failure.violation.map(\.description) ?? "")")
-                print("  replay: swift run ftctl heartbeat simulate --seed \(failure.seed) --bug \(bug.rawValue)")
-            }
+        try report(summary, json: json, operations: "transitions") { seed in
+            "swift run ftctl heartbeat simulate --seed \(seed) --bug \(bug.rawValue)"
         }
-        if !summary.failures.isEmpty { throw ExitCode(1) }
     }
 }

@@ -130,22 +130,8 @@ struct JournalSimulate: AsyncParsableCommand {
         let list = seed.map { [$0] } ?? Array(1...UInt64(seeds))
         let name = "elastic-journal" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
         let summary = await runSeeds(list, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
-        if json {
-            try printJSON(summary)
-        } else {
-            print("Scenario \(summary.scenario): \(summary.seeds) seeds")
-            print("  seeds passed      \(summary.passed)")
-            print("  seeds failed      \(summary.failures.count)")
-            print("  invariant checks  \(summary.invariantChecks)")
-            print("  operations        \(summary.operations)")
-            for entry in summary.faults.entries where entry.value > 0 { print("  \(entry.name): \(entry.value)") }
-            for failure in summary.failures.prefix(5) {
-                print("FAILED seed \(failure.seed): \(failure.violation.map(\.description) ?? "")")
-                print(
-                    "  replay: swift run ftctl journal simulate --seed \(failure.seed)"
-                        + (bug.map { " --bug \($0.rawValue)" } ?? ""))
-            }
+        try report(summary, json: json, operations: "operations") { seed in
+            "swift run ftctl journal simulate --seed \(seed)" + (bug.map { " --bug \($0.rawValue)" } ?? "")
         }
-        if !summary.failures.isEmpty { throw ExitCode(1) }
     }
 }
