@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "DeterministicSimulation", targets: ["DeterministicSimulation"]),
         .library(name: "HeartbeatQuorum", targets: ["HeartbeatQuorum"]),
         .library(name: "ElasticJournal", targets: ["ElasticJournal"]),
+        .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -85,9 +86,22 @@ let package = Package(
             ]
         ),
         .target(
+            name: "LiveCopy",
+            dependencies: [
+                "FaultToleranceCore",
+                "CFaultToleranceShims",
+                "DeterministicSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
             name: "FaultTolerance",
             dependencies: [
                 "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum", "ElasticJournal",
+                "LiveCopy",
             ]
         ),
         .executableTarget(
@@ -126,6 +140,15 @@ let package = Package(
             dependencies: [
                 "ElasticJournal",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "LiveCopyTests",
+            dependencies: [
+                "LiveCopy",
+                "FaultToleranceNIO",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),

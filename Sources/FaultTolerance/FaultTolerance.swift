@@ -4,3 +4,4 @@
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum
+@_exported import LiveCopy

@@ -13,7 +13,7 @@ struct FTCtl: AsyncParsableCommand {
             fsync failures — over many seeds and reports the faults injected and the \
             invariants checked. Every failing seed can be replayed exactly with --seed.
             """,
-        subcommands: [Simulate.self, HeartbeatCommand.self, JournalCommand.self, Demo.self],
+        subcommands: [Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, Demo.self],
         defaultSubcommand: nil
     )
 }

@@ -18,4 +18,26 @@ uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t lengt
 /// `EOPNOTSUPP`. Returns 0 or -1 with `errno` set.
 int ft_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
+/// Atomically sets bit `bit` of the bitmap `words` (release ordering: the data written before
+/// this call is visible to whoever takes the bit with `ft_bitmap_take`).
+static inline void ft_bitmap_set(uint64_t *words, size_t bit) {
+    __atomic_fetch_or(&words[bit >> 6], (uint64_t)1 << (bit & 63), __ATOMIC_RELEASE);
+}
+
+/// Atomically reads and clears one word of a bitmap (acquire and release ordering).
+static inline uint64_t ft_bitmap_take(uint64_t *word) {
+    return __atomic_exchange_n(word, (uint64_t)0, __ATOMIC_ACQ_REL);
+}
+
+/// Atomically ORs `bits` into one word of a bitmap (release ordering).
+static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
+    __atomic_fetch_or(word, bits, __ATOMIC_RELEASE);
+}
+
+/// Copies `length` bytes from memory that other threads may be writing at the same time (a live
+/// copy reads pages while writers run; a torn page is marked dirty again and recopied). Under
+/// ThreadSanitizer this is an uninstrumented word loop, since the race is intended; otherwise it
+/// is `memcpy`.
+void ft_copy_concurrent(void *destination, const void *source, size_t length);
+
 #endif

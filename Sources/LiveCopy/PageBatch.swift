@@ -1,0 +1,217 @@
+public import FaultToleranceCore
+public import NIOCore
+
+/// A batch of pages on the wire (message type ``LiveCopyWire/MessageType/pageBatch``).
+///
+/// Layout (little-endian): version `u8`, flags `u8` (bit 0: body deflated), reserved `u16`
+/// (zero), session `u64`, round `u32`, entry count `u32`, body length `u32` (uncompressed),
+/// body CRC32C `u32` (of the uncompressed body when deflated, else zero: the transport frame's
+/// CRC32C covers it). The body is a run of entries: page index `u64`, kind `u8` (0: the page's
+/// bytes follow, 1: the page is all zeros), three reserved zero bytes, then the page's bytes for
+/// kind 0. The decoder accepts nothing the encoder would not write.
+public struct PageBatch: Sendable {
+    /// One page in a batch.
+    public struct Entry: Sendable, Hashable {
+        /// The page index.
+        public var page: Int
+        /// Where the page's bytes start in ``PageBatch/body``, or nil for a zero page.
+        public var offset: Int?
+    }
+
+    /// Size of the batch header.
+    public static let headerSize = 24
+    /// Size of an entry header.
+    public static let entryHeaderSize = 12
+    /// Flag: the body is deflated.
+    public static let deflatedFlag: UInt8 = 1
+
+    /// The session.
+    public var session: UInt64
+    /// The round the pages belong to.
+    public var round: Int
+    /// The entries in order.
+    public var entries: [Entry]
+    /// The uncompressed body.
+    public var body: ByteBuffer
+
+    /// Decodes a batch for a region of `pageCount` pages of `pageSize` bytes; refuses anything
+    /// malformed with ``LiveCopyError/Code/malformedMessage``, never trapping.
+    public static func decode(_ payload: ByteBuffer, pageSize: Int, pageCount: Int) throws(LiveCopyError) -> PageBatch {
+        var buffer = payload
+        guard
+            let (version, flags, reserved, session, round, count, length, crc) = buffer.readMultipleIntegers(
+                as: (UInt8, UInt8, UInt16, UInt64, UInt32, UInt32, UInt32, UInt32).self)
+        else { throw LiveCopyWire.malformed("page batch shorter than its header") }
+        try LiveCopyWire.check(version)
+        guard flags & ~deflatedFlag == 0, reserved == 0 else {
+            throw LiveCopyWire.malformed("page batch has unknown flags \(flags) or reserved \(reserved)")
+        }
+        // Every entry is at least a header; a data entry is a header and a page.
+        let bodyLength = Int(length)
+        guard Int(count) <= bodyLength / entryHeaderSize, bodyLength <= Int(count) * (entryHeaderSize + pageSize)
+        else { throw LiveCopyWire.malformed("page batch of \(count) entries cannot be \(length) bytes") }
+        var body: ByteBuffer
+        if flags & deflatedFlag != 0 {
+            let compressed = Array(buffer.readableBytesView)
+            let inflated: [UInt8]
+            do {
+                inflated = try Inflate.decompress(compressed, maximumOutputSize: bodyLength)
+            } catch {
+                throw LiveCopyWire.malformed("page batch body does not inflate: \(error)")
+            }
+            guard inflated.count == bodyLength, CRC32C.checksum(inflated) == crc else {
+                throw LiveCopyWire.malformed("page batch body fails its checksum after inflating")
+            }
+            body = ByteBuffer(bytes: inflated)
+        } else {
+            guard crc == 0, buffer.readableBytes == bodyLength else {
+                throw LiveCopyWire.malformed("page batch body is \(buffer.readableBytes) bytes, header says \(length)")
+            }
+            body = buffer
+            body.moveReaderIndex(to: buffer.readerIndex)
+        }
+        var entries: [Entry] = []
+        entries.reserveCapacity(Int(count))
+        var cursor = body
+        let start = cursor.readerIndex
+        for _ in 0..<count {
+            guard let (page, kind, pad1, pad2) = cursor.readMultipleIntegers(as: (UInt64, UInt8, UInt8, UInt16).self)
+            else { throw LiveCopyWire.malformed("page batch entry cut short") }
+            guard page < UInt64(pageCount) else {
+                throw LiveCopyWire.malformed("page \(page) outside a region of \(pageCount) pages")
+            }
+            guard pad1 == 0, pad2 == 0 else { throw LiveCopyWire.malformed("page batch entry has nonzero padding") }
+            switch kind {
+            case 0:
+                guard cursor.readableBytes >= pageSize else {
+                    throw LiveCopyWire.malformed("page \(page) has \(cursor.readableBytes) of \(pageSize) bytes")
+                }
+                entries.append(Entry(page: Int(page), offset: cursor.readerIndex - start))
+                cursor.moveReaderIndex(forwardBy: pageSize)
+            case 1:
+                entries.append(Entry(page: Int(page), offset: nil))
+            default:
+                throw LiveCopyWire.malformed("page \(page) has unknown kind \(kind)")
+            }
+        }
+        guard cursor.readableBytes == 0 else {
+            throw LiveCopyWire.malformed("page batch has \(cursor.readableBytes) bytes after its entries")
+        }
+        return PageBatch(session: session, round: Int(round), entries: entries, body: body)
+    }
+
+    /// Calls `body` with each page: its index and its bytes (nil for a zero page).
+    public func forEachPage(pageSize: Int, _ visit: (Int, UnsafeRawBufferPointer?) throws -> Void) rethrows {
+        try body.withUnsafeReadableBytes { raw in
+            for entry in entries {
+                if let offset = entry.offset {
+                    try visit(entry.page, UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + pageSize)]))
+                } else {
+                    try visit(entry.page, nil)
+                }
+            }
+        }
+    }
+}
+
+/// Builds page batches: pages are appended straight from the source's memory into one buffer.
+struct PageBatchBuilder {
+    let session: UInt64
+    let pageSize: Int
+    var round = 0
+    private(set) var buffer = ByteBuffer()
+    private(set) var count = 0
+
+    init(session: UInt64, pageSize: Int, capacity: Int) {
+        self.session = session
+        self.pageSize = pageSize
+        buffer.reserveCapacity(capacity)
+        reset()
+    }
+
+    /// Bytes in the body so far.
+    var bodyBytes: Int { buffer.readableBytes - PageBatch.headerSize }
+
+    mutating func reset() {
+        buffer.clear()
+        buffer.writeRepeatingByte(0, count: PageBatch.headerSize)
+        count = 0
+    }
+
+    /// Appends page `page`, whose bytes `fill` writes into the buffer; returns a pointer to them
+    /// for fingerprinting (valid until the next append).
+    mutating func appendData(page: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        buffer.writeMultipleIntegers(UInt64(page), UInt8(0), UInt8(0), UInt16(0))
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pageSize) { raw in
+            fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<pageSize]))
+            return pageSize
+        }
+        count += 1
+    }
+
+    /// Takes the last data page back out (it turned out unchanged or zero).
+    mutating func dropLastData() {
+        buffer.moveWriterIndex(to: buffer.writerIndex - pageSize - PageBatch.entryHeaderSize)
+        count -= 1
+    }
+
+    mutating func appendZero(page: Int) {
+        buffer.writeMultipleIntegers(UInt64(page), UInt8(1), UInt8(0), UInt16(0))
+        count += 1
+    }
+
+    /// Finishes the batch (deflating the body when asked) and returns the payload.
+    mutating func finish(deflate: Bool) throws(LiveCopyError) -> ByteBuffer {
+        let length = UInt32(bodyBytes)
+        var payload: ByteBuffer
+        if deflate {
+            let body = Array(buffer.readableBytesView.dropFirst(PageBatch.headerSize))
+            let compressed: [UInt8]
+            do {
+                compressed = try Deflate.compress(body, level: 1)
+            } catch {
+                throw LiveCopyError(.invalidConfiguration, detail: "deflate failed: \(error)")
+            }
+            payload = ByteBuffer()
+            payload.reserveCapacity(PageBatch.headerSize + compressed.count)
+            payload.writeMultipleIntegers(
+                LiveCopyWire.version, PageBatch.deflatedFlag, UInt16(0), session, UInt32(round), UInt32(count), length,
+                CRC32C.checksum(body))
+            payload.writeBytes(compressed)
+        } else {
+            payload = buffer
+            payload.setMultipleIntegers(
+                LiveCopyWire.version, UInt8(0), UInt16(0), session, UInt32(round), UInt32(count), length, UInt32(0),
+                at: payload.readerIndex)
+        }
+        reset()
+        return payload
+    }
+}
+
+/// A 64-bit fingerprint of a page, independent of CRC32C, to skip pages that are unchanged
+/// since they were last sent. (The verification pass compares CRC32C, so a page would have
+/// to collide in both to slip through.)
+enum PageFingerprint {
+    static func of(_ page: UnsafeRawBufferPointer) -> UInt64 {
+        var a: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var b: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+        var c: UInt64 = 0x1656_67B1_9E37_79F9
+        var d: UInt64 = 0x27D4_EB2F_1656_67C5
+        let words = page.count / 32
+        for index in 0..<words {
+            let base = index * 32
+            a = (a ^ page.loadUnaligned(fromByteOffset: base, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+            b = (b ^ page.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)) &* 0xC4CE_B9FE_1A85_EC53
+            c = (c ^ page.loadUnaligned(fromByteOffset: base + 16, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+            d = (d ^ page.loadUnaligned(fromByteOffset: base + 24, as: UInt64.self)) &* 0xC4CE_B9FE_1A85_EC53
+            a = a ^ (a >> 29)
+            b = b ^ (b >> 31)
+            c = c ^ (c >> 29)
+            d = d ^ (d >> 31)
+        }
+        var h = a ^ (b &* 31) ^ (c &* 961) ^ (d &* 29791) ^ UInt64(page.count)
+        h = (h ^ (h >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+        return h ^ (h >> 33)
+    }
+}

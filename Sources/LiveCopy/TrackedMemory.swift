@@ -1,0 +1,218 @@
+import CFaultToleranceShims
+import FaultToleranceCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Something that knows which pages of a region were written since it was last asked.
+///
+/// ``TrackedMemory`` is one (writes go through its API and set bits in an atomic bitmap);
+/// ``UserfaultTracker`` is another (plain memory written by any code, tracked by the kernel).
+public protocol DirtyTracker: AnyObject, Sendable {
+    /// Bytes per page (a power of two).
+    var pageSize: Int { get }
+    /// Pages in the region.
+    var pageCount: Int { get }
+    /// Starts a tracking epoch: forgets every page dirtied so far.
+    func beginTracking() throws(LiveCopyError)
+    /// Moves the pages dirtied since the previous call into `pages` and clears them, one
+    /// atomic test-and-clear per 64 pages: a page written during the call is either in
+    /// `pages` now or dirty again for the next call, never lost.
+    func collectDirtyPages(into pages: inout PageSet)
+    /// Ends tracking.
+    func endTracking()
+}
+
+/// A region a live copy can read from: a ``DirtyTracker`` over memory, with the ``PauseGate``
+/// its writers pass and a mirror for duplicated mode.
+public protocol LiveCopySource: DirtyTracker {
+    /// The gate every writer of the region passes.
+    var gate: PauseGate { get }
+    /// Copies pages `pages` into `destination` (which has room for them). Writers may be
+    /// running: a page written meanwhile may be copied torn, and is then dirty again.
+    func copyPages(_ pages: Range<Int>, into destination: UnsafeMutableRawPointer)
+    /// The CRC32C of page `page` (called with the gate paused, for a stable value).
+    func checksum(ofPage page: Int) -> UInt32
+    /// Starts (or with `nil` stops) mirroring every later write to `mirror`: duplicated mode.
+    /// Called only while the gate is paused.
+    func setMirror(_ mirror: (any WriteMirror)?) throws(LiveCopyError)
+}
+
+/// Where duplicated mode sends each write after applying it to the source region.
+public protocol WriteMirror: AnyObject, Sendable {
+    /// Applies (or queues, in order) the write of `bytes` at byte `offset` of the region.
+    /// Called inside the source's gate, so a paused gate sees no write half-mirrored.
+    func mirrorWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int)
+}
+
+/// A page-granular memory region whose writes mark pages dirty in an atomic bitmap.
+///
+/// Any number of threads may read and write; every write passes the ``gate`` (so the copier
+/// can hold writers for the final stop-and-copy) and sets its pages' bits *after* the bytes
+/// land (release ordering), while the copier clears bits *before* reading pages (acquire):
+/// a write is therefore either seen by the copy that cleared its bit or leaves the bit set
+/// for the next round.
+///
+/// ```swift
+/// let memory = try TrackedMemory(pageCount: 262_144)          // 1 GiB of 4 KiB pages
+/// try memory.write([1, 2, 3], at: 4096 * 7 + 12)
+/// ```
+public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
+    /// Bytes per page.
+    public let pageSize: Int
+    /// Pages in the region.
+    public let pageCount: Int
+    /// Bytes in the region.
+    public let byteCount: Int
+    /// The gate every write passes.
+    public let gate = PauseGate()
+
+    private let base: UnsafeMutableRawPointer
+    private let bitmap: UnsafeMutablePointer<UInt64>
+    private let wordCount: Int
+    private let pageShift: Int
+    // Read by writers inside the gate, changed only while the gate is paused.
+    private var mirror: (any WriteMirror)?
+
+    /// Allocates a zeroed region of `pageCount` pages of `pageSize` bytes (a power of two,
+    /// at least 64).
+    public init(pageCount: Int, pageSize: Int = 4096) throws(LiveCopyError) {
+        guard pageSize >= 64, pageSize & (pageSize - 1) == 0, pageCount > 0,
+            pageCount <= Int.max / pageSize
+        else {
+            throw LiveCopyError(
+                .invalidConfiguration,
+                detail: "page size \(pageSize) must be a power of two >= 64 and page count \(pageCount) positive")
+        }
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+        self.byteCount = pageCount * pageSize
+        self.pageShift = pageSize.trailingZeroBitCount
+        self.wordCount = (pageCount + 63) / 64
+        guard let memory = RegionAllocation.allocate(byteCount: byteCount) else {
+            throw LiveCopyError(.invalidConfiguration, detail: "cannot map \(pageCount * pageSize) bytes")
+        }
+        self.base = memory
+        self.bitmap = .allocate(capacity: wordCount)
+        bitmap.initialize(repeating: 0, count: wordCount)
+    }
+
+    deinit {
+        RegionAllocation.free(base, byteCount: byteCount)
+        bitmap.deallocate()
+    }
+
+    /// Writes `bytes` at byte `offset`, marking the pages it touches dirty (and mirroring it in
+    /// duplicated mode).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(LiveCopyError) {
+        guard offset >= 0, bytes.count <= byteCount - offset else {
+            throw LiveCopyError(.outOfBounds, detail: "write of \(bytes.count) bytes at \(offset) in \(byteCount)")
+        }
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        gate.enter()
+        defer { gate.leave() }
+        (base + offset).copyMemory(from: source, byteCount: bytes.count)
+        markDirty(offset: offset, count: bytes.count)
+        mirror?.mirrorWrite(bytes, at: offset)
+    }
+
+    /// Writes `bytes` at byte `offset`.
+    public func write(_ bytes: some Collection<UInt8>, at offset: Int) throws(LiveCopyError) {
+        let array = Array(bytes)
+        try Result { () throws(LiveCopyError) in
+            try array.withUnsafeBytes { raw in Result { () throws(LiveCopyError) in try write(raw, at: offset) } }.get()
+        }.get()
+    }
+
+    /// Stores a little-endian `UInt64` at byte `offset` (a common small write).
+    public func storeWord(_ value: UInt64, at offset: Int) throws(LiveCopyError) {
+        var word = value.littleEndian
+        try Swift.withUnsafeBytes(of: &word) { raw in Result { () throws(LiveCopyError) in try write(raw, at: offset) } }
+            .get()
+    }
+
+    /// Reads `count` bytes at byte `offset`. Concurrent writers may make the result a mix of
+    /// before and after a write.
+    public func read(at offset: Int, count: Int) throws(LiveCopyError) -> [UInt8] {
+        guard offset >= 0, count >= 0, count <= byteCount - offset else {
+            throw LiveCopyError(.outOfBounds, detail: "read of \(count) bytes at \(offset) in \(byteCount)")
+        }
+        return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if let destination = buffer.baseAddress, count > 0 {
+                ft_copy_concurrent(destination, base + offset, count)
+            }
+            initialized = count
+        }
+    }
+
+    /// Calls `body` with the whole region, read-only. Pause the ``gate`` first for a stable view.
+    public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try body(UnsafeRawBufferPointer(start: base, count: byteCount))
+    }
+
+    /// The CRC32C of page `page`. Pause the ``gate`` first for a stable value.
+    public func checksum(ofPage page: Int) -> UInt32 {
+        CRC32C.checksum(UnsafeRawBufferPointer(start: base + page << pageShift, count: pageSize))
+    }
+
+    // MARK: DirtyTracker
+
+    /// Forgets every page dirtied so far.
+    public func beginTracking() throws(LiveCopyError) {
+        for index in 0..<wordCount { _ = ft_bitmap_take(bitmap + index) }
+    }
+
+    /// Moves the dirty pages into `pages`, clearing them atomically.
+    public func collectDirtyPages(into pages: inout PageSet) {
+        let count = min(wordCount, pages.words.count)
+        for index in 0..<count {
+            let word = ft_bitmap_take(bitmap + index)
+            if word != 0 { pages.words[index] |= word }
+        }
+    }
+
+    /// Ends tracking (bits keep being set; they are simply not asked for).
+    public func endTracking() {}
+
+    // MARK: LiveCopySource
+
+    /// Copies pages into `destination`.
+    public func copyPages(_ pages: Range<Int>, into destination: UnsafeMutableRawPointer) {
+        guard !pages.isEmpty else { return }
+        ft_copy_concurrent(destination, base + pages.lowerBound << pageShift, pages.count << pageShift)
+    }
+
+    /// Sets the duplicated-mode mirror; the gate must be paused.
+    public func setMirror(_ mirror: (any WriteMirror)?) throws(LiveCopyError) {
+        guard gate.isPaused else {
+            throw LiveCopyError(.invalidConfiguration, detail: "the mirror changes only while the gate is paused")
+        }
+        self.mirror = mirror
+    }
+
+    private func markDirty(offset: Int, count: Int) {
+        let first = offset >> pageShift
+        let last = (offset + count - 1) >> pageShift
+        if first == last {
+            ft_bitmap_set(bitmap, first)
+            return
+        }
+        for page in first...last { ft_bitmap_set(bitmap, page) }
+    }
+}
+
+/// Anonymous, page-aligned, zero-filled memory from `mmap` (untouched pages cost nothing).
+enum RegionAllocation {
+    static func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
+        let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let pointer, pointer != MAP_FAILED else { return nil }
+        return pointer
+    }
+
+    static func free(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        munmap(pointer, byteCount)
+    }
+}

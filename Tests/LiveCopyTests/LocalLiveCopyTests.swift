@@ -1,0 +1,118 @@
+import Foundation
+import LiveCopy
+import MetricsTestKit
+import Testing
+
+/// Writer threads that write 8-byte words at random places until stopped.
+final class Writers: @unchecked Sendable {
+    private let stopFlag = LockedBool()
+    private let finished: [LockedBool]
+    private let counts: [LockedCount]
+
+    init(memory: TrackedMemory, threads: Int, seed: UInt64) {
+        finished = (0..<threads).map { _ in LockedBool() }
+        counts = (0..<threads).map { _ in LockedCount() }
+        for index in 0..<threads {
+            let done = finished[index]
+            let count = counts[index]
+            let stop = stopFlag
+            Thread {
+                var state = seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
+                var writes = 0
+                while !stop.get() {
+                    state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                    let page = Int((state >> 33) % UInt64(memory.pageCount))
+                    let word = Int((state >> 13) % UInt64(memory.pageSize / 8))
+                    try? memory.storeWord(state, at: page * memory.pageSize + word * 8)
+                    writes += 1
+                    if writes % 64 == 0 { usleep(100) }  // a load, not a timing assertion
+                }
+                count.add(writes)
+                done.set()
+            }.start()
+        }
+    }
+
+    /// Stops the writers and waits until every thread has left.
+    func stop() async throws {
+        stopFlag.set()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !finished.allSatisfy({ $0.get() }) {
+            guard ContinuousClock.now < deadline else { throw CancellationError() }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    var writes: Int { counts.reduce(0) { $0 + $1.get() } }
+}
+
+final class LockedCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func add(_ n: Int) { lock.withLock { value += n } }
+    func get() -> Int { lock.withLock { value } }
+}
+
+func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
+    memory.withUnsafeBytes { source in region.withUnsafeBytes { copy in source.elementsEqual(copy) } }
+}
+
+@Suite struct LocalLiveCopyTests {
+    /// Two writer threads run throughout: the copy converges, both sides are identical after
+    /// the switchover and stay identical in duplicated mode.
+    @Test func twoWriterThreadsThroughoutAndDuplicatedMode() async throws {
+        let memory = try TrackedMemory(pageCount: 4096)
+        for page in stride(from: 0, to: 4096, by: 3) { try memory.storeWord(UInt64(page), at: page * 4096) }
+        let region = try OfflineRegion(pageCount: 4096)
+        let writers = Writers(memory: memory, threads: 2, seed: 7)
+        let metrics = TestMetrics()
+        let copy = LiveCopy(
+            source: memory, destination: LocalDestination(region: region), metricsFactory: metrics)
+        let events = Task {
+            var all: [LiveCopyProgress] = []
+            for await event in copy.progress { all.append(event) }
+            return all
+        }
+        let report = try await copy.run()
+        #expect(report.rounds.count >= 1)
+        #expect(report.rounds[0].pages == 4096)
+        #expect(report.pagesRecopied == 0)
+        // Duplicated mode while the writers keep going.
+        for _ in 0..<20 { try await Task.sleep(for: .milliseconds(5)) }
+        try await writers.stop()
+        #expect(writers.writes > 0)
+        #expect(identical(memory, region))
+        #expect(try await copy.verify() == 0)
+        await copy.detach()
+        // After detaching, writes no longer reach the copy.
+        try memory.storeWord(0xDEAD, at: 0)
+        #expect(!identical(memory, region))
+
+        let progress = await events.value
+        #expect(progress.contains { if case .switchedOver = $0 { true } else { false } })
+        #expect(progress.contains { if case .verified(4096, 0) = $0 { true } else { false } })
+        #expect(try metrics.expectCounter("ft_livecopy_rounds_total").totalValue == Int64(report.rounds.count))
+        #expect(try metrics.expectTimer("ft_livecopy_pause_seconds").values.count == 1)
+    }
+
+    /// A page damaged on the offline side is found by the checksum pass and recopied.
+    @Test func verificationRecopiesADamagedPage() async throws {
+        let memory = try TrackedMemory(pageCount: 64, pageSize: 4096)
+        for page in 0..<64 { try memory.storeWord(UInt64(page) + 1, at: page * 4096 + 8) }
+        let region = try OfflineRegion(pageCount: 64, pageSize: 4096)
+        let copy = LiveCopy(source: memory, destination: LocalDestination(region: region))
+        _ = try await copy.run()
+        try [0xFF, 0xEE].withUnsafeBytes { try region.write($0, at: 4096 * 17 + 100) }
+        #expect(!identical(memory, region))
+        #expect(try await copy.verify() == 1)
+        #expect(identical(memory, region))
+        await copy.detach()
+    }
+
+    @Test func geometryMismatchIsRefused() async throws {
+        let memory = try TrackedMemory(pageCount: 64)
+        let copy = LiveCopy(source: memory, destination: LocalDestination(region: try OfflineRegion(pageCount: 32)))
+        await #expect(throws: LiveCopyError.self) { try await copy.run() }
+        #expect(!memory.gate.isPaused)
+    }
+}
