@@ -1,4 +1,4 @@
-public import FaultToleranceCore
+import FaultToleranceCore
 public import NIOCore
 
 /// The live copy's messages on a ``FaultToleranceCore/Transport``: message types
@@ -23,8 +23,8 @@ public enum LiveCopyWire {
         public static let barrier: UInt16 = 0x0203
         /// Page checksums to compare; answered with the pages that differ.
         public static let verify: UInt16 = 0x0204
-        /// One write in duplicated mode.
-        public static let mirrorWrite: UInt16 = 0x0205
+        /// Writes made in duplicated mode.
+        public static let mirrorWrites: UInt16 = 0x0205
         /// End of the session.
         public static let end: UInt16 = 0x0206
     }
@@ -208,46 +208,75 @@ public enum LiveCopyWire {
         }
     }
 
-    /// One mirrored write.
-    public struct MirrorWrite: Sendable, Hashable {
+    /// Mirrored writes in duplicated mode, in the order they were made: version `u8`, flags `u8`
+    /// and reserved `u16` (zero), session `u64`, count `u32`, then per write: offset `u64`,
+    /// length `u32`, the bytes.
+    public struct MirrorWrites: Sendable, Hashable {
+        /// Size of the header.
+        public static let headerSize = 16
         /// The session.
         public var session: UInt64
-        /// Byte offset in the region.
-        public var offset: Int
-        /// The bytes written.
-        public var bytes: ByteBuffer
+        /// Each write: byte offset and bytes.
+        public var writes: [(offset: Int, bytes: ByteBuffer)]
 
-        /// Creates a write.
-        public init(session: UInt64, offset: Int, bytes: ByteBuffer) {
-            self.session = session
-            self.offset = offset
-            self.bytes = bytes
+        /// Equal when session and writes are.
+        public static func == (lhs: MirrorWrites, rhs: MirrorWrites) -> Bool {
+            lhs.session == rhs.session && lhs.writes.count == rhs.writes.count
+                && zip(lhs.writes, rhs.writes).allSatisfy { $0.offset == $1.offset && $0.bytes == $1.bytes }
         }
 
-        /// Encodes a write straight from memory.
-        public static func encode(session: UInt64, offset: Int, bytes: UnsafeRawBufferPointer) -> ByteBuffer {
-            var buffer = ByteBuffer()
-            buffer.reserveCapacity(24 + bytes.count)
-            buffer.writeMultipleIntegers(
-                LiveCopyWire.version, UInt8(0), UInt16(0), session, UInt64(offset), UInt32(bytes.count))
+        /// Hashes session and writes.
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(session)
+            for write in writes {
+                hasher.combine(write.offset)
+                hasher.combine(write.bytes)
+            }
+        }
+
+        /// Starts a message: the header with a zero count (``setCount(_:in:)`` fills it in).
+        static func start(session: UInt64, into buffer: inout ByteBuffer) {
+            buffer.writeMultipleIntegers(LiveCopyWire.version, UInt8(0), UInt16(0), session, UInt32(0))
+        }
+
+        /// Appends one write.
+        static func append(offset: Int, bytes: UnsafeRawBufferPointer, to buffer: inout ByteBuffer) {
+            buffer.writeMultipleIntegers(UInt64(offset), UInt32(bytes.count))
             buffer.writeBytes(bytes)
-            return buffer
         }
 
-        /// Decodes it, checking it lies within `byteCount`.
-        public static func decode(_ payload: ByteBuffer, byteCount: Int) throws(LiveCopyError) -> MirrorWrite {
+        /// Sets the count in a started message.
+        static func setCount(_ count: Int, in buffer: inout ByteBuffer) {
+            buffer.setInteger(UInt32(count), at: buffer.readerIndex + 12)
+        }
+
+        /// Decodes the writes, checking each lies within `byteCount`.
+        public static func decode(_ payload: ByteBuffer, byteCount: Int) throws(LiveCopyError) -> MirrorWrites {
             var buffer = payload
             guard
-                let (version, flags, reserved, session, offset, length) = buffer.readMultipleIntegers(
-                    as: (UInt8, UInt8, UInt16, UInt64, UInt64, UInt32).self)
-            else { throw malformed("mirrored write shorter than its header") }
+                let (version, flags, reserved, session, count) = buffer.readMultipleIntegers(
+                    as: (UInt8, UInt8, UInt16, UInt64, UInt32).self)
+            else { throw malformed("mirrored writes shorter than their header") }
             try check(version)
-            guard flags == 0, reserved == 0 else { throw malformed("mirrored write has nonzero reserved bits") }
-            guard Int(length) == buffer.readableBytes else { throw malformed("mirrored write length does not match") }
-            guard offset <= UInt64(byteCount), UInt64(length) <= UInt64(byteCount) - offset else {
-                throw malformed("mirrored write of \(length) bytes at \(offset) outside \(byteCount)")
+            guard flags == 0, reserved == 0 else { throw malformed("mirrored writes have nonzero reserved bits") }
+            guard Int(count) <= buffer.readableBytes / 12 else {
+                throw malformed("mirrored writes claim \(count) writes in \(buffer.readableBytes) bytes")
             }
-            return MirrorWrite(session: session, offset: Int(offset), bytes: buffer)
+            var writes: [(offset: Int, bytes: ByteBuffer)] = []
+            writes.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let (offset, length) = buffer.readMultipleIntegers(as: (UInt64, UInt32).self),
+                    let bytes = buffer.readSlice(length: Int(length))
+                else { throw malformed("mirrored write cut short") }
+                guard offset <= UInt64(byteCount), UInt64(length) <= UInt64(byteCount) - offset else {
+                    throw malformed("mirrored write of \(length) bytes at \(offset) outside \(byteCount)")
+                }
+                writes.append((Int(offset), bytes))
+            }
+            guard buffer.readableBytes == 0 else {
+                throw malformed("mirrored writes have \(buffer.readableBytes) bytes after the last write")
+            }
+            return MirrorWrites(session: session, writes: writes)
         }
     }
 

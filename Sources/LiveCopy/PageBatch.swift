@@ -1,4 +1,4 @@
-public import FaultToleranceCore
+import FaultToleranceCore
 public import NIOCore
 
 /// A batch of pages on the wire (message type ``LiveCopyWire/MessageType/pageBatch``).
@@ -19,7 +19,7 @@ public struct PageBatch: Sendable {
     }
 
     /// Size of the batch header.
-    public static let headerSize = 24
+    public static let headerSize = 28
     /// Size of an entry header.
     public static let entryHeaderSize = 12
     /// Flag: the body is deflated.

@@ -1,0 +1,143 @@
+public import FaultToleranceCore
+public import Logging
+import NIOCore
+
+/// The offline side of a remote live copy: applies page batches and mirrored writes from a
+/// ``RemoteDestination`` to an ``OfflineRegion`` and answers barriers and verification
+/// requests.
+///
+/// Every message is decoded with bounds checks against the region; anything malformed is
+/// answered with a refusal and ends ``run()`` with ``LiveCopyError/Code/malformedMessage``, so
+/// hostile bytes never reach the region.
+public final class LiveCopyReceiver: Sendable {
+    /// The region the copy lands in.
+    public let region: OfflineRegion
+
+    private let transport: any Transport
+    private let logger: Logger
+
+    /// Creates a receiver that applies what arrives on `transport` to `region`.
+    public init(transport: any Transport, region: OfflineRegion, logger: Logger = Logger(label: "ft.livecopy.receiver")) {
+        self.transport = transport
+        self.region = region
+        self.logger = logger
+    }
+
+    /// What a finished session did.
+    public struct Summary: Sendable, Hashable {
+        /// Page batches applied.
+        public var batches = 0
+        /// Pages applied (zero pages included).
+        public var pages = 0
+        /// Mirrored writes applied.
+        public var mirroredWrites = 0
+        /// Verification requests answered.
+        public var verifications = 0
+    }
+
+    /// Serves one session: returns at its end message (or when the transport closes), throws
+    /// on malformed input after telling the sender why.
+    public func run() async throws(LiveCopyError) -> Summary {
+        var summary = Summary()
+        var session: UInt64?
+        for await envelope in transport.incoming {
+            let message = envelope.message
+            do throws(LiveCopyError) {
+                switch message.type {
+                case LiveCopyWire.MessageType.begin:
+                    let begin = try LiveCopyWire.Begin.decode(message.payload)
+                    guard begin.pageSize == region.pageSize, begin.pageCount == region.pageCount else {
+                        let detail =
+                            "region is \(region.pageCount) pages of \(region.pageSize) bytes, "
+                            + "copy is \(begin.pageCount) of \(begin.pageSize)"
+                        await reply(.init(kind: .refused, session: begin.session, request: 0, detail: detail), to: envelope)
+                        throw LiveCopyError(.geometryMismatch, detail: detail)
+                    }
+                    session = begin.session
+                    await reply(.init(kind: .ready, session: begin.session, request: 0), to: envelope)
+                case LiveCopyWire.MessageType.pageBatch:
+                    let batch = try PageBatch.decode(
+                        message.payload, pageSize: region.pageSize, pageCount: region.pageCount)
+                    try expect(batch.session, session)
+                    try apply(batch)
+                    summary.batches += 1
+                    summary.pages += batch.entries.count
+                case LiveCopyWire.MessageType.mirrorWrites:
+                    let mirrored = try LiveCopyWire.MirrorWrites.decode(message.payload, byteCount: region.byteCount)
+                    try expect(mirrored.session, session)
+                    for write in mirrored.writes {
+                        try write.bytes.withUnsafeReadableBytes { raw in
+                            Result { () throws(LiveCopyError) in try region.write(raw, at: write.offset) }
+                        }.get()
+                    }
+                    summary.mirroredWrites += mirrored.writes.count
+                case LiveCopyWire.MessageType.barrier:
+                    let (id, request) = try LiveCopyWire.decodeRequest(message.payload)
+                    try expect(id, session)
+                    await reply(.init(kind: .barrier, session: id, request: request), to: envelope)
+                case LiveCopyWire.MessageType.verify:
+                    let verify = try LiveCopyWire.Verify.decode(message.payload, pageCount: region.pageCount)
+                    try expect(verify.session, session)
+                    let pages = verify.firstPage..<(verify.firstPage + verify.checksums.count)
+                    let differing = zip(pages, zip(region.checksums(of: pages), verify.checksums))
+                        .compactMap { $1.0 == $1.1 ? nil : $0 }
+                    summary.verifications += 1
+                    await reply(
+                        .init(kind: .mismatches, session: verify.session, request: verify.request, pages: differing),
+                        to: envelope)
+                case LiveCopyWire.MessageType.end:
+                    let (id, _) = try LiveCopyWire.decodeRequest(message.payload)
+                    try expect(id, session)
+                    logger.info(
+                        "live copy session ended",
+                        metadata: ["batches": "\(summary.batches)", "mirrored": "\(summary.mirroredWrites)"])
+                    return summary
+                default:
+                    logger.debug("ignoring message", metadata: ["type": "\(message.type)"])
+                }
+            } catch {
+                logger.error("refusing live copy message", metadata: ["error": "\(error)"])
+                if error.code != .geometryMismatch {
+                    await reply(
+                        .init(kind: .refused, session: session ?? 0, request: .max, detail: error.description),
+                        to: envelope)
+                }
+                throw error
+            }
+        }
+        return summary
+    }
+
+    private func expect(_ received: UInt64, _ session: UInt64?) throws(LiveCopyError) {
+        guard let session, received == session else {
+            throw LiveCopyError(.malformedMessage, detail: "message for session \(received) outside session")
+        }
+    }
+
+    private func apply(_ batch: PageBatch) throws(LiveCopyError) {
+        let pageSize = region.pageSize
+        var failure: LiveCopyError?
+        batch.forEachPage(pageSize: pageSize) { page, bytes in
+            guard failure == nil else { return }
+            if let bytes {
+                do throws(LiveCopyError) {
+                    try region.write(bytes, at: page * pageSize)
+                } catch {
+                    failure = error
+                }
+            } else {
+                region.zeroPage(page)
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    private func reply(_ reply: LiveCopyWire.Reply, to envelope: Envelope) async {
+        do {
+            try await transport.send(
+                Message(type: LiveCopyWire.MessageType.reply, payload: reply.encode()), to: envelope.from, over: nil)
+        } catch {
+            logger.warning("cannot reply to the live copy source", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,494 @@
+public import FaultToleranceCore
+import NIOConcurrencyHelpers
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A destination on another machine: pages go as batches over a ``FaultToleranceCore/Transport``
+/// (``LiveCopyWire``) to a ``LiveCopyReceiver``, which applies them to its ``OfflineRegion``.
+///
+/// Pages that are all zeros travel as a 12-byte entry; pages whose 64-bit fingerprint equals
+/// the one last sent are skipped; batches can be deflated. Everything (batches, mirrored
+/// writes, barriers, verification requests) goes through one ordered queue, so the receiver
+/// applies it in the order the source produced it. The transport's incoming messages from the
+/// peer are consumed by this destination: give it a transport of its own.
+public final class RemoteDestination: LiveCopyDestination {
+    /// Tuning.
+    public struct Options: Sendable, Hashable {
+        /// Deflate page batches (zlib level 1): worth it on slow links with compressible memory.
+        public var compression: Bool
+        /// Skip pages whose fingerprint equals the one last sent.
+        public var skipUnchanged: Bool
+        /// Bytes of page data per batch.
+        public var batchBytes: Int
+        /// Bytes queued for the transport before the copier waits.
+        public var maximumQueuedBytes: Int
+        /// How long to wait for a reply before failing with ``LiveCopyError/Code/transport``.
+        public var replyTimeout: Duration
+
+        /// Creates options.
+        public init(
+            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 256 << 10,
+            maximumQueuedBytes: Int = 8 << 20, replyTimeout: Duration = .seconds(30)
+        ) {
+            self.compression = compression
+            self.skipUnchanged = skipUnchanged
+            self.batchBytes = batchBytes
+            self.maximumQueuedBytes = maximumQueuedBytes
+            self.replyTimeout = replyTimeout
+        }
+    }
+
+    /// Sends each mirrored write, in order, to the receiver.
+    public var mirror: any WriteMirror { remoteMirror }
+
+    private let transport: any Transport
+    private let peer: NodeID
+    private let options: Options
+    private let session: UInt64
+    private let sender: OrderedSender
+    private let replies = PendingReplies()
+    private let remoteMirror: RemoteMirror
+    private let nextRequest = NIOLockedValueBox<UInt64>(1)
+    private let copier = NIOLockedValueBox<CopierState?>(nil)
+    private let receiveTask: Task<Void, Never>
+
+    /// Creates a destination that copies to `peer` over `transport`.
+    public init(transport: any Transport, peer: NodeID, options: Options = Options()) {
+        self.transport = transport
+        self.peer = peer
+        self.options = options
+        self.session = UInt64.random(in: 1...UInt64.max)
+        let sender = OrderedSender(transport: transport, peer: peer, limit: options.maximumQueuedBytes)
+        self.sender = sender
+        self.remoteMirror = RemoteMirror(sender: sender, session: session)
+        let replies = self.replies
+        let peer = self.peer
+        let session = self.session
+        receiveTask = Task {
+            for await envelope in transport.incoming
+            where envelope.from == peer && envelope.message.type == LiveCopyWire.MessageType.reply {
+                do throws(LiveCopyError) {
+                    let reply = try LiveCopyWire.Reply.decode(envelope.message.payload)
+                    guard reply.session == session else { continue }
+                    if reply.kind == .refused {
+                        // Request 0 is the session header: the receiver refused the geometry.
+                        let code: LiveCopyError.Code = reply.request == 0 ? .geometryMismatch : .malformedMessage
+                        replies.failAll(LiveCopyError(code, detail: "receiver refused: \(reply.detail)"))
+                    } else {
+                        replies.resolve(reply.request, .success(reply))
+                    }
+                } catch {
+                    replies.failAll(error)
+                }
+            }
+            replies.failAll(LiveCopyError(.transport, detail: "the transport closed"))
+        }
+        sender.onFailure = { replies.failAll($0) }
+    }
+
+    deinit { receiveTask.cancel() }
+
+    /// Sends the session header and waits until the receiver accepts the geometry.
+    public func begin(pageSize: Int, pageCount: Int) async throws(LiveCopyError) {
+        copier.withLockedValue { $0 = CopierState(pageSize: pageSize, pageCount: pageCount, session: session) }
+        replies.register(0)
+        try sender.enqueue(
+            Message(
+                type: LiveCopyWire.MessageType.begin,
+                payload: LiveCopyWire.Begin(session: session, pageSize: pageSize, pageCount: pageCount).encode()))
+        _ = try await wait(for: 0)
+    }
+
+    /// Sends `pages` in batches, waiting whenever the queue is full.
+    public func copy(_ pages: PageSet, round: Int, from source: any LiveCopySource) async throws(LiveCopyError)
+        -> Int
+    {
+        guard var state = copier.withLockedValue({ $0 }) else {
+            throw LiveCopyError(.invalidConfiguration, detail: "copy before begin")
+        }
+        state.builder.round = round
+        var runs: [Range<Int>] = []
+        pages.forEachRun(maximumLength: max(1, options.batchBytes / state.pageSize)) { runs.append($0) }
+        var sent = 0
+        for run in runs {
+            sent += state.append(run, from: source, skipUnchanged: options.skipUnchanged)
+            if state.builder.bodyBytes >= options.batchBytes {
+                try await sender.waitForCapacity()
+                try sender.enqueue(try state.finishBatch(deflate: options.compression))
+            }
+            if Task.isCancelled { throw LiveCopyError(.cancelled, round: round) }
+        }
+        if state.builder.count > 0 { try sender.enqueue(try state.finishBatch(deflate: options.compression)) }
+        let finished = state
+        copier.withLockedValue { $0 = finished }
+        return sent
+    }
+
+    /// Sends `pages` at once (the gate is paused), bypassing the queue limit.
+    public func copyNow(_ pages: PageSet, from source: any LiveCopySource) throws(LiveCopyError) {
+        guard var state = copier.withLockedValue({ $0 }) else {
+            throw LiveCopyError(.invalidConfiguration, detail: "copy before begin")
+        }
+        var failure: LiveCopyError?
+        pages.forEachRun(maximumLength: max(1, options.batchBytes / state.pageSize)) { run in
+            guard failure == nil else { return }
+            // Recopies are forced: the fingerprint said "unchanged" for a page that differs.
+            _ = state.append(run, from: source, skipUnchanged: false)
+            do throws(LiveCopyError) {
+                try sender.enqueue(try state.finishBatch(deflate: options.compression))
+            } catch {
+                failure = error
+            }
+        }
+        let finished = state
+        copier.withLockedValue { $0 = finished }
+        if let failure { throw failure }
+    }
+
+    /// Waits until the receiver has applied everything sent before.
+    public func barrier() async throws(LiveCopyError) {
+        let id = nextRequest.withLockedValue { id in
+            defer { id += 1 }
+            return id
+        }
+        replies.register(id)
+        try sender.enqueue(
+            Message(
+                type: LiveCopyWire.MessageType.barrier,
+                payload: LiveCopyWire.encodeRequest(session: session, request: id)))
+        _ = try await wait(for: id)
+    }
+
+    /// Queues a verification request in order with everything sent before.
+    public func startVerification(of pages: Range<Int>, checksums: [UInt32]) throws(LiveCopyError)
+        -> VerificationTicket
+    {
+        let id = nextRequest.withLockedValue { id in
+            defer { id += 1 }
+            return id
+        }
+        replies.register(id)
+        let request = LiveCopyWire.Verify(
+            session: session, request: id, firstPage: pages.lowerBound, checksums: checksums)
+        try sender.enqueue(Message(type: LiveCopyWire.MessageType.verify, payload: request.encode()))
+        return VerificationTicket { () async throws(LiveCopyError) -> [Int] in try await self.wait(for: id).pages }
+    }
+
+    /// Tells the receiver the session ended.
+    public func finish() async {
+        try? sender.enqueue(
+            Message(
+                type: LiveCopyWire.MessageType.end, payload: LiveCopyWire.encodeRequest(session: session, request: 0)))
+        try? await sender.drain()
+    }
+
+    private func wait(for id: UInt64) async throws(LiveCopyError) -> LiveCopyWire.Reply {
+        let timeout = options.replyTimeout
+        let replies = self.replies
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            replies.resolve(
+                id, .failure(LiveCopyError(.transport, detail: "no reply from the receiver within \(timeout)")))
+        }
+        defer { timer.cancel() }
+        return try await replies.wait(id).get()
+    }
+}
+
+/// The copier's private state: the batch being built and the page fingerprints.
+private struct CopierState: Sendable {
+    let pageSize: Int
+    let pageCount: Int
+    var builder: PageBatchBuilder
+    var fingerprints: [UInt64]
+    let zeroFingerprint: UInt64
+
+    init(pageSize: Int, pageCount: Int, session: UInt64) {
+        self.pageSize = pageSize
+        self.pageCount = pageCount
+        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: 300 << 10)
+        let zero = [UInt8](repeating: 0, count: pageSize)
+        zeroFingerprint = zero.withUnsafeBytes { PageFingerprint.of($0) }
+        // The receiver's region starts zeroed.
+        fingerprints = Array(repeating: zeroFingerprint, count: pageCount)
+    }
+
+    /// Appends the pages of `run`, skipping unchanged ones; returns the pages that will travel.
+    mutating func append(_ run: Range<Int>, from source: any LiveCopySource, skipUnchanged: Bool) -> Int {
+        var sent = 0
+        for page in run {
+            var fingerprint: UInt64 = 0
+            builder.appendData(page: page) { raw in
+                if let base = raw.baseAddress { source.copyPages(page..<(page + 1), into: base) }
+                fingerprint = PageFingerprint.of(UnsafeRawBufferPointer(raw))
+            }
+            if skipUnchanged, fingerprint == fingerprints[page] {
+                builder.dropLastData()
+                continue
+            }
+            if fingerprint == zeroFingerprint {
+                builder.dropLastData()
+                builder.appendZero(page: page)
+            }
+            fingerprints[page] = fingerprint
+            sent += 1
+        }
+        return sent
+    }
+
+    mutating func finishBatch(deflate: Bool) throws(LiveCopyError) -> Message {
+        Message(type: LiveCopyWire.MessageType.pageBatch, payload: try builder.finish(deflate: deflate))
+    }
+}
+
+/// Duplicated mode over the wire: each write becomes one message in the ordered queue.
+private final class RemoteMirror: WriteMirror, Sendable {
+    let sender: OrderedSender
+    let session: UInt64
+
+    init(sender: OrderedSender, session: UInt64) {
+        self.sender = sender
+        self.session = session
+    }
+
+    func mirrorWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        // Duplicated mode runs at the link's pace: a writer waits while the queue is over twice
+        // its limit (writers are threads; they also wait at the gate).
+        sender.waitForRoomBlocking()
+        sender.mirror(bytes, at: offset, session: session)
+    }
+}
+
+/// One task sends queued messages in order; producers enqueue without suspending and wait for
+/// room separately. Mirrored writes are gathered into one buffer that the sending task takes
+/// whole when it gets to it, so duplicated mode sends as many writes per message as arrive
+/// during one send; any other message first takes the gathered writes, keeping the order.
+final class OrderedSender: Sendable {
+    private enum Item {
+        case message(Message)
+        /// The gathered writes of generation `n`, if no other message has taken them since.
+        case mirrored(UInt64)
+    }
+
+    private struct State {
+        var queuedBytes = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var failure: LiveCopyError?
+        var onFailure: (@Sendable (LiveCopyError) -> Void)?
+        var mirrored = ByteBuffer()
+        var mirroredCount = 0
+        var mirroredGeneration: UInt64 = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let continuation: AsyncStream<Item>.Continuation
+    private let limit: Int
+    private let task: Task<Void, Never>
+
+    init(transport: any Transport, peer: NodeID, limit: Int) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
+        self.continuation = continuation
+        self.limit = limit
+        let state = self.state
+        task = Task {
+            for await item in stream {
+                let message: Message
+                switch item {
+                case .message(let queued):
+                    message = queued
+                case .mirrored(let generation):
+                    // A later message may already have taken these writes (keeping them ahead of
+                    // itself); then a newer buffer belongs to a newer token, behind that message.
+                    guard
+                        let gathered = state.withLockedValue({ state in
+                            state.mirroredGeneration == generation ? Self.takeMirrored(&state) : nil
+                        })
+                    else { continue }
+                    message = gathered
+                }
+                let size = message.payload.readableBytes
+                var failure: LiveCopyError?
+                do throws(TransportError) {
+                    try await transport.send(message, to: peer, over: nil)
+                } catch {
+                    failure = LiveCopyError(.transport, transport: error)
+                }
+                let (waiters, handler) = state.withLockedValue { state in
+                    state.queuedBytes -= size
+                    if let failure, state.failure == nil { state.failure = failure }
+                    guard state.queuedBytes < limit || state.failure != nil else {
+                        return ([CheckedContinuation<Void, Never>](), (@Sendable (LiveCopyError) -> Void)?.none)
+                    }
+                    defer { state.waiters.removeAll() }
+                    return (state.waiters, failure == nil ? nil : state.onFailure)
+                }
+                for waiter in waiters { waiter.resume() }
+                if let failure { handler?(failure) }
+            }
+        }
+    }
+
+    deinit {
+        continuation.finish()
+    }
+
+    private static func takeMirrored(_ state: inout State) -> Message? {
+        guard state.mirroredCount > 0 else { return nil }
+        var payload = state.mirrored
+        LiveCopyWire.MirrorWrites.setCount(state.mirroredCount, in: &payload)
+        state.mirrored = ByteBuffer()
+        state.mirroredCount = 0
+        return Message(type: LiveCopyWire.MessageType.mirrorWrites, payload: payload)
+    }
+
+    var onFailure: (@Sendable (LiveCopyError) -> Void)? {
+        get { state.withLockedValue { $0.onFailure } }
+        set { state.withLockedValue { $0.onFailure = newValue } }
+    }
+
+    func enqueue(_ message: Message) throws(LiveCopyError) {
+        let failure = state.withLockedValue { state -> LiveCopyError? in
+            if let failure = state.failure { return failure }
+            state.queuedBytes += message.payload.readableBytes
+            // Yielded under the lock so the order of the queue is the order of the calls.
+            if let gathered = Self.takeMirrored(&state) { continuation.yield(.message(gathered)) }
+            continuation.yield(.message(message))
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// Gathers one mirrored write.
+    func mirror(_ bytes: UnsafeRawBufferPointer, at offset: Int, session: UInt64) {
+        state.withLockedValue { state in
+            guard state.failure == nil else { return }
+            // Keep each message well under the transport's payload limit.
+            if state.mirrored.readableBytes >= 1 << 20, let full = Self.takeMirrored(&state) {
+                continuation.yield(.message(full))
+            }
+            if state.mirroredCount == 0 {
+                state.mirrored.clear()
+                LiveCopyWire.MirrorWrites.start(session: session, into: &state.mirrored)
+                state.mirroredGeneration += 1
+                continuation.yield(.mirrored(state.mirroredGeneration))
+                state.queuedBytes += LiveCopyWire.MirrorWrites.headerSize
+            }
+            LiveCopyWire.MirrorWrites.append(offset: offset, bytes: bytes, to: &state.mirrored)
+            state.mirroredCount += 1
+            state.queuedBytes += 12 + bytes.count
+        }
+    }
+
+    func waitForCapacity() async throws(LiveCopyError) {
+        while true {
+            let ready = state.withLockedValue { state -> Result<Bool, LiveCopyError> in
+                if let failure = state.failure { return .failure(failure) }
+                return .success(state.queuedBytes < limit)
+            }
+            if try ready.get() { return }
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLockedValue { state -> Bool in
+                    if state.failure != nil || state.queuedBytes < limit { return true }
+                    state.waiters.append(waiter)
+                    return false
+                }
+                if resumeNow { waiter.resume() }
+            }
+        }
+    }
+
+    /// Blocks the calling thread while more than twice the limit is queued (and the queue has
+    /// not failed).
+    func waitForRoomBlocking() {
+        var pause = timespec(tv_sec: 0, tv_nsec: 20_000)
+        while state.withLockedValue({ $0.failure == nil && $0.queuedBytes > 2 * limit }) {
+            nanosleep(&pause, nil)
+        }
+    }
+
+    /// Waits until everything queued has been handed to the transport.
+    func drain() async throws(LiveCopyError) {
+        while true {
+            let (empty, failure) = state.withLockedValue { ($0.queuedBytes == 0, $0.failure) }
+            if let failure { throw failure }
+            if empty { return }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+}
+
+/// Replies the copier waits for, by request id; a reply may arrive before anyone waits.
+final class PendingReplies: Sendable {
+    private enum Slot {
+        case waiting(CheckedContinuation<Result<LiveCopyWire.Reply, LiveCopyError>, Never>?)
+        case done(Result<LiveCopyWire.Reply, LiveCopyError>)
+    }
+
+    private struct State {
+        var slots: [UInt64: Slot] = [:]
+        var failure: LiveCopyError?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    func register(_ id: UInt64) {
+        state.withLockedValue { state in
+            state.slots[id] = state.failure.map { .done(.failure($0)) } ?? .waiting(nil)
+        }
+    }
+
+    func resolve(_ id: UInt64, _ result: Result<LiveCopyWire.Reply, LiveCopyError>) {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Result<LiveCopyWire.Reply, LiveCopyError>, Never>? in
+            guard case .waiting(let waiter)? = state.slots[id] else { return nil }
+            if let waiter {
+                state.slots[id] = nil
+                return waiter
+            }
+            state.slots[id] = .done(result)
+            return nil
+        }
+        waiter?.resume(returning: result)
+    }
+
+    func failAll(_ error: LiveCopyError) {
+        let waiters = state.withLockedValue { state in
+            if state.failure == nil { state.failure = error }
+            var waiters: [CheckedContinuation<Result<LiveCopyWire.Reply, LiveCopyError>, Never>] = []
+            for (id, slot) in state.slots {
+                guard case .waiting(let waiter) = slot else { continue }
+                if let waiter {
+                    waiters.append(waiter)
+                    state.slots[id] = nil
+                } else {
+                    state.slots[id] = .done(.failure(error))
+                }
+            }
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(returning: .failure(error)) }
+    }
+
+    func wait(_ id: UInt64) async -> Result<LiveCopyWire.Reply, LiveCopyError> {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLockedValue { state -> Result<LiveCopyWire.Reply, LiveCopyError>? in
+                switch state.slots[id] {
+                case .done(let result)?:
+                    state.slots[id] = nil
+                    return result
+                case .waiting?:
+                    state.slots[id] = .waiting(continuation)
+                    return nil
+                case nil:
+                    return .failure(
+                        state.failure ?? LiveCopyError(.invalidConfiguration, detail: "no request \(id) pending"))
+                }
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
