@@ -76,5 +76,18 @@ let package = Package(
             path: "Benchmarks/Heartbeat",
             plugins: benchmarkPlugin
         ),
+        .executableTarget(
+            name: "LiveCopyBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "LiveCopy", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/LiveCopy",
+            plugins: benchmarkPlugin
+        ),
     ]
 )

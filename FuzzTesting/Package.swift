@@ -32,6 +32,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzLiveCopyMessages",
+            dependencies: [
+                .product(name: "LiveCopy", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
         ),

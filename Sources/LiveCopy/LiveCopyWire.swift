@@ -91,8 +91,11 @@ public enum LiveCopyWire {
                 pages.append(Int(page))
             }
             guard let length = buffer.readInteger(as: UInt32.self), Int(length) == buffer.readableBytes,
-                let detail = buffer.readString(length: Int(length))
+                let raw = buffer.readBytes(length: Int(length))
             else { throw malformed("reply detail length does not match") }
+            guard let detail = String(validating: raw, as: UTF8.self) else {
+                throw malformed("reply detail is not UTF-8")
+            }
             return Reply(kind: kind, session: session, request: request, pages: pages, detail: detail)
         }
     }

@@ -1,0 +1,170 @@
+import Benchmark
+import FaultToleranceCore
+import FaultToleranceNIO
+import Foundation
+import LiveCopy
+import NIOCore
+import NIOPosix
+
+// (a) Round one of a live copy of a 1 GiB region (256 MiB with FT_BENCH_QUICK) into a fresh
+//     local OfflineRegion, against memcpy of the same region into a fresh mapping. Both
+//     destinations are new anonymous mappings, so both pay the same first-touch faults.
+// (b) Round one of a live copy of a 64 MiB region (16 MiB quick) of nonzero pages over
+//     loopback TCP (RemoteDestination -> LiveCopyReceiver) against a raw NIO channel moving the
+//     same number of bytes in 256 KiB writes to a server that only counts them.
+// The custom metric is the throughput ratio ours / baseline, times 100; the order of the two
+// alternates between iterations.
+
+let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
+let localPages = (quick ? 256 : 1024) * 256  // 4 KiB pages
+let remotePages = (quick ? 16 : 64) * 256
+let ratio = BenchmarkMetric.custom(
+    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
+
+func seconds(_ duration: Duration) -> Double {
+    let (whole, fraction) = duration.components
+    return Double(whole) + Double(fraction) * 1e-18
+}
+
+func filledMemory(pages: Int) throws -> TrackedMemory {
+    let memory = try TrackedMemory(pageCount: pages)
+    var word: UInt64 = 0x1234_5678
+    for page in 0..<pages {
+        word = word &* 6_364_136_223_846_793_005 &+ 1
+        for slot in stride(from: 0, to: 4096, by: 512) { try memory.storeWord(word ^ UInt64(slot), at: page * 4096 + slot) }
+    }
+    return memory
+}
+
+func localRoundOne(_ memory: TrackedMemory) async throws -> Double {
+    let region = try OfflineRegion(pageCount: memory.pageCount)
+    let copy = LiveCopy(source: memory, destination: LocalDestination(region: region))
+    let report = try await copy.run()
+    await copy.detach()
+    return seconds(report.rounds[0].duration)
+}
+
+func memcpyOnce(_ memory: TrackedMemory) -> Double {
+    let count = memory.byteCount
+    guard let target = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+        target != MAP_FAILED
+    else { return .infinity }
+    defer { munmap(target, count) }
+    let start = ContinuousClock.now
+    memory.withUnsafeBytes { source in
+        if let base = source.baseAddress { memcpy(target, base, count) }
+    }
+    return seconds(ContinuousClock.now - start)
+}
+
+func remoteRoundOne(_ memory: TrackedMemory) async throws -> Double {
+    let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+    let online = try await TCPTransport.start(configuration: .init(localNode: "online", bindAddress: any))
+    let offline = try await TCPTransport.start(configuration: .init(localNode: "offline", bindAddress: any))
+    online.setPeer("offline", address: offline.localAddress)
+    offline.setPeer("online", address: online.localAddress)
+    let region = try OfflineRegion(pageCount: memory.pageCount)
+    let receiver = Task { try await LiveCopyReceiver(transport: offline, region: region).run() }
+    let copy = LiveCopy(source: memory, destination: RemoteDestination(transport: online, peer: "offline"))
+    let report = try await copy.run()
+    await copy.detach()
+    _ = try await receiver.value
+    await online.close()
+    await offline.close()
+    return seconds(report.rounds[0].duration)
+}
+
+/// Counts received bytes and fulfils a promise once `expected` have arrived.
+final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
+    // unchecked: touched only on the channel's event loop.
+    typealias InboundIn = ByteBuffer
+    let expected: Int
+    let done: EventLoopPromise<Void>
+    var received = 0
+
+    init(expected: Int, done: EventLoopPromise<Void>) {
+        self.expected = expected
+        self.done = done
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received += unwrapInboundIn(data).readableBytes
+        if received >= expected { done.succeed(()) }
+    }
+}
+
+func rawNIO(bytes total: Int) async throws -> Double {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let chunk = ByteBuffer(repeating: 7, count: 256 << 10)
+    let done = group.next().makePromise(of: Void.self)
+    let server = try await ServerBootstrap(group: group)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ByteCounter(expected: total, done: done))
+            }
+        }
+        .bind(to: try SocketAddress(ipAddress: "127.0.0.1", port: 0)).get()
+    guard let address = server.localAddress else { return .infinity }
+    let client = try await ClientBootstrap(group: group)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .connect(to: address).get()
+    let start = ContinuousClock.now
+    var sent = 0
+    while sent < total {
+        if client.isWritable {
+            client.writeAndFlush(chunk, promise: nil)
+        } else {
+            try await client.writeAndFlush(chunk).get()
+        }
+        sent += chunk.readableBytes
+    }
+    try await done.futureResult.get()
+    let elapsed = seconds(ContinuousClock.now - start)
+    try await client.close()
+    try await server.close()
+    return elapsed
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark(
+        "(a) live copy round one of \(localPages / 256) MiB vs memcpy",
+        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 10 : 60), maxIterations: quick ? 3 : 10)
+    ) { benchmark in
+        do {
+            let memory = try filledMemory(pages: localPages)
+            var ours = 0.0
+            var raw = 0.0
+            if benchmark.currentIteration % 2 == 0 {
+                ours = try await localRoundOne(memory)
+                raw = memcpyOnce(memory)
+            } else {
+                raw = memcpyOnce(memory)
+                ours = try await localRoundOne(memory)
+            }
+            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+        } catch {
+            benchmark.error("live copy benchmark failed: \(error)")
+        }
+    }
+
+    Benchmark(
+        "(b) live copy round one of \(remotePages / 256) MiB over loopback TCP vs raw NIO channel",
+        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 10 : 60), maxIterations: quick ? 3 : 10)
+    ) { benchmark in
+        do {
+            let memory = try filledMemory(pages: remotePages)
+            var ours = 0.0
+            var raw = 0.0
+            if benchmark.currentIteration % 2 == 0 {
+                ours = try await remoteRoundOne(memory)
+                raw = try await rawNIO(bytes: memory.byteCount)
+            } else {
+                raw = try await rawNIO(bytes: memory.byteCount)
+                ours = try await remoteRoundOne(memory)
+            }
+            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+        } catch {
+            benchmark.error("live copy benchmark failed: \(error)")
+        }
+    }
+}
