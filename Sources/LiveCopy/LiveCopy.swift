@@ -88,22 +88,30 @@ public final class LiveCopy: Sendable {
     private let source: any LiveCopySource
     private let destination: any LiveCopyDestination
     private let policy: ConvergencePolicy
+    private let duplicate: Bool
     private let logger: Logger
     private let continuation: AsyncStream<LiveCopyProgress>.Continuation
     private let metrics: LiveCopyMetrics
     private let origin = ContinuousClock.now
 
     /// Creates a copy of `source` to `destination` under `policy`.
+    ///
+    /// With `duplicate` (the default) the writers are released in duplicated mode and the
+    /// checksum pass runs while they write. Without it (a source that cannot mirror, such as
+    /// ``UserfaultMemory``) the checksum pass runs inside the pause and the destination is a
+    /// consistent snapshot of the switchover instant; the pause then includes the pass.
     public init(
         source: any LiveCopySource,
         destination: any LiveCopyDestination,
         policy: ConvergencePolicy = .adaptive(),
+        duplicate: Bool = true,
         logger: Logger = Logger(label: "ft.livecopy"),
         metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.source = source
         self.destination = destination
         self.policy = policy
+        self.duplicate = duplicate
         self.logger = logger
         (progress, continuation) = AsyncStream.makeStream(of: LiveCopyProgress.self, bufferingPolicy: .unbounded)
         metrics = LiveCopyMetrics(factory: metricsFactory ?? MetricsSystem.factory)
@@ -180,9 +188,14 @@ public final class LiveCopy: Sendable {
                 continuation.yield(.roundFinished(summary))
                 pages = dirty
             case .switchover(let predicted):
-                let switchover = try await switchOver(pages, rounds: summaries.count, predicted: predicted)
+                var recopied = 0
+                let switchover = try await switchOver(pages, rounds: summaries.count, predicted: predicted) {
+                    () async throws(LiveCopyError) in
+                    // Snapshot mode: compare everything before the writers go on.
+                    if !duplicate { recopied = try await verifyPaused() }
+                }
                 sentTotal += switchover.pages
-                let recopied = try await verify()
+                if duplicate { recopied = try await verify() }
                 return LiveCopyReport(
                     rounds: summaries, switchover: switchover, pagesRecopied: recopied,
                     pagesSent: sentTotal + recopied)
@@ -192,16 +205,18 @@ public final class LiveCopy: Sendable {
         }
     }
 
-    private func switchOver(_ remaining: PageSet, rounds: Int, predicted: Duration?) async throws(LiveCopyError)
-        -> SwitchoverSummary
-    {
+    private func switchOver(
+        _ remaining: PageSet, rounds: Int, predicted: Duration?,
+        whilePaused: () async throws(LiveCopyError) -> Void
+    ) async throws(LiveCopyError) -> SwitchoverSummary {
         let pauseStart = now
         source.gate.pause()
         var pages = remaining
         source.collectDirtyPages(into: &pages)
         _ = try await destination.copy(pages, round: rounds + 1, from: source)
         try await destination.barrier()
-        try source.setMirror(destination.mirror)
+        try await whilePaused()
+        if duplicate { try source.setMirror(destination.mirror) } else { source.endTracking() }
         source.gate.setThrottle(percent: 0)
         source.gate.resume()
         let pause = now - pauseStart
@@ -258,6 +273,35 @@ public final class LiveCopy: Sendable {
                 recopied += differing.count
                 metrics.recopied.increment(by: Int64(differing.count))
                 logger.warning("live copy recopied pages that differed", metadata: ["pages": "\(differing.count)"])
+            }
+            first = range.upperBound
+        }
+        continuation.yield(.verified(pagesChecked: source.pageCount, pagesRecopied: recopied))
+        return recopied
+    }
+
+    /// The checksum pass with the gate already paused (snapshot mode).
+    private func verifyPaused() async throws(LiveCopyError) -> Int {
+        var recopied = 0
+        var first = 0
+        while first < source.pageCount {
+            let range = first..<min(source.pageCount, first + 1024)
+            let checksums = range.map { source.checksum(ofPage: $0) }
+            let differing = try await destination.startVerification(of: range, checksums: checksums).mismatches()
+            if !differing.isEmpty {
+                var pages = PageSet(pageCount: source.pageCount)
+                for page in differing { pages.insert(page) }
+                try destination.copyNow(pages, from: source)
+                for page in differing {
+                    let again = try await destination.startVerification(
+                        of: page..<(page + 1), checksums: [source.checksum(ofPage: page)]
+                    ).mismatches()
+                    guard again.isEmpty else {
+                        throw LiveCopyError(.verificationFailed, detail: "page \(page) still differs after recopying")
+                    }
+                }
+                recopied += differing.count
+                metrics.recopied.increment(by: Int64(differing.count))
             }
             first = range.upperBound
         }

@@ -40,4 +40,21 @@ static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
 /// is `memcpy`.
 void ft_copy_concurrent(void *destination, const void *source, size_t length);
 
+/// Creates a userfaultfd in asynchronous write-protect mode over `[address, address+length)`
+/// and opens `/proc/self/pagemap` for `PAGEMAP_SCAN` (probing that it works). Returns the
+/// userfaultfd and stores the pagemap descriptor in `*pagemap`, or returns -1 with `errno` set
+/// and the failing step named in `what`.
+int ft_uffd_open(void *address, size_t length, int *pagemap, char *what, size_t what_size);
+
+/// Write-protects `[address, address+length)`: the next write to each page marks it written.
+int ft_uffd_write_protect(int fd, void *address, size_t length);
+
+/// Scans `[start, end)` for written pages and write-protects them again in the same step.
+/// Fills `ranges` with up to `capacity` triples (start, end, categories); returns how many, or
+/// -1 with `errno` set. `*walk_end` is where the scan stopped (before `end` when `ranges` filled).
+long ft_pagemap_scan_written(int pagemap, void *start, void *end, uint64_t *ranges, size_t capacity, void **walk_end);
+
+/// Closes both descriptors.
+void ft_uffd_close(int fd, int pagemap);
+
 #endif
