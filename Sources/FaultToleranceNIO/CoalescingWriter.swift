@@ -24,8 +24,18 @@ final class CoalescingWriter: Sendable {
 
     /// Queues `buffer`; `promise`, if any, completes when it has been written.
     func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        write(buffer, nil, promise: promise)
+    }
+
+    /// Queues `first` and then `second` (if any) with nothing from other callers between them.
+    func write(_ first: ByteBuffer, _ second: ByteBuffer?, promise: EventLoopPromise<Void>?) {
         let schedule = state.withLockedValue { state -> Bool in
-            state.queue.append((buffer, promise))
+            if let second {
+                state.queue.append((first, nil))
+                state.queue.append((second, promise))
+            } else {
+                state.queue.append((first, promise))
+            }
             defer { state.scheduled = true }
             return !state.scheduled
         }

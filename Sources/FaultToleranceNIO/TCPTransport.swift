@@ -218,16 +218,24 @@ public final class TCPTransport: Transport {
         }
         let writer = try await connection(to: node)
         let channel = writer.channel
-        var buffer = channel.allocator.buffer(capacity: Frame.headerSize + 1 + 255 + message.payload.readableBytes)
-        EnvelopeCodec.encode(message, from: localNode, into: &buffer)
+        // A large body is written where it lies, after a separate header: no copy into a frame.
+        let large = message.payload.readableBytes >= 16 << 10
+        var buffer = channel.allocator.buffer(
+            capacity: Frame.headerSize + 1 + 255 + (large ? 0 : message.payload.readableBytes))
+        if large {
+            EnvelopeCodec.encodeHeader(message, from: localNode, into: &buffer)
+        } else {
+            EnvelopeCodec.encode(message, from: localNode, into: &buffer)
+        }
+        let body = large ? message.payload : nil
         sentCounter.increment()
-        sentBytes.increment(by: buffer.readableBytes)
+        sentBytes.increment(by: buffer.readableBytes + (body?.readableBytes ?? 0))
         if channel.isWritable {
-            writer.write(buffer, promise: nil)
+            writer.write(buffer, body, promise: nil)
             return
         }
         let written = channel.eventLoop.makePromise(of: Void.self)
-        writer.write(buffer, promise: written)
+        writer.write(buffer, body, promise: written)
         do {
             try await written.futureResult.get()
         } catch {

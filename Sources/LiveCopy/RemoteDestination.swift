@@ -32,7 +32,7 @@ public final class RemoteDestination: LiveCopyDestination {
 
         /// Creates options.
         public init(
-            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 256 << 10,
+            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 1 << 20,
             maximumQueuedBytes: Int = 8 << 20, replyTimeout: Duration = .seconds(30)
         ) {
             self.compression = compression
@@ -211,7 +211,7 @@ private struct CopierState: Sendable {
     init(pageSize: Int, pageCount: Int, session: UInt64) {
         self.pageSize = pageSize
         self.pageCount = pageCount
-        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: 300 << 10)
+        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: (1 << 20) + (64 << 10))
         let zero = [UInt8](repeating: 0, count: pageSize)
         zeroFingerprint = zero.withUnsafeBytes { PageFingerprint.of($0) }
         // The receiver's region starts zeroed.

@@ -206,8 +206,13 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
 
 /// Anonymous, page-aligned, zero-filled memory from `mmap` (untouched pages cost nothing).
 enum RegionAllocation {
-    static func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
-        let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    static func allocate(byteCount: Int, populate: Bool = false) -> UnsafeMutableRawPointer? {
+        #if os(Linux)
+            let flags = MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0)
+        #else
+            let flags = MAP_PRIVATE | MAP_ANONYMOUS
+        #endif
+        let pointer = mmap(nil, byteCount, PROT_READ | PROT_WRITE, flags, -1, 0)
         guard let pointer, pointer != MAP_FAILED else { return nil }
         return pointer
     }

@@ -297,7 +297,7 @@ struct LiveCopyScene {
                 + "budget \(milliseconds(budget)), " + (tcp ? "over loopback TCP" : "in-process"))
         let memory = try TrackedMemory(pageCount: pageCount)
         for page in 0..<pageCount { try memory.storeWord(UInt64(page) &* 0x9E37_79B9_7F4A_7C15 | 1, at: page * 4096) }
-        let region = try OfflineRegion(pageCount: pageCount)
+        let region = try OfflineRegion(pageCount: pageCount, populate: true)
         var logger = Logger(label: "ftctl.livecopy")
         logger.logLevel = .error
         var transports: [TCPTransport] = []
@@ -315,7 +315,10 @@ struct LiveCopyScene {
             let served = LiveCopyReceiver(transport: offline, region: region, logger: logger)
             receiver = Task { try await served.run() }
             destination = RemoteDestination(
-                transport: online, peer: "offline", options: .init(compression: compress))
+                transport: online, peer: "offline",
+                options: .init(
+                    compression: compress,
+                    batchBytes: Int(ProcessInfo.processInfo.environment["FT_BATCH"] ?? "") ?? 256 << 10))
         } else {
             destination = LocalDestination(region: region)
         }

@@ -107,4 +107,15 @@ struct EnvelopeEncodingTests {
             #expect(direct == expected, "size \(size)")
         }
     }
+
+    @Test func headerThenPayloadIsTheSameFrame() throws {
+        let message = Message(type: 0x0202, bytes: (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        var whole = ByteBuffer()
+        EnvelopeCodec.encode(message, from: "online", into: &whole)
+        var split = ByteBuffer()
+        EnvelopeCodec.encodeHeader(message, from: "online", into: &split)
+        var payload = message.payload
+        split.writeBuffer(&payload)
+        #expect(split == whole)
+    }
 }

@@ -72,6 +72,29 @@ public enum EnvelopeCodec {
         buffer.setInteger(crc.value, at: start + 12)
     }
 
+    /// Encodes only the frame header and sender name of `message` into `buffer`; the caller
+    /// writes `message.payload` right after it, unchanged. The checksum covers the payload
+    /// where it lies, so a large body is sent without being copied into the frame. Together
+    /// the two are byte for byte what ``encode(_:from:into:)`` writes.
+    public static func encodeHeader(_ message: Message, from sender: NodeID, into buffer: inout ByteBuffer) {
+        let nameLength = sender.name.utf8.count
+        let payloadLength = 1 + nameLength + message.payload.readableBytes
+        let start = buffer.writerIndex
+        buffer.writeMultipleIntegers(
+            Frame.magic, Frame.version, UInt8(0), message.type, UInt16(0), UInt32(truncatingIfNeeded: payloadLength),
+            UInt32(0))
+        buffer.writeInteger(UInt8(truncatingIfNeeded: nameLength))
+        buffer.writeString(sender.name)
+        var crc = CRC32C()
+        buffer.withUnsafeReadableBytes { raw in
+            let frame = UnsafeRawBufferPointer(rebasing: raw[(start - buffer.readerIndex)...])
+            crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<12]))
+            crc.update(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]))
+        }
+        message.payload.withUnsafeReadableBytes { crc.update($0) }
+        buffer.setInteger(crc.value, at: start + 12)
+    }
+
     /// Splits a decoded frame back into sender and message; throws
     /// ``FrameError/Code/malformedPayload`` for a missing or invalid sender name.
     public static func decode(_ frame: Frame, offset: Int = 0) throws(FrameError) -> (NodeID, Message) {
