@@ -17,7 +17,8 @@ public final class LiveCopyReceiver: Sendable {
     private let logger: Logger
 
     /// Creates a receiver that applies what arrives on `transport` to `region`.
-    public init(transport: any Transport, region: OfflineRegion, logger: Logger = Logger(label: "ft.livecopy.receiver")) {
+    public init(transport: any Transport, region: OfflineRegion, logger: Logger = Logger(label: "ft.livecopy.receiver"))
+    {
         self.transport = transport
         self.region = region
         self.logger = logger
@@ -50,7 +51,8 @@ public final class LiveCopyReceiver: Sendable {
                         let detail =
                             "region is \(region.pageCount) pages of \(region.pageSize) bytes, "
                             + "copy is \(begin.pageCount) of \(begin.pageSize)"
-                        await reply(.init(kind: .refused, session: begin.session, request: 0, detail: detail), to: envelope)
+                        await reply(
+                            .init(kind: .refused, session: begin.session, request: 0, detail: detail), to: envelope)
                         throw LiveCopyError(.geometryMismatch, detail: detail)
                     }
                     session = begin.session

@@ -162,7 +162,8 @@ public struct LiveCopyRounds: Sendable {
         // Stall: the dirty set did not shrink by 10 %, or shrinking at this rate would not fit
         // the budget within the round limit.
         let budgetPages = max(
-            1, (policy.downtimeBudget - (fixedCosts.suffix(3).max() ?? .zero)).seconds * estimates.bandwidth
+            1,
+            (policy.downtimeBudget - (fixedCosts.suffix(3).max() ?? .zero)).seconds * estimates.bandwidth
                 / Double(pageSize))
         var stalled = shrink >= 0.9
         if !stalled {

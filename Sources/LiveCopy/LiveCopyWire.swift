@@ -76,8 +76,9 @@ public enum LiveCopyWire {
         /// Decodes a reply.
         public static func decode(_ payload: ByteBuffer) throws(LiveCopyError) -> Reply {
             var buffer = payload
-            guard let (version, rawKind, session, request, count) = buffer.readMultipleIntegers(
-                as: (UInt8, UInt8, UInt64, UInt64, UInt32).self)
+            guard
+                let (version, rawKind, session, request, count) = buffer.readMultipleIntegers(
+                    as: (UInt8, UInt8, UInt64, UInt64, UInt32).self)
             else { throw malformed("reply shorter than its header") }
             try check(version)
             guard let kind = ReplyKind(rawValue: rawKind) else { throw malformed("unknown reply kind \(rawKind)") }
@@ -149,7 +150,8 @@ public enum LiveCopyWire {
     }
 
     /// Decodes a barrier or end request.
-    public static func decodeRequest(_ payload: ByteBuffer) throws(LiveCopyError) -> (session: UInt64, request: UInt64) {
+    public static func decodeRequest(_ payload: ByteBuffer) throws(LiveCopyError) -> (session: UInt64, request: UInt64)
+    {
         var buffer = payload
         guard
             let (version, flags, reserved, session, request) = buffer.readMultipleIntegers(

@@ -32,8 +32,8 @@ public final class RemoteDestination: LiveCopyDestination {
 
         /// Creates options.
         public init(
-            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 1 << 20,
-            maximumQueuedBytes: Int = 8 << 20, replyTimeout: Duration = .seconds(30)
+            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 4 << 20,
+            maximumQueuedBytes: Int = 16 << 20, replyTimeout: Duration = .seconds(30)
         ) {
             self.compression = compression
             self.skipUnchanged = skipUnchanged
@@ -211,7 +211,7 @@ private struct CopierState: Sendable {
     init(pageSize: Int, pageCount: Int, session: UInt64) {
         self.pageSize = pageSize
         self.pageCount = pageCount
-        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: (1 << 20) + (64 << 10))
+        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: (4 << 20) + (64 << 10))
         let zero = [UInt8](repeating: 0, count: pageSize)
         zeroFingerprint = zero.withUnsafeBytes { PageFingerprint.of($0) }
         // The receiver's region starts zeroed.
@@ -443,7 +443,8 @@ final class PendingReplies: Sendable {
     }
 
     func resolve(_ id: UInt64, _ result: Result<LiveCopyWire.Reply, LiveCopyError>) {
-        let waiter = state.withLockedValue { state -> CheckedContinuation<Result<LiveCopyWire.Reply, LiveCopyError>, Never>? in
+        let waiter = state.withLockedValue {
+            state -> CheckedContinuation<Result<LiveCopyWire.Reply, LiveCopyError>, Never>? in
             guard case .waiting(let waiter)? = state.slots[id] else { return nil }
             if let waiter {
                 state.slots[id] = nil

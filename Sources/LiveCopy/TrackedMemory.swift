@@ -130,8 +130,9 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     /// Stores a little-endian `UInt64` at byte `offset` (a common small write).
     public func storeWord(_ value: UInt64, at offset: Int) throws(LiveCopyError) {
         var word = value.littleEndian
-        try Swift.withUnsafeBytes(of: &word) { raw in Result { () throws(LiveCopyError) in try write(raw, at: offset) } }
-            .get()
+        try Swift.withUnsafeBytes(of: &word) { raw in Result { () throws(LiveCopyError) in try write(raw, at: offset) }
+        }
+        .get()
     }
 
     /// Reads `count` bytes at byte `offset`. Concurrent writers may make the result a mix of

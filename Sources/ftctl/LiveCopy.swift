@@ -1,8 +1,8 @@
 public import ArgumentParser
 import DeterministicSimulation
 import FaultToleranceCore
-import Foundation
 import FaultToleranceNIO
+import Foundation
 import LiveCopy
 import Logging
 import NIOCore
@@ -214,7 +214,9 @@ final class WriteLoad: @unchecked Sendable {
                     done += burst
                     // Pace the load at about `rate`: a load generator, not a measurement.
                     let spent = ContinuousClock.now - started
-                    if spent < .milliseconds(1) { Thread.sleep(forTimeInterval: secondsValue(.milliseconds(1) - spent)) }
+                    if spent < .milliseconds(1) {
+                        Thread.sleep(forTimeInterval: secondsValue(.milliseconds(1) - spent))
+                    }
                 }
                 lock.withLock {
                     writes += done
@@ -315,10 +317,7 @@ struct LiveCopyScene {
             let served = LiveCopyReceiver(transport: offline, region: region, logger: logger)
             receiver = Task { try await served.run() }
             destination = RemoteDestination(
-                transport: online, peer: "offline",
-                options: .init(
-                    compression: compress,
-                    batchBytes: Int(ProcessInfo.processInfo.environment["FT_BATCH"] ?? "") ?? 256 << 10))
+                transport: online, peer: "offline", options: .init(compression: compress))
         } else {
             destination = LocalDestination(region: region)
         }
@@ -326,7 +325,8 @@ struct LiveCopyScene {
         let copy = LiveCopy(
             source: memory, destination: destination, policy: .adaptive(downtimeBudget: budget), logger: logger)
         let printer = Task {
-            print("round      pages       sent   duration   dirty pages   dirty rate    bandwidth   predicted  throttle")
+            print(
+                "round      pages       sent   duration   dirty pages   dirty rate    bandwidth   predicted  throttle")
             for await event in copy.progress {
                 switch event {
                 case .roundFinished(let round):

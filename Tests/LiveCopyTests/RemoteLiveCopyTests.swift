@@ -84,7 +84,8 @@ import Testing
         let receiver = LiveCopyReceiver(transport: target, region: try OfflineRegion(pageCount: 8))
         let served = Task { try await receiver.run() }
         let copy = LiveCopy(
-            source: try TrackedMemory(pageCount: 16), destination: RemoteDestination(transport: source, peer: "offline"))
+            source: try TrackedMemory(pageCount: 16), destination: RemoteDestination(transport: source, peer: "offline")
+        )
         do {
             _ = try await copy.run()
             Issue.record("the copy should have been refused")

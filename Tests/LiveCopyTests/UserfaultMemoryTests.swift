@@ -23,7 +23,9 @@ import Testing
         }
         try memory.beginTracking()
         let pageSize = memory.pageSize
-        for page in [0, 5, 6, 64, 299] { memory.baseAddress.storeBytes(of: 0xAB, toByteOffset: page * pageSize + 9, as: UInt8.self) }
+        for page in [0, 5, 6, 64, 299] {
+            memory.baseAddress.storeBytes(of: 0xAB, toByteOffset: page * pageSize + 9, as: UInt8.self)
+        }
         var dirty = PageSet(pageCount: 300)
         memory.collectDirtyPages(into: &dirty)
         #expect(dirty.pages == [0, 5, 6, 64, 299])
@@ -52,7 +54,9 @@ import Testing
             while !stop.get() {
                 state = state &* 6_364_136_223_846_793_005 &+ 1
                 let offset = Int((state >> 20) % UInt64(memory.byteCount / 8)) * 8
-                memory.gate.withEntry { memory.baseAddress.storeBytes(of: state, toByteOffset: offset, as: UInt64.self) }
+                memory.gate.withEntry {
+                    memory.baseAddress.storeBytes(of: state, toByteOffset: offset, as: UInt64.self)
+                }
             }
             stopped.set()
         }.start()

@@ -32,7 +32,9 @@ func filledMemory(pages: Int) throws -> TrackedMemory {
     var word: UInt64 = 0x1234_5678
     for page in 0..<pages {
         word = word &* 6_364_136_223_846_793_005 &+ 1
-        for slot in stride(from: 0, to: 4096, by: 512) { try memory.storeWord(word ^ UInt64(slot), at: page * 4096 + slot) }
+        for slot in stride(from: 0, to: 4096, by: 512) {
+            try memory.storeWord(word ^ UInt64(slot), at: page * 4096 + slot)
+        }
     }
     return memory
 }
