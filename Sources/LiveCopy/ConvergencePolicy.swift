@@ -1,6 +1,6 @@
 /// When a live copy stops copying rounds and pauses the writers for the final stop-and-copy.
 ///
-/// ``adaptive(downtimeBudget:)`` is this library's policy; ``qemu``, ``fixedRounds(_:)`` and
+/// ``adaptive(downtimeBudget:throttling:)`` is this library's policy; ``qemu``, ``fixedRounds(_:)`` and
 /// ``stopAndCopy`` exist so the same state machine can be compared with the usual
 /// alternatives on the same workloads (`ftctl livecopy compare`).
 public struct ConvergencePolicy: Sendable, Hashable {

@@ -10,7 +10,7 @@ import FaultToleranceCore
 /// Something that knows which pages of a region were written since it was last asked.
 ///
 /// ``TrackedMemory`` is one (writes go through its API and set bits in an atomic bitmap);
-/// ``UserfaultTracker`` is another (plain memory written by any code, tracked by the kernel).
+/// ``UserfaultMemory`` is another (plain memory written by any code, tracked by the kernel).
 public protocol DirtyTracker: AnyObject, Sendable {
     /// Bytes per page (a power of two).
     var pageSize: Int { get }
