@@ -121,6 +121,9 @@ struct PageBatchBuilder {
     var round = 0
     private(set) var buffer = ByteBuffer()
     private(set) var count = 0
+    /// The CRC32C of the entries so far, updated as each is committed (hot in cache).
+    private var entriesChecksum = CRC32C()
+    private var lastEntry = 0
 
     init(session: UInt64, pageSize: Int, capacity: Int) {
         self.session = session
@@ -136,11 +139,20 @@ struct PageBatchBuilder {
         buffer.clear()
         buffer.writeRepeatingByte(0, count: PageBatch.headerSize)
         count = 0
+        entriesChecksum = CRC32C()
+    }
+
+    /// Adds the last appended entry to the running checksum (after deciding to keep it).
+    mutating func commitLast() {
+        let start = lastEntry - buffer.readerIndex
+        buffer.withUnsafeReadableBytes { raw in entriesChecksum.update(UnsafeRawBufferPointer(rebasing: raw[start...]))
+        }
     }
 
     /// Appends page `page`, whose bytes `fill` writes into the buffer; returns a pointer to them
     /// for fingerprinting (valid until the next append).
     mutating func appendData(page: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        lastEntry = buffer.writerIndex
         buffer.writeMultipleIntegers(UInt64(page), UInt8(0), UInt8(0), UInt16(0))
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pageSize) { raw in
             fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<pageSize]))
@@ -156,14 +168,18 @@ struct PageBatchBuilder {
     }
 
     mutating func appendZero(page: Int) {
+        lastEntry = buffer.writerIndex
         buffer.writeMultipleIntegers(UInt64(page), UInt8(1), UInt8(0), UInt16(0))
         count += 1
+        commitLast()
     }
 
-    /// Finishes the batch (deflating the body when asked) and returns the payload.
-    mutating func finish(deflate: Bool) throws(LiveCopyError) -> ByteBuffer {
+    /// Finishes the batch (deflating the body when asked) and returns the payload, with its
+    /// CRC32C when it could be joined from the running checksum.
+    mutating func finish(deflate: Bool) throws(LiveCopyError) -> (ByteBuffer, UInt32?) {
         let length = UInt32(bodyBytes)
         var payload: ByteBuffer
+        var checksum: UInt32?
         if deflate {
             let body = Array(buffer.readableBytesView.dropFirst(PageBatch.headerSize))
             let compressed: [UInt8]
@@ -183,9 +199,13 @@ struct PageBatchBuilder {
             payload.setMultipleIntegers(
                 LiveCopyWire.version, UInt8(0), UInt16(0), session, UInt32(round), UInt32(count), length, UInt32(0),
                 at: payload.readerIndex)
+            let header = payload.withUnsafeReadableBytes {
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<PageBatch.headerSize]))
+            }
+            checksum = CRC32C.combine(header, entriesChecksum.value, secondLength: Int(length))
         }
         reset()
-        return payload
+        return (payload, checksum)
     }
 }
 

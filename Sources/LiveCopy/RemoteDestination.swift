@@ -234,6 +234,8 @@ private struct CopierState: Sendable {
             if fingerprint == zeroFingerprint {
                 builder.dropLastData()
                 builder.appendZero(page: page)
+            } else {
+                builder.commitLast()
             }
             fingerprints[page] = fingerprint
             sent += 1
@@ -242,7 +244,8 @@ private struct CopierState: Sendable {
     }
 
     mutating func finishBatch(deflate: Bool) throws(LiveCopyError) -> Message {
-        Message(type: LiveCopyWire.MessageType.pageBatch, payload: try builder.finish(deflate: deflate))
+        let (payload, checksum) = try builder.finish(deflate: deflate)
+        return Message(type: LiveCopyWire.MessageType.pageBatch, payload: payload, payloadChecksum: checksum)
     }
 }
 

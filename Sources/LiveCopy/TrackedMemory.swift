@@ -1,5 +1,6 @@
 import CFaultToleranceShims
 import FaultToleranceCore
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -76,6 +77,7 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     private let pageShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var mirror: (any WriteMirror)?
+    private let mirrorLocks = (0..<256).map { _ in NIOLock() }
 
     /// Allocates a zeroed region of `pageCount` pages of `pageSize` bytes (a power of two,
     /// at least 64).
@@ -114,9 +116,30 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         gate.enter()
         defer { gate.leave() }
+        guard let mirror else {
+            (base + offset).copyMemory(from: source, byteCount: bytes.count)
+            markDirty(offset: offset, count: bytes.count)
+            return
+        }
+        // Duplicated mode: two writers to the same page must reach the mirror in the order they
+        // reached memory, or the copy keeps the older bytes. The page's stripe lock makes
+        // "write, then mirror" one step per page (stripes taken in ascending order).
+        let stripes = stripeRange(offset: offset, count: bytes.count)
+        for stripe in stripes { mirrorLocks[stripe].lock() }
+        defer { for stripe in stripes.reversed() { mirrorLocks[stripe].unlock() } }
         (base + offset).copyMemory(from: source, byteCount: bytes.count)
         markDirty(offset: offset, count: bytes.count)
-        mirror?.mirrorWrite(bytes, at: offset)
+        mirror.mirrorWrite(bytes, at: offset)
+    }
+
+    private static let stripeCount = 256
+
+    /// The distinct stripes of the pages a write touches, ascending.
+    private func stripeRange(offset: Int, count: Int) -> [Int] {
+        let first = offset >> pageShift
+        let last = (offset + count - 1) >> pageShift
+        if first == last { return [first % Self.stripeCount] }
+        return Array(Set((first...last).map { $0 % Self.stripeCount })).sorted()
     }
 
     /// Writes `bytes` at byte `offset`.

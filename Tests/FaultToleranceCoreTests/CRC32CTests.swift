@@ -76,3 +76,16 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+extension CRC32CTests {
+    @Test func combineEqualsTheChecksumOfTheConcatenation() {
+        var generator = SplitMix(seed: 0xC0B1)
+        for (a, b) in [(0, 0), (1, 0), (0, 1), (3, 5), (12, 4096), (1000, 1), (4096, 70_000)] {
+            let first = (0..<a).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let second = (0..<b).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let combined = CRC32C.combine(
+                CRC32C.checksum(first), CRC32C.checksum(second), secondLength: second.count)
+            #expect(combined == CRC32C.checksum(first + second), "lengths \(a), \(b)")
+        }
+    }
+}

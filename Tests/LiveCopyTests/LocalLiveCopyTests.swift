@@ -109,6 +109,37 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
         await copy.detach()
     }
 
+    /// Two threads hammering the same words in duplicated mode: the copy must end with the
+    /// bytes memory ended with (write and mirror are one step per page; without that, the
+    /// mirror could apply two racing writes in the other order).
+    @Test func racingWritersToTheSameWordsStayIdenticalWhenDuplicated() async throws {
+        let memory = try TrackedMemory(pageCount: 4, pageSize: 4096)
+        let region = try OfflineRegion(pageCount: 4, pageSize: 4096)
+        let copy = LiveCopy(source: memory, destination: LocalDestination(region: region))
+        _ = try await copy.run()
+        let done = (0..<2).map { _ in LockedBool() }
+        let ready = LockedCount()
+        for (index, flag) in done.enumerated() {
+            Thread {
+                // Start together, so the two really race.
+                ready.add(1)
+                while ready.get() < 2 {}
+                for round in 0..<300_000 { try? memory.storeWord(UInt64(index << 32 | round), at: 0) }
+                flag.set()
+            }.start()
+        }
+        // Pause the writers again and again mid-race: every pause must find the copy equal.
+        var differed = 0
+        while !done.allSatisfy({ $0.get() }) {
+            memory.gate.pause()
+            if try memory.read(at: 0, count: 8) != region.read(at: 0, count: 8) { differed += 1 }
+            memory.gate.resume()
+        }
+        #expect(differed == 0)
+        #expect(identical(memory, region))
+        await copy.detach()
+    }
+
     @Test func geometryMismatchIsRefused() async throws {
         let memory = try TrackedMemory(pageCount: 64)
         let copy = LiveCopy(source: memory, destination: LocalDestination(region: try OfflineRegion(pageCount: 32)))

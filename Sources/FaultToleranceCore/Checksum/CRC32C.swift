@@ -129,3 +129,54 @@ private enum CRC32CTable {
         return crc
     }
 }
+
+extension CRC32C {
+    /// The CRC32C of the concatenation `A ‖ B`, from `crc(A)`, `crc(B)` and the length of `B`,
+    /// without reading either: `crc(A)` is advanced over `length` zero bytes by multiplying
+    /// with x^(8·length) modulo the polynomial, then combined with `crc(B)`. Lets a producer
+    /// checksum pieces while they are hot in cache and join them later.
+    public static func combine(_ first: UInt32, _ second: UInt32, secondLength length: Int) -> UInt32 {
+        guard length > 0 else { return first }
+        return multiply(powerOfX(bytes: length), first) ^ second
+    }
+
+    /// The reflected CRC32C polynomial.
+    private static let reflectedPolynomial: UInt32 = 0x82F6_3B78
+
+    /// x^(2^k) modulo the polynomial, for k = 0...63 (in reflected form, x^0 is bit 31).
+    private static let powersOfTwo: [UInt32] = {
+        var table = [UInt32](repeating: 0, count: 64)
+        var power: UInt32 = 1 << 30  // x^1
+        for k in 0..<64 {
+            table[k] = power
+            power = multiply(power, power)
+        }
+        return table
+    }()
+
+    /// a·b modulo the polynomial, both reflected.
+    private static func multiply(_ a: UInt32, _ b: UInt32) -> UInt32 {
+        var product: UInt32 = 0
+        var multiplier = a
+        var shifted = b
+        while multiplier != 0 {
+            if multiplier & (1 << 31) != 0 { product ^= shifted }
+            multiplier <<= 1
+            shifted = shifted & 1 != 0 ? (shifted >> 1) ^ reflectedPolynomial : shifted >> 1
+        }
+        return product
+    }
+
+    /// x^(8·bytes) modulo the polynomial.
+    private static func powerOfX(bytes: Int) -> UInt32 {
+        var result: UInt32 = 1 << 31  // x^0
+        var bits = UInt64(bytes) << 3
+        var k = 0
+        while bits != 0 {
+            if bits & 1 != 0 { result = multiply(powersOfTwo[k], result) }
+            bits >>= 1
+            k += 1
+        }
+        return result
+    }
+}
