@@ -118,6 +118,7 @@ public struct PageBatch: Sendable {
 struct PageBatchBuilder {
     let session: UInt64
     let pageSize: Int
+    let capacity: Int
     var round = 0
     private(set) var buffer = ByteBuffer()
     private(set) var count = 0
@@ -128,6 +129,7 @@ struct PageBatchBuilder {
     init(session: UInt64, pageSize: Int, capacity: Int) {
         self.session = session
         self.pageSize = pageSize
+        self.capacity = capacity
         buffer.reserveCapacity(capacity)
         reset()
     }
@@ -195,14 +197,18 @@ struct PageBatchBuilder {
                 CRC32C.checksum(body))
             payload.writeBytes(compressed)
         } else {
-            payload = buffer
-            payload.setMultipleIntegers(
+            // The header goes in while the buffer is still uniquely ours (setting it on a shared
+            // copy would copy the whole batch), then the buffer is handed over and replaced.
+            buffer.setMultipleIntegers(
                 LiveCopyWire.version, UInt8(0), UInt16(0), session, UInt32(round), UInt32(count), length, UInt32(0),
-                at: payload.readerIndex)
-            let header = payload.withUnsafeReadableBytes {
+                at: buffer.readerIndex)
+            let header = buffer.withUnsafeReadableBytes {
                 CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<PageBatch.headerSize]))
             }
             checksum = CRC32C.combine(header, entriesChecksum.value, secondLength: Int(length))
+            payload = buffer
+            buffer = ByteBuffer()
+            buffer.reserveCapacity(capacity)
         }
         reset()
         return (payload, checksum)

@@ -32,7 +32,7 @@ public final class RemoteDestination: LiveCopyDestination {
 
         /// Creates options.
         public init(
-            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 4 << 20,
+            compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 1 << 20,
             maximumQueuedBytes: Int = 16 << 20, replyTimeout: Duration = .seconds(30)
         ) {
             self.compression = compression
@@ -95,7 +95,10 @@ public final class RemoteDestination: LiveCopyDestination {
 
     /// Sends the session header and waits until the receiver accepts the geometry.
     public func begin(pageSize: Int, pageCount: Int) async throws(LiveCopyError) {
-        copier.withLockedValue { $0 = CopierState(pageSize: pageSize, pageCount: pageCount, session: session) }
+        copier.withLockedValue {
+            $0 = CopierState(
+                pageSize: pageSize, pageCount: pageCount, session: session, batchBytes: options.batchBytes)
+        }
         replies.register(0)
         try sender.enqueue(
             Message(
@@ -208,10 +211,14 @@ private struct CopierState: Sendable {
     var fingerprints: [UInt64]
     let zeroFingerprint: UInt64
 
-    init(pageSize: Int, pageCount: Int, session: UInt64) {
+    init(pageSize: Int, pageCount: Int, session: UInt64, batchBytes: Int) {
         self.pageSize = pageSize
         self.pageCount = pageCount
-        builder = PageBatchBuilder(session: session, pageSize: pageSize, capacity: (4 << 20) + (64 << 10))
+        // A batch closes once it reaches batchBytes after a run of at most batchBytes of pages,
+        // so it never holds more than two such runs with their entry headers.
+        let run = batchBytes + (batchBytes / pageSize + 1) * PageBatch.entryHeaderSize
+        builder = PageBatchBuilder(
+            session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize)
         let zero = [UInt8](repeating: 0, count: pageSize)
         zeroFingerprint = zero.withUnsafeBytes { PageFingerprint.of($0) }
         // The receiver's region starts zeroed.
