@@ -25,7 +25,9 @@ final class Writers: @unchecked Sendable {
                     let word = Int((state >> 13) % UInt64(memory.pageSize / 8))
                     try? memory.storeWord(state, at: page * memory.pageSize + word * 8)
                     writes += 1
-                    if writes % 64 == 0 { usleep(100) }  // a load, not a timing assertion
+                    // A load, not a timing assertion; paced so writer threads never starve the
+                    // rest of a 2-core machine running the other suites (under TSan too).
+                    if writes % 16 == 0 { usleep(500) }
                 }
                 count.add(writes)
                 done.set()
@@ -57,17 +59,20 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
     memory.withUnsafeBytes { source in region.withUnsafeBytes { copy in source.elementsEqual(copy) } }
 }
 
-@Suite struct LocalLiveCopyTests {
+@Suite(.serialized) struct LocalLiveCopyTests {
     /// Two writer threads run throughout: the copy converges, both sides are identical after
     /// the switchover and stay identical in duplicated mode.
     @Test func twoWriterThreadsThroughoutAndDuplicatedMode() async throws {
-        let memory = try TrackedMemory(pageCount: 4096)
-        for page in stride(from: 0, to: 4096, by: 3) { try memory.storeWord(UInt64(page), at: page * 4096) }
-        let region = try OfflineRegion(pageCount: 4096)
+        let memory = try TrackedMemory(pageCount: 1024)
+        for page in stride(from: 0, to: 1024, by: 3) { try memory.storeWord(UInt64(page), at: page * 4096) }
+        let region = try OfflineRegion(pageCount: 1024)
         let writers = Writers(memory: memory, threads: 2, seed: 7)
         let metrics = TestMetrics()
+        // A generous budget: under ThreadSanitizer the copy runs at a few MB/s.
         let copy = LiveCopy(
-            source: memory, destination: LocalDestination(region: region), metricsFactory: metrics)
+            source: memory, destination: LocalDestination(region: region),
+            policy: .adaptive(downtimeBudget: .seconds(5)),
+            metricsFactory: metrics)
         let events = Task {
             var all: [LiveCopyProgress] = []
             for await event in copy.progress { all.append(event) }
@@ -75,7 +80,7 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
         }
         let report = try await copy.run()
         #expect(report.rounds.count >= 1)
-        #expect(report.rounds[0].pages == 4096)
+        #expect(report.rounds[0].pages == 1024)
         #expect(report.pagesRecopied == 0)
         // Duplicated mode while the writers keep going.
         for _ in 0..<20 { try await Task.sleep(for: .milliseconds(5)) }
@@ -90,7 +95,7 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
 
         let progress = await events.value
         #expect(progress.contains { if case .switchedOver = $0 { true } else { false } })
-        #expect(progress.contains { if case .verified(4096, 0) = $0 { true } else { false } })
+        #expect(progress.contains { if case .verified(1024, 0) = $0 { true } else { false } })
         #expect(try metrics.expectCounter("ft_livecopy_rounds_total").totalValue == Int64(report.rounds.count))
         #expect(try metrics.expectTimer("ft_livecopy_pause_seconds").values.count == 1)
     }
@@ -124,7 +129,7 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
                 // Start together, so the two really race.
                 ready.add(1)
                 while ready.get() < 2 {}
-                for round in 0..<300_000 { try? memory.storeWord(UInt64(index << 32 | round), at: 0) }
+                for round in 0..<60_000 { try? memory.storeWord(UInt64(index << 32 | round), at: 0) }
                 flag.set()
             }.start()
         }
@@ -134,6 +139,7 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
             memory.gate.pause()
             if try memory.read(at: 0, count: 8) != region.read(at: 0, count: 8) { differed += 1 }
             memory.gate.resume()
+            await Task.yield()
         }
         #expect(differed == 0)
         #expect(identical(memory, region))

@@ -51,7 +51,10 @@ import Testing
         let stopped = LockedBool()
         Thread {
             var state: UInt64 = 99
+            var writes = 0
             while !stop.get() {
+                writes += 1
+                if writes % 16 == 0 { usleep(1000) }  // a paced load, not a timing assertion
                 state = state &* 6_364_136_223_846_793_005 &+ 1
                 let offset = Int((state >> 20) % UInt64(memory.byteCount / 8)) * 8
                 memory.gate.withEntry {
@@ -60,7 +63,12 @@ import Testing
             }
             stopped.set()
         }.start()
-        let copy = LiveCopy(source: memory, destination: LocalDestination(region: region), duplicate: false)
+        // A generous budget: under ThreadSanitizer the copy runs at a few MB/s. Nothing here
+        // asserts on time.
+        let copy = LiveCopy(
+            source: memory, destination: LocalDestination(region: region),
+            policy: .adaptive(downtimeBudget: .seconds(5)),
+            duplicate: false)
         let report = try await copy.run()
         stop.set()
         while !stopped.get() { await Task.yield() }
