@@ -77,7 +77,7 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     private let pageShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var mirror: (any WriteMirror)?
-    private let mirrorLocks = (0..<256).map { _ in NIOLock() }
+    private let mirrorLocks = (0..<TrackedMemory.stripeCount).map { _ in NIOLock() }
 
     /// Allocates a zeroed region of `pageCount` pages of `pageSize` bytes (a power of two,
     /// at least 64).
@@ -124,7 +124,19 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         // Duplicated mode: two writers to the same page must reach the mirror in the order they
         // reached memory, or the copy keeps the older bytes. The page's stripe lock makes
         // "write, then mirror" one step per page (stripes taken in ascending order).
-        let stripes = stripeRange(offset: offset, count: bytes.count)
+        let first = offset >> pageShift
+        let last = (offset + bytes.count - 1) >> pageShift
+        if first == last {
+            // The common case: one page, one stripe, no allocation.
+            let lock = mirrorLocks[first % Self.stripeCount]
+            lock.lock()
+            defer { lock.unlock() }
+            (base + offset).copyMemory(from: source, byteCount: bytes.count)
+            markDirty(offset: offset, count: bytes.count)
+            mirror.mirrorWrite(bytes, at: offset)
+            return
+        }
+        let stripes = Array(Set((first...last).map { $0 % Self.stripeCount })).sorted()
         for stripe in stripes { mirrorLocks[stripe].lock() }
         defer { for stripe in stripes.reversed() { mirrorLocks[stripe].unlock() } }
         (base + offset).copyMemory(from: source, byteCount: bytes.count)
@@ -133,14 +145,6 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     }
 
     private static let stripeCount = 256
-
-    /// The distinct stripes of the pages a write touches, ascending.
-    private func stripeRange(offset: Int, count: Int) -> [Int] {
-        let first = offset >> pageShift
-        let last = (offset + count - 1) >> pageShift
-        if first == last { return [first % Self.stripeCount] }
-        return Array(Set((first...last).map { $0 % Self.stripeCount })).sorted()
-    }
 
     /// Writes `bytes` at byte `offset`.
     public func write(_ bytes: some Collection<UInt8>, at offset: Int) throws(LiveCopyError) {

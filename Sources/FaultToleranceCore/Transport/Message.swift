@@ -69,24 +69,11 @@ public enum EnvelopeCodec {
     /// header and payload around the checksum field. The bytes are exactly those of
     /// ``Frame/encode(into:)`` for the same payload.
     public static func encode(_ message: Message, from sender: NodeID, into buffer: inout ByteBuffer) {
-        let nameLength = sender.name.utf8.count
-        let payloadLength = 1 + nameLength + message.payload.readableBytes
-        buffer.reserveCapacity(minimumWritableBytes: Frame.headerSize + payloadLength)
-        let start = buffer.writerIndex
-        buffer.writeMultipleIntegers(
-            Frame.magic, Frame.version, UInt8(0), message.type, UInt16(0), UInt32(truncatingIfNeeded: payloadLength),
-            UInt32(0))
-        buffer.writeInteger(UInt8(truncatingIfNeeded: nameLength))
-        buffer.writeString(sender.name)
+        buffer.reserveCapacity(
+            minimumWritableBytes: Frame.headerSize + 1 + sender.name.utf8.count + message.payload.readableBytes)
+        encodeHeader(message, from: sender, into: &buffer)
         var body = message.payload
         buffer.writeBuffer(&body)
-        var crc = CRC32C()
-        buffer.withUnsafeReadableBytes { raw in
-            let frame = UnsafeRawBufferPointer(rebasing: raw[(start - buffer.readerIndex)...])
-            crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<12]))
-            crc.update(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]))
-        }
-        buffer.setInteger(crc.value, at: start + 12)
     }
 
     /// Encodes only the frame header and sender name of `message` into `buffer`; the caller
