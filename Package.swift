@@ -123,6 +123,7 @@ let package = Package(
             dependencies: [
                 "FaultToleranceNIO",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

@@ -25,6 +25,15 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzFrameAssembler",
+            dependencies: [
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzJournalRecords",
             dependencies: [
                 .product(name: "ElasticJournal", package: rootPackage),

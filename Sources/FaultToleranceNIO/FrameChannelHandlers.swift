@@ -1,34 +1,165 @@
-import FaultToleranceCore
+public import FaultToleranceCore
 import Logging
 import Metrics
-import NIOCore
+public import NIOCore
 
-/// Cuts a TCP byte stream into envelopes with ``FrameDecoder``; hostile bytes surface as a
-/// ``FrameError`` through `errorCaught`.
-struct EnvelopeStreamDecoder: ByteToMessageDecoder {
-    typealias InboundOut = (NodeID, Message)
+/// Cuts a TCP byte stream into envelopes.
+///
+/// A frame that arrives whole within one read is sliced out of it without a copy. A frame
+/// split across reads is assembled in a buffer sized from its header, its checksum computed
+/// piece by piece while each piece is still in cache, and buffers for large frames are reused
+/// once the consumer has let go of them (`ByteBuffer.clear()` keeps storage only when nothing
+/// else references it). Growing one cumulation buffer instead, as `ByteToMessageHandler`
+/// does, faulted in fresh pages and copied each megabyte frame about twice.
+///
+/// Every header field is checked by `FrameHeader` before its length is trusted; hostile
+/// bytes surface as a `FrameError` through `errorCaught`, after which the stream is out of
+/// step and nothing more is decoded. ``TCPTransport`` puts one on every inbound connection;
+/// it is public for programs that carry this library's frames over a channel of their own.
+///
+/// ```swift
+/// try channel.pipeline.syncOperations.addHandler(FrameAssembler(maximumPayloadLength: 16 << 20))
+/// // ... then a handler whose InboundIn is (NodeID, Message)
+/// ```
+public final class FrameAssembler: ChannelInboundHandler {
+    /// Bytes from the stream.
+    public typealias InboundIn = ByteBuffer
+    /// Each decoded envelope: its sender and message.
+    public typealias InboundOut = (NodeID, Message)
 
-    var frames: FrameDecoder
-
-    init(maximumPayloadLength: Int) {
-        frames = FrameDecoder(maximumPayloadLength: maximumPayloadLength)
+    /// A frame whose payload is still arriving.
+    private struct Pending {
+        var header: FrameHeader
+        var payload: ByteBuffer
+        var checksum: CRC32C
+        var remaining: Int
     }
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let offset = frames.offset
-        guard let frame = try frames.next(from: &buffer) else { return .needMoreData }
-        let decoded = try EnvelopeCodec.decode(frame, offset: offset)
-        context.fireChannelRead(wrapInboundOut(decoded))
-        return .continue
+    /// Frames at least this long are assembled in reused buffers.
+    static let reuseThreshold = 64 << 10
+    private static let reusedLimit = 8
+
+    private let maximumPayloadLength: Int
+    /// Header bytes received so far when a header is split across reads.
+    private var partialHeader = ByteBuffer()
+    private var pending: Pending?
+    /// Stream offset of the frame being decoded, for errors.
+    private var offset = 0
+    private var failed = false
+    private var reused: [ByteBuffer] = []
+
+    /// Creates an assembler that refuses frames longer than `maximumPayloadLength`.
+    public init(maximumPayloadLength: Int) {
+        self.maximumPayloadLength = maximumPayloadLength
     }
 
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
-        -> DecodingState
+    /// Decodes every frame completed by `data`.
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        var input = unwrapInboundIn(data)
+        do throws(FrameError) {
+            while input.readableBytes > 0 {
+                if pending != nil {
+                    try continuePending(with: &input, context: context)
+                } else if partialHeader.readableBytes > 0 || input.readableBytes < Frame.headerSize {
+                    var piece =
+                        input.readSlice(
+                            length: min(Frame.headerSize - partialHeader.readableBytes, input.readableBytes))
+                        ?? ByteBuffer()
+                    partialHeader.writeBuffer(&piece)
+                    guard partialHeader.readableBytes == Frame.headerSize else { continue }
+                    let header = try decodeHeader(partialHeader, at: partialHeader.readerIndex)
+                    partialHeader.clear()
+                    try start(header, context: context)
+                } else {
+                    let header = try decodeHeader(input, at: input.readerIndex)
+                    let total = Frame.headerSize + Int(header.length)
+                    if input.readableBytes >= total {
+                        // Whole in this read: checksum it where it lies and slice it out.
+                        var checksum = header.partialChecksum
+                        input.withUnsafeReadableBytes { raw in
+                            checksum.update(UnsafeRawBufferPointer(rebasing: raw[Frame.headerSize..<total]))
+                        }
+                        try header.verify(checksum, offset: offset)
+                        input.moveReaderIndex(forwardBy: Frame.headerSize)
+                        let payload = input.readSlice(length: Int(header.length)) ?? ByteBuffer()
+                        try deliver(type: header.type, payload: payload, length: total, context: context)
+                    } else {
+                        input.moveReaderIndex(forwardBy: Frame.headerSize)
+                        try start(header, context: context)
+                    }
+                }
+            }
+        } catch {
+            failed = true
+            context.fireErrorCaught(error)
+        }
+    }
+
+    private func decodeHeader(_ buffer: ByteBuffer, at index: Int) throws(FrameError) -> FrameHeader {
+        // safe: both callers made sure 16 bytes are readable at `index`.
+        guard
+            let header = try FrameHeader.decode(
+                buffer, at: index, maximumPayloadLength: maximumPayloadLength, offset: offset)
+        else { throw FrameError(.truncated, offset: offset, detail: "incomplete frame header") }
+        return header
+    }
+
+    /// Begins assembling a frame whose header has been consumed.
+    private func start(_ header: FrameHeader, context: ChannelHandlerContext) throws(FrameError) {
+        let length = Int(header.length)
+        guard length > 0 else {
+            try header.verify(header.partialChecksum, offset: offset)
+            try deliver(type: header.type, payload: ByteBuffer(), length: Frame.headerSize, context: context)
+            return
+        }
+        var payload: ByteBuffer
+        if length >= Self.reuseThreshold, !reused.isEmpty {
+            payload = reused.removeFirst()
+            payload.clear()
+            payload.reserveCapacity(length)
+        } else {
+            payload = context.channel.allocator.buffer(capacity: length)
+        }
+        pending = Pending(header: header, payload: payload, checksum: header.partialChecksum, remaining: length)
+    }
+
+    private func continuePending(with input: inout ByteBuffer, context: ChannelHandlerContext) throws(FrameError) {
+        guard var frame = pending else { return }
+        pending = nil
+        let count = min(frame.remaining, input.readableBytes)
+        input.withUnsafeReadableBytes { raw in
+            let piece = UnsafeRawBufferPointer(rebasing: raw[0..<count])
+            frame.checksum.update(piece)
+            frame.payload.writeBytes(piece)
+        }
+        input.moveReaderIndex(forwardBy: count)
+        frame.remaining -= count
+        guard frame.remaining == 0 else {
+            pending = frame
+            return
+        }
+        try frame.header.verify(frame.checksum, offset: offset)
+        if frame.payload.readableBytes >= Self.reuseThreshold {
+            reused.append(frame.payload)
+            if reused.count > Self.reusedLimit { reused.removeFirst() }
+        }
+        try deliver(
+            type: frame.header.type, payload: frame.payload, length: Frame.headerSize + Int(frame.header.length),
+            context: context)
+    }
+
+    private func deliver(type: UInt16, payload: ByteBuffer, length: Int, context: ChannelHandlerContext)
+        throws(FrameError)
     {
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        return .needMoreData
+        let decoded = try EnvelopeCodec.decode(Frame(type: type, payload: payload), offset: offset)
+        offset += length
+        context.fireChannelRead(wrapInboundOut(decoded))
     }
 }
+
+@available(*, unavailable)
+extension FrameAssembler: Sendable {}
 
 /// Delivers decoded envelopes to the transport's stream; closes the connection on the first
 /// protocol error, since the stream is then out of step.

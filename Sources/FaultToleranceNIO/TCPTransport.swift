@@ -138,7 +138,7 @@ public final class TCPTransport: Transport {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            ByteToMessageHandler(EnvelopeStreamDecoder(maximumPayloadLength: maximum)))
+                            FrameAssembler(maximumPayloadLength: maximum))
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
                                 continuation: continuation, flow: flow, logger: logger, rejected: rejected,

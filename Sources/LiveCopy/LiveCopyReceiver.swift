@@ -61,7 +61,7 @@ public final class LiveCopyReceiver: Sendable {
                     let batch = try PageBatch.decode(
                         message.payload, pageSize: region.pageSize, pageCount: region.pageCount)
                     try expect(batch.session, session)
-                    try apply(batch)
+                    region.apply(batch)
                     summary.batches += 1
                     summary.pages += batch.entries.count
                 case LiveCopyWire.MessageType.mirrorWrites:
@@ -114,24 +114,6 @@ public final class LiveCopyReceiver: Sendable {
         guard let session, received == session else {
             throw LiveCopyError(.malformedMessage, detail: "message for session \(received) outside session")
         }
-    }
-
-    private func apply(_ batch: PageBatch) throws(LiveCopyError) {
-        let pageSize = region.pageSize
-        var failure: LiveCopyError?
-        batch.forEachPage(pageSize: pageSize) { page, bytes in
-            guard failure == nil else { return }
-            if let bytes {
-                do throws(LiveCopyError) {
-                    try region.write(bytes, at: page * pageSize)
-                } catch {
-                    failure = error
-                }
-            } else {
-                region.zeroPage(page)
-            }
-        }
-        if let failure { throw failure }
     }
 
     private func reply(_ reply: LiveCopyWire.Reply, to envelope: Envelope) async {

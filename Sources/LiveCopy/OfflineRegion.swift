@@ -50,6 +50,21 @@ public final class OfflineRegion: @unchecked Sendable {
         lock.withLock { (base + offset).copyMemory(from: source, byteCount: bytes.count) }
     }
 
+    /// Applies a decoded page batch under one lock (its pages were bounds-checked against this
+    /// region's geometry when it was decoded).
+    func apply(_ batch: PageBatch) {
+        lock.withLock {
+            batch.forEachPage(pageSize: pageSize) { page, bytes in
+                let target = base + page * pageSize
+                if let source = bytes?.baseAddress {
+                    target.copyMemory(from: source, byteCount: pageSize)
+                } else {
+                    _ = target.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize)
+                }
+            }
+        }
+    }
+
     /// Fills page `page` with zeros.
     func zeroPage(_ page: Int) {
         lock.withLock { _ = (base + page * pageSize).initializeMemory(as: UInt8.self, repeating: 0, count: pageSize) }

@@ -1,3 +1,4 @@
+import CFaultToleranceShims
 import FaultToleranceCore
 public import NIOCore
 
@@ -124,12 +125,23 @@ struct PageBatchBuilder {
     private(set) var count = 0
     /// The CRC32C of the entries so far, updated as each is committed (hot in cache).
     private var entriesChecksum = CRC32C()
+    /// The running checksum including the last appended entry, before it is committed.
+    private var pendingChecksum = CRC32C()
     private var lastEntry = 0
+    /// Buffers of batches already handed to the transport, oldest first, kept to be reused:
+    /// a fresh megabyte per batch cost a page fault per 4 KiB. Reuse is safe by construction:
+    /// `clear()` keeps a buffer's storage only when nothing else (the transport's pending
+    /// write) still references it, and allocates new storage otherwise.
+    private var recycled: [ByteBuffer] = []
+    /// How many handed-over buffers are kept: enough to cover the send queue, so the oldest
+    /// has usually been written by the time it comes round again.
+    let recycledLimit: Int
 
-    init(session: UInt64, pageSize: Int, capacity: Int) {
+    init(session: UInt64, pageSize: Int, capacity: Int, recycledLimit: Int = 4) {
         self.session = session
         self.pageSize = pageSize
         self.capacity = capacity
+        self.recycledLimit = recycledLimit
         buffer.reserveCapacity(capacity)
         reset()
     }
@@ -146,21 +158,33 @@ struct PageBatchBuilder {
 
     /// Adds the last appended entry to the running checksum (after deciding to keep it).
     mutating func commitLast() {
-        let start = lastEntry - buffer.readerIndex
-        buffer.withUnsafeReadableBytes { raw in entriesChecksum.update(UnsafeRawBufferPointer(rebasing: raw[start...]))
-        }
+        entriesChecksum = pendingChecksum
     }
 
-    /// Appends page `page`, whose bytes `fill` writes into the buffer; returns a pointer to them
-    /// for fingerprinting (valid until the next append).
-    mutating func appendData(page: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) {
+    /// Appends page `page` copied from `source` and returns the fingerprint of the bytes
+    /// copied; the entry's checksum is pending until ``commitLast()``. `addressable` is
+    /// `source` when its pages are plain memory: then one pass copies, fingerprints and
+    /// checksums each page.
+    mutating func appendData(
+        page: Int, from source: any LiveCopySource, addressable: (any PageAddressable)?
+    ) -> UInt64 {
         lastEntry = buffer.writerIndex
         buffer.writeMultipleIntegers(UInt64(page), UInt8(0), UInt8(0), UInt16(0))
+        var checksum = entriesChecksum
+        let entryStart = lastEntry - buffer.readerIndex
+        buffer.withUnsafeReadableBytes { raw in checksum.update(UnsafeRawBufferPointer(rebasing: raw[entryStart...])) }
+        let pageSize = self.pageSize
+        var fingerprint: UInt64 = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pageSize) { raw in
-            fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<pageSize]))
+            // safe: minimumWritableBytes guarantees a non-empty buffer.
+            guard let target = raw.baseAddress else { return 0 }
+            fingerprint = PageDigest.copy(
+                page, from: source, addressable: addressable, into: target, pageSize: pageSize, checksum: &checksum)
             return pageSize
         }
         count += 1
+        pendingChecksum = checksum
+        return fingerprint
     }
 
     /// Takes the last data page back out (it turned out unchanged or zero).
@@ -173,7 +197,10 @@ struct PageBatchBuilder {
         lastEntry = buffer.writerIndex
         buffer.writeMultipleIntegers(UInt64(page), UInt8(1), UInt8(0), UInt16(0))
         count += 1
-        commitLast()
+        let entryStart = lastEntry - buffer.readerIndex
+        buffer.withUnsafeReadableBytes { raw in
+            entriesChecksum.update(UnsafeRawBufferPointer(rebasing: raw[entryStart...]))
+        }
     }
 
     /// Finishes the batch (deflating the body when asked) and returns the payload, with its
@@ -207,37 +234,52 @@ struct PageBatchBuilder {
             }
             checksum = CRC32C.combine(header, entriesChecksum.value, secondLength: Int(length))
             payload = buffer
-            buffer = ByteBuffer()
-            buffer.reserveCapacity(capacity)
+            recycled.append(buffer)
+            if recycled.count > recycledLimit {
+                buffer = recycled.removeFirst()
+            } else {
+                buffer = ByteBuffer()
+                buffer.reserveCapacity(capacity)
+            }
         }
         reset()
         return (payload, checksum)
     }
 }
 
-/// A 64-bit fingerprint of a page, independent of CRC32C, to skip pages that are unchanged
-/// since they were last sent. (The verification pass compares CRC32C, so a page would have
-/// to collide in both to slip through.)
-enum PageFingerprint {
-    static func of(_ page: UnsafeRawBufferPointer) -> UInt64 {
-        var a: UInt64 = 0x9E37_79B9_7F4A_7C15
-        var b: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-        var c: UInt64 = 0x1656_67B1_9E37_79F9
-        var d: UInt64 = 0x27D4_EB2F_1656_67C5
-        let words = page.count / 32
-        for index in 0..<words {
-            let base = index * 32
-            a = (a ^ page.loadUnaligned(fromByteOffset: base, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-            b = (b ^ page.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)) &* 0xC4CE_B9FE_1A85_EC53
-            c = (c ^ page.loadUnaligned(fromByteOffset: base + 16, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-            d = (d ^ page.loadUnaligned(fromByteOffset: base + 24, as: UInt64.self)) &* 0xC4CE_B9FE_1A85_EC53
-            a = a ^ (a >> 29)
-            b = b ^ (b >> 31)
-            c = c ^ (c >> 29)
-            d = d ^ (d >> 31)
+/// Copies a page into a batch with its 64-bit fingerprint (independent of CRC32C, to skip pages
+/// unchanged since they were last sent; the verification pass compares CRC32C, so a page would
+/// have to collide in both to slip through) and its CRC32C.
+enum PageDigest {
+    static func copy(
+        _ page: Int,
+        from source: any LiveCopySource,
+        addressable: (any PageAddressable)?,
+        into target: UnsafeMutableRawPointer,
+        pageSize: Int,
+        checksum: inout CRC32C
+    ) -> UInt64 {
+        var fingerprint: UInt64 = 0
+        guard let addressable else {
+            source.copyPages(page..<(page + 1), into: target)
+            checksum.update(UnsafeRawBufferPointer(start: target, count: pageSize))
+            return ft_page_fingerprint(target, pageSize)
         }
-        var h = a ^ (b &* 31) ^ (c &* 961) ^ (d &* 29791) ^ UInt64(page.count)
-        h = (h ^ (h >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-        return h ^ (h >> 33)
+        let from = addressable.address(ofPage: page)
+        if var register = checksum.hardwareRegister,
+            ft_copy_page_digest(target, from, pageSize, &register, &fingerprint) == 1
+        {
+            checksum.hardwareRegister = register
+        } else {
+            if checksum.hardwareRegister == nil { _ = ft_copy_page_digest(target, from, pageSize, nil, &fingerprint) }
+            checksum.update(UnsafeRawBufferPointer(start: target, count: pageSize))
+        }
+        return fingerprint
+    }
+
+    /// The fingerprint of a page of zeros (the receiving region starts zeroed).
+    static func zeroFingerprint(pageSize: Int) -> UInt64 {
+        let zero = [UInt8](repeating: 0, count: pageSize)
+        return zero.withUnsafeBytes { ft_page_fingerprint($0.baseAddress, pageSize) }
     }
 }

@@ -97,7 +97,8 @@ public final class RemoteDestination: LiveCopyDestination {
     public func begin(pageSize: Int, pageCount: Int) async throws(LiveCopyError) {
         copier.withLockedValue {
             $0 = CopierState(
-                pageSize: pageSize, pageCount: pageCount, session: session, batchBytes: options.batchBytes)
+                pageSize: pageSize, pageCount: pageCount, session: session, batchBytes: options.batchBytes,
+                queuedBytes: options.maximumQueuedBytes)
         }
         replies.register(0)
         try sender.enqueue(
@@ -211,16 +212,16 @@ private struct CopierState: Sendable {
     var fingerprints: [UInt64]
     let zeroFingerprint: UInt64
 
-    init(pageSize: Int, pageCount: Int, session: UInt64, batchBytes: Int) {
+    init(pageSize: Int, pageCount: Int, session: UInt64, batchBytes: Int, queuedBytes: Int) {
         self.pageSize = pageSize
         self.pageCount = pageCount
         // A batch closes once it reaches batchBytes after a run of at most batchBytes of pages,
         // so it never holds more than two such runs with their entry headers.
         let run = batchBytes + (batchBytes / pageSize + 1) * PageBatch.entryHeaderSize
         builder = PageBatchBuilder(
-            session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize)
-        let zero = [UInt8](repeating: 0, count: pageSize)
-        zeroFingerprint = zero.withUnsafeBytes { PageFingerprint.of($0) }
+            session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize,
+            recycledLimit: min(64, queuedBytes / max(1, batchBytes) + 2))
+        zeroFingerprint = PageDigest.zeroFingerprint(pageSize: pageSize)
         // The receiver's region starts zeroed.
         fingerprints = Array(repeating: zeroFingerprint, count: pageCount)
     }
@@ -228,12 +229,9 @@ private struct CopierState: Sendable {
     /// Appends the pages of `run`, skipping unchanged ones; returns the pages that will travel.
     mutating func append(_ run: Range<Int>, from source: any LiveCopySource, skipUnchanged: Bool) -> Int {
         var sent = 0
+        let addressable = source as? any PageAddressable
         for page in run {
-            var fingerprint: UInt64 = 0
-            builder.appendData(page: page) { raw in
-                if let base = raw.baseAddress { source.copyPages(page..<(page + 1), into: base) }
-                fingerprint = PageFingerprint.of(UnsafeRawBufferPointer(raw))
-            }
+            let fingerprint = builder.appendData(page: page, from: source, addressable: addressable)
             if skipUnchanged, fingerprint == fingerprints[page] {
                 builder.dropLastData()
                 continue

@@ -71,10 +71,10 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     /// The gate every write passes.
     public let gate = PauseGate()
 
-    private let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
     private let bitmap: UnsafeMutablePointer<UInt64>
     private let wordCount: Int
-    private let pageShift: Int
+    let pageShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var mirror: (any WriteMirror)?
     private let mirrorLocks = (0..<TrackedMemory.stripeCount).map { _ in NIOLock() }
@@ -230,6 +230,21 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         }
         for page in first...last { ft_bitmap_set(bitmap, page) }
     }
+}
+
+/// A source whose pages are plain memory at a known address, so the sender can copy a page,
+/// fingerprint it and checksum it in one pass (`ft_copy_page_digest`) instead of three.
+protocol PageAddressable {
+    /// The address of page `page`.
+    func address(ofPage page: Int) -> UnsafeRawPointer
+}
+
+extension TrackedMemory: PageAddressable {
+    func address(ofPage page: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + page << pageShift) }
+}
+
+extension UserfaultMemory: PageAddressable {
+    func address(ofPage page: Int) -> UnsafeRawPointer { UnsafeRawPointer(baseAddress + page << pageShift) }
 }
 
 /// Anonymous, page-aligned, zero-filled memory from `mmap` (untouched pages cost nothing).

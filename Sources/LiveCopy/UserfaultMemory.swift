@@ -36,7 +36,7 @@ public final class UserfaultMemory: LiveCopySource, @unchecked Sendable {
 
     private let userfault: Int32
     private let pagemap: Int32
-    private let pageShift: Int
+    let pageShift: Int
 
     /// Maps `pageCount` zeroed pages and registers them for write tracking.
     public init(pageCount: Int) throws(LiveCopyError) {

@@ -40,6 +40,16 @@ static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
 /// is `memcpy`.
 void ft_copy_concurrent(void *destination, const void *source, size_t length);
 
+/// Copies a page of `length` bytes (a multiple of 8, at least 24) that writers may be changing,
+/// reading each word once, and stores the copied bytes' 64-bit fingerprint in `*fingerprint`.
+/// When it returns 1 it also advanced `*crc`, a CRC32C register as in
+/// `ft_crc32c_hardware_update`, over the copied bytes (4 KiB pages with SSE4.2); when it
+/// returns 0 (or `crc` is NULL) the caller computes the CRC32C itself.
+int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint);
+
+/// The fingerprint `ft_copy_page_digest` gives a page of these bytes.
+uint64_t ft_page_fingerprint(const void *page, size_t length);
+
 /// Creates a userfaultfd in asynchronous write-protect mode over `[address, address+length)`
 /// and opens `/proc/self/pagemap` for `PAGEMAP_SCAN` (probing that it works). Returns the
 /// userfaultfd and stores the pagemap descriptor in `*pagemap`, or returns -1 with `errno` set

@@ -48,6 +48,14 @@ public struct CRC32C: Sendable, Hashable {
     /// The checksum of every byte passed to ``update(_:)-(UnsafeRawBufferPointer)`` so far.
     public var value: UInt32 { ~state }
 
+    /// The running CRC32C register (before the final inversion), for code in this package that
+    /// advances it with the CPU instruction inside a loop of its own (the live copy's one-pass
+    /// page copy); `nil` when this checksum uses the table.
+    package var hardwareRegister: UInt32? {
+        get { implementation == .hardware ? state : nil }
+        set { if let newValue, implementation == .hardware { state = newValue } }
+    }
+
     /// Adds bytes to the checksum.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }

@@ -84,47 +84,23 @@ public struct FrameDecoder: Sendable {
     /// Decodes the next frame from the front of `buffer`, or returns `nil` (consuming
     /// nothing) when the buffer does not yet hold a whole frame.
     public mutating func next(from buffer: inout ByteBuffer) throws(FrameError) -> Frame? {
-        guard buffer.readableBytes >= Frame.headerSize else { return nil }
-        let base = buffer.readerIndex
-        guard let magic = buffer.getInteger(at: base, as: UInt16.self),
-            let version = buffer.getInteger(at: base + 2, as: UInt8.self),
-            let flags = buffer.getInteger(at: base + 3, as: UInt8.self),
-            let type = buffer.getInteger(at: base + 4, as: UInt16.self),
-            let reserved = buffer.getInteger(at: base + 6, as: UInt16.self),
-            let length = buffer.getInteger(at: base + 8, as: UInt32.self),
-            let checksum = buffer.getInteger(at: base + 12, as: UInt32.self)
+        guard
+            let header = try FrameHeader.decode(
+                buffer, at: buffer.readerIndex, maximumPayloadLength: maximumPayloadLength, offset: offset)
         else { return nil }
-        guard magic == Frame.magic else {
-            throw FrameError(.badMagic, offset: offset, detail: "magic 0x\(String(magic, radix: 16)), expected 0x4654")
-        }
-        guard version == Frame.version else {
-            throw FrameError(.unsupportedVersion, offset: offset, detail: "version \(version), this build reads 1")
-        }
-        guard flags == 0 else {
-            throw FrameError(.unknownFlags, offset: offset, detail: "flags 0x\(String(flags, radix: 16))")
-        }
-        guard reserved == 0 else { throw FrameError(.reservedNotZero, offset: offset, detail: "reserved \(reserved)") }
-        guard Int(length) <= maximumPayloadLength else {
-            throw FrameError(
-                .frameTooLarge, offset: offset, detail: "payload of \(length) bytes exceeds \(maximumPayloadLength)")
-        }
-        let total = Frame.headerSize + Int(length)
+        let length = Int(header.length)
+        let total = Frame.headerSize + length
         guard buffer.readableBytes >= total else { return nil }
-        var crc = CRC32C()
+        var crc = header.partialChecksum
         buffer.withUnsafeReadableBytes { raw in
-            crc.update(UnsafeRawBufferPointer(rebasing: raw[0..<12]))
             crc.update(UnsafeRawBufferPointer(rebasing: raw[Frame.headerSize..<total]))
         }
-        guard crc.value == checksum else {
-            throw FrameError(
-                .checksumMismatch, offset: offset,
-                detail: "stored 0x\(String(checksum, radix: 16)), computed 0x\(String(crc.value, radix: 16))")
-        }
+        try header.verify(crc, offset: offset)
         buffer.moveReaderIndex(forwardBy: Frame.headerSize)
         // safe: the readable-bytes check above guarantees `length` bytes are present.
-        let payload = buffer.readSlice(length: Int(length)) ?? ByteBuffer()
+        let payload = buffer.readSlice(length: length) ?? ByteBuffer()
         offset += total
-        return Frame(type: type, payload: payload)
+        return Frame(type: header.type, payload: payload)
     }
 
     /// Decodes every frame in `bytes`, which must hold whole frames only: trailing bytes
@@ -142,5 +118,68 @@ public struct FrameDecoder: Sendable {
                 .truncated, offset: decoder.offset, detail: "\(buffer.readableBytes) bytes of an incomplete frame")
         }
         return frames
+    }
+}
+
+/// A frame's 16-byte header, checked field by field before anything trusts its length.
+///
+/// ``FrameDecoder`` uses it for whole frames; a transport that assembles a long payload as it
+/// arrives uses it to learn the length first and ``partialChecksum`` to checksum the payload
+/// piece by piece.
+public struct FrameHeader: Sendable, Hashable {
+    /// The message type.
+    public var type: UInt16
+    /// The payload length (at most the decoder's limit).
+    public var length: UInt32
+    /// The checksum the frame declares.
+    public var checksum: UInt32
+    /// The CRC32C of the header's first 12 bytes: continue it over the payload, then
+    /// ``verify(_:offset:)``.
+    public var partialChecksum: CRC32C
+
+    /// Decodes and checks the header at `index`, or returns `nil` when fewer than 16 bytes are
+    /// readable there. `offset` is the frame's stream offset, for errors.
+    public static func decode(
+        _ buffer: ByteBuffer, at index: Int, maximumPayloadLength: Int, offset: Int
+    ) throws(FrameError) -> FrameHeader? {
+        guard index >= buffer.readerIndex, buffer.writerIndex - index >= Frame.headerSize,
+            let magic = buffer.getInteger(at: index, as: UInt16.self),
+            let version = buffer.getInteger(at: index + 2, as: UInt8.self),
+            let flags = buffer.getInteger(at: index + 3, as: UInt8.self),
+            let type = buffer.getInteger(at: index + 4, as: UInt16.self),
+            let reserved = buffer.getInteger(at: index + 6, as: UInt16.self),
+            let length = buffer.getInteger(at: index + 8, as: UInt32.self),
+            let checksum = buffer.getInteger(at: index + 12, as: UInt32.self)
+        else { return nil }
+        guard magic == Frame.magic else {
+            throw FrameError(.badMagic, offset: offset, detail: "magic 0x\(String(magic, radix: 16)), expected 0x4654")
+        }
+        guard version == Frame.version else {
+            throw FrameError(.unsupportedVersion, offset: offset, detail: "version \(version), this build reads 1")
+        }
+        guard flags == 0 else {
+            throw FrameError(.unknownFlags, offset: offset, detail: "flags 0x\(String(flags, radix: 16))")
+        }
+        guard reserved == 0 else { throw FrameError(.reservedNotZero, offset: offset, detail: "reserved \(reserved)") }
+        guard Int(length) <= maximumPayloadLength else {
+            throw FrameError(
+                .frameTooLarge, offset: offset, detail: "payload of \(length) bytes exceeds \(maximumPayloadLength)")
+        }
+        var crc = CRC32C()
+        buffer.withUnsafeReadableBytes { raw in
+            let start = index - buffer.readerIndex
+            crc.update(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 12)]))
+        }
+        return FrameHeader(type: type, length: length, checksum: checksum, partialChecksum: crc)
+    }
+
+    /// Throws ``FrameError/Code/checksumMismatch`` unless `computed` (``partialChecksum``
+    /// continued over the whole payload) matches the declared checksum.
+    public func verify(_ computed: CRC32C, offset: Int) throws(FrameError) {
+        guard computed.value == checksum else {
+            throw FrameError(
+                .checksumMismatch, offset: offset,
+                detail: "stored 0x\(String(checksum, radix: 16)), computed 0x\(String(computed.value, radix: 16))")
+        }
     }
 }
