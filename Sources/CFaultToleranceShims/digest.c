@@ -6,21 +6,22 @@
 // cold memory in far faster: a fused word-by-word copy measured slower), and both digests are
 // computed in one pass over the copy while it is in L1, so what is hashed is exactly what was
 // copied even while writers change the source.
+//
+// The fingerprint only ever compares pages within one process (it never travels), so each
+// architecture may compute it its own way. On x86_64 it is vectorised: each 16-byte block is
+// xored with a key that advances with its position, its 32-bit halves multiplied together and
+// added, with the block itself, into one of three accumulators (the construction of XXH3's
+// long-input loop), so it runs on the vector units while the CRC32C instruction keeps its own
+// port busy; a scalar multiply chain per word measured as slow as copying the page.
 #include "ft_shims.h"
 
 #include <string.h>
 
-static const uint64_t lane_multiplier[3] = {0xFF51AFD7ED558CCDULL, 0xC4CEB9FE1A85EC53ULL, 0x9E3779B97F4A7C15ULL};
-static const uint64_t lane_seed[3] = {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL, 0x165667B19E3779F9ULL};
-
-static inline uint64_t absorb(uint64_t lane, uint64_t word, uint64_t multiplier) {
-    lane = (lane ^ word) * multiplier;
-    return lane ^ (lane >> 29);
-}
-
-static inline uint64_t finish(uint64_t a, uint64_t b, uint64_t c, size_t length) {
-    uint64_t h = a ^ (b * 31) ^ (c * 961) ^ (uint64_t)length;
-    h = (h ^ (h >> 33)) * 0xFF51AFD7ED558CCDULL;
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
     return h ^ (h >> 33);
 }
 
@@ -30,48 +31,99 @@ static inline uint64_t load_word(const unsigned char *p) {
     return word;
 }
 
-// The fingerprint: three lanes over the three stripes of (length / 24) * 8 bytes, the tail
-// words into the first lane, then a final mix. Any length that is a multiple of 8.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+static const uint64_t key_seed[4][2] = {
+    {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL},
+    {0x165667B19E3779F9ULL, 0x27D4EB2F165667C5ULL},
+    {0x85EBCA77C2B2AE63ULL, 0xFF51AFD7ED558CCDULL},
+    {0xC4CEB9FE1A85EC53ULL, 0x94D049BB133111EBULL},
+};
+
+static inline __m128i seed_key(int index) {
+    return _mm_set_epi64x((long long)key_seed[index][1], (long long)key_seed[index][0]);
+}
+
+// One 16-byte block into an accumulator: (block ^ key), low half times high half of each
+// 64-bit lane, plus the block with its lanes swapped so no input bit is lost to a zero factor.
+static inline __m128i absorb_block(__m128i accumulator, __m128i block, __m128i key) {
+    __m128i keyed = _mm_xor_si128(block, key);
+    __m128i high = _mm_shuffle_epi32(keyed, _MM_SHUFFLE(3, 3, 1, 1));
+    __m128i product = _mm_mul_epu32(keyed, high);
+    __m128i swapped = _mm_shuffle_epi32(block, _MM_SHUFFLE(1, 0, 3, 2));
+    return _mm_add_epi64(accumulator, _mm_add_epi64(product, swapped));
+}
+
+static inline uint64_t lane(__m128i v, int index) {
+    uint64_t lanes[2];
+    _mm_storeu_si128((__m128i *)lanes, v);
+    return lanes[index];
+}
+
+static inline uint64_t finish(__m128i a, __m128i b, __m128i c, size_t length) {
+    uint64_t h = mix64((uint64_t)length ^ 0x27D4EB2F165667C5ULL);
+    h = mix64(h ^ lane(a, 0)) + lane(a, 1);
+    h = mix64(h ^ lane(b, 0)) + lane(b, 1);
+    h = mix64(h ^ lane(c, 0)) + lane(c, 1);
+    return mix64(h);
+}
+
+// Layout shared by both functions below: three stripes of (length / 48) * 16 bytes, one
+// accumulator each, then the tail (a multiple of 16 bytes for any power-of-two length >= 64)
+// into the first accumulator with its own key. `length` is a multiple of 16, at least 48.
 uint64_t ft_page_fingerprint(const void *page, size_t length) {
     const unsigned char *in = (const unsigned char *)page;
-    size_t stripe = (length / 24) * 8;
-    uint64_t a = lane_seed[0], b = lane_seed[1], c = lane_seed[2];
-    for (size_t i = 0; i < stripe; i += 8) {
-        a = absorb(a, load_word(in + i), lane_multiplier[0]);
-        b = absorb(b, load_word(in + stripe + i), lane_multiplier[1]);
-        c = absorb(c, load_word(in + 2 * stripe + i), lane_multiplier[2]);
+    size_t stripe = (length / 48) * 16;
+    const __m128i step = _mm_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
+    __m128i a = _mm_setzero_si128(), b = _mm_setzero_si128(), c = _mm_setzero_si128();
+    __m128i ka = seed_key(0), kb = seed_key(1), kc = seed_key(2), kt = seed_key(3);
+    for (size_t i = 0; i < stripe; i += 16) {
+        a = absorb_block(a, _mm_loadu_si128((const __m128i *)(in + i)), ka);
+        b = absorb_block(b, _mm_loadu_si128((const __m128i *)(in + stripe + i)), kb);
+        c = absorb_block(c, _mm_loadu_si128((const __m128i *)(in + 2 * stripe + i)), kc);
+        ka = _mm_add_epi64(ka, step);
+        kb = _mm_add_epi64(kb, step);
+        kc = _mm_add_epi64(kc, step);
     }
-    for (size_t i = 3 * stripe; i < length; i += 8) {
-        a = absorb(a, load_word(in + i), lane_multiplier[0]);
+    for (size_t i = 3 * stripe; i + 16 <= length; i += 16) {
+        a = absorb_block(a, _mm_loadu_si128((const __m128i *)(in + i)), kt);
+        kt = _mm_add_epi64(kt, step);
     }
     return finish(a, b, c, length);
 }
 
-#if defined(__x86_64__)
-
 uint32_t ft_crc32c_shift_1360(uint32_t crc);
 
-// The same fingerprint of a 4 KiB page (3 x 1,360 + 16 bytes), with CRC32C in three streams
-// over the same stripes, joined with the shift by one stripe.
+// The same fingerprint of a 4 KiB page (three stripes of 1,360 bytes and a 16-byte tail),
+// with CRC32C in three streams over the same stripes, joined with the shift by one stripe.
 __attribute__((target("sse4.2")))
 static uint64_t fingerprint_crc_4k(const unsigned char *in, uint32_t *crc) {
     enum { STRIPE = 1360, LENGTH = 4096 };
-    uint64_t a = lane_seed[0], b = lane_seed[1], c = lane_seed[2];
+    const __m128i step = _mm_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
+    __m128i a = _mm_setzero_si128(), b = _mm_setzero_si128(), c = _mm_setzero_si128();
+    __m128i ka = seed_key(0), kb = seed_key(1), kc = seed_key(2), kt = seed_key(3);
     uint64_t ca = *crc, cb = 0, cc = 0;
-    for (size_t i = 0; i < STRIPE; i += 8) {
-        uint64_t wa = load_word(in + i), wb = load_word(in + STRIPE + i), wc = load_word(in + 2 * STRIPE + i);
-        a = absorb(a, wa, lane_multiplier[0]);
-        b = absorb(b, wb, lane_multiplier[1]);
-        c = absorb(c, wc, lane_multiplier[2]);
-        ca = __builtin_ia32_crc32di(ca, wa);
-        cb = __builtin_ia32_crc32di(cb, wb);
-        cc = __builtin_ia32_crc32di(cc, wc);
+    for (size_t i = 0; i < STRIPE; i += 16) {
+        a = absorb_block(a, _mm_loadu_si128((const __m128i *)(in + i)), ka);
+        b = absorb_block(b, _mm_loadu_si128((const __m128i *)(in + STRIPE + i)), kb);
+        c = absorb_block(c, _mm_loadu_si128((const __m128i *)(in + 2 * STRIPE + i)), kc);
+        ka = _mm_add_epi64(ka, step);
+        kb = _mm_add_epi64(kb, step);
+        kc = _mm_add_epi64(kc, step);
+        ca = __builtin_ia32_crc32di(ca, load_word(in + i));
+        cb = __builtin_ia32_crc32di(cb, load_word(in + STRIPE + i));
+        cc = __builtin_ia32_crc32di(cc, load_word(in + 2 * STRIPE + i));
+        ca = __builtin_ia32_crc32di(ca, load_word(in + i + 8));
+        cb = __builtin_ia32_crc32di(cb, load_word(in + STRIPE + i + 8));
+        cc = __builtin_ia32_crc32di(cc, load_word(in + 2 * STRIPE + i + 8));
     }
     uint64_t joined = ft_crc32c_shift_1360(ft_crc32c_shift_1360((uint32_t)ca) ^ (uint32_t)cb) ^ (uint32_t)cc;
-    for (size_t i = 3 * STRIPE; i < LENGTH; i += 8) {
-        uint64_t w = load_word(in + i);
-        a = absorb(a, w, lane_multiplier[0]);
-        joined = __builtin_ia32_crc32di(joined, w);
+    for (size_t i = 3 * STRIPE; i < LENGTH; i += 16) {
+        a = absorb_block(a, _mm_loadu_si128((const __m128i *)(in + i)), kt);
+        kt = _mm_add_epi64(kt, step);
+        joined = __builtin_ia32_crc32di(joined, load_word(in + i));
+        joined = __builtin_ia32_crc32di(joined, load_word(in + i + 8));
     }
     *crc = (uint32_t)joined;
     return finish(a, b, c, LENGTH);
@@ -95,6 +147,18 @@ int ft_copy_page_digest(void *destination, const void *source, size_t length, ui
 }
 
 #else
+
+// Elsewhere: three scalar multiply-xorshift lanes over the words of the page.
+uint64_t ft_page_fingerprint(const void *page, size_t length) {
+    const unsigned char *in = (const unsigned char *)page;
+    uint64_t lanes[3] = {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL, 0x165667B19E3779F9ULL};
+    for (size_t i = 0; i + 8 <= length; i += 8) {
+        uint64_t *l = &lanes[(i / 8) % 3];
+        *l = (*l ^ load_word(in + i)) * 0xFF51AFD7ED558CCDULL;
+        *l ^= *l >> 29;
+    }
+    return mix64(mix64(lanes[0] ^ length) ^ lanes[1]) ^ lanes[2];
+}
 
 int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint) {
     (void)crc;

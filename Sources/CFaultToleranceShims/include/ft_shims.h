@@ -40,7 +40,7 @@ static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
 /// is `memcpy`.
 void ft_copy_concurrent(void *destination, const void *source, size_t length);
 
-/// Copies a page of `length` bytes (a multiple of 8, at least 24) that writers may be changing,
+/// Copies a page of `length` bytes (a multiple of 16, at least 48) that writers may be changing,
 /// reading each word once, and stores the copied bytes' 64-bit fingerprint in `*fingerprint`.
 /// When it returns 1 it also advanced `*crc`, a CRC32C register as in
 /// `ft_crc32c_hardware_update`, over the copied bytes (4 KiB pages with SSE4.2); when it

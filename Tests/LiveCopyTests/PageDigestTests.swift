@@ -1,0 +1,67 @@
+import FaultToleranceCore
+import Testing
+
+@testable import LiveCopy
+
+@Suite struct PageDigestTests {
+    static func page(size: Int, seed: UInt64) -> [UInt8] {
+        var state = seed
+        return (0..<size).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return UInt8(truncatingIfNeeded: state >> 40)
+        }
+    }
+
+    /// The fingerprint and CRC32C of `bytes` as a page of `memory`, through the one-pass path
+    /// (addressable) and the copy-then-digest path.
+    static func digests(_ bytes: [UInt8], memory: TrackedMemory) throws -> [(UInt64, UInt32)] {
+        try memory.write(bytes, at: 0)
+        return try [memory as (any PageAddressable)?, nil].map { addressable in
+            var target = [UInt8](repeating: 0, count: bytes.count + 16)
+            var checksum = CRC32C()
+            let fingerprint = target.withUnsafeMutableBytes { raw in
+                PageDigest.copy(
+                    0, from: memory, addressable: addressable, into: raw.baseAddress! + 16, pageSize: bytes.count,
+                    checksum: &checksum)
+            }
+            #expect(Array(target[16...]) == bytes, "the page is copied")
+            return (fingerprint, checksum.value)
+        }
+    }
+
+    @Test(
+        "both paths give the page's CRC32C and the same fingerprint, at every page size",
+        arguments: [64, 256, 4096, 8192])
+    func pathsAgree(pageSize: Int) throws {
+        let memory = try TrackedMemory(pageCount: 1, pageSize: pageSize)
+        for seed in 0..<20 as Range<UInt64> {
+            let bytes = Self.page(size: pageSize, seed: seed)
+            let results = try Self.digests(bytes, memory: memory)
+            #expect(results[0].1 == CRC32C.checksum(bytes))
+            #expect(results[1].1 == CRC32C.checksum(bytes))
+            #expect(results[0].0 == results[1].0)
+        }
+        let zero = [UInt8](repeating: 0, count: pageSize)
+        #expect(try Self.digests(zero, memory: memory)[0].0 == PageDigest.zeroFingerprint(pageSize: pageSize))
+    }
+
+    @Test("the fingerprint changes with any bit, and with blocks swapped or moved")
+    func fingerprintSeesChanges() throws {
+        let memory = try TrackedMemory(pageCount: 1)
+        let original = Self.page(size: 4096, seed: 99)
+        let base = try Self.digests(original, memory: memory)[0].0
+        var seen: Set<UInt64> = [base]
+        for bit in stride(from: 0, to: 4096 * 8, by: 61) {
+            var changed = original
+            changed[bit / 8] ^= UInt8(1 << (bit % 8))
+            seen.insert(try Self.digests(changed, memory: memory)[0].0)
+        }
+        // Two 16-byte blocks swapped within a stripe, across stripes, and a block moved to the tail.
+        for (first, second) in [(0, 16), (32, 1360 + 32), (1360, 4080), (2720, 16)] {
+            var swapped = original
+            for index in 0..<16 { swapped.swapAt(first + index, second + index) }
+            seen.insert(try Self.digests(swapped, memory: memory)[0].0)
+        }
+        #expect(seen.count == 1 + (4096 * 8 + 60) / 61 + 4, "every change gives a new fingerprint")
+    }
+}
