@@ -19,9 +19,10 @@ import Testing
         return try [memory as (any PageAddressable)?, nil].map { addressable in
             var target = [UInt8](repeating: 0, count: bytes.count + 16)
             var checksum = CRC32C()
-            let fingerprint = target.withUnsafeMutableBytes { raw in
-                PageDigest.copy(
-                    0, from: memory, addressable: addressable, into: raw.baseAddress! + 16, pageSize: bytes.count,
+            let fingerprint = try target.withUnsafeMutableBytes { raw in
+                let base = try #require(raw.baseAddress)
+                return PageDigest.copy(
+                    0, from: memory, addressable: addressable, into: base + 16, pageSize: bytes.count,
                     checksum: &checksum)
             }
             #expect(Array(target[16...]) == bytes, "the page is copied")
