@@ -6,11 +6,11 @@ public import NIOCore
 /// Cuts a TCP byte stream into envelopes.
 ///
 /// A frame that arrives whole within one read is sliced out of it without a copy. A frame
-/// split across reads is assembled in a buffer sized from its header, its checksum computed
-/// piece by piece while each piece is still in cache, and buffers for large frames are reused
-/// once the consumer has let go of them (`ByteBuffer.clear()` keeps storage only when nothing
-/// else references it). Growing one cumulation buffer instead, as `ByteToMessageHandler`
-/// does, faulted in fresh pages and copied each megabyte frame about twice.
+/// split across reads is assembled in a buffer sized from its header (large ones from
+/// `ByteBufferAllocator.retainingLargeBuffers`, whose blocks stay resident), its checksum
+/// computed piece by piece while each piece is still in cache. Growing one cumulation buffer
+/// instead, as `ByteToMessageHandler` does, faulted in fresh pages and copied each megabyte
+/// frame about twice.
 ///
 /// Every header field is checked by `FrameHeader` before its length is trusted; hostile
 /// bytes surface as a `FrameError` through `errorCaught`, after which the stream is out of
@@ -35,9 +35,9 @@ public final class FrameAssembler: ChannelInboundHandler {
         var remaining: Int
     }
 
-    /// Frames at least this long are assembled in reused buffers.
-    static let reuseThreshold = 64 << 10
-    private static let reusedLimit = 8
+    /// Frames at least this long are assembled in buffers from
+    /// `ByteBufferAllocator.retainingLargeBuffers`.
+    static let largeFrame = 64 << 10
 
     private let maximumPayloadLength: Int
     /// Header bytes received so far when a header is split across reads.
@@ -46,7 +46,6 @@ public final class FrameAssembler: ChannelInboundHandler {
     /// Stream offset of the frame being decoded, for errors.
     private var offset = 0
     private var failed = false
-    private var reused: [ByteBuffer] = []
 
     /// Creates an assembler that refuses frames longer than `maximumPayloadLength`.
     public init(maximumPayloadLength: Int) {
@@ -113,14 +112,8 @@ public final class FrameAssembler: ChannelInboundHandler {
             try deliver(type: header.type, payload: ByteBuffer(), length: Frame.headerSize, context: context)
             return
         }
-        var payload: ByteBuffer
-        if length >= Self.reuseThreshold, !reused.isEmpty {
-            payload = reused.removeFirst()
-            payload.clear()
-            payload.reserveCapacity(length)
-        } else {
-            payload = context.channel.allocator.buffer(capacity: length)
-        }
+        let allocator = length >= Self.largeFrame ? .retainingLargeBuffers : context.channel.allocator
+        let payload = allocator.buffer(capacity: length)
         pending = Pending(header: header, payload: payload, checksum: header.partialChecksum, remaining: length)
     }
 
@@ -140,10 +133,6 @@ public final class FrameAssembler: ChannelInboundHandler {
             return
         }
         try frame.header.verify(frame.checksum, offset: offset)
-        if frame.payload.readableBytes >= Self.reuseThreshold {
-            reused.append(frame.payload)
-            if reused.count > Self.reusedLimit { reused.removeFirst() }
-        }
         try deliver(
             type: frame.header.type, payload: frame.payload, length: Frame.headerSize + Int(frame.header.length),
             context: context)

@@ -121,28 +121,21 @@ struct PageBatchBuilder {
     let pageSize: Int
     let capacity: Int
     var round = 0
-    private(set) var buffer = ByteBuffer()
+    private(set) var buffer: ByteBuffer
+    /// Batches are filled, sent and freed over and over: their storage comes from blocks kept
+    /// resident, not fresh mappings that fault on every page written.
+    private static let allocator = ByteBufferAllocator.retainingLargeBuffers
     private(set) var count = 0
     /// The CRC32C of the entries so far, updated as each is committed (hot in cache).
     private var entriesChecksum = CRC32C()
     /// The running checksum including the last appended entry, before it is committed.
     private var pendingChecksum = CRC32C()
     private var lastEntry = 0
-    /// Buffers of batches already handed to the transport, oldest first, kept to be reused:
-    /// a fresh megabyte per batch cost a page fault per 4 KiB. Reuse is safe by construction:
-    /// `clear()` keeps a buffer's storage only when nothing else (the transport's pending
-    /// write) still references it, and allocates new storage otherwise.
-    private var recycled: [ByteBuffer] = []
-    /// How many handed-over buffers are kept: enough to cover the send queue, so the oldest
-    /// has usually been written by the time it comes round again.
-    let recycledLimit: Int
-
-    init(session: UInt64, pageSize: Int, capacity: Int, recycledLimit: Int = 4) {
+    init(session: UInt64, pageSize: Int, capacity: Int) {
         self.session = session
         self.pageSize = pageSize
         self.capacity = capacity
-        self.recycledLimit = recycledLimit
-        buffer.reserveCapacity(capacity)
+        buffer = Self.allocator.buffer(capacity: capacity)
         reset()
     }
 
@@ -234,13 +227,7 @@ struct PageBatchBuilder {
             }
             checksum = CRC32C.combine(header, entriesChecksum.value, secondLength: Int(length))
             payload = buffer
-            recycled.append(buffer)
-            if recycled.count > recycledLimit {
-                buffer = recycled.removeFirst()
-            } else {
-                buffer = ByteBuffer()
-                buffer.reserveCapacity(capacity)
-            }
+            buffer = Self.allocator.buffer(capacity: capacity)
         }
         reset()
         return (payload, checksum)

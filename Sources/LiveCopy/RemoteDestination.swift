@@ -33,7 +33,7 @@ public final class RemoteDestination: LiveCopyDestination {
         /// Creates options.
         public init(
             compression: Bool = false, skipUnchanged: Bool = true, batchBytes: Int = 1 << 20,
-            maximumQueuedBytes: Int = 16 << 20, replyTimeout: Duration = .seconds(30)
+            maximumQueuedBytes: Int = 4 << 20, replyTimeout: Duration = .seconds(30)
         ) {
             self.compression = compression
             self.skipUnchanged = skipUnchanged
@@ -219,8 +219,7 @@ private struct CopierState: Sendable {
         // so it never holds more than two such runs with their entry headers.
         let run = batchBytes + (batchBytes / pageSize + 1) * PageBatch.entryHeaderSize
         builder = PageBatchBuilder(
-            session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize,
-            recycledLimit: min(64, queuedBytes / max(1, batchBytes) + 2))
+            session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize)
         zeroFingerprint = PageDigest.zeroFingerprint(pageSize: pageSize)
         // The receiver's region starts zeroed.
         fingerprints = Array(repeating: zeroFingerprint, count: pageCount)

@@ -67,4 +67,15 @@ long ft_pagemap_scan_written(int pagemap, void *start, void *end, uint64_t *rang
 /// Closes both descriptors.
 void ft_uffd_close(int fd, int pagemap);
 
+/// Allocation functions for `ByteBuffer` storage that keep freed blocks of 128 KiB to 16 MiB
+/// resident for reuse (up to 32 MiB in all), so megabyte buffers passed along a pipeline do
+/// not page-fault on every use. Blocks from these functions must be freed and resized only by
+/// them. Thread-safe.
+void *ft_pool_allocate(size_t size);
+void *ft_pool_reallocate(void *pointer, size_t old_size, size_t new_size);
+void ft_pool_free(void *pointer);
+void ft_pool_copy(void *destination, const void *source, size_t count);
+/// Bytes currently cached by the pool.
+size_t ft_pool_cached_bytes(void);
+
 #endif
