@@ -27,7 +27,10 @@ struct CRC32CTests {
         var generator = SplitMix(seed: 0xC0FFEE)
         // Lengths around the folding steps (256 bytes), both three-stream block sizes (3 x 1,360
         // and 3 x 4,096 bytes) and pages.
-        let edges = [511, 512, 513, 767, 768, 769, 4079, 4080, 4081, 4095, 4096, 4097, 4112, 8160, 8161, 12_287, 12_288, 12_289, 16_368]
+        let edges = [
+            511, 512, 513, 767, 768, 769, 4079, 4080, 4081, 4095, 4096, 4097, 4112, 8160, 8161, 12_287, 12_288, 12_289,
+            16_368,
+        ]
         for length in Array(0..<300) + edges + [40_000, 65_537] {
             let bytes = (0..<(length + 7)).map { _ in UInt8.random(in: 0...255, using: &generator) }
             for start in 0..<min(8, bytes.count + 1) where start + length <= bytes.count {
