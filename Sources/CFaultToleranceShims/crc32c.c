@@ -119,8 +119,8 @@ uint32_t ft_crc32c_shift_1360(uint32_t crc) {
 // Folding a 128-bit remainder x forward by D bits is lo(x) * k_lo(D) xor hi(x) * k_hi(D),
 // with k_lo(D) = reflect32(x^(D+31) mod P) and k_hi(D) = reflect32(x^(D-33) mod P) in the
 // bit-reflected domain of the instruction (scripts/crc32c_fold_constants.py derives them and
-// checks this algorithm; the tests check it against the table); the final 128 bits are reduced by two CRC32C
-// instructions over them from zero, which is their remainder times x^32.
+// checks this algorithm; the tests check it against the table). The final 128 bits are
+// reduced by two CRC32C instructions over them from zero: their remainder times x^32.
 enum { FOLD_MINIMUM = 256 };
 #define K2048_LO 0xdcb17aa4ULL
 #define K2048_HI 0xb9e02b86ULL
