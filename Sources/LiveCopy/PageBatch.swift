@@ -154,13 +154,11 @@ struct PageBatchBuilder {
         entriesChecksum = pendingChecksum
     }
 
-    /// Appends page `page` copied from `source` and returns the fingerprint of the bytes
-    /// copied; the entry's checksum is pending until ``commitLast()``. `addressable` is
-    /// `source` when its pages are plain memory: then one pass copies, fingerprints and
-    /// checksums each page.
-    mutating func appendData(
-        page: Int, from source: any LiveCopySource, addressable: (any PageAddressable)?
-    ) -> UInt64 {
+    /// Appends page `page` and returns the fingerprint of the bytes copied; the entry's
+    /// checksum is pending until ``commitLast()``. The page is read from `address` when its
+    /// memory is directly addressable (one pass copies, fingerprints and checksums it), else
+    /// copied out of `source`.
+    mutating func appendData(page: Int, at address: UnsafeRawPointer?, from source: any LiveCopySource) -> UInt64 {
         lastEntry = buffer.writerIndex
         buffer.writeMultipleIntegers(UInt64(page), UInt8(0), UInt8(0), UInt16(0))
         var checksum = entriesChecksum
@@ -171,8 +169,14 @@ struct PageBatchBuilder {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pageSize) { raw in
             // safe: minimumWritableBytes guarantees a non-empty buffer.
             guard let target = raw.baseAddress else { return 0 }
-            fingerprint = PageDigest.copy(
-                page, from: source, addressable: addressable, into: target, pageSize: pageSize, checksum: &checksum)
+            if let address {
+                fingerprint = PageDigest.copy(from: address, into: target, pageSize: pageSize, checksum: &checksum)
+            } else {
+                source.copyPages(page..<(page + 1), into: target)
+                let copied = UnsafeRawBufferPointer(start: target, count: pageSize)
+                checksum.update(copied)
+                fingerprint = PageDigest.fingerprint(of: copied)
+            }
             return pageSize
         }
         count += 1
@@ -238,30 +242,27 @@ struct PageBatchBuilder {
 /// unchanged since they were last sent; the verification pass compares CRC32C, so a page would
 /// have to collide in both to slip through) and its CRC32C.
 enum PageDigest {
+    /// Copies the page at `source` into `target` in one pass, returning its fingerprint and
+    /// adding its bytes to `checksum`.
     static func copy(
-        _ page: Int,
-        from source: any LiveCopySource,
-        addressable: (any PageAddressable)?,
-        into target: UnsafeMutableRawPointer,
-        pageSize: Int,
-        checksum: inout CRC32C
+        from source: UnsafeRawPointer, into target: UnsafeMutableRawPointer, pageSize: Int, checksum: inout CRC32C
     ) -> UInt64 {
         var fingerprint: UInt64 = 0
-        guard let addressable else {
-            source.copyPages(page..<(page + 1), into: target)
-            checksum.update(UnsafeRawBufferPointer(start: target, count: pageSize))
-            return ft_page_fingerprint(target, pageSize)
-        }
-        let from = addressable.address(ofPage: page)
         if var register = checksum.hardwareRegister,
-            ft_copy_page_digest(target, from, pageSize, &register, &fingerprint) == 1
+            ft_copy_page_digest(target, source, pageSize, &register, &fingerprint) == 1
         {
             checksum.hardwareRegister = register
         } else {
-            if checksum.hardwareRegister == nil { _ = ft_copy_page_digest(target, from, pageSize, nil, &fingerprint) }
+            if checksum.hardwareRegister == nil { _ = ft_copy_page_digest(target, source, pageSize, nil, &fingerprint) }
             checksum.update(UnsafeRawBufferPointer(start: target, count: pageSize))
         }
         return fingerprint
+    }
+
+    /// The fingerprint of a page already copied (the same value ``copy(from:into:pageSize:checksum:)``
+    /// gives for these bytes).
+    static func fingerprint(of page: UnsafeRawBufferPointer) -> UInt64 {
+        ft_page_fingerprint(page.baseAddress, page.count)
     }
 
     /// The fingerprint of a page of zeros (the receiving region starts zeroed).

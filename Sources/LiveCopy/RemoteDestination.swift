@@ -112,9 +112,10 @@ public final class RemoteDestination: LiveCopyDestination {
     public func copy(_ pages: PageSet, round: Int, from source: any LiveCopySource) async throws(LiveCopyError)
         -> Int
     {
-        guard var state = copier.withLockedValue({ $0 }) else {
+        guard var state = takeCopierState() else {
             throw LiveCopyError(.invalidConfiguration, detail: "copy before begin")
         }
+        defer { returnCopierState(state) }
         state.builder.round = round
         var runs: [Range<Int>] = []
         pages.forEachRun(maximumLength: max(1, options.batchBytes / state.pageSize)) { runs.append($0) }
@@ -128,16 +129,29 @@ public final class RemoteDestination: LiveCopyDestination {
             if Task.isCancelled { throw LiveCopyError(.cancelled, round: round) }
         }
         if state.builder.count > 0 { try sender.enqueue(try state.finishBatch(deflate: options.compression)) }
-        let finished = state
-        copier.withLockedValue { $0 = finished }
         return sent
+    }
+
+    /// Takes the copier's state out of its box, so its fingerprint table and batch buffer are
+    /// uniquely referenced while a round writes them (a copy left in the box made the first
+    /// write of every round copy both).
+    private func takeCopierState() -> CopierState? {
+        copier.withLockedValue { state in
+            defer { state = nil }
+            return state
+        }
+    }
+
+    private func returnCopierState(_ state: CopierState) {
+        copier.withLockedValue { $0 = state }
     }
 
     /// Sends `pages` at once (the gate is paused), bypassing the queue limit.
     public func copyNow(_ pages: PageSet, from source: any LiveCopySource) throws(LiveCopyError) {
-        guard var state = copier.withLockedValue({ $0 }) else {
+        guard var state = takeCopierState() else {
             throw LiveCopyError(.invalidConfiguration, detail: "copy before begin")
         }
+        defer { returnCopierState(state) }
         var failure: LiveCopyError?
         pages.forEachRun(maximumLength: max(1, options.batchBytes / state.pageSize)) { run in
             guard failure == nil else { return }
@@ -149,8 +163,6 @@ public final class RemoteDestination: LiveCopyDestination {
                 failure = error
             }
         }
-        let finished = state
-        copier.withLockedValue { $0 = finished }
         if let failure { throw failure }
     }
 
@@ -228,9 +240,11 @@ private struct CopierState: Sendable {
     /// Appends the pages of `run`, skipping unchanged ones; returns the pages that will travel.
     mutating func append(_ run: Range<Int>, from source: any LiveCopySource, skipUnchanged: Bool) -> Int {
         var sent = 0
-        let addressable = source as? any PageAddressable
+        // Pages of a run are contiguous: one lookup gives every page's address.
+        let first = (source as? any PageAddressable)?.address(ofPage: run.lowerBound)
         for page in run {
-            let fingerprint = builder.appendData(page: page, from: source, addressable: addressable)
+            let address = first.map { $0 + (page - run.lowerBound) * pageSize }
+            let fingerprint = builder.appendData(page: page, at: address, from: source)
             if skipUnchanged, fingerprint == fingerprints[page] {
                 builder.dropLastData()
                 continue

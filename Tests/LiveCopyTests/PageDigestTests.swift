@@ -12,56 +12,53 @@ import Testing
         }
     }
 
-    /// The fingerprint and CRC32C of `bytes` as a page of `memory`, through the one-pass path
-    /// (addressable) and the copy-then-digest path.
-    static func digests(_ bytes: [UInt8], memory: TrackedMemory) throws -> [(UInt64, UInt32)] {
-        try memory.write(bytes, at: 0)
-        return try [memory as (any PageAddressable)?, nil].map { addressable in
-            var target = [UInt8](repeating: 0, count: bytes.count + 16)
-            var checksum = CRC32C()
-            let fingerprint = try target.withUnsafeMutableBytes { raw in
+    /// The fingerprint and CRC32C of `bytes` through the one-pass copy and through a plain copy
+    /// followed by the separate digests.
+    static func digests(_ bytes: [UInt8]) throws -> [(UInt64, UInt32)] {
+        var target = [UInt8](repeating: 0, count: bytes.count + 16)
+        var checksum = CRC32C()
+        let onePass = try bytes.withUnsafeBytes { source in
+            try target.withUnsafeMutableBytes { raw in
                 let base = try #require(raw.baseAddress)
-                return PageDigest.copy(
-                    0, from: memory, addressable: addressable, into: base + 16, pageSize: bytes.count,
-                    checksum: &checksum)
+                let from = try #require(source.baseAddress)
+                return PageDigest.copy(from: from, into: base + 16, pageSize: bytes.count, checksum: &checksum)
             }
-            #expect(Array(target[16...]) == bytes, "the page is copied")
-            return (fingerprint, checksum.value)
         }
+        #expect(Array(target[16...]) == bytes, "the page is copied")
+        let separate = bytes.withUnsafeBytes { (PageDigest.fingerprint(of: $0), CRC32C.checksum($0)) }
+        return [(onePass, checksum.value), separate]
     }
 
     @Test(
         "both paths give the page's CRC32C and the same fingerprint, at every page size",
         arguments: [64, 256, 4096, 8192])
     func pathsAgree(pageSize: Int) throws {
-        let memory = try TrackedMemory(pageCount: 1, pageSize: pageSize)
         for seed in 0..<20 as Range<UInt64> {
             let bytes = Self.page(size: pageSize, seed: seed)
-            let results = try Self.digests(bytes, memory: memory)
+            let results = try Self.digests(bytes)
             #expect(results[0].1 == CRC32C.checksum(bytes))
             #expect(results[1].1 == CRC32C.checksum(bytes))
             #expect(results[0].0 == results[1].0)
         }
         let zero = [UInt8](repeating: 0, count: pageSize)
-        #expect(try Self.digests(zero, memory: memory)[0].0 == PageDigest.zeroFingerprint(pageSize: pageSize))
+        #expect(try Self.digests(zero)[0].0 == PageDigest.zeroFingerprint(pageSize: pageSize))
     }
 
     @Test("the fingerprint changes with any bit, and with blocks swapped or moved")
     func fingerprintSeesChanges() throws {
-        let memory = try TrackedMemory(pageCount: 1)
         let original = Self.page(size: 4096, seed: 99)
-        let base = try Self.digests(original, memory: memory)[0].0
+        let base = try Self.digests(original)[0].0
         var seen: Set<UInt64> = [base]
         for bit in stride(from: 0, to: 4096 * 8, by: 61) {
             var changed = original
             changed[bit / 8] ^= UInt8(1 << (bit % 8))
-            seen.insert(try Self.digests(changed, memory: memory)[0].0)
+            seen.insert(try Self.digests(changed)[0].0)
         }
         // Two 16-byte blocks swapped within a stripe, across stripes, and a block moved to the tail.
         for (first, second) in [(0, 16), (32, 1360 + 32), (1360, 4080), (2720, 16)] {
             var swapped = original
             for index in 0..<16 { swapped.swapAt(first + index, second + index) }
-            seen.insert(try Self.digests(swapped, memory: memory)[0].0)
+            seen.insert(try Self.digests(swapped)[0].0)
         }
         #expect(seen.count == 1 + (4096 * 8 + 60) / 61 + 4, "every change gives a new fingerprint")
     }
