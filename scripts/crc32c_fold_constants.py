@@ -82,12 +82,29 @@ def folded_crc(data, crc):
     return crc32c(data[offset:], register)
 
 
+def two_register_crc(data, crc):
+    """The algorithm of digest.c's 4 KiB page path: two 512-bit registers (eight lanes)."""
+    lanes = [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(8)]
+    lanes[0] ^= crc
+    offset = 128
+    while len(data) - offset >= 128:
+        for i in range(8):
+            lanes[i] = fold(lanes[i], 1024) ^ int.from_bytes(data[offset + 16 * i : offset + 16 * i + 16], "little")
+        offset += 128
+    for lane in range(4):
+        lanes[4 + lane] ^= fold(lanes[lane], 512)
+    x = lanes[7] ^ fold(lanes[4], 384) ^ fold(lanes[5], 256) ^ fold(lanes[6], 128)
+    register = crc32_u64(crc32_u64(0, x & (2**64 - 1)), x >> 64)
+    return crc32c(data[offset:], register)
+
+
 if __name__ == "__main__":
     generator = random.Random(1)
     for length in [256, 257, 271, 300, 511, 512, 600, 1000, 4096, 5000]:
         data = bytes(generator.randrange(256) for _ in range(length))
         for start in [0xFFFFFFFF, 0x12345678]:
             assert folded_crc(data, start) == crc32c(data, start), length
-    for distance in [2048, 512, 384, 256, 128]:
+            assert two_register_crc(data, start) == crc32c(data, start), length
+    for distance in [2048, 1024, 512, 384, 256, 128]:
         print(f"D = {distance:4}: k_lo 0x{k_lo(distance):08x}, k_hi 0x{k_hi(distance):08x}")
     print("folding matches the bitwise CRC32C")

@@ -6,8 +6,9 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
-#include <immintrin.h>
 #include <pthread.h>
+
+#include "fold.h"
 
 int ft_crc32c_hardware_available(void) {
     unsigned int eax, ebx, ecx, edx;
@@ -114,66 +115,60 @@ uint32_t ft_crc32c_shift_1360(uint32_t crc) {
     return shift(small_table, crc);
 }
 
-// Long inputs on CPUs with AVX-512 and VPCLMULQDQ: carry-less multiplication folds 256 bytes
-// per step in four 512-bit accumulators, past the CRC32C instruction's one-per-cycle limit.
-// Folding a 128-bit remainder x forward by D bits is lo(x) * k_lo(D) xor hi(x) * k_hi(D),
-// with k_lo(D) = reflect32(x^(D+31) mod P) and k_hi(D) = reflect32(x^(D-33) mod P) in the
-// bit-reflected domain of the instruction (scripts/crc32c_fold_constants.py derives them and
-// checks this algorithm; the tests check it against the table). The final 128 bits are
-// reduced by two CRC32C instructions over them from zero: their remainder times x^32.
+// Long inputs on CPUs with AVX-512 and VPCLMULQDQ: carry-less multiplication (fold.h) folds
+// 256 bytes per step in four 512-bit accumulators, past the CRC32C instruction's
+// one-per-cycle limit.
 enum { FOLD_MINIMUM = 256 };
-#define K2048_LO 0xdcb17aa4ULL
-#define K2048_HI 0xb9e02b86ULL
-#define K512_LO 0x740eef02ULL
-#define K512_HI 0x9e4addf8ULL
-#define K384_LO 0x1c291d04ULL
-#define K384_HI 0xddc0152bULL
-#define K256_LO 0x3da6d0cbULL
-#define K256_HI 0xba4fc28eULL
-#define K128_LO 0xf20c0dfeULL
-#define K128_HI 0x493c7d27ULL
 
-__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
-static inline __m512i fold512(__m512i x, __m512i k, __m512i data) {
-    return _mm512_ternarylogic_epi64(
-        _mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), data, 0x96);
-}
-
-__attribute__((target("pclmul,sse4.2")))
-static inline __m128i fold128(__m128i x, uint64_t lo, uint64_t hi) {
-    __m128i k = _mm_set_epi64x((long long)hi, (long long)lo);
-    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
-}
-
-__attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
-static uint32_t update_folding(uint32_t crc, const unsigned char *p, size_t length) {
-    const __m512i k2048 = _mm512_set_epi64(
-        K2048_HI, K2048_LO, K2048_HI, K2048_LO, K2048_HI, K2048_LO, K2048_HI, K2048_LO);
-    const __m512i k512 = _mm512_set_epi64(K512_HI, K512_LO, K512_HI, K512_LO, K512_HI, K512_LO, K512_HI, K512_LO);
-    __m512i x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
-    __m512i x1 = _mm512_loadu_si512(p + 64);
-    __m512i x2 = _mm512_loadu_si512(p + 128);
-    __m512i x3 = _mm512_loadu_si512(p + 192);
+// With `out`, each block read is also stored there (the copy costs no second read).
+FT_FOLD_TARGET
+static inline uint32_t update_folding_into(unsigned char *out, uint32_t crc, const unsigned char *p, size_t length) {
+    const __m512i k2048 = ft_fold_constant(FT_K2048_LO, FT_K2048_HI);
+    const __m512i k512 = ft_fold_constant(FT_K512_LO, FT_K512_HI);
+    __m512i d0 = _mm512_loadu_si512(p), d1 = _mm512_loadu_si512(p + 64);
+    __m512i d2 = _mm512_loadu_si512(p + 128), d3 = _mm512_loadu_si512(p + 192);
+    if (out) {
+        _mm512_storeu_si512(out, d0);
+        _mm512_storeu_si512(out + 64, d1);
+        _mm512_storeu_si512(out + 128, d2);
+        _mm512_storeu_si512(out + 192, d3);
+        out += 256;
+    }
+    __m512i x0 = _mm512_xor_si512(d0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    __m512i x1 = d1, x2 = d2, x3 = d3;
     p += 256;
     length -= 256;
     while (length >= 256) {
-        x0 = fold512(x0, k2048, _mm512_loadu_si512(p));
-        x1 = fold512(x1, k2048, _mm512_loadu_si512(p + 64));
-        x2 = fold512(x2, k2048, _mm512_loadu_si512(p + 128));
-        x3 = fold512(x3, k2048, _mm512_loadu_si512(p + 192));
+        d0 = _mm512_loadu_si512(p);
+        d1 = _mm512_loadu_si512(p + 64);
+        d2 = _mm512_loadu_si512(p + 128);
+        d3 = _mm512_loadu_si512(p + 192);
+        if (out) {
+            _mm512_storeu_si512(out, d0);
+            _mm512_storeu_si512(out + 64, d1);
+            _mm512_storeu_si512(out + 128, d2);
+            _mm512_storeu_si512(out + 192, d3);
+            out += 256;
+        }
+        x0 = ft_fold512(x0, k2048, d0);
+        x1 = ft_fold512(x1, k2048, d1);
+        x2 = ft_fold512(x2, k2048, d2);
+        x3 = ft_fold512(x3, k2048, d3);
         p += 256;
         length -= 256;
     }
-    x1 = fold512(x0, k512, x1);
-    x2 = fold512(x1, k512, x2);
-    x3 = fold512(x2, k512, x3);
+    if (out) memcpy(out, p, length);
+    x1 = ft_fold512(x0, k512, x1);
+    x2 = ft_fold512(x1, k512, x2);
+    x3 = ft_fold512(x2, k512, x3);
+    // The last 64 bytes' lanes into one 128-bit remainder, then 16 bytes at a time.
     __m128i x = _mm_xor_si128(
-        _mm_xor_si128(_mm512_extracti32x4_epi32(x3, 3), fold128(_mm512_extracti32x4_epi32(x3, 0), K384_LO, K384_HI)),
+        _mm_xor_si128(_mm512_extracti32x4_epi32(x3, 3), ft_fold128(_mm512_extracti32x4_epi32(x3, 0), FT_K384_LO, FT_K384_HI)),
         _mm_xor_si128(
-            fold128(_mm512_extracti32x4_epi32(x3, 1), K256_LO, K256_HI),
-            fold128(_mm512_extracti32x4_epi32(x3, 2), K128_LO, K128_HI)));
+            ft_fold128(_mm512_extracti32x4_epi32(x3, 1), FT_K256_LO, FT_K256_HI),
+            ft_fold128(_mm512_extracti32x4_epi32(x3, 2), FT_K128_LO, FT_K128_HI)));
     while (length >= 16) {
-        x = _mm_xor_si128(fold128(x, K128_LO, K128_HI), _mm_loadu_si128((const __m128i *)p));
+        x = _mm_xor_si128(ft_fold128(x, FT_K128_LO, FT_K128_HI), _mm_loadu_si128((const __m128i *)p));
         p += 16;
         length -= 16;
     }
@@ -182,22 +177,24 @@ static uint32_t update_folding(uint32_t crc, const unsigned char *p, size_t leng
     return update_single((uint32_t)c, p, length);
 }
 
-static int folding_available(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        value = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-            && __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul");
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
+FT_FOLD_TARGET
+static uint32_t update_folding(uint32_t crc, const unsigned char *p, size_t length) {
+    return update_folding_into(NULL, crc, p, length);
+}
+
+__attribute__((target("sse4.2")))
+uint32_t ft_crc32c_hardware_update_copying(uint32_t crc, void *destination, const void *source, size_t length) {
+    if (length >= FOLD_MINIMUM && ft_fold_available()) {
+        return update_folding_into((unsigned char *)destination, crc, (const unsigned char *)source, length);
     }
-    return value;
+    memcpy(destination, source, length);
+    return ft_crc32c_hardware_update(crc, source, length);
 }
 
 __attribute__((target("sse4.2")))
 uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t length) {
     const unsigned char *p = (const unsigned char *)bytes;
-    if (length >= FOLD_MINIMUM && folding_available()) return update_folding(crc, p, length);
+    if (length >= FOLD_MINIMUM && ft_fold_available()) return update_folding(crc, p, length);
     if (length >= 3 * SMALL_STRIPE) {
         pthread_once(&tables_once, build_tables);
         crc = update_three_streams(crc, &p, &length, LARGE_STRIPE, large_table);
@@ -245,4 +242,11 @@ uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t lengt
     return crc;
 }
 
+#endif
+
+#if !defined(__x86_64__)
+uint32_t ft_crc32c_hardware_update_copying(uint32_t crc, void *destination, const void *source, size_t length) {
+    memcpy(destination, source, length);
+    return ft_crc32c_hardware_update(crc, source, length);
+}
 #endif

@@ -123,8 +123,12 @@ public final class FrameAssembler: ChannelInboundHandler {
         let count = min(frame.remaining, input.readableBytes)
         input.withUnsafeReadableBytes { raw in
             let piece = UnsafeRawBufferPointer(rebasing: raw[0..<count])
-            frame.checksum.update(piece)
-            frame.payload.writeBytes(piece)
+            frame.payload.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+                // safe: minimumWritableBytes guarantees room for `count` bytes.
+                guard let base = target.baseAddress else { return 0 }
+                frame.checksum.update(copying: piece, to: base)
+                return count
+            }
         }
         input.moveReaderIndex(forwardBy: count)
         frame.remaining -= count

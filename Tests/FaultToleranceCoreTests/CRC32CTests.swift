@@ -95,3 +95,31 @@ extension CRC32CTests {
         }
     }
 }
+
+extension CRC32CTests {
+    @Test(
+        "update(copying:to:) copies the bytes and checksums them like update", arguments: CRC32C.Implementation.allCases
+    )
+    func copyingUpdate(implementation: CRC32C.Implementation) {
+        var generator = SplitMix(seed: 0xC09F)
+        for length in [0, 1, 15, 16, 255, 256, 257, 300, 511, 4096, 70_001] {
+            let bytes = (0..<(length + 3)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            for start in 0..<3 {
+                let slice = Array(bytes[start..<(start + length)])
+                var copied = [UInt8](repeating: 0xAA, count: length + 2)
+                var viaCopy = CRC32C(implementation: implementation)
+                viaCopy.update([0x11])  // a running checksum, not a fresh one
+                var plain = viaCopy
+                slice.withUnsafeBytes { source in
+                    copied.withUnsafeMutableBytes { target in
+                        if let base = target.baseAddress { viaCopy.update(copying: source, to: base + 1) }
+                    }
+                }
+                plain.update(slice)
+                #expect(viaCopy.value == plain.value, "length \(length) start \(start)")
+                #expect(Array(copied[1..<(length + 1)]) == slice, "length \(length) start \(start)")
+                #expect(copied[0] == 0xAA && copied[length + 1] == 0xAA, "nothing written outside")
+            }
+        }
+    }
+}

@@ -14,6 +14,10 @@ int ft_crc32c_hardware_available(void);
 /// Must only be called when `ft_crc32c_hardware_available()` returned 1.
 uint32_t ft_crc32c_hardware_update(uint32_t crc, const void *bytes, size_t length);
 
+/// `ft_crc32c_hardware_update` over `source` that also copies it to `destination` (the two
+/// must not overlap), reading each byte once where the CPU allows.
+uint32_t ft_crc32c_hardware_update_copying(uint32_t crc, void *destination, const void *source, size_t length);
+
 /// `fallocate(2)` on Linux (Glibc's Swift module does not export it); elsewhere fails with
 /// `EOPNOTSUPP`. Returns 0 or -1 with `errno` set.
 int ft_fallocate(int fd, int mode, int64_t offset, int64_t length);

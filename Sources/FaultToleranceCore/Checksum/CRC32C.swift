@@ -56,6 +56,18 @@ public struct CRC32C: Sendable, Hashable {
         set { if let newValue, implementation == .hardware { state = newValue } }
     }
 
+    /// Adds `source` to the checksum and copies it to `destination` (which has room for it and
+    /// does not overlap it), reading each byte once where the CPU allows.
+    public mutating func update(copying source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
+        guard let base = source.baseAddress, !source.isEmpty else { return }
+        switch implementation {
+        case .hardware: state = ft_crc32c_hardware_update_copying(state, destination, base, source.count)
+        case .table:
+            destination.copyMemory(from: base, byteCount: source.count)
+            state = CRC32CTable.update(state, source)
+        }
+    }
+
     /// Adds bytes to the checksum.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
