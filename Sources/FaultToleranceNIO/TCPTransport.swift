@@ -137,7 +137,7 @@ public final class TCPTransport: Transport {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 // Reads of up to 256 KiB (adaptive; NIO's default stops at 64 KiB), at most four
                 // per wakeup: large frames take few reads, and a consumer's backlog overshoots
-                // the high watermark by at most 1 MiB of messages once reading pauses.
+                // the high watermark by at most two such read loops (2 MiB) once reading pauses.
                 .childChannelOption(
                     .recvAllocator,
                     value: AdaptiveRecvByteBufferAllocator(minimum: 1 << 12, initial: 1 << 16, maximum: 256 << 10)
@@ -200,7 +200,8 @@ public final class TCPTransport: Transport {
     }
 
     /// The most received messages that were ever waiting for the consumer at once; bounded
-    /// by ``Configuration/inboundHighWatermark`` plus what one read from the socket holds (at most 1 MiB of messages).
+    /// by ``Configuration/inboundHighWatermark`` plus what the reads in flight when reading
+    /// pauses hold (at most 2 MiB of messages).
     public var inboundBacklogPeak: Int { flow.maximumBuffered }
 
     /// Adds or changes a peer's address; an open connection to its old address is closed.
