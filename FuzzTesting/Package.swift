@@ -17,9 +17,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
+        .target(
+            name: "FuzzSupport",
+            dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
+        ),
         .executableTarget(
             name: "FuzzFrameDecoder",
             dependencies: [
+                "FuzzSupport",
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -27,6 +32,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzFrameAssembler",
             dependencies: [
+                "FuzzSupport",
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -2,11 +2,7 @@
 
 #include <string.h>
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define FT_UNDER_TSAN 1
-#endif
-#endif
+#include "racy.h"
 
 #if defined(FT_UNDER_TSAN)
 __attribute__((no_sanitize("thread"))) __attribute__((noinline))

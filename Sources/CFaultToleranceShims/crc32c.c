@@ -120,42 +120,30 @@ uint32_t ft_crc32c_shift_1360(uint32_t crc) {
 // one-per-cycle limit.
 enum { FOLD_MINIMUM = 256 };
 
+// Loads 256 bytes at p into d, storing them at out too when out is not NULL.
+FT_FOLD_TARGET static inline void load_block(__m512i d[4], const unsigned char *p, unsigned char *out) {
+    for (int i = 0; i < 4; i++) {
+        d[i] = _mm512_loadu_si512(p + 64 * i);
+        if (out) _mm512_storeu_si512(out + 64 * i, d[i]);
+    }
+}
+
 // With `out`, each block read is also stored there (the copy costs no second read).
 FT_FOLD_TARGET
 static inline uint32_t update_folding_into(unsigned char *out, uint32_t crc, const unsigned char *p, size_t length) {
     const __m512i k2048 = ft_fold_constant(FT_K2048_LO, FT_K2048_HI);
     const __m512i k512 = ft_fold_constant(FT_K512_LO, FT_K512_HI);
-    __m512i d0 = _mm512_loadu_si512(p), d1 = _mm512_loadu_si512(p + 64);
-    __m512i d2 = _mm512_loadu_si512(p + 128), d3 = _mm512_loadu_si512(p + 192);
-    if (out) {
-        _mm512_storeu_si512(out, d0);
-        _mm512_storeu_si512(out + 64, d1);
-        _mm512_storeu_si512(out + 128, d2);
-        _mm512_storeu_si512(out + 192, d3);
-        out += 256;
-    }
-    __m512i x0 = _mm512_xor_si512(d0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
-    __m512i x1 = d1, x2 = d2, x3 = d3;
-    p += 256;
-    length -= 256;
-    while (length >= 256) {
-        d0 = _mm512_loadu_si512(p);
-        d1 = _mm512_loadu_si512(p + 64);
-        d2 = _mm512_loadu_si512(p + 128);
-        d3 = _mm512_loadu_si512(p + 192);
-        if (out) {
-            _mm512_storeu_si512(out, d0);
-            _mm512_storeu_si512(out + 64, d1);
-            _mm512_storeu_si512(out + 128, d2);
-            _mm512_storeu_si512(out + 192, d3);
-            out += 256;
-        }
-        x0 = ft_fold512(x0, k2048, d0);
-        x1 = ft_fold512(x1, k2048, d1);
-        x2 = ft_fold512(x2, k2048, d2);
-        x3 = ft_fold512(x3, k2048, d3);
-        p += 256;
-        length -= 256;
+    __m512i d[4];
+    load_block(d, p, out);
+    __m512i x0 = _mm512_xor_si512(d[0], _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    __m512i x1 = d[1], x2 = d[2], x3 = d[3];
+    for (p += 256, length -= 256, out = out ? out + 256 : NULL; length >= 256;
+         p += 256, length -= 256, out = out ? out + 256 : NULL) {
+        load_block(d, p, out);
+        x0 = ft_fold512(x0, k2048, d[0]);
+        x1 = ft_fold512(x1, k2048, d[1]);
+        x2 = ft_fold512(x2, k2048, d[2]);
+        x3 = ft_fold512(x3, k2048, d[3]);
     }
     if (out) memcpy(out, p, length);
     x1 = ft_fold512(x0, k512, x1);

@@ -18,6 +18,8 @@
 
 #include <string.h>
 
+#include "racy.h"
+
 static inline uint64_t mix64(uint64_t h) {
     h ^= h >> 33;
     h *= 0xFF51AFD7ED558CCDULL;
@@ -98,21 +100,12 @@ static uint64_t fingerprint_sse(const void *page, size_t length) {
 
 uint32_t ft_crc32c_shift_1360(uint32_t crc);
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define FT_UNDER_TSAN 1
-#endif
-#endif
-
 // Copy, fingerprint and CRC32C in one pass over a 4 KiB page: each 16-byte block is loaded
 // once from the source (which writers may be changing: the race is intended, a torn page is
 // dirty again), stored, and fed to both digests, so they cover exactly what was copied. The
 // next page is prefetched, since these narrow loads cannot hide memory latency the way a
 // bulk copy's wide ones do.
-#if defined(FT_UNDER_TSAN)
-__attribute__((no_sanitize("thread")))
-#endif
-__attribute__((target("sse4.2")))
+FT_RACY_READ __attribute__((target("sse4.2")))
 static uint64_t copy_fingerprint_crc_4k(unsigned char *out, const unsigned char *in, uint32_t *crc) {
     enum { STRIPE = 1360, LENGTH = 4096 };
     for (int line = 0; line < LENGTH; line += 64) __builtin_prefetch(in + LENGTH + line, 0, 3);
@@ -192,10 +185,7 @@ FT_FOLD_TARGET static uint64_t fingerprint512(const void *page, size_t length) {
 // Copy, fingerprint and CRC32C of a 4 KiB page in one pass of 64-byte blocks: the CRC32C folded
 // with carry-less multiplication in two 512-bit registers (alternate blocks, folded 1,024
 // bits at a time), the fingerprint as in fingerprint512.
-#if defined(FT_UNDER_TSAN)
-__attribute__((no_sanitize("thread")))
-#endif
-FT_FOLD_TARGET
+FT_RACY_READ FT_FOLD_TARGET
 static uint64_t copy_fingerprint_crc_4k_512(unsigned char *out, const unsigned char *in, uint32_t *crc) {
     enum { LENGTH = 4096 };
     for (int line = 0; line < LENGTH; line += 64) __builtin_prefetch(in + LENGTH + line, 0, 3);
