@@ -12,7 +12,8 @@ import Synchronization
 /// kernel drops datagrams past its buffer, which is what UDP promises.
 ///
 /// Ordering: a pause runs inline on the channel's event loop while the channel is reading;
-/// a resume is submitted to that event loop, so it always lands after the pause it answers.
+/// a resume is submitted to that event loop, so it always lands after the pause it answers,
+/// and is dropped there if the channel was paused again in the meantime.
 final class InboundFlowControl: Sendable {
     private struct State {
         var buffered = 0
@@ -55,7 +56,17 @@ final class InboundFlowControl: Sendable {
             return Array(state.paused.values)
         }
         for channel in resume {
-            channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            // Decided here, carried out on the channel's event loop, where pauses happen: if a
+            // pause came in between (the event loop delivered enough to reach the watermark
+            // again), the channel is paused once more and this resume is stale. Resuming it
+            // anyway left reading on with no further pause until the next drain, and the
+            // backlog grew past the watermark by megabytes under load.
+            channel.eventLoop.execute {
+                let key = ObjectIdentifier(channel)
+                let stale = self.state.withLockedValue { $0.paused[key] != nil }
+                guard !stale else { return }
+                channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            }
         }
     }
 }

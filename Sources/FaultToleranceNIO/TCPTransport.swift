@@ -201,7 +201,7 @@ public final class TCPTransport: Transport {
 
     /// The most received messages that were ever waiting for the consumer at once; bounded
     /// by ``Configuration/inboundHighWatermark`` plus what the reads in flight when reading
-    /// pauses hold (at most 2 MiB of messages).
+    /// pauses hold (at most two read loops of four 256 KiB reads: 2 MiB of messages).
     public var inboundBacklogPeak: Int { flow.maximumBuffered }
 
     /// Adds or changes a peer's address; an open connection to its old address is closed.
