@@ -62,38 +62,27 @@ def fold(x, distance):
     return clmul(x & (2**64 - 1), k_lo(distance)) ^ clmul(x >> 64, k_hi(distance))
 
 
-def folded_crc(data, crc):
-    """The algorithm of update_folding: 16 lanes of 128 bits (four 512-bit registers)."""
-    lanes = [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(16)]
+def folded_crc(data, crc, registers):
+    """The folding algorithms of crc32c.c (four 512-bit registers, folded 2,048 bits a step)
+    and digest.c (two registers, 1,024 bits), for `registers` of four 128-bit lanes each."""
+    lanes_count = 4 * registers
+    step = 16 * lanes_count
+    lanes = [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(lanes_count)]
     lanes[0] ^= crc
-    offset = 256
-    while len(data) - offset >= 256:
-        for i in range(16):
-            lanes[i] = fold(lanes[i], 2048) ^ int.from_bytes(data[offset + 16 * i : offset + 16 * i + 16], "little")
-        offset += 256
-    for register in range(3):
+    offset = step
+    while len(data) - offset >= step:
+        for i in range(lanes_count):
+            block = int.from_bytes(data[offset + 16 * i : offset + 16 * i + 16], "little")
+            lanes[i] = fold(lanes[i], 8 * step) ^ block
+        offset += step
+    for register in range(registers - 1):
         for lane in range(4):
             lanes[4 * (register + 1) + lane] ^= fold(lanes[4 * register + lane], 512)
-    x = lanes[15] ^ fold(lanes[12], 384) ^ fold(lanes[13], 256) ^ fold(lanes[14], 128)
+    last = 4 * (registers - 1)
+    x = lanes[last + 3] ^ fold(lanes[last], 384) ^ fold(lanes[last + 1], 256) ^ fold(lanes[last + 2], 128)
     while len(data) - offset >= 16:
         x = fold(x, 128) ^ int.from_bytes(data[offset : offset + 16], "little")
         offset += 16
-    register = crc32_u64(crc32_u64(0, x & (2**64 - 1)), x >> 64)
-    return crc32c(data[offset:], register)
-
-
-def two_register_crc(data, crc):
-    """The algorithm of digest.c's 4 KiB page path: two 512-bit registers (eight lanes)."""
-    lanes = [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(8)]
-    lanes[0] ^= crc
-    offset = 128
-    while len(data) - offset >= 128:
-        for i in range(8):
-            lanes[i] = fold(lanes[i], 1024) ^ int.from_bytes(data[offset + 16 * i : offset + 16 * i + 16], "little")
-        offset += 128
-    for lane in range(4):
-        lanes[4 + lane] ^= fold(lanes[lane], 512)
-    x = lanes[7] ^ fold(lanes[4], 384) ^ fold(lanes[5], 256) ^ fold(lanes[6], 128)
     register = crc32_u64(crc32_u64(0, x & (2**64 - 1)), x >> 64)
     return crc32c(data[offset:], register)
 
@@ -103,8 +92,8 @@ if __name__ == "__main__":
     for length in [256, 257, 271, 300, 511, 512, 600, 1000, 4096, 5000]:
         data = bytes(generator.randrange(256) for _ in range(length))
         for start in [0xFFFFFFFF, 0x12345678]:
-            assert folded_crc(data, start) == crc32c(data, start), length
-            assert two_register_crc(data, start) == crc32c(data, start), length
+            for registers in [4, 2]:
+                assert folded_crc(data, start, registers) == crc32c(data, start), (length, registers)
     for distance in [2048, 1024, 512, 384, 256, 128]:
         print(f"D = {distance:4}: k_lo 0x{k_lo(distance):08x}, k_hi 0x{k_hi(distance):08x}")
     print("folding matches the bitwise CRC32C")

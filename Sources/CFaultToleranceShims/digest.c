@@ -223,19 +223,11 @@ uint64_t ft_page_fingerprint(const void *page, size_t length) {
 }
 
 int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint) {
-    if (length == 4096 && crc && ft_fold_available()) {
-        *fingerprint = copy_fingerprint_crc_4k_512((unsigned char *)destination, (const unsigned char *)source, crc);
-        return 1;
-    }
-    // cpuid traps to the hypervisor in a VM: ask once.
-    static int hardware = -1;
-    int known = __atomic_load_n(&hardware, __ATOMIC_RELAXED);
-    if (known < 0) {
-        known = ft_crc32c_hardware_available();
-        __atomic_store_n(&hardware, known, __ATOMIC_RELAXED);
-    }
-    if (length == 4096 && known && crc && !ft_fold_available()) {
-        *fingerprint = copy_fingerprint_crc_4k((unsigned char *)destination, (const unsigned char *)source, crc);
+    // A non-NULL crc means the caller's checksum uses the CRC32C instruction (see ft_shims.h).
+    if (length == 4096 && crc) {
+        *fingerprint = ft_fold_available()
+            ? copy_fingerprint_crc_4k_512((unsigned char *)destination, (const unsigned char *)source, crc)
+            : copy_fingerprint_crc_4k((unsigned char *)destination, (const unsigned char *)source, crc);
         return 1;
     }
     ft_copy_concurrent(destination, source, length);

@@ -248,12 +248,15 @@ enum PageDigest {
         from source: UnsafeRawPointer, into target: UnsafeMutableRawPointer, pageSize: Int, checksum: inout CRC32C
     ) -> UInt64 {
         var fingerprint: UInt64 = 0
-        if var register = checksum.hardwareRegister,
-            ft_copy_page_digest(target, source, pageSize, &register, &fingerprint) == 1
-        {
+        // The C side advances the register itself when it can (hardware checksums only).
+        var register = checksum.hardwareRegister ?? 0
+        let advanced =
+            checksum.hardwareRegister == nil
+            ? ft_copy_page_digest(target, source, pageSize, nil, &fingerprint)
+            : ft_copy_page_digest(target, source, pageSize, &register, &fingerprint)
+        if advanced == 1 {
             checksum.hardwareRegister = register
         } else {
-            if checksum.hardwareRegister == nil { _ = ft_copy_page_digest(target, source, pageSize, nil, &fingerprint) }
             checksum.update(UnsafeRawBufferPointer(start: target, count: pageSize))
         }
         return fingerprint

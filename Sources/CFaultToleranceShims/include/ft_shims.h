@@ -46,9 +46,9 @@ void ft_copy_concurrent(void *destination, const void *source, size_t length);
 
 /// Copies a page of `length` bytes (a multiple of 16, at least 48) that writers may be changing,
 /// reading each word once, and stores the copied bytes' 64-bit fingerprint in `*fingerprint`.
-/// When it returns 1 it also advanced `*crc`, a CRC32C register as in
-/// `ft_crc32c_hardware_update`, over the copied bytes (4 KiB pages with SSE4.2); when it
-/// returns 0 (or `crc` is NULL) the caller computes the CRC32C itself.
+/// Pass `crc` (a CRC32C register as in `ft_crc32c_hardware_update`) only when
+/// `ft_crc32c_hardware_available()`; when it returns 1 it advanced `*crc` over the copied
+/// bytes (4 KiB pages); when it returns 0 the caller computes the CRC32C itself.
 int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint);
 
 /// The fingerprint `ft_copy_page_digest` gives a page of these bytes.
