@@ -17,14 +17,21 @@ let package = Package(
         .package(
             url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
-        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlibBenchmark", path: "Sources/CZlibBenchmark"),
+        // SQLite's C API (Debian's libsqlite3-dev): the journal's durable-append baseline.
+        .systemLibrary(name: "CSQLiteBenchmark", path: "Sources/CSQLiteBenchmark"),
+        // The run modes (full, quick, CI's smoke run with ratio floors), the ratio metric and timing.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "Benchmark", package: "package-benchmark")]
+        ),
         .executableTarget(
             name: "ChecksumBenchmarks",
             dependencies: [
                 "CZlibBenchmark",
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
             ],
@@ -34,6 +41,7 @@ let package = Package(
         .executableTarget(
             name: "StorageBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
             ],
@@ -43,6 +51,7 @@ let package = Package(
         .executableTarget(
             name: "TransportBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
@@ -55,10 +64,11 @@ let package = Package(
         .executableTarget(
             name: "JournalBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "ElasticJournal", package: rootPackage),
-                .product(name: "GRDB", package: "GRDB.swift"),
+                "CSQLiteBenchmark",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Benchmarks/Journal",
@@ -67,6 +77,7 @@ let package = Package(
         .executableTarget(
             name: "HeartbeatBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
@@ -79,6 +90,7 @@ let package = Package(
         .executableTarget(
             name: "LiveCopyBenchmarks",
             dependencies: [
+                "BenchmarkSupport",
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),

@@ -45,6 +45,7 @@ struct HeartbeatSimulate: AsyncParsableCommand {
     @Option(help: "Only this fault: \(HeartbeatFault.allCases.map(\.rawValue).joined(separator: ", ")).")
     var fault: HeartbeatFault?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -65,7 +66,8 @@ struct HeartbeatSimulate: AsyncParsableCommand {
             return
         }
         let name = "heartbeat-quorum" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
-        let summary = await runSeeds(Array(1...UInt64(seeds)), jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let plan = SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         try report(summary, json: json, operations: "transitions") { seed in
             "swift run ftctl heartbeat simulate --seed \(seed) --bug \(bug.rawValue)"
         }

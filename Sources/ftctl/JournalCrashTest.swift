@@ -117,6 +117,7 @@ struct JournalSimulate: AsyncParsableCommand {
     @Option(help: "Steps per seed.") var steps = 400
     @Option(help: "Plant a bug: \(JournalBug.allCases.map(\.rawValue).joined(separator: ", ")).") var bug: JournalBug?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -127,9 +128,9 @@ struct JournalSimulate: AsyncParsableCommand {
 
     func run() async throws {
         let scenario = JournalScenario(steps: steps, bug: bug)
-        let list = seed.map { [$0] } ?? Array(1...UInt64(seeds))
+        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
         let name = "elastic-journal" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
-        let summary = await runSeeds(list, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         try report(summary, json: json, operations: "operations") { seed in
             "swift run ftctl journal simulate --seed \(seed)" + (bug.map { " --bug \($0.rawValue)" } ?? "")
         }

@@ -1,20 +1,98 @@
 import ArgumentParser
 import DeterministicSimulation
 import Foundation
+import Synchronization
 
-/// Runs `run` over `seeds` on `jobs` worker tasks and merges the reports into one summary.
+/// `--time-limit`, shared by every `simulate` command: CI gives each module's simulation a
+/// time budget instead of a seed count tuned to one machine's speed.
+struct TimeLimitOption: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Start no new seed after this many seconds; the seeds run are reported (all of them still finish).",
+            valueName: "seconds"))
+    var timeLimit: Double?
+
+    func validate() throws {
+        if let timeLimit, !(timeLimit.isFinite && timeLimit > 0 && timeLimit <= 86_400) {
+            throw ValidationError("--time-limit must be a number of seconds in (0, 86400], got \(timeLimit)")
+        }
+    }
+
+    /// The limit as a duration.
+    var duration: Duration? { timeLimit.map { .nanoseconds(Int64(($0 * 1e9).rounded())) } }
+}
+
+/// The seeds one `simulate` run covers: `count` consecutive seeds from `first`, of which a time
+/// limit may run only a prefix.
+struct SeedPlan: Sendable {
+    /// The first seed.
+    var first: UInt64
+    /// How many consecutive seeds, at most.
+    var count: Int
+    /// Start no seed after this much time has passed.
+    var timeLimit: Duration?
+
+    /// Exactly one seed: a replay.
+    static func single(_ seed: UInt64) -> SeedPlan { SeedPlan(first: seed, count: 1, timeLimit: nil) }
+}
+
+/// A merged summary and how much of the plan it covers.
+struct SeedRun: Sendable {
+    /// Every run seed's report, merged; failures in seed order.
+    var summary: SimulationSummary
+    /// The plan that was run.
+    var plan: SeedPlan
+    /// Wall-clock time taken.
+    var elapsed: Duration
+
+    /// Whether the time limit stopped the run before every planned seed ran.
+    var stoppedByTimeLimit: Bool { summary.seeds < plan.count }
+
+    /// One line saying which seeds ran, when a time limit cut the plan short.
+    var coverageLine: String? {
+        guard stoppedByTimeLimit else { return nil }
+        let limit = plan.timeLimit.map { String(format: "%.0f s", secondsValue($0)) } ?? "?"
+        let last = plan.first &+ UInt64(max(summary.seeds, 1) - 1)
+        return "  time limit \(limit) reached: ran seeds \(plan.first)-\(last), \(summary.seeds) of \(plan.count)"
+    }
+}
+
+/// Hands out the plan's seed indices in order, one at a time, to any number of workers, and
+/// stops handing them out at the deadline: the seeds run are always a prefix of the plan.
+private final class SeedDispenser: Sendable {
+    private let nextIndex = Atomic<Int>(0)
+    private let count: Int
+    private let deadline: ContinuousClock.Instant?
+
+    init(count: Int, deadline: ContinuousClock.Instant?) {
+        self.count = count
+        self.deadline = deadline
+    }
+
+    func next() -> Int? {
+        if let deadline, ContinuousClock.now >= deadline { return nil }
+        let index = nextIndex.add(1, ordering: .relaxed).oldValue
+        return index < count ? index : nil
+    }
+}
+
+/// Runs `run` over the seeds of `plan` on `jobs` worker tasks and merges the reports into one
+/// summary. Seeds are never materialised as an array, so any count is fine.
 func runSeeds(
-    _ seeds: [UInt64],
+    _ plan: SeedPlan,
     jobs: Int,
     scenario name: String,
     _ run: @escaping @Sendable (UInt64) -> SimulationReport
-) async -> SimulationSummary {
-    let workers = max(1, min(jobs, seeds.count))
-    return await withTaskGroup(of: SimulationSummary.self) { group in
-        for worker in 0..<workers {
+) async -> SeedRun {
+    let clock = ContinuousClock()
+    let start = clock.now
+    let dispenser = SeedDispenser(count: plan.count, deadline: plan.timeLimit.map { start + $0 })
+    let workers = max(1, min(jobs, plan.count))
+    var total = await withTaskGroup(of: SimulationSummary.self) { group in
+        for _ in 0..<workers {
             group.addTask {
                 var partial = SimulationSummary(scenario: name)
-                for index in stride(from: worker, to: seeds.count, by: workers) { partial.add(run(seeds[index])) }
+                while let index = dispenser.next() { partial.add(run(plan.first &+ UInt64(index))) }
                 return partial
             }
         }
@@ -22,6 +100,8 @@ func runSeeds(
         for await partial in group { total.merge(partial) }
         return total
     }
+    total.failures.sort { $0.seed < $1.seed }
+    return SeedRun(summary: total, plan: plan, elapsed: clock.now - start)
 }
 
 /// Prints `summary` as pretty JSON.
@@ -34,12 +114,16 @@ func printJSON(_ summary: SimulationSummary) throws {
 /// Prints a summary (as JSON, or as a short table with up to five failures and the command
 /// replaying each) and exits 1 if any seed failed.
 func report(
-    _ summary: SimulationSummary, json: Bool, operations: String, replay: (UInt64) -> String
+    _ run: SeedRun, json: Bool, operations: String, replay: (UInt64) -> String
 ) throws {
+    let summary = run.summary
     if json {
         try printJSON(summary)
     } else {
-        print("Scenario \(summary.scenario): \(summary.seeds) seeds")
+        print(
+            "Scenario \(summary.scenario): \(summary.seeds) seeds in \(String(format: "%.1f", secondsValue(run.elapsed))) s"
+        )
+        if let coverage = run.coverageLine { print(coverage) }
         print("  seeds passed      \(summary.passed)")
         print("  seeds failed      \(summary.failures.count)")
         print("  invariant checks  \(summary.invariantChecks)")

@@ -35,6 +35,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Worker threads (default: the number of cores).")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    @OptionGroup var limit: TimeLimitOption
+
     @Flag(help: "Print the summary as JSON.")
     var json = false
 
@@ -46,20 +48,25 @@ struct Simulate: AsyncParsableCommand {
 
     func run() async throws {
         let scenario = ReplicatedRegisterScenario(bug: bug, duration: .milliseconds(durationMs))
-        let chosen: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(seeds)).map { firstSeed &+ $0 }
+        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
         let name = "replicated-register" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
-        let summary = await runSeeds(chosen, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let run = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let summary = run.summary
         if json {
             try printJSON(summary)
         } else {
-            print(render(summary))
+            print(render(run))
         }
         if !summary.failures.isEmpty { throw ExitCode(1) }
     }
 
-    private func render(_ summary: SimulationSummary) -> String {
+    private func render(_ run: SeedRun) -> String {
+        let summary = run.summary
         var lines: [String] = []
-        lines.append("Scenario \(summary.scenario): \(summary.seeds) seeds × \(durationMs) ms of virtual time")
+        lines.append(
+            "Scenario \(summary.scenario): \(summary.seeds) seeds × \(durationMs) ms of virtual time in "
+                + String(format: "%.1f s", secondsValue(run.elapsed)))
+        if let coverage = run.coverageLine { lines.append(coverage) }
         lines.append("")
         lines.append(row("seeds passed", summary.passed))
         lines.append(row("seeds failed", summary.failures.count))

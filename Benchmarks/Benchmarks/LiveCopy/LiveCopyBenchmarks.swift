@@ -1,4 +1,5 @@
 import Benchmark
+import BenchmarkSupport
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -15,18 +16,12 @@ import NIOPosix
 //     same number of bytes in 256 KiB writes to a server that only counts them. The receiving
 //     region is populated up front (MAP_POPULATE) so neither side pays first-touch faults.
 // The custom metric is the throughput ratio ours / baseline, times 100; the order of the two
-// alternates between iterations.
+// alternates between iterations. The smoke run copies 64 MiB locally (floor 0.25x) and 16 MiB
+// over TCP (floor 0.1x), once each.
 
-let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
-let localPages = (quick ? 256 : 1024) * 256  // 4 KiB pages
-let remotePages = (quick ? 16 : 64) * 256
-let ratio = BenchmarkMetric.custom(
-    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
-
-func seconds(_ duration: Duration) -> Double {
-    let (whole, fraction) = duration.components
-    return Double(whole) + Double(fraction) * 1e-18
-}
+let mode = BenchmarkMode.current
+let localPages = mode.pick(full: 1024, quick: 256, smoke: 64) * 256  // 4 KiB pages
+let remotePages = mode.pick(full: 64, quick: 16, smoke: 16) * 256
 
 func filledMemory(pages: Int) throws -> TrackedMemory {
     let memory = try TrackedMemory(pageCount: pages)
@@ -52,7 +47,7 @@ func memcpyOnce(_ memory: TrackedMemory) -> Double {
     let count = memory.byteCount
     guard let target = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
         target != MAP_FAILED
-    else { return .infinity }
+    else { return .nan }
     defer { munmap(target, count) }
     let start = ContinuousClock.now
     memory.withUnsafeBytes { source in
@@ -109,7 +104,7 @@ func rawNIO(bytes total: Int) async throws -> Double {
             }
         }
         .bind(to: try SocketAddress(ipAddress: "127.0.0.1", port: 0)).get()
-    guard let address = server.localAddress else { return .infinity }
+    guard let address = server.localAddress else { throw ChannelError.unknownLocalAddress }
     let client = try await ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .connect(to: address).get()
@@ -131,9 +126,12 @@ func rawNIO(bytes total: Int) async throws -> Double {
 }
 
 let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
     Benchmark(
         "(a) live copy round one of \(localPages / 256) MiB vs memcpy",
-        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 10 : 60), maxIterations: quick ? 3 : 10)
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
+            maxIterations: mode.pick(full: 10, quick: 3, smoke: 1))
     ) { benchmark in
         do {
             let memory = try filledMemory(pages: localPages)
@@ -146,15 +144,17 @@ let benchmarks: @Sendable () -> Void = {
                 raw = memcpyOnce(memory)
                 ours = try await localRoundOne(memory)
             }
-            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+            record(ratio: raw / ours, floor: 0.25, in: benchmark)
         } catch {
-            benchmark.error("live copy benchmark failed: \(error)")
+            fail(benchmark, "live copy benchmark failed: \(error)")
         }
     }
 
     Benchmark(
         "(b) live copy round one of \(remotePages / 256) MiB over loopback TCP vs raw NIO channel",
-        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 10 : 60), maxIterations: quick ? 3 : 10)
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
+            maxIterations: mode.pick(full: 10, quick: 3, smoke: 1))
     ) { benchmark in
         do {
             let memory = try filledMemory(pages: remotePages)
@@ -167,9 +167,9 @@ let benchmarks: @Sendable () -> Void = {
                 raw = try await rawNIO(bytes: memory.byteCount)
                 ours = try await remoteRoundOne(memory)
             }
-            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+            record(ratio: raw / ours, floor: 0.1, in: benchmark)
         } catch {
-            benchmark.error("live copy benchmark failed: \(error)")
+            fail(benchmark, "live copy benchmark failed: \(error)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Benchmark
+import BenchmarkSupport
 import FaultToleranceCore
 import Foundation
 
@@ -8,19 +9,11 @@ import Foundation
 
 // FileStorageUnit sequential writes against a plain pwrite loop writing the same bytes in
 // the same chunk sizes to a file preallocated the same way, in the same iteration. The
-// custom metric is the throughput ratio ours / raw pwrite, times 100 (target: >= 90).
+// custom metric is the throughput ratio ours / raw pwrite, times 100 (target: >= 90). The smoke
+// run writes 16 MiB in 256 KiB chunks once, against a floor of 0.5x.
 
-let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
-let unitSize = quick ? 16 << 20 : 64 << 20
-let ratio = BenchmarkMetric.custom(
-    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
-
-func seconds(_ body: () throws -> Void) rethrows -> Double {
-    let start = ContinuousClock.now
-    try body()
-    let (whole, fraction) = (ContinuousClock.now - start).components
-    return Double(whole) + Double(fraction) * 1e-18
-}
+let mode = BenchmarkMode.current
+let unitSize = mode.isReduced ? 16 << 20 : 64 << 20
 
 /// A pool with two units: one written through FileStorageUnit, one through a raw descriptor.
 final class Fixture {
@@ -46,15 +39,20 @@ final class Fixture {
 }
 
 let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
     let configuration = Benchmark.Configuration(
-        metrics: [ratio], maxDuration: .seconds(quick ? 2 : 10), maxIterations: quick ? 5 : 30)
-    for chunk in [4096, 256 << 10] {
+        metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 2 : 10),
+        maxIterations: mode.pick(full: 30, quick: 5, smoke: 1))
+    for chunk in mode.isSmoke ? [256 << 10] : [4096, 256 << 10] {
         Benchmark(
             "FileStorageUnit sequential write vs raw pwrite, \(chunk / 1024) KiB chunks", configuration: configuration
         ) {
             benchmark in
-            guard let fixture = try? Fixture() else {
-                benchmark.error("could not create the benchmark files")
+            let fixture: Fixture
+            do {
+                fixture = try Fixture()
+            } catch {
+                fail(benchmark, "could not create the benchmark files: \(error)")
                 return
             }
             let data = [UInt8](repeating: 0x5A, count: chunk)
@@ -72,7 +70,7 @@ let benchmarks: @Sendable () -> Void = {
                     var offset = 0
                     while offset + chunk <= unitSize {
                         let written = pwrite(fixture.rawDescriptor, raw.baseAddress, chunk, off_t(offset))
-                        if written != chunk { benchmark.error("pwrite failed: \(errno)") }
+                        if written != chunk { fail(benchmark, "pwrite failed: \(String(cString: strerror(errno)))") }
                         offset += chunk
                     }
                 }
@@ -91,7 +89,7 @@ let benchmarks: @Sendable () -> Void = {
                     oursTime += (try? seconds(ours)) ?? .infinity
                 }
             }
-            benchmark.measurement(ratio, Int((baselineTime / oursTime * 100).rounded()))
+            record(ratio: baselineTime / oursTime, floor: 0.5, in: benchmark)
         }
     }
 }

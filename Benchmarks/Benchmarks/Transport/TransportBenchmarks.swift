@@ -1,4 +1,5 @@
 import Benchmark
+import BenchmarkSupport
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -7,20 +8,12 @@ import NIOPosix
 
 // TCPTransport moving N messages from a to b on loopback against a raw NIO channel writing
 // the same framed bytes, message by message, to a server that only counts bytes. The custom
-// metric is the throughput ratio ours / raw NIO, times 100.
+// metric is the throughput ratio ours / raw NIO, times 100. The smoke run moves 2,000 messages
+// once, against a floor of 0.15x.
 
-let quick = ProcessInfo.processInfo.environment["FT_BENCH_QUICK"] != nil
-let messageCount = quick ? 2_000 : 20_000
+let mode = BenchmarkMode.current
+let messageCount = mode.isReduced ? 2_000 : 20_000
 let messageSize = 1024
-let ratio = BenchmarkMetric.custom(
-    "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
-
-func seconds(_ body: () async throws -> Void) async rethrows -> Double {
-    let start = ContinuousClock.now
-    try await body()
-    let (whole, fraction) = (ContinuousClock.now - start).components
-    return Double(whole) + Double(fraction) * 1e-18
-}
 
 /// Counts received bytes and fulfils a promise once `expected` have arrived.
 final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
@@ -73,7 +66,7 @@ func rawOnce() async throws {
             }
         }
         .bind(to: try SocketAddress(ipAddress: "127.0.0.1", port: 0)).get()
-    guard let address = server.localAddress else { return }
+    guard let address = server.localAddress else { throw ChannelError.unknownLocalAddress }
     let client = try await ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .connect(to: address).get()
@@ -90,9 +83,12 @@ func rawOnce() async throws {
 }
 
 let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
     Benchmark(
         "TCPTransport vs raw NIO channel, \(messageCount) x 1 KiB on loopback",
-        configuration: .init(metrics: [ratio], maxDuration: .seconds(quick ? 3 : 15), maxIterations: quick ? 3 : 20)
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
+            maxIterations: mode.pick(full: 20, quick: 3, smoke: 1))
     ) { benchmark in
         do {
             let flip = benchmark.currentIteration % 2 == 0
@@ -105,9 +101,9 @@ let benchmarks: @Sendable () -> Void = {
                 raw = try await seconds(rawOnce)
                 ours = try await seconds(oursOnce)
             }
-            benchmark.measurement(ratio, Int((raw / ours * 100).rounded()))
+            record(ratio: raw / ours, floor: 0.15, in: benchmark)
         } catch {
-            benchmark.error("transport benchmark failed: \(error)")
+            fail(benchmark, "transport benchmark failed: \(error)")
         }
     }
 }
