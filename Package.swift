@@ -154,6 +154,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
+        // Runs the `ftctl` that `swift test` builds beside the test bundle, as a user would.
+        .testTarget(name: "ftctlTests"),
     ]
 )
 

@@ -7,11 +7,14 @@ struct FTCtl: AsyncParsableCommand {
         commandName: "ftctl",
         abstract: "Drive, inspect and verify swift-fault-tolerance primitives.",
         discussion: """
-            ftctl runs the library's primitives from the shell. For now its main job is \
-            `simulate`, which runs the deterministic simulator's example scenario — a \
-            replicated register under message loss, partitions, crashes, torn writes and \
-            fsync failures — over many seeds and reports the faults injected and the \
-            invariants checked. Every failing seed can be replayed exactly with --seed.
+            ftctl runs the library's primitives from the shell: `demo` shows them at work on \
+            real files and sockets; each module's `simulate` runs its scenario over many seeds \
+            in virtual time and replays any failing seed exactly with --seed; `journal` \
+            creates, inspects, verifies and recovers journals on disk.
+
+            Exit status: 0 success; 1 a check failed (a simulation seed broke an invariant, \
+            a crash test lost data, a journal is damaged); 64 bad input, refused before \
+            anything runs, with one line naming the option, the value and what is accepted.
             """,
         subcommands: [Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, Demo.self],
         defaultSubcommand: nil

@@ -49,7 +49,8 @@ struct HeartbeatSimulate: AsyncParsableCommand {
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
-        guard seeds > 0, jobs > 0 else { throw ValidationError("--seeds and --jobs must be positive") }
+        try require("--seeds", seeds, in: 1...maximumSeeds)
+        try require("--jobs", jobs, in: 1...maximumJobs)
     }
 
     func run() async throws {

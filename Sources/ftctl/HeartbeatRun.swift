@@ -16,7 +16,7 @@ struct PathBinding: ExpressibleByArgument {
         let parts = argument.split(separator: "=", maxSplits: 1)
         guard parts.count == 2, let path = PathID(String(parts[0])) else { return nil }
         let hostPort = parts[1].split(separator: ":")
-        guard hostPort.count == 2, let port = Int(hostPort[1]),
+        guard hostPort.count == 2, let port = Int(hostPort[1]), (1...65_535).contains(port),
             let address = try? SocketAddress(ipAddress: String(hostPort[0]), port: port)
         else { return nil }
         self.path = path
@@ -45,22 +45,38 @@ struct HeartbeatRun: AsyncParsableCommand {
     @Option(help: "The partner's name.") var partner: String
     @Option(help: "Priority; when both operate, the lower yields. Must differ from the partner's.") var priority:
         UInt8 = 1
-    @Option(name: .customLong("path"), help: "A local path, NAME=HOST:PORT (repeat).") var paths: [PathBinding] = []
-    @Option(name: .customLong("partner-path"), help: "The partner's address on a path, NAME=HOST:PORT (repeat).")
+    @Option(
+        name: .customLong("path"), help: "A local path, NAME=IPV4-OR-IPV6:PORT with PORT 1...65535 (repeat).")
+    var paths: [PathBinding] = []
+    @Option(
+        name: .customLong("partner-path"),
+        help: "The partner's address on a path, NAME=IPV4-OR-IPV6:PORT with PORT 1...65535 (repeat).")
     var partnerPaths: [PathBinding] = []
-    @Option(help: "Heartbeat interval in milliseconds.") var intervalMs: Int64 = 100
-    @Option(help: "Healthy paths needed (default: a majority of the paths).") var threshold: Int?
-    @Option(help: "Promised detection bound in milliseconds.") var boundMs: Int64 = 2000
-    @Option(help: "Stop after this many seconds (default: run until interrupted).") var seconds: Int?
+    @Option(help: "Heartbeat interval in milliseconds, 1...60000.") var intervalMs: Int64 = 100
+    @Option(help: "Healthy paths needed, 1...paths (default: a majority of the paths).") var threshold: Int?
+    @Option(help: "Promised detection bound in milliseconds, 1...3600000.") var boundMs: Int64 = 2000
+    @Option(help: "Stop after this many seconds, 1...31536000 (default: run until interrupted).") var seconds: Int?
 
     func validate() throws {
-        guard NodeID(node) != nil, NodeID(partner) != nil else { throw ValidationError("invalid node name") }
+        guard NodeID(node) != nil else { throw ValidationError("--node must be a valid node name, got \(node)") }
+        guard NodeID(partner) != nil else {
+            throw ValidationError("--partner must be a valid node name, got \(partner)")
+        }
+        guard node != partner else { throw ValidationError("--node and --partner must differ, both are \(node)") }
         guard !paths.isEmpty else { throw ValidationError("give at least one --path") }
-        let local = Set(paths.map(\.path))
-        guard local == Set(partnerPaths.map(\.path)) else {
+        for (option, bindings) in [("--path", paths), ("--partner-path", partnerPaths)] {
+            let names = bindings.map(\.path)
+            if let repeated = names.first(where: { name in names.filter { $0 == name }.count > 1 }) {
+                throw ValidationError("\(option) names path \(repeated) more than once")
+            }
+        }
+        guard Set(paths.map(\.path)) == Set(partnerPaths.map(\.path)) else {
             throw ValidationError("--path and --partner-path must name the same paths")
         }
-        guard intervalMs > 0 else { throw ValidationError("--interval-ms must be positive") }
+        try require("--interval-ms", intervalMs, in: 1...60_000)
+        try require("--threshold", threshold, in: 1...paths.count)
+        try require("--bound-ms", boundMs, in: 1...3_600_000)
+        try require("--seconds", seconds, in: 1...31_536_000)
     }
 
     func run() async throws {

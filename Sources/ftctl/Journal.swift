@@ -22,18 +22,6 @@ struct JournalCommand: AsyncParsableCommand {
         ])
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h` (a bare number means seconds).
-func parseDuration(_ text: String) -> Duration? {
-    let units: [(String, Int64)] = [
-        ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000),
-    ]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        guard let value = Double(text.dropLast(suffix.count)) else { return nil }
-        return .nanoseconds(Int64(value * Double(scale)))
-    }
-    return Double(text).map { .nanoseconds(Int64($0 * 1e9)) }
-}
-
 /// Renders a duration as seconds with three decimals.
 func seconds(_ duration: Duration) -> String {
     String(format: "%.3f s", Double(duration.nanoseconds) / 1e9)
@@ -101,15 +89,26 @@ struct JournalCreate: ParsableCommand {
         commandName: "create", abstract: "Create a journal directory with journal 1.")
 
     @Argument(help: "The journal directory.") var directory: String
-    @Option(help: "Protected volumes (numbered 1...N).") var volumes = 1
-    @Option(help: "Bytes per volume.") var volumeSize = 1 << 20
-    @Option(help: "Bytes per journal unit.") var unitSize = 4 << 20
-    @Option(help: "Units the pool may hold.") var units = 64
-    @Option(help: "History window (e.g. 30s, 5m).") var window = "60s"
-    @Option(help: "Most units the journal may hold.") var quota = 32
+    @Option(help: "Protected volumes (numbered 1...N), 1...4096.") var volumes = 1
+    @Option(help: "Bytes per volume, 1...2^40.") var volumeSize = 1 << 20
+    @Option(help: "Bytes per journal unit, 65536...2^30.") var unitSize = 4 << 20
+    @Option(help: "Units the pool may hold, 2...2^20.") var units = 64
+    @Option(help: "History window (e.g. 30s, 5m), more than 0.") var window = "60s"
+    @Option(help: "Most units the journal may hold, 1...--units.") var quota = 32
+
+    func validate() throws {
+        try require("--volumes", volumes, in: 1...4096)
+        try require("--volume-size", volumeSize, in: 1...(1 << 40))
+        try require("--unit-size", unitSize, in: 65_536...(1 << 30))
+        try require("--units", units, in: 2...(1 << 20))
+        try require("--quota", quota, in: 1...units)
+        guard try requireDuration("--window", window) > .zero else {
+            throw ValidationError("--window must be more than 0, got \(window)")
+        }
+    }
 
     func run() throws {
-        guard let window = parseDuration(window) else { throw ValidationError("bad --window \(window)") }
+        let window = try requireDuration("--window", window)
         let configuration = JournalConfiguration(window: window, quota: quota)
         let (store, _) = try JournalDirectory(path: directory).create(
             unitSize: unitSize, units: units, volumes: volumes, volumeSize: volumeSize, configuration: configuration)
@@ -201,6 +200,16 @@ struct JournalRecover: ParsableCommand {
     @Option(help: "How long before --at (e.g. 2s, 250ms).") var before: String?
     @Option(help: "Where to write the image.") var out: String
 
+    func validate() throws {
+        if at != "latest" {
+            guard let nanoseconds = Int64(at), nanoseconds >= 0 else {
+                throw ValidationError(
+                    "--at must be `latest` or nanoseconds since the Unix epoch (0 or more), got \(at)")
+            }
+        }
+        if let before { _ = try requireDuration("--before", before) }
+    }
+
     func run() throws {
         let store = try JournalDirectory(path: directory).openStore(readOnly: true)
         guard let journal = store.journal(1) ?? store.journals.first else { throw ValidationError("no journal found") }
@@ -214,7 +223,10 @@ struct JournalRecover: ParsableCommand {
             throw ValidationError("bad --at \(at)")
         }
         if let before {
-            guard let duration = parseDuration(before) else { throw ValidationError("bad --before \(before)") }
+            let duration = try requireDuration("--before", before)
+            guard instant.nanoseconds >= duration.nanoseconds else {
+                throw ValidationError("--before \(before) reaches before the Unix epoch from \(instant.nanoseconds)")
+            }
             instant = instant + .nanoseconds(-duration.nanoseconds)
         }
         let image = try journal.image(of: VolumeID(volume), at: instant)
@@ -279,8 +291,14 @@ struct JournalStress: AsyncParsableCommand {
 
     @Argument(help: "The journal directory.") var directory: String
     @Option(help: "Records to append (0: until killed).") var count = 0
-    @Option(help: "Payload bytes per record.") var size = 512
-    @Option(help: "Concurrent appenders.") var concurrency = 8
+    @Option(help: "Payload bytes per record, 8...1048576 (the first 8 carry the record's token).") var size = 512
+    @Option(help: "Concurrent appenders, 1...1024.") var concurrency = 8
+
+    func validate() throws {
+        try require("--count", count, in: 0...Int(UInt32.max))
+        try require("--size", size, in: 8...(1 << 20))
+        try require("--concurrency", concurrency, in: 1...1024)
+    }
 
     func run() async throws {
         let folder = JournalDirectory(path: directory)
@@ -300,7 +318,7 @@ struct JournalStress: AsyncParsableCommand {
         }
         let volumeSize = UInt64(volumeBytes - size)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<max(1, concurrency) {
+            for _ in 0..<concurrency {
                 group.addTask {
                     while true {
                         // The sequence is assigned inside append; the payload must be known

@@ -16,14 +16,27 @@ struct JournalCrashTest: AsyncParsableCommand {
             payload is intact, and the journal verifies. Exits 1 on the first failure.
             """)
 
-    @Option(help: "Rounds.") var rounds = 20
-    @Option(help: "Journal directory (a fresh temporary one by default).") var directory: String?
-    @Option(help: "Longest time before the kill, in milliseconds.") var maximumDelay = 600
+    @Option(help: "Rounds, 1...100000.") var rounds = 20
+    @Option(help: "Journal directory, new or empty, kept afterwards (default: a temporary one, removed).")
+    var directory: String?
+    @Option(help: "Longest time before the kill, in milliseconds, 20...600000.") var maximumDelay = 600
     @Option(help: "Seed for the kill delays and record sizes.") var seed: UInt64 = 1
+
+    func validate() throws {
+        try require("--rounds", rounds, in: 1...100_000)
+        try require("--maximum-delay", maximumDelay, in: 20...600_000)
+        // The test fills the directory with a journal: never one that holds anything else.
+        if let directory, let contents = try? FileManager.default.contentsOfDirectory(atPath: directory),
+            !contents.isEmpty
+        {
+            throw ValidationError(
+                "--directory must be new or empty; \(directory) already holds \(contents.count) entries")
+        }
+    }
 
     func run() async throws {
         let path = directory ?? (NSTemporaryDirectory() + "ftctl-crash-\(getpid())")
-        try? FileManager.default.removeItem(atPath: path)
+        if directory == nil { try? FileManager.default.removeItem(atPath: path) }
         defer { if directory == nil { try? FileManager.default.removeItem(atPath: path) } }
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         var random = SimulationRandom(seed: seed)
@@ -121,9 +134,9 @@ struct JournalSimulate: AsyncParsableCommand {
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
-        guard seeds > 0, jobs > 0, steps > 0 else {
-            throw ValidationError("--seeds, --steps and --jobs must be positive")
-        }
+        try require("--seeds", seeds, in: 1...maximumSeeds)
+        try require("--steps", steps, in: 1...1_000_000)
+        try require("--jobs", jobs, in: 1...maximumJobs)
     }
 
     func run() async throws {

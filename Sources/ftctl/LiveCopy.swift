@@ -44,7 +44,10 @@ struct LiveCopySimulate: AsyncParsableCommand {
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
-        guard seeds > 0, jobs > 0 else { throw ValidationError("--seeds and --jobs must be positive") }
+        try require("--seeds", seeds, in: 1...maximumSeeds)
+        try require("--jobs", jobs, in: 1...maximumJobs)
+        // Above ten times the bandwidth every run ends at once in notConverging; NaN is no rate.
+        try require("--factor", factor, in: 0.01...10)
     }
 
     func run() async throws {
@@ -96,8 +99,13 @@ struct LiveCopyCompare: AsyncParsableCommand {
             bandwidth.
             """)
 
-    @Option(help: "Seeds per case.") var seeds: Int = 20
+    @Option(help: "Seeds per case, 1...100000.") var seeds: Int = 20
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        try require("--seeds", seeds, in: 1...100_000)
+        try require("--jobs", jobs, in: 1...maximumJobs)
+    }
 
     struct Row: Sendable {
         var switchedOver = 0
@@ -262,18 +270,20 @@ struct LiveCopyDemo: AsyncParsableCommand {
             Exits 1 if the regions differ.
             """)
 
-    @Option(help: "Region size in MiB.") var megabytes: Int = 256
-    @Option(help: "Writer threads.") var threads: Int = 2
-    @Option(help: "Writes per second, all writers together.") var rate: Int = 200_000
+    @Option(help: "Region size in MiB; two regions must fit in a third of physical memory.") var megabytes: Int = 256
+    @Option(help: "Writer threads, 1...64.") var threads: Int = 2
+    @Option(help: "Writes per second, all writers together, 1...100000000.") var rate: Int = 200_000
     @Option(help: "Write pattern: uniform, skewed or sweeping.") var pattern: WritePattern = .uniform
-    @Option(help: "Downtime budget in milliseconds.") var budget: Int = 300
+    @Option(help: "Downtime budget in milliseconds, 1...60000.") var budget: Int = 300
     @Flag(help: "Copy over loopback TCP instead of in-process.") var tcp = false
     @Flag(help: "Deflate page batches (with --tcp).") var compress = false
 
     func validate() throws {
-        guard megabytes > 0, threads > 0, rate >= 0, budget > 0 else {
-            throw ValidationError("--megabytes, --threads and --budget must be positive, --rate not negative")
-        }
+        let largest = max(1, Int(ProcessInfo.processInfo.physicalMemory / 6 / 1_048_576))
+        try require("--megabytes", megabytes, in: 1...largest)
+        try require("--threads", threads, in: 1...64)
+        try require("--rate", rate, in: 1...100_000_000)
+        try require("--budget", budget, in: 1...60_000)
     }
 
     func run() async throws {

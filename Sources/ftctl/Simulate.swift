@@ -41,9 +41,9 @@ struct Simulate: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard seeds > 0 else { throw ValidationError("--seeds must be at least 1") }
-        guard durationMs > 0 else { throw ValidationError("--duration-ms must be positive") }
-        guard jobs > 0 else { throw ValidationError("--jobs must be at least 1") }
+        try require("--seeds", seeds, in: 1...maximumSeeds)
+        try require("--duration-ms", durationMs, in: 1...3_600_000)
+        try require("--jobs", jobs, in: 1...maximumJobs)
     }
 
     func run() async throws {

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+
+/// Runs the built `ftctl` (beside this test bundle: `swift test` builds every product) and
+/// returns its exit status and output.
+func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("ftctl")
+    try #require(
+        FileManager.default.isExecutableFile(atPath: tool.path), "no ftctl at \(tool.path): run `swift build` first")
+    let process = Process()
+    process.executableURL = tool
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// One bad input: the arguments and the option the refusal must name.
+struct BadInput: Sendable, CustomTestStringConvertible {
+    let arguments: [String]
+    let option: String
+
+    init(_ option: String, _ arguments: String...) {
+        self.arguments = arguments
+        self.option = option
+    }
+
+    var testDescription: String { arguments.joined(separator: " ") }
+}
+
+/// Inputs that crashed, hung or were silently accepted before, each refused before anything
+/// runs or touches a file (the directories named here do not exist).
+let badInputs: [BadInput] = [
+    BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before", "nan"),
+    BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before", "inf"),
+    BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before", "1e30s"),
+    BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before=-2s"),
+    BadInput("--at", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--at=-5"),
+    BadInput("--window", "journal", "create", "/nonexistent/j", "--window", "nan"),
+    BadInput("--window", "journal", "create", "/nonexistent/j", "--window", "0s"),
+    BadInput("--volumes", "journal", "create", "/nonexistent/j", "--volumes", "0"),
+    BadInput("--volumes", "journal", "create", "/nonexistent/j", "--volumes=-1"),
+    BadInput("--rounds", "journal", "crash-test", "--rounds", "0"),
+    BadInput("--rounds", "journal", "crash-test", "--rounds=-1"),
+    BadInput("--size", "journal", "stress", "/nonexistent/j", "--size", "0"),
+    BadInput("--size", "journal", "stress", "/nonexistent/j", "--size", "4"),
+    BadInput("--size", "journal", "stress", "/nonexistent/j", "--size=-1"),
+    BadInput("--count", "journal", "stress", "/nonexistent/j", "--count=-5"),
+    BadInput("--seeds", "journal", "simulate", "--seeds", "0"),
+    BadInput("--factor", "livecopy", "simulate", "--factor", "nan"),
+    BadInput("--factor", "livecopy", "simulate", "--factor", "inf"),
+    BadInput("--factor", "livecopy", "simulate", "--factor", "1e12"),
+    BadInput("--megabytes", "livecopy", "demo", "--megabytes", "9223372036854775807"),
+    BadInput("--rate", "livecopy", "demo", "--rate", "9223372036854775807"),
+    BadInput("--rate", "livecopy", "demo", "--rate", "0"),
+    BadInput("--threads", "livecopy", "demo", "--threads", "100000"),
+    BadInput("--seeds", "livecopy", "compare", "--seeds", "0"),
+    BadInput(
+        "--path", "heartbeat", "run", "--node", "A", "--partner", "B", "--path", "p1=127.0.0.1:99999",
+        "--partner-path", "p1=127.0.0.2:7000"),
+    BadInput(
+        "--path", "heartbeat", "run", "--node", "A", "--partner", "B", "--path=p1=127.0.0.1:-1",
+        "--partner-path", "p1=127.0.0.2:7000"),
+    BadInput(
+        "--path", "heartbeat", "run", "--node", "A", "--partner", "B", "--path", "p1=127.0.0.1:7000",
+        "--path", "p1=127.0.0.3:7000", "--partner-path", "p1=127.0.0.2:7000"),
+    BadInput(
+        "--node", "heartbeat", "run", "--node", "A", "--partner", "A", "--path", "p1=127.0.0.1:7000",
+        "--partner-path", "p1=127.0.0.2:7000"),
+    BadInput(
+        "--seconds", "heartbeat", "run", "--node", "A", "--partner", "B", "--path", "p1=127.0.0.1:7000",
+        "--partner-path", "p1=127.0.0.2:7000", "--seconds", "0"),
+    BadInput("--seeds", "simulate", "--seeds", "4e9"),
+    BadInput("--seeds", "heartbeat", "simulate", "--seeds", "9223372036854775807"),
+    BadInput("--time-limit", "heartbeat", "simulate", "--time-limit", "nan"),
+    BadInput("--time-limit", "simulate", "--time-limit", "0"),
+]
+
+@Suite("ftctl refuses bad input before running")
+struct CommandLineInputTests {
+    @Test("each bad input exits 64 with one line naming the option", arguments: badInputs)
+    func refused(_ input: BadInput) throws {
+        let (status, output) = try runTool(input.arguments)
+        #expect(status == 64, "exit \(status): \(output)")
+        let first = output.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(first.hasPrefix("Error: "), "\(output)")
+        #expect(first.contains(input.option), "first line does not name \(input.option): \(first)")
+    }
+
+    @Test("a time limit the run does not reach leaves every seed run and says nothing of it")
+    func generousTimeLimitRunsEverySeed() throws {
+        let (status, output) = try runTool(["simulate", "--seeds", "5", "--time-limit", "60"])
+        #expect(status == 0, "\(output)")
+        let lines = output.split(separator: "\n")
+        #expect(lines.first?.contains("5 seeds") == true, "\(output)")
+        #expect(lines.first { $0.contains("seeds passed") }?.hasSuffix(" 5") == true, "\(output)")
+        #expect(lines.first { $0.contains("seeds failed") }?.hasSuffix(" 0") == true, "\(output)")
+        // Five seeds take far less than the limit: no line says the limit cut the run short.
+        #expect(!output.contains("time limit"), "\(output)")
+    }
+}
