@@ -198,9 +198,19 @@ struct JournalRecover: ParsableCommand {
     @Option(help: "The volume.") var volume: UInt32 = 1
     @Option(help: "The instant: nanoseconds since the Unix epoch, or `latest` (the last record).") var at = "latest"
     @Option(help: "How long before --at (e.g. 2s, 250ms).") var before: String?
-    @Option(help: "Where to write the image.") var out: String
+    @Option(help: "Where to write the image: a file outside the journal directory.") var out: String
 
     func validate() throws {
+        // Never over one of the journal's own files: compare the paths with `..` and symbolic
+        // links resolved (the file itself need not exist yet).
+        let journal = URL(fileURLWithPath: directory).standardizedFileURL.resolvingSymlinksInPath().path
+        let target = URL(fileURLWithPath: out).standardizedFileURL
+        let resolved =
+            target.deletingLastPathComponent().resolvingSymlinksInPath()
+            .appendingPathComponent(target.lastPathComponent).path
+        if resolved == journal || resolved.hasPrefix(journal.hasSuffix("/") ? journal : journal + "/") {
+            throw ValidationError("--out must be outside the journal directory \(directory), got \(out)")
+        }
         if at != "latest" {
             guard let nanoseconds = Int64(at), nanoseconds >= 0 else {
                 throw ValidationError(

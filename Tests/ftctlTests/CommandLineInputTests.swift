@@ -41,6 +41,10 @@ let badInputs: [BadInput] = [
     BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before", "1e30s"),
     BadInput("--before", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--before=-2s"),
     BadInput("--at", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/o", "--at=-5"),
+    BadInput(
+        "--out", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/j/units/unit-0000000000000001.ftu"),
+    BadInput("--out", "journal", "recover", "/nonexistent/j/", "--out", "/nonexistent/x/../j/base/image"),
+    BadInput("--out", "journal", "recover", "/nonexistent/j", "--out", "/nonexistent/j"),
     BadInput("--window", "journal", "create", "/nonexistent/j", "--window", "nan"),
     BadInput("--window", "journal", "create", "/nonexistent/j", "--window", "0s"),
     BadInput("--volumes", "journal", "create", "/nonexistent/j", "--volumes", "0"),
