@@ -132,6 +132,7 @@ let package = Package(
             name: "HeartbeatQuorumTests",
             dependencies: [
                 "HeartbeatQuorum",
+                "DeterministicSimulation",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

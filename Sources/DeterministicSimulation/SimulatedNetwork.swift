@@ -51,6 +51,9 @@ public final class SimulatedNetwork {
     private var conditions: [LinkKey: LinkConditions] = [:]
     private var blocked: Set<LinkKey> = []
     private var down: Set<NodeID> = []
+    fileprivate var endpoints: [NodeID: AsyncStream<Envelope>.Continuation] = [:]
+    fileprivate var endpointGenerations: [NodeID: UInt64] = [:]
+    fileprivate var endpointGeneration: UInt64 = 0
 
     /// The conditions of every link without its own.
     public var defaultConditions: LinkConditions
@@ -65,6 +68,11 @@ public final class SimulatedNetwork {
     public func attach(_ node: NodeID, handler: @escaping (Envelope) -> Void) {
         handlers[node] = handler
         down.remove(node)
+    }
+
+    /// Removes `node` from the network: nothing is delivered to it any more.
+    public func detach(_ node: NodeID) {
+        handlers[node] = nil
     }
 
     /// Marks `node` as crashed: messages to it are dropped until ``restart(_:)``.
@@ -152,5 +160,72 @@ public final class SimulatedNetwork {
             simulation.faults.messagesDelivered += 1
             handler(envelope)
         }
+    }
+}
+
+extension SimulatedNetwork {
+    /// A ``FaultToleranceCore/Transport`` for `node` on this network: what it sends goes
+    /// through the link conditions, partitions and crashes of the network, and what is
+    /// delivered to `node` arrives on its ``SimulatedTransport/incoming``. A second transport
+    /// for the same node replaces the first (a restart); the first one's stream finishes.
+    ///
+    /// Use it only inside an ``AsyncSimulation`` run: the network is single-threaded.
+    public func transport(for node: NodeID) -> SimulatedTransport {
+        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
+        endpointGeneration += 1
+        let generation = endpointGeneration
+        endpoints[node]?.finish()
+        endpoints[node] = continuation
+        endpointGenerations[node] = generation
+        attach(node) { envelope in continuation.yield(envelope) }
+        return SimulatedTransport(node: node, generation: generation, incoming: stream, network: self)
+    }
+
+    fileprivate func close(_ node: NodeID, generation: UInt64) {
+        guard endpointGenerations[node] == generation else { return }
+        endpointGenerations[node] = nil
+        endpoints.removeValue(forKey: node)?.finish()
+        detach(node)
+    }
+}
+
+/// A node's ``FaultToleranceCore/Transport`` on a ``SimulatedNetwork``; see
+/// ``SimulatedNetwork/transport(for:)``.
+///
+/// Sending never blocks (the simulated links have no buffers to fill) and follows the real
+/// transports' errors: `.closed` after ``close()``, `.reservedType` for transport-owned
+/// message types. Messages to a node that is down or cut off are lost silently, as on a
+/// network.
+public final class SimulatedTransport: Transport, @unchecked Sendable {
+    /// This node.
+    public let localNode: NodeID
+    /// Messages delivered to this node.
+    public let incoming: EnvelopeStream
+    private let network: SimulatedNetwork
+    private let generation: UInt64
+    private var closed = false
+
+    fileprivate init(node: NodeID, generation: UInt64, incoming: AsyncStream<Envelope>, network: SimulatedNetwork) {
+        self.localNode = node
+        self.generation = generation
+        self.incoming = EnvelopeStream(incoming)
+        self.network = network
+    }
+
+    /// Hands `message` to the network, which delivers it after the link's delay unless the
+    /// link loses it.
+    public func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError) {
+        guard !closed else { throw TransportError(.closed, peer: node, path: path) }
+        guard message.type < Message.firstReservedType else {
+            throw TransportError(.reservedType, peer: node, path: path, detail: "type \(message.type)")
+        }
+        network.send(message, from: localNode, to: node, path: path)
+    }
+
+    /// Leaves the network and finishes ``incoming``.
+    public func close() async {
+        guard !closed else { return }
+        closed = true
+        network.close(localNode, generation: generation)
     }
 }

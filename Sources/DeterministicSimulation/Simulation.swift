@@ -79,6 +79,17 @@ public final class Simulation {
         return false
     }
 
+    /// The time of the next live event, or `nil` when none is scheduled. Cancelled events at
+    /// the head of the queue are dropped on the way.
+    public var nextEventTime: Instant? {
+        while let event = queue.peek, cancelled.contains(event.sequence) {
+            _ = queue.pop()
+            cancelled.remove(event.sequence)
+            if let owner = event.owner { timersByOwner[owner]?.remove(event.sequence) }
+        }
+        return queue.peekTime
+    }
+
     /// Runs events until the queue is empty or the next event is after `deadline`; the clock
     /// ends at `deadline`.
     public func run(until deadline: Instant) {
@@ -111,6 +122,7 @@ private struct EventQueue {
     private var heap: [Event] = []
 
     var peekTime: Instant? { heap.first?.time }
+    var peek: Event? { heap.first }
 
     mutating func push(_ event: Event) {
         heap.append(event)

@@ -5,14 +5,15 @@ import NIOCore
 ///
 /// Heartbeat payload (big-endian, 12 bytes): version (1), sender state, sender priority,
 /// paths on which the sender hears the receiver, sequence number (UInt64). The frame around it
-/// carries the CRC32C. Witness query: round (UInt64), the partner's name (length byte, UTF-8).
+/// carries the CRC32C. Witness query: round (UInt64), the partner's name (length byte, UTF-8),
+/// the time the asker waits for the vote in milliseconds (UInt32).
 /// Witness vote: round (UInt64), whether the witness reaches the partner (UInt8). Probe and
 /// probe reply: nonce (UInt64).
 public enum HeartbeatMessage: Sendable, Hashable {
     /// A heartbeat: the sender's state and how well it hears the receiver.
     case heartbeat(Heartbeat)
     /// A request to a witness: can you reach `partner`?
-    case witnessQuery(round: UInt64, partner: NodeID)
+    case witnessQuery(round: UInt64, partner: NodeID, answerWithin: Duration)
     /// A witness's answer.
     case witnessVote(round: UInt64, partnerReachable: Bool)
     /// A witness asking a device whether it is alive.
@@ -46,10 +47,11 @@ public enum HeartbeatMessage: Sendable, Hashable {
                 Self.version, heartbeat.state.rawValue, heartbeat.priority, heartbeat.pathsHearingReceiver,
                 heartbeat.sequence)
             return Message(type: WireType.heartbeat, payload: buffer)
-        case .witnessQuery(let round, let partner):
+        case .witnessQuery(let round, let partner, let answerWithin):
             buffer.writeInteger(round)
             buffer.writeInteger(UInt8(truncatingIfNeeded: partner.name.utf8.count))
             buffer.writeString(partner.name)
+            buffer.writeInteger(UInt32(clamping: max(answerWithin.nanoseconds, 0) / 1_000_000))
             return Message(type: WireType.witnessQuery, payload: buffer)
         case .probe(let nonce):
             buffer.writeInteger(nonce)
@@ -81,11 +83,11 @@ public enum HeartbeatMessage: Sendable, Hashable {
         case WireType.witnessQuery:
             guard let round = payload.readInteger(as: UInt64.self), let length = payload.readInteger(as: UInt8.self),
                 let name = payload.readString(length: Int(length)), let partner = NodeID(name),
-                payload.readableBytes == 0
+                let milliseconds = payload.readInteger(as: UInt32.self), payload.readableBytes == 0
             else {
                 throw malformed("witness query")
             }
-            self = .witnessQuery(round: round, partner: partner)
+            self = .witnessQuery(round: round, partner: partner, answerWithin: .milliseconds(milliseconds))
         case WireType.probe, WireType.probeReply:
             guard let nonce = payload.readInteger(as: UInt64.self), payload.readableBytes == 0 else {
                 throw malformed("probe")

@@ -10,6 +10,11 @@ import Synchronization
 /// path), feeds what arrives to a ``HeartbeatEvaluator``, ticks it, runs the local
 /// self-check, and publishes every transition.
 ///
+/// Time comes from the injected ``FaultToleranceCore/RuntimeClock``: a `SystemClock` in
+/// production, a `VirtualClock` under `DeterministicSimulation`, where this same code runs in
+/// virtual time (the service starts no unstructured tasks, so every task it runs inherits
+/// the simulation's executor).
+///
 /// A ServiceLifecycle `Service`: add it to a `ServiceGroup`, and it stops on graceful
 /// shutdown or cancellation. Metrics: `ft_heartbeat_phi` (gauge, per path),
 /// `ft_heartbeat_healthy_paths`, `ft_heartbeat_state` (the state's raw value) and
@@ -26,8 +31,7 @@ public final class HeartbeatService: Service {
     private let selfCheckInterval: Duration
     private let logger: Logger
     private let continuation: AsyncStream<Transition>.Continuation
-    private let clock = ContinuousClock()
-    private let origin: ContinuousClock.Instant
+    private let clock: any RuntimeClock
     private let evaluator: NIOLockedValueBox<HeartbeatEvaluator>
     private let sequence = Atomic<UInt64>(0)
     private let phiGauges: [PathID: Gauge]
@@ -35,13 +39,15 @@ public final class HeartbeatService: Service {
     private let stateGauge: Gauge
 
     /// Creates the service. `selfCheck`, when given, runs every `selfCheckInterval` and
-    /// reports whether this side's own links are up.
+    /// reports whether this side's own links are up. `clock` is the time source (real time
+    /// unless a simulation supplies its own).
     public init(
         configuration: HeartbeatConfiguration,
         partner: NodeID,
         transport: any Transport,
         selfCheck: (@Sendable () async -> Bool)? = nil,
         selfCheckInterval: Duration = .milliseconds(100),
+        clock: any RuntimeClock = SystemClock(),
         logger: Logger = Logger(label: "ft.heartbeat")
     ) {
         self.configuration = configuration
@@ -51,8 +57,8 @@ public final class HeartbeatService: Service {
         self.selfCheckInterval = selfCheckInterval
         self.logger = logger
         (transitions, continuation) = AsyncStream.makeStream(of: Transition.self)
-        origin = clock.now
-        evaluator = NIOLockedValueBox(HeartbeatEvaluator(configuration: configuration, at: .zero))
+        self.clock = clock
+        evaluator = NIOLockedValueBox(HeartbeatEvaluator(configuration: configuration, at: clock.now))
         let node = transport.localNode.name
         var gauges: [PathID: Gauge] = [:]
         for path in configuration.paths.keys {
@@ -72,7 +78,7 @@ public final class HeartbeatService: Service {
         return evaluator.withLockedValue { $0.evidence(at: now) }
     }
 
-    private var now: Instant { Instant(nanoseconds: (clock.now - origin).nanoseconds) }
+    private var now: Instant { clock.now }
 
     /// Runs until cancelled or asked to shut down gracefully; then finishes ``transitions``.
     public func run() async throws {
@@ -82,19 +88,19 @@ public final class HeartbeatService: Service {
             group.addTask {
                 await self.repeatEvery(self.configuration.heartbeatInterval) { await self.sendHeartbeats() }
             }
-            group.addTask { await self.repeatEvery(self.configuration.tickInterval) { self.tick() } }
+            group.addTask { await self.repeatEvery(self.configuration.tickInterval) { await self.tick() } }
             if let selfCheck {
                 group.addTask {
                     await self.repeatEvery(self.selfCheckInterval) {
                         let healthy = await selfCheck()
                         let now = self.now
-                        self.perform(self.evaluator.withLockedValue { $0.selfCheck(healthy: healthy, at: now) })
+                        await self.perform(self.evaluator.withLockedValue { $0.selfCheck(healthy: healthy, at: now) })
                     }
                 }
             }
             // Park until graceful shutdown (returns) or cancellation (throws); the work happens
             // in the tasks above.
-            try? await gracefulShutdown()
+            await parkUntilShutdown()
             group.cancelAll()
         }
     }
@@ -103,7 +109,7 @@ public final class HeartbeatService: Service {
         var next = clock.now
         while !Task.isCancelled {
             await body()
-            next = next.advanced(by: interval)
+            next = next + interval
             if next < clock.now { next = clock.now }
             do { try await clock.sleep(until: next) } catch { return }
         }
@@ -126,10 +132,10 @@ public final class HeartbeatService: Service {
             switch decoded {
             case .heartbeat(let heartbeat):
                 guard envelope.from == partner, let path = envelope.path else { continue }
-                perform(evaluator.withLockedValue { $0.heartbeatReceived(heartbeat, on: path, at: now) })
+                await perform(evaluator.withLockedValue { $0.heartbeatReceived(heartbeat, on: path, at: now) })
             case .witnessVote(let round, let reachable):
                 guard configuration.witnesses.contains(envelope.from) else { continue }
-                perform(
+                await perform(
                     evaluator.withLockedValue {
                         $0.witnessVote(from: envelope.from, round: round, partnerReachable: reachable, at: now)
                     })
@@ -160,17 +166,17 @@ public final class HeartbeatService: Service {
         }
     }
 
-    private func tick() {
+    private func tick() async {
         let now = self.now
         let (directives, evidence) = evaluator.withLockedValue { evaluator in
             (evaluator.tick(at: now), evaluator.evidence(at: now))
         }
         for path in evidence.paths { phiGauges[path.path]?.record(path.phi) }
         healthyGauge.record(evidence.healthyCount)
-        perform(directives)
+        await perform(directives)
     }
 
-    private func perform(_ directives: [HeartbeatEvaluator.Directive]) {
+    private func perform(_ directives: [HeartbeatEvaluator.Directive]) async {
         for directive in directives {
             switch directive {
             case .transition(let transition):
@@ -190,10 +196,18 @@ public final class HeartbeatService: Service {
                     "redundancy released",
                     metadata: ["reason": "\(reason.rawValue)", "failed": "\(evidence.failedPathsSummary)"])
             case .queryWitnesses(let round):
-                let transport = self.transport
+                // Sent inline (datagrams do not wait long); an unreachable witness is one
+                // that does not vote.
+                let query = HeartbeatMessage.witnessQuery(
+                    round: round, partner: partner, answerWithin: configuration.witnessTimeout
+                ).message
                 for witness in configuration.witnesses {
-                    let query = HeartbeatMessage.witnessQuery(round: round, partner: partner).message
-                    Task { try? await transport.send(query, to: witness) }
+                    do {
+                        try await transport.send(query, to: witness)
+                    } catch {
+                        logger.debug(
+                            "witness query not sent", metadata: ["witness": "\(witness)", "error": "\(error)"])
+                    }
                 }
             case .scheduleTick:
                 // The runtime ticks at the configured rate already.

@@ -17,23 +17,27 @@ public final class HeartbeatWitness: Service {
     private struct PendingProbe: Sendable {
         var asker: NodeID
         var round: UInt64
-        var deadline: ContinuousClock.Instant
+        var deadline: Instant
     }
 
     private let transport: any Transport
     private let probeTimeout: Duration
+    private let clock: any RuntimeClock
     private let logger: Logger
     private let pending = NIOLockedValueBox<[UInt64: PendingProbe]>([:])
     private let nextNonce = Atomic<UInt64>(1)
 
     /// Creates a witness answering over `transport`; a partner that does not answer a probe
-    /// within `probeTimeout` is voted unreachable.
+    /// within `probeTimeout` (or half the time the asking device waits, if shorter) is voted
+    /// unreachable. `clock` is the time source (real time
+    /// unless a simulation supplies its own).
     public init(
         transport: any Transport, probeTimeout: Duration = .milliseconds(100),
-        logger: Logger = Logger(label: "ft.witness")
+        clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "ft.witness")
     ) {
         self.transport = transport
         self.probeTimeout = probeTimeout
+        self.clock = clock
         self.logger = logger
     }
 
@@ -42,7 +46,7 @@ public final class HeartbeatWitness: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.receive() }
             group.addTask { await self.expire() }
-            try? await gracefulShutdown()
+            await parkUntilShutdown()
             group.cancelAll()
         }
     }
@@ -52,10 +56,14 @@ public final class HeartbeatWitness: Service {
             if Task.isCancelled { return }
             guard let message = try? HeartbeatMessage(envelope.message) else { continue }
             switch message {
-            case .witnessQuery(let round, let partner):
+            case .witnessQuery(let round, let partner, let answerWithin):
+                // The vote must reach the asker before its round ends: wait for the probe
+                // reply at most half of the asker's budget (the rest covers the query's and
+                // the vote's trips), and never longer than this witness's own timeout.
+                let timeout = min(probeTimeout, answerWithin / 2)
                 let nonce = nextNonce.add(1, ordering: .relaxed).newValue
                 pending.withLockedValue {
-                    $0[nonce] = PendingProbe(asker: envelope.from, round: round, deadline: .now + probeTimeout)
+                    $0[nonce] = PendingProbe(asker: envelope.from, round: round, deadline: clock.now + timeout)
                 }
                 do {
                     try await transport.send(HeartbeatMessage.probe(nonce: nonce).message, to: partner)
@@ -73,10 +81,11 @@ public final class HeartbeatWitness: Service {
 
     private func expire() async {
         while !Task.isCancelled {
-            let now = ContinuousClock.now
+            let now = clock.now
             let expired = pending.withLockedValue { pending in pending.filter { $0.value.deadline <= now }.map(\.key) }
             for nonce in expired { await vote(nonce: nonce, reachable: false) }
-            do { try await Task.sleep(for: probeTimeout / 4) } catch { return }
+            // Deadlines are checked every 5 ms (or a quarter of the timeout, if shorter).
+            do { try await clock.sleep(for: min(probeTimeout / 4, .milliseconds(5))) } catch { return }
         }
     }
 

@@ -248,7 +248,8 @@ struct HeartbeatEvaluatorTests {
     func messages() throws {
         let messages: [HeartbeatMessage] = [
             .heartbeat(Heartbeat(state: .operating, priority: 3, pathsHearingReceiver: 2, sequence: 99)),
-            .witnessQuery(round: 7, partner: "B"), .witnessVote(round: 7, partnerReachable: true),
+            .witnessQuery(round: 7, partner: "B", answerWithin: .milliseconds(250)),
+            .witnessVote(round: 7, partnerReachable: true),
             .probe(nonce: 5), .probeReply(nonce: 6),
         ]
         for message in messages { #expect(try HeartbeatMessage(message.message) == message) }
@@ -257,6 +258,7 @@ struct HeartbeatEvaluatorTests {
             Message(type: 0x0100, bytes: [2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),  // unknown version
             Message(type: 0x0100, bytes: [1, 1, 0]),  // short
             Message(type: 0x0102, bytes: [0, 0, 0, 0, 0, 0, 0, 1, 7]),  // vote not 0/1
+            Message(type: 0x0101, bytes: [0, 0, 0, 0, 0, 0, 0, 1, 1, 0x42]),  // query without its deadline
             Message(type: 0x0042, bytes: []),
         ]
         for message in hostile { #expect(throws: FrameError.self) { try HeartbeatMessage(message) } }

@@ -1,8 +1,12 @@
+import DeterministicSimulation
 import FaultToleranceCore
 import HeartbeatQuorum
+import NIOConcurrencyHelpers
 import Testing
 
-@Suite("Witnesses", .timeLimit(.minutes(2)))
+/// The shipped `HeartbeatService` and `HeartbeatWitness` over simulated transports in virtual
+/// time: the same seed gives the same run, and no wall-clock load can fail it.
+@Suite("Witnesses, in virtual time")
 struct WitnessTests {
     static func configuration(priority: UInt8, witnesses: [NodeID]) throws -> HeartbeatConfiguration {
         let detector = DetectorConfiguration.phiAccrual(
@@ -13,49 +17,114 @@ struct WitnessTests {
             detectionBound: .seconds(2), simultaneityWindow: .seconds(1), witnesses: witnesses, priority: priority)
     }
 
-    @Test("a cut between the pair alone does not make two operating sides; a dead partner does take over")
-    func witnessVeto() async throws {
-        let network = InMemoryNetwork()
-        let transportA = network.join("A")
-        let transportB = network.join("B")
-        let transportW = network.join("W")
-        let a = HeartbeatService(
-            configuration: try Self.configuration(priority: 2, witnesses: []), partner: "B", transport: transportA)
-        let b = HeartbeatService(
-            configuration: try Self.configuration(priority: 1, witnesses: ["W"]), partner: "A", transport: transportB)
-        let witness = HeartbeatWitness(transport: transportW)
-        let runA = Task { try await a.run() }
-        let runB = Task { try await b.run() }
-        let runW = Task { try await witness.run() }
-        try await eventually("A operating, and B standby having heard A say so") {
-            a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
-        }
+    /// What one run saw: B's transitions, and the states when the cut had settled.
+    struct Outcome: Sendable, Equatable {
+        var transitionsOfB: [Transition]
+        var stateOfAAfterCut: RedundancyState
+        var votesAfterCut: [NodeID: Bool]
+    }
 
-        // Cut every path between A and B, both ways; W still reaches A.
-        network.cut(from: "A", to: "B")
-        network.cut(from: "B", to: "A")
-        // B cannot tell a cut from a death; the witness still reaches A, so B must not take over.
-        try await eventually("B not-standby on the witness's vote") {
-            b.state == .notStandby && b.evidence.witnessVotes["W"] == true
-        }
-        #expect(a.state == .operating)
+    static func witnessVeto(seed: UInt64) async throws -> Outcome {
+        let world = AsyncSimulation(
+            seed: seed, linkConditions: LinkConditions(delay: .microseconds(200) ... .milliseconds(3)))
+        return try await world.run(timeLimit: .seconds(120)) {
+            let network = world.network
+            let transportA = network.transport(for: "A")
+            let a = HeartbeatService(
+                configuration: try Self.configuration(priority: 2, witnesses: []), partner: "B",
+                transport: transportA, clock: world.clock)
+            let b = HeartbeatService(
+                configuration: try Self.configuration(priority: 1, witnesses: ["W"]), partner: "A",
+                transport: network.transport(for: "B"), clock: world.clock)
+            let witness = HeartbeatWitness(transport: network.transport(for: "W"), clock: world.clock)
+            let seen = TransitionLog(b.transitions, in: world)
+            let runA = world.spawn { try await a.run() }
+            let runB = world.spawn { try await b.run() }
+            let runW = world.spawn { try await witness.run() }
+            try await world.eventually("A operating, and B standby having heard A say so") {
+                a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
+            }
 
-        // Now A really dies: the witness can no longer reach it, and B takes over.
-        runA.cancel()
-        _ = try? await runA.value
-        await transportA.close()
-        let seen = Transitions(b.transitions)
-        try await eventually("B's takeover; B's transitions: \(seen.summary)") {
-            seen.afterHearingOperatingPartner.contains { $0.to == .operating }
+            // Cut every path between A and B, both ways; W still reaches A. B cannot tell a
+            // cut from a death; the witness still reaches A, so B must not take over.
+            network.cut(from: "A", to: "B")
+            network.cut(from: "B", to: "A")
+            try await world.eventually("B not-standby on the witness's vote; B's transitions: \(seen.summary)") {
+                b.state == .notStandby && b.evidence.witnessVotes["W"] == true
+            }
+            let stateOfA = a.state
+            let votes = b.evidence.witnessVotes
+
+            // Now A really dies: the witness can no longer reach it, and B takes over.
+            runA.cancel()
+            _ = await runA.result
+            await transportA.close()
+            try await world.eventually(
+                "B's takeover; B's transitions: \(seen.summary); votes \(b.evidence.witnessVotes) at \(world.clock.now)"
+            ) {
+                seen.all.contains { $0.to == .operating && $0.evidence.partnerState == .operating }
+            }
+            runB.cancel()
+            runW.cancel()
+            _ = await runB.result
+            _ = await runW.result
+            return Outcome(transitionsOfB: seen.all, stateOfAAfterCut: stateOfA, votesAfterCut: votes)
         }
-        let takeover = seen.afterHearingOperatingPartner.first { $0.to == .operating }
+    }
+
+    @Test(
+        "a cut between the pair alone does not make two operating sides; a dead partner does take over",
+        arguments: [1, 2, 3] as [UInt64])
+    func witnessVeto(seed: UInt64) async throws {
+        let outcome = try await Self.witnessVeto(seed: seed)
+        #expect(outcome.stateOfAAfterCut == .operating)
+        #expect(outcome.votesAfterCut["W"] == true)
         // The first takeover B made after hearing A operating is the witness-confirmed one:
         // none during the cut. (A startup takeover before B first heard A does not count.)
+        let takeover = outcome.transitionsOfB.first { $0.to == .operating && $0.evidence.partnerState == .operating }
         #expect(takeover?.reason == .witnessesConfirmPartnerGone)
         #expect(takeover?.evidence.witnessVotes["W"] == false)
-        runB.cancel()
-        runW.cancel()
-        _ = try? await runB.value
-        _ = try? await runW.value
+    }
+
+    @Test("one seed replays the same run: identical transitions, at identical virtual times")
+    func replay() async throws {
+        let first = try await Self.witnessVeto(seed: 42)
+        let second = try await Self.witnessVeto(seed: 42)
+        #expect(!first.transitionsOfB.isEmpty)
+        #expect(first == second)
+    }
+}
+
+/// Collects a service's transitions in a task of the simulation.
+final class TransitionLog: Sendable {
+    private let box = NIOLockedValueBox<[Transition]>([])
+
+    init(_ stream: AsyncStream<Transition>, in world: AsyncSimulation) {
+        let box = self.box
+        world.spawn { for await transition in stream { box.withLockedValue { $0.append(transition) } } }
+    }
+
+    var all: [Transition] { box.withLockedValue { $0 } }
+
+    var summary: String {
+        all.map { "\($0.at) \($0.from)→\($0.to) [\($0.reason.rawValue)]" }.joined(separator: ", ")
+    }
+}
+
+/// A condition that must come true within a limit of virtual time.
+struct TimedOut: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension AsyncSimulation {
+    /// Polls `condition` every 5 ms of virtual time; throws once `limit` has passed.
+    func eventually(
+        _ what: @autoclosure () -> String, limit: Duration = .seconds(30), _ condition: () -> Bool
+    ) async throws {
+        let deadline = clock.now + limit
+        while !condition() {
+            guard clock.now < deadline else { throw TimedOut(description: "timed out waiting for \(what())") }
+            try await clock.sleep(for: .milliseconds(5))
+        }
     }
 }

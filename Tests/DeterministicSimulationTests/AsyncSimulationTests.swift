@@ -1,0 +1,84 @@
+import DeterministicSimulation
+import FaultToleranceCore
+import NIOConcurrencyHelpers
+import Testing
+
+@Suite("AsyncSimulation: async runtimes in virtual time")
+struct AsyncSimulationTests {
+    @Test("sleepers wake in deadline order at their virtual instants, whatever order they slept in")
+    func sleepOrder() async throws {
+        let world = AsyncSimulation(seed: 1)
+        let wakes = try await world.run(timeLimit: .seconds(10)) {
+            let log = NIOLockedValueBox<[(Int, Instant)]>([])
+            await withTaskGroup(of: Void.self) { group in
+                for (index, delay) in [30, 10, 20, 10].enumerated() {
+                    group.addTask {
+                        try? await world.clock.sleep(for: .milliseconds(delay))
+                        log.withLockedValue { $0.append((index, world.clock.now)) }
+                    }
+                }
+            }
+            return log.withLockedValue { $0.map { "\($0.0)@\($0.1)" } }
+        }
+        #expect(wakes == ["1@0.010s", "3@0.010s", "2@0.020s", "0@0.030s"])
+    }
+
+    @Test("a simulated transport delivers after the link's delay, and not across a cut")
+    func transportDelivery() async throws {
+        let world = AsyncSimulation(seed: 2, linkConditions: LinkConditions(delay: .milliseconds(4) ... .milliseconds(4)))
+        let (arrival, cutDelivered) = try await world.run(timeLimit: .seconds(10)) {
+            let a = world.network.transport(for: "A")
+            let b = world.network.transport(for: "B")
+            try await a.send(Message(type: 1, bytes: [7]), to: "B")
+            var incoming = b.incoming.makeAsyncIterator()
+            let first = await incoming.next()
+            let arrival = world.clock.now
+            #expect(first?.from == "A")
+            world.network.cut(from: "A", to: "B")
+            try await a.send(Message(type: 1, bytes: [8]), to: "B")
+            try await world.clock.sleep(for: .seconds(1))
+            await b.close()
+            let after = await incoming.next()
+            await a.close()
+            await #expect(throws: TransportError.self) { try await a.send(Message(type: 1, bytes: []), to: "B") }
+            return (arrival, after != nil)
+        }
+        #expect(arrival == Instant.zero + .milliseconds(4))
+        #expect(!cutDelivered)
+    }
+
+    @Test("every task waiting with nothing scheduled is reported as a stall, with the time")
+    func stall() async throws {
+        let world = AsyncSimulation(seed: 3)
+        await #expect(throws: AsyncSimulationError.stalled(at: Instant.zero + .milliseconds(5))) {
+            try await world.run(timeLimit: .seconds(10)) {
+                try await world.clock.sleep(for: .milliseconds(5))
+                let transport = world.network.transport(for: "A")
+                for await _ in transport.incoming {}  // nobody sends, nothing scheduled
+            }
+        }
+    }
+
+    @Test("a run past its virtual time limit stops with the limit error")
+    func timeLimit() async throws {
+        let world = AsyncSimulation(seed: 4)
+        await #expect(throws: AsyncSimulationError.self) {
+            try await world.run(timeLimit: .seconds(1)) {
+                while true { try await world.clock.sleep(for: .milliseconds(100)) }
+            }
+        }
+        #expect(world.clock.now <= Instant.zero + .seconds(1))
+    }
+
+    @Test("a job from outside the simulation (a plain Task {}) fails the run instead of racing it")
+    func foreignJob() async throws {
+        let world = AsyncSimulation(seed: 5)
+        await #expect(throws: AsyncSimulationError.foreignJob) {
+            try await world.run(timeLimit: .seconds(10)) {
+                // The unstructured task runs on the global pool; awaiting it resumes this task
+                // from there.
+                await Task { 1 }.value
+            }
+        }
+    }
+}
