@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "FaultToleranceNIO", targets: ["FaultToleranceNIO"]),
         .library(name: "DeterministicSimulation", targets: ["DeterministicSimulation"]),
         .library(name: "HeartbeatQuorum", targets: ["HeartbeatQuorum"]),
+        .library(name: "HeartbeatSimulation", targets: ["HeartbeatSimulation"]),
         .library(name: "ElasticJournal", targets: ["ElasticJournal"]),
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
@@ -66,12 +67,22 @@ let package = Package(
             dependencies: [
                 "FaultToleranceCore",
                 "FaultToleranceNIO",
-                "DeterministicSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The heartbeat scenario: the shipped services in virtual time.
+        .target(
+            name: "HeartbeatSimulation",
+            dependencies: [
+                "FaultToleranceCore",
+                "DeterministicSimulation",
+                "HeartbeatQuorum",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -100,7 +111,8 @@ let package = Package(
         .target(
             name: "FaultTolerance",
             dependencies: [
-                "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum", "ElasticJournal",
+                "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum", "HeartbeatSimulation",
+                "ElasticJournal",
                 "LiveCopy",
             ]
         ),
@@ -132,6 +144,7 @@ let package = Package(
             name: "HeartbeatQuorumTests",
             dependencies: [
                 "HeartbeatQuorum",
+                "HeartbeatSimulation",
                 "DeterministicSimulation",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -82,6 +82,7 @@ let package = Package(
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
                 .product(name: "HeartbeatQuorum", package: rootPackage),
+                .product(name: "HeartbeatSimulation", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/Heartbeat",

@@ -55,6 +55,10 @@ public final class SimulatedNetwork {
     fileprivate var endpointGenerations: [NodeID: UInt64] = [:]
     fileprivate var endpointGeneration: UInt64 = 0
 
+    /// Called with every message as it is delivered, and the node it is delivered to: a
+    /// scenario's view of what really arrived, for its invariants.
+    public var deliveryObserver: ((Envelope, NodeID) -> Void)?
+
     /// The conditions of every link without its own.
     public var defaultConditions: LinkConditions
 
@@ -75,7 +79,8 @@ public final class SimulatedNetwork {
         handlers[node] = nil
     }
 
-    /// Marks `node` as crashed: messages to it are dropped until ``restart(_:)``.
+    /// Marks `node` as crashed: messages to it, and whatever it still tries to send, are
+    /// dropped until ``restart(_:)``.
     public func crash(_ node: NodeID) {
         down.insert(node)
     }
@@ -111,6 +116,12 @@ public final class SimulatedNetwork {
         simulation.faults.partitions += 1
     }
 
+    /// Restores the one-way link `from` → `to` on `path` (or the all-paths cut when `nil`),
+    /// leaving other cuts in place.
+    public func restore(from: NodeID, to: NodeID, path: PathID? = nil) {
+        blocked.remove(LinkKey(from: from, to: to, path: path))
+    }
+
     /// Restores every cut link. Messages already dropped stay lost.
     public func heal() {
         blocked.removeAll()
@@ -127,6 +138,8 @@ public final class SimulatedNetwork {
         let link =
             conditions[LinkKey(from: from, to: to, path: path)] ?? conditions[LinkKey(from: from, to: to, path: nil)]
             ?? defaultConditions
+        // A crashed node sends nothing (its runtime may not have noticed yet).
+        guard !down.contains(from) else { return }
         if isCut(from: from, to: to, path: path) {
             simulation.faults.messagesPartitioned += 1
             return
@@ -158,6 +171,7 @@ public final class SimulatedNetwork {
                 return
             }
             simulation.faults.messagesDelivered += 1
+            deliveryObserver?(envelope, node)
             handler(envelope)
         }
     }

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// The shipped runtimes (the heartbeat service, its witness, anything that takes a
 /// ``FaultToleranceCore/Transport`` and a ``FaultToleranceCore/RuntimeClock``) run here
-/// unchanged: ``run(timeLimit:_:)`` starts the body as a task preferring the executor, and
+/// unchanged: ``run(timeLimit:maximumJobs:_:)`` starts the body as a task preferring the executor, and
 /// every child task, `async let` and task group inherits that preference. The driver runs
 /// ready jobs in the order they were enqueued; when none is ready it fires the next event of
 /// the simulation (a timer, a message delivery), which makes jobs ready again. Nothing reads
@@ -22,7 +22,7 @@ import Synchronization
 /// single-threaded simulator.
 ///
 /// Rules for code under simulation, each checked:
-/// - Spawn unstructured tasks with ``spawn(_:)``, not `Task {}` (which would run on the
+/// - Spawn unstructured tasks with `spawn(_:)`, not `Task {}` (which would run on the
 ///   global pool). A job enqueued from any other thread fails the run
 ///   (``AsyncSimulationError/foreignJob``).
 /// - Sleep on the ``clock``; a run with no ready job and no pending event is

@@ -96,6 +96,18 @@ public enum SimulationRunner {
         return nil
     }
 
+    /// The first failing report over `seeds` of an async scenario, or `nil` if all passed.
+    public static func firstFailure(
+        in seeds: some Sequence<UInt64>,
+        _ run: (UInt64) async -> SimulationReport
+    ) async -> SimulationReport? {
+        for seed in seeds {
+            let report = await run(seed)
+            if !report.passed { return report }
+        }
+        return nil
+    }
+
     /// The command that replays `seed` of the test or scenario named `name`.
     public static func replayCommand(seed: UInt64, filter name: String) -> String {
         "FT_SIMULATION_SEED=\(seed) swift test --filter \(name)"

@@ -4,4 +4,5 @@
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum
+@_exported import HeartbeatSimulation
 @_exported import LiveCopy

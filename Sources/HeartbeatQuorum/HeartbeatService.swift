@@ -69,6 +69,12 @@ public final class HeartbeatService: Service {
         stateGauge = Gauge(label: "ft_heartbeat_state", dimensions: [("node", node)])
     }
 
+    /// Plants a deliberately wrong rule in the service's evaluator, for simulations that
+    /// must show they catch it (off unless a scenario turns it on).
+    package func plant(_ bug: HeartbeatBug) {
+        evaluator.withLockedValue { $0.plantedBug = bug }
+    }
+
     /// The device's current state.
     public var state: RedundancyState { evaluator.withLockedValue { $0.state } }
 

@@ -3,6 +3,7 @@ import DeterministicSimulation
 import FaultToleranceCore
 import Foundation
 import HeartbeatQuorum
+import HeartbeatSimulation
 
 extension HeartbeatBug: ExpressibleByArgument {}
 extension HeartbeatFault: ExpressibleByArgument {}
@@ -31,11 +32,12 @@ struct HeartbeatSimulate: AsyncParsableCommand {
         commandName: "simulate",
         abstract: "Run the two-device heartbeat scenario over many seeds in virtual time.",
         discussion: """
-            Devices A (priority 2) and B (priority 1) exchange heartbeats every 10 ms on three \
-            paths; each seed injects one fault: partner crash, one/several/all paths cut, \
-            asymmetric loss, 5% loss with 20 ms jitter, a partner pause under the acceptable \
-            pause, or the standby's own links failing. Invariants are checked throughout. \
-            Exits 1 if any seed breaks one.
+            Devices A (priority 2) and B (priority 1), each the shipped HeartbeatService, \
+            exchange heartbeats every 10 ms on three simulated paths in virtual time; each seed \
+            injects one fault: partner crash, one/several/all paths cut, asymmetric loss, 5% \
+            loss with 20 ms jitter, a partner pause under the acceptable pause, the standby's \
+            own links failing, or the pair cut apart while a HeartbeatWitness still reaches \
+            both. Invariants are checked throughout. Exits 1 if any seed breaks one.
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 500
@@ -56,7 +58,7 @@ struct HeartbeatSimulate: AsyncParsableCommand {
     func run() async throws {
         let scenario = HeartbeatScenario(bug: bug, fault: fault)
         if let seed {
-            let run = scenario.transitions(seed: seed)
+            let run = await scenario.transitions(seed: seed)
             print("seed \(seed), fault \(run.fault.rawValue)")
             for (node, transition) in run.transitions { print(describe(node, transition)) }
             if let violation = run.violation {
@@ -68,7 +70,7 @@ struct HeartbeatSimulate: AsyncParsableCommand {
         }
         let name = "heartbeat-quorum" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
         let plan = SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
-        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "transitions") { seed in
             "swift run ftctl heartbeat simulate --seed \(seed) --bug \(bug.rawValue)"
         }

@@ -82,7 +82,7 @@ func runSeeds(
     _ plan: SeedPlan,
     jobs: Int,
     scenario name: String,
-    _ run: @escaping @Sendable (UInt64) -> SimulationReport
+    _ run: @escaping @Sendable (UInt64) async -> SimulationReport
 ) async -> SeedRun {
     let clock = ContinuousClock()
     let start = clock.now
@@ -92,7 +92,7 @@ func runSeeds(
         for _ in 0..<workers {
             group.addTask {
                 var partial = SimulationSummary(scenario: name)
-                while let index = dispenser.next() { partial.add(run(plan.first &+ UInt64(index))) }
+                while let index = dispenser.next() { partial.add(await run(plan.first &+ UInt64(index))) }
                 return partial
             }
         }

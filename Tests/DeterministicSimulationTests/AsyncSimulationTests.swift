@@ -25,7 +25,8 @@ struct AsyncSimulationTests {
 
     @Test("a simulated transport delivers after the link's delay, and not across a cut")
     func transportDelivery() async throws {
-        let world = AsyncSimulation(seed: 2, linkConditions: LinkConditions(delay: .milliseconds(4) ... .milliseconds(4)))
+        let world = AsyncSimulation(
+            seed: 2, linkConditions: LinkConditions(delay: .milliseconds(4) ... .milliseconds(4)))
         let (arrival, cutDelivered) = try await world.run(timeLimit: .seconds(10)) {
             let a = world.network.transport(for: "A")
             let b = world.network.transport(for: "B")

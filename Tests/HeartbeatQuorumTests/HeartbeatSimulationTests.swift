@@ -1,31 +1,56 @@
 import DeterministicSimulation
 import HeartbeatQuorum
+import HeartbeatSimulation
 import Testing
 
-@Suite("Heartbeat quorum under simulation")
+@Suite("Heartbeat quorum under simulation: the shipped services in virtual time")
 struct HeartbeatSimulationTests {
-    @Test("the rules keep every invariant on every seed and fault")
-    func correctRulesPass() {
-        var byFault: [HeartbeatFault: Int] = [:]
+    @Test("the services keep every invariant on every seed, and every fault is really injected")
+    func correctRulesPass() async {
+        var seedsByFault: [HeartbeatFault: Int] = [:]
+        var faults = FaultCounters()
         var checks = 0
-        for seed in SimulationRunner.seeds(defaultCount: 60) {
-            let scenario = HeartbeatScenario()
-            let report = scenario.run(seed: seed)
+        var transitions = 0
+        let scenario = HeartbeatScenario()
+        for seed in SimulationRunner.seeds(defaultCount: 45) {
+            let report = await scenario.run(seed: seed)
             #expect(report.passed, "\(SimulationRunner.failureMessage(report, filter: "correctRulesPass"))")
             checks += report.invariantChecks
-            let fault = HeartbeatFault.allCases[Int(seed % UInt64(HeartbeatFault.allCases.count))]
-            byFault[fault, default: 0] += 1
+            transitions += report.operations
+            faults.add(report.faults)
+            seedsByFault[scenario.fault(of: seed), default: 0] += 1
         }
-        #expect(checks > 0)
+        // Unless one seed is replayed, every fault kind ran, and the network really cut,
+        // lost, crashed and restarted.
+        if SimulationRunner.seeds(defaultCount: 45).count >= 45 {
+            #expect(Set(seedsByFault.keys) == Set(HeartbeatFault.allCases))
+            #expect(faults.partitions > 0)
+            #expect(faults.messagesPartitioned > 0)
+            #expect(faults.messagesLost > 0)
+            #expect(faults.nodeCrashes > 0)
+            #expect(faults.nodeRestarts > 0)
+            #expect(checks > 1000)
+            #expect(transitions > 45)
+        }
     }
 
     @Test("taking over on the threshold alone is caught and replays from its seed")
-    func plantedBugCaught() {
+    func plantedBugCaught() async {
         let scenario = HeartbeatScenario(bug: .takeOverBelowThreshold)
-        guard let failure = SimulationRunner.firstFailure(in: UInt64(1)...200, scenario.run(seed:)) else {
+        guard let failure = await SimulationRunner.firstFailure(in: UInt64(1)...200, scenario.run(seed:)) else {
             Issue.record("the planted bug survived 200 seeds")
             return
         }
-        #expect(scenario.run(seed: failure.seed) == failure)
+        #expect(await scenario.run(seed: failure.seed) == failure)
+    }
+
+    @Test("a seed replays the identical trace: every transition, at the same virtual instant", arguments: [9, 17])
+    func replay(seed: UInt64) async {
+        let scenario = HeartbeatScenario()
+        let first = await scenario.transitions(seed: seed)
+        let second = await scenario.transitions(seed: seed)
+        #expect(first.transitions.count > 1)
+        #expect(first.transitions.map(\.0) == second.transitions.map(\.0))
+        #expect(first.transitions.map(\.1) == second.transitions.map(\.1))
     }
 }

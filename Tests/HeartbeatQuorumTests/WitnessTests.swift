@@ -86,6 +86,33 @@ struct WitnessTests {
         #expect(takeover?.evidence.witnessVotes["W"] == false)
     }
 
+    @Test("the Simulation article's example: a crashed partner is taken over from, on every replay")
+    func articleExample() async throws {
+        let configurationA = try Self.configuration(priority: 2, witnesses: [])
+        let configurationB = try Self.configuration(priority: 1, witnesses: [])
+        for _ in 0..<2 {
+            let world = AsyncSimulation(seed: 42)
+            let operating = try await world.run(timeLimit: .seconds(60)) {
+                let a = HeartbeatService(
+                    configuration: configurationA, partner: "B",
+                    transport: world.network.transport(for: "A"), clock: world.clock)
+                let b = HeartbeatService(
+                    configuration: configurationB, partner: "A",
+                    transport: world.network.transport(for: "B"), clock: world.clock)
+                let runA = world.spawn { try await a.run() }
+                let runB = world.spawn { try await b.run() }
+                try await world.clock.sleep(for: .seconds(1))
+                #expect(b.state == .standby)
+                world.network.crash("A")
+                try await world.clock.sleep(for: .seconds(1))
+                runA.cancel()
+                runB.cancel()
+                return b.state
+            }
+            #expect(operating == .operating)
+        }
+    }
+
     @Test("one seed replays the same run: identical transitions, at identical virtual times")
     func replay() async throws {
         let first = try await Self.witnessVeto(seed: 42)
