@@ -52,6 +52,7 @@ public final class SimulatedStoragePool: StoragePool {
 
     private struct State {
         var units: [SimulatedDisk] = []
+        var quarantined: [SimulatedDisk] = []
         var nextID: UInt64
         var random: SimulationRandom
         var faults: SimulatedDisk.Faults
@@ -94,6 +95,20 @@ public final class SimulatedStoragePool: StoragePool {
             return .success(disk)
         }
         return try result.get()
+    }
+
+    /// Disks taken out by ``quarantine(_:)``, bytes intact.
+    public var quarantined: [SimulatedDisk] { state.withLockedValue { $0.quarantined } }
+
+    /// Moves a disk from ``units`` to ``quarantined`` (durable at once, like a release).
+    public func quarantine(_ unit: UnitID) throws(StorageError) {
+        try power.consume(unit: unit)
+        let found = state.withLockedValue { state in
+            guard let index = state.units.firstIndex(where: { $0.id == unit }) else { return false }
+            state.quarantined.append(state.units.remove(at: index))
+            return true
+        }
+        if !found { throw StorageError(.unknownUnit, unit: unit) }
     }
 
     /// Forgets a disk.

@@ -303,7 +303,7 @@ public final class ElasticJournal: Sendable {
         batch.reserve(footprint)
         _ = RecordCodec.encode(
             into: batch.base + batch.count, salt: state.units[last].header.salt, sequence: sequence, time: time,
-            volume: volume, offset: offset, payload: payload)
+            volume: volume, offset: offset, payload: payload, durableThrough: state.durableSequence)
         batch.count += footprint
         state.batchRecords += 1
         state.units[last].noteRecord(sequence: sequence, time: time, offset: recordOffset, footprint: footprint)

@@ -79,4 +79,8 @@ public enum JournalEvent: Sendable, Hashable {
     case salvaged(JournalID, UnitID, offset: Int, lastSequence: UInt64)
     /// Recovery cut a torn tail: bytes from `offset` on in `unit` held no acknowledged record.
     case tornTailTruncated(JournalID, UnitID, offset: Int)
+    /// Salvage took `unit` out of the pool without destroying it (see
+    /// `StoragePool.quarantine(_:)`): a damaged unit, a unit after a cut, or a copy of a unit
+    /// made before its damaged tail was zeroed.
+    case quarantined(UnitID, detail: String)
 }

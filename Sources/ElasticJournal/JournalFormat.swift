@@ -77,9 +77,14 @@ public struct JournalFormatError: Error, Sendable, Hashable, CustomStringConvert
 ///
 /// ```
 /// unit:    [header page, 4 KiB][records ..., 8-byte aligned][zeros][seal trailer]
-/// record:  length u32 | type u16 | reserved u16 | sequence u64 | time i64 |
+/// record:  length u32 | type u16 | durable u16 | sequence u64 | time i64 |
 ///          volume u32 | crc u32 | offset u64 | payload
 /// ```
+///
+/// `durable` is the record's knowledge of durability when it was written: `d` in 1...65535
+/// says every record up to `sequence - d` was already durable (fsynced), 0 says nothing.
+/// Recovery uses it to tell a torn tail from damage: a gap followed by a valid record whose
+/// `durable` covers the gap cannot be a crash's loss of unsynced writes.
 public enum JournalFormat {
     /// The format version written in every unit header and seal.
     public static let version: UInt16 = 1
@@ -174,6 +179,9 @@ public struct RecordHeader: Sendable, Hashable {
     public var offset: UInt64
     /// The stored checksum.
     public var checksum: UInt32
+    /// Every record up to this sequence was durable when this record was written (`nil`: the
+    /// writer did not say).
+    public var durableThrough: UInt64? = nil
 
     /// Payload bytes.
     public var payloadCount: Int { length - JournalFormat.recordHeaderSize }
@@ -196,13 +204,14 @@ public enum RecordCodec {
         time: Instant,
         volume: VolumeID,
         offset: UInt64,
-        payload: UnsafeRawBufferPointer
+        payload: UnsafeRawBufferPointer,
+        durableThrough: UInt64? = nil
     ) -> Int {
         let length = JournalFormat.recordHeaderSize + payload.count
         let footprint = JournalFormat.aligned8(length)
         destination.storeLE(UInt32(truncatingIfNeeded: length), at: 0)
         destination.storeLE(JournalFormat.writeRecordType, at: 4)
-        destination.storeLE(UInt16(0), at: 6)
+        destination.storeLE(durableDistance(sequence: sequence, durableThrough: durableThrough), at: 6)
         destination.storeLE(sequence, at: 8)
         destination.storeLE(time.nanoseconds, at: 16)
         destination.storeLE(volume.rawValue, at: 24)
@@ -217,6 +226,15 @@ public enum RecordCodec {
         let checksum = Self.checksum(salt: salt, record: UnsafeRawBufferPointer(start: destination, count: length))
         destination.storeLE(checksum, at: 28)
         return footprint
+    }
+
+    /// The `durable` field: how far back from `sequence` everything was durable, or 0 when
+    /// unknown or farther than the field holds (never an overclaim).
+    @inlinable
+    public static func durableDistance(sequence: UInt64, durableThrough: UInt64?) -> UInt16 {
+        guard let durableThrough, durableThrough < sequence else { return 0 }
+        let distance = sequence - durableThrough
+        return distance <= UInt64(UInt16.max) ? UInt16(distance) : 0
     }
 
     /// The checksum of a record whose bytes (checksum field included, ignored) are `record`.
@@ -254,9 +272,6 @@ public enum RecordCodec {
         guard type == JournalFormat.writeRecordType else {
             return .invalid(JournalFormatError("unknown record type \(type)"))
         }
-        guard bytes.loadLE(UInt16.self, at: 6) == 0 else {
-            return .invalid(JournalFormatError("reserved record field is not zero"))
-        }
         guard length >= JournalFormat.recordHeaderSize, JournalFormat.aligned8(length) <= limit else {
             return .invalid(JournalFormatError("record length \(length) outside 40...\(limit)"))
         }
@@ -268,14 +283,17 @@ public enum RecordCodec {
                 JournalFormatError(
                     "record checksum \(hex(stored)) does not match computed \(hex(computed))"))
         }
+        let sequence = bytes.loadLE(UInt64.self, at: 8) ?? 0
+        let distance = UInt64(bytes.loadLE(UInt16.self, at: 6) ?? 0)
         return .record(
             RecordHeader(
                 length: length,
-                sequence: bytes.loadLE(UInt64.self, at: 8) ?? 0,
+                sequence: sequence,
                 time: Instant(nanoseconds: bytes.loadLE(Int64.self, at: 16) ?? 0),
                 volume: VolumeID(bytes.loadLE(UInt32.self, at: 24) ?? 0),
                 offset: bytes.loadLE(UInt64.self, at: 32) ?? 0,
-                checksum: stored))
+                checksum: stored,
+                durableThrough: distance == 0 || distance > sequence ? nil : sequence - distance))
     }
 
     /// Decodes a whole record (header and payload copied out) from the start of `bytes`.

@@ -54,10 +54,21 @@ struct Recovery {
             }
         }
         for orphan in unrecognised {
-            context.logger.warning(
-                "journal unit without a valid header (allocated, never used): releasing",
-                metadata: ["unit": "\(orphan.storage.id)", "reason": "\(orphan.reason)"])
-            if !readOnly { try release(orphan.storage.id, in: context.journalPool) }
+            // A unit's header is durable before any record is written to it, so a unit whose
+            // header is unreadable is either blank (allocated, never used: safe to release)
+            // or damaged (never destroyed: reported, or quarantined by a salvage).
+            if try isBlank(orphan.storage, from: 0) {
+                context.logger.warning(
+                    "journal unit without a valid header (allocated, never used): releasing",
+                    metadata: ["unit": "\(orphan.storage.id)", "reason": "\(orphan.reason)"])
+                if !readOnly { try release(orphan.storage.id, in: context.journalPool) }
+                continue
+            }
+            let detail = "unreadable unit header (\(orphan.reason)), but the unit holds data"
+            guard options.salvage && !readOnly else {
+                throw JournalError(.damaged, unit: orphan.storage.id, offset: 0, detail: detail)
+            }
+            try quarantine(orphan.storage.id, in: context.journalPool, detail: detail)
         }
         return journals
     }
@@ -73,10 +84,20 @@ struct Recovery {
             let bytes = try read(storage, at: 0, count: 2 * BaseManifest.slotSize)
             let slots = [BaseManifest.decode(bytes[0..<512]), BaseManifest.decode(bytes[512..<1024])]
             guard let manifest = slots.compactMap({ $0 }).max(by: { $0.generation < $1.generation }) else {
-                context.logger.warning(
-                    "base unit without a manifest (allocated, never used): releasing",
-                    metadata: ["unit": "\(storage.id)"])
-                if !readOnly { try release(storage.id, in: context.basePool) }
+                // Blank: a crash between allocation and the first manifest. Anything else is a
+                // base image whose manifest was damaged: never deleted.
+                if try isBlank(storage, from: 0) {
+                    context.logger.warning(
+                        "base unit without a manifest (allocated, never used): releasing",
+                        metadata: ["unit": "\(storage.id)"])
+                    if !readOnly { try release(storage.id, in: context.basePool) }
+                    continue
+                }
+                let detail = "base image without a readable manifest, but the unit holds data"
+                guard options.salvage && !readOnly else {
+                    throw JournalError(.damaged, unit: storage.id, offset: 0, detail: detail)
+                }
+                try quarantine(storage.id, in: context.basePool, detail: detail)
                 continue
             }
             guard result[manifest.journal]?[manifest.volume] == nil else {
@@ -189,7 +210,25 @@ struct Recovery {
                 context.emit(.unitReleased(id, done.id, reason: .aged, windowStart: appliedTime))
             }
         }
-        // A journal whose last unit is sealed (or that has none yet) gets a fresh active unit.
+        // A unit is sealed only once its successor's header is durable, so a sealed last
+        // unit means the successor is gone: deleted, or its header unreadable. Its records
+        // are lost; say so instead of starting over from the seal.
+        if let last = units.last, last.isSealed {
+            let detail =
+                "\(last.id) is sealed, so a unit with records from \(last.lastSequence + 1) followed it, "
+                + "but that unit is missing (deleted, or its header is unreadable)"
+            guard options.salvage && !readOnly else {
+                throw JournalError(
+                    .damaged, journal: id, unit: last.id, offset: last.header.trailerOffset, detail: detail)
+            }
+            context.logger.warning(
+                "journal salvaged: continuing after a missing unit",
+                metadata: ["journal": "\(id)", "detail": "\(detail)", "last": "\(last.lastSequence)"])
+            context.emit(
+                .salvaged(id, last.id, offset: last.header.trailerOffset, lastSequence: last.lastSequence))
+        }
+        // A journal whose last unit is sealed (after salvage) or that has none yet gets a
+        // fresh active unit.
         if units.last?.isSealed ?? true {
             guard !readOnly else {
                 throw JournalError(
@@ -260,10 +299,17 @@ struct Recovery {
     private func cutAt(_ units: [JournalUnit], index: Int, offset: Int, journal: JournalID) throws(JournalError)
         -> [JournalUnit]
     {
-        for later in units[(index + 1)...] { try release(later.id, in: context.journalPool) }
+        for later in units[(index + 1)...] {
+            try quarantine(
+                later.id, in: context.journalPool,
+                detail:
+                    "follows the cut in \(units[index].id) at offset \(offset) (records from \(later.header.firstSequence))"
+            )
+        }
         var kept = Array(units[...index])
         var unit = kept[index]
         unit.sealChecksum = nil
+        try preserveCopy(of: unit, journal: journal, detail: "before zeroing from offset \(offset)")
         // Zero the damaged rest now, so the rescan cannot run past the cut.
         if offset < unit.storage.capacity {
             do throws(StorageError) {
@@ -305,8 +351,26 @@ struct Recovery {
             return true
         }
         let tailStart = end.offset
-        if case .empty = end {
-        } else if case .reachedEnd = end {
+        if case .reachedEnd = end {
+        } else if let proof = try durableRecordPast(tailStart, in: unit, lastSequence: unit.lastSequence) {
+            // Not a torn tail: a record written after a sync that covered the gap survived
+            // it, so what is missing here was durable. Damage, never cut silently.
+            let missing = "records \(unit.lastSequence + 1)...\(proof.durableThrough)"
+            let detail =
+                "\(missing) were durable (record \(proof.sequence) at offset \(proof.offset) says so) "
+                + "but are unreadable from here"
+            guard options.salvage && !readOnly else {
+                throw JournalError(.damaged, journal: journal, unit: unit.id, offset: tailStart, detail: detail)
+            }
+            context.logger.warning(
+                "journal salvaged: cut at damage in the active unit",
+                metadata: [
+                    "journal": "\(journal)", "unit": "\(unit.id)", "offset": "\(tailStart)",
+                    "last": "\(unit.lastSequence)", "lost": "\(missing) and every later record",
+                ])
+            context.emit(.salvaged(journal, unit.id, offset: tailStart, lastSequence: unit.lastSequence))
+            try preserveCopy(of: unit, journal: journal, detail: "before zeroing from offset \(tailStart)")
+        } else if case .empty = end {
         } else {
             context.logger.notice(
                 "journal torn tail",
@@ -314,8 +378,59 @@ struct Recovery {
         }
         if try zeroTail(of: unit.storage, from: tailStart) {
             context.emit(.tornTailTruncated(journal, unit.id, offset: tailStart))
+        } else if !readOnly {
+            // The records found may sit in the page cache only (the writer was killed before
+            // its fsync); new records will say they are durable, so make that true.
+            do { try unit.storage.synchronize() } catch { throw JournalError(error, journal: journal) }
         }
         return unit
+    }
+
+    /// A valid record of this unit's life at or after `start` (8-byte aligned positions)
+    /// whose `durable` field says records after `lastSequence` were durable when it was
+    /// written; `nil` when there is none (the end of the records is a torn tail).
+    ///
+    /// Cheap on garbage and zeros: a position is checksummed only when its header claims a
+    /// later sequence of this unit and durability past `lastSequence`.
+    private func durableRecordPast(_ start: Int, in unit: JournalUnit, lastSequence: UInt64) throws(JournalError)
+        -> (offset: Int, sequence: UInt64, durableThrough: UInt64)?
+    {
+        let end = unit.header.trailerOffset
+        let chunk = 1 << 20
+        var chunkStart = start
+        while chunkStart < end {
+            let count = min(chunk, end - chunkStart)
+            let bytes = try read(unit.storage, at: chunkStart, count: count)
+            var position = 0
+            while position + JournalFormat.recordHeaderSize <= count {
+                defer { position += 8 }
+                let claim = bytes.withUnsafeBytes { raw -> (length: Int, sequence: UInt64, distance: UInt64)? in
+                    guard raw.loadLE(UInt16.self, at: position + 4) == JournalFormat.writeRecordType,
+                        let length = raw.loadLE(UInt32.self, at: position).map(Int.init),
+                        let distance = raw.loadLE(UInt16.self, at: position + 6).map(UInt64.init), distance > 0,
+                        let sequence = raw.loadLE(UInt64.self, at: position + 8)
+                    else { return nil }
+                    return (length, sequence, distance)
+                }
+                guard let claim, claim.sequence > lastSequence, claim.distance <= claim.sequence,
+                    claim.sequence - claim.distance > lastSequence,
+                    claim.length >= JournalFormat.recordHeaderSize,
+                    chunkStart + position + JournalFormat.aligned8(claim.length) <= end
+                else { continue }
+                let record =
+                    position + claim.length <= count
+                    ? Array(bytes[position..<(position + claim.length)])
+                    : try read(unit.storage, at: chunkStart + position, count: claim.length)
+                if case .record(let header) = record.withUnsafeBytes({
+                    RecordCodec.probe($0, salt: unit.header.salt, limit: claim.length + 8)
+                }), let durableThrough = header.durableThrough {
+                    return (chunkStart + position, header.sequence, durableThrough)
+                }
+            }
+            // Overlap by a header so a record starting near the chunk's end is not skipped.
+            chunkStart += max(8, position)
+        }
+        return nil
     }
 
     /// Zeroes every nonzero chunk from `start` to the end of the unit; returns whether any
@@ -350,6 +465,57 @@ struct Recovery {
         } catch {
             throw JournalError(error)
         }
+    }
+
+    /// Copies a unit that salvage is about to cut into a new unit of the pool and quarantines
+    /// the copy, so the bytes given up stay available to a person.
+    private func preserveCopy(of unit: JournalUnit, journal: JournalID, detail: String) throws(JournalError) {
+        let copy: any StorageUnit
+        do {
+            copy = try context.journalPool.allocate()
+        } catch {
+            throw JournalError(
+                .full, journal: journal, unit: unit.id, storage: error,
+                detail: "salvage keeps a copy of \(unit.id) before cutting it, and the pool has no room for one")
+        }
+        let chunk = 1 << 20
+        var position = 0
+        do throws(StorageError) {
+            while position < unit.storage.capacity {
+                let count = min(chunk, unit.storage.capacity - position, copy.capacity - position)
+                guard count > 0 else { break }
+                try copy.write(try unit.storage.read(at: position, count: count), at: position)
+                position += count
+            }
+            try copy.synchronize()
+        } catch {
+            throw JournalError(error, journal: journal)
+        }
+        try quarantine(copy.id, in: context.journalPool, detail: "copy of \(unit.id) \(detail)")
+    }
+
+    /// Whether every byte of `storage` from `start` on is zero.
+    private func isBlank(_ storage: any StorageUnit, from start: Int) throws(JournalError) -> Bool {
+        let chunk = 1 << 20
+        var position = start
+        while position < storage.capacity {
+            let count = min(chunk, storage.capacity - position)
+            if try read(storage, at: position, count: count).contains(where: { $0 != 0 }) { return false }
+            position += count
+        }
+        return true
+    }
+
+    private func quarantine(_ unit: UnitID, in pool: any StoragePool, detail: String) throws(JournalError) {
+        context.logger.warning(
+            "journal salvage: quarantining a damaged unit (its bytes are kept, out of the pool)",
+            metadata: ["unit": "\(unit)", "detail": "\(detail)"])
+        do {
+            try pool.quarantine(unit)
+        } catch {
+            throw JournalError(error)
+        }
+        context.emit(.quarantined(unit, detail: detail))
     }
 
     private func release(_ unit: UnitID, in pool: any StoragePool) throws(JournalError) {

@@ -51,9 +51,14 @@ struct JournalDirectory {
         else { throw ValidationError("\(path) is not a journal directory (run `ftctl journal create` first)") }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
+        // Read-only commands open the files read-only (a read-only mount works) and take no
+        // lock; writers lock both pools against every other writer.
+        let access: FileStoragePool.Access = readOnly ? .readOnly : .readWrite
         let pool = try FileStoragePool(
-            directories: [units], unitCapacity: unitSize, budget: budgetUnits * unitSize, logger: logger)
-        let bases = try FileStoragePool(directories: [base], unitCapacity: baseSize, budget: 1 << 50, logger: logger)
+            directories: [units], unitCapacity: unitSize, budget: budgetUnits * unitSize, access: access,
+            logger: logger)
+        let bases = try FileStoragePool(
+            directories: [base], unitCapacity: baseSize, budget: 1 << 50, access: access, logger: logger)
         var configurations: [JournalID: JournalConfiguration] = [:]
         if let configuration { configurations[1] = configuration }
         return try JournalStore(
@@ -252,23 +257,46 @@ struct JournalSalvage: ParsableCommand {
         commandName: "salvage",
         abstract: "Cut a damaged journal just before its first damage (records after it are lost).",
         discussion: """
-            Opening a journal refuses damage outside the active unit's tail. This reads every \
-            record of every unit and cuts the journal before the first bad record, seal or \
-            link, releasing later units. Run `verify` first to see what would be lost.
+            Opening a journal refuses damage: bad records, seals, links, durable records missing \
+            from the active unit, missing units, unreadable headers. This reads every record of \
+            every unit and cuts the journal before the first damage. Nothing is deleted: units \
+            after the cut, units with unreadable headers, and a copy of the cut unit are moved \
+            to `quarantine/` beside the units. `--dry-run` only reports the first damage (exit \
+            1 if there is some).
             """)
 
     @Argument(help: "The journal directory.") var directory: String
+    @Flag(help: "Report what would be cut, change nothing.") var dryRun = false
 
     func run() throws {
-        let store = try JournalDirectory(path: directory).openStore(readOnly: false, salvage: true)
-        var cut = false
+        let journalDirectory = try JournalDirectory(path: directory)
+        if dryRun {
+            do {
+                let store = try journalDirectory.openStore(readOnly: true)
+                for journal in store.journals { _ = try journal.verify() }
+                print("dry run: no damage found; salvage would cut nothing")
+            } catch let error as JournalError where error.code == .damaged {
+                print("dry run: salvage would cut at the first damage: \(error)")
+                print("  every record after it would be given up (its units quarantined, not deleted)")
+                throw ExitCode(1)
+            }
+            return
+        }
+        let store = try journalDirectory.openStore(readOnly: false, salvage: true)
+        var changed = false
         for event in store.recentEvents {
-            if case .salvaged(let journal, let unit, let offset, let last) = event {
+            switch event {
+            case .salvaged(let journal, let unit, let offset, let last):
                 print("\(journal): cut in \(unit) at offset \(offset); the journal now ends at record \(last)")
-                cut = true
+                changed = true
+            case .quarantined(let unit, let detail):
+                print("quarantined \(unit): \(detail)")
+                changed = true
+            default:
+                continue
             }
         }
-        if !cut { print("no damage found; nothing cut") }
+        if !changed { print("no damage found; nothing cut") }
         for journal in store.journals {
             let report = try journal.verify()
             print(

@@ -63,7 +63,7 @@ struct JournalScene {
                     )
                 case .historyDropped(_, let unit, let reason, _):
                     print("  \(elapsed(receipt.time))  ! \(unit) dropped early (\(reason))")
-                case .tornTailTruncated, .salvaged: break
+                case .tornTailTruncated, .salvaged, .quarantined: break
                 }
             }
             if step % 100 == 0 {

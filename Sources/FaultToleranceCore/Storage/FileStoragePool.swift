@@ -46,29 +46,46 @@ public final class FileStoragePool: StoragePool {
         var nextID: UInt64 = 1
     }
 
+    /// How a pool is opened.
+    public enum Access: Sendable, Hashable {
+        /// Allocations, releases and writes; the pool's directory is locked against every
+        /// other writer (`pool.lock` holds the owner's PID) until ``FileStoragePool/close()``.
+        case readWrite
+        /// Reads only: files open `O_RDONLY` (so a read-only mount works), nothing is created,
+        /// cleaned up or locked, and changes throw ``StorageError/Code/readOnly``.
+        case readOnly
+    }
+
+    /// How the pool was opened.
+    public let access: Access
     private let state = NIOLockedValueBox(State())
     private let calls: SystemCalls
     private let logger: Logger
+    private let lockDescriptor = NIOLockedValueBox<Int32?>(nil)
 
-    /// Opens (creating if needed) a pool over `directories`, finding every unit already
-    /// there. Throws ``StorageError/Code/malformedUnit`` if a unit file has the wrong size
-    /// and ``StorageError/Code/invalidConfiguration`` for an empty directory list or a
-    /// non-positive unit capacity or a capacity different from the one the pool was created
-    /// with.
+    /// Opens (creating if needed, unless read-only) a pool over `directories`, finding every
+    /// unit already there. Throws ``StorageError/Code/malformedUnit`` if a unit file has the
+    /// wrong size, ``StorageError/Code/locked`` when another process has the pool open for
+    /// writing, and ``StorageError/Code/invalidConfiguration`` for an empty directory list or
+    /// a non-positive unit capacity or a capacity different from the one the pool was
+    /// created with.
     public convenience init(
         directories: [String],
         unitCapacity: Int,
         budget: Int,
+        access: Access = .readWrite,
         logger: Logger = Logger(label: "ft.storage.pool")
     ) throws(StorageError) {
         try self.init(
-            directories: directories, unitCapacity: unitCapacity, budget: budget, logger: logger, calls: .live)
+            directories: directories, unitCapacity: unitCapacity, budget: budget, access: access, logger: logger,
+            calls: .live)
     }
 
     init(
         directories: [String],
         unitCapacity: Int,
         budget: Int,
+        access: Access = .readWrite,
         logger: Logger,
         calls: SystemCalls
     ) throws(StorageError) {
@@ -83,7 +100,65 @@ public final class FileStoragePool: StoragePool {
         self.budget = budget
         self.logger = logger
         self.calls = calls
-        try recover()
+        self.access = access
+        if access == .readWrite {
+            if mkdir(directories[0], 0o755) != 0 && SystemCalls.errno != EEXIST {
+                throw StorageError(
+                    .fileOperationFailed, path: directories[0], errno: SystemCalls.errno, detail: "mkdir")
+            }
+            try lock()
+        }
+        do {
+            try recover()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { unlock() }
+
+    /// Takes the pool's exclusive lock (`flock` on `pool.lock` in the first directory) and
+    /// writes this process's PID into the file, or says who holds it.
+    private func lock() throws(StorageError) {
+        let path = directories[0] + "/pool.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw StorageError(.fileOperationFailed, path: path, errno: SystemCalls.errno, detail: "open")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let code = SystemCalls.errno
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            _ = SystemCalls.close(fd)
+            guard code == EWOULDBLOCK else {
+                throw StorageError(.fileOperationFailed, path: path, errno: code, detail: "flock")
+            }
+            let holder = String(
+                decoding: buffer.prefix(max(0, count)).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)
+            throw StorageError(
+                .locked, path: path,
+                detail: "the pool is open for writing by process \(holder.isEmpty ? "unknown" : holder)")
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        lockDescriptor.withLockedValue { $0 = fd }
+    }
+
+    private func unlock() {
+        if let fd = lockDescriptor.withLockedValue({ descriptor -> Int32? in
+            defer { descriptor = nil }
+            return descriptor
+        }) {
+            _ = SystemCalls.close(fd)
+        }
+    }
+
+    private func requireWritable(_ operation: String) throws(StorageError) {
+        guard access == .readWrite else {
+            throw StorageError(.readOnly, detail: "\(operation) in a pool opened read-only")
+        }
     }
 
     /// Every allocated unit, in allocation order.
@@ -91,9 +166,10 @@ public final class FileStoragePool: StoragePool {
 
     /// Creates and preallocates a new unit in the directory holding the fewest units.
     public func allocate() throws(StorageError) -> FileStorageUnit {
+        try requireWritable("allocate")
         // One allocation at a time: allocations are rare, and serialising them keeps the
         // budget check and the identity counter exact without holding the lock across I/O.
-        try allocationLock.withLockedValue { _ in
+        return try allocationLock.withLockedValue { _ in
             Result { () throws(StorageError) -> FileStorageUnit in try allocateLocked() }
         }.get()
     }
@@ -128,6 +204,7 @@ public final class FileStoragePool: StoragePool {
 
     /// Closes and deletes a unit's file and makes the deletion durable.
     public func release(_ unit: UnitID) throws(StorageError) {
+        try requireWritable("release")
         let found = state.withLockedValue { state -> (FileStorageUnit, Int)? in
             guard let index = state.units.firstIndex(where: { $0.id == unit }),
                 let directoryIndex = state.directoryOfUnit[unit]
@@ -146,10 +223,41 @@ public final class FileStoragePool: StoragePool {
         logger.debug("released unit", metadata: ["unit": "\(unit)"])
     }
 
+    /// Moves a unit's file into `quarantine/` in its directory (created if needed), out of the
+    /// pool but intact; both directories are synchronized.
+    public func quarantine(_ unit: UnitID) throws(StorageError) {
+        try requireWritable("quarantine")
+        let found = state.withLockedValue { state -> (FileStorageUnit, Int)? in
+            guard let index = state.units.firstIndex(where: { $0.id == unit }),
+                let directoryIndex = state.directoryOfUnit[unit]
+            else { return nil }
+            let removed = state.units.remove(at: index)
+            state.directoryOfUnit[unit] = nil
+            return (removed, directoryIndex)
+        }
+        guard let (removed, directoryIndex) = found else { throw StorageError(.unknownUnit, unit: unit) }
+        removed.close()
+        let folder = directories[directoryIndex] + "/quarantine"
+        if mkdir(folder, 0o755) != 0 && SystemCalls.errno != EEXIST {
+            throw StorageError(
+                .fileOperationFailed, unit: unit, path: folder, errno: SystemCalls.errno, detail: "mkdir")
+        }
+        let target = folder + "/" + Self.fileName(for: unit)
+        if rename(removed.path, target) != 0 {
+            throw StorageError(
+                .fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno,
+                detail: "rename to \(target)")
+        }
+        try synchronizeDirectory(folder)
+        try synchronizeDirectory(directories[directoryIndex])
+        logger.warning("quarantined unit", metadata: ["unit": "\(unit)", "path": "\(target)"])
+    }
+
     /// Closes every unit's file. The pool and its units are unusable afterwards; reopen the
     /// directories with a new pool.
     public func close() {
         for unit in units { unit.close() }
+        unlock()
     }
 
     // MARK: - Files
@@ -222,12 +330,13 @@ public final class FileStoragePool: StoragePool {
     private func recover() throws(StorageError) {
         var found: [(UnitID, Int, String)] = []
         for (index, directory) in directories.enumerated() {
-            if mkdir(directory, 0o755) != 0 && SystemCalls.errno != EEXIST {
+            if access == .readWrite && mkdir(directory, 0o755) != 0 && SystemCalls.errno != EEXIST {
                 throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "mkdir")
             }
             var removedTemporary = false
             for name in try listDirectory(directory) {
                 if name.hasSuffix(".tmp") {
+                    guard access == .readWrite else { continue }
                     // A crash between create and rename: the unit was never handed out.
                     _ = unlink(directory + "/" + name)
                     removedTemporary = true
@@ -242,7 +351,7 @@ public final class FileStoragePool: StoragePool {
         var units: [FileStorageUnit] = []
         var directoryOfUnit: [UnitID: Int] = [:]
         for (id, index, path) in found {
-            let fd = open(path, O_RDWR | O_CLOEXEC)
+            let fd = open(path, (access == .readWrite ? O_RDWR : O_RDONLY) | O_CLOEXEC)
             guard fd >= 0 else {
                 throw StorageError(.fileOperationFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "open")
             }

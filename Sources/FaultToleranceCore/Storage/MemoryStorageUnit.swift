@@ -53,6 +53,7 @@ public final class MemoryStorageUnit: StorageUnit {
 public final class MemoryStoragePool: StoragePool {
     private struct State {
         var units: [MemoryStorageUnit] = []
+        var quarantined: [MemoryStorageUnit] = []
         var nextID: UInt64 = 1
     }
 
@@ -92,6 +93,19 @@ public final class MemoryStoragePool: StoragePool {
         let found = state.withLockedValue { state in
             guard let index = state.units.firstIndex(where: { $0.id == unit }) else { return false }
             state.units.remove(at: index)
+            return true
+        }
+        if !found { throw StorageError(.unknownUnit, unit: unit) }
+    }
+
+    /// Units taken out by ``quarantine(_:)``, bytes intact.
+    public var quarantined: [MemoryStorageUnit] { state.withLockedValue { $0.quarantined } }
+
+    /// Moves a unit from ``units`` to ``quarantined``.
+    public func quarantine(_ unit: UnitID) throws(StorageError) {
+        let found = state.withLockedValue { state in
+            guard let index = state.units.firstIndex(where: { $0.id == unit }) else { return false }
+            state.quarantined.append(state.units.remove(at: index))
             return true
         }
         if !found { throw StorageError(.unknownUnit, unit: unit) }

@@ -31,6 +31,10 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let malformedUnit = Code("malformedUnit")
         /// The configuration is unusable (no directories, a zero unit size).
         public static let invalidConfiguration = Code("invalidConfiguration")
+        /// Another process holds the pool open for writing (the detail names its PID).
+        public static let locked = Code("locked")
+        /// The pool was opened read-only and the call would change it.
+        public static let readOnly = Code("readOnly")
 
         /// The code's name.
         public var description: String { name }

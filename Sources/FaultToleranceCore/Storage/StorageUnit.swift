@@ -84,6 +84,12 @@ public protocol StoragePool: AnyObject, Sendable {
 
     /// Releases a unit: its storage is freed and its identity never reused.
     func release(_ unit: UnitID) throws(StorageError)
+
+    /// Takes a unit out of the pool without destroying its bytes, so a person can examine
+    /// what a salvage gave up: a file pool moves the file into a `quarantine` folder beside
+    /// its units; in-memory pools keep the unit in a `quarantined` list. The identity is never
+    /// reused.
+    func quarantine(_ unit: UnitID) throws(StorageError)
 }
 
 extension StoragePool {
