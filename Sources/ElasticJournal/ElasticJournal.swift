@@ -578,7 +578,7 @@ public final class ElasticJournal: Sendable {
         }
         do throws(StorageError) {
             for volume in state.volumes.keys.sorted() {
-                try state.volumes[volume]?.update { manifest in
+                try state.volumes[volume]?.markChecksumsStale { manifest in
                     manifest.appliedThrough = ageOut.applyThrough
                     manifest.appliedTime = ageOut.throughTime
                 }
@@ -586,7 +586,14 @@ public final class ElasticJournal: Sendable {
         } catch {
             throw JournalError(error, journal: id)
         }
-        try Self.apply(unit: unit, through: ageOut.applyThrough, to: state.volumes, journal: id)
+        let touched = try Self.apply(unit: unit, through: ageOut.applyThrough, to: state.volumes, journal: id)
+        do throws(StorageError) {
+            for volume in state.volumes.keys.sorted() {
+                try state.volumes[volume]?.refreshChecksums(touched: touched[volume] ?? [])
+            }
+        } catch {
+            throw JournalError(error, journal: id)
+        }
         state.units.remove(at: index)
         do {
             try context.journalPool.release(unit.id)
@@ -601,10 +608,13 @@ public final class ElasticJournal: Sendable {
         context.emit(.unitReleased(id, unit.id, reason: ageOut.reason, windowStart: windowStart))
     }
 
-    /// Replays a unit's writes with sequence ≤ `through` onto the base images and syncs them.
+    /// Replays a unit's writes with sequence ≤ `through` onto the base images and syncs them;
+    /// returns the chunks written in each image.
+    @discardableResult
     static func apply(
         unit: JournalUnit, through: UInt64, to volumes: [VolumeID: BaseVolume], journal: JournalID
-    ) throws(JournalError) {
+    ) throws(JournalError) -> [VolumeID: Set<Int>] {
+        var touched: [VolumeID: Set<Int>] = [:]
         let end = try RecordScanner.scan(
             unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize, to: unit.recordsEnd,
             limit: unit.header.trailerOffset
@@ -621,6 +631,9 @@ public final class ElasticJournal: Sendable {
             } catch {
                 throw JournalError(error, journal: journal)
             }
+            if let chunks = base.chunks(offset: Int(header.offset), count: payload.count) {
+                touched[header.volume, default: []].formUnion(chunks)
+            }
             return true
         }
         if case .invalid(let offset, let error) = end {
@@ -630,6 +643,35 @@ public final class ElasticJournal: Sendable {
             for base in volumes.values { try base.storage.synchronize() }
         } catch {
             throw JournalError(error, journal: journal)
+        }
+        return touched
+    }
+
+    /// Checks an image read from `volume`'s base against its chunk checksums. A mismatch is
+    /// checked again under the I/O lock against the base as it is now (an age-out may have
+    /// changed it since the read), and only then reported as damage.
+    func checkBase(_ volume: VolumeID, image: [UInt8], read base: BaseVolume) throws(JournalError) {
+        let table: [UInt32]?
+        do { table = try base.currentTable() } catch { throw JournalError(error, journal: id) }
+        guard let table, image.withUnsafeBytes({ base.firstMismatch(in: $0, table: table) }) != nil else { return }
+        let recheck: Result<JournalError?, StorageError> = io.withLock {
+            guard let current = state.withLockedValue({ $0.volumes[volume] }) else { return .success(nil) }
+            do throws(StorageError) {
+                guard let table = try current.currentTable() else { return .success(nil) }
+                let bytes = try current.storage.read(at: JournalFormat.baseHeaderSize, count: current.size)
+                let mismatch = bytes.withUnsafeBytes { current.firstMismatch(in: $0, table: table) }
+                return .success(
+                    mismatch.map {
+                        current.damage(chunk: $0.chunk, stored: $0.stored, computed: $0.computed, journal: id)
+                    })
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch recheck {
+        case .success(let damage?): throw damage
+        case .success(nil): return
+        case .failure(let error): throw JournalError(error, journal: id)
         }
     }
 
@@ -760,6 +802,7 @@ public final class ElasticJournal: Sendable {
         } catch {
             throw JournalError(error, journal: id)
         }
+        try checkBase(volume, image: image, read: base)
         // Replays every record present, including any already in the base (a crash during
         // an age-out): replaying in sequence order is idempotent.
         for index in snapshot.units.indices {

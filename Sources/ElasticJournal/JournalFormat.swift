@@ -574,12 +574,20 @@ public struct BaseManifest: Sendable, Hashable {
     public var window: Duration
     /// The journal's configured quota in units.
     public var quota: Int
+    /// The CRC32C of the image's chunk checksum table when the table matches the image;
+    /// `nil` while an age-out is changing the image (or for a version-1 manifest, which has
+    /// no table). See ``BaseChecksums``.
+    public var checksums: UInt32?
+
+    /// The manifest's own format version: 2 adds the chunk checksum table.
+    public static let version: UInt32 = 2
 
     /// Creates a manifest.
     public init(
         journal: JournalID, volume: VolumeID, appliedThrough: UInt64, appliedTime: Instant, generation: UInt64,
-        window: Duration, quota: Int
+        window: Duration, quota: Int, checksums: UInt32? = nil
     ) {
+        self.checksums = checksums
         self.journal = journal
         self.volume = volume
         self.appliedThrough = appliedThrough
@@ -592,19 +600,26 @@ public struct BaseManifest: Sendable, Hashable {
     /// Bytes of one encoded slot.
     public static let slotSize = 512
 
-    /// The slot's bytes: 60 bytes of fields, their CRC32C at 60, zeros to 512.
+    /// The slot's bytes: 60 bytes of fields and their CRC32C at 60; then (version 2) whether
+    /// the checksum table is current (u32), the table's CRC32C (u32) and the CRC32C of those
+    /// 8 bytes; zeros to 512.
     public func encoded() -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendLE(JournalFormat.baseMagic)
         bytes.appendLE(journal.rawValue)
         bytes.appendLE(volume.rawValue)
-        bytes.appendLE(UInt32(JournalFormat.version))
+        bytes.appendLE(Self.version)
         bytes.appendLE(appliedThrough)
         bytes.appendLE(appliedTime.nanoseconds)
         bytes.appendLE(generation)
         bytes.appendLE(window.nanoseconds)
         bytes.appendLE(UInt32(clamping: quota))
         bytes.appendLE(CRC32C.checksum(bytes))
+        var extension2: [UInt8] = []
+        extension2.appendLE(UInt32(checksums == nil ? 0 : 1))
+        extension2.appendLE(checksums ?? 0)
+        bytes += extension2
+        bytes.appendLE(CRC32C.checksum(extension2))
         bytes.append(contentsOf: [UInt8](repeating: 0, count: Self.slotSize - bytes.count))
         return bytes
     }
@@ -616,8 +631,16 @@ public struct BaseManifest: Sendable, Hashable {
         return bytes.withUnsafeBytes { raw -> BaseManifest? in
             guard raw.loadLE(UInt64.self, at: 0) == JournalFormat.baseMagic,
                 raw.loadLE(UInt32.self, at: 60) == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60])),
-                raw.loadLE(UInt32.self, at: 20) == UInt32(JournalFormat.version)
+                let version = raw.loadLE(UInt32.self, at: 20), version == 1 || version == Self.version
             else { return nil }
+            var checksums: UInt32?
+            if version == Self.version {
+                guard
+                    raw.loadLE(UInt32.self, at: 72) == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[64..<72])),
+                    let current = raw.loadLE(UInt32.self, at: 64), current <= 1
+                else { return nil }
+                checksums = current == 1 ? raw.loadLE(UInt32.self, at: 68) : nil
+            }
             return BaseManifest(
                 journal: JournalID(raw.loadLE(UInt64.self, at: 8) ?? 0),
                 volume: VolumeID(raw.loadLE(UInt32.self, at: 16) ?? 0),
@@ -625,7 +648,8 @@ public struct BaseManifest: Sendable, Hashable {
                 appliedTime: Instant(nanoseconds: raw.loadLE(Int64.self, at: 32) ?? 0),
                 generation: raw.loadLE(UInt64.self, at: 40) ?? 0,
                 window: .nanoseconds(raw.loadLE(Int64.self, at: 48) ?? 0),
-                quota: Int(raw.loadLE(UInt32.self, at: 56) ?? 0))
+                quota: Int(raw.loadLE(UInt32.self, at: 56) ?? 0),
+                checksums: checksums)
         }
     }
 }

@@ -208,6 +208,7 @@ public final class JournalStore: Sendable {
                         journal: id, volume: volume, appliedThrough: 0, appliedTime: now, generation: 0,
                         window: configuration.window, quota: configuration.quota))
                 try base.update { _ in }
+                try base.refreshChecksums(touched: [])
                 bases[volume] = base
             }
         } catch {

@@ -71,6 +71,14 @@ struct JournalUnit: Sendable {
 struct BaseVolume: Sendable {
     let storage: any StorageUnit
     var manifest: BaseManifest
+    /// The table's checksum before ``markChecksumsStale(_:)``, while an age-out changes the
+    /// image (so the refresh recomputes only the chunks it touched).
+    var tableBeforeChange: UInt32?
+
+    init(storage: any StorageUnit, manifest: BaseManifest) {
+        self.storage = storage
+        self.manifest = manifest
+    }
 
     var size: Int { storage.capacity - JournalFormat.baseHeaderSize }
 

@@ -195,8 +195,8 @@ struct Recovery {
         if !readOnly {
             while units.count > 1, units[0].isSealed, units[0].lastSequence <= applied {
                 do throws(StorageError) {
-                    for volume in volumes.keys where volumes[volume]?.manifest.appliedThrough != applied {
-                        try volumes[volume]?.update { manifest in
+                    for volume in volumes.keys {
+                        try volumes[volume]?.markChecksumsStale { manifest in
                             manifest.appliedThrough = applied
                             manifest.appliedTime = appliedTime
                         }
@@ -208,6 +208,17 @@ struct Recovery {
                 let done = units.removeFirst()
                 try release(done.id, in: context.journalPool)
                 context.emit(.unitReleased(id, done.id, reason: .aged, windowStart: appliedTime))
+            }
+        }
+        // Base images whose checksum table is stale (an age-out was interrupted, or a
+        // version-1 manifest without a table) get it recomputed from the image.
+        if !readOnly {
+            do throws(StorageError) {
+                for volume in volumes.keys.sorted() where volumes[volume]?.manifest.checksums == nil {
+                    try volumes[volume]?.refreshChecksums(touched: [], full: true)
+                }
+            } catch {
+                throw JournalError(error, journal: id)
             }
         }
         // A unit is sealed only once its successor's header is durable, so a sealed last

@@ -127,6 +127,44 @@ import Testing
         #expect(fixture.pool.quarantined.contains { $0.id == victim.id })
     }
 
+    @Test("garbage in a base image is damage for verify and for every image read, named by unit and offset")
+    func garbageInABaseImage() async throws {
+        let fixture = try await journal(records: 5)
+        let base = try #require(fixture.bases.units.first)
+        let target = JournalFormat.baseHeaderSize + 8192
+        try base.write([UInt8](repeating: 0xA5, count: 4096), at: target)
+        let store = try fixture.open()
+        let journal = try #require(store.journal(1))
+        do {
+            _ = try journal.verify()
+            Issue.record("verify passed over a damaged base image")
+        } catch {
+            #expect(error.code == .damaged)
+            #expect(error.unit == base.id)
+            #expect(error.offset == JournalFormat.baseHeaderSize)  // the chunk holding the garbage
+        }
+        #expect(throws: JournalError.self) { try journal.image(of: 1, at: fixture.clock.now) }
+    }
+
+    @Test("age-outs keep the checksum table current: images and verify pass after the window slides")
+    func checksumsFollowAgeOuts() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(1), quota: 8, durability: .groupCommit),
+            volumes: [1])
+        for index in 0..<300 {
+            try await journal.append(
+                volume: 1, offset: UInt64((index * 97) % (15 << 10)), bytes: pattern(index, count: 600))
+            fixture.clock.advance(.milliseconds(20))
+            if index % 20 == 0 { try journal.maintain() }
+        }
+        #expect(store.recentEvents.contains { if case .unitReleased = $0 { true } else { false } })
+        let report = try journal.verify()
+        #expect(report.baseImagesChecked == 1)
+        _ = try journal.image(of: 1, at: fixture.clock.now)
+    }
+
     @Test("a base image whose manifest is zeroed is damage, and is never deleted")
     func baseWithoutManifest() async throws {
         let fixture = try await journal(records: 5)
