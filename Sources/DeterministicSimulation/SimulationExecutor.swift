@@ -88,10 +88,12 @@ public final class AsyncSimulation: @unchecked Sendable {
         // test's context, so `#expect` inside the body reports to the test); its first job
         // waits in the executor until the driver thread starts.
         let outcome = NIOLockedValueBox<Result<T, any Error>?>(nil)
+        let executor = self.executor
         Task(executorPreference: executor) {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             outcome.withLockedValue { $0 = result }
+            executor.bodyFinished.store(true, ordering: .releasing)
         }
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             DriverThread.start { [self] in
@@ -106,8 +108,8 @@ public final class AsyncSimulation: @unchecked Sendable {
         executor.bindToCurrentThread()
         let deadline = simulation.now + timeLimit
         var failure: AsyncSimulationError?
-        while outcome.withLockedValue({ $0 == nil }) {
-            if let foreign = executor.foreignJobs, foreign > 0 {
+        while !executor.bodyFinished.load(ordering: .acquiring) {
+            if executor.hasForeignJobs {
                 failure = .foreignJob
                 break
             }
@@ -122,8 +124,9 @@ public final class AsyncSimulation: @unchecked Sendable {
                 // Nothing runnable. A job from another thread may still be on its way (a
                 // `Task {}` that escaped the executor): wait a moment of real time so the
                 // error names the cause, not its symptom.
+                // Up to 2 s: a loaded machine can take that long to run a pool thread.
                 var waited = 0
-                while waited < 100 && executor.foreignJobs == 0 {
+                while waited < 2000 && executor.foreignJobs == 0 {
                     usleep(1000)
                     waited += 1
                 }
@@ -178,6 +181,9 @@ final class DeterministicExecutor: TaskExecutor, @unchecked Sendable {
     private var head = 0
     private var driver: pthread_t?
     private var foreign = 0
+    private let sawForeignJob = Atomic<Bool>(false)
+    /// Set when the run's body returns (checked by the driver after every job).
+    let bodyFinished = Atomic<Bool>(false)
     private(set) var jobsRun = 0
     private static let printsForeignJobs = getenv("FT_SIM_DEBUG") != nil
 
@@ -186,6 +192,9 @@ final class DeterministicExecutor: TaskExecutor, @unchecked Sendable {
     var isOnDriverThread: Bool {
         lock.withLock { driver.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
     }
+
+    /// Whether any job came from another thread (cheap: the driver asks after every job).
+    var hasForeignJobs: Bool { sawForeignJob.load(ordering: .relaxed) }
 
     /// Jobs enqueued from other threads so far (`nil` before the driver starts).
     var foreignJobs: Int? { lock.withLock { driver == nil ? nil : foreign } }
@@ -196,6 +205,7 @@ final class DeterministicExecutor: TaskExecutor, @unchecked Sendable {
         lock.withLock {
             if let driver, pthread_equal(driver, current) == 0 {
                 foreign += 1
+                sawForeignJob.store(true, ordering: .relaxed)
                 // FT_SIM_DEBUG=1 prints where the stray job came from (addresses for
                 // addr2line), the quickest way to find the `Task {}` that escaped.
                 if Self.printsForeignJobs {
