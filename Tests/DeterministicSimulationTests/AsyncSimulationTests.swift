@@ -1,4 +1,5 @@
 import DeterministicSimulation
+import Foundation
 import FaultToleranceCore
 import NIOConcurrencyHelpers
 import Testing
@@ -71,14 +72,17 @@ struct AsyncSimulationTests {
         #expect(world.clock.now <= Instant.zero + .seconds(1))
     }
 
-    @Test("a job from outside the simulation (a plain Task {}) fails the run instead of racing it")
+    @Test("a job from outside the simulation (real I/O finishing on its own thread) fails the run")
     func foreignJob() async throws {
         let world = AsyncSimulation(seed: 5)
         await #expect(throws: AsyncSimulationError.foreignJob) {
             try await world.run(timeLimit: .seconds(10)) {
-                // The unstructured task runs on the global pool; awaiting it resumes this task
-                // from there.
-                await Task { 1 }.value
+                // Like a real socket or a real timer: the continuation is resumed from a thread
+                // of its own, which enqueues this task's next job from there. (A thread, not
+                // `Task {}`, so the test does not wait for a busy cooperative pool.)
+                await withCheckedContinuation { continuation in
+                    Thread.detachNewThread { continuation.resume() }
+                }
             }
         }
     }
