@@ -1,6 +1,6 @@
 import DeterministicSimulation
-import Foundation
 import FaultToleranceCore
+import Foundation
 import NIOConcurrencyHelpers
 import Testing
 
