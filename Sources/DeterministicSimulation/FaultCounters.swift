@@ -27,6 +27,10 @@ public struct FaultCounters: Sendable, Hashable, Codable {
     public var synchronizeFailures = 0
     /// Reads made to fail.
     public var readFailures = 0
+    /// Bytes damaged at rest, or units deleted, under a running system.
+    public var damageInjected = 0
+    /// Injected damage that was reported (a typed error naming it) rather than returned.
+    public var damageDetected = 0
 
     /// Creates zeroed counters.
     public init() {}
@@ -39,7 +43,8 @@ public struct FaultCounters: Sendable, Hashable, Codable {
             ("messages reordered", messagesReordered), ("partitions", partitions), ("node crashes", nodeCrashes),
             ("node restarts", nodeRestarts), ("writes lost", writesLost), ("writes torn", writesTorn),
             ("writes survived crash", writesSurvived), ("fsync failures", synchronizeFailures),
-            ("read failures", readFailures),
+            ("read failures", readFailures), ("damage injected", damageInjected),
+            ("damage detected", damageDetected),
         ]
     }
 
@@ -58,5 +63,7 @@ public struct FaultCounters: Sendable, Hashable, Codable {
         writesSurvived += other.writesSurvived
         synchronizeFailures += other.synchronizeFailures
         readFailures += other.readFailures
+        damageInjected += other.damageInjected
+        damageDetected += other.damageDetected
     }
 }

@@ -108,6 +108,17 @@ public final class SimulatedDisk: StorageUnit {
         state.withLockedValue { ($0.synchronizeFailures, $0.readFailures) }
     }
 
+    /// Damage at rest: XORs `mask` into the bytes at `offset`, durable and current alike
+    /// (bit rot, a stray write by something else). Bounds are clamped to the disk.
+    public func damage(at offset: Int, mask: [UInt8]) {
+        state.withLockedValue { state in
+            for (index, value) in mask.enumerated() where offset + index >= 0 && offset + index < state.durable.count {
+                state.durable[offset + index] ^= value
+                state.current[offset + index] ^= value
+            }
+        }
+    }
+
     /// Unsynchronized writes that a crash now could lose.
     public var pendingWriteCount: Int { state.withLockedValue { $0.pending.count } }
 

@@ -113,6 +113,12 @@ extension BaseVolume {
         }
     }
 
+    /// The table as it was before ``markChecksumsStale(_:)`` (while an age-out applies), if
+    /// it was current then.
+    func tableBeforeApply() throws(StorageError) -> [UInt32]? {
+        try currentTable(manifestChecksums: tableBeforeChange)
+    }
+
     private func currentTable(manifestChecksums: UInt32?) throws(StorageError) -> [UInt32]? {
         guard let expected = manifestChecksums else { return nil }
         let bytes = try storage.read(at: BaseChecksums.tableOffset, count: chunkCount * 4)

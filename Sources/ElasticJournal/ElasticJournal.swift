@@ -615,6 +615,14 @@ public final class ElasticJournal: Sendable {
         unit: JournalUnit, through: UInt64, to volumes: [VolumeID: BaseVolume], journal: JournalID
     ) throws(JournalError) -> [VolumeID: Set<Int>] {
         var touched: [VolumeID: Set<Int>] = [:]
+        // Before a chunk is first written, it must still match its checksum: otherwise the
+        // refresh after the apply would vouch for damage the apply did not overwrite.
+        var tables: [VolumeID: [UInt32]] = [:]
+        do throws(StorageError) {
+            for (volume, base) in volumes { if let table = try base.tableBeforeApply() { tables[volume] = table } }
+        } catch {
+            throw JournalError(error, journal: journal)
+        }
         let end = try RecordScanner.scan(
             unit.storage, salt: unit.header.salt, from: JournalFormat.headerPageSize, to: unit.recordsEnd,
             limit: unit.header.trailerOffset
@@ -626,14 +634,27 @@ public final class ElasticJournal: Sendable {
                     .damaged, journal: journal, unit: unit.id, offset: recordOffset,
                     detail: "record \(header.sequence) writes outside \(header.volume)")
             }
+            let chunks = base.chunks(offset: Int(header.offset), count: payload.count)
+            var damage: JournalError?
             do throws(StorageError) {
-                try base.storage.write(payload, at: JournalFormat.baseHeaderSize + Int(header.offset))
+                if let chunks, let table = tables[header.volume] {
+                    for chunk in chunks where chunk < table.count && touched[header.volume]?.contains(chunk) != true {
+                        let computed = try base.computeChecksum(of: chunk)
+                        if computed != table[chunk] {
+                            damage = base.damage(
+                                chunk: chunk, stored: table[chunk], computed: computed, journal: journal)
+                            break
+                        }
+                    }
+                }
+                if damage == nil {
+                    try base.storage.write(payload, at: JournalFormat.baseHeaderSize + Int(header.offset))
+                }
             } catch {
                 throw JournalError(error, journal: journal)
             }
-            if let chunks = base.chunks(offset: Int(header.offset), count: payload.count) {
-                touched[header.volume, default: []].formUnion(chunks)
-            }
+            if let damage { throw damage }
+            if let chunks { touched[header.volume, default: []].formUnion(chunks) }
             return true
         }
         if case .invalid(let offset, let error) = end {

@@ -24,6 +24,13 @@ import NIOConcurrencyHelpers
 /// - `window-not-silently-short`: the window only starts later than `now - window` if
 ///   history was reported dropped early.
 /// - `verifies`: ``ElasticJournal/verify(progress:)`` passes.
+///
+/// About one seed in eight also damages storage at rest during one crash: garbage in a
+/// record of a sealed unit, garbage in a base image whose checksum table is current, or a
+/// deleted unit in the middle of a journal's chain. Invariant `damage-reported`: the reopen
+/// or the first read or `verify` after it reports ``JournalError/Code/damaged`` — never
+/// wrong data (the image and record checks above still apply), never a silent cut
+/// (`acknowledged-survives` still applies). The seed ends once the damage is reported.
 public struct JournalScenario: Sendable {
     /// Steps per run.
     public var steps: Int
@@ -136,11 +143,118 @@ public struct JournalScenario: Sendable {
         }
         pool.setFaults(diskFaults)
         bases.setFaults(diskFaults)
+        let damageSeed = random.chance(0.125)
+
+        /// Damages storage at rest (see the type's documentation); returns what it did, or
+        /// `nil` when no damage of the drawn kind applies now.
+        func injectDamage(into journal: ElasticJournal) -> String? {
+            let units = journal.status.units
+            let disks = Dictionary(uniqueKeysWithValues: pool.units.map { ($0.id, $0) })
+            let mask = (0..<Int.random(in: 16...256, using: &random)).map { _ in
+                UInt8.random(in: 1...255, using: &random)
+            }
+            switch Int.random(in: 0..<3, using: &random) {
+            case 0:
+                // A record of a sealed unit (every unit but the last is sealed).
+                guard units.count >= 2, let target = units.dropLast().randomElement(using: &random),
+                    let disk = disks[target.unit]
+                else { return nil }
+                let offset = JournalFormat.headerPageSize + 8 * Int.random(in: 0..<32, using: &random)
+                disk.damage(at: offset, mask: mask)
+                return "garbage in sealed \(target.unit) at \(offset)"
+            case 1:
+                // A base image whose checksum table is current (a stale table has nothing to
+                // check against until recovery rebuilds it).
+                guard let disk = bases.units.randomElement(using: &random),
+                    let header = try? disk.read(at: 0, count: 2 * BaseManifest.slotSize),
+                    let manifest = [
+                        BaseManifest.decode(header[0..<BaseManifest.slotSize]),
+                        BaseManifest.decode(header[BaseManifest.slotSize...]),
+                    ].compactMap({ $0 }).max(by: { $0.generation < $1.generation }),
+                    manifest.journal == journal.id, manifest.checksums != nil
+                else { return nil }
+                let offset = JournalFormat.baseHeaderSize + Int.random(in: 0..<(volumeSize - 256), using: &random)
+                disk.damage(at: offset, mask: mask)
+                return "garbage in the base image \(disk.id) at \(offset)"
+            default:
+                // A unit in the middle of the chain, deleted.
+                guard units.count >= 3, let target = units.dropFirst().dropLast().randomElement(using: &random)
+                else { return nil }
+                do { try pool.release(target.unit) } catch { return nil }
+                return "\(target.unit) deleted"
+            }
+        }
+
+        /// After damage and a reopen: the damage must be reported by the reopen (`opened`
+        /// nil), or by a read or verify now. Returns the report ending the seed.
+        func checkDamageReported(_ damage: String, opened: JournalStore?, error: JournalError?) -> SimulationReport {
+            func reported() -> SimulationReport {
+                faults.damageDetected += 1
+                return SimulationReport(
+                    seed: seed, faults: faults, invariantChecks: checks, operations: operations,
+                    virtualTime: now().nanoseconds, events: operations, violation: nil)
+            }
+            checks += 1
+            if let error {
+                return error.code == .damaged
+                    ? reported() : violation("damage-reported", "\(damage): reopen failed with \(error)")
+            }
+            guard let opened else { return violation("damage-reported", "\(damage): no store") }
+            for id in models.keys.sorted() {
+                guard let model = models[id], let journal = opened.journal(id) else { continue }
+                guard journal.lastSequence >= model.acknowledged else {
+                    return violation(
+                        "damage-reported",
+                        "\(damage): \(id) silently cut to \(journal.lastSequence), \(model.acknowledged) was acknowledged"
+                    )
+                }
+                for volume in model.volumes {
+                    do {
+                        let image = try journal.image(of: volume, at: now())
+                        checks += 1
+                        if image != modelImage(model, volume: volume, at: now(), through: journal.lastSequence) {
+                            return violation(
+                                "damage-reported", "\(damage): \(id) \(volume) image returned damaged data")
+                        }
+                    } catch {
+                        if error.code == .damaged { return reported() }
+                        return violation("damage-reported", "\(damage): image failed with \(error)")
+                    }
+                }
+                do {
+                    _ = try journal.verify()
+                } catch {
+                    if error.code == .damaged { return reported() }
+                    return violation("damage-reported", "\(damage): verify failed with \(error)")
+                }
+            }
+            return violation("damage-reported", "\(damage): reopen, images and verify all passed")
+        }
 
         /// After a crash: reopen, then check every acknowledged record survived.
         func crashAndReopen() -> SimulationReport? {
             let outcome = pool.crash()
             let baseOutcome = bases.crash()
+            if damageSeed, let id = models.keys.sorted().randomElement(using: &random), let journal = store.journal(id),
+                random.chance(0.5), let damage = injectDamage(into: journal)
+            {
+                faults.damageInjected += 1
+                faults.nodeCrashes += 1
+                for _ in 0..<10 {
+                    do {
+                        return checkDamageReported(damage, opened: try open(), error: nil)
+                    } catch {
+                        // An injected fsync failure during recovery is one more crash.
+                        guard error.code == .storage else {
+                            return checkDamageReported(damage, opened: nil, error: error)
+                        }
+                        faults.synchronizeFailures += 1
+                        pool.crash()
+                        bases.crash()
+                    }
+                }
+                return violation("reopens", "\(damage): ten reopens failed on storage errors")
+            }
             faults.writesLost += outcome.lost + baseOutcome.lost
             faults.writesTorn += outcome.torn + baseOutcome.torn
             faults.writesSurvived += outcome.survived + baseOutcome.survived

@@ -91,8 +91,9 @@ public final class UDPTransport: Transport {
                 maximumPayloadLength: configuration.maximumPayloadLength,
                 logger: logger, rejected: rejected, received: received)
             do {
+                // No SO_REUSEADDR: for UDP it lets a second process bind the same port and
+                // silently take a share of the datagrams; a port in use must fail the start.
                 let channel = try await DatagramBootstrap(group: group)
-                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(handler)

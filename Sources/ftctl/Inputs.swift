@@ -49,3 +49,12 @@ func requireDuration(_ option: String, _ text: String) throws -> Duration {
     }
     return duration
 }
+
+/// A failure at run time rather than a usage error (a missing journal, a directory in the
+/// way): ArgumentParser prints it as one `Error:` line, without the usage, and exits 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    /// What went wrong, for people.
+    let description: String
+
+    init(_ description: String) { self.description = description }
+}

@@ -48,7 +48,7 @@ struct JournalDirectory {
     ) throws -> JournalStore {
         guard let unitSize = try FileStoragePool.storedUnitCapacity(in: units),
             let baseSize = try FileStoragePool.storedUnitCapacity(in: base)
-        else { throw ValidationError("\(path) is not a journal directory (run `ftctl journal create` first)") }
+        else { throw CommandFailure("\(path) is not a journal directory (run `ftctl journal create` first)") }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
         // Read-only commands open the files read-only (a read-only mount works) and take no
@@ -66,24 +66,59 @@ struct JournalDirectory {
             options: JournalStore.Options(readOnly: readOnly, salvage: salvage), logger: logger)
     }
 
-    /// Creates the directories and pools and journal 1.
+    /// Creates the directories and pools and journal 1, crash-safely: everything is built in
+    /// a staging directory beside `path` and renamed into place once durable, so a crash
+    /// leaves either no journal or a whole one (and a stale `.NAME.creating-PID` folder at
+    /// worst). `path` must not exist, or be an empty directory.
     func create(
         unitSize: Int, units: Int, volumes: Int, volumeSize: Int, configuration: JournalConfiguration
     ) throws -> (JournalStore, ElasticJournal) {
-        for directory in [path, self.units, base] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let files = FileManager.default
+        var isDirectory: ObjCBool = false
+        if files.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue, try files.contentsOfDirectory(atPath: path).isEmpty else {
+                throw CommandFailure("\(path) already exists and is not an empty directory")
+            }
+        }
+        let target = URL(fileURLWithPath: path)
+        let parent = target.deletingLastPathComponent().path
+        let staging = JournalDirectory(
+            path: parent + "/." + target.lastPathComponent + ".creating-\(ProcessInfo.processInfo.processIdentifier)")
+        try? files.removeItem(atPath: staging.path)
+        for directory in [staging.path, staging.units, staging.base] {
+            try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
-        let pool = try FileStoragePool(
-            directories: [self.units], unitCapacity: unitSize, budget: units * unitSize, logger: logger)
-        let bases = try FileStoragePool(
-            directories: [base], unitCapacity: JournalFormat.baseHeaderSize + volumeSize, budget: 1 << 50,
-            logger: logger)
-        let store = try JournalStore(
-            journalPool: pool, basePool: bases, configurations: [1: configuration], logger: logger)
-        let journal = try store.createJournal(
-            1, configuration: configuration, volumes: (1...volumes).map { VolumeID(UInt32($0)) })
+        do {
+            let pool = try FileStoragePool(
+                directories: [staging.units], unitCapacity: unitSize, budget: units * unitSize, logger: logger)
+            let bases = try FileStoragePool(
+                directories: [staging.base], unitCapacity: JournalFormat.baseHeaderSize + volumeSize,
+                budget: 1 << 50, logger: logger)
+            let store = try JournalStore(
+                journalPool: pool, basePool: bases, configurations: [1: configuration], logger: logger)
+            _ = try store.createJournal(
+                1, configuration: configuration, volumes: (1...volumes).map { VolumeID(UInt32($0)) })
+            try store.close()
+            pool.close()
+            bases.close()
+            // rename(2) replaces an empty directory; the parent's fsync makes it durable.
+            guard rename(staging.path, path) == 0 else {
+                throw CommandFailure(
+                    "cannot move \(staging.path) to \(path): \(StorageError.describe(errno: errno))")
+            }
+            let descriptor = open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY)
+            if descriptor >= 0 {
+                _ = fsync(descriptor)
+                _ = close(descriptor)
+            }
+        } catch {
+            try? files.removeItem(atPath: staging.path)
+            throw error
+        }
+        let store = try openStore(readOnly: false, budgetUnits: units, configuration: configuration)
+        guard let journal = store.journal(1) else { throw CommandFailure("\(path): journal 1 is missing") }
         return (store, journal)
     }
 }
@@ -227,7 +262,7 @@ struct JournalRecover: ParsableCommand {
 
     func run() throws {
         let store = try JournalDirectory(path: directory).openStore(readOnly: true)
-        guard let journal = store.journal(1) ?? store.journals.first else { throw ValidationError("no journal found") }
+        guard let journal = store.journal(1) ?? store.journals.first else { throw CommandFailure("no journal found") }
         let last = journal.status.lastTime
         var instant: Instant
         if at == "latest" {
@@ -345,7 +380,7 @@ struct JournalStress: AsyncParsableCommand {
         let journal: ElasticJournal
         if FileManager.default.fileExists(atPath: folder.units + "/pool.state") {
             store = try folder.openStore(readOnly: false, budgetUnits: 64, configuration: configuration)
-            guard let found = store.journal(1) else { throw ValidationError("no journal 1 in \(directory)") }
+            guard let found = store.journal(1) else { throw CommandFailure("no journal 1 in \(directory)") }
             journal = found
         } else {
             (store, journal) = try folder.create(

@@ -24,6 +24,24 @@ struct UDPTransportTests {
         }
     }
 
+    @Test("a port already in use fails the start instead of sharing the datagrams")
+    func portInUse() async throws {
+        let first = try await Self.start("a", firstHost: 2)
+        let ports = Dictionary(
+            uniqueKeysWithValues: Self.pathNames.compactMap { path in
+                first.localAddresses[path]?.port.map { (path, $0) }
+            })
+        #expect(ports.count == 3)
+        do {
+            let second = try await Self.start("b", firstHost: 2, ports: ports)
+            await second.close()
+            Issue.record("a second transport bound the ports of the first")
+        } catch let error as TransportError {
+            #expect(error.code == .startFailed)
+        }
+        await first.close()
+    }
+
     @Test("each path delivers on its own address and tags arrivals with the path")
     func pathsAreSeparate() async throws {
         let a = try await Self.start("a", firstHost: 2)

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A storage failure that says what failed and where: the unit, the file, the offset and the
 /// operating system's error number.
 ///
@@ -76,8 +82,14 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
         if let unit { parts.append("unit \(unit)") }
         if let path { parts.append("path \(path)") }
         if let offset { parts.append("offset \(offset)") }
-        if let errno { parts.append("errno \(errno)") }
+        if let errno { parts.append("\(Self.describe(errno: errno)) (errno \(errno))") }
         if let detail { parts.append(detail) }
         return parts.joined(separator: ", ")
+    }
+
+    /// The operating system's text for `errno` (`strerror`), e.g. "Read-only file system".
+    public static func describe(errno: Int32) -> String {
+        guard let text = strerror(errno) else { return "error \(errno)" }
+        return String(cString: text)
     }
 }
