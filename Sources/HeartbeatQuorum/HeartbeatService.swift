@@ -34,6 +34,7 @@ public final class HeartbeatService: Service {
     private let clock: any RuntimeClock
     private let evaluator: NIOLockedValueBox<HeartbeatEvaluator>
     private let sequence = Atomic<UInt64>(0)
+    private let samePriority = Atomic<Bool>(false)
     private let phiGauges: [PathID: Gauge]
     private let healthyGauge: Gauge
     private let stateGauge: Gauge
@@ -74,6 +75,10 @@ public final class HeartbeatService: Service {
     package func plant(_ bug: HeartbeatBug) {
         evaluator.withLockedValue { $0.plantedBug = bug }
     }
+
+    /// Whether the partner's heartbeats carry this device's own priority: a misconfiguration
+    /// (when both operate, neither yields), logged once as an error when first heard.
+    public var partnerHasSamePriority: Bool { samePriority.load(ordering: .relaxed) }
 
     /// The device's current state.
     public var state: RedundancyState { evaluator.withLockedValue { $0.state } }
@@ -138,6 +143,13 @@ public final class HeartbeatService: Service {
             switch decoded {
             case .heartbeat(let heartbeat):
                 guard envelope.from == partner, let path = envelope.path else { continue }
+                if heartbeat.priority == configuration.priority,
+                    !samePriority.exchange(true, ordering: .relaxed)
+                {
+                    logger.error(
+                        "the partner has this device's priority: when both operate neither yields; give them different priorities",
+                        metadata: ["partner": "\(partner)", "priority": "\(heartbeat.priority)"])
+                }
                 await perform(evaluator.withLockedValue { $0.heartbeatReceived(heartbeat, on: path, at: now) })
             case .witnessVote(let round, let reachable):
                 guard configuration.witnesses.contains(envelope.from) else { continue }

@@ -88,6 +88,36 @@ public struct ConvergencePolicy: Sendable, Hashable {
         ConvergencePolicy(strategy: .fixedRounds(max(1, rounds)), maximumRounds: max(1, rounds), throttling: nil)
     }
 
+    /// Throws ``LiveCopyError/Code/invalidConfiguration`` naming the first setting out of
+    /// range: a downtime budget that is not positive, a negative round limit, a safety margin
+    /// outside [0, 1) or a trigger ratio that is not a positive finite number (NaN included),
+    /// throttle steps outside 0...99 or not increasing. ``LiveCopy/run()`` checks it first.
+    public func validate() throws(LiveCopyError) {
+        func reject(_ setting: String, _ value: String, _ range: String) -> LiveCopyError {
+            LiveCopyError(.invalidConfiguration, detail: "\(setting) must be \(range), got \(value)")
+        }
+        guard downtimeBudget > .zero else { throw reject("downtimeBudget", "\(downtimeBudget)", "positive") }
+        guard maximumRounds >= 0 else { throw reject("maximumRounds", "\(maximumRounds)", "0 or more") }
+        guard safetyMargin.isFinite, safetyMargin >= 0, safetyMargin < 1 else {
+            throw reject("safetyMargin", "\(safetyMargin)", "in [0, 1)")
+        }
+        guard triggerRatio.isFinite, triggerRatio > 0 else {
+            throw reject("triggerRatio", "\(triggerRatio)", "a positive finite number")
+        }
+        if case .fixedRounds(let rounds) = strategy, rounds < 1 {
+            throw reject("fixedRounds", "\(rounds)", "1 or more")
+        }
+        if let throttling {
+            guard (0...99).contains(throttling.initial), (0...99).contains(throttling.maximum),
+                throttling.initial <= throttling.maximum, throttling.increment >= 0
+            else {
+                throw reject(
+                    "throttling", "\(throttling.initial)+\(throttling.increment) up to \(throttling.maximum)",
+                    "steps within 0...99, increasing")
+            }
+        }
+    }
+
     /// Pause at once and copy everything.
     public static let stopAndCopy = ConvergencePolicy(strategy: .stopAndCopy, maximumRounds: 0, throttling: nil)
 }

@@ -123,6 +123,7 @@ public final class LiveCopy: Sendable {
     /// On failure the writers run unthrottled and undisturbed, and the error says why.
     public func run() async throws(LiveCopyError) -> LiveCopyReport {
         defer { continuation.finish() }
+        try policy.validate()
         do {
             return try await copy()
         } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FaultToleranceCore
 import FaultToleranceNIO
+import Foundation
 import HeartbeatQuorum
 import Logging
 import NIOCore
@@ -107,12 +108,28 @@ struct HeartbeatRun: AsyncParsableCommand {
         print(
             "\(localNode): heartbeats every \(intervalMs) ms on \(paths.count) paths, threshold \(configuration.threshold), "
                 + "detection bound \(boundMs) ms (worst case from settings: \(configuration.worstCaseDetection))")
+        // One line per transition, flushed at once so a file or pipe sees it as it happens.
         let printer = Task {
-            for await transition in service.transitions { print(describe(localNode, transition)) }
+            for await transition in service.transitions {
+                print(describe(localNode, transition))
+                fflush(nil)  // every stream: stdout, without touching its global
+            }
         }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Equal priorities are a misconfiguration only the partner's heartbeats reveal.
+        let conflict = Task {
+            while !Task.isCancelled {
+                if service.partnerHasSamePriority {
+                    await group.triggerGracefulShutdown()
+                    return true
+                }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }
+        defer { conflict.cancel() }
         if let seconds {
             let runner = Task { try await group.run() }
             try await Task.sleep(for: .seconds(seconds))
@@ -122,6 +139,12 @@ struct HeartbeatRun: AsyncParsableCommand {
             try await group.run()
         }
         printer.cancel()
+        conflict.cancel()
         await transport.close()
+        if await conflict.value {
+            throw CommandFailure(
+                "\(partnerNode) has the same priority \(priority) as \(localNode): when both operate neither yields; "
+                    + "give them different --priority values")
+        }
     }
 }

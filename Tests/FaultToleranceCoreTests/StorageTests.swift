@@ -88,6 +88,44 @@ struct StorageTests {
         #expect(throws: StorageError.self) { try FileStoragePool(directories: [], unitCapacity: 4096, budget: 1) }
     }
 
+    @Test(
+        "one writer per pool: a second read-write open is refused with the holder's PID; read-only opens write nothing")
+    func filePoolLockAndReadOnly() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let writer = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 1 << 20)
+        let unit = try writer.allocate()
+        try unit.write([7, 7, 7], at: 0)
+        try unit.synchronize()
+        do {
+            _ = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 1 << 20)
+            Issue.record("a second writer opened a locked pool")
+        } catch {
+            #expect(error.code == .locked)
+            #expect("\(error)".contains("process \(getpid())"))
+        }
+        // A reader needs no lock, and can change nothing.
+        let reader = try FileStoragePool(
+            directories: [directory.path], unitCapacity: 4096, budget: 1 << 20, access: .readOnly)
+        let seen = try #require(reader.units.first)
+        #expect(try seen.read(at: 0, count: 3) == [7, 7, 7])
+        #expect(throws: StorageError.self) { try seen.write([1], at: 0) }
+        #expect(throws: StorageError.self) { try reader.allocate() }
+        #expect(throws: StorageError.self) { try reader.release(seen.id) }
+        reader.close()
+        // Quarantine keeps the bytes, out of the pool.
+        try writer.quarantine(unit.id)
+        #expect(writer.units.isEmpty)
+        let moved = directory.path + "/quarantine/unit-0000000000000001.ftu"
+        #expect(FileManager.default.contents(atPath: moved)?.prefix(3) == Data([7, 7, 7]))
+        writer.close()
+        // Closed: the next writer gets the lock, and finds no unit (the quarantined one is out).
+        let next = try FileStoragePool(directories: [directory.path], unitCapacity: 4096, budget: 1 << 20)
+        #expect(next.units.isEmpty)
+        #expect(try next.allocate().id == UnitID(2))
+        next.close()
+    }
+
     @Test("a failed fdatasync poisons the unit: every later call throws")
     func poisonedUnit() throws {
         let directory = try TemporaryDirectory()

@@ -153,3 +153,35 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
         #expect(!memory.gate.isPaused)
     }
 }
+
+@Suite("ConvergencePolicy validation")
+struct ConvergencePolicyValidationTests {
+    @Test(
+        "settings out of range are typed errors naming the setting, not traps or hangs",
+        arguments: [
+            ("downtimeBudget", ConvergencePolicy(strategy: .adaptive, downtimeBudget: .zero)),
+            ("maximumRounds", ConvergencePolicy(strategy: .adaptive, maximumRounds: -1)),
+            ("safetyMargin", ConvergencePolicy(strategy: .adaptive, safetyMargin: .nan)),
+            ("safetyMargin", ConvergencePolicy(strategy: .adaptive, safetyMargin: 1)),
+            ("triggerRatio", ConvergencePolicy(strategy: .qemu, triggerRatio: -.infinity)),
+            ("fixedRounds", ConvergencePolicy(strategy: .fixedRounds(0))),
+            (
+                "throttling",
+                ConvergencePolicy(strategy: .qemu, throttling: ConvergencePolicy.Throttling(initial: 50, maximum: 20))
+            ),
+        ])
+    func rejected(_ setting: String, _ policy: ConvergencePolicy) {
+        do {
+            try policy.validate()
+            Issue.record("\(setting) out of range was accepted")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            #expect("\(error)".contains(setting))
+        }
+    }
+
+    @Test("the shipped policies validate")
+    func shippedPoliciesValidate() throws {
+        for policy in [ConvergencePolicy.adaptive(), .qemu, .fixedRounds(5), .stopAndCopy] { try policy.validate() }
+    }
+}
