@@ -23,8 +23,9 @@ struct Demo: AsyncParsableCommand {
             duplicated for a second with the writers going, and are compared byte for byte.
 
             Heartbeat scene: devices A (priority 2) and B (priority 1) exchange heartbeats every \
-            50 ms on three UDP paths (127.0.0.2-4 and 127.0.0.5-7). A's paths are cut one by \
-            one, then A is killed; B takes over. Every transition is printed with its evidence.
+            50 ms on three UDP paths (127.0.0.2-4 and 127.0.0.5-7). One of A's paths is cut (B \
+            still hears A on two, the threshold, and stays standby), then A is killed; B takes \
+            over. Every transition is printed with its evidence.
             """)
 
     func run() async throws {

@@ -4,11 +4,22 @@ import Testing
 
 @Suite struct JournalSimulationTests {
     @Test func everyInvariantHoldsAcrossCrashes() {
-        for seed in SimulationRunner.seeds(defaultCount: 40) {
+        var faults = FaultCounters()
+        let seeds = SimulationRunner.seeds(defaultCount: 80)
+        for seed in seeds {
             let report = JournalScenario().run(seed: seed)
             #expect(report.passed, "\(SimulationRunner.failureMessage(report, filter: "JournalSimulationTests"))")
             if !report.passed { return }
+            faults.add(report.faults)
         }
+        // Unless one seed is replayed, the run really crashed, lost, tore and damaged, and
+        // every damage was reported.
+        guard seeds.count >= 80 else { return }
+        #expect(faults.nodeCrashes > 80)
+        #expect(faults.writesLost > 0 && faults.writesTorn > 0 && faults.writesSurvived > 0)
+        #expect(faults.synchronizeFailures > 0)
+        #expect(faults.damageInjected > 0)
+        #expect(faults.damageDetected == faults.damageInjected)
     }
 
     @Test(arguments: JournalBug.allCases)

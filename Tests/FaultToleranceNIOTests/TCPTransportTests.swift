@@ -1,5 +1,6 @@
 import FaultToleranceCore
 import FaultToleranceNIO
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -128,12 +129,14 @@ struct TCPTransportTests {
             configuration: .init(
                 localNode: "b", bindAddress: try Self.any, inboundHighWatermark: high, inboundLowWatermark: 8))
         a.setPeer("b", address: b.localAddress)
+        let sent = NIOLockedValueBox(0)
         let sender = Task {
             for index in 0..<count {
                 var payload = [UInt8](repeating: 0, count: 16 << 10)
                 payload[0] = UInt8(truncatingIfNeeded: index)
                 payload[1] = UInt8(truncatingIfNeeded: index >> 8)
                 try await a.send(Message(type: 1, bytes: payload), to: "b")
+                sent.withLockedValue { $0 += 1 }
             }
         }
         // Consume nothing until the backlog has reached the watermark.
@@ -142,6 +145,14 @@ struct TCPTransportTests {
             try await Task.sleep(for: .milliseconds(1))
         }
         #expect(b.inboundBacklogPeak >= high)
+        // The sender must now be held: its count stops growing well short of the total
+        // (without back-pressure all 48 MiB would be taken into buffers at once).
+        var previous = -1
+        while sent.withLockedValue({ $0 }) != previous && ContinuousClock.now < deadline {
+            previous = sent.withLockedValue { $0 }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(sent.withLockedValue { $0 } < count / 2, "the sender never waited: \(sent.withLockedValue { $0 }) sent")
         var iterator = b.incoming.makeAsyncIterator()
         for index in 0..<count {
             guard let envelope = await iterator.next() else {
