@@ -285,6 +285,10 @@ public enum RecordCodec {
         }
         let sequence = bytes.loadLE(UInt64.self, at: 8) ?? 0
         let distance = UInt64(bytes.loadLE(UInt16.self, at: 6) ?? 0)
+        // A writer never claims durability before sequence 0.
+        guard distance <= sequence else {
+            return .invalid(JournalFormatError("durable field \(distance) reaches before sequence 0 from \(sequence)"))
+        }
         return .record(
             RecordHeader(
                 length: length,
@@ -293,7 +297,7 @@ public enum RecordCodec {
                 volume: VolumeID(bytes.loadLE(UInt32.self, at: 24) ?? 0),
                 offset: bytes.loadLE(UInt64.self, at: 32) ?? 0,
                 checksum: stored,
-                durableThrough: distance == 0 || distance > sequence ? nil : sequence - distance))
+                durableThrough: distance == 0 ? nil : sequence - distance))
     }
 
     /// Decodes a whole record (header and payload copied out) from the start of `bytes`.

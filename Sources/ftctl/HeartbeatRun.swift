@@ -122,6 +122,8 @@ struct HeartbeatRun: AsyncParsableCommand {
         let conflict = Task {
             while !Task.isCancelled {
                 if service.partnerHasSamePriority {
+                    // Keep sending a few more heartbeats, so the partner finds out too.
+                    try? await Task.sleep(for: interval * 5)
                     await group.triggerGracefulShutdown()
                     return true
                 }
@@ -131,10 +133,13 @@ struct HeartbeatRun: AsyncParsableCommand {
         }
         defer { conflict.cancel() }
         if let seconds {
-            let runner = Task { try await group.run() }
-            try await Task.sleep(for: .seconds(seconds))
-            await group.triggerGracefulShutdown()
-            try await runner.value
+            // Whichever comes first ends the run: the time limit, a signal, or a conflict.
+            let timer = Task {
+                try await Task.sleep(for: .seconds(seconds))
+                await group.triggerGracefulShutdown()
+            }
+            defer { timer.cancel() }
+            try await group.run()
         } else {
             try await group.run()
         }

@@ -84,10 +84,15 @@ struct JournalDirectory {
         let parent = target.deletingLastPathComponent().path
         let staging = JournalDirectory(
             path: parent + "/." + target.lastPathComponent + ".creating-\(ProcessInfo.processInfo.processIdentifier)")
-        try? files.removeItem(atPath: staging.path)
-        for directory in [staging.path, staging.units, staging.base] {
-            try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Staging folders of creates that were killed (their process is gone) go first.
+        let prefix = "." + target.lastPathComponent + ".creating-"
+        for name in (try? files.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            if let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0 {
+                try? files.removeItem(atPath: parent + "/" + name)
+            }
         }
+        try? files.removeItem(atPath: staging.path)
+        for directory in [staging.path, staging.units, staging.base] { try makeDirectories(directory) }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
         do {
@@ -120,6 +125,21 @@ struct JournalDirectory {
         let store = try openStore(readOnly: false, budgetUnits: units, configuration: configuration)
         guard let journal = store.journal(1) else { throw CommandFailure("\(path): journal 1 is missing") }
         return (store, journal)
+    }
+}
+
+/// `mkdir -p` with the system's words for a failure (not a Foundation error dump).
+func makeDirectories(_ path: String) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            throw CommandFailure("cannot create \(current): \(StorageError.describe(errno: errno))")
+        }
+    }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw CommandFailure("cannot create \(path): \(StorageError.describe(errno: ENOTDIR))")
     }
 }
 

@@ -65,7 +65,17 @@ struct JournalCrashTest: AsyncParsableCommand {
             totalAcknowledged += acknowledged.count
             let highest = acknowledged.max() ?? 0
 
-            let store = try JournalDirectory(path: path).openStore(readOnly: false, budgetUnits: 64)
+            // A kill during `create` leaves no journal (it is built aside and renamed into
+            // place), which is fine only if nothing was acknowledged.
+            let folder = JournalDirectory(path: path)
+            guard try FileStoragePool.storedUnitCapacity(in: folder.units) != nil else {
+                if acknowledged.isEmpty {
+                    print("round \(round): killed after \(delay) ms before the journal existed")
+                    continue
+                }
+                throw failure("round \(round): no journal after \(acknowledged.count) acknowledgements")
+            }
+            let store = try folder.openStore(readOnly: false, budgetUnits: 64)
             guard let journal = store.journal(1) else {
                 if acknowledged.isEmpty {
                     print("round \(round): killed after \(delay) ms before the journal existed")

@@ -179,5 +179,10 @@ import Testing
             #expect(error.unit == base.id)
         }
         #expect(fixture.bases.units.contains { $0.id == base.id })
+        // Salvage cannot rebuild a base image; it moves it to quarantine (never deletes it)
+        // and then says the journal has no base image.
+        #expect(throws: JournalError.self) { try salvage(fixture) }
+        #expect(fixture.bases.quarantined.contains { $0.id == base.id })
+        #expect(try fixture.bases.quarantined.first?.read(at: JournalFormat.baseHeaderSize, count: 4) == [7, 7, 7, 7])
     }
 }

@@ -61,7 +61,7 @@ func decodeRecords(_ bytes: [UInt8]) {
                 target.baseAddress.map {
                     RecordCodec.encode(
                         into: $0, salt: salt, sequence: record.sequence, time: record.time, volume: record.volume,
-                        offset: record.offset, payload: payload)
+                        offset: record.offset, payload: payload, durableThrough: header.durableThrough)
                 } ?? 0
             }
         }
