@@ -295,7 +295,7 @@ struct JournalRecover: ParsableCommand {
         if let before {
             let duration = try requireDuration("--before", before)
             guard instant.nanoseconds >= duration.nanoseconds else {
-                throw ValidationError("--before \(before) reaches before the Unix epoch from \(instant.nanoseconds)")
+                throw CommandFailure("--before \(before) reaches before the Unix epoch from \(instant.nanoseconds)")
             }
             instant = instant + .nanoseconds(-duration.nanoseconds)
         }

@@ -202,9 +202,9 @@ public final class FileStoragePool: StoragePool {
 
     private let allocationLock = NIOLockedValueBox(())
 
-    /// Closes and deletes a unit's file and makes the deletion durable.
-    public func release(_ unit: UnitID) throws(StorageError) {
-        try requireWritable("release")
+    /// Removes `unit` from the pool's lists and closes its file; returns it with the index of
+    /// its directory.
+    private func takeOut(_ unit: UnitID) throws(StorageError) -> (FileStorageUnit, Int) {
         let found = state.withLockedValue { state -> (FileStorageUnit, Int)? in
             guard let index = state.units.firstIndex(where: { $0.id == unit }),
                 let directoryIndex = state.directoryOfUnit[unit]
@@ -215,6 +215,13 @@ public final class FileStoragePool: StoragePool {
         }
         guard let (removed, directoryIndex) = found else { throw StorageError(.unknownUnit, unit: unit) }
         removed.close()
+        return (removed, directoryIndex)
+    }
+
+    /// Closes and deletes a unit's file and makes the deletion durable.
+    public func release(_ unit: UnitID) throws(StorageError) {
+        try requireWritable("release")
+        let (removed, directoryIndex) = try takeOut(unit)
         if unlink(removed.path) != 0 {
             throw StorageError(
                 .fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno, detail: "unlink")
@@ -227,16 +234,7 @@ public final class FileStoragePool: StoragePool {
     /// pool but intact; both directories are synchronized.
     public func quarantine(_ unit: UnitID) throws(StorageError) {
         try requireWritable("quarantine")
-        let found = state.withLockedValue { state -> (FileStorageUnit, Int)? in
-            guard let index = state.units.firstIndex(where: { $0.id == unit }),
-                let directoryIndex = state.directoryOfUnit[unit]
-            else { return nil }
-            let removed = state.units.remove(at: index)
-            state.directoryOfUnit[unit] = nil
-            return (removed, directoryIndex)
-        }
-        guard let (removed, directoryIndex) = found else { throw StorageError(.unknownUnit, unit: unit) }
-        removed.close()
+        let (removed, directoryIndex) = try takeOut(unit)
         let folder = directories[directoryIndex] + "/quarantine"
         if mkdir(folder, 0o755) != 0 && SystemCalls.errno != EEXIST {
             throw StorageError(
