@@ -124,7 +124,8 @@ public final class AsyncSimulation: @unchecked Sendable {
                 // Nothing runnable. A job from another thread may still be on its way (a
                 // `Task {}` that escaped the executor): wait a moment of real time so the
                 // error names the cause, not its symptom.
-                // Up to 2 s: a loaded machine can take that long to run a pool thread.
+                // Up to 2 s: a loaded machine can take that long to run a pool thread. This is
+                // the simulation's own driver thread (never the cooperative pool).
                 var waited = 0
                 while waited < 2000 && executor.foreignJobs == 0 {
                     usleep(1000)

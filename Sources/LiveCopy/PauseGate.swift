@@ -91,6 +91,8 @@ public final class PauseGate: Sendable {
         let phase = nanoseconds % Self.slice
         let closed = Self.slice * UInt64(percent) / 100
         guard phase < closed else { return }
+        // Runs on a writer thread of the application (entering the gate), never on the
+        // cooperative pool: throttling is exactly holding that thread back.
         var wait = timespec(tv_sec: 0, tv_nsec: Int(closed - phase))
         nanosleep(&wait, nil)
     }

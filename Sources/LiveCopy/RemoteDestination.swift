@@ -426,6 +426,8 @@ final class OrderedSender: Sendable {
     /// Blocks the calling thread while more than twice the limit is queued (and the queue has
     /// not failed).
     func waitForRoomBlocking() {
+        // Called on the copier's own thread (the synchronous copy path), never on the
+        // cooperative pool.
         var pause = timespec(tv_sec: 0, tv_nsec: 20_000)
         while state.withLockedValue({ $0.failure == nil && $0.queuedBytes > 2 * limit }) {
             nanosleep(&pause, nil)

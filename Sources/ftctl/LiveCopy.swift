@@ -222,7 +222,8 @@ final class WriteLoad: @unchecked Sendable {
                         try? memory.storeWord(state, at: page * memory.pageSize + slot * 8)
                     }
                     done += burst
-                    // Pace the load at about `rate`: a load generator, not a measurement.
+                    // Pace the load at about `rate`: a load generator, not a measurement. This
+                    // is one of the demo's own writer threads, not the cooperative pool.
                     let spent = ContinuousClock.now - started
                     if spent < .milliseconds(1) {
                         Thread.sleep(forTimeInterval: secondsValue(.milliseconds(1) - spent))

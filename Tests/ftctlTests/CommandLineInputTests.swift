@@ -20,6 +20,19 @@ func runTool(_ arguments: [String]) throws -> (status: Int32, output: String) {
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
+/// Starts the built `ftctl` with `arguments` in the background, its output going to
+/// `output` (discarded when `nil`).
+func launchTool(_ arguments: [String], output: Pipe? = nil) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("ftctl")
+    process.arguments = arguments
+    process.standardOutput = output ?? FileHandle.nullDevice
+    process.standardError = output ?? FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
 /// One bad input: the arguments and the option the refusal must name.
 struct BadInput: Sendable, CustomTestStringConvertible {
     let arguments: [String]

@@ -8,18 +8,13 @@ struct HeartbeatRunCommandTests {
     @Test("equal priorities stop both sides with exit 1")
     func equalPriorities() throws {
         let port = String(Int.random(in: 20_000...40_000))
-        let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("ftctl")
-        let a = Process()
-        a.executableURL = tool
-        a.arguments = [
-            "heartbeat", "run", "--node", "A", "--partner", "B", "--priority", "3", "--path", "p1=127.0.0.2:\(port)",
-            "--partner-path", "p1=127.0.0.3:\(port)", "--seconds", "20",
-        ]
         let output = Pipe()
-        a.standardOutput = output
-        a.standardError = output
-        try a.run()
+        let a = try launchTool(
+            [
+                "heartbeat", "run", "--node", "A", "--partner", "B", "--priority", "3", "--path",
+                "p1=127.0.0.2:\(port)",
+                "--partner-path", "p1=127.0.0.3:\(port)", "--seconds", "20",
+            ], output: output)
         let b = try runToolBounded([
             "heartbeat", "run", "--node", "B", "--partner", "A", "--priority", "3", "--path", "p1=127.0.0.3:\(port)",
             "--partner-path", "p1=127.0.0.2:\(port)", "--seconds", "20",
@@ -35,18 +30,13 @@ struct HeartbeatRunCommandTests {
     @Test("a UDP port already in use fails the start with exit 1")
     func portInUse() throws {
         let port = String(Int.random(in: 40_001...60_000))
-        let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("ftctl")
-        let first = Process()
-        first.executableURL = tool
-        first.arguments = [
-            "heartbeat", "run", "--node", "A", "--partner", "B", "--priority", "2", "--path", "p1=127.0.0.2:\(port)",
-            "--partner-path", "p1=127.0.0.3:\(port)", "--seconds", "20",
-        ]
         let output = Pipe()
-        first.standardOutput = output
-        first.standardError = FileHandle.nullDevice
-        try first.run()
+        let first = try launchTool(
+            [
+                "heartbeat", "run", "--node", "A", "--partner", "B", "--priority", "2", "--path",
+                "p1=127.0.0.2:\(port)",
+                "--partner-path", "p1=127.0.0.3:\(port)", "--seconds", "20",
+            ], output: output)
         defer {
             first.terminate()
             first.waitUntilExit()

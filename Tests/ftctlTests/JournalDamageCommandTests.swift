@@ -62,15 +62,8 @@ struct JournalDamageCommandTests {
     func secondWriterRefused() throws {
         let directory = try Self.journal()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("ftctl")
-        let first = Process()
-        first.executableURL = tool
-        first.arguments = ["journal", "stress", directory, "--count", "100000000"]
         let pipe = Pipe()
-        first.standardOutput = pipe
-        first.standardError = FileHandle.nullDevice
-        try first.run()
+        let first = try launchTool(["journal", "stress", directory, "--count", "100000000"], output: pipe)
         defer {
             first.terminate()
             first.waitUntilExit()
