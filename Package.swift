@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "HeartbeatSimulation", targets: ["HeartbeatSimulation"]),
         .library(name: "ElasticJournal", targets: ["ElasticJournal"]),
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
+        .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -101,7 +102,6 @@ let package = Package(
             dependencies: [
                 "FaultToleranceCore",
                 "CFaultToleranceShims",
-                "DeterministicSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,11 +109,21 @@ let package = Package(
             ]
         ),
         .target(
+            name: "LiveCopySimulation",
+            dependencies: [
+                "FaultToleranceCore",
+                "DeterministicSimulation",
+                "LiveCopy",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "FaultTolerance",
             dependencies: [
-                "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum", "HeartbeatSimulation",
+                "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum",
+                "HeartbeatSimulation",
                 "ElasticJournal",
-                "LiveCopy",
+                "LiveCopy", "LiveCopySimulation",
             ]
         ),
         .executableTarget(
@@ -139,7 +149,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "DeterministicSimulationTests", dependencies: ["DeterministicSimulation"]),
+        .testTarget(
+            name: "DeterministicSimulationTests",
+            dependencies: ["DeterministicSimulation", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(
             name: "HeartbeatQuorumTests",
             dependencies: [
@@ -162,6 +175,7 @@ let package = Package(
             name: "LiveCopyTests",
             dependencies: [
                 "LiveCopy",
+                "LiveCopySimulation",
                 "FaultToleranceNIO",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

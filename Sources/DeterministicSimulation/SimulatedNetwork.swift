@@ -1,4 +1,5 @@
 public import FaultToleranceCore
+import NIOCore
 
 /// How one direction of a simulated link behaves.
 public struct LinkConditions: Sendable, Hashable {
@@ -13,6 +14,16 @@ public struct LinkConditions: Sendable, Hashable {
     public var delay: ClosedRange<Duration>
     /// The extra delay of a reordered message.
     public var reorderDelay: Duration
+    /// Probability that a message's bytes are damaged on the way (one bit flipped in its
+    /// frame). The receiving side checks the frame the way the real transports do (CRC32C
+    /// over header and payload, ``FaultToleranceCore/FrameDecoder``), so the damage is
+    /// detected and the message dropped, as the UDP transport drops a bad datagram.
+    public var corruptionProbability: Double
+    /// The link's rate in bytes per second (frame bytes: header, sender name, payload), or
+    /// `nil` for no limit. Messages on a link leave one after another, and
+    /// ``SimulatedTransport/send(_:to:over:)`` returns when its message has left: the
+    /// back-pressure of a socket whose buffer is full.
+    public var bandwidth: Double?
 
     /// Creates link conditions.
     public init(
@@ -20,8 +31,12 @@ public struct LinkConditions: Sendable, Hashable {
         duplicateProbability: Double = 0,
         reorderProbability: Double = 0,
         delay: ClosedRange<Duration> = .milliseconds(1) ... .milliseconds(1),
-        reorderDelay: Duration = .milliseconds(20)
+        reorderDelay: Duration = .milliseconds(20),
+        corruptionProbability: Double = 0,
+        bandwidth: Double? = nil
     ) {
+        self.corruptionProbability = corruptionProbability
+        self.bandwidth = bandwidth
         self.lossProbability = lossProbability
         self.duplicateProbability = duplicateProbability
         self.reorderProbability = reorderProbability
@@ -46,7 +61,8 @@ public final class SimulatedNetwork {
         var path: PathID?
     }
 
-    private let simulation: Simulation
+    fileprivate let simulation: Simulation
+    private var busyUntil: [LinkKey: Instant] = [:]
     private var handlers: [NodeID: (Envelope) -> Void] = [:]
     private var conditions: [LinkKey: LinkConditions] = [:]
     private var blocked: Set<LinkKey> = []
@@ -133,23 +149,35 @@ public final class SimulatedNetwork {
             || (path != nil && blocked.contains(LinkKey(from: from, to: to, path: path)))
     }
 
-    /// Sends `message` from `from` to `to` on `path`, subject to the link's conditions.
-    public func send(_ message: Message, from: NodeID, to: NodeID, path: PathID? = nil) {
-        let link =
-            conditions[LinkKey(from: from, to: to, path: path)] ?? conditions[LinkKey(from: from, to: to, path: nil)]
-            ?? defaultConditions
+    /// Sends `message` from `from` to `to` on `path`, subject to the link's conditions, and
+    /// returns the instant the message has left the sender (later than now only on a link
+    /// with a ``LinkConditions/bandwidth`` that is busy).
+    @discardableResult
+    public func send(_ message: Message, from: NodeID, to: NodeID, path: PathID? = nil) -> Instant {
+        let key = LinkKey(from: from, to: to, path: path)
+        let link = conditions[key] ?? conditions[LinkKey(from: from, to: to, path: nil)] ?? defaultConditions
         // A crashed node sends nothing (its runtime may not have noticed yet).
-        guard !down.contains(from) else { return }
+        guard !down.contains(from) else { return simulation.now }
+        var departure = simulation.now
+        if let bandwidth = link.bandwidth, bandwidth > 0 {
+            let bytes = Frame.headerSize + 1 + from.name.utf8.count + message.payload.readableBytes
+            departure = max(departure, busyUntil[key] ?? departure) + .seconds(Double(bytes) / bandwidth)
+            busyUntil[key] = departure
+        }
         if isCut(from: from, to: to, path: path) {
             simulation.faults.messagesPartitioned += 1
-            return
+            return departure
         }
         if simulation.random.chance(link.lossProbability) {
             simulation.faults.messagesLost += 1
-            return
+            return departure
         }
-        let envelope = Envelope(from: from, path: path, message: message)
-        var delay = simulation.random.duration(in: link.delay)
+        var envelope = Envelope(from: from, path: path, message: message)
+        if simulation.random.chance(link.corruptionProbability) {
+            guard let received = corrupted(envelope) else { return departure }
+            envelope = received
+        }
+        var delay = (departure - simulation.now) + simulation.random.duration(in: link.delay)
         if simulation.random.chance(link.reorderProbability) {
             delay += link.reorderDelay
             simulation.faults.messagesReordered += 1
@@ -157,7 +185,35 @@ public final class SimulatedNetwork {
         schedule(envelope, to: to, after: delay)
         if simulation.random.chance(link.duplicateProbability) {
             simulation.faults.messagesDuplicated += 1
-            schedule(envelope, to: to, after: simulation.random.duration(in: link.delay))
+            schedule(envelope, to: to, after: (departure - simulation.now) + simulation.random.duration(in: link.delay))
+        }
+        return departure
+    }
+
+    /// Flips one bit of `envelope`'s frame and decodes it as a receiving transport would:
+    /// `nil` when the frame checks fail (the message is dropped, the damage detected),
+    /// otherwise what the receiver would be handed.
+    private func corrupted(_ envelope: Envelope) -> Envelope? {
+        var frame = ByteBuffer()
+        EnvelopeCodec.encode(envelope.message, from: envelope.from, into: &frame)
+        let bit = Int(simulation.random.next() % UInt64(frame.readableBytes * 8))
+        if let byte = frame.getInteger(at: frame.readerIndex + bit / 8, as: UInt8.self) {
+            frame.setInteger(byte ^ (1 << UInt8(bit % 8)), at: frame.readerIndex + bit / 8)
+        }
+        simulation.faults.damageInjected += 1
+        var decoder = FrameDecoder()
+        do throws(FrameError) {
+            guard let decoded = try decoder.next(from: &frame) else {
+                // A damaged length field: the receiver waits for bytes that never come, until
+                // the stream's next frame fails its check; the message is lost either way.
+                simulation.faults.damageDetected += 1
+                return nil
+            }
+            let (sender, message) = try EnvelopeCodec.decode(decoded)
+            return Envelope(from: sender, path: envelope.path, message: message)
+        } catch {
+            simulation.faults.damageDetected += 1
+            return nil
         }
     }
 
@@ -171,6 +227,7 @@ public final class SimulatedNetwork {
                 return
             }
             simulation.faults.messagesDelivered += 1
+            traceDelivery(envelope, to: node)
             deliveryObserver?(envelope, node)
             handler(envelope)
         }
@@ -178,6 +235,17 @@ public final class SimulatedNetwork {
 }
 
 extension SimulatedNetwork {
+    /// Mixes a delivery (endpoints, path, type and payload) into the simulation's trace hash.
+    fileprivate func traceDelivery(_ envelope: Envelope, to node: NodeID) {
+        // Names and bytes through CRC32C, not `Hasher` (seeded per process): the hash must be
+        // the same in every process that replays the seed.
+        let route = "\(envelope.from.name)>\(node.name)/\(envelope.path?.name ?? "")"
+        simulation.trace(UInt64(CRC32C.checksum(route.utf8)))
+        simulation.trace(
+            UInt64(truncatingIfNeeded: envelope.message.type) << 32 | UInt64(envelope.message.payload.readableBytes))
+        simulation.trace(UInt64(envelope.message.payload.readableBytesView.withUnsafeBytes { CRC32C.checksum($0) }))
+    }
+
     /// A ``FaultToleranceCore/Transport`` for `node` on this network: what it sends goes
     /// through the link conditions, partitions and crashes of the network, and what is
     /// delivered to `node` arrives on its ``SimulatedTransport/incoming``. A second transport
@@ -206,8 +274,8 @@ extension SimulatedNetwork {
 /// A node's ``FaultToleranceCore/Transport`` on a ``SimulatedNetwork``; see
 /// ``SimulatedNetwork/transport(for:)``.
 ///
-/// Sending never blocks (the simulated links have no buffers to fill) and follows the real
-/// transports' errors: `.closed` after ``close()``, `.reservedType` for transport-owned
+/// Sending waits only on a link with a ``LinkConditions/bandwidth`` (until the message has
+/// left, as a full socket buffer holds a sender) and follows the real transports' errors: `.closed` after ``close()``, `.reservedType` for transport-owned
 /// message types. Messages to a node that is down or cut off are lost silently, as on a
 /// network.
 public final class SimulatedTransport: Transport, @unchecked Sendable {
@@ -227,13 +295,19 @@ public final class SimulatedTransport: Transport, @unchecked Sendable {
     }
 
     /// Hands `message` to the network, which delivers it after the link's delay unless the
-    /// link loses it.
+    /// link loses it; on a link with a bandwidth, returns once the message has left (in
+    /// virtual time).
     public func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError) {
         guard !closed else { throw TransportError(.closed, peer: node, path: path) }
         guard message.type < Message.firstReservedType else {
             throw TransportError(.reservedType, peer: node, path: path, detail: "type \(message.type)")
         }
-        network.send(message, from: localNode, to: node, path: path)
+        let departure = network.send(message, from: localNode, to: node, path: path)
+        let simulation = network.simulation
+        guard departure > simulation.now else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            simulation.schedule(at: departure) { continuation.resume() }
+        }
     }
 
     /// Leaves the network and finishes ``incoming``.

@@ -22,6 +22,11 @@ public final class Simulation {
     public var faults = FaultCounters()
     /// Events executed so far.
     public private(set) var eventsProcessed = 0
+    /// A running hash of the run: every event's instant and scheduling order, every message
+    /// delivered (``SimulatedNetwork``) and whatever a scenario adds with ``trace(_:)``. Two
+    /// runs of one seed have the same hash; a run that diverges anywhere has another one, so
+    /// a replay can be checked to be the same run, not only the same verdict.
+    public private(set) var traceHash: UInt64 = 0xcbf2_9ce4_8422_2325
 
     private var queue = EventQueue()
     private var nextSequence: UInt64 = 0
@@ -65,6 +70,17 @@ public final class Simulation {
         if let timers = timersByOwner.removeValue(forKey: owner) { cancelled.formUnion(timers) }
     }
 
+    /// Mixes `value` into ``traceHash`` (a scenario's observations: what it wrote, read or
+    /// was told).
+    public func trace(_ value: UInt64) {
+        // splitmix64's finaliser over the running hash and the value: cheap, and any change in
+        // any value or in the order of values changes the result.
+        var z = (traceHash ^ value) &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        traceHash = z ^ (z >> 31)
+    }
+
     /// Runs the next event. Returns `false` when the queue is empty.
     @discardableResult
     public func step() -> Bool {
@@ -73,6 +89,8 @@ public final class Simulation {
             if cancelled.remove(event.sequence) != nil { continue }
             now = event.time
             eventsProcessed += 1
+            trace(UInt64(bitPattern: event.time.nanoseconds))
+            trace(event.sequence)
             event.action()
             return true
         }

@@ -22,7 +22,8 @@ import Synchronization
 /// single-threaded simulator.
 ///
 /// Rules for code under simulation, each checked:
-/// - Spawn unstructured tasks with `spawn(_:)`, not `Task {}` (which would run on the
+/// - Spawn unstructured tasks with `spawn(_:)`, or in a runtime with
+///   `Task(executorPreference: clock.taskExecutor)`, not `Task {}` (which would run on the
 ///   global pool). A job enqueued from any other thread fails the run
 ///   (``AsyncSimulationError/foreignJob``).
 /// - Sleep on the ``clock``; a run with no ready job and no pending event is
@@ -295,6 +296,10 @@ public final class VirtualClock: RuntimeClock, @unchecked Sendable {
 
     /// The simulation's virtual time.
     public var now: Instant { simulation.now }
+
+    /// The simulation's deterministic executor: tasks a runtime starts on its own with this
+    /// preference run inside the simulation.
+    public var taskExecutor: (any TaskExecutor)? { executor }
 
     /// Suspends until the simulation reaches `deadline`; throws `CancellationError` if the
     /// task is cancelled first or the run has ended.

@@ -44,6 +44,9 @@ public struct SimulationReport: Sendable, Hashable, Codable {
     public var events: Int
     /// The first broken invariant, or `nil` if every check held.
     public var violation: InvariantViolation?
+    /// The run's ``Simulation/traceHash``: equal for two runs of one seed (a replay is the same
+    /// run), 0 when the scenario does not report one.
+    public var traceHash: UInt64
 
     /// Creates a report.
     public init(
@@ -53,8 +56,10 @@ public struct SimulationReport: Sendable, Hashable, Codable {
         operations: Int,
         virtualTime: Int64,
         events: Int,
-        violation: InvariantViolation?
+        violation: InvariantViolation?,
+        traceHash: UInt64 = 0
     ) {
+        self.traceHash = traceHash
         self.seed = seed
         self.faults = faults
         self.invariantChecks = invariantChecks

@@ -6,3 +6,4 @@
 @_exported import HeartbeatQuorum
 @_exported import HeartbeatSimulation
 @_exported import LiveCopy
+@_exported import LiveCopySimulation

@@ -182,7 +182,8 @@ final class HeartbeatRun: @unchecked Sendable {
     var report: SimulationReport {
         SimulationReport(
             seed: simulation.seed, faults: simulation.faults, invariantChecks: checks, operations: transitions.count,
-            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation)
+            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation,
+            traceHash: simulation.traceHash)
     }
 
     var grace: Duration { .milliseconds(60) + .milliseconds(10) * 4 + Self.maximumDelay * 2 }

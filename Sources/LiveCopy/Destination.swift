@@ -85,10 +85,16 @@ public final class LocalDestination: LiveCopyDestination {
     /// Nothing is in flight locally.
     public func barrier() async throws(LiveCopyError) {}
 
-    /// Compares at once.
+    /// Compares at once; throws ``LiveCopyError/Code/outOfBounds`` for pages outside the region
+    /// or a checksum count that is not the page count.
     public func startVerification(of pages: Range<Int>, checksums: [UInt32]) throws(LiveCopyError)
         -> VerificationTicket
     {
+        guard pages.lowerBound >= 0, pages.upperBound <= region.pageCount, checksums.count == pages.count else {
+            throw LiveCopyError(
+                .outOfBounds,
+                detail: "\(checksums.count) checksums for pages \(pages) of a region of \(region.pageCount)")
+        }
         let local = region.checksums(of: pages)
         let differing = zip(pages, zip(local, checksums)).compactMap { $1.0 == $1.1 ? nil : $0 }
         return .ready(differing)
@@ -96,4 +102,16 @@ public final class LocalDestination: LiveCopyDestination {
 
     /// Nothing to end.
     public func finish() async {}
+}
+
+/// Duplicated mode to a local ``OfflineRegion``: each write applied to both sides in the gate.
+final class LocalMirror: WriteMirror, Sendable {
+    let region: OfflineRegion
+
+    init(_ region: OfflineRegion) { self.region = region }
+
+    func mirrorWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        // The source already checked the bounds; both regions have the same geometry.
+        try? region.write(bytes, at: offset)
+    }
 }

@@ -1,6 +1,7 @@
-import FaultToleranceCore
+public import FaultToleranceCore
 public import Logging
 public import Metrics
+import NIOConcurrencyHelpers
 
 /// What a live copy reports while it runs.
 public enum LiveCopyProgress: Sendable, Hashable {
@@ -92,7 +93,8 @@ public final class LiveCopy: Sendable {
     private let logger: Logger
     private let continuation: AsyncStream<LiveCopyProgress>.Continuation
     private let metrics: LiveCopyMetrics
-    private let origin = ContinuousClock.now
+    private let clock: any RuntimeClock
+    private let plantedBug = NIOLockedValueBox<LiveCopyBug?>(nil)
 
     /// Creates a copy of `source` to `destination` under `policy`.
     ///
@@ -100,14 +102,18 @@ public final class LiveCopy: Sendable {
     /// checksum pass runs while they write. Without it (a source that cannot mirror, such as
     /// ``UserfaultMemory``) the checksum pass runs inside the pause and the destination is a
     /// consistent snapshot of the switchover instant; the pause then includes the pass.
+    ///
+    /// `clock` times the rounds and the pause (a simulation passes its virtual clock).
     public init(
         source: any LiveCopySource,
         destination: any LiveCopyDestination,
         policy: ConvergencePolicy = .adaptive(),
         duplicate: Bool = true,
         logger: Logger = Logger(label: "ft.livecopy"),
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil,
+        clock: any RuntimeClock = SystemClock()
     ) {
+        self.clock = clock
         self.source = source
         self.destination = destination
         self.policy = policy
@@ -117,7 +123,13 @@ public final class LiveCopy: Sendable {
         metrics = LiveCopyMetrics(factory: metricsFactory ?? MetricsSystem.factory)
     }
 
-    private var now: Instant { Instant(nanoseconds: (ContinuousClock.now - origin).nanoseconds) }
+    private var now: Instant { clock.now }
+
+    /// Plants `bug` in this copy's own code path, for the simulation to show that it is caught
+    /// (off unless a simulation turns it on).
+    package func plant(_ bug: LiveCopyBug?) {
+        plantedBug.withLockedValue { $0 = bug }
+    }
 
     /// Runs the rounds, the switchover and the checksum pass; returns in duplicated mode.
     /// On failure the writers run unthrottled and undisturbed, and the error says why.
@@ -211,11 +223,14 @@ public final class LiveCopy: Sendable {
         whilePaused: () async throws(LiveCopyError) -> Void
     ) async throws(LiveCopyError) -> SwitchoverSummary {
         let pauseStart = now
-        source.gate.pause()
+        // The planted bug closes the gate only after the final copy: writers go on during it.
+        let holdsWriters = plantedBug.withLockedValue { $0 } != .pauseWithoutHoldingWriters
+        if holdsWriters { source.gate.pause() }
         var pages = remaining
         source.collectDirtyPages(into: &pages)
         _ = try await destination.copy(pages, round: rounds + 1, from: source)
         try await destination.barrier()
+        if !holdsWriters { source.gate.pause() }
         try await whilePaused()
         if duplicate { try source.setMirror(destination.mirror) } else { source.endTracking() }
         source.gate.setThrottle(percent: 0)

@@ -38,6 +38,9 @@ public final class OfflineRegion: @unchecked Sendable {
 
     /// Copies pages `pages` out of `source` straight into this region.
     func copyPages(_ pages: Range<Int>, from source: any LiveCopySource) {
+        precondition(
+            pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
+        precondition(source.pageSize == pageSize, "page size \(source.pageSize) is not \(pageSize)")
         lock.withLock { source.copyPages(pages, into: base + pages.lowerBound * pageSize) }
     }
 
@@ -78,9 +81,11 @@ public final class OfflineRegion: @unchecked Sendable {
         return lock.withLock { Array(UnsafeRawBufferPointer(start: base + offset, count: count)) }
     }
 
-    /// The CRC32C of each page in `pages`.
+    /// The CRC32C of each page in `pages` (within `0..<pageCount`).
     public func checksums(of pages: Range<Int>) -> [UInt32] {
-        lock.withLock {
+        precondition(
+            pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
+        return lock.withLock {
             pages.map { CRC32C.checksum(UnsafeRawBufferPointer(start: base + $0 * pageSize, count: pageSize)) }
         }
     }

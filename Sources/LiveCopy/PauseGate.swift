@@ -22,9 +22,15 @@ public final class PauseGate: Sendable {
     private let state = Atomic<Int>(0)
     private let throttle = Atomic<Int>(0)
     private let paused = ConditionLock<Bool>(value: false)
+    private let holdsThrottledWriters: Bool
 
     /// Creates an open gate.
-    public init() {}
+    public init() { holdsThrottledWriters = true }
+
+    /// Creates an open gate that, with `holdsThrottledWriters` false, only records the
+    /// throttle: a simulation's writers are tasks on its one thread, which must not sleep, and
+    /// slow themselves down by ``throttlePercent`` instead.
+    package init(holdsThrottledWriters: Bool) { self.holdsThrottledWriters = holdsThrottledWriters }
 
     /// Whether the gate is closed.
     public var isPaused: Bool { state.load(ordering: .acquiring) & Self.pausedBit != 0 }
@@ -41,7 +47,7 @@ public final class PauseGate: Sendable {
     /// Every call must be paired with ``leave()``.
     public func enter() {
         let percent = throttle.load(ordering: .relaxed)
-        if percent > 0 { holdForThrottle(percent: percent) }
+        if percent > 0 && holdsThrottledWriters { holdForThrottle(percent: percent) }
         while true {
             let previous = state.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
             if previous & Self.pausedBit == 0 { return }

@@ -56,20 +56,34 @@ public final class RemoteDestination: LiveCopyDestination {
     private let nextRequest = NIOLockedValueBox<UInt64>(1)
     private let copier = NIOLockedValueBox<CopierState?>(nil)
     private let receiveTask: Task<Void, Never>
+    private let clock: any RuntimeClock
 
-    /// Creates a destination that copies to `peer` over `transport`.
-    public init(transport: any Transport, peer: NodeID, options: Options = Options()) {
+    /// Creates a destination that copies to `peer` over `transport`; `clock` times the reply
+    /// timeout, and its ``FaultToleranceCore/RuntimeClock/taskExecutor`` runs the
+    /// destination's send and receive tasks (a simulation passes its virtual clock).
+    public convenience init(
+        transport: any Transport, peer: NodeID, options: Options = Options(), clock: any RuntimeClock = SystemClock()
+    ) {
+        self.init(
+            transport: transport, peer: peer, options: options, clock: clock, session: UInt64.random(in: 1...UInt64.max)
+        )
+    }
+
+    /// Creates a destination with a given session number (a simulation draws it from its seed).
+    package init(transport: any Transport, peer: NodeID, options: Options, clock: any RuntimeClock, session: UInt64) {
         self.transport = transport
         self.peer = peer
         self.options = options
-        self.session = UInt64.random(in: 1...UInt64.max)
-        let sender = OrderedSender(transport: transport, peer: peer, limit: options.maximumQueuedBytes)
+        self.clock = clock
+        self.session = session
+        let sender = OrderedSender(
+            transport: transport, peer: peer, limit: options.maximumQueuedBytes, clock: clock)
         self.sender = sender
         self.remoteMirror = RemoteMirror(sender: sender, session: session)
         let replies = self.replies
         let peer = self.peer
         let session = self.session
-        receiveTask = Task {
+        receiveTask = Task(executorPreference: clock.taskExecutor) {
             for await envelope in transport.incoming
             where envelope.from == peer && envelope.message.type == LiveCopyWire.MessageType.reply {
                 do throws(LiveCopyError) {
@@ -206,8 +220,9 @@ public final class RemoteDestination: LiveCopyDestination {
     private func wait(for id: UInt64) async throws(LiveCopyError) -> LiveCopyWire.Reply {
         let timeout = options.replyTimeout
         let replies = self.replies
-        let timer = Task {
-            try await Task.sleep(for: timeout)
+        let clock = self.clock
+        let timer = Task(executorPreference: clock.taskExecutor) {
+            try await clock.sleep(for: timeout)
             replies.resolve(
                 id, .failure(LiveCopyError(.transport, detail: "no reply from the receiver within \(timeout)")))
         }
@@ -310,13 +325,15 @@ final class OrderedSender: Sendable {
     private let continuation: AsyncStream<Item>.Continuation
     private let limit: Int
     private let task: Task<Void, Never>
+    private let clock: any RuntimeClock
 
-    init(transport: any Transport, peer: NodeID, limit: Int) {
+    init(transport: any Transport, peer: NodeID, limit: Int, clock: any RuntimeClock) {
         let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
         self.continuation = continuation
         self.limit = limit
+        self.clock = clock
         let state = self.state
-        task = Task {
+        task = Task(executorPreference: clock.taskExecutor) {
             for await item in stream {
                 let message: Message
                 switch item {
@@ -440,7 +457,7 @@ final class OrderedSender: Sendable {
             let (empty, failure) = state.withLockedValue { ($0.queuedBytes == 0, $0.failure) }
             if let failure { throw failure }
             if empty { return }
-            try? await Task.sleep(for: .milliseconds(1))
+            try? await clock.sleep(for: .milliseconds(1))
         }
     }
 }

@@ -69,7 +69,7 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     /// Bytes in the region.
     public let byteCount: Int
     /// The gate every write passes.
-    public let gate = PauseGate()
+    public let gate: PauseGate
 
     let base: UnsafeMutableRawPointer
     private let bitmap: UnsafeMutablePointer<UInt64>
@@ -81,7 +81,13 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
 
     /// Allocates a zeroed region of `pageCount` pages of `pageSize` bytes (a power of two,
     /// at least 64).
-    public init(pageCount: Int, pageSize: Int = 4096) throws(LiveCopyError) {
+    public convenience init(pageCount: Int, pageSize: Int = 4096) throws(LiveCopyError) {
+        try self.init(pageCount: pageCount, pageSize: pageSize, gate: PauseGate())
+    }
+
+    /// Allocates a region whose writers pass `gate` (a simulation's gate does not sleep).
+    package init(pageCount: Int, pageSize: Int, gate: PauseGate) throws(LiveCopyError) {
+        self.gate = gate
         guard pageSize >= 64, pageSize & (pageSize - 1) == 0, pageCount > 0,
             pageCount <= Int.max / pageSize
         else {
@@ -181,9 +187,11 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         try body(UnsafeRawBufferPointer(start: base, count: byteCount))
     }
 
-    /// The CRC32C of page `page`. Pause the ``gate`` first for a stable value.
+    /// The CRC32C of page `page` (in `0..<pageCount`). Pause the ``gate`` first for a stable
+    /// value.
     public func checksum(ofPage page: Int) -> UInt32 {
-        CRC32C.checksum(UnsafeRawBufferPointer(start: base + page << pageShift, count: pageSize))
+        precondition(page >= 0 && page < pageCount, "page \(page) outside 0..<\(pageCount)")
+        return CRC32C.checksum(UnsafeRawBufferPointer(start: base + page << pageShift, count: pageSize))
     }
 
     // MARK: DirtyTracker
@@ -207,8 +215,10 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
 
     // MARK: LiveCopySource
 
-    /// Copies pages into `destination`.
+    /// Copies pages (within `0..<pageCount`) into `destination`.
     public func copyPages(_ pages: Range<Int>, into destination: UnsafeMutableRawPointer) {
+        precondition(
+            pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
         guard !pages.isEmpty else { return }
         ft_copy_concurrent(destination, base + pages.lowerBound << pageShift, pages.count << pageShift)
     }

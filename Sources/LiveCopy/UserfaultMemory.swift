@@ -111,15 +111,18 @@ public final class UserfaultMemory: LiveCopySource, @unchecked Sendable {
     /// Ends tracking (pages stay registered; writes keep costing a fault only while protected).
     public func endTracking() {}
 
-    /// Copies pages into `destination`.
+    /// Copies pages (within `0..<pageCount`) into `destination`.
     public func copyPages(_ pages: Range<Int>, into destination: UnsafeMutableRawPointer) {
+        precondition(
+            pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
         guard !pages.isEmpty else { return }
         ft_copy_concurrent(destination, baseAddress + pages.lowerBound << pageShift, pages.count << pageShift)
     }
 
-    /// The CRC32C of page `page`.
+    /// The CRC32C of page `page` (in `0..<pageCount`).
     public func checksum(ofPage page: Int) -> UInt32 {
-        CRC32C.checksum(UnsafeRawBufferPointer(start: baseAddress + page << pageShift, count: pageSize))
+        precondition(page >= 0 && page < pageCount, "page \(page) outside 0..<\(pageCount)")
+        return CRC32C.checksum(UnsafeRawBufferPointer(start: baseAddress + page << pageShift, count: pageSize))
     }
 
     /// Refuses: plain memory cannot mirror writes it does not see.

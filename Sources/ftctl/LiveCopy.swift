@@ -4,6 +4,7 @@ import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
 import LiveCopy
+import LiveCopySimulation
 import Logging
 import NIOCore
 
@@ -24,12 +25,15 @@ struct LiveCopySimulate: AsyncParsableCommand {
         commandName: "simulate",
         abstract: "Run the live-copy scenario over many seeds in virtual time.",
         discussion: """
-            Each seed copies a 4 MiB region of 4 KiB pages under uniform, skewed or sweeping \
-            writes at 0.1, 0.5, 0.9 or 1.1 times the copy bandwidth (which drifts and jitters), \
-            then runs duplicated for a second. Invariants: identical after switchover, pause \
-            within budget when predicted, bounded rounds, throttle or typed error above the \
-            bandwidth, clean verification, identical in duplicated mode, writers released. \
-            Exits 1 if any seed breaks one.
+            Each seed runs the shipped LiveCopy, RemoteDestination and LiveCopyReceiver (one \
+            seed in eight a LocalDestination) in virtual time on a deterministic executor: a \
+            4 MiB region of 4 KiB pages under uniform, skewed or sweeping writes at 0.1, 0.5, \
+            0.9 or 1.1 times the link's bandwidth (which drifts and jitters), then a second of \
+            duplicated mode, with a bit flipped at rest in the copy on one seed in eight. \
+            Invariants: clean verification after the switchover, pause within budget when \
+            predicted, bounded rounds, throttle or typed error above the bandwidth, writers \
+            released, damage found and repaired, identical after duplicated mode. Exits 1 if \
+            any seed breaks one.
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 500
@@ -54,7 +58,7 @@ struct LiveCopySimulate: AsyncParsableCommand {
         let policy: ConvergencePolicy = noThrottle ? .adaptive(throttling: nil) : .adaptive()
         let scenario = LiveCopyScenario(policy: policy, pattern: pattern, dirtyFactor: factor, bug: bug)
         if let seed {
-            let (report, outcome) = scenario.runWithOutcome(seed: seed)
+            let (report, outcome) = await scenario.runWithOutcome(seed: seed)
             if let outcome { print(describe(outcome)) }
             if let violation = report.violation {
                 print("FAILED: \(violation)")
@@ -65,7 +69,7 @@ struct LiveCopySimulate: AsyncParsableCommand {
         }
         let name = "live-copy" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
         let plan = SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
-        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "writes") { seed in
             "swift run ftctl livecopy simulate --seed \(seed)" + (bug.map { " --bug \($0.rawValue)" } ?? "")
         }
@@ -80,7 +84,7 @@ func describe(_ outcome: LiveCopyOutcome) -> String {
             format: "switched over after %d rounds, pause %.1f ms (predicted %@)", outcome.rounds,
             outcome.pause * 1000, outcome.predictedPause.map { String(format: "%.1f ms", $0 * 1000) } ?? "none")
         : "failed with \(outcome.error ?? "?") after \(outcome.rounds) rounds"
-    return "\(outcome.pattern.rawValue) writes at \(outcome.dirtyFactor)x: \(ending), "
+    return "\(outcome.pattern.rawValue) writes at \(outcome.dirtyFactor)x, \(outcome.destination.rawValue): \(ending), "
         + String(format: "%.2f MiB copied", Double(outcome.bytes) / 1_048_576)
         + ", throttle up to \(outcome.maximumThrottle) %"
 }
@@ -94,9 +98,10 @@ struct LiveCopyCompare: AsyncParsableCommand {
             For every write pattern and dirty rate, runs the same seeds under the adaptive policy, \
             QEMU's (300 ms limit, 50% trigger, 20/10/99 throttle), five fixed passes and \
             stop-and-copy, and prints mean pause and mean bytes copied. Exits 1 if the adaptive \
-            policy is beaten on pause and bytes at once by QEMU's or five passes in any case, or \
-            if its pause is not 10x shorter than stop-and-copy's at dirty rates up to half the \
-            bandwidth.
+            policy is beaten on pause and bytes at once by QEMU's or five passes in any case, if \
+            its pause is not 10x shorter than stop-and-copy's at dirty rates up to half the \
+            bandwidth, or if any run of any policy breaks an invariant of the scenario (the \
+            shipped LiveCopy over a simulated link, as in `livecopy simulate`).
             """)
 
     @Option(help: "Seeds per case, 1...100000.") var seeds: Int = 20
@@ -126,8 +131,15 @@ struct LiveCopyCompare: AsyncParsableCommand {
             for factor in LiveCopyScenario.dirtyFactors {
                 var rows: [String: Row] = [:]
                 for (name, policy) in policies {
-                    let scenario = LiveCopyScenario(policy: policy, pattern: pattern, dirtyFactor: factor)
-                    let outcomes = await runOutcomes(scenario, seeds: seeds, jobs: jobs)
+                    let scenario = LiveCopyScenario(
+                        policy: policy, pattern: pattern, dirtyFactor: factor, destination: .remote)
+                    let (outcomes, violations) = await runOutcomes(scenario, seeds: seeds, jobs: jobs)
+                    // Every policy's runs must keep the scenario's invariants, not only ours.
+                    for (seed, violation) in violations {
+                        failures.append(
+                            "\(pattern.rawValue) \(factor)x \(name): seed \(seed) broke \(violation.invariant): \(violation.detail)"
+                        )
+                    }
                     var row = Row()
                     for outcome in outcomes {
                         row.runs += 1
@@ -168,19 +180,31 @@ struct LiveCopyCompare: AsyncParsableCommand {
         print("adaptive is beaten on pause and bytes at once in no case; 10x shorter pause than stop-and-copy held")
     }
 
-    private func runOutcomes(_ scenario: LiveCopyScenario, seeds: Int, jobs: Int) async -> [LiveCopyOutcome] {
+    private func runOutcomes(_ scenario: LiveCopyScenario, seeds: Int, jobs: Int) async -> (
+        [LiveCopyOutcome], [(UInt64, InvariantViolation)]
+    ) {
         let workers = max(1, min(jobs, seeds))
-        return await withTaskGroup(of: [LiveCopyOutcome].self) { group in
+        return await withTaskGroup(of: ([LiveCopyOutcome], [(UInt64, InvariantViolation)]).self) { group in
             for worker in 0..<workers {
                 group.addTask {
-                    stride(from: worker, to: seeds, by: workers).compactMap {
-                        scenario.runWithOutcome(seed: UInt64($0 + 1)).outcome
+                    var outcomes: [LiveCopyOutcome] = []
+                    var violations: [(UInt64, InvariantViolation)] = []
+                    for index in stride(from: worker, to: seeds, by: workers) {
+                        let seed = UInt64(index + 1)
+                        let (report, outcome) = await scenario.runWithOutcome(seed: seed)
+                        if let outcome { outcomes.append(outcome) }
+                        if let violation = report.violation { violations.append((seed, violation)) }
                     }
+                    return (outcomes, violations)
                 }
             }
             var all: [LiveCopyOutcome] = []
-            for await part in group { all += part }
-            return all
+            var violations: [(UInt64, InvariantViolation)] = []
+            for await part in group {
+                all += part.0
+                violations += part.1
+            }
+            return (all, violations.sorted { $0.0 < $1.0 })
         }
     }
 }

@@ -2,6 +2,7 @@ import DeterministicSimulation
 import FaultToleranceCore
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 import Testing
 
 @Suite("AsyncSimulation: async runtimes in virtual time")
@@ -47,6 +48,59 @@ struct AsyncSimulationTests {
         }
         #expect(arrival == Instant.zero + .milliseconds(4))
         #expect(!cutDelivered)
+    }
+
+    @Test("a link with a bandwidth holds the sender until each message has left, and delivers in order")
+    func bandwidthBackPressure() async throws {
+        // 1,000 bytes per second; each message is 16 header + 2 name ("A") + 82 payload = 100 bytes.
+        let world = AsyncSimulation(
+            seed: 4, linkConditions: LinkConditions(delay: .milliseconds(5) ... .milliseconds(5), bandwidth: 1000))
+        let (sendReturns, arrivals) = try await world.run(timeLimit: .seconds(10)) {
+            let a = world.network.transport(for: "A")
+            let b = world.network.transport(for: "B")
+            // The receiver reads concurrently with the sender (a child task of the run).
+            async let received: [String] = {
+                var arrivals: [String] = []
+                for await envelope in b.incoming {
+                    let index = envelope.message.payload.getInteger(at: 0, as: UInt8.self) ?? 99
+                    arrivals.append("\(index)@\(world.clock.now)")
+                    if arrivals.count == 3 { break }
+                }
+                return arrivals
+            }()
+            var returns: [Instant] = []
+            for index in 0..<3 {
+                try await a.send(Message(type: 1, bytes: [UInt8](repeating: UInt8(index), count: 82)), to: "B")
+                returns.append(world.clock.now)
+            }
+            return (returns, await received)
+        }
+        #expect(sendReturns == [100, 200, 300].map { Instant.zero + .milliseconds($0) })
+        #expect(arrivals == ["0@0.105s", "1@0.205s", "2@0.305s"])
+    }
+
+    @Test("a corrupted message fails the real frame check and is dropped, never delivered changed")
+    func corruptionIsDetected() async throws {
+        let world = AsyncSimulation(seed: 5, linkConditions: LinkConditions(corruptionProbability: 0.3))
+        let payloads = try await world.run(timeLimit: .seconds(10)) {
+            let a = world.network.transport(for: "A")
+            let b = world.network.transport(for: "B")
+            for index in 0..<200 {
+                try await a.send(Message(type: 1, bytes: [UInt8(index), 1, 2, 3, 4, 5, 6, 7]), to: "B")
+            }
+            try await world.clock.sleep(for: .seconds(1))
+            await b.close()
+            var payloads: [[UInt8]] = []
+            for await envelope in b.incoming {
+                payloads.append(envelope.message.payload.getBytes(at: 0, length: 8) ?? [])
+            }
+            return payloads
+        }
+        let faults = world.simulation.faults
+        #expect(faults.damageInjected > 20)
+        #expect(faults.damageDetected == faults.damageInjected)
+        #expect(payloads.count == 200 - faults.damageInjected)
+        #expect(payloads.allSatisfy { $0.count == 8 && $0[1...] == [1, 2, 3, 4, 5, 6, 7] })
     }
 
     @Test("every task waiting with nothing scheduled is reported as a stall, with the time")

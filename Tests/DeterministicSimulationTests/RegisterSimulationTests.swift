@@ -35,4 +35,14 @@ struct RegisterSimulationTests {
         #expect(replay == failure)
         #expect(SimulationRunner.failureMessage(failure, filter: "x").contains("FT_SIMULATION_SEED=\(failure.seed)"))
     }
+
+    @Test("one seed run twice gives the same trace hash; another seed another one")
+    func replayGivesTheSameTrace() {
+        for seed in UInt64(1)...5 {
+            let first = ReplicatedRegisterScenario().run(seed: seed)
+            let second = ReplicatedRegisterScenario().run(seed: seed)
+            #expect(first.traceHash != 0 && first == second)
+            #expect(ReplicatedRegisterScenario().run(seed: seed + 100).traceHash != first.traceHash)
+        }
+    }
 }

@@ -53,4 +53,15 @@ struct HeartbeatSimulationTests {
         #expect(first.transitions.map(\.0) == second.transitions.map(\.0))
         #expect(first.transitions.map(\.1) == second.transitions.map(\.1))
     }
+
+    @Test("a seed run twice gives the same trace hash (events, deliveries, bytes), with the async runtimes in the loop")
+    func traceHashReplays() async {
+        let scenario = HeartbeatScenario()
+        for seed in [UInt64(2), 5, 11] {
+            let first = await scenario.run(seed: seed)
+            let second = await scenario.run(seed: seed)
+            #expect(first.traceHash != 0 && first == second)
+            #expect(await scenario.run(seed: seed + 1000).traceHash != first.traceHash)
+        }
+    }
 }

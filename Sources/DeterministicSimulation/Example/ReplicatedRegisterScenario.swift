@@ -38,7 +38,7 @@ public struct ReplicatedRegisterScenario: Sendable {
         return SimulationReport(
             seed: seed, faults: faults, invariantChecks: world.invariantChecks, operations: world.operations,
             virtualTime: world.simulation.now.nanoseconds, events: world.simulation.eventsProcessed,
-            violation: world.violation)
+            violation: world.violation, traceHash: world.simulation.traceHash)
     }
 }
 

@@ -12,9 +12,17 @@ public protocol RuntimeClock: Sendable {
     /// Suspends until `deadline` (returns at once if it has passed). Throws
     /// `CancellationError` if the task is cancelled first.
     func sleep(until deadline: Instant) async throws
+
+    /// The executor the tasks a runtime starts on its own (a receive loop, a send queue)
+    /// prefer, or `nil` for Swift's global executor. A simulation's clock returns its
+    /// deterministic executor, so those tasks run in virtual time with the rest of the run.
+    var taskExecutor: (any TaskExecutor)? { get }
 }
 
 extension RuntimeClock {
+    /// Swift's global executor.
+    public var taskExecutor: (any TaskExecutor)? { nil }
+
     /// Suspends for `duration`.
     public func sleep(for duration: Duration) async throws {
         try await sleep(until: now + duration)
