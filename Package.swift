@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "HeartbeatQuorum", targets: ["HeartbeatQuorum"]),
         .library(name: "HeartbeatSimulation", targets: ["HeartbeatSimulation"]),
         .library(name: "ElasticJournal", targets: ["ElasticJournal"]),
+        .library(name: "ElasticJournalSimulation", targets: ["ElasticJournalSimulation"]),
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
@@ -90,7 +91,6 @@ let package = Package(
             name: "ElasticJournal",
             dependencies: [
                 "FaultToleranceCore",
-                "DeterministicSimulation",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,6 +109,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "ElasticJournalSimulation",
+            dependencies: [
+                "FaultToleranceCore",
+                "DeterministicSimulation",
+                "ElasticJournal",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "LiveCopySimulation",
             dependencies: [
                 "FaultToleranceCore",
@@ -122,7 +132,7 @@ let package = Package(
             dependencies: [
                 "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum",
                 "HeartbeatSimulation",
-                "ElasticJournal",
+                "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation",
             ]
         ),
@@ -167,6 +177,8 @@ let package = Package(
             name: "ElasticJournalTests",
             dependencies: [
                 "ElasticJournal",
+                "ElasticJournalSimulation",
+                "DeterministicSimulation",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

@@ -26,7 +26,8 @@ public final class Simulation {
     /// delivered (``SimulatedNetwork``) and whatever a scenario adds with ``trace(_:)``. Two
     /// runs of one seed have the same hash; a run that diverges anywhere has another one, so
     /// a replay can be checked to be the same run, not only the same verdict.
-    public private(set) var traceHash: UInt64 = 0xcbf2_9ce4_8422_2325
+    public var traceHash: UInt64 { trace.value }
+    private var trace = TraceHash()
 
     private var queue = EventQueue()
     private var nextSequence: UInt64 = 0
@@ -73,12 +74,7 @@ public final class Simulation {
     /// Mixes `value` into ``traceHash`` (a scenario's observations: what it wrote, read or
     /// was told).
     public func trace(_ value: UInt64) {
-        // splitmix64's finaliser over the running hash and the value: cheap, and any change in
-        // any value or in the order of values changes the result.
-        var z = (traceHash ^ value) &+ 0x9e37_79b9_7f4a_7c15
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        traceHash = z ^ (z >> 31)
+        trace.mix(value)
     }
 
     /// Runs the next event. Returns `false` when the queue is empty.
@@ -169,5 +165,24 @@ private struct EventQueue {
             parent = smallest
         }
         return top
+    }
+}
+
+/// A running hash of everything a simulated run did, for checking that a replay is the same
+/// run: mix in each event, delivery or observation, in order.
+public struct TraceHash: Sendable, Hashable {
+    /// The hash so far.
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    /// An empty trace.
+    public init() {}
+
+    /// Mixes in `input`: any change in any input, or in their order, changes ``value``.
+    public mutating func mix(_ input: UInt64) {
+        // splitmix64's finaliser over the running value and the input.
+        var z = (value ^ input) &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        value = z ^ (z >> 31)
     }
 }

@@ -1,6 +1,7 @@
 // The umbrella module: `import FaultTolerance` brings in every primitive.
 @_exported import DeterministicSimulation
 @_exported import ElasticJournal
+@_exported import ElasticJournalSimulation
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum

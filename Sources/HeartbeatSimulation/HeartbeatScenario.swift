@@ -32,7 +32,9 @@ public enum HeartbeatFault: String, Sendable, Hashable, CaseIterable, Codable {
 /// each a shipped ``HeartbeatQuorum/HeartbeatService`` exchanging heartbeats every 10 ms on
 /// three paths of a simulated network in virtual time, with a
 /// ``HeartbeatQuorum/HeartbeatWitness`` when the fault calls for one, and one
-/// ``HeartbeatFault`` per seed.
+/// ``HeartbeatFault`` per seed. On every seed one datagram in a thousand also has a bit
+/// flipped on the way, which the real frame check (CRC32C) must catch: the datagram is dropped,
+/// as the UDP transport drops it.
 ///
 /// The services run unchanged: their tasks run on an
 /// ``DeterministicSimulation/AsyncSimulation``'s deterministic
@@ -128,7 +130,10 @@ public struct HeartbeatScenario: Sendable {
 
     private func record(seed: UInt64, fault: HeartbeatFault) async -> HeartbeatRun {
         let world = AsyncSimulation(
-            seed: seed, linkConditions: LinkConditions(delay: .microseconds(100)...HeartbeatRun.maximumDelay))
+            seed: seed,
+            linkConditions: LinkConditions(
+                delay: .microseconds(100)...HeartbeatRun.maximumDelay,
+                corruptionProbability: HeartbeatRun.corruptionProbability))
         let run = HeartbeatRun(world: world, scenario: self, fault: fault)
         do {
             try await world.run(timeLimit: duration + .seconds(1)) { try await run.run() }
@@ -143,6 +148,8 @@ public struct HeartbeatScenario: Sendable {
 /// driver thread (every method runs in a job of the run), hence unchecked Sendable.
 final class HeartbeatRun: @unchecked Sendable {
     static let maximumDelay = Duration.milliseconds(2)
+    /// One datagram in a thousand has a bit flipped on the way; the frame check must drop it.
+    static let corruptionProbability = 0.001
     /// Thousands of seeds would print every transition; the scenario records them instead.
     static let silent = Logger(label: "ft.heartbeat.simulation", factory: { _ in SwiftLogNoOpLogHandler() })
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DeterministicSimulation
 import ElasticJournal
+import ElasticJournalSimulation
 import FaultToleranceCore
 import Foundation
 

@@ -1,5 +1,6 @@
 import DeterministicSimulation
 import ElasticJournal
+import ElasticJournalSimulation
 import Testing
 
 @Suite struct JournalSimulationTests {
@@ -30,5 +31,13 @@ import Testing
             // Replays exactly.
             #expect(JournalScenario(bug: bug).run(seed: failure.seed) == failure)
         }
+    }
+
+    @Test(arguments: [UInt64(4), 12, 33])
+    func replayGivesTheSameTrace(seed: UInt64) {
+        let first = JournalScenario().run(seed: seed)
+        let second = JournalScenario().run(seed: seed)
+        #expect(first.traceHash != 0 && first == second)
+        #expect(JournalScenario().run(seed: seed + 1000).traceHash != first.traceHash)
     }
 }

@@ -29,6 +29,9 @@ struct HeartbeatSimulationTests {
             #expect(faults.messagesLost > 0)
             #expect(faults.nodeCrashes > 0)
             #expect(faults.nodeRestarts > 0)
+            // Corrupted datagrams: every one fails the frame check and is dropped.
+            #expect(faults.damageInjected > 0)
+            #expect(faults.damageDetected == faults.damageInjected)
             #expect(checks > 1000)
             #expect(transitions > 45)
         }

@@ -1,4 +1,5 @@
 public import DeterministicSimulation
+public import ElasticJournal
 import FaultToleranceCore
 import Logging
 import NIOConcurrencyHelpers
@@ -65,6 +66,7 @@ public struct JournalScenario: Sendable {
         var faults = FaultCounters()
         var checks = 0
         var operations = 0
+        var trace = TraceHash()
         let clock = Clock(random: random.split())
         let unitCapacity = 64 << 10
         let volumeSize = 8 << 10
@@ -120,7 +122,8 @@ public struct JournalScenario: Sendable {
             SimulationReport(
                 seed: seed, faults: faults, invariantChecks: checks, operations: operations,
                 virtualTime: now().nanoseconds, events: operations,
-                violation: InvariantViolation(invariant: invariant, detail: detail, at: now()))
+                violation: InvariantViolation(invariant: invariant, detail: detail, at: now()),
+                traceHash: trace.value)
         }
         func modelImage(_ model: ModelJournal, volume: VolumeID, at instant: Instant, through last: UInt64) -> [UInt8] {
             var image = [UInt8](repeating: 0, count: volumeSize)
@@ -192,7 +195,7 @@ public struct JournalScenario: Sendable {
                 faults.damageDetected += 1
                 return SimulationReport(
                     seed: seed, faults: faults, invariantChecks: checks, operations: operations,
-                    virtualTime: now().nanoseconds, events: operations, violation: nil)
+                    virtualTime: now().nanoseconds, events: operations, violation: nil, traceHash: trace.value)
             }
             checks += 1
             if let error {
@@ -255,6 +258,7 @@ public struct JournalScenario: Sendable {
                 }
                 return violation("reopens", "\(damage): ten reopens failed on storage errors")
             }
+            trace.mix(UInt64(outcome.lost) << 40 | UInt64(outcome.torn) << 20 | UInt64(outcome.survived))
             faults.writesLost += outcome.lost + baseOutcome.lost
             faults.writesTorn += outcome.torn + baseOutcome.torn
             faults.writesSurvived += outcome.survived + baseOutcome.survived
@@ -403,6 +407,10 @@ public struct JournalScenario: Sendable {
                 continue
             }
             models[id] = model
+            // The step's kind and what it left behind, for the replay check.
+            trace.mix(UInt64(choice))
+            trace.mix(UInt64(model.records.count) << 32 | model.acknowledged)
+            trace.mix(journal.lastSequence)
             if let failure {
                 // A storage failure (injected fsync error or power cut) poisons the journal;
                 // the machine "crashes" and the store is reopened.
@@ -417,6 +425,6 @@ public struct JournalScenario: Sendable {
         }
         return SimulationReport(
             seed: seed, faults: faults, invariantChecks: checks, operations: operations,
-            virtualTime: now().nanoseconds, events: steps, violation: nil)
+            virtualTime: now().nanoseconds, events: steps, violation: nil, traceHash: trace.value)
     }
 }
