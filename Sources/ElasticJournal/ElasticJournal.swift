@@ -90,7 +90,10 @@ public final class ElasticJournal: Sendable {
         var lastTime: Instant
         var writtenSequence: UInt64
         var durableSequence: UInt64
-        var waiters: [(sequence: UInt64, continuation: UnsafeContinuation<Result<Void, JournalError>, Never>)] = []
+        /// Appends waiting for durability, in sequence order. A waiter is called with the
+        /// state lock held, so it must not call back into the journal (a continuation's
+        /// resume, or a simulation noting the acknowledgement).
+        var waiters: [(sequence: UInt64, notify: DurabilityWaiter)] = []
         var poisoned: JournalError?
         var closed = false
         var flushScheduled = false
@@ -109,13 +112,11 @@ public final class ElasticJournal: Sendable {
         }
 
         mutating func resumeDurable() {
-            for waiter in takeDurable() { waiter.continuation.resume(returning: .success(())) }
+            for waiter in takeDurable() { waiter.notify(.success(())) }
         }
 
         /// Removes the waiters whose records are durable, for resuming outside the lock.
-        mutating func takeDurable() -> ArraySlice<
-            (sequence: UInt64, continuation: UnsafeContinuation<Result<Void, JournalError>, Never>)
-        > {
+        mutating func takeDurable() -> ArraySlice<(sequence: UInt64, notify: DurabilityWaiter)> {
             guard let first = waiters.first, first.sequence <= durableSequence else { return [] }
             let split = waiters.firstIndex { $0.sequence > durableSequence } ?? waiters.count
             let ready = waiters[..<split]
@@ -125,7 +126,7 @@ public final class ElasticJournal: Sendable {
 
         mutating func fail(_ error: JournalError) {
             poisoned = poisoned ?? error
-            for waiter in waiters { waiter.continuation.resume(returning: .failure(error)) }
+            for waiter in waiters { waiter.notify(.failure(error)) }
             waiters.removeAll()
         }
     }
@@ -159,7 +160,7 @@ public final class ElasticJournal: Sendable {
                 batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
                 lastTime: lastTime, writtenSequence: last, durableSequence: last))
         self.metrics = JournalMetrics(journal: id, factory: context.metricsFactory)
-        if case .groupCommit = configuration.durability {
+        if case .groupCommit = configuration.durability, context.flushDriver == nil {
             let pool = NIOThreadPool(numberOfThreads: 1)
             pool.start()
             self.flusher = pool
@@ -319,27 +320,51 @@ public final class ElasticJournal: Sendable {
 
     private func waitUntilDurable(_ sequence: UInt64) async throws(JournalError) {
         let result: Result<Void, JournalError> = await withUnsafeContinuation { continuation in
-            let schedule = state.withLockedValue { state -> Bool in
-                if state.durableSequence >= sequence {
-                    continuation.resume(returning: .success(()))
-                    return false
-                }
-                if let poisoned = state.poisoned {
-                    continuation.resume(
-                        returning: .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
-                    return false
-                }
-                state.waiters.append((sequence, continuation))
-                if state.flushScheduled { return false }
-                state.flushScheduled = true
-                return true
-            }
-            if schedule { scheduleFlush() }
+            notifyWhenDurable(sequence) { continuation.resume(returning: $0) }
         }
         try result.get()
     }
 
+    /// Journals a write like ``append(volume:offset:bytes:)`` in group commit, but calls
+    /// `notify` (with the journal's lock held: it must not call back into the journal) once
+    /// the record is durable or the journal is poisoned, instead of suspending. The
+    /// simulation appends this way, with the flushes driven by a ``ManualFlushDriver``.
+    package func appendNotifying(
+        volume: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer,
+        notify: @escaping DurabilityWaiter
+    ) throws(JournalError) -> JournalReceipt {
+        let receipt = try stage(volume: volume, offset: offset, payload: bytes)
+        notifyWhenDurable(receipt.sequence, notify)
+        return receipt
+    }
+
+    /// Calls `notify` once `sequence` is durable (at once if it is), or with the poisoning
+    /// error; schedules a flush if none is scheduled.
+    private func notifyWhenDurable(_ sequence: UInt64, _ notify: @escaping DurabilityWaiter) {
+        let schedule = state.withLockedValue { state -> Bool in
+            if state.durableSequence >= sequence {
+                notify(.success(()))
+                return false
+            }
+            if let poisoned = state.poisoned {
+                notify(.failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
+                return false
+            }
+            state.waiters.append((sequence, notify))
+            if state.flushScheduled { return false }
+            state.flushScheduled = true
+            return true
+        }
+        if schedule { scheduleFlush() }
+    }
+
     private func scheduleFlush() {
+        if let manual = context.flushDriver {
+            manual.submit { [self] in
+                if flushOnce() { scheduleFlush() }
+            }
+            return
+        }
         guard let flusher else { return }
         flusher.submit { [self] _ in flushLoop() }
     }
@@ -364,20 +389,26 @@ public final class ElasticJournal: Sendable {
             if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
                 flushSignal.unlock(withValue: 0)
             }
-            do {
-                try drain(sync: true)
-            } catch {
-                state.withLockedValue { $0.flushScheduled = false }
-                return
-            }
-            let done = state.withLockedValue { state -> Bool in
-                if state.batch.count == 0 && state.waiters.isEmpty {
-                    state.flushScheduled = false
-                    return true
-                }
+            if !flushOnce() { return }
+        }
+    }
+
+    /// One flush: writes and syncs the batch, resolving its waiters. Returns whether another
+    /// is needed (appends staged or waiting meanwhile); when not, or when the flush failed
+    /// (its waiters are failed with it), the flusher is no longer scheduled.
+    private func flushOnce() -> Bool {
+        do {
+            try drain(sync: true)
+        } catch {
+            state.withLockedValue { $0.flushScheduled = false }
+            return false
+        }
+        return state.withLockedValue { state -> Bool in
+            if state.batch.count == 0 && state.waiters.isEmpty {
+                state.flushScheduled = false
                 return false
             }
-            if done { return }
+            return true
         }
     }
 
@@ -455,7 +486,7 @@ public final class ElasticJournal: Sendable {
             state.spare = taken.buffer
             return state.takeDurable()
         }
-        for waiter in ready { waiter.continuation.resume(returning: .success(())) }
+        for waiter in ready { waiter.notify(.success(())) }
     }
 
     // MARK: - Rollover and ageing
@@ -945,5 +976,44 @@ struct JournalMetrics: Sendable {
         recordsPerFsync = Recorder(label: "ft_journal_records_per_fsync", dimensions: dimensions, factory: factory)
         earlyDrops = Counter(label: "ft_journal_early_drops_total", dimensions: dimensions, factory: factory)
         backPressure = Counter(label: "ft_journal_back_pressure_waits_total", dimensions: dimensions, factory: factory)
+    }
+}
+
+/// Called once an append is durable, or with the error that poisoned the journal.
+package typealias DurabilityWaiter = @Sendable (Result<Void, JournalError>) -> Void
+
+/// Group-commit flushes run by their caller instead of a flusher thread: the simulation's
+/// seam, so that the flusher's work (writing and syncing batches, resolving and poisoning
+/// waiters) runs deterministically as steps of a seeded run. Production journals never
+/// have one.
+package final class ManualFlushDriver: Sendable {
+    private let pending = NIOLockedValueBox<[@Sendable () -> Void]>([])
+
+    /// Creates a driver with nothing scheduled.
+    package init() {}
+
+    /// Schedules one flush.
+    func submit(_ flush: @escaping @Sendable () -> Void) {
+        pending.withLockedValue { $0.append(flush) }
+    }
+
+    /// Flushes scheduled so far and not yet run.
+    package var pendingCount: Int { pending.withLockedValue { $0.count } }
+
+    /// Runs the flushes scheduled so far (those they schedule run on the next call); returns
+    /// how many ran.
+    @discardableResult
+    package func runPending() -> Int {
+        let flushes = pending.withLockedValue { pending in
+            defer { pending.removeAll() }
+            return pending
+        }
+        for flush in flushes { flush() }
+        return flushes.count
+    }
+
+    /// Drops what is scheduled (the machine crashed).
+    package func discard() {
+        pending.withLockedValue { $0.removeAll() }
     }
 }

@@ -67,6 +67,8 @@ public final class JournalStore: Sendable {
         let onEvent: (@Sendable (JournalEvent) -> Void)?
         let plantedBug: JournalBug?
         let metricsFactory: any MetricsFactory
+        /// Runs group-commit flushes instead of a flusher thread per journal (simulation only).
+        let flushDriver: ManualFlushDriver?
 
         init(
             journalPool: any StoragePool,
@@ -76,8 +78,10 @@ public final class JournalStore: Sendable {
             logger: Logger,
             onEvent: (@Sendable (JournalEvent) -> Void)?,
             plantedBug: JournalBug?,
-            metricsFactory: any MetricsFactory
+            metricsFactory: any MetricsFactory,
+            flushDriver: ManualFlushDriver? = nil
         ) {
+            self.flushDriver = flushDriver
             self.plantedBug = plantedBug
             self.metricsFactory = metricsFactory
             self.journalPool = journalPool
@@ -144,7 +148,8 @@ public final class JournalStore: Sendable {
             metricsFactory: metricsFactory ?? MetricsSystem.factory)
     }
 
-    /// Opens the store with a bug planted, to show that the simulation catches it.
+    /// Opens the store with a bug planted, to show that the simulation catches it, and with
+    /// group-commit flushes run by `flushDriver` instead of threads.
     package init(
         journalPool: any StoragePool,
         basePool: any StoragePool,
@@ -155,12 +160,13 @@ public final class JournalStore: Sendable {
         logger: Logger,
         onEvent: (@Sendable (JournalEvent) -> Void)?,
         plantedBug: JournalBug?,
-        metricsFactory: any MetricsFactory = MetricsSystem.factory
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        flushDriver: ManualFlushDriver? = nil
     ) throws(JournalError) {
         self.options = options
         self.context = Context(
             journalPool: journalPool, basePool: basePool, clock: clock, salt: salt, logger: logger, onEvent: onEvent,
-            plantedBug: plantedBug, metricsFactory: metricsFactory)
+            plantedBug: plantedBug, metricsFactory: metricsFactory, flushDriver: flushDriver)
         self.journalsByID = NIOLockedValueBox([:])
         let recovered = try Recovery(context: context, options: options, configurations: configurations).run()
         journalsByID.withLockedValue { $0 = recovered }

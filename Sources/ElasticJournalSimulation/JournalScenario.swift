@@ -7,14 +7,22 @@ import NIOConcurrencyHelpers
 /// A randomized run of one or two journals sharing a pool of ``DeterministicSimulation/SimulatedDisk``s,
 /// checked against a reference model.
 ///
-/// Each step advances virtual time and does one of: append a random write (buffered),
-/// synchronize (acknowledging everything staged), age out (``JournalStore/maintain(now:)``),
+/// Each step advances virtual time and does one of: append a random write, synchronize
+/// (acknowledging everything staged), run the group-commit flushes, age out (``JournalStore/maintain(now:)``),
 /// reconstruct a volume at a random instant of the window, verify, or crash — power loss
 /// at once, or a power cut after a random number of storage operations so that the crash
 /// lands inside a batch write, a rollover or an age-out. After a crash every disk loses,
 /// keeps or tears its unsynchronized writes and the store is reopened.
 ///
+/// Half the seeds append buffered (acknowledged at `synchronize`), half in group commit
+/// (``ElasticJournal/JournalConfiguration/Durability/groupCommit``): each append waits for its
+/// record to be durable, and the flusher's work — writing and syncing batches, acknowledging
+/// waiters, failing them when a write or fsync fails — runs as steps of the run through the
+/// journal's flush seam instead of on its thread.
+///
 /// Invariants:
+/// - `waiters-resolved`: once the flushes have run, every staged record is durable and its
+///   append acknowledged (or failed with the error that poisoned the journal).
 /// - `acknowledged-survives`: after every reopen each journal holds every acknowledged
 ///   sequence number, and nothing that was never appended.
 /// - `records-intact`: every record read back equals the one appended with its number.
@@ -37,11 +45,14 @@ public struct JournalScenario: Sendable {
     public var steps: Int
     /// A planted bug, or `nil` for the real journal.
     public var bug: JournalBug?
+    /// Group commit (`true`), buffered appends (`false`), or either, by seed (`nil`).
+    public var groupCommit: Bool?
 
     /// Creates a scenario.
-    public init(steps: Int = 400, bug: JournalBug? = nil) {
+    public init(steps: Int = 400, bug: JournalBug? = nil, groupCommit: Bool? = nil) {
         self.steps = steps
         self.bug = bug
+        self.groupCommit = groupCommit
     }
 
     private struct ModelJournal {
@@ -71,6 +82,13 @@ public struct JournalScenario: Sendable {
         let unitCapacity = 64 << 10
         let volumeSize = 8 << 10
         let journalCount = random.chance(0.3) ? 2 : 1
+        // Half the seeds append in group commit: every append waits for its record to be
+        // durable, and the flusher's work runs as steps of the run (a ManualFlushDriver).
+        let drawn = random.chance(0.5)
+        let groupCommit = self.groupCommit ?? drawn
+        let flushes = ManualFlushDriver()
+        let acknowledgedByFlush = NIOLockedValueBox<[JournalID: UInt64]>([:])
+        let flushFailures = NIOLockedValueBox<[JournalID: JournalError]>([:])
         var models: [JournalID: ModelJournal] = [:]
         var quotaSum = 0
         var configurations: [JournalID: JournalConfiguration] = [:]
@@ -81,7 +99,9 @@ public struct JournalScenario: Sendable {
             quotaSum += quota
             configurations[id] = JournalConfiguration(
                 window: window, quota: quota,
-                durability: .buffered(batchBytes: 4096 * Int.random(in: 1...4, using: &random)),
+                durability: groupCommit
+                    ? .groupCommit(maxBatchBytes: 4096 * Int.random(in: 1...4, using: &random), maxDelay: .zero)
+                    : .buffered(batchBytes: 4096 * Int.random(in: 1...4, using: &random)),
                 indexInterval: 4096, backPressureTimeout: .zero)
             let volumes = (1...Int.random(in: 1...2, using: &random)).map { VolumeID(UInt32($0)) }
             models[id] = ModelJournal(
@@ -114,7 +134,7 @@ public struct JournalScenario: Sendable {
                     if case .historyDropped(let journal, _, _, _) = event {
                         earlyDrops.withLockedValue { $0[journal, default: 0] += 1 }
                     }
-                }, plantedBug: bug)
+                }, plantedBug: bug, flushDriver: groupCommit ? flushes : nil)
         }
 
         func now() -> Instant { clock.now.withLockedValue { $0 } }
@@ -235,7 +255,21 @@ public struct JournalScenario: Sendable {
         }
 
         /// After a crash: reopen, then check every acknowledged record survived.
+        /// Folds the acknowledgements the flushes delivered into the models.
+        func mergeAcknowledgements() {
+            for (id, sequence) in acknowledgedByFlush.withLockedValue({ $0 }) {
+                guard var model = models[id] else { continue }
+                model.acknowledged = max(model.acknowledged, sequence)
+                models[id] = model
+            }
+        }
+
         func crashAndReopen() -> SimulationReport? {
+            mergeAcknowledgements()
+            // Flushes not yet run die with the machine; their appends were never acknowledged.
+            flushes.discard()
+            acknowledgedByFlush.withLockedValue { $0.removeAll() }
+            flushFailures.withLockedValue { $0.removeAll() }
             let outcome = pool.crash()
             let baseOutcome = bases.crash()
             if damageSeed, let id = models.keys.sorted().randomElement(using: &random), let journal = store.journal(id),
@@ -304,6 +338,7 @@ public struct JournalScenario: Sendable {
         for _ in 0..<steps {
             clock.now.withLockedValue { $0 = $0 + .milliseconds(Int64.random(in: 0...15, using: &random)) }
             let ids = models.keys.sorted()
+            mergeAcknowledgements()
             guard let id = ids.randomElement(using: &random), var model = models[id], let journal = store.journal(id)
             else { return violation("setup", "journal missing") }
             let choice = Int.random(in: 0..<100, using: &random)
@@ -316,10 +351,22 @@ public struct JournalScenario: Sendable {
                     ? Int.random(in: 2000...7000, using: &random) : Int.random(in: 1...700, using: &random)
                 let offset = Int.random(in: 0...(volumeSize - count), using: &random)
                 let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+                let expected = UInt64(model.records.count) + 1
                 do {
                     let receipt = try bytes.withUnsafeBytes { raw in
                         Result { () throws(JournalError) in
-                            try journal.appendBuffered(volume: volume, offset: UInt64(offset), bytes: raw)
+                            guard groupCommit else {
+                                return try journal.appendBuffered(volume: volume, offset: UInt64(offset), bytes: raw)
+                            }
+                            return try journal.appendNotifying(volume: volume, offset: UInt64(offset), bytes: raw) {
+                                result in
+                                switch result {
+                                case .success:
+                                    acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, expected) }
+                                case .failure(let error):
+                                    flushFailures.withLockedValue { $0[id] = $0[id] ?? error }
+                                }
+                            }
                         }
                     }.get()
                     guard receipt.sequence == UInt64(model.records.count) + 1 else {
@@ -334,6 +381,21 @@ public struct JournalScenario: Sendable {
                     operations += 1
                 } catch {
                     if error.code != .full { failure = error }
+                }
+            case 55..<64 where groupCommit:
+                // The flusher's turn: run flushes until none is left; then every record staged
+                // is durable and its append acknowledged, unless a flush failed.
+                var rounds = 0
+                while flushes.runPending() > 0 && rounds < 100 { rounds += 1 }
+                operations += 1
+                let acknowledged = max(model.acknowledged, acknowledgedByFlush.withLockedValue { $0[id] ?? 0 })
+                if let error = flushFailures.withLockedValue({ $0[id] }) {
+                    failure = error
+                } else if journal.durableSequence != journal.lastSequence || acknowledged < journal.lastSequence {
+                    return violation(
+                        "waiters-resolved",
+                        "\(id) staged through \(journal.lastSequence), durable through \(journal.durableSequence), "
+                            + "acknowledged through \(acknowledged) after the flushes")
                 }
             case 55..<72:
                 do {

@@ -16,6 +16,7 @@ import Synchronization
 public final class HeartbeatWitness: Service {
     private struct PendingProbe: Sendable {
         var asker: NodeID
+        var partner: NodeID
         var round: UInt64
         var deadline: Instant
     }
@@ -29,7 +30,8 @@ public final class HeartbeatWitness: Service {
 
     /// Creates a witness answering over `transport`; a partner that does not answer a probe
     /// within `probeTimeout` (or half the time the asking device waits, if shorter) is voted
-    /// unreachable. `clock` is the time source (real time
+    /// unreachable. The probe is sent again every 5 ms (or quarter of the timeout) until
+    /// answered, so one lost datagram does not make a live partner look gone. `clock` is the time source (real time
     /// unless a simulation supplies its own).
     public init(
         transport: any Transport, probeTimeout: Duration = .milliseconds(100),
@@ -63,7 +65,8 @@ public final class HeartbeatWitness: Service {
                 let timeout = min(probeTimeout, answerWithin / 2)
                 let nonce = nextNonce.add(1, ordering: .relaxed).newValue
                 pending.withLockedValue {
-                    $0[nonce] = PendingProbe(asker: envelope.from, round: round, deadline: clock.now + timeout)
+                    $0[nonce] = PendingProbe(
+                        asker: envelope.from, partner: partner, round: round, deadline: clock.now + timeout)
                 }
                 do {
                     try await transport.send(HeartbeatMessage.probe(nonce: nonce).message, to: partner)
@@ -79,11 +82,23 @@ public final class HeartbeatWitness: Service {
         }
     }
 
+    /// Votes "unreachable" on probes past their deadline and sends the others again: a probe
+    /// or its reply is a datagram, and one lost on the way must not read as a dead partner
+    /// (the simulation's corrupted datagrams showed a single lost probe confirming a live
+    /// partner gone).
     private func expire() async {
         while !Task.isCancelled {
             let now = clock.now
-            let expired = pending.withLockedValue { pending in pending.filter { $0.value.deadline <= now }.map(\.key) }
+            let (expired, waiting) = pending.withLockedValue { pending in
+                (
+                    pending.filter { $0.value.deadline <= now }.map(\.key).sorted(),
+                    pending.filter { $0.value.deadline > now }.map { ($0.key, $0.value.partner) }.sorted { $0.0 < $1.0 }
+                )
+            }
             for nonce in expired { await vote(nonce: nonce, reachable: false) }
+            for (nonce, partner) in waiting {
+                try? await transport.send(HeartbeatMessage.probe(nonce: nonce).message, to: partner)
+            }
             // Deadlines are checked every 5 ms (or a quarter of the timeout, if shorter).
             do { try await clock.sleep(for: min(probeTimeout / 4, .milliseconds(5))) } catch { return }
         }

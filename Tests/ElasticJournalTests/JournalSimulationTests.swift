@@ -40,4 +40,23 @@ import Testing
         #expect(first.traceHash != 0 && first == second)
         #expect(JournalScenario().run(seed: seed + 1000).traceHash != first.traceHash)
     }
+
+    /// The group-commit path (flushes, waiters, poisoning of waiters on a failed fsync) on
+    /// every seed, and the planted acknowledgement bug caught there too.
+    @Test func groupCommitPathHolds() {
+        var faults = FaultCounters()
+        var operations = 0
+        for seed in UInt64(1)...30 {
+            let report = JournalScenario(groupCommit: true).run(seed: seed)
+            #expect(report.passed, "\(SimulationRunner.failureMessage(report, filter: "groupCommitPathHolds"))")
+            faults.add(report.faults)
+            operations += report.operations
+        }
+        #expect(faults.nodeCrashes > 20 && faults.synchronizeFailures > 0)
+        #expect(operations > 30 * 100)
+        let failure = SimulationRunner.firstFailure(in: 1...100) {
+            JournalScenario(bug: .acknowledgeBeforeSync, groupCommit: true).run(seed: $0)
+        }
+        #expect(failure != nil, "acknowledging before the fsync survived 100 group-commit seeds")
+    }
 }

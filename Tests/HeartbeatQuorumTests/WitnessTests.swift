@@ -86,6 +86,40 @@ struct WitnessTests {
         #expect(takeover?.evidence.witnessVotes["W"] == false)
     }
 
+    @Test("a probe lost on the way is sent again: one lost datagram does not vote a live partner gone")
+    func lostProbeIsResent() async throws {
+        let world = AsyncSimulation(seed: 7)
+        let vote = try await world.run(timeLimit: .seconds(10)) { () async throws -> HeartbeatMessage? in
+            let witness = HeartbeatWitness(transport: world.network.transport(for: "W"), clock: world.clock)
+            let partner = world.network.transport(for: "A")
+            let asker = world.network.transport(for: "B")
+            let service = world.spawn { try await witness.run() }
+            // The partner answers every probe but the first, as if the first were lost.
+            let answering = world.spawn {
+                var probes = 0
+                for await envelope in partner.incoming {
+                    guard case .probe(let nonce)? = try? HeartbeatMessage(envelope.message) else { continue }
+                    probes += 1
+                    if probes == 1 { continue }
+                    try? await partner.send(HeartbeatMessage.probeReply(nonce: nonce).message, to: envelope.from)
+                }
+            }
+            try await asker.send(
+                HeartbeatMessage.witnessQuery(round: 1, partner: "A", answerWithin: .milliseconds(100)).message,
+                to: "W")
+            var vote: HeartbeatMessage?
+            for await envelope in asker.incoming {
+                vote = try? HeartbeatMessage(envelope.message)
+                break
+            }
+            service.cancel()
+            await partner.close()
+            _ = await answering.value
+            return vote
+        }
+        #expect(vote == .witnessVote(round: 1, partnerReachable: true))
+    }
+
     @Test("the Simulation article's example: a crashed partner is taken over from, on every replay")
     func articleExample() async throws {
         let configurationA = try Self.configuration(priority: 2, witnesses: [])
