@@ -9,7 +9,9 @@ import Synchronization
 /// (some sectors written, others not), and the surviving sectors land in a random order —
 /// what a disk with a volatile cache may do. Synchronize and read failures can be injected;
 /// a failed synchronize poisons the disk until the next crash (a restart of its owner), as
-/// ``FaultToleranceCore/FileStorageUnit`` does.
+/// ``FaultToleranceCore/FileStorageUnit`` does. So can the silent faults of TigerBeetle's
+/// storage model, which report success: bits flipped on read, writes misdirected to another
+/// offset, writes lost; and damage at rest (``damage(at:mask:)``).
 public final class SimulatedDisk: StorageUnit {
     /// Fault probabilities for a disk.
     public struct Faults: Sendable, Hashable {
@@ -21,14 +23,30 @@ public final class SimulatedDisk: StorageUnit {
         public var synchronizeFailure: Double
         /// Probability that a read fails.
         public var readFailure: Double
+        /// Probability that a read returns its bytes with one bit flipped (the stored bytes
+        /// stay intact: a bus or cable error). Silent: the read reports success.
+        public var flipOnRead: Double
+        /// Probability that a write lands at another offset (a whole number of sectors away,
+        /// within the disk) instead of its own, which keeps its old bytes. Silent: the write
+        /// reports success, and a later synchronize makes the misplaced bytes durable.
+        public var misdirectWrite: Double
+        /// Probability that a write is dropped while reporting success (a firmware bug):
+        /// neither reads nor crashes ever see it.
+        public var loseWrite: Double
 
         /// Creates fault probabilities.
         public init(
             loseUnsynchronized: Double = 0.4,
             tearUnsynchronized: Double = 0.3,
             synchronizeFailure: Double = 0,
-            readFailure: Double = 0
+            readFailure: Double = 0,
+            flipOnRead: Double = 0,
+            misdirectWrite: Double = 0,
+            loseWrite: Double = 0
         ) {
+            self.flipOnRead = flipOnRead
+            self.misdirectWrite = misdirectWrite
+            self.loseWrite = loseWrite
             self.loseUnsynchronized = loseUnsynchronized
             self.tearUnsynchronized = tearUnsynchronized
             self.synchronizeFailure = synchronizeFailure
@@ -64,6 +82,24 @@ public final class SimulatedDisk: StorageUnit {
         var failNextSynchronize = false
         var synchronizeFailures = 0
         var readFailures = 0
+        var silent = SilentFaults()
+    }
+
+    /// Silent faults injected so far: each reported success while returning or storing the
+    /// wrong bytes.
+    public struct SilentFaults: Sendable, Hashable {
+        /// Reads that returned a flipped bit.
+        public var flippedReads = 0
+        /// Writes that landed at the wrong offset.
+        public var misdirectedWrites = 0
+        /// Writes dropped while reporting success.
+        public var lostWrites = 0
+
+        /// Creates zero counts.
+        public init() {}
+
+        /// Every silent fault.
+        public var total: Int { flippedReads + misdirectedWrites + lostWrites }
     }
 
     /// The unit's identity.
@@ -108,6 +144,9 @@ public final class SimulatedDisk: StorageUnit {
         state.withLockedValue { ($0.synchronizeFailures, $0.readFailures) }
     }
 
+    /// How many silent faults (flipped reads, misdirected and lost writes) were injected so far.
+    public var silentFaults: SilentFaults { state.withLockedValue { $0.silent } }
+
     /// Damage at rest: XORs `mask` into the bytes at `offset`, durable and current alike
     /// (bit rot, a stray write by something else). Bounds are clamped to the disk.
     public func damage(at offset: Int, mask: [UInt8]) {
@@ -137,6 +176,11 @@ public final class SimulatedDisk: StorageUnit {
             state.current.withUnsafeBytes { source in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
             }
+            if buffer.count > 0, state.random.chance(state.faults.flipOnRead) {
+                state.silent.flippedReads += 1
+                let bit = Int(state.random.next() % UInt64(buffer.count * 8))
+                buffer[bit / 8] ^= UInt8(1) << UInt8(bit % 8)
+            }
             return .success(())
         }
         try result.get()
@@ -150,10 +194,25 @@ public final class SimulatedDisk: StorageUnit {
             if let poisoned = state.poisoned {
                 return .failure(StorageError(.poisoned, unit: id, offset: offset, errno: poisoned.errno))
             }
-            state.current.withUnsafeMutableBytes { target in
-                UnsafeMutableRawBufferPointer(rebasing: target[offset..<offset + bytes.count]).copyMemory(from: bytes)
+            if bytes.count > 0, state.random.chance(state.faults.loseWrite) {
+                state.silent.lostWrites += 1
+                return .success(())
             }
-            state.pending.append(PendingWrite(offset: offset, bytes: Array(bytes)))
+            var target = offset
+            if bytes.count > 0, state.random.chance(state.faults.misdirectWrite) {
+                // Another place a whole number of sectors away that still fits the disk.
+                let slots = (capacity - bytes.count) / sectorSize + 1
+                var slot = Int(state.random.next() % UInt64(slots))
+                if slot * sectorSize == offset { slot = (slot + 1) % slots }
+                if slot * sectorSize != offset {
+                    target = slot * sectorSize
+                    state.silent.misdirectedWrites += 1
+                }
+            }
+            state.current.withUnsafeMutableBytes { current in
+                UnsafeMutableRawBufferPointer(rebasing: current[target..<target + bytes.count]).copyMemory(from: bytes)
+            }
+            state.pending.append(PendingWrite(offset: target, bytes: Array(bytes)))
             return .success(())
         }
         try result.get()

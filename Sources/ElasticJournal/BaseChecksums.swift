@@ -80,6 +80,24 @@ extension BaseVolume {
         return BaseChecksums.decode(bytes)
     }
 
+    /// The table to check an image against: `nil` only when the manifest says it is stale (an
+    /// age-out in progress). A table the manifest vouches for whose bytes do not match is
+    /// read again (a transient read error) and then reported as damage — never taken for a
+    /// stale one, which would let an image go unchecked.
+    func checkedTable(journal: JournalID) throws(JournalError) -> [UInt32]? {
+        guard manifest.checksums != nil else { return nil }
+        for _ in 0..<2 {
+            do {
+                if let table = try currentTable() { return table }
+            } catch {
+                throw JournalError(error, journal: journal)
+            }
+        }
+        throw JournalError(
+            .damaged, journal: journal, unit: storage.id, offset: BaseChecksums.tableOffset,
+            detail: "base image of \(manifest.volume): its checksum table does not match the manifest")
+    }
+
     /// Makes the table current: recomputes `touched` chunks over the table as it was before
     /// ``markChecksumsStale(_:)``, or every chunk when there was none or `full` (recovery,
     /// which cannot know what an interrupted age-out wrote); then writes the table and a

@@ -704,16 +704,26 @@ public final class ElasticJournal: Sendable {
 
     /// Checks an image read from `volume`'s base against its chunk checksums. A mismatch is
     /// checked again under the I/O lock against the base as it is now (an age-out may have
-    /// changed it since the read), and only then reported as damage.
-    func checkBase(_ volume: VolumeID, image: [UInt8], read base: BaseVolume) throws(JournalError) {
-        let table: [UInt32]?
-        do { table = try base.currentTable() } catch { throw JournalError(error, journal: id) }
-        guard let table, image.withUnsafeBytes({ base.firstMismatch(in: $0, table: table) }) != nil else { return }
-        let recheck: Result<JournalError?, StorageError> = io.withLock {
+    /// changed it since the read), and only then reported as damage. Returns `true` when
+    /// `image` is what is stored (or there is no current table to check it against), `false`
+    /// when `image` differed but the stored base checks out now: the read returned bytes that
+    /// are not on the disk (a transient read error, or an age-out in between), and the caller
+    /// must not use them — it reads again.
+    func checkBase(_ volume: VolumeID, image: [UInt8], read base: BaseVolume) throws(JournalError) -> Bool {
+        let table = try base.checkedTable(journal: id)
+        guard let table, image.withUnsafeBytes({ base.firstMismatch(in: $0, table: table) }) != nil else {
+            return true
+        }
+        let recheck: Result<JournalError?, JournalError> = io.withLock {
             guard let current = state.withLockedValue({ $0.volumes[volume] }) else { return .success(nil) }
-            do throws(StorageError) {
-                guard let table = try current.currentTable() else { return .success(nil) }
-                let bytes = try current.storage.read(at: JournalFormat.baseHeaderSize, count: current.size)
+            do throws(JournalError) {
+                guard let table = try current.checkedTable(journal: id) else { return .success(nil) }
+                let bytes: [UInt8]
+                do throws(StorageError) {
+                    bytes = try current.storage.read(at: JournalFormat.baseHeaderSize, count: current.size)
+                } catch {
+                    throw JournalError(error, journal: id)
+                }
                 let mismatch = bytes.withUnsafeBytes { current.firstMismatch(in: $0, table: table) }
                 return .success(
                     mismatch.map {
@@ -725,8 +735,8 @@ public final class ElasticJournal: Sendable {
         }
         switch recheck {
         case .success(let damage?): throw damage
-        case .success(nil): return
-        case .failure(let error): throw JournalError(error, journal: id)
+        case .success(nil): return false
+        case .failure(let error): throw error
         }
     }
 
@@ -840,6 +850,18 @@ public final class ElasticJournal: Sendable {
     ///
     /// Throws ``JournalError/Code/outsideWindow`` for an instant before the window's start.
     public func image(of volume: VolumeID, at instant: Instant) throws(JournalError) -> [UInt8] {
+        // A base read that does not match what is stored (a transient read error, or an
+        // age-out between the read and its check) is never used: the image is read again.
+        for _ in 0..<4 {
+            if let image = try readImage(of: volume, at: instant) { return image }
+        }
+        throw JournalError(
+            .damaged, journal: id,
+            detail: "reads of \(volume)'s base image kept returning bytes that fail its checksums")
+    }
+
+    /// One attempt of ``image(of:at:)``; `nil` when the base image read was not what is stored.
+    private func readImage(of volume: VolumeID, at instant: Instant) throws(JournalError) -> [UInt8]? {
         let snapshot = try snapshot()
         guard let base = snapshot.volumes[volume] else {
             throw JournalError(.unknownVolume, journal: id, detail: "\(volume) is not protected")
@@ -857,7 +879,7 @@ public final class ElasticJournal: Sendable {
         } catch {
             throw JournalError(error, journal: id)
         }
-        try checkBase(volume, image: image, read: base)
+        guard try checkBase(volume, image: image, read: base) else { return nil }
         // Replays every record present, including any already in the base (a crash during
         // an age-out): replaying in sequence order is idempotent.
         for index in snapshot.units.indices {

@@ -39,6 +39,7 @@ enum RecordScanner {
         var chunkStart = start
         var chunkCount = 0
         var position = start
+        var rereadAt = -1
         while position < end {
             // Refill when the next record header is not wholly in the chunk.
             if position + JournalFormat.recordHeaderSize > chunkStart + chunkCount {
@@ -58,7 +59,13 @@ enum RecordScanner {
             case .empty:
                 return .empty(position)
             case .invalid(let error):
-                return .invalid(position, error)
+                // Read once more before calling it invalid: a transient read error (a flipped
+                // bit on the bus) must not turn into damage, which recovery acts on.
+                guard rereadAt != position else { return .invalid(position, error) }
+                rereadAt = position
+                chunkStart = position
+                chunkCount = min(buffer.count, end - position)
+                try read(storage, into: &buffer, count: chunkCount, at: chunkStart)
             case .needMore(let needed):
                 guard position + needed <= end else {
                     return .invalid(position, JournalFormatError("record of \(needed) bytes runs past the end"))

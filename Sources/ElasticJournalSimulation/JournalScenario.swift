@@ -167,6 +167,13 @@ public struct JournalScenario: Sendable {
         pool.setFaults(diskFaults)
         bases.setFaults(diskFaults)
         let damageSeed = random.chance(0.125)
+        // One seed in eight flips bits on reads (the stored bytes stay intact) while the
+        // journal reads: images, records, verify. Each flip must end in a typed `damaged`
+        // error or in data that still checks out, never in wrong data.
+        let readFlipSeed = random.chance(0.125)
+        func silentFlips() -> Int {
+            (pool.units + bases.units).reduce(0) { $0 + $1.silentFaults.flippedReads }
+        }
 
         /// Damages storage at rest (see the type's documentation); returns what it did, or
         /// `nil` when no damage of the drawn kind applies now.
@@ -343,6 +350,14 @@ public struct JournalScenario: Sendable {
             else { return violation("setup", "journal missing") }
             let choice = Int.random(in: 0..<100, using: &random)
             var failure: JournalError?
+            let flipping = readFlipSeed && (80..<95).contains(choice)
+            let flipsBefore = flipping ? silentFlips() : 0
+            if flipping {
+                var flaky = diskFaults
+                flaky.flipOnRead = 0.05
+                pool.setFaults(flaky)
+                bases.setFaults(flaky)
+            }
             switch choice {
             case 0..<55:
                 let volume = model.volumes.randomElement(using: &random) ?? 1
@@ -458,7 +473,7 @@ public struct JournalScenario: Sendable {
                             "verifies", "verify ended at \(report.lastSequence), journal at \(journal.lastSequence)")
                     }
                 } catch {
-                    if error.code == .damaged { return violation("verifies", "\(error)") }
+                    if error.code == .damaged && !flipping { return violation("verifies", "\(error)") }
                     failure = error
                 }
             case 95..<98:
@@ -469,6 +484,17 @@ public struct JournalScenario: Sendable {
                 continue
             }
             models[id] = model
+            if flipping {
+                pool.setFaults(diskFaults)
+                bases.setFaults(diskFaults)
+                let flips = silentFlips() - flipsBefore
+                faults.damageInjected += flips
+                if flips > 0, failure == nil || failure?.code == .damaged {
+                    // Reported as damage, or the bytes returned still equal the model's.
+                    faults.damageDetected += flips
+                    failure = nil
+                }
+            }
             // The step's kind and what it left behind, for the replay check.
             trace.mix(UInt64(choice))
             trace.mix(UInt64(model.records.count) << 32 | model.acknowledged)

@@ -110,6 +110,41 @@ struct SimulatorTests {
         #expect(try disk.read(at: 0, count: 1) == [3])
     }
 
+    @Test(
+        "silent faults report success: flipped reads leave the stored bytes intact, misdirected writes land elsewhere, lost writes vanish"
+    )
+    func silentFaults() throws {
+        let flipping = SimulatedDisk(
+            id: UnitID(1), capacity: 4096, faults: .init(flipOnRead: 1), random: SimulationRandom(seed: 2))
+        let bytes = [UInt8](repeating: 0xAA, count: 64)
+        try flipping.write(bytes, at: 512)
+        let read = try flipping.read(at: 512, count: 64)
+        #expect(zip(read, bytes).map { ($0 ^ $1).nonzeroBitCount }.reduce(0, +) == 1)
+        flipping.setFaults(.init())
+        #expect(try flipping.read(at: 512, count: 64) == bytes)
+        #expect(flipping.silentFaults.flippedReads == 1)
+
+        let misdirecting = SimulatedDisk(
+            id: UnitID(2), capacity: 8192, faults: .init(misdirectWrite: 1), random: SimulationRandom(seed: 3))
+        try misdirecting.write(bytes, at: 1024)
+        try misdirecting.synchronize()
+        misdirecting.crash()
+        misdirecting.setFaults(.init())
+        #expect(try misdirecting.read(at: 1024, count: 64) == [UInt8](repeating: 0, count: 64))
+        let image = try misdirecting.read(at: 0, count: 8192)
+        let landed = stride(from: 0, to: 8192 - 63, by: 512).filter { Array(image[$0..<$0 + 64]) == bytes }
+        #expect(landed.count == 1 && landed != [1024])
+        #expect(misdirecting.silentFaults.misdirectedWrites == 1)
+
+        let losing = SimulatedDisk(
+            id: UnitID(3), capacity: 4096, faults: .init(loseWrite: 1), random: SimulationRandom(seed: 4))
+        try losing.write(bytes, at: 0)
+        try losing.synchronize()
+        losing.setFaults(.init())
+        #expect(try losing.read(at: 0, count: 64) == [UInt8](repeating: 0, count: 64))
+        #expect(losing.silentFaults.lostWrites == 1)
+    }
+
     @Test("seeds come from the environment when set")
     func seedSelection() {
         let seeds = SimulationRunner.seeds(defaultCount: 7, base: 100)
