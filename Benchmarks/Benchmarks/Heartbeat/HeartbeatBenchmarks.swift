@@ -9,19 +9,20 @@ import Logging
 import NIOCore
 
 // Detection time of a dead partner at a 10 ms heartbeat interval — in virtual time over many
-// seeds and over real UDP on loopback — the evaluator's cost per heartbeat against a loop doing
-// the same bookkeeping without it, and false takeovers under 5% loss and 20 ms jitter.
+// seeds and over real UDP on loopback — the evaluator's CPU cost per heartbeat, and false
+// takeovers under 5% loss and 20 ms jitter.
 //
 // Each detection sample is the time from the partner's crash to the standby's takeover, in
 // microseconds; package-benchmark prints its percentiles (p50, p99). The target is
 // p99 within 3 intervals + 5 ms = 35 ms. The smoke run checks that bound over 100 crashes in
-// virtual time (fast tuning) and the evaluator's cost ratio against a ceiling of 100x, once each.
+// virtual time (fast tuning) and the evaluator's cost per heartbeat against a ceiling of 10 µs
+// (at 3 paths x 100 heartbeats/s, 0.3 % of one core), once each. (An earlier version divided
+// that cost by an almost empty loop's; the ratio said nothing and is gone.)
 
 let mode = BenchmarkMode.current
 let detectionMicroseconds = BenchmarkMetric.custom("detection (µs, crash to takeover)", useScalingFactor: false)
 let falseTakeovers = BenchmarkMetric.custom("false takeovers (seeds)", useScalingFactor: false)
 let nanosecondsPerHeartbeat = BenchmarkMetric.custom("ns per heartbeat", useScalingFactor: false)
-let costRatio = BenchmarkMetric.custom("cost ratio x100 (evaluator loop / bookkeeping loop)", useScalingFactor: false)
 
 func microseconds(_ duration: Duration) -> Int { Int(duration.nanoseconds / 1000) }
 
@@ -65,9 +66,9 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark(
-        "evaluator cost per heartbeat vs bookkeeping-only loop",
+        "evaluator CPU cost per heartbeat (ceiling 10 µs: 0.3 % of a core at 300 heartbeats/s)",
         configuration: .init(
-            metrics: [nanosecondsPerHeartbeat, costRatio], maxDuration: .seconds(5),
+            metrics: [nanosecondsPerHeartbeat], maxDuration: .seconds(5),
             maxIterations: mode.isSmoke ? 1 : 20)
     ) { benchmark in
         let count = 100_000
@@ -89,18 +90,8 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(evaluator.heartbeatReceived(heartbeat, on: paths[index % 3], at: now))
         }
         let evaluated = clock.now - start
-        // The baseline does the same bookkeeping (clock, heartbeat value, path choice) only.
-        let baselineStart = clock.now
-        now = .zero
-        for index in 0..<count {
-            now = now + .microseconds(3333)
-            let heartbeat = Heartbeat(state: .operating, priority: 2, pathsHearingReceiver: 3, sequence: UInt64(index))
-            blackHole((heartbeat, paths[index % 3], now))
-        }
-        let baseline = max(clock.now - baselineStart, .nanoseconds(1))
-        benchmark.measurement(nanosecondsPerHeartbeat, Int(evaluated.nanoseconds) / count)
         record(
-            cost: Double(evaluated.nanoseconds) / Double(baseline.nanoseconds), as: costRatio, scale: 100, ceiling: 100,
+            cost: Double(evaluated.nanoseconds) / Double(count), as: nanosecondsPerHeartbeat, ceiling: 10_000,
             in: benchmark)
     }
 

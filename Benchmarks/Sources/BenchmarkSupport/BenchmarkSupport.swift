@@ -88,7 +88,8 @@ public func record(
     }
     benchmark.measurement(metric, Int((ratio * 100).rounded()))
     guard BenchmarkMode.current.isSmoke, !isWarmup(benchmark) else { return }
-    let line = String(format: "%.2fx (floor %.2fx)", ratio, floor)
+    var line = String(format: "%.2fx (floor %.2fx)", ratio, floor)
+    if metric != throughputRatio { line = "\(metric.description): " + line }
     if ratio < floor {
         fail(benchmark, "\(metric.description): \(line): below its floor")
     } else {
