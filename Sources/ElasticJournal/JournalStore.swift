@@ -9,7 +9,8 @@ import NIOConcurrencyHelpers
     import Darwin
 #endif
 
-/// A deliberate bug, planted to show that ``JournalScenario`` catches it.
+/// A deliberate bug, planted in the shipped journal to show that the simulation
+/// (`JournalScenario` in `ElasticJournalSimulation`) catches it.
 public enum JournalBug: String, Sendable, Hashable, CaseIterable, Codable {
     /// Acknowledge a batch without its `fdatasync`.
     case acknowledgeBeforeSync = "acknowledge-before-sync"

@@ -8,7 +8,8 @@ import NIOConcurrencyHelpers
 /// checked against a reference model.
 ///
 /// Each step advances virtual time and does one of: append a random write, synchronize
-/// (acknowledging everything staged), run the group-commit flushes, age out (``JournalStore/maintain(now:)``),
+/// (acknowledging everything staged), run the group-commit flushes, age out
+/// (``ElasticJournal/JournalStore/maintain(now:)``),
 /// reconstruct a volume at a random instant of the window, verify, or crash — power loss
 /// at once, or a power cut after a random number of storage operations so that the crash
 /// lands inside a batch write, a rollover or an age-out. After a crash every disk loses,
@@ -32,12 +33,12 @@ import NIOConcurrencyHelpers
 ///   record inside its window, plus its active unit.
 /// - `window-not-silently-short`: the window only starts later than `now - window` if
 ///   history was reported dropped early.
-/// - `verifies`: ``ElasticJournal/verify(progress:)`` passes.
+/// - `verifies`: ``ElasticJournal/ElasticJournal/verify(progress:)`` passes.
 ///
 /// About one seed in eight also damages storage at rest during one crash: garbage in a
 /// record of a sealed unit, garbage in a base image whose checksum table is current, or a
 /// deleted unit in the middle of a journal's chain. Invariant `damage-reported`: the reopen
-/// or the first read or `verify` after it reports ``JournalError/Code/damaged`` — never
+/// or the first read or `verify` after it reports ``ElasticJournal/JournalError/Code/damaged`` — never
 /// wrong data (the image and record checks above still apply), never a silent cut
 /// (`acknowledged-survives` still applies). The seed ends once the damage is reported.
 public struct JournalScenario: Sendable {
