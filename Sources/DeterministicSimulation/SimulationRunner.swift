@@ -129,3 +129,15 @@ public enum SimulationRunner {
         getenv(name).map { String(cString: $0) }
     }
 }
+
+extension SimulationReport {
+    /// Fails the report with the first runtime invariant `sink` recorded during the run
+    /// (``FaultToleranceCore/RuntimeInvariants``), unless a scenario invariant already failed
+    /// it; the invariant is named `runtime-assertion` and the detail says where.
+    public mutating func include(_ sink: RuntimeInvariantSink) {
+        guard violation == nil, let broken = sink.firstViolation else { return }
+        violation = InvariantViolation(
+            invariant: "runtime-assertion", detail: "\(broken) (\(sink.count) in all)",
+            at: Instant(nanoseconds: virtualTime))
+    }
+}

@@ -302,6 +302,9 @@ public final class ElasticJournal: Sendable {
             return .needsRollover
         }
         let sequence = state.nextSequence
+        RuntimeInvariants.check(
+            sequence == state.units[last].lastSequence &+ 1,
+            "\(id) stages \(sequence) after unit \(state.units[last].id) ends at \(state.units[last].lastSequence)")
         let time = max(context.clock(), state.lastTime)
         let batch = state.batch
         batch.reserve(footprint)
@@ -350,7 +353,11 @@ public final class ElasticJournal: Sendable {
                 notify(.failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
                 return false
             }
-            state.waiters.append((sequence, notify))
+            // In sequence order (two appenders may register out of the order they staged in),
+            // so that every flush releases exactly the waiters it made durable.
+            var index = state.waiters.endIndex
+            while index > state.waiters.startIndex && state.waiters[index - 1].sequence > sequence { index -= 1 }
+            state.waiters.insert((sequence, notify), at: index)
             if state.flushScheduled { return false }
             state.flushScheduled = true
             return true
@@ -474,6 +481,9 @@ public final class ElasticJournal: Sendable {
             }
         }
         let ready = state.withLockedValue { state in
+            RuntimeInvariants.check(
+                taken.lastSequence <= state.stagedSequence,
+                "\(id) drained through \(taken.lastSequence), only \(state.stagedSequence) staged")
             state.writtenSequence = max(state.writtenSequence, taken.lastSequence)
             if sync {
                 state.durableSequence = max(state.durableSequence, taken.lastSequence)
@@ -484,7 +494,16 @@ public final class ElasticJournal: Sendable {
             }
             taken.buffer.count = 0
             state.spare = taken.buffer
-            return state.takeDurable()
+            RuntimeInvariants.check(
+                state.durableSequence <= state.writtenSequence && state.writtenSequence <= state.stagedSequence,
+                "\(id) durable \(state.durableSequence), written \(state.writtenSequence), staged \(state.stagedSequence)"
+            )
+            let ready = state.takeDurable()
+            RuntimeInvariants.check(
+                ready.allSatisfy { $0.sequence <= state.durableSequence }
+                    && (state.waiters.first.map { $0.sequence > state.durableSequence } ?? true),
+                "\(id) waiters released out of order around durable \(state.durableSequence)")
+            return ready
         }
         for waiter in ready { waiter.notify(.success(())) }
     }

@@ -72,8 +72,16 @@ public struct JournalScenario: Sendable {
         init(random: SimulationRandom) { salts = NIOLockedValueBox(random) }
     }
 
-    /// Runs one seed.
+    /// Runs one seed; an internal invariant of the journal broken on the way
+    /// (``FaultToleranceCore/RuntimeInvariants``) fails it too.
     public func run(seed: UInt64) -> SimulationReport {
+        let sink = RuntimeInvariantSink()
+        var report = RuntimeInvariants.$sink.withValue(sink) { runChecked(seed: seed) }
+        report.include(sink)
+        return report
+    }
+
+    private func runChecked(seed: UInt64) -> SimulationReport {
         var random = SimulationRandom(seed: seed)
         var faults = FaultCounters()
         var checks = 0

@@ -319,6 +319,11 @@ public struct HeartbeatEvaluator: Sendable {
             guard flaps.count < configuration.maximumFlaps else { return [] }
             flaps.append(now)
         }
+        // The rules' own guarantees, checked where a state is entered: a side whose self-check
+        // failed never operates, and nothing goes back to initializing.
+        RuntimeInvariants.check(
+            target != .operating || selfHealthy, "\(state) -> operating (\(reason)) with the self-check failing")
+        RuntimeInvariants.check(target != .initializing, "\(state) -> initializing (\(reason))")
         let transition = Transition(from: state, to: target, at: now, reason: reason, evidence: evidence(at: now))
         state = target
         stateSince = now

@@ -135,11 +135,15 @@ public struct HeartbeatScenario: Sendable {
                 delay: .microseconds(100)...HeartbeatRun.maximumDelay,
                 corruptionProbability: HeartbeatRun.corruptionProbability))
         let run = HeartbeatRun(world: world, scenario: self, fault: fault)
+        let sink = RuntimeInvariantSink()
         do {
-            try await world.run(timeLimit: duration + .seconds(1)) { try await run.run() }
+            try await RuntimeInvariants.$sink.withValue(sink) {
+                try await world.run(timeLimit: duration + .seconds(1)) { try await run.run() }
+            }
         } catch {
             run.fail("simulation", "\(error)")
         }
+        if let broken = sink.firstViolation { run.fail("runtime-assertion", broken) }
         return run
     }
 }

@@ -180,6 +180,9 @@ public final class LiveCopy: Sendable {
                 let finished = now
                 var dirty = PageSet(pageCount: pageCount)
                 source.collectDirtyPages(into: &dirty)
+                RuntimeInvariants.check(
+                    sent <= pages.count && dirty.count <= pageCount,
+                    "round \(round) sent \(sent) of \(pages.count) pages, \(dirty.count) dirty of \(pageCount)")
                 let measurement = RoundMeasurement(
                     round: round, pagesCopied: pages.count, pagesSent: sent, started: started, finished: finished,
                     dirtyPages: dirty.count, fixedCost: finished - barrierStart)

@@ -358,6 +358,7 @@ final class OrderedSender: Sendable {
                 }
                 let (waiters, handler) = state.withLockedValue { state in
                     state.queuedBytes -= size
+                    RuntimeInvariants.check(state.queuedBytes >= 0, "send queue at \(state.queuedBytes) bytes")
                     if let failure, state.failure == nil { state.failure = failure }
                     guard state.queuedBytes < limit || state.failure != nil else {
                         return ([CheckedContinuation<Void, Never>](), (@Sendable (LiveCopyError) -> Void)?.none)

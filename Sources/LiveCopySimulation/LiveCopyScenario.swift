@@ -130,12 +130,17 @@ public struct LiveCopyScenario: Sendable {
                 events: 0, violation: violation)
             return (report, nil)
         }
+        let sink = RuntimeInvariantSink()
         do {
-            try await world.run(timeLimit: .seconds(900)) { try await run.run() }
+            try await RuntimeInvariants.$sink.withValue(sink) {
+                try await world.run(timeLimit: .seconds(900)) { try await run.run() }
+            }
         } catch {
             run.fail("ends", "\(error)")
         }
-        return (run.report, run.outcome)
+        var report = run.report
+        report.include(sink)
+        return (report, run.outcome)
     }
 }
 

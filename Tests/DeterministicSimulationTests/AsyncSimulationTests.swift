@@ -103,6 +103,34 @@ struct AsyncSimulationTests {
         #expect(payloads.allSatisfy { $0.count == 8 && $0[1...] == [1, 2, 3, 4, 5, 6, 7] })
     }
 
+    @Test(
+        "a runtime invariant broken in any task of a run, spawned or started by a runtime, fails the seed with its place"
+    )
+    func runtimeInvariantFailsTheSeed() async throws {
+        let world = AsyncSimulation(seed: 6)
+        let sink = RuntimeInvariantSink()
+        try await RuntimeInvariants.$sink.withValue(sink) {
+            try await world.run(timeLimit: .seconds(1)) {
+                RuntimeInvariants.check(1 + 1 == 2, "holds")
+                await world.spawn { RuntimeInvariants.check(false, "queue at -1 bytes") }.value
+                // How a runtime starts a task of its own (RemoteDestination's send queue).
+                await Task(executorPreference: world.clock.taskExecutor) {
+                    RuntimeInvariants.check(false, "second")
+                }.value
+            }
+        }
+        #expect(sink.count == 2)
+        #expect(
+            sink.firstViolation?.hasPrefix(
+                "queue at -1 bytes (DeterministicSimulationTests/AsyncSimulationTests.swift:") == true)
+        var report = SimulationReport(
+            seed: 6, faults: FaultCounters(), invariantChecks: 1, operations: 0, virtualTime: 0, events: 0,
+            violation: nil)
+        report.include(sink)
+        #expect(report.violation?.invariant == "runtime-assertion")
+        #expect(!report.passed)
+    }
+
     @Test("every task waiting with nothing scheduled is reported as a stall, with the time")
     func stall() async throws {
         let world = AsyncSimulation(seed: 3)
