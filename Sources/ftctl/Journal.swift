@@ -133,7 +133,7 @@ func makeDirectories(_ path: String) throws {
     var current = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         current += "/" + component
-        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+        if mkdir(current, 0o700) != 0 && errno != EEXIST {
             throw CommandFailure("cannot create \(current): \(StorageError.describe(errno: errno))")
         }
     }

@@ -42,6 +42,39 @@ struct StorageTests {
         #expect(try pool.allocate().id == UnitID(3))
     }
 
+    @Test("file pool: units, state and lock files are 0600 and new directories 0700 by default; configurable")
+    func filePoolPermissions() throws {
+        let root = try TemporaryDirectory()
+        defer { root.cleanup() }
+        func mode(_ path: String) -> UInt32 {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return 0 }
+            return UInt32(info.st_mode) & 0o777
+        }
+        let previous = umask(0o022)
+        defer { umask(previous) }
+        let privatePath = root.path + "/private"
+        let pool = try FileStoragePool(directories: [privatePath], unitCapacity: 64 * 1024, budget: 4 * 64 * 1024)
+        let unit = try pool.allocate()
+        #expect(mode(privatePath) == 0o700)
+        #expect(mode(privatePath + "/pool.lock") == 0o600)
+        #expect(mode(privatePath + "/pool.state") == 0o600)
+        let files = try FileManager.default.contentsOfDirectory(atPath: privatePath).filter { $0.hasPrefix("unit-") }
+        #expect(files.count == 1)
+        #expect(files.allSatisfy { mode(privatePath + "/" + $0) == 0o600 })
+        try pool.release(unit.id)
+
+        let sharedPath = root.path + "/shared"
+        let shared = try FileStoragePool(
+            directories: [sharedPath], unitCapacity: 64 * 1024, budget: 4 * 64 * 1024, permissions: .groupReadable)
+        _ = try shared.allocate()
+        #expect(mode(sharedPath) == 0o750)
+        let sharedFiles = try FileManager.default.contentsOfDirectory(atPath: sharedPath).filter {
+            $0.hasPrefix("unit-")
+        }
+        #expect(sharedFiles.allSatisfy { mode(sharedPath + "/" + $0) == 0o640 })
+    }
+
     @Test("file pool: synchronized writes survive a reopen after power loss; ids are never reused")
     func filePoolReopen() throws {
         let first = try TemporaryDirectory()

@@ -58,6 +58,8 @@ public final class FileStoragePool: StoragePool {
 
     /// How the pool was opened.
     public let access: Access
+    /// The modes new files and directories are created with.
+    public let permissions: Permissions
     private let state = NIOLockedValueBox(State())
     private let calls: SystemCalls
     private let logger: Logger
@@ -74,11 +76,32 @@ public final class FileStoragePool: StoragePool {
         unitCapacity: Int,
         budget: Int,
         access: Access = .readWrite,
+        permissions: Permissions = .ownerOnly,
         logger: Logger = Logger(label: "ft.storage.pool")
     ) throws(StorageError) {
         try self.init(
-            directories: directories, unitCapacity: unitCapacity, budget: budget, access: access, logger: logger,
-            calls: .live)
+            directories: directories, unitCapacity: unitCapacity, budget: budget, access: access,
+            permissions: permissions, logger: logger, calls: .live)
+    }
+
+    /// The modes files and directories are created with (the process's umask still applies).
+    /// Units hold volume data: by default only their owner may read them.
+    public struct Permissions: Sendable, Hashable {
+        /// The mode of unit, state and lock files.
+        public var file: UInt32
+        /// The mode of the pool's directories and their quarantine folders.
+        public var directory: UInt32
+
+        /// Creates permissions.
+        public init(file: UInt32, directory: UInt32) {
+            self.file = file
+            self.directory = directory
+        }
+
+        /// 0600 files, 0700 directories: the default.
+        public static let ownerOnly = Permissions(file: 0o600, directory: 0o700)
+        /// 0640 files, 0750 directories: the owner's group may read (a backup agent).
+        public static let groupReadable = Permissions(file: 0o640, directory: 0o750)
     }
 
     init(
@@ -86,6 +109,7 @@ public final class FileStoragePool: StoragePool {
         unitCapacity: Int,
         budget: Int,
         access: Access = .readWrite,
+        permissions: Permissions = .ownerOnly,
         logger: Logger,
         calls: SystemCalls
     ) throws(StorageError) {
@@ -101,8 +125,9 @@ public final class FileStoragePool: StoragePool {
         self.logger = logger
         self.calls = calls
         self.access = access
+        self.permissions = permissions
         if access == .readWrite {
-            if mkdir(directories[0], 0o755) != 0 && SystemCalls.errno != EEXIST {
+            if mkdir(directories[0], mode_t(permissions.directory)) != 0 && SystemCalls.errno != EEXIST {
                 throw StorageError(
                     .fileOperationFailed, path: directories[0], errno: SystemCalls.errno, detail: "mkdir")
             }
@@ -122,7 +147,7 @@ public final class FileStoragePool: StoragePool {
     /// writes this process's PID into the file, or says who holds it.
     private func lock() throws(StorageError) {
         let path = directories[0] + "/pool.lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(permissions.file))
         guard fd >= 0 else {
             throw StorageError(.fileOperationFailed, path: path, errno: SystemCalls.errno, detail: "open")
         }
@@ -218,14 +243,17 @@ public final class FileStoragePool: StoragePool {
         return (removed, directoryIndex)
     }
 
-    /// Closes and deletes a unit's file and makes the deletion durable.
+    /// Deletes a unit's file, then forgets and closes the unit, and makes the deletion
+    /// durable. A failed unlink leaves the unit in the pool (nothing is forgotten that is
+    /// still on disk).
     public func release(_ unit: UnitID) throws(StorageError) {
         try requireWritable("release")
-        let (removed, directoryIndex) = try takeOut(unit)
-        if unlink(removed.path) != 0 {
-            throw StorageError(
-                .fileOperationFailed, unit: unit, path: removed.path, errno: SystemCalls.errno, detail: "unlink")
+        let path = state.withLockedValue { state in state.units.first { $0.id == unit }?.path }
+        guard let path else { throw StorageError(.unknownUnit, unit: unit) }
+        if unlink(path) != 0 {
+            throw StorageError(.fileOperationFailed, unit: unit, path: path, errno: SystemCalls.errno, detail: "unlink")
         }
+        let (_, directoryIndex) = try takeOut(unit)
         try synchronizeDirectory(directories[directoryIndex])
         logger.debug("released unit", metadata: ["unit": "\(unit)"])
     }
@@ -236,7 +264,7 @@ public final class FileStoragePool: StoragePool {
         try requireWritable("quarantine")
         let (removed, directoryIndex) = try takeOut(unit)
         let folder = directories[directoryIndex] + "/quarantine"
-        if mkdir(folder, 0o755) != 0 && SystemCalls.errno != EEXIST {
+        if mkdir(folder, mode_t(permissions.directory)) != 0 && SystemCalls.errno != EEXIST {
             throw StorageError(
                 .fileOperationFailed, unit: unit, path: folder, errno: SystemCalls.errno, detail: "mkdir")
         }
@@ -274,7 +302,7 @@ public final class FileStoragePool: StoragePool {
     private func createUnit(id: UnitID, directory: String) throws(StorageError) -> FileStorageUnit {
         let finalPath = directory + "/" + Self.fileName(for: id)
         let temporaryPath = finalPath + ".tmp"
-        let fd = open(temporaryPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(temporaryPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(permissions.file))
         guard fd >= 0 else {
             throw StorageError(
                 .fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "open")
@@ -328,7 +356,9 @@ public final class FileStoragePool: StoragePool {
     private func recover() throws(StorageError) {
         var found: [(UnitID, Int, String)] = []
         for (index, directory) in directories.enumerated() {
-            if access == .readWrite && mkdir(directory, 0o755) != 0 && SystemCalls.errno != EEXIST {
+            if access == .readWrite && mkdir(directory, mode_t(permissions.directory)) != 0
+                && SystemCalls.errno != EEXIST
+            {
                 throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "mkdir")
             }
             var removedTemporary = false
@@ -412,7 +442,7 @@ public final class FileStoragePool: StoragePool {
         bytes.appendLittleEndian(UInt64(unitCapacity))
         bytes.appendLittleEndian(CRC32C.checksum(bytes))
         let temporary = statePath + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(permissions.file))
         guard fd >= 0 else {
             throw StorageError(.fileOperationFailed, path: temporary, errno: SystemCalls.errno, detail: "open")
         }
