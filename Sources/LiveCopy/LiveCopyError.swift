@@ -24,6 +24,9 @@ public struct LiveCopyError: Error, Sendable, Hashable, CustomStringConvertible 
         /// Bytes from the peer are not a valid live-copy message (bad version, checksum, length,
         /// page index, compression, ...). ``LiveCopyError/detail`` says what.
         public static let malformedMessage = Code("malformedMessage")
+        /// The receiver already serves a session for another copier (or this one's
+        /// `begin` came from a node it does not serve).
+        public static let sessionActive = Code("sessionActive")
         /// The transport to the destination failed; ``LiveCopyError/transport`` holds its error.
         public static let transport = Code("transport")
         /// After recopying, pages still differed: the destination is not a faithful copy.

@@ -1,5 +1,7 @@
 public import FaultToleranceCore
 public import Logging
+public import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The offline side of a remote live copy: applies page batches and mirrored writes from a
@@ -15,13 +17,20 @@ public final class LiveCopyReceiver: Sendable {
 
     private let transport: any Transport
     private let logger: Logger
+    private let metricsFactory: any MetricsFactory
+    private let refusals = NIOLockedValueBox<(counts: [String: Int], lastLog: ContinuousClock.Instant?, sinceLog: Int)>(
+        ([:], nil, 0))
 
-    /// Creates a receiver that applies what arrives on `transport` to `region`.
-    public init(transport: any Transport, region: OfflineRegion, logger: Logger = Logger(label: "ft.livecopy.receiver"))
-    {
+    /// Creates a receiver that applies what arrives on `transport` to `region`; refusals are
+    /// counted in `ft_livecopy_receiver_refused_total{reason}`.
+    public init(
+        transport: any Transport, region: OfflineRegion, logger: Logger = Logger(label: "ft.livecopy.receiver"),
+        metricsFactory: (any MetricsFactory)? = nil
+    ) {
         self.transport = transport
         self.region = region
         self.logger = logger
+        self.metricsFactory = metricsFactory ?? MetricsSystem.factory
     }
 
     /// What a finished session did.
@@ -37,16 +46,41 @@ public final class LiveCopyReceiver: Sendable {
     }
 
     /// Serves one session: returns at its end message (or when the transport closes), throws
-    /// on malformed input after telling the sender why.
+    /// on malformed input from the session's peer after telling it why.
+    ///
+    /// The session is pinned to the peer whose `begin` opened it: messages from any other
+    /// node, a second `begin` among them, are refused (the sender is told) and counted in
+    /// ``refused``, and never reach the region or end the session; so are malformed messages
+    /// before a session begins. Refusals are logged at most once a second.
     public func run() async throws(LiveCopyError) -> Summary {
         var summary = Summary()
         var session: UInt64?
+        var owner: NodeID?
         for await envelope in transport.incoming {
             let message = envelope.message
+            if let owner, envelope.from != owner {
+                // Not the session's peer: whatever it sends, refuse it and go on.
+                let detail = "\(Self.sessionActiveReason) (from \(owner))"
+                refuse(envelope, reason: "foreign-peer", detail: detail)
+                // A copier's `begin` is answered in its own session, so it fails at once.
+                if message.type == LiveCopyWire.MessageType.begin,
+                    let begin = try? LiveCopyWire.Begin.decode(message.payload)
+                {
+                    await reply(.init(kind: .refused, session: begin.session, request: 0, detail: detail), to: envelope)
+                }
+                continue
+            }
             do throws(LiveCopyError) {
                 switch message.type {
                 case LiveCopyWire.MessageType.begin:
                     let begin = try LiveCopyWire.Begin.decode(message.payload)
+                    if session != nil {
+                        let detail = Self.sessionActiveReason
+                        refuse(envelope, reason: "second-begin", detail: detail)
+                        await reply(
+                            .init(kind: .refused, session: begin.session, request: 0, detail: detail), to: envelope)
+                        continue
+                    }
                     guard begin.pageSize == region.pageSize, begin.pageCount == region.pageCount else {
                         let detail =
                             "region is \(region.pageCount) pages of \(region.pageSize) bytes, "
@@ -56,6 +90,7 @@ public final class LiveCopyReceiver: Sendable {
                         throw LiveCopyError(.geometryMismatch, detail: detail)
                     }
                     session = begin.session
+                    owner = envelope.from
                     await reply(.init(kind: .ready, session: begin.session, request: 0), to: envelope)
                 case LiveCopyWire.MessageType.pageBatch:
                     let batch = try PageBatch.decode(
@@ -98,16 +133,54 @@ public final class LiveCopyReceiver: Sendable {
                     logger.debug("ignoring message", metadata: ["type": "\(message.type)"])
                 }
             } catch {
-                logger.error("refusing live copy message", metadata: ["error": "\(error)"])
                 if error.code != .geometryMismatch {
                     await reply(
                         .init(kind: .refused, session: session ?? 0, request: .max, detail: error.description),
                         to: envelope)
                 }
+                // Before a session, garbage from anyone must not stop the receiver.
+                guard owner != nil else {
+                    refuse(envelope, reason: "malformed", detail: error.description)
+                    if error.code == .geometryMismatch { throw error }
+                    continue
+                }
+                logger.error("refusing live copy message", metadata: ["error": "\(error)"])
                 throw error
             }
         }
         return summary
+    }
+
+    /// The start of a refusal's detail when a session is already active.
+    static let sessionActiveReason = "a session is already active"
+
+    /// Messages refused without ending the session (from another peer, a second `begin`,
+    /// malformed before a session), by reason.
+    public var refused: [String: Int] { refusals.withLockedValue { $0.counts } }
+
+    private func refuse(_ envelope: Envelope, reason: String, detail: String) {
+        refusedCounter(reason).increment()
+        let log = refusals.withLockedValue { state -> Int? in
+            state.counts[reason, default: 0] += 1
+            state.sinceLog += 1
+            let now = ContinuousClock.now
+            guard state.lastLog.map({ now - $0 >= .seconds(1) }) ?? true else { return nil }
+            state.lastLog = now
+            defer { state.sinceLog = 0 }
+            return state.sinceLog
+        }
+        if let log {
+            logger.warning(
+                "refusing live copy messages",
+                metadata: [
+                    "from": "\(envelope.from)", "reason": "\(reason)", "detail": "\(detail)",
+                    "refused_since_last_log": "\(log)",
+                ])
+        }
+    }
+
+    private func refusedCounter(_ reason: String) -> Counter {
+        Counter(label: "ft_livecopy_receiver_refused_total", dimensions: [("reason", reason)], factory: metricsFactory)
     }
 
     private func expect(_ received: UInt64, _ session: UInt64?) throws(LiveCopyError) {

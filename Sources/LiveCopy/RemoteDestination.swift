@@ -27,7 +27,8 @@ public final class RemoteDestination: LiveCopyDestination {
         public var batchBytes: Int
         /// Bytes queued for the transport before the copier waits.
         public var maximumQueuedBytes: Int
-        /// How long to wait for a reply before failing with ``LiveCopyError/Code/transport``.
+        /// How long to wait for a reply, or for the transport to take anything from a full
+        /// queue, before failing with ``LiveCopyError/Code/transport``.
         public var replyTimeout: Duration
 
         /// Creates options.
@@ -91,13 +92,21 @@ public final class RemoteDestination: LiveCopyDestination {
                     guard reply.session == session else { continue }
                     if reply.kind == .refused {
                         // Request 0 is the session header: the receiver refused the geometry.
-                        let code: LiveCopyError.Code = reply.request == 0 ? .geometryMismatch : .malformedMessage
-                        replies.failAll(LiveCopyError(code, detail: "receiver refused: \(reply.detail)"))
+                        let code: LiveCopyError.Code =
+                            reply.request != 0
+                            ? .malformedMessage
+                            : reply.detail.hasPrefix(LiveCopyReceiver.sessionActiveReason)
+                                ? .sessionActive : .geometryMismatch
+                        let error = LiveCopyError(code, detail: "receiver refused: \(reply.detail)")
+                        replies.failAll(error)
+                        // The copier may be waiting for room in the queue, not for a reply.
+                        sender.fail(error)
                     } else {
                         replies.resolve(reply.request, .success(reply))
                     }
                 } catch {
                     replies.failAll(error)
+                    sender.fail(error)
                 }
             }
             replies.failAll(LiveCopyError(.transport, detail: "the transport closed"))
@@ -137,7 +146,7 @@ public final class RemoteDestination: LiveCopyDestination {
         for run in runs {
             sent += state.append(run, from: source, skipUnchanged: options.skipUnchanged)
             if state.builder.bodyBytes >= options.batchBytes {
-                try await sender.waitForCapacity()
+                try await sender.waitForCapacity(timeout: options.replyTimeout)
                 try sender.enqueue(try state.finishBatch(deflate: options.compression))
             }
             if Task.isCancelled { throw LiveCopyError(.cancelled, round: round) }
@@ -214,7 +223,7 @@ public final class RemoteDestination: LiveCopyDestination {
         try? sender.enqueue(
             Message(
                 type: LiveCopyWire.MessageType.end, payload: LiveCopyWire.encodeRequest(session: session, request: 0)))
-        try? await sender.drain()
+        try? await sender.drain(timeout: options.replyTimeout)
     }
 
     private func wait(for id: UInt64) async throws(LiveCopyError) -> LiveCopyWire.Reply {
@@ -319,6 +328,8 @@ final class OrderedSender: Sendable {
         var mirrored = ByteBuffer()
         var mirroredCount = 0
         var mirroredGeneration: UInt64 = 0
+        /// Messages handed to the transport so far: the watchdog's measure of progress.
+        var sent: UInt64 = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -358,6 +369,7 @@ final class OrderedSender: Sendable {
                 }
                 let (waiters, handler) = state.withLockedValue { state in
                     state.queuedBytes -= size
+                    state.sent &+= 1
                     RuntimeInvariants.check(state.queuedBytes >= 0, "send queue at \(state.queuedBytes) bytes")
                     if let failure, state.failure == nil { state.failure = failure }
                     guard state.queuedBytes < limit || state.failure != nil else {
@@ -423,13 +435,25 @@ final class OrderedSender: Sendable {
         }
     }
 
-    func waitForCapacity() async throws(LiveCopyError) {
+    /// Waits until the queue is below its limit. Fails the queue (and so the copy) with
+    /// ``LiveCopyError/Code/transport`` when the transport takes nothing for `timeout`: a
+    /// receiver that stopped reading must not hold the copier forever.
+    func waitForCapacity(timeout: Duration) async throws(LiveCopyError) {
         while true {
-            let ready = state.withLockedValue { state -> Result<Bool, LiveCopyError> in
+            let ready = state.withLockedValue { state -> Result<UInt64?, LiveCopyError> in
                 if let failure = state.failure { return .failure(failure) }
-                return .success(state.queuedBytes < limit)
+                return .success(state.queuedBytes < limit ? nil : state.sent)
             }
-            if try ready.get() { return }
+            guard let progress = try ready.get() else { return }
+            let clock = self.clock
+            let watchdog = Task(executorPreference: clock.taskExecutor) { [weak self] in
+                do { try await clock.sleep(for: timeout) } catch { return }
+                self?.fail(
+                    LiveCopyError(
+                        .transport, detail: "the transport took nothing for \(timeout): the receiver is stalled"),
+                    ifNoProgressSince: progress)
+            }
+            defer { watchdog.cancel() }
             await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLockedValue { state -> Bool in
                     if state.failure != nil || state.queuedBytes < limit { return true }
@@ -439,6 +463,24 @@ final class OrderedSender: Sendable {
                 if resumeNow { waiter.resume() }
             }
         }
+    }
+
+    /// Fails the queue with `error`: waiters wake and throw it, later enqueues throw it.
+    func fail(_ error: LiveCopyError) {
+        fail(error, ifNoProgressSince: nil)
+    }
+
+    private func fail(_ error: LiveCopyError, ifNoProgressSince progress: UInt64?) {
+        let (waiters, handler) = state.withLockedValue { state in
+            guard state.failure == nil, progress == nil || progress == state.sent else {
+                return ([CheckedContinuation<Void, Never>](), (@Sendable (LiveCopyError) -> Void)?.none)
+            }
+            state.failure = error
+            defer { state.waiters.removeAll() }
+            return (state.waiters, state.onFailure)
+        }
+        for waiter in waiters { waiter.resume() }
+        handler?(error)
     }
 
     /// Blocks the calling thread while more than twice the limit is queued (and the queue has
@@ -452,12 +494,21 @@ final class OrderedSender: Sendable {
         }
     }
 
-    /// Waits until everything queued has been handed to the transport.
-    func drain() async throws(LiveCopyError) {
+    /// Waits until everything queued has been handed to the transport, at most `timeout`
+    /// without progress.
+    func drain(timeout: Duration) async throws(LiveCopyError) {
+        var progress = state.withLockedValue { $0.sent }
+        var since = clock.now
         while true {
-            let (empty, failure) = state.withLockedValue { ($0.queuedBytes == 0, $0.failure) }
+            let (empty, failure, sent) = state.withLockedValue { ($0.queuedBytes == 0, $0.failure, $0.sent) }
             if let failure { throw failure }
             if empty { return }
+            if sent != progress {
+                progress = sent
+                since = clock.now
+            } else if clock.now - since >= timeout {
+                throw LiveCopyError(.transport, detail: "the transport took nothing for \(timeout) while draining")
+            }
             try? await clock.sleep(for: .milliseconds(1))
         }
     }
