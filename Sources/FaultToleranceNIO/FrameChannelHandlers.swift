@@ -1,6 +1,7 @@
 public import FaultToleranceCore
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 public import NIOCore
 
 /// Cuts a TCP byte stream into envelopes.
@@ -40,6 +41,9 @@ public final class FrameAssembler: ChannelInboundHandler {
     static let largeFrame = 64 << 10
 
     private let maximumPayloadLength: Int
+    private let budget: PartialFrameBudget?
+    /// Bytes of `budget` this connection holds for its frame in progress.
+    private var reserved = 0
     /// Header bytes received so far when a header is split across reads.
     private var partialHeader = ByteBuffer()
     private var pending: Pending?
@@ -47,9 +51,41 @@ public final class FrameAssembler: ChannelInboundHandler {
     private var offset = 0
     private var failed = false
 
-    /// Creates an assembler that refuses frames longer than `maximumPayloadLength`.
-    public init(maximumPayloadLength: Int) {
+    /// Creates an assembler that refuses frames longer than `maximumPayloadLength`, and, with
+    /// a `budget`, frames whose payload would take the frames in progress of every connection
+    /// sharing it past its limit (``FaultToleranceCore/FrameError/Code/overBudget``): the
+    /// memory held for a frame is charged before it is allocated and returned when the frame
+    /// completes or the connection goes. An `IdleStateHandler` read event while a frame is
+    /// incomplete ends the stream with ``FaultToleranceCore/FrameError/Code/stalled``.
+    public init(maximumPayloadLength: Int, budget: PartialFrameBudget? = nil) {
         self.maximumPayloadLength = maximumPayloadLength
+        self.budget = budget
+    }
+
+    /// Returns this connection's reservation when it goes.
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        releaseReservation()
+    }
+
+    /// A read timeout (`IdleStateHandler`) while a frame is incomplete: the peer stalled
+    /// mid-frame, holding memory; the stream ends.
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, !failed,
+            pending != nil || partialHeader.readableBytes > 0
+        {
+            failed = true
+            releaseReservation()
+            pending = nil
+            context.fireErrorCaught(
+                FrameError(.stalled, offset: offset, detail: "no bytes arrived for a frame in progress"))
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func releaseReservation() {
+        if reserved > 0 { budget?.release(reserved) }
+        reserved = 0
     }
 
     /// Decodes every frame completed by `data`.
@@ -91,6 +127,8 @@ public final class FrameAssembler: ChannelInboundHandler {
             }
         } catch {
             failed = true
+            releaseReservation()
+            pending = nil
             context.fireErrorCaught(error)
         }
     }
@@ -111,6 +149,15 @@ public final class FrameAssembler: ChannelInboundHandler {
             try header.verify(header.partialChecksum, offset: offset)
             try deliver(type: header.type, payload: ByteBuffer(), length: Frame.headerSize, context: context)
             return
+        }
+        if let budget {
+            guard budget.reserve(length) else {
+                throw FrameError(
+                    .overBudget, offset: offset,
+                    detail:
+                        "a frame of \(length) bytes with \(budget.held) of \(budget.limit) held for frames in progress")
+            }
+            reserved = length
         }
         let allocator = length >= Self.largeFrame ? .retainingLargeBuffers : context.channel.allocator
         let payload = allocator.buffer(capacity: length)
@@ -136,6 +183,7 @@ public final class FrameAssembler: ChannelInboundHandler {
             pending = frame
             return
         }
+        releaseReservation()
         try frame.header.verify(frame.checksum, offset: offset)
         try deliver(
             type: frame.header.type, payload: frame.payload, length: Frame.headerSize + Int(frame.header.length),
@@ -164,19 +212,22 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     private let logger: Logger
     private let rejected: Counter
     private let received: Counter
+    private let limiter: LogLimiter
 
     init(
         continuation: AsyncStream<Envelope>.Continuation,
         flow: InboundFlowControl,
         logger: Logger,
         rejected: Counter,
-        received: Counter
+        received: Counter,
+        limiter: LogLimiter
     ) {
         self.continuation = continuation
         self.flow = flow
         self.logger = logger
         self.rejected = rejected
         self.received = received
+        self.limiter = limiter
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -190,12 +241,72 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let frameError = error as? FrameError {
             rejected.increment()
-            logger.warning(
-                "closing connection after a bad frame",
-                metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(frameError)"])
+            // A peer can send bad frames as fast as it likes: one line a second at most.
+            if let suppressed = limiter.admit() {
+                logger.warning(
+                    "closing connection after a bad frame",
+                    metadata: [
+                        "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(frameError)",
+                        "bad_frames_not_logged": "\(suppressed)",
+                    ])
+            }
         } else {
             logger.debug("connection error", metadata: ["error": "\(error)"])
         }
         context.close(promise: nil)
+    }
+}
+
+/// Bytes that frames in progress may hold, shared by every connection of a listener: a peer
+/// that declares a large frame and sends it slowly (or never) holds its reservation, and
+/// beyond the limit new large frames are refused instead of allocated. Thread-safe.
+public final class PartialFrameBudget: Sendable {
+    /// The most bytes frames in progress may hold at once.
+    public let limit: Int
+    private let state: NIOLockedValueBox<Int>
+
+    /// Creates a budget of `limit` bytes.
+    public init(limit: Int) {
+        self.limit = max(0, limit)
+        state = NIOLockedValueBox(0)
+    }
+
+    /// Bytes held now.
+    public var held: Int { state.withLockedValue { $0 } }
+
+    /// Reserves `bytes`; `false` (nothing reserved) when that would pass the limit.
+    public func reserve(_ bytes: Int) -> Bool {
+        state.withLockedValue { held in
+            guard bytes <= limit - held else { return false }
+            held += bytes
+            return true
+        }
+    }
+
+    /// Returns `bytes` reserved earlier.
+    public func release(_ bytes: Int) {
+        state.withLockedValue { $0 = max(0, $0 - bytes) }
+    }
+}
+
+/// Admits one log line per interval and counts the ones it holds back. Thread-safe.
+final class LogLimiter: Sendable {
+    private let interval: Duration
+    private let state = NIOLockedValueBox<(last: ContinuousClock.Instant?, held: Int)>((nil, 0))
+
+    init(interval: Duration = .seconds(1)) { self.interval = interval }
+
+    /// The number of lines held back since the last one admitted, when this one may be
+    /// logged; `nil` when it must not.
+    func admit() -> Int? {
+        state.withLockedValue { state in
+            let now = ContinuousClock.now
+            if let last = state.last, now - last < interval {
+                state.held += 1
+                return nil
+            }
+            defer { state = (now, 0) }
+            return state.held
+        }
     }
 }

@@ -58,6 +58,16 @@ public final class TCPTransport: Transport {
         public var inboundHighWatermark: Int
         /// Waiting messages at which reading resumes.
         public var inboundLowWatermark: Int
+        /// Inbound connections held at once; one more is closed as soon as it is accepted.
+        public var maximumInboundConnections: Int
+        /// Bytes every inbound connection's frames in progress may hold together (charged
+        /// when a frame's header arrives, before its buffer is allocated); a frame that would
+        /// pass it ends its connection with ``FaultToleranceCore/FrameError/Code/overBudget``.
+        public var maximumPartialFrameBytes: Int
+        /// How long a connection may sit on an incomplete frame with no bytes arriving before
+        /// it is closed (``FaultToleranceCore/FrameError/Code/stalled``). Idle connections
+        /// between frames are not affected.
+        public var partialFrameTimeout: Duration
 
         /// Creates a configuration.
         public init(
@@ -71,8 +81,14 @@ public final class TCPTransport: Transport {
             writeBufferHighWatermark: Int = 1 << 20,
             writeBufferLowWatermark: Int = 256 << 10,
             inboundHighWatermark: Int = 1024,
-            inboundLowWatermark: Int = 256
+            inboundLowWatermark: Int = 256,
+            maximumInboundConnections: Int = 256,
+            maximumPartialFrameBytes: Int = 64 << 20,
+            partialFrameTimeout: Duration = .seconds(10)
         ) {
+            self.maximumInboundConnections = maximumInboundConnections
+            self.maximumPartialFrameBytes = maximumPartialFrameBytes
+            self.partialFrameTimeout = partialFrameTimeout
             self.localNode = localNode
             self.bindAddress = bindAddress
             self.peers = peers
@@ -112,6 +128,7 @@ public final class TCPTransport: Transport {
     private let state: NIOLockedValueBox<State>
     private let inbound: ChannelRegistry
     private let flow: InboundFlowControl
+    private let budget: PartialFrameBudget
     private let logger: Logger
     private let sentCounter: Counter
     private let sentBytes: Counter
@@ -130,6 +147,11 @@ public final class TCPTransport: Transport {
         let flow = InboundFlowControl(
             highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundLowWatermark)
         let maximum = configuration.maximumPayloadLength
+        let budget = PartialFrameBudget(limit: configuration.maximumPartialFrameBytes)
+        let limiter = LogLimiter()
+        let connectionLimit = configuration.maximumInboundConnections
+        let stallTimeout = TimeAmount.nanoseconds(configuration.partialFrameTimeout.nanoseconds)
+        let refusedConnections = Counter(label: "ft_transport_connections_refused", dimensions: dimensions)
         let server: any Channel
         do {
             server = try await ServerBootstrap(group: group)
@@ -145,12 +167,19 @@ public final class TCPTransport: Transport {
                 .childChannelOption(.maxMessagesPerRead, value: 4)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // Over the connection limit: accepted and closed at once.
+                        guard inbound.count < connectionLimit else {
+                            refusedConnections.increment()
+                            channel.close(promise: nil)
+                            return
+                        }
+                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: stallTimeout))
                         try channel.pipeline.syncOperations.addHandler(
-                            FrameAssembler(maximumPayloadLength: maximum))
+                            FrameAssembler(maximumPayloadLength: maximum, budget: budget))
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
                                 continuation: continuation, flow: flow, logger: logger, rejected: rejected,
-                                received: received))
+                                received: received, limiter: limiter))
                         inbound.track(channel)
                     }
                 }
@@ -169,8 +198,15 @@ public final class TCPTransport: Transport {
         return TCPTransport(
             configuration: configuration, group: group, server: server, address: address,
             incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation,
-            inbound: inbound, flow: flow, logger: logger)
+            inbound: inbound, flow: flow, budget: budget, logger: logger)
     }
+
+    /// Bytes held now for inbound frames in progress (at most
+    /// ``Configuration/maximumPartialFrameBytes``).
+    public var framesInProgressBytes: Int { budget.held }
+
+    /// Inbound connections open now (at most ``Configuration/maximumInboundConnections``).
+    public var inboundConnections: Int { inbound.count }
 
     private init(
         configuration: Configuration,
@@ -181,8 +217,10 @@ public final class TCPTransport: Transport {
         continuation: AsyncStream<Envelope>.Continuation,
         inbound: ChannelRegistry,
         flow: InboundFlowControl,
+        budget: PartialFrameBudget,
         logger: Logger
     ) {
+        self.budget = budget
         self.flow = flow
         self.configuration = configuration
         self.localNode = configuration.localNode
@@ -369,4 +407,7 @@ final class ChannelRegistry: Sendable {
     }
 
     var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
+
+    /// Connections open now.
+    var count: Int { channels.withLockedValue { $0.count } }
 }

@@ -35,6 +35,10 @@ public struct PageBatch: Sendable {
     /// The uncompressed body.
     public var body: ByteBuffer
 
+    /// The largest body a batch may declare (64 MiB; a sender's batches are about its
+    /// `batchBytes`, 1 MiB by default, at most twice that).
+    public static let maximumBodyLength = 64 << 20
+
     /// Decodes a batch for a region of `pageCount` pages of `pageSize` bytes; refuses anything
     /// malformed with ``LiveCopyError/Code/malformedMessage``, never trapping.
     public static func decode(_ payload: ByteBuffer, pageSize: Int, pageCount: Int) throws(LiveCopyError) -> PageBatch {
@@ -51,6 +55,13 @@ public struct PageBatch: Sendable {
         let bodyLength = Int(length)
         guard Int(count) <= bodyLength / entryHeaderSize, bodyLength <= Int(count) * (entryHeaderSize + pageSize)
         else { throw LiveCopyWire.malformed("page batch of \(count) entries cannot be \(length) bytes") }
+        // What a batch may make the receiver hold (and inflate to), checked before inflating:
+        // no more entries than the region has pages, no more than 64 MiB of body.
+        guard Int(count) <= pageCount, bodyLength <= maximumBodyLength else {
+            throw LiveCopyWire.malformed(
+                "page batch of \(count) entries and \(length) bytes exceeds \(pageCount) pages or \(maximumBodyLength) bytes"
+            )
+        }
         var body: ByteBuffer
         if flags & deflatedFlag != 0 {
             let compressed = Array(buffer.readableBytesView)

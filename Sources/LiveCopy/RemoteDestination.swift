@@ -23,7 +23,7 @@ public final class RemoteDestination: LiveCopyDestination {
         public var compression: Bool
         /// Skip pages whose fingerprint equals the one last sent.
         public var skipUnchanged: Bool
-        /// Bytes of page data per batch.
+        /// Bytes of page data per batch, from one page to 4 MiB.
         public var batchBytes: Int
         /// Bytes queued for the transport before the copier waits.
         public var maximumQueuedBytes: Int
@@ -118,6 +118,12 @@ public final class RemoteDestination: LiveCopyDestination {
 
     /// Sends the session header and waits until the receiver accepts the geometry.
     public func begin(pageSize: Int, pageCount: Int) async throws(LiveCopyError) {
+        // A batch holds at most about twice batchBytes: it must fit a frame (16 MiB by default)
+        // and the receiver's bound on a batch.
+        guard options.batchBytes >= pageSize, options.batchBytes <= 4 << 20 else {
+            throw LiveCopyError(
+                .invalidConfiguration, detail: "batchBytes \(options.batchBytes) outside \(pageSize)...\(4 << 20)")
+        }
         copier.withLockedValue {
             $0 = CopierState(
                 pageSize: pageSize, pageCount: pageCount, session: session, batchBytes: options.batchBytes,

@@ -113,4 +113,40 @@ struct FrameAssemblerTests {
         #expect(throws: FrameError.self) { try channel.writeInbound(header) }
         _ = try? channel.finish()
     }
+
+    @Test("frames in progress are charged to a shared budget before allocation, and returned when done or gone")
+    func budgetIsChargedAndReturned() throws {
+        let budget = PartialFrameBudget(limit: 300_000)
+        func header(_ length: Int) -> ByteBuffer {
+            var header = ByteBuffer()
+            header.writeMultipleIntegers(
+                Frame.magic, Frame.version, UInt8(0), UInt16(1), UInt16(0), UInt32(length), UInt32(0))
+            return header
+        }
+        let first = EmbeddedChannel()
+        try first.pipeline.syncOperations.addHandler(FrameAssembler(maximumPayloadLength: 1 << 20, budget: budget))
+        try first.writeInbound(header(200_000))
+        #expect(budget.held == 200_000)
+        // A second connection's frame would pass the limit: refused, nothing more held.
+        let second = EmbeddedChannel()
+        try second.pipeline.syncOperations.addHandler(FrameAssembler(maximumPayloadLength: 1 << 20, budget: budget))
+        #expect { try second.writeInbound(header(200_000)) } throws: { ($0 as? FrameError)?.code == .overBudget }
+        #expect(budget.held == 200_000)
+        // The first connection goes: its reservation is returned.
+        _ = try? first.finish()
+        #expect(budget.held == 0)
+        // A whole frame split across reads is charged while it assembles, then returned.
+        let third = EmbeddedChannel()
+        try third.pipeline.syncOperations.addHandler(FrameAssembler(maximumPayloadLength: 1 << 20, budget: budget))
+        var frame = ByteBuffer()
+        EnvelopeCodec.encode(Message(type: 1, bytes: [UInt8](repeating: 3, count: 100_000)), from: "peer", into: &frame)
+        let head = frame.readSlice(length: 50_000) ?? ByteBuffer()
+        try third.writeInbound(head)
+        #expect(budget.held > 0)
+        try third.writeInbound(frame)
+        #expect(budget.held == 0)
+        #expect(try third.readInbound(as: (NodeID, Message).self)?.1.payload.readableBytes == 100_000)
+        _ = try? third.finish()
+        _ = try? second.finish()
+    }
 }

@@ -2,6 +2,7 @@ import DeterministicSimulation
 import FaultToleranceCore
 import LiveCopy
 import NIOConcurrencyHelpers
+import NIOCore
 import Testing
 
 /// A transport that accepts `accepted` messages and then never completes a send: a receiver
@@ -196,5 +197,29 @@ struct ReceiverSessionTests {
         }
         #expect(identical)
         #expect(refused["malformed"] == 1)
+    }
+}
+
+@Suite("Page batches: bounded before inflating")
+struct PageBatchBoundsTests {
+    static func deflatedHeader(count: Int, bodyLength: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeMultipleIntegers(
+            LiveCopyWire.version, PageBatch.deflatedFlag, UInt16(0), UInt64(1), UInt32(1), UInt32(count),
+            UInt32(bodyLength), UInt32(0))
+        buffer.writeBytes([0x78, 0x01, 0xED, 0xC1])  // the start of a deflate stream
+        return buffer
+    }
+
+    @Test("a batch declaring more entries than the region has pages, or more than 64 MiB, is refused before inflating")
+    func declaredSizesAreBounded() {
+        for (count, pageCount) in [(100, 10), (20_000, 20_000)] {
+            let payload = Self.deflatedHeader(count: count, bodyLength: count * (PageBatch.entryHeaderSize + 4096))
+            #expect {
+                _ = try PageBatch.decode(payload, pageSize: 4096, pageCount: pageCount)
+            } throws: { error in
+                (error as? LiveCopyError)?.code == .malformedMessage && "\(error)".contains("exceeds")
+            }
+        }
     }
 }

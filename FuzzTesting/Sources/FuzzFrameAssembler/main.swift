@@ -52,7 +52,8 @@ func assemble(_ stream: [UInt8], pieces: [Int]) -> (envelopes: [(NodeID, Message
     var envelopes: [(NodeID, Message)] = []
     var failed = false
     do {
-        try channel.pipeline.syncOperations.addHandler(FrameAssembler(maximumPayloadLength: limit))
+        try channel.pipeline.syncOperations.addHandler(
+            FrameAssembler(maximumPayloadLength: limit, budget: PartialFrameBudget(limit: 4 * limit)))
     } catch {
         fatalError("cannot set up the channel: \(error)")
     }

@@ -19,6 +19,11 @@ public struct FrameError: Error, Sendable, Hashable, CustomStringConvertible {
         case truncated
         /// The frame is intact but its payload does not parse (a bad envelope or message).
         case malformedPayload
+        /// Assembling the frame would take the receiver past its budget for frames in
+        /// progress (memory a peer can make it hold before sending the bytes).
+        case overBudget
+        /// A frame stayed incomplete, with no bytes arriving, for longer than allowed.
+        case stalled
     }
 
     /// The kind of damage.
