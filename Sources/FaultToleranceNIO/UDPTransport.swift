@@ -47,7 +47,6 @@ public final class UDPTransport: Transport {
     }
 
     private struct State {
-        var peers: [NodeID: [PathID: SocketAddress]]
         var channels: [PathID: any Channel]
         var closed = false
     }
@@ -62,6 +61,8 @@ public final class UDPTransport: Transport {
     private let configuration: Configuration
     private let continuation: AsyncStream<Envelope>.Continuation
     private let state: NIOLockedValueBox<State>
+    /// Where each peer sends from, per path; shared with the receiving handlers.
+    private let peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>
     private let logger: Logger
     private let sentCounter: Counter
 
@@ -83,13 +84,15 @@ public final class UDPTransport: Transport {
         let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
         let flow = InboundFlowControl(
             highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundHighWatermark / 2)
+        let spoofed = Counter(label: "ft_transport_datagrams_spoofed", dimensions: dimensions)
+        let peers = NIOLockedValueBox(configuration.peers)
         var channels: [PathID: any Channel] = [:]
         var addresses: [PathID: SocketAddress] = [:]
         for (path, address) in configuration.paths.sorted(by: { $0.key < $1.key }) {
             let handler = DatagramEnvelopeHandler(
                 path: path, continuation: continuation, flow: flow,
                 maximumPayloadLength: configuration.maximumPayloadLength,
-                logger: logger, rejected: rejected, received: received)
+                logger: logger, rejected: rejected, received: received, peers: peers, spoofed: spoofed)
             do {
                 // No SO_REUSEADDR: for UDP it lets a second process bind the same port and
                 // silently take a share of the datagrams; a port in use must fail the start.
@@ -111,7 +114,8 @@ public final class UDPTransport: Transport {
         logger.info("udp transport bound", metadata: ["node": "\(configuration.localNode)", "paths": "\(addresses)"])
         return UDPTransport(
             configuration: configuration, channels: channels, addresses: addresses,
-            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation, logger: logger)
+            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation, peers: peers,
+            logger: logger)
     }
 
     private init(
@@ -120,14 +124,16 @@ public final class UDPTransport: Transport {
         addresses: [PathID: SocketAddress],
         incoming: EnvelopeStream,
         continuation: AsyncStream<Envelope>.Continuation,
+        peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>,
         logger: Logger
     ) {
+        self.peers = peers
         self.configuration = configuration
         self.localNode = configuration.localNode
         self.localAddresses = addresses
         self.incoming = incoming
         self.continuation = continuation
-        self.state = NIOLockedValueBox(State(peers: configuration.peers, channels: channels))
+        self.state = NIOLockedValueBox(State(channels: channels))
         self.logger = logger
         self.sentCounter = Counter(
             label: "ft_transport_messages_sent", dimensions: [("transport", "udp"), ("node", localNode.name)])
@@ -138,7 +144,7 @@ public final class UDPTransport: Transport {
 
     /// Adds or changes a peer's address on one path.
     public func setPeer(_ node: NodeID, path: PathID, address: SocketAddress) {
-        state.withLockedValue { $0.peers[node, default: [:]][path] = address }
+        peers.withLockedValue { $0[node, default: [:]][path] = address }
     }
 
     /// Sends `message` as one datagram to `node` over `path`; with `nil`, over the first
@@ -151,9 +157,10 @@ public final class UDPTransport: Transport {
             throw TransportError(
                 .messageTooLarge, peer: node, path: path, detail: "\(message.payload.readableBytes) bytes")
         }
+        let known = peers.withLockedValue { $0[node] }
         let route: Result<(any Channel, SocketAddress), TransportError> = state.withLockedValue { state in
             guard !state.closed else { return .failure(TransportError(.closed, peer: node, path: path)) }
-            guard let addresses = state.peers[node] else { return .failure(TransportError(.unknownPeer, peer: node)) }
+            guard let addresses = known else { return .failure(TransportError(.unknownPeer, peer: node)) }
             let chosen = path ?? state.channels.keys.sorted().first { addresses[$0] != nil }
             guard let chosen, let channel = state.channels[chosen], let address = addresses[chosen] else {
                 return .failure(TransportError(.unknownPath, peer: node, path: path))
@@ -200,6 +207,8 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
     private let logger: Logger
     private let rejected: Counter
     private let received: Counter
+    private let peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>
+    private let spoofed: Counter
 
     init(
         path: PathID,
@@ -208,8 +217,12 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
         maximumPayloadLength: Int,
         logger: Logger,
         rejected: Counter,
-        received: Counter
+        received: Counter,
+        peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>,
+        spoofed: Counter
     ) {
+        self.peers = peers
+        self.spoofed = spoofed
         self.path = path
         self.continuation = continuation
         self.flow = flow
@@ -228,6 +241,18 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
             }
             let (sender, message) = try EnvelopeCodec.decode(frames[0])
             guard message.type < Message.firstReservedType else { return }
+            // A sender whose address on this path is configured must send from it: a datagram
+            // naming it from anywhere else is forged (or misrouted) and dropped.
+            if let expected = peers.withLockedValue({ $0[sender]?[path] }), expected != datagram.remoteAddress {
+                spoofed.increment()
+                logger.debug(
+                    "dropped a datagram from the wrong address",
+                    metadata: [
+                        "path": "\(path)", "claims": "\(sender)", "from": "\(datagram.remoteAddress)",
+                        "expected": "\(expected)",
+                    ])
+                return
+            }
             received.increment()
             continuation.yield(Envelope(from: sender, path: path, message: message))
             flow.delivered(on: context.channel)

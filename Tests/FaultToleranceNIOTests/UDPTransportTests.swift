@@ -102,6 +102,32 @@ struct UDPTransportTests {
         await b.close()
     }
 
+    @Test("a datagram naming a configured peer from another address is dropped; the peer's own is delivered")
+    func spoofedSenderIsDropped() async throws {
+        let a = try await Self.start("a", firstHost: 2)
+        let b = try await Self.start("b", firstHost: 5)
+        Self.connect(a, b)
+        let inbox = Inbox(b.incoming)
+        let raw = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(to: try SocketAddress(ipAddress: "127.0.0.9", port: 0)).get()
+        guard let target = b.localAddresses["p1"] else { throw Timeout(what: "an address for p1") }
+        // Well-formed, checksummed, and claiming to come from a: but not from a's address.
+        var forged = ByteBuffer()
+        EnvelopeCodec.encode(.text("forged"), from: "a", into: &forged)
+        try await raw.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: forged)).get()
+        // A node without a configured address is not checked.
+        var stranger = ByteBuffer()
+        EnvelopeCodec.encode(.text("stranger"), from: "s", into: &stranger)
+        try await raw.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: stranger)).get()
+        try await raw.close()
+        try await a.send(.text("genuine"), to: "b", over: "p1")
+        let received = try await inbox.wait(count: 2)
+        #expect(Set(received.map(\.message.text)) == ["stranger", "genuine"])
+        #expect(received.first { $0.message.text == "genuine" }?.from == "a")
+        await a.close()
+        await b.close()
+    }
+
     @Test("a peer restarted on the same addresses receives again")
     func peerRestart() async throws {
         let a = try await Self.start("a", firstHost: 2)
