@@ -80,7 +80,7 @@ public final class RemoteDestination: LiveCopyDestination {
         let sender = OrderedSender(
             transport: transport, peer: peer, limit: options.maximumQueuedBytes, clock: clock)
         self.sender = sender
-        self.remoteMirror = RemoteMirror(sender: sender, session: session)
+        self.remoteMirror = RemoteMirror(sender: sender, session: session, timeout: options.replyTimeout)
         let replies = self.replies
         let peer = self.peer
         let session = self.session
@@ -301,16 +301,19 @@ private struct CopierState: Sendable {
 private final class RemoteMirror: WriteMirror, Sendable {
     let sender: OrderedSender
     let session: UInt64
+    let timeout: Duration
 
-    init(sender: OrderedSender, session: UInt64) {
+    init(sender: OrderedSender, session: UInt64, timeout: Duration) {
         self.sender = sender
         self.session = session
+        self.timeout = timeout
     }
 
     func mirrorWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
         // Duplicated mode runs at the link's pace: a writer waits while the queue is over twice
-        // its limit (writers are threads; they also wait at the gate).
-        sender.waitForRoomBlocking()
+        // its limit (writers are threads; they also wait at the gate), at most the reply
+        // timeout without progress, after which the queue fails and writes go unmirrored.
+        sender.waitForRoomBlocking(timeout: timeout)
         sender.mirror(bytes, at: offset, session: session)
     }
 }
@@ -490,13 +493,25 @@ final class OrderedSender: Sendable {
     }
 
     /// Blocks the calling thread while more than twice the limit is queued (and the queue has
-    /// not failed).
-    func waitForRoomBlocking() {
-        // Called on the copier's own thread (the synchronous copy path), never on the
-        // cooperative pool.
+    /// not failed); when the transport takes nothing for `timeout`, fails the queue (the
+    /// copy's next wait throws) and returns.
+    func waitForRoomBlocking(timeout: Duration) {
+        // Called on a writer's own thread (duplicated mode), never on the cooperative pool.
         var pause = timespec(tv_sec: 0, tv_nsec: 20_000)
+        var progress = state.withLockedValue { $0.sent }
+        var since = ContinuousClock.now
         while state.withLockedValue({ $0.failure == nil && $0.queuedBytes > 2 * limit }) {
             nanosleep(&pause, nil)
+            let sent = state.withLockedValue { $0.sent }
+            if sent != progress {
+                progress = sent
+                since = ContinuousClock.now
+            } else if ContinuousClock.now - since >= timeout {
+                fail(
+                    LiveCopyError(
+                        .transport, detail: "the transport took nothing for \(timeout): the receiver is stalled"),
+                    ifNoProgressSince: progress)
+            }
         }
     }
 
