@@ -272,10 +272,12 @@ public final class ElasticJournal: Sendable {
         payload: UnsafeRawBufferPointer,
         footprint: Int
     ) -> StageOutcome {
+        // Closed first: close() fails the waiters through the poisoning path, but an append
+        // after close is the caller's doing, not the disk's.
+        if state.closed { return .failure(JournalError(.closed, journal: id)) }
         if let poisoned = state.poisoned {
             return .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)"))
         }
-        if state.closed { return .failure(JournalError(.closed, journal: id)) }
         // The hot path reads fields in place (no copy of the active unit or of a base
         // volume, whose references would be retained and released on every record).
         guard let size = state.volumeSizes.first(where: { $0.volume == volume })?.size else {
@@ -350,7 +352,11 @@ public final class ElasticJournal: Sendable {
                 return false
             }
             if let poisoned = state.poisoned {
-                notify(.failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
+                notify(
+                    .failure(
+                        state.closed
+                            ? JournalError(.closed, journal: id)
+                            : JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
                 return false
             }
             // In sequence order (two appenders may register out of the order they staged in),
@@ -437,6 +443,7 @@ public final class ElasticJournal: Sendable {
 
     private func drainHoldingIO(sync: Bool) throws(JournalError) {
         let taken: Result<Taken?, JournalError> = state.withLockedValue { state in
+            if state.closed && state.poisoned != nil { return .failure(JournalError(.closed, journal: id)) }
             if let poisoned = state.poisoned {
                 return .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)"))
             }

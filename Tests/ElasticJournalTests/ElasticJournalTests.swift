@@ -40,6 +40,21 @@ import Testing
         try store.close()
     }
 
+    /// "I closed it" is not "the disk failed": after close, appends and synchronize say
+    /// `closed`, not `poisoned`.
+    @Test func operationsAfterCloseSayClosed() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(1, configuration: configuration, volumes: [1])
+        try await journal.append(volume: 1, offset: 0, bytes: [1, 2, 3])
+        try journal.close()
+        await #expect { try await journal.append(volume: 1, offset: 0, bytes: [4]) } throws: {
+            ($0 as? JournalError)?.code == .closed
+        }
+        #expect { try journal.synchronize() } throws: { ($0 as? JournalError)?.code == .closed }
+        try store.close()
+    }
+
     @Test func concurrentAppendsShareFsyncs() async throws {
         let fixture = Fixture(unitCapacity: 1 << 20)
         let store = try fixture.open()

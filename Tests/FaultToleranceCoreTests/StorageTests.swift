@@ -75,6 +75,21 @@ struct StorageTests {
         #expect(sharedFiles.allSatisfy { mode(sharedPath + "/" + $0) == 0o640 })
     }
 
+    @Test("file pool: reopening with another unit size is a configuration error, not a damaged unit")
+    func filePoolReopenWithAnotherSize() throws {
+        let root = try TemporaryDirectory()
+        defer { root.cleanup() }
+        do {
+            let pool = try FileStoragePool(directories: [root.path], unitCapacity: 64 * 1024, budget: 1 << 20)
+            _ = try pool.allocate()
+        }
+        #expect {
+            _ = try FileStoragePool(directories: [root.path], unitCapacity: 128 * 1024, budget: 1 << 20)
+        } throws: { ($0 as? StorageError)?.code == .invalidConfiguration }
+        #expect(
+            try FileStoragePool(directories: [root.path], unitCapacity: 64 * 1024, budget: 1 << 20).units.count == 1)
+    }
+
     @Test("file pool: synchronized writes survive a reopen after power loss; ids are never reused")
     func filePoolReopen() throws {
         let first = try TemporaryDirectory()

@@ -354,6 +354,9 @@ public final class FileStoragePool: StoragePool {
     // MARK: - Recovery
 
     private func recover() throws(StorageError) {
+        // The pool's own record of its unit size first: opening with another size is a
+        // configuration error, not damage to the (healthy) unit files it would then blame.
+        let stored = try readPoolState()
         var found: [(UnitID, Int, String)] = []
         for (index, directory) in directories.enumerated() {
             if access == .readWrite && mkdir(directory, mode_t(permissions.directory)) != 0
@@ -398,7 +401,6 @@ public final class FileStoragePool: StoragePool {
             units.append(FileStorageUnit(id: id, path: path, descriptor: fd, capacity: unitCapacity, calls: calls))
             directoryOfUnit[id] = index
         }
-        let stored = try readPoolState()
         let highest = found.last.map { $0.0.rawValue + 1 } ?? 1
         let nextID = max(stored ?? 1, highest)
         state.withLockedValue { state in

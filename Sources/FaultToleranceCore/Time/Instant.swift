@@ -22,6 +22,12 @@ public struct Instant: Hashable, Sendable, Comparable, CustomStringConvertible {
         return Instant(nanoseconds: overflow ? (rhs.nanoseconds > 0 ? .max : .min) : sum)
     }
 
+    /// The instant `duration` before `lhs`; saturates instead of overflowing.
+    public static func - (lhs: Instant, rhs: Duration) -> Instant {
+        let (difference, overflow) = lhs.nanoseconds.subtractingReportingOverflow(rhs.nanoseconds)
+        return Instant(nanoseconds: overflow ? (rhs.nanoseconds > 0 ? .min : .max) : difference)
+    }
+
     /// The time elapsed from `rhs` to `lhs`.
     public static func - (lhs: Instant, rhs: Instant) -> Duration {
         .nanoseconds(lhs.nanoseconds &- rhs.nanoseconds)
