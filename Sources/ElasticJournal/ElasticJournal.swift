@@ -16,6 +16,12 @@ public struct JournalReceipt: Sendable, Hashable {
     public var sequence: UInt64
     /// The record's time.
     public var time: Instant
+
+    /// Creates a receipt (for fixtures and mocks).
+    public init(sequence: UInt64, time: Instant) {
+        self.sequence = sequence
+        self.time = time
+    }
 }
 
 /// A journal of write commands over units from a ``FaultToleranceCore/StoragePool``, keeping

@@ -57,6 +57,15 @@ public struct PathEvidence: Sendable, Hashable {
     public var silence: Duration?
     /// The detector and its thresholds.
     public var detector: DetectorConfiguration
+
+    /// Creates path evidence (for fixtures and mocks).
+    public init(path: PathID, healthy: Bool, phi: Double, silence: Duration?, detector: DetectorConfiguration) {
+        self.path = path
+        self.healthy = healthy
+        self.phi = phi
+        self.silence = silence
+        self.detector = detector
+    }
 }
 
 /// What a transition was based on.
@@ -83,6 +92,19 @@ public struct Evidence: Sendable, Hashable {
             return "\(path.path) (phi \((path.phi * 10).rounded() / 10), \(silence))"
         }.joined(separator: ", ")
     }
+
+    /// Creates evidence (for fixtures and mocks).
+    public init(
+        paths: [PathEvidence], healthyCount: Int, threshold: Int, selfHealthy: Bool, partnerState: RedundancyState?,
+        witnessVotes: [NodeID: Bool]
+    ) {
+        self.paths = paths
+        self.healthyCount = healthyCount
+        self.threshold = threshold
+        self.selfHealthy = selfHealthy
+        self.partnerState = partnerState
+        self.witnessVotes = witnessVotes
+    }
 }
 
 /// A change of state, with its reason and evidence.
@@ -97,4 +119,13 @@ public struct Transition: Sendable, Hashable {
     public var reason: TransitionReason
     /// What the decision saw.
     public var evidence: Evidence
+
+    /// Creates a transition (for fixtures and mocks).
+    public init(from: RedundancyState, to: RedundancyState, at: Instant, reason: TransitionReason, evidence: Evidence) {
+        self.from = from
+        self.to = to
+        self.at = at
+        self.reason = reason
+        self.evidence = evidence
+    }
 }

@@ -36,6 +36,22 @@ public struct RoundSummary: Sendable, Hashable {
     public var predictedPause: Duration?
     /// The writers' throttle during the next round, in percent.
     public var throttlePercent: Int
+
+    /// Creates a round summary (for fixtures and mocks).
+    public init(
+        round: Int, pages: Int, pagesSent: Int, duration: Duration, dirtyPages: Int, dirtyRate: Double,
+        bandwidth: Double, predictedPause: Duration?, throttlePercent: Int
+    ) {
+        self.round = round
+        self.pages = pages
+        self.pagesSent = pagesSent
+        self.duration = duration
+        self.dirtyPages = dirtyPages
+        self.dirtyRate = dirtyRate
+        self.bandwidth = bandwidth
+        self.predictedPause = predictedPause
+        self.throttlePercent = throttlePercent
+    }
 }
 
 /// The switchover, as reported.
@@ -48,6 +64,14 @@ public struct SwitchoverSummary: Sendable, Hashable {
     public var predictedPause: Duration?
     /// The pause measured (gate closed to gate open).
     public var pause: Duration
+
+    /// Creates a switchover summary (for fixtures and mocks).
+    public init(rounds: Int, pages: Int, predictedPause: Duration?, pause: Duration) {
+        self.rounds = rounds
+        self.pages = pages
+        self.predictedPause = predictedPause
+        self.pause = pause
+    }
 }
 
 /// The figures of a completed live copy.
@@ -60,6 +84,14 @@ public struct LiveCopyReport: Sendable, Hashable {
     public var pagesRecopied: Int
     /// Pages transferred in all (rounds, pause, recopies).
     public var pagesSent: Int
+
+    /// Creates a report (for fixtures and mocks).
+    public init(rounds: [RoundSummary], switchover: SwitchoverSummary, pagesRecopied: Int, pagesSent: Int) {
+        self.rounds = rounds
+        self.switchover = switchover
+        self.pagesRecopied = pagesRecopied
+        self.pagesSent = pagesSent
+    }
 }
 
 /// Copies a live region to an offline one without stopping its writers, then keeps the two

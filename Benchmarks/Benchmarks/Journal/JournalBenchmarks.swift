@@ -355,24 +355,39 @@ let benchmarks: @Sendable () -> Void = {
             fail(benchmark, "could not build the journals")
             return
         }
-        func seekTime(_ journal: ElasticJournal, _ from: Instant, _ to: Instant) -> Double {
+        // A failed seek fails the benchmark: it never counts as a fast one.
+        func seekTime(_ journal: ElasticJournal, _ from: Instant, _ to: Instant) throws -> Double {
             var generator = SystemRandomNumberGenerator()
-            let span = (to - from).nanoseconds
+            let span = nanoseconds(to - from)
             let seeks = 300
-            return seconds {
+            return try seconds {
                 for _ in 0..<seeks {
                     let instant = from + .nanoseconds(Int64.random(in: 0..<span, using: &generator))
-                    _ = try? journal.records(from: instant, through: instant + .nanoseconds(999))
+                    _ = try journal.records(from: instant, through: instant + .nanoseconds(999))
                 }
             } / Double(seeks)
         }
-        _ = seekTime(small.0, small.1, small.2)
-        _ = seekTime(large.0, large.1, large.2)
-        let smallSeek = seekTime(small.0, small.1, small.2)
-        let largeSeek = seekTime(large.0, large.1, large.2)
+        let smallSeek: Double
+        let largeSeek: Double
+        do {
+            _ = try seekTime(small.0, small.1, small.2)
+            _ = try seekTime(large.0, large.1, large.2)
+            smallSeek = try seekTime(small.0, small.1, small.2)
+            largeSeek = try seekTime(large.0, large.1, large.2)
+        } catch {
+            fail(benchmark, "a seek failed: \(error)")
+            return
+        }
         benchmark.measurement(seekRatio, Int((smallSeek / largeSeek * 100).rounded()))
         var verified = 0
-        let verifyTime = seconds { verified = (try? large.0.verify().bytes) ?? 0 }
+        var verifyError: (any Error)?
+        let verifyTime = seconds {
+            do { verified = try large.0.verify().bytes } catch { verifyError = error }
+        }
+        if let verifyError {
+            fail(benchmark, "verify failed: \(verifyError)")
+            return
+        }
         benchmark.measurement(verifyRate, Int((Double(verified) / verifyTime / 1e6).rounded()))
     }
 }

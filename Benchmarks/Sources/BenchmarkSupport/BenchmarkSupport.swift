@@ -46,6 +46,12 @@ public enum BenchmarkMode: Sendable {
 public let throughputRatio = BenchmarkMetric.custom(
     "throughput ratio x100 (ours / baseline)", polarity: .prefersLarger, useScalingFactor: false)
 
+/// Whole nanoseconds in a duration.
+public func nanoseconds(_ duration: Duration) -> Int64 {
+    let (whole, fraction) = duration.components
+    return whole * 1_000_000_000 + fraction / 1_000_000_000
+}
+
 /// Seconds in a duration.
 public func seconds(_ duration: Duration) -> Double {
     let (whole, fraction) = duration.components

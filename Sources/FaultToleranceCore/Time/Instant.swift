@@ -43,8 +43,9 @@ public struct Instant: Hashable, Sendable, Comparable, CustomStringConvertible {
 }
 
 extension Duration {
-    /// The duration in whole nanoseconds, saturating at `Int64`'s bounds.
-    public var nanoseconds: Int64 {
+    /// The duration in whole nanoseconds, saturating at `Int64`'s bounds. Package access: a
+    /// public extension on a standard type could clash with the same name in client code.
+    package var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds > 0 ? .max : .min }
