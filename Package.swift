@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "ElasticJournalSimulation", targets: ["ElasticJournalSimulation"]),
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
+        .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -30,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
@@ -53,6 +55,16 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "FaultToleranceAuthentication",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -81,6 +93,7 @@ let package = Package(
             name: "HeartbeatSimulation",
             dependencies: [
                 "FaultToleranceCore",
+                "FaultToleranceAuthentication",
                 "DeterministicSimulation",
                 "HeartbeatQuorum",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -133,7 +146,7 @@ let package = Package(
                 "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum",
                 "HeartbeatSimulation",
                 "ElasticJournal", "ElasticJournalSimulation",
-                "LiveCopy", "LiveCopySimulation",
+                "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication",
             ]
         ),
         .executableTarget(
@@ -194,6 +207,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
+        .testTarget(
+            name: "FaultToleranceAuthenticationTests",
+            dependencies: [
+                "FaultToleranceAuthentication", "DeterministicSimulation", "HeartbeatQuorum", "HeartbeatSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // Runs the `ftctl` that `swift test` builds beside the test bundle, as a user would.
         .testTarget(name: "ftctlTests"),
     ]

@@ -83,6 +83,7 @@ let package = Package(
                 .product(name: "FaultToleranceNIO", package: rootPackage),
                 .product(name: "HeartbeatQuorum", package: rootPackage),
                 .product(name: "HeartbeatSimulation", package: rootPackage),
+                .product(name: "FaultToleranceAuthentication", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/Heartbeat",

@@ -31,6 +31,10 @@ public struct FaultCounters: Sendable, Hashable, Codable {
     public var damageInjected = 0
     /// Injected damage that was reported (a typed error naming it) rather than returned.
     public var damageDetected = 0
+    /// Messages an attacker injected (forged, or replayed from a capture).
+    public var forgeriesInjected = 0
+    /// Messages the receivers refused as not authentic (bad or missing MAC, replayed).
+    public var forgeriesRejected = 0
 
     /// Creates zeroed counters.
     public init() {}
@@ -44,7 +48,8 @@ public struct FaultCounters: Sendable, Hashable, Codable {
             ("node restarts", nodeRestarts), ("writes lost", writesLost), ("writes torn", writesTorn),
             ("writes survived crash", writesSurvived), ("fsync failures", synchronizeFailures),
             ("read failures", readFailures), ("damage injected", damageInjected),
-            ("damage detected", damageDetected),
+            ("damage detected", damageDetected), ("forgeries injected", forgeriesInjected),
+            ("forgeries rejected", forgeriesRejected),
         ]
     }
 
@@ -63,6 +68,8 @@ public struct FaultCounters: Sendable, Hashable, Codable {
         writesSurvived += other.writesSurvived
         synchronizeFailures += other.synchronizeFailures
         readFailures += other.readFailures
+        forgeriesInjected += other.forgeriesInjected
+        forgeriesRejected += other.forgeriesRejected
         damageInjected += other.damageInjected
         damageDetected += other.damageDetected
     }

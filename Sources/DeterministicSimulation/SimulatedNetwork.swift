@@ -154,10 +154,22 @@ public final class SimulatedNetwork {
     /// with a ``LinkConditions/bandwidth`` that is busy).
     @discardableResult
     public func send(_ message: Message, from: NodeID, to: NodeID, path: PathID? = nil) -> Instant {
+        send(message, from: from, to: to, path: path, spoofed: false)
+    }
+
+    /// Sends `message` in `from`'s name whether or not `from` is up: an attacker forging a
+    /// node's messages (or replaying them after it died). The link from `from` to `to`
+    /// applies, as it would to packets with `from`'s address.
+    @discardableResult
+    public func inject(_ message: Message, claimingToBe from: NodeID, to: NodeID, path: PathID? = nil) -> Instant {
+        send(message, from: from, to: to, path: path, spoofed: true)
+    }
+
+    private func send(_ message: Message, from: NodeID, to: NodeID, path: PathID?, spoofed: Bool) -> Instant {
         let key = LinkKey(from: from, to: to, path: path)
         let link = conditions[key] ?? conditions[LinkKey(from: from, to: to, path: nil)] ?? defaultConditions
         // A crashed node sends nothing (its runtime may not have noticed yet).
-        guard !down.contains(from) else { return simulation.now }
+        guard spoofed || !down.contains(from) else { return simulation.now }
         var departure = simulation.now
         if let bandwidth = link.bandwidth, bandwidth > 0 {
             let bytes = Frame.headerSize + 1 + from.name.utf8.count + message.payload.readableBytes

@@ -2,6 +2,7 @@
 @_exported import DeterministicSimulation
 @_exported import ElasticJournal
 @_exported import ElasticJournalSimulation
+@_exported import FaultToleranceAuthentication
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum

@@ -1,8 +1,10 @@
 public import DeterministicSimulation
+import FaultToleranceAuthentication
 public import FaultToleranceCore
 public import HeartbeatQuorum
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// The fault a ``HeartbeatScenario`` seed injects.
 public enum HeartbeatFault: String, Sendable, Hashable, CaseIterable, Codable {
@@ -165,7 +167,15 @@ final class HeartbeatRun: @unchecked Sendable {
     var configurations: [HeartbeatConfiguration] = []
     var services: [HeartbeatService?] = [nil, nil]
     var tasks: [Task<Void, any Error>?] = [nil, nil]
-    var transports: [SimulatedTransport?] = [nil, nil]
+    var transports: [AuthenticatedTransport?] = [nil, nil]
+    /// The key every node seals with: the services run over authenticated transports, as
+    /// `ftctl heartbeat run --key-file` does.
+    static let keys = MessageKeys(sealing: MessageKey(id: 1, bytes: SIMD32(repeating: 0x42)))
+    /// Sealed messages delivered so far (for the attacker to replay), and the payload
+    /// checksums of what it injected (which the oracle must not count as delivered).
+    var captured: [(Envelope, NodeID)] = []
+    var injectedPayloads: [UInt32: Int] = [:]
+
     var witnessTask: Task<Void, any Error>?
     let selfHealthy = NIOLockedValueBox<[Bool]>([true, true])
     var cuts: Set<String> = []  // "from>to@path"
@@ -211,10 +221,13 @@ final class HeartbeatRun: @unchecked Sendable {
         network.deliveryObserver = { [unowned self] envelope, node in delivered(envelope, to: node) }
         if !witnesses.isEmpty {
             let witness = HeartbeatWitness(
-                transport: network.transport(for: "W"), clock: world.clock, logger: Self.silent)
+                transport: AuthenticatedTransport(
+                    network.transport(for: "W"), keys: Self.keys, counterStart: UInt64(now.nanoseconds) + 1),
+                clock: world.clock, logger: Self.silent)
             witnessTask = world.spawn { try await witness.run() }
         }
         for index in nodes.indices { boot(index) }
+        world.spawn { [unowned self] in await attack() }
         let injectAt = now + simulation.random.duration(in: .milliseconds(800)...(.milliseconds(1500)))
         let end = Instant.zero + scenario.duration
         var injected = false
@@ -232,7 +245,10 @@ final class HeartbeatRun: @unchecked Sendable {
     }
 
     func boot(_ index: Int) {
-        let transport = network.transport(for: nodes[index])
+        // The counter starts at the virtual time: a restarted node continues above what its
+        // previous life sent, as the wall clock does in production.
+        let transport = AuthenticatedTransport(
+            network.transport(for: nodes[index]), keys: Self.keys, counterStart: UInt64(now.nanoseconds) + 1)
         let healthy = selfHealthy
         let service = HeartbeatService(
             configuration: configurations[index], partner: nodes[1 - index], transport: transport,
@@ -262,11 +278,22 @@ final class HeartbeatRun: @unchecked Sendable {
         transports[index] = nil
         task?.cancel()
         _ = await task?.result
+        simulation.faults.forgeriesRejected += transport?.rejected.values.reduce(0, +) ?? 0
         await transport?.close()
     }
 
     func delivered(_ envelope: Envelope, to node: NodeID) {
-        guard case .heartbeat? = try? HeartbeatMessage(envelope.message) else { return }
+        let checksum = envelope.message.payload.readableBytesView.withUnsafeBytes { CRC32C.checksum($0) }
+        if let count = injectedPayloads[checksum], count > 0 {
+            // The attacker's: not evidence that the sender is alive.
+            injectedPayloads[checksum] = count - 1
+            return
+        }
+        // Everything the attacker sent was skipped above, so what is left is genuine: no need
+        // to check its MAC again here (the receiving transport does).
+        guard let content = AuthenticatedTransport.uncheckedContent(of: envelope.message) else { return }
+        if captured.count < 64 { captured.append((envelope, node)) }
+        guard case .heartbeat? = try? HeartbeatMessage(content) else { return }
         let key = "\(envelope.from)>\(node)"
         if let last = lastDelivered[key], now - last > .milliseconds(60) { reachableSince[key] = now }
         if lastDelivered[key] == nil { reachableSince[key] = now }
@@ -274,6 +301,39 @@ final class HeartbeatRun: @unchecked Sendable {
     }
 
     // MARK: Faults
+
+    /// An attacker on the network, in every seed: every 100-300 ms it sends a forged
+    /// heartbeat ("operating, priority 255", not sealed) as each node's partner, and replays
+    /// a sealed message captured earlier, from its sender to its receiver. The authenticated
+    /// transports drop both; the invariants must hold as if the attacker were not there.
+    func attack() async {
+        while true {
+            do {
+                try await world.clock.sleep(
+                    for: simulation.random.duration(in: .milliseconds(100)...(.milliseconds(300))))
+            } catch { return }
+            for index in nodes.indices {
+                let forged = HeartbeatMessage.heartbeat(
+                    Heartbeat(
+                        state: .operating, priority: 255, pathsHearingReceiver: 3,
+                        sequence: UInt64(simulation.faults.forgeriesInjected)))
+                let path = pathIDs[Int(simulation.random.next() % UInt64(pathIDs.count))]
+                inject(forged.message, from: nodes[1 - index], to: nodes[index], path: path)
+            }
+            if !captured.isEmpty {
+                let (envelope, receiver) = captured[Int(simulation.random.next() % UInt64(captured.count))]
+                inject(envelope.message, from: envelope.from, to: receiver, path: envelope.path)
+            }
+        }
+    }
+
+    func inject(_ message: Message, from sender: NodeID, to receiver: NodeID, path: PathID?) {
+        let checksum = message.payload.readableBytesView.withUnsafeBytes { CRC32C.checksum($0) }
+        injectedPayloads[checksum, default: 0] += 1
+        simulation.faults.forgeriesInjected += 1
+        // In the sender's name even when it is down: replaying a dead partner is the attack.
+        network.inject(message, claimingToBe: sender, to: receiver, path: path)
+    }
 
     func cut(_ path: PathID, from: Int, to: Int) {
         network.cut(from: nodes[from], to: nodes[to], path: path)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FaultToleranceAuthentication
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -33,11 +34,14 @@ struct HeartbeatRun: AsyncParsableCommand {
         discussion: """
             Each --path binds one local address (one NIC, or 127.0.0.x on one machine); each \
             --partner-path gives the partner's address on the path of the same name. Stops on \
-            SIGINT or SIGTERM. Example, two terminals:
-              ftctl heartbeat run --node A --partner B --priority 2 \\
+            SIGINT or SIGTERM. Every datagram is sealed with a key both devices share \
+            (--key-file: lines `ID HEX`, 32 bytes of hex; the first line seals, every line is \
+            accepted, for rotations) and checked against a replay window; --insecure runs \
+            without, on any address, only when asked. Example, two terminals:
+              ftctl heartbeat run --node A --partner B --priority 2 --key-file ha.keys \\
                 --path p1=127.0.0.2:7101 --path p2=127.0.0.3:7101 \\
                 --partner-path p1=127.0.0.4:7101 --partner-path p2=127.0.0.5:7101
-              ftctl heartbeat run --node B --partner A --priority 1 \\
+              ftctl heartbeat run --node B --partner A --priority 1 --key-file ha.keys \\
                 --path p1=127.0.0.4:7101 --path p2=127.0.0.5:7101 \\
                 --partner-path p1=127.0.0.2:7101 --partner-path p2=127.0.0.3:7101
             """)
@@ -57,6 +61,10 @@ struct HeartbeatRun: AsyncParsableCommand {
     @Option(help: "Healthy paths needed, 1...paths (default: a majority of the paths).") var threshold: Int?
     @Option(help: "Promised detection bound in milliseconds, 1...3600000.") var boundMs: Int64 = 2000
     @Option(help: "Stop after this many seconds, 1...31536000 (default: run until interrupted).") var seconds: Int?
+    @Option(help: "The shared keys: lines `ID HEX` (32+ bytes of hex); the first seals, all are accepted.")
+    var keyFile: String?
+    @Flag(help: "Run without authenticating datagrams (anyone who can reach the ports can steer this device).")
+    var insecure = false
 
     func validate() throws {
         guard NodeID(node) != nil else { throw ValidationError("--node must be a valid node name, got \(node)") }
@@ -78,6 +86,10 @@ struct HeartbeatRun: AsyncParsableCommand {
         try require("--threshold", threshold, in: 1...paths.count)
         try require("--bound-ms", boundMs, in: 1...3_600_000)
         try require("--seconds", seconds, in: 1...31_536_000)
+        guard (keyFile != nil) != insecure else {
+            throw ValidationError(
+                "give --key-file with the key both devices share, or --insecure to run without authentication")
+        }
     }
 
     func run() async throws {
@@ -98,11 +110,20 @@ struct HeartbeatRun: AsyncParsableCommand {
         let partnerNode = NodeID(partner) ?? "invalid"
         var logger = Logger(label: "ftctl.heartbeat")
         logger.logLevel = .warning
-        let transport = try await UDPTransport.start(
+        var keys: MessageKeys?
+        if let keyFile {
+            do {
+                keys = try MessageKeys.load(contentsOf: String(contentsOfFile: keyFile, encoding: .utf8))
+            } catch {
+                throw CommandFailure("\(keyFile): \(error)")
+            }
+        }
+        let udp = try await UDPTransport.start(
             configuration: .init(
                 localNode: localNode, paths: Dictionary(uniqueKeysWithValues: paths.map { ($0.path, $0.address) }),
                 peers: [partnerNode: Dictionary(uniqueKeysWithValues: partnerPaths.map { ($0.path, $0.address) })]),
             logger: logger)
+        let transport: any Transport = keys.map { AuthenticatedTransport(udp, keys: $0) } ?? udp
         let service = HeartbeatService(
             configuration: configuration, partner: partnerNode, transport: transport, logger: logger)
         print(

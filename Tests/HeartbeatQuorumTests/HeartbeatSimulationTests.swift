@@ -32,6 +32,10 @@ struct HeartbeatSimulationTests {
             // Corrupted datagrams: every one fails the frame check and is dropped.
             #expect(faults.damageInjected > 0)
             #expect(faults.damageDetected == faults.damageInjected)
+            // An attacker forged and replayed datagrams in every seed; the sealed transports
+            // refused them (the invariants above held regardless).
+            #expect(faults.forgeriesInjected > 45)
+            #expect(faults.forgeriesRejected > 45)
             #expect(checks > 1000)
             #expect(transitions > 45)
         }

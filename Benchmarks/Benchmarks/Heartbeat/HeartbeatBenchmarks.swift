@@ -1,5 +1,6 @@
 import Benchmark
 import BenchmarkSupport
+import FaultToleranceAuthentication
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -23,6 +24,8 @@ let mode = BenchmarkMode.current
 let detectionMicroseconds = BenchmarkMetric.custom("detection (µs, crash to takeover)", useScalingFactor: false)
 let falseTakeovers = BenchmarkMetric.custom("false takeovers (seeds)", useScalingFactor: false)
 let nanosecondsPerHeartbeat = BenchmarkMetric.custom("ns per heartbeat", useScalingFactor: false)
+let authenticationCost = BenchmarkMetric.custom(
+    "cost x100 (sealed: seal, check, decode, evaluate / plain: decode, evaluate)", useScalingFactor: false)
 
 func microseconds(_ duration: Duration) -> Int { Int(nanoseconds(duration) / 1000) }
 
@@ -93,6 +96,54 @@ let benchmarks: @Sendable () -> Void = {
         record(
             cost: Double(nanoseconds(evaluated)) / Double(count), as: nanosecondsPerHeartbeat, ceiling: 10_000,
             in: benchmark)
+    }
+
+    Benchmark(
+        "authenticated heartbeat (seal, MAC check, decode, evaluate) vs plain (decode, evaluate)",
+        configuration: .init(
+            metrics: [authenticationCost], maxDuration: .seconds(5), maxIterations: mode.isSmoke ? 1 : 20)
+    ) { benchmark in
+        let count = 20_000
+        let paths: [PathID] = ["p1", "p2", "p3"]
+        guard let configuration = try? HeartbeatScenario.configuration(priority: 1),
+            let key = try? MessageKey(id: 1, bytes: [UInt8](repeating: 7, count: 32))
+        else {
+            fail(benchmark, "setup failed")
+            return
+        }
+        let keys = MessageKeys(sealing: key)
+        func run(sealed: Bool) -> Duration? {
+            var evaluator = HeartbeatEvaluator(configuration: configuration, at: .zero)
+            var now = Instant.zero
+            let clock = ContinuousClock()
+            let start = clock.now
+            for index in 0..<count {
+                now = now + .microseconds(3333)
+                var message = HeartbeatMessage.heartbeat(
+                    Heartbeat(state: .operating, priority: 2, pathsHearingReceiver: 3, sequence: UInt64(index))
+                ).message
+                if sealed {
+                    let envelope = Envelope(
+                        from: "A", path: paths[index % 3],
+                        message: AuthenticatedTransport.seal(
+                            message, from: "A", to: "B", counter: UInt64(index), keys: keys))
+                    guard let opened = AuthenticatedTransport.authenticContent(of: envelope, at: "B", keys: keys) else {
+                        return nil
+                    }
+                    message = opened
+                }
+                guard case .heartbeat(let heartbeat)? = try? HeartbeatMessage(message) else { return nil }
+                blackHole(evaluator.heartbeatReceived(heartbeat, on: paths[index % 3], at: now))
+            }
+            return clock.now - start
+        }
+        guard let plain = run(sealed: false), let sealed = run(sealed: true) else {
+            fail(benchmark, "a heartbeat did not decode or authenticate")
+            return
+        }
+        record(
+            cost: Double(nanoseconds(sealed)) / Double(max(1, nanoseconds(plain))), as: authenticationCost, scale: 100,
+            ceiling: 20, in: benchmark)
     }
 
     if mode.isSmoke { return }
