@@ -22,7 +22,7 @@ struct TCPTransportBoundsTests {
     func stalledLargeFrames() async throws {
         let listener = try await TCPTransport.start(
             configuration: .init(
-                localNode: "listener", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0),
+                localNode: "listener", bindAddress: try SocketAddress(ipAddress: "127.0.0.61", port: 0),
                 maximumPartialFrameBytes: 64 << 20, partialFrameTimeout: .seconds(1)))
         let clients = NIOLockedValueBox<[any Channel]>([])
         let budgetSeen = NIOLockedValueBox(0)
@@ -32,8 +32,11 @@ struct TCPTransportBoundsTests {
                 group.addTask {
                     for _ in 0..<100 {
                         // A refused connection may be reset before the write: that is fine.
+                        // From an address of their own, so a thousand client ports do not crowd
+                        // the ones other tests' listeners on 127.0.0.1 are given.
                         guard
                             let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                                .bind(to: SocketAddress(ipAddress: "127.0.0.60", port: 0))
                                 .connect(to: listener.localAddress).get()
                         else { continue }
                         clients.withLockedValue { $0.append(channel) }
@@ -60,7 +63,7 @@ struct TCPTransportBoundsTests {
     func stallTimeout() async throws {
         let listener = try await TCPTransport.start(
             configuration: .init(
-                localNode: "listener", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0),
+                localNode: "listener", bindAddress: try SocketAddress(ipAddress: "127.0.0.61", port: 0),
                 partialFrameTimeout: .milliseconds(300)))
         let stalled = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(to: listener.localAddress).get()

@@ -67,10 +67,10 @@ struct TCPTransportTests {
 
     @Test("an unreachable peer gives a typed error after the configured attempts")
     func unreachable() async throws {
-        // Bind and close a listener to find a port nobody listens on.
-        let probe = try await TCPTransport.start(configuration: .init(localNode: "x", bindAddress: try Self.any))
-        let deadAddress = probe.localAddress
-        await probe.close()
+        // Port 1 (tcpmux): below the ephemeral range, so no test's listener is ever handed it,
+        // and nothing listens there. (A closed listener's port was once reused by a parallel
+        // test's listener, which then received this test's message.)
+        let deadAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
         let a = try await TCPTransport.start(
             configuration: .init(
                 localNode: "a", bindAddress: try Self.any, peers: ["dead": deadAddress], connectAttempts: 3,
