@@ -277,13 +277,22 @@ final class Opener: @unchecked Sendable {
     private var base: EnvelopeStream.Iterator
     private var windows: [NodeID: Window] = [:]
     private let counts = NIOLockedValueBox<[String: Int]>([:])
-    private let factory: any MetricsFactory
+    /// One counter per reason, made once (not one per rejected message).
+    private let rejectedCounters: [Rejection: Counter]
 
     init(localNode: NodeID, keys: MessageKeys, factory: any MetricsFactory, base: EnvelopeStream.Iterator) {
         self.localNode = localNode
         self.keys = keys
-        self.factory = factory
         self.base = base
+        rejectedCounters = Dictionary(
+            uniqueKeysWithValues: Rejection.allCases.map { reason in
+                (
+                    reason,
+                    Counter(
+                        label: "ft_auth_messages_rejected_total", dimensions: [("reason", reason.rawValue)],
+                        factory: factory)
+                )
+            })
     }
 
     var rejected: [String: Int] { counts.withLockedValue { $0 } }
@@ -294,16 +303,13 @@ final class Opener: @unchecked Sendable {
             case .success(let opened): return opened
             case .failure(let reason):
                 counts.withLockedValue { $0[reason.rawValue, default: 0] += 1 }
-                Counter(
-                    label: "ft_auth_messages_rejected_total", dimensions: [("reason", reason.rawValue)],
-                    factory: factory
-                ).increment()
+                rejectedCounters[reason]?.increment()
             }
         }
         return nil
     }
 
-    enum Rejection: String, Error {
+    enum Rejection: String, Error, CaseIterable {
         case unsealed
         case malformed
         case unknownKey = "unknown-key"

@@ -18,8 +18,8 @@ public final class LiveCopyReceiver: Sendable {
     private let transport: any Transport
     private let logger: Logger
     private let metricsFactory: any MetricsFactory
-    private let refusals = NIOLockedValueBox<(counts: [String: Int], lastLog: ContinuousClock.Instant?, sinceLog: Int)>(
-        ([:], nil, 0))
+    private let refusals = NIOLockedValueBox<(counts: [String: Int], counters: [String: Counter])>(([:], [:]))
+    private let logLimiter = LogLimiter()
 
     /// Creates a receiver that applies what arrives on `transport` to `region`; refusals are
     /// counted in `ft_livecopy_receiver_refused_total{reason}`.
@@ -159,28 +159,24 @@ public final class LiveCopyReceiver: Sendable {
     public var refused: [String: Int] { refusals.withLockedValue { $0.counts } }
 
     private func refuse(_ envelope: Envelope, reason: String, detail: String) {
-        refusedCounter(reason).increment()
-        let log = refusals.withLockedValue { state -> Int? in
+        let counter = refusals.withLockedValue { state -> Counter in
             state.counts[reason, default: 0] += 1
-            state.sinceLog += 1
-            let now = ContinuousClock.now
-            guard state.lastLog.map({ now - $0 >= .seconds(1) }) ?? true else { return nil }
-            state.lastLog = now
-            defer { state.sinceLog = 0 }
-            return state.sinceLog
+            if let counter = state.counters[reason] { return counter }
+            let counter = Counter(
+                label: "ft_livecopy_receiver_refused_total", dimensions: [("reason", reason)], factory: metricsFactory)
+            state.counters[reason] = counter
+            return counter
         }
-        if let log {
+        counter.increment()
+        // A peer can send refusable messages as fast as it likes: one line a second at most.
+        if let suppressed = logLimiter.admit() {
             logger.warning(
                 "refusing live copy messages",
                 metadata: [
                     "from": "\(envelope.from)", "reason": "\(reason)", "detail": "\(detail)",
-                    "refused_since_last_log": "\(log)",
+                    "refusals_not_logged": "\(suppressed)",
                 ])
         }
-    }
-
-    private func refusedCounter(_ reason: String) -> Counter {
-        Counter(label: "ft_livecopy_receiver_refused_total", dimensions: [("reason", reason)], factory: metricsFactory)
     }
 
     private func expect(_ received: UInt64, _ session: UInt64?) throws(LiveCopyError) {
