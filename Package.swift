@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
+        // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
+        .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
     ],
     dependencies: [
@@ -32,6 +34,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
@@ -65,6 +70,19 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "FaultToleranceTLS",
+            dependencies: [
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -212,6 +230,19 @@ let package = Package(
             dependencies: [
                 "FaultToleranceAuthentication", "DeterministicSimulation", "HeartbeatQuorum", "HeartbeatSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "FaultToleranceTLSTests",
+            dependencies: [
+                "FaultToleranceTLS", "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         // Runs the `ftctl` that `swift test` builds beside the test bundle, as a user would.

@@ -213,6 +213,8 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     private let rejected: Counter
     private let received: Counter
     private let limiter: LogLimiter
+    private let senderCheck: SenderCheck?
+    private let refusedSenders: CountingCounter?
 
     init(
         continuation: AsyncStream<Envelope>.Continuation,
@@ -220,8 +222,12 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
         logger: Logger,
         rejected: Counter,
         received: Counter,
-        limiter: LogLimiter
+        limiter: LogLimiter,
+        senderCheck: SenderCheck? = nil,
+        refusedSenders: CountingCounter? = nil
     ) {
+        self.senderCheck = senderCheck
+        self.refusedSenders = refusedSenders
         self.continuation = continuation
         self.flow = flow
         self.logger = logger
@@ -233,6 +239,20 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let (sender, message) = unwrapInboundIn(data)
         guard message.type < Message.firstReservedType else { return }
+        if let refusal = senderCheck?.refusal(for: sender) {
+            // A credential for one node does not let its holder speak as another.
+            refusedSenders?.increment()
+            if let suppressed = limiter.admit() {
+                logger.warning(
+                    "closing connection after a frame from a sender it did not authenticate as",
+                    metadata: [
+                        "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "refusal": "\(refusal)",
+                        "refusals_not_logged": "\(suppressed)",
+                    ])
+            }
+            context.close(promise: nil)
+            return
+        }
         received.increment()
         continuation.yield(Envelope(from: sender, path: nil, message: message))
         flow.delivered(on: context.channel)

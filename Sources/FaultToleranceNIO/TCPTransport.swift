@@ -68,6 +68,11 @@ public final class TCPTransport: Transport {
         /// it is closed (``FaultToleranceCore/FrameError/Code/stalled``). Idle connections
         /// between frames are not affected.
         public var partialFrameTimeout: Duration
+        /// Whether and how connections are secured (``Security/loopbackOnly`` by default: plain
+        /// TCP, refused at ``TCPTransport/start(configuration:group:logger:)`` when
+        /// ``bindAddress`` is not a loopback address). A secured connection must finish its
+        /// handshake within ``partialFrameTimeout``.
+        public var security: Security
 
         /// Creates a configuration.
         public init(
@@ -84,8 +89,10 @@ public final class TCPTransport: Transport {
             inboundLowWatermark: Int = 256,
             maximumInboundConnections: Int = 256,
             maximumPartialFrameBytes: Int = 64 << 20,
-            partialFrameTimeout: Duration = .seconds(10)
+            partialFrameTimeout: Duration = .seconds(10),
+            security: Security = .loopbackOnly
         ) {
+            self.security = security
             self.maximumInboundConnections = maximumInboundConnections
             self.maximumPartialFrameBytes = maximumPartialFrameBytes
             self.partialFrameTimeout = partialFrameTimeout
@@ -132,6 +139,8 @@ public final class TCPTransport: Transport {
     private let logger: Logger
     private let sentCounter: Counter
     private let sentBytes: Counter
+    private let security: (any ConnectionSecurity)?
+    private let refusedSenders: CountingCounter
 
     /// Binds the listening socket and returns a running transport.
     public static func start(
@@ -139,6 +148,23 @@ public final class TCPTransport: Transport {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "ft.transport.tcp")
     ) async throws(TransportError) -> TCPTransport {
+        let security: (any ConnectionSecurity)?
+        switch configuration.security.mode {
+        case .loopbackOnly:
+            guard configuration.bindAddress.isLoopback else {
+                throw TransportError(
+                    .startFailed,
+                    detail:
+                        "plain TCP on \(configuration.bindAddress), which is not a loopback address: choose a security "
+                        + "(.secured(by:), for example mutual TLS) or say .insecure")
+            }
+            security = nil
+        case .insecure:
+            security = nil
+        case .secured(let chosen):
+            try chosen.validate(localNode: configuration.localNode)
+            security = chosen
+        }
         let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
         let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
         let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
@@ -152,6 +178,7 @@ public final class TCPTransport: Transport {
         let connectionLimit = configuration.maximumInboundConnections
         let stallTimeout = TimeAmount.nanoseconds(configuration.partialFrameTimeout.nanoseconds)
         let refusedConnections = Counter(label: "ft_transport_connections_refused", dimensions: dimensions)
+        let refusedSenders = CountingCounter(Counter(label: "ft_transport_senders_refused", dimensions: dimensions))
         let server: any Channel
         do {
             server = try await ServerBootstrap(group: group)
@@ -173,13 +200,27 @@ public final class TCPTransport: Transport {
                             channel.close(promise: nil)
                             return
                         }
+                        var senderCheck: SenderCheck?
+                        if let security {
+                            let identity = ConnectionIdentity()
+                            try security.secure(channel, connectingTo: nil, identity: identity)
+                            senderCheck = SenderCheck(identity: identity)
+                            // A handshake that never finishes holds a connection slot: bounded too.
+                            channel.eventLoop.scheduleTask(in: stallTimeout) {
+                                guard identity.nodes == nil else { return }
+                                identity.reject("no handshake within the partial-frame timeout")
+                                refusedSenders.increment()
+                                channel.close(promise: nil)
+                            }
+                        }
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: stallTimeout))
                         try channel.pipeline.syncOperations.addHandler(
                             FrameAssembler(maximumPayloadLength: maximum, budget: budget))
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
                                 continuation: continuation, flow: flow, logger: logger, rejected: rejected,
-                                received: received, limiter: limiter))
+                                received: received, limiter: limiter, senderCheck: senderCheck,
+                                refusedSenders: refusedSenders))
                         inbound.track(channel)
                     }
                 }
@@ -194,12 +235,21 @@ public final class TCPTransport: Transport {
             throw TransportError(.startFailed, detail: "listening socket has no address")
         }
         logger.info(
-            "tcp transport listening", metadata: ["node": "\(configuration.localNode)", "address": "\(address)"])
+            "tcp transport listening",
+            metadata: [
+                "node": "\(configuration.localNode)", "address": "\(address)",
+                "security": "\(configuration.security.name)",
+            ])
         return TCPTransport(
             configuration: configuration, group: group, server: server, address: address,
             incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation,
-            inbound: inbound, flow: flow, budget: budget, logger: logger)
+            inbound: inbound, flow: flow, budget: budget, refusedSenders: refusedSenders, logger: logger)
     }
+
+    /// Inbound connections closed because their peer sent a frame under a name it had not
+    /// authenticated as, or never finished its handshake (the `ft_transport_senders_refused`
+    /// metric); always 0 without a ``Configuration/security``.
+    public var sendersRefused: Int { refusedSenders.value }
 
     /// Bytes held now for inbound frames in progress (at most
     /// ``Configuration/maximumPartialFrameBytes``).
@@ -218,8 +268,10 @@ public final class TCPTransport: Transport {
         inbound: ChannelRegistry,
         flow: InboundFlowControl,
         budget: PartialFrameBudget,
+        refusedSenders: CountingCounter,
         logger: Logger
     ) {
+        self.refusedSenders = refusedSenders
         self.budget = budget
         self.flow = flow
         self.configuration = configuration
@@ -235,6 +287,11 @@ public final class TCPTransport: Transport {
         self.sentCounter = Counter(label: "ft_transport_messages_sent", dimensions: dimensions)
         self.sentBytes = Counter(label: "ft_transport_bytes_sent", dimensions: dimensions)
         self.inbound = inbound
+        if case .secured(let security) = configuration.security.mode {
+            self.security = security
+        } else {
+            self.security = nil
+        }
     }
 
     /// The most received messages that were ever waiting for the consumer at once; bounded
@@ -339,12 +396,52 @@ public final class TCPTransport: Transport {
         }
     }
 
+    /// Waits until a new outbound connection's far end has proved to be `node`; closes it and
+    /// throws ``FaultToleranceCore/TransportError/Code/authenticationFailed`` when it does not
+    /// within the partial-frame timeout.
+    private func authenticate(
+        _ channel: any Channel, as node: NodeID, identity: ConnectionIdentity, settled: EventLoopFuture<Set<NodeID>>
+    ) async throws(TransportError) {
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.partialFrameTimeout.nanoseconds)) {
+            identity.reject("no handshake within the partial-frame timeout")
+        }
+        channel.closeFuture.whenComplete { _ in identity.reject("the connection closed during the handshake") }
+        do {
+            let nodes = try await settled.get()
+            deadline.cancel()
+            guard nodes.contains(node) else {
+                channel.close(promise: nil)
+                throw TransportError(
+                    .authenticationFailed, peer: node,
+                    detail: "the peer proved to be \(nodes.sorted().map(\.name)), not '\(node)'")
+            }
+        } catch {
+            deadline.cancel()
+            channel.close(promise: nil)
+            var failure = error as? TransportError ?? TransportError(.authenticationFailed, detail: "\(error)")
+            failure.peer = node
+            logger.warning("peer failed to authenticate", metadata: ["peer": "\(node)", "error": "\(failure)"])
+            throw failure
+        }
+    }
+
     private func connect(to node: NodeID, address: SocketAddress) async throws -> CoalescingWriter {
         var backoff = configuration.initialBackoff
         var lastError: (any Error)?
         for attempt in 1...max(1, configuration.connectAttempts) {
+            let loop = group.next()
+            let authenticated = loop.makePromise(of: Set<NodeID>.self)
+            let identity = ConnectionIdentity(promise: authenticated)
+            // Settles the promise on every way out (a no-op once the handshake settled it).
+            defer { identity.reject("the connection attempt ended") }
             do {
-                let channel = try await ClientBootstrap(group: group)
+                let security = self.security
+                let channel = try await ClientBootstrap(group: loop)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try security?.secure(channel, connectingTo: node, identity: identity)
+                        }
+                    }
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
                     .channelOption(
                         .writeBufferWaterMark,
@@ -353,6 +450,11 @@ public final class TCPTransport: Transport {
                     )
                     .connectTimeout(.seconds(2))
                     .connect(to: address).get()
+                if security != nil {
+                    try await authenticate(channel, as: node, identity: identity, settled: authenticated.futureResult)
+                } else {
+                    authenticated.succeed([node])
+                }
                 let writer = CoalescingWriter(channel: channel)
                 let installed = state.withLockedValue { state -> Bool in
                     guard !state.closed else { return false }

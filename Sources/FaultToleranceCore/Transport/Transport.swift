@@ -55,6 +55,10 @@ public struct TransportError: Error, Sendable, Hashable, CustomStringConvertible
         public static let sendFailed = Code("sendFailed")
         /// The transport could not start (a bind failed, a bad address).
         public static let startFailed = Code("startFailed")
+        /// The peer could not prove it is the node it should be (a certificate that does not
+        /// name it or that no trusted authority signed, a failed or unfinished handshake).
+        /// Not retried: a wrong credential stays wrong.
+        public static let authenticationFailed = Code("authenticationFailed")
 
         /// The code's name.
         public var description: String { name }
