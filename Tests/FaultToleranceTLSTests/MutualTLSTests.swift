@@ -21,9 +21,9 @@ struct MutualTLSTests {
 
     @Test("two nodes with certificates from one authority talk both ways, each sender as its certificate names it")
     func pairTalks() async throws {
-        let authority = try TestAuthority()
-        let a = try await Self.start("a", .secured(by: try authority.tls(for: ["a"])))
-        let b = try await Self.start("b", .secured(by: try authority.tls(for: ["b"])))
+        let authority = try NodeCertificateAuthority(name: "test")
+        let a = try await Self.start("a", .secured(by: try authority.mutualTLS(for: ["a"])))
+        let b = try await Self.start("b", .secured(by: try authority.mutualTLS(for: ["b"])))
         a.setPeer("b", address: b.localAddress)
         b.setPeer("a", address: a.localAddress)
         for index in 0..<100 { try await a.send(Message(type: 1, bytes: [UInt8(index)]), to: "b") }
@@ -42,16 +42,16 @@ struct MutualTLSTests {
 
     @Test("a holder of c's certificate cannot speak as a: its frames are refused and counted, none delivered")
     func impersonationRefused() async throws {
-        let authority = try TestAuthority()
-        let b = try await Self.start("b", .secured(by: try authority.tls(for: ["b"])))
+        let authority = try NodeCertificateAuthority(name: "test")
+        let b = try await Self.start("b", .secured(by: try authority.mutualTLS(for: ["b"])))
         // A real credential for c, used by a transport that calls itself a.
         let impostor = try await Self.start(
-            "a", .secured(by: Impostor(inner: try authority.tls(for: ["c"]))), peers: ["b": b.localAddress])
+            "a", .secured(by: Impostor(inner: try authority.mutualTLS(for: ["c"]))), peers: ["b": b.localAddress])
         try await impostor.send(Message(type: 1, bytes: [1]), to: "b")
         try await eventually("the frame from the impostor refused") { b.sendersRefused == 1 }
         // c speaking as c on the same credential is fine: the refusal was about the name.
         let honest = try await Self.start(
-            "c", .secured(by: try authority.tls(for: ["c"])), peers: ["b": b.localAddress])
+            "c", .secured(by: try authority.mutualTLS(for: ["c"])), peers: ["b": b.localAddress])
         try await honest.send(Message(type: 1, bytes: [2]), to: "b")
         let delivered = try await b.incoming.first(1)
         #expect(delivered.map(\.from) == ["c"])
@@ -64,20 +64,25 @@ struct MutualTLSTests {
 
     @Test("a client with a certificate from another authority is refused in the handshake and counted")
     func untrustedAuthorityRefused() async throws {
-        let authority = try TestAuthority()
-        let stranger = try TestAuthority(name: "another authority")
-        let bTLS = try authority.tls(for: ["b"])
+        let authority = try NodeCertificateAuthority(name: "test")
+        let stranger = try NodeCertificateAuthority(name: "another authority")
+        let bTLS = try authority.mutualTLS(for: ["b"])
         let b = try await Self.start("b", .secured(by: bTLS))
         // The stranger trusts b's authority, so only b's side can refuse.
+        let credential = try stranger.issue(for: ["m"])
         let mallory = try await Self.start(
-            "m", .secured(by: try stranger.tls(for: ["m"], trusting: authority)), peers: ["b": b.localAddress])
+            "m",
+            .secured(
+                by: try MutualTLS(
+                    certificateChainPEM: credential.certificatePEM, privateKeyPEM: credential.privateKeyPEM,
+                    trustRootsPEM: authority.certificatePEM)), peers: ["b": b.localAddress])
         // In TLS 1.3 the client finishes its side of the handshake before the server has
         // checked the client's certificate, so this send may return; the frame is still never
         // delivered, since b refuses the handshake.
         try? await mallory.send(Message(type: 1, bytes: [1]), to: "b")
         try await eventually("b counts the failed handshake") { bTLS.failedHandshakes >= 1 }
         let honest = try await Self.start(
-            "c", .secured(by: try authority.tls(for: ["c"])), peers: ["b": b.localAddress])
+            "c", .secured(by: try authority.mutualTLS(for: ["c"])), peers: ["b": b.localAddress])
         try await honest.send(Message(type: 1, bytes: [2]), to: "b")
         #expect(try await b.incoming.first(1).map(\.from) == ["c"])
         #expect(b.sendersRefused == 0)
@@ -88,8 +93,8 @@ struct MutualTLSTests {
 
     @Test("a plain TCP client's frames never reach a TLS listener")
     func plainClientRefused() async throws {
-        let authority = try TestAuthority()
-        let bTLS = try authority.tls(for: ["b"])
+        let authority = try NodeCertificateAuthority(name: "test")
+        let bTLS = try authority.mutualTLS(for: ["b"])
         let b = try await Self.start("b", .secured(by: bTLS))
         let plain = try await Self.start("a", .loopbackOnly, peers: ["b": b.localAddress])
         // The plain transport writes its frame without waiting for anything; the listener
@@ -97,7 +102,7 @@ struct MutualTLSTests {
         try await plain.send(Message(type: 1, bytes: [1]), to: "b")
         try await eventually("the listener counts the failed handshake") { bTLS.failedHandshakes >= 1 }
         let honest = try await Self.start(
-            "c", .secured(by: try authority.tls(for: ["c"])), peers: ["b": b.localAddress])
+            "c", .secured(by: try authority.mutualTLS(for: ["c"])), peers: ["b": b.localAddress])
         try await honest.send(Message(type: 1, bytes: [2]), to: "b")
         #expect(try await b.incoming.first(1).map(\.from) == ["c"])
         await plain.close()
@@ -107,10 +112,10 @@ struct MutualTLSTests {
 
     @Test("a listener whose certificate names another node is never written to: authenticationFailed")
     func wrongServerNameRefused() async throws {
-        let authority = try TestAuthority()
+        let authority = try NodeCertificateAuthority(name: "test")
         // Configured as b's address, but the listener there is x.
-        let x = try await Self.start("x", .secured(by: try authority.tls(for: ["x"])))
-        let a = try await Self.start("a", .secured(by: try authority.tls(for: ["a"])), peers: ["b": x.localAddress])
+        let x = try await Self.start("x", .secured(by: try authority.mutualTLS(for: ["x"])))
+        let a = try await Self.start("a", .secured(by: try authority.mutualTLS(for: ["a"])), peers: ["b": x.localAddress])
         do {
             try await a.send(Message(type: 1, bytes: [1]), to: "b")
             Issue.record("a sent to a listener that is not b")
@@ -124,8 +129,8 @@ struct MutualTLSTests {
 
     @Test("a connection that never finishes its handshake is closed by the timeout and counted")
     func stalledHandshakeClosed() async throws {
-        let authority = try TestAuthority()
-        let b = try await Self.start("b", .secured(by: try authority.tls(for: ["b"])), timeout: .milliseconds(200))
+        let authority = try NodeCertificateAuthority(name: "test")
+        let b = try await Self.start("b", .secured(by: try authority.mutualTLS(for: ["b"])), timeout: .milliseconds(200))
         let silent = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(
             to: b.localAddress
         ).get()
@@ -151,9 +156,9 @@ struct MutualTLSTests {
             configuration: .init(localNode: "a", bindAddress: wildcard, security: .insecure))
         await explicit.close()
         // A certificate that does not name the local node is a configuration error.
-        let authority = try TestAuthority()
+        let authority = try NodeCertificateAuthority(name: "test")
         do {
-            _ = try await Self.start("a", .secured(by: try authority.tls(for: ["b"])))
+            _ = try await Self.start("a", .secured(by: try authority.mutualTLS(for: ["b"])))
             Issue.record("a transport started as a with b's certificate")
         } catch let error as TransportError {
             #expect(error.code == .startFailed)
@@ -162,33 +167,37 @@ struct MutualTLSTests {
 
     @Test("bad credentials are typed errors, not crashes")
     func badCredentials() throws {
-        let authority = try TestAuthority()
-        let issued = try authority.issue(names: ["a"])
-        let other = try authority.issue(names: ["a"])
-        let roots = try authority.pem
+        let authority = try NodeCertificateAuthority(name: "test")
+        let issued = try authority.issue(for: ["a"])
+        let other = try authority.issue(for: ["a"])
+        let roots = try authority.certificatePEM
         #expect(throws: TLSSetupError.self) {
-            try MutualTLS(certificateChainPEM: "not a certificate", privateKeyPEM: issued.key, trustRootsPEM: roots)
+            try MutualTLS(certificateChainPEM: "not a certificate", privateKeyPEM: issued.privateKeyPEM, trustRootsPEM: roots)
         }
         #expect(throws: TLSSetupError.self) {
-            try MutualTLS(certificateChainPEM: issued.certificate, privateKeyPEM: "no key", trustRootsPEM: roots)
+            try MutualTLS(certificateChainPEM: issued.certificatePEM, privateKeyPEM: "no key", trustRootsPEM: roots)
         }
         #expect(throws: TLSSetupError.self) {
-            try MutualTLS(certificateChainPEM: issued.certificate, privateKeyPEM: other.key, trustRootsPEM: roots)
+            try MutualTLS(certificateChainPEM: issued.certificatePEM, privateKeyPEM: other.privateKeyPEM, trustRootsPEM: roots)
         }
         #expect(throws: TLSSetupError.self) {
-            try MutualTLS(certificateChainPEM: issued.certificate, privateKeyPEM: issued.key, trustRootsPEM: "")
+            try MutualTLS(certificateChainPEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM, trustRootsPEM: "")
         }
-        let nameless = try authority.issue(names: [])
+        let nameless = try authority.issue(for: [])
         #expect(throws: TLSSetupError.self) {
-            try MutualTLS(certificateChainPEM: nameless.certificate, privateKeyPEM: nameless.key, trustRootsPEM: roots)
+            try MutualTLS(certificateChainPEM: nameless.certificatePEM, privateKeyPEM: nameless.privateKeyPEM, trustRootsPEM: roots)
         }
         #expect(throws: TLSSetupError.self) {
             try MutualTLS(
                 certificateChainFile: "/nonexistent/a.pem", privateKeyFile: "/nonexistent/a.key",
                 trustRootsFile: "/nonexistent/ca.pem")
         }
+        // A saved authority issues as the original did.
+        let reloaded = try NodeCertificateAuthority(
+            certificatePEM: try authority.certificatePEM, privateKeyPEM: authority.privateKeyPEM)
+        #expect(try reloaded.mutualTLS(for: ["z"]).nodes == ["z"])
         let tls = try MutualTLS(
-            certificateChainPEM: issued.certificate, privateKeyPEM: issued.key, trustRootsPEM: roots)
+            certificateChainPEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM, trustRootsPEM: roots)
         #expect(tls.nodes == ["a"])
     }
 }
