@@ -8,6 +8,9 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// Dependencies only the TLS trait needs.
+let tls: TargetDependencyCondition? = .when(traits: ["TLS"])
+
 let package = Package(
     name: "swift-fault-tolerance",
     platforms: [.macOS(.v15)],
@@ -26,6 +29,13 @@ let package = Package(
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
         .executable(name: "ftctl", targets: ["ftctl"]),
+    ],
+    traits: [
+        .default(enabledTraits: ["TLS"]),
+        // Off (`--disable-default-traits`), FaultToleranceTLS is empty and swift-nio-ssl and
+        // swift-certificates are not built: CI's ThreadSanitizer build uses this not to build a
+        // second BoringSSL under the sanitizer.
+        .trait(name: "TLS", description: "Mutual TLS for TCPTransport (FaultToleranceTLS), on swift-nio-ssl"),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -79,11 +89,11 @@ let package = Package(
                 "FaultToleranceCore",
                 "FaultToleranceNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOTLS", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOTLS", package: "swift-nio", condition: tls),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: tls),
+                .product(name: "X509", package: "swift-certificates", condition: tls),
+                .product(name: "SwiftASN1", package: "swift-asn1", condition: tls),
+                .product(name: "Crypto", package: "swift-crypto", condition: tls),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -239,10 +249,10 @@ let package = Package(
                 "FaultToleranceTLS", "FaultToleranceNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "X509", package: "swift-certificates"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: tls),
+                .product(name: "X509", package: "swift-certificates", condition: tls),
+                .product(name: "SwiftASN1", package: "swift-asn1", condition: tls),
+                .product(name: "Crypto", package: "swift-crypto", condition: tls),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
