@@ -55,6 +55,20 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzSealedMessages",
+            dependencies: [
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "FuzzHeartbeatMessages",
+            dependencies: [
+                .product(name: "HeartbeatQuorum", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
         ),

@@ -9,7 +9,9 @@
 // way what is hashed is exactly what was copied, even while writers change the source.
 //
 // The fingerprint only ever compares pages within one process (it never travels), so each
-// architecture may compute it its own way. On x86_64 it is vectorised: each 16-byte block is
+// architecture may compute it its own way. It is keyed: each copy session draws a random
+// 64-byte key (ft_fingerprint_key), so a writer inside the copied region, who never sees a
+// fingerprint, cannot craft a changed page whose fingerprint matches the old one. On x86_64 it is vectorised: each 16-byte block is
 // xored with a key that advances with its position, its 32-bit halves multiplied together and
 // added, with the block itself, into one of three accumulators (the construction of XXH3's
 // long-input loop), so it runs on the vector units while the CRC32C instruction keeps its own
@@ -39,15 +41,8 @@ static inline uint64_t load_word(const unsigned char *p) {
 
 #include "fold.h"
 
-static const uint64_t key_seed[4][2] = {
-    {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL},
-    {0x165667B19E3779F9ULL, 0x27D4EB2F165667C5ULL},
-    {0x85EBCA77C2B2AE63ULL, 0xFF51AFD7ED558CCDULL},
-    {0xC4CEB9FE1A85EC53ULL, 0x94D049BB133111EBULL},
-};
-
-static inline __m128i seed_key(int index) {
-    return _mm_set_epi64x((long long)key_seed[index][1], (long long)key_seed[index][0]);
+static inline __m128i seed_key(const ft_fingerprint_key *key, int index) {
+    return _mm_set_epi64x((long long)key->words[2 * index + 1], (long long)key->words[2 * index]);
 }
 
 // One 16-byte block into an accumulator: (block ^ key), low half times high half of each
@@ -77,12 +72,12 @@ static inline uint64_t finish(__m128i a, __m128i b, __m128i c, size_t length) {
 // Layout shared by both functions below: three stripes of (length / 48) * 16 bytes, one
 // accumulator each, then the tail (a multiple of 16 bytes for any power-of-two length >= 64)
 // into the first accumulator with its own key. `length` is a multiple of 16, at least 48.
-static uint64_t fingerprint_sse(const void *page, size_t length) {
+static uint64_t fingerprint_sse(const void *page, size_t length, const ft_fingerprint_key *key) {
     const unsigned char *in = (const unsigned char *)page;
     size_t stripe = (length / 48) * 16;
     const __m128i step = _mm_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
     __m128i a = _mm_setzero_si128(), b = _mm_setzero_si128(), c = _mm_setzero_si128();
-    __m128i ka = seed_key(0), kb = seed_key(1), kc = seed_key(2), kt = seed_key(3);
+    __m128i ka = seed_key(key, 0), kb = seed_key(key, 1), kc = seed_key(key, 2), kt = seed_key(key, 3);
     for (size_t i = 0; i < stripe; i += 16) {
         a = absorb_block(a, _mm_loadu_si128((const __m128i *)(in + i)), ka);
         b = absorb_block(b, _mm_loadu_si128((const __m128i *)(in + stripe + i)), kb);
@@ -106,12 +101,13 @@ uint32_t ft_crc32c_shift_1360(uint32_t crc);
 // next page is prefetched, since these narrow loads cannot hide memory latency the way a
 // bulk copy's wide ones do.
 FT_RACY_READ __attribute__((target("sse4.2")))
-static uint64_t copy_fingerprint_crc_4k(unsigned char *out, const unsigned char *in, uint32_t *crc) {
+static uint64_t copy_fingerprint_crc_4k(
+    unsigned char *out, const unsigned char *in, uint32_t *crc, const ft_fingerprint_key *key) {
     enum { STRIPE = 1360, LENGTH = 4096 };
     for (int line = 0; line < LENGTH; line += 64) __builtin_prefetch(in + LENGTH + line, 0, 3);
     const __m128i step = _mm_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
     __m128i a = _mm_setzero_si128(), b = _mm_setzero_si128(), c = _mm_setzero_si128();
-    __m128i ka = seed_key(0), kb = seed_key(1), kc = seed_key(2), kt = seed_key(3);
+    __m128i ka = seed_key(key, 0), kb = seed_key(key, 1), kc = seed_key(key, 2), kt = seed_key(key, 3);
     uint64_t ca = *crc, cb = 0, cc = 0;
     for (size_t i = 0; i < STRIPE; i += 16) {
         __m128i va = _mm_loadu_si128((const __m128i *)(in + i));
@@ -157,10 +153,8 @@ FT_FOLD_TARGET static inline __m512i absorb512(__m512i accumulator, __m512i bloc
     return _mm512_add_epi64(accumulator, _mm512_add_epi64(product, swapped));
 }
 
-FT_FOLD_TARGET static inline __m512i seed512(void) {
-    return _mm512_set_epi64(
-        (long long)key_seed[3][1], (long long)key_seed[3][0], (long long)key_seed[2][1], (long long)key_seed[2][0],
-        (long long)key_seed[1][1], (long long)key_seed[1][0], (long long)key_seed[0][1], (long long)key_seed[0][0]);
+FT_FOLD_TARGET static inline __m512i seed512(const ft_fingerprint_key *key) {
+    return _mm512_loadu_si512(key->words);
 }
 
 FT_FOLD_TARGET static inline uint64_t finish512(__m512i accumulator, size_t length) {
@@ -171,10 +165,10 @@ FT_FOLD_TARGET static inline uint64_t finish512(__m512i accumulator, size_t leng
     return mix64(h);
 }
 
-FT_FOLD_TARGET static uint64_t fingerprint512(const void *page, size_t length) {
+FT_FOLD_TARGET static uint64_t fingerprint512(const void *page, size_t length, const ft_fingerprint_key *seed) {
     const unsigned char *in = (const unsigned char *)page;
     const __m512i step = _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ULL);
-    __m512i key = seed512(), accumulator = _mm512_setzero_si512();
+    __m512i key = seed512(seed), accumulator = _mm512_setzero_si512();
     for (size_t i = 0; i + 64 <= length; i += 64) {
         accumulator = absorb512(accumulator, _mm512_loadu_si512(in + i), key);
         key = _mm512_add_epi64(key, step);
@@ -186,13 +180,14 @@ FT_FOLD_TARGET static uint64_t fingerprint512(const void *page, size_t length) {
 // with carry-less multiplication in two 512-bit registers (alternate blocks, folded 1,024
 // bits at a time), the fingerprint as in fingerprint512.
 FT_RACY_READ FT_FOLD_TARGET
-static uint64_t copy_fingerprint_crc_4k_512(unsigned char *out, const unsigned char *in, uint32_t *crc) {
+static uint64_t copy_fingerprint_crc_4k_512(
+    unsigned char *out, const unsigned char *in, uint32_t *crc, const ft_fingerprint_key *seed) {
     enum { LENGTH = 4096 };
     for (int line = 0; line < LENGTH; line += 64) __builtin_prefetch(in + LENGTH + line, 0, 3);
     const __m512i step = _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ULL);
     const __m512i k1024 = ft_fold_constant(FT_K1024_LO, FT_K1024_HI);
     const __m512i k512 = ft_fold_constant(FT_K512_LO, FT_K512_HI);
-    __m512i key = seed512(), accumulator = _mm512_setzero_si512();
+    __m512i key = seed512(seed), accumulator = _mm512_setzero_si512();
     __m512i d0 = _mm512_loadu_si512(in), d1 = _mm512_loadu_si512(in + 64);
     _mm512_storeu_si512(out, d0);
     _mm512_storeu_si512(out + 64, d1);
@@ -218,29 +213,31 @@ static uint64_t copy_fingerprint_crc_4k_512(unsigned char *out, const unsigned c
     return finish512(accumulator, LENGTH);
 }
 
-uint64_t ft_page_fingerprint(const void *page, size_t length) {
-    return ft_fold_available() ? fingerprint512(page, length) : fingerprint_sse(page, length);
+uint64_t ft_page_fingerprint(const void *page, size_t length, const ft_fingerprint_key *key) {
+    return ft_fold_available() ? fingerprint512(page, length, key) : fingerprint_sse(page, length, key);
 }
 
-int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint) {
+int ft_copy_page_digest(
+    void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint,
+    const ft_fingerprint_key *key) {
     // A non-NULL crc means the caller's checksum uses the CRC32C instruction (see ft_shims.h).
     if (length == 4096 && crc) {
         *fingerprint = ft_fold_available()
-            ? copy_fingerprint_crc_4k_512((unsigned char *)destination, (const unsigned char *)source, crc)
-            : copy_fingerprint_crc_4k((unsigned char *)destination, (const unsigned char *)source, crc);
+            ? copy_fingerprint_crc_4k_512((unsigned char *)destination, (const unsigned char *)source, crc, key)
+            : copy_fingerprint_crc_4k((unsigned char *)destination, (const unsigned char *)source, crc, key);
         return 1;
     }
     ft_copy_concurrent(destination, source, length);
-    *fingerprint = ft_page_fingerprint(destination, length);
+    *fingerprint = ft_page_fingerprint(destination, length, key);
     return 0;
 }
 
 #else
 
 // Elsewhere: three scalar multiply-xorshift lanes over the words of the page.
-uint64_t ft_page_fingerprint(const void *page, size_t length) {
+uint64_t ft_page_fingerprint(const void *page, size_t length, const ft_fingerprint_key *key) {
     const unsigned char *in = (const unsigned char *)page;
-    uint64_t lanes[3] = {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL, 0x165667B19E3779F9ULL};
+    uint64_t lanes[3] = {key->words[0] | 1, key->words[1] | 1, key->words[2] | 1};
     for (size_t i = 0; i + 8 <= length; i += 8) {
         uint64_t *l = &lanes[(i / 8) % 3];
         *l = (*l ^ load_word(in + i)) * 0xFF51AFD7ED558CCDULL;
@@ -249,10 +246,12 @@ uint64_t ft_page_fingerprint(const void *page, size_t length) {
     return mix64(mix64(lanes[0] ^ length) ^ lanes[1]) ^ lanes[2];
 }
 
-int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint) {
+int ft_copy_page_digest(
+    void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint,
+    const ft_fingerprint_key *key) {
     (void)crc;
     ft_copy_concurrent(destination, source, length);
-    *fingerprint = ft_page_fingerprint(destination, length);
+    *fingerprint = ft_page_fingerprint(destination, length, key);
     return 0;
 }
 

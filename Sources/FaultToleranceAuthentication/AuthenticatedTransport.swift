@@ -138,17 +138,19 @@ public struct AuthenticationError: Error, Sendable, Hashable, CustomStringConver
 /// side for a heartbeat). Sealed messages are 31 bytes longer. Message type 0x0F01 (the
 /// authentication block, 0x0F00) carries them.
 public final class AuthenticatedTransport: Transport, Sendable {
-    /// The message type of a sealed message.
-    public static let sealedType: UInt16 = 0x0F01
+    /// The message type of a sealed message (``FaultToleranceCore/SealedMessage/messageType``).
+    public static let sealedType: UInt16 = SealedMessage.messageType
     /// Bytes a seal adds to a message: version, key id, counter, inner type, tag.
-    public static let overhead = 1 + 4 + 8 + 2 + tagLength
-    static let version: UInt8 = 1
-    static let tagLength = 16
+    public static let overhead = SealedMessage.overhead
+    static let tagLength = SealedMessage.tagLength
     /// Messages a receiver may see out of order (later counters first) and still accept.
-    public static let replayWindow: UInt64 = 64
+    public static let replayWindow: UInt64 = ReplayWindow.size
 
     /// This node.
     public var localNode: NodeID { inner.localNode }
+
+    /// `true`: every delivered message carried a valid seal from its sender's key.
+    public var authenticatesSenders: Bool { true }
     /// Authenticated messages delivered to this node, unsealed.
     public let incoming: EnvelopeStream
 
@@ -204,13 +206,7 @@ public final class AuthenticatedTransport: Transport, Sendable {
     /// genuine, such as a simulation that records what its attacker injected.
     public static func uncheckedContent(of message: Message) -> Message? {
         guard message.type == sealedType else { return nil }
-        var payload = message.payload
-        guard payload.readableBytes >= overhead,
-            let (version, _, _, type) = payload.readMultipleIntegers(as: (UInt8, UInt32, UInt64, UInt16).self),
-            version == Self.version,
-            let inner = payload.readSlice(length: payload.readableBytes - tagLength)
-        else { return nil }
-        return Message(type: type, payload: inner)
+        return SealedMessage(payload: message.payload)?.inner
     }
 
     /// The sealed form of `message` from `sender` to `receiver` under `keys.sealing`, with
@@ -227,7 +223,7 @@ public final class AuthenticatedTransport: Transport, Sendable {
     {
         var payload = ByteBuffer()
         payload.reserveCapacity(message.payload.readableBytes + overhead)
-        payload.writeMultipleIntegers(version, key.id, counter, message.type)
+        payload.writeMultipleIntegers(SealedMessage.version, key.id, counter, message.type)
         var body = message.payload
         payload.writeBuffer(&body)
         let tag = mac(payload.readableBytesView, from: sender, to: receiver, key: key)
@@ -266,16 +262,10 @@ public final class AuthenticatedTransport: Transport, Sendable {
 /// Checks incoming messages: MAC, then the sender's replay window. Used only from the one
 /// consumer's task (`AsyncStream(unfolding:)`), hence unchecked Sendable for the iterator.
 final class Opener: @unchecked Sendable {
-    /// The highest counter accepted from a sender, and which of the 64 below it were seen.
-    struct Window {
-        var highest: UInt64
-        var seen: UInt64  // bit i: counter `highest - i` was accepted
-    }
-
     let localNode: NodeID
     let keys: MessageKeys
     private var base: EnvelopeStream.Iterator
-    private var windows: [NodeID: Window] = [:]
+    private var windows: [NodeID: ReplayWindow] = [:]
     private let counts = NIOLockedValueBox<[String: Int]>([:])
     /// One counter per reason, made once (not one per rejected message).
     private let rejectedCounters: [Rejection: Counter]
@@ -331,48 +321,25 @@ final class Opener: @unchecked Sendable {
         (Envelope, UInt64), Rejection
     > {
         guard envelope.message.type == AuthenticatedTransport.sealedType else { return .failure(.unsealed) }
-        var payload = envelope.message.payload
-        let tagLength = AuthenticatedTransport.tagLength
-        guard payload.readableBytes >= AuthenticatedTransport.overhead,
-            let (version, keyID, counter, type) = payload.readMultipleIntegers(
-                as: (UInt8, UInt32, UInt64, UInt16).self),
-            version == AuthenticatedTransport.version
-        else { return .failure(.malformed) }
-        guard let key = keys.accepted[keyID] else { return .failure(.unknownKey) }
         let all = envelope.message.payload
-        let signedLength = all.readableBytes - tagLength
-        guard let signed = all.getSlice(at: all.readerIndex, length: signedLength),
-            let tag = all.getBytes(at: all.readerIndex + signedLength, length: tagLength)
-        else { return .failure(.malformed) }
+        guard let sealed = SealedMessage(payload: all) else { return .failure(.malformed) }
+        guard let key = keys.accepted[sealed.keyID] else { return .failure(.unknownKey) }
+        // The tag covers the bytes as they arrived, sliced where they lie.
+        let signedLength = all.readableBytes - SealedMessage.tagLength
+        guard let signed = all.getSlice(at: all.readerIndex, length: signedLength) else { return .failure(.malformed) }
         let expected = AuthenticatedTransport.mac(
             signed.readableBytesView, from: envelope.from, to: localNode, key: key)
         // Constant time: a timing difference must not tell a forger how many bytes matched.
         var difference: UInt8 = 0
-        for (a, b) in zip(tag, expected) { difference |= a ^ b }
+        for (a, b) in zip(sealed.tag, expected) { difference |= a ^ b }
         guard difference == 0 else { return .failure(.badMAC) }
-        let innerLength = signedLength - (AuthenticatedTransport.overhead - tagLength)
-        let inner = payload.readSlice(length: innerLength) ?? ByteBuffer()
         return .success(
-            (Envelope(from: envelope.from, path: envelope.path, message: Message(type: type, payload: inner)), counter))
+            (Envelope(from: envelope.from, path: envelope.path, message: sealed.inner), sealed.counter))
     }
 
     /// Accepts `counter` from `sender` once: above the highest seen, or within the window
     /// below it and not seen yet.
     private func accept(_ counter: UInt64, from sender: NodeID) -> Bool {
-        guard var window = windows[sender] else {
-            windows[sender] = Window(highest: counter, seen: 1)
-            return true
-        }
-        if counter > window.highest {
-            let shift = counter - window.highest
-            window.seen = shift >= 64 ? 1 : (window.seen << shift) | 1
-            window.highest = counter
-        } else {
-            let age = window.highest - counter
-            guard age < AuthenticatedTransport.replayWindow, window.seen & (1 << age) == 0 else { return false }
-            window.seen |= 1 << age
-        }
-        windows[sender] = window
-        return true
+        windows[sender, default: ReplayWindow()].accept(counter)
     }
 }

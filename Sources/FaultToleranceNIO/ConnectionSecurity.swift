@@ -1,8 +1,6 @@
 public import FaultToleranceCore
-package import Metrics
 import NIOConcurrencyHelpers
 public import NIOCore
-import Synchronization
 
 /// How a ``TCPTransport`` secures its connections.
 ///
@@ -122,24 +120,6 @@ extension TCPTransport {
             }
         }
     }
-}
-
-/// A swift-metrics counter that also keeps its total, for a public property tests and
-/// programs can read without a metrics backend.
-package final class CountingCounter: Sendable {
-    private let counter: Counter
-    private let total = Atomic<Int>(0)
-
-    package init(_ counter: Counter) {
-        self.counter = counter
-    }
-
-    package func increment() {
-        counter.increment()
-        total.add(1, ordering: .relaxed)
-    }
-
-    package var value: Int { total.load(ordering: .relaxed) }
 }
 
 /// Refuses envelopes whose sender is not the node the connection authenticated as.

@@ -255,6 +255,11 @@ public final class TCPTransport: Transport {
     /// ``Configuration/maximumPartialFrameBytes``).
     public var framesInProgressBytes: Int { budget.held }
 
+    /// `true` when connections are secured (``Configuration/security`` is
+    /// ``Security/secured(by:)``): each inbound frame's sender is a node its connection proved
+    /// to be.
+    public var authenticatesSenders: Bool { security != nil }
+
     /// Inbound connections open now (at most ``Configuration/maximumInboundConnections``).
     public var inboundConnections: Int { inbound.count }
 

@@ -5,17 +5,17 @@ import NIOCore
 ///
 /// Heartbeat payload (big-endian, 12 bytes): version (1), sender state, sender priority,
 /// paths on which the sender hears the receiver, sequence number (UInt64). The frame around it
-/// carries the CRC32C. Witness query: round (UInt64), the partner's name (length byte, UTF-8),
+/// carries the CRC32C. Witness query: the round's nonce (UInt64, random per round), the partner's name (length byte, UTF-8),
 /// the time the asker waits for the vote in milliseconds (UInt32).
-/// Witness vote: round (UInt64), whether the witness reaches the partner (UInt8). Probe and
+/// Witness vote: the nonce of the round it answers (UInt64), whether the witness reaches the partner (UInt8). Probe and
 /// probe reply: nonce (UInt64).
 public enum HeartbeatMessage: Sendable, Hashable {
     /// A heartbeat: the sender's state and how well it hears the receiver.
     case heartbeat(Heartbeat)
     /// A request to a witness: can you reach `partner`?
-    case witnessQuery(round: UInt64, partner: NodeID, answerWithin: Duration)
+    case witnessQuery(roundNonce: UInt64, partner: NodeID, answerWithin: Duration)
     /// A witness's answer.
-    case witnessVote(round: UInt64, partnerReachable: Bool)
+    case witnessVote(roundNonce: UInt64, partnerReachable: Bool)
     /// A witness asking a device whether it is alive.
     case probe(nonce: UInt64)
     /// The device's answer to a probe.
@@ -87,7 +87,7 @@ public enum HeartbeatMessage: Sendable, Hashable {
             else {
                 throw malformed("witness query")
             }
-            self = .witnessQuery(round: round, partner: partner, answerWithin: .milliseconds(milliseconds))
+            self = .witnessQuery(roundNonce: round, partner: partner, answerWithin: .milliseconds(milliseconds))
         case WireType.probe, WireType.probeReply:
             guard let nonce = payload.readInteger(as: UInt64.self), payload.readableBytes == 0 else {
                 throw malformed("probe")
@@ -97,7 +97,7 @@ public enum HeartbeatMessage: Sendable, Hashable {
             guard let (round, reachable) = payload.readMultipleIntegers(as: (UInt64, UInt8).self),
                 payload.readableBytes == 0, reachable <= 1
             else { throw malformed("witness vote") }
-            self = .witnessVote(round: round, partnerReachable: reachable == 1)
+            self = .witnessVote(roundNonce: round, partnerReachable: reachable == 1)
         default:
             throw malformed("not a heartbeat message type: \(message.type)")
         }

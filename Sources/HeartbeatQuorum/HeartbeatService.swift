@@ -20,6 +20,27 @@ import Synchronization
 /// `ft_heartbeat_healthy_paths`, `ft_heartbeat_state` (the state's raw value) and
 /// `ft_heartbeat_transitions` (counter, by target state).
 public final class HeartbeatService: Service {
+    /// What a service (or a witness) demands of its transport.
+    public enum TransportRequirement: Sendable, Hashable {
+        /// The transport must prove every sender (``FaultToleranceCore/Transport/authenticatesSenders``:
+        /// an `AuthenticatedTransport`, a TCP transport over mutual TLS). The default: over
+        /// a bare transport, one forged heartbeat can make a live primary yield or keep a dead
+        /// one "alive" (see the trust model).
+        case authenticatedSenders
+        /// Any transport, for networks the program trusts entirely; said explicitly.
+        case insecure
+
+        func check(_ transport: any Transport) throws(HeartbeatServiceError) {
+            guard self == .insecure || transport.authenticatesSenders else {
+                throw HeartbeatServiceError(
+                    .unauthenticatedTransport,
+                    detail:
+                        "\(type(of: transport)) does not authenticate senders: wrap it in an AuthenticatedTransport, "
+                        + "or pass requirement: .insecure")
+            }
+        }
+    }
+
     /// The device's partner.
     public let partner: NodeID
     /// Every transition, with its evidence, as it happens.
@@ -38,19 +59,35 @@ public final class HeartbeatService: Service {
     private let phiGauges: [PathID: Gauge]
     private let healthyGauge: Gauge
     private let stateGauge: Gauge
+    private let transitionCounters: [RedundancyState: Counter]
+    private let votesRefused: CountingCounter
+    private let requirement: TransportRequirement
+    private let random: NIOLockedValueBox<any RandomNumberGenerator & Sendable>
+    /// The nonce each recent witness round's query carried, and the round it stands for.
+    private let roundNonces = NIOLockedValueBox<[UInt64: UInt64]>([:])
 
     /// Creates the service. `selfCheck`, when given, runs every `selfCheckInterval` and
     /// reports whether this side's own links are up. `clock` is the time source (real time
     /// unless a simulation supplies its own).
+    ///
+    /// `requirement` (``TransportRequirement/authenticatedSenders`` by default) makes
+    /// ``run()`` throw over a transport that does not prove its senders, unless it is
+    /// ``TransportRequirement/insecure``. Each witness round's query carries a random nonce
+    /// from `randomNumbers` (the system's generator unless a simulation supplies a seeded one),
+    /// and only votes that echo the nonce of a recent round count.
     public init(
         configuration: HeartbeatConfiguration,
         partner: NodeID,
         transport: any Transport,
+        requirement: TransportRequirement = .authenticatedSenders,
         selfCheck: (@Sendable () async -> Bool)? = nil,
         selfCheckInterval: Duration = .milliseconds(100),
+        randomNumbers: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any RuntimeClock = SystemClock(),
         logger: Logger = Logger(label: "ft.heartbeat")
     ) {
+        self.requirement = requirement
+        self.random = NIOLockedValueBox(randomNumbers)
         self.configuration = configuration
         self.partner = partner
         self.transport = transport
@@ -68,6 +105,14 @@ public final class HeartbeatService: Service {
         phiGauges = gauges
         healthyGauge = Gauge(label: "ft_heartbeat_healthy_paths", dimensions: [("node", node)])
         stateGauge = Gauge(label: "ft_heartbeat_state", dimensions: [("node", node)])
+        var counters: [RedundancyState: Counter] = [:]
+        for state in RedundancyState.allCases {
+            counters[state] = Counter(
+                label: "ft_heartbeat_transitions", dimensions: [("node", node), ("to", state.description)])
+        }
+        transitionCounters = counters
+        votesRefused = CountingCounter(
+            Counter(label: "ft_heartbeat_witness_votes_refused", dimensions: [("node", node)]))
     }
 
     /// Plants a deliberately wrong rule in the service's evaluator, for simulations that
@@ -79,6 +124,10 @@ public final class HeartbeatService: Service {
     /// Whether the partner's heartbeats carry this device's own priority: a misconfiguration
     /// (when both operate, neither yields), logged once as an error when first heard.
     public var partnerHasSamePriority: Bool { samePriority.load(ordering: .relaxed) }
+
+    /// Witness votes refused: from a node that is not a configured witness, or echoing a
+    /// nonce no recent query carried (the `ft_heartbeat_witness_votes_refused` metric).
+    public var witnessVotesRefused: Int { votesRefused.value }
 
     /// The device's current state.
     public var state: RedundancyState { evaluator.withLockedValue { $0.state } }
@@ -92,8 +141,12 @@ public final class HeartbeatService: Service {
     private var now: Instant { clock.now }
 
     /// Runs until cancelled or asked to shut down gracefully; then finishes ``transitions``.
+    /// Throws ``HeartbeatServiceError/Code/unauthenticatedTransport`` at once when the
+    /// transport does not authenticate senders and the service was not told it may run
+    /// insecure.
     public func run() async throws {
         defer { continuation.finish() }
+        try requirement.check(transport)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.receive() }
             group.addTask {
@@ -151,8 +204,14 @@ public final class HeartbeatService: Service {
                         metadata: ["partner": "\(partner)", "priority": "\(heartbeat.priority)"])
                 }
                 await perform(evaluator.withLockedValue { $0.heartbeatReceived(heartbeat, on: path, at: now) })
-            case .witnessVote(let round, let reachable):
-                guard configuration.witnesses.contains(envelope.from) else { continue }
+            case .witnessVote(let nonce, let reachable):
+                guard configuration.witnesses.contains(envelope.from),
+                    let round = roundNonces.withLockedValue({ $0[nonce] })
+                else {
+                    // Not a witness, or a nonce no recent query carried: forged or stale.
+                    votesRefused.increment()
+                    continue
+                }
                 await perform(
                     evaluator.withLockedValue {
                         $0.witnessVote(from: envelope.from, round: round, partnerReachable: reachable, at: now)
@@ -199,7 +258,7 @@ public final class HeartbeatService: Service {
             switch directive {
             case .transition(let transition):
                 stateGauge.record(Int(transition.to.rawValue))
-                Counter(label: "ft_heartbeat_transitions", dimensions: [("to", transition.to.description)]).increment()
+                transitionCounters[transition.to]?.increment()
                 logger.notice(
                     "redundancy state changed",
                     metadata: [
@@ -215,9 +274,17 @@ public final class HeartbeatService: Service {
                     metadata: ["reason": "\(reason.rawValue)", "failed": "\(evidence.failedPathsSummary)"])
             case .queryWitnesses(let round):
                 // Sent inline (datagrams do not wait long); an unreachable witness is one
-                // that does not vote.
+                // that does not vote. The query carries a fresh random nonce for the round
+                // (the last four rounds' are kept), so a vote cannot be forged by counting.
+                let nonce = roundNonces.withLockedValue { nonces in
+                    var nonce = random.withLockedValue { $0.next() }
+                    while nonces[nonce] != nil { nonce &+= 1 }
+                    nonces = nonces.filter { $0.value + 4 > round }
+                    nonces[nonce] = round
+                    return nonce
+                }
                 let query = HeartbeatMessage.witnessQuery(
-                    round: round, partner: partner, answerWithin: configuration.witnessTimeout
+                    roundNonce: nonce, partner: partner, answerWithin: configuration.witnessTimeout
                 ).message
                 for witness in configuration.witnesses {
                     do {
@@ -233,4 +300,34 @@ public final class HeartbeatService: Service {
             }
         }
     }
+}
+
+/// Why a heartbeat service or witness cannot run.
+public struct HeartbeatServiceError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+
+        /// The transport does not authenticate senders and
+        /// ``HeartbeatService/TransportRequirement/insecure`` was not chosen.
+        public static let unauthenticatedTransport = Code("unauthenticatedTransport")
+
+        /// The code's name.
+        public var description: String { name }
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// More detail for people.
+    public var detail: String
+
+    /// Creates an error.
+    public init(_ code: Code, detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    /// One line naming the code and the detail.
+    public var description: String { "heartbeat service error \(code): \(detail)" }
 }

@@ -26,25 +26,39 @@ public final class HeartbeatWitness: Service {
     private let clock: any RuntimeClock
     private let logger: Logger
     private let pending = NIOLockedValueBox<[UInt64: PendingProbe]>([:])
-    private let nextNonce = Atomic<UInt64>(1)
+    private let random: NIOLockedValueBox<any RandomNumberGenerator & Sendable>
+    private let requirement: HeartbeatService.TransportRequirement
 
     /// Creates a witness answering over `transport`; a partner that does not answer a probe
     /// within `probeTimeout` (or half the time the asking device waits, if shorter) is voted
     /// unreachable. The probe is sent again every 5 ms (or quarter of the timeout) until
-    /// answered, so one lost datagram does not make a live partner look gone. `clock` is the time source (real time
-    /// unless a simulation supplies its own).
+    /// answered, so one lost datagram does not make a live partner look gone. `clock` is the
+    /// time source (real time unless a simulation supplies its own).
+    ///
+    /// Probes carry random nonces drawn from `randomNumbers` (the system's generator unless a
+    /// simulation supplies a seeded one), and only the probed partner's reply counts: a host
+    /// that cannot see the probe cannot answer it. `requirement` is as for
+    /// ``HeartbeatService``: a transport that does not authenticate senders makes ``run()``
+    /// throw unless it is ``HeartbeatService/TransportRequirement/insecure``.
     public init(
         transport: any Transport, probeTimeout: Duration = .milliseconds(100),
+        requirement: HeartbeatService.TransportRequirement = .authenticatedSenders,
+        randomNumbers: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
         clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "ft.witness")
     ) {
+        self.requirement = requirement
+        self.random = NIOLockedValueBox(randomNumbers)
         self.transport = transport
         self.probeTimeout = probeTimeout
         self.clock = clock
         self.logger = logger
     }
 
-    /// Answers queries until cancelled or shut down gracefully.
+    /// Answers queries until cancelled or shut down gracefully; throws
+    /// ``HeartbeatServiceError/Code/unauthenticatedTransport`` at once when the transport does
+    /// not authenticate senders and the witness was not told it may run insecure.
     public func run() async throws {
+        try requirement.check(transport)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.receive() }
             group.addTask { await self.expire() }
@@ -63,10 +77,13 @@ public final class HeartbeatWitness: Service {
                 // reply at most half of the asker's budget (the rest covers the query's and
                 // the vote's trips), and never longer than this witness's own timeout.
                 let timeout = min(probeTimeout, answerWithin / 2)
-                let nonce = nextNonce.add(1, ordering: .relaxed).newValue
-                pending.withLockedValue {
-                    $0[nonce] = PendingProbe(
-                        asker: envelope.from, partner: partner, round: round, deadline: clock.now + timeout)
+                let deadline = clock.now + timeout
+                let nonce = pending.withLockedValue { pending in
+                    var nonce = random.withLockedValue { $0.next() }
+                    while pending[nonce] != nil { nonce &+= 1 }
+                    pending[nonce] = PendingProbe(
+                        asker: envelope.from, partner: partner, round: round, deadline: deadline)
+                    return nonce
                 }
                 do {
                     try await transport.send(HeartbeatMessage.probe(nonce: nonce).message, to: partner)
@@ -75,7 +92,7 @@ public final class HeartbeatWitness: Service {
                     await vote(nonce: nonce, reachable: false)
                 }
             case .probeReply(let nonce):
-                await vote(nonce: nonce, reachable: true)
+                await vote(nonce: nonce, reachable: true, from: envelope.from)
             case .heartbeat, .witnessVote, .probe:
                 continue
             }
@@ -104,10 +121,15 @@ public final class HeartbeatWitness: Service {
         }
     }
 
-    private func vote(nonce: UInt64, reachable: Bool) async {
-        guard let probe = pending.withLockedValue({ $0.removeValue(forKey: nonce) }) else { return }
+    /// Votes on the probe `nonce`; a reply (`from` set) counts only from the probed partner.
+    private func vote(nonce: UInt64, reachable: Bool, from replier: NodeID? = nil) async {
+        let taken = pending.withLockedValue { pending -> PendingProbe? in
+            guard let probe = pending[nonce], replier == nil || replier == probe.partner else { return nil }
+            return pending.removeValue(forKey: nonce)
+        }
+        guard let probe = taken else { return }
         logger.debug("witness vote", metadata: ["asker": "\(probe.asker)", "reachable": "\(reachable)"])
         try? await transport.send(
-            HeartbeatMessage.witnessVote(round: probe.round, partnerReachable: reachable).message, to: probe.asker)
+            HeartbeatMessage.witnessVote(roundNonce: probe.round, partnerReachable: reachable).message, to: probe.asker)
     }
 }

@@ -223,7 +223,8 @@ final class HeartbeatRun: @unchecked Sendable {
             let witness = HeartbeatWitness(
                 transport: AuthenticatedTransport(
                     network.transport(for: "W"), keys: Self.keys, counterStart: UInt64(now.nanoseconds) + 1),
-                clock: world.clock, logger: Self.silent)
+                randomNumbers: SimulationRandom(seed: simulation.random.next()), clock: world.clock,
+                logger: Self.silent)
             witnessTask = world.spawn { try await witness.run() }
         }
         for index in nodes.indices { boot(index) }
@@ -253,7 +254,8 @@ final class HeartbeatRun: @unchecked Sendable {
         let service = HeartbeatService(
             configuration: configurations[index], partner: nodes[1 - index], transport: transport,
             selfCheck: { healthy.withLockedValue { $0[index] } }, selfCheckInterval: .milliseconds(5),
-            clock: world.clock, logger: Self.silent)
+            randomNumbers: SimulationRandom(seed: simulation.random.next()), clock: world.clock,
+            logger: Self.silent)
         service.plant(scenario.bug)
         services[index] = service
         transports[index] = transport

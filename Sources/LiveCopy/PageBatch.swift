@@ -142,7 +142,11 @@ struct PageBatchBuilder {
     /// The running checksum including the last appended entry, before it is committed.
     private var pendingChecksum = CRC32C()
     private var lastEntry = 0
-    init(session: UInt64, pageSize: Int, capacity: Int) {
+    /// The session's keyed page fingerprint.
+    let digest: PageDigest
+
+    init(session: UInt64, pageSize: Int, capacity: Int, digest: PageDigest = .random()) {
+        self.digest = digest
         self.session = session
         self.pageSize = pageSize
         self.capacity = capacity
@@ -181,12 +185,12 @@ struct PageBatchBuilder {
             // safe: minimumWritableBytes guarantees a non-empty buffer.
             guard let target = raw.baseAddress else { return 0 }
             if let address {
-                fingerprint = PageDigest.copy(from: address, into: target, pageSize: pageSize, checksum: &checksum)
+                fingerprint = digest.copy(from: address, into: target, pageSize: pageSize, checksum: &checksum)
             } else {
                 source.copyPages(page..<(page + 1), into: target)
                 let copied = UnsafeRawBufferPointer(start: target, count: pageSize)
                 checksum.update(copied)
-                fingerprint = PageDigest.fingerprint(of: copied)
+                fingerprint = digest.fingerprint(of: copied)
             }
             return pageSize
         }
@@ -252,19 +256,39 @@ struct PageBatchBuilder {
 /// Copies a page into a batch with its 64-bit fingerprint (independent of CRC32C, to skip pages
 /// unchanged since they were last sent; the verification pass compares CRC32C, so a page would
 /// have to collide in both to slip through) and its CRC32C.
-enum PageDigest {
+///
+/// The fingerprint is keyed: each copy session draws its own random key (``random()``), so a
+/// writer inside the copied region, who never sees a fingerprint, cannot craft a changed page
+/// that looks unchanged.
+struct PageDigest: Sendable {
+    private let key: ft_fingerprint_key
+
+    /// A digest under `key`'s eight words (tests use fixed ones).
+    init(key words: [UInt64]) {
+        precondition(words.count == 8, "a fingerprint key is 8 words")
+        key = ft_fingerprint_key(
+            words: (words[0], words[1], words[2], words[3], words[4], words[5], words[6], words[7]))
+    }
+
+    /// A digest under a key from the system's random number generator.
+    static func random() -> PageDigest {
+        var generator = SystemRandomNumberGenerator()
+        return PageDigest(key: (0..<8).map { _ in generator.next() })
+    }
+
     /// Copies the page at `source` into `target` in one pass, returning its fingerprint and
     /// adding its bytes to `checksum`.
-    static func copy(
+    func copy(
         from source: UnsafeRawPointer, into target: UnsafeMutableRawPointer, pageSize: Int, checksum: inout CRC32C
     ) -> UInt64 {
         var fingerprint: UInt64 = 0
         // The C side advances the register itself when it can (hardware checksums only).
         var register = checksum.hardwareRegister ?? 0
-        let advanced =
+        let advanced = withUnsafePointer(to: key) { key in
             checksum.hardwareRegister == nil
-            ? ft_copy_page_digest(target, source, pageSize, nil, &fingerprint)
-            : ft_copy_page_digest(target, source, pageSize, &register, &fingerprint)
+                ? ft_copy_page_digest(target, source, pageSize, nil, &fingerprint, key)
+                : ft_copy_page_digest(target, source, pageSize, &register, &fingerprint, key)
+        }
         if advanced == 1 {
             checksum.hardwareRegister = register
         } else {
@@ -275,13 +299,13 @@ enum PageDigest {
 
     /// The fingerprint of a page already copied (the same value ``copy(from:into:pageSize:checksum:)``
     /// gives for these bytes).
-    static func fingerprint(of page: UnsafeRawBufferPointer) -> UInt64 {
-        ft_page_fingerprint(page.baseAddress, page.count)
+    func fingerprint(of page: UnsafeRawBufferPointer) -> UInt64 {
+        withUnsafePointer(to: key) { ft_page_fingerprint(page.baseAddress, page.count, $0) }
     }
 
     /// The fingerprint of a page of zeros (the receiving region starts zeroed).
-    static func zeroFingerprint(pageSize: Int) -> UInt64 {
+    func zeroFingerprint(pageSize: Int) -> UInt64 {
         let zero = [UInt8](repeating: 0, count: pageSize)
-        return zero.withUnsafeBytes { ft_page_fingerprint($0.baseAddress, pageSize) }
+        return zero.withUnsafeBytes { fingerprint(of: $0) }
     }
 }

@@ -262,7 +262,8 @@ private struct CopierState: Sendable {
         let run = batchBytes + (batchBytes / pageSize + 1) * PageBatch.entryHeaderSize
         builder = PageBatchBuilder(
             session: session, pageSize: pageSize, capacity: PageBatch.headerSize + 2 * run + pageSize)
-        zeroFingerprint = PageDigest.zeroFingerprint(pageSize: pageSize)
+        // A fresh fingerprint key per session (see PageDigest).
+        zeroFingerprint = builder.digest.zeroFingerprint(pageSize: pageSize)
         // The receiver's region starts zeroed.
         fingerprints = Array(repeating: zeroFingerprint, count: pageCount)
     }

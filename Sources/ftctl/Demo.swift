@@ -1,4 +1,5 @@
 import ArgumentParser
+import FaultToleranceAuthentication
 import FaultToleranceCore
 import FaultToleranceNIO
 import HeartbeatQuorum
@@ -59,10 +60,16 @@ struct Demo: AsyncParsableCommand {
             if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
             if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
         }
+        // One shared key for the pair, made for this run: every heartbeat sealed and checked.
+        let keys = MessageKeys(sealing: .random(id: 1))
         let a = HeartbeatService(
-            configuration: try configuration(2), partner: "B", transport: transportA, logger: logger)
+            configuration: try configuration(2), partner: "B",
+            transport: AuthenticatedTransport(transportA, keys: keys),
+            logger: logger)
         let b = HeartbeatService(
-            configuration: try configuration(1), partner: "A", transport: transportB, logger: logger)
+            configuration: try configuration(1), partner: "A",
+            transport: AuthenticatedTransport(transportB, keys: keys),
+            logger: logger)
         let printers = [("A", a), ("B", b)].map { name, service in
             Task { for await transition in service.transitions { print(describe(NodeID(name) ?? "?", transition)) } }
         }

@@ -124,8 +124,10 @@ struct HeartbeatRun: AsyncParsableCommand {
                 peers: [partnerNode: Dictionary(uniqueKeysWithValues: partnerPaths.map { ($0.path, $0.address) })]),
             logger: logger)
         let transport: any Transport = keys.map { AuthenticatedTransport(udp, keys: $0) } ?? udp
+        // --insecure was said when there are no keys (checked above).
         let service = HeartbeatService(
-            configuration: configuration, partner: partnerNode, transport: transport, logger: logger)
+            configuration: configuration, partner: partnerNode, transport: transport,
+            requirement: keys == nil ? .insecure : .authenticatedSenders, logger: logger)
         print(
             "\(localNode): heartbeats every \(intervalMs) ms on \(paths.count) paths, threshold \(configuration.threshold), "
                 + "detection bound \(boundMs) ms (worst case from settings: \(configuration.worstCaseDetection))")

@@ -248,8 +248,8 @@ struct HeartbeatEvaluatorTests {
     func messages() throws {
         let messages: [HeartbeatMessage] = [
             .heartbeat(Heartbeat(state: .operating, priority: 3, pathsHearingReceiver: 2, sequence: 99)),
-            .witnessQuery(round: 7, partner: "B", answerWithin: .milliseconds(250)),
-            .witnessVote(round: 7, partnerReachable: true),
+            .witnessQuery(roundNonce: 7, partner: "B", answerWithin: .milliseconds(250)),
+            .witnessVote(roundNonce: 7, partnerReachable: true),
             .probe(nonce: 5), .probeReply(nonce: 6),
         ]
         for message in messages { #expect(try HeartbeatMessage(message.message) == message) }

@@ -57,9 +57,38 @@ struct HeartbeatServiceTests {
             if let address = transportB.localAddresses[path] { transportA.setPeer("B", path: path, address: address) }
             if let address = transportA.localAddresses[path] { transportB.setPeer("A", path: path, address: address) }
         }
-        let a = HeartbeatService(configuration: try configuration(priority: 2), partner: "B", transport: transportA)
-        let b = HeartbeatService(configuration: try configuration(priority: 1), partner: "A", transport: transportB)
+        let a = HeartbeatService(
+            configuration: try configuration(priority: 2), partner: "B", transport: transportA, requirement: .insecure)
+        let b = HeartbeatService(
+            configuration: try configuration(priority: 1), partner: "A", transport: transportB, requirement: .insecure)
         return (transportA, transportB, a, b)
+    }
+
+    @Test(
+        "over a transport that does not prove its senders, the service and the witness refuse to run unless told .insecure"
+    )
+    func unauthenticatedTransportRefused() async throws {
+        let network = InMemoryNetwork()
+        let service = HeartbeatService(
+            configuration: try Self.configuration(priority: 1), partner: "B", transport: network.join("A"))
+        do {
+            try await service.run()
+            Issue.record("the service ran over a bare transport")
+        } catch let error as HeartbeatServiceError {
+            #expect(error.code == .unauthenticatedTransport)
+            #expect(error.detail.contains("AuthenticatedTransport"))
+        }
+        let witness = HeartbeatWitness(transport: network.join("W"))
+        await #expect(throws: HeartbeatServiceError.self) { try await witness.run() }
+        // Said explicitly, it runs (until cancelled).
+        let insecure = HeartbeatService(
+            configuration: try Self.configuration(priority: 1), partner: "B", transport: network.join("C"),
+            requirement: .insecure)
+        let running = Task { try await insecure.run() }
+        running.cancel()
+        if case .failure(let error) = await running.result {
+            #expect(!(error is HeartbeatServiceError), "refused although told .insecure: \(error)")
+        }
     }
 
     @Test("stopping the partner: the standby takes over, and the transition says why")
@@ -105,10 +134,10 @@ struct HeartbeatPathTests {
             let network = world.network
             let a = HeartbeatService(
                 configuration: try HeartbeatServiceTests.configuration(priority: 2), partner: "B",
-                transport: network.transport(for: "A"), clock: world.clock)
+                transport: network.transport(for: "A"), requirement: .insecure, clock: world.clock)
             let b = HeartbeatService(
                 configuration: try HeartbeatServiceTests.configuration(priority: 1), partner: "A",
-                transport: network.transport(for: "B"), clock: world.clock)
+                transport: network.transport(for: "B"), requirement: .insecure, clock: world.clock)
             let runA = world.spawn { try await a.run() }
             let runB = world.spawn { try await b.run() }
             try await world.eventually("A operating, and B standby having heard A say so") {

@@ -32,11 +32,13 @@ struct WitnessTests {
             let transportA = network.transport(for: "A")
             let a = HeartbeatService(
                 configuration: try Self.configuration(priority: 2, witnesses: []), partner: "B",
-                transport: transportA, clock: world.clock)
+                transport: transportA, requirement: .insecure, clock: world.clock)
             let b = HeartbeatService(
                 configuration: try Self.configuration(priority: 1, witnesses: ["W"]), partner: "A",
-                transport: network.transport(for: "B"), clock: world.clock)
-            let witness = HeartbeatWitness(transport: network.transport(for: "W"), clock: world.clock)
+                transport: network.transport(for: "B"), requirement: .insecure,
+                randomNumbers: SimulationRandom(seed: seed), clock: world.clock)
+            let witness = HeartbeatWitness(
+                transport: network.transport(for: "W"), requirement: .insecure, clock: world.clock)
             let seen = TransitionLog(b.transitions, in: world)
             let runA = world.spawn { try await a.run() }
             let runB = world.spawn { try await b.run() }
@@ -86,11 +88,44 @@ struct WitnessTests {
         #expect(takeover?.evidence.witnessVotes["W"] == false)
     }
 
+    @Test("a forger who cannot read the queries votes for rounds 0-63 over and over: no vote is ever counted")
+    func forgedVotesRefused() async throws {
+        let world = AsyncSimulation(
+            seed: 5, linkConditions: LinkConditions(delay: .microseconds(200) ... .milliseconds(3)))
+        let (votesSeen, refused) = try await world.run(timeLimit: .seconds(60)) { () async throws -> (Int, Int) in
+            let network = world.network
+            // B alone, its witness W silent and A gone: B asks W every round; only the forger answers.
+            let b = HeartbeatService(
+                configuration: try Self.configuration(priority: 1, witnesses: ["W"]), partner: "A",
+                transport: network.transport(for: "B"), requirement: .insecure,
+                randomNumbers: SimulationRandom(seed: 5), clock: world.clock)
+            let runB = world.spawn { try await b.run() }
+            var votesSeen = 0
+            for _ in 0..<300 {
+                for round in 0..<64 as Range<UInt64> {
+                    _ = network.inject(
+                        HeartbeatMessage.witnessVote(roundNonce: round, partnerReachable: true).message,
+                        claimingToBe: "W", to: "B")
+                }
+                try await world.clock.sleep(for: .milliseconds(10))
+                if b.evidence.witnessVotes["W"] != nil { votesSeen += 1 }
+            }
+            runB.cancel()
+            _ = await runB.result
+            return (votesSeen, b.witnessVotesRefused)
+        }
+        // With rounds numbered 1, 2, 3 (before nonces) the forged vote for the round in progress
+        // was counted, and B saw W vote "A reachable".
+        #expect(votesSeen == 0)
+        #expect(refused > 0)
+    }
+
     @Test("a probe lost on the way is sent again: one lost datagram does not vote a live partner gone")
     func lostProbeIsResent() async throws {
         let world = AsyncSimulation(seed: 7)
         let vote = try await world.run(timeLimit: .seconds(10)) { () async throws -> HeartbeatMessage? in
-            let witness = HeartbeatWitness(transport: world.network.transport(for: "W"), clock: world.clock)
+            let witness = HeartbeatWitness(
+                transport: world.network.transport(for: "W"), requirement: .insecure, clock: world.clock)
             let partner = world.network.transport(for: "A")
             let asker = world.network.transport(for: "B")
             let service = world.spawn { try await witness.run() }
@@ -105,7 +140,7 @@ struct WitnessTests {
                 }
             }
             try await asker.send(
-                HeartbeatMessage.witnessQuery(round: 1, partner: "A", answerWithin: .milliseconds(100)).message,
+                HeartbeatMessage.witnessQuery(roundNonce: 1, partner: "A", answerWithin: .milliseconds(100)).message,
                 to: "W")
             var vote: HeartbeatMessage?
             for await envelope in asker.incoming {
@@ -117,7 +152,7 @@ struct WitnessTests {
             _ = await answering.value
             return vote
         }
-        #expect(vote == .witnessVote(round: 1, partnerReachable: true))
+        #expect(vote == .witnessVote(roundNonce: 1, partnerReachable: true))
     }
 
     @Test("the Simulation article's example: a crashed partner is taken over from, on every replay")
@@ -129,10 +164,10 @@ struct WitnessTests {
             let operating = try await world.run(timeLimit: .seconds(60)) {
                 let a = HeartbeatService(
                     configuration: configurationA, partner: "B",
-                    transport: world.network.transport(for: "A"), clock: world.clock)
+                    transport: world.network.transport(for: "A"), requirement: .insecure, clock: world.clock)
                 let b = HeartbeatService(
                     configuration: configurationB, partner: "A",
-                    transport: world.network.transport(for: "B"), clock: world.clock)
+                    transport: world.network.transport(for: "B"), requirement: .insecure, clock: world.clock)
                 let runA = world.spawn { try await a.run() }
                 let runB = world.spawn { try await b.run() }
                 try await world.clock.sleep(for: .seconds(1))

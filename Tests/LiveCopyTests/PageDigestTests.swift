@@ -4,6 +4,9 @@ import Testing
 @testable import LiveCopy
 
 @Suite struct PageDigestTests {
+    /// A fixed key, so every run checks the same values.
+    static let digest = PageDigest(key: (1...8).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 })
+
     static func page(size: Int, seed: UInt64) -> [UInt8] {
         var state = seed
         return (0..<size).map { _ in
@@ -14,18 +17,18 @@ import Testing
 
     /// The fingerprint and CRC32C of `bytes` through the one-pass copy and through a plain copy
     /// followed by the separate digests.
-    static func digests(_ bytes: [UInt8]) throws -> [(UInt64, UInt32)] {
+    static func digests(_ bytes: [UInt8], digest: PageDigest = Self.digest) throws -> [(UInt64, UInt32)] {
         var target = [UInt8](repeating: 0, count: bytes.count + 16)
         var checksum = CRC32C()
         let onePass = try bytes.withUnsafeBytes { source in
             try target.withUnsafeMutableBytes { raw in
                 let base = try #require(raw.baseAddress)
                 let from = try #require(source.baseAddress)
-                return PageDigest.copy(from: from, into: base + 16, pageSize: bytes.count, checksum: &checksum)
+                return digest.copy(from: from, into: base + 16, pageSize: bytes.count, checksum: &checksum)
             }
         }
         #expect(Array(target[16...]) == bytes, "the page is copied")
-        let separate = bytes.withUnsafeBytes { (PageDigest.fingerprint(of: $0), CRC32C.checksum($0)) }
+        let separate = bytes.withUnsafeBytes { (digest.fingerprint(of: $0), CRC32C.checksum($0)) }
         return [(onePass, checksum.value), separate]
     }
 
@@ -41,7 +44,7 @@ import Testing
             #expect(results[0].0 == results[1].0)
         }
         let zero = [UInt8](repeating: 0, count: pageSize)
-        #expect(try Self.digests(zero)[0].0 == PageDigest.zeroFingerprint(pageSize: pageSize))
+        #expect(try Self.digests(zero)[0].0 == Self.digest.zeroFingerprint(pageSize: pageSize))
     }
 
     @Test("the fingerprint changes with any bit, and with blocks swapped or moved")
@@ -61,5 +64,23 @@ import Testing
             seen.insert(try Self.digests(swapped)[0].0)
         }
         #expect(seen.count == 1 + (4096 * 8 + 60) / 61 + 4, "every change gives a new fingerprint")
+    }
+
+    @Test("the fingerprint is keyed: the same page under another session's key, a random one among them, differs")
+    func keyed() throws {
+        let bytes = Self.page(size: 4096, seed: 5)
+        let zero = [UInt8](repeating: 0, count: 4096)
+        var keys = [Self.digest, .random(), .random()]
+        // Keys one bit apart.
+        keys.append(PageDigest(key: (1...8).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 ^ ($0 == 8 ? 1 : 0) }))
+        for page in [bytes, zero] {
+            let fingerprints = try keys.map { try Self.digests(page, digest: $0)[0].0 }
+            #expect(Set(fingerprints).count == keys.count, "each key gives its own fingerprint")
+            // Within one key, both paths still agree.
+            for digest in keys {
+                let results = try Self.digests(page, digest: digest)
+                #expect(results[0].0 == results[1].0)
+            }
+        }
     }
 }

@@ -180,11 +180,11 @@ func udpDetection() async throws -> Duration {
     let serviceA = HeartbeatService(
         configuration: try HeartbeatScenario.configuration(
             priority: 2, acceptablePause: .milliseconds(10), minimumDeviation: .milliseconds(1)), partner: "B",
-        transport: a, logger: logger)
+        transport: a, requirement: .insecure, logger: logger)
     let serviceB = HeartbeatService(
         configuration: try HeartbeatScenario.configuration(
             priority: 1, acceptablePause: .milliseconds(10), minimumDeviation: .milliseconds(1)), partner: "A",
-        transport: b, logger: logger)
+        transport: b, requirement: .insecure, logger: logger)
     let runA = Task { try await serviceA.run() }
     let runB = Task { try await serviceB.run() }
     var transitions = serviceB.transitions.makeAsyncIterator()

@@ -44,15 +44,24 @@ static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
 /// is `memcpy`.
 void ft_copy_concurrent(void *destination, const void *source, size_t length);
 
+/// The secret of a page fingerprint: 64 random bytes drawn once per copy session, so that
+/// nobody who cannot read them can craft two pages with the same fingerprint.
+typedef struct {
+    uint64_t words[8];
+} ft_fingerprint_key;
+
 /// Copies a page of `length` bytes (a multiple of 16, at least 48) that writers may be changing,
-/// reading each word once, and stores the copied bytes' 64-bit fingerprint in `*fingerprint`.
+/// reading each word once, and stores the copied bytes' 64-bit fingerprint under `key` in
+/// `*fingerprint`.
 /// Pass `crc` (a CRC32C register as in `ft_crc32c_hardware_update`) only when
 /// `ft_crc32c_hardware_available()`; when it returns 1 it advanced `*crc` over the copied
 /// bytes (4 KiB pages); when it returns 0 the caller computes the CRC32C itself.
-int ft_copy_page_digest(void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint);
+int ft_copy_page_digest(
+    void *destination, const void *source, size_t length, uint32_t *crc, uint64_t *fingerprint,
+    const ft_fingerprint_key *key);
 
-/// The fingerprint `ft_copy_page_digest` gives a page of these bytes.
-uint64_t ft_page_fingerprint(const void *page, size_t length);
+/// The fingerprint `ft_copy_page_digest` gives a page of these bytes under `key`.
+uint64_t ft_page_fingerprint(const void *page, size_t length, const ft_fingerprint_key *key);
 
 /// Creates a userfaultfd in asynchronous write-protect mode over `[address, address+length)`
 /// and opens `/proc/self/pagemap` for `PAGEMAP_SCAN` (probing that it works). Returns the

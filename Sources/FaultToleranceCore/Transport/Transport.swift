@@ -23,9 +23,18 @@ public protocol Transport: Sendable {
 
     /// Stops sending and receiving and finishes ``incoming``.
     func close() async
+
+    /// Whether every delivered ``Envelope/from`` has been proved (a message key, a
+    /// certificate), not merely claimed by the bytes that arrived. Protocols that act on a
+    /// peer's word (``HeartbeatQuorum``'s services among them) refuse to run over a
+    /// transport without it unless told they may. `false` unless a transport says otherwise.
+    var authenticatesSenders: Bool { get }
 }
 
 extension Transport {
+    /// `false`: a transport proves its senders only if it says so.
+    public var authenticatesSenders: Bool { false }
+
     /// Sends `message` to `node` over the transport's default path.
     public func send(_ message: Message, to node: NodeID) async throws(TransportError) {
         try await send(message, to: node, over: nil)
