@@ -25,7 +25,13 @@ let package = Package(
         // The run modes (full, quick, CI's smoke run with ratio floors), the ratio metric and timing.
         .target(
             name: "BenchmarkSupport",
-            dependencies: [.product(name: "Benchmark", package: "package-benchmark")]
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "LiveCopy", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "ChecksumBenchmarks",
@@ -55,7 +61,6 @@ let package = Package(
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
-                .product(name: "FaultToleranceTLS", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -98,11 +103,23 @@ let package = Package(
                 .product(name: "FaultToleranceCore", package: rootPackage),
                 .product(name: "FaultToleranceNIO", package: rootPackage),
                 .product(name: "LiveCopy", package: rootPackage),
-                .product(name: "FaultToleranceTLS", package: rootPackage),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/LiveCopy",
+            plugins: benchmarkPlugin
+        ),
+            // Not built by CI (see the file's header): it would build swift-nio-ssl in release.
+        .executableTarget(
+            name: "TLSBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "FaultToleranceTLS", package: rootPackage),
+            ],
+            path: "Benchmarks/TLS",
             plugins: benchmarkPlugin
         ),
     ]

@@ -28,7 +28,7 @@
     ///     certificateChainFile: "/etc/ft/a.pem", privateKeyFile: "/etc/ft/a.key",
     ///     trustRootsFile: "/etc/ft/ca.pem")
     /// let transport = try await TCPTransport.start(configuration: .init(
-    ///     localNode: "a", host: "10.0.0.1", port: 7000,
+    ///     localNode: "a", bindAddress: try SocketAddress(ipAddress: "10.0.0.1", port: 7000),
     ///     peers: ["b": try SocketAddress(ipAddress: "10.0.0.2", port: 7000)],
     ///     security: .secured(by: tls)))
     /// ```

@@ -2,7 +2,6 @@ import Benchmark
 import BenchmarkSupport
 import FaultToleranceCore
 import FaultToleranceNIO
-import FaultToleranceTLS
 import Foundation
 import LiveCopy
 import NIOCore
@@ -18,8 +17,6 @@ import NIOPosix
 //     our overhead over the raw wire (batching, fingerprints, framing, checksums, applying
 //     pages), not a comparison with another copier. The receiving
 //     region is populated up front (MAP_POPULATE) so neither side pays first-touch faults.
-// (c) Round one of (b) over mutual TLS (FaultToleranceTLS, TLS 1.3) against the same copy
-//     over plain TCP: what encrypting and authenticating the link costs a live copy.
 // The custom metric is the throughput ratio ours / baseline, times 100; the order of the two
 // alternates between iterations. The smoke run copies 64 MiB locally (floor 0.25x) and 16 MiB
 // over TCP (floor 0.1x), once each.
@@ -27,18 +24,6 @@ import NIOPosix
 let mode = BenchmarkMode.current
 let localPages = mode.pick(full: 1024, quick: 256, smoke: 64) * 256  // 4 KiB pages
 let remotePages = mode.pick(full: 64, quick: 16, smoke: 16) * 256
-
-func filledMemory(pages: Int) throws -> TrackedMemory {
-    let memory = try TrackedMemory(pageCount: pages)
-    var word: UInt64 = 0x1234_5678
-    for page in 0..<pages {
-        word = word &* 6_364_136_223_846_793_005 &+ 1
-        for slot in stride(from: 0, to: 4096, by: 512) {
-            try memory.storeWord(word ^ UInt64(slot), at: page * 4096 + slot)
-        }
-    }
-    return memory
-}
 
 func localRoundOne(_ memory: TrackedMemory) async throws -> Double {
     let region = try OfflineRegion(pageCount: memory.pageCount, populate: true)
@@ -59,36 +44,6 @@ func memcpyOnce(_ memory: TrackedMemory) -> Double {
         if let base = source.baseAddress { memcpy(target, base, count) }
     }
     return seconds(ContinuousClock.now - start)
-}
-
-/// The benchmark's certificates could not be made.
-struct CredentialsUnavailable: Error {}
-
-func remoteRoundOne(_ memory: TrackedMemory, tls: Bool = false) async throws -> Double {
-    let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
-    var onlineSecurity = TCPTransport.Security.loopbackOnly
-    var offlineSecurity = TCPTransport.Security.loopbackOnly
-    if tls {
-        guard let authority = try? NodeCertificateAuthority(name: "benchmark") else { throw CredentialsUnavailable() }
-        onlineSecurity = .secured(by: try authority.mutualTLS(for: ["online"]))
-        offlineSecurity = .secured(by: try authority.mutualTLS(for: ["offline"]))
-    }
-    let online = try await TCPTransport.start(
-        configuration: .init(localNode: "online", bindAddress: any, security: onlineSecurity))
-    let offline = try await TCPTransport.start(
-        configuration: .init(localNode: "offline", bindAddress: any, security: offlineSecurity))
-    online.setPeer("offline", address: offline.localAddress)
-    offline.setPeer("online", address: online.localAddress)
-    // The offline side's memory is resident before the copy (the baseline writes nowhere).
-    let region = try OfflineRegion(pageCount: memory.pageCount, populate: true)
-    let receiver = Task { try await LiveCopyReceiver(transport: offline, region: region).run() }
-    let copy = LiveCopy(source: memory, destination: RemoteDestination(transport: online, peer: "offline"))
-    let report = try await copy.run()
-    await copy.detach()
-    _ = try await receiver.value
-    await online.close()
-    await offline.close()
-    return seconds(report.rounds[0].duration)
 }
 
 /// Counts received bytes and fulfils a promise once `expected` have arrived.
@@ -187,29 +142,6 @@ let benchmarks: @Sendable () -> Void = {
             record(ratio: raw / ours, floor: 0.1, in: benchmark)
         } catch {
             fail(benchmark, "live copy benchmark failed: \(error)")
-        }
-    }
-
-    Benchmark(
-        "(c) live copy round one of \(remotePages / 256) MiB over mutual TLS vs over plain TCP, loopback",
-        configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
-            maxIterations: mode.pick(full: 10, quick: 3, smoke: 1))
-    ) { benchmark in
-        do {
-            let memory = try filledMemory(pages: remotePages)
-            var secured = 0.0
-            var plain = 0.0
-            if benchmark.currentIteration % 2 == 0 {
-                secured = try await remoteRoundOne(memory, tls: true)
-                plain = try await remoteRoundOne(memory)
-            } else {
-                plain = try await remoteRoundOne(memory)
-                secured = try await remoteRoundOne(memory, tls: true)
-            }
-            record(ratio: plain / secured, floor: 0.1, in: benchmark)
-        } catch {
-            fail(benchmark, "live copy over TLS benchmark failed: \(error)")
         }
     }
 }

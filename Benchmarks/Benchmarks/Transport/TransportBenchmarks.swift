@@ -2,7 +2,6 @@ import Benchmark
 import BenchmarkSupport
 import FaultToleranceCore
 import FaultToleranceNIO
-import FaultToleranceTLS
 import Foundation
 import NIOCore
 import NIOPosix
@@ -13,12 +12,6 @@ import NIOPosix
 // wire (framing, checksums, decoding, delivery to a stream), not a comparison with another
 // transport. The custom metric is the throughput ratio ours / raw wire, times 100. The smoke
 // run moves 2,000 messages once, against a floor of 0.15x.
-//
-// Then TCPTransport over mutual TLS (FaultToleranceTLS, TLS 1.3 with certificates from a
-// NodeCertificateAuthority) against the same transport in plain TCP, for 1 KiB and 1 MiB
-// messages: the ratio is what encryption and authentication cost (plain / TLS throughput
-// ratio, so 0.5x means TLS moves half as much). The handshake is inside each run, as a
-// reconnecting sender pays it.
 
 let mode = BenchmarkMode.current
 let messageCount = mode.isReduced ? 2_000 : 20_000
@@ -43,38 +36,8 @@ final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// Credentials for a and b, made once.
-let tlsPair: (a: MutualTLS, b: MutualTLS)? = {
-    guard let authority = try? NodeCertificateAuthority(name: "benchmark"),
-        let a = try? authority.mutualTLS(for: ["a"]), let b = try? authority.mutualTLS(for: ["b"])
-    else { return nil }
-    return (a, b)
-}()
-
-func oursOnce(tls: Bool = false, size: Int = messageSize, count messageCount: Int = messageCount) async throws {
-    let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
-    var securityA = TCPTransport.Security.loopbackOnly
-    var securityB = TCPTransport.Security.loopbackOnly
-    if tls {
-        guard let tlsPair else { throw CredentialsUnavailable() }
-        securityA = .secured(by: tlsPair.a)
-        securityB = .secured(by: tlsPair.b)
-    }
-    let a = try await TCPTransport.start(configuration: .init(localNode: "a", bindAddress: any, security: securityA))
-    let b = try await TCPTransport.start(configuration: .init(localNode: "b", bindAddress: any, security: securityB))
-    a.setPeer("b", address: b.localAddress)
-    let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: size))
-    let receiver = Task {
-        var count = 0
-        for await _ in b.incoming {
-            count += 1
-            if count == messageCount { break }
-        }
-    }
-    for _ in 0..<messageCount { try await a.send(message, to: "b") }
-    await receiver.value
-    await a.close()
-    await b.close()
+func oursOnce() async throws {
+    try await transferOverTCP(count: messageCount, size: messageSize)
 }
 
 func rawOnce() async throws {
@@ -119,43 +82,15 @@ let benchmarks: @Sendable () -> Void = {
             var ours = 0.0
             var raw = 0.0
             if flip {
-                ours = try await seconds { try await oursOnce() }
+                ours = try await seconds(oursOnce)
                 raw = try await seconds(rawOnce)
             } else {
                 raw = try await seconds(rawOnce)
-                ours = try await seconds { try await oursOnce() }
+                ours = try await seconds(oursOnce)
             }
             record(ratio: raw / ours, floor: 0.15, in: benchmark)
         } catch {
             fail(benchmark, "transport benchmark failed: \(error)")
         }
     }
-    for (size, count) in [(1 << 10, messageCount), (1 << 20, mode.pick(full: 400, quick: 100, smoke: 50))] {
-        let label = size == 1024 ? "1 KiB" : "1 MiB"
-        Benchmark(
-            "TCPTransport over mutual TLS vs plain TCPTransport, \(count) x \(label) on loopback",
-            configuration: .init(
-                metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
-                maxIterations: mode.pick(full: 10, quick: 3, smoke: 1))
-        ) { benchmark in
-            do {
-                let flip = benchmark.currentIteration % 2 == 0
-                var secured = 0.0
-                var plain = 0.0
-                if flip {
-                    secured = try await seconds { try await oursOnce(tls: true, size: size, count: count) }
-                    plain = try await seconds { try await oursOnce(size: size, count: count) }
-                } else {
-                    plain = try await seconds { try await oursOnce(size: size, count: count) }
-                    secured = try await seconds { try await oursOnce(tls: true, size: size, count: count) }
-                }
-                record(ratio: plain / secured, floor: 0.1, in: benchmark)
-            } catch {
-                fail(benchmark, "TLS transport benchmark failed: \(error)")
-            }
-        }
-    }
 }
-
-/// The benchmark's certificates could not be made.
-struct CredentialsUnavailable: Error {}
