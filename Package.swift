@@ -190,7 +190,10 @@ let package = Package(
         ),
         .testTarget(
             name: "FaultToleranceCoreTests",
-            dependencies: ["FaultToleranceCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "FaultToleranceCore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "FaultToleranceNIOTests",

@@ -60,9 +60,12 @@ public final class ElasticJournal: Sendable {
 
     /// Counts since the journal was opened.
     public struct Statistics: Sendable, Hashable {
-        /// Records made durable by a flush.
+        /// Records made durable by a flush's `fdatasync` (records a rollover made durable
+        /// are not counted: see ``synchronizations``).
         public var recordsSynchronized = 0
-        /// `fdatasync`s issued by flushes (rollovers not counted).
+        /// `fdatasync`s issued by flushes. A rollover's own sync of the unit it seals is not
+        /// counted here or in ``recordsSynchronized``, so ``recordsPerSynchronization`` is
+        /// group commit's batching alone.
         public var synchronizations = 0
         /// Batch writes issued.
         public var batchWrites = 0
@@ -480,7 +483,8 @@ public final class ElasticJournal: Sendable {
         } catch {
             let failure = JournalError(error, journal: id)
             state.withLockedValue { $0.fail(failure) }
-            context.logger.error("journal poisoned", metadata: ["journal": "\(id)", "error": "\(error)"])
+            // Thrown to the caller, who decides what it means: logged here at debug only.
+            context.logger.debug("journal poisoned", metadata: ["journal": "\(id)", "error": "\(error)"])
             throw failure
         }
         metrics.bytes.increment(by: taken.buffer.count)

@@ -175,7 +175,8 @@ public final class LiveCopy: Sendable {
             if source.gate.isPaused { source.gate.resume() }
             source.endTracking()
             metrics.throttle.record(0)
-            logger.error("live copy failed", metadata: ["error": "\(error)"])
+            // Thrown to the caller and yielded as progress: logged here at debug only.
+            logger.debug("live copy failed", metadata: ["error": "\(error)"])
             continuation.yield(.failed(error))
             throw error
         }

@@ -144,7 +144,8 @@ public final class LiveCopyReceiver: Sendable {
                     if error.code == .geometryMismatch { throw error }
                     continue
                 }
-                logger.error("refusing live copy message", metadata: ["error": "\(error)"])
+                // Thrown to the caller (and told to the sender): logged here at debug only.
+                logger.debug("refusing live copy message", metadata: ["error": "\(error)"])
                 throw error
             }
         }

@@ -272,7 +272,7 @@ private struct CopierState: Sendable {
     mutating func append(_ run: Range<Int>, from source: any LiveCopySource, skipUnchanged: Bool) -> Int {
         var sent = 0
         // Pages of a run are contiguous: one lookup gives every page's address.
-        let first = (source as? any PageAddressable)?.address(ofPage: run.lowerBound)
+        let first = (source as? any PageAddressableSource)?.address(ofPage: run.lowerBound)
         for page in run {
             let address = first.map { $0 + (page - run.lowerBound) * pageSize }
             let fingerprint = builder.appendData(page: page, at: address, from: source)

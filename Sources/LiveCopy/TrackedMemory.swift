@@ -242,19 +242,33 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     }
 }
 
-/// A source whose pages are plain memory at a known address, so the sender can copy a page,
-/// fingerprint it and checksum it in one pass (`ft_copy_page_digest`) instead of three.
-protocol PageAddressable {
-    /// The address of page `page`.
+/// A source whose pages are plain memory at known addresses, so a copier can copy a page,
+/// fingerprint it and checksum it in one pass (`ft_copy_page_digest`) instead of copying it out
+/// with ``LiveCopySource/copyPages(_:into:)`` and reading it twice more.
+///
+/// Conform a source of your own to take this fast path (``RemoteDestination`` checks for it).
+/// The pages must be laid out contiguously: page `p` is at `address(ofPage: 0) + p *
+/// pageSize`, readable for as long as the source lives, while writers run (a torn read is
+/// fine: the page is dirty again).
+public protocol PageAddressableSource: LiveCopySource {
+    /// The address of page `page` (0 ..< `pageCount`).
     func address(ofPage page: Int) -> UnsafeRawPointer
 }
 
-extension TrackedMemory: PageAddressable {
-    func address(ofPage page: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + page << pageShift) }
+extension TrackedMemory: PageAddressableSource {
+    /// The address of page `page`; traps on a page outside the region.
+    public func address(ofPage page: Int) -> UnsafeRawPointer {
+        precondition(page >= 0 && page < pageCount, "page \(page) outside 0..<\(pageCount)")
+        return UnsafeRawPointer(base + page << pageShift)
+    }
 }
 
-extension UserfaultMemory: PageAddressable {
-    func address(ofPage page: Int) -> UnsafeRawPointer { UnsafeRawPointer(baseAddress + page << pageShift) }
+extension UserfaultMemory: PageAddressableSource {
+    /// The address of page `page`; traps on a page outside the region.
+    public func address(ofPage page: Int) -> UnsafeRawPointer {
+        precondition(page >= 0 && page < pageCount, "page \(page) outside 0..<\(pageCount)")
+        return UnsafeRawPointer(baseAddress + page << pageShift)
+    }
 }
 
 /// Anonymous, page-aligned, zero-filled memory from `mmap` (untouched pages cost nothing).

@@ -28,8 +28,10 @@ struct HeartbeatServiceTests {
     static let paths: [PathID] = ["p1", "p2", "p3"]
 
     /// Generous timings so a loaded CI machine (or ThreadSanitizer) does not look like a
-    /// failed path: 20 ms heartbeats, 400 ms cap on silence, and a 1 s simultaneity window so
-    /// a starved sender or receiver does not make a death look like links failing one by one.
+    /// failed path: 20 ms heartbeats, 400 ms cap on silence, and a 5 s simultaneity window so
+    /// a starved sender or receiver does not make a death look like links failing one by one
+    /// (with 1 s, a CI run where another test copied 1.5 GiB beside this one saw A's last
+    /// heartbeats on one path arrive 1.3 s after the others, and B released redundancy).
     static func configuration(priority: UInt8) throws -> HeartbeatConfiguration {
         let detector = DetectorConfiguration.phiAccrual(
             threshold: 8, minimumStandardDeviation: .milliseconds(20), acceptablePause: .milliseconds(200),
@@ -37,7 +39,7 @@ struct HeartbeatServiceTests {
         return try HeartbeatConfiguration(
             paths: Dictionary(uniqueKeysWithValues: paths.map { ($0, detector) }), heartbeatInterval: .milliseconds(20),
             threshold: 2, detectionBound: .seconds(1), minimumDwell: .milliseconds(100),
-            simultaneityWindow: .seconds(1), priority: priority)
+            simultaneityWindow: .seconds(5), priority: priority)
     }
 
     static func transport(_ node: NodeID, firstHost: Int) async throws -> UDPTransport {

@@ -1,21 +1,27 @@
 /// A failure to compress or decompress, with zlib's own code and message where it gave one.
 public struct CompressionError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong.
-    public enum Code: String, Sendable, Hashable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+
+        /// The code's name.
+        public var description: String { name }
+
         /// zlib could not set up a stream (out of memory, or a bad level).
-        case initializationFailed
+        public static let initializationFailed = Code("initializationFailed")
         /// The compressed bytes are not a valid zlib stream (bad header, bad block, bad
         /// checksum).
-        case corruptInput
+        public static let corruptInput = Code("corruptInput")
         /// The input ended before the compressed stream did.
-        case truncatedInput
+        public static let truncatedInput = Code("truncatedInput")
         /// The decompressed data would exceed the caller's limit (a decompression bomb, or a
         /// limit set too low).
-        case outputLimitExceeded
+        public static let outputLimitExceeded = Code("outputLimitExceeded")
         /// Bytes follow the end of the compressed stream.
-        case trailingBytes
+        public static let trailingBytes = Code("trailingBytes")
         /// zlib failed in a way this library does not expect.
-        case internalError
+        public static let internalError = Code("internalError")
     }
 
     /// What went wrong.
@@ -37,7 +43,7 @@ public struct CompressionError: Error, Sendable, Hashable, CustomStringConvertib
 
     /// A one-line explanation naming the code, zlib's view and the input offset.
     public var description: String {
-        var text = "compression error \(code.rawValue) at input offset \(inputOffset)"
+        var text = "compression error \(code) at input offset \(inputOffset)"
         if let zlibCode { text += " (zlib \(zlibCode)" + (message.map { ": \($0)" } ?? "") + ")" }
         return text
     }

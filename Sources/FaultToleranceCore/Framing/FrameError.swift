@@ -2,28 +2,34 @@
 /// frame starts.
 public struct FrameError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kind of damage.
-    public enum Code: String, Sendable, Hashable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+
+        /// The code's name.
+        public var description: String { name }
+
         /// The first two bytes are not the frame magic: not our protocol, or out of step.
-        case badMagic
+        public static let badMagic = Code("badMagic")
         /// A format version this build does not read.
-        case unsupportedVersion
+        public static let unsupportedVersion = Code("unsupportedVersion")
         /// Flag bits this version does not define are set.
-        case unknownFlags
+        public static let unknownFlags = Code("unknownFlags")
         /// Reserved header bytes are not zero.
-        case reservedNotZero
+        public static let reservedNotZero = Code("reservedNotZero")
         /// The declared payload length exceeds the decoder's limit.
-        case frameTooLarge
+        public static let frameTooLarge = Code("frameTooLarge")
         /// The CRC32C does not match the header and payload.
-        case checksumMismatch
+        public static let checksumMismatch = Code("checksumMismatch")
         /// The bytes end inside a frame.
-        case truncated
+        public static let truncated = Code("truncated")
         /// The frame is intact but its payload does not parse (a bad envelope or message).
-        case malformedPayload
+        public static let malformedPayload = Code("malformedPayload")
         /// Assembling the frame would take the receiver past its budget for frames in
         /// progress (memory a peer can make it hold before sending the bytes).
-        case overBudget
+        public static let overBudget = Code("overBudget")
         /// A frame stayed incomplete, with no bytes arriving, for longer than allowed.
-        case stalled
+        public static let stalled = Code("stalled")
     }
 
     /// The kind of damage.
@@ -41,5 +47,5 @@ public struct FrameError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     /// One line with the code, the offset and the detail.
-    public var description: String { "frame error \(code.rawValue) at offset \(offset): \(detail)" }
+    public var description: String { "frame error \(code) at offset \(offset): \(detail)" }
 }

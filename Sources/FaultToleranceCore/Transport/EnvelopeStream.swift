@@ -32,5 +32,13 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
             if envelope != nil { consumed?() }
             return envelope
         }
+
+        /// The next envelope, staying on `actor` while waiting (so an actor can keep the
+        /// iterator), or `nil` when the transport has closed.
+        public mutating func next(isolation actor: isolated (any Actor)?) async -> Envelope? {
+            let envelope = await base.next(isolation: actor)
+            if envelope != nil { consumed?() }
+            return envelope
+        }
     }
 }

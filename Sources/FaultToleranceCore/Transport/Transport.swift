@@ -68,6 +68,9 @@ public struct TransportError: Error, Sendable, Hashable, CustomStringConvertible
         /// name it or that no trusted authority signed, a failed or unfinished handshake).
         /// Not retried: a wrong credential stays wrong.
         public static let authenticationFailed = Code("authenticationFailed")
+        /// A message sent on a ``TransportDemultiplexer`` channel has a type outside the
+        /// channel's block.
+        public static let typeOutsideBlock = Code("typeOutsideBlock")
 
         /// The code's name.
         public var description: String { name }
