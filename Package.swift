@@ -38,7 +38,9 @@ let package = Package(
         .trait(name: "TLS", description: "Mutual TLS for TCPTransport (FaultToleranceTLS), on swift-nio-ssl"),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // Minor version pinned: RetainingAllocator uses NIO's @_spi(CustomByteBufferAllocator),
+        // which semantic versioning does not cover.
+        .package(url: "https://github.com/apple/swift-nio.git", .upToNextMinor(from: "2.101.2")),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

@@ -132,37 +132,6 @@ public enum JournalFormat {
     }
 }
 
-// MARK: - Raw little-endian access
-
-extension UnsafeMutableRawPointer {
-    @inlinable
-    func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
-    }
-}
-
-extension UnsafeRawPointer {
-    @inlinable
-    func loadLE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
-    }
-}
-
-extension UnsafeRawBufferPointer {
-    /// Loads a little-endian integer, or `nil` when it would read past the end.
-    @inlinable
-    func loadLE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T? {
-        guard let base = baseAddress, offset >= 0, offset + MemoryLayout<T>.size <= count else { return nil }
-        return UnsafeRawPointer(base).loadLE(T.self, at: offset)
-    }
-}
-
-extension Array where Element == UInt8 {
-    mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
-    }
-}
-
 // MARK: - Records
 
 /// The fixed fields of a record, as decoded from its header.

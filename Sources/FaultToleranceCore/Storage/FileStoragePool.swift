@@ -438,11 +438,11 @@ public final class FileStoragePool: StoragePool {
 
     private func writePoolState(nextID: UInt64) throws(StorageError) {
         var bytes = Self.stateMagic
-        bytes.appendLittleEndian(Self.stateVersion)
-        bytes.appendLittleEndian(UInt32(0))
-        bytes.appendLittleEndian(nextID)
-        bytes.appendLittleEndian(UInt64(unitCapacity))
-        bytes.appendLittleEndian(CRC32C.checksum(bytes))
+        bytes.appendLE(Self.stateVersion)
+        bytes.appendLE(UInt32(0))
+        bytes.appendLE(nextID)
+        bytes.appendLE(UInt64(unitCapacity))
+        bytes.appendLE(CRC32C.checksum(bytes))
         let temporary = statePath + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(permissions.file))
         guard fd >= 0 else {
@@ -495,17 +495,17 @@ public final class FileStoragePool: StoragePool {
             throw StorageError(
                 .malformedUnit, path: statePath, offset: 0, detail: "pool state is truncated or not a pool state")
         }
-        let version: UInt32 = bytes.loadLittleEndian(at: 8)
+        let version = bytes.loadLE(UInt32.self, at: 8)
         guard version == Self.stateVersion else {
             throw StorageError(
                 .malformedUnit, path: statePath, offset: 8, detail: "unsupported pool state version \(version)")
         }
-        let checksum: UInt32 = bytes.loadLittleEndian(at: 32)
+        let checksum = bytes.loadLE(UInt32.self, at: 32)
         guard CRC32C.checksum(bytes[0..<32]) == checksum else {
             throw StorageError(
                 .malformedUnit, path: statePath, offset: 32,
                 detail: "pool state checksum mismatch; delete it to rebuild the counter from the units")
         }
-        return (bytes.loadLittleEndian(at: 16), bytes.loadLittleEndian(at: 24))
+        return (bytes.loadLE(UInt64.self, at: 16), bytes.loadLE(UInt64.self, at: 24))
     }
 }
