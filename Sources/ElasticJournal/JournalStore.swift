@@ -281,3 +281,65 @@ public final class JournalStore: Sendable {
         if let first { throw first }
     }
 }
+
+extension JournalStore {
+    /// The layout of a journal directory: `units/` (the pool journal units come from) and
+    /// `base/` (one unit per protected volume), each a ``FaultToleranceCore/FileStoragePool``
+    /// whose unit size is kept in its `pool.state`. `ftctl journal create` makes one.
+    public enum Directory {
+        /// The journal units' pool, inside `directory`.
+        public static func units(in directory: String) -> String { directory + "/units" }
+        /// The base images' pool, inside `directory`.
+        public static func base(in directory: String) -> String { directory + "/base" }
+    }
+
+    /// Opens the journal directory at `directory` (see ``Directory``) in one call: both pools,
+    /// with their stored unit sizes, then the store over them, recovering every journal found.
+    ///
+    /// Read-only ``Options`` open the files read-only and take no lock; otherwise both pools
+    /// are locked against every other writer. `journalBudget` caps the bytes journal units may
+    /// take (the pool's own units, however many, by default). A directory that is not a
+    /// journal directory throws ``JournalError/Code/invalidConfiguration``.
+    ///
+    /// ```swift
+    /// let store = try JournalStore.open(directory: "/var/lib/app/journal")
+    /// let journal = store.journal(1)
+    /// ```
+    public static func open(
+        directory: String,
+        options: Options = Options(),
+        journalBudget: Int? = nil,
+        configurations: [JournalID: JournalConfiguration] = [:],
+        logger: Logger = Logger(label: "ft.journal"),
+        metricsFactory: (any MetricsFactory)? = nil
+    ) throws(JournalError) -> JournalStore {
+        let access: FileStoragePool.Access = options.readOnly ? .readOnly : .readWrite
+        let pools: (FileStoragePool, FileStoragePool)?
+        do throws(StorageError) {
+            if let unitSize = try FileStoragePool.storedUnitCapacity(in: Directory.units(in: directory)),
+                let baseSize = try FileStoragePool.storedUnitCapacity(in: Directory.base(in: directory))
+            {
+                pools = (
+                    try FileStoragePool(
+                        directories: [Directory.units(in: directory)], unitCapacity: unitSize,
+                        budget: journalBudget ?? (1 << 20) * unitSize, access: access, logger: logger),
+                    try FileStoragePool(
+                        directories: [Directory.base(in: directory)], unitCapacity: baseSize, budget: 1 << 50,
+                        access: access, logger: logger)
+                )
+            } else {
+                pools = nil
+            }
+        } catch {
+            throw JournalError(error)
+        }
+        guard let (pool, bases) = pools else {
+            throw JournalError(
+                .invalidConfiguration,
+                detail: "\(directory) is not a journal directory (no units/pool.state and base/pool.state)")
+        }
+        return try JournalStore(
+            journalPool: pool, basePool: bases, configurations: configurations, options: options, logger: logger,
+            metricsFactory: metricsFactory)
+    }
+}

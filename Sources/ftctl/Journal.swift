@@ -39,31 +39,26 @@ func wallTime(_ instant: Instant) -> String {
 /// The pools of a journal directory.
 struct JournalDirectory {
     let path: String
-    var units: String { path + "/units" }
-    var base: String { path + "/base" }
+    var units: String { JournalStore.Directory.units(in: path) }
+    var base: String { JournalStore.Directory.base(in: path) }
 
-    /// Opens the pools (the unit sizes are read from the pools' state files).
+    /// Opens the store through the library's ``JournalStore/open(directory:options:journalBudget:configurations:logger:metricsFactory:)``
+    /// (the unit sizes are read from the pools' state files).
     func openStore(
         readOnly: Bool, salvage: Bool = false, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil
     ) throws -> JournalStore {
-        guard let unitSize = try FileStoragePool.storedUnitCapacity(in: units),
-            let baseSize = try FileStoragePool.storedUnitCapacity(in: base)
-        else { throw CommandFailure("\(path) is not a journal directory (run `ftctl journal create` first)") }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
         // Read-only commands open the files read-only (a read-only mount works) and take no
         // lock; writers lock both pools against every other writer.
-        let access: FileStoragePool.Access = readOnly ? .readOnly : .readWrite
-        let pool = try FileStoragePool(
-            directories: [units], unitCapacity: unitSize, budget: budgetUnits * unitSize, access: access,
-            logger: logger)
-        let bases = try FileStoragePool(
-            directories: [base], unitCapacity: baseSize, budget: 1 << 50, access: access, logger: logger)
+        guard let unitSize = try FileStoragePool.storedUnitCapacity(in: units),
+            try FileStoragePool.storedUnitCapacity(in: base) != nil
+        else { throw CommandFailure("\(path) is not a journal directory (run `ftctl journal create` first)") }
         var configurations: [JournalID: JournalConfiguration] = [:]
         if let configuration { configurations[1] = configuration }
-        return try JournalStore(
-            journalPool: pool, basePool: bases, configurations: configurations,
-            options: JournalStore.Options(readOnly: readOnly, salvage: salvage), logger: logger)
+        return try JournalStore.open(
+            directory: path, options: JournalStore.Options(readOnly: readOnly, salvage: salvage),
+            journalBudget: budgetUnits * unitSize, configurations: configurations, logger: logger)
     }
 
     /// Creates the directories and pools and journal 1, crash-safely: everything is built in

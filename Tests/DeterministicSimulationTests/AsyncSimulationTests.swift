@@ -163,7 +163,14 @@ struct AsyncSimulationTests {
                 // of its own, which enqueues this task's next job from there. (A thread, not
                 // `Task {}`, so the test does not wait for a busy cooperative pool.)
                 await withCheckedContinuation { continuation in
-                    Thread.detachNewThread { continuation.resume() }
+                    Thread.detachNewThread {
+                        // Resumed after the task has suspended: a resume that wins the race
+                        // with the suspension lets the task continue inline, with no job
+                        // enqueued from this thread (a full parallel run saw that once).
+                        // The driver waits up to 2 s for such a job; 50 ms is well inside.
+                        usleep(50_000)
+                        continuation.resume()
+                    }
                 }
             }
         }
