@@ -122,24 +122,6 @@ extension TCPTransport {
     }
 }
 
-/// Refuses envelopes whose sender is not the node the connection authenticated as.
-final class SenderCheck: Sendable {
-    let identity: ConnectionIdentity
-
-    init(identity: ConnectionIdentity) {
-        self.identity = identity
-    }
-
-    /// `nil` when `sender` may speak on this connection, or why not.
-    func refusal(for sender: NodeID) -> String? {
-        guard let proved = identity.nodes else { return "a frame before the connection authenticated" }
-        guard proved.contains(sender) else {
-            return "a frame from '\(sender)' on a connection authenticated as \(proved.sorted().map(\.name))"
-        }
-        return nil
-    }
-}
-
 extension SocketAddress {
     /// Whether the address is on the loopback interface (127.0.0.0/8 or ::1); a wildcard
     /// address is not.

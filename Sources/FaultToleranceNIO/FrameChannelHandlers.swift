@@ -204,7 +204,8 @@ extension FrameAssembler: Sendable {}
 
 /// Delivers decoded envelopes to the transport's stream; closes the connection on the first
 /// protocol error, since the stream is then out of step.
-final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
+final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable {
+    // unchecked: `proven` is touched only on the channel's event loop; the rest is immutable.
     typealias InboundIn = (NodeID, Message)
 
     private let continuation: AsyncStream<Envelope>.Continuation
@@ -213,7 +214,10 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     private let rejected: Counter
     private let received: Counter
     private let limiter: LogLimiter
-    private let senderCheck: SenderCheck?
+    /// The node the connection proved to be, when it is secured; `nil` for plain TCP.
+    private let identity: ConnectionIdentity?
+    /// `identity`'s nodes once settled, read once instead of locking on every frame.
+    private var proven: Set<NodeID>?
     private let refusedSenders: CountingCounter?
 
     init(
@@ -223,10 +227,10 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
         rejected: Counter,
         received: Counter,
         limiter: LogLimiter,
-        senderCheck: SenderCheck? = nil,
+        identity: ConnectionIdentity? = nil,
         refusedSenders: CountingCounter? = nil
     ) {
-        self.senderCheck = senderCheck
+        self.identity = identity
         self.refusedSenders = refusedSenders
         self.continuation = continuation
         self.flow = flow
@@ -239,19 +243,19 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let (sender, message) = unwrapInboundIn(data)
         guard message.type < Message.firstReservedType else { return }
-        if let refusal = senderCheck?.refusal(for: sender) {
+        if let identity {
+            if proven == nil { proven = identity.nodes }
             // A credential for one node does not let its holder speak as another.
-            refusedSenders?.increment()
-            if let suppressed = limiter.admit() {
-                logger.warning(
-                    "closing connection after a frame from a sender it did not authenticate as",
-                    metadata: [
-                        "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "refusal": "\(refusal)",
-                        "refusals_not_logged": "\(suppressed)",
-                    ])
+            guard let proven, proven.contains(sender) else {
+                refusedSenders?.increment()
+                let refusal =
+                    proven.map {
+                        "a frame from '\(sender)' on a connection authenticated as \($0.sorted().map(\.name))"
+                    }
+                    ?? "a frame before the connection authenticated"
+                close(context, after: "a frame from a sender it did not authenticate as", refusal)
+                return
             }
-            context.close(promise: nil)
-            return
         }
         received.increment()
         continuation.yield(Envelope(from: sender, path: nil, message: message))
@@ -261,17 +265,23 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let frameError = error as? FrameError {
             rejected.increment()
-            // A peer can send bad frames as fast as it likes: one line a second at most.
-            if let suppressed = limiter.admit() {
-                logger.warning(
-                    "closing connection after a bad frame",
-                    metadata: [
-                        "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(frameError)",
-                        "bad_frames_not_logged": "\(suppressed)",
-                    ])
-            }
+            close(context, after: "a bad frame", "\(frameError)")
         } else {
             logger.debug("connection error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    /// Closes the connection and logs why. A peer can provoke this as fast as it likes: one
+    /// line a second at most, with how many were not logged.
+    private func close(_ context: ChannelHandlerContext, after what: String, _ reason: String) {
+        if let suppressed = limiter.admit() {
+            logger.warning(
+                "closing connection after \(what)",
+                metadata: [
+                    "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "reason": "\(reason)",
+                    "not_logged": "\(suppressed)",
+                ])
         }
         context.close(promise: nil)
     }

@@ -200,15 +200,15 @@ public final class TCPTransport: Transport {
                             channel.close(promise: nil)
                             return
                         }
-                        var senderCheck: SenderCheck?
+                        var identity: ConnectionIdentity?
                         if let security {
-                            let identity = ConnectionIdentity()
-                            try security.secure(channel, connectingTo: nil, identity: identity)
-                            senderCheck = SenderCheck(identity: identity)
+                            let settled = ConnectionIdentity()
+                            identity = settled
+                            try security.secure(channel, connectingTo: nil, identity: settled)
                             // A handshake that never finishes holds a connection slot: bounded too.
                             channel.eventLoop.scheduleTask(in: stallTimeout) {
-                                guard identity.nodes == nil else { return }
-                                identity.reject("no handshake within the partial-frame timeout")
+                                guard settled.nodes == nil else { return }
+                                settled.reject("no handshake within the partial-frame timeout")
                                 refusedSenders.increment()
                                 channel.close(promise: nil)
                             }
@@ -219,7 +219,7 @@ public final class TCPTransport: Transport {
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
                                 continuation: continuation, flow: flow, logger: logger, rejected: rejected,
-                                received: received, limiter: limiter, senderCheck: senderCheck,
+                                received: received, limiter: limiter, identity: identity,
                                 refusedSenders: refusedSenders))
                         inbound.track(channel)
                     }
