@@ -2,6 +2,7 @@ public import FaultToleranceCore
 public import Logging
 public import Metrics
 import NIOConcurrencyHelpers
+public import ServiceLifecycle
 
 #if canImport(Glibc)
     import Glibc
@@ -109,6 +110,9 @@ public final class JournalStore: Sendable {
     public let options: Options
     let context: Context
     private let journalsByID: NIOLockedValueBox<[JournalID: ElasticJournal]>
+    /// Pools the store opened itself (``open(directory:options:journalBudget:configurations:logger:metricsFactory:)``),
+    /// closed with it.
+    private let ownedPools = NIOLockedValueBox<[FileStoragePool]>([])
 
     /// Wall-clock time in nanoseconds since the Unix epoch: journal times outlive restarts.
     @Sendable
@@ -272,11 +276,19 @@ public final class JournalStore: Sendable {
         return result
     }
 
-    /// Closes every journal (flushing what is staged).
+    /// Closes every journal (flushing what is staged), then the pools the store opened itself
+    /// (a store from ``open(directory:options:journalBudget:configurations:logger:metricsFactory:)``
+    /// releases its directory's lock; pools a program passed in stay open).
     public func close() throws(JournalError) {
         var first: JournalError?
         for journal in journals {
             do { try journal.close() } catch { first = first ?? error }
+        }
+        for pool in ownedPools.withLockedValue({ pools in
+            defer { pools.removeAll() }
+            return pools
+        }) {
+            pool.close()
         }
         if let first { throw first }
     }
@@ -338,8 +350,147 @@ extension JournalStore {
                 .invalidConfiguration,
                 detail: "\(directory) is not a journal directory (no units/pool.state and base/pool.state)")
         }
-        return try JournalStore(
-            journalPool: pool, basePool: bases, configurations: configurations, options: options, logger: logger,
-            metricsFactory: metricsFactory)
+        do {
+            let store = try JournalStore(
+                journalPool: pool, basePool: bases, configurations: configurations, options: options, logger: logger,
+                metricsFactory: metricsFactory)
+            store.ownedPools.withLockedValue { $0 = [pool, bases] }
+            return store
+        } catch {
+            pool.close()
+            bases.close()
+            throw error
+        }
+    }
+}
+
+extension JournalStore {
+    /// Creates a journal directory (see ``Directory``) holding journal `journal` over
+    /// `volumes`, each `volumeSize` bytes, with journal units of `unitSize` bytes and at most
+    /// `journalUnits` of them, and opens it. Crash-safe: everything is built in a staging
+    /// folder beside `directory` (`.NAME.creating-PID`) and renamed into place once durable, so
+    /// a crash leaves no journal or a whole one; staging folders of creates whose process is
+    /// gone are removed first. `directory` must not exist, or be an empty directory
+    /// (``JournalError/Code/invalidConfiguration`` otherwise).
+    ///
+    /// ```swift
+    /// let store = try JournalStore.create(
+    ///     directory: "/var/lib/app/journal", unitSize: 1 << 20, journalUnits: 64, volumes: [1],
+    ///     volumeSize: 1 << 20, configuration: JournalConfiguration(window: .seconds(3600), quota: 64))
+    /// ```
+    public static func create(
+        directory: String,
+        unitSize: Int,
+        journalUnits: Int,
+        volumes: [VolumeID],
+        volumeSize: Int,
+        configuration: JournalConfiguration,
+        journal: JournalID = 1,
+        logger: Logger = Logger(label: "ft.journal"),
+        metricsFactory: (any MetricsFactory)? = nil
+    ) throws(JournalError) -> JournalStore {
+        guard unitSize > 0, journalUnits > 0, volumeSize > 0, !volumes.isEmpty else {
+            throw JournalError(
+                .invalidConfiguration,
+                detail: "unit size, journal units and volume size must be positive, and one volume is needed")
+        }
+        if Directories.exists(directory) {
+            let empty = Directories.isDirectory(directory) && ((try? Directories.list(directory).isEmpty) ?? false)
+            guard empty else {
+                throw JournalError(.invalidConfiguration, detail: "\(directory) exists and is not an empty directory")
+            }
+        }
+        let trimmed = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let slash = trimmed.lastIndex(of: "/")
+        let parent = slash.map { String(trimmed[..<$0]) } ?? "."
+        let name = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+        let prefix = "." + name + ".creating-"
+        for entry in (try? Directories.list(parent.isEmpty ? "/" : parent)) ?? [] where entry.hasPrefix(prefix) {
+            if let pid = Int32(entry.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0 {
+                Directories.removeTree(parent + "/" + entry)
+            }
+        }
+        let staging = parent + "/" + prefix + "\(getpid())"
+        Directories.removeTree(staging)
+        // Storage failures become journal errors naming the same path.
+        func storage<T>(_ body: () throws(StorageError) -> T) throws(JournalError) -> T {
+            do { return try body() } catch { throw JournalError(error) }
+        }
+        do throws(JournalError) {
+            for folder in [staging, Directory.units(in: staging), Directory.base(in: staging)] {
+                try storage { () throws(StorageError) in try Directories.make(folder) }
+            }
+            let units = try storage { () throws(StorageError) in
+                try FileStoragePool(
+                    directories: [Directory.units(in: staging)], unitCapacity: unitSize,
+                    budget: journalUnits * unitSize, logger: logger)
+            }
+            defer { units.close() }
+            let bases = try storage { () throws(StorageError) in
+                try FileStoragePool(
+                    directories: [Directory.base(in: staging)], unitCapacity: JournalFormat.baseHeaderSize + volumeSize,
+                    budget: 1 << 50, logger: logger)
+            }
+            defer { bases.close() }
+            let store = try JournalStore(
+                journalPool: units, basePool: bases, configurations: [journal: configuration], logger: logger,
+                metricsFactory: metricsFactory)
+            _ = try store.createJournal(journal, configuration: configuration, volumes: volumes)
+            try store.close()
+            units.close()
+            bases.close()
+            // rename(2) replaces an empty directory; the parent's fsync makes it durable.
+            guard rename(staging, trimmed) == 0 else {
+                throw JournalError(
+                    StorageError(.fileOperationFailed, path: trimmed, errno: errno, detail: "rename from \(staging)"))
+            }
+            try storage { () throws(StorageError) in try Directories.synchronize(parent.isEmpty ? "/" : parent) }
+        } catch {
+            Directories.removeTree(staging)
+            throw error
+        }
+        return try open(
+            directory: trimmed, journalBudget: journalUnits * unitSize, configurations: [journal: configuration],
+            logger: logger, metricsFactory: metricsFactory)
+    }
+}
+
+extension JournalStore: Service {
+    /// As a ServiceLifecycle `Service`: ages out what has left every journal's window once a
+    /// second (see ``run(maintenanceInterval:clock:)``) and, when the group shuts down
+    /// gracefully, closes every journal (flushing what is staged).
+    public func run() async throws {
+        try await run(maintenanceInterval: .seconds(1))
+    }
+
+    /// Ages out expired units every `maintenanceInterval` on `clock` (so units are released
+    /// while no appends arrive), until graceful shutdown or cancellation; then closes every
+    /// journal and throws what closing threw. A failed age-out poisons its journal, whose
+    /// next append throws it; here it is logged at warning and the others go on.
+    ///
+    /// List the store before the services that append to it: a `ServiceGroup` shuts
+    /// services down in reverse order, so their last appends land before it closes.
+    public func run(maintenanceInterval: Duration, clock: any RuntimeClock = SystemClock()) async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var next = clock.now + maintenanceInterval
+                while !Task.isCancelled {
+                    do { try await clock.sleep(until: next) } catch { return }
+                    next = next + maintenanceInterval
+                    for journal in self.journals {
+                        do {
+                            try journal.maintain()
+                        } catch {
+                            self.context.logger.warning(
+                                "journal maintenance failed",
+                                metadata: ["journal": "\(journal.id)", "error": "\(error)"])
+                        }
+                    }
+                }
+            }
+            await parkUntilShutdown()
+            group.cancelAll()
+        }
+        try close()
     }
 }

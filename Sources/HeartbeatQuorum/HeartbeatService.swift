@@ -41,6 +41,20 @@ public final class HeartbeatService: Service {
         }
     }
 
+    /// How the configuration's paths map onto the transport's.
+    public enum PathMapping: Sendable, Hashable {
+        /// Each configured path is one of the transport's paths (a `UDPTransport` with a
+        /// socket per path): heartbeats go out on every path, and each arriving one counts on
+        /// the path it came in on. The default.
+        case transportPaths
+        /// The transport has one unnamed path (a `TCPTransport`, or a
+        /// ``FaultToleranceCore/TransportDemultiplexer`` channel over one): the configuration
+        /// must have exactly one path, which stands for it. Heartbeats are sent without a path,
+        /// and those arriving without one count on it. One path judges the partner by itself:
+        /// the threshold is 1, and a cut link is indistinguishable from a dead partner.
+        case singleUnnamedPath
+    }
+
     /// The device's partner.
     public let partner: NodeID
     /// Every transition, with its evidence, as it happens.
@@ -62,6 +76,7 @@ public final class HeartbeatService: Service {
     private let transitionCounters: [RedundancyState: Counter]
     private let votesRefused: CountingCounter
     private let requirement: TransportRequirement
+    private let pathMapping: PathMapping
     private let random: NIOLockedValueBox<any RandomNumberGenerator & Sendable>
     /// The nonce each recent witness round's query carried, and the round it stands for.
     private let roundNonces = NIOLockedValueBox<[UInt64: UInt64]>([:])
@@ -69,6 +84,10 @@ public final class HeartbeatService: Service {
     /// Creates the service. `selfCheck`, when given, runs every `selfCheckInterval` and
     /// reports whether this side's own links are up. `clock` is the time source (real time
     /// unless a simulation supplies its own).
+    ///
+    /// `pathMapping` says whether the configuration's paths are the transport's own
+    /// (``PathMapping/transportPaths``, the default) or one path stands for a transport
+    /// without paths (``PathMapping/singleUnnamedPath``).
     ///
     /// `requirement` (``TransportRequirement/authenticatedSenders`` by default) makes
     /// ``run()`` throw over a transport that does not prove its senders, unless it is
@@ -80,6 +99,7 @@ public final class HeartbeatService: Service {
         partner: NodeID,
         transport: any Transport,
         requirement: TransportRequirement = .authenticatedSenders,
+        pathMapping: PathMapping = .transportPaths,
         selfCheck: (@Sendable () async -> Bool)? = nil,
         selfCheckInterval: Duration = .milliseconds(100),
         randomNumbers: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
@@ -87,6 +107,7 @@ public final class HeartbeatService: Service {
         logger: Logger = Logger(label: "ft.heartbeat")
     ) {
         self.requirement = requirement
+        self.pathMapping = pathMapping
         self.random = NIOLockedValueBox(randomNumbers)
         self.configuration = configuration
         self.partner = partner
@@ -143,10 +164,18 @@ public final class HeartbeatService: Service {
     /// Runs until cancelled or asked to shut down gracefully; then finishes ``transitions``.
     /// Throws ``HeartbeatServiceError/Code/unauthenticatedTransport`` at once when the
     /// transport does not authenticate senders and the service was not told it may run
-    /// insecure.
+    /// insecure, and ``HeartbeatServiceError/Code/pathMismatch`` when
+    /// ``PathMapping/singleUnnamedPath`` is asked of a configuration with several paths.
     public func run() async throws {
         defer { continuation.finish() }
         try requirement.check(transport)
+        if pathMapping == .singleUnnamedPath, configuration.paths.count != 1 {
+            throw HeartbeatServiceError(
+                .pathMismatch,
+                detail:
+                    "a transport without paths carries one path, and the configuration has \(configuration.paths.count)"
+            )
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.receive() }
             group.addTask {
@@ -195,7 +224,7 @@ public final class HeartbeatService: Service {
             let now = self.now
             switch decoded {
             case .heartbeat(let heartbeat):
-                guard envelope.from == partner, let path = envelope.path else { continue }
+                guard envelope.from == partner, let path = configuredPath(envelope.path) else { continue }
                 if heartbeat.priority == configuration.priority,
                     !samePriority.exchange(true, ordering: .relaxed)
                 {
@@ -226,6 +255,14 @@ public final class HeartbeatService: Service {
         }
     }
 
+    /// The configured path an envelope that came over `path` counts on.
+    private func configuredPath(_ path: PathID?) -> PathID? {
+        switch pathMapping {
+        case .transportPaths: path
+        case .singleUnnamedPath: path == nil ? configuration.paths.keys.first : nil
+        }
+    }
+
     private func sendHeartbeats() async {
         let now = self.now
         let (state, hearing) = evaluator.withLockedValue { ($0.state, $0.pathsHearingPartner(at: now)) }
@@ -235,7 +272,7 @@ public final class HeartbeatService: Service {
         let message = HeartbeatMessage.heartbeat(heartbeat).message
         for path in configuration.paths.keys.sorted() {
             do {
-                try await transport.send(message, to: partner, over: path)
+                try await transport.send(message, to: partner, over: pathMapping == .transportPaths ? path : nil)
             } catch {
                 // A closed or unreachable path is exactly what the partner's detector measures.
                 logger.trace("heartbeat not sent", metadata: ["path": "\(path)", "error": "\(error)"])
@@ -312,6 +349,9 @@ public struct HeartbeatServiceError: Error, Sendable, Hashable, CustomStringConv
         /// The transport does not authenticate senders and
         /// ``HeartbeatService/TransportRequirement/insecure`` was not chosen.
         public static let unauthenticatedTransport = Code("unauthenticatedTransport")
+        /// ``HeartbeatService/PathMapping/singleUnnamedPath`` over a configuration that does
+        /// not have exactly one path.
+        public static let pathMismatch = Code("pathMismatch")
 
         /// The code's name.
         public var description: String { name }

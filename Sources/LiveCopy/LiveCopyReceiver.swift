@@ -3,15 +3,16 @@ public import Logging
 public import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
+public import ServiceLifecycle
 
 /// The offline side of a remote live copy: applies page batches and mirrored writes from a
 /// ``RemoteDestination`` to an ``OfflineRegion`` and answers barriers and verification
 /// requests.
 ///
 /// Every message is decoded with bounds checks against the region; anything malformed is
-/// answered with a refusal and ends ``run()`` with ``LiveCopyError/Code/malformedMessage``, so
+/// answered with a refusal and ends ``serveSession()`` with ``LiveCopyError/Code/malformedMessage``, so
 /// hostile bytes never reach the region.
-public final class LiveCopyReceiver: Sendable {
+public final class LiveCopyReceiver: Service, Sendable {
     /// The region the copy lands in.
     public let region: OfflineRegion
 
@@ -20,6 +21,11 @@ public final class LiveCopyReceiver: Sendable {
     private let metricsFactory: any MetricsFactory
     private let refusals = NIOLockedValueBox<(counts: [String: Int], counters: [String: Counter])>(([:], [:]))
     private let logLimiter = LogLimiter()
+    private let sessionContinuation: AsyncStream<Summary>.Continuation
+
+    /// Each session the receiver finished while running as a `Service` (``run()``), in order;
+    /// the newest 64 are kept for a consumer that falls behind. Finishes when ``run()`` returns.
+    public let sessions: AsyncStream<Summary>
 
     /// Creates a receiver that applies what arrives on `transport` to `region`; refusals are
     /// counted in `ft_livecopy_receiver_refused_total{reason}`.
@@ -31,6 +37,8 @@ public final class LiveCopyReceiver: Sendable {
         self.region = region
         self.logger = logger
         self.metricsFactory = metricsFactory ?? MetricsSystem.factory
+        (sessions, sessionContinuation) = AsyncStream.makeStream(
+            of: Summary.self, bufferingPolicy: .bufferingNewest(64))
     }
 
     /// What a finished session did.
@@ -52,11 +60,43 @@ public final class LiveCopyReceiver: Sendable {
     /// node, a second `begin` among them, are refused (the sender is told) and counted in
     /// ``refused``, and never reach the region or end the session; so are malformed messages
     /// before a session begins. Refusals are logged at most once a second.
-    public func run() async throws(LiveCopyError) -> Summary {
+    ///
+    /// To serve session after session for as long as a program runs, run the receiver as a
+    /// `Service` (``run()``) instead.
+    public func serveSession() async throws(LiveCopyError) -> Summary {
+        var incoming = transport.incoming.makeAsyncIterator()
+        return try await serveSession(from: &incoming).summary
+    }
+
+    /// As a ServiceLifecycle `Service`: serves sessions one after another until the group
+    /// shuts down gracefully, the task is cancelled or the transport closes. Each finished
+    /// session is yielded to ``sessions``; a session that fails (malformed input, a geometry
+    /// that does not match the region) is logged at warning and the receiver waits for the
+    /// next one, so one bad peer does not stop the program. A session in progress at shutdown
+    /// is abandoned: its source sees the copy fail.
+    public func run() async throws {
+        defer { sessionContinuation.finish() }
+        await cancelWhenGracefulShutdown {
+            var incoming = self.transport.incoming.makeAsyncIterator()
+            while !Task.isCancelled {
+                do {
+                    let (summary, transportClosed) = try await self.serveSession(from: &incoming)
+                    if transportClosed { return }
+                    self.sessionContinuation.yield(summary)
+                } catch {
+                    self.logger.warning("live copy session failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func serveSession(
+        from incoming: inout EnvelopeStream.Iterator
+    ) async throws(LiveCopyError) -> (summary: Summary, transportClosed: Bool) {
         var summary = Summary()
         var session: UInt64?
         var owner: NodeID?
-        for await envelope in transport.incoming {
+        while let envelope = await incoming.next() {
             let message = envelope.message
             if let owner, envelope.from != owner {
                 // Not the session's peer: whatever it sends, refuse it and go on.
@@ -128,7 +168,7 @@ public final class LiveCopyReceiver: Sendable {
                     logger.info(
                         "live copy session ended",
                         metadata: ["batches": "\(summary.batches)", "mirrored": "\(summary.mirroredWrites)"])
-                    return summary
+                    return (summary, false)
                 default:
                     logger.debug("ignoring message", metadata: ["type": "\(message.type)"])
                 }
@@ -149,7 +189,7 @@ public final class LiveCopyReceiver: Sendable {
                 throw error
             }
         }
-        return summary
+        return (summary, true)
     }
 
     /// The start of a refusal's detail when a session is already active.

@@ -221,7 +221,7 @@ final class LiveCopyRun: @unchecked Sendable {
             network.setConditions(link(bandwidth: nil), from: Self.offlineNode, to: Self.source)
             let receiver = LiveCopyReceiver(
                 transport: network.transport(for: Self.offlineNode), region: offline, logger: Self.silent)
-            receiverTask = world.spawn { try await receiver.run() }
+            receiverTask = world.spawn { try await receiver.serveSession() }
             // Batches of 8 pages; the queue is deep enough that mirrored writes never wait for
             // room (a writer waiting for room blocks its thread, and a simulation has one).
             compression = simulation.random.chance(0.25)

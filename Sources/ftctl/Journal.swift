@@ -61,80 +61,19 @@ struct JournalDirectory {
             journalBudget: budgetUnits * unitSize, configurations: configurations, logger: logger)
     }
 
-    /// Creates the directories and pools and journal 1, crash-safely: everything is built in
-    /// a staging directory beside `path` and renamed into place once durable, so a crash
-    /// leaves either no journal or a whole one (and a stale `.NAME.creating-PID` folder at
-    /// worst). `path` must not exist, or be an empty directory.
+    /// Creates the directory with journal 1 through the library's crash-safe
+    /// ``JournalStore/create(directory:unitSize:journalUnits:volumes:volumeSize:configuration:journal:logger:metricsFactory:)``.
     func create(
         unitSize: Int, units: Int, volumes: Int, volumeSize: Int, configuration: JournalConfiguration
     ) throws -> (JournalStore, ElasticJournal) {
-        let files = FileManager.default
-        var isDirectory: ObjCBool = false
-        if files.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue, try files.contentsOfDirectory(atPath: path).isEmpty else {
-                throw CommandFailure("\(path) already exists and is not an empty directory")
-            }
-        }
-        let target = URL(fileURLWithPath: path)
-        let parent = target.deletingLastPathComponent().path
-        let staging = JournalDirectory(
-            path: parent + "/." + target.lastPathComponent + ".creating-\(ProcessInfo.processInfo.processIdentifier)")
-        // Staging folders of creates that were killed (their process is gone) go first.
-        let prefix = "." + target.lastPathComponent + ".creating-"
-        for name in (try? files.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
-            if let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0 {
-                try? files.removeItem(atPath: parent + "/" + name)
-            }
-        }
-        try? files.removeItem(atPath: staging.path)
-        for directory in [staging.path, staging.units, staging.base] { try makeDirectories(directory) }
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
-        do {
-            let pool = try FileStoragePool(
-                directories: [staging.units], unitCapacity: unitSize, budget: units * unitSize, logger: logger)
-            let bases = try FileStoragePool(
-                directories: [staging.base], unitCapacity: JournalFormat.baseHeaderSize + volumeSize,
-                budget: 1 << 50, logger: logger)
-            let store = try JournalStore(
-                journalPool: pool, basePool: bases, configurations: [1: configuration], logger: logger)
-            _ = try store.createJournal(
-                1, configuration: configuration, volumes: (1...volumes).map { VolumeID(UInt32($0)) })
-            try store.close()
-            pool.close()
-            bases.close()
-            // rename(2) replaces an empty directory; the parent's fsync makes it durable.
-            guard rename(staging.path, path) == 0 else {
-                throw CommandFailure(
-                    "cannot move \(staging.path) to \(path): \(StorageError.describe(errno: errno))")
-            }
-            let descriptor = open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY)
-            if descriptor >= 0 {
-                _ = fsync(descriptor)
-                _ = close(descriptor)
-            }
-        } catch {
-            try? files.removeItem(atPath: staging.path)
-            throw error
-        }
-        let store = try openStore(readOnly: false, budgetUnits: units, configuration: configuration)
+        let store = try JournalStore.create(
+            directory: path, unitSize: unitSize, journalUnits: units,
+            volumes: (1...volumes).map { VolumeID(UInt32($0)) }, volumeSize: volumeSize, configuration: configuration,
+            logger: logger)
         guard let journal = store.journal(1) else { throw CommandFailure("\(path): journal 1 is missing") }
         return (store, journal)
-    }
-}
-
-/// `mkdir -p` with the system's words for a failure (not a Foundation error dump).
-func makeDirectories(_ path: String) throws {
-    var current = path.hasPrefix("/") ? "" : "."
-    for component in path.split(separator: "/") {
-        current += "/" + component
-        if mkdir(current, 0o700) != 0 && errno != EEXIST {
-            throw CommandFailure("cannot create \(current): \(StorageError.describe(errno: errno))")
-        }
-    }
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw CommandFailure("cannot create \(path): \(StorageError.describe(errno: ENOTDIR))")
     }
 }
 
@@ -319,7 +258,7 @@ struct JournalSalvage: ParsableCommand {
     @Flag(help: "Report what would be cut, change nothing.") var dryRun = false
 
     func run() throws {
-        let journalDirectory = try JournalDirectory(path: directory)
+        let journalDirectory = JournalDirectory(path: directory)
         if dryRun {
             do {
                 let store = try journalDirectory.openStore(readOnly: true)

@@ -352,7 +352,7 @@ struct LiveCopyScene {
             offline.setPeer("online", address: online.localAddress)
             transports = [online, offline]
             let served = LiveCopyReceiver(transport: offline, region: region, logger: logger)
-            receiver = Task { try await served.run() }
+            receiver = Task { try await served.serveSession() }
             destination = RemoteDestination(
                 transport: online, peer: "offline", options: .init(compression: compress))
         } else {

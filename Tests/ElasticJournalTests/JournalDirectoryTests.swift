@@ -45,4 +45,54 @@ import Testing
         }
         #expect((try? FileManager.default.contentsOfDirectory(atPath: root))?.isEmpty == true, "nothing was created")
     }
+
+    @Test("create builds the directory crash-safely and opens it; an occupied folder is refused and left alone")
+    func createsADirectory() async throws {
+        let parent = FileManager.default.temporaryDirectory.appendingPathComponent("ft-create-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        // The staging folder of a create whose process is gone is cleared first.
+        let stale = parent + "/.journal.creating-999999999"
+        try FileManager.default.createDirectory(atPath: stale + "/units", withIntermediateDirectories: true)
+        let configuration = JournalConfiguration(window: .seconds(60), quota: 4)
+        let store = try JournalStore.create(
+            directory: parent + "/journal", unitSize: 64 << 10, journalUnits: 8, volumes: [1, 2], volumeSize: 4096,
+            configuration: configuration)
+        let journal = try #require(store.journal(1))
+        _ = try await journal.append(volume: 2, offset: 0, bytes: [1, 2, 3])
+        try store.close()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent) == ["journal"])
+        let reopened = try JournalStore.open(directory: parent + "/journal", options: .init(readOnly: true))
+        #expect(reopened.journal(1)?.lastSequence == 1)
+        #expect(reopened.journal(1)?.status.volumes.keys.sorted() == [1, 2])
+        // Creating over it again is refused, and it is untouched.
+        do {
+            _ = try JournalStore.create(
+                directory: parent + "/journal", unitSize: 64 << 10, journalUnits: 8, volumes: [1], volumeSize: 4096,
+                configuration: configuration)
+            Issue.record("created over an existing journal")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+        }
+        #expect(try JournalStore.open(directory: parent + "/journal").journal(1)?.lastSequence == 1)
+    }
+
+    @Test("as a Service, the store runs maintenance passes and closes every journal when it stops")
+    func runsAsAService() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ft-service-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try JournalStore.create(
+            directory: root, unitSize: 64 << 10, journalUnits: 8, volumes: [1], volumeSize: 4096,
+            configuration: JournalConfiguration(window: .seconds(60), quota: 4))
+        let journal = try #require(store.journal(1))
+        _ = try await journal.append(volume: 1, offset: 0, bytes: [9])
+        let running = Task { try await store.run(maintenanceInterval: .milliseconds(5)) }
+        // Let a few maintenance passes run (how many does not matter; none may fail).
+        try await Task.sleep(for: .milliseconds(50))
+        running.cancel()
+        try await running.value
+        // Closed by the service: an append now is refused as closed, and nothing was lost.
+        await #expect(throws: JournalError.self) { try await journal.append(volume: 1, offset: 0, bytes: [1]) }
+        #expect(try JournalStore.open(directory: root, options: .init(readOnly: true)).journal(1)?.lastSequence == 1)
+    }
 }

@@ -69,4 +69,53 @@ struct TransportDemultiplexerTests {
         var iterator = two.incoming.makeAsyncIterator()
         #expect(await iterator.next() == nil)
     }
+
+    @Test("a consumer cancelled while waiting ends its own iteration only: the others go on, and it can start again")
+    func cancellationEndsOneChannel() async throws {
+        let network = InMemoryNetwork()
+        let sender = network.join("a")
+        let shared = TransportDemultiplexer(network.join("b"))
+        let heartbeats = shared.channel(forBlock: 0x01)
+        let liveCopy = shared.channel(forBlock: 0x02)
+        // The live-copy consumer waits for a message that never comes, then is cancelled (as a
+        // ServiceGroup cancels a service that stops before the others).
+        let waiting = Task { await liveCopy.incoming.reduce(0) { count, _ in count + 1 } }
+        try await sender.send(Self.message(0x0100, 0), to: "b")
+        var beats = heartbeats.incoming.makeAsyncIterator()
+        #expect(await beats.next().map(Self.index) == 0)
+        waiting.cancel()
+        #expect(await waiting.value == 0)
+        // Heartbeats still arrive; the live-copy message is kept for the channel's next consumer.
+        try await sender.send(Self.message(0x0200, 1), to: "b")
+        try await sender.send(Self.message(0x0100, 2), to: "b")
+        #expect(await beats.next().map(Self.index) == 2)
+        var again = liveCopy.incoming.makeAsyncIterator()
+        #expect(await again.next().map(Self.index) == 1)
+        #expect(shared.unclaimed == 0)
+        await sender.close()
+        await heartbeats.close()
+    }
+
+    @Test("a message behind a full read-ahead arrives once the full channel's consumer takes one")
+    func readAheadIsBounded() async throws {
+        let network = InMemoryNetwork()
+        let sender = network.join("a")
+        let shared = TransportDemultiplexer(network.join("b"), bufferLimit: 4)
+        let heartbeats = shared.channel(forBlock: 0x01)
+        let liveCopy = shared.channel(forBlock: 0x02)
+        // Four live-copy messages fill its read-ahead; the heartbeat behind them waits.
+        for index in 0..<4 { try await sender.send(Self.message(0x0200, index), to: "b") }
+        try await sender.send(Self.message(0x0100, 4), to: "b")
+        let beat = Task {
+            var iterator = heartbeats.incoming.makeAsyncIterator()
+            return await iterator.next().map(Self.index)
+        }
+        var pages = liveCopy.incoming.makeAsyncIterator()
+        // Taking one makes room: the reader goes on and the heartbeat is delivered.
+        #expect(await pages.next().map(Self.index) == 0)
+        #expect(await beat.value == 4)
+        for index in 1..<4 { #expect(await pages.next().map(Self.index) == index) }
+        await sender.close()
+        await heartbeats.close()
+    }
 }

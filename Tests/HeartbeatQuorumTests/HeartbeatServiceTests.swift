@@ -191,3 +191,58 @@ final class Transitions: Sendable {
         .joined(separator: "; ")
     }
 }
+
+/// Heartbeats over a transport without paths: TCP, shared with other protocols through a
+/// demultiplexer, as an embedding program runs them on one port per peer.
+@Suite("HeartbeatService over a demultiplexed TCP transport", .timeLimit(.minutes(2)))
+struct HeartbeatOverTCPTests {
+    static func configuration(priority: UInt8, paths: [PathID] = ["tcp"]) throws -> HeartbeatConfiguration {
+        let detector = DetectorConfiguration.phiAccrual(
+            threshold: 8, minimumStandardDeviation: .milliseconds(20), acceptablePause: .milliseconds(200),
+            maximumSilence: .milliseconds(400))
+        return try HeartbeatConfiguration(
+            paths: Dictionary(uniqueKeysWithValues: paths.map { ($0, detector) }), heartbeatInterval: .milliseconds(20),
+            threshold: 1, detectionBound: .seconds(1), priority: priority)
+    }
+
+    @Test("one configured path stands for TCP's one: A operates, B stands by having heard it")
+    func singleUnnamedPath() async throws {
+        let loopback = Endpoint(host: "127.0.0.1", port: 0)
+        let tcpA = try await TCPTransport.start(configuration: .init(localNode: "A", listeningOn: loopback))
+        let tcpB = try await TCPTransport.start(configuration: .init(localNode: "B", listeningOn: loopback))
+        try tcpA.setPeer("B", at: tcpB.localEndpoint)
+        try tcpB.setPeer("A", at: tcpA.localEndpoint)
+        let (sharedA, sharedB) = (TransportDemultiplexer(tcpA), TransportDemultiplexer(tcpB))
+        let a = HeartbeatService(
+            configuration: try Self.configuration(priority: 2), partner: "B",
+            transport: sharedA.channel(forBlock: 0x01), requirement: .insecure, pathMapping: .singleUnnamedPath)
+        let b = HeartbeatService(
+            configuration: try Self.configuration(priority: 1), partner: "A",
+            transport: sharedB.channel(forBlock: 0x01), requirement: .insecure, pathMapping: .singleUnnamedPath)
+        let runA = Task { try await a.run() }
+        let runB = Task { try await b.run() }
+        try await eventually("A operating, and B standby having heard A say so") {
+            a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
+        }
+        #expect(b.evidence.paths.map(\.path) == ["tcp"])
+        #expect(b.evidence.healthyCount == 1)
+        runA.cancel()
+        runB.cancel()
+        _ = try? await (runA.value, runB.value)
+        await tcpA.close()
+        await tcpB.close()
+    }
+
+    @Test("a transport without paths cannot carry a configuration of several paths")
+    func severalPathsRefused() async throws {
+        let service = HeartbeatService(
+            configuration: try Self.configuration(priority: 1, paths: ["p1", "p2"]), partner: "B",
+            transport: InMemoryNetwork().join("A"), requirement: .insecure, pathMapping: .singleUnnamedPath)
+        do {
+            try await service.run()
+            Issue.record("the service ran with two paths over one")
+        } catch let error as HeartbeatServiceError {
+            #expect(error.code == .pathMismatch)
+        }
+    }
+}

@@ -57,7 +57,7 @@ struct LargeRegionLiveCopyTests {
         for page in stride(from: 0, to: pageCount, by: 16) { try memory.storeWord(UInt64(page) | 1, at: page * 4096) }
         let region = try OfflineRegion(pageCount: pageCount)
         let receiver = LiveCopyReceiver(transport: offline, region: region)
-        let serving = Task { try await receiver.run() }
+        let serving = Task { try await receiver.serveSession() }
 
         let injected = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
         let replyTimeout = Duration.seconds(30)

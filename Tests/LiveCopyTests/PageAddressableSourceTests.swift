@@ -54,7 +54,7 @@ final class AddressableForwardingSource: PageAddressableSource, @unchecked Senda
             let forwarding = ForwardingSource(memory)
             let source: any LiveCopySource = addressable ? AddressableForwardingSource(forwarding) : forwarding
             let region = try OfflineRegion(pageCount: 256)
-            let serving = Task { try await LiveCopyReceiver(transport: offline, region: region).run() }
+            let serving = Task { try await LiveCopyReceiver(transport: offline, region: region).serveSession() }
             let copy = LiveCopy(source: source, destination: RemoteDestination(transport: online, peer: "offline"))
             _ = try await copy.run()
             await copy.detach()

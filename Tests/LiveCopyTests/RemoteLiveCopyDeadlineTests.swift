@@ -48,7 +48,7 @@ struct RemoteLiveCopyDeadlineTests {
             for page in 0..<4096 { try memory.storeWord(UInt64(page + 1), at: page * 4096) }
             let offline = try OfflineRegion(pageCount: 4096)
             let receiver = LiveCopyReceiver(transport: world.network.transport(for: "offline"), region: offline)
-            let receiving = world.spawn { try await receiver.run() }
+            let receiving = world.spawn { try await receiver.serveSession() }
             // The header and a few batches get through; then nothing does.
             let transport = StallingTransport(world.network.transport(for: "source"), clock: world.clock, accepted: 4)
             let destination = RemoteDestination(
@@ -77,7 +77,7 @@ struct RemoteLiveCopyDeadlineTests {
             let offline = try OfflineRegion(pageCount: 4096)
             let receiverTransport = world.network.transport(for: "offline")
             let receiver = LiveCopyReceiver(transport: receiverTransport, region: offline)
-            let receiving = world.spawn { try? await receiver.run() }
+            let receiving = world.spawn { try? await receiver.serveSession() }
             let sourceTransport = world.network.transport(for: "source")
             world.network.setConditions(
                 LinkConditions(delay: .milliseconds(1) ... .milliseconds(1), bandwidth: Double(8 << 20)),
@@ -97,7 +97,7 @@ struct RemoteLiveCopyDeadlineTests {
             let start = world.clock.now
             var failure: LiveCopyError?
             do throws(LiveCopyError) { _ = try await copy.run() } catch { failure = error }
-            await receiving.value
+            _ = await receiving.value
             return (failure, world.clock.now - start)
         }
         #expect(error?.code == .malformedMessage)
@@ -123,7 +123,7 @@ struct ReceiverSessionTests {
             let memory = try Self.filledMemory(pages: 1024, seed: 1)
             let offline = try OfflineRegion(pageCount: 1024)
             let receiver = LiveCopyReceiver(transport: world.network.transport(for: "offline"), region: offline)
-            let receiving = world.spawn { try await receiver.run() }
+            let receiving = world.spawn { try await receiver.serveSession() }
             world.network.setConditions(
                 LinkConditions(delay: .milliseconds(1) ... .milliseconds(1), bandwidth: Double(1 << 20)),
                 from: "source", to: "offline")
@@ -180,7 +180,7 @@ struct ReceiverSessionTests {
             let memory = try Self.filledMemory(pages: 256, seed: 5)
             let offline = try OfflineRegion(pageCount: 256)
             let receiver = LiveCopyReceiver(transport: world.network.transport(for: "offline"), region: offline)
-            let receiving = world.spawn { try await receiver.run() }
+            let receiving = world.spawn { try await receiver.serveSession() }
             world.network.send(
                 Message(type: LiveCopyWire.MessageType.verify, bytes: [9, 9, 9]), from: "attacker", to: "offline")
             try await world.clock.sleep(for: .milliseconds(10))

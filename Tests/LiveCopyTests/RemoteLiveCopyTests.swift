@@ -25,7 +25,7 @@ import Testing
         for page in stride(from: 0, to: pageCount, by: 2) { try memory.storeWord(UInt64(page) | 1, at: page * 4096) }
         let region = try OfflineRegion(pageCount: pageCount)
         let receiver = LiveCopyReceiver(transport: target, region: region)
-        let served = Task { try await receiver.run() }
+        let served = Task { try await receiver.serveSession() }
         let writers = Writers(memory: memory, threads: 2, seed: 11)
         let destination = RemoteDestination(
             transport: source, peer: "offline", options: .init(compression: compression))
@@ -57,7 +57,7 @@ import Testing
         let memory = try TrackedMemory(pageCount: 256)
         for page in stride(from: 0, to: 256, by: 2) { try memory.storeWord(UInt64(page) + 1, at: page * 4096) }
         let region = try OfflineRegion(pageCount: 256)
-        let served = Task { try await LiveCopyReceiver(transport: target, region: region).run() }
+        let served = Task { try await LiveCopyReceiver(transport: target, region: region).serveSession() }
         let destination = RemoteDestination(transport: source, peer: "offline")
         let copy = LiveCopy(source: memory, destination: destination)
         let report = try await copy.run()
@@ -83,7 +83,7 @@ import Testing
     @Test func receiverRefusesAnotherGeometry() async throws {
         let (source, target) = try await Self.pair()
         let receiver = LiveCopyReceiver(transport: target, region: try OfflineRegion(pageCount: 8))
-        let served = Task { try await receiver.run() }
+        let served = Task { try await receiver.serveSession() }
         let copy = LiveCopy(
             source: try TrackedMemory(pageCount: 16), destination: RemoteDestination(transport: source, peer: "offline")
         )
@@ -95,6 +95,42 @@ import Testing
         }
         await #expect(throws: LiveCopyError.self) { try await served.value }
         await source.close()
+        await target.close()
+    }
+
+    /// As a Service the receiver serves session after session: a refused one (another
+    /// geometry) does not stop it, and each finished one is published. The source side runs
+    /// each session's destination on one demultiplexer channel, which (unlike a transport's
+    /// own stream) can be iterated again after a destination's reader is cancelled.
+    @Test func receiverServesSessionAfterSession() async throws {
+        let (tcp, target) = try await Self.pair()
+        let source = TransportDemultiplexer(tcp).channel(forBlock: 0x02)
+        let region = try OfflineRegion(pageCount: 64)
+        let receiver = LiveCopyReceiver(transport: target, region: region)
+        let running = Task { try await receiver.run() }
+        var sessions = receiver.sessions.makeAsyncIterator()
+        // A source of another size is refused ...
+        await #expect(throws: LiveCopyError.self) {
+            _ = try await LiveCopy(
+                source: try TrackedMemory(pageCount: 16),
+                destination: RemoteDestination(transport: source, peer: "offline")
+            ).run()
+        }
+        // ... and the next two sessions are served.
+        for seed in 1...2 as ClosedRange<UInt64> {
+            let memory = try TrackedMemory(pageCount: 64)
+            for page in 0..<64 { try memory.storeWord(UInt64(page) &* seed | 1, at: page * 4096) }
+            let copy = LiveCopy(source: memory, destination: RemoteDestination(transport: source, peer: "offline"))
+            _ = try await copy.run()
+            await copy.detach()
+            let summary = try #require(await sessions.next())
+            #expect(summary.pages == 64)
+            #expect(identical(memory, region))
+        }
+        running.cancel()
+        try await running.value
+        #expect(await sessions.next() == nil)
+        await tcp.close()
         await target.close()
     }
 }

@@ -68,7 +68,7 @@ public func remoteRoundOne(_ memory: TrackedMemory, security: LoopbackSecurity =
     offline.setPeer("online", address: online.localAddress)
     // The offline side's memory is resident before the copy (the baselines write nowhere).
     let region = try OfflineRegion(pageCount: memory.pageCount, populate: true)
-    let receiver = Task { try await LiveCopyReceiver(transport: offline, region: region).run() }
+    let receiver = Task { try await LiveCopyReceiver(transport: offline, region: region).serveSession() }
     let copy = LiveCopy(source: memory, destination: RemoteDestination(transport: online, peer: "offline"))
     let report = try await copy.run()
     await copy.detach()

@@ -365,7 +365,7 @@ public final class FileStoragePool: StoragePool {
                 throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "mkdir")
             }
             var removedTemporary = false
-            for name in try listDirectory(directory) {
+            for name in try Directories.list(directory) {
                 if name.hasSuffix(".tmp") {
                     guard access == .readWrite else { continue }
                     // A crash between create and rename: the unit was never handed out.
@@ -411,21 +411,6 @@ public final class FileStoragePool: StoragePool {
         if !units.isEmpty {
             logger.info("pool recovered", metadata: ["units": "\(units.count)", "next": "\(nextID)"])
         }
-    }
-
-    private func listDirectory(_ directory: String) throws(StorageError) -> [String] {
-        guard let handle = opendir(directory) else {
-            throw StorageError(.fileOperationFailed, path: directory, errno: SystemCalls.errno, detail: "opendir")
-        }
-        defer { closedir(handle) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
     }
 
     // MARK: - Pool state file

@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// One transport shared by several protocols, each owning a block of message types: the
 /// block of type `0xMM00` is every type `0xMM00...0xMMFF` (heartbeats 0x01, live copy 0x02,
@@ -16,12 +16,20 @@ import Synchronization
 /// let receiver = LiveCopyReceiver(transport: liveCopy, region: region)
 /// ```
 ///
-/// No task of its own: whichever channel's consumer needs a message pulls the shared stream
-/// and files what it reads for the others. Each channel holds at most `bufferLimit` messages
-/// read for it ahead of its consumer; when one is full, nobody reads further until its
-/// consumer takes some, so a consumer that stops reading stops the others (as it would stop
-/// the shared stream itself) instead of growing memory. Messages for a block no channel
-/// claimed are dropped and counted in ``unclaimed``.
+/// One task of its own reads the shared stream and files each message for its channel, so a
+/// channel whose consumer is cancelled (a service stopping before the others, a live copy
+/// ending) ends only that iteration: the shared stream goes on for the rest. A channel's
+/// ``Transport/incoming`` can be iterated again after that, one consumer at a time (session
+/// after session of a live copy over one channel), which a transport's own stream cannot: a
+/// cancelled consumer ends it for good.
+///
+/// Each channel holds at most `bufferLimit` messages read for it ahead of its consumer; when
+/// one is full, the reading task waits until its consumer takes some, so a consumer that stops
+/// reading stops the others (as it would stop the shared stream itself) instead of growing
+/// memory. A channel whose consumer was cancelled and has not come back does not hold the
+/// others up: once its read-ahead is full, further messages for it are dropped. Dropped
+/// messages, and those for a block no channel claimed, are counted in ``unclaimed``. The
+/// reading task ends when the shared transport closes.
 public final class TransportDemultiplexer: Sendable {
     /// The transport being shared.
     public let transport: any Transport
@@ -30,23 +38,27 @@ public final class TransportDemultiplexer: Sendable {
     private let state: DemultiplexerState
 
     /// Shares `transport`; each channel may have up to `bufferLimit` (at least 1) messages read
-    /// ahead of its consumer.
-    public init(_ transport: any Transport, bufferLimit: Int = 1024) {
+    /// ahead of its consumer. The reading task prefers `executor` (a simulation passes its
+    /// clock's ``RuntimeClock/taskExecutor``; Swift's global executor by default).
+    public init(_ transport: any Transport, bufferLimit: Int = 1024, executor: (any TaskExecutor)? = nil) {
         self.transport = transport
         self.bufferLimit = max(1, bufferLimit)
-        state = DemultiplexerState(base: transport.incoming.makeAsyncIterator(), limit: max(1, bufferLimit))
+        let state = DemultiplexerState(limit: max(1, bufferLimit))
+        self.state = state
+        let incoming = transport.incoming
+        Task(executorPreference: executor) { await state.pump(incoming) }
     }
 
     /// The transport for the protocol that owns `block`. Ask once per block: a block has one
     /// consumer, and a second channel for the same block is refused by a precondition.
     public func channel(forBlock block: UInt8) -> any Transport {
-        let state = self.state
         let registered = state.claim(block)
         precondition(registered, "block 0x\(String(block, radix: 16)) already has a channel")
         return DemultiplexedChannel(block: block, shared: transport, state: state)
     }
 
-    /// Messages dropped because no channel claimed their block.
+    /// Messages dropped: no channel claimed their block, or its consumer had gone and its
+    /// read-ahead was full.
     public var unclaimed: Int { state.unclaimedCount }
 }
 
@@ -54,12 +66,19 @@ public final class TransportDemultiplexer: Sendable {
 private final class DemultiplexedChannel: Transport {
     let block: UInt8
     let shared: any Transport
-    let incoming: EnvelopeStream
+    let state: DemultiplexerState
 
     init(block: UInt8, shared: any Transport, state: DemultiplexerState) {
         self.block = block
         self.shared = shared
-        incoming = EnvelopeStream(AsyncStream(unfolding: { await state.next(for: block) }))
+        self.state = state
+    }
+
+    /// A new stream each time, so a consumer can start again after an earlier one was
+    /// cancelled (one at a time).
+    var incoming: EnvelopeStream {
+        let (state, block) = (self.state, self.block)
+        return EnvelopeStream(AsyncStream(unfolding: { await state.next(for: block) }))
     }
 
     var localNode: NodeID { shared.localNode }
@@ -79,93 +98,114 @@ private final class DemultiplexedChannel: Transport {
     func close() async { await shared.close() }
 }
 
-/// The shared iterator and what has been read for each block.
-private actor DemultiplexerState {
-    private var base: EnvelopeStream.Iterator?
+/// What has been read for each block, who waits for it, and the reading task's own wait.
+private final class DemultiplexerState: Sendable {
+    private struct Queues {
+        var claimed: Set<UInt8> = []
+        /// Blocks whose consumer was cancelled and has not asked again: messages past their
+        /// read-ahead are dropped instead of holding the reader.
+        var gone: Set<UInt8> = []
+        var queues: [UInt8: [Envelope]] = [:]
+        var heads: [UInt8: Int] = [:]
+        var consumers: [UInt8: CheckedContinuation<Envelope?, Never>] = [:]
+        /// The reading task, waiting for room in `full`'s queue.
+        var reader: (full: UInt8, continuation: CheckedContinuation<Void, Never>)?
+        var finished = false
+        var dropped = 0
+
+        func count(_ block: UInt8) -> Int { (queues[block]?.count ?? 0) - (heads[block] ?? 0) }
+
+        mutating func pop(_ block: UInt8) -> Envelope? {
+            guard count(block) > 0, var queue = queues[block] else { return nil }
+            var head = heads[block] ?? 0
+            let envelope = queue[head]
+            head += 1
+            if head == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                head = 0
+            }
+            queues[block] = queue
+            heads[block] = head
+            return envelope
+        }
+
+        /// The reading task's continuation, if it waits on `block` and that queue has room now.
+        mutating func releaseReader(after block: UInt8, limit: Int) -> CheckedContinuation<Void, Never>? {
+            guard let reader, reader.full == block, count(block) < limit || gone.contains(block) else { return nil }
+            self.reader = nil
+            return reader.continuation
+        }
+    }
+
     private let limit: Int
-    private var queues: [UInt8: [Envelope]] = [:]
-    private var heads: [UInt8: Int] = [:]
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-    private var pulling = false
-    private var finished = false
-    private nonisolated let claimed = LockedBlocks()
+    private let state = NIOLockedValueBox(Queues())
 
-    init(base: EnvelopeStream.Iterator, limit: Int) {
-        self.base = base
-        self.limit = limit
-    }
+    init(limit: Int) { self.limit = limit }
 
-    nonisolated func claim(_ block: UInt8) -> Bool { claimed.claim(block) }
-    nonisolated var unclaimedCount: Int { claimed.dropped }
+    func claim(_ block: UInt8) -> Bool { state.withLockedValue { $0.claimed.insert(block).inserted } }
+    var unclaimedCount: Int { state.withLockedValue { $0.dropped } }
 
-    private func count(_ block: UInt8) -> Int { (queues[block]?.count ?? 0) - (heads[block] ?? 0) }
-
-    private func pop(_ block: UInt8) -> Envelope? {
-        guard count(block) > 0, var queue = queues[block] else { return nil }
-        var head = heads[block] ?? 0
-        let envelope = queue[head]
-        head += 1
-        if head == queue.count {
-            queue.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        queues[block] = queue
-        heads[block] = head
-        return envelope
-    }
-
-    private func wakeAll() {
-        let woken = waiting
-        waiting.removeAll()
-        for continuation in woken { continuation.resume() }
-    }
-
-    /// The next message for `block`, reading the shared stream when nobody else is and no
-    /// channel's read-ahead is full; `nil` once the shared stream has ended and nothing is
-    /// left for `block`.
-    func next(for block: UInt8) async -> Envelope? {
-        while true {
-            if let envelope = pop(block) {
-                wakeAll()  // a full queue just got room
-                return envelope
-            }
-            if finished { return nil }
-            if pulling || queues.keys.contains(where: { count($0) >= limit }) {
-                await withCheckedContinuation { waiting.append($0) }
-                continue
-            }
-            pulling = true
-            var iterator = base
-            base = nil
-            let envelope = await iterator?.next(isolation: self)
-            base = iterator
-            pulling = false
-            guard let envelope else {
-                finished = true
-                wakeAll()
-                return nil
-            }
+    /// Reads the shared stream until it ends, filing each message for its block's consumer and
+    /// waiting while that block's read-ahead is full.
+    func pump(_ incoming: EnvelopeStream) async {
+        for await envelope in incoming {
             let owner = UInt8(truncatingIfNeeded: envelope.message.type >> 8)
-            if owner == block {
-                wakeAll()
-                return envelope
+            let (consumer, mustWait) = state.withLockedValue {
+                state -> (CheckedContinuation<Envelope?, Never>?, Bool) in
+                guard state.claimed.contains(owner), !state.gone.contains(owner) || state.count(owner) < limit else {
+                    state.dropped += 1
+                    return (nil, false)
+                }
+                if let consumer = state.consumers.removeValue(forKey: owner) { return (consumer, false) }
+                state.queues[owner, default: []].append(envelope)
+                return (nil, state.count(owner) >= limit && !state.gone.contains(owner))
             }
-            if claimed.isClaimed(owner) {
-                queues[owner, default: []].append(envelope)
-            } else {
-                claimed.drop()
+            consumer?.resume(returning: envelope)
+            if mustWait {
+                await withCheckedContinuation { continuation in
+                    let resumeNow = state.withLockedValue { state -> Bool in
+                        if state.count(owner) < limit || state.gone.contains(owner) { return true }
+                        state.reader = (owner, continuation)
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
             }
-            wakeAll()
+        }
+        let waiting = state.withLockedValue { state in
+            state.finished = true
+            defer { state.consumers.removeAll() }
+            return Array(state.consumers.values)
+        }
+        for consumer in waiting { consumer.resume(returning: nil) }
+    }
+
+    /// The next message for `block`; `nil` once the shared stream has ended and nothing is
+    /// left for `block`, or when the consumer's task is cancelled (that iteration ends).
+    func next(for block: UInt8) async -> Envelope? {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Envelope?, Never>) in
+                let (ready, reader) = state.withLockedValue {
+                    state -> (Envelope??, CheckedContinuation<Void, Never>?) in
+                    if Task.isCancelled { return (.some(nil), nil) }
+                    state.gone.remove(block)
+                    if let envelope = state.pop(block) {
+                        return (.some(envelope), state.releaseReader(after: block, limit: limit))
+                    }
+                    if state.finished { return (.some(nil), nil) }
+                    state.consumers[block] = continuation
+                    return (nil, nil)
+                }
+                reader?.resume()
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let (consumer, reader) = state.withLockedValue { state in
+                state.gone.insert(block)
+                return (state.consumers.removeValue(forKey: block), state.releaseReader(after: block, limit: limit))
+            }
+            consumer?.resume(returning: nil)
+            reader?.resume()
         }
     }
-}
-
-/// The claimed blocks and the unclaimed count, readable without the actor.
-private final class LockedBlocks: Sendable {
-    private let state = Mutex<(blocks: Set<UInt8>, dropped: Int)>(([], 0))
-
-    func claim(_ block: UInt8) -> Bool { state.withLock { $0.blocks.insert(block).inserted } }
-    func isClaimed(_ block: UInt8) -> Bool { state.withLock { $0.blocks.contains(block) } }
-    func drop() { state.withLock { $0.dropped += 1 } }
-    var dropped: Int { state.withLock { $0.dropped } }
 }

@@ -6,7 +6,7 @@ import ServiceLifecycle
 /// unstructured `Task {}`, which runs on the global pool even under a simulation's
 /// executor; this one resumes the waiter directly from whoever signals, so the services run
 /// deterministically in simulation.
-func parkUntilShutdown() async {
+package func parkUntilShutdown() async {
     let (signal, finish) = AsyncStream.makeStream(of: Never.self)
     await withGracefulShutdownHandler {
         await withTaskCancellationHandler {
