@@ -954,10 +954,34 @@ public final class ElasticJournal: Sendable {
 
     // MARK: - Status
 
+    /// One unit a journal holds: its span of records, whether it is sealed, and where it lives.
+    /// The span's fields read directly (`unit.firstSequence`, `unit.lastTime`).
+    @dynamicMemberLookup
+    public struct UnitStatus: Sendable, Hashable {
+        /// The records and times the unit holds.
+        public var span: JournalManager.UnitSpan
+        /// Whether the unit is full and sealed (every unit but the active one).
+        public var sealed: Bool
+        /// Where the unit's bytes are (its file, for a file pool), or `nil`.
+        public var location: String?
+
+        /// Creates a unit's status.
+        public init(span: JournalManager.UnitSpan, sealed: Bool, location: String?) {
+            self.span = span
+            self.sealed = sealed
+            self.location = location
+        }
+
+        /// A field of ``span``.
+        public subscript<Value>(dynamicMember keyPath: KeyPath<JournalManager.UnitSpan, Value>) -> Value {
+            span[keyPath: keyPath]
+        }
+    }
+
     /// A summary of the journal's state.
     public struct Status: Sendable, Hashable {
         /// Units held, oldest first.
-        public var units: [JournalManager.UnitSpan]
+        public var units: [UnitStatus]
         /// Volumes protected, with their sizes.
         public var volumes: [VolumeID: Int]
         /// The oldest instant that can be reconstructed.
@@ -980,7 +1004,9 @@ public final class ElasticJournal: Sendable {
         let drops = context.manager.withLockedValue { $0.earlyDrops(of: id) }
         return state.withLockedValue { state in
             Status(
-                units: state.units.map(\.span),
+                units: state.units.map {
+                    UnitStatus(span: $0.span, sealed: $0.isSealed, location: $0.storage.location)
+                },
                 volumes: state.volumes.mapValues(\.size),
                 windowStart: windowStart,
                 lastTime: state.lastTime,

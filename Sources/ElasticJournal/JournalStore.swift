@@ -28,8 +28,14 @@ public enum JournalBug: String, Sendable, Hashable, CaseIterable, Codable {
 /// unit to the one before are verified; the active unit of each journal is scanned and a
 /// torn tail (records that were never acknowledged) is cut off and zeroed; an age-out
 /// interrupted by a crash is finished; units allocated but never given a header are
-/// released. Damage anywhere else is a ``JournalError/Code/damaged`` error naming the unit
+/// released. Damage found there is a ``JournalError/Code/damaged`` error naming the unit
 /// and offset. With ``Options/readOnly`` nothing is changed on storage.
+///
+/// Opening trusts the seals of full units: it checks each seal and the chain, not the records
+/// under them, so it takes milliseconds whatever the journal holds. Damage at rest inside a
+/// sealed unit is found when those records are read (``ElasticJournal/records(from:through:)``,
+/// an image, an age-out), by ``ElasticJournal/verify(progress:)``, or at open with
+/// ``Options/verifyOnOpen``, which reads every record and base image first.
 ///
 /// ```swift
 /// let store = try JournalStore(journalPool: units, basePool: bases)
@@ -49,11 +55,17 @@ public final class JournalStore: Sendable {
         /// this is only done when asked; the cut is reported as
         /// ``JournalEvent/salvaged(_:_:offset:lastSequence:)``.
         public var salvage: Bool
+        /// After recovery, read every record of every unit and every base image and check
+        /// them all (``ElasticJournal/verify(progress:)`` for each journal): opening then
+        /// throws ``JournalError/Code/damaged`` for damage at rest anywhere, at the price of
+        /// reading the whole journal. Off by default (seals are trusted; see ``JournalStore``).
+        public var verifyOnOpen: Bool
 
         /// Creates options.
-        public init(readOnly: Bool = false, salvage: Bool = false) {
+        public init(readOnly: Bool = false, salvage: Bool = false, verifyOnOpen: Bool = false) {
             self.readOnly = readOnly
             self.salvage = salvage
+            self.verifyOnOpen = verifyOnOpen
         }
     }
 
@@ -175,6 +187,14 @@ public final class JournalStore: Sendable {
         self.journalsByID = NIOLockedValueBox([:])
         let recovered = try Recovery(context: context, options: options, configurations: configurations).run()
         journalsByID.withLockedValue { $0 = recovered }
+        if options.verifyOnOpen {
+            do {
+                for journal in recovered.values.sorted(by: { $0.id < $1.id }) { _ = try journal.verify() }
+            } catch {
+                for journal in recovered.values { try? journal.close() }
+                throw error
+            }
+        }
     }
 
     /// The journal with this identity, if it exists.

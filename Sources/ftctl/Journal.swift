@@ -136,12 +136,12 @@ struct JournalInspect: ParsableCommand {
             )
             for (volume, size) in status.volumes.sorted(by: { $0.key < $1.key }) { print("  \(volume): \(size) bytes") }
             print("  units (\(status.units.count)):")
-            for (index, unit) in status.units.enumerated() {
-                let role = index == status.units.count - 1 ? "active" : "sealed"
+            for unit in status.units {
                 let count = unit.isEmpty ? 0 : unit.lastSequence - unit.firstSequence + 1
                 print(
-                    "    \(unit.unit)  \(role)  records \(unit.firstSequence)...\(unit.lastSequence) (\(count))  "
-                        + "\(wallTime(unit.firstTime)) → \(wallTime(unit.lastTime))")
+                    "    \(unit.unit)  \(unit.sealed ? "sealed" : "active")  records \(unit.firstSequence)...\(unit.lastSequence) "
+                        + "(\(count))  \(wallTime(unit.firstTime)) → \(wallTime(unit.lastTime))"
+                        + (unit.location.map { "  \($0)" } ?? ""))
             }
         }
         for event in store.recentEvents { print("note: \(event)") }

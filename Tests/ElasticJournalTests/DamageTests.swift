@@ -69,6 +69,31 @@ import Testing
         #expect(try salvaged.verify().records == 10)
     }
 
+    @Test("damage at rest under a seal: a plain open trusts the seal, verifyOnOpen finds it and names the unit")
+    func damageUnderASealFoundByVerifyOnOpen() async throws {
+        let fixture = try await journal(records: 250)
+        #expect(fixture.pool.units.count >= 3)
+        let sealed = try #require(fixture.pool.units.first)
+        let damage = JournalFormat.headerPageSize + 20 * Self.footprint
+        try sealed.write([UInt8](repeating: 0xA5, count: 64), at: damage)
+
+        // Opening checks seals and links, not the records under them: it opens, fast.
+        let trusting = try fixture.open(readOnly: true)
+        #expect(trusting.journal(1)?.lastSequence == 250)
+        try trusting.close()
+        // Asked to, it reads everything first and refuses the journal, naming the damage.
+        let clock = fixture.clock
+        do {
+            _ = try JournalStore(
+                journalPool: fixture.pool, basePool: fixture.bases,
+                options: JournalStore.Options(readOnly: true, verifyOnOpen: true), clock: { clock.now })
+            Issue.record("a journal with damage under a seal opened with verifyOnOpen")
+        } catch {
+            #expect(error.code == .damaged)
+            #expect(error.unit == sealed.id)
+        }
+    }
+
     @Test("a torn tail is still cut silently: records written after it were never covered by a sync")
     func tornTailAfterUnsyncedRecords() async throws {
         let fixture = Fixture()

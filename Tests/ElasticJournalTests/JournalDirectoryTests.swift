@@ -95,4 +95,33 @@ import Testing
         await #expect(throws: JournalError.self) { try await journal.append(volume: 1, offset: 0, bytes: [1]) }
         #expect(try JournalStore.open(directory: root, options: .init(readOnly: true)).journal(1)?.lastSequence == 1)
     }
+
+    @Test("status names each unit's file and whether it is sealed; the pool finds a unit by its id")
+    func statusLocatesUnits() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ft-status-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let units = try FileStoragePool(
+            directories: [JournalStore.Directory.units(in: root)], unitCapacity: 64 << 10, budget: 16 * (64 << 10))
+        let bases = try FileStoragePool(
+            directories: [JournalStore.Directory.base(in: root)], unitCapacity: JournalFormat.baseHeaderSize + 8192,
+            budget: 1 << 30)
+        let store = try JournalStore(journalPool: units, basePool: bases)
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(60), quota: 8), volumes: [1])
+        for _ in 0..<20 {
+            _ = try await journal.append(volume: 1, offset: 0, bytes: [UInt8](repeating: 3, count: 8000))
+        }
+        let status = journal.status.units
+        #expect(status.count >= 3)
+        #expect(status.dropLast().allSatisfy { $0.sealed })
+        #expect(status.last?.sealed == false)
+        for unit in status {
+            let location = try #require(unit.location)
+            #expect(FileManager.default.fileExists(atPath: location))
+            #expect(units.unit(unit.unit)?.path == location)
+        }
+        #expect(units.unit(UnitID(999_999)) == nil)
+        try store.close()
+    }
 }

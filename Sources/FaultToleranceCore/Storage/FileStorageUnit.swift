@@ -24,6 +24,8 @@ public final class FileStorageUnit: StorageUnit {
     public let capacity: Int
     /// The file behind the unit.
     public let path: String
+    /// The file behind the unit (``path``).
+    public var location: String? { path }
 
     private let descriptor: Int32
     private let calls: SystemCalls

@@ -28,9 +28,16 @@ public protocol StorageUnit: AnyObject, Sendable {
 
     /// Releases the storage behind `range` (TRIM, hole punching); it reads as zeros after.
     func discard(_ range: Range<Int>) throws(StorageError)
+
+    /// Where the unit lives, for people and tools (a file's path), or `nil` for storage with
+    /// no place to point at (memory).
+    var location: String? { get }
 }
 
 extension StorageUnit {
+    /// `nil`: a unit has a location only if it says so.
+    public var location: String? { nil }
+
     /// Reads `count` bytes at `offset` into a new array.
     public func read(at offset: Int, count: Int) throws(StorageError) -> [UInt8] {
         guard count >= 0 else {
@@ -97,5 +104,11 @@ extension StoragePool {
     public var availableUnits: Int {
         guard unitCapacity > 0 else { return 0 }
         return max(0, budget / unitCapacity - units.count)
+    }
+
+    /// The allocated unit with identity `id`, or `nil` (released, quarantined or never
+    /// allocated).
+    public func unit(_ id: UnitID) -> Unit? {
+        units.first { $0.id == id }
     }
 }
