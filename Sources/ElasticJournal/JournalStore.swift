@@ -354,10 +354,11 @@ extension JournalStore {
                 pools = (
                     try FileStoragePool(
                         directories: [Directory.units(in: directory)], unitCapacity: unitSize,
-                        budget: journalBudget ?? (1 << 20) * unitSize, access: access, logger: logger),
+                        budget: journalBudget ?? (1 << 20) * unitSize, access: access, logger: logger,
+                        metricsFactory: metricsFactory),
                     try FileStoragePool(
                         directories: [Directory.base(in: directory)], unitCapacity: baseSize, budget: 1 << 50,
-                        access: access, logger: logger)
+                        access: access, logger: logger, metricsFactory: metricsFactory)
                 )
             } else {
                 pools = nil
@@ -443,13 +444,13 @@ extension JournalStore {
             let units = try storage { () throws(StorageError) in
                 try FileStoragePool(
                     directories: [Directory.units(in: staging)], unitCapacity: unitSize,
-                    budget: journalUnits * unitSize, logger: logger)
+                    budget: journalUnits * unitSize, logger: logger, metricsFactory: metricsFactory)
             }
             defer { units.close() }
             let bases = try storage { () throws(StorageError) in
                 try FileStoragePool(
                     directories: [Directory.base(in: staging)], unitCapacity: JournalFormat.baseHeaderSize + volumeSize,
-                    budget: 1 << 50, logger: logger)
+                    budget: 1 << 50, logger: logger, metricsFactory: metricsFactory)
             }
             defer { bases.close() }
             let store = try JournalStore(

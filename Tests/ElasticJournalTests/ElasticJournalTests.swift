@@ -1,6 +1,7 @@
 import DeterministicSimulation
 import ElasticJournal
 import FaultToleranceCore
+import Foundation
 import MetricsTestKit
 import NIOConcurrencyHelpers
 import Testing
@@ -355,6 +356,20 @@ import Testing
             try metrics.expectRecorder("ft_journal_units_held", dimensions).lastValue
                 == Double(journal.status.units.count))
         #expect(try metrics.expectGauge("ft_journal_effective_window_seconds", dimensions).lastValue == 1.0)
+        try store.close()
+    }
+
+    @Test("a journal directory's file pools report fsyncs to the factory the store was given, not the global one")
+    func storageMetricsGoToTheInjectedFactory() async throws {
+        let metrics = TestMetrics()
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ft-metrics-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try JournalStore.create(
+            directory: root, unitSize: 64 << 10, journalUnits: 4, volumes: [1], volumeSize: 4096,
+            configuration: JournalConfiguration(window: .seconds(60), quota: 4), metricsFactory: metrics)
+        _ = try await store.journal(1)?.append(volume: 1, offset: 0, bytes: [1])
+        #expect(try metrics.expectTimer("ft_storage_fsync_seconds").values.count > 0)
+        #expect(try metrics.expectCounter("ft_storage_fsync_failures").totalValue == 0)
         try store.close()
     }
 }

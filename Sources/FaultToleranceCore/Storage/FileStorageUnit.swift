@@ -33,7 +33,10 @@ public final class FileStorageUnit: StorageUnit {
     private let status = Atomic<Int>(0)
     private let poison = NIOLockedValueBox<StorageError?>(nil)
 
-    init(id: UnitID, path: String, descriptor: Int32, capacity: Int, calls: SystemCalls) {
+    private let metrics: StorageMetrics
+
+    init(id: UnitID, path: String, descriptor: Int32, capacity: Int, calls: SystemCalls, metrics: StorageMetrics) {
+        self.metrics = metrics
         self.id = id
         self.path = path
         self.descriptor = descriptor
@@ -96,9 +99,9 @@ public final class FileStorageUnit: StorageUnit {
         try checkUsable(offset: nil)
         let start = ContinuousClock.now
         let result = calls.fdatasync(descriptor)
-        StorageMetrics.fsyncLatency.recordInterval(since: start)
+        metrics.fsyncLatency.recordInterval(since: start)
         if result != 0 {
-            StorageMetrics.fsyncFailures.increment()
+            metrics.fsyncFailures.increment()
             let error = StorageError(
                 .synchronizeFailed, unit: id, path: path, errno: SystemCalls.errno, detail: "fdatasync")
             poison.withLockedValue { $0 = error }
@@ -155,10 +158,15 @@ public final class FileStorageUnit: StorageUnit {
     }
 }
 
-/// The storage layer's metrics, created once.
-enum StorageMetrics {
-    static let fsyncLatency = Metrics.Timer(label: "ft_storage_fsync_seconds")
-    static let fsyncFailures = Counter(label: "ft_storage_fsync_failures")
+/// A pool's storage metrics, made once per pool from the factory it was given.
+final class StorageMetrics: Sendable {
+    let fsyncLatency: Metrics.Timer
+    let fsyncFailures: Counter
+
+    init(factory: any MetricsFactory) {
+        fsyncLatency = Metrics.Timer(label: "ft_storage_fsync_seconds", factory: factory)
+        fsyncFailures = Counter(label: "ft_storage_fsync_failures", factory: factory)
+    }
 }
 
 extension Metrics.Timer {
