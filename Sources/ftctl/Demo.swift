@@ -94,5 +94,13 @@ struct Demo: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(50))
         for printer in printers { printer.cancel() }
         if b.state != .operating { throw ExitCode(1) }
+        print()
+        print("== What this showed")
+        print("  journal    a time window kept on disk: units allocated and released as it slid, a past image")
+        print("             rebuilt byte for byte, and every record and seal verified")
+        print("  live copy  memory copied while two threads wrote to it: a short pause, no page lost (every")
+        print("             page's checksum compared), then both sides kept identical under the same writes")
+        print("  heartbeat  one cut path changed nothing (two of three still over the threshold); a dead")
+        print("             partner was replaced within the detection bound, with the evidence printed")
     }
 }

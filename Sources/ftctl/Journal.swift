@@ -4,6 +4,7 @@ import ElasticJournal
 import FaultToleranceCore
 import Foundation
 import Logging
+import Synchronization
 
 extension JournalBug: ExpressibleByArgument {}
 
@@ -344,10 +345,13 @@ struct JournalStress: AsyncParsableCommand {
             throw ValidationError("volume-1 must be larger than --size \(size)")
         }
         let volumeSize = UInt64(volumeBytes - size)
+        // Each appender claims a record before appending it, so exactly --count are appended.
+        let claimed = Claims()
+        let limit = count
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
-                    while true {
+                    while limit == 0 || claimed.claim(upTo: limit) {
                         // The sequence is assigned inside append; the payload must be known
                         // before, so each record carries the sequence it expects and the
                         // checker matches payloads by the sequence stored in the first 8 bytes.
@@ -358,14 +362,26 @@ struct JournalStress: AsyncParsableCommand {
                             volume: 1, offset: token % volumeSize, bytes: payload)
                         // One unbuffered write per acknowledgement: a kill loses no printed line.
                         FileHandle.standardOutput.write(Data("ack \(receipt.sequence)\n".utf8))
-                        if count > 0 && receipt.sequence >= UInt64(count) { return }
                     }
                 }
             }
-            try await group.next()
-            group.cancelAll()
+            try await group.waitForAll()
         }
         try store.close()
+    }
+}
+
+/// Records claimed by `journal stress`'s appenders.
+final class Claims: Sendable {
+    private let claimed = Mutex(0)
+
+    /// Claims one more record, if fewer than `limit` have been claimed.
+    func claim(upTo limit: Int) -> Bool {
+        claimed.withLock { claimed in
+            guard claimed < limit else { return false }
+            claimed += 1
+            return true
+        }
     }
 }
 

@@ -81,7 +81,10 @@ struct JournalScene {
                 + "\(String(CRC32C.checksum(rebuilt), radix: 16)) — \(same ? "identical to" : "DIFFERENT from") the image kept then"
         )
         let verification = try journal.verify()
-        print("  verify: \(verification.records) records in \(verification.units) units, every checksum OK")
+        print(
+            "  verify: \(verification.records) records in \(verification.units) units, every checksum OK "
+                + "(only the records inside the window are held: older ones were applied to the base image "
+                + "and their units released)")
         try store.close()
         if !same { throw ExitCode(1) }
     }

@@ -395,6 +395,10 @@ struct LiveCopyScene {
             throw error
         }
         await printer.value
+        print(
+            "(pages: to copy this round; sent: pages that travelled, zero and unchanged pages skipped; dirty pages: "
+                + "written during the round, the next round's work; predicted: the pause if the copy stopped the "
+                + "writers now; throttle: share of the writers' time held back so the copy converges)")
         print("duplicated mode: writers keep running for 1 s, every write applied to both sides")
         try await Task.sleep(for: .seconds(1))
         let writes = await load.stop()

@@ -74,4 +74,16 @@ struct JournalDamageCommandTests {
         #expect(status == 1)
         #expect(output.contains("locked") && output.contains("process \(first.processIdentifier)"), "\(output)")
     }
+
+    @Test("stress --count is how many records this run appends, whatever the journal already holds")
+    func stressCountsRecords() throws {
+        let directory = try Self.journal()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (status, output) = try runTool(["journal", "stress", directory, "--count", "25", "--concurrency", "8"])
+        #expect(status == 0)
+        let acknowledged = output.split(separator: "\n").compactMap { line in
+            line.hasPrefix("ack ") ? Int(line.dropFirst(4)) : nil
+        }
+        #expect(acknowledged.sorted() == Array(1501...1525))
+    }
 }

@@ -343,7 +343,8 @@ public final class FileStoragePool: StoragePool {
         }
         succeeded = true
         try synchronizeDirectory(directory)
-        return FileStorageUnit(id: id, path: finalPath, descriptor: fd, capacity: unitCapacity, calls: calls, metrics: metrics)
+        return FileStorageUnit(
+            id: id, path: finalPath, descriptor: fd, capacity: unitCapacity, calls: calls, metrics: metrics)
     }
 
     private func synchronizeDirectory(_ directory: String) throws(StorageError) {
@@ -405,7 +406,9 @@ public final class FileStoragePool: StoragePool {
                     .malformedUnit, unit: id, path: path,
                     detail: "file is \(info.st_size) bytes, pool units are \(unitCapacity)")
             }
-            units.append(FileStorageUnit(id: id, path: path, descriptor: fd, capacity: unitCapacity, calls: calls, metrics: metrics))
+            units.append(
+                FileStorageUnit(
+                    id: id, path: path, descriptor: fd, capacity: unitCapacity, calls: calls, metrics: metrics))
             directoryOfUnit[id] = index
         }
         let highest = found.last.map { $0.0.rawValue + 1 } ?? 1
