@@ -1,4 +1,5 @@
 public import FaultToleranceCore
+import HeapModule
 
 /// A seeded discrete-event simulation: a virtual clock, an event queue and the random source
 /// every fault is drawn from.
@@ -119,53 +120,31 @@ public final class Simulation {
     }
 }
 
-private struct Event {
+private struct Event: Comparable {
     let time: Instant
     let sequence: UInt64
     let owner: NodeID?
     let action: () -> Void
 
-    func precedes(_ other: Event) -> Bool {
-        time != other.time ? time < other.time : sequence < other.sequence
+    /// Earlier first; ties in scheduling order, which keeps runs deterministic.
+    static func < (lhs: Event, rhs: Event) -> Bool {
+        lhs.time != rhs.time ? lhs.time < rhs.time : lhs.sequence < rhs.sequence
     }
+
+    /// Sequence numbers are unique: one event each.
+    static func == (lhs: Event, rhs: Event) -> Bool { lhs.sequence == rhs.sequence }
 }
 
-/// A binary min-heap on (time, sequence): ties run in scheduling order, which keeps runs
-/// deterministic.
+/// The pending events, soonest first (swift-collections' min-max heap).
 private struct EventQueue {
-    private var heap: [Event] = []
+    private var heap = Heap<Event>()
 
-    var peekTime: Instant? { heap.first?.time }
-    var peek: Event? { heap.first }
+    var peekTime: Instant? { heap.min?.time }
+    var peek: Event? { heap.min }
 
-    mutating func push(_ event: Event) {
-        heap.append(event)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].precedes(heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
+    mutating func push(_ event: Event) { heap.insert(event) }
 
-    mutating func pop() -> Event? {
-        guard !heap.isEmpty else { return nil }
-        heap.swapAt(0, heap.count - 1)
-        let top = heap.removeLast()
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < heap.count && heap[left].precedes(heap[smallest]) { smallest = left }
-            if right < heap.count && heap[right].precedes(heap[smallest]) { smallest = right }
-            if smallest == parent { break }
-            heap.swapAt(parent, smallest)
-            parent = smallest
-        }
-        return top
-    }
+    mutating func pop() -> Event? { heap.popMin() }
 }
 
 /// A running hash of everything a simulated run did, for checking that a replay is the same

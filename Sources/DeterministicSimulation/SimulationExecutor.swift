@@ -1,3 +1,4 @@
+import DequeModule
 public import FaultToleranceCore
 import NIOConcurrencyHelpers
 import Synchronization
@@ -179,8 +180,7 @@ public enum AsyncSimulationError: Error, Sendable, Hashable, CustomStringConvert
 /// Runs jobs in FIFO order on the thread that drives the simulation.
 final class DeterministicExecutor: TaskExecutor, @unchecked Sendable {
     private let lock = NIOLock()
-    private var ready: [UnownedJob] = []
-    private var head = 0
+    private var ready = Deque<UnownedJob>()
     private var driver: pthread_t?
     private var foreign = 0
     private let sawForeignJob = Atomic<Bool>(false)
@@ -222,16 +222,7 @@ final class DeterministicExecutor: TaskExecutor, @unchecked Sendable {
 
     /// Runs the oldest ready job; `false` when none is ready.
     func runNext() -> Bool {
-        let job: UnownedJob? = lock.withLock {
-            guard head < ready.count else { return nil }
-            let job = ready[head]
-            head += 1
-            if head >= 1024 && head * 2 >= ready.count {
-                ready.removeFirst(head)
-                head = 0
-            }
-            return job
-        }
+        let job: UnownedJob? = lock.withLock { ready.popFirst() }
         guard let job else { return false }
         jobsRun += 1
         job.runSynchronously(on: asUnownedTaskExecutor())

@@ -1,3 +1,4 @@
+import DequeModule
 import NIOConcurrencyHelpers
 
 /// One transport shared by several protocols, each owning a block of message types: the
@@ -105,29 +106,16 @@ private final class DemultiplexerState: Sendable {
         /// Blocks whose consumer was cancelled and has not asked again: messages past their
         /// read-ahead are dropped instead of holding the reader.
         var gone: Set<UInt8> = []
-        var queues: [UInt8: [Envelope]] = [:]
-        var heads: [UInt8: Int] = [:]
+        var queues: [UInt8: Deque<Envelope>] = [:]
         var consumers: [UInt8: CheckedContinuation<Envelope?, Never>] = [:]
         /// The reading task, waiting for room in `full`'s queue.
         var reader: (full: UInt8, continuation: CheckedContinuation<Void, Never>)?
         var finished = false
         var dropped = 0
 
-        func count(_ block: UInt8) -> Int { (queues[block]?.count ?? 0) - (heads[block] ?? 0) }
+        func count(_ block: UInt8) -> Int { queues[block]?.count ?? 0 }
 
-        mutating func pop(_ block: UInt8) -> Envelope? {
-            guard count(block) > 0, var queue = queues[block] else { return nil }
-            var head = heads[block] ?? 0
-            let envelope = queue[head]
-            head += 1
-            if head == queue.count {
-                queue.removeAll(keepingCapacity: true)
-                head = 0
-            }
-            queues[block] = queue
-            heads[block] = head
-            return envelope
-        }
+        mutating func pop(_ block: UInt8) -> Envelope? { queues[block]?.popFirst() }
 
         /// The reading task's continuation, if it waits on `block` and that queue has room now.
         mutating func releaseReader(after block: UInt8, limit: Int) -> CheckedContinuation<Void, Never>? {
