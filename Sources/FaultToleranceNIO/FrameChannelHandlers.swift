@@ -202,14 +202,16 @@ public final class FrameAssembler: ChannelInboundHandler {
 @available(*, unavailable)
 extension FrameAssembler: Sendable {}
 
-/// Delivers decoded envelopes to the transport's stream; closes the connection on the first
-/// protocol error, since the stream is then out of step.
+/// Delivers decoded envelopes to the transport's stream, what one read brought as one batch;
+/// closes the connection on the first protocol error, since the stream is then out of step.
 final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable {
-    // unchecked: `proven` is touched only on the channel's event loop; the rest is immutable.
+    // unchecked: `proven` and `pending` are touched only on the channel's event loop; the rest
+    // is immutable.
     typealias InboundIn = (NodeID, Message)
 
-    private let continuation: AsyncStream<Envelope>.Continuation
-    private let flow: InboundFlowControl
+    private let queue: InboundQueue
+    /// Envelopes of the read in progress, handed over when it completes.
+    private var pending: [Envelope] = []
     private let logger: Logger
     private let rejected: Counter
     private let received: Counter
@@ -221,8 +223,7 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable 
     private let refusedSenders: CountingCounter?
 
     init(
-        continuation: AsyncStream<Envelope>.Continuation,
-        flow: InboundFlowControl,
+        queue: InboundQueue,
         logger: Logger,
         rejected: Counter,
         received: Counter,
@@ -232,12 +233,29 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable 
     ) {
         self.identity = identity
         self.refusedSenders = refusedSenders
-        self.continuation = continuation
-        self.flow = flow
+        self.queue = queue
         self.logger = logger
         self.rejected = rejected
         self.received = received
         self.limiter = limiter
+    }
+
+    /// Hands over what the read brought.
+    private func flush(_ channel: any Channel) {
+        guard !pending.isEmpty else { return }
+        received.increment(by: pending.count)
+        queue.deliver(pending, from: channel)
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flush(context.channel)
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        flush(context.channel)
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -257,9 +275,7 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable 
                 return
             }
         }
-        received.increment()
-        continuation.yield(Envelope(from: sender, path: nil, message: message))
-        flow.delivered(on: context.channel)
+        pending.append(Envelope(from: sender, path: nil, message: message))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -275,6 +291,8 @@ final class EnvelopeDeliveryHandler: ChannelInboundHandler, @unchecked Sendable 
     /// Closes the connection and logs why. A peer can provoke this as fast as it likes: one
     /// line a second at most, with how many were not logged.
     private func close(_ context: ChannelHandlerContext, after what: String, _ reason: String) {
+        // What arrived before the bad frame was sound: it is delivered.
+        flush(context.channel)
         if let suppressed = limiter.admit() {
             logger.warning(
                 "closing connection after \(what)",

@@ -131,10 +131,9 @@ public final class TCPTransport: Transport {
     private let configuration: Configuration
     private let group: any EventLoopGroup
     private let serverChannel: any Channel
-    private let continuation: AsyncStream<Envelope>.Continuation
     private let state: NIOLockedValueBox<State>
     private let inbound: ChannelRegistry
-    private let flow: InboundFlowControl
+    private let queue: InboundQueue
     private let budget: PartialFrameBudget
     private let logger: Logger
     private let sentCounter: Counter
@@ -165,12 +164,11 @@ public final class TCPTransport: Transport {
             try chosen.validate(localNode: configuration.localNode)
             security = chosen
         }
-        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
         let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
         let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
         let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
         let inbound = ChannelRegistry()
-        let flow = InboundFlowControl(
+        let queue = InboundQueue(
             highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundLowWatermark)
         let maximum = configuration.maximumPayloadLength
         let budget = PartialFrameBudget(limit: configuration.maximumPartialFrameBytes)
@@ -218,7 +216,7 @@ public final class TCPTransport: Transport {
                             FrameAssembler(maximumPayloadLength: maximum, budget: budget))
                         try channel.pipeline.syncOperations.addHandler(
                             EnvelopeDeliveryHandler(
-                                continuation: continuation, flow: flow, logger: logger, rejected: rejected,
+                                queue: queue, logger: logger, rejected: rejected,
                                 received: received, limiter: limiter, identity: identity,
                                 refusedSenders: refusedSenders))
                         inbound.track(channel)
@@ -226,12 +224,12 @@ public final class TCPTransport: Transport {
                 }
                 .bind(to: configuration.bindAddress).get()
         } catch {
-            continuation.finish()
+            queue.finish()
             throw TransportError(.startFailed, detail: "bind \(configuration.bindAddress): \(error)")
         }
         guard let address = server.localAddress else {
             try? await server.close()
-            continuation.finish()
+            queue.finish()
             throw TransportError(.startFailed, detail: "listening socket has no address")
         }
         logger.info(
@@ -242,8 +240,7 @@ public final class TCPTransport: Transport {
             ])
         return TCPTransport(
             configuration: configuration, group: group, server: server, address: address,
-            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation,
-            inbound: inbound, flow: flow, budget: budget, refusedSenders: refusedSenders, logger: logger)
+            queue: queue, inbound: inbound, budget: budget, refusedSenders: refusedSenders, logger: logger)
     }
 
     /// Inbound connections closed because their peer sent a frame under a name it had not
@@ -268,24 +265,21 @@ public final class TCPTransport: Transport {
         group: any EventLoopGroup,
         server: any Channel,
         address: SocketAddress,
-        incoming: EnvelopeStream,
-        continuation: AsyncStream<Envelope>.Continuation,
+        queue: InboundQueue,
         inbound: ChannelRegistry,
-        flow: InboundFlowControl,
         budget: PartialFrameBudget,
         refusedSenders: CountingCounter,
         logger: Logger
     ) {
         self.refusedSenders = refusedSenders
         self.budget = budget
-        self.flow = flow
+        self.queue = queue
         self.configuration = configuration
         self.localNode = configuration.localNode
         self.group = group
         self.serverChannel = server
         self.localAddress = address
-        self.incoming = incoming
-        self.continuation = continuation
+        self.incoming = queue.stream
         self.state = NIOLockedValueBox(State(peers: configuration.peers))
         self.logger = logger
         let dimensions = [("transport", "tcp"), ("node", configuration.localNode.name)]
@@ -302,7 +296,7 @@ public final class TCPTransport: Transport {
     /// The most received messages that were ever waiting for the consumer at once; bounded
     /// by ``Configuration/inboundHighWatermark`` plus what the reads in flight when reading
     /// pauses hold (at most two read loops of four 256 KiB reads: 2 MiB of messages).
-    public var inboundBacklogPeak: Int { flow.maximumBuffered }
+    public var inboundBacklogPeak: Int { queue.maximumBuffered }
 
     /// Adds or changes a peer's address; an open connection to its old address is closed.
     public func setPeer(_ node: NodeID, address: SocketAddress) {
@@ -367,7 +361,7 @@ public final class TCPTransport: Transport {
         }
         try? await serverChannel.close()
         for channel in inbound.all { try? await channel.close() }
-        continuation.finish()
+        queue.finish()
     }
 
     // MARK: - Connections

@@ -59,7 +59,7 @@ public final class UDPTransport: Transport {
     public let localAddresses: [PathID: SocketAddress]
 
     private let configuration: Configuration
-    private let continuation: AsyncStream<Envelope>.Continuation
+    private let queue: InboundQueue
     private let state: NIOLockedValueBox<State>
     /// Where each peer sends from, per path; shared with the receiving handlers.
     private let peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>
@@ -78,11 +78,10 @@ public final class UDPTransport: Transport {
         guard configuration.maximumPayloadLength + Frame.headerSize + 256 <= 65_507 else {
             throw TransportError(.startFailed, detail: "maximum payload does not fit a UDP datagram")
         }
-        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
         let dimensions = [("transport", "udp"), ("node", configuration.localNode.name)]
         let rejected = Counter(label: "ft_transport_frames_rejected", dimensions: dimensions)
         let received = Counter(label: "ft_transport_messages_received", dimensions: dimensions)
-        let flow = InboundFlowControl(
+        let queue = InboundQueue(
             highWatermark: configuration.inboundHighWatermark, lowWatermark: configuration.inboundHighWatermark / 2)
         let spoofed = Counter(label: "ft_transport_datagrams_spoofed", dimensions: dimensions)
         let peers = NIOLockedValueBox(configuration.peers)
@@ -90,7 +89,7 @@ public final class UDPTransport: Transport {
         var addresses: [PathID: SocketAddress] = [:]
         for (path, address) in configuration.paths.sorted(by: { $0.key < $1.key }) {
             let handler = DatagramEnvelopeHandler(
-                path: path, continuation: continuation, flow: flow,
+                path: path, queue: queue,
                 maximumPayloadLength: configuration.maximumPayloadLength,
                 logger: logger, rejected: rejected, received: received, peers: peers, spoofed: spoofed)
             do {
@@ -107,14 +106,14 @@ public final class UDPTransport: Transport {
                 addresses[path] = channel.localAddress ?? address
             } catch {
                 for channel in channels.values { try? await channel.close() }
-                continuation.finish()
+                queue.finish()
                 throw TransportError(.startFailed, path: path, detail: "bind \(address): \(error)")
             }
         }
         logger.info("udp transport bound", metadata: ["node": "\(configuration.localNode)", "paths": "\(addresses)"])
         return UDPTransport(
             configuration: configuration, channels: channels, addresses: addresses,
-            incoming: EnvelopeStream(stream, consumed: { flow.consumed() }), continuation: continuation, peers: peers,
+            queue: queue, peers: peers,
             logger: logger)
     }
 
@@ -122,8 +121,7 @@ public final class UDPTransport: Transport {
         configuration: Configuration,
         channels: [PathID: any Channel],
         addresses: [PathID: SocketAddress],
-        incoming: EnvelopeStream,
-        continuation: AsyncStream<Envelope>.Continuation,
+        queue: InboundQueue,
         peers: NIOLockedValueBox<[NodeID: [PathID: SocketAddress]]>,
         logger: Logger
     ) {
@@ -131,8 +129,8 @@ public final class UDPTransport: Transport {
         self.configuration = configuration
         self.localNode = configuration.localNode
         self.localAddresses = addresses
-        self.incoming = incoming
-        self.continuation = continuation
+        self.queue = queue
+        self.incoming = queue.stream
         self.state = NIOLockedValueBox(State(channels: channels))
         self.logger = logger
         self.sentCounter = Counter(
@@ -192,17 +190,19 @@ public final class UDPTransport: Transport {
             return Array(state.channels.values)
         }
         for channel in channels { try? await channel.close() }
-        continuation.finish()
+        queue.finish()
     }
 }
 
-/// Decodes each datagram as exactly one envelope frame, tagging it with its path.
-private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
+/// Decodes each datagram as exactly one envelope frame, tagging it with its path; what one
+/// read brought is handed over as one batch.
+private final class DatagramEnvelopeHandler: ChannelInboundHandler, @unchecked Sendable {
+    // unchecked: `pending` is touched only on the channel's event loop; the rest is immutable.
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
     private let path: PathID
-    private let continuation: AsyncStream<Envelope>.Continuation
-    private let flow: InboundFlowControl
+    private let queue: InboundQueue
+    private var pending: [Envelope] = []
     private let maximumPayloadLength: Int
     private let logger: Logger
     private let rejected: Counter
@@ -212,8 +212,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
 
     init(
         path: PathID,
-        continuation: AsyncStream<Envelope>.Continuation,
-        flow: InboundFlowControl,
+        queue: InboundQueue,
         maximumPayloadLength: Int,
         logger: Logger,
         rejected: Counter,
@@ -224,8 +223,7 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
         self.peers = peers
         self.spoofed = spoofed
         self.path = path
-        self.continuation = continuation
-        self.flow = flow
+        self.queue = queue
         self.maximumPayloadLength = maximumPayloadLength
         self.logger = logger
         self.rejected = rejected
@@ -253,15 +251,22 @@ private final class DatagramEnvelopeHandler: ChannelInboundHandler, Sendable {
                     ])
                 return
             }
-            received.increment()
-            continuation.yield(Envelope(from: sender, path: path, message: message))
-            flow.delivered(on: context.channel)
+            pending.append(Envelope(from: sender, path: path, message: message))
         } catch {
             rejected.increment()
             logger.debug(
                 "dropped a bad datagram",
                 metadata: ["path": "\(path)", "from": "\(datagram.remoteAddress)", "error": "\(error)"])
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !pending.isEmpty {
+            received.increment(by: pending.count)
+            queue.deliver(pending, from: context.channel)
+            pending.removeAll(keepingCapacity: true)
+        }
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
