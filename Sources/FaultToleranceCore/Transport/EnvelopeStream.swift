@@ -1,5 +1,5 @@
 import NIOConcurrencyHelpers
-public import NIOCore
+package import NIOCore
 
 /// The messages a ``Transport`` delivers, as an `AsyncSequence` that tells the transport when
 /// each one has been consumed, so the transport can stop reading from the network while the
