@@ -34,4 +34,26 @@ struct UmbrellaTests {
         #expect(envelope.path == "p2")
         #expect(try HeartbeatMessage(envelope.message) == .heartbeat(heartbeat))
     }
+
+    @Test("a program importing only FaultTolerance runs TCP by host and port, without naming a NIO type")
+    func transportWithoutNIO() async throws {
+        let loopback = Endpoint(host: "127.0.0.1", port: 0)
+        let a = try await TCPTransport.start(configuration: .init(localNode: "a", listeningOn: loopback))
+        let b = try await TCPTransport.start(configuration: .init(localNode: "b", listeningOn: loopback))
+        #expect(b.localEndpoint.port != 0)
+        try a.setPeer("b", at: b.localEndpoint)
+        try await a.send(Message(type: 7, bytes: [1, 2, 3]), to: "b")
+        var incoming = b.incoming.makeAsyncIterator()
+        let envelope = try #require(await incoming.next())
+        #expect(envelope.from == "a" && envelope.message.type == 7 && envelope.message.bytes == [1, 2, 3])
+        // Hosts are IP literals, checked before anything binds.
+        #expect(throws: TransportError.self) {
+            try TCPTransport.Configuration(localNode: "a", listeningOn: Endpoint(host: "example.com", port: 1))
+        }
+        #expect(throws: TransportError.self) {
+            try TCPTransport.Configuration(localNode: "a", listeningOn: Endpoint(host: "127.0.0.1", port: 70000))
+        }
+        await a.close()
+        await b.close()
+    }
 }

@@ -35,6 +35,9 @@ public struct Message: Sendable, Hashable {
         hasher.combine(payload)
     }
 
+    /// A copy of the body's bytes, for code that does not work with NIO's `ByteBuffer`.
+    public var bytes: [UInt8] { Array(payload.readableBytesView) }
+
     /// Creates a message whose body is a copy of `bytes`.
     public init(type: UInt16, bytes: some Sequence<UInt8>) {
         self.type = type
