@@ -204,12 +204,15 @@ public final class TCPTransport: Transport {
                             identity = settled
                             try security.secure(channel, connectingTo: nil, identity: settled)
                             // A handshake that never finishes holds a connection slot: bounded too.
-                            channel.eventLoop.scheduleTask(in: stallTimeout) {
-                                guard settled.nodes == nil else { return }
+                            // Only a handshake still pending counts: one that failed was counted by
+                            // the security (a failed handshake) and its connection is gone.
+                            let deadline = channel.eventLoop.scheduleTask(in: stallTimeout) {
+                                guard settled.nodes == nil, settled.rejection == nil, channel.isActive else { return }
                                 settled.reject("no handshake within the partial-frame timeout")
                                 refusedSenders.increment()
                                 channel.close(promise: nil)
                             }
+                            channel.closeFuture.whenComplete { _ in deadline.cancel() }
                         }
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: stallTimeout))
                         try channel.pipeline.syncOperations.addHandler(
