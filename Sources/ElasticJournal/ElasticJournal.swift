@@ -50,7 +50,7 @@ public final class ElasticJournal: Sendable {
     let context: JournalStore.Context
     /// Serialises storage writes and syncs of this journal (staging runs beside it).
     private let io = NIOLock()
-    private let state: NIOLockedValueBox<WriterState>
+    private let state: TryLockedValueBox<WriterState>
     private let flusher: NIOThreadPool?
     private let flushSignal = ConditionLock(value: 0)
     private let metrics: JournalMetrics
@@ -161,7 +161,7 @@ public final class ElasticJournal: Sendable {
             batchCapacity = bytes + 4096
             drainThreshold = bytes
         }
-        self.state = NIOLockedValueBox(
+        self.state = TryLockedValueBox(
             WriterState(
                 units: units, volumes: volumes, volumeSizes: WriterState.sizes(of: volumes),
                 batch: BatchBuffer(capacity: batchCapacity),
@@ -192,15 +192,55 @@ public final class ElasticJournal: Sendable {
     /// ``JournalError/Code/recordTooLarge`` for bad input; ``JournalError/Code/full`` when
     /// no unit can be had (nothing was written); ``JournalError/Code/poisoned`` after a
     /// storage failure (the record may or may not survive, but was not acknowledged).
+    ///
+    /// Never blocks the calling task's thread on disk I/O or on a lock held across it: the
+    /// record is staged in memory when the journal's lock is free at once; a rollover, an age-out,
+    /// a full pool, a buffered batch to write, or a lock held by one of those, is handled on
+    /// the store's I/O threads while this task is suspended.
     @discardableResult
     public func append(volume: VolumeID, offset: UInt64, bytes: [UInt8]) async throws(JournalError) -> JournalReceipt {
-        let receipt = try bytes.withUnsafeBytes { raw in
-            Result { () throws(JournalError) in try stage(volume: volume, offset: offset, payload: raw) }
-        }.get()
+        let footprint = JournalFormat.footprint(payloadCount: bytes.count)
+        let fast = bytes.withUnsafeBytes { raw in
+            state.withLockedValueIfAvailable { state in
+                tryStage(&state, volume: volume, offset: offset, payload: raw, footprint: footprint)
+            }
+        }
+        let receipt: JournalReceipt
+        switch fast {
+        case .staged(let staged, let drain)?:
+            receipt = staged
+            if drain {
+                switch configuration.durability {
+                case .buffered: try await offload { () throws(JournalError) in try self.drain(sync: false) }
+                case .groupCommit: signalFlusher()
+                }
+            }
+        case .failure(let error)?:
+            throw error
+        case .needsRollover?, nil:
+            receipt = try await offload { () throws(JournalError) in
+                try bytes.withUnsafeBytes { raw in
+                    Result { () throws(JournalError) in try self.stage(volume: volume, offset: offset, payload: raw) }
+                }.get()
+            }
+        }
         if case .groupCommit = configuration.durability {
             try await waitUntilDurable(receipt.sequence)
         }
         return receipt
+    }
+
+    /// Runs `body` on one of the store's I/O threads, suspending the caller until it is done.
+    private func offload<T: Sendable>(
+        _ body: @escaping @Sendable () throws(JournalError) -> T
+    ) async throws(JournalError) -> T {
+        try await context.onIOThread(journal: id, body)
+    }
+
+    /// Wakes the flusher: the batch reached its byte cap or the last flush's record count.
+    private func signalFlusher() {
+        flushSignal.lock()
+        flushSignal.unlock(withValue: 1)
     }
 
     /// Journals a write without waiting for durability, whatever the configured policy;
@@ -244,7 +284,7 @@ public final class ElasticJournal: Sendable {
                 if drain {
                     switch configuration.durability {
                     case .buffered: try self.drain(sync: false)
-                    case .groupCommit: flushSignal.lock(); flushSignal.unlock(withValue: 1)
+                    case .groupCommit: signalFlusher()
                     }
                 }
                 return receipt
@@ -334,7 +374,12 @@ public final class ElasticJournal: Sendable {
 
     private func waitUntilDurable(_ sequence: UInt64) async throws(JournalError) {
         let result: Result<Void, JournalError> = await withUnsafeContinuation { continuation in
-            notifyWhenDurable(sequence) { continuation.resume(returning: $0) }
+            let notify: DurabilityWaiter = { continuation.resume(returning: $0) }
+            // Registered here if the lock is free; otherwise (a rollover holds it across its
+            // I/O) from an I/O thread, which may wait for it.
+            if !notifyWhenDurable(sequence, notify, onlyIfUnlocked: true) {
+                context.ioThreads.submit { _ in _ = self.notifyWhenDurable(sequence, notify, onlyIfUnlocked: false) }
+            }
         }
         try result.get()
     }
@@ -353,9 +398,14 @@ public final class ElasticJournal: Sendable {
     }
 
     /// Calls `notify` once `sequence` is durable (at once if it is), or with the poisoning
-    /// error; schedules a flush if none is scheduled.
-    private func notifyWhenDurable(_ sequence: UInt64, _ notify: @escaping DurabilityWaiter) {
-        let schedule = state.withLockedValue { state -> Bool in
+    /// error; schedules a flush if none is scheduled. With `onlyIfUnlocked`, does nothing and
+    /// returns `false` when the journal's lock is held.
+    @discardableResult
+    private func notifyWhenDurable(
+        _ sequence: UInt64, _ notify: @escaping DurabilityWaiter, onlyIfUnlocked: Bool = false
+    ) -> Bool {
+        let id = self.id
+        let register = { (state: inout WriterState) -> Bool in
             if state.durableSequence >= sequence {
                 notify(.success(()))
                 return false
@@ -377,7 +427,15 @@ public final class ElasticJournal: Sendable {
             state.flushScheduled = true
             return true
         }
+        let schedule: Bool
+        if onlyIfUnlocked {
+            guard let registered = state.withLockedValueIfAvailable(register) else { return false }
+            schedule = registered
+        } else {
+            schedule = state.withLockedValue(register)
+        }
         if schedule { scheduleFlush() }
+        return true
     }
 
     private func scheduleFlush() {

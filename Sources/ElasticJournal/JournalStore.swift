@@ -2,6 +2,7 @@ public import FaultToleranceCore
 public import Logging
 public import Metrics
 import NIOConcurrencyHelpers
+import NIOPosix
 public import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -83,6 +84,9 @@ public final class JournalStore: Sendable {
         let metricsFactory: any MetricsFactory
         /// Runs group-commit flushes instead of a flusher thread per journal (simulation only).
         let flushDriver: ManualFlushDriver?
+        /// Threads for the disk work async callers must not do on Swift's cooperative pool
+        /// (a rollover, an age-out, a buffered batch's write, maintenance, closing).
+        let ioThreads: NIOThreadPool
 
         init(
             journalPool: any StoragePool,
@@ -106,6 +110,30 @@ public final class JournalStore: Sendable {
             self.salt = salt
             self.logger = logger
             self.onEvent = onEvent
+            ioThreads = NIOThreadPool(numberOfThreads: 2)
+            ioThreads.start()
+        }
+
+        deinit {
+            ioThreads.shutdownGracefully { _ in }
+        }
+
+        /// Runs `body` on one of ``ioThreads``, suspending the caller (not blocking its thread)
+        /// until it is done.
+        func onIOThread<T: Sendable>(
+            journal: JournalID?, _ body: @escaping @Sendable () throws(JournalError) -> T
+        ) async throws(JournalError) -> T {
+            let result: Result<T, JournalError> = await withUnsafeContinuation { continuation in
+                ioThreads.submit { threadState in
+                    guard threadState == .active else {
+                        continuation.resume(
+                            returning: .failure(JournalError(.closed, journal: journal, detail: "the store is closed")))
+                        return
+                    }
+                    continuation.resume(returning: Result { () throws(JournalError) in try body() })
+                }
+            }
+            return try result.get()
         }
 
         func emit(_ event: JournalEvent) {
@@ -500,7 +528,11 @@ extension JournalStore: Service {
                     next = next + maintenanceInterval
                     for journal in self.journals {
                         do {
-                            try journal.maintain()
+                            // Age-outs replay units into base images and sync them: disk work,
+                            // done on the store's I/O threads.
+                            _ = try await self.context.onIOThread(journal: journal.id) { () throws(JournalError) in
+                                try journal.maintain()
+                            }
                         } catch {
                             self.context.logger.warning(
                                 "journal maintenance failed",
@@ -512,6 +544,6 @@ extension JournalStore: Service {
             await parkUntilShutdown()
             group.cancelAll()
         }
-        try close()
+        try await context.onIOThread(journal: nil) { () throws(JournalError) in try self.close() }
     }
 }

@@ -18,7 +18,11 @@ import NIOConcurrencyHelpers
 // (c) the same records into SQLite (its C API, WAL, synchronous=FULL), K per transaction,
 //     one prepared statement;
 // (d) seeking to an instant in a large journal vs a 10 MiB one;
-// (e) verifying a large journal from page cache.
+// (e) verifying a large journal from page cache;
+// (h) the lateness of a 10 ms periodic timer task (Task.sleep on Swift's cooperative pool)
+//     while 16 tasks append durably to a journal whose small units roll over and age out
+//     hundreds of times, against the same timer with nothing else running: the journal must
+//     not hold the pool's threads with disk I/O (target p99 <= 5 ms).
 // Ratios are reported x100; quote them, not absolute times. The smoke run does (a) at 4 KiB
 // (floor 0.15x) and (b, c) with one in flight (floors 0.2x against pwrite + fdatasync, 0.4x
 // against SQLite), once each.
@@ -32,6 +36,25 @@ let perRecordFsyncRate = BenchmarkMetric.custom(
 let seekRatio = BenchmarkMetric.custom(
     "seek time ratio x100 (10 MiB journal / large journal)", polarity: .prefersLarger, useScalingFactor: false)
 let verifyRate = BenchmarkMetric.custom("verify MB/s", polarity: .prefersLarger, useScalingFactor: false)
+let timerLateness = BenchmarkMetric.custom(
+    "timer lateness p99 us (journal under load)", polarity: .prefersSmaller, useScalingFactor: false)
+let timerLatenessAlone = BenchmarkMetric.custom(
+    "timer lateness p99 us (timer alone)", polarity: .prefersSmaller, useScalingFactor: false)
+
+/// Runs a 10 ms periodic timer task for `ticks` ticks and returns the p99 of how late each
+/// tick woke, in seconds.
+func periodicTimerLatenessP99(ticks: Int) async -> Double {
+    let clock = ContinuousClock()
+    let start = clock.now
+    var lateness: [Double] = []
+    for tick in 1...ticks {
+        let deadline = start + .milliseconds(10 * tick)
+        try? await Task.sleep(until: deadline, clock: clock)
+        lateness.append(seconds(max(.zero, clock.now - deadline)))
+    }
+    lateness.sort()
+    return lateness[min(lateness.count - 1, lateness.count * 99 / 100)]
+}
 
 /// A directory with a journal pool, a base pool and a raw preallocated file.
 final class Fixture: @unchecked Sendable {
@@ -321,6 +344,62 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.measurement(recordsPerFsync, Int(statistics.recordsPerSynchronization.rounded()))
             benchmark.measurement(perRecordFsyncRate, Int((Double(single) / perRecordTime).rounded()))
         }
+    }
+
+    // (h) A periodic timer beside a journal under load.
+    Benchmark(
+        "Journal (h) 10 ms timer lateness beside 16 durable appenders crossing rollovers and age-outs",
+        configuration: Benchmark.Configuration(
+            metrics: [timerLateness, timerLatenessAlone], maxDuration: .seconds(mode.isReduced ? 5 : 30),
+            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+    ) { benchmark async in
+        let ticks = mode.isSmoke ? 100 : 300
+        let alone = await periodicTimerLatenessP99(ticks: ticks)
+        let fixture: Fixture
+        let journal: ElasticJournal
+        do {
+            // 256 KiB units of 4 KiB records: a rollover every 60 records; a quota of 4 units,
+            // so every rollover past the fourth ages the oldest unit out into the base image.
+            fixture = try Fixture(unitSize: 256 << 10, units: 6)
+            journal = try fixture.journal(.groupCommit(maxBatchBytes: 1 << 20, maxDelay: .zero), quota: 4)
+        } catch {
+            fail(benchmark, "could not create the benchmark files: \(error)")
+            return
+        }
+        let payload = [UInt8](repeating: 0x5A, count: 4096)
+        let stop = NIOLockedValueBox(false)
+        let load = Task {
+            await withTaskGroup(of: (any Error)?.self) { group in
+                for _ in 0..<16 {
+                    group.addTask {
+                        do {
+                            while !stop.withLockedValue({ $0 }) {
+                                _ = try await journal.append(volume: 1, offset: 0, bytes: payload)
+                            }
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                }
+                return await group.reduce(into: [any Error]()) { if let error = $1 { $0.append(error) } }
+            }
+        }
+        let loaded = await periodicTimerLatenessP99(ticks: ticks)
+        stop.withLockedValue { $0 = true }
+        let failures = await load.value
+        if let failure = failures.first {
+            fail(benchmark, "\(failures.count) appending tasks failed, the first with \(failure)")
+            return
+        }
+        let rollovers = journal.status.units.last.map { Int($0.unit.rawValue) } ?? 0
+        guard rollovers >= 20 else {
+            fail(benchmark, "only \(rollovers) units were used: the load did not cross 20 rollovers")
+            return
+        }
+        benchmark.measurement(timerLatenessAlone, Int((alone * 1e6).rounded()))
+        if mode.isSmoke { print(String(format: "smoke: timer alone: p99 lateness %.2f ms", alone * 1000)) }
+        record(cost: loaded * 1000, as: timerLateness, scale: 1000, ceiling: 50, in: benchmark)
     }
 
     // (d) Seek and (e) verify.

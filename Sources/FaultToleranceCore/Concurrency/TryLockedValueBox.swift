@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A value behind a pthread mutex (visible to ThreadSanitizer, like NIO's `NIOLockedValueBox`)
+/// that can also be tried: async code takes the lock only if it is free at once, and hands
+/// the work to a thread of its own otherwise, so a cooperative-pool thread never waits for a
+/// holder doing disk I/O.
+package final class TryLockedValueBox<Value>: @unchecked Sendable {
+    // unchecked: `value` is only touched with `mutex` held.
+    private var value: Value
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    package init(_ value: Value) {
+        self.value = value
+        mutex = UnsafeMutablePointer.allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        let created = pthread_mutex_init(mutex, nil)
+        precondition(created == 0, "pthread_mutex_init failed: \(created)")
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with the lock held, waiting for it if needed.
+    @inline(__always)
+    package func withLockedValue<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+
+    /// Runs `body` with the lock held if it is free now; `nil` (and `body` not run) if another
+    /// thread holds it.
+    @inline(__always)
+    package func withLockedValueIfAvailable<Result, Failure: Error>(
+        _ body: (inout Value) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+}
