@@ -10,6 +10,24 @@ import NIOPosix
     import Darwin
 #endif
 
+/// One write to journal: `bytes` written at `offset` of `volume`
+/// (``ElasticJournal/append(contentsOf:)``).
+public struct JournalWrite: Sendable, Hashable {
+    /// The volume written.
+    public var volume: VolumeID
+    /// Where in the volume.
+    public var offset: UInt64
+    /// The bytes written.
+    public var bytes: [UInt8]
+
+    /// A write of `bytes` at `offset` of `volume`.
+    public init(volume: VolumeID, offset: UInt64, bytes: [UInt8]) {
+        self.volume = volume
+        self.offset = offset
+        self.bytes = bytes
+    }
+}
+
 /// What an append got: the record's sequence number and time.
 public struct JournalReceipt: Sendable, Hashable {
     /// The record's sequence number.
@@ -230,6 +248,106 @@ public final class ElasticJournal: Sendable {
         return receipt
     }
 
+    /// Journals `writes` in order and returns, once the last is durable (group commit) or
+    /// buffered, a receipt for each: one call and one wait for the whole batch, and one clock
+    /// read for the records that fit in the active unit (they share a time), instead of one of
+    /// each per record.
+    ///
+    /// Every write is checked before any is staged: a bad volume, range or size throws and
+    /// journals none of them. A storage failure part-way throws like ``append(volume:offset:bytes:)``;
+    /// the records staged before it may or may not survive, and none was acknowledged. Like it,
+    /// never blocks the calling task's thread on disk I/O.
+    @discardableResult
+    public func append(contentsOf writes: [JournalWrite]) async throws(JournalError) -> [JournalReceipt] {
+        guard !writes.isEmpty else { return [] }
+        try check(writes)
+        let now = context.clock()
+        var receipts: [JournalReceipt] = []
+        receipts.reserveCapacity(writes.count)
+        var drain = false
+        // As many as fit in the active unit, staged at once if the lock is free now.
+        _ = state.withLockedValueIfAvailable { state in
+            for write in writes[receipts.count...] {
+                let outcome = write.bytes.withUnsafeBytes { raw in
+                    tryStage(
+                        &state, volume: write.volume, offset: write.offset, payload: raw,
+                        footprint: JournalFormat.footprint(payloadCount: raw.count), now: now)
+                }
+                guard case .staged(let receipt, let drainNow) = outcome else { return }
+                receipts.append(receipt)
+                drain = drain || drainNow
+            }
+        }
+        if drain {
+            switch configuration.durability {
+            case .buffered: try await offload { () throws(JournalError) in try self.drain(sync: false) }
+            case .groupCommit: signalFlusher()
+            }
+        }
+        if receipts.count < writes.count {
+            // The rest needs a rollover (or the lock was busy, or the journal failed): staged
+            // on an I/O thread, which may do the rollover and wait for the pool.
+            let rest = Array(writes[receipts.count...])
+            receipts += try await offload { () throws(JournalError) in
+                var staged: [JournalReceipt] = []
+                for write in rest {
+                    staged.append(
+                        try write.bytes.withUnsafeBytes { raw in
+                            Result { () throws(JournalError) in
+                                try self.stage(volume: write.volume, offset: write.offset, payload: raw)
+                            }
+                        }.get())
+                }
+                return staged
+            }
+        }
+        if case .groupCommit = configuration.durability, let last = receipts.last {
+            try await waitUntilDurable(last.sequence)
+        }
+        return receipts
+    }
+
+    /// Journals `writes` in order without waiting for durability (as
+    /// ``appendBuffered(volume:offset:bytes:)`` does each), checking every write first.
+    @discardableResult
+    public func appendBuffered(contentsOf writes: [JournalWrite]) throws(JournalError) -> [JournalReceipt] {
+        try check(writes)
+        var receipts: [JournalReceipt] = []
+        receipts.reserveCapacity(writes.count)
+        for write in writes {
+            receipts.append(
+                try write.bytes.withUnsafeBytes { raw in
+                    Result { () throws(JournalError) in
+                        try stage(volume: write.volume, offset: write.offset, payload: raw)
+                    }
+                }.get())
+        }
+        return receipts
+    }
+
+    /// Throws what staging would throw for a bad write, before anything is staged.
+    private func check(_ writes: [JournalWrite]) throws(JournalError) {
+        let (sizes, capacity) = state.withLockedValue { ($0.volumeSizes, $0.active.header.trailerOffset) }
+        for write in writes {
+            guard let size = sizes.first(where: { $0.volume == write.volume })?.size else {
+                throw JournalError(.unknownVolume, journal: id, detail: "\(write.volume) is not protected")
+            }
+            guard write.offset <= UInt64(size), UInt64(write.bytes.count) <= UInt64(size) - write.offset else {
+                throw JournalError(
+                    .outOfBounds, journal: id,
+                    detail:
+                        "write of \(write.bytes.count) bytes at \(write.offset) outside \(write.volume) of \(size) bytes"
+                )
+            }
+            guard JournalFormat.footprint(payloadCount: write.bytes.count) <= capacity - JournalFormat.headerPageSize
+            else {
+                throw JournalError(
+                    .recordTooLarge, journal: id,
+                    detail: "a record of \(write.bytes.count) bytes does not fit in a unit")
+            }
+        }
+    }
+
     /// Runs `body` on one of the store's I/O threads, suspending the caller until it is done.
     private func offload<T: Sendable>(
         _ body: @escaping @Sendable () throws(JournalError) -> T
@@ -319,7 +437,8 @@ public final class ElasticJournal: Sendable {
         volume: VolumeID,
         offset: UInt64,
         payload: UnsafeRawBufferPointer,
-        footprint: Int
+        footprint: Int,
+        now: Instant? = nil
     ) -> StageOutcome {
         // Closed first: close() fails the waiters through the poisoning path, but an append
         // after close is the caller's doing, not the disk's.
@@ -356,7 +475,7 @@ public final class ElasticJournal: Sendable {
         RuntimeInvariants.check(
             sequence == state.units[last].lastSequence &+ 1,
             "\(id) stages \(sequence) after unit \(state.units[last].id) ends at \(state.units[last].lastSequence)")
-        let time = max(context.clock(), state.lastTime)
+        let time = max(now ?? context.clock(), state.lastTime)
         let batch = state.batch
         batch.reserve(footprint)
         _ = RecordCodec.encode(

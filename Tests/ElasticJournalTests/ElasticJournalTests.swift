@@ -335,6 +335,41 @@ import Testing
     }
 }
 
+@Suite struct JournalBatchTests {
+    @Test("a batch crossing rollovers is journaled in order with one wait; a bad write in it journals none")
+    func batchAppend() async throws {
+        let fixture = Fixture()
+        let store = try fixture.open()
+        let journal = try store.createJournal(
+            1, configuration: JournalConfiguration(window: .seconds(60), quota: 8), volumes: [1])
+        let writes = (0..<200).map { JournalWrite(volume: 1, offset: UInt64($0 * 8), bytes: pattern($0, count: 1000)) }
+        let receipts = try await journal.append(contentsOf: writes)
+        #expect(receipts.map(\.sequence) == Array(1...200))
+        #expect(journal.durableSequence == 200)
+        #expect(journal.status.units.count >= 3)
+        let records = try journal.records(from: .zero, through: receipts[199].time)
+        #expect(records.map(\.sequence) == Array(1...200))
+        #expect(records.map(\.bytes) == writes.map(\.bytes))
+        // A write outside its volume, last in the batch: nothing of the batch is journaled.
+        let bad = [
+            JournalWrite(volume: 1, offset: 0, bytes: [1]), JournalWrite(volume: 1, offset: 1 << 40, bytes: [2]),
+        ]
+        do {
+            try await journal.append(contentsOf: bad)
+            Issue.record("a batch with a write outside its volume was journaled")
+        } catch {
+            #expect(error.code == .outOfBounds)
+        }
+        #expect(journal.lastSequence == 200)
+        // Buffered, then made durable by one synchronize.
+        let buffered = try journal.appendBuffered(contentsOf: Array(writes.prefix(10)))
+        #expect(buffered.map(\.sequence) == Array(201...210))
+        try journal.synchronize()
+        #expect(journal.durableSequence == 210)
+        try store.close()
+    }
+}
+
 @Suite struct JournalMetricsTests {
     @Test func bytesRecordsUnitsWindowAndFsyncLatencyAreReported() async throws {
         let metrics = TestMetrics()

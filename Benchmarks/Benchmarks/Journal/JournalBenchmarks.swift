@@ -346,6 +346,58 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // (b2) Durable batches through append(contentsOf:): one call, one wait per batch.
+    for batchSize in mode.isSmoke ? [] : [16, 64, 1024] {
+        Benchmark(
+            "Journal (b2) durable batch appends, \(batchSize) records per call vs pwrite + fdatasync",
+            configuration: Benchmark.Configuration(
+                metrics: [throughputRatio, sqliteRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
+                maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+        ) { benchmark async in
+            let recordSize = 512
+            let count = batchSize * (mode.isReduced ? 20 : 60)
+            let fixture: Fixture
+            let journal: ElasticJournal
+            do {
+                fixture = try Fixture(unitSize: 256 << 20, units: 8)
+                journal = try fixture.journal(.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero))
+            } catch {
+                fail(benchmark, "could not create the benchmark files: \(error)")
+                return
+            }
+            let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let batch = [JournalWrite](repeating: JournalWrite(volume: 1, offset: 0, bytes: payload), count: batchSize)
+            var failure: (any Error)?
+            let oursTime = await seconds {
+                do {
+                    for _ in 0..<(count / batchSize) { try await journal.append(contentsOf: batch) }
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure {
+                fail(benchmark, "a batch append failed: \(failure)")
+                return
+            }
+            let baselineTime = seconds {
+                rawBatchedWrites(
+                    fixture.rawDescriptor, payload: payload, count: count, batchBytes: recordSize * batchSize,
+                    sync: true)
+            }
+            let sqliteTime: Double
+            do {
+                sqliteTime = try sqliteWrites(
+                    path: fixture.directory + "/bench.sqlite", payload: payload, count: count, perTransaction: batchSize
+                )
+            } catch {
+                fail(benchmark, "SQLite: \(error)")
+                return
+            }
+            record(ratio: baselineTime / oursTime, floor: 0.2, in: benchmark)
+            record(ratio: sqliteTime / oursTime, as: sqliteRatio, floor: 0.4, in: benchmark)
+        }
+    }
+
     // (h) A periodic timer beside a journal under load.
     Benchmark(
         "Journal (h) 10 ms timer lateness beside 16 durable appenders crossing rollovers and age-outs",
