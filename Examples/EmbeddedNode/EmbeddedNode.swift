@@ -197,11 +197,7 @@ struct Copier: Service {
         let report = try await copy.run()
         // A program would stay in duplicated mode while it moves over; this one ends the session.
         await copy.detach()
-        let sum = memory.withUnsafeBytes { bytes in
-            var crc = CRC32C()
-            crc.update(bytes)
-            return crc.value
-        }
+        let sum = memory.withUnsafeBytes { CRC32C.checksum($0) }
         say("live copy sent: \(report.pagesSent) pages to \(partner), source checksum \(sum)")
         // A service that returns early ends the group: this one waits for the shutdown.
         try? await gracefulShutdown()
@@ -209,11 +205,7 @@ struct Copier: Service {
 }
 
 func checksum(_ region: OfflineRegion) -> UInt32 {
-    region.withUnsafeBytes { bytes in
-        var crc = CRC32C()
-        crc.update(bytes)
-        return crc.value
-    }
+    region.withUnsafeBytes { CRC32C.checksum($0) }
 }
 
 /// A count shared across tasks.

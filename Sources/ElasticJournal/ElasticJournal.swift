@@ -260,23 +260,33 @@ public final class ElasticJournal: Sendable {
     @discardableResult
     public func append(contentsOf writes: [JournalWrite]) async throws(JournalError) -> [JournalReceipt] {
         guard !writes.isEmpty else { return [] }
-        try check(writes)
         let now = context.clock()
         var receipts: [JournalReceipt] = []
         receipts.reserveCapacity(writes.count)
         var drain = false
-        // As many as fit in the active unit, staged at once if the lock is free now.
-        _ = state.withLockedValueIfAvailable { state in
-            for write in writes[receipts.count...] {
+        // Checked, and as many as fit in the active unit staged, at once if the lock is free now.
+        let checked: Result<Void, JournalError>? = state.withLockedValueIfAvailable { state in
+            do throws(JournalError) {
+                try check(writes, sizes: state.volumeSizes, trailerOffset: state.active.header.trailerOffset)
+            } catch {
+                return .failure(error)
+            }
+            for write in writes {
                 let outcome = write.bytes.withUnsafeBytes { raw in
                     tryStage(
                         &state, volume: write.volume, offset: write.offset, payload: raw,
                         footprint: JournalFormat.footprint(payloadCount: raw.count), now: now)
                 }
-                guard case .staged(let receipt, let drainNow) = outcome else { return }
+                guard case .staged(let receipt, let drainNow) = outcome else { break }
                 receipts.append(receipt)
                 drain = drain || drainNow
             }
+            return .success(())
+        }
+        if case .failure(let error)? = checked { throw error }
+        if checked == nil {
+            // The lock is held (by a rollover's I/O, say): checked on an I/O thread instead.
+            try await offload { () throws(JournalError) in try self.check(writes) }
         }
         if drain {
             switch configuration.durability {
@@ -325,9 +335,19 @@ public final class ElasticJournal: Sendable {
         return receipts
     }
 
-    /// Throws what staging would throw for a bad write, before anything is staged.
+    /// Throws what staging would throw for a bad write, before anything is staged (waits for
+    /// the journal's lock: not for async callers' threads).
     private func check(_ writes: [JournalWrite]) throws(JournalError) {
-        let (sizes, capacity) = state.withLockedValue { ($0.volumeSizes, $0.active.header.trailerOffset) }
+        let (sizes, trailerOffset) = state.withLockedValue { ($0.volumeSizes, $0.active.header.trailerOffset) }
+        try check(writes, sizes: sizes, trailerOffset: trailerOffset)
+    }
+
+    /// Throws what staging would throw for a bad write, given the volumes' sizes and where the
+    /// active unit's records end.
+    private func check(
+        _ writes: [JournalWrite], sizes: [(volume: VolumeID, size: Int)], trailerOffset: Int
+    ) throws(JournalError) {
+        let capacity = trailerOffset
         for write in writes {
             guard let size = sizes.first(where: { $0.volume == write.volume })?.size else {
                 throw JournalError(.unknownVolume, journal: id, detail: "\(write.volume) is not protected")

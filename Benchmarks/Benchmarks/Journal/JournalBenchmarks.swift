@@ -112,6 +112,20 @@ final class Fixture: @unchecked Sendable {
     }
 }
 
+/// A fixture holding one group-commit journal (no added delay), or `nil` after failing
+/// `benchmark` with the reason.
+func groupCommitJournal(
+    for benchmark: Benchmark, unitSize: Int = 256 << 20, units: Int = 8, quota: Int = 64
+) -> (Fixture, ElasticJournal)? {
+    do {
+        let fixture = try Fixture(unitSize: unitSize, units: units)
+        return (fixture, try fixture.journal(.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero), quota: quota))
+    } catch {
+        fail(benchmark, "could not create the benchmark files: \(error)")
+        return nil
+    }
+}
+
 /// Copies `count` payloads into batches of `batchBytes` and pwrites each batch.
 func rawBatchedWrites(_ descriptor: Int32, payload: [UInt8], count: Int, batchBytes: Int, sync: Bool) {
     var batch = [UInt8](repeating: 0, count: batchBytes + payload.count)
@@ -288,15 +302,7 @@ let benchmarks: @Sendable () -> Void = {
             benchmark async in
             let recordSize = 512
             let count = max(mode.isReduced ? 200 : 1000, inFlight * (mode.isReduced ? 10 : 30))
-            let fixture: Fixture
-            let journal: ElasticJournal
-            do {
-                fixture = try Fixture(unitSize: 256 << 20, units: 8)
-                journal = try fixture.journal(.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero))
-            } catch {
-                fail(benchmark, "could not create the benchmark files: \(error)")
-                return
-            }
+            guard let (fixture, journal) = groupCommitJournal(for: benchmark) else { return }
             let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             var failures: [any Error] = []
             let oursTime = await seconds {
@@ -356,15 +362,7 @@ let benchmarks: @Sendable () -> Void = {
         ) { benchmark async in
             let recordSize = 512
             let count = batchSize * (mode.isReduced ? 20 : 60)
-            let fixture: Fixture
-            let journal: ElasticJournal
-            do {
-                fixture = try Fixture(unitSize: 256 << 20, units: 8)
-                journal = try fixture.journal(.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero))
-            } catch {
-                fail(benchmark, "could not create the benchmark files: \(error)")
-                return
-            }
+            guard let (fixture, journal) = groupCommitJournal(for: benchmark) else { return }
             let payload = (0..<recordSize).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             let batch = [JournalWrite](repeating: JournalWrite(volume: 1, offset: 0, bytes: payload), count: batchSize)
             var failure: (any Error)?
@@ -407,17 +405,11 @@ let benchmarks: @Sendable () -> Void = {
     ) { benchmark async in
         let ticks = mode.isSmoke ? 100 : 300
         let alone = await periodicTimerLatenessP99(ticks: ticks)
-        let fixture: Fixture
-        let journal: ElasticJournal
-        do {
-            // 256 KiB units of 4 KiB records: a rollover every 60 records; a quota of 4 units,
-            // so every rollover past the fourth ages the oldest unit out into the base image.
-            fixture = try Fixture(unitSize: 256 << 10, units: 6)
-            journal = try fixture.journal(.groupCommit(maxBatchBytes: 1 << 20, maxDelay: .zero), quota: 4)
-        } catch {
-            fail(benchmark, "could not create the benchmark files: \(error)")
-            return
-        }
+        // 256 KiB units of 4 KiB records: a rollover every 60 records; a quota of 4 units, so
+        // every rollover past the fourth ages the oldest unit out into the base image.
+        guard let (fixture, journal) = groupCommitJournal(for: benchmark, unitSize: 256 << 10, units: 6, quota: 4)
+        else { return }
+        defer { withExtendedLifetime(fixture) {} }  // its deinit closes the store and deletes the files
         let payload = [UInt8](repeating: 0x5A, count: 4096)
         let stop = NIOLockedValueBox(false)
         let load = Task {

@@ -75,6 +75,60 @@ func rawOnce() async throws {
     try await server.close()
 }
 
+/// A NIOAsyncChannel server on loopback decoding our frames (FrameAssembler) into a watermarked
+/// inbound sequence; the task counts `messageCount` messages from its first connection.
+func asyncChannelReceiver() async throws -> (address: SocketAddress, received: Task<Int, any Error>) {
+    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(
+                    FrameAssembler(maximumPayloadLength: Frame.defaultMaximumPayloadLength))
+                return try NIOAsyncChannel<(NodeID, Message), ByteBuffer>(
+                    wrappingChannelSynchronously: channel,
+                    configuration: .init(backPressureStrategy: .init(lowWatermark: 256, highWatermark: 1024)))
+            }
+        }
+    guard let address = server.channel.localAddress else { throw ChannelError.unknownLocalAddress }
+    let received = Task {
+        var received = 0
+        try await server.executeThenClose { connections in
+            for try await connection in connections {
+                try await connection.executeThenClose { inbound, _ in
+                    for try await _ in inbound {
+                        received += 1
+                        if received == messageCount { return }
+                    }
+                }
+                return
+            }
+        }
+        return received
+    }
+    return (address, received)
+}
+
+/// Sends `messageCount` framed messages to `address` through a NIOAsyncChannel's
+/// NIOAsyncWriter, then waits for `received` to count them all.
+func sendWithAsyncChannel(to address: SocketAddress, received: () async throws -> Int) async throws {
+    let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .connect(host: "127.0.0.1", port: address.port ?? 0) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize))
+    try await client.executeThenClose { _, outbound in
+        for _ in 0..<messageCount {
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(Frame.headerSize + 2 + messageSize)
+            EnvelopeCodec.encode(message, from: "a", into: &buffer)
+            try await outbound.write(buffer)
+        }
+        guard try await received() == messageCount else { throw ChannelError.eof }
+    }
+}
+
 /// The same transfer written the way the swift-server ecosystem would write it without our
 /// transport: NIOAsyncChannel on both ends (its NIOAsyncWriter for sending, its
 /// NIOAsyncSequenceProducer with high/low watermarks for receiving), with the same frames
@@ -83,86 +137,20 @@ func rawOnce() async throws {
 /// stream and reconnects; this baseline does neither, so it is the cheapest NIOAsyncChannel
 /// version, and a ratio above 1 is what ours is worth over it.
 func asyncChannelOnce() async throws {
-    let group = MultiThreadedEventLoopGroup.singleton
-    let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0) { channel in
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                FrameAssembler(maximumPayloadLength: Frame.defaultMaximumPayloadLength))
-            return try NIOAsyncChannel<(NodeID, Message), ByteBuffer>(
-                wrappingChannelSynchronously: channel,
-                configuration: .init(backPressureStrategy: .init(lowWatermark: 256, highWatermark: 1024)))
-        }
-    }
-    guard let port = server.channel.localAddress?.port else { throw ChannelError.unknownLocalAddress }
-    let receiver = Task {
-        var received = 0
-        try await server.executeThenClose { connections in
-            for try await connection in connections {
-                try await connection.executeThenClose { inbound, _ in
-                    for try await _ in inbound {
-                        received += 1
-                        if received == messageCount { return }
-                    }
-                }
-                return
-            }
-        }
-        return received
-    }
-    let client = try await ClientBootstrap(group: group)
-        .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-            }
-        }
-    let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize))
-    try await client.executeThenClose { _, outbound in
-        for _ in 0..<messageCount {
-            var buffer = ByteBuffer()
-            buffer.reserveCapacity(Frame.headerSize + 2 + messageSize)
-            EnvelopeCodec.encode(message, from: "a", into: &buffer)
-            try await outbound.write(buffer)
-        }
-        guard try await receiver.value == messageCount else { throw ChannelError.eof }
-    }
+    let (address, received) = try await asyncChannelReceiver()
+    try await sendWithAsyncChannel(to: address) { try await received.value }
 }
 
 /// The send path alone: TCPTransport's coalescing writer sending to the NIOAsyncChannel
 /// receiver of ``asyncChannelOnce()``, against that baseline (whose sender is NIOAsyncWriter).
 func sendOursReceiveAsyncChannel() async throws {
-    let group = MultiThreadedEventLoopGroup.singleton
-    let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0) { channel in
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                FrameAssembler(maximumPayloadLength: Frame.defaultMaximumPayloadLength))
-            return try NIOAsyncChannel<(NodeID, Message), ByteBuffer>(
-                wrappingChannelSynchronously: channel,
-                configuration: .init(backPressureStrategy: .init(lowWatermark: 256, highWatermark: 1024)))
-        }
-    }
-    guard let address = server.channel.localAddress else { throw ChannelError.unknownLocalAddress }
-    let receiver = Task {
-        var received = 0
-        try await server.executeThenClose { connections in
-            for try await connection in connections {
-                try await connection.executeThenClose { inbound, _ in
-                    for try await _ in inbound {
-                        received += 1
-                        if received == messageCount { return }
-                    }
-                }
-                return
-            }
-        }
-        return received
-    }
+    let (address, received) = try await asyncChannelReceiver()
     let a = try await TCPTransport.start(
         configuration: .init(localNode: "a", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0)))
     a.setPeer("b", address: address)
     let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize))
     for _ in 0..<messageCount { try await a.send(message, to: "b") }
-    guard try await receiver.value == messageCount else { throw ChannelError.eof }
+    guard try await received.value == messageCount else { throw ChannelError.eof }
     await a.close()
 }
 
@@ -170,10 +158,9 @@ func sendOursReceiveAsyncChannel() async throws {
 /// TCPTransport (its inbound stream on NIOAsyncSequenceProducer, fed a batch per read),
 /// against that baseline.
 func sendAsyncChannelReceiveOurs() async throws {
-    let group = MultiThreadedEventLoopGroup.singleton
     let b = try await TCPTransport.start(
         configuration: .init(localNode: "b", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0)))
-    let receiver = Task {
+    let received = Task {
         var received = 0
         for await _ in b.incoming {
             received += 1
@@ -181,97 +168,51 @@ func sendAsyncChannelReceiveOurs() async throws {
         }
         return received
     }
-    let client = try await ClientBootstrap(group: group)
-        .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .connect(host: "127.0.0.1", port: b.localAddress.port ?? 0) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-            }
-        }
-    let message = Message(type: 1, bytes: [UInt8](repeating: 7, count: messageSize))
-    try await client.executeThenClose { _, outbound in
-        for _ in 0..<messageCount {
-            var buffer = ByteBuffer()
-            buffer.reserveCapacity(Frame.headerSize + 2 + messageSize)
-            EnvelopeCodec.encode(message, from: "a", into: &buffer)
-            try await outbound.write(buffer)
-        }
-        guard await receiver.value == messageCount else { throw ChannelError.eof }
-    }
+    try await sendWithAsyncChannel(to: b.localAddress) { await received.value }
     await b.close()
 }
 
+/// A benchmark timing `ours` and `baseline` in the same iteration (alternating which goes
+/// first) and recording baseline time / our time against `floor`.
+func comparison(
+    _ name: String, floor: Double, ours: @escaping @Sendable () async throws -> Void,
+    baseline: @escaping @Sendable () async throws -> Void
+) {
+    Benchmark(
+        "\(name), \(messageCount) x 1 KiB on loopback",
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
+            maxIterations: mode.pick(full: 20, quick: 3, smoke: 1))
+    ) { benchmark in
+        do {
+            var oursTime = 0.0
+            var baselineTime = 0.0
+            if benchmark.currentIteration % 2 == 0 {
+                oursTime = try await seconds(ours)
+                baselineTime = try await seconds(baseline)
+            } else {
+                baselineTime = try await seconds(baseline)
+                oursTime = try await seconds(ours)
+            }
+            record(ratio: baselineTime / oursTime, floor: floor, in: benchmark)
+        } catch {
+            fail(benchmark, "transport benchmark failed: \(error)")
+        }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
-    for (name, variant) in [
-        ("send path: TCPTransport's coalescing writer against NIOAsyncWriter", sendOursReceiveAsyncChannel),
-        ("receive path: TCPTransport's inbound stream against NIOAsyncChannel's", sendAsyncChannelReceiveOurs),
-    ] as [(String, @Sendable () async throws -> Void)] {
-        Benchmark(
-            "\(name), \(messageCount) x 1 KiB on loopback",
-            configuration: .init(
-                metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
-                maxIterations: mode.pick(full: 20, quick: 3, smoke: 1))
-        ) { benchmark in
-            do {
-                let flip = benchmark.currentIteration % 2 == 0
-                var mixed = 0.0
-                var asyncChannel = 0.0
-                if flip {
-                    mixed = try await seconds(variant)
-                    asyncChannel = try await seconds(asyncChannelOnce)
-                } else {
-                    asyncChannel = try await seconds(asyncChannelOnce)
-                    mixed = try await seconds(variant)
-                }
-                record(ratio: asyncChannel / mixed, floor: 0.3, in: benchmark)
-            } catch {
-                fail(benchmark, "transport benchmark failed: \(error)")
-            }
-        }
-    }
     Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
-    Benchmark(
-        "TCPTransport overhead over the raw wire (NIO channel, pre-framed bytes, byte counter), \(messageCount) x 1 KiB on loopback",
-        configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
-            maxIterations: mode.pick(full: 20, quick: 3, smoke: 1))
-    ) { benchmark in
-        do {
-            let flip = benchmark.currentIteration % 2 == 0
-            var ours = 0.0
-            var raw = 0.0
-            if flip {
-                ours = try await seconds(oursOnce)
-                raw = try await seconds(rawOnce)
-            } else {
-                raw = try await seconds(rawOnce)
-                ours = try await seconds(oursOnce)
-            }
-            record(ratio: raw / ours, floor: 0.15, in: benchmark)
-        } catch {
-            fail(benchmark, "transport benchmark failed: \(error)")
-        }
-    }
-    Benchmark(
-        "TCPTransport against NIOAsyncChannel (same frames and decoder; NIOAsyncWriter, watermarked inbound sequence), \(messageCount) x 1 KiB on loopback",
-        configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 3 : 15),
-            maxIterations: mode.pick(full: 20, quick: 3, smoke: 1))
-    ) { benchmark in
-        do {
-            let flip = benchmark.currentIteration % 2 == 0
-            var ours = 0.0
-            var asyncChannel = 0.0
-            if flip {
-                ours = try await seconds(oursOnce)
-                asyncChannel = try await seconds(asyncChannelOnce)
-            } else {
-                asyncChannel = try await seconds(asyncChannelOnce)
-                ours = try await seconds(oursOnce)
-            }
-            record(ratio: asyncChannel / ours, floor: 0.3, in: benchmark)
-        } catch {
-            fail(benchmark, "transport benchmark failed: \(error)")
-        }
-    }
+    comparison(
+        "TCPTransport overhead over the raw wire (NIO channel, pre-framed bytes, byte counter)", floor: 0.15,
+        ours: oursOnce, baseline: rawOnce)
+    comparison(
+        "TCPTransport against NIOAsyncChannel (same frames and decoder; NIOAsyncWriter, watermarked inbound sequence)",
+        floor: 0.3, ours: oursOnce, baseline: asyncChannelOnce)
+    comparison(
+        "send path: TCPTransport's coalescing writer against NIOAsyncWriter", floor: 0.3,
+        ours: sendOursReceiveAsyncChannel, baseline: asyncChannelOnce)
+    comparison(
+        "receive path: TCPTransport's inbound stream against NIOAsyncChannel's", floor: 0.3,
+        ours: sendAsyncChannelReceiveOurs, baseline: asyncChannelOnce)
 }
