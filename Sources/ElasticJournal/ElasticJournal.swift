@@ -78,19 +78,20 @@ public final class ElasticJournal: Sendable {
 
     /// Counts since the journal was opened.
     public struct Statistics: Sendable, Hashable {
-        /// Records made durable by a flush's `fdatasync` (records a rollover made durable
-        /// are not counted: see ``synchronizations``).
+        /// Records made durable, by a flush's `fdatasync` or by a rollover's sync of the unit it
+        /// seals: every acknowledged record is counted once.
         public var recordsSynchronized = 0
-        /// `fdatasync`s issued by flushes. A rollover's own sync of the unit it seals is not
-        /// counted here or in ``recordsSynchronized``, so ``recordsPerSynchronization`` is
-        /// group commit's batching alone.
+        /// The records of ``recordsSynchronized`` that flushes made durable (a rollover's are
+        /// not), so that ``recordsPerSynchronization`` is group commit's batching alone.
+        public var recordsSynchronizedByFlushes = 0
+        /// `fdatasync`s issued by flushes (a rollover's own syncs are not counted).
         public var synchronizations = 0
         /// Batch writes issued.
         public var batchWrites = 0
 
-        /// Records per fsync: how well group commit is batching.
+        /// Records per flush fsync: how well group commit is batching.
         public var recordsPerSynchronization: Double {
-            synchronizations == 0 ? 0 : Double(recordsSynchronized) / Double(synchronizations)
+            synchronizations == 0 ? 0 : Double(recordsSynchronizedByFlushes) / Double(synchronizations)
         }
     }
 
@@ -690,8 +691,10 @@ public final class ElasticJournal: Sendable {
         counters.withLockedValue { counters in
             if taken.buffer.count > 0 { counters.batchWrites += 1 }
             if sync {
+                let synced = Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable))
                 counters.synchronizations += 1
-                counters.recordsSynchronized += Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable))
+                counters.recordsSynchronized += synced
+                counters.recordsSynchronizedByFlushes += synced
             }
         }
         let ready = state.withLockedValue { state in
@@ -814,6 +817,8 @@ public final class ElasticJournal: Sendable {
         state.units.append(fresh)
         state.batchStart = JournalFormat.headerPageSize
         state.writtenSequence = state.stagedSequence
+        let synced = Int(state.stagedSequence - min(state.stagedSequence, state.durableSequence))
+        counters.withLockedValue { $0.recordsSynchronized += synced }
         state.durableSequence = state.stagedSequence
         state.resumeDurable()
         context.manager.withLockedValue { $0.unitStarted(journal: id, span: fresh.span) }

@@ -347,6 +347,9 @@ import Testing
         #expect(receipts.map(\.sequence) == Array(1...200))
         #expect(journal.durableSequence == 200)
         #expect(journal.status.units.count >= 3)
+        // Every durable record counted once, the rollovers' included; flushes' alone beside it.
+        #expect(journal.statistics.recordsSynchronized == 200)
+        #expect(journal.statistics.recordsSynchronizedByFlushes < 200)
         let records = try journal.records(from: .zero, through: receipts[199].time)
         #expect(records.map(\.sequence) == Array(1...200))
         #expect(records.map(\.bytes) == writes.map(\.bytes))
