@@ -85,8 +85,20 @@ public final class JournalStore: Sendable {
         /// Runs group-commit flushes instead of a flusher thread per journal (simulation only).
         let flushDriver: ManualFlushDriver?
         /// Threads for the disk work async callers must not do on Swift's cooperative pool
-        /// (a rollover, an age-out, a buffered batch's write, maintenance, closing).
-        let ioThreads: NIOThreadPool
+        /// (a rollover, an age-out, a buffered batch's write, maintenance, closing), started
+        /// on first use: a store used only synchronously (a simulation, a command-line check)
+        /// starts none.
+        private let ioThreadPool = NIOLockedValueBox<NIOThreadPool?>(nil)
+
+        var ioThreads: NIOThreadPool {
+            ioThreadPool.withLockedValue { pool in
+                if let pool { return pool }
+                let started = NIOThreadPool(numberOfThreads: 2)
+                started.start()
+                pool = started
+                return started
+            }
+        }
 
         init(
             journalPool: any StoragePool,
@@ -110,12 +122,10 @@ public final class JournalStore: Sendable {
             self.salt = salt
             self.logger = logger
             self.onEvent = onEvent
-            ioThreads = NIOThreadPool(numberOfThreads: 2)
-            ioThreads.start()
         }
 
         deinit {
-            ioThreads.shutdownGracefully { _ in }
+            ioThreadPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
         }
 
         /// Runs `body` on one of ``ioThreads``, suspending the caller (not blocking its thread)
