@@ -443,9 +443,10 @@ public final class ElasticJournal: Sendable {
                             detail: "the pool stayed exhausted for \(configuration.backPressureTimeout)")
                     }
                     metrics.backPressure.increment()
-                    // Blocks the appending caller's thread while the pool is exhausted (bounded
-                    // by backPressureTimeout). For `append` that is a cooperative-pool thread:
-                    // a known fault (issue 14) until back-pressure waits on a continuation.
+                    // Blocks this thread while the pool is exhausted (bounded by
+                    // backPressureTimeout): one of the store's I/O threads for an async `append`
+                    // (which never stages here on its own thread), or the caller's own thread for
+                    // the synchronous appends; never the cooperative pool.
                     var pause = timespec(tv_sec: 0, tv_nsec: 1_000_000)
                     nanosleep(&pause, nil)
                 }
