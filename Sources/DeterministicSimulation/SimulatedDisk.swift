@@ -110,6 +110,15 @@ public final class SimulatedDisk: StorageUnit {
     public let sectorSize: Int
     private let state: NIOLockedValueBox<State>
     private let power: PowerSwitch?
+    private let synchronizeHook = NIOLockedValueBox<(@Sendable (UnitID) -> Void)?>(nil)
+
+    /// Sets a closure called (on the calling thread, before anything else) at the start of
+    /// every ``synchronize()``: a simulation acts there in the middle of a multi-step
+    /// operation of the code under test, deterministically. The closure must not synchronize
+    /// this disk.
+    public func setSynchronizeHook(_ hook: (@Sendable (UnitID) -> Void)?) {
+        synchronizeHook.withLockedValue { $0 = hook }
+    }
 
     /// Creates a zero-filled disk whose faults are drawn from `random`. With a `power`
     /// switch, writes, synchronizes and discards fail once the switch has been cut.
@@ -221,6 +230,7 @@ public final class SimulatedDisk: StorageUnit {
     /// Makes pending writes durable, or fails and poisons the disk when a failure is
     /// injected.
     public func synchronize() throws(StorageError) {
+        synchronizeHook.withLockedValue { $0 }?(id)
         try power?.consume(unit: id)
         let result: Result<Void, StorageError> = state.withLockedValue { state in
             if let poisoned = state.poisoned {

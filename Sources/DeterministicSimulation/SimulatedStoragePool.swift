@@ -56,6 +56,7 @@ public final class SimulatedStoragePool: StoragePool {
         var nextID: UInt64
         var random: SimulationRandom
         var faults: SimulatedDisk.Faults
+        var synchronizeHook: (@Sendable (UnitID) -> Void)?
     }
 
     private let state: NIOLockedValueBox<State>
@@ -90,6 +91,7 @@ public final class SimulatedStoragePool: StoragePool {
             let disk = SimulatedDisk(
                 id: UnitID(state.nextID), capacity: unitCapacity, faults: state.faults, random: state.random.split(),
                 power: power)
+            disk.setSynchronizeHook(state.synchronizeHook)
             state.nextID += 1
             state.units.append(disk)
             return .success(disk)
@@ -120,6 +122,16 @@ public final class SimulatedStoragePool: StoragePool {
             return true
         }
         if !found { throw StorageError(.unknownUnit, unit: unit) }
+    }
+
+    /// Sets the synchronize hook (``SimulatedDisk/setSynchronizeHook(_:)``) of every disk,
+    /// present and future; `nil` removes it.
+    public func setSynchronizeHook(_ hook: (@Sendable (UnitID) -> Void)?) {
+        let disks = state.withLockedValue { state in
+            state.synchronizeHook = hook
+            return state.units
+        }
+        for disk in disks { disk.setSynchronizeHook(hook) }
     }
 
     /// Changes the fault probabilities of every disk, present and future.

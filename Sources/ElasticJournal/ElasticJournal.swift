@@ -56,9 +56,16 @@ public struct JournalReceipt: Sendable, Hashable {
 /// fsyncs. A failed write or fsync poisons the journal: every waiting and later append
 /// fails with ``JournalError/Code/poisoned``; reopen the store to recover.
 ///
-/// Rolling over to a new unit (when the active one is full) pauses appends while the
-/// old unit is sealed and, when units age out, while their writes are applied to the
-/// base images.
+/// Rollovers and age-outs do not pause appends. When the active unit is full, appends
+/// switch to the next unit in memory at once (the unit was taken from the pool ahead of
+/// need, when the pool had room) and go on staging while the old unit's seal and the new
+/// unit's header are written and synced; the new unit's records reach storage after them,
+/// in the order recovery relies on. Age-outs (``maintain(now:)``, run by
+/// ``JournalStore/run(maintenanceInterval:clock:)`` once a second) apply old units to the
+/// base images under a lock of their own, while appends and flushes go on. Appends wait
+/// only when a rollover needs a unit the pool cannot give without first dropping history
+/// (a quota reached or the pool exhausted): the rollover then applies the dropped unit
+/// first.
 public final class ElasticJournal: Sendable {
     /// The journal's identity.
     public let id: JournalID
@@ -66,8 +73,12 @@ public final class ElasticJournal: Sendable {
     public let configuration: JournalConfiguration
 
     let context: JournalStore.Context
-    /// Serialises storage writes and syncs of this journal (staging runs beside it).
+    /// Serialises storage writes and syncs of this journal's units (staging runs beside it).
     private let io = NIOLock()
+    /// Serialises rollovers: planning, the age-outs they need, allocation, and the switch.
+    private let rolloverLock = NIOLock()
+    /// Serialises changes to the base images (age-outs) and the rechecks of what readers read.
+    private let applier = NIOLock()
     private let state: TryLockedValueBox<WriterState>
     private let flusher: NIOThreadPool?
     private let flushSignal = ConditionLock(value: 0)
@@ -125,6 +136,8 @@ public final class ElasticJournal: Sendable {
         var poisoned: JournalError?
         var closed = false
         var flushScheduled = false
+        /// A rollover switched to in memory, not yet on storage (see ``PendingRollover``).
+        var pendingRollover: PendingRollover?
         /// Group commit: an estimate of the appends in flight (records the last flush made
         /// durable plus those staged meanwhile). The flusher waits (boundedly) for about as
         /// many before the next fsync, so appenders that were just acknowledged and append
@@ -538,6 +551,30 @@ public final class ElasticJournal: Sendable {
         return receipt
     }
 
+    /// Stages a write if the active unit has room for it, and nothing more: no write, sync,
+    /// rollover or wait, so it may be called from inside the journal's own storage operations.
+    /// The simulation appends this way from a disk's synchronize hook, to interleave appends
+    /// with a flush's fsync, a rollover's seal and an age-out's apply. Returns `nil` when the
+    /// record needs a rollover. With `notify` (group commit), it is called like
+    /// ``appendNotifying(volume:offset:bytes:notify:)``'s.
+    package func stageIfRoom(
+        volume: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, notify: DurabilityWaiter?
+    ) throws(JournalError) -> JournalReceipt? {
+        let footprint = JournalFormat.footprint(payloadCount: bytes.count)
+        let outcome = state.withLockedValue { state in
+            tryStage(&state, volume: volume, offset: offset, payload: bytes, footprint: footprint)
+        }
+        switch outcome {
+        case .staged(let receipt, _):
+            if let notify { notifyWhenDurable(receipt.sequence, notify) }
+            return receipt
+        case .needsRollover:
+            return nil
+        case .failure(let error):
+            throw error
+        }
+    }
+
     /// Calls `notify` once `sequence` is durable (at once if it is), or with the poisoning
     /// error; schedules a flush if none is scheduled. With `onlyIfUnlocked`, does nothing and
     /// returns `false` when the journal's lock is held.
@@ -650,11 +687,25 @@ public final class ElasticJournal: Sendable {
     }
 
     private func drainHoldingIO(sync: Bool) throws(JournalError) {
-        let taken: Result<Taken?, JournalError> = state.withLockedValue { state in
+        var taken: Result<Taken?, JournalError>?
+        while taken == nil {
+            // A rollover's storage writes come before anything written to its successor.
+            try completePendingRollover()
+            taken = takeBatch(sync: sync)
+        }
+        guard let taken = try taken?.get() else { return }
+        try write(taken, sync: sync)
+    }
+
+    /// Takes the staged batch for writing; `nil` when a rollover switched units since it was
+    /// last carried out (it must go first).
+    private func takeBatch(sync: Bool) -> Result<Taken?, JournalError>? {
+        state.withLockedValue { state in
             if state.closed && state.poisoned != nil { return .failure(JournalError(.closed, journal: id)) }
             if let poisoned = state.poisoned {
                 return .failure(JournalError(.poisoned, journal: id, detail: "after \(poisoned)"))
             }
+            if state.pendingRollover != nil { return nil }
             guard state.batch.count > 0 || (sync && state.writtenSequence > state.durableSequence) else {
                 return .success(nil)
             }
@@ -669,7 +720,10 @@ public final class ElasticJournal: Sendable {
                     buffer: buffer, start: start, unit: state.active.storage, lastSequence: state.stagedSequence,
                     records: state.batchRecords, previousDurable: state.durableSequence))
         }
-        guard let taken = try taken.get() else { return }
+    }
+
+    /// Writes a taken batch and, with `sync`, makes it durable and releases its waiters.
+    private func write(_ taken: Taken, sync: Bool) throws(JournalError) {
         do throws(StorageError) {
             if taken.buffer.count > 0 { try taken.unit.write(taken.buffer.bytes, at: taken.start) }
             if sync && context.plantedBug != .acknowledgeBeforeSync {
@@ -733,115 +787,235 @@ public final class ElasticJournal: Sendable {
         case wait
     }
 
+    /// A rollover decided in memory but not yet on storage: the old unit's last batch, its
+    /// seal, and its successor's header. Whoever next holds the I/O lock carries it out (the
+    /// rolling-over thread, or a flush that got there first) before anything is written to the
+    /// successor, so the order on storage is the one recovery relies on while appenders stage
+    /// into the successor in memory.
+    struct PendingRollover: Sendable {
+        var old: any StorageUnit
+        var oldUnit: UnitID
+        var trailerOffset: Int
+        var batch: BatchBuffer
+        var batchStart: Int
+        var records: Int
+        /// The old unit's last record: durable once the rollover is on storage.
+        var lastSequence: UInt64
+        var seal: [UInt8]
+        var sealChecksum: UInt32
+        var successor: any StorageUnit
+        var header: [UInt8]
+    }
+
+    /// Makes room for a record of `footprint` bytes: gets the next unit (the one prepared
+    /// ahead, or one from the pool after any age-outs the pool or the quota demands), switches
+    /// staging to it at once, then writes the old unit's seal and the successor's header while
+    /// other appenders stage into the successor. Rollovers are serialised by their own lock,
+    /// not the journal's state lock, which is held only for the switch.
     private func rollover(footprint: Int) throws(JournalError) -> RolloverResult {
-        try io.withLock {
+        try rolloverLock.withLock {
             Result { () throws(JournalError) -> RolloverResult in
-                try drainHoldingIO(sync: false)
-                return try state.withLockedValue { state in
-                    Result { () throws(JournalError) -> RolloverResult in
-                        let active = state.active
-                        if !active.isSealed && active.recordsEnd + footprint <= active.header.trailerOffset {
-                            return .done  // another appender rolled over meanwhile
-                        }
-                        do throws(JournalError) {
-                            return try rolloverLocked(&state)
-                        } catch {
-                            if error.code == .storage { state.fail(error) }
-                            throw error
-                        }
-                    }
-                }.get()
+                // A previous rollover still on its way to storage (the successor filled first).
+                if state.withLockedValue({ $0.pendingRollover != nil }) { try drain(sync: false) }
+                let full = state.withLockedValue { state in
+                    state.active.isSealed || state.active.recordsEnd + footprint > state.active.header.trailerOffset
+                }
+                guard full else { return .done }  // another appender rolled over meanwhile
+                let storage: any StorageUnit
+                switch try unitForRollover() {
+                case .wait: return .wait
+                case .unit(let unit): storage = unit
+                }
+                try switchUnits(to: storage)
+                try io.withLock { Result { () throws(JournalError) in try completePendingRollover() } }.get()
+                prepareNextUnit()
+                return .done
             }
         }.get()
     }
 
-    /// Seals the active unit and starts a new one; the batch has been written.
-    private func rolloverLocked(_ state: inout WriterState) throws(JournalError) -> RolloverResult {
-        // Records staged since the caller drained belong to the old unit: write them first.
-        if state.batch.count > 0 {
-            do throws(StorageError) {
-                try state.active.storage.write(state.batch.bytes, at: state.batchStart)
-            } catch {
-                throw JournalError(error, journal: id)
+    private enum Allocation {
+        case unit(any StorageUnit)
+        case wait
+    }
+
+    /// Plans the rollover with the manager, carries out the age-outs it demands (on this
+    /// thread, under the applier lock, not the state lock), and takes the unit prepared ahead
+    /// or a new one from the pool.
+    private func unitForRollover() throws(JournalError) -> Allocation {
+        let plan = state.withLockedValue { state in
+            let now = max(context.clock(), state.lastTime)
+            return context.manager.withLockedValue { manager in
+                manager.recordsAppended(journal: id, through: state.active.lastSequence, at: state.active.lastTime)
+                return manager.planRollover(journal: id, now: now)
             }
-            state.batchStart += state.batch.count
-            state.batch.count = 0
-            state.batchRecords = 0
-            state.writtenSequence = state.stagedSequence
         }
-        let now = max(context.clock(), state.lastTime)
-        let plan = context.manager.withLockedValue { manager in
-            manager.recordsAppended(journal: id, through: state.active.lastSequence, at: state.active.lastTime)
-            return manager.planRollover(journal: id, now: now)
-        }
-        let drops: [JournalManager.AgeOut]
         switch plan {
-        case .wait: return .wait
-        case .reject(let reason): throw JournalError(.full, journal: id, detail: reason)
-        case .allocate(let planned): drops = planned
+        case .wait:
+            return .wait
+        case .reject(let reason):
+            throw JournalError(.full, journal: id, detail: reason)
+        case .allocate(let drops):
+            if !drops.isEmpty {
+                try applier.withLock {
+                    Result { () throws(JournalError) in for drop in drops { try ageOut(drop) } }
+                }.get()
+            }
         }
-        for drop in drops { try ageOutLocked(drop, &state) }
-        let storage: any StorageUnit
+        if let prepared = context.takePreparedUnit(of: id) { return .unit(prepared) }
+        return .unit(try allocateUnit())
+    }
+
+    /// A unit from the pool; when the pool is at its budget, units other journals prepared
+    /// ahead go back to it first (the manager does not count them, so it may have planned on
+    /// their room).
+    private func allocateUnit() throws(JournalError) -> any StorageUnit {
+        var reclaimed = false
+        while true {
+            do {
+                return try context.journalPool.allocate()
+            } catch {
+                if error.code == .budgetExceeded && !reclaimed && context.reclaimPreparedUnits() > 0 {
+                    reclaimed = true
+                    continue
+                }
+                throw error.code == .budgetExceeded
+                    ? JournalError(.full, journal: id, storage: error, detail: "the pool refused a unit")
+                    : JournalError(error, journal: id)
+            }
+        }
+    }
+
+    /// Takes the journal's next unit from the pool now, while the pool has room to spare, so
+    /// that its next rollover need not wait for the pool (creating a unit file syncs the file
+    /// and its directory). Best effort: without room, or on a pool error, the next rollover
+    /// allocates for itself. The unit is blank until used, so a crash leaves nothing for
+    /// recovery but a blank unit to release.
+    private func prepareNextUnit() {
+        let room = context.manager.withLockedValue { manager in
+            manager.unitsHeld + context.preparedUnitCount + 1 < manager.poolCapacity
+        }
+        guard room, !state.withLockedValue({ $0.closed || $0.poisoned != nil }) else { return }
         do {
-            storage = try context.journalPool.allocate()
+            let unit = try context.journalPool.allocate()
+            if !context.keepPreparedUnit(unit, for: id) { try context.journalPool.release(unit.id) }
         } catch {
-            throw error.code == .budgetExceeded
-                ? JournalError(.full, journal: id, storage: error, detail: "the pool refused a unit")
-                : JournalError(error, journal: id)
+            context.logger.debug(
+                "journal did not prepare its next unit", metadata: ["journal": "\(id)", "error": "\(error)"])
         }
-        var old = state.active
-        let sealBytes = old.seal.encoded(salt: old.header.salt)
-        let sealChecksum = sealBytes.withUnsafeBytes { $0.loadLE(UInt32.self, at: 60) ?? 0 }
-        let header = UnitHeader(
-            journal: id, unit: storage.id, salt: context.salt(), firstSequence: state.nextSequence,
-            firstTime: now, previousLastSequence: old.lastSequence, previousSealChecksum: sealChecksum,
-            indexInterval: configuration.indexInterval,
-            trailerOffset: JournalFormat.trailerOffset(
-                capacity: storage.capacity, indexInterval: configuration.indexInterval),
-            capacity: storage.capacity)
+    }
+
+    /// Switches staging to `storage`: the active unit's staged records, seal and the
+    /// successor's header become a ``PendingRollover``, and the successor the active unit.
+    private func switchUnits(to storage: any StorageUnit) throws(JournalError) {
+        let refused: JournalError? = state.withLockedValue { state in
+            if state.closed { return JournalError(.closed, journal: id) }
+            if let poisoned = state.poisoned {
+                return JournalError(.poisoned, journal: id, detail: "after \(poisoned)")
+            }
+            RuntimeInvariants.check(state.pendingRollover == nil, "\(id) rolls over twice before storage caught up")
+            let now = max(context.clock(), state.lastTime)
+            let old = state.active
+            let seal = old.seal.encoded(salt: old.header.salt)
+            let sealChecksum = seal.withUnsafeBytes { $0.loadLE(UInt32.self, at: 60) ?? 0 }
+            let header = UnitHeader(
+                journal: id, unit: storage.id, salt: context.salt(), firstSequence: state.nextSequence,
+                firstTime: now, previousLastSequence: old.lastSequence, previousSealChecksum: sealChecksum,
+                indexInterval: configuration.indexInterval,
+                trailerOffset: JournalFormat.trailerOffset(
+                    capacity: storage.capacity, indexInterval: configuration.indexInterval),
+                capacity: storage.capacity)
+            let batch = state.batch
+            state.batch = state.spare ?? BatchBuffer(capacity: batch.capacity)
+            state.spare = nil
+            state.pendingRollover = PendingRollover(
+                old: old.storage, oldUnit: old.id, trailerOffset: old.header.trailerOffset, batch: batch,
+                batchStart: state.batchStart, records: state.batchRecords, lastSequence: old.lastSequence,
+                seal: seal, sealChecksum: sealChecksum, successor: storage, header: header.encoded())
+            let fresh = JournalUnit(storage: storage, header: header)
+            state.units.append(fresh)
+            state.batchStart = JournalFormat.headerPageSize
+            state.batchRecords = 0
+            context.manager.withLockedValue { manager in
+                manager.recordsAppended(journal: id, through: old.lastSequence, at: old.lastTime)
+                manager.unitStarted(journal: id, span: fresh.span)
+            }
+            metrics.unitsHeld.record(state.units.count)
+            return nil
+        }
+        if let refused {
+            try? context.journalPool.release(storage.id)
+            throw refused
+        }
+        context.emit(.unitAllocated(id, storage.id))
+    }
+
+    /// Carries out the pending rollover, if any; the caller holds the I/O lock. On a storage
+    /// failure the journal is poisoned.
+    private func completePendingRollover() throws(JournalError) {
+        guard let pending = state.withLockedValue({ $0.poisoned == nil ? $0.pendingRollover : nil }) else { return }
         do throws(StorageError) {
+            if pending.batch.count > 0 { try pending.old.write(pending.batch.bytes, at: pending.batchStart) }
             // Order matters. The old unit's records are durable before its seal is written
             // (a seal is trusted without rereading the records), and the new unit's header
             // is durable before that seal, so a sealed unit always has a recognisable
-            // successor.
-            if context.plantedBug != .sealBeforeRecordsDurable { try old.storage.synchronize() }
-            try storage.write(header.encoded(), at: 0)
-            try storage.synchronize()
-            try old.storage.write(sealBytes, at: old.header.trailerOffset)
-            try old.storage.synchronize()
+            // successor; the successor's records come after both.
+            if context.plantedBug != .sealBeforeRecordsDurable { try pending.old.synchronize() }
+            try pending.successor.write(pending.header, at: 0)
+            try pending.successor.synchronize()
+            try pending.old.write(pending.seal, at: pending.trailerOffset)
+            try pending.old.synchronize()
         } catch {
-            throw JournalError(error, journal: id)
+            let failure = JournalError(error, journal: id)
+            state.withLockedValue { $0.fail(failure) }
+            throw failure
         }
-        old.sealChecksum = sealChecksum
-        state.active = old
-        let fresh = JournalUnit(storage: storage, header: header)
-        state.units.append(fresh)
-        state.batchStart = JournalFormat.headerPageSize
-        state.writtenSequence = state.stagedSequence
-        let synced = Int(state.stagedSequence - min(state.stagedSequence, state.durableSequence))
+        let (ready, synced) = state.withLockedValue { state in
+            state.pendingRollover = nil
+            if let index = state.units.firstIndex(where: { $0.id == pending.oldUnit }) {
+                state.units[index].sealChecksum = pending.sealChecksum
+            }
+            let synced = Int(pending.lastSequence - min(pending.lastSequence, state.durableSequence))
+            state.writtenSequence = max(state.writtenSequence, pending.lastSequence)
+            state.durableSequence = max(state.durableSequence, pending.lastSequence)
+            if state.spare == nil { state.spare = pending.batch }
+            return (state.takeDurable(), synced)
+        }
         counters.withLockedValue { $0.recordsSynchronized += synced }
-        state.durableSequence = state.stagedSequence
-        state.resumeDurable()
-        context.manager.withLockedValue { $0.unitStarted(journal: id, span: fresh.span) }
-        metrics.unitsHeld.record(state.units.count)
-        context.emit(.unitAllocated(id, storage.id))
-        return .done
+        metrics.records.increment(by: pending.records)
+        metrics.bytes.increment(by: pending.batch.count)
+        pending.batch.count = 0
+        for waiter in ready { waiter.notify(.success(())) }
     }
 
-    /// Applies the aged-out unit's writes to every base image, then releases the unit.
+    /// Applies the aged-out unit's writes to every base image, then releases the unit. The
+    /// caller holds the applier lock; the state lock is held only to look and to update, so
+    /// appends and flushes go on meanwhile.
     ///
     /// Order, for crash safety: each base's manifest first records "applied through X"
     /// (durably), then the writes are applied and synced, then the unit is released. A
     /// crash in between leaves the unit in place and recovery applies it again, which is
     /// idempotent because writes are replayed in sequence order.
-    private func ageOutLocked(_ ageOut: JournalManager.AgeOut, _ state: inout WriterState) throws(JournalError) {
-        guard let index = state.units.firstIndex(where: { $0.id == ageOut.unit }), index == 0,
-            state.units.count > 1
-        else {
+    private func ageOut(_ ageOut: JournalManager.AgeOut) throws(JournalError) {
+        do throws(JournalError) {
+            try ageOutUnit(ageOut)
+        } catch {
+            if error.code == .storage { state.withLockedValue { $0.fail(error) } }
+            throw error
+        }
+    }
+
+    private func ageOutUnit(_ ageOut: JournalManager.AgeOut) throws(JournalError) {
+        // Only the oldest unit, once its seal is on storage (a rollover may still be writing it).
+        let found = state.withLockedValue { state -> (JournalUnit, [VolumeID: BaseVolume])? in
+            guard let first = state.units.first, first.id == ageOut.unit, first.isSealed, state.units.count > 1
+            else { return nil }
+            return (first, state.volumes)
+        }
+        guard let (unit, current) = found else {
             context.manager.withLockedValue { $0.abandoned(journal: id, unit: ageOut.unit) }
             return
         }
-        let unit = state.units[index]
         if ageOut.reason != .aged {
             metrics.earlyDrops.increment()
             context.logger.warning(
@@ -849,25 +1023,37 @@ public final class ElasticJournal: Sendable {
                 metadata: ["journal": "\(id)", "unit": "\(unit.id)", "reason": "\(ageOut.reason)"])
             context.emit(.historyDropped(id, unit.id, reason: ageOut.reason, windowStart: ageOut.throughTime))
         }
+        var volumes = current
         do throws(StorageError) {
-            for volume in state.volumes.keys.sorted() {
-                try state.volumes[volume]?.markChecksumsStale { manifest in
+            for volume in volumes.keys.sorted() {
+                try volumes[volume]?.markChecksumsStale { manifest in
                     manifest.appliedThrough = ageOut.applyThrough
                     manifest.appliedTime = ageOut.throughTime
                 }
             }
         } catch {
+            state.withLockedValue { $0.volumes = volumes }
             throw JournalError(error, journal: id)
         }
-        let touched = try Self.apply(unit: unit, through: ageOut.applyThrough, to: state.volumes, journal: id)
-        do throws(StorageError) {
-            for volume in state.volumes.keys.sorted() {
-                try state.volumes[volume]?.refreshChecksums(touched: touched[volume] ?? [])
+        let touched: [VolumeID: Set<Int>]
+        do throws(JournalError) {
+            touched = try Self.apply(unit: unit, through: ageOut.applyThrough, to: volumes, journal: id)
+            do throws(StorageError) {
+                for volume in volumes.keys.sorted() {
+                    try volumes[volume]?.refreshChecksums(touched: touched[volume] ?? [])
+                }
+            } catch {
+                throw JournalError(error, journal: id)
             }
         } catch {
-            throw JournalError(error, journal: id)
+            state.withLockedValue { $0.volumes = volumes }
+            throw error
         }
-        state.units.remove(at: index)
+        let held = state.withLockedValue { state in
+            state.volumes = volumes
+            state.units.removeFirst()
+            return state.units.count
+        }
         do {
             try context.journalPool.release(unit.id)
         } catch {
@@ -877,7 +1063,7 @@ public final class ElasticJournal: Sendable {
             manager.released(journal: id, unit: unit.id)
             return manager.windowStart(of: id) ?? ageOut.throughTime
         }
-        metrics.unitsHeld.record(state.units.count)
+        metrics.unitsHeld.record(held)
         context.emit(.unitReleased(id, unit.id, reason: ageOut.reason, windowStart: windowStart))
     }
 
@@ -942,7 +1128,7 @@ public final class ElasticJournal: Sendable {
     }
 
     /// Checks an image read from `volume`'s base against its chunk checksums. A mismatch is
-    /// checked again under the I/O lock against the base as it is now (an age-out may have
+    /// checked again under the applier lock against the base as it is now (an age-out may have
     /// changed it since the read), and only then reported as damage. Returns `true` when
     /// `image` is what is stored (or there is no current table to check it against), `false`
     /// when `image` differed but the stored base checks out now: the read returned bytes that
@@ -953,7 +1139,7 @@ public final class ElasticJournal: Sendable {
         guard let table, image.withUnsafeBytes({ base.firstMismatch(in: $0, table: table) }) != nil else {
             return true
         }
-        let recheck: Result<JournalError?, JournalError> = io.withLock {
+        let recheck: Result<JournalError?, JournalError> = applier.withLock {
             guard let current = state.withLockedValue({ $0.volumes[volume] }) else { return .success(nil) }
             do throws(JournalError) {
                 guard let table = try current.checkedTable(journal: id) else { return .success(nil) }
@@ -981,31 +1167,30 @@ public final class ElasticJournal: Sendable {
 
     /// Ages out every unit whose records have all left the window at `now` (the store's
     /// clock by default), applying them to the base images. Returns what was released.
+    ///
+    /// Appends and flushes go on meanwhile: the base images are written under a lock of
+    /// their own, and the journal's state lock is taken only to look at the oldest unit and
+    /// to let it go. A unit whose seal a rollover is still writing waits for the next call.
     @discardableResult
     public func maintain(now: Instant? = nil) throws(JournalError) -> [JournalManager.AgeOut] {
-        try io.withLock {
+        try applier.withLock {
             Result { () throws(JournalError) -> [JournalManager.AgeOut] in
-                try state.withLockedValue { state in
+                let due = try state.withLockedValue { state in
                     Result { () throws(JournalError) -> [JournalManager.AgeOut] in
                         if let poisoned = state.poisoned {
                             throw JournalError(.poisoned, journal: id, detail: "after \(poisoned)")
                         }
                         let now = now ?? context.clock()
-                        let due = context.manager.withLockedValue { manager in
+                        return context.manager.withLockedValue { manager in
                             manager.recordsAppended(
                                 journal: id, through: state.active.lastSequence, at: state.active.lastTime)
                             return manager.expired(journal: id, now: now)
                         }
-                        do throws(JournalError) {
-                            for ageOut in due { try ageOutLocked(ageOut, &state) }
-                        } catch {
-                            if error.code == .storage { state.fail(error) }
-                            throw error
-                        }
-                        metrics.effectiveWindow.record(Double(effectiveWindow(now: now).nanoseconds) / 1e9)
-                        return due
                     }
                 }.get()
+                for ageOut in due { try self.ageOut(ageOut) }
+                metrics.effectiveWindow.record(Double(effectiveWindow(now: now ?? context.clock()).nanoseconds) / 1e9)
+                return due
             }
         }.get()
     }
@@ -1024,9 +1209,14 @@ public final class ElasticJournal: Sendable {
 
     /// Writes staged records out (without syncing) so reads see them, and snapshots.
     func snapshot() throws(JournalError) -> Snapshot {
-        try drain(sync: false)
-        return state.withLockedValue { state in
-            Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
+        while true {
+            try drain(sync: false)
+            // Not while a rollover is between memory and storage: the old unit's tail is unwritten.
+            let snapshot = state.withLockedValue { state in
+                state.pendingRollover != nil
+                    ? nil : Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
+            }
+            if let snapshot { return snapshot }
         }
     }
 
@@ -1236,6 +1426,7 @@ public final class ElasticJournal: Sendable {
         defer {
             try? flusher?.syncShutdownGracefully()
             state.withLockedValue { $0.fail(JournalError(.closed, journal: id)) }
+            if let prepared = context.takePreparedUnit(of: id) { try? context.journalPool.release(prepared.id) }
         }
         let poisoned = state.withLockedValue { $0.poisoned }
         if poisoned == nil { try drain(sync: true) }

@@ -146,6 +146,38 @@ public final class JournalStore: Sendable {
             return try result.get()
         }
 
+        /// Units journals took from the pool ahead of their next rollover, at most one each.
+        /// The manager does not count them: any journal short of a unit may reclaim them.
+        private let preparedUnits = NIOLockedValueBox<[JournalID: any StorageUnit]>([:])
+
+        var preparedUnitCount: Int { preparedUnits.withLockedValue { $0.count } }
+
+        /// Takes the unit `journal` prepared, if it still has one.
+        func takePreparedUnit(of journal: JournalID) -> (any StorageUnit)? {
+            preparedUnits.withLockedValue { $0.removeValue(forKey: journal) }
+        }
+
+        /// Keeps `unit` for `journal`'s next rollover; `false` (the caller releases it) when the
+        /// journal already has one.
+        func keepPreparedUnit(_ unit: any StorageUnit, for journal: JournalID) -> Bool {
+            preparedUnits.withLockedValue { units in
+                guard units[journal] == nil else { return false }
+                units[journal] = unit
+                return true
+            }
+        }
+
+        /// Returns every prepared unit to the pool; returns how many were.
+        func reclaimPreparedUnits() -> Int {
+            let units = preparedUnits.withLockedValue { units in
+                defer { units.removeAll() }
+                return Array(units.values)
+            }
+            var released = 0
+            for unit in units where (try? journalPool.release(unit.id)) != nil { released += 1 }
+            return released
+        }
+
         func emit(_ event: JournalEvent) {
             events.withLockedValue { events in
                 events.append(event)

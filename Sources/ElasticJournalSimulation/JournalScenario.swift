@@ -131,6 +131,10 @@ public struct JournalScenario: Sendable {
             unitCapacity: JournalFormat.baseHeaderSize + volumeSize, budget: 1 << 30, faults: setupFaults,
             random: random.split(), firstUnit: 1 << 32, power: power)
         let earlyDrops = NIOLockedValueBox([JournalID: Int]())
+        // The journal whose step is running, and the records appended to it from inside its
+        // own storage operations (see `interleaving` below).
+        let interleaveTarget = NIOLockedValueBox<(id: JournalID, journal: ElasticJournal, volumes: [VolumeID])?>(nil)
+        let interleaved = NIOLockedValueBox<[JournalRecord]>([])
         var logger = Logger(label: "ft.journal.simulation")
         logger.logLevel = .critical
 
@@ -175,6 +179,72 @@ public struct JournalScenario: Sendable {
         }
         pool.setFaults(diskFaults)
         bases.setFaults(diskFaults)
+        // Half the seeds also append from inside the journal's own fsyncs — a flush's, a
+        // rollover's (the old unit's records and seal, the successor's header) and an
+        // age-out's (the base images): the appends other threads of a real process make while
+        // those run. Invariant `appends-not-blocked`: such an append stages at once whenever
+        // the active unit has room (it never waits for the operation in progress, which would
+        // deadlock here), and gets the next sequence number.
+        let interleaving = random.chance(0.5)
+        if interleaving {
+            let draws = NIOLockedValueBox(random.split())
+            let hook: @Sendable (UnitID) -> Void = { _ in
+                guard let target = interleaveTarget.withLockedValue({ $0 }) else { return }
+                let drawn = draws.withLockedValue { random -> (VolumeID, Int, [UInt8])? in
+                    guard random.chance(0.3) else { return nil }
+                    let count = Int.random(in: 1...200, using: &random)
+                    let volume = target.volumes.randomElement(using: &random) ?? 1
+                    let offset = Int.random(in: 0...(volumeSize - count), using: &random)
+                    return (volume, offset, (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) })
+                }
+                guard let (volume, offset, bytes) = drawn else { return }
+                let id = target.id
+                let sequence = NIOLockedValueBox<UInt64>(0)
+                let notify: DurabilityWaiter = { result in
+                    switch result {
+                    case .success:
+                        let acknowledged = sequence.withLockedValue { $0 }
+                        acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, acknowledged) }
+                    case .failure(let error):
+                        flushFailures.withLockedValue { $0[id] = $0[id] ?? error }
+                    }
+                }
+                // A failure (the journal poisoned by the operation's own fsync) shows in the step.
+                guard
+                    let receipt = try? bytes.withUnsafeBytes({ raw in
+                        try target.journal.stageIfRoom(
+                            volume: volume, offset: UInt64(offset), bytes: raw, notify: groupCommit ? notify : nil)
+                    })
+                else { return }
+                sequence.withLockedValue { $0 = receipt.sequence }
+                interleaved.withLockedValue {
+                    $0.append(
+                        JournalRecord(
+                            sequence: receipt.sequence, time: receipt.time, volume: volume, offset: UInt64(offset),
+                            bytes: bytes))
+                }
+            }
+            pool.setSynchronizeHook(hook)
+            bases.setSynchronizeHook(hook)
+        }
+        /// Adds the records appended from inside storage operations to `model`, checking
+        /// they took the next sequence numbers.
+        func takeInterleaved(into model: inout ModelJournal) -> SimulationReport? {
+            for record in interleaved.withLockedValue({ records in
+                defer { records.removeAll() }; return records
+            }) {
+                checks += 1
+                guard record.sequence == UInt64(model.records.count) + 1 else {
+                    return violation(
+                        "appends-not-blocked",
+                        "an append during a storage operation got \(record.sequence), expected \(model.records.count + 1)"
+                    )
+                }
+                model.records.append(record)
+                operations += 1
+            }
+            return nil
+        }
         let damageSeed = random.chance(0.125)
         // One seed in eight flips bits on reads (the stored bytes stay intact) while the
         // journal reads: images, records, verify. Each flip must end in a typed `damaged`
@@ -281,6 +351,7 @@ public struct JournalScenario: Sendable {
         }
 
         func crashAndReopen() -> SimulationReport? {
+            interleaveTarget.withLockedValue { $0 = nil }
             mergeAcknowledgements()
             // Flushes not yet run die with the machine; their appends were never acknowledged.
             flushes.discard()
@@ -358,6 +429,7 @@ public struct JournalScenario: Sendable {
             guard let id = ids.randomElement(using: &random), var model = models[id], let journal = store.journal(id)
             else { return violation("setup", "journal missing") }
             let choice = Int.random(in: 0..<100, using: &random)
+            interleaveTarget.withLockedValue { $0 = (id, journal, model.volumes) }
             var failure: JournalError?
             let flipping = readFlipSeed && (80..<95).contains(choice)
             let flipsBefore = flipping ? silentFlips() : 0
@@ -375,7 +447,8 @@ public struct JournalScenario: Sendable {
                     ? Int.random(in: 2000...7000, using: &random) : Int.random(in: 1...700, using: &random)
                 let offset = Int.random(in: 0...(volumeSize - count), using: &random)
                 let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
-                let expected = UInt64(model.records.count) + 1
+                // The sequence this append gets (appends made during its own rollover come first).
+                let expected = NIOLockedValueBox(UInt64(model.records.count) + 1)
                 do {
                     let receipt = try bytes.withUnsafeBytes { raw in
                         Result { () throws(JournalError) in
@@ -386,13 +459,16 @@ public struct JournalScenario: Sendable {
                                 result in
                                 switch result {
                                 case .success:
-                                    acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, expected) }
+                                    let sequence = expected.withLockedValue { $0 }
+                                    acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, sequence) }
                                 case .failure(let error):
                                     flushFailures.withLockedValue { $0[id] = $0[id] ?? error }
                                 }
                             }
                         }
                     }.get()
+                    expected.withLockedValue { $0 = receipt.sequence }
+                    if let report = takeInterleaved(into: &model) { return report }
                     guard receipt.sequence == UInt64(model.records.count) + 1 else {
                         return violation(
                             "records-intact",
@@ -488,10 +564,12 @@ public struct JournalScenario: Sendable {
             case 95..<98:
                 power.cut(afterOperations: Int.random(in: 0...12, using: &random))
             default:
+                if let report = takeInterleaved(into: &model) { return report }
                 models[id] = model
                 if let report = crashAndReopen() { return report }
                 continue
             }
+            if let report = takeInterleaved(into: &model) { return report }
             models[id] = model
             if flipping {
                 pool.setFaults(diskFaults)
