@@ -37,6 +37,37 @@ func wallTime(_ instant: Instant) -> String {
     return formatter.string(from: date) + " UTC"
 }
 
+/// `--journal ID`: which journal of a store a command works on.
+struct JournalSelection: ParsableArguments {
+    @Option(name: .customLong("journal"), help: "The journal's number, 1...2^64-1.")
+    var id: UInt64?
+
+    func validate() throws {
+        if let id, id == 0 { throw ValidationError("--journal must be 1 or more, got 0") }
+    }
+
+    /// The selected journal; without `--journal`, the store's only journal (journal 1 when it
+    /// has several). An unknown number is an error naming the journals there are.
+    func journal(in store: JournalStore, directory: String) throws -> ElasticJournal {
+        if let id {
+            if let journal = store.journal(JournalID(id)) { return journal }
+            throw CommandFailure("\(directory) has no journal \(id) (it has \(Self.list(store)))")
+        }
+        if let journal = store.journal(1) ?? (store.journals.count == 1 ? store.journals.first : nil) { return journal }
+        if store.journals.isEmpty { throw CommandFailure("\(directory) holds no journal") }
+        throw CommandFailure("\(directory) holds several journals (\(Self.list(store))): choose one with --journal")
+    }
+
+    /// The journals a listing command shows: the selected one, or every one.
+    func journals(in store: JournalStore, directory: String) throws -> [ElasticJournal] {
+        id == nil ? store.journals : [try journal(in: store, directory: directory)]
+    }
+
+    private static func list(_ store: JournalStore) -> String {
+        store.journals.isEmpty ? "none" : store.journals.map { "\($0.id.rawValue)" }.joined(separator: ", ")
+    }
+}
+
 /// The pools of a journal directory.
 struct JournalDirectory {
     let path: String
@@ -46,7 +77,8 @@ struct JournalDirectory {
     /// Opens the store through the library's ``JournalStore/open(directory:options:journalBudget:configurations:logger:metricsFactory:)``
     /// (the unit sizes are read from the pools' state files).
     func openStore(
-        readOnly: Bool, salvage: Bool = false, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil
+        readOnly: Bool, salvage: Bool = false, budgetUnits: Int = 1 << 20, configuration: JournalConfiguration? = nil,
+        journal: JournalID = 1
     ) throws -> JournalStore {
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
@@ -56,24 +88,28 @@ struct JournalDirectory {
             try FileStoragePool.storedUnitCapacity(in: base) != nil
         else { throw CommandFailure("\(path) is not a journal directory (run `ftctl journal create` first)") }
         var configurations: [JournalID: JournalConfiguration] = [:]
-        if let configuration { configurations[1] = configuration }
+        if let configuration { configurations[journal] = configuration }
         return try JournalStore.open(
             directory: path, options: JournalStore.Options(readOnly: readOnly, salvage: salvage),
             journalBudget: budgetUnits * unitSize, configurations: configurations, logger: logger)
     }
 
-    /// Creates the directory with journal 1 through the library's crash-safe
+    /// Whether the directory already holds a store (its units pool exists).
+    var exists: Bool { FileManager.default.fileExists(atPath: units + "/pool.state") }
+
+    /// Creates the directory with `journal` through the library's crash-safe
     /// ``JournalStore/create(directory:unitSize:journalUnits:volumes:volumeSize:configuration:journal:logger:metricsFactory:)``.
     func create(
-        unitSize: Int, units: Int, volumes: Int, volumeSize: Int, configuration: JournalConfiguration
+        unitSize: Int, units: Int, volumes: Int, volumeSize: Int, configuration: JournalConfiguration,
+        journal id: JournalID = 1
     ) throws -> (JournalStore, ElasticJournal) {
         var logger = Logger(label: "ftctl.journal")
         logger.logLevel = .warning
         let store = try JournalStore.create(
             directory: path, unitSize: unitSize, journalUnits: units,
             volumes: (1...volumes).map { VolumeID(UInt32($0)) }, volumeSize: volumeSize, configuration: configuration,
-            logger: logger)
-        guard let journal = store.journal(1) else { throw CommandFailure("\(path): journal 1 is missing") }
+            journal: id, logger: logger)
+        guard let journal = store.journal(id) else { throw CommandFailure("\(path): journal \(id) is missing") }
         return (store, journal)
     }
 }
@@ -81,20 +117,29 @@ struct JournalDirectory {
 /// `ftctl journal create`.
 struct JournalCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "create", abstract: "Create a journal directory with journal 1.")
+        commandName: "create",
+        abstract: "Create a journal directory with a journal, or add a journal to an existing one.",
+        discussion: """
+            In a new directory, creates the pools and journal --journal (1 by default). In an \
+            existing journal directory, adds journal --journal beside the ones there: it shares \
+            their pool of units and its volumes have their size (--unit-size and --volume-size \
+            then must be left out or match).
+            """)
 
     @Argument(help: "The journal directory.") var directory: String
+    @Option(name: .customLong("journal"), help: "The new journal's number, 1...2^64-1.") var journalID: UInt64 = 1
     @Option(help: "Protected volumes (numbered 1...N), 1...4096.") var volumes = 1
-    @Option(help: "Bytes per volume, 1...2^40.") var volumeSize = 1 << 20
-    @Option(help: "Bytes per journal unit, 65536...2^30.") var unitSize = 4 << 20
+    @Option(help: "Bytes per volume, 1...2^40 (default 1048576).") var volumeSize: Int?
+    @Option(help: "Bytes per journal unit, 65536...2^30 (default 4194304).") var unitSize: Int?
     @Option(help: "Units the pool may hold, 2...2^20.") var units = 64
     @Option(help: "History window (e.g. 30s, 5m), more than 0.") var window = "60s"
     @Option(help: "Most units the journal may hold, 1...--units.") var quota = 32
 
     func validate() throws {
+        if journalID == 0 { throw ValidationError("--journal must be 1 or more, got 0") }
         try require("--volumes", volumes, in: 1...4096)
-        try require("--volume-size", volumeSize, in: 1...(1 << 40))
-        try require("--unit-size", unitSize, in: 65_536...(1 << 30))
+        if let volumeSize { try require("--volume-size", volumeSize, in: 1...(1 << 40)) }
+        if let unitSize { try require("--unit-size", unitSize, in: 65_536...(1 << 30)) }
         try require("--units", units, in: 2...(1 << 20))
         try require("--quota", quota, in: 1...units)
         guard try requireDuration("--window", window) > .zero else {
@@ -105,10 +150,35 @@ struct JournalCreate: ParsableCommand {
     func run() throws {
         let window = try requireDuration("--window", window)
         let configuration = JournalConfiguration(window: window, quota: quota)
-        let (store, _) = try JournalDirectory(path: directory).create(
-            unitSize: unitSize, units: units, volumes: volumes, volumeSize: volumeSize, configuration: configuration)
+        let folder = JournalDirectory(path: directory)
+        let id = JournalID(journalID)
+        guard folder.exists else {
+            let (volumeSize, unitSize) = (volumeSize ?? 1 << 20, unitSize ?? 4 << 20)
+            let (store, _) = try folder.create(
+                unitSize: unitSize, units: units, volumes: volumes, volumeSize: volumeSize,
+                configuration: configuration, journal: id)
+            try store.close()
+            print(
+                "created \(directory) with \(id): \(volumes) volume(s) of \(volumeSize) bytes, units of \(unitSize) bytes"
+            )
+            return
+        }
+        if let unitSize, let existing = try FileStoragePool.storedUnitCapacity(in: folder.units), unitSize != existing {
+            throw CommandFailure("\(directory) has units of \(existing) bytes, not --unit-size \(unitSize)")
+        }
+        if let volumeSize, let existing = try FileStoragePool.storedUnitCapacity(in: folder.base),
+            volumeSize != existing - JournalFormat.baseHeaderSize
+        {
+            throw CommandFailure(
+                "\(directory) has volumes of \(existing - JournalFormat.baseHeaderSize) bytes, not --volume-size \(volumeSize)"
+            )
+        }
+        let store = try folder.openStore(readOnly: false, budgetUnits: units)
+        _ = try store.createJournal(
+            id, configuration: configuration, volumes: (1...volumes).map { VolumeID(UInt32($0)) })
+        let count = store.journals.count
         try store.close()
-        print("created \(directory): \(volumes) volume(s) of \(volumeSize) bytes, units of \(unitSize) bytes")
+        print("added \(id) to \(directory): \(volumes) volume(s); it now holds \(count) journals")
     }
 }
 
@@ -119,11 +189,17 @@ struct JournalInspect: ParsableCommand {
         abstract: "Show units, window, records, sizes and the effective window (read-only).")
 
     @Argument(help: "The journal directory.") var directory: String
+    @OptionGroup var selection: JournalSelection
 
     func run() throws {
         let store = try JournalDirectory(path: directory).openStore(readOnly: true)
         let now = JournalStore.wallClock()
-        for journal in store.journals {
+        let journals = try selection.journals(in: store, directory: directory)
+        if selection.id == nil {
+            let ids = journals.map { "\($0.id.rawValue)" }.joined(separator: ", ")
+            print("\(directory): \(journals.count) journal(s): \(ids)")
+        }
+        for journal in journals {
             let status = journal.status
             print(
                 "\(journal.id): window \(seconds(journal.configuration.window)), quota \(journal.configuration.quota) units"
@@ -155,10 +231,11 @@ struct JournalVerify: ParsableCommand {
         commandName: "verify", abstract: "Check every checksum, sequence and seal (read-only), with progress.")
 
     @Argument(help: "The journal directory.") var directory: String
+    @OptionGroup var selection: JournalSelection
 
     func run() throws {
         let store = try JournalDirectory(path: directory).openStore(readOnly: true)
-        for journal in store.journals {
+        for journal in try selection.journals(in: store, directory: directory) {
             let started = ContinuousClock.now
             let report = try journal.verify { done, total in
                 let fraction = total > 0 ? Double(done) / Double(total) : 1
@@ -194,6 +271,7 @@ struct JournalRecover: ParsableCommand {
     @Option(help: "The instant: nanoseconds since the Unix epoch, or `latest` (the last record).") var at = "latest"
     @Option(help: "How long before --at (e.g. 2s, 250ms).") var before: String?
     @Option(help: "Where to write the image: a file outside the journal directory.") var out: String
+    @OptionGroup var selection: JournalSelection
 
     func validate() throws {
         // Never over one of the journal's own files: compare the paths with `..` and symbolic
@@ -217,7 +295,7 @@ struct JournalRecover: ParsableCommand {
 
     func run() throws {
         let store = try JournalDirectory(path: directory).openStore(readOnly: true)
-        guard let journal = store.journal(1) ?? store.journals.first else { throw CommandFailure("no journal found") }
+        let journal = try selection.journal(in: store, directory: directory)
         let last = journal.status.lastTime
         var instant: Instant
         if at == "latest" {
@@ -237,7 +315,8 @@ struct JournalRecover: ParsableCommand {
         let image = try journal.image(of: VolumeID(volume), at: instant)
         try Data(image).write(to: URL(fileURLWithPath: out))
         print(
-            "wrote \(image.count) bytes of volume-\(volume) at \(wallTime(instant)) (\(instant.nanoseconds)) to \(out)")
+            "wrote \(image.count) bytes of \(journal.id) volume-\(volume) at \(wallTime(instant)) (\(instant.nanoseconds)) "
+                + "to \(out)")
     }
 }
 
@@ -321,11 +400,13 @@ struct JournalStress: AsyncParsableCommand {
     @Option(help: "Records to append (0: until killed).") var count = 0
     @Option(help: "Payload bytes per record, 8...1048576 (the first 8 carry the record's token).") var size = 512
     @Option(help: "Concurrent appenders, 1...1024.") var concurrency = 8
+    @Option(name: .customLong("journal"), help: "The journal, 1...2^64-1 (added if missing).") var journalID: UInt64 = 1
 
     func validate() throws {
         try require("--count", count, in: 0...Int(UInt32.max))
         try require("--size", size, in: 8...(1 << 20))
         try require("--concurrency", concurrency, in: 1...1024)
+        if journalID == 0 { throw ValidationError("--journal must be 1 or more, got 0") }
     }
 
     func run() async throws {
@@ -333,13 +414,14 @@ struct JournalStress: AsyncParsableCommand {
         let configuration = JournalConfiguration(window: .seconds(3600), quota: 64)
         let store: JournalStore
         let journal: ElasticJournal
-        if FileManager.default.fileExists(atPath: folder.units + "/pool.state") {
-            store = try folder.openStore(readOnly: false, budgetUnits: 64, configuration: configuration)
-            guard let found = store.journal(1) else { throw CommandFailure("no journal 1 in \(directory)") }
-            journal = found
+        let id = JournalID(journalID)
+        if folder.exists {
+            store = try folder.openStore(readOnly: false, budgetUnits: 64, configuration: configuration, journal: id)
+            journal = try store.journal(id) ?? store.createJournal(id, configuration: configuration, volumes: [1])
         } else {
             (store, journal) = try folder.create(
-                unitSize: 1 << 20, units: 64, volumes: 1, volumeSize: 1 << 20, configuration: configuration)
+                unitSize: 1 << 20, units: 64, volumes: 1, volumeSize: 1 << 20, configuration: configuration,
+                journal: id)
         }
         guard let volumeBytes = journal.status.volumes[1], volumeBytes > size else {
             throw ValidationError("volume-1 must be larger than --size \(size)")
