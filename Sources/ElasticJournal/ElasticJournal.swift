@@ -52,8 +52,10 @@ public struct JournalReceipt: Sendable, Hashable {
 ///
 /// Concurrency: any number of tasks and threads may append at once. Appends are staged
 /// under a short lock (the record is framed and checksummed while it is copied into the
-/// batch); one flusher writes and `fdatasync`s each batch, so appends in flight share
-/// fsyncs. A failed write or fsync poisons the journal: every waiting and later append
+/// batch); a flush writes and `fdatasync`s each batch, so appends in flight share fsyncs.
+/// Flushes run on the store's flusher threads, shared by all its journals (at most four,
+/// whatever the number of journals; a journal flushes on one at a time, and journals with
+/// more to flush take turns). A failed write or fsync poisons the journal: every waiting and later append
 /// fails with ``JournalError/Code/poisoned``; reopen the store to recover.
 ///
 /// Rollovers and age-outs do not pause appends. When the active unit is full, appends
@@ -80,7 +82,6 @@ public final class ElasticJournal: Sendable {
     /// Serialises changes to the base images (age-outs) and the rechecks of what readers read.
     private let applier = NIOLock()
     private let state: TryLockedValueBox<WriterState>
-    private let flusher: NIOThreadPool?
     private let flushSignal = ConditionLock(value: 0)
     private let metrics: JournalMetrics
     /// Batch bytes at which an append triggers a write (buffered) or wakes the flusher.
@@ -201,18 +202,6 @@ public final class ElasticJournal: Sendable {
                 batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
                 lastTime: lastTime, writtenSequence: last, durableSequence: last))
         self.metrics = JournalMetrics(journal: id, factory: context.metricsFactory)
-        if case .groupCommit = configuration.durability, context.flushDriver == nil {
-            let pool = NIOThreadPool(numberOfThreads: 1)
-            pool.start()
-            self.flusher = pool
-        } else {
-            self.flusher = nil
-        }
-    }
-
-    deinit {
-        // A journal dropped without close() must not leave its flusher thread behind.
-        flusher?.shutdownGracefully { _ in }
     }
 
     // MARK: - Appending
@@ -623,32 +612,34 @@ public final class ElasticJournal: Sendable {
             }
             return
         }
-        guard let flusher else { return }
-        flusher.submit { [self] _ in flushLoop() }
+        context.submitFlushTurn { [self] in
+            if flushTurn() { scheduleFlush() }
+        }
     }
 
-    /// Runs on the flusher thread: writes and syncs batches until none is left.
-    private func flushLoop() {
-        while true {
-            // Wait for the batch to fill, up to the configured delay; appenders signal when
-            // the batch reaches the byte cap or the last flush's record count.
-            let (staged, target, lastSync) = state.withLockedValue {
-                ($0.batchRecords, $0.flushTarget, $0.lastSynchronizeNanoseconds)
-            }
-            var wait = 0.0
-            if case .groupCommit(_, let delay) = configuration.durability {
-                // Without a configured delay: wait while fewer records are staged than the
-                // last flush carried, for at most one fsync's time (but 500 µs at least, so
-                // a thousand appenders resuming on two cores can catch up).
-                wait =
-                    delay > .zero
-                    ? Double(delay.nanoseconds) / 1e9 : (staged < target ? max(Double(lastSync) / 1e9, 0.000_5) : 0)
-            }
-            if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
-                flushSignal.unlock(withValue: 0)
-            }
-            if !flushOnce() { return }
+    /// One turn on the store's shared flusher threads: waits (boundedly) for the batch to
+    /// fill, then writes and syncs it. Returns whether another turn is needed; it is then
+    /// queued behind the other journals' turns.
+    private func flushTurn() -> Bool {
+        // Wait for the batch to fill, up to the configured delay; appenders signal when
+        // the batch reaches the byte cap or the last flush's record count. Not while another
+        // journal's turn waits for a thread: the time in that queue is this batch's wait.
+        let (staged, target, lastSync) = state.withLockedValue {
+            ($0.batchRecords, $0.flushTarget, $0.lastSynchronizeNanoseconds)
         }
+        var wait = 0.0
+        if case .groupCommit(_, let delay) = configuration.durability, !context.flushTurnsWaiting {
+            // Without a configured delay: wait while fewer records are staged than the
+            // last flush carried, for at most one fsync's time (but 500 µs at least, so
+            // a thousand appenders resuming on two cores can catch up).
+            wait =
+                delay > .zero
+                ? Double(delay.nanoseconds) / 1e9 : (staged < target ? max(Double(lastSync) / 1e9, 0.000_5) : 0)
+        }
+        if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
+            flushSignal.unlock(withValue: 0)
+        }
+        return flushOnce()
     }
 
     /// One flush: writes and syncs the batch, resolving its waiters. Returns whether another
@@ -1424,7 +1415,6 @@ public final class ElasticJournal: Sendable {
         }
         guard !wasClosed else { return }
         defer {
-            try? flusher?.syncShutdownGracefully()
             state.withLockedValue { $0.fail(JournalError(.closed, journal: id)) }
             if let prepared = context.takePreparedUnit(of: id) { try? context.journalPool.release(prepared.id) }
         }

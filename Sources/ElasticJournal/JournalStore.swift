@@ -4,6 +4,7 @@ public import Metrics
 import NIOConcurrencyHelpers
 import NIOPosix
 public import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -124,8 +125,55 @@ public final class JournalStore: Sendable {
             self.onEvent = onEvent
         }
 
+        /// The flusher threads every group-commit journal of the store shares (at most
+        /// ``flusherThreadLimit``), started on first use. A journal has at most one flush turn
+        /// queued or running at a time, so one journal keeps one thread busy, and many
+        /// journals take turns (round robin: a journal with more to flush queues again behind
+        /// the others).
+        private let flusherPool = NIOLockedValueBox<NIOThreadPool?>(nil)
+        /// The most flusher threads the store starts.
+        static let flusherThreadLimit = 4
+        /// Flush turns submitted and not yet started.
+        private let waitingTurns = Synchronization.Atomic<Int>(0)
+
+        /// Whether some journal's flush turn is waiting for a thread: a turn then does not wait
+        /// for its batch to fill (the queue is the wait).
+        var flushTurnsWaiting: Bool { waitingTurns.load(ordering: .relaxed) > 0 }
+
+        /// Queues one flush turn on the shared flusher threads.
+        func submitFlushTurn(_ turn: @escaping @Sendable () -> Void) {
+            let pool = flusherPool.withLockedValue { pool in
+                if let pool { return pool }
+                let started = NIOThreadPool(numberOfThreads: Self.flusherThreadLimit)
+                started.start()
+                pool = started
+                return started
+            }
+            waitingTurns.add(1, ordering: .relaxed)
+            pool.submit { [self] state in
+                waitingTurns.subtract(1, ordering: .relaxed)
+                // A store being closed drops the turns still queued: its journals are closed.
+                guard state == .active else { return }
+                turn()
+            }
+        }
+
+        /// Stops the flusher threads once their turns are done (the store's journals are
+        /// closed, so no more are queued).
+        func stopFlushers() {
+            let pool = flusherPool.withLockedValue { pool in
+                defer { pool = nil }
+                return pool
+            }
+            try? pool?.syncShutdownGracefully()
+        }
+
+        /// Flusher threads running now (0 before the first group-commit flush).
+        var flusherThreadCount: Int { flusherPool.withLockedValue { $0 == nil ? 0 : Self.flusherThreadLimit } }
+
         deinit {
             ioThreadPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
+            flusherPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
         }
 
         /// Runs `body` on one of ``ioThreads``, suspending the caller (not blocking its thread)
@@ -280,6 +328,10 @@ public final class JournalStore: Sendable {
     /// Recent events (the last 4,096), oldest first.
     public var recentEvents: [JournalEvent] { context.events.withLockedValue { $0 } }
 
+    /// Flusher threads the store runs now: every group-commit journal shares them, so this is
+    /// 0 before the first flush and never more than 4, however many journals the store holds.
+    public var flusherThreads: Int { context.flusherThreadCount }
+
     /// Creates a journal protecting `volumes`, each as large as a base unit allows
     /// (`basePool.unitCapacity - 4096` bytes), with empty (zero) base images.
     public func createJournal(
@@ -374,6 +426,7 @@ public final class JournalStore: Sendable {
         for journal in journals {
             do { try journal.close() } catch { first = first ?? error }
         }
+        context.stopFlushers()
         for pool in ownedPools.withLockedValue({ pools in
             defer { pools.removeAll() }
             return pools

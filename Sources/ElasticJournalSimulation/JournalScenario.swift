@@ -34,6 +34,12 @@ import NIOConcurrencyHelpers
 /// - `window-not-silently-short`: the window only starts later than `now - window` if
 ///   history was reported dropped early.
 /// - `verifies`: ``ElasticJournal/ElasticJournal/verify(progress:)`` passes.
+/// - `appends-not-blocked`: on half the seeds, appends are made from inside the journal's own
+///   fsyncs (a flush's, a rollover's seal and successor header, an age-out's base images);
+///   each stages at once when the active unit has room, with the next sequence number.
+/// - `failure-isolated`: with two journals, after one journal's flush fails (one flush in ten
+///   fails its fsync on purpose), the other, whose flushes share the same driver, still
+///   appends and acknowledges.
 ///
 /// About one seed in eight also damages storage at rest during one crash: garbage in a
 /// record of a sealed unit, garbage in a base image whose checksum table is current, or a
@@ -242,6 +248,54 @@ public struct JournalScenario: Sendable {
                 }
                 model.records.append(record)
                 operations += 1
+            }
+            return nil
+        }
+        /// Invariant `failure-isolated`: after one journal's flush failed (its fsync or write),
+        /// every other journal of the store, whose flushes run on the same driver, still
+        /// appends and acknowledges — unless its own storage failed too.
+        func checkIsolation(after failed: JournalID) -> SimulationReport? {
+            for other in models.keys.sorted() where other != failed {
+                guard var model = models[other], let journal = store.journal(other), let volume = model.volumes.first,
+                    flushFailures.withLockedValue({ $0[other] }) == nil
+                else { continue }
+                let bytes = [UInt8(truncatingIfNeeded: model.records.count), 0xA5, 0x5A]
+                let sequence = NIOLockedValueBox<UInt64>(0)
+                let receipt = try? bytes.withUnsafeBytes { raw in
+                    try journal.appendNotifying(volume: volume, offset: 0, bytes: raw) { result in
+                        switch result {
+                        case .success:
+                            let acknowledged = sequence.withLockedValue { $0 }
+                            acknowledgedByFlush.withLockedValue { $0[other] = max($0[other] ?? 0, acknowledged) }
+                        case .failure(let error):
+                            flushFailures.withLockedValue { $0[other] = $0[other] ?? error }
+                        }
+                    }
+                }
+                // Refused (a full pool, or its own storage failed during a rollover): no claim.
+                guard let receipt else { continue }
+                guard receipt.sequence == UInt64(model.records.count) + 1 else {
+                    return violation(
+                        "records-intact", "\(other) append got \(receipt.sequence), expected \(model.records.count + 1)"
+                    )
+                }
+                sequence.withLockedValue { $0 = receipt.sequence }
+                model.records.append(
+                    JournalRecord(
+                        sequence: receipt.sequence, time: receipt.time, volume: volume, offset: 0, bytes: bytes))
+                models[other] = model
+                var rounds = 0
+                while flushes.runPending() > 0 && rounds < 100 { rounds += 1 }
+                checks += 1
+                let acknowledged = acknowledgedByFlush.withLockedValue { $0[other] ?? 0 }
+                if flushFailures.withLockedValue({ $0[other] }) == nil && !power.isCut
+                    && acknowledged < receipt.sequence
+                {
+                    return violation(
+                        "failure-isolated",
+                        "\(other) appended \(receipt.sequence) after \(failed) failed; acknowledged only through \(acknowledged)"
+                    )
+                }
             }
             return nil
         }
@@ -484,13 +538,21 @@ public struct JournalScenario: Sendable {
                 }
             case 55..<64 where groupCommit:
                 // The flusher's turn: run flushes until none is left; then every record staged
-                // is durable and its append acknowledged, unless a flush failed.
+                // is durable and its append acknowledged, unless a flush failed. With two
+                // journals, one flush in ten fails this journal's fsync on purpose, so that
+                // `failure-isolated` is checked often.
+                if models.count > 1, random.chance(0.1), let active = journal.status.units.last?.unit,
+                    let disk = pool.units.first(where: { $0.id == active })
+                {
+                    disk.failNextSynchronize()
+                }
                 var rounds = 0
                 while flushes.runPending() > 0 && rounds < 100 { rounds += 1 }
                 operations += 1
                 let acknowledged = max(model.acknowledged, acknowledgedByFlush.withLockedValue { $0[id] ?? 0 })
                 if let error = flushFailures.withLockedValue({ $0[id] }) {
                     failure = error
+                    if let report = checkIsolation(after: id) { return report }
                 } else if journal.durableSequence != journal.lastSequence || acknowledged < journal.lastSequence {
                     return violation(
                         "waiters-resolved",
