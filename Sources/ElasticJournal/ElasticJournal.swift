@@ -139,6 +139,8 @@ public final class ElasticJournal: Sendable {
         var flushScheduled = false
         /// A rollover switched to in memory, not yet on storage (see ``PendingRollover``).
         var pendingRollover: PendingRollover?
+        /// The unit a rollover left unsealed: its records are durable, its seal not yet.
+        var unsealed: UnsealedUnit?
         /// Group commit: an estimate of the appends in flight (records the last flush made
         /// durable plus those staged meanwhile). The flusher waits (boundedly) for about as
         /// many before the next fsync, so appenders that were just acknowledged and append
@@ -416,12 +418,17 @@ public final class ElasticJournal: Sendable {
     {
         let footprint = JournalFormat.footprint(payloadCount: payload.count)
         var waitedSince: Instant?
+        var switched = false
         while true {
             let outcome = state.withLockedValue { state in
                 tryStage(&state, volume: volume, offset: offset, payload: payload, footprint: footprint)
             }
             switch outcome {
             case .staged(let receipt, let drain):
+                // This thread switched units: it writes the rollover out. The record is staged
+                // whatever happens there: a storage failure poisons the journal, and the
+                // record's durability wait (or the next call) throws it.
+                if switched { try? finishRollover() }
                 if drain {
                     switch configuration.durability {
                     case .buffered: try self.drain(sync: false)
@@ -434,6 +441,9 @@ public final class ElasticJournal: Sendable {
             case .needsRollover:
                 switch try rollover(footprint: footprint) {
                 case .done:
+                    continue
+                case .switched:
+                    switched = true
                     continue
                 case .wait:
                     let now = context.clock()
@@ -774,7 +784,11 @@ public final class ElasticJournal: Sendable {
     // MARK: - Rollover and ageing
 
     private enum RolloverResult {
+        /// Another thread rolled over: stage again.
         case done
+        /// This thread switched units: stage again, then ``finishRollover()``.
+        case switched
+        /// The pool is exhausted and another journal is releasing units.
         case wait
     }
 
@@ -798,16 +812,27 @@ public final class ElasticJournal: Sendable {
         var header: [UInt8]
     }
 
+    /// A full unit whose records are durable, waiting for its seal.
+    struct UnsealedUnit: Sendable {
+        var storage: any StorageUnit
+        var unit: UnitID
+        var trailerOffset: Int
+        var seal: [UInt8]
+        var sealChecksum: UInt32
+    }
+
     /// Makes room for a record of `footprint` bytes: gets the next unit (the one prepared
-    /// ahead, or one from the pool after any age-outs the pool or the quota demands), switches
-    /// staging to it at once, then writes the old unit's seal and the successor's header while
-    /// other appenders stage into the successor. Rollovers are serialised by their own lock,
-    /// not the journal's state lock, which is held only for the switch.
+    /// ahead, or one from the pool after any age-outs the pool or the quota demands) and
+    /// switches staging to it, so that appenders stage into it at once. The caller then
+    /// stages its record and calls ``finishRollover()``. Rollovers are serialised by their
+    /// own lock, not the journal's state lock, which is held only for the switch.
     private func rollover(footprint: Int) throws(JournalError) -> RolloverResult {
         try rolloverLock.withLock {
             Result { () throws(JournalError) -> RolloverResult in
-                // A previous rollover still on its way to storage (the successor filled first).
+                // A previous rollover still on its way to storage (the successor filled first),
+                // or not yet sealed.
                 if state.withLockedValue({ $0.pendingRollover != nil }) { try drain(sync: false) }
+                try writeSeal()
                 let full = state.withLockedValue { state in
                     state.active.isSealed || state.active.recordsEnd + footprint > state.active.header.trailerOffset
                 }
@@ -818,11 +843,34 @@ public final class ElasticJournal: Sendable {
                 case .unit(let unit): storage = unit
                 }
                 try switchUnits(to: storage)
-                try io.withLock { Result { () throws(JournalError) in try completePendingRollover() } }.get()
-                prepareNextUnit()
-                return .done
+                return .switched
             }
         }.get()
+    }
+
+    /// After a switch: writes the old unit's last records and the successor's header and
+    /// syncs both (unless a flush got there first), acknowledging the old unit's records; then, on one of the store's I/O threads, seals the old
+    /// unit and prepares the next one (the seal is not needed for acknowledgement, and the
+    /// next rollover writes it first if that has not happened yet). A simulation does both
+    /// here, in order.
+    private func finishRollover() throws(JournalError) {
+        try io.withLock { Result { () throws(JournalError) in try completePendingRollover() } }.get()
+        let finish: @Sendable () -> Void = { [self] in
+            rolloverLock.withLock {
+                do {
+                    try writeSeal()
+                } catch {
+                    context.logger.debug("journal seal failed", metadata: ["journal": "\(id)", "error": "\(error)"])
+                    return
+                }
+                prepareNextUnit()
+            }
+        }
+        if context.flushDriver != nil {
+            finish()
+        } else {
+            context.ioThreads.submit { _ in finish() }
+        }
     }
 
     private enum Allocation {
@@ -904,7 +952,9 @@ public final class ElasticJournal: Sendable {
             if let poisoned = state.poisoned {
                 return JournalError(.poisoned, journal: id, detail: "after \(poisoned)")
             }
-            RuntimeInvariants.check(state.pendingRollover == nil, "\(id) rolls over twice before storage caught up")
+            RuntimeInvariants.check(
+                state.pendingRollover == nil && state.unsealed == nil,
+                "\(id) rolls over again before storage caught up with the last rollover")
             let now = max(context.clock(), state.lastTime)
             let old = state.active
             let seal = old.seal.encoded(salt: old.header.salt)
@@ -943,19 +993,19 @@ public final class ElasticJournal: Sendable {
 
     /// Carries out the pending rollover, if any; the caller holds the I/O lock. On a storage
     /// failure the journal is poisoned.
+    ///
+    /// The old unit's last records and the successor's header are written and the two units
+    /// synced side by side; then the old unit's records are acknowledged and the successor's
+    /// records (staged meanwhile) go out with the next flush, after its header. The old
+    /// unit's seal is written after (``writeSeal()``), off the acknowledgement path: recovery
+    /// seals an unsealed unit whose successor's header names exactly its records (the
+    /// successor's link is the seal's checksum).
     private func completePendingRollover() throws(JournalError) {
         guard let pending = state.withLockedValue({ $0.poisoned == nil ? $0.pendingRollover : nil }) else { return }
         do throws(StorageError) {
             if pending.batch.count > 0 { try pending.old.write(pending.batch.bytes, at: pending.batchStart) }
-            // Order matters. The old unit's records are durable before its seal is written
-            // (a seal is trusted without rereading the records), and the new unit's header
-            // is durable before that seal, so a sealed unit always has a recognisable
-            // successor; the successor's records come after both.
-            if context.plantedBug != .sealBeforeRecordsDurable { try pending.old.synchronize() }
             try pending.successor.write(pending.header, at: 0)
-            try pending.successor.synchronize()
-            try pending.old.write(pending.seal, at: pending.trailerOffset)
-            try pending.old.synchronize()
+            try synchronize(pending.old, beside: pending.successor)
         } catch {
             let failure = JournalError(error, journal: id)
             state.withLockedValue { $0.fail(failure) }
@@ -963,9 +1013,9 @@ public final class ElasticJournal: Sendable {
         }
         let (ready, synced) = state.withLockedValue { state in
             state.pendingRollover = nil
-            if let index = state.units.firstIndex(where: { $0.id == pending.oldUnit }) {
-                state.units[index].sealChecksum = pending.sealChecksum
-            }
+            state.unsealed = UnsealedUnit(
+                storage: pending.old, unit: pending.oldUnit, trailerOffset: pending.trailerOffset, seal: pending.seal,
+                sealChecksum: pending.sealChecksum)
             let synced = Int(pending.lastSequence - min(pending.lastSequence, state.durableSequence))
             state.writtenSequence = max(state.writtenSequence, pending.lastSequence)
             state.durableSequence = max(state.durableSequence, pending.lastSequence)
@@ -977,6 +1027,45 @@ public final class ElasticJournal: Sendable {
         metrics.bytes.increment(by: pending.batch.count)
         pending.batch.count = 0
         for waiter in ready { waiter.notify(.success(())) }
+    }
+
+    /// Syncs the old unit and its successor, side by side (the old one on a sync helper
+    /// thread: leaf work that waits for nothing), except in a simulation, which syncs the
+    /// successor first so a crash can fall between the two.
+    private func synchronize(_ old: any StorageUnit, beside successor: any StorageUnit) throws(StorageError) {
+        // The planted bug skips the old unit's sync: its records are acknowledged (and
+        // sealed) without being durable.
+        let syncOld = context.plantedBug != .sealBeforeRecordsDurable
+        guard context.flushDriver == nil, syncOld else {
+            try successor.synchronize()
+            if syncOld { try old.synchronize() }
+            return
+        }
+        let other = context.synchronizeOnHelper(old)
+        let mine = Result { () throws(StorageError) in try successor.synchronize() }
+        let theirs = other()
+        try mine.get()
+        try theirs.get()
+    }
+
+    /// Writes and syncs the seal of the unit the last rollover left unsealed, if any; the
+    /// caller holds the rollover lock. On a storage failure the journal is poisoned.
+    private func writeSeal() throws(JournalError) {
+        guard let unsealed = state.withLockedValue({ $0.poisoned == nil ? $0.unsealed : nil }) else { return }
+        do throws(StorageError) {
+            try unsealed.storage.write(unsealed.seal, at: unsealed.trailerOffset)
+            try unsealed.storage.synchronize()
+        } catch {
+            let failure = JournalError(error, journal: id)
+            state.withLockedValue { $0.fail(failure) }
+            throw failure
+        }
+        state.withLockedValue { state in
+            state.unsealed = nil
+            if let index = state.units.firstIndex(where: { $0.id == unsealed.unit }) {
+                state.units[index].sealChecksum = unsealed.sealChecksum
+            }
+        }
     }
 
     /// Applies the aged-out unit's writes to every base image, then releases the unit. The
@@ -1419,7 +1508,10 @@ public final class ElasticJournal: Sendable {
             if let prepared = context.takePreparedUnit(of: id) { try? context.journalPool.release(prepared.id) }
         }
         let poisoned = state.withLockedValue { $0.poisoned }
-        if poisoned == nil { try drain(sync: true) }
+        if poisoned == nil {
+            try drain(sync: true)
+            try rolloverLock.withLock { Result { () throws(JournalError) in try writeSeal() } }.get()
+        }
     }
 }
 

@@ -83,7 +83,8 @@ public final class JournalStore: Sendable {
         let onEvent: (@Sendable (JournalEvent) -> Void)?
         let plantedBug: JournalBug?
         let metricsFactory: any MetricsFactory
-        /// Runs group-commit flushes instead of a flusher thread per journal (simulation only).
+        /// Runs group-commit flushes instead of the flusher threads, and with it a rollover's syncs,
+        /// seal and preparation run in order on the calling thread (simulation only).
         let flushDriver: ManualFlushDriver?
         /// Threads for the disk work async callers must not do on Swift's cooperative pool
         /// (a rollover, an age-out, a buffered batch's write, maintenance, closing), started
@@ -158,6 +159,39 @@ public final class JournalStore: Sendable {
             }
         }
 
+        /// Threads that only sync (a rollover syncs the old unit on one while it syncs the new
+        /// one itself): leaf work that waits for nothing, so callers may block on it.
+        private let syncHelperPool = NIOLockedValueBox<NIOThreadPool?>(nil)
+
+        /// Starts `unit.synchronize()` on a sync helper thread; the returned closure waits for
+        /// it and returns its outcome (call it exactly once).
+        func synchronizeOnHelper(_ unit: any StorageUnit) -> () -> Result<Void, StorageError> {
+            let pool = syncHelperPool.withLockedValue { pool in
+                if let pool { return pool }
+                let started = NIOThreadPool(numberOfThreads: 2)
+                started.start()
+                pool = started
+                return started
+            }
+            let done = ConditionLock(value: 0)
+            let outcome = NIOLockedValueBox<Result<Void, StorageError>?>(nil)
+            pool.submit { state in
+                let result: Result<Void, StorageError> =
+                    state == .active
+                    ? Result { () throws(StorageError) in try unit.synchronize() }
+                    : .failure(StorageError(.ioFailed, unit: unit.id, detail: "the store is closed"))
+                outcome.withLockedValue { $0 = result }
+                done.lock()
+                done.unlock(withValue: 1)
+            }
+            return {
+                done.lock(whenValue: 1)
+                done.unlock()
+                return outcome.withLockedValue { $0 }
+                    ?? .failure(StorageError(.ioFailed, unit: unit.id, detail: "the sync did not run"))
+            }
+        }
+
         /// Stops the flusher threads once their turns are done (the store's journals are
         /// closed, so no more are queued).
         func stopFlushers() {
@@ -174,6 +208,7 @@ public final class JournalStore: Sendable {
         deinit {
             ioThreadPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
             flusherPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
+            syncHelperPool.withLockedValue { $0 }?.shutdownGracefully { _ in }
         }
 
         /// Runs `body` on one of ``ioThreads``, suspending the caller (not blocking its thread)

@@ -155,17 +155,15 @@ struct Recovery {
         }
 
         if options.salvage && !readOnly { units = try salvage(units, journal: id, sealErrors: sealErrors) }
-        // The active unit: scan it; an empty last unit after an unsealed one is a rollover
-        // that did not finish, so the unsealed one becomes active again.
+        // The active unit: scan it. After an unsealed unit, it is a rollover that stopped
+        // before the seal (see finishRollover).
         if let last = units.last, !last.isSealed {
             units[units.count - 1] = try scanActive(last, journal: id)
-            if units.count >= 2, units[units.count - 1].count == 0, !units[units.count - 2].isSealed {
-                let empty = units.removeLast()
-                if !readOnly { try release(empty.id, in: context.journalPool) }
+            sealErrors[last.id] = nil
+            if units.count >= 2, !units[units.count - 2].isSealed {
+                units = try finishRollover(units, journal: id)
                 sealErrors[units[units.count - 1].id] = nil
-                units[units.count - 1] = try scanActive(units[units.count - 1], journal: id)
-            } else {
-                sealErrors[last.id] = nil
+                if units.count >= 2 { sealErrors[units[units.count - 2].id] = nil }
             }
         }
         for (index, unit) in units.enumerated() where index < units.count - 1 && !unit.isSealed {
@@ -339,6 +337,50 @@ struct Recovery {
             ])
         context.emit(.salvaged(journal, unit.id, offset: offset, lastSequence: unit.lastSequence))
         return kept
+    }
+
+    /// A crash during a rollover left the last unit's predecessor unsealed. A rollover makes
+    /// the old unit's records and the successor's header durable together, then writes
+    /// records to the successor, and seals the old unit after, so:
+    /// - the predecessor holds exactly the records its successor's header names (the header
+    ///   carries the seal's checksum): the rollover reached storage; the predecessor is
+    ///   sealed now and the successor kept;
+    /// - otherwise, with an empty successor, the rollover did not: the successor is dropped
+    ///   and the predecessor is active again;
+    /// - otherwise records are missing from the predecessor that were durable before the
+    ///   successor's first record was written: damage, never a silent cut.
+    private func finishRollover(_ units: [JournalUnit], journal: JournalID) throws(JournalError) -> [JournalUnit] {
+        var units = units
+        let successor = units[units.count - 1]
+        var predecessor = try scanActive(units[units.count - 2], journal: journal)
+        let seal = predecessor.seal.encoded(salt: predecessor.header.salt)
+        let checksum = seal.withUnsafeBytes { $0.loadLE(UInt32.self, at: 60) ?? 0 }
+        if predecessor.lastSequence == successor.header.previousLastSequence
+            && checksum == successor.header.previousSealChecksum
+        {
+            if !readOnly {
+                do throws(StorageError) {
+                    try predecessor.storage.write(seal, at: predecessor.header.trailerOffset)
+                    try predecessor.storage.synchronize()
+                } catch {
+                    throw JournalError(error, journal: journal)
+                }
+            }
+            predecessor.sealChecksum = checksum
+            units[units.count - 2] = predecessor
+            return units
+        }
+        guard successor.count == 0 else {
+            throw JournalError(
+                .damaged, journal: journal, unit: predecessor.id, offset: predecessor.recordsEnd,
+                detail:
+                    "records \(predecessor.lastSequence + 1)...\(successor.header.previousLastSequence) were durable "
+                    + "(\(successor.id) holds records written after them) but are unreadable from here")
+        }
+        units.removeLast()
+        units[units.count - 1] = predecessor
+        if !readOnly { try release(successor.id, in: context.journalPool) }
+        return units
     }
 
     /// Finds the valid records of an unsealed unit; zeroes whatever follows them (a torn

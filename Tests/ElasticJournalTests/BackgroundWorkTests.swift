@@ -66,20 +66,20 @@ import Testing
             return
         }
         let staged = try outcome.get()
-        // The append that rolled over staged its record after the switch, behind the one made
-        // during the rollover's I/O, which went into the successor.
+        // The append that rolled over staged its record right after the switch, as the
+        // successor's first; the one made during the rollover's I/O came next.
         let rolling = try #require(receipts.last)
-        #expect(staged.sequence == rolling.sequence - 1)
+        #expect(staged.sequence == rolling.sequence + 1)
         let status = journal.status
         #expect(status.units.count == 2 && status.units[0].sealed && !status.units[1].sealed)
-        #expect(status.units[1].firstSequence == staged.sequence)
+        #expect(status.units[1].firstSequence == rolling.sequence)
         try journal.synchronize()
         let records = try journal.records(from: .zero, through: clock.now)
-        #expect(records.map(\.sequence) == Array(1...rolling.sequence))
+        #expect(records.map(\.sequence) == Array(1...staged.sequence))
         #expect(records[Int(staged.sequence) - 1].bytes == pattern(999, count: 100))
         try store.close()
         let reopened = try JournalStore(journalPool: units, basePool: bases, clock: { clock.now })
-        #expect(try reopened.journal(1)?.verify().records == Int(rolling.sequence))
+        #expect(try reopened.journal(1)?.verify().records == Int(staged.sequence))
     }
 
     @Test func appendsAndSyncsCompleteWhileAnAgeOutAppliesAUnitToTheBase() throws {

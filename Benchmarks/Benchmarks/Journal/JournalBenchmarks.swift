@@ -19,6 +19,12 @@ import NIOConcurrencyHelpers
 //     one prepared statement;
 // (d) seeking to an instant in a large journal vs a 10 MiB one;
 // (e) verifying a large journal from page cache;
+// (f) the p99 latency of durable appends (16 appenders, 4 KiB records) over a run whose small
+//     units roll over and age out (window expiry, maintenance every 10 ms) at least 20 times
+//     each, against the same run in one large unit with nothing aged out (target <= 2x);
+// (g) 64 journals of one store with one appender each against one journal with 64 appenders,
+//     the same records in all, with the store's flusher threads printed (target >= 0.8x, at
+//     most 4 threads);
 // (h) the lateness of a 10 ms periodic timer task (Task.sleep on Swift's cooperative pool)
 //     while 16 tasks append durably to a journal whose small units roll over and age out
 //     hundreds of times, against the same timer with nothing else running: the journal must
@@ -40,6 +46,43 @@ let timerLateness = BenchmarkMetric.custom(
     "timer lateness p99 us (journal under load)", polarity: .prefersSmaller, useScalingFactor: false)
 let timerLatenessAlone = BenchmarkMetric.custom(
     "timer lateness p99 us (timer alone)", polarity: .prefersSmaller, useScalingFactor: false)
+let latencyRatio = BenchmarkMetric.custom(
+    "p99 latency ratio x100 (crossing rollovers and age-outs / crossing none)", polarity: .prefersSmaller,
+    useScalingFactor: false)
+let latencyQuiet = BenchmarkMetric.custom(
+    "p99 append latency us (no rollover)", polarity: .prefersSmaller, useScalingFactor: false)
+let rolloversCrossed = BenchmarkMetric.custom("rollovers crossed", polarity: .prefersLarger, useScalingFactor: false)
+let ageOutsCrossed = BenchmarkMetric.custom("age-outs crossed", polarity: .prefersLarger, useScalingFactor: false)
+let flusherThreadCount = BenchmarkMetric.custom(
+    "flusher threads", polarity: .prefersSmaller, useScalingFactor: false)
+
+/// Appends `count` 4 KiB records durably from `appenders` tasks; returns each append's latency
+/// in seconds, or throws the first failure.
+func appendLatencies(_ journals: [ElasticJournal], appenders: Int, count: Int) async throws -> [Double] {
+    let payload = [UInt8](repeating: 0xA5, count: 4096)
+    return try await withThrowingTaskGroup(of: [Double].self) { group in
+        for index in 0..<appenders {
+            let journal = journals[index % journals.count]
+            group.addTask {
+                var latencies: [Double] = []
+                latencies.reserveCapacity(count / appenders)
+                for _ in 0..<(count / appenders) {
+                    let started = ContinuousClock.now
+                    _ = try await journal.append(volume: 1, offset: 0, bytes: payload)
+                    latencies.append(seconds(ContinuousClock.now - started))
+                }
+                return latencies
+            }
+        }
+        return try await group.reduce(into: []) { $0 += $1 }
+    }
+}
+
+/// The `fraction` quantile of `values`.
+func quantile(_ values: [Double], _ fraction: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
+}
 
 /// Runs a 10 ms periodic timer task for `ticks` ticks and returns the p99 of how late each
 /// tick woke, in seconds.
@@ -95,11 +138,13 @@ final class Fixture: @unchecked Sendable {
         return (open(unit.path, O_RDWR), unit)
     }
 
-    func journal(_ durability: JournalConfiguration.Durability, quota: Int = 64) throws -> ElasticJournal {
+    func journal(
+        _ durability: JournalConfiguration.Durability, quota: Int = 64, window: Duration = .seconds(3600)
+    ) throws -> ElasticJournal {
         defer { nextJournal += 1 }
         return try store.createJournal(
             JournalID(nextJournal),
-            configuration: JournalConfiguration(window: .seconds(3600), quota: quota, durability: durability),
+            configuration: JournalConfiguration(window: window, quota: quota, durability: durability),
             volumes: [1])
     }
 
@@ -393,6 +438,81 @@ let benchmarks: @Sendable () -> Void = {
             }
             record(ratio: baselineTime / oursTime, floor: 0.2, in: benchmark)
             record(ratio: sqliteTime / oursTime, as: sqliteRatio, floor: 0.4, in: benchmark)
+        }
+    }
+
+    // (f) Append latency across rollovers and age-outs.
+    Benchmark(
+        "Journal (f) durable append p99 latency crossing rollovers and age-outs vs crossing none",
+        configuration: Benchmark.Configuration(
+            metrics: [latencyRatio, latencyQuiet, rolloversCrossed, ageOutsCrossed],
+            maxDuration: .seconds(mode.isReduced ? 5 : 30), maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+    ) { benchmark async in
+        let count = mode.isSmoke ? 4800 : 9600
+        let groupCommit = JournalConfiguration.Durability.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero)
+        do {
+            // Crossing none: one 256 MiB unit holds every record.
+            let quiet = try Fixture(unitSize: 256 << 20, units: 2)
+            let calm = try await appendLatencies([quiet.journal(groupCommit)], appenders: 16, count: count)
+            // Crossing both: 256 KiB units (60 records each), a 10 ms window, and the store's
+            // own maintenance every 10 ms, so units age out close behind the appenders.
+            let busy = try Fixture(unitSize: 256 << 10, units: 64)
+            let journal = try busy.journal(groupCommit, quota: 64, window: .milliseconds(10))
+            let maintenance = Task { try await busy.store.run(maintenanceInterval: .milliseconds(10)) }
+            let crossing = try await appendLatencies([journal], appenders: 16, count: count)
+            maintenance.cancel()
+            _ = await maintenance.result
+            let rollovers = busy.store.recentEvents.filter { if case .unitAllocated = $0 { true } else { false } }.count
+            let ageOuts = busy.store.recentEvents.filter {
+                if case .unitReleased(_, _, .aged, _) = $0 { true } else { false }
+            }.count
+            guard rollovers >= 20, ageOuts >= 20 else {
+                fail(benchmark, "the run crossed \(rollovers) rollovers and \(ageOuts) age-outs, fewer than 20")
+                return
+            }
+            benchmark.measurement(rolloversCrossed, rollovers)
+            benchmark.measurement(ageOutsCrossed, ageOuts)
+            benchmark.measurement(latencyQuiet, Int((quantile(calm, 0.99) * 1e6).rounded()))
+            if mode.isSmoke {
+                print(
+                    String(
+                        format: "smoke: p99 %.2f ms crossing %d rollovers and %d age-outs, %.2f ms crossing none",
+                        quantile(crossing, 0.99) * 1000, rollovers, ageOuts, quantile(calm, 0.99) * 1000))
+            }
+            record(
+                cost: quantile(crossing, 0.99) / quantile(calm, 0.99), as: latencyRatio, scale: 100, ceiling: 4,
+                in: benchmark)
+        } catch {
+            fail(benchmark, "appending failed: \(error)")
+        }
+    }
+
+    // (g) 64 journals sharing a store's flusher threads vs one journal, same total load.
+    Benchmark(
+        "Journal (g) 64 journals, one appender each, vs one journal with 64 appenders",
+        configuration: Benchmark.Configuration(
+            metrics: [throughputRatio, flusherThreadCount], maxDuration: .seconds(mode.isReduced ? 5 : 30),
+            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+    ) { benchmark async in
+        let count = 64 * (mode.isReduced ? 10 : 30)
+        let groupCommit = JournalConfiguration.Durability.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero)
+        do {
+            let single = try Fixture(unitSize: 4 << 20, units: 4)
+            let one = try single.journal(groupCommit)
+            let oneTime = try await seconds { _ = try await appendLatencies([one], appenders: 64, count: count) }
+            let shared = try Fixture(unitSize: 1 << 20, units: 130)
+            let journals = try (0..<64).map { _ in try shared.journal(groupCommit) }
+            let manyTime = try await seconds { _ = try await appendLatencies(journals, appenders: 64, count: count) }
+            let threads = shared.store.flusherThreads
+            guard threads <= 4 else {
+                fail(benchmark, "64 journals ran \(threads) flusher threads, more than 4")
+                return
+            }
+            benchmark.measurement(flusherThreadCount, threads)
+            if mode.isSmoke { print("smoke: 64 journals ran \(threads) flusher threads") }
+            record(ratio: oneTime / manyTime, floor: 0.05, in: benchmark)
+        } catch {
+            fail(benchmark, "appending failed: \(error)")
         }
     }
 
