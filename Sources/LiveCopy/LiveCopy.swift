@@ -184,7 +184,7 @@ public final class LiveCopy: Sendable {
 
     /// Stops duplicated mode and ends the session.
     public func detach() async {
-        source.gate.pause()
+        await source.gate.pause()
         try? source.setMirror(nil)
         source.gate.resume()
         source.endTracking()
@@ -261,12 +261,12 @@ public final class LiveCopy: Sendable {
         let pauseStart = now
         // The planted bug closes the gate only after the final copy: writers go on during it.
         let holdsWriters = plantedBug.withLockedValue { $0 } != .pauseWithoutHoldingWriters
-        if holdsWriters { source.gate.pause() }
+        if holdsWriters { await source.gate.pause() }
         var pages = remaining
         source.collectDirtyPages(into: &pages)
         _ = try await destination.copy(pages, round: rounds + 1, from: source)
         try await destination.barrier()
-        if !holdsWriters { source.gate.pause() }
+        if !holdsWriters { await source.gate.pause() }
         try await whilePaused()
         if duplicate { try source.setMirror(destination.mirror) } else { source.endTracking() }
         source.gate.setThrottle(percent: 0)
@@ -301,7 +301,7 @@ public final class LiveCopy: Sendable {
             if !differing.isEmpty {
                 var pages = PageSet(pageCount: source.pageCount)
                 for page in differing { pages.insert(page) }
-                source.gate.pause()
+                await source.gate.pause()
                 var tickets: [VerificationTicket] = []
                 do {
                     try destination.copyNow(pages, from: source)
@@ -362,7 +362,7 @@ public final class LiveCopy: Sendable {
     }
 
     private func compare(_ range: Range<Int>) async throws(LiveCopyError) -> [Int] {
-        source.gate.pause()
+        await source.gate.pause()
         let ticket: VerificationTicket
         do {
             let checksums = range.map { source.checksum(ofPage: $0) }

@@ -12,7 +12,8 @@ import Synchronization
 ///
 /// Entering and leaving cost one atomic add each when the gate is open. ``pause()`` closes the
 /// gate and waits until every writer already inside has left; writers arriving while it is
-/// closed block until ``resume()``. Throttling at `p` percent holds writers at the gate for
+/// closed block until ``resume()``. Async callers (the copier) use `await pause()`, which
+/// suspends instead of holding its thread while the writers inside finish. Throttling at `p` percent holds writers at the gate for
 /// the first `p` percent of every 10 ms slice of the monotonic clock, the way QEMU's
 /// auto-converge sleeps virtual CPUs for a share of each time slice.
 public final class PauseGate: Sendable {
@@ -22,6 +23,8 @@ public final class PauseGate: Sendable {
     private let state = Atomic<Int>(0)
     private let throttle = Atomic<Int>(0)
     private let paused = ConditionLock<Bool>(value: false)
+    /// An async ``pause()`` waiting for the last writer inside to leave.
+    private let drainWaiter = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
     private let holdsThrottledWriters: Bool
 
     /// Creates an open gate.
@@ -51,7 +54,9 @@ public final class PauseGate: Sendable {
         while true {
             let previous = state.wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue
             if previous & Self.pausedBit == 0 { return }
-            state.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+            // Closed: back out (waking an async pause that saw this writer's count).
+            let backedOut = state.wrappingSubtract(1, ordering: .acquiringAndReleasing).oldValue
+            if backedOut == Self.pausedBit | 1 { resumeDrainWaiter() }
             paused.lock(whenValue: false)
             paused.unlock()
         }
@@ -59,7 +64,9 @@ public final class PauseGate: Sendable {
 
     /// Leaves the gate.
     public func leave() {
-        state.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+        let previous = state.wrappingSubtract(1, ordering: .acquiringAndReleasing).oldValue
+        // The last writer left a closed gate: wake an async pause waiting for it.
+        if previous == Self.pausedBit | 1 { resumeDrainWaiter() }
     }
 
     /// Runs `body` inside the gate.
@@ -70,7 +77,30 @@ public final class PauseGate: Sendable {
         return try body()
     }
 
-    /// Closes the gate and waits until the writers inside have left. Writers arriving later block.
+    /// Closes the gate and suspends until the writers inside have left, without holding the
+    /// calling task's thread. Writers arriving later block at the gate until ``resume()``.
+    public func pause() async {
+        paused.lock()
+        paused.unlock(withValue: true)
+        state.bitwiseOr(Self.pausedBit, ordering: .acquiringAndReleasing)
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            drainWaiter.withLockedValue { $0 = waiter }
+            // Writers may all have left before the waiter was registered: then no leave() wakes
+            // it, so look once more (whoever takes the waiter first resumes it).
+            if state.load(ordering: .acquiring) & ~Self.pausedBit == 0 { resumeDrainWaiter() }
+        }
+    }
+
+    private func resumeDrainWaiter() {
+        drainWaiter.withLockedValue { waiter in
+            defer { waiter = nil }
+            return waiter
+        }?.resume()
+    }
+
+    /// Closes the gate and waits until the writers inside have left, blocking the calling
+    /// thread (a short spin: each writer inside is in the middle of one write). For a thread of
+    /// the application's own; async code calls `await pause()`. Writers arriving later block.
     public func pause() {
         paused.lock()
         paused.unlock(withValue: true)

@@ -333,6 +333,8 @@ final class OrderedSender: Sendable {
     private struct State {
         var queuedBytes = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
+        /// ``drain(timeout:)`` callers, woken after every message sent and on failure.
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var failure: LiveCopyError?
         var onFailure: (@Sendable (LiveCopyError) -> Void)?
         var mirrored = ByteBuffer()
@@ -382,11 +384,13 @@ final class OrderedSender: Sendable {
                     state.sent &+= 1
                     RuntimeInvariants.check(state.queuedBytes >= 0, "send queue at \(state.queuedBytes) bytes")
                     if let failure, state.failure == nil { state.failure = failure }
+                    let draining = state.drainWaiters
+                    state.drainWaiters.removeAll()
                     guard state.queuedBytes < limit || state.failure != nil else {
-                        return ([CheckedContinuation<Void, Never>](), (@Sendable (LiveCopyError) -> Void)?.none)
+                        return (draining, (@Sendable (LiveCopyError) -> Void)?.none)
                     }
                     defer { state.waiters.removeAll() }
-                    return (state.waiters, failure == nil ? nil : state.onFailure)
+                    return (state.waiters + draining, failure == nil ? nil : state.onFailure)
                 }
                 for waiter in waiters { waiter.resume() }
                 if let failure { handler?(failure) }
@@ -486,8 +490,11 @@ final class OrderedSender: Sendable {
                 return ([CheckedContinuation<Void, Never>](), (@Sendable (LiveCopyError) -> Void)?.none)
             }
             state.failure = error
-            defer { state.waiters.removeAll() }
-            return (state.waiters, state.onFailure)
+            defer {
+                state.waiters.removeAll()
+                state.drainWaiters.removeAll()
+            }
+            return (state.waiters + state.drainWaiters, state.onFailure)
         }
         for waiter in waiters { waiter.resume() }
         handler?(error)
@@ -517,7 +524,7 @@ final class OrderedSender: Sendable {
     }
 
     /// Waits until everything queued has been handed to the transport, at most `timeout`
-    /// without progress.
+    /// without progress: suspended between messages (woken by each one sent), never polling.
     func drain(timeout: Duration) async throws(LiveCopyError) {
         var progress = state.withLockedValue { $0.sent }
         var since = clock.now
@@ -528,11 +535,35 @@ final class OrderedSender: Sendable {
             if sent != progress {
                 progress = sent
                 since = clock.now
-            } else if clock.now - since >= timeout {
+            }
+            let remaining = timeout - (clock.now - since)
+            guard remaining > .zero else {
                 throw LiveCopyError(.transport, detail: "the transport took nothing for \(timeout) while draining")
             }
-            try? await clock.sleep(for: .milliseconds(1))
+            // Woken by the next message sent, by a failure, or by this watchdog at the deadline.
+            let clock = self.clock
+            let watchdog = Task(executorPreference: clock.taskExecutor) { [weak self] in
+                do { try await clock.sleep(for: remaining) } catch { return }
+                self?.wakeDrainers()
+            }
+            defer { watchdog.cancel() }
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLockedValue { state -> Bool in
+                    if state.failure != nil || state.queuedBytes == 0 || state.sent != progress { return true }
+                    state.drainWaiters.append(waiter)
+                    return false
+                }
+                if resumeNow { waiter.resume() }
+            }
         }
+    }
+
+    private func wakeDrainers() {
+        let waiters = state.withLockedValue { state in
+            defer { state.drainWaiters.removeAll() }
+            return state.drainWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }
 

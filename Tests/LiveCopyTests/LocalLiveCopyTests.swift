@@ -136,7 +136,7 @@ func identical(_ memory: TrackedMemory, _ region: OfflineRegion) -> Bool {
         // Pause the writers again and again mid-race: every pause must find the copy equal.
         var differed = 0
         while !done.allSatisfy({ $0.get() }) {
-            memory.gate.pause()
+            await memory.gate.pause()
             if try memory.read(at: 0, count: 8) != region.read(at: 0, count: 8) { differed += 1 }
             memory.gate.resume()
             await Task.yield()

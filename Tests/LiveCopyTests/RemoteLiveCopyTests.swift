@@ -67,7 +67,7 @@ import Testing
         var page = PageSet(pageCount: 256)
         page.insert(4)
         #expect(try await destination.copy(page, round: 99, from: memory) == 0)
-        memory.gate.pause()
+        await memory.gate.pause()
         try destination.copyNow(page, from: memory)
         memory.gate.resume()
         #expect(try await copy.verify() == 0)

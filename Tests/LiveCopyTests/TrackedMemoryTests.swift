@@ -42,7 +42,7 @@ import Testing
     /// A paused gate holds a writer thread until it is resumed.
     @Test func pausedGateHoldsWriters() async throws {
         let memory = try TrackedMemory(pageCount: 4, pageSize: 64)
-        memory.gate.pause()
+        await memory.gate.pause()
         let wrote = Flag()
         let thread = Thread {
             try? memory.storeWord(42, at: 0)
