@@ -1433,7 +1433,9 @@ public final class ElasticJournal: Sendable {
     public struct UnitStatus: Sendable, Hashable {
         /// The records and times the unit holds.
         public var span: JournalManager.UnitSpan
-        /// Whether the unit is full and sealed (every unit but the active one).
+        /// Whether the unit's seal is on storage: every unit but the active one, except the
+        /// one a rollover has just left, for the moment its seal is written in the background
+        /// (its records are durable already).
         public var sealed: Bool
         /// Where the unit's bytes are (its file, for a file pool), or `nil`.
         public var location: String?
