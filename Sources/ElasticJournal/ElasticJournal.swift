@@ -627,29 +627,36 @@ public final class ElasticJournal: Sendable {
         }
     }
 
-    /// One turn on the store's shared flusher threads: waits (boundedly) for the batch to
-    /// fill, then writes and syncs it. Returns whether another turn is needed; it is then
-    /// queued behind the other journals' turns.
+    /// One turn on the store's shared flusher threads: flushes (each time waiting, boundedly,
+    /// for the batch to fill, then writing and syncing it) until nothing is left, or until
+    /// another journal's turn is waiting for a thread. Returns whether another turn is needed;
+    /// it is then queued behind the other journals' turns.
     private func flushTurn() -> Bool {
-        // Wait for the batch to fill, up to the configured delay; appenders signal when
-        // the batch reaches the byte cap or the last flush's record count. Not while another
-        // journal's turn waits for a thread: the time in that queue is this batch's wait.
-        let (staged, target, lastSync) = state.withLockedValue {
-            ($0.batchRecords, $0.flushTarget, $0.lastSynchronizeNanoseconds)
+        while true {
+            // Wait for the batch to fill, up to the configured delay; appenders signal when
+            // the batch reaches the byte cap or the last flush's record count. Not while
+            // another journal's turn waits for a thread: the time in that queue is this
+            // batch's wait.
+            let (staged, target, lastSync) = state.withLockedValue {
+                ($0.batchRecords, $0.flushTarget, $0.lastSynchronizeNanoseconds)
+            }
+            var wait = 0.0
+            if case .groupCommit(_, let delay) = configuration.durability, !context.flushTurnsWaiting {
+                // Without a configured delay: wait while fewer records are staged than the
+                // last flush carried, for at most one fsync's time (but 500 µs at least, so
+                // a thousand appenders resuming on two cores can catch up).
+                wait =
+                    delay > .zero
+                    ? Double(delay.nanoseconds) / 1e9
+                    : (staged < target ? max(Double(lastSync) / 1e9, 0.000_5) : 0)
+            }
+            if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
+                flushSignal.unlock(withValue: 0)
+            }
+            guard flushOnce() else { return false }
+            // Yield the thread only to a journal waiting for one.
+            if context.flushTurnsWaiting { return true }
         }
-        var wait = 0.0
-        if case .groupCommit(_, let delay) = configuration.durability, !context.flushTurnsWaiting {
-            // Without a configured delay: wait while fewer records are staged than the
-            // last flush carried, for at most one fsync's time (but 500 µs at least, so
-            // a thousand appenders resuming on two cores can catch up).
-            wait =
-                delay > .zero
-                ? Double(delay.nanoseconds) / 1e9 : (staged < target ? max(Double(lastSync) / 1e9, 0.000_5) : 0)
-        }
-        if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
-            flushSignal.unlock(withValue: 0)
-        }
-        return flushOnce()
     }
 
     /// One flush: writes and syncs the batch, resolving its waiters. Returns whether another
@@ -849,10 +856,10 @@ public final class ElasticJournal: Sendable {
     }
 
     /// After a switch: writes the old unit's last records and the successor's header and
-    /// syncs both (unless a flush got there first), acknowledging the old unit's records; then, on one of the store's I/O threads, seals the old
-    /// unit and prepares the next one (the seal is not needed for acknowledgement, and the
-    /// next rollover writes it first if that has not happened yet). A simulation does both
-    /// here, in order.
+    /// syncs both (unless a flush got there first), acknowledging the old unit's records;
+    /// then, on one of the store's I/O threads, seals the old unit and prepares the next one
+    /// (the seal is not needed for acknowledgement, and the next rollover or closing writes
+    /// it first if that has not happened yet). A simulation does both here, in order.
     private func finishRollover() throws(JournalError) {
         try io.withLock { Result { () throws(JournalError) in try completePendingRollover() } }.get()
         let finish: @Sendable () -> Void = { [self] in

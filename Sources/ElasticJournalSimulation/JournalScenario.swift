@@ -104,6 +104,20 @@ public struct JournalScenario: Sendable {
         let flushes = ManualFlushDriver()
         let acknowledgedByFlush = NIOLockedValueBox<[JournalID: UInt64]>([:])
         let flushFailures = NIOLockedValueBox<[JournalID: JournalError]>([:])
+        /// The durability callback of an append to `journal` whose sequence number will be in
+        /// `sequence` (set once the append returns, before any flush runs): records the
+        /// acknowledgement, or the error that failed it.
+        @Sendable func acknowledger(_ journal: JournalID, sequence: NIOLockedValueBox<UInt64>) -> DurabilityWaiter {
+            { result in
+                switch result {
+                case .success:
+                    let acknowledged = sequence.withLockedValue { $0 }
+                    acknowledgedByFlush.withLockedValue { $0[journal] = max($0[journal] ?? 0, acknowledged) }
+                case .failure(let error):
+                    flushFailures.withLockedValue { $0[journal] = $0[journal] ?? error }
+                }
+            }
+        }
         var models: [JournalID: ModelJournal] = [:]
         var quotaSum = 0
         var configurations: [JournalID: JournalConfiguration] = [:]
@@ -206,15 +220,7 @@ public struct JournalScenario: Sendable {
                 guard let (volume, offset, bytes) = drawn else { return }
                 let id = target.id
                 let sequence = NIOLockedValueBox<UInt64>(0)
-                let notify: DurabilityWaiter = { result in
-                    switch result {
-                    case .success:
-                        let acknowledged = sequence.withLockedValue { $0 }
-                        acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, acknowledged) }
-                    case .failure(let error):
-                        flushFailures.withLockedValue { $0[id] = $0[id] ?? error }
-                    }
-                }
+                let notify = acknowledger(id, sequence: sequence)
                 // A failure (the journal poisoned by the operation's own fsync) shows in the step.
                 guard
                     let receipt = try? bytes.withUnsafeBytes({ raw in
@@ -263,15 +269,8 @@ public struct JournalScenario: Sendable {
                 let bytes = [UInt8(truncatingIfNeeded: model.records.count), 0xA5, 0x5A]
                 let sequence = NIOLockedValueBox<UInt64>(0)
                 let receipt = try? bytes.withUnsafeBytes { raw in
-                    try journal.appendNotifying(volume: volume, offset: 0, bytes: raw) { result in
-                        switch result {
-                        case .success:
-                            let acknowledged = sequence.withLockedValue { $0 }
-                            acknowledgedByFlush.withLockedValue { $0[other] = max($0[other] ?? 0, acknowledged) }
-                        case .failure(let error):
-                            flushFailures.withLockedValue { $0[other] = $0[other] ?? error }
-                        }
-                    }
+                    try journal.appendNotifying(
+                        volume: volume, offset: 0, bytes: raw, notify: acknowledger(other, sequence: sequence))
                 }
                 // Refused (a full pool, or its own storage failed during a rollover): no claim.
                 guard let receipt else { continue }
@@ -294,7 +293,8 @@ public struct JournalScenario: Sendable {
                 {
                     return violation(
                         "failure-isolated",
-                        "\(other) appended \(receipt.sequence) after \(failed) failed; acknowledged only through \(acknowledged)"
+                        "\(other) appended \(receipt.sequence) after \(failed) failed; "
+                            + "acknowledged only through \(acknowledged)"
                     )
                 }
             }
@@ -510,16 +510,9 @@ public struct JournalScenario: Sendable {
                             guard groupCommit else {
                                 return try journal.appendBuffered(volume: volume, offset: UInt64(offset), bytes: raw)
                             }
-                            return try journal.appendNotifying(volume: volume, offset: UInt64(offset), bytes: raw) {
-                                result in
-                                switch result {
-                                case .success:
-                                    let sequence = expected.withLockedValue { $0 }
-                                    acknowledgedByFlush.withLockedValue { $0[id] = max($0[id] ?? 0, sequence) }
-                                case .failure(let error):
-                                    flushFailures.withLockedValue { $0[id] = $0[id] ?? error }
-                                }
-                            }
+                            return try journal.appendNotifying(
+                                volume: volume, offset: UInt64(offset), bytes: raw,
+                                notify: acknowledger(id, sequence: expected))
                         }
                     }.get()
                     expected.withLockedValue { $0 = receipt.sequence }

@@ -13,9 +13,10 @@ import Synchronization
 /// Entering and leaving cost one atomic add each when the gate is open. ``pause()`` closes the
 /// gate and waits until every writer already inside has left; writers arriving while it is
 /// closed block until ``resume()``. Async callers (the copier) use `await pause()`, which
-/// suspends instead of holding its thread while the writers inside finish. Throttling at `p` percent holds writers at the gate for
-/// the first `p` percent of every 10 ms slice of the monotonic clock, the way QEMU's
-/// auto-converge sleeps virtual CPUs for a share of each time slice.
+/// suspends instead of holding its thread while the writers inside finish. Throttling at `p`
+/// percent holds writers at the gate for the first `p` percent of every 10 ms slice of the
+/// monotonic clock, the way QEMU's auto-converge sleeps virtual CPUs for a share of each time
+/// slice.
 public final class PauseGate: Sendable {
     private static let pausedBit = 1 << 62
     private static let slice: UInt64 = 10_000_000
