@@ -10,7 +10,7 @@ import Synchronization
 /// The gate every writer passes through: it lets the copier hold all writers for the final
 /// stop-and-copy, and slow them down (throttle) when the copy does not converge.
 ///
-/// Entering and leaving cost one atomic add each when the gate is open. ``pause()`` closes the
+/// Entering and leaving cost one atomic add each when the gate is open. `pause()` closes the
 /// gate and waits until every writer already inside has left; writers arriving while it is
 /// closed block until ``resume()``. Async callers (the copier) use `await pause()`, which
 /// suspends instead of holding its thread while the writers inside finish. Throttling at `p`
@@ -24,7 +24,7 @@ public final class PauseGate: Sendable {
     private let state = Atomic<Int>(0)
     private let throttle = Atomic<Int>(0)
     private let paused = ConditionLock<Bool>(value: false)
-    /// An async ``pause()`` waiting for the last writer inside to leave.
+    /// An async `pause()` waiting for the last writer inside to leave.
     private let drainWaiter = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
     private let holdsThrottledWriters: Bool
 

@@ -480,7 +480,7 @@ let benchmarks: @Sendable () -> Void = {
                         quantile(crossing, 0.99) * 1000, rollovers, ageOuts, quantile(calm, 0.99) * 1000))
             }
             record(
-                cost: quantile(crossing, 0.99) / quantile(calm, 0.99), as: latencyRatio, scale: 100, ceiling: 4,
+                cost: quantile(crossing, 0.99) / quantile(calm, 0.99), as: latencyRatio, scale: 100, ceiling: 8,
                 in: benchmark)
         } catch {
             fail(benchmark, "appending failed: \(error)")
