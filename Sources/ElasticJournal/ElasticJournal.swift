@@ -141,6 +141,10 @@ public final class ElasticJournal: Sendable {
         var pendingRollover: PendingRollover?
         /// The unit a rollover left unsealed: its records are durable, its seal not yet.
         var unsealed: UnsealedUnit?
+        /// Readers holding a snapshot (``snapshot()`` to ``endRead()``), and the units aged
+        /// out meanwhile, whose storage goes back to the pool when the last reader is done.
+        var readers = 0
+        var releasesAfterReaders: [UnitID] = []
         /// Group commit: an estimate of the appends in flight (records the last flush made
         /// durable plus those staged meanwhile). The flusher waits (boundedly) for about as
         /// many before the next fsync, so appenders that were just acknowledged and append
@@ -1136,15 +1140,20 @@ public final class ElasticJournal: Sendable {
             state.withLockedValue { $0.volumes = volumes }
             throw error
         }
-        let held = state.withLockedValue { state in
+        // A reader holding a snapshot may still be reading the unit: its storage then goes
+        // back to the pool when the last reader is done.
+        let (held, releaseNow) = state.withLockedValue { state in
             state.volumes = volumes
             state.units.removeFirst()
-            return state.units.count
+            if state.readers > 0 { state.releasesAfterReaders.append(unit.id) }
+            return (state.units.count, state.readers == 0)
         }
-        do {
-            try context.journalPool.release(unit.id)
-        } catch {
-            throw JournalError(error, journal: id)
+        if releaseNow {
+            do {
+                try context.journalPool.release(unit.id)
+            } catch {
+                throw JournalError(error, journal: id)
+            }
         }
         let windowStart = context.manager.withLockedValue { manager in
             manager.released(journal: id, unit: unit.id)
@@ -1294,16 +1303,40 @@ public final class ElasticJournal: Sendable {
         func end(of index: Int) -> Int { index == units.count - 1 ? activeWrittenEnd : units[index].recordsEnd }
     }
 
-    /// Writes staged records out (without syncing) so reads see them, and snapshots.
+    /// Writes staged records out (without syncing) so reads see them, and snapshots. Every
+    /// call must be paired with ``endRead()``: until then, the storage of a unit aged out
+    /// stays allocated, so the reader can go on reading it.
     func snapshot() throws(JournalError) -> Snapshot {
         while true {
             try drain(sync: false)
             // Not while a rollover is between memory and storage: the old unit's tail is unwritten.
-            let snapshot = state.withLockedValue { state in
-                state.pendingRollover != nil
-                    ? nil : Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
+            let snapshot = state.withLockedValue { state -> Snapshot? in
+                guard state.pendingRollover == nil else { return nil }
+                state.readers += 1
+                return Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
             }
             if let snapshot { return snapshot }
+        }
+    }
+
+    /// Ends a read begun by ``snapshot()``; the last reader returns the units aged out during
+    /// the reads to the pool (a failure leaves a unit for recovery, which releases units
+    /// whose records are in the base images).
+    func endRead() {
+        let releases = state.withLockedValue { state -> [UnitID] in
+            state.readers -= 1
+            guard state.readers == 0 else { return [] }
+            defer { state.releasesAfterReaders.removeAll() }
+            return state.releasesAfterReaders
+        }
+        for unit in releases {
+            do {
+                try context.journalPool.release(unit)
+            } catch {
+                context.logger.warning(
+                    "journal could not release an aged-out unit after its readers",
+                    metadata: ["journal": "\(id)", "unit": "\(unit)", "error": "\(error)"])
+            }
         }
     }
 
@@ -1320,6 +1353,7 @@ public final class ElasticJournal: Sendable {
         from start: Instant, through end: Instant, _ body: (JournalRecord) throws(JournalError) -> Void
     ) throws(JournalError) {
         let snapshot = try snapshot()
+        defer { endRead() }
         let units = snapshot.units
         var low = 0
         var high = units.count
@@ -1379,6 +1413,7 @@ public final class ElasticJournal: Sendable {
     /// One attempt of ``image(of:at:)``; `nil` when the base image read was not what is stored.
     private func readImage(of volume: VolumeID, at instant: Instant) throws(JournalError) -> [UInt8]? {
         let snapshot = try snapshot()
+        defer { endRead() }
         guard let base = snapshot.volumes[volume] else {
             throw JournalError(.unknownVolume, journal: id, detail: "\(volume) is not protected")
         }

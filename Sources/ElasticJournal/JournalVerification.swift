@@ -31,6 +31,7 @@ extension ElasticJournal {
         -> JournalVerification
     {
         let snapshot = try snapshot()
+        defer { endRead() }
         let total = snapshot.units.indices.reduce(0) { $0 + snapshot.end(of: $1) - JournalFormat.headerPageSize }
         var report = JournalVerification()
         var done = 0

@@ -154,17 +154,22 @@ struct Recovery {
             units.append(unit)
         }
 
+        // A rollover that stopped before its seal (the last unit follows an unsealed one, or
+        // one whose seal write was torn) first: its unsealed unit is not damage, even to a
+        // salvage (see finishRollover).
+        var scanned: UnitID?
+        if units.count >= 2, !units[units.count - 1].isSealed, !units[units.count - 2].isSealed {
+            units[units.count - 1] = try scanActive(units[units.count - 1], journal: id)
+            let unsealed = units[units.count - 2].id
+            units = try finishRollover(units, journal: id)
+            sealErrors[unsealed] = nil
+            scanned = units.last?.id  // the unit left active was scanned there
+        }
         if options.salvage && !readOnly { units = try salvage(units, journal: id, sealErrors: sealErrors) }
-        // The active unit: scan it. After an unsealed unit, it is a rollover that stopped
-        // before the seal (see finishRollover).
+        // The active unit: scan it (once: a salvage may have cut it since).
         if let last = units.last, !last.isSealed {
-            units[units.count - 1] = try scanActive(last, journal: id)
+            if last.id != scanned || options.salvage { units[units.count - 1] = try scanActive(last, journal: id) }
             sealErrors[last.id] = nil
-            if units.count >= 2, !units[units.count - 2].isSealed {
-                units = try finishRollover(units, journal: id)
-                sealErrors[units[units.count - 1].id] = nil
-                if units.count >= 2 { sealErrors[units[units.count - 2].id] = nil }
-            }
         }
         for (index, unit) in units.enumerated() where index < units.count - 1 && !unit.isSealed {
             let (offset, error) =
@@ -348,7 +353,8 @@ struct Recovery {
     /// - otherwise, with an empty successor, the rollover did not: the successor is dropped
     ///   and the predecessor is active again;
     /// - otherwise records are missing from the predecessor that were durable before the
-    ///   successor's first record was written: damage, never a silent cut.
+    ///   successor's first record was written: damage, never a silent cut (a salvage cuts
+    ///   the journal there and quarantines the successor).
     private func finishRollover(_ units: [JournalUnit], journal: JournalID) throws(JournalError) -> [JournalUnit] {
         var units = units
         let successor = units[units.count - 1]
@@ -370,12 +376,26 @@ struct Recovery {
             units[units.count - 2] = predecessor
             return units
         }
-        guard successor.count == 0 else {
-            throw JournalError(
-                .damaged, journal: journal, unit: predecessor.id, offset: predecessor.recordsEnd,
-                detail:
-                    "records \(predecessor.lastSequence + 1)...\(successor.header.previousLastSequence) were durable "
-                    + "(\(successor.id) holds records written after them) but are unreadable from here")
+        if successor.count > 0 {
+            let detail =
+                "records \(predecessor.lastSequence + 1)...\(successor.header.previousLastSequence) were durable "
+                + "(\(successor.id) holds records written after them) but are unreadable from here"
+            guard options.salvage && !readOnly else {
+                throw JournalError(
+                    .damaged, journal: journal, unit: predecessor.id, offset: predecessor.recordsEnd, detail: detail)
+            }
+            // Salvage: the journal ends where the predecessor's readable records end; the
+            // successor is kept in quarantine, not deleted.
+            context.logger.warning(
+                "journal salvaged: cut before a unit that follows missing records",
+                metadata: ["journal": "\(journal)", "unit": "\(successor.id)", "detail": "\(detail)"])
+            context.emit(
+                .salvaged(
+                    journal, predecessor.id, offset: predecessor.recordsEnd, lastSequence: predecessor.lastSequence))
+            try quarantine(successor.id, in: context.journalPool, detail: detail)
+            units.removeLast()
+            units[units.count - 1] = predecessor
+            return units
         }
         units.removeLast()
         units[units.count - 1] = predecessor
