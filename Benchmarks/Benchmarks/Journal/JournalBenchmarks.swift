@@ -78,6 +78,14 @@ func appendLatencies(_ journals: [ElasticJournal], appenders: Int, count: Int) a
     }
 }
 
+/// Up to 30 s and 5 samples (5 s and 2 quick, one in the smoke run): for the cases whose one
+/// sample runs thousands of durable appends.
+func longConfiguration(_ metrics: [BenchmarkMetric]) -> Benchmark.Configuration {
+    Benchmark.Configuration(
+        metrics: metrics, maxDuration: .seconds(mode.isReduced ? 5 : 30),
+        maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+}
+
 /// The `fraction` quantile of `values`.
 func quantile(_ values: [Double], _ fraction: Double) -> Double {
     let sorted = values.sorted()
@@ -444,9 +452,7 @@ let benchmarks: @Sendable () -> Void = {
     // (f) Append latency across rollovers and age-outs.
     Benchmark(
         "Journal (f) durable append p99 latency crossing rollovers and age-outs vs crossing none",
-        configuration: Benchmark.Configuration(
-            metrics: [latencyRatio, latencyQuiet, rolloversCrossed, ageOutsCrossed],
-            maxDuration: .seconds(mode.isReduced ? 5 : 30), maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+        configuration: longConfiguration([latencyRatio, latencyQuiet, rolloversCrossed, ageOutsCrossed])
     ) { benchmark async in
         let count = mode.isSmoke ? 4800 : 9600
         let groupCommit = JournalConfiguration.Durability.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero)
@@ -490,9 +496,7 @@ let benchmarks: @Sendable () -> Void = {
     // (g) 64 journals sharing a store's flusher threads vs one journal, same total load.
     Benchmark(
         "Journal (g) 64 journals, one appender each, vs one journal with 64 appenders",
-        configuration: Benchmark.Configuration(
-            metrics: [throughputRatio, flusherThreadCount], maxDuration: .seconds(mode.isReduced ? 5 : 30),
-            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+        configuration: longConfiguration([throughputRatio, flusherThreadCount])
     ) { benchmark async in
         let count = 64 * (mode.isReduced ? 10 : 30)
         let groupCommit = JournalConfiguration.Durability.groupCommit(maxBatchBytes: 4 << 20, maxDelay: .zero)
@@ -519,9 +523,7 @@ let benchmarks: @Sendable () -> Void = {
     // (h) A periodic timer beside a journal under load.
     Benchmark(
         "Journal (h) 10 ms timer lateness beside 16 durable appenders crossing rollovers and age-outs",
-        configuration: Benchmark.Configuration(
-            metrics: [timerLateness, timerLatenessAlone], maxDuration: .seconds(mode.isReduced ? 5 : 30),
-            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+        configuration: longConfiguration([timerLateness, timerLatenessAlone])
     ) { benchmark async in
         let ticks = mode.isSmoke ? 100 : 300
         let alone = await periodicTimerLatenessP99(ticks: ticks)
