@@ -699,9 +699,11 @@ public final class ElasticJournal: Sendable {
     }
 
     private func drainHoldingIO(sync: Bool) throws(JournalError) {
-        var taken: Result<Taken?, JournalError>?
+        // A rollover's storage writes come before anything written to its successor: take the
+        // batch, unless a rollover is pending (rare), which then goes first. One lock on the
+        // flush path, not two.
+        var taken = takeBatch(sync: sync)
         while taken == nil {
-            // A rollover's storage writes come before anything written to its successor.
             try completePendingRollover()
             taken = takeBatch(sync: sync)
         }
