@@ -3,6 +3,7 @@ import Logging
 import Metrics
 import NIOConcurrencyHelpers
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -83,6 +84,11 @@ public final class ElasticJournal: Sendable {
     private let applier = NIOLock()
     private let state: TryLockedValueBox<WriterState>
     private let flushSignal = ConditionLock(value: 0)
+    /// Set with `flushSignal`, for a flusher that spins before it sleeps on it.
+    private let flushWanted = Atomic<Bool>(false)
+    /// Bumped on every staged record and every registered durability waiter: a flusher that
+    /// found nothing to do spins on it for a moment before giving its thread back.
+    private let activity = Atomic<UInt64>(0)
     private let metrics: JournalMetrics
     /// Batch bytes at which an append triggers a write (buffered) or wakes the flusher.
     private let drainThreshold: Int
@@ -386,6 +392,7 @@ public final class ElasticJournal: Sendable {
 
     /// Wakes the flusher: the batch reached its byte cap or the last flush's record count.
     private func signalFlusher() {
+        flushWanted.store(true, ordering: .releasing)
         flushSignal.lock()
         flushSignal.unlock(withValue: 1)
     }
@@ -524,6 +531,7 @@ public final class ElasticJournal: Sendable {
         state.units[last].noteRecord(sequence: sequence, time: time, offset: recordOffset, footprint: footprint)
         state.nextSequence = sequence + 1
         state.lastTime = time
+        activity.add(1, ordering: .relaxed)
         var drain = batch.count >= drainThreshold
         if case .groupCommit = configuration.durability, state.batchRecords == state.flushTarget { drain = true }
         return .staged(JournalReceipt(sequence: sequence, time: time), drain: drain)
@@ -604,6 +612,7 @@ public final class ElasticJournal: Sendable {
             var index = state.waiters.endIndex
             while index > state.waiters.startIndex && state.waiters[index - 1].sequence > sequence { index -= 1 }
             state.waiters.insert((sequence, notify), at: index)
+            self.activity.add(1, ordering: .relaxed)
             if state.flushScheduled { return false }
             state.flushScheduled = true
             return true
@@ -635,6 +644,11 @@ public final class ElasticJournal: Sendable {
     /// for the batch to fill, then writing and syncing it) until nothing is left, or until
     /// another journal's turn is waiting for a thread. Returns whether another turn is needed;
     /// it is then queued behind the other journals' turns.
+    ///
+    /// Appenders acknowledged by a flush append again within microseconds, and on a small
+    /// machine a sleeping thread takes tens of microseconds to wake: so the flusher spins
+    /// (yielding the core) for up to one fsync's time, at most ``spinLimit``, before it sleeps
+    /// on the batch filling or gives its thread back.
     private func flushTurn() -> Bool {
         while true {
             // Wait for the batch to fill, up to the configured delay; appenders signal when
@@ -654,31 +668,68 @@ public final class ElasticJournal: Sendable {
                     ? Double(delay.nanoseconds) / 1e9
                     : (staged < target ? max(Double(lastSync) / 1e9, 0.000_5) : 0)
             }
-            if wait > 0, flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait, 0.05)) {
-                flushSignal.unlock(withValue: 0)
+            if wait > 0 {
+                let spin = min(wait, spinSeconds(lastSync))
+                let signalled = spinUntil(seconds: spin) { flushWanted.load(ordering: .acquiring) }
+                if signalled || flushSignal.lock(whenValue: 1, timeoutSeconds: min(wait - spin, 0.05)) {
+                    if signalled { flushSignal.lock() }
+                    flushSignal.unlock(withValue: 0)
+                }
+                flushWanted.store(false, ordering: .relaxed)
             }
-            guard flushOnce() else { return false }
+            let seen = activity.load(ordering: .acquiring)
+            guard
+                flushOnce(lingering: { () -> Bool in
+                    // Nothing left: wait a moment for the appenders just acknowledged.
+                    context.flushTurnsWaiting
+                        ? false
+                        : spinUntil(seconds: spinSeconds(lastSync)) { activity.load(ordering: .acquiring) != seen }
+                })
+            else { return false }
             // Yield the thread only to a journal waiting for one.
             if context.flushTurnsWaiting { return true }
         }
     }
 
+    /// The longest a flusher spins: long enough for appenders resumed on another core to
+    /// append again, short enough that a lone appender costs little CPU.
+    static let spinLimit = 0.000_2
+
+    /// How long a flusher spins, given the last fsync's time in nanoseconds.
+    private func spinSeconds(_ lastSync: Int64) -> Double {
+        min(max(Double(lastSync) / 1e9, 0.000_02), Self.spinLimit)
+    }
+
+    /// Spins, yielding the core on each turn, until `condition` holds (returns `true`) or
+    /// `seconds` have passed or another journal's turn is waiting (returns `false`).
+    private func spinUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+        guard seconds > 0 else { return condition() }
+        let deadline = ContinuousClock.now + .nanoseconds(Int64(seconds * 1e9))
+        while true {
+            if condition() { return true }
+            if ContinuousClock.now >= deadline || context.flushTurnsWaiting { return false }
+            sched_yield()
+        }
+    }
+
     /// One flush: writes and syncs the batch, resolving its waiters. Returns whether another
     /// is needed (appends staged or waiting meanwhile); when not, or when the flush failed
-    /// (its waiters are failed with it), the flusher is no longer scheduled.
-    private func flushOnce() -> Bool {
+    /// (its waiters are failed with it), the flusher is no longer scheduled. When nothing is
+    /// left, `lingering` may wait for more (returning whether something arrived) before the
+    /// flusher gives up.
+    private func flushOnce(lingering: () -> Bool = { false }) -> Bool {
         do {
             try drain(sync: true)
         } catch {
             state.withLockedValue { $0.flushScheduled = false }
             return false
         }
+        let idle = { (state: inout WriterState) -> Bool in state.batch.count == 0 && state.waiters.isEmpty }
+        if state.withLockedValue(idle), lingering() { return true }
         return state.withLockedValue { state -> Bool in
-            if state.batch.count == 0 && state.waiters.isEmpty {
-                state.flushScheduled = false
-                return false
-            }
-            return true
+            guard idle(&state) else { return true }
+            state.flushScheduled = false
+            return false
         }
     }
 
