@@ -139,7 +139,7 @@ public final class ElasticJournal: Sendable {
         /// Appends waiting for durability, in sequence order. A waiter is called with the
         /// state lock held, so it must not call back into the journal (a continuation's
         /// resume, or a simulation noting the acknowledgement).
-        var waiters: [(sequence: UInt64, notify: DurabilityWaiter)] = []
+        var waiters: [(sequence: UInt64, notify: DurabilityWait)] = []
         var poisoned: JournalError?
         var closed = false
         var flushScheduled = false
@@ -170,7 +170,7 @@ public final class ElasticJournal: Sendable {
         }
 
         /// Removes the waiters whose records are durable, for resuming outside the lock.
-        mutating func takeDurable() -> ArraySlice<(sequence: UInt64, notify: DurabilityWaiter)> {
+        mutating func takeDurable() -> ArraySlice<(sequence: UInt64, notify: DurabilityWait)> {
             guard let first = waiters.first, first.sequence <= durableSequence else { return [] }
             let split = waiters.firstIndex { $0.sequence > durableSequence } ?? waiters.count
             let ready = waiters[..<split]
@@ -232,35 +232,73 @@ public final class ElasticJournal: Sendable {
     /// the store's I/O threads while this task is suspended.
     @discardableResult
     public func append(volume: VolumeID, offset: UInt64, bytes: [UInt8]) async throws(JournalError) -> JournalReceipt {
+        guard case .groupCommit = configuration.durability else {
+            return try await appendBufferedSuspending(volume: volume, offset: offset, bytes: bytes)
+        }
+        // Staged and registered for durability under one lock round, with the task's own
+        // continuation as the waiter (nothing allocated per record), when the lock is free.
+        let footprint = JournalFormat.footprint(payloadCount: bytes.count)
+        let result: Result<JournalReceipt, JournalError> = await withUnsafeContinuation { continuation in
+            let fast = bytes.withUnsafeBytes { raw in
+                state.withLockedValueIfAvailable { state -> (StageOutcome, schedule: Bool) in
+                    let outcome = tryStage(&state, volume: volume, offset: offset, payload: raw, footprint: footprint)
+                    guard case .staged(let receipt, _) = outcome else { return (outcome, false) }
+                    return (outcome, register(&state, .task(continuation, receipt), for: receipt.sequence))
+                }
+            }
+            switch fast {
+            case (.staged(_, let drain), let schedule)?:
+                if drain { signalFlusher() }
+                if schedule { scheduleFlush() }
+            case (.failure(let error), _)?:
+                continuation.resume(returning: .failure(error))
+            case (.needsRollover, _)?, nil:
+                // A rollover is due, or the lock is held (by a rollover's switch, say): staged
+                // on an I/O thread, which may do the rollover and wait for the pool.
+                context.ioThreads.submit { threadState in
+                    guard threadState == .active else {
+                        continuation.resume(
+                            returning: .failure(JournalError(.closed, journal: self.id, detail: "the store is closed")))
+                        return
+                    }
+                    let staged = bytes.withUnsafeBytes { raw in
+                        Result { () throws(JournalError) in try self.stage(volume: volume, offset: offset, payload: raw)
+                        }
+                    }
+                    switch staged {
+                    case .success(let receipt): self.notifyWhenDurable(receipt.sequence, .task(continuation, receipt))
+                    case .failure(let error): continuation.resume(returning: .failure(error))
+                    }
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// ``append(volume:offset:bytes:)`` in buffered mode: staged at once when the lock is free
+    /// and no rollover is due, otherwise on an I/O thread; a full batch is written there too.
+    private func appendBufferedSuspending(
+        volume: VolumeID, offset: UInt64, bytes: [UInt8]
+    ) async throws(JournalError) -> JournalReceipt {
         let footprint = JournalFormat.footprint(payloadCount: bytes.count)
         let fast = bytes.withUnsafeBytes { raw in
             state.withLockedValueIfAvailable { state in
                 tryStage(&state, volume: volume, offset: offset, payload: raw, footprint: footprint)
             }
         }
-        let receipt: JournalReceipt
         switch fast {
-        case .staged(let staged, let drain)?:
-            receipt = staged
-            if drain {
-                switch configuration.durability {
-                case .buffered: try await offload { () throws(JournalError) in try self.drain(sync: false) }
-                case .groupCommit: signalFlusher()
-                }
-            }
+        case .staged(let receipt, let drain)?:
+            if drain { try await offload { () throws(JournalError) in try self.drain(sync: false) } }
+            return receipt
         case .failure(let error)?:
             throw error
         case .needsRollover?, nil:
-            receipt = try await offload { () throws(JournalError) in
+            return try await offload { () throws(JournalError) in
                 try bytes.withUnsafeBytes { raw in
                     Result { () throws(JournalError) in try self.stage(volume: volume, offset: offset, payload: raw) }
                 }.get()
             }
         }
-        if case .groupCommit = configuration.durability {
-            try await waitUntilDurable(receipt.sequence)
-        }
-        return receipt
     }
 
     /// Journals `writes` in order and returns, once the last is durable (group commit) or
@@ -327,7 +365,7 @@ public final class ElasticJournal: Sendable {
             }
         }
         if case .groupCommit = configuration.durability, let last = receipts.last {
-            try await waitUntilDurable(last.sequence)
+            _ = try await waitUntilDurable(last)
         }
         return receipts
     }
@@ -537,16 +575,19 @@ public final class ElasticJournal: Sendable {
         return .staged(JournalReceipt(sequence: sequence, time: time), drain: drain)
     }
 
-    private func waitUntilDurable(_ sequence: UInt64) async throws(JournalError) {
-        let result: Result<Void, JournalError> = await withUnsafeContinuation { continuation in
-            let notify: DurabilityWaiter = { continuation.resume(returning: $0) }
+    /// Suspends until the record of `receipt` is durable, returning the receipt.
+    private func waitUntilDurable(_ receipt: JournalReceipt) async throws(JournalError) -> JournalReceipt {
+        let result: Result<JournalReceipt, JournalError> = await withUnsafeContinuation { continuation in
             // Registered here if the lock is free; otherwise (a rollover holds it across its
             // I/O) from an I/O thread, which may wait for it.
-            if !notifyWhenDurable(sequence, notify, onlyIfUnlocked: true) {
-                context.ioThreads.submit { _ in _ = self.notifyWhenDurable(sequence, notify, onlyIfUnlocked: false) }
+            let wait = DurabilityWait.task(continuation, receipt)
+            if !notifyWhenDurable(receipt.sequence, wait, onlyIfUnlocked: true) {
+                context.ioThreads.submit { _ in
+                    _ = self.notifyWhenDurable(receipt.sequence, wait, onlyIfUnlocked: false)
+                }
             }
         }
-        try result.get()
+        return try result.get()
     }
 
     /// Journals a write like ``append(volume:offset:bytes:)`` in group commit, but calls
@@ -558,7 +599,7 @@ public final class ElasticJournal: Sendable {
         notify: @escaping DurabilityWaiter
     ) throws(JournalError) -> JournalReceipt {
         let receipt = try stage(volume: volume, offset: offset, payload: bytes)
-        notifyWhenDurable(receipt.sequence, notify)
+        notifyWhenDurable(receipt.sequence, .callback(notify))
         return receipt
     }
 
@@ -577,7 +618,7 @@ public final class ElasticJournal: Sendable {
         }
         switch outcome {
         case .staged(let receipt, _):
-            if let notify { notifyWhenDurable(receipt.sequence, notify) }
+            if let notify { notifyWhenDurable(receipt.sequence, .callback(notify)) }
             return receipt
         case .needsRollover:
             return nil
@@ -591,40 +632,48 @@ public final class ElasticJournal: Sendable {
     /// returns `false` when the journal's lock is held.
     @discardableResult
     private func notifyWhenDurable(
-        _ sequence: UInt64, _ notify: @escaping DurabilityWaiter, onlyIfUnlocked: Bool = false
+        _ sequence: UInt64, _ notify: DurabilityWait, onlyIfUnlocked: Bool = false
     ) -> Bool {
-        let id = self.id
-        let register = { (state: inout WriterState) -> Bool in
-            if state.durableSequence >= sequence {
-                notify(.success(()))
-                return false
-            }
-            if let poisoned = state.poisoned {
-                notify(
-                    .failure(
-                        state.closed
-                            ? JournalError(.closed, journal: id)
-                            : JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
-                return false
-            }
-            // In sequence order (two appenders may register out of the order they staged in),
-            // so that every flush releases exactly the waiters it made durable.
-            var index = state.waiters.endIndex
-            while index > state.waiters.startIndex && state.waiters[index - 1].sequence > sequence { index -= 1 }
-            state.waiters.insert((sequence, notify), at: index)
-            self.activity.add(1, ordering: .relaxed)
-            if state.flushScheduled { return false }
-            state.flushScheduled = true
-            return true
-        }
         let schedule: Bool
         if onlyIfUnlocked {
-            guard let registered = state.withLockedValueIfAvailable(register) else { return false }
+            guard let registered = state.withLockedValueIfAvailable({ register(&$0, notify, for: sequence) }) else {
+                return false
+            }
             schedule = registered
         } else {
-            schedule = state.withLockedValue(register)
+            schedule = state.withLockedValue { register(&$0, notify, for: sequence) }
         }
         if schedule { scheduleFlush() }
+        return true
+    }
+
+    /// Registers `notify` for `sequence` (calling it at once if the record is durable or the
+    /// journal poisoned); returns whether the caller must schedule a flush (after unlocking).
+    private func register(_ state: inout WriterState, _ notify: DurabilityWait, for sequence: UInt64) -> Bool {
+        if state.durableSequence >= sequence {
+            notify(.success(()))
+            return false
+        }
+        if let poisoned = state.poisoned {
+            notify(
+                .failure(
+                    state.closed
+                        ? JournalError(.closed, journal: id)
+                        : JournalError(.poisoned, journal: id, detail: "after \(poisoned)")))
+            return false
+        }
+        // In sequence order (two appenders may register out of the order they staged in),
+        // so that every flush releases exactly the waiters it made durable.
+        var index = state.waiters.endIndex
+        while index > state.waiters.startIndex && state.waiters[index - 1].sequence > sequence { index -= 1 }
+        if index == state.waiters.endIndex {
+            state.waiters.append((sequence, notify))
+        } else {
+            state.waiters.insert((sequence, notify), at: index)
+        }
+        activity.add(1, ordering: .relaxed)
+        if state.flushScheduled { return false }
+        state.flushScheduled = true
         return true
     }
 
@@ -1638,6 +1687,21 @@ struct JournalMetrics: Sendable {
 
 /// Called once an append is durable, or with the error that poisoned the journal.
 package typealias DurabilityWaiter = @Sendable (Result<Void, JournalError>) -> Void
+
+/// Who waits for a record to be durable: an appending task's continuation (resumed with its
+/// receipt, nothing allocated), or a callback.
+enum DurabilityWait: Sendable {
+    case task(UnsafeContinuation<Result<JournalReceipt, JournalError>, Never>, JournalReceipt)
+    case callback(DurabilityWaiter)
+
+    /// Resumes the task or calls the callback with `result`.
+    func callAsFunction(_ result: Result<Void, JournalError>) {
+        switch self {
+        case .task(let continuation, let receipt): continuation.resume(returning: result.map { receipt })
+        case .callback(let notify): notify(result)
+        }
+    }
+}
 
 /// Group-commit flushes run by their caller instead of a flusher thread: the simulation's
 /// seam, so that the flusher's work (writing and syncing batches, resolving and poisoning
