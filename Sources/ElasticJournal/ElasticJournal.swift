@@ -459,7 +459,8 @@ public final class ElasticJournal: Sendable {
     private enum StageOutcome {
         case staged(JournalReceipt, drain: Bool)
         case needsRollover
-        case failure(JournalError)
+        /// Boxed: the error is large and rare, and the outcome is returned on every append.
+        indirect case failure(JournalError)
     }
 
     private func stage(volume: VolumeID, offset: UInt64, payload: UnsafeRawBufferPointer) throws(JournalError)

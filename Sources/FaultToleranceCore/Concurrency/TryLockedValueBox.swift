@@ -11,8 +11,10 @@
 /// the work to a thread of its own otherwise, so a cooperative-pool thread never waits for a
 /// holder doing disk I/O.
 package final class TryLockedValueBox<Value>: @unchecked Sendable {
-    // unchecked: `value` is only touched with `mutex` held.
-    private var value: Value
+    // unchecked: `value` is only touched with `mutex` held. Inlinable, so that callers in
+    // other modules get it specialised: the generic version returns through memory and
+    // copies the result, which costs the journal's append path more than the lock does.
+    @usableFromInline var value: Value
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     package init(_ value: Value) {
@@ -29,23 +31,29 @@ package final class TryLockedValueBox<Value>: @unchecked Sendable {
     }
 
     /// Runs `body` with the lock held, waiting for it if needed.
-    @inline(__always)
+    @inlinable @inline(__always)
     package func withLockedValue<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        lock()
+        defer { unlock() }
         return try body(&value)
     }
 
     /// Runs `body` with the lock held if it is free now; `nil` (and `body` not run) if another
     /// thread holds it.
-    @inline(__always)
+    @inlinable @inline(__always)
     package func withLockedValueIfAvailable<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result? {
-        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
-        defer { pthread_mutex_unlock(mutex) }
+        guard tryLock() else { return nil }
+        defer { unlock() }
         return try body(&value)
     }
+
+    @usableFromInline func lock() { pthread_mutex_lock(mutex) }
+
+    @usableFromInline func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
+
+    @usableFromInline func unlock() { pthread_mutex_unlock(mutex) }
 }
