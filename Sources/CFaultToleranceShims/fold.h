@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "ft_shims.h"
+
 #define FT_K2048_LO 0xdcb17aa4ULL
 #define FT_K2048_HI 0xb9e02b86ULL
 #define FT_K1024_LO 0x6992cea2ULL
@@ -58,21 +60,9 @@ FT_FOLD_TARGET static inline uint32_t ft_fold_reduce(__m512i x) {
     return (uint32_t)c;
 }
 
-// Whether this CPU (and OS) can run the FT_FOLD_TARGET code. FT_DISABLE_AVX512=1 in the
-// environment says no, so the tests can cover the other paths on a machine that has it.
-static inline int ft_fold_available(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        const char *disabled = getenv("FT_DISABLE_AVX512");
-        value = !(disabled && disabled[0] == '1') && __builtin_cpu_supports("avx512f")
-            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq")
-            && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.2");
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
-    }
-    return value;
-}
+// Whether this CPU (and OS) can run the FT_FOLD_TARGET code (ft_simd_level, which
+// FT_DISABLE_AVX512=1 or FT_DISABLE_AVX2=1 in the environment lowers).
+static inline int ft_fold_available(void) { return ft_simd_level() >= FT_SIMD_AVX512; }
 
 #endif
 #endif

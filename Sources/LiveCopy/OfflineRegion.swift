@@ -1,3 +1,4 @@
+import CFaultToleranceShims
 import FaultToleranceCore
 import NIOConcurrencyHelpers
 
@@ -41,7 +42,7 @@ public final class OfflineRegion: @unchecked Sendable {
         precondition(
             pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
         precondition(source.pageSize == pageSize, "page size \(source.pageSize) is not \(pageSize)")
-        lock.withLock { source.copyPages(pages, into: base + pages.lowerBound * pageSize) }
+        lock.withLock { source.copyPagesBypassingCache(pages, into: base + pages.lowerBound * pageSize) }
     }
 
     /// Writes `bytes` at byte `offset` (bounds checked).
@@ -60,7 +61,8 @@ public final class OfflineRegion: @unchecked Sendable {
             batch.forEachPage(pageSize: pageSize) { page, bytes in
                 let target = base + page * pageSize
                 if let source = bytes?.baseAddress {
-                    target.copyMemory(from: source, byteCount: pageSize)
+                    // The region is not read again soon: stores that bypass the cache.
+                    ft_copy_concurrent_streaming(target, source, pageSize)
                 } else {
                     _ = target.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize)
                 }

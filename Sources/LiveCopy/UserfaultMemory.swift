@@ -119,6 +119,15 @@ public final class UserfaultMemory: LiveCopySource, @unchecked Sendable {
         ft_copy_concurrent(destination, baseAddress + pages.lowerBound << pageShift, pages.count << pageShift)
     }
 
+    /// Copies pages `pages` into `destination` with stores that bypass the cache.
+    public func copyPagesBypassingCache(_ pages: Range<Int>, into destination: UnsafeMutableRawPointer) {
+        precondition(
+            pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
+        guard !pages.isEmpty else { return }
+        ft_copy_concurrent_streaming(
+            destination, baseAddress + pages.lowerBound << pageShift, pages.count << pageShift)
+    }
+
     /// The CRC32C of page `page` (in `0..<pageCount`).
     public func checksum(ofPage page: Int) -> UInt32 {
         precondition(page >= 0 && page < pageCount, "page \(page) outside 0..<\(pageCount)")

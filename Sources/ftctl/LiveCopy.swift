@@ -333,7 +333,8 @@ struct LiveCopyScene {
         let pageCount = megabytes * 256
         print(
             "== Live copy: \(megabytes) MiB of 4 KiB pages, \(threads) writers at \(rate) writes/s (\(pattern.rawValue)), "
-                + "budget \(milliseconds(budget)), " + (tcp ? "over loopback TCP" : "in-process"))
+                + "budget \(milliseconds(budget)), " + (tcp ? "over loopback TCP" : "in-process")
+                + "; vector path \(VectorPath.current.rawValue)")
         let memory = try TrackedMemory(pageCount: pageCount)
         for page in 0..<pageCount { try memory.storeWord(UInt64(page) &* 0x9E37_79B9_7F4A_7C15 | 1, at: page * 4096) }
         let region = try OfflineRegion(pageCount: pageCount, populate: true)

@@ -99,6 +99,9 @@ func rawNIO(bytes total: Int) async throws -> Double {
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
+    // Which vector code the copy, digest and checksums ran (FT_DISABLE_AVX512=1 and
+    // FT_DISABLE_AVX2=1 lower it).
+    print("live copy benchmarks on vector path \(VectorPath.current.rawValue)")
     Benchmark(
         "(a) live copy round one of \(localPages / 256) MiB vs memcpy",
         configuration: .init(

@@ -9,6 +9,20 @@
 /// the CRC extension on AArch64), otherwise 0.
 int ft_crc32c_hardware_available(void);
 
+/// The widest vector code this process runs, chosen once from the CPU's features and the
+/// environment: `FT_DISABLE_AVX512=1` and `FT_DISABLE_AVX2=1` (which implies the first) rule
+/// those paths out, so that tests cover every path on a machine that has them all.
+enum {
+    FT_SIMD_PORTABLE = 0,  ///< No SSE4.2 (or not x86_64): table CRC32C, scalar loops.
+    FT_SIMD_SSE42 = 1,     ///< SSE4.2's CRC32C instruction and 16-byte vectors.
+    FT_SIMD_AVX2 = 2,      ///< AVX2: 32-byte vectors.
+    FT_SIMD_AVX512 = 3,    ///< AVX-512 with VPCLMULQDQ: 64-byte vectors, carry-less folding.
+};
+int ft_simd_level(void);
+
+/// The name of the path ft_simd_level chose ("avx512", "avx2", "sse4.2", "aarch64", "portable").
+const char *ft_simd_path_name(void);
+
 /// Continues a CRC32C computation over `length` bytes with the hardware instruction.
 /// `crc` is the running value *before* the final inversion (start with 0xFFFFFFFF).
 /// Must only be called when `ft_crc32c_hardware_available()` returned 1.
@@ -43,6 +57,13 @@ static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
 /// ThreadSanitizer this is an uninstrumented word loop, since the race is intended; otherwise it
 /// is `memcpy`.
 void ft_copy_concurrent(void *destination, const void *source, size_t length);
+
+/// `ft_copy_concurrent` into memory that will not be read again soon (a copy's destination
+/// region): stores that bypass the cache (non-temporal, on every x86_64 and AArch64 CPU), so
+/// that a copy made in runs of a megabyte runs at the speed of one large `memcpy` (which
+/// switches to such stores itself past a size near the cache's) instead of about half of it.
+/// The stores are ordered (a fence) before it returns.
+void ft_copy_concurrent_streaming(void *destination, const void *source, size_t length);
 
 /// The secret of a page fingerprint: 64 random bytes drawn once per copy session, so that
 /// nobody who cannot read them can craft two pages with the same fingerprint.
