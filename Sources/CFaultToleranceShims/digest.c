@@ -143,8 +143,8 @@ static uint64_t copy_fingerprint_crc_4k(
 }
 
 // With AVX-512: one accumulator of eight 64-bit lanes over the page's 64-byte blocks in order,
-// the key advancing per block. (A CPU runs one variant throughout: ft_page_fingerprint and
-// ft_copy_page_digest pick the same one.)
+// the key advancing per block. (A process runs one variant throughout, fixed by
+// ft_simd_level: ft_page_fingerprint and ft_copy_page_digest pick the same one.)
 FT_FOLD_TARGET static inline __m512i absorb512(__m512i accumulator, __m512i block, __m512i key) {
     __m512i keyed = _mm512_xor_si512(block, key);
     __m512i high = _mm512_shuffle_epi32(keyed, (_MM_PERM_ENUM)_MM_SHUFFLE(3, 3, 1, 1));
@@ -213,8 +213,99 @@ static uint64_t copy_fingerprint_crc_4k_512(
     return finish512(accumulator, LENGTH);
 }
 
+// With AVX2 (and VPCLMULQDQ): two accumulators of four 64-bit lanes, over alternate 32-byte
+// blocks (the first seeded with key words 0-3, the second with 4-7), each key advancing per
+// block; a last 32-byte block, if any, goes to the first.
+FT_FOLD256_TARGET static inline __m256i absorb256(__m256i accumulator, __m256i block, __m256i key) {
+    __m256i keyed = _mm256_xor_si256(block, key);
+    __m256i high = _mm256_shuffle_epi32(keyed, _MM_SHUFFLE(3, 3, 1, 1));
+    __m256i product = _mm256_mul_epu32(keyed, high);
+    __m256i swapped = _mm256_shuffle_epi32(block, _MM_SHUFFLE(1, 0, 3, 2));
+    return _mm256_add_epi64(accumulator, _mm256_add_epi64(product, swapped));
+}
+
+FT_FOLD256_TARGET static inline uint64_t finish256(__m256i a, __m256i b, size_t length) {
+    uint64_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, a);
+    _mm256_storeu_si256((__m256i *)(lanes + 4), b);
+    uint64_t h = mix64((uint64_t)length ^ 0x27D4EB2F165667C5ULL);
+    for (int i = 0; i < 8; i += 2) h = mix64(h ^ lanes[i]) + lanes[i + 1];
+    return mix64(h);
+}
+
+FT_FOLD256_TARGET static uint64_t fingerprint256(const void *page, size_t length, const ft_fingerprint_key *seed) {
+    const unsigned char *in = (const unsigned char *)page;
+    const __m256i step = _mm256_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
+    __m256i ka = _mm256_loadu_si256((const __m256i *)seed->words);
+    __m256i kb = _mm256_loadu_si256((const __m256i *)(seed->words + 4));
+    __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 64 <= length; i += 64) {
+        a = absorb256(a, _mm256_loadu_si256((const __m256i *)(in + i)), ka);
+        ka = _mm256_add_epi64(ka, step);
+        b = absorb256(b, _mm256_loadu_si256((const __m256i *)(in + i + 32)), kb);
+        kb = _mm256_add_epi64(kb, step);
+    }
+    if (i + 32 <= length) a = absorb256(a, _mm256_loadu_si256((const __m256i *)(in + i)), ka);
+    return finish256(a, b, length);
+}
+
+// Copy, fingerprint and CRC32C of a 4 KiB page in one pass of 32-byte blocks: the CRC32C folded
+// in four 256-bit registers (128 bytes, 1,024 bits, per step), the fingerprint as in
+// fingerprint256.
+FT_RACY_READ FT_FOLD256_TARGET
+static uint64_t copy_fingerprint_crc_4k_256(
+    unsigned char *out, const unsigned char *in, uint32_t *crc, const ft_fingerprint_key *seed) {
+    enum { LENGTH = 4096 };
+    for (int line = 0; line < LENGTH; line += 64) __builtin_prefetch(in + LENGTH + line, 0, 3);
+    const __m256i step = _mm256_set1_epi64x((long long)0x9E3779B97F4A7C15ULL);
+    const __m256i k1024 = ft_fold_constant256(FT_K1024_LO, FT_K1024_HI);
+    const __m256i k256 = ft_fold_constant256(FT_K256_LO, FT_K256_HI);
+    __m256i ka = _mm256_loadu_si256((const __m256i *)seed->words);
+    __m256i kb = _mm256_loadu_si256((const __m256i *)(seed->words + 4));
+    __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    __m256i x0 = _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)*crc));
+    __m256i x1 = _mm256_setzero_si256(), x2 = _mm256_setzero_si256(), x3 = _mm256_setzero_si256();
+    for (size_t i = 0; i < LENGTH; i += 128) {
+        __m256i d0 = _mm256_loadu_si256((const __m256i *)(in + i));
+        __m256i d1 = _mm256_loadu_si256((const __m256i *)(in + i + 32));
+        __m256i d2 = _mm256_loadu_si256((const __m256i *)(in + i + 64));
+        __m256i d3 = _mm256_loadu_si256((const __m256i *)(in + i + 96));
+        _mm256_storeu_si256((__m256i *)(out + i), d0);
+        _mm256_storeu_si256((__m256i *)(out + i + 32), d1);
+        _mm256_storeu_si256((__m256i *)(out + i + 64), d2);
+        _mm256_storeu_si256((__m256i *)(out + i + 96), d3);
+        a = absorb256(a, d0, ka);
+        ka = _mm256_add_epi64(ka, step);
+        b = absorb256(b, d1, kb);
+        kb = _mm256_add_epi64(kb, step);
+        a = absorb256(a, d2, ka);
+        ka = _mm256_add_epi64(ka, step);
+        b = absorb256(b, d3, kb);
+        kb = _mm256_add_epi64(kb, step);
+        if (i == 0) {
+            x0 = _mm256_xor_si256(x0, d0);
+            x1 = d1;
+            x2 = d2;
+            x3 = d3;
+        } else {
+            x0 = ft_fold256(x0, k1024, d0);
+            x1 = ft_fold256(x1, k1024, d1);
+            x2 = ft_fold256(x2, k1024, d2);
+            x3 = ft_fold256(x3, k1024, d3);
+        }
+    }
+    x1 = ft_fold256(x0, k256, x1);
+    x2 = ft_fold256(x1, k256, x2);
+    x3 = ft_fold256(x2, k256, x3);
+    *crc = ft_fold_reduce128(ft_fold_lanes256(x3));
+    return finish256(a, b, LENGTH);
+}
+
 uint64_t ft_page_fingerprint(const void *page, size_t length, const ft_fingerprint_key *key) {
-    return ft_fold_available() ? fingerprint512(page, length, key) : fingerprint_sse(page, length, key);
+    if (ft_fold_available()) return fingerprint512(page, length, key);
+    if (ft_fold256_available()) return fingerprint256(page, length, key);
+    return fingerprint_sse(page, length, key);
 }
 
 int ft_copy_page_digest(
@@ -222,9 +313,15 @@ int ft_copy_page_digest(
     const ft_fingerprint_key *key) {
     // A non-NULL crc means the caller's checksum uses the CRC32C instruction (see ft_shims.h).
     if (length == 4096 && crc) {
-        *fingerprint = ft_fold_available()
-            ? copy_fingerprint_crc_4k_512((unsigned char *)destination, (const unsigned char *)source, crc, key)
-            : copy_fingerprint_crc_4k((unsigned char *)destination, (const unsigned char *)source, crc, key);
+        unsigned char *out = (unsigned char *)destination;
+        const unsigned char *in = (const unsigned char *)source;
+        if (ft_fold_available()) {
+            *fingerprint = copy_fingerprint_crc_4k_512(out, in, crc, key);
+        } else if (ft_fold256_available()) {
+            *fingerprint = copy_fingerprint_crc_4k_256(out, in, crc, key);
+        } else {
+            *fingerprint = copy_fingerprint_crc_4k(out, in, crc, key);
+        }
         return 1;
     }
     ft_copy_concurrent(destination, source, length);

@@ -60,9 +60,42 @@ FT_FOLD_TARGET static inline uint32_t ft_fold_reduce(__m512i x) {
     return (uint32_t)c;
 }
 
+// The same on 256-bit registers, for CPUs with AVX2 and VPCLMULQDQ but no AVX-512.
+#define FT_FOLD256_TARGET __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2")))
+
+FT_FOLD256_TARGET static inline __m256i ft_fold_constant256(uint64_t lo, uint64_t hi) {
+    return _mm256_set_epi64x((long long)hi, (long long)lo, (long long)hi, (long long)lo);
+}
+
+FT_FOLD256_TARGET static inline __m256i ft_fold256(__m256i x, __m256i k, __m256i data) {
+    return _mm256_xor_si256(
+        _mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00), _mm256_clmulepi64_epi128(x, k, 0x11)), data);
+}
+
+FT_FOLD256_TARGET static inline __m128i ft_fold128_256(__m128i x, uint64_t lo, uint64_t hi) {
+    __m128i k = _mm_set_epi64x((long long)hi, (long long)lo);
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+// The 256 bits of remainder in x (lane 0 the earlier) as one 128-bit remainder.
+FT_FOLD256_TARGET static inline __m128i ft_fold_lanes256(__m256i x) {
+    return _mm_xor_si128(
+        ft_fold128_256(_mm256_castsi256_si128(x), FT_K128_LO, FT_K128_HI), _mm256_extracti128_si256(x, 1));
+}
+
+// The CRC32C register for a 128-bit remainder: two CRC32C instructions over it from zero.
+FT_FOLD256_TARGET static inline uint32_t ft_fold_reduce128(__m128i r) {
+    uint64_t c = __builtin_ia32_crc32di(0, (uint64_t)_mm_cvtsi128_si64(r));
+    c = __builtin_ia32_crc32di(c, (uint64_t)_mm_extract_epi64(r, 1));
+    return (uint32_t)c;
+}
+
 // Whether this CPU (and OS) can run the FT_FOLD_TARGET code (ft_simd_level, which
 // FT_DISABLE_AVX512=1 or FT_DISABLE_AVX2=1 in the environment lowers).
 static inline int ft_fold_available(void) { return ft_simd_level() >= FT_SIMD_AVX512; }
+
+// Whether it can run the FT_FOLD256_TARGET code instead (and not the wider one).
+static inline int ft_fold256_available(void) { return ft_simd_level() == FT_SIMD_AVX2; }
 
 #endif
 #endif

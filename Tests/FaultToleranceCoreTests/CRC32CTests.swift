@@ -25,10 +25,11 @@ struct CRC32CTests {
     @Test("hardware and table agree on random input at every length and alignment")
     func pathsAgree() {
         var generator = SplitMix(seed: 0xC0FFEE)
-        // Lengths around the folding steps (256 bytes), both three-stream block sizes (3 x 1,360
-        // and 3 x 4,096 bytes) and pages.
+        // Lengths around the folding steps (256 bytes with AVX-512, 128 with AVX2), both
+        // three-stream block sizes (3 x 1,360 and 3 x 4,096 bytes) and pages.
         let edges = [
-            511, 512, 513, 767, 768, 769, 4079, 4080, 4081, 4095, 4096, 4097, 4112, 8160, 8161, 12_287, 12_288, 12_289,
+            383, 384, 385, 399, 400, 401, 511, 512, 513, 639, 640, 641, 767, 768, 769, 1023, 1024, 1025, 4079, 4080,
+            4081, 4095, 4096, 4097, 4112, 8160, 8161, 12_287, 12_288, 12_289,
             16_368,
         ]
         for length in Array(0..<300) + edges + [40_000, 65_537] {
@@ -102,7 +103,7 @@ extension CRC32CTests {
     )
     func copyingUpdate(implementation: CRC32C.Implementation) {
         var generator = SplitMix(seed: 0xC09F)
-        for length in [0, 1, 15, 16, 255, 256, 257, 300, 511, 4096, 70_001] {
+        for length in [0, 1, 15, 16, 255, 256, 257, 300, 383, 384, 385, 400, 511, 1000, 4096, 70_001] {
             let bytes = (0..<(length + 3)).map { _ in UInt8.random(in: 0...255, using: &generator) }
             for start in 0..<3 {
                 let slice = Array(bytes[start..<(start + length)])

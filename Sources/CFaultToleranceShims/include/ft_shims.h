@@ -15,7 +15,7 @@ int ft_crc32c_hardware_available(void);
 enum {
     FT_SIMD_PORTABLE = 0,  ///< No SSE4.2 (or not x86_64): table CRC32C, scalar loops.
     FT_SIMD_SSE42 = 1,     ///< SSE4.2's CRC32C instruction and 16-byte vectors.
-    FT_SIMD_AVX2 = 2,      ///< AVX2: 32-byte vectors.
+    FT_SIMD_AVX2 = 2,      ///< AVX2 with VPCLMULQDQ: 32-byte vectors, carry-less folding.
     FT_SIMD_AVX512 = 3,    ///< AVX-512 with VPCLMULQDQ: 64-byte vectors, carry-less folding.
 };
 int ft_simd_level(void);

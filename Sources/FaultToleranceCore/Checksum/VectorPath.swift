@@ -9,7 +9,8 @@ import CFaultToleranceShims
 public enum VectorPath: String, Sendable, CaseIterable {
     /// AVX-512 with VPCLMULQDQ: 64-byte vectors and carry-less CRC32C folding.
     case avx512
-    /// AVX2: 32-byte vectors; CRC32C by SSE4.2's instruction in three streams.
+    /// AVX2 with VPCLMULQDQ: 32-byte vectors and carry-less CRC32C folding. (An AVX2 CPU
+    /// without VPCLMULQDQ takes ``sse42``.)
     case avx2
     /// SSE4.2: 16-byte vectors and the CRC32C instruction.
     case sse42 = "sse4.2"
