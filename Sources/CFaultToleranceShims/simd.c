@@ -3,12 +3,12 @@
 
 #include <stdlib.h>
 
+#if defined(__x86_64__)
 static int environment_says(const char *name) {
     const char *value = getenv(name);
     return value && value[0] == '1';
 }
 
-#if defined(__x86_64__)
 static int detect(void) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("sse4.2")) return FT_SIMD_PORTABLE;
