@@ -65,7 +65,18 @@ final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
+let cpuRatio = BenchmarkMetric.custom(
+    "CPU per byte x100 (raw wire / ours, both ends in this process)", polarity: .prefersLarger,
+    useScalingFactor: false)
+let coresBusy = BenchmarkMetric.custom(
+    "cores busy x100 during ours (CPU seconds / seconds)", polarity: .prefersLarger, useScalingFactor: false)
+
 func rawNIO(bytes total: Int) async throws -> Double {
+    try await rawNIOMeasured(bytes: total).seconds
+}
+
+/// ``rawNIO(bytes:)`` with the CPU the process used while sending.
+func rawNIOMeasured(bytes total: Int) async throws -> (seconds: Double, cpuSeconds: Double) {
     let group = MultiThreadedEventLoopGroup.singleton
     let chunk = ByteBuffer(repeating: 7, count: 256 << 10)
     let done = group.next().makePromise(of: Void.self)
@@ -80,6 +91,7 @@ func rawNIO(bytes total: Int) async throws -> Double {
     let client = try await ClientBootstrap(group: group)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .connect(to: address).get()
+    let cpuStart = processCPUSeconds()
     let start = ContinuousClock.now
     var sent = 0
     while sent < total {
@@ -92,9 +104,10 @@ func rawNIO(bytes total: Int) async throws -> Double {
     }
     try await done.futureResult.get()
     let elapsed = seconds(ContinuousClock.now - start)
+    let cpu = processCPUSeconds() - cpuStart
     try await client.close()
     try await server.close()
-    return elapsed
+    return (elapsed, cpu)
 }
 
 let benchmarks: @Sendable () -> Void = {
@@ -128,21 +141,25 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark(
         "(b) live copy round one of \(remotePages / 256) MiB over loopback TCP: overhead over the raw wire (NIO channel, byte counter)",
         configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
+            metrics: [throughputRatio, cpuRatio, coresBusy], maxDuration: .seconds(mode.isReduced ? 10 : 60),
             maxIterations: mode.pick(full: 10, quick: 3, smoke: 1))
     ) { benchmark in
         do {
             let memory = try filledMemory(pages: remotePages)
-            var ours = 0.0
-            var raw = 0.0
+            var ours = (seconds: 0.0, cpuSeconds: 0.0)
+            var raw = (seconds: 0.0, cpuSeconds: 0.0)
             if benchmark.currentIteration % 2 == 0 {
-                ours = try await remoteRoundOne(memory)
-                raw = try await rawNIO(bytes: memory.byteCount)
+                ours = try await remoteRoundOneMeasured(memory)
+                raw = try await rawNIOMeasured(bytes: memory.byteCount)
             } else {
-                raw = try await rawNIO(bytes: memory.byteCount)
-                ours = try await remoteRoundOne(memory)
+                raw = try await rawNIOMeasured(bytes: memory.byteCount)
+                ours = try await remoteRoundOneMeasured(memory)
             }
-            record(ratio: raw / ours, floor: 0.1, in: benchmark)
+            record(ratio: raw.seconds / ours.seconds, floor: 0.1, in: benchmark)
+            // Where the time goes: with both ends on two cores, the raw wire already keeps
+            // both busy, so the ratio is about the CPU each byte costs.
+            benchmark.measurement(cpuRatio, Int((raw.cpuSeconds / ours.cpuSeconds * 100).rounded()))
+            benchmark.measurement(coresBusy, Int((ours.cpuSeconds / ours.seconds * 100).rounded()))
         } catch {
             fail(benchmark, "live copy benchmark failed: \(error)")
         }

@@ -3,6 +3,10 @@ public import FaultToleranceNIO
 public import LiveCopy
 import NIOCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The two ends' securities for a loopback run: plain TCP unless a benchmark secures them.
 public struct LoopbackSecurity: Sendable {
     /// The sending (or copying) side's.
@@ -59,6 +63,22 @@ public func filledMemory(pages: Int) throws -> TrackedMemory {
 /// The seconds round one of a live copy of `memory` takes over loopback TCP
 /// (RemoteDestination -> LiveCopyReceiver into a populated region).
 public func remoteRoundOne(_ memory: TrackedMemory, security: LoopbackSecurity = .plain) async throws -> Double {
+    try await remoteRoundOneMeasured(memory, security: security).seconds
+}
+
+/// Seconds of CPU (user and system, every thread) this process has used so far.
+public func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+        + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+/// ``remoteRoundOne(_:security:)`` with the CPU the process used from the start of the copy to
+/// the end of round one (both ends of the connection are in this process).
+public func remoteRoundOneMeasured(
+    _ memory: TrackedMemory, security: LoopbackSecurity = .plain
+) async throws -> (seconds: Double, cpuSeconds: Double) {
     let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
     let online = try await TCPTransport.start(
         configuration: .init(localNode: "online", bindAddress: any, security: security.sender))
@@ -70,10 +90,18 @@ public func remoteRoundOne(_ memory: TrackedMemory, security: LoopbackSecurity =
     let region = try OfflineRegion(pageCount: memory.pageCount, populate: true)
     let receiver = Task { try await LiveCopyReceiver(transport: offline, region: region).serveSession() }
     let copy = LiveCopy(source: memory, destination: RemoteDestination(transport: online, peer: "offline"))
+    let roundOneEnded = Task { () -> Double in
+        for await event in copy.progress {
+            if case .roundFinished = event { return processCPUSeconds() }
+        }
+        return .nan
+    }
+    let started = processCPUSeconds()
     let report = try await copy.run()
+    let cpu = await roundOneEnded.value - started
     await copy.detach()
     _ = try await receiver.value
     await online.close()
     await offline.close()
-    return seconds(report.rounds[0].duration)
+    return (seconds(report.rounds[0].duration), cpu)
 }
