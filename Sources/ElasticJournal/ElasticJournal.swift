@@ -775,7 +775,9 @@ public final class ElasticJournal: Sendable {
             return false
         }
         let idle = { (state: inout WriterState) -> Bool in state.batch.count == 0 && state.waiters.isEmpty }
-        if state.withLockedValue(idle), lingering() { return true }
+        // Busy (the common case under load): one lock round. Idle: linger, then look again.
+        guard state.withLockedValue(idle) else { return true }
+        if lingering() { return true }
         return state.withLockedValue { state -> Bool in
             guard idle(&state) else { return true }
             state.flushScheduled = false
