@@ -92,6 +92,9 @@ public final class ElasticJournal: Sendable {
     private let metrics: JournalMetrics
     /// Batch bytes at which an append triggers a write (buffered) or wakes the flusher.
     private let drainThreshold: Int
+    /// Buffered batches are written in pieces aligned to this many bytes (see ``BatchBuffer``):
+    /// the largest power of two up to the batch size, from 4 KiB to 64 KiB.
+    private let writeAlignment: Int
     private let counters = NIOLockedValueBox(Statistics())
 
     /// Counts since the journal was opened.
@@ -129,8 +132,11 @@ public final class ElasticJournal: Sendable {
         }
         var batch: BatchBuffer
         var spare: BatchBuffer?
-        /// Where the batch will be written in the active unit (the written end).
+        /// Where the batch will be written in the active unit (the written end, which an
+        /// aligned write may leave inside a record).
         var batchStart: Int
+        /// The end of the last whole record written to the active unit: how far readers read.
+        var recordsWrittenEnd: Int
         var batchRecords = 0
         var nextSequence: UInt64
         var lastTime: Instant
@@ -206,12 +212,16 @@ public final class ElasticJournal: Sendable {
             batchCapacity = bytes + 4096
             drainThreshold = bytes
         }
+        var alignment = 4096
+        while alignment < 64 << 10, alignment * 2 <= drainThreshold { alignment *= 2 }
+        writeAlignment = alignment
         self.state = TryLockedValueBox(
             WriterState(
                 units: units, volumes: volumes, volumeSizes: WriterState.sizes(of: volumes),
                 batch: BatchBuffer(capacity: batchCapacity),
                 spare: BatchBuffer(capacity: batchCapacity),
-                batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
+                batchStart: units.last?.recordsEnd ?? JournalFormat.headerPageSize,
+                recordsWrittenEnd: units.last?.recordsEnd ?? JournalFormat.headerPageSize, nextSequence: last + 1,
                 lastTime: lastTime, writtenSequence: last, durableSequence: last))
         self.metrics = JournalMetrics(journal: id, factory: context.metricsFactory)
     }
@@ -288,7 +298,7 @@ public final class ElasticJournal: Sendable {
         }
         switch fast {
         case .staged(let receipt, let drain)?:
-            if drain { try await offload { () throws(JournalError) in try self.drain(sync: false) } }
+            if drain { try await offload { () throws(JournalError) in try self.drain(sync: false, aligned: true) } }
             return receipt
         case .failure(let error)?:
             throw error
@@ -343,7 +353,7 @@ public final class ElasticJournal: Sendable {
         }
         if drain {
             switch configuration.durability {
-            case .buffered: try await offload { () throws(JournalError) in try self.drain(sync: false) }
+            case .buffered: try await offload { () throws(JournalError) in try self.drain(sync: false, aligned: true) }
             case .groupCommit: signalFlusher()
             }
         }
@@ -481,7 +491,7 @@ public final class ElasticJournal: Sendable {
                 if switched { try? finishRollover() }
                 if drain {
                     switch configuration.durability {
-                    case .buffered: try self.drain(sync: false)
+                    case .buffered: try self.drain(sync: false, aligned: true)
                     case .groupCommit: signalFlusher()
                     }
                 }
@@ -785,30 +795,37 @@ public final class ElasticJournal: Sendable {
         }
     }
 
-    /// Writes the staged batch to the active unit and, with `sync`, makes it durable.
-    func drain(sync: Bool) throws(JournalError) {
+    /// Writes the staged batch to the active unit and, with `sync`, makes it durable. With
+    /// `aligned` (a full batch of a buffered journal, not a read or a sync), writes only up to
+    /// the last boundary of ``writeAlignment`` and carries the rest, if any, into the next
+    /// batch.
+    func drain(sync: Bool, aligned: Bool = false) throws(JournalError) {
         try io.withLock {
-            Result { () throws(JournalError) in try drainHoldingIO(sync: sync) }
+            Result { () throws(JournalError) in try drainHoldingIO(sync: sync, aligned: aligned) }
         }.get()
     }
 
     private struct Taken {
         var buffer: BatchBuffer
+        /// Bytes of `buffer` to write.
+        var length: Int
         var start: Int
         var unit: any StorageUnit
+        /// The last record the write carries whole, and where it ends.
         var lastSequence: UInt64
+        var recordsEnd: Int?
         var records: Int
         var previousDurable: UInt64
     }
 
-    private func drainHoldingIO(sync: Bool) throws(JournalError) {
+    private func drainHoldingIO(sync: Bool, aligned: Bool = false) throws(JournalError) {
         // A rollover's storage writes come before anything written to its successor: take the
         // batch, unless a rollover is pending (rare), which then goes first. One lock on the
         // flush path, not two.
-        var taken = takeBatch(sync: sync)
+        var taken = takeBatch(sync: sync, aligned: aligned)
         while taken == nil {
             try completePendingRollover()
-            taken = takeBatch(sync: sync)
+            taken = takeBatch(sync: sync, aligned: aligned)
         }
         guard let taken = try taken?.get() else { return }
         try write(taken, sync: sync)
@@ -816,7 +833,7 @@ public final class ElasticJournal: Sendable {
 
     /// Takes the staged batch for writing; `nil` when a rollover switched units since it was
     /// last carried out (it must go first).
-    private func takeBatch(sync: Bool) -> Result<Taken?, JournalError>? {
+    private func takeBatch(sync: Bool, aligned: Bool) -> Result<Taken?, JournalError>? {
         state.withLockedValue { state in
             if state.closed && state.poisoned != nil { return .failure(JournalError(.closed, journal: id)) }
             if let poisoned = state.poisoned {
@@ -827,22 +844,42 @@ public final class ElasticJournal: Sendable {
                 return .success(nil)
             }
             let buffer = state.batch
-            state.batch = state.spare ?? BatchBuffer(capacity: buffer.capacity)
-            state.spare = nil
             let start = state.batchStart
-            state.batchStart += buffer.count
-            defer { state.batchRecords = 0 }
-            return .success(
-                Taken(
-                    buffer: buffer, start: start, unit: state.active.storage, lastSequence: state.stagedSequence,
-                    records: state.batchRecords, previousDurable: state.durableSequence))
+            let next = state.spare ?? BatchBuffer(capacity: buffer.capacity)
+            next.reset()
+            var taken = Taken(
+                buffer: buffer, length: buffer.count, start: start, unit: state.active.storage,
+                lastSequence: state.stagedSequence, recordsEnd: start + buffer.count, records: state.batchRecords,
+                previousDurable: state.durableSequence)
+            if aligned && !sync {
+                let end = start + buffer.count
+                let cut = end - end % writeAlignment - start
+                // Nothing up to a boundary yet: the next full batch writes it.
+                guard cut > 0 else { return .success(nil) }
+                if cut < buffer.count {
+                    let split = buffer.split(at: cut)
+                    taken.length = cut
+                    taken.lastSequence = split.lastSequence ?? state.writtenSequence
+                    taken.recordsEnd = split.lastSequence.map { _ in start + split.recordsEnd }
+                    taken.records = split.records
+                    next.reset(carrying: buffer, from: cut, nextRecord: split.nextRecord)
+                }
+            }
+            state.batch = next
+            state.spare = nil
+            state.batchStart = start + taken.length
+            state.batchRecords -= taken.records
+            return .success(taken)
         }
     }
 
     /// Writes a taken batch and, with `sync`, makes it durable and releases its waiters.
     private func write(_ taken: Taken, sync: Bool) throws(JournalError) {
         do throws(StorageError) {
-            if taken.buffer.count > 0 { try taken.unit.write(taken.buffer.bytes, at: taken.start) }
+            if taken.length > 0 {
+                try taken.unit.write(
+                    UnsafeRawBufferPointer(rebasing: taken.buffer.bytes[0..<taken.length]), at: taken.start)
+            }
             if sync && context.plantedBug != .acknowledgeBeforeSync {
                 let started = ContinuousClock.now
                 try taken.unit.synchronize()
@@ -857,11 +894,11 @@ public final class ElasticJournal: Sendable {
             context.logger.debug("journal poisoned", metadata: ["journal": "\(id)", "error": "\(error)"])
             throw failure
         }
-        metrics.bytes.increment(by: taken.buffer.count)
+        metrics.bytes.increment(by: taken.length)
         metrics.records.increment(by: taken.records)
         if sync { metrics.recordsPerFsync.record(taken.records) }
         counters.withLockedValue { counters in
-            if taken.buffer.count > 0 { counters.batchWrites += 1 }
+            if taken.length > 0 { counters.batchWrites += 1 }
             if sync {
                 let synced = Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable))
                 counters.synchronizations += 1
@@ -874,6 +911,10 @@ public final class ElasticJournal: Sendable {
                 taken.lastSequence <= state.stagedSequence,
                 "\(id) drained through \(taken.lastSequence), only \(state.stagedSequence) staged")
             state.writtenSequence = max(state.writtenSequence, taken.lastSequence)
+            // Unless a rollover switched units meanwhile (it set the successor's end).
+            if let end = taken.recordsEnd, state.pendingRollover == nil, state.active.id == taken.unit.id {
+                state.recordsWrittenEnd = max(state.recordsWrittenEnd, end)
+            }
             if sync {
                 state.durableSequence = max(state.durableSequence, taken.lastSequence)
                 // Appenders in flight ≈ records just made durable (their appenders will
@@ -881,7 +922,7 @@ public final class ElasticJournal: Sendable {
                 let synced = Int(taken.lastSequence - min(taken.lastSequence, taken.previousDurable))
                 state.flushTarget = max(1, synced + state.batchRecords)
             }
-            taken.buffer.count = 0
+            taken.buffer.reset()
             state.spare = taken.buffer
             RuntimeInvariants.check(
                 state.durableSequence <= state.writtenSequence && state.writtenSequence <= state.stagedSequence,
@@ -1092,6 +1133,7 @@ public final class ElasticJournal: Sendable {
             let fresh = JournalUnit(storage: storage, header: header)
             state.units.append(fresh)
             state.batchStart = JournalFormat.headerPageSize
+            state.recordsWrittenEnd = JournalFormat.headerPageSize
             state.batchRecords = 0
             context.manager.withLockedValue { manager in
                 manager.recordsAppended(journal: id, through: old.lastSequence, at: old.lastTime)
@@ -1127,6 +1169,7 @@ public final class ElasticJournal: Sendable {
             state.withLockedValue { $0.fail(failure) }
             throw failure
         }
+        let bytes = pending.batch.count
         let (ready, synced) = state.withLockedValue { state in
             state.pendingRollover = nil
             state.unsealed = UnsealedUnit(
@@ -1135,13 +1178,15 @@ public final class ElasticJournal: Sendable {
             let synced = Int(pending.lastSequence - min(pending.lastSequence, state.durableSequence))
             state.writtenSequence = max(state.writtenSequence, pending.lastSequence)
             state.durableSequence = max(state.durableSequence, pending.lastSequence)
-            if state.spare == nil { state.spare = pending.batch }
+            if state.spare == nil {
+                pending.batch.reset()
+                state.spare = pending.batch
+            }
             return (state.takeDurable(), synced)
         }
         counters.withLockedValue { $0.recordsSynchronized += synced }
         metrics.records.increment(by: pending.records)
-        metrics.bytes.increment(by: pending.batch.count)
-        pending.batch.count = 0
+        metrics.bytes.increment(by: bytes)
         for waiter in ready { waiter.notify(.success(())) }
     }
 
@@ -1418,7 +1463,7 @@ public final class ElasticJournal: Sendable {
             let snapshot = state.withLockedValue { state -> Snapshot? in
                 guard state.pendingRollover == nil else { return nil }
                 state.readers += 1
-                return Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.batchStart)
+                return Snapshot(units: state.units, volumes: state.volumes, activeWrittenEnd: state.recordsWrittenEnd)
             }
             if let snapshot { return snapshot }
         }

@@ -186,14 +186,21 @@ public enum RecordCodec {
         destination.storeLE(volume.rawValue, at: 24)
         destination.storeLE(UInt32(0), at: 28)
         destination.storeLE(offset, at: 32)
-        if let source = payload.baseAddress, !payload.isEmpty {
-            (destination + JournalFormat.recordHeaderSize).copyMemory(from: source, byteCount: payload.count)
-        }
         if footprint > length {
             (destination + length).initializeMemory(as: UInt8.self, repeating: 0, count: footprint - length)
         }
-        let checksum = Self.checksum(salt: salt, record: UnsafeRawBufferPointer(start: destination, count: length))
-        destination.storeLE(checksum, at: 28)
+        // The checksum of ``checksum(salt:record:)``: the salt and the header around its
+        // checksum field in one piece, then the payload as it is copied in.
+        var crc = CRC32C()
+        withUnsafeTemporaryAllocation(byteCount: 44, alignment: 8) { prefix in
+            guard let start = prefix.baseAddress else { return }
+            start.storeLE(salt, at: 0)
+            (start + 8).copyMemory(from: destination, byteCount: 28)
+            (start + 36).copyMemory(from: destination + 32, byteCount: 8)
+            crc.update(UnsafeRawBufferPointer(prefix))
+        }
+        crc.update(copying: payload, to: destination + JournalFormat.recordHeaderSize)
+        destination.storeLE(crc.value, at: 28)
         return footprint
     }
 
