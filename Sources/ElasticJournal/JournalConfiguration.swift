@@ -9,7 +9,10 @@ public struct JournalConfiguration: Sendable, Hashable {
         /// it reaches `maxBatchBytes`, or after `maxDelay`, whichever comes first.
         case groupCommit(maxBatchBytes: Int, maxDelay: Duration)
         /// Once the record is in the journal's buffer. Buffers of `batchBytes` are written as
-        /// they fill; call ``ElasticJournal/synchronize()`` for a durability point.
+        /// they fill, up to the last boundary of the largest power of two up to `batchBytes`
+        /// (4 KiB to 64 KiB), the rest carried into the next buffer: aligned writes cost the
+        /// page cache less. Reads see every record; call ``ElasticJournal/synchronize()`` for a
+        /// durability point.
         case buffered(batchBytes: Int)
 
         /// Group commit with 1 MiB batches and no added delay.
