@@ -526,6 +526,14 @@ public final class ElasticJournal: Sendable {
         }
     }
 
+    /// Tells a spinning flusher that something arrived. Called with the state lock held, so
+    /// the load and the store need no read-modify-write between them (no `lock` prefix on the
+    /// staging path).
+    @inline(__always)
+    private func noteActivity() {
+        activity.store(activity.load(ordering: .relaxed) &+ 1, ordering: .releasing)
+    }
+
     private func tryStage(
         _ state: inout WriterState,
         volume: VolumeID,
@@ -580,7 +588,7 @@ public final class ElasticJournal: Sendable {
         state.units[last].noteRecord(sequence: sequence, time: time, offset: recordOffset, footprint: footprint)
         state.nextSequence = sequence + 1
         state.lastTime = time
-        activity.add(1, ordering: .relaxed)
+        noteActivity()
         var drain = batch.count >= drainThreshold
         if case .groupCommit = configuration.durability, state.batchRecords == state.flushTarget { drain = true }
         return .staged(JournalReceipt(sequence: sequence, time: time), drain: drain)
@@ -682,7 +690,7 @@ public final class ElasticJournal: Sendable {
         } else {
             state.waiters.insert((sequence, notify), at: index)
         }
-        activity.add(1, ordering: .relaxed)
+        noteActivity()
         if state.flushScheduled { return false }
         state.flushScheduled = true
         return true

@@ -178,26 +178,34 @@ public enum RecordCodec {
     ) -> Int {
         let length = JournalFormat.recordHeaderSize + payload.count
         let footprint = JournalFormat.aligned8(length)
-        destination.storeLE(UInt32(truncatingIfNeeded: length), at: 0)
-        destination.storeLE(JournalFormat.writeRecordType, at: 4)
-        destination.storeLE(durableDistance(sequence: sequence, durableThrough: durableThrough), at: 6)
+        // The header in five 8-byte stores (the checksum field, the high half of the fourth,
+        // zero for now), and the checksummed bytes (the salt, the header around its checksum
+        // field) composed from the same words on the stack: a checksum that read the header
+        // back from `destination` would wait on narrower stores still in flight.
+        let distance = durableDistance(sequence: sequence, durableThrough: durableThrough)
+        let first =
+            UInt64(UInt32(truncatingIfNeeded: length)) | UInt64(JournalFormat.writeRecordType) << 32
+            | UInt64(distance) << 48
+        let time = UInt64(bitPattern: time.nanoseconds)
+        let volume = UInt64(volume.rawValue)
+        destination.storeLE(first, at: 0)
         destination.storeLE(sequence, at: 8)
-        destination.storeLE(time.nanoseconds, at: 16)
-        destination.storeLE(volume.rawValue, at: 24)
-        destination.storeLE(UInt32(0), at: 28)
+        destination.storeLE(time, at: 16)
+        destination.storeLE(volume, at: 24)
         destination.storeLE(offset, at: 32)
         if footprint > length {
             (destination + length).initializeMemory(as: UInt8.self, repeating: 0, count: footprint - length)
         }
-        // The checksum of ``checksum(salt:record:)``: the salt and the header around its
-        // checksum field in one piece, then the payload as it is copied in.
         var crc = CRC32C()
-        withUnsafeTemporaryAllocation(byteCount: 44, alignment: 8) { prefix in
+        withUnsafeTemporaryAllocation(byteCount: 48, alignment: 8) { prefix in
             guard let start = prefix.baseAddress else { return }
             start.storeLE(salt, at: 0)
-            (start + 8).copyMemory(from: destination, byteCount: 28)
-            (start + 36).copyMemory(from: destination + 32, byteCount: 8)
-            crc.update(UnsafeRawBufferPointer(prefix))
+            start.storeLE(first, at: 8)
+            start.storeLE(sequence, at: 16)
+            start.storeLE(time, at: 24)
+            start.storeLE(volume | offset << 32, at: 32)
+            start.storeLE(UInt32(truncatingIfNeeded: offset >> 32), at: 40)
+            crc.update(UnsafeRawBufferPointer(rebasing: prefix[0..<44]))
         }
         crc.update(copying: payload, to: destination + JournalFormat.recordHeaderSize)
         destination.storeLE(crc.value, at: 28)

@@ -28,6 +28,40 @@ import Testing
         #expect(bytes[(40 + 13)...].allSatisfy { $0 == 0 })
     }
 
+    /// The encoder composes the header and its checksum from 8-byte words: every field at its
+    /// offset, with every bit of the wide ones in play, and the checksum the one computed over
+    /// the bytes (``RecordCodec/checksum(salt:record:)``).
+    @Test func wideFieldsLandAtTheirOffsetsAndTheChecksumCoversTheBytes() throws {
+        let payload = pattern(9, count: 21)
+        var bytes = [UInt8](repeating: 0xEE, count: JournalFormat.footprint(payloadCount: payload.count))
+        let salt: UInt64 = 0xF00D_FACE_0123_4567
+        let offset: UInt64 = 0x89AB_CDEF_0246_8ACE
+        let time = Instant(nanoseconds: -0x0123_4567_89AB_CDEF)
+        bytes.withUnsafeMutableBytes { target in
+            guard let base = target.baseAddress else { return }
+            payload.withUnsafeBytes { source in
+                _ = RecordCodec.encode(
+                    into: base, salt: salt, sequence: 0xFEDC_BA98_7654_3210, time: time, volume: 0xFFFF_FFFE,
+                    offset: offset, payload: source, durableThrough: 0xFEDC_BA98_7654_3210 - 513)
+            }
+        }
+        #expect(bytes.loadLE(UInt32.self, at: 0) == 40 + 21)
+        #expect(bytes.loadLE(UInt16.self, at: 4) == JournalFormat.writeRecordType)
+        #expect(bytes.loadLE(UInt16.self, at: 6) == 513)
+        #expect(bytes.loadLE(UInt64.self, at: 8) == 0xFEDC_BA98_7654_3210)
+        #expect(bytes.loadLE(Int64.self, at: 16) == time.nanoseconds)
+        #expect(bytes.loadLE(UInt32.self, at: 24) == 0xFFFF_FFFE)
+        #expect(bytes.loadLE(UInt64.self, at: 32) == offset)
+        #expect(Array(bytes[40..<61]) == payload)
+        let stored = bytes.loadLE(UInt32.self, at: 28)
+        let computed = bytes.withUnsafeBytes {
+            RecordCodec.checksum(salt: salt, record: UnsafeRawBufferPointer(rebasing: $0[0..<61]))
+        }
+        #expect(stored == computed)
+        let record = try RecordCodec.decode(bytes, salt: salt)
+        #expect(record.offset == offset && record.volume == 0xFFFF_FFFE && record.bytes == payload)
+    }
+
     @Test func everySingleByteFlipIsRejected() {
         let bytes = encoded(payload: pattern(2, count: 50))
         for index in 0..<(40 + 50) {
