@@ -12,10 +12,12 @@ import FaultToleranceCore
 /// record whose head is already written; ``firstRecord`` is where its first whole record
 /// starts.
 final class BatchBuffer: @unchecked Sendable {
-    private(set) var base: UnsafeMutableRawPointer
-    private(set) var capacity: Int
+    // The fields are touched on every record staged, always under the journal's locks: no
+    // dynamic exclusivity checks (they were 5 % of a 256-byte buffered append).
+    @exclusivity(unchecked) private(set) var base: UnsafeMutableRawPointer
+    @exclusivity(unchecked) private(set) var capacity: Int
     /// Bytes in the buffer, all unwritten; they always end at the end of a record.
-    var count = 0
+    @exclusivity(unchecked) var count = 0
     /// Where the first record that starts in this buffer begins: 0, or just past the tail of a
     /// record carried over from the previous batch.
     private(set) var firstRecord = 0

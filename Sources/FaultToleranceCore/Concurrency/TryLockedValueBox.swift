@@ -14,7 +14,9 @@ package final class TryLockedValueBox<Value>: @unchecked Sendable {
     // unchecked: `value` is only touched with `mutex` held. Inlinable, so that callers in
     // other modules get it specialised: the generic version returns through memory and
     // copies the result, which costs the journal's append path more than the lock does.
-    @usableFromInline var value: Value
+    // No dynamic exclusivity checks either: the mutex already excludes (the checks were
+    // 6 % of a 256-byte buffered append).
+    @usableFromInline @exclusivity(unchecked) var value: Value
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     package init(_ value: Value) {
