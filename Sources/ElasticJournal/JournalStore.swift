@@ -483,6 +483,11 @@ extension JournalStore {
         public static func base(in directory: String) -> String { directory + "/base" }
     }
 
+    /// How a journal directory's units are preallocated: zero-filled, so that the `fdatasync`
+    /// after an append flushes data alone (see ``FaultToleranceCore/FileStoragePool/Preallocation``).
+    /// A program that builds its own pools chooses for itself.
+    public static let unitPreallocation = FileStoragePool.Preallocation.zeroFilled
+
     /// Opens the journal directory at `directory` (see ``Directory``) in one call: both pools,
     /// with their stored unit sizes, then the store over them, recovering every journal found.
     ///
@@ -512,8 +517,8 @@ extension JournalStore {
                 pools = (
                     try FileStoragePool(
                         directories: [Directory.units(in: directory)], unitCapacity: unitSize,
-                        budget: journalBudget ?? (1 << 20) * unitSize, access: access, logger: logger,
-                        metricsFactory: metricsFactory),
+                        budget: journalBudget ?? (1 << 20) * unitSize, access: access,
+                        preallocation: Self.unitPreallocation, logger: logger, metricsFactory: metricsFactory),
                     try FileStoragePool(
                         directories: [Directory.base(in: directory)], unitCapacity: baseSize, budget: 1 << 50,
                         access: access, logger: logger, metricsFactory: metricsFactory)
@@ -602,7 +607,8 @@ extension JournalStore {
             let units = try storage { () throws(StorageError) in
                 try FileStoragePool(
                     directories: [Directory.units(in: staging)], unitCapacity: unitSize,
-                    budget: journalUnits * unitSize, logger: logger, metricsFactory: metricsFactory)
+                    budget: journalUnits * unitSize, preallocation: Self.unitPreallocation, logger: logger,
+                    metricsFactory: metricsFactory)
             }
             defer { units.close() }
             let bases = try storage { () throws(StorageError) in

@@ -218,6 +218,68 @@ struct StorageTests {
         }
     }
 
+    @Test("zero-filled preallocation writes every block of a new unit; reserved leaves them to the file system")
+    func zeroFilledPreallocation() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let capacity = 3 << 20 | 4096  // more than one 1 MiB chunk, and a partial one
+        // Writes to units, not the 36-byte pool.state.
+        let writes = Atomic<Int>(0)
+        var calls = SystemCalls.live
+        calls.pwrite = { fd, buffer, count, offset in
+            if count > 36 { writes.add(1, ordering: .relaxed) }
+            return SystemCalls.live.pwrite(fd, buffer, count, offset)
+        }
+        let pool = try FileStoragePool(
+            directories: [directory.path + "/zeroed"], unitCapacity: capacity, budget: 2 * capacity,
+            preallocation: .zeroFilled, logger: .init(label: "test"), calls: calls)
+        let unit = try pool.allocate()
+        #expect(writes.load(ordering: .relaxed) == 4)
+        #expect(try unit.read(at: 0, count: capacity).allSatisfy { $0 == 0 })
+        // Every byte is data, no hole (a file system that keeps fallocated blocks unwritten,
+        // ext4 or XFS, reports those as a hole).
+        let fd = open(unit.path, O_RDONLY)
+        defer { _ = close(fd) }
+        let seekHole: Int32 = 4  // SEEK_HOLE on Linux; Glibc's module leaves it out (_GNU_SOURCE)
+        #expect(lseek(fd, 0, seekHole) == off_t(capacity))
+        pool.close()
+
+        writes.store(0, ordering: .relaxed)
+        let reserved = try FileStoragePool(
+            directories: [directory.path + "/reserved"], unitCapacity: capacity, budget: 2 * capacity,
+            logger: .init(label: "test"), calls: calls)
+        let plain = try reserved.allocate()
+        #expect(writes.load(ordering: .relaxed) == 0)
+        #expect(try plain.read(at: capacity - 8, count: 8) == [UInt8](repeating: 0, count: 8))
+        reserved.close()
+    }
+
+    @Test("a failed write while zero-filling fails the allocation and leaves no file behind")
+    func zeroFillFailure() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        var calls = SystemCalls.live
+        calls.pwrite = { fd, buffer, count, offset in
+            // pool.state (36 bytes) is written; a unit's zeros are not.
+            guard count > 36 else { return SystemCalls.live.pwrite(fd, buffer, count, offset) }
+            errno = ENOSPC
+            return -1
+        }
+        let pool = try FileStoragePool(
+            directories: [directory.path], unitCapacity: 1 << 20, budget: 4 << 20, preallocation: .zeroFilled,
+            logger: .init(label: "test"), calls: calls)
+        #expect {
+            _ = try pool.allocate()
+        } throws: { error in
+            guard let error = error as? StorageError else { return false }
+            return error.code == .ioFailed && error.errno == ENOSPC && error.offset == 0
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(!files.contains { $0.hasSuffix(".ftu") || $0.hasSuffix(".tmp") }, "left behind: \(files)")
+        #expect(pool.units.isEmpty)
+        pool.close()
+    }
+
     @Test("discard punches a hole that reads as zeros; out-of-bounds calls name the offset")
     func fileDiscardAndBounds() throws {
         let directory = try TemporaryDirectory()

@@ -178,8 +178,11 @@ final class Fixture: @unchecked Sendable {
     init(unitSize: Int, units: Int, manualClock: Bool = false) throws {
         directory = NSTemporaryDirectory() + "ft-journal-bench-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Journal units and the raw baselines' files alike are preallocated the way a journal
+        // directory's are (zero-filled: JournalStore.unitPreallocation).
         pool = try FileStoragePool(
-            directories: [directory + "/units"], unitCapacity: unitSize, budget: (units + 1) * unitSize)
+            directories: [directory + "/units"], unitCapacity: unitSize, budget: (units + 1) * unitSize,
+            preallocation: JournalStore.unitPreallocation)
         bases = try FileStoragePool(directories: [directory + "/base"], unitCapacity: 8192, budget: 1 << 30)
         let clock = NIOLockedValueBox(Instant(nanoseconds: 1_000_000_000))
         self.clock = clock
@@ -190,7 +193,9 @@ final class Fixture: @unchecked Sendable {
             source = JournalStore.wallClock
         }
         store = try JournalStore(journalPool: pool, basePool: bases, clock: source)
-        rawPool = try FileStoragePool(directories: [directory + "/raw"], unitCapacity: unitSize, budget: 64 * unitSize)
+        rawPool = try FileStoragePool(
+            directories: [directory + "/raw"], unitCapacity: unitSize, budget: 64 * unitSize,
+            preallocation: JournalStore.unitPreallocation)
         rawUnit = try rawPool.allocate()
         rawDescriptor = open(rawUnit.path, O_RDWR)
     }

@@ -59,6 +59,23 @@ public final class FileStoragePool: StoragePool {
 
     /// How the pool was opened.
     public let access: Access
+
+    /// How a new unit's space is set aside.
+    public enum Preallocation: Sendable, Hashable {
+        /// `fallocate`: blocks reserved, not written. Creating a unit is quick, but the file
+        /// system records each block's first write as a metadata change, which the `fdatasync`
+        /// after it must commit too (on ext4 here, a 4 KiB append + `fdatasync` takes 1.5x the
+        /// time of the same over written blocks).
+        case reserved
+        /// Reserved, then written with zeros and synced, once: appends then overwrite blocks
+        /// the file system already counts as written, and `fdatasync` flushes data alone (what
+        /// PostgreSQL's `wal_init_zero` does for its WAL). Creating a unit writes its whole
+        /// capacity. Of no use on copy-on-write file systems (btrfs, ZFS).
+        case zeroFilled
+    }
+
+    /// How new units are preallocated.
+    public let preallocation: Preallocation
     /// The modes new files and directories are created with.
     public let permissions: Permissions
     private let state = NIOLockedValueBox(State())
@@ -81,12 +98,14 @@ public final class FileStoragePool: StoragePool {
         budget: Int,
         access: Access = .readWrite,
         permissions: Permissions = .ownerOnly,
+        preallocation: Preallocation = .reserved,
         logger: Logger = Logger(label: "ft.storage.pool"),
         metricsFactory: (any MetricsFactory)? = nil
     ) throws(StorageError) {
         try self.init(
             directories: directories, unitCapacity: unitCapacity, budget: budget, access: access,
-            permissions: permissions, logger: logger, metricsFactory: metricsFactory, calls: .live)
+            permissions: permissions, preallocation: preallocation, logger: logger, metricsFactory: metricsFactory,
+            calls: .live)
     }
 
     /// The modes files and directories are created with (the process's umask still applies).
@@ -115,10 +134,12 @@ public final class FileStoragePool: StoragePool {
         budget: Int,
         access: Access = .readWrite,
         permissions: Permissions = .ownerOnly,
+        preallocation: Preallocation = .reserved,
         logger: Logger,
         metricsFactory: (any MetricsFactory)? = nil,
         calls: SystemCalls
     ) throws(StorageError) {
+        self.preallocation = preallocation
         metrics = StorageMetrics(factory: metricsFactory ?? MetricsSystem.factory)
         guard !directories.isEmpty else {
             throw StorageError(.invalidConfiguration, detail: "a file pool needs at least one directory")
@@ -333,6 +354,7 @@ public final class FileStoragePool: StoragePool {
                     .fileOperationFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "ftruncate")
             }
         }
+        if preallocation == .zeroFilled { try fillWithZeros(fd, unit: id, path: temporaryPath) }
         guard calls.fsync(fd) == 0 else {
             throw StorageError(
                 .synchronizeFailed, unit: id, path: temporaryPath, errno: SystemCalls.errno, detail: "fsync new unit")
@@ -345,6 +367,25 @@ public final class FileStoragePool: StoragePool {
         try synchronizeDirectory(directory)
         return FileStorageUnit(
             id: id, path: finalPath, descriptor: fd, capacity: unitCapacity, calls: calls, metrics: metrics)
+    }
+
+    /// Writes zeros over a new unit's whole capacity (``Preallocation/zeroFilled``).
+    private func fillWithZeros(_ fd: Int32, unit: UnitID, path: String) throws(StorageError) {
+        let chunk = min(unitCapacity, 1 << 20)
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var offset = 0
+        while offset < unitCapacity {
+            let count = min(chunk, unitCapacity - offset)
+            let written = calls.pwrite(fd, zeros.baseAddress, count, offset)
+            guard written > 0 else {
+                throw StorageError(
+                    .ioFailed, unit: unit, path: path, offset: offset, errno: written < 0 ? SystemCalls.errno : 0,
+                    detail: "zero-filling a new unit")
+            }
+            offset += written
+        }
     }
 
     private func synchronizeDirectory(_ directory: String) throws(StorageError) {
