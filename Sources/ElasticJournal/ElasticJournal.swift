@@ -1059,11 +1059,20 @@ public final class ElasticJournal: Sendable {
             return .wait
         case .reject(let reason):
             throw JournalError(.full, journal: id, detail: reason)
-        case .allocate(let drops):
+        case .allocate(let drops, let expiring):
             if !drops.isEmpty {
                 try applier.withLock {
                     Result { () throws(JournalError) in for drop in drops { try ageOut(drop) } }
                 }.get()
+            }
+            if !expiring.isEmpty {
+                // Past the window but not needed for room: on an I/O thread, not on the
+                // appender's (a simulation, in order, here).
+                if context.flushDriver != nil {
+                    ageOutExpired(expiring)
+                } else {
+                    context.ioThreads.submit { [self] _ in ageOutExpired(expiring) }
+                }
             }
         }
         if let prepared = context.takePreparedUnit(of: id) { return .unit(prepared) }
@@ -1233,6 +1242,26 @@ public final class ElasticJournal: Sendable {
             state.unsealed = nil
             if let index = state.units.firstIndex(where: { $0.id == unsealed.unit }) {
                 state.units[index].sealChecksum = unsealed.sealChecksum
+            }
+        }
+    }
+
+    /// Ages out units a rollover found past the window, oldest first. A failure is the
+    /// journal's (a storage error poisons it) or leaves the rest to the next maintenance.
+    private func ageOutExpired(_ expiring: [JournalManager.AgeOut]) {
+        applier.withLock {
+            for (index, drop) in expiring.enumerated() {
+                do {
+                    try ageOut(drop)
+                } catch {
+                    context.logger.warning(
+                        "journal age-out after a rollover failed",
+                        metadata: ["journal": "\(id)", "unit": "\(drop.unit)", "error": "\(error)"])
+                    context.manager.withLockedValue { manager in
+                        for rest in expiring[index...] { manager.abandoned(journal: id, unit: rest.unit) }
+                    }
+                    return
+                }
             }
         }
     }

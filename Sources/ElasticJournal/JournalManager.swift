@@ -17,7 +17,9 @@ public import FaultToleranceCore
 /// 3. A full active unit needs a new one (``planRollover(journal:now:)``). At its quota,
 ///    the journal drops its oldest unit early; when the pool is exhausted, likewise. Early
 ///    drops are reported (``AgeOut/reason``) and shorten the ``effectiveWindow(journal:now:)``
-///    — never silently.
+///    — never silently. Units past the window that are not needed for room are handed back
+///    apart (``RolloverPlan/allocate(dropping:expiring:)``): the appender who rolls over
+///    need not wait for them.
 /// 4. When a new unit is needed and nothing can be dropped, the answer is
 ///    ``RolloverPlan/wait`` if another journal is releasing units (back-pressure), else
 ///    ``RolloverPlan/reject(_:)``.
@@ -89,8 +91,10 @@ public struct JournalManager: Sendable {
 
     /// The answer to "the active unit is full".
     public enum RolloverPlan: Sendable, Hashable {
-        /// Carry out these age-outs (possibly none), then allocate a unit.
-        case allocate(dropping: [AgeOut])
+        /// Carry out `dropping` (possibly none: the age-outs that make room), then allocate a
+        /// unit; `expiring` (units past the window, not needed for room) may be carried out
+        /// after, off the appending thread.
+        case allocate(dropping: [AgeOut], expiring: [AgeOut])
         /// Back-pressure: another journal is releasing units; try again after it has.
         case wait
         /// No unit can be had: the append fails with this reason.
@@ -157,13 +161,12 @@ public struct JournalManager: Sendable {
     /// Decides how the journal gets its next unit (rule 3 and 4).
     public mutating func planRollover(journal: JournalID, now: Instant) -> RolloverPlan {
         guard var state = journals[journal] else { return .reject("unknown journal \(journal)") }
-        var drops = expiredUnits(of: state, now: now).map { ageOut(of: $0, journal: journal, reason: .aged) }
-        var held = state.units.count - drops.count
-        var poolHeld = unitsHeld - drops.count
-        let droppable = state.units.dropLast().filter { span in
-            !state.releasing.contains(span.unit) && !drops.contains { $0.unit == span.unit }
-        }
-        var candidates = droppable[...]
+        let expired = expiredUnits(of: state, now: now)
+        // Room comes first, oldest first; a unit past the window goes as aged either way.
+        var drops: [AgeOut] = []
+        var held = state.units.count
+        var poolHeld = unitsHeld
+        var candidates = state.units.dropLast().filter { !state.releasing.contains($0.unit) }[...]
         while held + 1 > state.policy.quota || poolHeld + 1 > poolCapacity {
             let reason: Reason = held + 1 > state.policy.quota ? .quota : .poolExhausted
             guard let oldest = candidates.popFirst() else {
@@ -175,16 +178,20 @@ public struct JournalManager: Sendable {
                         ? "journal \(journal) holds its quota of \(state.policy.quota) units and none can be dropped"
                         : "the pool's \(poolCapacity) units are all in use and \(journal) has no history to drop")
             }
-            drops.append(ageOut(of: oldest, journal: journal, reason: reason))
+            let aged = expired.contains { $0.unit == oldest.unit }
+            drops.append(ageOut(of: oldest, journal: journal, reason: aged ? .aged : reason))
             held -= 1
             poolHeld -= 1
         }
-        for drop in drops {
+        let expiring = expired.filter { span in !drops.contains { $0.unit == span.unit } }.map {
+            ageOut(of: $0, journal: journal, reason: .aged)
+        }
+        for drop in drops + expiring {
             state.releasing.insert(drop.unit)
             if drop.reason != .aged { state.earlyDrops += 1 }
         }
         journals[journal] = state
-        return .allocate(dropping: drops)
+        return .allocate(dropping: drops, expiring: expiring)
     }
 
     /// Age-outs of `journal` due at `now` (rule 2), oldest first. Each is marked as

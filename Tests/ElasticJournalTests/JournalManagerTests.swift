@@ -33,15 +33,53 @@ import Testing
         manager.addJournal(
             1, policy: .init(window: .seconds(3600), quota: 2),
             units: [span(1, 1, 10, 0, 50), span(2, 11, 20, 50, 120)], windowStart: .zero)
-        guard case .allocate(let drops) = manager.planRollover(journal: 1, now: Instant(nanoseconds: 200)) else {
+        guard case .allocate(let drops, let expiring) = manager.planRollover(journal: 1, now: Instant(nanoseconds: 200))
+        else {
             Issue.record("expected an allocation")
             return
         }
         #expect(drops.map(\.unit) == [UnitID(1)])
         #expect(drops.first?.reason == .quota)
+        #expect(expiring.isEmpty)
         manager.released(journal: 1, unit: UnitID(1))
         #expect(manager.earlyDrops(of: 1) == 1)
         #expect(manager.effectiveWindow(journal: 1, now: Instant(nanoseconds: 200)) == .nanoseconds(150))
+    }
+
+    /// Units past the window go apart from the room a rollover needs: the appender who rolls
+    /// over ages out only what makes room, and a unit that was both goes as aged, not early.
+    @Test func aRolloverAgesOutOnlyWhatMakesRoomAndHandsBackTheExpiredRest() {
+        var manager = JournalManager(poolCapacity: 10)
+        manager.addJournal(
+            1, policy: .init(window: .nanoseconds(100), quota: 8),
+            units: [span(1, 1, 10, 0, 50), span(2, 11, 20, 50, 60), span(3, 21, 30, 60, 500)], windowStart: .zero)
+        // At 200 units 1 and 2 are past the window (their newest records are older than 100);
+        // there is room: nothing to drop first, both to age out after.
+        guard case .allocate(let drops, let expiring) = manager.planRollover(journal: 1, now: Instant(nanoseconds: 200))
+        else {
+            Issue.record("expected an allocation")
+            return
+        }
+        #expect(drops.isEmpty)
+        #expect(expiring.map(\.unit) == [UnitID(1), UnitID(2)])
+        #expect(expiring.allSatisfy { $0.reason == .aged })
+        // Marked as releasing: maintenance does not age them out again.
+        #expect(manager.expired(journal: 1, now: Instant(nanoseconds: 200)).isEmpty)
+
+        // At its quota, the oldest unit makes room; it is past the window, so it goes as aged.
+        var full = JournalManager(poolCapacity: 10)
+        full.addJournal(
+            1, policy: .init(window: .nanoseconds(100), quota: 3),
+            units: [span(1, 1, 10, 0, 50), span(2, 11, 20, 50, 60), span(3, 21, 30, 60, 500)], windowStart: .zero)
+        guard case .allocate(let room, let rest) = full.planRollover(journal: 1, now: Instant(nanoseconds: 200)) else {
+            Issue.record("expected an allocation")
+            return
+        }
+        #expect(room.map(\.unit) == [UnitID(1)])
+        #expect(room.first?.reason == .aged)
+        #expect(rest.map(\.unit) == [UnitID(2)])
+        full.released(journal: 1, unit: UnitID(1))
+        #expect(full.earlyDrops(of: 1) == 0)
     }
 
     @Test func exhaustedPoolWaitsForAnotherJournalThenRejects() {
@@ -57,7 +95,7 @@ import Testing
             return
         }
         // Journal 1 is releasing a unit (pool exhaustion drops its own oldest): journal 2 waits.
-        guard case .allocate(let drops) = manager.planRollover(journal: 1, now: Instant(nanoseconds: 70)) else {
+        guard case .allocate(let drops, _) = manager.planRollover(journal: 1, now: Instant(nanoseconds: 70)) else {
             Issue.record("expected an allocation")
             return
         }
