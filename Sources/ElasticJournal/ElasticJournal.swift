@@ -1251,6 +1251,13 @@ public final class ElasticJournal: Sendable {
     private func ageOutExpired(_ expiring: [JournalManager.AgeOut]) {
         applier.withLock {
             for (index, drop) in expiring.enumerated() {
+                // Closed meanwhile: recovery or the next maintenance ages them out.
+                if state.withLockedValue({ $0.closed }) {
+                    context.manager.withLockedValue { manager in
+                        for rest in expiring[index...] { manager.abandoned(journal: id, unit: rest.unit) }
+                    }
+                    return
+                }
                 do {
                     try ageOut(drop)
                 } catch {
@@ -1734,6 +1741,9 @@ public final class ElasticJournal: Sendable {
             return state.closed
         }
         guard !wasClosed else { return }
+        // An age-out a rollover left to an I/O thread finishes before the store's pools can
+        // close under it; one not yet started sees `closed` and leaves its units.
+        applier.withLock {}
         defer {
             state.withLockedValue { $0.fail(JournalError(.closed, journal: id)) }
             if let prepared = context.takePreparedUnit(of: id) { try? context.journalPool.release(prepared.id) }
