@@ -853,25 +853,23 @@ public final class ElasticJournal: Sendable {
             }
             let buffer = state.batch
             let start = state.batchStart
+            let end = start + buffer.count
+            let cut = aligned && !sync ? end - end % writeAlignment - start : buffer.count
+            // Nothing up to a boundary yet: the next full batch writes it.
+            guard cut > 0 || cut == buffer.count else { return .success(nil) }
+            // Spares are emptied when they are put back.
             let next = state.spare ?? BatchBuffer(capacity: buffer.capacity)
-            next.reset()
             var taken = Taken(
                 buffer: buffer, length: buffer.count, start: start, unit: state.active.storage,
-                lastSequence: state.stagedSequence, recordsEnd: start + buffer.count, records: state.batchRecords,
+                lastSequence: state.stagedSequence, recordsEnd: end, records: state.batchRecords,
                 previousDurable: state.durableSequence)
-            if aligned && !sync {
-                let end = start + buffer.count
-                let cut = end - end % writeAlignment - start
-                // Nothing up to a boundary yet: the next full batch writes it.
-                guard cut > 0 else { return .success(nil) }
-                if cut < buffer.count {
-                    let split = buffer.split(at: cut)
-                    taken.length = cut
-                    taken.lastSequence = split.lastSequence ?? state.writtenSequence
-                    taken.recordsEnd = split.lastSequence.map { _ in start + split.recordsEnd }
-                    taken.records = split.records
-                    next.reset(carrying: buffer, from: cut, nextRecord: split.nextRecord)
-                }
+            if cut < buffer.count {
+                let split = buffer.split(at: cut)
+                taken.length = cut
+                taken.lastSequence = split.lastSequence ?? state.writtenSequence
+                taken.recordsEnd = split.lastSequence.map { _ in start + split.recordsEnd }
+                taken.records = split.records
+                next.reset(carrying: buffer, from: cut, nextRecord: split.nextRecord)
             }
             state.batch = next
             state.spare = nil
@@ -1249,13 +1247,16 @@ public final class ElasticJournal: Sendable {
     /// Ages out units a rollover found past the window, oldest first. A failure is the
     /// journal's (a storage error poisons it) or leaves the rest to the next maintenance.
     private func ageOutExpired(_ expiring: [JournalManager.AgeOut]) {
+        let abandon = { (rest: ArraySlice<JournalManager.AgeOut>) in
+            self.context.manager.withLockedValue { manager in
+                for drop in rest { manager.abandoned(journal: self.id, unit: drop.unit) }
+            }
+        }
         applier.withLock {
             for (index, drop) in expiring.enumerated() {
                 // Closed meanwhile: recovery or the next maintenance ages them out.
                 if state.withLockedValue({ $0.closed }) {
-                    context.manager.withLockedValue { manager in
-                        for rest in expiring[index...] { manager.abandoned(journal: id, unit: rest.unit) }
-                    }
+                    abandon(expiring[index...])
                     return
                 }
                 do {
@@ -1264,9 +1265,7 @@ public final class ElasticJournal: Sendable {
                     context.logger.warning(
                         "journal age-out after a rollover failed",
                         metadata: ["journal": "\(id)", "unit": "\(drop.unit)", "error": "\(error)"])
-                    context.manager.withLockedValue { manager in
-                        for rest in expiring[index...] { manager.abandoned(journal: id, unit: rest.unit) }
-                    }
+                    abandon(expiring[index...])
                     return
                 }
             }
