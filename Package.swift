@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "ElasticJournalSimulation", targets: ["ElasticJournalSimulation"]),
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
+        .library(name: "Checkpointing", targets: ["Checkpointing"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -161,6 +162,17 @@ let package = Package(
             ]
         ),
         .target(
+            name: "Checkpointing",
+            dependencies: [
+                "FaultToleranceCore",
+                "CFaultToleranceShims",
+                "LiveCopy",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "ElasticJournalSimulation",
             dependencies: [
                 "FaultToleranceCore",
@@ -185,7 +197,7 @@ let package = Package(
                 "FaultToleranceCore", "FaultToleranceNIO", "DeterministicSimulation", "HeartbeatQuorum",
                 "HeartbeatSimulation",
                 "ElasticJournal", "ElasticJournalSimulation",
-                "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication",
+                "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
             ]
         ),
         .executableTarget(
@@ -247,6 +259,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
+        ),
+        .testTarget(
+            name: "CheckpointingTests",
+            dependencies: ["Checkpointing", "LiveCopy", "FaultToleranceCore"]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
         .testTarget(

@@ -1,4 +1,5 @@
 // The umbrella module: `import FaultTolerance` brings in every primitive.
+@_exported import Checkpointing
 @_exported import DeterministicSimulation
 @_exported import ElasticJournal
 @_exported import ElasticJournalSimulation

@@ -6,7 +6,7 @@ public struct PageSet: Sendable, Hashable {
     /// The number of pages the set can hold (indices `0..<pageCount`).
     public let pageCount: Int
     /// The bitmap, 64 pages per word.
-    public internal(set) var words: [UInt64]
+    public package(set) var words: [UInt64]
 
     /// An empty set over `pageCount` pages.
     public init(pageCount: Int) {

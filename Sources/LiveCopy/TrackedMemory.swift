@@ -61,6 +61,13 @@ public protocol WriteMirror: AnyObject, Sendable {
     func mirrorWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int)
 }
 
+/// Sees every write to a region *before* its bytes land, so it can preserve the pages as they
+/// were: a checkpoint's copy-before-write guard keeps the state at its cut while writers run.
+public protocol WriteGuard: AnyObject, Sendable {
+    /// Called inside the source's gate, before the write to pages `pages` changes them.
+    func willWrite(pages: ClosedRange<Int>)
+}
+
 /// A page-granular memory region whose writes mark pages dirty in an atomic bitmap.
 ///
 /// Any number of threads may read and write; every write passes the ``gate`` (so the copier
@@ -89,6 +96,8 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     let pageShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var mirror: (any WriteMirror)?
+    // The same: read inside the gate, changed only while it is paused.
+    private var writeGuard: (any WriteGuard)?
     private let mirrorLocks = (0..<TrackedMemory.stripeCount).map { _ in NIOLock() }
 
     /// Allocates a zeroed region of `pageCount` pages of `pageSize` bytes (a power of two,
@@ -134,6 +143,9 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         gate.enter()
         defer { gate.leave() }
+        if let writeGuard {
+            writeGuard.willWrite(pages: (offset >> pageShift)...((offset + bytes.count - 1) >> pageShift))
+        }
         guard let mirror else {
             (base + offset).copyMemory(from: source, byteCount: bytes.count)
             markDirty(offset: offset, count: bytes.count)
@@ -249,6 +261,29 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
             throw LiveCopyError(.invalidConfiguration, detail: "the mirror changes only while the gate is paused")
         }
         self.mirror = mirror
+    }
+
+    /// Sets the guard that sees every write before it lands (`nil` removes it); the gate must
+    /// be paused, so no writer is half-way past the old one.
+    public func setWriteGuard(_ writeGuard: (any WriteGuard)?) throws(LiveCopyError) {
+        guard gate.isPaused else {
+            throw LiveCopyError(.invalidConfiguration, detail: "the write guard changes only while the gate is paused")
+        }
+        self.writeGuard = writeGuard
+    }
+
+    /// How many pages are dirty now (a snapshot: writers may be adding more).
+    public var dirtyPageCount: Int {
+        var count = 0
+        for index in 0..<wordCount { count += ft_bitmap_load(bitmap + index).nonzeroBitCount }
+        return count
+    }
+
+    /// Marks `pages` dirty again (a consumer that took them and could not use them gives them
+    /// back, so the next collection sees them).
+    public func markDirty(_ pages: PageSet) {
+        let count = min(wordCount, pages.words.count)
+        for index in 0..<count where pages.words[index] != 0 { ft_bitmap_or(bitmap + index, pages.words[index]) }
     }
 
     private func markDirty(offset: Int, count: Int) {

@@ -47,6 +47,11 @@ static inline uint64_t ft_bitmap_take(uint64_t *word) {
     return __atomic_exchange_n(word, (uint64_t)0, __ATOMIC_ACQ_REL);
 }
 
+/// Atomically reads one word of a bitmap without changing it (relaxed ordering: a count).
+static inline uint64_t ft_bitmap_load(const uint64_t *word) {
+    return __atomic_load_n(word, __ATOMIC_RELAXED);
+}
+
 /// Atomically ORs `bits` into one word of a bitmap (release ordering).
 static inline void ft_bitmap_or(uint64_t *word, uint64_t bits) {
     __atomic_fetch_or(word, bits, __ATOMIC_RELEASE);

@@ -1,0 +1,383 @@
+public import FaultToleranceCore
+public import LiveCopy
+public import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// What one capture did.
+public struct CheckpointReport: Sendable, Hashable {
+    /// The committed checkpoint.
+    public var summary: CheckpointSummary
+    /// How long writers were held at the cut (taking the dirty sets, installing the guards).
+    public var pause: Duration
+    /// Non-zero pages and blocks stored.
+    public var storedPages: Int
+    /// Zero pages and blocks recorded without data.
+    public var zeroPages: Int
+    /// Pages writers preserved before changing them while the copy ran (copy-before-write).
+    public var preservedPages: Int
+}
+
+/// Takes full and incremental checkpoints of one application's memory regions and volumes
+/// into a ``CheckpointStore``.
+///
+/// A capture holds the application's writers only while it takes the dirty sets and installs a
+/// copy-before-write guard on each item, a pause that grows with the dirty bitmap's words, not
+/// with the bytes; it then copies while writers run, a page written during the copy being
+/// preserved first, so the checkpoint is the state at the cut. The first capture is full; each
+/// later one is incremental to the last committed one. A failed capture leaves the store as it
+/// was and gives its pages back, so the next incremental still holds them.
+///
+/// ```swift
+/// let memory = try TrackedMemory(pageCount: 16_384)
+/// let volume = try TrackedVolume(pool.allocate(), gate: memory.gate)
+/// let checkpointer = try Checkpointer(
+///     application: "orders", store: store, regions: ["heap": memory], volumes: ["data": volume])
+/// let report = try await checkpointer.checkpoint()
+/// ```
+public final class Checkpointer: Sendable {
+    /// One captured item.
+    enum Source: Sendable {
+        case memory(TrackedMemory)
+        case volume(TrackedVolume)
+    }
+
+    struct Item: Sendable {
+        var name: String
+        var source: Source
+
+        var kind: CheckpointManifest.Item.Kind {
+            switch source {
+            case .memory: .memory
+            case .volume: .volume
+            }
+        }
+
+        var unitSize: Int {
+            switch source {
+            case .memory(let memory): memory.pageSize
+            case .volume(let volume): volume.blockSize
+            }
+        }
+
+        var unitCount: Int {
+            switch source {
+            case .memory(let memory): memory.pageCount
+            case .volume(let volume): volume.blockCount
+            }
+        }
+
+        var gate: PauseGate {
+            switch source {
+            case .memory(let memory): memory.gate
+            case .volume(let volume): volume.gate
+            }
+        }
+
+        var dirtyCount: Int {
+            switch source {
+            case .memory(let memory): memory.dirtyPageCount
+            case .volume(let volume): volume.dirtyBlockCount
+            }
+        }
+    }
+
+    struct State {
+        var parent: CheckpointID?
+        /// Pages a failed capture took from the trackers, owed to the next one.
+        var carried: [PageSet]
+        var running = false
+    }
+
+    /// The application's name in the store.
+    public let application: String
+    /// The store.
+    public let store: CheckpointStore
+    let items: [Item]
+    let gates: [PauseGate]
+    let clock: any RuntimeClock
+    let wallClock: @Sendable () -> UInt64
+    let logger: Logger
+    let state: NIOLockedValueBox<State>
+
+    /// Registers an application's regions and volumes (names unique across both). Dirty
+    /// tracking starts now. With `resumingFrom`, the caller vouches that the items hold exactly
+    /// that checkpoint's state (it just restored them), and the first capture is incremental to
+    /// it; otherwise the first capture is full.
+    public init(
+        application: String, store: CheckpointStore, regions: [String: TrackedMemory] = [:],
+        volumes: [String: TrackedVolume] = [:], resumingFrom parent: CheckpointID? = nil,
+        clock: any RuntimeClock = SystemClock(), wallClock: @escaping @Sendable () -> UInt64 = Checkpointer.wallClock,
+        logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint")
+    ) throws(CheckpointError) {
+        let items =
+            regions.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .memory($0.value)) }
+            + volumes.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .volume($0.value)) }
+        guard !items.isEmpty, items.count <= CheckpointLimits.maximumItems else {
+            throw CheckpointError(
+                .invalidConfiguration, detail: "\(items.count) items; 1 to \(CheckpointLimits.maximumItems)")
+        }
+        guard Set(items.map(\.name)).count == items.count else {
+            throw CheckpointError(.invalidConfiguration, detail: "region and volume names must differ")
+        }
+        for name in [application] + items.map(\.name)
+        where name.isEmpty || name.utf8.count > CheckpointLimits.maximumNameBytes {
+            throw CheckpointError(.invalidConfiguration, detail: "name \"\(name)\" must be 1 to 255 UTF-8 bytes")
+        }
+        for item in items
+        where item.unitSize < CheckpointLimits.minimumUnitSize || item.unitSize > CheckpointLimits.maximumUnitSize {
+            throw CheckpointError(.invalidConfiguration, detail: "item \(item.name): unit size \(item.unitSize)")
+        }
+        if let parent {
+            let manifest = try store.manifest(parent)
+            let matches =
+                manifest.application == application && manifest.items.count == items.count
+                && zip(manifest.items, items).allSatisfy {
+                    $0.name == $1.name && $0.kind == $1.kind && $0.unitSize == $1.unitSize
+                        && $0.unitCount == $1.unitCount
+                }
+            guard matches else {
+                throw CheckpointError(
+                    .geometryMismatch, checkpoint: parent, detail: "the items differ from that checkpoint's")
+            }
+        }
+        var gates: [PauseGate] = []
+        for item in items where !gates.contains(where: { $0 === item.gate }) { gates.append(item.gate) }
+        self.application = application
+        self.store = store
+        self.items = items
+        self.gates = gates
+        self.clock = clock
+        self.wallClock = wallClock
+        self.logger = logger
+        self.state = NIOLockedValueBox(
+            State(parent: parent, carried: items.map { PageSet(pageCount: $0.unitCount) }))
+        for item in items {
+            switch item.source {
+            case .memory(let memory): try? memory.beginTracking()
+            case .volume(let volume): volume.clearDirtyBlocks()
+            }
+        }
+    }
+
+    /// Nanoseconds since 1970 from the system's real-time clock.
+    public static let wallClock: @Sendable () -> UInt64 = {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
+    /// The checkpoint the next incremental capture builds on, or `nil` (the next is full).
+    public var parent: CheckpointID? { state.withLockedValue { $0.parent } }
+
+    /// Takes a checkpoint on a thread of NIO's shared thread pool, so disk I/O and the pause
+    /// never run on Swift's cooperative pool.
+    public func checkpoint(epoch: UInt64 = 0, full: Bool = false) async throws(CheckpointError) -> CheckpointReport {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive {
+                try self.checkpointBlocking(epoch: epoch, full: full)
+            }
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(.unavailable, detail: "\(error)")
+        }
+    }
+
+    /// Takes a checkpoint on the calling thread (which blocks for the pause and the I/O):
+    /// incremental to the last one unless `full` or there is none.
+    public func checkpointBlocking(epoch: UInt64 = 0, full: Bool = false) throws(CheckpointError) -> CheckpointReport {
+        let (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
+            guard !state.running else {
+                throw CheckpointError(.unavailable, detail: "a checkpoint of \(application) is already running")
+            }
+            state.running = true
+            return (full ? nil : state.parent, state.carried)
+        }
+        defer { state.withLockedValue { $0.running = false } }
+
+        // Refuse before pausing anyone when the store cannot hold what is dirty now.
+        var estimate = 4096
+        for (index, item) in items.enumerated() {
+            let pages = parent == nil ? item.unitCount : item.dirtyCount + carried[index].count
+            estimate += pages * item.unitSize + (pages / 16 + 1) * (ChunkFrame.headerSize + ManifestCodec.extentSize)
+        }
+        let available = store.availableBytes
+        guard estimate <= available else {
+            throw CheckpointError(
+                .budgetExceeded, detail: "the capture needs up to \(estimate) bytes, the store has \(available)")
+        }
+
+        let (id, token) = try store.beginCapture(parent: parent)
+        var taken = carried
+        var guards: [CutGuard] = []
+        let started = clock.now
+        for gate in gates { gate.pause() }
+        for (index, item) in items.enumerated() {
+            switch item.source {
+            case .memory(let memory): memory.collectDirtyPages(into: &taken[index])
+            case .volume(let volume): volume.collectDirtyBlocks(into: &taken[index])
+            }
+            let pending = parent == nil ? PageSet.all(pageCount: item.unitCount) : taken[index]
+            let cutGuard = Self.makeGuard(for: item, pending: pending)
+            guards.append(cutGuard)
+            install(cutGuard, on: item)
+        }
+        let captureTime = wallClock()
+        for gate in gates.reversed() { gate.resume() }
+        let pause = clock.now - started
+
+        do throws(CheckpointError) {
+            var manifestItems: [CheckpointManifest.Item] = []
+            var storedPages = 0
+            var zeroPages = 0
+            var storedBytes = 0
+            for (index, item) in items.enumerated() {
+                let pending = parent == nil ? PageSet.all(pageCount: item.unitCount) : taken[index]
+                let copied = try copy(item, pending: pending, guard: guards[index], token: token)
+                storedPages += copied.storedPages
+                zeroPages += copied.zeroPages
+                storedBytes += copied.storedBytes
+                manifestItems.append(
+                    .init(
+                        name: item.name, kind: item.kind, unitSize: item.unitSize, unitCount: item.unitCount,
+                        extents: copied.extents))
+            }
+            let preserved = guards.reduce(0) { $0 + $1.preserved.count }
+            if let failure = guards.lazy.compactMap({ $0.preserved.failure }).first { throw CheckpointError(failure) }
+            removeGuards()
+            let manifest = CheckpointManifest(
+                id: id, application: application, epoch: epoch, parent: parent,
+                kind: parent == nil ? .full : .incremental,
+                captureTime: captureTime, items: manifestItems)
+            let summary = try store.commit(
+                manifest, token: token, capturedBytes: capturedBytes(manifestItems), storedBytes: storedBytes)
+            state.withLockedValue { state in
+                state.parent = id
+                state.carried = items.map { PageSet(pageCount: $0.unitCount) }
+            }
+            logger.debug(
+                "checkpoint committed",
+                metadata: [
+                    "application": "\(application)", "checkpoint": "\(id)", "kind": "\(manifest.kind)",
+                    "pause_ns": "\(pause.nanoseconds)", "stored_pages": "\(storedPages)",
+                ])
+            return CheckpointReport(
+                summary: summary, pause: .nanoseconds(Int64(pause.nanoseconds)), storedPages: storedPages,
+                zeroPages: zeroPages, preservedPages: preserved)
+        } catch {
+            removeGuards()
+            // What the trackers gave up is owed to the next capture, whose parent stays the same.
+            state.withLockedValue { state in
+                for index in items.indices { state.carried[index].formUnion(taken[index]) }
+            }
+            store.abandonCapture(token: token, parent: parent)
+            logger.warning("checkpoint failed", metadata: ["application": "\(application)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func capturedBytes(_ items: [CheckpointManifest.Item]) -> Int {
+        items.reduce(0) { total, item in
+            total
+                + item.extents.reduce(0) { sum, extent in
+                    if case .chunk = extent.source { return sum + extent.count * item.unitSize }
+                    return sum
+                }
+        }
+    }
+
+    private static func makeGuard(for item: Item, pending: PageSet) -> CutGuard {
+        let unitSize = item.unitSize
+        switch item.source {
+        case .memory(let memory):
+            return CutGuard(pending: pending, unitSize: unitSize) { page, destination in
+                guard let target = destination.baseAddress else { return }
+                target.copyMemory(from: memory.address(ofPage: page), byteCount: unitSize)
+            }
+        case .volume(let volume):
+            return CutGuard(pending: pending, unitSize: unitSize) { (page, destination) throws(StorageError) in
+                try volume.base.read(into: destination, at: page * unitSize)
+            }
+        }
+    }
+
+    /// Installs (or, with `nil`, removes) a guard; the item's gate is paused.
+    private func install(_ cutGuard: CutGuard?, on item: Item) {
+        switch item.source {
+        case .memory(let memory): try? memory.setWriteGuard(cutGuard)
+        case .volume(let volume): try? volume.setGuard(cutGuard)
+        }
+    }
+
+    private func removeGuards() {
+        for gate in gates { gate.pause() }
+        for item in items { install(nil, on: item) }
+        for gate in gates.reversed() { gate.resume() }
+    }
+
+    /// Copies the cut's pages of one item into chunks while writers run.
+    private func copy(
+        _ item: Item, pending: PageSet, guard cutGuard: CutGuard, token: UInt64
+    ) throws(CheckpointError) -> (
+        extents: [CheckpointManifest.Extent], storedPages: Int, zeroPages: Int, storedBytes: Int
+    ) {
+        let unitSize = item.unitSize
+        let pagesPerChunk = max(1, min(64, CheckpointLimits.maximumChunkBytes / unitSize))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pagesPerChunk * unitSize, alignment: 64)
+        defer { buffer.deallocate() }
+        var extents: [CheckpointManifest.Extent] = []
+        var storedPages = 0
+        var zeroPages = 0
+        var storedBytes = 0
+        var failure: CheckpointError?
+        pending.forEachRun(maximumLength: pagesPerChunk) { run in
+            guard failure == nil else { return }
+            do throws(CheckpointError) {
+                for (slot, page) in run.enumerated() {
+                    try cutGuard.take(
+                        page,
+                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[slot * unitSize..<(slot + 1) * unitSize]))
+                }
+                var slot = 0
+                while slot < run.count {
+                    let zero = Self.isZero(buffer, slot: slot, unitSize: unitSize)
+                    var end = slot + 1
+                    while end < run.count && Self.isZero(buffer, slot: end, unitSize: unitSize) == zero { end += 1 }
+                    let pages = run.lowerBound + slot..<run.lowerBound + end
+                    if zero {
+                        Extents.append(.init(first: pages.lowerBound, count: pages.count, source: .zero), to: &extents)
+                        zeroPages += pages.count
+                    } else {
+                        let reference = try store.writeFrame(
+                            UnsafeRawBufferPointer(rebasing: buffer[slot * unitSize..<end * unitSize]), contents: .data,
+                            token: token)
+                        extents.append(
+                            .init(first: pages.lowerBound, count: pages.count, source: .chunk(reference, skip: 0)))
+                        storedPages += pages.count
+                        storedBytes += reference.length
+                    }
+                    slot = end
+                }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        return (extents, storedPages, zeroPages, storedBytes)
+    }
+
+    private static func isZero(_ buffer: UnsafeMutableRawBufferPointer, slot: Int, unitSize: Int) -> Bool {
+        guard let base = buffer.baseAddress else { return true }
+        let words = (base + slot * unitSize).assumingMemoryBound(to: UInt64.self)
+        var accumulated: UInt64 = 0
+        for index in 0..<unitSize / 8 { accumulated |= words[index] }
+        return accumulated == 0
+    }
+}

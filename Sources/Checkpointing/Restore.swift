@@ -1,0 +1,138 @@
+public import FaultToleranceCore
+public import LiveCopy
+
+extension CheckpointStore {
+    /// Writes the state of item `name` at checkpoint `id` into `destination` (exactly the
+    /// item's size): every page from its chunk, zero pages as zeros. Throws
+    /// ``CheckpointError/Code/damaged`` naming the checkpoint, unit and offset of the first
+    /// chunk that does not check; never fills missing data with zeros.
+    public func restore(
+        _ id: CheckpointID, item name: String, into destination: UnsafeMutableRawBufferPointer
+    ) throws(CheckpointError) {
+        let item = try resolvedItem(id, name: name)
+        guard destination.count == item.unitSize * item.unitCount, let base = destination.baseAddress else {
+            throw CheckpointError(
+                .geometryMismatch, checkpoint: id,
+                detail: "item \(name) is \(item.unitSize * item.unitCount) bytes, the destination \(destination.count)")
+        }
+        try forEachPiece(of: item, checkpoint: id) { (pages, bytes) throws(CheckpointError) in
+            let target = base + pages.lowerBound * item.unitSize
+            if let bytes, let source = bytes.baseAddress {
+                target.copyMemory(from: source, byteCount: bytes.count)
+            } else {
+                target.initializeMemory(as: UInt8.self, repeating: 0, count: pages.count * item.unitSize)
+            }
+        }
+    }
+
+    /// Writes the state of item `name` at checkpoint `id` into `unit` (at least the item's
+    /// size) and synchronizes it.
+    public func restore(_ id: CheckpointID, item name: String, into unit: any StorageUnit) throws(CheckpointError) {
+        let item = try resolvedItem(id, name: name)
+        guard unit.capacity >= item.unitSize * item.unitCount else {
+            throw CheckpointError(
+                .geometryMismatch, checkpoint: id,
+                detail: "item \(name) is \(item.unitSize * item.unitCount) bytes, the unit \(unit.capacity)")
+        }
+        let zeros = [UInt8](repeating: 0, count: item.unitSize * 64)
+        try forEachPiece(of: item, checkpoint: id) { (pages, bytes) throws(CheckpointError) in
+            do throws(StorageError) {
+                if let bytes {
+                    try unit.write(bytes, at: pages.lowerBound * item.unitSize)
+                    return
+                }
+                var page = pages.lowerBound
+                while page < pages.upperBound {
+                    let count = min(64, pages.upperBound - page)
+                    try zeros.withBytes { (raw) throws(StorageError) in
+                        try unit.write(
+                            UnsafeRawBufferPointer(rebasing: raw[0..<count * item.unitSize]), at: page * item.unitSize)
+                    }
+                    page += count
+                }
+            } catch {
+                throw CheckpointError(error, checkpoint: id)
+            }
+        }
+        do throws(StorageError) { try unit.synchronize() } catch { throw CheckpointError(error, checkpoint: id) }
+    }
+
+    /// Writes the state of region `name` at checkpoint `id` into `memory` (same page size and
+    /// count), through its gate.
+    public func restore(_ id: CheckpointID, item name: String, into memory: TrackedMemory) throws(CheckpointError) {
+        let item = try resolvedItem(id, name: name)
+        guard item.unitSize == memory.pageSize, item.unitCount == memory.pageCount else {
+            throw CheckpointError(
+                .geometryMismatch, checkpoint: id,
+                detail:
+                    "item \(name) has \(item.unitCount) pages of \(item.unitSize), the region \(memory.pageCount) of \(memory.pageSize)"
+            )
+        }
+        let zeros = [UInt8](repeating: 0, count: item.unitSize)
+        try forEachPiece(of: item, checkpoint: id) { (pages, bytes) throws(CheckpointError) in
+            do {
+                if let bytes {
+                    try memory.write(bytes, at: pages.lowerBound * item.unitSize)
+                } else {
+                    for page in pages {
+                        try zeros.withUnsafeBytes { raw in
+                            Result { () throws(LiveCopyError) in try memory.write(raw, at: page * item.unitSize) }
+                        }.get()
+                    }
+                }
+            } catch {
+                throw CheckpointError(.outOfBounds, checkpoint: id, detail: "\(error)")
+            }
+        }
+    }
+
+    func resolvedItem(_ id: CheckpointID, name: String) throws(CheckpointError) -> CheckpointManifest.Item {
+        let state = try resolve(id)
+        guard let item = state.items.first(where: { $0.name == name }) else {
+            throw CheckpointError(.geometryMismatch, checkpoint: id, detail: "no item named \(name)")
+        }
+        return item
+    }
+
+    /// Calls `body` for each extent of a resolved item in page order, with its bytes (or `nil`
+    /// for zeros), reading each chunk once.
+    func forEachPiece(
+        of item: CheckpointManifest.Item, checkpoint: CheckpointID,
+        _ body: (Range<Int>, UnsafeRawBufferPointer?) throws(CheckpointError) -> Void
+    ) throws(CheckpointError) {
+        var covered = 0
+        var cached: (reference: ChunkReference, bytes: [UInt8])?
+        for extent in item.extents {
+            guard extent.first == covered else {
+                throw CheckpointError(
+                    .damaged, checkpoint: checkpoint,
+                    detail: "item \(item.name): pages \(covered)..<\(extent.first) missing")
+            }
+            covered = extent.pages.upperBound
+            switch extent.source {
+            case .zero:
+                try body(extent.pages, nil)
+            case .chunk(let reference, let skip):
+                if cached?.reference != reference {
+                    cached = (reference, try readFrame(reference, contents: .data, checkpoint: checkpoint))
+                }
+                guard let bytes = cached?.bytes, (skip + extent.count) * item.unitSize <= bytes.count else {
+                    throw CheckpointError(
+                        .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,
+                        detail: "item \(item.name) takes pages past the chunk's end")
+                }
+                try bytes.withBytes { (raw) throws(CheckpointError) in
+                    try body(
+                        extent.pages,
+                        UnsafeRawBufferPointer(
+                            rebasing: raw[skip * item.unitSize..<(skip + extent.count) * item.unitSize]))
+                }
+            }
+        }
+        guard covered == item.unitCount else {
+            throw CheckpointError(
+                .damaged, checkpoint: checkpoint,
+                detail: "item \(item.name): pages \(covered)..<\(item.unitCount) missing")
+        }
+    }
+}

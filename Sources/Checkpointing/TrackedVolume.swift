@@ -1,0 +1,136 @@
+import CFaultToleranceShims
+public import FaultToleranceCore
+public import LiveCopy
+
+/// A ``FaultToleranceCore/StorageUnit`` that keeps a dirty-block bitmap of what was written
+/// since the last checkpoint, so an incremental capture of a volume never scans it.
+///
+/// Write through the volume, not the unit under it: each write passes the ``gate`` (so a
+/// checkpoint can take its cut), sees the checkpoint's copy-before-write guard, then lands
+/// and marks its blocks dirty.
+///
+/// ```swift
+/// let volume = try TrackedVolume(pool.allocate(), blockSize: 4096)
+/// try volume.write(bytes, at: 8192)
+/// ```
+public final class TrackedVolume: StorageUnit, @unchecked Sendable {
+    /// The unit the bytes live on.
+    public let base: any StorageUnit
+    /// Bytes per block (a power of two, at least 512).
+    public let blockSize: Int
+    /// Blocks in the volume.
+    public let blockCount: Int
+    /// The gate every write passes.
+    public let gate: PauseGate
+
+    private let bitmap: UnsafeMutablePointer<UInt64>
+    private let wordCount: Int
+    private let blockShift: Int
+    // Read by writers inside the gate, changed only while the gate is paused.
+    private var writeGuard: CutGuard?
+
+    /// Wraps `base`; its capacity must be a whole number of `blockSize` blocks. Pass the
+    /// region's gate to make writers of a region and a volume stop at one cut.
+    public init(_ base: any StorageUnit, blockSize: Int = 4096, gate: PauseGate = PauseGate()) throws(CheckpointError) {
+        guard blockSize >= CheckpointLimits.minimumUnitSize, blockSize <= CheckpointLimits.maximumUnitSize,
+            blockSize & (blockSize - 1) == 0, base.capacity > 0, base.capacity % blockSize == 0
+        else {
+            throw CheckpointError(
+                .invalidConfiguration,
+                detail:
+                    "block size \(blockSize) must be a power of two in 512...1 MiB dividing the capacity \(base.capacity)"
+            )
+        }
+        self.base = base
+        self.blockSize = blockSize
+        self.blockCount = base.capacity / blockSize
+        self.blockShift = blockSize.trailingZeroBitCount
+        self.gate = gate
+        self.wordCount = (blockCount + 63) / 64
+        self.bitmap = .allocate(capacity: wordCount)
+        bitmap.initialize(repeating: 0, count: wordCount)
+    }
+
+    deinit { bitmap.deallocate() }
+
+    /// The base unit's identity.
+    public var id: UnitID { base.id }
+    /// The volume's size in bytes.
+    public var capacity: Int { base.capacity }
+    /// The base unit's location.
+    public var location: String? { base.location }
+
+    /// Reads from the base unit.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+        try base.read(into: buffer, at: offset)
+    }
+
+    /// Writes through the gate and the guard, then marks the blocks dirty.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
+        try checkBounds(offset: offset, count: bytes.count)
+        guard bytes.count > 0 else { return }
+        gate.enter()
+        defer { gate.leave() }
+        if let writeGuard { try writeGuard.preserve(blocks: blocks(offset: offset, count: bytes.count)) }
+        try base.write(bytes, at: offset)
+        markDirty(blocks(offset: offset, count: bytes.count))
+    }
+
+    /// Synchronizes the base unit.
+    public func synchronize() throws(StorageError) { try base.synchronize() }
+
+    /// Discards a range (it reads as zeros), like a write of zeros.
+    public func discard(_ range: Range<Int>) throws(StorageError) {
+        try checkBounds(offset: range.lowerBound, count: range.count)
+        guard !range.isEmpty else { return }
+        gate.enter()
+        defer { gate.leave() }
+        if let writeGuard { try writeGuard.preserve(blocks: blocks(offset: range.lowerBound, count: range.count)) }
+        try base.discard(range)
+        markDirty(blocks(offset: range.lowerBound, count: range.count))
+    }
+
+    private func blocks(offset: Int, count: Int) -> ClosedRange<Int> {
+        (offset >> blockShift)...((offset + count - 1) >> blockShift)
+    }
+
+    private func markDirty(_ blocks: ClosedRange<Int>) {
+        for block in blocks { ft_bitmap_set(bitmap, block) }
+    }
+
+    /// How many blocks are dirty now.
+    public var dirtyBlockCount: Int {
+        var count = 0
+        for index in 0..<wordCount { count += ft_bitmap_load(bitmap + index).nonzeroBitCount }
+        return count
+    }
+
+    /// Moves the dirty blocks into `blocks`, clearing them atomically.
+    public func collectDirtyBlocks(into blocks: inout PageSet) {
+        for index in 0..<min(wordCount, blocks.words.count) {
+            let word = ft_bitmap_take(bitmap + index)
+            if word != 0 { blocks.words[index] |= word }
+        }
+    }
+
+    /// Marks `blocks` dirty again.
+    public func markDirty(_ blocks: PageSet) {
+        for index in 0..<min(wordCount, blocks.words.count) where blocks.words[index] != 0 {
+            ft_bitmap_or(bitmap + index, blocks.words[index])
+        }
+    }
+
+    /// Forgets every block dirtied so far.
+    public func clearDirtyBlocks() {
+        for index in 0..<wordCount { _ = ft_bitmap_take(bitmap + index) }
+    }
+
+    /// Sets the copy-before-write guard; the gate must be paused.
+    func setGuard(_ writeGuard: CutGuard?) throws(CheckpointError) {
+        guard gate.isPaused else {
+            throw CheckpointError(
+                .invalidConfiguration, detail: "the volume's guard changes only while its gate is paused")
+        }
+        self.writeGuard = writeGuard
+    }
+}

@@ -1,0 +1,250 @@
+import FaultToleranceCore
+import Foundation
+import LiveCopy
+import Testing
+
+@testable import Checkpointing
+
+/// An application of one region and one volume, and snapshots of its bytes.
+struct Application {
+    let pool: MemoryStoragePool
+    let store: CheckpointStore
+    let memory: TrackedMemory
+    let volume: TrackedVolume
+    let checkpointer: Checkpointer
+
+    init(pages: Int = 64, budgetUnits: Int = 16, deflate: Bool = true, pool existing: MemoryStoragePool? = nil)
+        throws
+    {
+        pool = existing ?? MemoryStoragePool(unitCapacity: 1 << 20, budget: budgetUnits << 20)
+        store = try CheckpointStore.open(pool: pool, configuration: .init(deflateLevel: deflate ? 1 : nil))
+        memory = try TrackedMemory(pageCount: pages)
+        volume = try TrackedVolume(
+            MemoryStorageUnit(id: UnitID(999_999), capacity: pages * 1024), blockSize: 1024, gate: memory.gate)
+        checkpointer = try Checkpointer(
+            application: "app", store: store, regions: ["heap": memory], volumes: ["disk": volume])
+    }
+
+    func snapshot() throws -> (memory: [UInt8], volume: [UInt8]) {
+        (try memory.read(at: 0, count: memory.byteCount), try volume.read(at: 0, count: volume.capacity))
+    }
+
+    func restored(_ id: CheckpointID) throws -> (memory: [UInt8], volume: [UInt8]) {
+        var memoryBytes = [UInt8](repeating: 0xEE, count: memory.byteCount)
+        try memoryBytes.withUnsafeMutableBytes { try store.restore(id, item: "heap", into: $0) }
+        let unit = MemoryStorageUnit(id: UnitID(1), capacity: volume.capacity)
+        try unit.write([UInt8](repeating: 0xEE, count: volume.capacity), at: 0)
+        try store.restore(id, item: "disk", into: unit)
+        return (memoryBytes, try unit.read(at: 0, count: unit.capacity))
+    }
+
+    /// Writes `count` random small pieces into the region and the volume.
+    func scribble(_ count: Int, using generator: inout some RandomNumberGenerator) throws {
+        for _ in 0..<count {
+            let length = Int.random(in: 1...300, using: &generator)
+            let bytes = (0..<length).map { _ in UInt8.random(in: 1...255, using: &generator) }
+            try memory.write(bytes, at: Int.random(in: 0...(memory.byteCount - length), using: &generator))
+            try volume.write(bytes, at: Int.random(in: 0...(volume.capacity - length), using: &generator))
+        }
+    }
+}
+
+@Suite("Checkpoint store: capture, restore, merge, delete, garbage, damage")
+struct CheckpointStoreTests {
+    @Test func fullThenIncrementalsRestoreBitExactly() throws {
+        let app = try Application()
+        var generator = SystemRandomNumberGenerator()
+        var expected: [(CheckpointID, (memory: [UInt8], volume: [UInt8]))] = []
+        for round in 0..<6 {
+            try app.scribble(round == 0 ? 200 : 15, using: &generator)
+            let snapshot = try app.snapshot()
+            let report = try app.checkpointer.checkpointBlocking()
+            #expect(report.summary.kind == (round == 0 ? .full : .incremental))
+            expected.append((report.summary.id, snapshot))
+        }
+        for (id, snapshot) in expected {
+            let restored = try app.restored(id)
+            #expect(restored.memory == snapshot.memory, "memory at \(id)")
+            #expect(restored.volume == snapshot.volume, "volume at \(id)")
+        }
+        // An incremental stores only what changed: far fewer pages than the full.
+        let summaries = app.store.checkpoints
+        #expect(summaries[1].capturedBytes < summaries[0].capturedBytes)
+        #expect(app.store.verify().problems.isEmpty)
+    }
+
+    @Test func zeroPagesCostNothingAndAPageZeroedLaterRestoresAsZeros() throws {
+        let app = try Application(pages: 64)
+        try app.memory.write([UInt8](repeating: 7, count: 4096), at: 4096 * 5)
+        let first = try app.checkpointer.checkpointBlocking()
+        #expect(first.storedPages == 1)
+        #expect(first.zeroPages == 64 - 1 + 64)
+        try app.memory.write([UInt8](repeating: 0, count: 4096), at: 4096 * 5)
+        let second = try app.checkpointer.checkpointBlocking()
+        #expect(second.storedPages == 0)
+        #expect(try app.restored(second.summary.id).memory.allSatisfy { $0 == 0 })
+        #expect(try app.restored(first.summary.id).memory[4096 * 5] == 7)
+    }
+
+    @Test func mergeWritesOnlyAManifestAndDeletesRebaseTheirChildren() throws {
+        let app = try Application()
+        var generator = SystemRandomNumberGenerator()
+        var expected: [CheckpointID: (memory: [UInt8], volume: [UInt8])] = [:]
+        var ids: [CheckpointID] = []
+        for round in 0..<5 {
+            try app.scribble(round == 0 ? 100 : 10, using: &generator)
+            let snapshot = try app.snapshot()
+            let id = try app.checkpointer.checkpointBlocking().summary.id
+            expected[id] = snapshot
+            ids.append(id)
+        }
+        let chunksBefore = app.store.verify().chunks
+        let merged = try app.store.merge(ids[3])
+        #expect(merged.kind == .synthetic)
+        #expect(merged.parent == nil)
+        #expect(app.store.verify().chunks == chunksBefore)
+        // The newest incremental now builds on a synthetic full; everything still restores.
+        for id in ids { #expect(try app.restored(id) == expected[id]!, "\(id) after merge") }
+        // Delete the middle of the chain and the old full: the rest restores as before.
+        try app.store.delete(ids[1])
+        try app.store.delete(ids[0])
+        #expect(app.store.checkpoints.map(\.id) == [ids[2], ids[3], ids[4]])
+        for id in ids.dropFirst(2) { #expect(try app.restored(id) == expected[id]!, "\(id) after deletes") }
+        // And after a reopen, which reads the log only.
+        let reopened = try CheckpointStore.open(pool: app.pool)
+        #expect(reopened.checkpoints == app.store.checkpoints)
+    }
+
+    @Test func retentionKeepsTheNewestAndGarbageCollectionFreesUnits() throws {
+        let app = try Application(pages: 256, budgetUnits: 40, deflate: false)
+        var generator = SystemRandomNumberGenerator()
+        var last: (CheckpointID, (memory: [UInt8], volume: [UInt8]))?
+        for _ in 0..<8 {
+            try app.scribble(400, using: &generator)
+            let snapshot = try app.snapshot()
+            last = (try app.checkpointer.checkpointBlocking().summary.id, snapshot)
+        }
+        let unitsBefore = app.pool.units.count
+        let deleted = try app.store.retain(last: 2, application: "app")
+        #expect(deleted.count == 6)
+        let collected = try app.store.collectGarbage()
+        #expect(!collected.releasedUnits.isEmpty)
+        #expect(app.pool.units.count < unitsBefore)
+        let (id, snapshot) = try #require(last)
+        #expect(try app.restored(id) == snapshot)
+        #expect(app.store.verify().problems.isEmpty)
+    }
+
+    @Test func aDamagedChunkIsNamedAndOtherCheckpointsStillRestore() throws {
+        let app = try Application()
+        try app.memory.write([UInt8](repeating: 3, count: 4096), at: 0)
+        let first = try app.checkpointer.checkpointBlocking(full: true)
+        let firstSnapshot = try app.snapshot()
+        try app.memory.write([UInt8](repeating: 9, count: 100), at: 4096 * 9)
+        let second = try app.checkpointer.checkpointBlocking()
+        // Damage the chunk only the second checkpoint holds.
+        let manifest = try app.store.manifest(second.summary.id)
+        guard case .chunk(let reference, _) = try #require(manifest.items[0].extents.first).source else {
+            Issue.record("no chunk in the incremental")
+            return
+        }
+        let unit = try #require(app.pool.unit(reference.unit))
+        var byte = try unit.read(at: reference.offset + 40, count: 1)
+        byte[0] ^= 0xFF
+        try unit.write(byte, at: reference.offset + 40)
+        let error = try #require(throws: CheckpointError.self) { try app.restored(second.summary.id) }
+        #expect(error.code == .damaged)
+        #expect(error.checkpoint == second.summary.id)
+        #expect(error.unit == reference.unit)
+        #expect(error.offset == reference.offset)
+        #expect(try app.restored(first.summary.id) == firstSnapshot)
+        let verification = app.store.verify()
+        #expect(verification.problems.count == 1)
+        #expect(verification.problems.first?.offset == reference.offset)
+    }
+
+    @Test func aFullBudgetFailsBeforePausingAndTheNextCaptureStillHoldsThePages() throws {
+        let app = try Application(pages: 200, budgetUnits: 3, deflate: false)
+        try app.memory.write([UInt8](repeating: 1, count: 4096 * 200), at: 0)
+        let first = try app.checkpointer.checkpointBlocking()
+        var generator = SystemRandomNumberGenerator()
+        for page in 0..<200 {
+            try app.memory.write((0..<4096).map { _ in UInt8.random(in: 0...255, using: &generator) }, at: page * 4096)
+        }
+        let unitsBefore = app.pool.units.count
+        #expect {
+            _ = try app.checkpointer.checkpointBlocking()
+        } throws: { ($0 as? CheckpointError)?.code == .budgetExceeded }
+        #expect(app.pool.units.count == unitsBefore)
+        #expect(app.store.checkpoints.map(\.id) == [first.summary.id])
+        #expect(app.memory.gate.isPaused == false)
+        #expect(try app.restored(first.summary.id).memory.allSatisfy { $0 == 1 })
+    }
+
+    @Test func aCaptureThatFailsMidwayGivesItsPagesToTheNext() throws {
+        let faulty = FaultyPool(unitCapacity: 1 << 20, budget: 16 << 20)
+        let store = try CheckpointStore.open(pool: faulty)
+        let memory = try TrackedMemory(pageCount: 64)
+        let checkpointer = try Checkpointer(application: "app", store: store, regions: ["heap": memory])
+        try memory.write([UInt8](repeating: 1, count: 100), at: 0)
+        let first = try checkpointer.checkpointBlocking()
+        try memory.write([UInt8](repeating: 2, count: 4096 * 3), at: 4096 * 10)
+        faulty.failWrites = true
+        #expect(throws: CheckpointError.self) { _ = try checkpointer.checkpointBlocking() }
+        #expect(memory.gate.isPaused == false)
+        faulty.failWrites = false
+        #expect(store.checkpoints.map(\.id) == [first.summary.id])
+        try memory.write([UInt8](repeating: 3, count: 10), at: 4096 * 30)
+        let snapshot = try memory.read(at: 0, count: memory.byteCount)
+        let report = try checkpointer.checkpointBlocking()
+        #expect(report.summary.kind == .incremental)
+        #expect(report.summary.parent == first.summary.id)
+        #expect(report.storedPages == 4)
+        var restored = [UInt8](repeating: 0xEE, count: memory.byteCount)
+        try restored.withUnsafeMutableBytes { try store.restore(report.summary.id, item: "heap", into: $0) }
+        #expect(restored == snapshot)
+    }
+}
+
+/// A memory pool whose units' writes fail while ``failWrites`` is set.
+final class FaultyPool: StoragePool, @unchecked Sendable {
+    final class Unit: StorageUnit, @unchecked Sendable {
+        let inner: MemoryStorageUnit
+        unowned let pool: FaultyPool
+        init(_ inner: MemoryStorageUnit, pool: FaultyPool) {
+            self.inner = inner
+            self.pool = pool
+        }
+        var id: UnitID { inner.id }
+        var capacity: Int { inner.capacity }
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
+            try inner.read(into: buffer, at: offset)
+        }
+        func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
+            if pool.failWrites { throw StorageError(.ioFailed, unit: id, offset: offset, detail: "injected") }
+            try inner.write(bytes, at: offset)
+        }
+        func synchronize() throws(StorageError) { try inner.synchronize() }
+        func discard(_ range: Range<Int>) throws(StorageError) { try inner.discard(range) }
+    }
+
+    let inner: MemoryStoragePool
+    var failWrites = false
+    private var wrappers: [UnitID: Unit] = [:]
+
+    init(unitCapacity: Int, budget: Int) { inner = MemoryStoragePool(unitCapacity: unitCapacity, budget: budget) }
+
+    var unitCapacity: Int { inner.unitCapacity }
+    var budget: Int { inner.budget }
+    var units: [Unit] { inner.units.map { wrap($0) } }
+    func allocate() throws(StorageError) -> Unit { wrap(try inner.allocate()) }
+    func release(_ unit: UnitID) throws(StorageError) { try inner.release(unit) }
+    func quarantine(_ unit: UnitID) throws(StorageError) { try inner.quarantine(unit) }
+
+    private func wrap(_ unit: MemoryStorageUnit) -> Unit {
+        if let existing = wrappers[unit.id] { return existing }
+        let wrapper = Unit(unit, pool: self)
+        wrappers[unit.id] = wrapper
+        return wrapper
+    }
+}
