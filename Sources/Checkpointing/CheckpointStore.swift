@@ -214,9 +214,13 @@ public final class CheckpointStore: Sendable {
                     return
                 case .invalid(let reason):
                     // Only the last record can be torn (each is synchronized before the next):
-                    // zeros after it mean a torn tail, anything else is damage.
-                    let probeEnd = min(raw.count, offset + LogRecord.headerSize + LogRecord.maximumBody + 4096)
-                    let after = offset + LogRecord.headerSize + LogRecord.maximumBody
+                    // zeros after it mean a torn tail; a record after it means damage.
+                    let claimed = raw.loadLE(UInt32.self, at: offset).map(Int.init) ?? Int.max
+                    let after = min(
+                        raw.count,
+                        offset + LogRecord.headerSize
+                            + (claimed <= LogRecord.maximumBody ? claimed : LogRecord.maximumBody))
+                    let probeEnd = min(raw.count, after + 4096)
                     if after >= probeEnd || raw[after..<probeEnd].allSatisfy({ $0 == 0 }) {
                         tornAt = offset
                         return
@@ -497,9 +501,11 @@ public final class CheckpointStore: Sendable {
 
     /// Appends a record to the log and synchronizes it, compacting a full log first.
     private func append(_ record: LogRecord, to state: inout State) throws(CheckpointError) {
-        let bytes = record.encoded(generation: state.logGeneration)
+        var bytes = record.encoded(generation: state.logGeneration)
         if state.logEnd + bytes.count + LogRecord.headerSize > state.log.capacity {
             try compact(&state)
+            // The record is bound to the new log's generation.
+            bytes = record.encoded(generation: state.logGeneration)
         }
         do {
             try state.log.write(bytes, at: state.logEnd)
