@@ -47,6 +47,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzCheckpoints",
+            dependencies: [
+                .product(name: "Checkpointing", package: rootPackage),
+                .product(name: "LiveCopy", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzLiveCopyMessages",
             dependencies: [
                 .product(name: "LiveCopy", package: rootPackage),

@@ -503,3 +503,40 @@ struct Reader {
         return String(validating: slice, as: UTF8.self)
     }
 }
+
+// MARK: - Public codecs (tools, fuzzing)
+
+extension CheckpointManifest {
+    /// The manifest's bytes, as the store keeps them (the payload of its chunk frame).
+    public func encoded() -> [UInt8] { ManifestCodec.encode(self) }
+
+    /// Decodes manifest bytes, checking every length, count, range and the checksum; throws
+    /// ``CheckpointError/Code/damaged`` saying what does not hold.
+    public init(decoding bytes: [UInt8]) throws(CheckpointError) {
+        switch bytes.withUnsafeBytes({ ManifestCodec.decode($0) }) {
+        case .success(let manifest): self = manifest
+        case .failure(let reason): throw CheckpointError(.damaged, detail: "manifest: \(reason)")
+        }
+    }
+}
+
+/// The store's chunk frames, for tools that read a unit directly.
+public enum CheckpointChunk {
+    /// Frames `payload` as a data chunk (deflated at `deflateLevel` when that saves an eighth).
+    public static func frame(_ payload: [UInt8], serial: UInt64, deflateLevel: Int32? = 1) throws(CheckpointError)
+        -> [UInt8]
+    {
+        try payload.withBytes { (raw) throws(CheckpointError) in
+            try ChunkFrame.encode(raw, contents: .data, serial: serial, deflateLevel: deflateLevel)
+        }
+    }
+
+    /// Checks a whole data-chunk frame and returns its logical bytes; throws
+    /// ``CheckpointError/Code/damaged`` saying what does not hold.
+    public static func payload(ofFrame frame: [UInt8]) throws(CheckpointError) -> [UInt8] {
+        switch frame.withUnsafeBytes({ ChunkFrame.decode($0, expecting: .data) }) {
+        case .success(let bytes): return bytes
+        case .failure(let reason): throw CheckpointError(.damaged, detail: "chunk: \(reason)")
+        }
+    }
+}

@@ -374,7 +374,9 @@ public final class CheckpointStore: Sendable {
     // MARK: Writing
 
     /// Starts a capture: reserves an identity and pins its parent.
-    func beginCapture(parent: CheckpointID?) throws(CheckpointError) -> (id: CheckpointID, token: UInt64) {
+    func beginCapture(parent: CheckpointID?, reserveID: Bool = true) throws(CheckpointError) -> (
+        id: CheckpointID, token: UInt64
+    ) {
         try state.withLocked { (state) throws(CheckpointError) in
             try Self.checkUsable(state)
             if let parent {
@@ -382,7 +384,7 @@ public final class CheckpointStore: Sendable {
                 state.pinned[parent, default: 0] += 1
             }
             let id = CheckpointID(state.nextID)
-            state.nextID += 1
+            if reserveID { state.nextID += 1 }
             let token = state.nextCapture
             state.nextCapture += 1
             state.capturing[token] = []
@@ -576,7 +578,7 @@ public final class CheckpointStore: Sendable {
     private func replace(
         _ manifest: CheckpointManifest, previous: CheckpointSummary
     ) throws(CheckpointError) -> CheckpointSummary {
-        let (_, token) = try beginCapture(parent: nil)
+        let (_, token) = try beginCapture(parent: nil, reserveID: false)
         defer { abandonCapture(token: token, parent: nil) }
         let encoded = ManifestCodec.encode(manifest)
         let reference = try encoded.withBytes { (raw) throws(CheckpointError) in

@@ -16,7 +16,10 @@ struct FTCtl: AsyncParsableCommand {
             a crash test lost data, a journal is damaged); 64 bad input, refused before \
             anything runs, with one line naming the option, the value and what is accepted.
             """,
-        subcommands: [Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, Demo.self],
+        subcommands: [
+            Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, CheckpointCommand.self,
+            Demo.self,
+        ],
         defaultSubcommand: nil
     )
 }

@@ -111,7 +111,7 @@ struct JournalCrashTest: AsyncParsableCommand {
 }
 
 /// Bytes read by a background thread, handed over once.
-private final class CollectedOutput: @unchecked Sendable {
+final class CollectedOutput: @unchecked Sendable {
     private let condition = NSCondition()
     private var data: Data?
 
