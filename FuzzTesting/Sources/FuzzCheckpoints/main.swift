@@ -12,6 +12,7 @@ import LiveCopy
 //     after its header. The store is then opened, listed, verified and every checkpoint
 //     restored: each must work or throw a CheckpointError, never crash.
 
+/// libFuzzer's entry point: one input per call.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let input = UnsafeRawBufferPointer(start: start, count: count)
