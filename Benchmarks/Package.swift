@@ -96,6 +96,19 @@ let package = Package(
             plugins: benchmarkPlugin
         ),
         .executableTarget(
+            name: "CheckpointBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                "CZlibBenchmark",
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Checkpointing", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "LiveCopy", package: rootPackage),
+            ],
+            path: "Benchmarks/Checkpoint",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
             name: "LiveCopyBenchmarks",
             dependencies: [
                 "BenchmarkSupport",

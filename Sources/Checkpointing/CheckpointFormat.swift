@@ -278,35 +278,57 @@ enum ChunkFrame {
     /// Checks a whole frame and returns its logical bytes.
     static func decode(_ frame: UnsafeRawBufferPointer, expecting contents: Contents) -> Result<[UInt8], FormatFailure>
     {
-        let header: Header
-        switch decodeHeader(frame) {
-        case .success(let decoded): header = decoded
-        case .failure(let reason): return .failure(reason)
+        switch decodePayload(Array(frame), expecting: contents, checkRawLogical: true) {
+        case .success(let payload):
+            return .success(
+                payload.range == 0..<payload.bytes.count ? payload.bytes : Array(payload.bytes[payload.range]))
+        case .failure(let reason):
+            return .failure(reason)
         }
-        guard header.contents == contents else { return .failure("chunk holds \(header.contents), not \(contents)") }
-        guard frame.count == headerSize + header.storedLength, let base = frame.baseAddress else {
-            return .failure("frame of \(frame.count) bytes, header says \(headerSize + header.storedLength)")
-        }
-        let stored = UnsafeRawBufferPointer(start: base + headerSize, count: header.storedLength)
-        var crc = CRC32C()
-        crc.update(UnsafeRawBufferPointer(start: base, count: 28))
-        crc.update(stored)
-        guard crc.value == header.frameChecksum else { return .failure("chunk frame checksum mismatch") }
-        let logical: [UInt8]
-        switch header.encoding {
-        case .raw:
-            logical = Array(stored)
-        case .deflate:
-            do {
-                logical = try Inflate.decompress(stored, maximumOutputSize: header.logicalLength)
-            } catch {
-                return .failure("chunk does not inflate: \(error)")
+    }
+
+    /// Checks a whole frame and returns its logical bytes as a range of `bytes`: a raw frame's
+    /// own array (no copy; its frame checksum already covers the payload unless
+    /// `checkRawLogical`), a deflated frame's inflated bytes.
+    static func decodePayload(
+        _ frame: [UInt8], expecting contents: Contents, checkRawLogical: Bool = false
+    ) -> Result<(bytes: [UInt8], range: Range<Int>), FormatFailure> {
+        frame.withUnsafeBytes { raw -> Result<(bytes: [UInt8], range: Range<Int>), FormatFailure> in
+            let header: Header
+            switch decodeHeader(raw) {
+            case .success(let decoded): header = decoded
+            case .failure(let reason): return .failure(reason)
+            }
+            guard header.contents == contents else {
+                return .failure("chunk holds \(header.contents), not \(contents)")
+            }
+            guard raw.count == headerSize + header.storedLength, let base = raw.baseAddress else {
+                return .failure("frame of \(raw.count) bytes, header says \(headerSize + header.storedLength)")
+            }
+            let stored = UnsafeRawBufferPointer(start: base + headerSize, count: header.storedLength)
+            var crc = CRC32C()
+            crc.update(UnsafeRawBufferPointer(start: base, count: 28))
+            crc.update(stored)
+            guard crc.value == header.frameChecksum else { return .failure("chunk frame checksum mismatch") }
+            switch header.encoding {
+            case .raw:
+                if checkRawLogical && CRC32C.checksum(stored) != header.logicalChecksum {
+                    return .failure("chunk's logical bytes do not match their checksum")
+                }
+                return .success((frame, headerSize..<raw.count))
+            case .deflate:
+                let logical: [UInt8]
+                do {
+                    logical = try Inflate.decompress(stored, maximumOutputSize: header.logicalLength)
+                } catch {
+                    return .failure("chunk does not inflate: \(error)")
+                }
+                guard logical.count == header.logicalLength, CRC32C.checksum(logical) == header.logicalChecksum else {
+                    return .failure("chunk's logical bytes do not match their checksum")
+                }
+                return .success((logical, 0..<logical.count))
             }
         }
-        guard logical.count == header.logicalLength, CRC32C.checksum(logical) == header.logicalChecksum else {
-            return .failure("chunk's logical bytes do not match their checksum")
-        }
-        return .success(logical)
     }
 }
 
@@ -426,7 +448,9 @@ enum ManifestCodec {
                     let length = reader.u32(), let skip = reader.u32()
                 else { return .failure("item \(name): short extent \(extentIndex)") }
                 let contiguous = kind == .incremental || first == UInt64(next)
-                guard first >= UInt64(next), contiguous, count > 0, first + UInt64(count) <= unitCount else {
+                guard first >= UInt64(next), contiguous, count > 0, UInt64(count) <= unitCount,
+                    first <= unitCount - UInt64(count)
+                else {
                     return .failure("item \(name): extent \(extentIndex) at \(first)+\(count) out of order or bounds")
                 }
                 next = Int(first) + Int(count)

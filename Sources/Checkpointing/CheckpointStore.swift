@@ -346,6 +346,16 @@ public final class CheckpointStore: Sendable {
     func readFrame(
         _ reference: ChunkReference, contents: ChunkFrame.Contents, checkpoint: CheckpointID?
     ) throws(CheckpointError) -> [UInt8] {
+        let payload = try readPayload(reference, contents: contents, checkpoint: checkpoint, checkRawLogical: true)
+        return payload.range == 0..<payload.bytes.count ? payload.bytes : Array(payload.bytes[payload.range])
+    }
+
+    /// Reads the frame at `reference` and returns its checked logical bytes as a range of an
+    /// array (a raw frame is not copied again).
+    func readPayload(
+        _ reference: ChunkReference, contents: ChunkFrame.Contents, checkpoint: CheckpointID?,
+        checkRawLogical: Bool = false
+    ) throws(CheckpointError) -> (bytes: [UInt8], range: Range<Int>) {
         guard let unit = pool.unit(reference.unit) else {
             throw CheckpointError(
                 .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,
@@ -359,11 +369,11 @@ public final class CheckpointStore: Sendable {
                 detail: "chunk reference \(reference) outside the unit")
         }
         let frame: [UInt8]
-        do { frame = try unit.read(at: reference.offset, count: reference.length) } catch {
+        do throws(StorageError) { frame = try unit.read(at: reference.offset, count: reference.length) } catch {
             throw CheckpointError(error, checkpoint: checkpoint)
         }
-        switch frame.withUnsafeBytes({ ChunkFrame.decode($0, expecting: contents) }) {
-        case .success(let bytes): return bytes
+        switch ChunkFrame.decodePayload(frame, expecting: contents, checkRawLogical: checkRawLogical) {
+        case .success(let payload): return payload
         case .failure(let reason):
             throw CheckpointError(
                 .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,

@@ -101,7 +101,7 @@ extension CheckpointStore {
         _ body: (Range<Int>, UnsafeRawBufferPointer?) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
         var covered = 0
-        var cached: (reference: ChunkReference, bytes: [UInt8])?
+        var cached: (reference: ChunkReference, bytes: [UInt8], range: Range<Int>)?
         for extent in item.extents {
             guard extent.first == covered else {
                 throw CheckpointError(
@@ -114,9 +114,12 @@ extension CheckpointStore {
                 try body(extent.pages, nil)
             case .chunk(let reference, let skip):
                 if cached?.reference != reference {
-                    cached = (reference, try readFrame(reference, contents: .data, checkpoint: checkpoint))
+                    let payload = try readPayload(reference, contents: .data, checkpoint: checkpoint)
+                    cached = (reference, payload.bytes, payload.range)
                 }
-                guard let bytes = cached?.bytes, (skip + extent.count) * item.unitSize <= bytes.count else {
+                guard let bytes = cached?.bytes, let range = cached?.range,
+                    (skip + extent.count) * item.unitSize <= range.count
+                else {
                     throw CheckpointError(
                         .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,
                         detail: "item \(item.name) takes pages past the chunk's end")
@@ -125,7 +128,9 @@ extension CheckpointStore {
                     try body(
                         extent.pages,
                         UnsafeRawBufferPointer(
-                            rebasing: raw[skip * item.unitSize..<(skip + extent.count) * item.unitSize]))
+                            rebasing: raw[
+                                range.lowerBound + skip * item.unitSize..<range.lowerBound + (skip + extent.count)
+                                    * item.unitSize]))
                 }
             }
         }

@@ -380,6 +380,10 @@ struct CheckpointRestore: ParsableCommand {
             throw CommandFailure(
                 "\(id) has no item \(item) (it has \(state.items.map(\.name).joined(separator: ", ")))")
         }
+        guard found.unitCount <= (16 << 30) / found.unitSize else {
+            throw CommandFailure(
+                "\(item) is \(found.unitCount) units of \(found.unitSize) bytes; this command restores up to 16 GiB")
+        }
         var bytes = [UInt8](repeating: 0, count: found.unitSize * found.unitCount)
         try bytes.withUnsafeMutableBytes { try store.restore(id, item: item, into: $0) }
         guard FileManager.default.createFile(atPath: out, contents: Data(bytes)) else {

@@ -46,6 +46,20 @@ struct CheckpointFormatTests {
         }
     }
 
+    /// Found by FuzzCheckpoints: an extent starting near 2^64 overflowed the bounds check.
+    @Test func anExtentPastTheEndOfSixtyFourBitsIsRejectedNotATrap() {
+        var manifest = Self.sampleManifest(kind: .incremental)
+        manifest.items[0].extents = [.init(first: 0, count: 1, source: .zero)]
+        var bytes = ManifestCodec.encode(manifest)
+        // The first extent's `first` field, after the item header and the name "heap".
+        let extentOffset = 48 + "orders".utf8.count + 24 + "heap".utf8.count
+        for index in 0..<8 { bytes[extentOffset + index] = index == 0 ? 0x7F : 0xFF }
+        let checksum = CRC32C.checksum(bytes[0..<bytes.count - 4])
+        for index in 0..<4 { bytes[bytes.count - 4 + index] = UInt8(truncatingIfNeeded: checksum >> (8 * index)) }
+        let result = bytes.withUnsafeBytes { ManifestCodec.decode($0) }
+        #expect((try? result.get()) == nil)
+    }
+
     @Test func aFullManifestThatLeavesPagesUncoveredIsRejected() {
         var manifest = Self.sampleManifest(kind: .full)
         manifest.items[0].extents.removeFirst()
