@@ -250,6 +250,25 @@ enum ChunkFrame {
         return frame
     }
 
+    /// Frames a raw data payload in place: `buffer` holds ``headerSize`` bytes of room, then
+    /// `payloadCount` bytes of payload. One checksum pass: the frame checksum is the header's
+    /// combined with the payload's.
+    static func encodeRawInPlace(_ buffer: UnsafeMutableRawBufferPointer, payloadCount: Int, serial: UInt64) {
+        guard let base = buffer.baseAddress, buffer.count >= headerSize + payloadCount else { return }
+        let payloadChecksum = CRC32C.checksum(UnsafeRawBufferPointer(start: base + headerSize, count: payloadCount))
+        base.storeLE(magic, at: 0)
+        base.storeLE(version, at: 4)
+        base.storeLE(Contents.data.rawValue, at: 5)
+        base.storeLE(Encoding.raw.rawValue, at: 6)
+        base.storeLE(UInt8(0), at: 7)
+        base.storeLE(UInt32(payloadCount), at: 8)
+        base.storeLE(UInt32(payloadCount), at: 12)
+        base.storeLE(serial, at: 16)
+        base.storeLE(payloadChecksum, at: 24)
+        let headerChecksum = CRC32C.checksum(UnsafeRawBufferPointer(start: base, count: 28))
+        base.storeLE(CRC32C.combine(headerChecksum, payloadChecksum, secondLength: payloadCount), at: 28)
+    }
+
     /// Decodes and checks a header (not the payload's checksum).
     static func decodeHeader(_ bytes: UnsafeRawBufferPointer) -> Result<Header, FormatFailure> {
         guard bytes.count >= headerSize, let base = bytes.baseAddress else { return .failure("short header") }

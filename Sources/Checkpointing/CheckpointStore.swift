@@ -432,13 +432,22 @@ public final class CheckpointStore: Sendable {
     func writeFrame(
         _ payload: UnsafeRawBufferPointer, contents: ChunkFrame.Contents, token: UInt64
     ) throws(CheckpointError) -> ChunkReference {
-        let serial = state.withLockedValue { state in
+        let frame = try ChunkFrame.encode(
+            payload, contents: contents, serial: reserveSerial(),
+            deflateLevel: contents == .data ? configuration.deflateLevel : nil)
+        return try frame.withBytes { (raw) throws(CheckpointError) in try appendFrame(raw, token: token) }
+    }
+
+    /// The next chunk serial.
+    func reserveSerial() -> UInt64 {
+        state.withLockedValue { state in
             defer { state.nextSerial += 1 }
             return state.nextSerial
         }
-        let frame = try ChunkFrame.encode(
-            payload, contents: contents, serial: serial,
-            deflateLevel: contents == .data ? configuration.deflateLevel : nil)
+    }
+
+    /// Appends an encoded frame to the active data unit (a new one when it does not fit).
+    func appendFrame(_ frame: UnsafeRawBufferPointer, token: UInt64) throws(CheckpointError) -> ChunkReference {
         guard frame.count <= pool.unitCapacity - UnitHeader.size else {
             throw CheckpointError(
                 .invalidConfiguration,

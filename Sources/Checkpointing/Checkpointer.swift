@@ -330,8 +330,12 @@ public final class Checkpointer: Sendable {
     ) {
         let unitSize = item.unitSize
         let pagesPerChunk = max(1, min(64, CheckpointLimits.maximumChunkBytes / unitSize))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pagesPerChunk * unitSize, alignment: 64)
-        defer { buffer.deallocate() }
+        // Room for a frame header before the pages: a raw chunk is framed where it lies.
+        let frameBuffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: ChunkFrame.headerSize + pagesPerChunk * unitSize, alignment: 64)
+        defer { frameBuffer.deallocate() }
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: frameBuffer[ChunkFrame.headerSize...])
+        let raw = store.configuration.deflateLevel == nil
         var extents: [CheckpointManifest.Extent] = []
         var storedPages = 0
         var zeroPages = 0
@@ -355,9 +359,20 @@ public final class Checkpointer: Sendable {
                         Extents.append(.init(first: pages.lowerBound, count: pages.count, source: .zero), to: &extents)
                         zeroPages += pages.count
                     } else {
-                        let reference = try store.writeFrame(
-                            UnsafeRawBufferPointer(rebasing: buffer[slot * unitSize..<end * unitSize]), contents: .data,
-                            token: token)
+                        let reference: ChunkReference
+                        if raw {
+                            // Frame the pages where they are: the header goes just before them,
+                            // over the tail of a page already dealt with (or the spare room).
+                            let frame = UnsafeMutableRawBufferPointer(
+                                rebasing: frameBuffer[slot * unitSize..<ChunkFrame.headerSize + end * unitSize])
+                            ChunkFrame.encodeRawInPlace(
+                                frame, payloadCount: (end - slot) * unitSize, serial: store.reserveSerial())
+                            reference = try store.appendFrame(UnsafeRawBufferPointer(frame), token: token)
+                        } else {
+                            reference = try store.writeFrame(
+                                UnsafeRawBufferPointer(rebasing: buffer[slot * unitSize..<end * unitSize]),
+                                contents: .data, token: token)
+                        }
                         extents.append(
                             .init(first: pages.lowerBound, count: pages.count, source: .chunk(reference, skip: 0)))
                         storedPages += pages.count

@@ -15,7 +15,11 @@ extension CheckpointStore {
                 .geometryMismatch, checkpoint: id,
                 detail: "item \(name) is \(item.unitSize * item.unitCount) bytes, the destination \(destination.count)")
         }
-        try forEachPiece(of: item, checkpoint: id) { (pages, bytes) throws(CheckpointError) in
+        let direct = { (pages: Range<Int>) in
+            UnsafeMutableRawBufferPointer(
+                start: base + pages.lowerBound * item.unitSize, count: pages.count * item.unitSize)
+        }
+        try forEachPiece(of: item, checkpoint: id, direct: direct) { (pages, bytes) throws(CheckpointError) in
             let target = base + pages.lowerBound * item.unitSize
             if let bytes, let source = bytes.baseAddress {
                 target.copyMemory(from: source, byteCount: bytes.count)
@@ -86,6 +90,38 @@ extension CheckpointStore {
         }
     }
 
+    /// Reads a raw chunk's payload straight into `destination` (exactly its size) and checks
+    /// its frame checksum there; `false`, with `destination` untouched, when the frame is not
+    /// raw or not that size.
+    private func readWholeRawChunk(
+        _ reference: ChunkReference, into destination: UnsafeMutableRawBufferPointer, checkpoint: CheckpointID
+    ) throws(CheckpointError) -> Bool {
+        guard let unit = pool.unit(reference.unit), reference.offset >= UnitHeader.size,
+            reference.length <= unit.capacity - reference.offset
+        else { return false }
+        let headerBytes: [UInt8]
+        do throws(StorageError) {
+            headerBytes = try unit.read(at: reference.offset, count: ChunkFrame.headerSize)
+        } catch { throw CheckpointError(error, checkpoint: checkpoint) }
+        guard case .success(let header) = headerBytes.withUnsafeBytes({ ChunkFrame.decodeHeader($0) }),
+            header.contents == .data, header.encoding == .raw, header.storedLength == destination.count
+        else { return false }
+        do throws(StorageError) {
+            try unit.read(into: destination, at: reference.offset + ChunkFrame.headerSize)
+        } catch { throw CheckpointError(error, checkpoint: checkpoint) }
+        let headerChecksum = headerBytes.withUnsafeBytes {
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<28]))
+        }
+        let checksum = CRC32C.combine(
+            headerChecksum, CRC32C.checksum(UnsafeRawBufferPointer(destination)), secondLength: destination.count)
+        guard checksum == header.frameChecksum else {
+            throw CheckpointError(
+                .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,
+                detail: "chunk frame checksum mismatch")
+        }
+        return true
+    }
+
     func resolvedItem(_ id: CheckpointID, name: String) throws(CheckpointError) -> CheckpointManifest.Item {
         let state = try resolve(id)
         guard let item = state.items.first(where: { $0.name == name }) else {
@@ -96,8 +132,13 @@ extension CheckpointStore {
 
     /// Calls `body` for each extent of a resolved item in page order, with its bytes (or `nil`
     /// for zeros), reading each chunk once.
+    ///
+    /// With `direct`, an extent that is a whole raw chunk is read straight into the memory
+    /// `direct` gives for its pages and checked there (one copy and one checksum pass), and
+    /// `body` is not called for it.
     func forEachPiece(
         of item: CheckpointManifest.Item, checkpoint: CheckpointID,
+        direct: ((Range<Int>) -> UnsafeMutableRawBufferPointer)? = nil,
         _ body: (Range<Int>, UnsafeRawBufferPointer?) throws(CheckpointError) -> Void
     ) throws(CheckpointError) {
         var covered = 0
@@ -113,6 +154,12 @@ extension CheckpointStore {
             case .zero:
                 try body(extent.pages, nil)
             case .chunk(let reference, let skip):
+                let bytes = extent.count * item.unitSize
+                if let direct, skip == 0, reference.length == ChunkFrame.headerSize + bytes,
+                    try readWholeRawChunk(reference, into: direct(extent.pages), checkpoint: checkpoint)
+                {
+                    continue
+                }
                 if cached?.reference != reference {
                     let payload = try readPayload(reference, contents: .data, checkpoint: checkpoint)
                     cached = (reference, payload.bytes, payload.range)

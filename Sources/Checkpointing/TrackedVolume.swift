@@ -107,9 +107,8 @@ public final class TrackedVolume: StorageUnit, @unchecked Sendable {
 
     /// Moves the dirty blocks into `blocks`, clearing them atomically.
     public func collectDirtyBlocks(into blocks: inout PageSet) {
-        for index in 0..<min(wordCount, blocks.words.count) {
-            let word = ft_bitmap_take(bitmap + index)
-            if word != 0 { blocks.words[index] |= word }
+        for index in 0..<min(wordCount, blocks.words.count) where ft_bitmap_load(bitmap + index) != 0 {
+            blocks.words[index] |= ft_bitmap_take(bitmap + index)
         }
     }
 

@@ -225,12 +225,13 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         for index in 0..<wordCount { _ = ft_bitmap_take(bitmap + index) }
     }
 
-    /// Moves the dirty pages into `pages`, clearing them atomically.
+    /// Moves the dirty pages into `pages`, clearing them atomically. A word that reads as zero
+    /// is skipped without the atomic exchange (a bit set just after stays for the next call),
+    /// so a sparse bitmap costs a read of its words, not an exchange per word.
     public func collectDirtyPages(into pages: inout PageSet) {
         let count = min(wordCount, pages.words.count)
-        for index in 0..<count {
-            let word = ft_bitmap_take(bitmap + index)
-            if word != 0 { pages.words[index] |= word }
+        for index in 0..<count where ft_bitmap_load(bitmap + index) != 0 {
+            pages.words[index] |= ft_bitmap_take(bitmap + index)
         }
     }
 

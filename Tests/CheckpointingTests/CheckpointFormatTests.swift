@@ -150,3 +150,19 @@ struct CheckpointFormatTests {
         }
     }
 }
+
+@Suite("Raw chunk frames built in place")
+struct InPlaceFrameTests {
+    @Test func aFrameBuiltInPlaceIsTheFrameEncodeBuilds() throws {
+        var generator = SystemRandomNumberGenerator()
+        for count in [1, 100, 4096, 3 * 4096 + 5] {
+            let payload = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            var buffer = [UInt8](repeating: 0xAA, count: ChunkFrame.headerSize) + payload
+            buffer.withUnsafeMutableBytes { ChunkFrame.encodeRawInPlace($0, payloadCount: count, serial: 77) }
+            let encoded = try payload.withUnsafeBytes {
+                try ChunkFrame.encode($0, contents: .data, serial: 77, deflateLevel: nil)
+            }
+            #expect(buffer == encoded)
+        }
+    }
+}

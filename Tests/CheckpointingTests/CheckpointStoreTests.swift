@@ -135,8 +135,11 @@ struct CheckpointStoreTests {
         #expect(app.store.verify().problems.isEmpty)
     }
 
-    @Test func aDamagedChunkIsNamedAndOtherCheckpointsStillRestore() throws {
-        let app = try Application()
+    /// Raw chunks are restored straight into the destination and checked there; deflated ones
+    /// through a buffer. Both name the damage.
+    @Test(arguments: [true, false])
+    func aDamagedChunkIsNamedAndOtherCheckpointsStillRestore(deflate: Bool) throws {
+        let app = try Application(deflate: deflate)
         try app.memory.write([UInt8](repeating: 3, count: 4096), at: 0)
         let first = try app.checkpointer.checkpointBlocking(full: true)
         let firstSnapshot = try app.snapshot()

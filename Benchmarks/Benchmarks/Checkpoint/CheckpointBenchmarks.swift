@@ -93,7 +93,14 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("(b) writer pause at the cut: 64 MiB vs a large region, same dirty count", configuration: configuration) {
+    var pauseConfiguration = configuration
+    pauseConfiguration.metrics = [pauseRatio, .wallClock]
+    var mergeConfiguration = configuration
+    mergeConfiguration.metrics = [mergeRatio, .wallClock]
+
+    Benchmark(
+        "(b) writer pause at the cut: 64 MiB vs a large region, same dirty count", configuration: pauseConfiguration
+    ) {
         benchmark in
         do {
             let store = try makeStore(deflate: false)
