@@ -215,23 +215,47 @@ public final class Checkpointer: Sendable {
         }
 
         let (id, token) = try store.beginCapture(parent: parent)
-        var taken = carried
-        var guards: [CutGuard] = []
+        // Everything the pause needs is made before it: the guards, armed with the pages a
+        // failed capture left owed (or every page, for a full one). During the pause the
+        // trackers move their dirty bits straight into the guards' cut bitmaps (for a full
+        // capture into a scratch set, to restart tracking at the cut).
+        let guards = items.map { Self.makeGuard(for: $0) }
+        var scratch: [PageSet] = []
+        for (index, item) in items.enumerated() {
+            if parent == nil {
+                guards[index].arm(PageSet.all(pageCount: item.unitCount))
+                scratch.append(PageSet(pageCount: item.unitCount))
+            } else {
+                guards[index].arm(carried[index])
+            }
+        }
         let started = clock.now
         for gate in gates { gate.pause() }
         for (index, item) in items.enumerated() {
-            switch item.source {
-            case .memory(let memory): memory.collectDirtyPages(into: &taken[index])
-            case .volume(let volume): volume.collectDirtyBlocks(into: &taken[index])
+            if parent == nil {
+                switch item.source {
+                case .memory(let memory): memory.collectDirtyPages(into: &scratch[index])
+                case .volume(let volume): volume.collectDirtyBlocks(into: &scratch[index])
+                }
+            } else {
+                switch item.source {
+                case .memory(let memory): memory.collectDirtyPages(into: guards[index].cutWords)
+                case .volume(let volume): volume.collectDirtyBlocks(into: guards[index].cutWords)
+                }
             }
-            let pending = parent == nil ? PageSet.all(pageCount: item.unitCount) : taken[index]
-            let cutGuard = Self.makeGuard(for: item, pending: pending)
-            guards.append(cutGuard)
-            install(cutGuard, on: item)
+            install(guards[index], on: item)
         }
         let captureTime = wallClock()
         for gate in gates.reversed() { gate.resume() }
         let pause = clock.now - started
+        // What the trackers gave up, owed to the next capture if this one fails.
+        let taken =
+            parent == nil
+            ? zip(scratch, carried).map { pair in
+                var union = pair.0
+                union.formUnion(pair.1)
+                return union
+            } : guards.map(\.cutSet)
 
         do throws(CheckpointError) {
             var manifestItems: [CheckpointManifest.Item] = []
@@ -239,8 +263,7 @@ public final class Checkpointer: Sendable {
             var zeroPages = 0
             var storedBytes = 0
             for (index, item) in items.enumerated() {
-                let pending = parent == nil ? PageSet.all(pageCount: item.unitCount) : taken[index]
-                let copied = try copy(item, pending: pending, guard: guards[index], token: token)
+                let copied = try copy(item, pending: guards[index].cutSet, guard: guards[index], token: token)
                 storedPages += copied.storedPages
                 zeroPages += copied.zeroPages
                 storedBytes += copied.storedBytes
@@ -293,16 +316,16 @@ public final class Checkpointer: Sendable {
         }
     }
 
-    private static func makeGuard(for item: Item, pending: PageSet) -> CutGuard {
+    private static func makeGuard(for item: Item) -> CutGuard {
         let unitSize = item.unitSize
         switch item.source {
         case .memory(let memory):
-            return CutGuard(pending: pending, unitSize: unitSize) { page, destination in
+            return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { page, destination in
                 guard let target = destination.baseAddress else { return }
                 target.copyMemory(from: memory.address(ofPage: page), byteCount: unitSize)
             }
         case .volume(let volume):
-            return CutGuard(pending: pending, unitSize: unitSize) { (page, destination) throws(StorageError) in
+            return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { (page, destination) throws(StorageError) in
                 try volume.base.read(into: destination, at: page * unitSize)
             }
         }

@@ -112,6 +112,13 @@ public final class TrackedVolume: StorageUnit, @unchecked Sendable {
         }
     }
 
+    /// Moves the dirty blocks into `words` (a bitmap, ORed into), clearing them atomically.
+    public func collectDirtyBlocks(into words: UnsafeMutableBufferPointer<UInt64>) {
+        for index in 0..<min(wordCount, words.count) where ft_bitmap_load(bitmap + index) != 0 {
+            words[index] |= ft_bitmap_take(bitmap + index)
+        }
+    }
+
     /// Marks `blocks` dirty again.
     public func markDirty(_ blocks: PageSet) {
         for index in 0..<min(wordCount, blocks.words.count) where blocks.words[index] != 0 {

@@ -225,6 +225,14 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         for index in 0..<wordCount { _ = ft_bitmap_take(bitmap + index) }
     }
 
+    /// Moves the dirty pages into `words` (a bitmap of at least `(pageCount + 63) / 64` words,
+    /// ORed into), clearing them atomically: for a consumer that keeps its own bitmap.
+    public func collectDirtyPages(into words: UnsafeMutableBufferPointer<UInt64>) {
+        for index in 0..<min(wordCount, words.count) where ft_bitmap_load(bitmap + index) != 0 {
+            words[index] |= ft_bitmap_take(bitmap + index)
+        }
+    }
+
     /// Moves the dirty pages into `pages`, clearing them atomically. A word that reads as zero
     /// is skipped without the atomic exchange (a bit set just after stays for the next call),
     /// so a sparse bitmap costs a read of its words, not an exchange per word.

@@ -155,6 +155,11 @@ let benchmarks: @Sendable () -> Void = {
                 let smallTime = try seconds { blackHole(try store.merge(tips[0])) }
                 let largeTime = try seconds { blackHole(try store.merge(tips[1])) }
                 benchmark.stopMeasurement()
+                print(
+                    String(
+                        format: "(c) merge of 10 incrementals, %d MiB: %.2f ms, %d MiB: %.2f ms, ratio %.2f",
+                        (smallPages * pageSize) >> 20, smallTime * 1e3, (largePages * pageSize) >> 20, largeTime * 1e3,
+                        smallTime / largeTime))
                 record(ratio: smallTime / largeTime, as: mergeRatio, floor: 0.2, in: benchmark)
             }
         } catch {
