@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "LiveCopy", targets: ["LiveCopy"]),
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
         .library(name: "Checkpointing", targets: ["Checkpointing"]),
+        .library(name: "CheckpointingSimulation", targets: ["CheckpointingSimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -172,6 +173,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The checkpoint scenario: the shipped store and checkpointer on simulated disks.
+        .target(
+            name: "CheckpointingSimulation",
+            dependencies: [
+                "Checkpointing",
+                "DeterministicSimulation",
+                "FaultToleranceCore",
+                "LiveCopy",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "ElasticJournalSimulation",
             dependencies: [
@@ -198,6 +210,7 @@ let package = Package(
                 "HeartbeatSimulation",
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
+                "CheckpointingSimulation",
             ]
         ),
         .executableTarget(
@@ -262,7 +275,9 @@ let package = Package(
         ),
         .testTarget(
             name: "CheckpointingTests",
-            dependencies: ["Checkpointing", "LiveCopy", "FaultToleranceCore"]
+            dependencies: [
+                "Checkpointing", "CheckpointingSimulation", "DeterministicSimulation", "LiveCopy", "FaultToleranceCore",
+            ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),
         .testTarget(

@@ -2,6 +2,14 @@ public import FaultToleranceCore
 public import Logging
 import NIOConcurrencyHelpers
 
+/// Bugs planted in the shipped store for the simulation to catch (never set outside it).
+public enum CheckpointBug: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Commit a checkpoint's log record without first making its chunks and manifest durable.
+    case commitBeforeChunksDurable = "commit-before-chunks-durable"
+    /// Garbage collection counts only manifests as references, not the chunks they point at.
+    case collectReferencedChunks = "collect-referenced-chunks"
+}
+
 /// What the store's index knows of a checkpoint without reading its manifest.
 public struct CheckpointSummary: Sendable, Hashable {
     /// The checkpoint's identity.
@@ -72,6 +80,8 @@ public final class CheckpointStore: Sendable {
     /// The configuration.
     public let configuration: Configuration
     let logger: Logger
+    /// A planted bug (simulation only).
+    let bug: CheckpointBug?
 
     struct State {
         var salt: UInt64
@@ -95,10 +105,13 @@ public final class CheckpointStore: Sendable {
 
     let state: NIOLockedValueBox<State>
 
-    private init(pool: any StoragePool, configuration: Configuration, logger: Logger, state: State) {
+    private init(
+        pool: any StoragePool, configuration: Configuration, logger: Logger, state: State, bug: CheckpointBug?
+    ) {
         self.pool = pool
         self.configuration = configuration
         self.logger = logger
+        self.bug = bug
         self.state = NIOLockedValueBox(state)
     }
 
@@ -107,6 +120,13 @@ public final class CheckpointStore: Sendable {
     public static func open(
         pool: any StoragePool, configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint")
+    ) throws(CheckpointError) -> CheckpointStore {
+        try open(pool: pool, configuration: configuration, logger: logger, bug: nil)
+    }
+
+    /// Opens the store with a planted bug (the simulation's switch).
+    package static func open(
+        pool: any StoragePool, configuration: Configuration, logger: Logger, bug: CheckpointBug?
     ) throws(CheckpointError) -> CheckpointStore {
         guard pool.unitCapacity >= 1 << 20 else {
             throw CheckpointError(.invalidConfiguration, detail: "units of \(pool.unitCapacity) bytes; at least 1 MiB")
@@ -145,7 +165,7 @@ public final class CheckpointStore: Sendable {
         for id in blank {
             do { try pool.release(id) } catch { throw CheckpointError(error) }
         }
-        let store = CheckpointStore(pool: pool, configuration: configuration, logger: logger, state: state)
+        let store = CheckpointStore(pool: pool, configuration: configuration, logger: logger, state: state, bug: bug)
         logger.debug("checkpoint store open", metadata: ["checkpoints": "\(state.index.count)"])
         return store
     }
@@ -502,7 +522,7 @@ public final class CheckpointStore: Sendable {
             if let parent = manifest.parent, state.index[parent] == nil {
                 throw CheckpointError(.unknownCheckpoint, checkpoint: parent, detail: "the parent is gone")
             }
-            try synchronizeData(&state)
+            if bug != .commitBeforeChunksDurable { try synchronizeData(&state) }
             try append(.commit(summary), to: &state)
             state.index[summary.id] = summary
         }
@@ -679,6 +699,7 @@ public final class CheckpointStore: Sendable {
         var live = Set<UnitID>()
         for summary in checkpoints {
             live.insert(summary.manifest.unit)
+            if bug == .collectReferencedChunks { continue }
             for item in try manifest(summary.id).items {
                 for extent in item.extents {
                     if case .chunk(let reference, _) = extent.source { live.insert(reference.unit) }

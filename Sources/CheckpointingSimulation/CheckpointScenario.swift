@@ -1,0 +1,239 @@
+public import Checkpointing
+public import DeterministicSimulation
+import FaultToleranceCore
+import LiveCopy
+import Logging
+
+/// A randomized run of the shipped ``Checkpointing/CheckpointStore`` and
+/// ``Checkpointing/Checkpointer`` on a pool of ``DeterministicSimulation/SimulatedDisk``s.
+///
+/// An application (a 16-page region and a 16-block volume) is written, checkpointed (full or
+/// incremental), and its checkpoints merged, deleted and garbage collected, in a random
+/// order. Between steps the power fails: at once, or after a random number of storage
+/// operations so that it lands inside a capture, a commit, a merge, a delete's rebase, a
+/// log compaction or a garbage collection. Every disk then loses, keeps or tears its
+/// unsynchronized writes; one seed in five also fails an `fdatasync` now and then. The store
+/// is reopened, and the application restarts from its newest checkpoint.
+///
+/// Invariants, checked after every reopen and at the end:
+/// - `reopens`: the store opens.
+/// - `committed-survives`: every checkpoint whose capture (or merge) returned is there, unless
+///   a delete of it was attempted.
+/// - `deleted-stays-deleted`: no checkpoint whose delete returned comes back.
+/// - `restore-exact`: every checkpoint there restores exactly the region and volume as they
+///   were at its cut (the epoch of each capture names the snapshot taken at its cut).
+/// - `verifies`: ``Checkpointing/CheckpointStore/verify(progress:)`` finds no problem.
+public struct CheckpointScenario: Sendable {
+    /// Steps per run.
+    public var steps: Int
+    /// A planted bug, or `nil` for the real store.
+    public var bug: CheckpointBug?
+
+    /// Creates a scenario.
+    public init(steps: Int = 150, bug: CheckpointBug? = nil) {
+        self.steps = steps
+        self.bug = bug
+    }
+
+    static let pages = 16
+    static let pageSize = 4096
+
+    /// The application: its items and the checkpointer over them.
+    struct Application {
+        let memory: TrackedMemory
+        let volume: TrackedVolume
+        let checkpointer: Checkpointer
+
+        init(store: CheckpointStore, resumingFrom parent: CheckpointID?) throws {
+            memory = try TrackedMemory(pageCount: CheckpointScenario.pages)
+            volume = try TrackedVolume(
+                MemoryStorageUnit(
+                    id: UnitID(1 << 40), capacity: CheckpointScenario.pages * CheckpointScenario.pageSize),
+                gate: memory.gate)
+            if let parent {
+                try store.restore(parent, item: "heap", into: memory)
+                try store.restore(parent, item: "disk", into: volume)
+            }
+            var logger = Logger(label: "checkpoint.simulation")
+            logger.logLevel = .critical
+            checkpointer = try Checkpointer(
+                application: "app", store: store, regions: ["heap": memory], volumes: ["disk": volume],
+                resumingFrom: parent, wallClock: { 0 }, logger: logger)
+        }
+
+        func snapshot() throws -> [UInt8] {
+            try memory.read(at: 0, count: memory.byteCount) + volume.read(at: 0, count: volume.capacity)
+        }
+    }
+
+    /// Runs one seed.
+    public func run(seed: UInt64) -> SimulationReport {
+        var random = SimulationRandom(seed: seed)
+        var faults = FaultCounters()
+        var checks = 0
+        var operations = 0
+        var trace = TraceHash()
+        var logger = Logger(label: "checkpoint.simulation")
+        logger.logLevel = .critical
+        let failingSyncs = random.chance(0.2)
+        let diskFaults = SimulatedDisk.Faults(
+            loseUnsynchronized: 0.5, tearUnsynchronized: 0.25, synchronizeFailure: failingSyncs ? 0.01 : 0)
+        let pool = SimulatedStoragePool(
+            unitCapacity: 1 << 20, budget: 40 << 20, faults: diskFaults, random: random.split())
+        let configuration = CheckpointStore.Configuration(deflateLevel: random.chance(0.5) ? 1 : nil)
+
+        func report(_ violation: InvariantViolation?) -> SimulationReport {
+            SimulationReport(
+                seed: seed, faults: faults, invariantChecks: checks, operations: operations, virtualTime: 0,
+                events: steps, violation: violation, traceHash: trace.value)
+        }
+        func violation(_ invariant: String, _ detail: String) -> SimulationReport {
+            report(InvariantViolation(invariant: invariant, detail: detail, at: .zero))
+        }
+
+        // The model: the bytes at each capture's cut, by epoch; what must be there.
+        var snapshots: [UInt64: [UInt8]] = [:]
+        var committed = Set<CheckpointID>()
+        var deleted = Set<CheckpointID>()
+        var epoch: UInt64 = 0
+
+        var store: CheckpointStore
+        var application: Application
+        do {
+            store = try CheckpointStore.open(pool: pool, configuration: configuration, logger: logger, bug: bug)
+            application = try Application(store: store, resumingFrom: nil)
+        } catch {
+            return violation("setup", "\(error)")
+        }
+
+        /// Power loss, reopen, every check, and the application's restart.
+        func crashAndCheck() -> SimulationReport? {
+            let outcome = pool.crash()
+            faults.writesLost += outcome.lost
+            faults.writesTorn += outcome.torn
+            faults.nodeCrashes += 1
+            trace.mix(UInt64(outcome.lost) << 32 | UInt64(outcome.torn))
+            do {
+                store = try CheckpointStore.open(pool: pool, configuration: configuration, logger: logger, bug: bug)
+            } catch {
+                return violation("reopens", "\(error)")
+            }
+            checks += 1
+            let present = store.checkpoints
+            let ids = Set(present.map(\.id))
+            if let lost = committed.subtracting(ids).min() {
+                return violation("committed-survives", "\(lost) was committed and is gone (present: \(ids.sorted()))")
+            }
+            if let back = deleted.intersection(ids).min() {
+                return violation("deleted-stays-deleted", "\(back) was deleted and is back")
+            }
+            for summary in present {
+                checks += 1
+                guard let expected = snapshots[summary.epoch] else {
+                    return violation("restore-exact", "\(summary.id) has epoch \(summary.epoch), never captured")
+                }
+                var memory = [UInt8](repeating: 0, count: Self.pages * Self.pageSize)
+                var volume = memory
+                do {
+                    try memory.withUnsafeMutableBytes { try store.restore(summary.id, item: "heap", into: $0) }
+                    try volume.withUnsafeMutableBytes { try store.restore(summary.id, item: "disk", into: $0) }
+                } catch {
+                    return violation("restore-exact", "\(summary.id) (epoch \(summary.epoch)): \(error)")
+                }
+                if memory + volume != expected {
+                    return violation("restore-exact", "\(summary.id) (epoch \(summary.epoch)) restores other bytes")
+                }
+            }
+            checks += 1
+            let verification = store.verify()
+            if let problem = verification.problems.first {
+                return violation("verifies", "\(problem)")
+            }
+            // What is there now is what the application stands on.
+            committed = ids
+            do {
+                application = try Application(store: store, resumingFrom: store.latest(application: "app")?.id)
+            } catch {
+                return violation("restore-exact", "restarting from the newest checkpoint: \(error)")
+            }
+            return nil
+        }
+
+        for _ in 0..<steps {
+            let roll = random.next() % 100
+            trace.mix(roll)
+            if roll < 16 {
+                // Power fails now, or inside the next operation.
+                if random.chance(0.6) {
+                    pool.power.cut(afterOperations: Int(random.next() % 12))
+                    attempt(&random)
+                }
+                if let failure = crashAndCheck() { return failure }
+                continue
+            }
+            if roll < 50 {
+                let count = Int(random.next() % 8) + 1
+                do {
+                    for _ in 0..<count {
+                        let length = Int(random.next() % 600) + 1
+                        let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next() | 1) }
+                        let span = Self.pages * Self.pageSize - length
+                        try application.memory.write(bytes, at: Int(random.next() % UInt64(span)))
+                        try application.volume.write(bytes, at: Int(random.next() % UInt64(span)))
+                    }
+                    if random.chance(0.1) {
+                        // A page zeroed: an incremental must record it as zeros.
+                        let page = Int(random.next() % UInt64(Self.pages))
+                        try application.memory.write(
+                            [UInt8](repeating: 0, count: Self.pageSize), at: page * Self.pageSize)
+                    }
+                } catch {
+                    return violation("setup", "a write failed: \(error)")
+                }
+                continue
+            }
+            attempt(&random)
+        }
+        if let failure = crashAndCheck() { return failure }
+        return report(nil)
+
+        /// One store operation, which may fail (a failed fsync, power cut): then the store is
+        /// reopened at the next crash.
+        func attempt(_ random: inout SimulationRandom) {
+            let roll = random.next() % 100
+            operations += 1
+            do {
+                switch roll {
+                case 0..<50:
+                    epoch += 1
+                    snapshots[epoch] = try application.snapshot()
+                    let report = try application.checkpointer.checkpointBlocking(epoch: epoch, full: random.chance(0.1))
+                    committed.insert(report.summary.id)
+                    trace.mix(report.summary.id.rawValue)
+                case 50..<65:
+                    if let id = committed.sorted().randomElement(using: &random) {
+                        _ = try store.merge(id)
+                    }
+                case 65..<80:
+                    if let id = committed.sorted().randomElement(using: &random) {
+                        // Until the delete returns, the checkpoint may or may not be gone.
+                        committed.remove(id)
+                        try store.delete(id)
+                        deleted.insert(id)
+                    }
+                case 80..<95:
+                    try store.collectGarbage()
+                default:
+                    // The oldest beyond the newest three may go; the ones it returns did.
+                    let all = store.checkpoints.map(\.id)
+                    committed.subtract(all.dropLast(3))
+                    deleted.formUnion(try store.retain(last: 3, application: "app"))
+                }
+            } catch {
+                if let failure = error as? CheckpointError, failure.storage?.code == .synchronizeFailed {
+                    faults.synchronizeFailures += 1
+                }
+            }
+        }
+    }
+}
