@@ -219,14 +219,44 @@ public final class CheckpointStore: Sendable {
     /// Replays one log unit; `nil` when it was never sealed (an interrupted compaction).
     private static func replay(log: any StorageUnit, generation: UInt64, salt: UInt64) throws(CheckpointError) -> State?
     {
-        let bytes: [UInt8]
-        do { bytes = try log.read(at: 0, count: log.capacity) } catch { throw CheckpointError(error) }
+        // Read a growing prefix: the log's records, not its whole capacity.
+        let window = LogRecord.headerSize + LogRecord.maximumBody
+        var limit = min(log.capacity, 64 << 10)
+        while true {
+            let bytes: [UInt8]
+            do throws(StorageError) { bytes = try log.read(at: 0, count: limit) } catch { throw CheckpointError(error) }
+            let scan = try scanLog(bytes, unit: log.id, generation: generation)
+            if scan.end + window + 4096 > limit && limit < log.capacity {
+                limit = min(log.capacity, limit * 4)
+                continue
+            }
+            guard scan.sealed else { return nil }
+            // An unsynchronized record torn by a crash can leave bytes anywhere in the one
+            // record's room after the end (its header lost, a later sector kept): clear them,
+            // so the next append does not leave garbage after itself.
+            let room = min(log.capacity, scan.end + window)
+            if bytes[scan.end..<min(room, bytes.count)].contains(where: { $0 != 0 }) {
+                do throws(StorageError) {
+                    try log.write([UInt8](repeating: 0, count: room - scan.end), at: scan.end)
+                } catch { throw CheckpointError(error) }
+            }
+            return State(
+                salt: salt, log: log, logGeneration: generation, logEnd: scan.end, index: scan.index,
+                nextID: scan.nextID, nextSerial: scan.nextSerial)
+        }
+    }
+
+    /// Replays the records in `bytes` (a prefix of a log unit) up to the end or a torn tail.
+    private static func scanLog(
+        _ bytes: [UInt8], unit: UnitID, generation: UInt64
+    ) throws(CheckpointError) -> (
+        index: [CheckpointID: CheckpointSummary], sealed: Bool, nextID: UInt64, nextSerial: UInt64, end: Int
+    ) {
         var index: [CheckpointID: CheckpointSummary] = [:]
         var sealed = false
         var nextID: UInt64 = 1
         var nextSerial: UInt64 = 1
         var offset = UnitHeader.size
-        var tornAt: Int?
         try bytes.withBytes { (raw) throws(CheckpointError) in
             while offset < raw.count {
                 switch LogRecord.decode(raw, at: offset, generation: generation) {
@@ -241,11 +271,8 @@ public final class CheckpointStore: Sendable {
                         offset + LogRecord.headerSize
                             + (claimed <= LogRecord.maximumBody ? claimed : LogRecord.maximumBody))
                     let probeEnd = min(raw.count, after + 4096)
-                    if after >= probeEnd || raw[after..<probeEnd].allSatisfy({ $0 == 0 }) {
-                        tornAt = offset
-                        return
-                    }
-                    throw CheckpointError(.damaged, unit: log.id, offset: offset, detail: "log: \(reason)")
+                    if after >= probeEnd || raw[after..<probeEnd].allSatisfy({ $0 == 0 }) { return }
+                    throw CheckpointError(.damaged, unit: unit, offset: offset, detail: "log: \(reason)")
                 case .record(let record, let length):
                     switch record {
                     case .commit(let summary), .replace(let summary):
@@ -262,16 +289,7 @@ public final class CheckpointStore: Sendable {
                 }
             }
         }
-        guard sealed else { return nil }
-        if let tornAt {
-            // Clear the torn record so the next append does not leave garbage before it.
-            let count = min(log.capacity - tornAt, LogRecord.headerSize + LogRecord.maximumBody)
-            do { try log.write([UInt8](repeating: 0, count: count), at: tornAt) } catch { throw CheckpointError(error) }
-            offset = tornAt
-        }
-        return State(
-            salt: salt, log: log, logGeneration: generation, logEnd: offset, index: index, nextID: nextID,
-            nextSerial: nextSerial)
+        return (index, sealed, nextID, nextSerial, min(offset, bytes.count))
     }
 
     // MARK: Reading the index
