@@ -128,8 +128,8 @@ public final class CheckpointStore: Sendable {
     package static func open(
         pool: any StoragePool, configuration: Configuration, logger: Logger, bug: CheckpointBug?
     ) throws(CheckpointError) -> CheckpointStore {
-        guard pool.unitCapacity >= 1 << 20 else {
-            throw CheckpointError(.invalidConfiguration, detail: "units of \(pool.unitCapacity) bytes; at least 1 MiB")
+        guard pool.unitCapacity >= 64 << 10 else {
+            throw CheckpointError(.invalidConfiguration, detail: "units of \(pool.unitCapacity) bytes; at least 64 KiB")
         }
         if let level = configuration.deflateLevel, !(1...9).contains(level) {
             throw CheckpointError(.invalidConfiguration, detail: "deflate level \(level) outside 1...9")
@@ -263,16 +263,19 @@ public final class CheckpointStore: Sendable {
                 case .end:
                     return
                 case .invalid(let reason):
-                    // Only the last record can be torn (each is synchronized before the next):
-                    // zeros after it mean a torn tail; a record after it means damage.
-                    let claimed = raw.loadLE(UInt32.self, at: offset).map(Int.init) ?? Int.max
-                    let after = min(
-                        raw.count,
-                        offset + LogRecord.headerSize
-                            + (claimed <= LogRecord.maximumBody ? claimed : LogRecord.maximumBody))
-                    let probeEnd = min(raw.count, after + 4096)
-                    if after >= probeEnd || raw[after..<probeEnd].allSatisfy({ $0 == 0 }) { return }
-                    throw CheckpointError(.damaged, unit: unit, offset: offset, detail: "log: \(reason)")
+                    // Only the last record can be torn: each is synchronized before the next is
+                    // written. So a valid record of this log after a bad one means the bad one
+                    // was damaged after it was durable. Anything else after it (zeros, sectors
+                    // of a longer record torn at the same place in a later run) is a torn tail.
+                    let searchEnd = min(raw.count, offset + LogRecord.headerSize + LogRecord.maximumBody + 4096)
+                    for start in offset + 1..<max(offset + 1, searchEnd) {
+                        if case .record = LogRecord.decode(raw, at: start, generation: generation) {
+                            throw CheckpointError(
+                                .damaged, unit: unit, offset: offset,
+                                detail: "log: \(reason), with a valid record after it at \(start)")
+                        }
+                    }
+                    return
                 case .record(let record, let length):
                     switch record {
                     case .commit(let summary), .replace(let summary):

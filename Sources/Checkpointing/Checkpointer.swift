@@ -130,8 +130,11 @@ public final class Checkpointer: Sendable {
         where name.isEmpty || name.utf8.count > CheckpointLimits.maximumNameBytes {
             throw CheckpointError(.invalidConfiguration, detail: "name \"\(name)\" must be 1 to 255 UTF-8 bytes")
         }
+        let room = store.pool.unitCapacity - UnitHeader.size - ChunkFrame.headerSize
         for item in items
-        where item.unitSize < CheckpointLimits.minimumUnitSize || item.unitSize > CheckpointLimits.maximumUnitSize {
+        where item.unitSize < CheckpointLimits.minimumUnitSize || item.unitSize > CheckpointLimits.maximumUnitSize
+            || item.unitSize > room
+        {
             throw CheckpointError(.invalidConfiguration, detail: "item \(item.name): unit size \(item.unitSize)")
         }
         if let parent {
@@ -352,7 +355,7 @@ public final class Checkpointer: Sendable {
         extents: [CheckpointManifest.Extent], storedPages: Int, zeroPages: Int, storedBytes: Int
     ) {
         let unitSize = item.unitSize
-        let pagesPerChunk = max(1, min(64, CheckpointLimits.maximumChunkBytes / unitSize))
+        let pagesPerChunk = Self.pagesPerChunk(unitSize: unitSize, unitCapacity: store.pool.unitCapacity)
         // Room for a frame header before the pages: a raw chunk is framed where it lies.
         let frameBuffer = UnsafeMutableRawBufferPointer.allocate(
             byteCount: ChunkFrame.headerSize + pagesPerChunk * unitSize, alignment: 64)
@@ -409,6 +412,12 @@ public final class Checkpointer: Sendable {
         }
         if let failure { throw failure }
         return (extents, storedPages, zeroPages, storedBytes)
+    }
+
+    /// Pages per chunk: up to 64, as many as fit a unit with its headers.
+    static func pagesPerChunk(unitSize: Int, unitCapacity: Int) -> Int {
+        let fit = (unitCapacity - UnitHeader.size - ChunkFrame.headerSize) / unitSize
+        return max(1, min(64, CheckpointLimits.maximumChunkBytes / unitSize, fit))
     }
 
     private static func isZero(_ buffer: UnsafeMutableRawBufferPointer, slot: Int, unitSize: Int) -> Bool {
