@@ -577,8 +577,8 @@ public enum CheckpointChunk {
     /// Checks a whole data-chunk frame and returns its logical bytes; throws
     /// ``CheckpointError/Code/damaged`` saying what does not hold.
     public static func payload(ofFrame frame: [UInt8]) throws(CheckpointError) -> [UInt8] {
-        switch frame.withUnsafeBytes({ ChunkFrame.decode($0, expecting: .data) }) {
-        case .success(let bytes): return bytes
+        switch ChunkFrame.decodePayload(frame, expecting: .data, checkRawLogical: true) {
+        case .success(let payload): return Array(payload.bytes[payload.range])
         case .failure(let reason): throw CheckpointError(.damaged, detail: "chunk: \(reason)")
         }
     }

@@ -47,26 +47,14 @@ struct CheckpointCrashTest: AsyncParsableCommand {
         var acknowledgements = 0
         for round in 1...rounds {
             let delay = Int.random(in: 20...max(20, maximumDelay), using: &random)
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: executable)
-            child.arguments = [
-                "checkpoint", "create", path, "--rounds", "1000000", "--pages", "\(workload.pages)", "--writes",
-                "\(workload.writes)", "--keep", "3", "--merge-every", "3", "--gc-every", "2", "--budget", "256",
-                "--seed", "\(seed)",
-            ]
-            let output = Pipe()
-            child.standardOutput = output
-            child.standardError = FileHandle.nullDevice
-            let collected = CollectedOutput()
-            let reader = Thread { collected.set(output.fileHandleForReading.readDataToEndOfFile()) }
-            try child.run()
-            reader.start()
-            try await Task.sleep(for: .milliseconds(delay))
-            kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
-            let text = String(decoding: collected.wait(), as: UTF8.self)
-            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-            if !text.hasSuffix("\n") { lines.removeLast() }
+            let lines = try await linesOfKilledChild(
+                executable,
+                [
+                    "checkpoint", "create", path, "--rounds", "1000000", "--pages", "\(workload.pages)", "--writes",
+                    "\(workload.writes)", "--keep", "3", "--merge-every", "3", "--gc-every", "2", "--budget", "256",
+                    "--seed", "\(seed)",
+                ],
+                after: .milliseconds(delay))
             let acknowledged = lines.compactMap { line -> UInt64? in
                 guard line.hasPrefix("ack ") else { return nil }
                 return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }

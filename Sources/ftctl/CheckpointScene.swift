@@ -40,7 +40,8 @@ struct CheckpointScene {
                             at: Int(state >> 40) % 32_768 * 512)
                     }
                     writes.add(1, ordering: .relaxed)
-                    // About 100,000 writes a second per thread.
+                    // About 100,000 writes a second per thread. This is a Foundation thread the
+                    // scene owns, never the cooperative pool: it may sleep.
                     if state & 63 == 0 { usleep(500) }
                 }
             }

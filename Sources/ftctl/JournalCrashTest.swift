@@ -45,23 +45,9 @@ struct JournalCrashTest: AsyncParsableCommand {
         for round in 1...rounds {
             let delay = Int.random(in: 20...max(20, maximumDelay), using: &random)
             let size = [64, 512, 4096, 20_000].randomElement(using: &random) ?? 512
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: executable)
-            child.arguments = ["journal", "stress", path, "--size", "\(size)", "--concurrency", "16"]
-            let output = Pipe()
-            child.standardOutput = output
-            child.standardError = FileHandle.nullDevice
-            let collected = CollectedOutput()
-            let reader = Thread { collected.set(output.fileHandleForReading.readDataToEndOfFile()) }
-            try child.run()
-            reader.start()
-            try await Task.sleep(for: .milliseconds(delay))
-            kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
-            let text = String(decoding: collected.wait(), as: UTF8.self)
-            // Only whole lines count: the kill may cut the last one.
-            var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-            if !text.hasSuffix("\n") { lines.removeLast() }
+            let lines = try await linesOfKilledChild(
+                executable, ["journal", "stress", path, "--size", "\(size)", "--concurrency", "16"],
+                after: .milliseconds(delay))
             let acknowledged = lines.compactMap { $0.hasPrefix("ack ") ? UInt64($0.dropFirst(4)) : nil }
             totalAcknowledged += acknowledged.count
             let highest = acknowledged.max() ?? 0
@@ -110,8 +96,34 @@ struct JournalCrashTest: AsyncParsableCommand {
     }
 }
 
+/// Runs `executable` with `arguments`, kills it with SIGKILL after `delay`, and returns the
+/// whole lines it wrote to standard output (the kill may cut the last one, which does not
+/// count). Shared by the crash tests.
+func linesOfKilledChild(_ executable: String, _ arguments: [String], after delay: Duration) async throws
+    -> [Substring]
+{
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: executable)
+    child.arguments = arguments
+    let output = Pipe()
+    child.standardOutput = output
+    child.standardError = FileHandle.nullDevice
+    let collected = CollectedOutput()
+    // A thread of its own blocks on the pipe, not the cooperative pool.
+    let reader = Thread { collected.set(output.fileHandleForReading.readDataToEndOfFile()) }
+    try child.run()
+    reader.start()
+    try await Task.sleep(for: delay)
+    kill(child.processIdentifier, SIGKILL)
+    child.waitUntilExit()
+    let text = String(decoding: collected.wait(), as: UTF8.self)
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    if !text.hasSuffix("\n") { lines.removeLast() }
+    return lines
+}
+
 /// Bytes read by a background thread, handed over once.
-final class CollectedOutput: @unchecked Sendable {
+private final class CollectedOutput: @unchecked Sendable {
     private let condition = NSCondition()
     private var data: Data?
 
