@@ -33,6 +33,12 @@ public struct CheckpointError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let unavailable = Code("unavailable")
         /// The store's format version is newer than this library reads.
         public static let unsupportedVersion = Code("unsupportedVersion")
+        /// A group checkpoint message that does not decode (short, wrong version, bytes left
+        /// over, a field out of range).
+        public static let malformedMessage = Code("malformedMessage")
+        /// A group epoch was aborted (a member failed, timed out or restarted before the
+        /// commit); ``CheckpointError/detail`` says which and why.
+        public static let aborted = Code("aborted")
 
         /// The code's name.
         public var description: String { name }

@@ -92,6 +92,8 @@ public final class CheckpointStore: Sendable {
         var dataEnd = 0
         var unsynced: [UnitID: any StorageUnit] = [:]
         var index: [CheckpointID: CheckpointSummary] = [:]
+        /// Checkpoints of `index` prepared for a group epoch whose fate is not yet recorded.
+        var prepared: Set<CheckpointID> = []
         var nextID: UInt64
         var nextSerial: UInt64
         /// Checkpoints an unfinished capture builds on (not deletable meanwhile).
@@ -242,7 +244,7 @@ public final class CheckpointStore: Sendable {
             }
             return State(
                 salt: salt, log: log, logGeneration: generation, logEnd: scan.end, index: scan.index,
-                nextID: scan.nextID, nextSerial: scan.nextSerial)
+                prepared: scan.prepared, nextID: scan.nextID, nextSerial: scan.nextSerial)
         }
     }
 
@@ -250,9 +252,11 @@ public final class CheckpointStore: Sendable {
     private static func scanLog(
         _ bytes: [UInt8], unit: UnitID, generation: UInt64
     ) throws(CheckpointError) -> (
-        index: [CheckpointID: CheckpointSummary], sealed: Bool, nextID: UInt64, nextSerial: UInt64, end: Int
+        index: [CheckpointID: CheckpointSummary], prepared: Set<CheckpointID>, sealed: Bool, nextID: UInt64,
+        nextSerial: UInt64, end: Int
     ) {
         var index: [CheckpointID: CheckpointSummary] = [:]
+        var prepared: Set<CheckpointID> = []
         var sealed = false
         var nextID: UInt64 = 1
         var nextSerial: UInt64 = 1
@@ -281,8 +285,15 @@ public final class CheckpointStore: Sendable {
                     case .commit(let summary), .replace(let summary):
                         index[summary.id] = summary
                         nextID = max(nextID, summary.id.rawValue + 1)
+                    case .prepare(let summary):
+                        index[summary.id] = summary
+                        prepared.insert(summary.id)
+                        nextID = max(nextID, summary.id.rawValue + 1)
+                    case .decide(let id):
+                        prepared.remove(id)
                     case .delete(let id):
                         index[id] = nil
+                        prepared.remove(id)
                     case .seal(let id, let serial):
                         sealed = true
                         nextID = max(nextID, id)
@@ -292,17 +303,27 @@ public final class CheckpointStore: Sendable {
                 }
             }
         }
-        return (index, sealed, nextID, nextSerial, min(offset, bytes.count))
+        return (index, prepared, sealed, nextID, nextSerial, min(offset, bytes.count))
     }
 
     // MARK: Reading the index
 
-    /// Every committed checkpoint, oldest first.
+    /// Every committed checkpoint, oldest first (prepared ones are in ``inDoubt``).
     public var checkpoints: [CheckpointSummary] {
-        state.withLockedValue { $0.index.values.sorted { $0.id < $1.id } }
+        state.withLockedValue { state in
+            state.index.values.filter { !state.prepared.contains($0.id) }.sorted { $0.id < $1.id }
+        }
     }
 
-    /// The summary of checkpoint `id`.
+    /// Checkpoints prepared for a group epoch whose fate this store has not recorded (see
+    /// ``decide(_:commit:)``), oldest first. They restore like any other, their chunks are
+    /// never collected, and they are not committed: a group member asks its coordinator
+    /// what became of their epochs before it serves.
+    public var inDoubt: [CheckpointSummary] {
+        state.withLockedValue { state in state.prepared.compactMap { state.index[$0] }.sorted { $0.id < $1.id } }
+    }
+
+    /// The summary of checkpoint `id` (committed or prepared).
     public func summary(_ id: CheckpointID) throws(CheckpointError) -> CheckpointSummary {
         guard let summary = state.withLockedValue({ $0.index[id] }) else {
             throw CheckpointError(.unknownCheckpoint, checkpoint: id)
@@ -313,7 +334,8 @@ public final class CheckpointStore: Sendable {
     /// The newest committed checkpoint of `application`, if any.
     public func latest(application: String) -> CheckpointSummary? {
         state.withLockedValue { state in
-            state.index.values.filter { $0.application == application }.max { $0.id < $1.id }
+            state.index.values.filter { $0.application == application && !state.prepared.contains($0.id) }
+                .max { $0.id < $1.id }
         }
     }
 
@@ -432,6 +454,10 @@ public final class CheckpointStore: Sendable {
             try Self.checkUsable(state)
             if let parent {
                 guard state.index[parent] != nil else { throw CheckpointError(.unknownCheckpoint, checkpoint: parent) }
+                guard !state.prepared.contains(parent) else {
+                    throw CheckpointError(
+                        .unavailable, checkpoint: parent, detail: "its group epoch is not yet decided")
+                }
                 state.pinned[parent, default: 0] += 1
             }
             let id = CheckpointID(state.nextID)
@@ -521,10 +547,10 @@ public final class CheckpointStore: Sendable {
         }
     }
 
-    /// Writes `manifest`, makes it and every chunk durable, then commits it with a durable log
-    /// record.
+    /// Writes `manifest`, makes it and every chunk durable, then commits it (or, with
+    /// `prepareOnly`, prepares it for a group epoch) with a durable log record.
     func commit(
-        _ manifest: CheckpointManifest, token: UInt64, capturedBytes: Int, storedBytes: Int
+        _ manifest: CheckpointManifest, token: UInt64, capturedBytes: Int, storedBytes: Int, prepareOnly: Bool = false
     ) throws(CheckpointError) -> CheckpointSummary {
         let encoded = ManifestCodec.encode(manifest)
         let reference = try encoded.withBytes { (raw) throws(CheckpointError) in
@@ -544,10 +570,34 @@ public final class CheckpointStore: Sendable {
                 throw CheckpointError(.unknownCheckpoint, checkpoint: parent, detail: "the parent is gone")
             }
             if bug != .commitBeforeChunksDurable { try synchronizeData(&state) }
-            try append(.commit(summary), to: &state)
+            try append(prepareOnly ? .prepare(summary) : .commit(summary), to: &state)
             state.index[summary.id] = summary
+            if prepareOnly { state.prepared.insert(summary.id) }
         }
         return summary
+    }
+
+    /// Records the fate of prepared checkpoint `id`'s group epoch, durably: committed, it
+    /// becomes an ordinary checkpoint; aborted, it is deleted and its chunks become garbage.
+    /// Recording a fate already recorded (a decision heard twice) does nothing.
+    public func decide(_ id: CheckpointID, commit: Bool) throws(CheckpointError) {
+        try state.withLocked { (state) throws(CheckpointError) in
+            try Self.checkUsable(state)
+            guard state.prepared.contains(id) else {
+                // Decided already: committed (still indexed) or aborted (gone). Anything else is
+                // a caller's mistake.
+                if commit ? state.index[id] != nil : state.index[id] == nil { return }
+                throw CheckpointError(
+                    .unknownCheckpoint, checkpoint: id,
+                    detail: commit ? "not a prepared checkpoint" : "committed already; delete it instead")
+            }
+            guard !state.index.values.contains(where: { $0.parent == id }) else {
+                throw CheckpointError(.unavailable, checkpoint: id, detail: "a checkpoint builds on it")
+            }
+            try append(commit ? .decide(id) : .delete(id), to: &state)
+            state.prepared.remove(id)
+            if !commit { state.index[id] = nil }
+        }
     }
 
     private func synchronizeData(_ state: inout State) throws(CheckpointError) {
@@ -589,7 +639,8 @@ public final class CheckpointStore: Sendable {
         var end = UnitHeader.size
         do {
             for summary in state.index.values.sorted(by: { $0.id < $1.id }) {
-                let bytes = LogRecord.commit(summary).encoded(generation: generation)
+                let record = state.prepared.contains(summary.id) ? LogRecord.prepare(summary) : .commit(summary)
+                let bytes = record.encoded(generation: generation)
                 guard end + bytes.count <= log.capacity - 64 else {
                     throw CheckpointError(.budgetExceeded, detail: "the index does not fit one log unit")
                 }
@@ -630,6 +681,9 @@ public final class CheckpointStore: Sendable {
     @discardableResult
     public func merge(_ id: CheckpointID) throws(CheckpointError) -> CheckpointSummary {
         let before = try summary(id)
+        if state.withLockedValue({ $0.prepared.contains(id) }) {
+            throw CheckpointError(.unavailable, checkpoint: id, detail: "prepared for a group epoch, not yet decided")
+        }
         guard before.kind == .incremental else { return before }
         let folded = try resolve(id)
         return try replace(folded, previous: before)
@@ -667,6 +721,11 @@ public final class CheckpointStore: Sendable {
     /// become garbage once nothing references them.
     public func delete(_ id: CheckpointID) throws(CheckpointError) {
         let target = try summary(id)
+        if state.withLockedValue({ $0.prepared.contains(id) }) {
+            throw CheckpointError(
+                .unavailable, checkpoint: id, detail: "prepared for a group epoch: its fate decides (decide(_:commit:))"
+            )
+        }
         if state.withLockedValue({ $0.pinned[id] != nil }) {
             throw CheckpointError(.unavailable, checkpoint: id, detail: "a capture is building on it")
         }

@@ -93,6 +93,8 @@ public final class Checkpointer: Sendable {
         /// Pages a failed capture took from the trackers, owed to the next one.
         var carried: [PageSet]
         var running = false
+        /// A checkpoint prepared for a group epoch, with the pages it took, until its fate.
+        var undecided: (id: CheckpointID, taken: [PageSet])?
     }
 
     /// The application's name in the store.
@@ -196,9 +198,58 @@ public final class Checkpointer: Sendable {
     /// Takes a checkpoint on the calling thread (which blocks for the pause and the I/O):
     /// incremental to the last one unless `full` or there is none.
     public func checkpointBlocking(epoch: UInt64 = 0, full: Bool = false) throws(CheckpointError) -> CheckpointReport {
+        try capture(epoch: epoch, full: full, prepareOnly: false)
+    }
+
+    /// Takes a group member's checkpoint for `epoch` on a thread of NIO's shared thread pool:
+    /// as ``checkpoint(epoch:full:)``, but it is left prepared (durable, in the store's
+    /// ``CheckpointStore/inDoubt``) until ``decide(commit:)`` records the epoch's fate. No other
+    /// checkpoint is taken meanwhile.
+    public func prepare(epoch: UInt64, full: Bool = false) async throws(CheckpointError) -> CheckpointReport {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive {
+                try self.capture(epoch: epoch, full: full, prepareOnly: true)
+            }
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(.unavailable, detail: "\(error)")
+        }
+    }
+
+    /// ``prepare(epoch:full:)`` on the calling thread.
+    public func prepareBlocking(epoch: UInt64, full: Bool = false) throws(CheckpointError) -> CheckpointReport {
+        try capture(epoch: epoch, full: full, prepareOnly: true)
+    }
+
+    /// The prepared checkpoint whose epoch's fate is not yet decided, if any.
+    public var undecided: CheckpointID? { state.withLockedValue { $0.undecided?.id } }
+
+    /// Records the fate of the prepared checkpoint's epoch (durably, in the store): committed,
+    /// the next capture builds on it; aborted, it is deleted and the pages it held are owed to
+    /// the next capture. Does nothing when no checkpoint is prepared.
+    public func decide(commit: Bool) throws(CheckpointError) {
+        guard let undecided = state.withLockedValue({ $0.undecided }) else { return }
+        try store.decide(undecided.id, commit: commit)
+        state.withLockedValue { state in
+            state.undecided = nil
+            if commit {
+                state.parent = undecided.id
+                state.carried = items.map { PageSet(pageCount: $0.unitCount) }
+            } else {
+                for index in items.indices { state.carried[index].formUnion(undecided.taken[index]) }
+            }
+        }
+    }
+
+    private func capture(epoch: UInt64, full: Bool, prepareOnly: Bool) throws(CheckpointError) -> CheckpointReport {
         let (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
             guard !state.running else {
                 throw CheckpointError(.unavailable, detail: "a checkpoint of \(application) is already running")
+            }
+            if let undecided = state.undecided {
+                throw CheckpointError(
+                    .unavailable, checkpoint: undecided.id, detail: "a prepared checkpoint awaits its epoch's fate")
             }
             state.running = true
             return (full ? nil : state.parent, state.carried)
@@ -283,13 +334,19 @@ public final class Checkpointer: Sendable {
                 kind: parent == nil ? .full : .incremental,
                 captureTime: captureTime, items: manifestItems)
             let summary = try store.commit(
-                manifest, token: token, capturedBytes: capturedBytes(manifestItems), storedBytes: storedBytes)
+                manifest, token: token, capturedBytes: capturedBytes(manifestItems), storedBytes: storedBytes,
+                prepareOnly: prepareOnly)
             state.withLockedValue { state in
-                state.parent = id
-                state.carried = items.map { PageSet(pageCount: $0.unitCount) }
+                if prepareOnly {
+                    // Until the fate is known, the next capture's parent and debts stay as they were.
+                    state.undecided = (id, taken)
+                } else {
+                    state.parent = id
+                    state.carried = items.map { PageSet(pageCount: $0.unitCount) }
+                }
             }
             logger.debug(
-                "checkpoint committed",
+                prepareOnly ? "checkpoint prepared" : "checkpoint committed",
                 metadata: [
                     "application": "\(application)", "checkpoint": "\(id)", "kind": "\(manifest.kind)",
                     "pause_ns": "\(pause.nanoseconds)", "stored_pages": "\(storedPages)",

@@ -76,12 +76,16 @@ struct UnitHeader: Equatable {
 /// (0 = none), kind (u8), capture time, manifest unit, manifest offset, manifest frame length
 /// (u32), captured bytes, stored bytes (u64 each unless marked), application name length (u16)
 /// and name. `delete`: id. `seal` (ends a log's opening snapshot): the next id and the next
-/// chunk serial.
+/// chunk serial. `prepare` (a group member's checkpoint, durable but not yet decided): the same
+/// body as `commit`. `decide` (a prepared checkpoint's group epoch committed): id. A prepared
+/// checkpoint whose epoch aborted is deleted with `delete`.
 enum LogRecord: Equatable {
     case commit(CheckpointSummary)
     case replace(CheckpointSummary)
     case delete(CheckpointID)
     case seal(nextID: UInt64, nextSerial: UInt64)
+    case prepare(CheckpointSummary)
+    case decide(CheckpointID)
 
     static let headerSize = 9
     static let maximumBody = 1024
@@ -92,13 +96,15 @@ enum LogRecord: Equatable {
         case .replace: 2
         case .delete: 3
         case .seal: 4
+        case .prepare: 5
+        case .decide: 6
         }
     }
 
     func encoded(generation: UInt64) -> [UInt8] {
         var body: [UInt8] = []
         switch self {
-        case .commit(let summary), .replace(let summary):
+        case .commit(let summary), .replace(let summary), .prepare(let summary):
             body.appendLE(summary.id.rawValue)
             body.appendLE(summary.epoch)
             body.appendLE(summary.parent?.rawValue ?? 0)
@@ -111,7 +117,7 @@ enum LogRecord: Equatable {
             body.appendLE(UInt64(summary.storedBytes))
             body.appendLE(UInt16(summary.application.utf8.count))
             body.append(contentsOf: summary.application.utf8)
-        case .delete(let id):
+        case .delete(let id), .decide(let id):
             body.appendLE(id.rawValue)
         case .seal(let nextID, let nextSerial):
             body.appendLE(nextID)
@@ -155,7 +161,7 @@ enum LogRecord: Equatable {
         var reader = Reader(bytes: body)
         let record: LogRecord
         switch type {
-        case 1, 2:
+        case 1, 2, 5:
             guard let id = reader.u64(), id > 0, let epoch = reader.u64(), let parent = reader.u64(),
                 let kindByte = reader.u8(), let kind = CheckpointManifest.Kind(rawValue: kindByte),
                 let captureTime = reader.u64(), let unit = reader.u64(), let manifestOffset = reader.u64(),
@@ -168,10 +174,10 @@ enum LogRecord: Equatable {
                 parent: parent == 0 ? nil : CheckpointID(parent), kind: kind, captureTime: captureTime,
                 manifest: ChunkReference(unit: UnitID(unit), offset: Int(manifestOffset), length: Int(manifestLength)),
                 capturedBytes: Int(captured), storedBytes: Int(stored))
-            record = type == 1 ? .commit(summary) : .replace(summary)
-        case 3:
+            record = type == 1 ? .commit(summary) : type == 2 ? .replace(summary) : .prepare(summary)
+        case 3, 6:
             guard let id = reader.u64(), reader.remaining == 0 else { return .invalid("malformed delete record") }
-            record = .delete(CheckpointID(id))
+            record = type == 3 ? .delete(CheckpointID(id)) : .decide(CheckpointID(id))
         case 4:
             guard let nextID = reader.u64(), let nextSerial = reader.u64(), reader.remaining == 0 else {
                 return .invalid("malformed seal record")

@@ -1,0 +1,115 @@
+public import FaultToleranceCore
+public import NIOCore
+
+/// The group checkpoint protocol's messages on a ``FaultToleranceCore/Transport``: message types
+/// `0x0301`–`0x0306`.
+///
+/// Every payload is `version (u8) = 1, group (u64), epoch (u64)`, then, by type: `prepare` a
+/// flag byte (bit 0: full); `prepared` the checkpoint id (u64, not 0); `failed` the reason's
+/// length (u16, at most 512) and its UTF-8 bytes; the others nothing. Integers are big-endian
+/// (NIO's default, as in the live copy's messages). The transport's frame carries a CRC32C over
+/// the payload. A payload with anything else, or with bytes left over, is refused.
+public enum GroupMessage: Sendable, Hashable {
+    /// Coordinator to member: take your checkpoint for `epoch` now (`full`: not incremental).
+    case prepare(epoch: UInt64, full: Bool)
+    /// Member to coordinator: my checkpoint for `epoch` is durable, not yet committed.
+    case prepared(epoch: UInt64, checkpoint: CheckpointID)
+    /// Member to coordinator: I could not take my checkpoint for `epoch`.
+    case failed(epoch: UInt64, reason: String)
+    /// Coordinator to member: `epoch` is committed (also the answer to ``fate(epoch:)``).
+    case commit(epoch: UInt64)
+    /// Coordinator to member: `epoch` is aborted (also the answer to ``fate(epoch:)``).
+    case abort(epoch: UInt64)
+    /// Member to coordinator: what became of `epoch`? (Asked by a member holding a prepared
+    /// checkpoint without a decision: after a restart, or when the decision is late.)
+    case fate(epoch: UInt64)
+
+    /// The format version this code writes and reads.
+    public static let version: UInt8 = 1
+    /// The first message type of the block (Checkpointing owns `0x0300`–`0x03FF`).
+    public static let firstType: UInt16 = 0x0301
+    /// The longest failure reason carried, in UTF-8 bytes; longer ones are cut.
+    public static let maximumReasonBytes = 512
+
+    /// The epoch the message is about.
+    public var epoch: UInt64 {
+        switch self {
+        case .prepare(let epoch, _), .prepared(let epoch, _), .failed(let epoch, _), .commit(let epoch),
+            .abort(let epoch), .fate(let epoch):
+            epoch
+        }
+    }
+
+    /// The message type on the wire.
+    public var type: UInt16 {
+        switch self {
+        case .prepare: 0x0301
+        case .prepared: 0x0302
+        case .failed: 0x0303
+        case .commit: 0x0304
+        case .abort: 0x0305
+        case .fate: 0x0306
+        }
+    }
+
+    /// Whether `type` is one of this protocol's message types.
+    public static func handles(_ type: UInt16) -> Bool { (0x0301...0x0306).contains(type) }
+
+    /// The message for group `group`, ready to send.
+    public func message(group: UInt64) -> Message {
+        var buffer = ByteBuffer()
+        buffer.writeMultipleIntegers(Self.version, group, epoch)
+        switch self {
+        case .prepare(_, let full): buffer.writeInteger(UInt8(full ? 1 : 0))
+        case .prepared(_, let checkpoint): buffer.writeInteger(checkpoint.rawValue)
+        case .failed(_, let reason):
+            // Cut to the limit on a character boundary.
+            var text = Substring(String(decoding: reason.utf8.prefix(Self.maximumReasonBytes), as: UTF8.self))
+            while text.utf8.count > Self.maximumReasonBytes { text = text.dropLast() }
+            let bytes = Array(text.utf8)
+            buffer.writeInteger(UInt16(bytes.count))
+            buffer.writeBytes(bytes)
+        case .commit, .abort, .fate: break
+        }
+        return Message(type: type, payload: buffer)
+    }
+
+    /// Decodes a message of this protocol, returning its group and contents.
+    public static func decode(_ message: Message) throws(CheckpointError) -> (group: UInt64, message: GroupMessage) {
+        var buffer = message.payload
+        guard let (version, group, epoch) = buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64).self) else {
+            throw malformed(message.type, "payload of \(message.payload.readableBytes) bytes is short")
+        }
+        guard version == Self.version else { throw malformed(message.type, "version \(version)") }
+        let decoded: GroupMessage
+        switch message.type {
+        case 0x0301:
+            guard let flags = buffer.readInteger(as: UInt8.self), flags <= 1 else {
+                throw malformed(message.type, "bad prepare flags")
+            }
+            decoded = .prepare(epoch: epoch, full: flags == 1)
+        case 0x0302:
+            guard let id = buffer.readInteger(as: UInt64.self), id > 0 else {
+                throw malformed(message.type, "bad checkpoint id")
+            }
+            decoded = .prepared(epoch: epoch, checkpoint: CheckpointID(id))
+        case 0x0303:
+            guard let length = buffer.readInteger(as: UInt16.self), Int(length) <= maximumReasonBytes,
+                let bytes = buffer.readBytes(length: Int(length))
+            else { throw malformed(message.type, "bad reason") }
+            decoded = .failed(epoch: epoch, reason: String(decoding: bytes, as: UTF8.self))
+        case 0x0304: decoded = .commit(epoch: epoch)
+        case 0x0305: decoded = .abort(epoch: epoch)
+        case 0x0306: decoded = .fate(epoch: epoch)
+        default: throw malformed(message.type, "not a group checkpoint message")
+        }
+        guard buffer.readableBytes == 0 else {
+            throw malformed(message.type, "\(buffer.readableBytes) bytes after the message")
+        }
+        return (group, decoded)
+    }
+
+    private static func malformed(_ type: UInt16, _ detail: String) -> CheckpointError {
+        CheckpointError(.malformedMessage, detail: "group message 0x\(String(type, radix: 16)): \(detail)")
+    }
+}
