@@ -394,26 +394,40 @@ struct CheckpointRestore: ParsableCommand {
     }
 }
 
-extension CheckpointBug: ExpressibleByArgument {}
-
 /// `ftctl checkpoint simulate`.
 struct CheckpointSimulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
-        abstract: "Run the checkpoint scenario (power cuts inside captures, merges, deletes and GC) over many seeds.",
+        abstract:
+            "Run the checkpoint scenario (power cuts inside captures, merges, deletes and GC), or with --group the group checkpoint scenario, over many seeds.",
         discussion: """
             Each seed runs the shipped store and checkpointer on simulated disks: an application \
             written and checkpointed, its checkpoints merged, deleted and garbage collected, the \
             power failing at once or inside an operation (unsynchronized writes lost or torn), \
             fsyncs failing on one seed in five. After every reopen, every committed checkpoint \
-            must be there and restore exactly its cut. Exits 1 if any seed breaks an invariant.
+            must be there and restore exactly its cut.
+
+            With --group, each seed runs the shipped group coordinator and three members on a \
+            simulated network in virtual time: applications written throughout, group checkpoints \
+            one after another, members and the coordinator crashing (disks losing or tearing \
+            unsynchronized writes), power failing inside captures and decisions, members cut off, \
+            messages lost, duplicated and delayed. At the end no epoch may be committed at some \
+            members and not others, and every committed checkpoint must restore its cut.
+
+            Exits 1 if any seed breaks an invariant.
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 500
     @Option(help: "Run exactly this seed.") var seed: UInt64?
-    @Option(help: "Steps per seed, 1...1000000.") var steps = 150
-    @Option(help: "Plant a bug: \(CheckpointBug.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var bug: CheckpointBug?
+    @Option(help: "Steps per seed, 1...1000000 (the store scenario).") var steps = 150
+    @Flag(help: "Run the group checkpoint scenario (coordinator and three members).") var group = false
+    @Option(help: "Virtual seconds of faults per seed, 1...3600 (the group scenario).") var seconds = 20
+    @Option(
+        help: """
+            Plant a bug: \(CheckpointBug.allCases.map(\.rawValue).joined(separator: ", ")); with --group: \
+            \(GroupCheckpointBug.allCases.map(\.rawValue).joined(separator: ", ")).
+            """)
+    var bug: String?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -421,17 +435,36 @@ struct CheckpointSimulate: AsyncParsableCommand {
     func validate() throws {
         try require("--seeds", seeds, in: 1...maximumSeeds)
         try require("--steps", steps, in: 1...1_000_000)
+        try require("--seconds", seconds, in: 1...3600)
         try require("--jobs", jobs, in: 1...maximumJobs)
+        if let bug {
+            let names = group ? GroupCheckpointBug.allCases.map(\.rawValue) : CheckpointBug.allCases.map(\.rawValue)
+            guard names.contains(bug) else {
+                throw ValidationError(
+                    "--bug \(bug) is not a planted bug of the \(group ? "group " : "")scenario; one of: "
+                        + names.joined(separator: ", "))
+            }
+        }
     }
 
     func run() async throws {
-        let scenario = CheckpointScenario(steps: steps, bug: bug)
         let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
-        let name = "checkpoint" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
-        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
-        try report(summary, json: json, operations: "store operations") { seed in
-            "swift run ftctl checkpoint simulate --seed \(seed)" + (bug.map { " --bug \($0.rawValue)" } ?? "")
-                + (steps != 150 ? " --steps \(steps)" : "")
+        let suffix = bug.map { " (bug: \($0))" } ?? ""
+        let summary: SeedRun
+        if group {
+            let scenario = GroupCheckpointScenario(
+                duration: .seconds(seconds), bug: bug.flatMap(GroupCheckpointBug.init(rawValue:)))
+            summary = await runSeeds(plan, jobs: jobs, scenario: "group checkpoint" + suffix) {
+                await scenario.run(seed: $0)
+            }
+        } else {
+            let scenario = CheckpointScenario(steps: steps, bug: bug.flatMap(CheckpointBug.init(rawValue:)))
+            summary = await runSeeds(plan, jobs: jobs, scenario: "checkpoint" + suffix) { scenario.run(seed: $0) }
+        }
+        try report(summary, json: json, operations: group ? "epochs asked" : "store operations") { seed in
+            "swift run ftctl checkpoint simulate --seed \(seed)" + (group ? " --group" : "")
+                + (bug.map { " --bug \($0)" } ?? "") + (!group && steps != 150 ? " --steps \(steps)" : "")
+                + (group && seconds != 20 ? " --seconds \(seconds)" : "")
         }
     }
 }

@@ -22,3 +22,27 @@ struct CheckpointSimulationTests {
         #expect(caught, "\(bug.rawValue) went unnoticed over 40 seeds")
     }
 }
+
+@Suite("Group checkpoint simulation: the shipped coordinator and members under crashes and partitions")
+struct GroupCheckpointSimulationTests {
+    @Test func seedsPassAndReplayExactly() async {
+        let scenario = GroupCheckpointScenario(duration: .seconds(10))
+        for seed in UInt64(1)...6 {
+            let report = await scenario.run(seed: seed)
+            #expect(report.passed, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
+            #expect(report.invariantChecks > 3)
+            #expect(report.faults.nodeCrashes > 0)
+            #expect(await scenario.run(seed: seed).traceHash == report.traceHash, "seed \(seed) does not replay")
+        }
+    }
+
+    @Test(arguments: GroupCheckpointBug.allCases)
+    func everyPlantedBugIsCaught(bug: GroupCheckpointBug) async {
+        let scenario = GroupCheckpointScenario(duration: .seconds(20), bug: bug)
+        var caught = false
+        for seed in UInt64(1)...40 where !caught {
+            caught = await !scenario.run(seed: seed).passed
+        }
+        #expect(caught, "\(bug.rawValue) went unnoticed over 40 seeds")
+    }
+}

@@ -307,6 +307,8 @@ public final class GroupMemberService: Service, Sendable {
     private let blockingIO: BlockingIO
     private let bug: GroupCheckpointBug?
     private let checkpointer = NIOLockedValueBox<Checkpointer?>(nil)
+    /// The capture running beside the loop, cancelled when the service stops.
+    private let captureTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let settledState = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     private let events: AsyncStream<Event>
     private let eventInput: AsyncStream<Event>.Continuation
@@ -368,7 +370,10 @@ public final class GroupMemberService: Service, Sendable {
 
     /// Serves until graceful shutdown or cancellation.
     public func run() async throws {
-        defer { eventInput.finish() }
+        defer {
+            eventInput.finish()
+            captureTask.withLockedValue { $0?.cancel() }
+        }
         let inDoubt = store.inDoubt.filter { $0.application == application }
         let highest =
             (store.checkpoints + inDoubt).filter { $0.application == application }.map(\.epoch).max() ?? 0
@@ -473,8 +478,10 @@ public final class GroupMemberService: Service, Sendable {
                 }
                 let blockingIO = self.blockingIO
                 let input = eventInput
-                // The capture runs beside the loop, which keeps answering (an abort meanwhile).
-                Task(executorPreference: clock.taskExecutor) {
+                // The capture runs beside the loop, which keeps answering (an abort meanwhile). A
+                // service stopped before it starts takes no capture.
+                let task = Task(executorPreference: clock.taskExecutor) {
+                    guard !Task.isCancelled else { return }
                     do {
                         let report = try await blockingIO.run { () throws(CheckpointError) in
                             try checkpointer.prepareBlocking(epoch: epoch, full: full)
@@ -484,6 +491,7 @@ public final class GroupMemberService: Service, Sendable {
                         input.yield(.captureFailed(epoch: epoch, reason: "\(error)"))
                     }
                 }
+                captureTask.withLockedValue { $0 = task }
             case .decide(let id, let commit):
                 let checkpointer = self.checkpointer.withLockedValue { $0 }
                 let store = self.store
