@@ -47,6 +47,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzGroupMessages",
+            dependencies: [
+                .product(name: "Checkpointing", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzCheckpoints",
             dependencies: [
                 .product(name: "Checkpointing", package: rootPackage),

@@ -17,7 +17,7 @@ struct CheckpointCommand: AsyncParsableCommand {
         subcommands: [
             CheckpointCreate.self, CheckpointList.self, CheckpointShow.self, CheckpointVerify.self,
             CheckpointMerge.self, CheckpointCollect.self, CheckpointRestore.self, CheckpointCrashTest.self,
-            CheckpointDemo.self, CheckpointSimulate.self,
+            CheckpointDemo.self, CheckpointSimulate.self, CheckpointGroupDemo.self, CheckpointGroupMember.self,
         ])
 }
 
@@ -461,7 +461,7 @@ struct CheckpointSimulate: AsyncParsableCommand {
             let scenario = CheckpointScenario(steps: steps, bug: bug.flatMap(CheckpointBug.init(rawValue:)))
             summary = await runSeeds(plan, jobs: jobs, scenario: "checkpoint" + suffix) { scenario.run(seed: $0) }
         }
-        try report(summary, json: json, operations: group ? "epochs asked" : "store operations") { seed in
+        try report(summary, json: json, operations: group ? "epochs committed" : "store operations") { seed in
             "swift run ftctl checkpoint simulate --seed \(seed)" + (group ? " --group" : "")
                 + (bug.map { " --bug \($0)" } ?? "") + (!group && steps != 150 ? " --steps \(steps)" : "")
                 + (group && seconds != 20 ? " --seconds \(seconds)" : "")

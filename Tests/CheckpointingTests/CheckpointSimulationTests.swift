@@ -32,6 +32,7 @@ struct GroupCheckpointSimulationTests {
             #expect(report.passed, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
             #expect(report.invariantChecks > 3)
             #expect(report.faults.nodeCrashes > 0)
+            #expect(report.operations >= 5, "seed \(seed): only \(report.operations) epochs committed")
             #expect(await scenario.run(seed: seed).traceHash == report.traceHash, "seed \(seed) does not replay")
         }
     }

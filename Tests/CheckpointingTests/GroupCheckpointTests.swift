@@ -14,7 +14,7 @@ struct GroupProtocolTests {
 
     @Test func messagesRoundTripAndHostileBytesAreRefused() throws {
         let messages: [GroupMessage] = [
-            .prepare(epoch: 1, full: false), .prepare(epoch: .max, full: true),
+            .prepare(epoch: 1, full: false, lastCommitted: 0), .prepare(epoch: .max, full: true, lastCommitted: 7),
             .prepared(epoch: 9, checkpoint: CheckpointID(42)), .failed(epoch: 3, reason: "disk full: ünïcode"),
             .commit(epoch: 4), .abort(epoch: 5), .fate(epoch: 6),
         ]
@@ -60,7 +60,7 @@ struct GroupProtocolTests {
         var coordinator = try GroupCoordinator(members: Self.members, epochTimeout: .seconds(5))
         let start = coordinator.start(now: .zero)
         #expect(start.first == .persist(.init(lastBegun: 1, lastCommitted: 0)))
-        #expect(start.contains(.send(.prepare(epoch: 1, full: false), to: Self.members)))
+        #expect(start.contains(.send(.prepare(epoch: 1, full: false, lastCommitted: 0), to: Self.members)))
         // A second start while one runs does nothing.
         #expect(coordinator.start(now: .zero).isEmpty)
         #expect(coordinator.receive(.prepared(epoch: 1, checkpoint: CheckpointID(10)), from: "a", now: .zero).isEmpty)
@@ -91,7 +91,10 @@ struct GroupProtocolTests {
         #expect(late.first == .send(.abort(epoch: 2), to: Self.members))
         _ = coordinator.start(now: Instant.zero + .seconds(20))
         _ = coordinator.receive(.prepared(epoch: 3, checkpoint: CheckpointID(5)), from: "a", now: .zero)
-        let asked = coordinator.receive(.fate(epoch: 3), from: "a", now: .zero)
+        // "a" was counted: its question waits for the decision. "b" was not: its checkpoint is
+        // taken as lost, and the epoch aborts.
+        #expect(coordinator.receive(.fate(epoch: 3), from: "a", now: .zero).isEmpty)
+        let asked = coordinator.receive(.fate(epoch: 3), from: "b", now: .zero)
         #expect(asked.first == .send(.abort(epoch: 3), to: Self.members))
         #expect(coordinator.progress == nil)
         // Restarted from a record whose last epoch was begun and not committed: it is aborted.
@@ -109,38 +112,62 @@ struct GroupProtocolTests {
 
     @Test func memberCapturesAnnouncesAndObeysTheDecision() throws {
         var member = try GroupMember(fateInterval: .seconds(1))
-        #expect(member.receive(.prepare(epoch: 1, full: false), now: .zero) == [.capture(epoch: 1, full: false)])
+        let first = GroupMessage.prepare(epoch: 1, full: false, lastCommitted: 0)
+        #expect(member.receive(first, now: .zero) == [.capture(epoch: 1, full: false)])
         // A duplicated prepare is stale.
-        #expect(member.receive(.prepare(epoch: 1, full: false), now: .zero).isEmpty)
+        #expect(member.receive(first, now: .zero).isEmpty)
         let captured = member.captured(epoch: 1, checkpoint: CheckpointID(8), now: .zero)
         #expect(captured.first == .send(.prepared(epoch: 1, checkpoint: CheckpointID(8))))
         #expect(!member.isSettled)
-        // The decision is late: the member asks.
-        #expect(member.tick(now: Instant.zero + .seconds(1)).first == .send(.fate(epoch: 1)))
-        // A newer prepare while undecided is refused, and the old epoch asked about.
-        let refused = member.receive(.prepare(epoch: 2, full: false), now: .zero)
-        #expect(refused.first == .send(.failed(epoch: 2, reason: "epoch 1 is still undecided here")))
+        // The decision is late: the member announces its checkpoint again and asks.
+        #expect(member.tick(now: Instant.zero + .milliseconds(999)).isEmpty)
+        let asked = member.tick(now: Instant.zero + .seconds(1))
+        #expect(asked.prefix(2) == [.send(.prepared(epoch: 1, checkpoint: CheckpointID(8))), .send(.fate(epoch: 1))])
+        #expect(member.tick(now: Instant.zero + .milliseconds(1500)).isEmpty)
         #expect(member.receive(.commit(epoch: 1), now: .zero).first == .decide(CheckpointID(8), commit: true))
         #expect(member.isSettled)
-        // An abort while capturing discards the capture when it ends.
-        #expect(member.receive(.prepare(epoch: 3, full: true), now: .zero) == [.capture(epoch: 3, full: true)])
-        #expect(member.receive(.abort(epoch: 3), now: .zero).isEmpty)
+        // A decision lost: the next epoch's prepare settles it (committed when it is the last
+        // committed epoch, aborted when an older one is), then the capture starts.
+        _ = member.receive(.prepare(epoch: 5, full: false, lastCommitted: 1), now: .zero)
+        _ = member.captured(epoch: 5, checkpoint: CheckpointID(30), now: .zero)
         #expect(
-            member.captured(epoch: 3, checkpoint: CheckpointID(9), now: .zero) == [
+            member.receive(.prepare(epoch: 6, full: false, lastCommitted: 5), now: .zero)
+                == [.decide(CheckpointID(30), commit: true), .wake(at: nil), .capture(epoch: 6, full: false)])
+        _ = member.captured(epoch: 6, checkpoint: CheckpointID(31), now: .zero)
+        #expect(
+            member.receive(.prepare(epoch: 7, full: false, lastCommitted: 5), now: .zero)
+                == [.decide(CheckpointID(31), commit: false), .wake(at: nil), .capture(epoch: 7, full: false)])
+        // A prepare while the last capture still runs: refused; the running one is discarded.
+        let busy = member.receive(.prepare(epoch: 8, full: false, lastCommitted: 5), now: .zero)
+        #expect(busy == [.send(.failed(epoch: 8, reason: "still capturing epoch 7"))])
+        #expect(
+            member.captured(epoch: 7, checkpoint: CheckpointID(32), now: .zero) == [
+                .decide(CheckpointID(32), commit: false)
+            ])
+        // An abort while capturing discards the capture when it ends.
+        let full = GroupMessage.prepare(epoch: 13, full: true, lastCommitted: 5)
+        #expect(member.receive(full, now: .zero) == [.capture(epoch: 13, full: true)])
+        #expect(member.receive(.abort(epoch: 13), now: .zero).isEmpty)
+        #expect(
+            member.captured(epoch: 13, checkpoint: CheckpointID(9), now: .zero) == [
                 .decide(CheckpointID(9), commit: false)
             ])
         // A failed capture is reported.
-        _ = member.receive(.prepare(epoch: 4, full: false), now: .zero)
+        _ = member.receive(.prepare(epoch: 14, full: false, lastCommitted: 5), now: .zero)
         #expect(
-            member.captureFailed(epoch: 4, reason: "budget", now: .zero) == [.send(.failed(epoch: 4, reason: "budget"))]
-        )
+            member.captureFailed(epoch: 14, reason: "budget", now: .zero) == [
+                .send(.failed(epoch: 14, reason: "budget"))
+            ])
     }
 
     @Test func restartedMemberAsksBeforeItSettlesUnlessTheBugIsPlanted() throws {
         var member = try GroupMember(fateInterval: .seconds(1), highestEpoch: 3, inDoubt: (5, CheckpointID(20)))
         #expect(member.highestEpoch == 5)
         #expect(!member.isSettled)
-        #expect(member.start(now: .zero).first == .send(.fate(epoch: 5)))
+        #expect(
+            member.start(now: .zero).prefix(2) == [
+                .send(.prepared(epoch: 5, checkpoint: CheckpointID(20))), .send(.fate(epoch: 5)),
+            ])
         #expect(member.receive(.abort(epoch: 4), now: .zero).isEmpty)
         #expect(member.receive(.commit(epoch: 5), now: .zero).first == .decide(CheckpointID(20), commit: true))
         var buggy = try GroupMember(fateInterval: .seconds(1), inDoubt: (5, CheckpointID(20)))

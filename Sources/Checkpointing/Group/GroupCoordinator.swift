@@ -13,8 +13,8 @@ public import FaultToleranceCore
 /// 3. When every member has answered, the coordinator records the epoch as committed (durably,
 ///    before telling anyone) and sends `commit`; members mark their checkpoints committed.
 ///
-/// A `failed` answer, a member's question about the epoch in progress (it restarted), or the
-/// epoch's deadline passing aborts it: `abort` goes to every member, who discard their
+/// A `failed` answer, a question about the epoch in progress from a member whose checkpoint it
+/// has not counted, or the epoch's deadline passing aborts it: `abort` goes to every member, who discard their
 /// prepared checkpoints. Nothing is recorded for an abort: an epoch is committed exactly when
 /// its commit is recorded, so an epoch begun and not committed is aborted, also across a
 /// coordinator crash.
@@ -116,7 +116,11 @@ public struct GroupCoordinator: Sendable {
         let epoch = record.lastBegun
         let deadline = now + epochTimeout
         progress = Progress(epoch: epoch, prepared: [:], deadline: deadline)
-        return [.persist(record), .send(.prepare(epoch: epoch, full: full), to: members), .wake(at: deadline)]
+        return [
+            .persist(record),
+            .send(.prepare(epoch: epoch, full: full, lastCommitted: record.lastCommitted), to: members),
+            .wake(at: deadline),
+        ]
     }
 
     /// Handles a message from `sender`; messages from non-members, and about other epochs
@@ -140,9 +144,11 @@ public struct GroupCoordinator: Sendable {
             guard progress?.epoch == epoch else { return [] }
             return abort(because: "\(sender) failed: \(reason)")
         case .fate(let epoch):
-            if progress?.epoch == epoch {
-                // Only a member that lost its capture asks about the epoch in progress.
-                return abort(because: "\(sender) asked its fate (it restarted)")
+            if let current = progress, current.epoch == epoch {
+                // Undecided. A member whose checkpoint was counted waits; one whose `prepared`
+                // never arrived (it re-sends it just before asking) is taken as lost.
+                if current.prepared[sender] != nil { return [] }
+                return abort(because: "\(sender) asked its fate without a prepared checkpoint")
             }
             let committed = epoch == record.lastCommitted && epoch != 0
             return [.send(committed ? .commit(epoch: epoch) : .abort(epoch: epoch), to: [sender])]

@@ -12,9 +12,10 @@ public import FaultToleranceCore
 /// capture is discarded when it ends.
 ///
 /// Epochs at or below the newest one seen are stale (a delayed or duplicated `prepare`) and
-/// ignored. A member with an undecided checkpoint refuses a newer epoch's `prepare` (the
-/// coordinator aborts it) and asks about the old one: so it is never in doubt about more than
-/// one epoch, and that one is the coordinator's last committed epoch or later.
+/// ignored. A newer epoch's `prepare` settles a checkpoint still undecided from an earlier one:
+/// the coordinator only begins an epoch once the last is decided, and the `prepare` carries its
+/// last committed epoch, which is the old one exactly when that committed. So a member is never
+/// in doubt about more than one epoch.
 public struct GroupMember: Sendable {
     /// Something the runtime must do, in the order given.
     public enum Effect: Sendable, Hashable {
@@ -46,6 +47,8 @@ public struct GroupMember: Sendable {
     public private(set) var highestEpoch: UInt64
     /// Where the member stands.
     public private(set) var phase: Phase
+    /// When to ask the coordinator about the prepared checkpoint's epoch next.
+    public private(set) var nextQuestion: Instant?
     /// Set by the simulation only: plant a bug.
     package var bug: GroupCheckpointBug?
 
@@ -69,7 +72,8 @@ public struct GroupMember: Sendable {
         return true
     }
 
-    /// What to do at start: with a checkpoint in doubt, ask its fate (and keep asking).
+    /// What to do at start: with a checkpoint in doubt, announce it and ask its fate (and keep
+    /// asking).
     public mutating func start(now: Instant) -> [Effect] {
         guard case .prepared(let epoch, let checkpoint) = phase else { return [] }
         if bug == .forgetInDoubt {
@@ -77,35 +81,50 @@ public struct GroupMember: Sendable {
             phase = .idle
             return [.decide(checkpoint, commit: false)]
         }
-        return [.send(.fate(epoch: epoch)), .wake(at: now + fateInterval)]
+        return ask(epoch: epoch, checkpoint: checkpoint, now: now)
+    }
+
+    /// Tells the coordinator (again) that the checkpoint is durable, and asks the epoch's fate:
+    /// a coordinator still waiting counts it, one that decided answers.
+    private mutating func ask(epoch: UInt64, checkpoint: CheckpointID, now: Instant) -> [Effect] {
+        let next = now + fateInterval
+        nextQuestion = next
+        return [.send(.prepared(epoch: epoch, checkpoint: checkpoint)), .send(.fate(epoch: epoch)), .wake(at: next)]
     }
 
     /// Handles a message from the coordinator (the runtime checks the sender and the group).
     public mutating func receive(_ message: GroupMessage, now: Instant) -> [Effect] {
         switch message {
-        case .prepare(let epoch, let full):
+        case .prepare(let epoch, let full, let lastCommitted):
             guard epoch > highestEpoch else { return [] }
             highestEpoch = epoch
+            var settled: [Effect] = []
+            if case .prepared(let pending, let checkpoint) = phase {
+                // Decided before this epoch began: committed exactly when it is the last
+                // committed one (no later epoch could commit without this member's checkpoint).
+                settled = [.decide(checkpoint, commit: pending == lastCommitted), .wake(at: nil)]
+                phase = .idle
+                nextQuestion = nil
+            }
             switch phase {
             case .idle:
                 phase = .capturing(epoch: epoch, aborted: false)
-                return [.capture(epoch: epoch, full: full)]
+                return settled + [.capture(epoch: epoch, full: full)]
             case .capturing(let running, _):
                 // The coordinator moved on, so `running` was decided (aborted: it had not heard
                 // from this member); this capture's end discards it.
                 phase = .capturing(epoch: running, aborted: true)
                 return [.send(.failed(epoch: epoch, reason: "still capturing epoch \(running)"))]
-            case .prepared(let pending, _):
-                return [
-                    .send(.failed(epoch: epoch, reason: "epoch \(pending) is still undecided here")),
-                    .send(.fate(epoch: pending)), .wake(at: now + fateInterval),
-                ]
+            case .prepared:
+                // Settled just above.
+                return settled
             }
         case .commit(let epoch), .abort(let epoch):
             let commit = if case .commit = message { true } else { false }
             switch phase {
             case .prepared(let pending, let checkpoint) where pending == epoch:
                 phase = .idle
+                nextQuestion = nil
                 return [.decide(checkpoint, commit: commit), .wake(at: nil)]
             case .capturing(let running, _) where running == epoch && !commit:
                 phase = .capturing(epoch: running, aborted: true)
@@ -129,7 +148,8 @@ public struct GroupMember: Sendable {
             return [.decide(checkpoint, commit: false)]
         }
         phase = .prepared(epoch: epoch, checkpoint: checkpoint)
-        return [.send(.prepared(epoch: epoch, checkpoint: checkpoint)), .wake(at: now + fateInterval)]
+        nextQuestion = now + fateInterval
+        return [.send(.prepared(epoch: epoch, checkpoint: checkpoint)), .wake(at: nextQuestion)]
     }
 
     /// The capture for `epoch` failed (nothing durable is left of it).
@@ -139,10 +159,10 @@ public struct GroupMember: Sendable {
         return aborted ? [] : [.send(.failed(epoch: epoch, reason: reason))]
     }
 
-    /// Handles time passing: a decision still missing is asked for again.
+    /// Handles time passing: a decision missing for ``fateInterval`` is asked for again.
     public mutating func tick(now: Instant) -> [Effect] {
-        guard case .prepared(let epoch, _) = phase else { return [] }
-        return [.send(.fate(epoch: epoch)), .wake(at: now + fateInterval)]
+        guard case .prepared(let epoch, let checkpoint) = phase, let due = nextQuestion, now >= due else { return [] }
+        return ask(epoch: epoch, checkpoint: checkpoint, now: now)
     }
 }
 

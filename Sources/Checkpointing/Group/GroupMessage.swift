@@ -5,13 +5,16 @@ public import NIOCore
 /// `0x0301`–`0x0306`.
 ///
 /// Every payload is `version (u8) = 1, group (u64), epoch (u64)`, then, by type: `prepare` a
-/// flag byte (bit 0: full); `prepared` the checkpoint id (u64, not 0); `failed` the reason's
+/// flag byte (bit 0: full) and the coordinator's last committed epoch (u64); `prepared` the checkpoint id (u64, not 0); `failed` the reason's
 /// length (u16, at most 512) and its UTF-8 bytes; the others nothing. Integers are big-endian
 /// (NIO's default, as in the live copy's messages). The transport's frame carries a CRC32C over
 /// the payload. A payload with anything else, or with bytes left over, is refused.
 public enum GroupMessage: Sendable, Hashable {
     /// Coordinator to member: take your checkpoint for `epoch` now (`full`: not incremental).
-    case prepare(epoch: UInt64, full: Bool)
+    /// `lastCommitted` is the coordinator's last committed epoch, which settles a checkpoint the
+    /// member still holds undecided from an earlier epoch (committed exactly when it is that
+    /// epoch).
+    case prepare(epoch: UInt64, full: Bool, lastCommitted: UInt64)
     /// Member to coordinator: my checkpoint for `epoch` is durable, not yet committed.
     case prepared(epoch: UInt64, checkpoint: CheckpointID)
     /// Member to coordinator: I could not take my checkpoint for `epoch`.
@@ -34,7 +37,7 @@ public enum GroupMessage: Sendable, Hashable {
     /// The epoch the message is about.
     public var epoch: UInt64 {
         switch self {
-        case .prepare(let epoch, _), .prepared(let epoch, _), .failed(let epoch, _), .commit(let epoch),
+        case .prepare(let epoch, _, _), .prepared(let epoch, _), .failed(let epoch, _), .commit(let epoch),
             .abort(let epoch), .fate(let epoch):
             epoch
         }
@@ -60,7 +63,8 @@ public enum GroupMessage: Sendable, Hashable {
         var buffer = ByteBuffer()
         buffer.writeMultipleIntegers(Self.version, group, epoch)
         switch self {
-        case .prepare(_, let full): buffer.writeInteger(UInt8(full ? 1 : 0))
+        case .prepare(_, let full, let lastCommitted):
+            buffer.writeMultipleIntegers(UInt8(full ? 1 : 0), lastCommitted)
         case .prepared(_, let checkpoint): buffer.writeInteger(checkpoint.rawValue)
         case .failed(_, let reason):
             // Cut to the limit on a character boundary.
@@ -84,10 +88,10 @@ public enum GroupMessage: Sendable, Hashable {
         let decoded: GroupMessage
         switch message.type {
         case 0x0301:
-            guard let flags = buffer.readInteger(as: UInt8.self), flags <= 1 else {
-                throw malformed(message.type, "bad prepare flags")
-            }
-            decoded = .prepare(epoch: epoch, full: flags == 1)
+            guard let (flags, lastCommitted) = buffer.readMultipleIntegers(as: (UInt8, UInt64).self), flags <= 1,
+                lastCommitted < epoch
+            else { throw malformed(message.type, "bad prepare flags or last committed epoch") }
+            decoded = .prepare(epoch: epoch, full: flags == 1, lastCommitted: lastCommitted)
         case 0x0302:
             guard let id = buffer.readInteger(as: UInt64.self), id > 0 else {
                 throw malformed(message.type, "bad checkpoint id")
