@@ -93,6 +93,13 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     private let bitmap: UnsafeMutablePointer<UInt64>
     private let wordCount: Int
+    /// One bit per word of `bitmap`, set by the writer that makes the word non-empty, so a
+    /// collection reads the words that hold dirty pages and not the whole bitmap: taking the
+    /// dirty set of a 4 GiB region reads 256 summary words, not 16,384 bitmap words. A word is
+    /// non-empty only after its summary bit is set (by the same writer, inside the gate), and a
+    /// collector clears a summary bit before it takes its word, so no dirty page is missed.
+    private let summary: UnsafeMutablePointer<UInt64>
+    private let summaryCount: Int
     let pageShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var mirror: (any WriteMirror)?
@@ -127,11 +134,15 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
         self.base = memory
         self.bitmap = .allocate(capacity: wordCount)
         bitmap.initialize(repeating: 0, count: wordCount)
+        self.summaryCount = (wordCount + 63) / 64
+        self.summary = .allocate(capacity: summaryCount)
+        summary.initialize(repeating: 0, count: summaryCount)
     }
 
     deinit {
         RegionAllocation.free(base, byteCount: byteCount)
         bitmap.deallocate()
+        summary.deallocate()
     }
 
     /// Writes `bytes` at byte `offset`, marking the pages it touches dirty (and mirroring it in
@@ -222,25 +233,51 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
 
     /// Forgets every page dirtied so far.
     public func beginTracking() throws(LiveCopyError) {
+        for index in 0..<summaryCount { _ = ft_bitmap_take(summary + index) }
         for index in 0..<wordCount { _ = ft_bitmap_take(bitmap + index) }
     }
 
-    /// Moves the dirty pages into `words` (a bitmap of at least `(pageCount + 63) / 64` words,
-    /// ORed into), clearing them atomically: for a consumer that keeps its own bitmap.
-    public func collectDirtyPages(into words: UnsafeMutableBufferPointer<UInt64>) {
-        for index in 0..<min(wordCount, words.count) where ft_bitmap_load(bitmap + index) != 0 {
-            words[index] |= ft_bitmap_take(bitmap + index)
+    /// Calls `body` with the index and bits of every non-empty bitmap word, taking each
+    /// (atomically cleared) after clearing its summary bit. Costs a read of the summary and
+    /// of the words that hold dirty pages.
+    private func takeDirtyWords(limit: Int, _ body: (Int, UInt64) -> Void) {
+        for group in 0..<summaryCount where ft_bitmap_load(summary + group) != 0 {
+            var bits = ft_bitmap_take(summary + group)
+            while bits != 0 {
+                let index = group << 6 | bits.trailingZeroBitCount
+                bits &= bits - 1
+                let word = ft_bitmap_take(bitmap + index)
+                guard word != 0 else { continue }
+                if index < limit {
+                    body(index, word)
+                } else {
+                    // Outside the consumer's bitmap: kept for a later collection.
+                    restore(word, at: index)
+                }
+            }
         }
     }
 
-    /// Moves the dirty pages into `pages`, clearing them atomically. A word that reads as zero
-    /// is skipped without the atomic exchange (a bit set just after stays for the next call),
-    /// so a sparse bitmap costs a read of its words, not an exchange per word.
+    /// ORs `word` back into bitmap word `index`, telling the summary when the word was empty.
+    private func restore(_ word: UInt64, at index: Int) {
+        if ft_bitmap_fetch_or(bitmap + index, word) == 0 {
+            ft_bitmap_or(summary + (index >> 6), 1 << UInt64(index & 63))
+        }
+    }
+
+    /// Moves the dirty pages into `words` (a bitmap of at least `(pageCount + 63) / 64` words,
+    /// ORed into), clearing them atomically: for a consumer that keeps its own bitmap. Reads
+    /// only the words that hold dirty pages (found through a summary level).
+    public func collectDirtyPages(into words: UnsafeMutableBufferPointer<UInt64>) {
+        takeDirtyWords(limit: min(wordCount, words.count)) { index, word in words[index] |= word }
+    }
+
+    /// Moves the dirty pages into `pages`, clearing them atomically. Reads only the words that
+    /// hold dirty pages (found through a summary level); a bit set meanwhile stays for the next
+    /// call.
     public func collectDirtyPages(into pages: inout PageSet) {
         let count = min(wordCount, pages.words.count)
-        for index in 0..<count where ft_bitmap_load(bitmap + index) != 0 {
-            pages.words[index] |= ft_bitmap_take(bitmap + index)
-        }
+        takeDirtyWords(limit: count) { index, word in pages.words[index] |= word }
     }
 
     /// Ends tracking (bits keep being set; they are simply not asked for).
@@ -284,7 +321,13 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     /// How many pages are dirty now (a snapshot: writers may be adding more).
     public var dirtyPageCount: Int {
         var count = 0
-        for index in 0..<wordCount { count += ft_bitmap_load(bitmap + index).nonzeroBitCount }
+        for group in 0..<summaryCount {
+            var bits = ft_bitmap_load(summary + group)
+            while bits != 0 {
+                count += ft_bitmap_load(bitmap + (group << 6 | bits.trailingZeroBitCount)).nonzeroBitCount
+                bits &= bits - 1
+            }
+        }
         return count
     }
 
@@ -292,17 +335,25 @@ public final class TrackedMemory: LiveCopySource, @unchecked Sendable {
     /// back, so the next collection sees them).
     public func markDirty(_ pages: PageSet) {
         let count = min(wordCount, pages.words.count)
-        for index in 0..<count where pages.words[index] != 0 { ft_bitmap_or(bitmap + index, pages.words[index]) }
+        for index in 0..<count where pages.words[index] != 0 { restore(pages.words[index], at: index) }
     }
 
     private func markDirty(offset: Int, count: Int) {
         let first = offset >> pageShift
         let last = (offset + count - 1) >> pageShift
         if first == last {
-            ft_bitmap_set(bitmap, first)
+            markDirty(page: first)
             return
         }
-        for page in first...last { ft_bitmap_set(bitmap, page) }
+        for page in first...last { markDirty(page: page) }
+    }
+
+    /// Sets the page's bit; the first bit of an empty word also sets the word's summary bit.
+    @inline(__always)
+    private func markDirty(page: Int) {
+        if ft_bitmap_fetch_set(bitmap, page) == 0 {
+            ft_bitmap_or(summary + (page >> 12), 1 << UInt64((page >> 6) & 63))
+        }
     }
 }
 

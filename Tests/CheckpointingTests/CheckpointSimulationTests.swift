@@ -27,14 +27,18 @@ struct CheckpointSimulationTests {
 struct GroupCheckpointSimulationTests {
     @Test func seedsPassAndReplayExactly() async {
         let scenario = GroupCheckpointScenario(duration: .seconds(10))
+        var committed = 0
         for seed in UInt64(1)...6 {
             let report = await scenario.run(seed: seed)
             #expect(report.passed, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
             #expect(report.invariantChecks > 3)
             #expect(report.faults.nodeCrashes > 0)
-            #expect(report.operations >= 5, "seed \(seed): only \(report.operations) epochs committed")
+            #expect(report.operations >= 1, "seed \(seed): no epoch committed")
+            committed += report.operations
             #expect(await scenario.run(seed: seed).traceHash == report.traceHash, "seed \(seed) does not replay")
         }
+        // Faults abort many epochs; most must still commit.
+        #expect(committed >= 40, "\(committed) epochs committed over six seeds")
     }
 
     @Test(arguments: GroupCheckpointBug.allCases)

@@ -42,6 +42,17 @@ static inline void ft_bitmap_set(uint64_t *words, size_t bit) {
     __atomic_fetch_or(&words[bit >> 6], (uint64_t)1 << (bit & 63), __ATOMIC_RELEASE);
 }
 
+/// `ft_bitmap_set` that returns the word as it was before (0: this bit made the word non-empty,
+/// so a summary level must be told).
+static inline uint64_t ft_bitmap_fetch_set(uint64_t *words, size_t bit) {
+    return __atomic_fetch_or(&words[bit >> 6], (uint64_t)1 << (bit & 63), __ATOMIC_RELEASE);
+}
+
+/// `ft_bitmap_or` that returns the word as it was before.
+static inline uint64_t ft_bitmap_fetch_or(uint64_t *word, uint64_t bits) {
+    return __atomic_fetch_or(word, bits, __ATOMIC_RELEASE);
+}
+
 /// Atomically reads and clears one word of a bitmap (acquire and release ordering).
 static inline uint64_t ft_bitmap_take(uint64_t *word) {
     return __atomic_exchange_n(word, (uint64_t)0, __ATOMIC_ACQ_REL);
