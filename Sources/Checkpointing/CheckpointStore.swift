@@ -772,6 +772,21 @@ public final class CheckpointStore: Sendable {
         return deleted
     }
 
+    /// Deletes the checkpoints of `application` that `policy` does not keep, oldest first (each
+    /// delete rebases its children onto its parent, so what falls out is merged into what
+    /// stays, and everything kept restores as before). Returns the deleted, oldest first.
+    @discardableResult
+    public func retain(_ policy: RetentionPolicy, application: String) throws(CheckpointError) -> [CheckpointID] {
+        let all = checkpoints.filter { $0.application == application }
+        let kept = policy.kept(all)
+        var deleted: [CheckpointID] = []
+        for summary in all where !kept.contains(summary.id) {
+            try delete(summary.id)
+            deleted.append(summary.id)
+        }
+        return deleted
+    }
+
     /// Releases every data unit no committed checkpoint references and no running capture
     /// writes to. Reads every manifest.
     @discardableResult

@@ -251,3 +251,47 @@ final class FaultyPool: StoragePool, @unchecked Sendable {
         return wrapper
     }
 }
+
+@Suite("Checkpoint store: retention by count, hour and day")
+struct RetentionTests {
+    @Test func keepsTheNewestAndOnePerHourAndDayAndTheRestStillRestore() throws {
+        let pool = MemoryStoragePool(unitCapacity: 1 << 20, budget: 64 << 20)
+        let store = try CheckpointStore.open(pool: pool)
+        let memory = try TrackedMemory(pageCount: 16)
+        let time = SettableTime()
+        let checkpointer = try Checkpointer(
+            application: "app", store: store, regions: ["heap": memory], wallClock: { time.value })
+        let hour = RetentionPolicy.nanosecondsPerHour
+        // Day 0: hours 1, 1, 2, 5; day 1: hours 3, 3, 7; day 2: hour 0 twice.
+        let times: [UInt64] = [1, 1, 2, 5, 24 + 3, 24 + 3, 24 + 7, 48, 48].map { $0 * hour + 60_000_000_000 }
+        var states: [CheckpointID: [UInt8]] = [:]
+        var ids: [CheckpointID] = []
+        for (index, at) in times.enumerated() {
+            try memory.write([UInt8](repeating: UInt8(index + 1), count: 5000), at: (index % 12) * 4096)
+            time.value = at + UInt64(index)
+            let id = try checkpointer.checkpointBlocking().summary.id
+            ids.append(id)
+            states[id] = try memory.read(at: 0, count: memory.byteCount)
+        }
+        let policy = RetentionPolicy(last: 2, hourly: 3, daily: 2)
+        let deleted = try store.retain(policy, application: "app")
+        // Last 2: the two of day 2. Hourly 3: day 2 hour 0 (newest), day 1 hour 7, day 1 hour 3
+        // (the second of its two). Daily 2: day 2's newest, day 1's newest (hour 7).
+        let kept = [ids[4 + 1], ids[6], ids[7], ids[8]]
+        #expect(store.checkpoints.map(\.id) == kept)
+        #expect(deleted == ids.filter { !kept.contains($0) })
+        for id in kept {
+            var bytes = [UInt8](repeating: 0xEE, count: memory.byteCount)
+            try bytes.withUnsafeMutableBytes { try store.restore(id, item: "heap", into: $0) }
+            #expect(bytes == states[id], "\(id) restores other bytes after retention")
+        }
+        #expect(store.verify().problems.isEmpty)
+        // Applying it again deletes nothing more.
+        #expect(try store.retain(policy, application: "app").isEmpty)
+    }
+}
+
+/// A capture-time source the test sets (captures run on the test's thread).
+private final class SettableTime: @unchecked Sendable {
+    var value: UInt64 = 0
+}
