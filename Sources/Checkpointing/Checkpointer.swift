@@ -256,6 +256,13 @@ public final class Checkpointer: Sendable {
         }
         defer { state.withLockedValue { $0.running = false } }
 
+        // Volumes written behind the library's back: find what changed, before the pause.
+        for item in items {
+            if case .volume(let volume) = item.source, volume.findsChangesByHashing {
+                try volume.markChangedBlocks()
+            }
+        }
+
         // Refuse before pausing anyone when the store cannot hold what is dirty now.
         var estimate = 4096
         for (index, item) in items.enumerated() {

@@ -1,6 +1,7 @@
 import CFaultToleranceShims
 public import FaultToleranceCore
 public import LiveCopy
+import NIOConcurrencyHelpers
 
 /// A ``FaultToleranceCore/StorageUnit`` that keeps a dirty-block bitmap of what was written
 /// since the last checkpoint, so an incremental capture of a volume never scans it.
@@ -13,6 +14,12 @@ public import LiveCopy
 /// let volume = try TrackedVolume(pool.allocate(), blockSize: 4096)
 /// try volume.write(bytes, at: 8192)
 /// ```
+///
+/// A volume that is also written behind the library's back (by another process, or a device
+/// under the unit) can be made with `findsChangesByHashing`: before each capture the
+/// ``Checkpointer`` then calls ``markChangedBlocks(progress:)``, which reads every block and
+/// marks dirty those whose digest changed since the last scan. Slower (a read of the whole
+/// volume per capture), and such writes are captured as of the scan, not the cut.
 public final class TrackedVolume: StorageUnit, @unchecked Sendable {
     /// The unit the bytes live on.
     public let base: any StorageUnit
@@ -28,10 +35,24 @@ public final class TrackedVolume: StorageUnit, @unchecked Sendable {
     private let blockShift: Int
     // Read by writers inside the gate, changed only while the gate is paused.
     private var writeGuard: CutGuard?
+    /// Whether captures first look for blocks changed behind the volume's back.
+    public let findsChangesByHashing: Bool
+    /// Each block's digest at the last scan (a keyed 64-bit fingerprint and a CRC32C), under a
+    /// key drawn when the volume was made; `nil` before the first scan.
+    private let digests = NIOLockedValueBox<[Digest]?>(nil)
+    private let digestKey: ft_fingerprint_key
+
+    struct Digest: Equatable {
+        var fingerprint: UInt64
+        var checksum: UInt32
+    }
 
     /// Wraps `base`; its capacity must be a whole number of `blockSize` blocks. Pass the
     /// region's gate to make writers of a region and a volume stop at one cut.
-    public init(_ base: any StorageUnit, blockSize: Int = 4096, gate: PauseGate = PauseGate()) throws(CheckpointError) {
+    public init(
+        _ base: any StorageUnit, blockSize: Int = 4096, gate: PauseGate = PauseGate(),
+        findsChangesByHashing: Bool = false
+    ) throws(CheckpointError) {
         guard blockSize >= CheckpointLimits.minimumUnitSize, blockSize <= CheckpointLimits.maximumUnitSize,
             blockSize & (blockSize - 1) == 0, base.capacity > 0, base.capacity % blockSize == 0
         else {
@@ -49,6 +70,52 @@ public final class TrackedVolume: StorageUnit, @unchecked Sendable {
         self.wordCount = (blockCount + 63) / 64
         self.bitmap = .allocate(capacity: wordCount)
         bitmap.initialize(repeating: 0, count: wordCount)
+        self.findsChangesByHashing = findsChangesByHashing
+        var generator = SystemRandomNumberGenerator()
+        let words = (0..<8).map { _ in generator.next() as UInt64 }
+        digestKey = ft_fingerprint_key(
+            words: (words[0], words[1], words[2], words[3], words[4], words[5], words[6], words[7]))
+    }
+
+    /// Finds the blocks changed since the last scan by reading the whole volume (1 MiB at a
+    /// time) and comparing each block's 96-bit digest, marks them dirty, and returns how many
+    /// there were. The first scan knows no earlier digests and marks every block. Writes made
+    /// through the volume are tracked anyway; this is for writes made behind its back.
+    /// `progress` gets the blocks scanned and the total.
+    @discardableResult
+    public func markChangedBlocks(progress: (Int, Int) -> Void = { _, _ in }) throws(CheckpointError) -> Int {
+        let blocksPerRead = max(1, (1 << 20) / blockSize)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blocksPerRead * blockSize, alignment: 64)
+        defer { buffer.deallocate() }
+        let previous = digests.withLockedValue { $0 }
+        var current: [Digest] = []
+        current.reserveCapacity(blockCount)
+        var changed = 0
+        var block = 0
+        while block < blockCount {
+            let count = min(blocksPerRead, blockCount - block)
+            let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count * blockSize])
+            do throws(StorageError) { try base.read(into: bytes, at: block * blockSize) } catch {
+                throw CheckpointError(error)
+            }
+            guard let start = bytes.baseAddress else { break }
+            for index in 0..<count {
+                let page = UnsafeRawPointer(start + index * blockSize)
+                var key = digestKey
+                let digest = Digest(
+                    fingerprint: ft_page_fingerprint(page, blockSize, &key),
+                    checksum: CRC32C.checksum(UnsafeRawBufferPointer(start: page, count: blockSize)))
+                if previous?[block + index] != digest {
+                    ft_bitmap_set(bitmap, block + index)
+                    changed += 1
+                }
+                current.append(digest)
+            }
+            block += count
+            progress(block, blockCount)
+        }
+        digests.withLockedValue { $0 = current }
+        return changed
     }
 
     deinit { bitmap.deallocate() }

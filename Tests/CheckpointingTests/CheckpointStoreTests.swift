@@ -295,3 +295,39 @@ struct RetentionTests {
 private final class SettableTime: @unchecked Sendable {
     var value: UInt64 = 0
 }
+
+@Suite("Tracked volume: blocks changed behind its back, found by hashing")
+struct HashedVolumeTests {
+    @Test func writesBehindTheVolumesBackAreFoundAndCaptured() throws {
+        let pool = MemoryStoragePool(unitCapacity: 1 << 20, budget: 32 << 20)
+        let store = try CheckpointStore.open(pool: pool, configuration: .init(deflateLevel: nil))
+        let base = MemoryStorageUnit(id: UnitID(77), capacity: 256 * 4096)
+        let volume = try TrackedVolume(base, blockSize: 4096, findsChangesByHashing: true)
+        let checkpointer = try Checkpointer(application: "app", store: store, volumes: ["disk": volume])
+        var generator = SystemRandomNumberGenerator()
+        // The first scan knows nothing: every block.
+        #expect(try volume.markChangedBlocks() == 256)
+        _ = try checkpointer.checkpointBlocking()
+        for round in 0..<4 {
+            // Written straight to the unit under the volume: no dirty bit is set.
+            var touched = Set<Int>()
+            for _ in 0..<10 {
+                let block = Int.random(in: 0..<256, using: &generator)
+                touched.insert(block)
+                try base.write(
+                    (0..<100).map { _ in UInt8.random(in: 1...255, using: &generator) },
+                    at: block * 4096 + Int.random(in: 0..<3996, using: &generator))
+            }
+            // And one through the volume, tracked as usual.
+            try volume.write([UInt8(round + 1)], at: 5)
+            let expected = try base.read(at: 0, count: base.capacity)
+            let report = try checkpointer.checkpointBlocking()
+            #expect(report.storedPages == touched.union([0]).count, "round \(round)")
+            var restored = [UInt8](repeating: 0, count: base.capacity)
+            try restored.withUnsafeMutableBytes { try store.restore(report.summary.id, item: "disk", into: $0) }
+            #expect(restored == expected, "round \(round): the restore misses writes made behind the volume's back")
+        }
+        // Nothing changed since: a scan finds nothing.
+        #expect(try volume.markChangedBlocks() == 0)
+    }
+}
