@@ -222,6 +222,14 @@ public final class Checkpointer: Sendable {
         try capture(epoch: epoch, full: full, prepareOnly: true)
     }
 
+    /// ``prepareBlocking(epoch:full:)`` that calls `afterCut` as soon as the cut is taken and
+    /// the writers run again (before the copy), or not at all when the capture fails first.
+    package func prepareBlocking(
+        epoch: UInt64, full: Bool, afterCut: () -> Void
+    ) throws(CheckpointError) -> CheckpointReport {
+        try capture(epoch: epoch, full: full, prepareOnly: true, afterCut: afterCut)
+    }
+
     /// The prepared checkpoint whose epoch's fate is not yet decided, if any.
     public var undecided: CheckpointID? { state.withLockedValue { $0.undecided?.id } }
 
@@ -242,7 +250,9 @@ public final class Checkpointer: Sendable {
         }
     }
 
-    private func capture(epoch: UInt64, full: Bool, prepareOnly: Bool) throws(CheckpointError) -> CheckpointReport {
+    private func capture(
+        epoch: UInt64, full: Bool, prepareOnly: Bool, afterCut: () -> Void = {}
+    ) throws(CheckpointError) -> CheckpointReport {
         let (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
             guard !state.running else {
                 throw CheckpointError(.unavailable, detail: "a checkpoint of \(application) is already running")
@@ -309,6 +319,7 @@ public final class Checkpointer: Sendable {
         let captureTime = wallClock()
         for gate in gates.reversed() { gate.resume() }
         let pause = clock.now - started
+        afterCut()
         // What the trackers gave up, owed to the next capture if this one fails.
         let taken =
             parent == nil

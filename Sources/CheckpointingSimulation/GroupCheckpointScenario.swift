@@ -3,13 +3,16 @@ public import DeterministicSimulation
 import FaultToleranceCore
 import LiveCopy
 import Logging
+import NIOCore
 
 /// A randomized run of the shipped group checkpoint runtimes (``Checkpointing/GroupCoordinatorService``
 /// and three ``Checkpointing/GroupMemberService``s, each over its own store on
 /// ``DeterministicSimulation/SimulatedDisk``s) on a simulated network, in virtual time.
 ///
 /// Every member's application (an 8-page region and an 8-block volume) is written every few
-/// milliseconds throughout. The coordinator asks for group checkpoints one after another
+/// milliseconds throughout, and sends numbered messages to the other members through its
+/// service (``Checkpointing/GroupMemberService/send(_:to:)``): page 0 of its region counts,
+/// per peer, the messages it sent and the newest it handled (with the sender's incarnation). The coordinator asks for group checkpoints one after another
 /// while faults come at random: a member or the coordinator crashes (its disks lose or tear
 /// unsynchronized writes; it restarts, settles any checkpoint left in doubt, and restores the
 /// newest committed one), the power fails inside a member's next storage operations (a
@@ -27,6 +30,8 @@ import Logging
 /// - `committed-everywhere`: every epoch the coordinator committed is at every member.
 /// - `restore-exact`: every committed checkpoint restores exactly its member's state at its
 ///   cut; `verifies`: each store's ``Checkpointing/CheckpointStore/verify(progress:)`` is clean.
+/// - `consistent-cut`: in every committed epoch, no member has handled a message its sender's
+///   checkpoint of that epoch has not sent.
 public struct GroupCheckpointScenario: Sendable {
     /// Virtual time the faults and checkpoints run for, before the final healing.
     public var duration: Duration
@@ -46,6 +51,13 @@ public struct GroupCheckpointScenario: Sendable {
             linkConditions: LinkConditions(
                 lossProbability: 0.02, duplicateProbability: 0.02, delay: .milliseconds(1) ... .milliseconds(15)))
         let run = GroupRun(world: world, scenario: self)
+        // Between members, ordered channels (as TCP's): a fixed delay, nothing lost or doubled.
+        for from in run.members.map(\.node) {
+            for to in run.members.map(\.node) where from != to {
+                world.network.setConditions(
+                    LinkConditions(delay: .milliseconds(2) ... .milliseconds(2)), from: from, to: to)
+            }
+        }
         do {
             try await world.run(timeLimit: duration + .seconds(600), maximumJobs: 20_000_000) { try await run.run() }
         } catch {
@@ -212,6 +224,33 @@ final class GroupRun: @unchecked Sendable {
         world.network.restart(Self.coordinatorNode)
     }
 
+    /// Whether some member of epoch `epoch` handled a message its sender's checkpoint of the
+    /// epoch had not sent (page 0 of each: incarnation, sent counts, newest handled).
+    func inconsistency(at epoch: UInt64) throws -> String? {
+        var words: [[UInt64]] = []
+        for member in members {
+            guard let store = member.store,
+                let summary = store.checkpoints.first(where: { $0.epoch == epoch && $0.application == "app" })
+            else { return nil }
+            var page = [UInt8](repeating: 0, count: Self.pages * Self.pageSize)
+            try page.withUnsafeMutableBytes { try store.restore(summary.id, item: "heap", into: $0) }
+            words.append(
+                page.withUnsafeBytes { raw in (0..<10).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } })
+        }
+        checks += 1
+        for (sender, state) in words.enumerated() {
+            for (receiver, other) in words.enumerated() where receiver != sender {
+                let sent = state[1 + receiver]
+                let (incarnation, newest) = (other[4 + 2 * sender], other[5 + 2 * sender])
+                if incarnation > state[0] || (incarnation == state[0] && newest > sent) {
+                    return "\(members[receiver].node) handled message \(newest) of \(members[sender].node)'s "
+                        + "incarnation \(incarnation); its checkpoint sent \(sent) in incarnation \(state[0])"
+                }
+            }
+        }
+        return nil
+    }
+
     func crashCoordinator() {
         coordinatorTask?.cancel()
         coordinatorTask = nil
@@ -270,6 +309,10 @@ final class GroupRun: @unchecked Sendable {
                 fail("no-partial-epoch", "epoch \(epoch) is committed at \(holders) only")
                 return
             }
+            if let problem = try inconsistency(at: epoch) {
+                fail("consistent-cut", "epoch \(epoch): \(problem)")
+                return
+            }
             if !committedEpochs.contains(epoch) {
                 fail("decided-by-coordinator", "epoch \(epoch) is committed at members; the coordinator never did")
                 return
@@ -296,6 +339,8 @@ final class MemberSlot: @unchecked Sendable {
     /// The application's bytes at each cut, by the capture time the cut was stamped with.
     var cuts: [UInt64: (memory: [UInt8], volume: [UInt8])] = [:]
     var nextCut: UInt64 = 1
+    /// Starts so far (written to word 0 of the region).
+    var incarnation: UInt64 = 0
 
     init(run: GroupRun, node: NodeID, firstUnit: UInt64) {
         self.run = run
@@ -317,8 +362,9 @@ final class MemberSlot: @unchecked Sendable {
         let world = run.world
         world.network.restart(node)
         let service = GroupMemberService(
-            group: GroupRun.group, coordinator: GroupRun.coordinatorNode, store: store, application: "app",
-            transport: world.network.transport(for: node), clock: world.clock, fateInterval: .milliseconds(300),
+            group: GroupRun.group, coordinator: GroupRun.coordinatorNode, peers: run.members.map(\.node), store: store,
+            application: "app", transport: world.network.transport(for: node), clock: world.clock,
+            fateInterval: .milliseconds(300), markerTimeout: .milliseconds(400), holdLimit: .seconds(2),
             tickInterval: .milliseconds(10), logger: GroupRun.silent, blockingIO: .inline, bug: run.scenario.bug)
         self.store = store
         self.service = service
@@ -337,11 +383,30 @@ final class MemberSlot: @unchecked Sendable {
             application: "app", store: store, regions: ["heap": memory], volumes: ["disk": volume],
             resumingFrom: resumeFrom?.id, clock: world.clock, wallClock: { [unowned self] in recordCut() },
             logger: GroupRun.silent)
+        // A new incarnation: its messages are numbered from 1 again.
+        incarnation += 1
+        try memory.storeWord(incarnation, at: 0)
+        for peer in 0..<3 { try memory.storeWord(0, at: (1 + peer) * 8) }
+        let members = run.members.map(\.node)
+        service.setMessageHandler { sender, message in
+            // Keep the newest (incarnation, number) handled from each sender.
+            guard let index = members.firstIndex(of: sender),
+                let (incarnation, number) = message.payload.getMultipleIntegers(
+                    at: message.payload.readerIndex, as: (UInt64, UInt64).self),
+                let old = try? memory.read(at: (4 + 2 * index) * 8, count: 16)
+            else { return }
+            let oldIncarnation = old.withUnsafeBytes { $0.load(as: UInt64.self) }
+            let oldNumber = old.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt64.self) }
+            if (incarnation, number) > (oldIncarnation, oldNumber) {
+                try? memory.storeWord(incarnation, at: (4 + 2 * index) * 8)
+                try? memory.storeWord(number, at: (5 + 2 * index) * 8)
+            }
+        }
         self.memory = memory
         self.volume = volume
         service.attach(checkpointer)
         world.simulation.faults.nodeRestarts += 1
-        writerTask = world.spawn { [unowned self] in await write(memory: memory, volume: volume) }
+        writerTask = world.spawn { [unowned self] in await write(memory: memory, volume: volume, service: service) }
     }
 
     /// Called by the checkpointer inside the pause, at the cut: the bytes now are the cut's.
@@ -356,20 +421,34 @@ final class MemberSlot: @unchecked Sendable {
         return stamp
     }
 
-    private func write(memory: TrackedMemory, volume: TrackedVolume) async {
+    private func write(memory: TrackedMemory, volume: TrackedVolume, service: GroupMemberService) async {
         let world = run.world
+        let members = run.members.map(\.node)
+        var sent = [UInt64](repeating: 0, count: members.count)
         while !Task.isCancelled {
             do {
                 try await world.clock.sleep(for: .milliseconds(Int64(world.simulation.random.next() % 9 + 2)))
             } catch { return }
+            if world.simulation.random.next() % 2 == 0 {
+                // A message to a peer: counted in the region first, then sent.
+                let peer = Int(world.simulation.random.next() % UInt64(members.count))
+                if members[peer] != node {
+                    sent[peer] += 1
+                    try? memory.storeWord(sent[peer], at: (1 + peer) * 8)
+                    var payload = ByteBuffer()
+                    payload.writeMultipleIntegers(incarnation, sent[peer])
+                    try? await service.send(Message(type: 0x0001, payload: payload), to: members[peer])
+                }
+            }
             var state = world.simulation.random.next() | 1
             let length = Int(state % 700) + 1
             let bytes = (0..<length).map { _ -> UInt8 in
                 state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
                 return UInt8(truncatingIfNeeded: state >> 56)
             }
-            let span = UInt64(GroupRun.pages * GroupRun.pageSize - length)
-            try? memory.write(bytes, at: Int(world.simulation.random.next() % span))
+            // Page 0 holds the message counts: the random writes go to the pages after it.
+            let span = UInt64((GroupRun.pages - 1) * GroupRun.pageSize - length)
+            try? memory.write(bytes, at: GroupRun.pageSize + Int(world.simulation.random.next() % span))
             try? volume.write(bytes, at: Int(world.simulation.random.next() % span))
         }
     }

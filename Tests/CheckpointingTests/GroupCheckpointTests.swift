@@ -264,8 +264,9 @@ struct GroupServiceTests {
         try ["a", "b", "c"].map { (node: NodeID) in
             let app = try Application(pages: 32)
             let service = GroupMemberService(
-                group: 5, coordinator: "coordinator", store: app.store, application: "app",
+                group: 5, coordinator: "coordinator", peers: ["a", "b", "c"], store: app.store, application: "app",
                 transport: world.network.transport(for: node), clock: world.clock, fateInterval: .seconds(1),
+                markerTimeout: .milliseconds(500), holdLimit: .seconds(5),
                 tickInterval: .milliseconds(20), logger: silent, blockingIO: .inline, bug: nil)
             if attach.contains(node) { service.attach(app.checkpointer) }
             return Member(node: node, app: app, service: service)

@@ -3,10 +3,10 @@ import FaultToleranceCore
 import NIOCore
 
 // Feeds arbitrary bytes to the group checkpoint protocol's decoders. The first byte steers:
-//   even: a message of type 0x0300 + (byte / 2) % 8 (0x0300-0x0307: the six types and two
-//     outside them) with the rest as its payload. A message accepted must re-encode to one
-//     that decodes to the same message, and is then handed to a coordinator and a member
-//     machine mid-epoch, which must not crash.
+//   even: a message of type 0x0300 + (byte / 2) % 10 (0x0300-0x0309: the seven protocol types,
+//     the channel's data type and two outside them) with the rest as its payload. A message
+//     accepted must re-encode to one that decodes to the same message; a protocol message is
+//     then handed to a coordinator and a member machine mid-epoch, which must not crash.
 //   odd: the rest written over the two slots of a coordinator's record unit (the first half
 //     at offset 0, the second at 4096); opening it must give a record or a CheckpointError.
 
@@ -17,7 +17,17 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard let first = input.first else { return 0 }
     let bytes = Array(input.dropFirst().prefix(4096))
     if first % 2 == 0 {
-        let type = 0x0300 + UInt16((first / 2) % 8)
+        let type = 0x0300 + UInt16((first / 2) % 10)
+        if type == GroupChannelData.type {
+            guard
+                let (group, inner) = try? GroupChannelData.decode(
+                    Message(type: type, payload: ByteBuffer(bytes: bytes)))
+            else { return 0 }
+            guard let again = try? GroupChannelData.decode(GroupChannelData.encode(inner, group: group)),
+                again.group == group, again.message == inner
+            else { fatalError("channel data does not survive re-encoding") }
+            return 0
+        }
         guard let (group, message) = try? GroupMessage.decode(Message(type: type, payload: ByteBuffer(bytes: bytes)))
         else { return 0 }
         guard let again = try? GroupMessage.decode(message.message(group: group)), again.group == group,

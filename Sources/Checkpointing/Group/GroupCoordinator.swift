@@ -152,7 +152,7 @@ public struct GroupCoordinator: Sendable {
             }
             let committed = epoch == record.lastCommitted && epoch != 0
             return [.send(committed ? .commit(epoch: epoch) : .abort(epoch: epoch), to: [sender])]
-        case .prepare, .commit, .abort:
+        case .prepare, .commit, .abort, .marker:
             return []
         }
     }

@@ -132,7 +132,7 @@ public struct GroupMember: Sendable {
             default:
                 return []
             }
-        case .prepared, .failed, .fate:
+        case .prepared, .failed, .fate, .marker:
             return []
         }
     }
@@ -173,4 +173,7 @@ public enum GroupCheckpointBug: String, Sendable, Hashable, CaseIterable, Codabl
     case commitBeforeAllPrepared = "commit-before-all-prepared"
     /// A restarted member discards its undecided checkpoint without asking the coordinator.
     case forgetInDoubt = "forget-in-doubt"
+    /// Members neither hold their sends nor hold back their peers' messages at a cut: a
+    /// message sent after one member's cut can be received before another's.
+    case deliverAcrossTheCut = "deliver-across-the-cut"
 }

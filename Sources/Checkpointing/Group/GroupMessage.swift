@@ -2,7 +2,7 @@ public import FaultToleranceCore
 public import NIOCore
 
 /// The group checkpoint protocol's messages on a ``FaultToleranceCore/Transport``: message types
-/// `0x0301`–`0x0306`.
+/// `0x0301`–`0x0307` (and ``GroupChannelData``, `0x0308`).
 ///
 /// Every payload is `version (u8) = 1, group (u64), epoch (u64)`, then, by type: `prepare` a
 /// flag byte (bit 0: full) and the coordinator's last committed epoch (u64); `prepared` the checkpoint id (u64, not 0); `failed` the reason's
@@ -26,6 +26,9 @@ public enum GroupMessage: Sendable, Hashable {
     /// Member to coordinator: what became of `epoch`? (Asked by a member holding a prepared
     /// checkpoint without a decision: after a restart, or when the decision is late.)
     case fate(epoch: UInt64)
+    /// Member to member, on the channel between them: everything I sent you before this was
+    /// sent before my cut for `epoch`; everything after it, after.
+    case marker(epoch: UInt64)
 
     /// The format version this code writes and reads.
     public static let version: UInt8 = 1
@@ -38,7 +41,7 @@ public enum GroupMessage: Sendable, Hashable {
     public var epoch: UInt64 {
         switch self {
         case .prepare(let epoch, _, _), .prepared(let epoch, _), .failed(let epoch, _), .commit(let epoch),
-            .abort(let epoch), .fate(let epoch):
+            .abort(let epoch), .fate(let epoch), .marker(let epoch):
             epoch
         }
     }
@@ -52,11 +55,12 @@ public enum GroupMessage: Sendable, Hashable {
         case .commit: 0x0304
         case .abort: 0x0305
         case .fate: 0x0306
+        case .marker: 0x0307
         }
     }
 
     /// Whether `type` is one of this protocol's message types.
-    public static func handles(_ type: UInt16) -> Bool { (0x0301...0x0306).contains(type) }
+    public static func handles(_ type: UInt16) -> Bool { (0x0301...0x0307).contains(type) }
 
     /// The message for group `group`, ready to send.
     public func message(group: UInt64) -> Message {
@@ -73,7 +77,7 @@ public enum GroupMessage: Sendable, Hashable {
             let bytes = Array(text.utf8)
             buffer.writeInteger(UInt16(bytes.count))
             buffer.writeBytes(bytes)
-        case .commit, .abort, .fate: break
+        case .commit, .abort, .fate, .marker: break
         }
         return Message(type: type, payload: buffer)
     }
@@ -105,6 +109,7 @@ public enum GroupMessage: Sendable, Hashable {
         case 0x0304: decoded = .commit(epoch: epoch)
         case 0x0305: decoded = .abort(epoch: epoch)
         case 0x0306: decoded = .fate(epoch: epoch)
+        case 0x0307: decoded = .marker(epoch: epoch)
         default: throw malformed(message.type, "not a group checkpoint message")
         }
         guard buffer.readableBytes == 0 else {
@@ -115,5 +120,39 @@ public enum GroupMessage: Sendable, Hashable {
 
     private static func malformed(_ type: UInt16, _ detail: String) -> CheckpointError {
         CheckpointError(.malformedMessage, detail: "group message 0x\(String(type, radix: 16)): \(detail)")
+    }
+}
+
+/// An application message between group members, carried by ``GroupMemberService/send(_:to:)``
+/// in a message of type `0x0308`: version (u8) = 1, group (u64), the application message's
+/// type (u16, below `0xFF00`), then its payload. Carried this way it travels on the same
+/// ordered channel as the members' markers, which is what lets a group cut be consistent.
+public enum GroupChannelData {
+    /// The message type.
+    public static let type: UInt16 = 0x0308
+
+    /// Wraps `message` for group `group`.
+    public static func encode(_ message: Message, group: UInt64) -> Message {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(11 + message.payload.readableBytes)
+        buffer.writeMultipleIntegers(GroupMessage.version, group, message.type)
+        var payload = message.payload
+        buffer.writeBuffer(&payload)
+        return Message(type: type, payload: buffer)
+    }
+
+    /// Unwraps a message of type ``type``: its group and the application message.
+    public static func decode(_ message: Message) throws(CheckpointError) -> (group: UInt64, message: Message) {
+        var buffer = message.payload
+        guard message.type == type,
+            let (version, group, inner) = buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt16).self)
+        else { throw CheckpointError(.malformedMessage, detail: "group channel data: short or of another type") }
+        guard version == GroupMessage.version else {
+            throw CheckpointError(.malformedMessage, detail: "group channel data: version \(version)")
+        }
+        guard inner < Message.firstReservedType else {
+            throw CheckpointError(.malformedMessage, detail: "group channel data: reserved type \(inner)")
+        }
+        return (group, Message(type: inner, payload: buffer))
     }
 }

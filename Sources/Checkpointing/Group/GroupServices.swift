@@ -274,6 +274,12 @@ public final class GroupCoordinatorService: Service, Sendable {
 /// ``attach(_:)`` hands it the application's ``Checkpointer``; until then `prepare`s are
 /// answered `failed`, which aborts those epochs.
 ///
+/// Messages between members belong to the group's state too. Send them with ``send(_:to:)``
+/// and take them in the handler of ``setMessageHandler(_:)``: then every group cut is
+/// consistent, no message handled before its receiver's cut having been sent after its
+/// sender's (the channels are drained at each cut with markers; see the Checkpointing
+/// article). The channels must deliver in order, as TCP does.
+///
 /// ```swift
 /// let member = GroupMemberService(group: 7, coordinator: "coordinator", store: store,
 ///                                 application: "orders", transport: transport)
@@ -289,12 +295,17 @@ public final class GroupMemberService: Service, Sendable {
         case tick
         case captured(epoch: UInt64, checkpoint: CheckpointID)
         case captureFailed(epoch: UInt64, reason: String)
+        case cutTaken(epoch: UInt64)
     }
 
     /// The group's identity on the wire.
     public let group: UInt64
     /// The coordinator's node.
     public let coordinator: NodeID
+    /// The other members, whose messages and markers this member takes.
+    public let peers: [NodeID]
+    private let channel: GroupChannel
+    private let markerTimeout: Duration
     /// The application's store.
     public let store: CheckpointStore
     /// The application's name in the store.
@@ -314,27 +325,37 @@ public final class GroupMemberService: Service, Sendable {
     private let eventInput: AsyncStream<Event>.Continuation
 
     /// A member of `group` for `application`'s checkpoints in `store`; an undecided checkpoint's
-    /// fate is asked of `coordinator` every `fateInterval`.
+    /// fate is asked of `coordinator` every `fateInterval`. `peers` are the other members (this
+    /// node is left out if listed), whose markers a cut waits for, at most `markerTimeout`;
+    /// their messages held back for an epoch this member never cuts are handed over after
+    /// `holdLimit`.
     public convenience init(
-        group: UInt64, coordinator: NodeID, store: CheckpointStore, application: String, transport: any Transport,
-        clock: any RuntimeClock = SystemClock(), fateInterval: Duration = .seconds(2),
+        group: UInt64, coordinator: NodeID, peers: [NodeID] = [], store: CheckpointStore, application: String,
+        transport: any Transport, clock: any RuntimeClock = SystemClock(), fateInterval: Duration = .seconds(2),
+        markerTimeout: Duration = .seconds(5), holdLimit: Duration = .seconds(30),
         tickInterval: Duration = .milliseconds(50),
         logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint.group")
     ) {
         self.init(
-            group: group, coordinator: coordinator, store: store, application: application, transport: transport,
-            clock: clock, fateInterval: fateInterval, tickInterval: tickInterval, logger: logger,
-            blockingIO: .threadPool, bug: nil)
+            group: group, coordinator: coordinator, peers: peers, store: store, application: application,
+            transport: transport, clock: clock, fateInterval: fateInterval, markerTimeout: markerTimeout,
+            holdLimit: holdLimit, tickInterval: tickInterval, logger: logger, blockingIO: .threadPool, bug: nil)
     }
 
     /// The simulation's initializer: blocking I/O inline, and a planted bug.
     package init(
-        group: UInt64, coordinator: NodeID, store: CheckpointStore, application: String, transport: any Transport,
-        clock: any RuntimeClock, fateInterval: Duration, tickInterval: Duration, logger: Logger,
-        blockingIO: BlockingIO, bug: GroupCheckpointBug?
+        group: UInt64, coordinator: NodeID, peers: [NodeID], store: CheckpointStore, application: String,
+        transport: any Transport, clock: any RuntimeClock, fateInterval: Duration, markerTimeout: Duration,
+        holdLimit: Duration, tickInterval: Duration, logger: Logger, blockingIO: BlockingIO, bug: GroupCheckpointBug?
     ) {
         self.group = group
         self.coordinator = coordinator
+        let others = peers.filter { $0 != transport.localNode && $0 != coordinator }
+        self.peers = others
+        self.markerTimeout = markerTimeout > .zero ? markerTimeout : .seconds(5)
+        self.channel = GroupChannel(
+            peers: others, holdLimit: holdLimit > .zero ? holdLimit : .seconds(30),
+            disabled: bug == .deliverAcrossTheCut)
         self.store = store
         self.application = application
         self.transport = transport
@@ -368,6 +389,21 @@ public final class GroupMemberService: Service, Sendable {
         self.checkpointer.withLockedValue { $0 = checkpointer }
     }
 
+    /// Sets the handler of messages from the other members (`nil` drops them). It runs on the
+    /// service's loop, one message at a time and in order per sender; a message's effect is in
+    /// this member's checkpoint of an epoch exactly when the handler returned before the cut.
+    public func setMessageHandler(_ handler: (@Sendable (NodeID, Message) -> Void)?) {
+        channel.setHandler(handler)
+    }
+
+    /// Sends an application message to another member, in order with this member's markers.
+    /// While a cut drains the channels (one exchange of markers) the send waits.
+    public func send(_ message: Message, to peer: NodeID) async throws(TransportError) {
+        await channel.beginSend()
+        defer { channel.sendEnded() }
+        try await transport.send(GroupChannelData.encode(message, group: group), to: peer, over: nil)
+    }
+
     /// Serves until graceful shutdown or cancellation.
     public func run() async throws {
         defer {
@@ -388,9 +424,11 @@ public final class GroupMemberService: Service, Sendable {
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
                 for await envelope in self.transport.incoming {
-                    guard envelope.from == self.coordinator, GroupMessage.handles(envelope.message.type) else {
-                        continue
-                    }
+                    let type = envelope.message.type
+                    let fromCoordinator = envelope.from == self.coordinator && GroupMessage.handles(type)
+                    let fromPeer =
+                        self.peers.contains(envelope.from) && (type == GroupChannelData.type || type == 0x0307)
+                    guard fromCoordinator || fromPeer else { continue }
                     self.eventInput.yield(.message(envelope))
                 }
             }
@@ -424,6 +462,37 @@ public final class GroupMemberService: Service, Sendable {
         }
     }
 
+    /// Holds sends, sends this member's markers and waits for the peers'; `false` (the failure
+    /// reported to the loop) when the epoch is refused or a marker does not come in time.
+    private func drainChannels(for epoch: UInt64) async -> Bool {
+        guard await channel.holdSends(for: epoch) else {
+            eventInput.yield(
+                .captureFailed(
+                    epoch: epoch, reason: "messages from after a member's cut were handled here before this one's"))
+            return false
+        }
+        guard !peers.isEmpty else { return true }
+        let marker = GroupMessage.marker(epoch: epoch).message(group: group)
+        for peer in peers {
+            do { try await transport.send(marker, to: peer, over: nil) } catch {
+                logger.debug("marker not sent", metadata: ["to": "\(peer)", "error": "\(error)"])
+            }
+        }
+        let channel = self.channel
+        let clock = self.clock
+        let limit = markerTimeout
+        let timer = Task(executorPreference: clock.taskExecutor) {
+            do { try await clock.sleep(for: limit) } catch { return }
+            channel.markerTimeout(epoch)
+        }
+        let drained = await channel.waitForMarkers(epoch)
+        timer.cancel()
+        if !drained {
+            eventInput.yield(.captureFailed(epoch: epoch, reason: "a member's marker did not come in time"))
+        }
+        return drained
+    }
+
     /// Resolves one extra in-doubt checkpoint with a machine of its own (before the main one).
     private func settleAlone(_ summary: CheckpointSummary) async throws {
         let single = NIOLockedValueBox(
@@ -451,18 +520,40 @@ public final class GroupMemberService: Service, Sendable {
         let effects: [GroupMember.Effect]
         switch event {
         case .message(let envelope):
+            if envelope.message.type == GroupChannelData.type {
+                guard let data = try? GroupChannelData.decode(envelope.message), data.group == group else { return }
+                channel.data(data.message, from: envelope.from)
+                return
+            }
             let decoded: (group: UInt64, message: GroupMessage)
             do { decoded = try GroupMessage.decode(envelope.message) } catch {
                 logger.debug("ignored a malformed group message", metadata: ["error": "\(error)"])
                 return
             }
             guard decoded.group == group else { return }
+            switch decoded.message {
+            case .marker(let epoch):
+                if envelope.from != coordinator { channel.marker(epoch, from: envelope.from, now: now) }
+                return
+            case .prepare(let epoch, _, _) where epoch > 0:
+                // Every earlier epoch is over.
+                channel.abandon(through: epoch - 1)
+            case .abort(let epoch):
+                channel.abandon(through: epoch)
+            default:
+                break
+            }
             effects = state.withLockedValue { $0.receive(decoded.message, now: now) }
         case .tick:
+            channel.tick(now: now)
             effects = state.withLockedValue { $0.tick(now: now) }
+        case .cutTaken(let epoch):
+            channel.cutTaken(epoch)
+            return
         case .captured(let epoch, let checkpoint):
             effects = state.withLockedValue { $0.captured(epoch: epoch, checkpoint: checkpoint, now: now) }
         case .captureFailed(let epoch, let reason):
+            channel.abandon(through: epoch)
             effects = state.withLockedValue { $0.captureFailed(epoch: epoch, reason: reason, now: now) }
         }
         try await perform(effects, state: state)
@@ -478,13 +569,19 @@ public final class GroupMemberService: Service, Sendable {
                 }
                 let blockingIO = self.blockingIO
                 let input = eventInput
-                // The capture runs beside the loop, which keeps answering (an abort meanwhile). A
-                // service stopped before it starts takes no capture.
+                let channel = self.channel
+                // The capture runs beside the loop, which keeps answering (an abort, the peers'
+                // markers meanwhile). A service stopped before it starts takes no capture.
                 let task = Task(executorPreference: clock.taskExecutor) {
                     guard !Task.isCancelled else { return }
+                    guard await self.drainChannels(for: epoch) else { return }
                     do {
                         let report = try await blockingIO.run { () throws(CheckpointError) in
-                            try checkpointer.prepareBlocking(epoch: epoch, full: full)
+                            try checkpointer.prepareBlocking(epoch: epoch, full: full) {
+                                // The cut is taken: sends go again, held-back messages follow.
+                                channel.releaseSends(afterCut: epoch)
+                                input.yield(.cutTaken(epoch: epoch))
+                            }
                         }
                         input.yield(.captured(epoch: epoch, checkpoint: report.summary.id))
                     } catch {
