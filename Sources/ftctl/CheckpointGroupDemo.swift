@@ -18,16 +18,18 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         commandName: "group-demo",
         abstract: "Group checkpoints of three member processes on loopback TCP, one SIGKILLed mid-checkpoint.",
         discussion: """
-            This process is the coordinator. It starts three `ftctl checkpoint group-member` \\
-            processes, each an application writing its memory region from a thread of its own, \\
-            with a checkpoint store on real files, and asks for group checkpoints one after \\
-            another. During epoch --kill-at (a full one, so the capture takes a while) it kills \\
-            member b with SIGKILL; that epoch commits everywhere or nowhere. b restarts, settles \\
-            any checkpoint it left in doubt by asking the coordinator, restores its newest \\
-            committed checkpoint, and the next epochs commit with it. At the end every store is \\
-            opened here and checked: no checkpoint in doubt, the same committed epochs at every \\
-            member and exactly the ones the coordinator committed, every chunk verified. Exits 1 \\
-            if any check fails.
+            This process is the coordinator. It starts three `ftctl checkpoint group-member` \
+            processes, each an application writing its memory region from a thread of its own \
+            and sending numbered messages to the others through its member service, with a \
+            checkpoint store on real files, and asks for group checkpoints one after \
+            another. During epoch --kill-at (a full one, so the capture takes a while) it kills \
+            member b with SIGKILL; that epoch commits everywhere or nowhere. b restarts, settles \
+            any checkpoint it left in doubt by asking the coordinator, restores its newest \
+            committed checkpoint, and the next epochs commit with it. At the end every store is \
+            opened here and checked: no checkpoint in doubt, the same committed epochs at every \
+            member and exactly the ones the coordinator committed, every chunk verified, and \
+            every committed epoch a consistent cut (no member's checkpoint has handled a message \
+            its sender's checkpoint had not sent). Exits 1 if any check fails.
             """)
 
     @Option(help: "Group epochs to ask for, 2...1000.") var epochs = 6
@@ -54,6 +56,7 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         var aborted: [UInt64: String] = [:]
         var killedDuring: UInt64 = 0
         var members: [String: [UInt64]] = [:]
+        var settledAtEnd = 0
         var problems: [String] = []
     }
 
@@ -77,9 +80,12 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         guard let port = transport.localAddress.port else { throw CommandFailure("the coordinator has no port") }
         let names: [NodeID] = ["a", "b", "c"]
         let coordinator = try GroupCoordinatorService(
-            group: demoGroup, members: names, epochTimeout: .seconds(5), log: log, transport: transport, logger: logger)
+            group: demoGroup, members: names, epochTimeout: .seconds(10), log: log, transport: transport, logger: logger
+        )
         let running = Task { try await coordinator.run() }
 
+        var ports: [NodeID: Int] = [:]
+        var members: [NodeID: MemberProcess] = [:]
         func startMember(_ node: NodeID) async throws -> MemberProcess {
             let member = try MemberProcess(
                 executable: executable,
@@ -91,6 +97,10 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
                 throw CommandFailure("member \(node) did not start")
             }
             transport.setPeer(node, address: try SocketAddress(ipAddress: "127.0.0.1", port: memberPort))
+            // Every member learns where the others listen.
+            ports[node] = memberPort
+            for (other, process) in members where other != node { process.tell("peer \(node.name) \(memberPort)") }
+            for (other, otherPort) in ports where other != node { member.tell("peer \(other.name) \(otherPort)") }
             guard let settled = await member.line(startingWith: "ready") else {
                 throw CommandFailure("member \(node) did not settle")
             }
@@ -101,7 +111,6 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         if !json {
             print("Group checkpoint demo: coordinator on 127.0.0.1:\(port), members a, b, c (\(megabytes) MiB each)")
         }
-        var members: [NodeID: MemberProcess] = [:]
         for node in names { members[node] = try await startMember(node) }
         var outcome = Outcome()
         for epoch in 1...epochs {
@@ -136,12 +145,15 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         await transport.close()
 
         // Every store, opened here.
+        var stores: [CheckpointStore] = []
         for node in names {
             do {
                 let (store, _) = try openCheckpointStore(path + "/" + node.name, create: false)
-                if let doubt = store.inDoubt.first {
-                    outcome.problems.append(
-                        "\(node) still holds checkpoint \(doubt.id) of epoch \(doubt.epoch) in doubt")
+                // A member stopped before the last decision reached it holds that checkpoint in
+                // doubt; settled here as it would settle on restart, from the coordinator's record.
+                for doubt in store.inDoubt {
+                    try store.decide(doubt.id, commit: doubt.epoch == log.record.lastCommitted)
+                    outcome.settledAtEnd += 1
                 }
                 let epochs = store.checkpoints.map(\.epoch).sorted()
                 outcome.members[node.name] = epochs
@@ -150,11 +162,19 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
                         "\(node) holds epochs \(epochs); the coordinator committed \(outcome.committed)")
                 }
                 if let problem = store.verify().problems.first { outcome.problems.append("\(node): \(problem)") }
-                store.close()
+                stores.append(store)
             } catch {
                 outcome.problems.append("\(node): \(error)")
             }
         }
+        if stores.count == names.count {
+            for epoch in outcome.committed {
+                if let problem = inconsistency(at: epoch, stores: stores, names: names) {
+                    outcome.problems.append("epoch \(epoch) is not a consistent cut: \(problem)")
+                }
+            }
+        }
+        for store in stores { store.close() }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -164,6 +184,11 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
                 print(
                     "  \(node)'s store: committed epochs \(outcome.members[node.name] ?? []), none in doubt, verified")
             }
+            if outcome.settledAtEnd > 0 {
+                print(
+                    "  (\(outcome.settledAtEnd) checkpoint in doubt at the stop, settled from the coordinator's record)"
+                )
+            }
             for problem in outcome.problems { print("  PROBLEM: \(problem)") }
             print(
                 outcome.problems.isEmpty
@@ -172,6 +197,37 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
         }
         if !outcome.problems.isEmpty { throw ExitCode(1) }
     }
+}
+
+/// Whether some member's checkpoint of `epoch` handled a message its sender's checkpoint of
+/// the epoch had not sent (page 0 of each region: incarnation, sent counts, newest handled).
+private func inconsistency(at epoch: UInt64, stores: [CheckpointStore], names: [NodeID]) -> String? {
+    var words: [[UInt64]] = []
+    for (index, store) in stores.enumerated() {
+        guard let summary = store.checkpoints.first(where: { $0.epoch == epoch }) else {
+            return "\(names[index]) has no checkpoint of it"
+        }
+        do {
+            let manifest = try store.resolve(summary.id)
+            guard let item = manifest.items.first else { return "\(names[index]): no item" }
+            var bytes = [UInt8](repeating: 0, count: item.unitSize * item.unitCount)
+            try bytes.withUnsafeMutableBytes { try store.restore(summary.id, item: item.name, into: $0) }
+            words.append(
+                bytes.withUnsafeBytes { raw in (0..<10).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } })
+        } catch {
+            return "\(names[index]): \(error)"
+        }
+    }
+    for (sender, state) in words.enumerated() {
+        for (receiver, other) in words.enumerated() where receiver != sender {
+            let sent = state[1 + receiver]
+            let (incarnation, newest) = (other[4 + 2 * sender], other[5 + 2 * sender])
+            if incarnation > state[0] || (incarnation == state[0] && newest > sent) {
+                return "\(names[receiver]) handled message \(newest) of \(names[sender]); its checkpoint sent \(sent)"
+            }
+        }
+    }
+    return nil
 }
 
 /// A member process whose standard output is read line by line by a thread of its own.
@@ -188,7 +244,17 @@ private final class MemberProcess: @unchecked Sendable {
         let output = Pipe()
         process.standardOutput = output
         process.standardInput = input
-        process.standardError = FileHandle.nullDevice
+        // FT_GROUP_DEMO_TRACE=DIR: each member process's log, at trace level, in a file of DIR.
+        let trace = ProcessInfo.processInfo.environment["FT_GROUP_DEMO_TRACE"].map {
+            $0 + "/member-\(arguments.dropFirst(3).first ?? "")-\(UInt64(Date().timeIntervalSince1970 * 1000)).log"
+        }
+        if let trace, FileManager.default.createFile(atPath: trace, contents: nil),
+            let log = FileHandle(forWritingAtPath: trace)
+        {
+            process.standardError = log
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         lines = stream
         iterator = stream.makeAsyncIterator()
@@ -211,6 +277,11 @@ private final class MemberProcess: @unchecked Sendable {
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// Writes `line` to its standard input.
+    func tell(_ line: String) {
+        try? input.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8))
+    }
 
     /// The next line starting with `prefix` (earlier lines skipped), or `nil` when the output ends.
     func line(startingWith prefix: String) async -> String? {
@@ -253,7 +324,7 @@ struct CheckpointGroupMember: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "ftctl.group-member")
-        logger.logLevel = .error
+        logger.logLevel = ProcessInfo.processInfo.environment["FT_GROUP_DEMO_TRACE"] != nil ? .trace : .error
         guard let name = NodeID(node) else { return }
         let (store, _) = try openCheckpointStore(directory, create: true, budgetMiB: max(256, megabytes * 8))
         let transport = try await TCPTransport.start(
@@ -261,9 +332,10 @@ struct CheckpointGroupMember: AsyncParsableCommand {
                 localNode: name, bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0),
                 peers: [coordinatorNode: try SocketAddress(ipAddress: "127.0.0.1", port: coordinatorPort)]),
             logger: logger)
+        let names: [NodeID] = ["a", "b", "c"]
         let service = GroupMemberService(
-            group: demoGroup, coordinator: coordinatorNode, store: store, application: node, transport: transport,
-            fateInterval: .milliseconds(500), logger: logger)
+            group: demoGroup, coordinator: coordinatorNode, peers: names, store: store, application: node,
+            transport: transport, fateInterval: .milliseconds(500), logger: logger)
         emit("port \(transport.localAddress.port ?? 0)")
         let running = Task { try await service.run() }
         let doubts = store.inDoubt.count
@@ -273,31 +345,75 @@ struct CheckpointGroupMember: AsyncParsableCommand {
         if let resumeFrom { try store.restore(resumeFrom.id, item: "heap", into: memory) }
         let checkpointer = try Checkpointer(
             application: node, store: store, regions: ["heap": memory], resumingFrom: resumeFrom?.id, logger: logger)
+        // Page 0 counts messages: word 0 this incarnation, 1 + q the last number sent to member
+        // q, 4 + 2p and 5 + 2p the newest (incarnation, number) handled from member p.
+        let incarnation = Checkpointer.wallClock()
+        try memory.storeWord(incarnation, at: 0)
+        for peer in 0..<3 { try memory.storeWord(0, at: (1 + peer) * 8) }
+        service.setMessageHandler { sender, message in
+            guard let index = names.firstIndex(of: sender),
+                let (from, number) = message.payload.getMultipleIntegers(
+                    at: message.payload.readerIndex, as: (UInt64, UInt64).self),
+                let old = try? memory.read(at: (4 + 2 * index) * 8, count: 16)
+            else { return }
+            let oldIncarnation = old.withUnsafeBytes { $0.load(as: UInt64.self) }
+            let oldNumber = old.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt64.self) }
+            if (from, number) > (oldIncarnation, oldNumber) {
+                try? memory.storeWord(from, at: (4 + 2 * index) * 8)
+                try? memory.storeWord(number, at: (5 + 2 * index) * 8)
+            }
+        }
         service.attach(checkpointer)
         emit(
             "ready "
                 + (resumeFrom.map { "restored epoch \($0.epoch) (checkpoint \($0.id))" } ?? "fresh")
                 + (doubts > 0 ? ", after settling \(doubts) checkpoint in doubt" : ""))
-        // The application: a thread writing 8-byte words all over the region, about 200,000 a
-        // second (three members share this machine's cores with their captures).
+        // The application: a thread writing 8-byte words all over the region after page 0, about
+        // 200,000 a second (three members share this machine's cores with their captures).
         let writer = Thread {
             var state: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(getpid())
             while true {
                 for _ in 0..<200 {
                     state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                    try? memory.storeWord(state, at: Int(state >> 20) % (pages * 4096 / 8) * 8)
+                    let word = 512 + Int(state >> 20) % ((pages - 1) * 4096 / 8)
+                    try? memory.storeWord(state, at: word * 8)
                 }
                 usleep(1000)
             }
         }
         writer.start()
-        // Until the demo closes standard input (read on a thread of its own, not the pool).
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        // And numbered messages to the others, about a thousand a second: counted, then sent.
+        let me = names.firstIndex(of: name) ?? 0
+        let sender = Task {
+            var sent = [UInt64](repeating: 0, count: names.count)
+            var turn = 0
+            while !Task.isCancelled {
+                turn += 1
+                let peer = (me + 1 + turn % 2) % names.count
+                sent[peer] += 1
+                try? memory.storeWord(sent[peer], at: (1 + peer) * 8)
+                var payload = ByteBuffer()
+                payload.writeMultipleIntegers(incarnation, sent[peer])
+                try? await service.send(Message(type: 0x0001, payload: payload), to: names[peer])
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        // Lines from the demo (where the other members listen) until it closes standard input
+        // (read on a thread of its own, not the pool).
+        let peerLines = AsyncStream<String> { continuation in
             Thread {
-                _ = FileHandle.standardInput.readDataToEndOfFile()
-                continuation.resume()
+                while let line = readLine() { continuation.yield(line) }
+                continuation.finish()
             }.start()
         }
+        for await line in peerLines {
+            let fields = line.split(separator: " ")
+            guard fields.count == 3, fields[0] == "peer", let peer = NodeID(String(fields[1])),
+                let port = Int(fields[2]), let address = try? SocketAddress(ipAddress: "127.0.0.1", port: port)
+            else { continue }
+            transport.setPeer(peer, address: address)
+        }
+        sender.cancel()
         running.cancel()
         Foundation.exit(0)
     }

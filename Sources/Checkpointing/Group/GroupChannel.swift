@@ -38,12 +38,15 @@ final class GroupChannel: Sendable {
         var sendWaiters: [CheckedContinuation<Void, Never>] = []
         /// Sends handed to the transport and not yet returned.
         var sendsInFlight = 0
-        var inFlightWaiter: CheckedContinuation<Void, Never>?
+        var inFlightWaiter: (epoch: UInt64, continuation: CheckedContinuation<Bool, Never>)?
         var markerWait: (epoch: UInt64, continuation: CheckedContinuation<Bool, Never>)?
         /// Per peer: its marker came, and what it sent after it is held back.
         var held: [NodeID: Held] = [:]
         /// The newest epoch cut here.
         var cutEpoch: UInt64 = 0
+        /// The newest epoch whose cut timed out or was given up: waits for it (or an earlier
+        /// one) end at once.
+        var expired: UInt64 = 0
         /// Epochs this member must refuse: it handed over messages from after a peer's cut
         /// without having cut.
         var poisoned: Set<UInt64> = []
@@ -90,36 +93,42 @@ final class GroupChannel: Sendable {
 
     func sendEnded() {
         guard !disabled else { return }
-        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Bool, Never>? in
             state.sendsInFlight -= 1
             guard state.sendsInFlight == 0 else { return nil }
             defer { state.inFlightWaiter = nil }
-            return state.inFlightWaiter
+            return state.inFlightWaiter?.continuation
         }
-        waiter?.resume()
+        waiter?.resume(returning: true)
     }
 
     // MARK: The cut's side
 
-    /// Holds new sends for `epoch`'s cut and waits for those in flight. `false` (nothing held)
-    /// when the epoch is refused here.
+    /// Whether this member must refuse `epoch` (it handed over messages from after a peer's
+    /// cut for it without having cut).
+    func refuses(_ epoch: UInt64) -> Bool {
+        state.withLockedValue { $0.poisoned.contains(epoch) }
+    }
+
+    /// Holds new sends for `epoch`'s cut and waits for those in flight; `false` when the epoch
+    /// is refused here, or ``timeOut(_:)`` or ``abandon(through:)`` ends the wait first (the
+    /// caller then abandons the epoch, which lets the sends go).
     func holdSends(for epoch: UInt64) async -> Bool {
         guard !disabled else { return true }
         let refused = state.withLockedValue { state -> Bool in
-            if state.poisoned.contains(epoch) { return true }
+            if state.poisoned.contains(epoch) || epoch <= state.expired { return true }
             state.holdingSends = epoch
             return false
         }
         if refused { return false }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let done = state.withLockedValue { state -> Bool in
                 if state.sendsInFlight == 0 { return true }
-                state.inFlightWaiter = continuation
+                state.inFlightWaiter = (epoch, continuation)
                 return false
             }
-            if done { continuation.resume() }
+            if done { continuation.resume(returning: true) }
         }
-        return true
     }
 
     /// Waits until every peer's marker for `epoch` (or a later one) has come; `false` when
@@ -127,23 +136,33 @@ final class GroupChannel: Sendable {
     func waitForMarkers(_ epoch: UInt64) async -> Bool {
         guard !disabled else { return true }
         return await withCheckedContinuation { continuation in
-            let done = state.withLockedValue { state -> Bool in
+            let done = state.withLockedValue { state -> Bool? in
+                if epoch <= state.expired { return false }
                 if allMarkersCame(epoch, state) { return true }
                 state.markerWait = (epoch, continuation)
-                return false
+                return nil
             }
-            if done { continuation.resume(returning: true) }
+            if let done { continuation.resume(returning: done) }
         }
     }
 
-    /// Ends a marker wait for `epoch` with `false` (its time-out).
-    func markerTimeout(_ epoch: UInt64) {
-        let waiter = state.withLockedValue { state -> CheckedContinuation<Bool, Never>? in
-            guard let wait = state.markerWait, wait.epoch == epoch else { return nil }
-            state.markerWait = nil
-            return wait.continuation
+    /// Ends the waits of `epoch`'s cut (for sends in flight, for markers) with `false`: its
+    /// time-out.
+    func timeOut(_ epoch: UInt64) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Bool, Never>] in
+            state.expired = max(state.expired, epoch)
+            var waiters: [CheckedContinuation<Bool, Never>] = []
+            if let wait = state.markerWait, wait.epoch == epoch {
+                state.markerWait = nil
+                waiters.append(wait.continuation)
+            }
+            if let wait = state.inFlightWaiter, wait.epoch == epoch {
+                state.inFlightWaiter = nil
+                waiters.append(wait.continuation)
+            }
+            return waiters
         }
-        waiter?.resume(returning: false)
+        for waiter in waiters { waiter.resume(returning: false) }
     }
 
     private func allMarkersCame(_ epoch: UInt64, _ state: State) -> Bool {
@@ -171,7 +190,8 @@ final class GroupChannel: Sendable {
         guard !disabled, peers.contains(peer) else { return }
         var deliver: [Message] = []
         let waiter = state.withLockedValue { state -> CheckedContinuation<Bool, Never>? in
-            guard epoch > state.cutEpoch else { return nil }
+            // A marker for an epoch cut here, or given up here, holds nothing back.
+            guard epoch > max(state.cutEpoch, state.expired) else { return nil }
             if let old = state.held[peer] {
                 guard epoch > old.epoch else { return nil }
                 // Held for an epoch now over here: hand it over (that epoch is refused).
@@ -207,12 +227,17 @@ final class GroupChannel: Sendable {
     /// `epoch` (and every earlier one) is over without a cut here, or this member gave it up:
     /// sends go again, waits end, held-back messages are handed over.
     func abandon(through epoch: UInt64) {
-        let (waiter, senders) = state.withLockedValue {
-            state -> (CheckedContinuation<Bool, Never>?, [CheckedContinuation<Void, Never>]) in
-            var waiter: CheckedContinuation<Bool, Never>?
+        let (waiters, senders) = state.withLockedValue {
+            state -> ([CheckedContinuation<Bool, Never>], [CheckedContinuation<Void, Never>]) in
+            state.expired = max(state.expired, epoch)
+            var waiters: [CheckedContinuation<Bool, Never>] = []
             if let wait = state.markerWait, wait.epoch <= epoch {
                 state.markerWait = nil
-                waiter = wait.continuation
+                waiters.append(wait.continuation)
+            }
+            if let wait = state.inFlightWaiter, wait.epoch <= epoch {
+                state.inFlightWaiter = nil
+                waiters.append(wait.continuation)
             }
             var senders: [CheckedContinuation<Void, Never>] = []
             if let holding = state.holdingSends, holding <= epoch {
@@ -220,9 +245,9 @@ final class GroupChannel: Sendable {
                 senders = state.sendWaiters
                 state.sendWaiters = []
             }
-            return (waiter, senders)
+            return (waiters, senders)
         }
-        waiter?.resume(returning: false)
+        for waiter in waiters { waiter.resume(returning: false) }
         for sender in senders { sender.resume() }
         release { held in held.epoch <= epoch }
     }

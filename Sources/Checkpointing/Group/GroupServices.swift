@@ -465,32 +465,40 @@ public final class GroupMemberService: Service, Sendable {
     /// Holds sends, sends this member's markers and waits for the peers'; `false` (the failure
     /// reported to the loop) when the epoch is refused or a marker does not come in time.
     private func drainChannels(for epoch: UInt64) async -> Bool {
-        guard await channel.holdSends(for: epoch) else {
-            eventInput.yield(
-                .captureFailed(
-                    epoch: epoch, reason: "messages from after a member's cut were handled here before this one's"))
-            return false
-        }
-        guard !peers.isEmpty else { return true }
-        let marker = GroupMessage.marker(epoch: epoch).message(group: group)
-        for peer in peers {
-            do { try await transport.send(marker, to: peer, over: nil) } catch {
-                logger.debug("marker not sent", metadata: ["to": "\(peer)", "error": "\(error)"])
-            }
-        }
         let channel = self.channel
         let clock = self.clock
         let limit = markerTimeout
+        // One time-out for the whole drain: sends in flight, then the peers' markers.
         let timer = Task(executorPreference: clock.taskExecutor) {
             do { try await clock.sleep(for: limit) } catch { return }
-            channel.markerTimeout(epoch)
+            channel.timeOut(epoch)
         }
-        let drained = await channel.waitForMarkers(epoch)
-        timer.cancel()
-        if !drained {
+        defer { timer.cancel() }
+        guard await channel.holdSends(for: epoch) else {
+            let reason =
+                channel.refuses(epoch)
+                ? "messages from after a member's cut were handled here before this one's"
+                : "this member's sends in flight did not finish in time"
+            eventInput.yield(.captureFailed(epoch: epoch, reason: reason))
+            return false
+        }
+        guard !peers.isEmpty else { return true }
+        // To every peer at once: one that is down (its connection retrying) delays no other.
+        let marker = GroupMessage.marker(epoch: epoch).message(group: group)
+        await withTaskGroup(of: Void.self) { sends in
+            for peer in peers {
+                sends.addTask {
+                    do { try await self.transport.send(marker, to: peer, over: nil) } catch {
+                        self.logger.debug("marker not sent", metadata: ["to": "\(peer)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+        guard await channel.waitForMarkers(epoch) else {
             eventInput.yield(.captureFailed(epoch: epoch, reason: "a member's marker did not come in time"))
+            return false
         }
-        return drained
+        return true
     }
 
     /// Resolves one extra in-doubt checkpoint with a machine of its own (before the main one).
