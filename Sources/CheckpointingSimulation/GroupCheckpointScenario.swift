@@ -227,28 +227,17 @@ final class GroupRun: @unchecked Sendable {
     /// Whether some member of epoch `epoch` handled a message its sender's checkpoint of the
     /// epoch had not sent (page 0 of each: incarnation, sent counts, newest handled).
     func inconsistency(at epoch: UInt64) throws -> String? {
-        var words: [[UInt64]] = []
+        var ledgers: [[UInt64]] = []
         for member in members {
             guard let store = member.store,
                 let summary = store.checkpoints.first(where: { $0.epoch == epoch && $0.application == "app" })
             else { return nil }
-            var page = [UInt8](repeating: 0, count: Self.pages * Self.pageSize)
-            try page.withUnsafeMutableBytes { try store.restore(summary.id, item: "heap", into: $0) }
-            words.append(
-                page.withUnsafeBytes { raw in (0..<10).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } })
+            var region = [UInt8](repeating: 0, count: Self.pages * Self.pageSize)
+            try region.withUnsafeMutableBytes { try store.restore(summary.id, item: "heap", into: $0) }
+            ledgers.append(MessageLedger.words(of: region))
         }
         checks += 1
-        for (sender, state) in words.enumerated() {
-            for (receiver, other) in words.enumerated() where receiver != sender {
-                let sent = state[1 + receiver]
-                let (incarnation, newest) = (other[4 + 2 * sender], other[5 + 2 * sender])
-                if incarnation > state[0] || (incarnation == state[0] && newest > sent) {
-                    return "\(members[receiver].node) handled message \(newest) of \(members[sender].node)'s "
-                        + "incarnation \(incarnation); its checkpoint sent \(sent) in incarnation \(state[0])"
-                }
-            }
-        }
-        return nil
+        return MessageLedger.inconsistency(ledgers, names: members.map(\.node.name))
     }
 
     func crashCoordinator() {
@@ -385,22 +374,10 @@ final class MemberSlot: @unchecked Sendable {
             logger: GroupRun.silent)
         // A new incarnation: its messages are numbered from 1 again.
         incarnation += 1
-        try memory.storeWord(incarnation, at: 0)
-        for peer in 0..<3 { try memory.storeWord(0, at: (1 + peer) * 8) }
+        try MessageLedger.begin(incarnation: incarnation, in: memory)
         let members = run.members.map(\.node)
         service.setMessageHandler { sender, message in
-            // Keep the newest (incarnation, number) handled from each sender.
-            guard let index = members.firstIndex(of: sender),
-                let (incarnation, number) = message.payload.getMultipleIntegers(
-                    at: message.payload.readerIndex, as: (UInt64, UInt64).self),
-                let old = try? memory.read(at: (4 + 2 * index) * 8, count: 16)
-            else { return }
-            let oldIncarnation = old.withUnsafeBytes { $0.load(as: UInt64.self) }
-            let oldNumber = old.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt64.self) }
-            if (incarnation, number) > (oldIncarnation, oldNumber) {
-                try? memory.storeWord(incarnation, at: (4 + 2 * index) * 8)
-                try? memory.storeWord(number, at: (5 + 2 * index) * 8)
-            }
+            MessageLedger.handle(message, from: members.firstIndex(of: sender) ?? -1, in: memory)
         }
         self.memory = memory
         self.volume = volume
@@ -434,10 +411,11 @@ final class MemberSlot: @unchecked Sendable {
                 let peer = Int(world.simulation.random.next() % UInt64(members.count))
                 if members[peer] != node {
                     sent[peer] += 1
-                    try? memory.storeWord(sent[peer], at: (1 + peer) * 8)
-                    var payload = ByteBuffer()
-                    payload.writeMultipleIntegers(incarnation, sent[peer])
-                    try? await service.send(Message(type: 0x0001, payload: payload), to: members[peer])
+                    if let message = try? MessageLedger.send(
+                        sent[peer], to: peer, incarnation: incarnation, in: memory)
+                    {
+                        try? await service.send(message, to: members[peer])
+                    }
                 }
             }
             var state = world.simulation.random.next() | 1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpointing
+import CheckpointingSimulation
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -202,7 +203,7 @@ struct CheckpointGroupDemo: AsyncParsableCommand {
 /// Whether some member's checkpoint of `epoch` handled a message its sender's checkpoint of
 /// the epoch had not sent (page 0 of each region: incarnation, sent counts, newest handled).
 private func inconsistency(at epoch: UInt64, stores: [CheckpointStore], names: [NodeID]) -> String? {
-    var words: [[UInt64]] = []
+    var ledgers: [[UInt64]] = []
     for (index, store) in stores.enumerated() {
         guard let summary = store.checkpoints.first(where: { $0.epoch == epoch }) else {
             return "\(names[index]) has no checkpoint of it"
@@ -210,24 +211,14 @@ private func inconsistency(at epoch: UInt64, stores: [CheckpointStore], names: [
         do {
             let manifest = try store.resolve(summary.id)
             guard let item = manifest.items.first else { return "\(names[index]): no item" }
-            var bytes = [UInt8](repeating: 0, count: item.unitSize * item.unitCount)
-            try bytes.withUnsafeMutableBytes { try store.restore(summary.id, item: item.name, into: $0) }
-            words.append(
-                bytes.withUnsafeBytes { raw in (0..<10).map { raw.load(fromByteOffset: $0 * 8, as: UInt64.self) } })
+            var region = [UInt8](repeating: 0, count: item.unitSize * item.unitCount)
+            try region.withUnsafeMutableBytes { try store.restore(summary.id, item: item.name, into: $0) }
+            ledgers.append(MessageLedger.words(of: region))
         } catch {
             return "\(names[index]): \(error)"
         }
     }
-    for (sender, state) in words.enumerated() {
-        for (receiver, other) in words.enumerated() where receiver != sender {
-            let sent = state[1 + receiver]
-            let (incarnation, newest) = (other[4 + 2 * sender], other[5 + 2 * sender])
-            if incarnation > state[0] || (incarnation == state[0] && newest > sent) {
-                return "\(names[receiver]) handled message \(newest) of \(names[sender]); its checkpoint sent \(sent)"
-            }
-        }
-    }
-    return nil
+    return MessageLedger.inconsistency(ledgers, names: names.map(\.name))
 }
 
 /// A member process whose standard output is read line by line by a thread of its own.
@@ -345,23 +336,11 @@ struct CheckpointGroupMember: AsyncParsableCommand {
         if let resumeFrom { try store.restore(resumeFrom.id, item: "heap", into: memory) }
         let checkpointer = try Checkpointer(
             application: node, store: store, regions: ["heap": memory], resumingFrom: resumeFrom?.id, logger: logger)
-        // Page 0 counts messages: word 0 this incarnation, 1 + q the last number sent to member
-        // q, 4 + 2p and 5 + 2p the newest (incarnation, number) handled from member p.
+        // Page 0 counts the messages (see MessageLedger).
         let incarnation = Checkpointer.wallClock()
-        try memory.storeWord(incarnation, at: 0)
-        for peer in 0..<3 { try memory.storeWord(0, at: (1 + peer) * 8) }
+        try MessageLedger.begin(incarnation: incarnation, in: memory)
         service.setMessageHandler { sender, message in
-            guard let index = names.firstIndex(of: sender),
-                let (from, number) = message.payload.getMultipleIntegers(
-                    at: message.payload.readerIndex, as: (UInt64, UInt64).self),
-                let old = try? memory.read(at: (4 + 2 * index) * 8, count: 16)
-            else { return }
-            let oldIncarnation = old.withUnsafeBytes { $0.load(as: UInt64.self) }
-            let oldNumber = old.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt64.self) }
-            if (from, number) > (oldIncarnation, oldNumber) {
-                try? memory.storeWord(from, at: (4 + 2 * index) * 8)
-                try? memory.storeWord(number, at: (5 + 2 * index) * 8)
-            }
+            MessageLedger.handle(message, from: names.firstIndex(of: sender) ?? -1, in: memory)
         }
         service.attach(checkpointer)
         emit(
@@ -391,10 +370,9 @@ struct CheckpointGroupMember: AsyncParsableCommand {
                 turn += 1
                 let peer = (me + 1 + turn % 2) % names.count
                 sent[peer] += 1
-                try? memory.storeWord(sent[peer], at: (1 + peer) * 8)
-                var payload = ByteBuffer()
-                payload.writeMultipleIntegers(incarnation, sent[peer])
-                try? await service.send(Message(type: 0x0001, payload: payload), to: names[peer])
+                if let message = try? MessageLedger.send(sent[peer], to: peer, incarnation: incarnation, in: memory) {
+                    try? await service.send(message, to: names[peer])
+                }
                 try? await Task.sleep(for: .milliseconds(1))
             }
         }

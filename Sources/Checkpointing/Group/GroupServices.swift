@@ -28,6 +28,15 @@ package enum BlockingIO: Sendable {
     }
 }
 
+/// Calls `tick` every `interval` of `clock` until the task is cancelled (the services check
+/// their deadlines on each tick).
+private func ticks(every interval: Duration, on clock: any RuntimeClock, _ tick: () -> Void) async {
+    while !Task.isCancelled {
+        do { try await clock.sleep(for: interval) } catch { return }
+        tick()
+    }
+}
+
 /// A committed group epoch: its number and every member's checkpoint.
 public struct GroupEpoch: Sendable, Hashable {
     /// The epoch.
@@ -171,12 +180,7 @@ public final class GroupCoordinatorService: Service, Sendable {
                     self.eventInput.yield(.message(envelope))
                 }
             }
-            tasks.addTask {
-                while !Task.isCancelled {
-                    do { try await self.clock.sleep(for: self.tickInterval) } catch { return }
-                    self.eventInput.yield(.tick)
-                }
-            }
+            tasks.addTask { await ticks(every: self.tickInterval, on: self.clock) { self.eventInput.yield(.tick) } }
             tasks.addTask {
                 try await self.perform(self.machine.withLockedValue { $0.recover() })
                 for await event in self.events {
@@ -432,12 +436,7 @@ public final class GroupMemberService: Service, Sendable {
                     self.eventInput.yield(.message(envelope))
                 }
             }
-            tasks.addTask {
-                while !Task.isCancelled {
-                    do { try await self.clock.sleep(for: self.tickInterval) } catch { return }
-                    self.eventInput.yield(.tick)
-                }
-            }
+            tasks.addTask { await ticks(every: self.tickInterval, on: self.clock) { self.eventInput.yield(.tick) } }
             tasks.addTask {
                 // Older doubts first (a store should never hold more than one).
                 for summary in olderDoubts {
