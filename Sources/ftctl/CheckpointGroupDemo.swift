@@ -357,6 +357,7 @@ struct CheckpointGroupMember: AsyncParsableCommand {
                     let word = 512 + Int(state >> 20) % ((pages - 1) * 4096 / 8)
                     try? memory.storeWord(state, at: word * 8)
                 }
+                // Pacing on this thread of the writer's own, never the cooperative pool.
                 usleep(1000)
             }
         }

@@ -37,6 +37,20 @@ private func ticks(every interval: Duration, on clock: any RuntimeClock, _ tick:
     }
 }
 
+/// Adds a task that parks until graceful shutdown or cancellation, waits until that or any
+/// other task ends (rethrowing its error, not the shutdown's), then cancels the rest.
+private func untilShutdownOrFirstEnd(_ tasks: inout ThrowingTaskGroup<Void, any Error>) async throws {
+    tasks.addTask {
+        await parkUntilShutdown()
+        throw CancellationError()
+    }
+    do {
+        try await tasks.next()
+    } catch is CancellationError {
+    }
+    tasks.cancelAll()
+}
+
 /// A committed group epoch: its number and every member's checkpoint.
 public struct GroupEpoch: Sendable, Hashable {
     /// The epoch.
@@ -187,15 +201,7 @@ public final class GroupCoordinatorService: Service, Sendable {
                     try await self.handle(event)
                 }
             }
-            tasks.addTask {
-                await parkUntilShutdown()
-                throw CancellationError()
-            }
-            do {
-                try await tasks.next()
-            } catch is CancellationError {
-            }
-            tasks.cancelAll()
+            try await untilShutdownOrFirstEnd(&tasks)
         }
     }
 
@@ -431,7 +437,8 @@ public final class GroupMemberService: Service, Sendable {
                     let type = envelope.message.type
                     let fromCoordinator = envelope.from == self.coordinator && GroupMessage.handles(type)
                     let fromPeer =
-                        self.peers.contains(envelope.from) && (type == GroupChannelData.type || type == 0x0307)
+                        self.peers.contains(envelope.from)
+                        && (type == GroupChannelData.type || type == GroupMessage.marker(epoch: 0).type)
                     guard fromCoordinator || fromPeer else { continue }
                     self.eventInput.yield(.message(envelope))
                 }
@@ -449,15 +456,7 @@ public final class GroupMemberService: Service, Sendable {
                     self.markSettledIfDone(state)
                 }
             }
-            tasks.addTask {
-                await parkUntilShutdown()
-                throw CancellationError()
-            }
-            do {
-                try await tasks.next()
-            } catch is CancellationError {
-            }
-            tasks.cancelAll()
+            try await untilShutdownOrFirstEnd(&tasks)
         }
     }
 
