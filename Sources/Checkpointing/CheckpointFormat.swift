@@ -177,7 +177,8 @@ public enum CheckpointLimits {
 /// 0  magic "FTCK" (u32 LE 0x4B435446)    16 serial (u64): the store's chunk counter
 /// 4  version (u8) = 1                   24 CRC32C of the logical (uncompressed) bytes
 /// 5  contents (u8): 1 data, 2 manifest   28 CRC32C of bytes 0..<28 and the stored payload
-/// 6  encoding (u8): 0 raw, 1 deflate
+/// 6  encoding (u8): 0 raw, 1 zlib,
+///    2 raw DEFLATE (RFC 1951)
 /// 7  reserved (u8) = 0
 /// 8  logical length (u32)
 /// 12 stored length (u32)
@@ -194,7 +195,10 @@ enum ChunkFrame {
 
     enum Encoding: UInt8 {
         case raw = 0
+        /// zlib format (RFC 1950): written by the first releases, still read.
         case deflate = 1
+        /// Raw DEFLATE (RFC 1951): no zlib header or Adler-32, the logical CRC32C checks it.
+        case deflateRaw = 2
     }
 
     struct Header: Equatable {
@@ -207,41 +211,43 @@ enum ChunkFrame {
         var frameChecksum: UInt32
     }
 
-    /// Frames `payload`, deflated at `level` when that saves at least an eighth, raw otherwise.
+    /// Frames `payload`, deflated at `level` (raw DEFLATE, encoding 2) when that saves at
+    /// least an eighth, raw otherwise. The deflate writes straight into the frame and stops as
+    /// soon as its output passes seven eighths of the payload.
     static func encode(
         _ payload: UnsafeRawBufferPointer, contents: Contents, serial: UInt64, deflateLevel: Int32?
     ) throws(CheckpointError) -> [UInt8] {
         let logicalChecksum = CRC32C.checksum(payload)
-        var stored: [UInt8]? = nil
+        var frame = [UInt8](repeating: 0, count: headerSize + payload.count)
+        var compressed: Int? = nil
         if let deflateLevel, payload.count >= 64 {
+            let room = headerSize..<(headerSize + payload.count - payload.count / 8)
             do {
-                let compressed = try Deflate.compress(payload, level: deflateLevel)
-                if compressed.count <= payload.count - payload.count / 8 { stored = compressed }
+                compressed = try frame.withUnsafeMutableBytes { raw in
+                    try RawDeflate.compress(
+                        payload, into: UnsafeMutableRawBufferPointer(rebasing: raw[room]), level: deflateLevel)
+                }
             } catch {
                 throw CheckpointError(.invalidConfiguration, detail: "deflate failed: \(error)")
             }
         }
-        let storedCount = stored?.count ?? payload.count
-        var frame = [UInt8](repeating: 0, count: headerSize + storedCount)
+        if compressed == nil {
+            frame.withUnsafeMutableBytes { raw in
+                UnsafeMutableRawBufferPointer(rebasing: raw[headerSize...]).copyMemory(from: payload)
+            }
+        }
+        let storedCount = compressed ?? payload.count
+        if storedCount < payload.count { frame.removeLast(payload.count - storedCount) }
         frame.withUnsafeMutableBytes { raw in
             guard let base = raw.baseAddress else { return }
             base.storeLE(magic, at: 0)
             base.storeLE(version, at: 4)
             base.storeLE(contents.rawValue, at: 5)
-            base.storeLE((stored == nil ? Encoding.raw : Encoding.deflate).rawValue, at: 6)
+            base.storeLE((compressed == nil ? Encoding.raw : Encoding.deflateRaw).rawValue, at: 6)
             base.storeLE(UInt32(payload.count), at: 8)
             base.storeLE(UInt32(storedCount), at: 12)
             base.storeLE(serial, at: 16)
             base.storeLE(logicalChecksum, at: 24)
-            if let stored {
-                stored.withUnsafeBytes { raw in
-                    if let source = raw.baseAddress {
-                        (base + headerSize).copyMemory(from: source, byteCount: raw.count)
-                    }
-                }
-            } else if let source = payload.baseAddress, payload.count > 0 {
-                (base + headerSize).copyMemory(from: source, byteCount: payload.count)
-            }
             var crc = CRC32C()
             crc.update(UnsafeRawBufferPointer(start: base, count: 28))
             crc.update(UnsafeRawBufferPointer(start: base + headerSize, count: storedCount))
@@ -286,7 +292,7 @@ enum ChunkFrame {
         guard logical <= limit, stored <= limit + limit / 8 + 1024 else {
             return .failure("chunk length \(logical)/\(stored) over the limit \(limit)")
         }
-        guard encoding == .deflate || stored == logical else { return .failure("raw chunk lengths differ") }
+        guard encoding != .raw || stored == logical else { return .failure("raw chunk lengths differ") }
         return .success(
             Header(
                 contents: contents, encoding: encoding, logicalLength: logical, storedLength: stored,
@@ -343,6 +349,18 @@ enum ChunkFrame {
                     return .failure("chunk does not inflate: \(error)")
                 }
                 guard logical.count == header.logicalLength, CRC32C.checksum(logical) == header.logicalChecksum else {
+                    return .failure("chunk's logical bytes do not match their checksum")
+                }
+                return .success((logical, 0..<logical.count))
+
+            case .deflateRaw:
+                var logical = [UInt8](repeating: 0, count: header.logicalLength)
+                do {
+                    try logical.withUnsafeMutableBytes { try RawDeflate.decompress(stored, into: $0) }
+                } catch {
+                    return .failure("chunk does not inflate: \(error)")
+                }
+                guard CRC32C.checksum(logical) == header.logicalChecksum else {
                     return .failure("chunk's logical bytes do not match their checksum")
                 }
                 return .success((logical, 0..<logical.count))

@@ -39,7 +39,7 @@ public struct GroupCheckpointScenario: Sendable {
     public var bug: GroupCheckpointBug?
 
     /// Creates a scenario.
-    public init(duration: Duration = .seconds(20), bug: GroupCheckpointBug? = nil) {
+    public init(duration: Duration = .seconds(5), bug: GroupCheckpointBug? = nil) {
         self.duration = duration
         self.bug = bug
     }
@@ -198,7 +198,12 @@ final class GroupRun: @unchecked Sendable {
             try await member.start()
         }
         if coordinator == nil { try startCoordinator() }
-        try await world.clock.sleep(for: .seconds(10))
+        // Up to 4 s to settle (members ask the fate of what they hold every 300 ms); done as
+        // soon as no request is running and no member holds a checkpoint in doubt.
+        for _ in 0..<40 {
+            try await world.clock.sleep(for: .milliseconds(100))
+            if !requesting && members.allSatisfy({ $0.store?.inDoubt.isEmpty == true }) { break }
+        }
         try check()
         for member in members { member.crash() }
         crashCoordinator()
@@ -212,7 +217,7 @@ final class GroupRun: @unchecked Sendable {
         let service = try GroupCoordinatorService(
             group: Self.group, members: members.map(\.node), epochTimeout: .milliseconds(800), log: log,
             transport: world.network.transport(for: Self.coordinatorNode), clock: world.clock,
-            tickInterval: .milliseconds(10), logger: Self.silent, blockingIO: .inline, bug: scenario.bug)
+            tickInterval: .milliseconds(50), logger: Self.silent, blockingIO: .inline, bug: scenario.bug)
         let outcomes = service.outcomes
         world.spawn { [unowned self] in
             for await (epoch, outcome) in outcomes {
@@ -354,7 +359,7 @@ final class MemberSlot: @unchecked Sendable {
             group: GroupRun.group, coordinator: GroupRun.coordinatorNode, peers: run.members.map(\.node), store: store,
             application: "app", transport: world.network.transport(for: node), clock: world.clock,
             fateInterval: .milliseconds(300), markerTimeout: .milliseconds(400), holdLimit: .seconds(2),
-            tickInterval: .milliseconds(10), logger: GroupRun.silent, blockingIO: .inline, bug: run.scenario.bug)
+            tickInterval: .milliseconds(50), logger: GroupRun.silent, blockingIO: .inline, bug: run.scenario.bug)
         self.store = store
         self.service = service
         serviceTask = world.spawn { try await service.run() }
@@ -404,7 +409,7 @@ final class MemberSlot: @unchecked Sendable {
         var sent = [UInt64](repeating: 0, count: members.count)
         while !Task.isCancelled {
             do {
-                try await world.clock.sleep(for: .milliseconds(Int64(world.simulation.random.next() % 9 + 2)))
+                try await world.clock.sleep(for: .milliseconds(Int64(world.simulation.random.next() % 16 + 5)))
             } catch { return }
             if world.simulation.random.next() % 2 == 0 {
                 // A message to a peer: counted in the region first, then sent.

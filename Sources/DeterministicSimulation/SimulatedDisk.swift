@@ -243,8 +243,18 @@ public final class SimulatedDisk: StorageUnit {
                 state.poisoned = error
                 return .failure(error)
             }
-            state.durable = state.current
-            state.pending.removeAll()
+            // The durable image plus the pending writes in order is the current view; applying
+            // just those writes avoids sharing `current` with `durable`, which would make the
+            // next write copy the whole disk.
+            state.durable.withUnsafeMutableBytes { durable in
+                for write in state.pending {
+                    write.bytes.withUnsafeBytes { bytes in
+                        UnsafeMutableRawBufferPointer(rebasing: durable[write.offset..<write.offset + bytes.count])
+                            .copyMemory(from: bytes)
+                    }
+                }
+            }
+            state.pending.removeAll(keepingCapacity: true)
             return .success(())
         }
         try result.get()

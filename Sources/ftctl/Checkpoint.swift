@@ -16,7 +16,8 @@ struct CheckpointCommand: AsyncParsableCommand {
         abstract: "Full and incremental checkpoints (Checkpointing): create, list, show, verify, merge, gc, restore.",
         subcommands: [
             CheckpointCreate.self, CheckpointList.self, CheckpointShow.self, CheckpointVerify.self,
-            CheckpointMerge.self, CheckpointCollect.self, CheckpointRestore.self, CheckpointCrashTest.self,
+            CheckpointMerge.self, CheckpointCollect.self, CheckpointRestore.self, CheckpointRestoreGroup.self,
+            CheckpointCrashTest.self,
             CheckpointDemo.self, CheckpointSimulate.self, CheckpointGroupDemo.self, CheckpointGroupMember.self,
         ])
 }
@@ -300,12 +301,7 @@ struct CheckpointVerify: ParsableCommand {
     func run() throws {
         let (store, pool) = try openCheckpointStore(directory, create: false)
         defer { pool.close() }
-        let report = store.verify { done, total in
-            let fraction = total > 0 ? Double(done) / Double(total) : 1
-            let bar = String(repeating: "#", count: Int(fraction * 30)).padding(
-                toLength: 30, withPad: ".", startingAt: 0)
-            FileHandle.standardError.write(Data("\r[\(bar)] \(done)/\(total) checkpoints".utf8))
-        }
+        let report = store.verify { done, total in drawProgress(done, total, of: "checkpoints") }
         FileHandle.standardError.write(Data("\n".utf8))
         for problem in report.problems { print("DAMAGED \(problem)") }
         print(
@@ -313,6 +309,13 @@ struct CheckpointVerify: ParsableCommand {
                 + "\(report.bytes) bytes read, \(report.problems.count) problems")
         if !report.problems.isEmpty { throw ExitCode(1) }
     }
+}
+
+/// A progress bar on standard error, redrawn in place: `[######........] 3/7 items`.
+func drawProgress(_ done: Int, _ total: Int, of what: String) {
+    let fraction = total > 0 ? Double(done) / Double(total) : 1
+    let bar = String(repeating: "#", count: Int(fraction * 30)).padding(toLength: 30, withPad: ".", startingAt: 0)
+    FileHandle.standardError.write(Data("\r[\(bar)] \(done)/\(total) \(what)".utf8))
 }
 
 /// `ftctl checkpoint merge`.
@@ -394,6 +397,114 @@ struct CheckpointRestore: ParsableCommand {
     }
 }
 
+/// `ftctl checkpoint restore-group`.
+struct CheckpointRestoreGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore-group",
+        abstract: "Restore every member of a group at one epoch: each item of each member's checkpoint to a file.",
+        discussion: """
+            Each MEMBER=DIRECTORY names a member (the application it checkpoints as) and its \
+            store, e.g. a=/tmp/demo/a (the layout `group-demo --directory` keeps). Every member's \
+            checkpoint of the epoch is found and every item sized before anything is written: an \
+            epoch missing at any member, or still in doubt there, restores nothing. Writes \
+            OUT/MEMBER.ITEM for every item.
+            """)
+
+    @Argument(help: "MEMBER=DIRECTORY, one per member.") var members: [String]
+    @Option(help: "The group epoch (default: the newest committed at every member).") var epoch: UInt64?
+    @Option(help: "The directory to write, new or empty.") var out: String
+    @Flag(help: "Print what was restored as JSON.") var json = false
+
+    func parsedMembers() throws -> [(name: String, directory: String)] {
+        var seen = Set<String>()
+        return try members.map { argument in
+            let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw ValidationError("each member is MEMBER=DIRECTORY, got \(argument)")
+            }
+            guard seen.insert(parts[0]).inserted else { throw ValidationError("member \(parts[0]) is named twice") }
+            return (parts[0], parts[1])
+        }
+    }
+
+    func validate() throws {
+        guard !members.isEmpty else { throw ValidationError("name at least one MEMBER=DIRECTORY") }
+        _ = try parsedMembers()
+        if let contents = try? FileManager.default.contentsOfDirectory(atPath: out), !contents.isEmpty {
+            throw ValidationError("--out must be new or empty; \(out) already holds \(contents.count) entries")
+        }
+    }
+
+    struct Restored: Codable {
+        var epoch: UInt64
+        var members: [String: Member]
+        struct Member: Codable {
+            var checkpoint: UInt64
+            var files: [String: Int]
+        }
+    }
+
+    func run() throws {
+        var stores: [String: CheckpointStore] = [:]
+        var pools: [FileStoragePool] = []
+        defer { for pool in pools { pool.close() } }
+        for member in try parsedMembers() {
+            let (store, pool) = try openCheckpointStore(member.directory, create: false)
+            stores[member.name] = store
+            pools.append(pool)
+        }
+        guard let epoch = epoch ?? GroupRestore.commonEpochs(stores).last else {
+            throw CommandFailure(
+                "no epoch is committed at every member (\(stores.keys.sorted().joined(separator: ", ")))")
+        }
+        let found = try GroupRestore.checkpoints(atEpoch: epoch, in: stores)
+        var destinations: [String: [String: any StorageUnit]] = [:]
+        var total = 0
+        for (name, summary) in found {
+            guard let store = stores[name] else { continue }
+            for item in try store.resolve(summary.id).items {
+                let bytes = item.unitSize * item.unitCount
+                total += bytes
+                guard total <= 16 << 30 else {
+                    throw CommandFailure("the group's items pass 16 GiB; this command restores up to that")
+                }
+                destinations[name, default: [:]][item.name] = MemoryStorageUnit(
+                    id: UnitID(UInt64(total)), capacity: bytes)
+            }
+        }
+        try GroupRestore.restore(epoch: epoch, stores: stores, into: destinations) { done, all in
+            if !json { drawProgress(done, all, of: "items") }
+        }
+        if !json { FileHandle.standardError.write(Data("\n".utf8)) }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var restored = Restored(epoch: epoch, members: [:])
+        for (name, items) in destinations.sorted(by: { $0.key < $1.key }) {
+            var files: [String: Int] = [:]
+            for (item, unit) in items.sorted(by: { $0.key < $1.key }) {
+                let path = out + "/" + name + "." + item
+                let bytes = try unit.read(at: 0, count: unit.capacity)
+                guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
+                    throw CommandFailure("cannot write \(path)")
+                }
+                files[path] = bytes.count
+            }
+            restored.members[name] = .init(checkpoint: found[name]?.id.rawValue ?? 0, files: files)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(restored), as: UTF8.self))
+        } else {
+            for (name, member) in restored.members.sorted(by: { $0.key < $1.key }) {
+                print(
+                    "  \(name): checkpoint \(member.checkpoint) → \(member.files.keys.sorted().joined(separator: ", "))"
+                )
+            }
+            print("restored \(restored.members.count) members at epoch \(epoch) into \(out)")
+        }
+    }
+}
+
 /// `ftctl checkpoint simulate`.
 struct CheckpointSimulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -405,7 +516,8 @@ struct CheckpointSimulate: AsyncParsableCommand {
             written and checkpointed, its checkpoints merged, deleted and garbage collected, the \
             power failing at once or inside an operation (unsynchronized writes lost or torn), \
             fsyncs failing on one seed in five. After every reopen, every committed checkpoint \
-            must be there and restore exactly its cut.
+            must be there, and those made or changed since the last reopen (with the newest and \
+            three at random) must restore exactly their cut; at the end, every one must.
 
             With --group, each seed runs the shipped group coordinator and three members on a \
             simulated network in virtual time: applications written throughout, group checkpoints \
@@ -419,9 +531,9 @@ struct CheckpointSimulate: AsyncParsableCommand {
 
     @Option(help: "Number of seeds.") var seeds: Int = 500
     @Option(help: "Run exactly this seed.") var seed: UInt64?
-    @Option(help: "Steps per seed, 1...1000000 (the store scenario).") var steps = 150
+    @Option(help: "Steps per seed, 1...1000000 (the store scenario).") var steps = 120
     @Flag(help: "Run the group checkpoint scenario (coordinator and three members).") var group = false
-    @Option(help: "Virtual seconds of faults per seed, 1...3600 (the group scenario).") var seconds = 20
+    @Option(help: "Virtual seconds of faults per seed, 1...3600 (the group scenario).") var seconds = 5
     @Option(
         help: """
             Plant a bug: \(CheckpointBug.allCases.map(\.rawValue).joined(separator: ", ")); with --group: \
@@ -463,8 +575,8 @@ struct CheckpointSimulate: AsyncParsableCommand {
         }
         try report(summary, json: json, operations: group ? "epochs committed" : "store operations") { seed in
             "swift run ftctl checkpoint simulate --seed \(seed)" + (group ? " --group" : "")
-                + (bug.map { " --bug \($0)" } ?? "") + (!group && steps != 150 ? " --steps \(steps)" : "")
-                + (group && seconds != 20 ? " --seconds \(seconds)" : "")
+                + (bug.map { " --bug \($0)" } ?? "") + (!group && steps != 120 ? " --steps \(steps)" : "")
+                + (group && seconds != 5 ? " --seconds \(seconds)" : "")
         }
     }
 }

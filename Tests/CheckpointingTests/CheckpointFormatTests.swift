@@ -76,7 +76,7 @@ struct CheckpointFormatTests {
                 try ChunkFrame.encode($0, contents: .data, serial: 5, deflateLevel: 1)
             }
             let header = try frame.withUnsafeBytes { try ChunkFrame.decodeHeader($0).get() }
-            #expect((header.encoding == .deflate) == expectDeflate)
+            #expect((header.encoding == .deflateRaw) == expectDeflate)
             #expect(header.logicalLength == payload.count)
             let decoded = try frame.withUnsafeBytes { try ChunkFrame.decode($0, expecting: .data).get() }
             #expect(decoded == payload)
@@ -88,6 +88,32 @@ struct CheckpointFormatTests {
             }
             #expect((try? frame.withUnsafeBytes { try ChunkFrame.decode($0, expecting: .manifest).get() }) == nil)
         }
+    }
+
+    @Test func zlibFramesOfTheFirstReleasesStillDecode() throws {
+        // Encoding 1 (zlib, RFC 1950) was written before raw DEFLATE (2); stores hold both.
+        let payload = (0..<8192).map { UInt8(truncatingIfNeeded: $0 / 64) }
+        let stored = try Deflate.compress(payload, level: 1)
+        var frame = [UInt8](repeating: 0, count: ChunkFrame.headerSize + stored.count)
+        frame.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            base.storeLE(ChunkFrame.magic, at: 0)
+            base.storeLE(ChunkFrame.version, at: 4)
+            base.storeLE(ChunkFrame.Contents.data.rawValue, at: 5)
+            base.storeLE(ChunkFrame.Encoding.deflate.rawValue, at: 6)
+            base.storeLE(UInt32(payload.count), at: 8)
+            base.storeLE(UInt32(stored.count), at: 12)
+            base.storeLE(UInt64(1), at: 16)
+            base.storeLE(CRC32C.checksum(payload), at: 24)
+            UnsafeMutableRawBufferPointer(rebasing: raw[ChunkFrame.headerSize...]).copyBytes(from: stored)
+            var crc = CRC32C()
+            crc.update(UnsafeRawBufferPointer(start: base, count: 28))
+            crc.update(stored)
+            base.storeLE(crc.value, at: 28)
+        }
+        #expect(try frame.withUnsafeBytes { try ChunkFrame.decode($0, expecting: .data).get() } == payload)
+        frame[frame.count - 1] ^= 0x10
+        #expect((try? frame.withUnsafeBytes { try ChunkFrame.decode($0, expecting: .data).get() }) == nil)
     }
 
     @Test func logRecordsRoundTripAndAreBoundToTheirGeneration() throws {

@@ -13,16 +13,17 @@ struct Application {
     let volume: TrackedVolume
     let checkpointer: Checkpointer
 
-    init(pages: Int = 64, budgetUnits: Int = 16, deflate: Bool = true, pool existing: MemoryStoragePool? = nil)
-        throws
-    {
+    init(
+        application: String = "app", pages: Int = 64, budgetUnits: Int = 16, deflate: Bool = true,
+        pool existing: MemoryStoragePool? = nil
+    ) throws {
         pool = existing ?? MemoryStoragePool(unitCapacity: 1 << 20, budget: budgetUnits << 20)
         store = try CheckpointStore.open(pool: pool, configuration: .init(deflateLevel: deflate ? 1 : nil))
         memory = try TrackedMemory(pageCount: pages)
         volume = try TrackedVolume(
             MemoryStorageUnit(id: UnitID(999_999), capacity: pages * 1024), blockSize: 1024, gate: memory.gate)
         checkpointer = try Checkpointer(
-            application: "app", store: store, regions: ["heap": memory], volumes: ["disk": volume])
+            application: application, store: store, regions: ["heap": memory], volumes: ["disk": volume])
     }
 
     func snapshot() throws -> (memory: [UInt8], volume: [UInt8]) {

@@ -317,3 +317,78 @@ struct GroupServiceTests {
         #expect(results[3...] == ["a: [1, 3] doubt 0", "b: [1, 3] doubt 0", "c: [1, 3] doubt 0"])
     }
 }
+
+@Suite("Group restore at one epoch")
+struct GroupRestoreTests {
+    static func units(_ app: Application, fill: UInt8) throws -> [String: any StorageUnit] {
+        let heap = MemoryStorageUnit(id: UnitID(1), capacity: app.memory.byteCount)
+        let disk = MemoryStorageUnit(id: UnitID(2), capacity: app.volume.capacity)
+        try heap.write([UInt8](repeating: fill, count: heap.capacity), at: 0)
+        try disk.write([UInt8](repeating: fill, count: disk.capacity), at: 0)
+        return ["heap": heap, "disk": disk]
+    }
+
+    static func bytes(_ units: [String: any StorageUnit]) throws -> (memory: [UInt8], volume: [UInt8]) {
+        let heap = try #require(units["heap"])
+        let disk = try #require(units["disk"])
+        return (try heap.read(at: 0, count: heap.capacity), try disk.read(at: 0, count: disk.capacity))
+    }
+
+    @Test func everyMemberRestoresAtTheEpochOrNothingIsWritten() throws {
+        var generator = SystemRandomNumberGenerator()
+        let names = ["a", "b", "c"]
+        let apps = try Dictionary(uniqueKeysWithValues: names.map { ($0, try Application(application: $0, pages: 32)) })
+        var cuts: [String: [UInt64: (memory: [UInt8], volume: [UInt8])]] = [:]
+        for epoch in UInt64(1)...3 {
+            for name in names {
+                let app = try #require(apps[name])
+                try app.scribble(20, using: &generator)
+                // c's checkpoint of epoch 2 is gone (as if its own retention had pruned it).
+                if name == "c" && epoch == 2 { continue }
+                cuts[name, default: [:]][epoch] = try app.snapshot()
+                _ = try app.checkpointer.checkpointBlocking(epoch: epoch, full: epoch == 1)
+            }
+        }
+        // Epoch 4 is prepared at c only, and not decided there.
+        _ = try #require(apps["c"]).checkpointer.prepareBlocking(epoch: 4, full: false)
+        let stores = apps.mapValues(\.store)
+        #expect(GroupRestore.commonEpochs(stores) == [1, 3])
+
+        var destinations = try apps.mapValues { try Self.units($0, fill: 0xEE) }
+        var calls: [(Int, Int)] = []
+        let restored = try GroupRestore.restore(epoch: 3, stores: stores, into: destinations) { calls.append(($0, $1)) }
+        #expect(Set(restored.keys) == Set(names))
+        #expect(calls.map(\.0) == Array(0...6) && calls.allSatisfy { $0.1 == 6 })
+        for name in names {
+            let expected = try #require(cuts[name]?[3])
+            let got = try Self.bytes(try #require(destinations[name]))
+            #expect(got.memory == expected.memory && got.volume == expected.volume, "\(name) at epoch 3")
+        }
+
+        // Epoch 2 is missing at c, epoch 4 is in doubt there, epoch 9 is nowhere: nothing written.
+        destinations = try apps.mapValues { try Self.units($0, fill: 0xEE) }
+        for (epoch, mention) in [(UInt64(2), "c"), (4, "in doubt"), (9, "a, b, c")] {
+            #expect {
+                try GroupRestore.restore(epoch: epoch, stores: stores, into: destinations)
+            } throws: { error in
+                let failure = error as? CheckpointError
+                return failure?.code == .unknownCheckpoint && failure?.detail?.contains(mention) == true
+            }
+        }
+        // An item one member's checkpoint lacks, or a unit too small: nothing written either.
+        var wrong = destinations
+        wrong["b"]?["swap"] = MemoryStorageUnit(id: UnitID(3), capacity: 4096)
+        #expect(throws: CheckpointError.self) { try GroupRestore.restore(epoch: 1, stores: stores, into: wrong) }
+        wrong = destinations
+        wrong["c"]?["disk"] = MemoryStorageUnit(id: UnitID(4), capacity: 512)
+        #expect(throws: CheckpointError.self) { try GroupRestore.restore(epoch: 1, stores: stores, into: wrong) }
+        wrong = destinations
+        wrong["d"] = [:]
+        #expect(throws: CheckpointError.self) { try GroupRestore.restore(epoch: 1, stores: stores, into: wrong) }
+        for name in names {
+            let untouched = try Self.bytes(try #require(destinations[name]))
+            #expect(untouched.memory.allSatisfy { $0 == 0xEE } && untouched.volume.allSatisfy { $0 == 0xEE })
+        }
+        #expect(throws: CheckpointError.self) { try GroupRestore.checkpoints(atEpoch: 1, in: [:]) }
+    }
+}

@@ -100,3 +100,75 @@ struct CompressionTests {
         }
     }
 }
+
+@Suite("Raw DEFLATE blocks")
+struct RawDeflateTests {
+    static func pack(_ bytes: [UInt8], room: Int, level: Int32 = 1) throws -> [UInt8]? {
+        var output = [UInt8](repeating: 0, count: room)
+        let count = try bytes.withUnsafeBytes { input in
+            try output.withUnsafeMutableBytes { try RawDeflate.compress(input, into: $0, level: level) }
+        }
+        return count.map { Array(output[0..<$0]) }
+    }
+
+    static func unpack(_ packed: [UInt8], count: Int) throws -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: count)
+        try packed.withUnsafeBytes { input in
+            try output.withUnsafeMutableBytes { try RawDeflate.decompress(input, into: $0) }
+        }
+        return output
+    }
+
+    static func code(_ body: () throws -> Void) -> CompressionError.Code? {
+        do {
+            try body()
+            return nil
+        } catch {
+            return (error as? CompressionError)?.code
+        }
+    }
+
+    @Test("round trip, and equal to zlib's stream without its header and trailer", arguments: [1, 4096, 1 << 20])
+    func roundTrip(count: Int) throws {
+        let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 * 7 / 13) }
+        let packed = try #require(try Self.pack(bytes, room: count + 64))
+        #expect(try Self.unpack(packed, count: count) == bytes)
+        let zlib = try Deflate.compress(bytes, level: 1)
+        #expect(Array(zlib[2..<(zlib.count - 4)]) == packed)
+        // Streams are reused (reset between calls): repeated calls give the same bytes.
+        for _ in 0..<20 { #expect(try Self.pack(bytes, room: count + 64) == packed) }
+    }
+
+    @Test("too little room returns nil; noise does not shrink by an eighth")
+    func noRoom() throws {
+        var random = SystemRandomNumberGenerator()
+        let noise = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &random) }
+        #expect(try Self.pack(noise, room: 4096 - 512) == nil)
+        let text = [UInt8](repeating: 65, count: 4096)
+        #expect(try Self.pack(text, room: 3) == nil)
+        #expect(try Self.pack(text, room: 100) != nil)
+        #expect(Self.code { _ = try Self.pack(text, room: 100, level: 0) } == .initializationFailed)
+    }
+
+    @Test("hostile input throws a typed error: damage, truncation, trailing bytes, more or less than asked")
+    func hostile() throws {
+        let bytes = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 / 3) }
+        let packed = try #require(try Self.pack(bytes, room: 30_000))
+        #expect(Self.code { _ = try Self.unpack(Array(packed.dropLast(3)), count: bytes.count) } == .truncatedInput)
+        #expect(Self.code { _ = try Self.unpack(packed + [0], count: bytes.count) } == .trailingBytes)
+        #expect(Self.code { _ = try Self.unpack(packed, count: bytes.count - 1) } == .outputLimitExceeded)
+        #expect(Self.code { _ = try Self.unpack(packed, count: bytes.count + 1) } == .truncatedInput)
+        #expect(Self.code { _ = try Self.unpack([0xFF, 0xFF, 0xFF], count: 10) } == .corruptInput)
+        var damaged = 0
+        for index in stride(from: 0, to: packed.count, by: 7) {
+            var copy = packed
+            copy[index] ^= 0x5A
+            // Either refused, or other bytes (the caller's checksum catches those); never a crash.
+            if let output = try? Self.unpack(copy, count: bytes.count), output == bytes { continue }
+            damaged += 1
+        }
+        #expect(damaged > 0)
+        // The pool hands out a clean stream after a failure.
+        #expect(try Self.unpack(packed, count: bytes.count) == bytes)
+    }
+}
