@@ -46,6 +46,8 @@ public final class Checkpointer: Sendable {
     enum Source: Sendable {
         case memory(TrackedMemory)
         case volume(TrackedVolume)
+        /// Memory tracked by the kernel: copied aside around the pause (``PageSnapshot``).
+        case userfault(UserfaultMemory)
     }
 
     struct Item: Sendable {
@@ -54,7 +56,7 @@ public final class Checkpointer: Sendable {
 
         var kind: CheckpointManifest.Item.Kind {
             switch source {
-            case .memory: .memory
+            case .memory, .userfault: .memory
             case .volume: .volume
             }
         }
@@ -63,6 +65,7 @@ public final class Checkpointer: Sendable {
             switch source {
             case .memory(let memory): memory.pageSize
             case .volume(let volume): volume.blockSize
+            case .userfault(let memory): memory.pageSize
             }
         }
 
@@ -70,6 +73,7 @@ public final class Checkpointer: Sendable {
             switch source {
             case .memory(let memory): memory.pageCount
             case .volume(let volume): volume.blockCount
+            case .userfault(let memory): memory.pageCount
             }
         }
 
@@ -77,6 +81,7 @@ public final class Checkpointer: Sendable {
             switch source {
             case .memory(let memory): memory.gate
             case .volume(let volume): volume.gate
+            case .userfault(let memory): memory.gate
             }
         }
 
@@ -84,6 +89,8 @@ public final class Checkpointer: Sendable {
             switch source {
             case .memory(let memory): memory.dirtyPageCount
             case .volume(let volume): volume.dirtyBlockCount
+            // Collected into the carried pages at the start of each capture.
+            case .userfault: 0
             }
         }
     }
@@ -108,19 +115,24 @@ public final class Checkpointer: Sendable {
     let logger: Logger
     let state: NIOLockedValueBox<State>
 
-    /// Registers an application's regions and volumes (names unique across both). Dirty
-    /// tracking starts now. With `resumingFrom`, the caller vouches that the items hold exactly
+    /// Registers an application's regions and volumes (names unique across all three). Dirty
+    /// tracking starts now. `userfaultRegions` are ``LiveCopy/UserfaultMemory`` regions, whose
+    /// writes the kernel tracks: their dirty pages are copied while writers run and those
+    /// written meanwhile again in the pause (see the DocC article), since no guard can see
+    /// their writes before they land. With `resumingFrom`, the caller vouches that the items hold exactly
     /// that checkpoint's state (it just restored them), and the first capture is incremental to
     /// it; otherwise the first capture is full.
     public init(
         application: String, store: CheckpointStore, regions: [String: TrackedMemory] = [:],
-        volumes: [String: TrackedVolume] = [:], resumingFrom parent: CheckpointID? = nil,
-        clock: any RuntimeClock = SystemClock(), wallClock: @escaping @Sendable () -> UInt64 = Checkpointer.wallClock,
+        volumes: [String: TrackedVolume] = [:], userfaultRegions: [String: UserfaultMemory] = [:],
+        resumingFrom parent: CheckpointID? = nil, clock: any RuntimeClock = SystemClock(),
+        wallClock: @escaping @Sendable () -> UInt64 = Checkpointer.wallClock,
         logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint")
     ) throws(CheckpointError) {
         let items =
             regions.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .memory($0.value)) }
             + volumes.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .volume($0.value)) }
+            + userfaultRegions.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .userfault($0.value)) }
         guard !items.isEmpty, items.count <= CheckpointLimits.maximumItems else {
             throw CheckpointError(
                 .invalidConfiguration, detail: "\(items.count) items; 1 to \(CheckpointLimits.maximumItems)")
@@ -167,6 +179,10 @@ public final class Checkpointer: Sendable {
             switch item.source {
             case .memory(let memory): try? memory.beginTracking()
             case .volume(let volume): volume.clearDirtyBlocks()
+            case .userfault(let memory):
+                do { try memory.beginTracking() } catch {
+                    throw CheckpointError(.unavailable, detail: "region \(item.name): \(error)")
+                }
             }
         }
     }
@@ -253,7 +269,7 @@ public final class Checkpointer: Sendable {
     private func capture(
         epoch: UInt64, full: Bool, prepareOnly: Bool, afterCut: () -> Void = {}
     ) throws(CheckpointError) -> CheckpointReport {
-        let (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
+        var (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
             guard !state.running else {
                 throw CheckpointError(.unavailable, detail: "a checkpoint of \(application) is already running")
             }
@@ -265,6 +281,16 @@ public final class Checkpointer: Sendable {
             return (full ? nil : state.parent, state.carried)
         }
         defer { state.withLockedValue { $0.running = false } }
+
+        // Kernel-tracked regions: what was written since the parent, owed to this capture from
+        // now on (given back to the next one if this one fails before its cut).
+        for (index, item) in items.enumerated() {
+            guard case .userfault(let memory) = item.source else { continue }
+            var written = PageSet(pageCount: item.unitCount)
+            memory.collectDirtyPages(into: &written)
+            carried[index].formUnion(written)
+            state.withLockedValue { $0.carried[index].formUnion(written) }
+        }
 
         // Volumes written behind the library's back: find what changed, before the pause.
         for item in items {
@@ -290,7 +316,14 @@ public final class Checkpointer: Sendable {
         // failed capture left owed (or every page, for a full one). During the pause the
         // trackers move their dirty bits straight into the guards' cut bitmaps (for a full
         // capture into a scratch set, to restart tracking at the cut).
-        let guards = items.map { Self.makeGuard(for: $0) }
+        // Kernel-tracked regions are copied now, while writers run, and again in the pause.
+        let snapshots = items.enumerated().map { (index, item) -> PageSnapshot? in
+            guard case .userfault(let memory) = item.source else { return nil }
+            let snapshot = PageSnapshot(memory: memory)
+            snapshot.add(parent == nil ? PageSet.all(pageCount: item.unitCount) : carried[index])
+            return snapshot
+        }
+        let guards = zip(items, snapshots).map { Self.makeGuard(for: $0, snapshot: $1) }
         var scratch: [PageSet] = []
         for (index, item) in items.enumerated() {
             if parent == nil {
@@ -307,11 +340,19 @@ public final class Checkpointer: Sendable {
                 switch item.source {
                 case .memory(let memory): memory.collectDirtyPages(into: &scratch[index])
                 case .volume(let volume): volume.collectDirtyBlocks(into: &scratch[index])
+                case .userfault(let memory):
+                    memory.collectDirtyPages(into: &scratch[index])
+                    snapshots[index]?.refresh(scratch[index])
                 }
             } else {
                 switch item.source {
                 case .memory(let memory): memory.collectDirtyPages(into: guards[index].cutWords)
                 case .volume(let volume): volume.collectDirtyBlocks(into: guards[index].cutWords)
+                case .userfault(let memory):
+                    var written = PageSet(pageCount: item.unitCount)
+                    memory.collectDirtyPages(into: &written)
+                    snapshots[index]?.refresh(written)
+                    guards[index].arm(written)
                 }
             }
             install(guards[index], on: item)
@@ -394,8 +435,13 @@ public final class Checkpointer: Sendable {
         }
     }
 
-    private static func makeGuard(for item: Item) -> CutGuard {
+    private static func makeGuard(for item: Item, snapshot: PageSnapshot?) -> CutGuard {
         let unitSize = item.unitSize
+        if let snapshot {
+            return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { (page, destination) throws(StorageError) in
+                try snapshot.read(page, into: destination)
+            }
+        }
         switch item.source {
         case .memory(let memory):
             return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { page, destination in
@@ -406,6 +452,11 @@ public final class Checkpointer: Sendable {
             return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { (page, destination) throws(StorageError) in
                 try volume.base.read(into: destination, at: page * unitSize)
             }
+        case .userfault:
+            // Not reached: these are read from their snapshot.
+            return CutGuard(unitCount: item.unitCount, unitSize: unitSize) { (page, _) throws(StorageError) in
+                throw StorageError(.outOfBounds, detail: "page \(page) was not copied at the cut")
+            }
         }
     }
 
@@ -414,6 +465,8 @@ public final class Checkpointer: Sendable {
         switch item.source {
         case .memory(let memory): try? memory.setWriteGuard(cutGuard)
         case .volume(let volume): try? volume.setGuard(cutGuard)
+        // Writes to these are not seen before they land; the snapshot holds the cut.
+        case .userfault: break
         }
     }
 

@@ -52,6 +52,62 @@ struct CheckpointRecoveryTests {
         #expect(preserved > 0, "no page was written during a copy: the guard was not exercised")
     }
 
+    /// The same for a ``UserfaultMemory`` region, written through its pointer (inside the gate):
+    /// its pages are copied around the pause instead of guarded, and every checkpoint, full and
+    /// incremental, must still be one instant of the writer's sequence. Runs wherever the kernel
+    /// has userfaultfd write-protect, and must run where `FT_REQUIRE_USERFAULTFD` is set (CI).
+    @Test(
+        .enabled(
+            if: (try? UserfaultMemory(pageCount: 1)) != nil || getenv("FT_REQUIRE_USERFAULTFD") != nil,
+            "the kernel lacks userfaultfd write-protect"))
+    func aUserfaultRegionCheckpointIsOneCutOfAWriterThatNeverStops() throws {
+        let pages = 2048
+        let memory = try UserfaultMemory(pageCount: pages)
+        let pageSize = memory.pageSize
+        let pool = MemoryStoragePool(unitCapacity: 1 << 20, budget: 400 << 20)
+        let store = try CheckpointStore.open(pool: pool, configuration: .init(deflateLevel: nil))
+        let checkpointer = try Checkpointer(application: "app", store: store, userfaultRegions: ["heap": memory])
+        let stop = Atomic<Bool>(false)
+        let writer = Thread {
+            var value: UInt64 = 0
+            while !stop.load(ordering: .relaxed) {
+                value += 1
+                memory.gate.withEntry {
+                    memory.baseAddress.storeBytes(
+                        of: value, toByteOffset: Int(value % UInt64(pages)) * pageSize, as: UInt64.self)
+                }
+            }
+        }
+        writer.start()
+        var ids: [CheckpointID] = []
+        var kinds: [CheckpointManifest.Kind] = []
+        for round in 0..<8 {
+            let report = try checkpointer.checkpointBlocking(full: round == 4)
+            ids.append(report.summary.id)
+            kinds.append(report.summary.kind)
+        }
+        stop.store(true, ordering: .relaxed)
+        #expect(kinds.contains(.full) && kinds.contains(.incremental))
+        for id in ids {
+            var bytes = [UInt8](repeating: 0, count: memory.byteCount)
+            try bytes.withUnsafeMutableBytes { try store.restore(id, item: "heap", into: $0) }
+            let values = (0..<pages).map { page in
+                bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: page * pageSize, as: UInt64.self) }
+            }
+            let top = values.max() ?? 0
+            #expect(top > 0, "checkpoint \(id) holds none of the writer's values")
+            for page in 0..<pages {
+                let offset = (Int(top % UInt64(pages)) - page + pages) % pages
+                let expected = top >= UInt64(offset) ? top - UInt64(offset) : 0
+                if values[page] != expected {
+                    Issue.record(
+                        "checkpoint \(id): page \(page) holds \(values[page]), the cut at \(top) says \(expected)")
+                    break
+                }
+            }
+        }
+    }
+
     @Test func aStoreOnRealFilesReopensAndRestores() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
