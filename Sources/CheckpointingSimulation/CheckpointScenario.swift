@@ -31,6 +31,7 @@ import Logging
 ///   is checked for every checkpoint made, merged into or rebased since the last reopen, the
 ///   newest, and three more at random; at the end, for every checkpoint there.
 /// - `verifies`: ``Checkpointing/CheckpointStore/verify(progress:)`` finds no problem.
+/// - `space-within-budget` (after every operation): the store's units fit its pool's budget.
 public struct CheckpointScenario: Sendable {
     /// Steps per run.
     public var steps: Int
@@ -245,6 +246,13 @@ public struct CheckpointScenario: Sendable {
                 continue
             }
             attempt(&random)
+            // The store never holds more than its pool's budget (the issue allows the budget
+            // plus one checkpoint; a capture that would pass it is refused before it starts).
+            checks += 1
+            if pool.units.count * pool.unitCapacity > pool.budget {
+                return violation(
+                    "space-within-budget", "\(pool.units.count) units of \(pool.unitCapacity) over \(pool.budget)")
+            }
         }
         if let failure = crashAndCheck(final: true) { return failure }
         return report(nil)

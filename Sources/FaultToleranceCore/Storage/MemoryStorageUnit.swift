@@ -1,40 +1,57 @@
 import NIOConcurrencyHelpers
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 import Synchronization
 
 /// A ``StorageUnit`` held in memory, for tests and for data that need not outlive the
 /// process. ``synchronize()`` succeeds at once; nothing survives the process.
-public final class MemoryStorageUnit: StorageUnit {
+public final class MemoryStorageUnit: StorageUnit, @unchecked Sendable {
     /// The unit's identity.
     public let id: UnitID
     /// The unit's size in bytes.
     public let capacity: Int
-    private let bytes: NIOLockedValueBox<[UInt8]>
+    /// `calloc`ed: large units come from zero pages the kernel maps on first write, so a unit
+    /// costs memory for what is written to it, not for its capacity.
+    private let base: UnsafeMutableRawPointer
+    private let calloced: Bool
+    private let lock = NIOLock()  // guards the bytes at `base`
 
     /// Creates a zero-filled unit of `capacity` bytes.
     public init(id: UnitID, capacity: Int) {
         self.id = id
         self.capacity = max(0, capacity)
-        self.bytes = NIOLockedValueBox([UInt8](repeating: 0, count: max(0, capacity)))
+        if let zeroed = calloc(max(1, self.capacity), 1) {
+            self.base = zeroed
+            self.calloced = true
+        } else {
+            // Where calloc refuses, Swift's allocator traps as an Array of this size would.
+            let memory = UnsafeMutableRawPointer.allocate(byteCount: max(1, self.capacity), alignment: 16)
+            memory.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, self.capacity))
+            self.base = memory
+            self.calloced = false
+        }
+    }
+
+    deinit {
+        if calloced { free(base) } else { base.deallocate() }
     }
 
     /// Copies the bytes at `offset` into `buffer`.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: buffer.count)
-        bytes.withLockedValue { storage in
-            storage.withUnsafeBytes { source in
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + buffer.count]))
-            }
-        }
+        guard let target = buffer.baseAddress else { return }
+        lock.withLock { target.copyMemory(from: base + offset, byteCount: buffer.count) }
     }
 
     /// Copies `bytes` into the unit at `offset`.
     public func write(_ source: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: source.count)
-        bytes.withLockedValue { storage in
-            storage.withUnsafeMutableBytes { target in
-                UnsafeMutableRawBufferPointer(rebasing: target[offset..<offset + source.count]).copyMemory(from: source)
-            }
-        }
+        guard let from = source.baseAddress else { return }
+        lock.withLock { (base + offset).copyMemory(from: from, byteCount: source.count) }
     }
 
     /// Does nothing: memory has no durability barrier.
@@ -43,9 +60,7 @@ public final class MemoryStorageUnit: StorageUnit {
     /// Zeroes `range`.
     public func discard(_ range: Range<Int>) throws(StorageError) {
         try checkBounds(offset: range.lowerBound, count: range.count)
-        bytes.withLockedValue { storage in
-            for index in range { storage[index] = 0 }
-        }
+        lock.withLock { (base + range.lowerBound).initializeMemory(as: UInt8.self, repeating: 0, count: range.count) }
     }
 }
 
