@@ -1,11 +1,11 @@
 import NIOConcurrencyHelpers
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Synchronization
 
 /// A ``StorageUnit`` held in memory, for tests and for data that need not outlive the
 /// process. ``synchronize()`` succeeds at once; nothing survives the process.
