@@ -106,14 +106,14 @@ extension CheckpointStore {
         guard case .success(let header) = headerBytes.withUnsafeBytes({ ChunkFrame.decodeHeader($0) }),
             header.contents == .data, header.encoding == .raw, header.storedLength == destination.count
         else { return false }
+        let payloadChecksum: UInt32
         do throws(StorageError) {
-            try unit.read(into: destination, at: reference.offset + ChunkFrame.headerSize)
+            payloadChecksum = try unit.readChecksummed(into: destination, at: reference.offset + ChunkFrame.headerSize)
         } catch { throw CheckpointError(error, checkpoint: checkpoint) }
         let headerChecksum = headerBytes.withUnsafeBytes {
             CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<28]))
         }
-        let checksum = CRC32C.combine(
-            headerChecksum, CRC32C.checksum(UnsafeRawBufferPointer(destination)), secondLength: destination.count)
+        let checksum = CRC32C.combine(headerChecksum, payloadChecksum, secondLength: destination.count)
         guard checksum == header.frameChecksum else {
             throw CheckpointError(
                 .damaged, checkpoint: checkpoint, unit: reference.unit, offset: reference.offset,

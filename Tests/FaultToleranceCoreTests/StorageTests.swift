@@ -42,6 +42,31 @@ struct StorageTests {
         #expect(try pool.allocate().id == UnitID(3))
     }
 
+    @Test("a checksummed read returns the bytes and their CRC32C, in memory (one pass) and on files (default)")
+    func checksummedRead() throws {
+        let bytes = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31 >> 3) }
+        let memory = MemoryStorageUnit(id: UnitID(1), capacity: 80_000)
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let pool = try FileStoragePool(directories: [directory.path], unitCapacity: 80_000, budget: 80_000)
+        defer { pool.close() }
+        let file = try pool.allocate()
+        for unit in [memory, file] as [any StorageUnit] {
+            try unit.write(bytes, at: 5000)
+            for (offset, count) in [(5000, 70_000), (5001, 333), (0, 0), (79_990, 10)] {
+                var buffer = [UInt8](repeating: 0xEE, count: count)
+                let checksum = try buffer.withUnsafeMutableBytes { try unit.readChecksummed(into: $0, at: offset) }
+                let expected = try unit.read(at: offset, count: count)
+                #expect(buffer == expected)
+                #expect(checksum == CRC32C.checksum(expected))
+            }
+            #expect(throws: StorageError.self) {
+                var buffer = [UInt8](repeating: 0, count: 11)
+                _ = try buffer.withUnsafeMutableBytes { try unit.readChecksummed(into: $0, at: 79_990) }
+            }
+        }
+    }
+
     @Test("file pool: units, state and lock files are 0600 and new directories 0700 by default; configurable")
     func filePoolPermissions() throws {
         let root = try TemporaryDirectory()

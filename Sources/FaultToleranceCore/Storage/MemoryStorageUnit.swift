@@ -47,6 +47,17 @@ public final class MemoryStorageUnit: StorageUnit, @unchecked Sendable {
         lock.withLock { target.copyMemory(from: base + offset, byteCount: buffer.count) }
     }
 
+    /// Copies the bytes at `offset` into `buffer` and checksums them in the same pass.
+    public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError)
+        -> UInt32
+    {
+        try checkBounds(offset: offset, count: buffer.count)
+        guard let target = buffer.baseAddress else { return CRC32C.checksum(UnsafeRawBufferPointer(buffer)) }
+        var crc = CRC32C()
+        lock.withLock { crc.update(copying: UnsafeRawBufferPointer(start: base + offset, count: buffer.count), to: target) }
+        return crc.value
+    }
+
     /// Copies `bytes` into the unit at `offset`.
     public func write(_ source: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: source.count)

@@ -32,11 +32,24 @@ public protocol StorageUnit: AnyObject, Sendable {
     /// Where the unit lives, for people and tools (a file's path), or `nil` for storage with
     /// no place to point at (memory).
     var location: String? { get }
+
+    /// Reads like ``read(into:at:)`` and returns the ``CRC32C`` of the bytes read, for callers
+    /// that check what they read. The default reads, then checksums the buffer (while it is
+    /// still in cache); a unit in memory copies and checksums in one pass.
+    func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) -> UInt32
 }
 
 extension StorageUnit {
     /// `nil`: a unit has a location only if it says so.
     public var location: String? { nil }
+
+    /// Reads, then checksums what was read.
+    public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError)
+        -> UInt32
+    {
+        try read(into: buffer, at: offset)
+        return CRC32C.checksum(UnsafeRawBufferPointer(buffer))
+    }
 
     /// Reads `count` bytes at `offset` into a new array.
     public func read(at offset: Int, count: Int) throws(StorageError) -> [UInt8] {
