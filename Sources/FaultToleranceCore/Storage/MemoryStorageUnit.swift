@@ -54,7 +54,9 @@ public final class MemoryStorageUnit: StorageUnit, @unchecked Sendable {
         try checkBounds(offset: offset, count: buffer.count)
         guard let target = buffer.baseAddress else { return CRC32C.checksum(UnsafeRawBufferPointer(buffer)) }
         var crc = CRC32C()
-        lock.withLock { crc.update(copying: UnsafeRawBufferPointer(start: base + offset, count: buffer.count), to: target) }
+        lock.withLock {
+            crc.update(copying: UnsafeRawBufferPointer(start: base + offset, count: buffer.count), to: target)
+        }
         return crc.value
     }
 
