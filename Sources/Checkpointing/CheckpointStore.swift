@@ -52,6 +52,18 @@ public struct GarbageCollection: Sendable, Hashable {
     public var releasedBytes = 0
 }
 
+/// What ``CheckpointStore/compact(liveFraction:)`` did.
+public struct Compaction: Sendable, Hashable {
+    /// Live chunks copied out of sparse units.
+    public var movedChunks = 0
+    /// Their bytes.
+    public var movedBytes = 0
+    /// Checkpoints given new manifests.
+    public var rewrittenCheckpoints = 0
+    /// The garbage collection that followed.
+    public var garbage = GarbageCollection()
+}
+
 /// Checkpoints of any number of applications in one ``FaultToleranceCore/StoragePool``.
 ///
 /// Chunks (framed, CRC32C, deflated where that saves an eighth) and manifests are appended to
@@ -694,6 +706,14 @@ public final class CheckpointStore: Sendable {
     ) throws(CheckpointError) -> CheckpointSummary {
         let (_, token) = try beginCapture(parent: nil, reserveID: false)
         defer { abandonCapture(token: token, parent: nil) }
+        return try replace(manifest, previous: previous, token: token)
+    }
+
+    /// Writes `manifest` under `token` and records it as `previous`'s new manifest, once
+    /// everything written so far is durable.
+    private func replace(
+        _ manifest: CheckpointManifest, previous: CheckpointSummary, token: UInt64
+    ) throws(CheckpointError) -> CheckpointSummary {
         let encoded = ManifestCodec.encode(manifest)
         let reference = try encoded.withBytes { (raw) throws(CheckpointError) in
             try writeFrame(raw, contents: .manifest, token: token)
@@ -825,6 +845,113 @@ public final class CheckpointStore: Sendable {
             }
             return result
         }
+    }
+
+    // MARK: Compaction
+
+    /// Moves the live chunks out of data units that are mostly garbage, so that
+    /// ``collectGarbage()`` can release them, then collects.
+    ///
+    /// Garbage collection releases whole units; a unit that still holds one chunk some
+    /// checkpoint references stays, however little of it is live. This finds every data unit
+    /// (other than the one being appended to, those a running capture writes to, and those a
+    /// checkpoint in doubt uses) whose referenced chunks and manifests fill less than
+    /// `liveFraction` of it, copies each of those chunks verbatim (checked first: a damaged
+    /// chunk is reported, never copied) to the end of the store, and gives every checkpoint
+    /// that referenced them a new manifest, as a merge does. A crash at any point leaves every
+    /// committed checkpoint restorable: a manifest is replaced only once the copies it points
+    /// to are durable, and a unit is released only when no manifest points into it.
+    @discardableResult
+    public func compact(liveFraction: Double = 0.5) throws(CheckpointError) -> Compaction {
+        guard liveFraction > 0, liveFraction <= 1 else {
+            throw CheckpointError(.invalidConfiguration, detail: "live fraction \(liveFraction) must be in (0, 1]")
+        }
+        let (_, token) = try beginCapture(parent: nil, reserveID: false)
+        defer { abandonCapture(token: token, parent: nil) }
+        // What each unit holds live, and what must stay where it is.
+        let (committed, doubtful, busy) = state.withLockedValue { state in
+            (
+                state.index.values.filter { !state.prepared.contains($0.id) }.sorted { $0.id < $1.id },
+                state.index.values.filter { state.prepared.contains($0.id) },
+                Set(state.capturing.values.joined()).union([state.data?.id, state.log.id].compactMap { $0 })
+            )
+        }
+        var fixed = busy
+        var manifests: [CheckpointID: CheckpointManifest] = [:]
+        var live: [UnitID: Set<ChunkReference>] = [:]
+        for summary in committed {
+            let manifest = try self.manifest(summary.id)
+            manifests[summary.id] = manifest
+            live[summary.manifest.unit, default: []].insert(summary.manifest)
+            for item in manifest.items {
+                for extent in item.extents {
+                    if case .chunk(let reference, _) = extent.source {
+                        live[reference.unit, default: []].insert(reference)
+                    }
+                }
+            }
+        }
+        for summary in doubtful {
+            fixed.insert(summary.manifest.unit)
+            for item in try self.manifest(summary.id).items {
+                for extent in item.extents {
+                    if case .chunk(let reference, _) = extent.source { fixed.insert(reference.unit) }
+                }
+            }
+        }
+        let room = Double(pool.unitCapacity - UnitHeader.size)
+        let sparse = Set(
+            live.filter { unit, references in
+                !fixed.contains(unit) && Double(references.reduce(0) { $0 + $1.length }) < liveFraction * room
+            }.keys)
+        var result = Compaction()
+        guard !sparse.isEmpty else {
+            result.garbage = try collectGarbage()
+            return result
+        }
+        // Copy every live chunk of those units, checked, and remember where it went.
+        var moved: [ChunkReference: ChunkReference] = [:]
+        for unitID in sparse.sorted() {
+            for reference in (live[unitID] ?? []).sorted(by: { $0.offset < $1.offset }) {
+                guard !committed.contains(where: { $0.manifest == reference }) else { continue }
+                guard let unit = pool.unit(reference.unit) else {
+                    throw CheckpointError(.damaged, unit: reference.unit, offset: reference.offset, detail: "unit gone")
+                }
+                let frame: [UInt8]
+                do throws(StorageError) { frame = try unit.read(at: reference.offset, count: reference.length) } catch {
+                    throw CheckpointError(error)
+                }
+                if case .failure(let reason) = frame.withUnsafeBytes({ ChunkFrame.decode($0, expecting: .data) }) {
+                    throw CheckpointError(
+                        .damaged, unit: reference.unit, offset: reference.offset,
+                        detail: "compaction found a damaged chunk: \(reason)")
+                }
+                moved[reference] = try frame.withBytes { (raw) throws(CheckpointError) in
+                    try appendFrame(raw, token: token)
+                }
+                result.movedChunks += 1
+                result.movedBytes += reference.length
+            }
+        }
+        // New manifests for every checkpoint that pointed into those units.
+        for summary in committed {
+            guard var manifest = manifests[summary.id] else { continue }
+            var changed = sparse.contains(summary.manifest.unit)
+            for index in manifest.items.indices {
+                for (position, extent) in manifest.items[index].extents.enumerated() {
+                    if case .chunk(let reference, let skip) = extent.source, let target = moved[reference] {
+                        manifest.items[index].extents[position].source = .chunk(target, skip: skip)
+                        changed = true
+                    }
+                }
+            }
+            guard changed else { continue }
+            _ = try replace(manifest, previous: summary, token: token)
+            result.rewrittenCheckpoints += 1
+        }
+        abandonCapture(token: token, parent: nil)
+        result.garbage = try collectGarbage()
+        return result
     }
 
     // MARK: Verify

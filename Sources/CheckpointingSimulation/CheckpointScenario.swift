@@ -14,10 +14,10 @@ import Logging
 /// ``Checkpointing/Checkpointer`` on a pool of ``DeterministicSimulation/SimulatedDisk``s.
 ///
 /// An application (a 16-page region and a 16-block volume) is written, checkpointed (full or
-/// incremental), and its checkpoints merged, deleted and garbage collected, in a random
-/// order. Between steps the power fails: at once, or after a random number of storage
+/// incremental), and its checkpoints merged, deleted, garbage collected and compacted, in a
+/// random order. Between steps the power fails: at once, or after a random number of storage
 /// operations so that it lands inside a capture, a commit, a merge, a delete's rebase, a
-/// log compaction or a garbage collection. Every disk then loses, keeps or tears its
+/// log compaction, a garbage collection or a data-unit compaction. Every disk then loses, keeps or tears its
 /// unsynchronized writes; one seed in five also fails an `fdatasync` now and then. The store
 /// is reopened, and the application restarts from its newest checkpoint.
 ///
@@ -285,8 +285,12 @@ public struct CheckpointScenario: Sendable {
                         try store.delete(id)
                         deleted.insert(id)
                     }
-                case 80..<95:
+                case 80..<89:
                     try store.collectGarbage()
+                case 89..<95:
+                    // Compaction gives the checkpoints pointing into sparse units new manifests.
+                    touched.formUnion(store.checkpoints.map(\.id))
+                    try store.compact(liveFraction: [0.25, 0.5, 1][Int(random.next() % 3)])
                 default:
                     // The oldest beyond the newest three may go; the ones it returns did.
                     let all = store.checkpoints.map(\.id)

@@ -114,8 +114,10 @@ struct CheckpointCreate: ParsableCommand {
             checkpoint (the first full, then incremental) and prints `ack ID ROUND`. After each \
             round it keeps the newest --keep checkpoints (deleting older ones rebases their \
             children), merges the newest into a synthetic full every --merge-every rounds and \
-            collects garbage every --gc-every rounds. Run it again on the same directory and it \
-            restores the newest checkpoint and goes on from its round.
+            collects garbage every --gc-every rounds (every other time compacting first: the live \
+            chunks of units less than half live are copied out so those units go too). Run it \
+            again on the same directory and it restores the newest checkpoint and goes on from \
+            its round.
             """)
 
     @Argument(help: "The store directory (created if needed).") var directory: String
@@ -171,7 +173,14 @@ struct CheckpointCreate: ParsableCommand {
             }
             try store.retain(last: keep, application: "demo")
             if current % mergeEvery == 0 { try store.merge(report.summary.id) }
-            if current % gcEvery == 0 { try store.collectGarbage() }
+            if current % gcEvery == 0 {
+                // Every other time, compact first: sparse units' live chunks move so they go too.
+                if (current / gcEvery) % 2 == 0 {
+                    try store.compact(liveFraction: 0.5)
+                } else {
+                    try store.collectGarbage()
+                }
+            }
         }
         if json {
             let sorted = pauses.sorted()
@@ -339,15 +348,35 @@ struct CheckpointMerge: ParsableCommand {
 /// `ftctl checkpoint gc`.
 struct CheckpointCollect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gc", abstract: "Release the data units no checkpoint references.")
+        commandName: "gc",
+        abstract: "Release the data units no checkpoint references (with --compact, also the sparse ones).")
 
     @Argument(help: "The store directory.") var directory: String
+    @Option(
+        help:
+            "Also compact: copy the live chunks out of data units less than this fraction live (0 < F <= 1), so they can be released too."
+    )
+    var compact: Double?
+
+    func validate() throws {
+        if let compact, !(compact > 0 && compact <= 1) {
+            throw ValidationError("--compact must be a fraction in (0, 1], got \(compact)")
+        }
+    }
 
     func run() throws {
         let (store, pool) = try openCheckpointStore(directory, create: false)
         defer { pool.close() }
-        let result = try store.collectGarbage()
-        print("released \(result.releasedUnits.count) units, \(result.releasedBytes) bytes")
+        if let compact {
+            let result = try store.compact(liveFraction: compact)
+            print(
+                "moved \(result.movedChunks) live chunks (\(result.movedBytes) bytes), rewrote "
+                    + "\(result.rewrittenCheckpoints) manifests; released \(result.garbage.releasedUnits.count) units, "
+                    + "\(result.garbage.releasedBytes) bytes")
+        } else {
+            let result = try store.collectGarbage()
+            print("released \(result.releasedUnits.count) units, \(result.releasedBytes) bytes")
+        }
     }
 }
 

@@ -12,8 +12,8 @@ struct CheckpointCrashTest: AsyncParsableCommand {
         discussion: """
             Each round starts `ftctl checkpoint create DIR` on the same store (it restores the \
             newest checkpoint and goes on), reads the checkpoints it acknowledges, kills it with \
-            SIGKILL after a random delay — during a capture, a merge, a delete's rebase or a \
-            garbage collection — then reopens the store and checks: it verifies; the newest \
+            SIGKILL after a random delay — during a capture, a merge, a delete's rebase, a \
+            compaction or a garbage collection — then reopens the store and checks: it verifies; the newest \
             acknowledged checkpoint (or a newer one) is there; and every checkpoint restores \
             exactly the region and volume of its round, rebuilt from the seed. Exits 1 on the \
             first failure.

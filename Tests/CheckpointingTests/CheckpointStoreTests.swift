@@ -136,6 +136,77 @@ struct CheckpointStoreTests {
         #expect(app.store.verify().problems.isEmpty)
     }
 
+    /// A full checkpoint, then incrementals each touching a few pages, then all but the
+    /// newest two deleted: what is left references a little of each old unit, so garbage
+    /// collection can release none of them; compaction copies those chunks out and then can.
+    @Test func compactionMovesLiveChunksOutOfSparseUnitsSoTheyAreReleased() throws {
+        let app = try Application(pages: 256, budgetUnits: 60, deflate: false)
+        var generator = SystemRandomNumberGenerator()
+        try app.scribble(2000, using: &generator)
+        _ = try app.checkpointer.checkpointBlocking(full: true)
+        var kept: [(CheckpointID, (memory: [UInt8], volume: [UInt8]))] = []
+        for _ in 0..<12 {
+            try app.scribble(120, using: &generator)
+            let snapshot = try app.snapshot()
+            kept.append((try app.checkpointer.checkpointBlocking().summary.id, snapshot))
+        }
+        kept.removeFirst(kept.count - 2)
+        try app.store.retain(last: 2, application: "app")
+        try app.store.collectGarbage()
+        let unitsBefore = app.pool.units.count
+        #expect(try app.store.collectGarbage().releasedUnits.isEmpty)
+
+        let compaction = try app.store.compact(liveFraction: 0.6)
+        #expect(compaction.movedChunks > 0 && compaction.rewrittenCheckpoints > 0)
+        #expect(!compaction.garbage.releasedUnits.isEmpty)
+        #expect(app.pool.units.count < unitsBefore)
+        for (id, snapshot) in kept { #expect(try app.restored(id) == snapshot) }
+        #expect(app.store.verify().problems.isEmpty)
+        // Nothing sparse is left: a second compaction moves nothing.
+        #expect(try app.store.compact(liveFraction: 0.6).movedChunks == 0)
+        // And the store reopens with the compacted manifests.
+        let reopened = try CheckpointStore.open(pool: app.pool, configuration: .init(deflateLevel: nil))
+        #expect(reopened.verify().problems.isEmpty)
+        #expect(throws: CheckpointError.self) { try app.store.compact(liveFraction: 0) }
+    }
+
+    /// A damaged chunk in a sparse unit is reported, never copied; nothing is released and the
+    /// other checkpoints still restore.
+    @Test func compactionRefusesToCopyADamagedChunk() throws {
+        let app = try Application(pages: 256, budgetUnits: 60, deflate: false)
+        var generator = SystemRandomNumberGenerator()
+        try app.scribble(2000, using: &generator)
+        let full = try app.checkpointer.checkpointBlocking(full: true).summary.id
+        for _ in 0..<12 {
+            try app.scribble(120, using: &generator)
+            _ = try app.checkpointer.checkpointBlocking()
+        }
+        let newest = try #require(app.store.latest(application: "app")).id
+        let newestSnapshot = try app.snapshot()
+        for summary in app.store.checkpoints where summary.id != full && summary.id != newest {
+            try app.store.delete(summary.id)
+        }
+        // Damage one chunk of the full checkpoint (in the sparse first unit).
+        let manifest = try app.store.manifest(full)
+        guard case .chunk(let reference, _) = try #require(manifest.items[0].extents.first).source else {
+            Issue.record("no chunk in the full checkpoint")
+            return
+        }
+        let unit = try #require(app.pool.unit(reference.unit))
+        var byte = try unit.read(at: reference.offset + 40, count: 1)
+        byte[0] ^= 0xFF
+        try unit.write(byte, at: reference.offset + 40)
+        let unitsBefore = app.pool.units.count
+        let error = try #require(throws: CheckpointError.self) { try app.store.compact(liveFraction: 1) }
+        #expect(error.code == .damaged && error.unit == reference.unit && error.offset == reference.offset)
+        #expect(app.pool.units.count >= unitsBefore)
+        #expect(throws: CheckpointError.self) { try app.restored(full) }
+        // Every problem verify finds is that chunk (the newest may share it, rebased).
+        let problems = app.store.verify().problems
+        #expect(!problems.isEmpty && problems.allSatisfy { $0.offset == reference.offset })
+        if problems.allSatisfy({ $0.checkpoint != newest }) { #expect(try app.restored(newest) == newestSnapshot) }
+    }
+
     /// Raw chunks are restored straight into the destination and checked there; deflated ones
     /// through a buffer. Both name the damage.
     @Test(arguments: [true, false])
