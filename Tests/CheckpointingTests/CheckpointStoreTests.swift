@@ -1,6 +1,8 @@
+import DeterministicSimulation
 import FaultToleranceCore
 import Foundation
 import LiveCopy
+import Logging
 import Testing
 
 @testable import Checkpointing
@@ -401,5 +403,65 @@ struct HashedVolumeTests {
         }
         // Nothing changed since: a scan finds nothing.
         #expect(try volume.markChangedBlocks() == 0)
+    }
+}
+
+@Suite("Checkpoint store maintenance in the background")
+struct CheckpointMaintenanceTests {
+    /// Makes `app`'s store sparse: a full checkpoint, twelve small incrementals, all but the
+    /// newest two deleted. Returns the two kept with their snapshots.
+    static func sparse(_ app: Application) throws -> [(CheckpointID, (memory: [UInt8], volume: [UInt8]))] {
+        var generator = SystemRandomNumberGenerator()
+        try app.scribble(2000, using: &generator)
+        _ = try app.checkpointer.checkpointBlocking(full: true)
+        var kept: [(CheckpointID, (memory: [UInt8], volume: [UInt8]))] = []
+        for _ in 0..<12 {
+            try app.scribble(120, using: &generator)
+            let snapshot = try app.snapshot()
+            kept.append((try app.checkpointer.checkpointBlocking().summary.id, snapshot))
+        }
+        try app.store.retain(last: 2, application: "app")
+        return Array(kept.suffix(2))
+    }
+
+    /// In virtual time: a pass at once and one every interval after, each compacting and
+    /// collecting; a failing pass is counted and the next one runs.
+    @Test func passesRunEveryIntervalAndReleaseWhatIsSparse() async throws {
+        let app = try Application(pages: 256, budgetUnits: 60, deflate: false)
+        let kept = try Self.sparse(app)
+        let unitsBefore = app.pool.units.count
+        let world = AsyncSimulation(seed: 3)
+        let maintenance = try CheckpointMaintenance(
+            store: app.store, interval: .seconds(10), liveFraction: 0.6, clock: world.clock,
+            logger: Logger(label: "test"), blockingIO: .inline)
+        let totals = try await world.run(timeLimit: .seconds(120)) {
+            () async throws -> [CheckpointMaintenance.Totals] in
+            let running = world.spawn { try await maintenance.run() }
+            var seen: [CheckpointMaintenance.Totals] = []
+            try await world.clock.sleep(for: .seconds(5))
+            seen.append(maintenance.totals)
+            try await world.clock.sleep(for: .seconds(20))
+            seen.append(maintenance.totals)
+            running.cancel()
+            _ = try? await running.value
+            return seen
+        }
+        #expect(totals[0].passes == 1 && totals[0].failures == 0)
+        #expect(totals[0].releasedUnits > 0 && totals[0].movedChunks > 0)
+        #expect(totals[1].passes == 3)
+        #expect(app.pool.units.count < unitsBefore)
+        for (id, snapshot) in kept { #expect(try app.restored(id) == snapshot) }
+        #expect(app.store.verify().problems.isEmpty)
+
+        // A closed store: the pass fails, is counted, and says why.
+        app.store.close()
+        await maintenance.pass()
+        #expect(maintenance.totals.failures == 1 && maintenance.totals.lastFailure?.code == .unavailable)
+        #expect(throws: CheckpointError.self) {
+            try CheckpointMaintenance(store: app.store, interval: .zero)
+        }
+        #expect(throws: CheckpointError.self) {
+            try CheckpointMaintenance(store: app.store, liveFraction: 1.5)
+        }
     }
 }
