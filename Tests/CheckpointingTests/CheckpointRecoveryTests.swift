@@ -8,6 +8,22 @@ import Testing
 
 @Suite("Checkpoints under concurrent writers and on real files")
 struct CheckpointRecoveryTests {
+    /// Why `values` (page p's first word) is not one instant of a writer storing 1, 2, 3, ...
+    /// into page v mod N: with top the largest, page p must hold the largest v <= top with
+    /// v mod N == p, or 0 if there is none. `nil` when it is.
+    static func notOneInstant(_ values: [UInt64]) -> String? {
+        let pages = values.count
+        let top = values.max() ?? 0
+        for page in 0..<pages {
+            let offset = (Int(top % UInt64(pages)) - page + pages) % pages
+            let expected = top >= UInt64(offset) ? top - UInt64(offset) : 0
+            if values[page] != expected {
+                return "page \(page) holds \(values[page]), the cut at \(top) says \(expected)"
+            }
+        }
+        return nil
+    }
+
     /// A writer stores 1, 2, 3, ... into page v mod N while checkpoints are taken. Each
     /// restored checkpoint must be one instant of that sequence: some V, with every page
     /// holding the last value up to V that belongs to it.
@@ -37,17 +53,7 @@ struct CheckpointRecoveryTests {
             let values = (0..<pages).map { page in
                 bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: page * 4096, as: UInt64.self) }
             }
-            let top = values.max() ?? 0
-            for page in 0..<pages {
-                // The largest v <= top with v % pages == page, or 0 if there is none.
-                let offset = (Int(top % UInt64(pages)) - page + pages) % pages
-                let expected = top >= UInt64(offset) ? top - UInt64(offset) : 0
-                if values[page] != expected {
-                    Issue.record(
-                        "checkpoint \(id): page \(page) holds \(values[page]), the cut at \(top) says \(expected)")
-                    break
-                }
-            }
+            if let problem = Self.notOneInstant(values) { Issue.record("checkpoint \(id): \(problem)") }
         }
         #expect(preserved > 0, "no page was written during a copy: the guard was not exercised")
     }
@@ -94,17 +100,8 @@ struct CheckpointRecoveryTests {
             let values = (0..<pages).map { page in
                 bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: page * pageSize, as: UInt64.self) }
             }
-            let top = values.max() ?? 0
-            #expect(top > 0, "checkpoint \(id) holds none of the writer's values")
-            for page in 0..<pages {
-                let offset = (Int(top % UInt64(pages)) - page + pages) % pages
-                let expected = top >= UInt64(offset) ? top - UInt64(offset) : 0
-                if values[page] != expected {
-                    Issue.record(
-                        "checkpoint \(id): page \(page) holds \(values[page]), the cut at \(top) says \(expected)")
-                    break
-                }
-            }
+            #expect(values.max() ?? 0 > 0, "checkpoint \(id) holds none of the writer's values")
+            if let problem = Self.notOneInstant(values) { Issue.record("checkpoint \(id): \(problem)") }
         }
     }
 

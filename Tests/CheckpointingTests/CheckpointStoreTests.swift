@@ -143,17 +143,7 @@ struct CheckpointStoreTests {
     /// collection can release none of them; compaction copies those chunks out and then can.
     @Test func compactionMovesLiveChunksOutOfSparseUnitsSoTheyAreReleased() throws {
         let app = try Application(pages: 256, budgetUnits: 60, deflate: false)
-        var generator = SystemRandomNumberGenerator()
-        try app.scribble(2000, using: &generator)
-        _ = try app.checkpointer.checkpointBlocking(full: true)
-        var kept: [(CheckpointID, (memory: [UInt8], volume: [UInt8]))] = []
-        for _ in 0..<12 {
-            try app.scribble(120, using: &generator)
-            let snapshot = try app.snapshot()
-            kept.append((try app.checkpointer.checkpointBlocking().summary.id, snapshot))
-        }
-        kept.removeFirst(kept.count - 2)
-        try app.store.retain(last: 2, application: "app")
+        let kept = try CheckpointMaintenanceTests.sparse(app)
         try app.store.collectGarbage()
         let unitsBefore = app.pool.units.count
         #expect(try app.store.collectGarbage().releasedUnits.isEmpty)

@@ -26,11 +26,7 @@ public enum RawDeflate {
         }
         let stream = try StreamPool.shared.takeCompressor(level: level)
         defer { StreamPool.shared.give(compressor: stream, level: level) }
-        let z = stream.stream
-        z.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
-        z.pointee.avail_in = uInt(input.count)
-        z.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self)
-        z.pointee.avail_out = uInt(output.count)
+        let z = stream.point(from: input, to: output)
         let status = deflate(z, Z_FINISH)
         let produced = output.count - Int(z.pointee.avail_out)
         deflateReset(z)
@@ -51,11 +47,7 @@ public enum RawDeflate {
     ) throws(CompressionError) {
         let stream = try StreamPool.shared.takeDecompressor()
         defer { StreamPool.shared.give(decompressor: stream) }
-        let z = stream.stream
-        z.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
-        z.pointee.avail_in = uInt(input.count)
-        z.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self)
-        z.pointee.avail_out = uInt(output.count)
+        let z = stream.point(from: input, to: output)
         let status = inflate(z, Z_FINISH)
         let consumed = input.count - Int(z.pointee.avail_in)
         let produced = output.count - Int(z.pointee.avail_out)
@@ -103,6 +95,18 @@ public enum RawDeflate {
                 stream.deallocate()
                 throw CompressionError(code: .initializationFailed, zlibCode: status, inputOffset: 0)
             }
+        }
+
+        /// Sets the stream's input and output to the caller's buffers; returns the stream.
+        func point(
+            from input: UnsafeRawBufferPointer, to output: UnsafeMutableRawBufferPointer
+        ) -> UnsafeMutablePointer<z_stream> {
+            stream.pointee.next_in = UnsafeMutablePointer(
+                mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.pointee.avail_in = uInt(input.count)
+            stream.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self)
+            stream.pointee.avail_out = uInt(output.count)
+            return stream
         }
 
         deinit {
