@@ -306,16 +306,46 @@ struct CheckpointVerify: ParsableCommand {
         commandName: "verify", abstract: "Read every manifest and chunk, checking every checksum and reference.")
 
     @Argument(help: "The store directory.") var directory: String
+    @Flag(help: "Print the report as JSON (no progress bar).") var json = false
+
+    /// The report, for `--json`.
+    struct Report: Codable {
+        var ok: Bool
+        var checkpoints: Int
+        var chunks: Int
+        var bytes: Int
+        var problems: [Problem]
+        struct Problem: Codable {
+            var checkpoint: UInt64?
+            var unit: UInt64?
+            var offset: Int?
+            var description: String
+        }
+    }
 
     func run() throws {
         let (store, pool) = try openCheckpointStore(directory, create: false)
         defer { pool.close() }
-        let report = store.verify { done, total in drawProgress(done, total, of: "checkpoints") }
-        FileHandle.standardError.write(Data("\n".utf8))
-        for problem in report.problems { print("DAMAGED \(problem)") }
-        print(
-            "\(report.problems.isEmpty ? "OK" : "FAILED") — \(report.checkpoints) checkpoints, \(report.chunks) chunks, "
-                + "\(report.bytes) bytes read, \(report.problems.count) problems")
+        let report = store.verify { done, total in if !json { drawProgress(done, total, of: "checkpoints") } }
+        if json {
+            let problems = report.problems.map {
+                Report.Problem(
+                    checkpoint: $0.checkpoint?.rawValue, unit: $0.unit?.rawValue, offset: $0.offset,
+                    description: "\($0)")
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let body = Report(
+                ok: problems.isEmpty, checkpoints: report.checkpoints, chunks: report.chunks, bytes: report.bytes,
+                problems: problems)
+            print(String(decoding: try encoder.encode(body), as: UTF8.self))
+        } else {
+            FileHandle.standardError.write(Data("\n".utf8))
+            for problem in report.problems { print("DAMAGED \(problem)") }
+            print(
+                "\(report.problems.isEmpty ? "OK" : "FAILED") — \(report.checkpoints) checkpoints, "
+                    + "\(report.chunks) chunks, \(report.bytes) bytes read, \(report.problems.count) problems")
+        }
         if !report.problems.isEmpty { throw ExitCode(1) }
     }
 }
