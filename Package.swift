@@ -171,6 +171,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // The checkpoint scenario: the shipped store and checkpointer on simulated disks.
@@ -277,6 +278,7 @@ let package = Package(
             name: "CheckpointingTests",
             dependencies: [
                 "Checkpointing", "CheckpointingSimulation", "DeterministicSimulation", "LiveCopy", "FaultToleranceCore",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

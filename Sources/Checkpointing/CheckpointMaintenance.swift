@@ -1,5 +1,6 @@
 public import FaultToleranceCore
 public import Logging
+public import Metrics
 import NIOConcurrencyHelpers
 public import ServiceLifecycle
 
@@ -9,7 +10,9 @@ public import ServiceLifecycle
 ///
 /// Captures, merges and restores go on meanwhile; the store orders what must be ordered. A pass
 /// that fails (a damaged chunk, a full budget, a checkpoint changed under it) is logged and
-/// counted, and the next pass tries again: nothing it leaves behind is unsafe.
+/// counted, and the next pass tries again: nothing it leaves behind is unsafe. Metrics:
+/// `ft_checkpoint_maintenance_passes_total` (by outcome: ok, failed),
+/// `ft_checkpoint_units_released_total` and `ft_checkpoint_chunks_moved_total`.
 ///
 /// ```swift
 /// let maintenance = CheckpointMaintenance(store: store, interval: .seconds(60))
@@ -39,21 +42,26 @@ public final class CheckpointMaintenance: Service, Sendable {
     private let logger: Logger
     private let blockingIO: BlockingIO
     private let state = NIOLockedValueBox(Totals())
+    private let passesOK: Counter
+    private let passesFailed: Counter
+    private let unitsReleased: Counter
+    private let chunksMoved: Counter
 
     /// A maintenance service for `store`: a pass every `interval` (at least 1 ms), compacting
     /// units less than `liveFraction` live (0 < fraction <= 1).
     public convenience init(
         store: CheckpointStore, interval: Duration = .seconds(60), liveFraction: Double = 0.5,
-        clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint")
+        clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint"),
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(CheckpointError) {
         try self.init(
             store: store, interval: interval, liveFraction: liveFraction, clock: clock, logger: logger,
-            blockingIO: .threadPool)
+            metricsFactory: metricsFactory, blockingIO: .threadPool)
     }
 
     package init(
         store: CheckpointStore, interval: Duration, liveFraction: Double, clock: any RuntimeClock, logger: Logger,
-        blockingIO: BlockingIO
+        metricsFactory: (any MetricsFactory)? = nil, blockingIO: BlockingIO
     ) throws(CheckpointError) {
         guard interval >= .milliseconds(1) else {
             throw CheckpointError(.invalidConfiguration, detail: "interval \(interval) must be at least 1 ms")
@@ -67,6 +75,13 @@ public final class CheckpointMaintenance: Service, Sendable {
         self.clock = clock
         self.logger = logger
         self.blockingIO = blockingIO
+        let factory = metricsFactory ?? MetricsSystem.factory
+        passesOK = Counter(
+            label: "ft_checkpoint_maintenance_passes_total", dimensions: [("outcome", "ok")], factory: factory)
+        passesFailed = Counter(
+            label: "ft_checkpoint_maintenance_passes_total", dimensions: [("outcome", "failed")], factory: factory)
+        unitsReleased = Counter(label: "ft_checkpoint_units_released_total", factory: factory)
+        chunksMoved = Counter(label: "ft_checkpoint_chunks_moved_total", factory: factory)
     }
 
     /// What the passes did so far.
@@ -104,6 +119,9 @@ public final class CheckpointMaintenance: Service, Sendable {
                 totals.movedChunks += result.movedChunks
                 totals.lastFailure = nil
             }
+            passesOK.increment()
+            unitsReleased.increment(by: Int64(result.garbage.releasedUnits.count))
+            chunksMoved.increment(by: Int64(result.movedChunks))
             if !result.garbage.releasedUnits.isEmpty {
                 logger.info(
                     "checkpoint store maintenance released units",
@@ -118,6 +136,7 @@ public final class CheckpointMaintenance: Service, Sendable {
                 totals.failures += 1
                 totals.lastFailure = error
             }
+            passesFailed.increment()
             logger.warning("checkpoint store maintenance failed", metadata: ["error": "\(error)"])
         }
     }

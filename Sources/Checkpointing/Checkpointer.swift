@@ -1,6 +1,7 @@
 public import FaultToleranceCore
 public import LiveCopy
 public import Logging
+public import Metrics
 import NIOConcurrencyHelpers
 import NIOPosix
 
@@ -114,6 +115,7 @@ public final class Checkpointer: Sendable {
     let wallClock: @Sendable () -> UInt64
     let logger: Logger
     let state: NIOLockedValueBox<State>
+    let metrics: CaptureMetrics
 
     /// Registers an application's regions and volumes (names unique across all three). Dirty
     /// tracking starts now. `userfaultRegions` are ``LiveCopy/UserfaultMemory`` regions, whose
@@ -127,7 +129,8 @@ public final class Checkpointer: Sendable {
         volumes: [String: TrackedVolume] = [:], userfaultRegions: [String: UserfaultMemory] = [:],
         resumingFrom parent: CheckpointID? = nil, clock: any RuntimeClock = SystemClock(),
         wallClock: @escaping @Sendable () -> UInt64 = Checkpointer.wallClock,
-        logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint")
+        logger: Logger = Logger(label: "swift-fault-tolerance.checkpoint"),
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(CheckpointError) {
         let items =
             regions.sorted { $0.key < $1.key }.map { Item(name: $0.key, source: .memory($0.value)) }
@@ -173,6 +176,7 @@ public final class Checkpointer: Sendable {
         self.clock = clock
         self.wallClock = wallClock
         self.logger = logger
+        self.metrics = CaptureMetrics(application: application, factory: metricsFactory ?? MetricsSystem.factory)
         self.state = NIOLockedValueBox(
             State(parent: parent, carried: items.map { PageSet(pageCount: $0.unitCount) }))
         for item in items {
@@ -269,6 +273,9 @@ public final class Checkpointer: Sendable {
     private func capture(
         epoch: UInt64, full: Bool, prepareOnly: Bool, afterCut: () -> Void = {}
     ) throws(CheckpointError) -> CheckpointReport {
+        // Every capture that does not return a report, refused or failed, counts as failed.
+        var finished = false
+        defer { if !finished { metrics.failed.increment() } }
         var (parent, carried) = try state.withLocked { (state) throws(CheckpointError) in
             guard !state.running else {
                 throw CheckpointError(.unavailable, detail: "a checkpoint of \(application) is already running")
@@ -404,12 +411,16 @@ public final class Checkpointer: Sendable {
                     state.carried = items.map { PageSet(pageCount: $0.unitCount) }
                 }
             }
+            metrics.pause.recordNanoseconds(Int64(clamping: pause.nanoseconds))
+            (prepareOnly ? metrics.prepared : metrics.committed).increment()
+            metrics.storedBytes.increment(by: Int64(storedBytes))
             logger.debug(
                 prepareOnly ? "checkpoint prepared" : "checkpoint committed",
                 metadata: [
                     "application": "\(application)", "checkpoint": "\(id)", "kind": "\(manifest.kind)",
                     "pause_ns": "\(pause.nanoseconds)", "stored_pages": "\(storedPages)",
                 ])
+            finished = true
             return CheckpointReport(
                 summary: summary, pause: .nanoseconds(Int64(pause.nanoseconds)), storedPages: storedPages,
                 zeroPages: zeroPages, preservedPages: preserved)
@@ -554,5 +565,29 @@ public final class Checkpointer: Sendable {
         var accumulated: UInt64 = 0
         for index in 0..<unitSize / 8 { accumulated |= words[index] }
         return accumulated == 0
+    }
+}
+
+/// A checkpointer's metrics, dimensioned by application: `ft_checkpoint_pause_seconds` (the
+/// writers' pause at each cut), `ft_checkpoint_captures_total` (by outcome: committed,
+/// prepared, failed) and `ft_checkpoint_stored_bytes_total`.
+struct CaptureMetrics: Sendable {
+    let pause: Metrics.Timer
+    let committed: Counter
+    let prepared: Counter
+    let failed: Counter
+    let storedBytes: Counter
+
+    init(application: String, factory: any MetricsFactory) {
+        let dimensions = [("application", application)]
+        pause = Metrics.Timer(label: "ft_checkpoint_pause_seconds", dimensions: dimensions, factory: factory)
+        committed = Counter(
+            label: "ft_checkpoint_captures_total", dimensions: dimensions + [("outcome", "committed")], factory: factory
+        )
+        prepared = Counter(
+            label: "ft_checkpoint_captures_total", dimensions: dimensions + [("outcome", "prepared")], factory: factory)
+        failed = Counter(
+            label: "ft_checkpoint_captures_total", dimensions: dimensions + [("outcome", "failed")], factory: factory)
+        storedBytes = Counter(label: "ft_checkpoint_stored_bytes_total", dimensions: dimensions, factory: factory)
     }
 }

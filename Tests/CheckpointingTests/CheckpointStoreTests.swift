@@ -3,6 +3,7 @@ import FaultToleranceCore
 import Foundation
 import LiveCopy
 import Logging
+import MetricsTestKit
 import Testing
 
 @testable import Checkpointing
@@ -230,6 +231,36 @@ struct CheckpointStoreTests {
         #expect(verification.problems.first?.offset == reference.offset)
     }
 
+    @Test func capturesAreCountedAndTheirPausesTimed() throws {
+        let metrics = TestMetrics()
+        let pool = MemoryStoragePool(unitCapacity: 1 << 20, budget: 3 << 20)
+        let store = try CheckpointStore.open(pool: pool)
+        let memory = try TrackedMemory(pageCount: 64)
+        let checkpointer = try Checkpointer(
+            application: "orders", store: store, regions: ["heap": memory], metricsFactory: metrics)
+        var stored = 0
+        for round in 0..<3 {
+            try memory.write([UInt8](repeating: UInt8(round + 1), count: 5000), at: round * 9000)
+            stored += try checkpointer.checkpointBlocking().storedPages
+        }
+        // A region larger than the budget: refused before the pause, counted as failed.
+        let big = try TrackedMemory(pageCount: 1024)
+        let refused = try Checkpointer(
+            application: "orders", store: store, regions: ["big": big], metricsFactory: metrics)
+        #expect(throws: CheckpointError.self) { try refused.checkpointBlocking() }
+        let dimensions = [("application", "orders")]
+        #expect(
+            try metrics.expectCounter("ft_checkpoint_captures_total", dimensions + [("outcome", "committed")])
+                .totalValue == 3)
+        #expect(
+            try metrics.expectCounter("ft_checkpoint_captures_total", dimensions + [("outcome", "failed")])
+                .totalValue == 1)
+        #expect(try metrics.expectTimer("ft_checkpoint_pause_seconds", dimensions).values.count == 3)
+        // Deflated, the repeated bytes store far less than the pages they fill.
+        let storedBytes = try metrics.expectCounter("ft_checkpoint_stored_bytes_total", dimensions).totalValue
+        #expect(storedBytes > 0 && storedBytes < Int64(stored * 4096))
+    }
+
     @Test func aFullBudgetFailsBeforePausingAndTheNextCaptureStillHoldsThePages() throws {
         let app = try Application(pages: 200, budgetUnits: 3, deflate: false)
         try app.memory.write([UInt8](repeating: 1, count: 4096 * 200), at: 0)
@@ -421,9 +452,10 @@ struct CheckpointMaintenanceTests {
         let kept = try Self.sparse(app)
         let unitsBefore = app.pool.units.count
         let world = AsyncSimulation(seed: 3)
+        let metrics = TestMetrics()
         let maintenance = try CheckpointMaintenance(
             store: app.store, interval: .seconds(10), liveFraction: 0.6, clock: world.clock,
-            logger: Logger(label: "test"), blockingIO: .inline)
+            logger: Logger(label: "test"), metricsFactory: metrics, blockingIO: .inline)
         let totals = try await world.run(timeLimit: .seconds(120)) {
             () async throws -> [CheckpointMaintenance.Totals] in
             let running = world.spawn { try await maintenance.run() }
@@ -439,6 +471,11 @@ struct CheckpointMaintenanceTests {
         #expect(totals[0].passes == 1 && totals[0].failures == 0)
         #expect(totals[0].releasedUnits > 0 && totals[0].movedChunks > 0)
         #expect(totals[1].passes == 3)
+        #expect(
+            try metrics.expectCounter("ft_checkpoint_units_released_total").totalValue
+                == Int64(totals[1].releasedUnits))
+        #expect(
+            try metrics.expectCounter("ft_checkpoint_maintenance_passes_total", [("outcome", "ok")]).totalValue == 3)
         #expect(app.pool.units.count < unitsBefore)
         for (id, snapshot) in kept { #expect(try app.restored(id) == snapshot) }
         #expect(app.store.verify().problems.isEmpty)
