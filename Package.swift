@@ -27,6 +27,8 @@ let package = Package(
         .library(name: "LiveCopySimulation", targets: ["LiveCopySimulation"]),
         .library(name: "Checkpointing", targets: ["Checkpointing"]),
         .library(name: "CheckpointingSimulation", targets: ["CheckpointingSimulation"]),
+        .library(name: "NameKeySync", targets: ["NameKeySync"]),
+        .library(name: "NameKeySyncSimulation", targets: ["NameKeySyncSimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -52,6 +54,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
@@ -186,6 +189,30 @@ let package = Package(
             ]
         ),
         .target(
+            name: "NameKeySync",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The name-key sync scenario: the shipped client session and server responder on a
+        // simulated network, in virtual time.
+        .target(
+            name: "NameKeySyncSimulation",
+            dependencies: [
+                "NameKeySync",
+                "DeterministicSimulation",
+                "FaultToleranceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "ElasticJournalSimulation",
             dependencies: [
                 "FaultToleranceCore",
@@ -211,7 +238,7 @@ let package = Package(
                 "HeartbeatSimulation",
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
-                "CheckpointingSimulation",
+                "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation",
             ]
         ),
         .executableTarget(
@@ -279,6 +306,15 @@ let package = Package(
             dependencies: [
                 "Checkpointing", "CheckpointingSimulation", "DeterministicSimulation", "LiveCopy", "FaultToleranceCore",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "NameKeySyncTests",
+            dependencies: [
+                "NameKeySync", "NameKeySyncSimulation", "DeterministicSimulation", "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

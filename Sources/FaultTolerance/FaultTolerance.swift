@@ -11,3 +11,5 @@
 @_exported import HeartbeatSimulation
 @_exported import LiveCopy
 @_exported import LiveCopySimulation
+@_exported import NameKeySync
+@_exported import NameKeySyncSimulation

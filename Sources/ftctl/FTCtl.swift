@@ -18,6 +18,7 @@ struct FTCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, CheckpointCommand.self,
+            KeySyncCommand.self,
             Demo.self,
         ],
         defaultSubcommand: nil

@@ -104,8 +104,8 @@ func runSeeds(
     return SeedRun(summary: total, plan: plan, elapsed: clock.now - start)
 }
 
-/// Prints `summary` as pretty JSON.
-func printJSON(_ summary: SimulationSummary) throws {
+/// Prints `summary` (or any report) as pretty JSON with sorted keys.
+func printJSON(_ summary: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     print(String(decoding: try encoder.encode(summary), as: UTF8.self))

@@ -5,7 +5,7 @@ import NIOConcurrencyHelpers
 
 extension NIOLockedValueBox {
     /// `withLockedValue`, keeping `body`'s error type.
-    func withLocked<Output, Failure: Error>(
+    package func withLocked<Output, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Output
     ) throws(Failure) -> Output {
         try withLockedValue { value in Result { () throws(Failure) in try body(&value) } }.get()
@@ -14,9 +14,16 @@ extension NIOLockedValueBox {
 
 extension Array where Element == UInt8 {
     /// `withUnsafeBytes`, keeping `body`'s error type.
-    func withBytes<Output, Failure: Error>(
+    package func withBytes<Output, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Output
     ) throws(Failure) -> Output {
         try withUnsafeBytes { raw in Result { () throws(Failure) in try body(raw) } }.get()
+    }
+}
+
+extension NIOLock {
+    /// `withLock`, keeping `body`'s error type.
+    package func withLocked<Output, Failure: Error>(_ body: () throws(Failure) -> Output) throws(Failure) -> Output {
+        try withLock { Result { () throws(Failure) in try body() } }.get()
     }
 }

@@ -1,0 +1,517 @@
+/// The backup's side of one sync as a pure state machine: no clock, no I/O.
+///
+/// It is fed events (``start()``, ``received(_:)``, ``timedOut()``, and the answers to the
+/// local reads it asked for) and answers with ``Action``s for its runtime to carry out, in
+/// order. ``KeySyncClient`` runs it over a `Transport` and a ``NameKeyStore``; tests and the
+/// simulation drive it directly.
+///
+/// A sync is a series of passes. Each pass says hello (and learns the active's store and
+/// digest), then, unless the digests already agree, decodes the difference from sketch symbols
+/// requested in ranges of doubling size, fetches the active's records for the fingerprints only
+/// it holds, and applies them with the conflict rule and the backup-only policy. A pass that
+/// changed nothing ends the sync; so does one whose digest matches what the changes kept on
+/// purpose explain. A difference the sketch cannot decode (too large, or the active changed
+/// under it) falls back to streaming the active's records in key order. Every request is
+/// idempotent and answered by a stateless active, so a lost or doubled message costs a retry,
+/// and a sync cut off at any point leaves only whole transactions applied: the next sync
+/// starts from them.
+public struct KeySyncSession: Sendable {
+    /// What the runtime must do.
+    public enum Action: Sendable {
+        /// Send a message to the active.
+        case send(KeySyncMessage)
+        /// Read local symbols `range` and call ``KeySyncSession/localSymbols(_:)``.
+        case readLocalSymbols(Range<Int>)
+        /// Read this store's description and call ``KeySyncSession/localDescription(_:)``.
+        case describeLocal
+        /// Look up local records by fingerprint and call ``KeySyncSession/localRecords(_:)``.
+        case readLocalRecords([Fingerprint])
+        /// Read the local records of these keys and call ``KeySyncSession/localRecords(forKeys:)``.
+        case readLocalRecordsByKey([String])
+        /// Read up to `limit` local records in key order after `after`, and call
+        /// ``KeySyncSession/localRange(_:)``.
+        case readLocalRange(after: String?, limit: Int)
+        /// Apply these changes in one transaction and call ``KeySyncSession/applied()``.
+        case apply([StoreChange])
+        /// The sync is over.
+        case finish(SyncResult)
+        /// The sync failed.
+        case fail(KeySyncError)
+    }
+
+    /// Tuning.
+    public struct Options: Sendable {
+        /// The reconciliation protocol.
+        public var syncProtocol: SyncProtocol
+        /// Which record a key keeps when both sides differ.
+        public var conflictRule: ConflictRule
+        /// What becomes of keys only the backup holds.
+        public var backupOnly: BackupOnlyPolicy
+        /// Symbols in the first request (the next ones double).
+        public var firstSymbols: Int
+        /// Records (or keys) per request.
+        public var batch: Int
+        /// Passes before giving up on an active that keeps changing.
+        public var maximumPasses: Int
+        /// Attempts of one request before the sync fails.
+        public var maximumAttempts: Int
+
+        /// Creates options.
+        public init(
+            syncProtocol: SyncProtocol = .reconcile, conflictRule: ConflictRule = .activeWins,
+            backupOnly: BackupOnlyPolicy = .keep, firstSymbols: Int = 64, batch: Int = 2048, maximumPasses: Int = 4,
+            maximumAttempts: Int = 8
+        ) {
+            self.syncProtocol = syncProtocol
+            self.conflictRule = conflictRule
+            self.backupOnly = backupOnly
+            self.firstSymbols = firstSymbols
+            self.batch = batch
+            self.maximumPasses = maximumPasses
+            self.maximumAttempts = maximumAttempts
+        }
+    }
+
+    /// A planted bug for the simulation to catch.
+    public enum Bug: String, Sendable, Hashable, CaseIterable, Codable {
+        /// Records arriving from the active are applied without migrating them to the
+        /// backup's schema version: they land in the old layout under a new version number.
+        case skipMigrationOnArrival = "skip-migration-on-arrival"
+        /// Backup-only keys are deleted whatever the policy says.
+        case deleteBackupOnly = "delete-backup-only"
+    }
+
+    private enum Phase {
+        case idle
+        case describing
+        case greeting
+        case symbols
+        case lookingUpLocal
+        case fetching
+        case streaming(after: String?)
+        case comparingBatch(records: [NameKeyRecord], next: String?)
+        case sweeping(after: String?)
+        case seedReadingKeys(after: String?)
+        case seedSharing(lastKey: String?, exhausted: Bool)
+        case seedFetching(lastKey: String?, exhausted: Bool)
+        case applying(then: AfterApply)
+        case done
+    }
+
+    private enum AfterApply {
+        case nextFetch
+        case nextStream(after: String?)
+        case nextSeed(lastKey: String?, exhausted: Bool)
+        case sweep(after: String?)
+        case endOfPass
+    }
+
+    private let schema: Schema
+    private let options: Options
+    private let bug: Bug?
+    private var phase = Phase.idle
+    private var local: KeySyncMessage.StoreDescription?
+    private var remote: KeySyncMessage.StoreDescription?
+    private var result = SyncResult()
+    private var nextRequest: UInt64
+    private var outstanding: KeySyncMessage?
+    private var attempts = 0
+    private var decoder = SketchDecoder()
+    private var pendingRange: Range<Int>?
+    private var pendingRemoteSymbols: [SketchSymbol] = []
+    /// The backup's records whose fingerprints only it holds, by key.
+    private var localOnly: [String: NameKeyRecord] = [:]
+    /// Remote fingerprints still to fetch.
+    private var toFetch: [Fingerprint] = []
+    /// Keys of records the active sent this pass.
+    private var remoteKeys = Set<String>()
+    /// Whether this pass wrote or deleted anything.
+    private var changedThisPass = false
+    /// What this pass kept different on purpose: the backup's digest should equal the active's
+    /// plus this.
+    private var residual = SketchSymbol.zero
+    private var previousResidual: SketchSymbol?
+    /// Every key (at the backup's version) the active streamed this pass.
+    private var streamedKeys = Set<String>()
+    /// Shared keys a cut-short seed reply did not cover.
+    private var seedRemainder: [String] = []
+
+    /// A session over a store with `schema`; `requestBase` numbers its requests (pick it at
+    /// random, so replies to an earlier session are not taken for this one's).
+    public init(schema: Schema, options: Options = Options(), requestBase: UInt64, bug: Bug? = nil) {
+        self.schema = schema
+        self.options = options
+        self.nextRequest = requestBase
+        self.bug = bug
+    }
+
+    /// The result so far.
+    public var progress: SyncResult { result }
+
+    /// The message awaiting a reply, if any.
+    public var awaiting: KeySyncMessage? { outstanding }
+
+    /// Starts the sync.
+    public mutating func start() -> [Action] {
+        phase = .describing
+        return [.describeLocal]
+    }
+
+    /// This store's description (after ``Action/describeLocal``).
+    public mutating func localDescription(_ description: KeySyncMessage.StoreDescription) -> [Action] {
+        guard case .describing = phase else { return [] }
+        local = description
+        result.passes += 1
+        changedThisPass = false
+        if options.syncProtocol == .seed {
+            result.mode = .seed
+            phase = .seedReadingKeys(after: nil)
+            return [.readLocalRange(after: nil, limit: options.batch)]
+        }
+        phase = .greeting
+        return request(.hello(request: 0, description))
+    }
+
+    /// The active did not answer in time: resend, or fail after ``Options/maximumAttempts``.
+    public mutating func timedOut() -> [Action] {
+        guard let outstanding else { return [] }
+        guard attempts < options.maximumAttempts else {
+            phase = .done
+            return [.fail(KeySyncError(.transport, detail: "no answer to the \(outstanding.name) after \(attempts) attempts"))]
+        }
+        attempts += 1
+        result.retries += 1
+        result.roundTrips += 1
+        return [.send(outstanding)]
+    }
+
+    /// A message from the active.
+    public mutating func received(_ message: KeySyncMessage) -> [Action] {
+        // Only the reply to the outstanding request counts; late and doubled ones are dropped.
+        guard let outstanding, message.request == outstanding.request else { return [] }
+        self.outstanding = nil
+        switch (phase, message) {
+        case (_, .refused(_, let detail)):
+            return fail(KeySyncError(.refused, detail: "the active refused the \(outstanding.name): \(detail)"))
+        case (.greeting, .welcome(_, let description)):
+            return welcome(description)
+        case (.symbols, .symbols(_, let first, let symbols)):
+            guard first == decoder.received, !symbols.isEmpty,
+                first + symbols.count <= min(remote?.sketchCapacity ?? 0, local?.sketchCapacity ?? 0)
+            else { return fail(.malformed("symbols", "range \(first)+\(symbols.count) was not asked for")) }
+            result.symbolsReceived += symbols.count
+            pendingRemoteSymbols = symbols
+            pendingRange = first..<(first + symbols.count)
+            return [.readLocalSymbols(first..<(first + symbols.count))]
+        case (.fetching, .records(_, let records, _, let answered)):
+            guard case .recordsByFingerprint(_, let asked) = outstanding, answered >= 1 || asked.isEmpty,
+                answered <= asked.count
+            else { return fail(.malformed("records", "answered \(answered) of the fingerprints asked for")) }
+            toFetch.insert(contentsOf: asked[answered...], at: 0)
+            return applyActiveRecords(records, then: .nextFetch)
+        case (.streaming, .records(_, let records, let next, _)):
+            // Keys are compared at the backup's version: a migration may rename them, so the
+            // active's key order says nothing about the backup's.
+            var migrated: [NameKeyRecord] = []
+            for record in records {
+                do throws(KeySyncError) {
+                    migrated.append(try arriving(record))
+                } catch {
+                    return fail(error)
+                }
+            }
+            phase = .comparingBatch(records: records, next: next)
+            return [.readLocalRecordsByKey(migrated.map(\.key))]
+        case (.seedSharing(let lastKey, let exhausted), .sharedKeys(_, let keys)):
+            guard !keys.isEmpty else { return seedNext(lastKey: lastKey, exhausted: exhausted) }
+            phase = .seedFetching(lastKey: lastKey, exhausted: exhausted)
+            return request(.recordsByKey(request: 0, keys: keys))
+        case (.seedFetching(let lastKey, let exhausted), .records(_, let records, _, let answered)):
+            guard case .recordsByKey(_, let asked) = outstanding, answered >= 1, answered <= asked.count else {
+                return fail(.malformed("records", "answered \(answered) of the keys asked for"))
+            }
+            if answered < asked.count {
+                // Cut short by the size limit: the rest in another request after applying these.
+                seedRemainder = Array(asked[answered...])
+            }
+            return applyActiveRecords(records, then: .nextSeed(lastKey: lastKey, exhausted: exhausted))
+        default:
+            return fail(.malformed(message.name, "not an answer to the \(outstanding.name)"))
+        }
+    }
+
+    /// Local symbols (after ``Action/readLocalSymbols(_:)``).
+    public mutating func localSymbols(_ symbols: [SketchSymbol]) -> [Action] {
+        guard case .symbols = phase, let range = pendingRange, symbols.count == range.count else { return [] }
+        decoder.add(remote: pendingRemoteSymbols, local: symbols)
+        pendingRange = nil
+        pendingRemoteSymbols = []
+        let capacity = min(remote?.sketchCapacity ?? 0, local?.sketchCapacity ?? 0)
+        if decoder.isComplete {
+            result.mode = .sketch
+            result.differences += decoder.remoteOnly.count + decoder.localOnly.count
+            phase = .lookingUpLocal
+            return [.readLocalRecords(decoder.localOnly)]
+        }
+        if decoder.inconsistent || decoder.received >= capacity {
+            return startStreaming()
+        }
+        let count = min(max(options.firstSymbols, decoder.received), capacity - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
+        return request(.symbolsRequest(request: 0, first: decoder.received, count: count))
+    }
+
+    /// Local records by fingerprint (after ``Action/readLocalRecords(_:)``).
+    public mutating func localRecords(_ records: [Fingerprint: NameKeyRecord]) -> [Action] {
+        guard case .lookingUpLocal = phase else { return [] }
+        localOnly = [:]
+        for fingerprint in decoder.localOnly {
+            // Gone since the symbols were read: the next pass sees it.
+            if let record = records[fingerprint] { localOnly[record.key] = record }
+        }
+        toFetch = decoder.remoteOnly
+        remoteKeys = []
+        phase = .fetching
+        return nextFetch()
+    }
+
+    /// Local records by key (after ``Action/readLocalRecordsByKey(_:)``).
+    public mutating func localRecords(forKeys records: [NameKeyRecord]) -> [Action] {
+        guard case .comparingBatch(let remoteRecords, let next) = phase else { return [] }
+        localOnly = Dictionary(records.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+        var changes: [StoreChange] = []
+        for record in remoteRecords {
+            do throws(KeySyncError) {
+                if let change = try resolve(record) { changes.append(change) }
+            } catch {
+                return fail(error)
+            }
+        }
+        streamedKeys.formUnion(remoteKeys)
+        remoteKeys = []
+        localOnly = [:]
+        let then: AfterApply = next.map { .nextStream(after: $0) } ?? .sweep(after: nil)
+        return applyOrContinue(changes, then: then)
+    }
+
+    /// Local records in key order (after ``Action/readLocalRange(after:limit:)``).
+    public mutating func localRange(_ records: [NameKeyRecord]) -> [Action] {
+        switch phase {
+        case .seedReadingKeys:
+            let exhausted = records.count < options.batch
+            if records.isEmpty { return endPass() }
+            phase = .seedSharing(lastKey: records.last?.key, exhausted: exhausted)
+            return request(.keyList(request: 0, keys: records.map(\.key)))
+        case .sweeping:
+            // The end of a stream: the backup's keys the active did not send are backup-only.
+            localOnly = [:]
+            for record in records where !streamedKeys.contains(record.key) { localOnly[record.key] = record }
+            remoteKeys = []
+            let changes = backupOnlyChanges()
+            localOnly = [:]
+            let then: AfterApply =
+                records.count < options.batch ? .endOfPass : .sweep(after: records.last?.key)
+            return applyOrContinue(changes, then: then)
+        default:
+            return []
+        }
+    }
+
+    /// The last ``Action/apply(_:)`` committed.
+    public mutating func applied() -> [Action] {
+        guard case .applying(let then) = phase else { return [] }
+        return continueAfter(then)
+    }
+
+    // MARK: - Steps
+
+    private mutating func welcome(_ description: KeySyncMessage.StoreDescription) -> [Action] {
+        guard let local else { return [] }
+        remote = description
+        guard description.storeVersion <= local.storeVersion else {
+            return fail(
+                KeySyncError(
+                    .schema,
+                    detail: "the active's store is at version \(description.storeVersion), the backup's at \(local.storeVersion): migrate the backup first"
+                ))
+        }
+        guard schema.knows(description.storeVersion) else {
+            return fail(
+                KeySyncError(.schema, detail: "the active's store is at version \(description.storeVersion); this schema knows 1...\(schema.latest)"))
+        }
+        // Equal digests: equal sets (or what the last pass kept on purpose).
+        var expected = description.digest
+        expected = expected.subtracting(SketchSymbol.zero.subtracting(previousResidual ?? .zero))
+        if local.digest == description.digest || (previousResidual != nil && local.digest == expected) {
+            return endSync()
+        }
+        guard description.fingerprintVersion == local.fingerprintVersion else {
+            return startStreaming()
+        }
+        decoder = SketchDecoder()
+        phase = .symbols
+        let capacity = min(description.sketchCapacity, local.sketchCapacity)
+        return request(.symbolsRequest(request: 0, first: 0, count: min(options.firstSymbols, capacity)))
+    }
+
+    private mutating func startStreaming() -> [Action] {
+        result.mode = .stream
+        localOnly = [:]
+        streamedKeys = []
+        phase = .streaming(after: nil)
+        return request(.range(request: 0, after: nil, limit: options.batch))
+    }
+
+    private mutating func nextFetch() -> [Action] {
+        guard !toFetch.isEmpty else {
+            // Every remote record is in: the backup-only keys are what is left.
+            let changes = backupOnlyChanges()
+            return applyOrContinue(changes, then: .endOfPass)
+        }
+        let batch = Array(toFetch.prefix(options.batch))
+        toFetch.removeFirst(batch.count)
+        return request(.recordsByFingerprint(request: 0, fingerprints: batch))
+    }
+
+    private mutating func applyActiveRecords(_ records: [NameKeyRecord], then: AfterApply) -> [Action] {
+        var changes: [StoreChange] = []
+        for record in records {
+            do throws(KeySyncError) {
+                if let change = try resolve(record) { changes.append(change) }
+            } catch {
+                return fail(error)
+            }
+        }
+        return applyOrContinue(changes, then: then)
+    }
+
+    /// The change (if any) an active record makes on the backup.
+    private func arriving(_ given: NameKeyRecord) throws(KeySyncError) -> NameKeyRecord {
+        guard let local else { return given }
+        if bug == .skipMigrationOnArrival {
+            var record = given
+            record.version = local.storeVersion
+            return record
+        }
+        return try normalize(given, storeVersion: local.storeVersion, schema: schema)
+    }
+
+    private mutating func resolve(_ given: NameKeyRecord) throws(KeySyncError) -> StoreChange? {
+        let record = try arriving(given)
+        remoteKeys.insert(record.key)
+        let activeFingerprint = try schema.fingerprint(of: given)
+        if let mine = localOnly[record.key] {
+            let mineFingerprint = try schema.fingerprint(of: mine)
+            if mineFingerprint == activeFingerprint { return nil }
+            if !options.conflictRule.takesActive(backup: mine, active: record) {
+                result.keptBackup += 1
+                residual.toggle(mineFingerprint.value, check: SketchSymbol.check(of: mineFingerprint.value), sign: 1)
+                residual.toggle(activeFingerprint.value, check: SketchSymbol.check(of: activeFingerprint.value), sign: -1)
+                return nil
+            }
+        }
+        result.written += 1
+        return .put(record)
+    }
+
+    private mutating func backupOnlyChanges() -> [StoreChange] {
+        var changes: [StoreChange] = []
+        for (key, record) in localOnly.sorted(by: { keyPrecedes($0.key, $1.key) }) where !remoteKeys.contains(key) {
+            result.backupOnly += 1
+            let policy = bug == .deleteBackupOnly ? .delete : options.backupOnly
+            switch policy {
+            case .delete:
+                result.deleted += 1
+                changes.append(.delete(key))
+            case .keep, .report:
+                if policy == .report && result.reportedKeys.count < 1000 { result.reportedKeys.append(key) }
+                if let fingerprint = try? schema.fingerprint(of: record) {
+                    residual.toggle(fingerprint.value, check: SketchSymbol.check(of: fingerprint.value), sign: 1)
+                }
+            }
+        }
+        return changes
+    }
+
+    private mutating func applyOrContinue(_ changes: [StoreChange], then: AfterApply) -> [Action] {
+        guard !changes.isEmpty else { return continueAfter(then) }
+        changedThisPass = true
+        phase = .applying(then: then)
+        return [.apply(changes)]
+    }
+
+    private mutating func continueAfter(_ then: AfterApply) -> [Action] {
+        switch then {
+        case .nextFetch:
+            phase = .fetching
+            return nextFetch()
+        case .nextStream(let after):
+            phase = .streaming(after: after)
+            return request(.range(request: 0, after: after, limit: options.batch))
+        case .sweep(let after):
+            phase = .sweeping(after: after)
+            return [.readLocalRange(after: after, limit: options.batch)]
+        case .nextSeed(let lastKey, let exhausted):
+            return seedNext(lastKey: lastKey, exhausted: exhausted)
+        case .endOfPass:
+            return endPass()
+        }
+    }
+
+    private mutating func seedNext(lastKey: String?, exhausted: Bool) -> [Action] {
+        if !seedRemainder.isEmpty {
+            let keys = seedRemainder
+            seedRemainder = []
+            phase = .seedFetching(lastKey: lastKey, exhausted: exhausted)
+            return request(.recordsByKey(request: 0, keys: keys))
+        }
+        if exhausted { return endSync() }
+        phase = .seedReadingKeys(after: lastKey)
+        return [.readLocalRange(after: lastKey, limit: options.batch)]
+    }
+
+    private mutating func endPass() -> [Action] {
+        if options.syncProtocol == .seed || !changedThisPass { return endSync() }
+        guard result.passes < options.maximumPasses else {
+            return fail(
+                KeySyncError(
+                    .notVerified, detail: "the active kept changing: \(result.passes) passes, none verified"))
+        }
+        // Another pass checks the changes took (its hello compares digests).
+        previousResidual = residual
+        residual = .zero
+        localOnly = [:]
+        phase = .describing
+        return [.describeLocal]
+    }
+
+    private mutating func endSync() -> [Action] {
+        phase = .done
+        return [.finish(result)]
+    }
+
+    private mutating func fail(_ error: KeySyncError) -> [Action] {
+        phase = .done
+        outstanding = nil
+        return [.fail(error)]
+    }
+
+    private mutating func request(_ message: KeySyncMessage) -> [Action] {
+        nextRequest &+= 1
+        let numbered: KeySyncMessage
+        switch message {
+        case .hello(_, let description): numbered = .hello(request: nextRequest, description)
+        case .symbolsRequest(_, let first, let count):
+            numbered = .symbolsRequest(request: nextRequest, first: first, count: count)
+        case .recordsByFingerprint(_, let fingerprints):
+            numbered = .recordsByFingerprint(request: nextRequest, fingerprints: fingerprints)
+        case .range(_, let after, let limit): numbered = .range(request: nextRequest, after: after, limit: limit)
+        case .keyList(_, let keys): numbered = .keyList(request: nextRequest, keys: keys)
+        case .recordsByKey(_, let keys): numbered = .recordsByKey(request: nextRequest, keys: keys)
+        default: numbered = message
+        }
+        outstanding = numbered
+        attempts = 1
+        result.roundTrips += 1
+        return [.send(numbered)]
+    }
+}
