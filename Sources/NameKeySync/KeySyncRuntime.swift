@@ -112,6 +112,12 @@ public enum KeySyncResponder {
 /// from its store until shutdown. Stateless between requests; malformed messages are answered
 /// with a refusal naming the message and field, counted in
 /// `ft_keysync_refused_total{reason}` and logged at most once a second.
+///
+/// A transport that dials its peers (``FaultToleranceNIO/TCPTransport``) must know where a
+/// backup listens before it can answer: give the server `learnAddress`, and it is called with
+/// the address a backup names in its hello (``KeySyncMessage/StoreDescription/replyAddress``)
+/// before the welcome is sent. Only do so on a network where the backups are trusted to name
+/// themselves (with authenticated transports, the sender's name is proved).
 public final class KeySyncServer: Service, Sendable {
     private let store: any NameKeyStore
     private let transport: any Transport
@@ -121,12 +127,15 @@ public final class KeySyncServer: Service, Sendable {
     private let refusedMalformed: Counter
     private let limiter = LogLimiter()
     private let counts = NIOLockedValueBox((requests: 0, refused: 0, bytesSent: 0, bytesReceived: 0))
+    private let learnAddress: (@Sendable (NodeID, String) -> Void)?
 
     /// Creates a server answering from `store` on `transport`.
     public init(
         store: any NameKeyStore, transport: any Transport, logger: Logger = Logger(label: "ft.keysync.server"),
-        metricsFactory: (any MetricsFactory)? = nil, blockingIO: KeySyncBlockingIO = .threadPool
+        metricsFactory: (any MetricsFactory)? = nil, blockingIO: KeySyncBlockingIO = .threadPool,
+        learnAddress: (@Sendable (NodeID, String) -> Void)? = nil
     ) {
+        self.learnAddress = learnAddress
         self.store = store
         self.transport = transport
         self.logger = logger
@@ -162,6 +171,9 @@ public final class KeySyncServer: Service, Sendable {
         let reply: KeySyncMessage
         do throws(KeySyncError) {
             let message = try KeySyncMessage.decode(envelope.message)
+            if case .hello(_, let description) = message, let address = description.replyAddress {
+                learnAddress?(envelope.from, address)
+            }
             let store = self.store
             reply = try await blockingIO.run { KeySyncResponder.respond(to: message, store: store) }
         } catch {
@@ -179,16 +191,27 @@ public final class KeySyncServer: Service, Sendable {
             reply = .refused(request: request, detail: error.description)
         }
         served.increment()
-        do {
-            let message = try reply.encode()
-            counts.withLockedValue {
-                $0.requests += 1
-                $0.bytesReceived += size
-                $0.bytesSent += message.payload.readableBytes + 16
+        var replies = [reply]
+        // The seed's protocol: the shared keys, then their records, for one key list.
+        if case .sharedKeys(let request, let keys) = reply, !keys.isEmpty {
+            let store = self.store
+            let records = try? await blockingIO.run { () throws(KeySyncError) in
+                KeySyncResponder.respond(to: .recordsByKey(request: request, keys: keys), store: store)
             }
-            try await transport.send(message, to: envelope.from)
-        } catch {
-            logger.debug("cannot answer a name-key sync request", metadata: ["error": "\(error)"])
+            if let records { replies.append(records) }
+        }
+        counts.withLockedValue {
+            $0.requests += 1
+            $0.bytesReceived += size
+        }
+        for reply in replies {
+            do {
+                let message = try reply.encode()
+                counts.withLockedValue { $0.bytesSent += message.payload.readableBytes + 16 }
+                try await transport.send(message, to: envelope.from)
+            } catch {
+                logger.debug("cannot answer a name-key sync request", metadata: ["error": "\(error)"])
+            }
         }
     }
 }
@@ -222,14 +245,18 @@ public final class KeySyncClient: Sendable {
     private let routing = NIOLockedValueBox<(peer: NodeID?, continuation: AsyncStream<Event>.Continuation?)>((nil, nil))
     private let reader: NIOLockedValueBox<Task<Void, Never>?> = NIOLockedValueBox(nil)
     private let requestBase: @Sendable () -> UInt64
+    private let replyAddress: String?
 
     /// Creates a client syncing `store` over `transport`; a request unanswered after
-    /// `replyTimeout` is sent again.
+    /// `replyTimeout` is sent again. `replyAddress` (`HOST:PORT` where `transport` listens) goes
+    /// in the hello, for an active that must learn where to answer (see ``KeySyncServer``).
     public init(
         store: any NameKeyStore, transport: any Transport, clock: any RuntimeClock = SystemClock(),
         replyTimeout: Duration = .seconds(2), logger: Logger = Logger(label: "ft.keysync.client"),
-        blockingIO: KeySyncBlockingIO = .threadPool, requestBase: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...(1 << 62)) }
+        blockingIO: KeySyncBlockingIO = .threadPool, replyAddress: String? = nil,
+        requestBase: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...(1 << 62)) }
     ) {
+        self.replyAddress = replyAddress
         self.store = store
         self.transport = transport
         self.clock = clock
@@ -310,7 +337,8 @@ public final class KeySyncClient: Sendable {
                         continuation.yield(.timeout(request))
                     }
                 case .describeLocal:
-                    let description = try await blockingIO.run { () throws(KeySyncError) in try store.describe() }
+                    var description = try await blockingIO.run { () throws(KeySyncError) in try store.describe() }
+                    description.replyAddress = replyAddress
                     pending += session.localDescription(description)
                 case .readLocalSymbols(let range):
                     let symbols = try await blockingIO.run { () throws(KeySyncError) in try store.symbols(range) }

@@ -133,6 +133,8 @@ public struct KeySyncSession: Sendable {
     private var previousResidual: SketchSymbol?
     /// Every key (at the backup's version) the active streamed this pass.
     private var streamedKeys = Set<String>()
+    /// The shared keys the active named for the last key list.
+    private var seedShared: [String] = []
     /// Shared keys a cut-short seed reply did not cover.
     private var seedRemainder: [String] = []
 
@@ -163,11 +165,6 @@ public struct KeySyncSession: Sendable {
         local = description
         result.passes += 1
         changedThisPass = false
-        if options.syncProtocol == .seed {
-            result.mode = .seed
-            phase = .seedReadingKeys(after: nil)
-            return [.readLocalRange(after: nil, limit: options.batch)]
-        }
         phase = .greeting
         return request(.hello(request: 0, description))
     }
@@ -224,10 +221,23 @@ public struct KeySyncSession: Sendable {
             return [.readLocalRecordsByKey(migrated.map(\.key))]
         case (.seedSharing(let lastKey, let exhausted), .sharedKeys(_, let keys)):
             guard !keys.isEmpty else { return seedNext(lastKey: lastKey, exhausted: exhausted) }
+            // The active sends the shared keys' records right after, under the same request.
             phase = .seedFetching(lastKey: lastKey, exhausted: exhausted)
-            return request(.recordsByKey(request: 0, keys: keys))
+            seedShared = keys
+            self.outstanding = outstanding
+            return []
+        case (.seedSharing, .records), (.seedFetching, .sharedKeys):
+            // The seed's two replies to one key list, reordered or doubled: wait for the other
+            // (a lost one is recovered by resending the key list).
+            self.outstanding = outstanding
+            return []
         case (.seedFetching(let lastKey, let exhausted), .records(_, let records, _, let answered)):
-            guard case .recordsByKey(_, let asked) = outstanding, answered >= 1, answered <= asked.count else {
+            let asked: [String]
+            switch outstanding {
+            case .recordsByKey(_, let keys): asked = keys
+            default: asked = seedShared
+            }
+            guard answered >= 1, answered <= asked.count else {
                 return fail(.malformed("records", "answered \(answered) of the keys asked for"))
             }
             if answered < asked.count {
@@ -337,6 +347,13 @@ public struct KeySyncSession: Sendable {
         guard schema.knows(description.storeVersion) else {
             return fail(
                 KeySyncError(.schema, detail: "the active's store is at version \(description.storeVersion); this schema knows 1...\(schema.latest)"))
+        }
+        if options.syncProtocol == .seed {
+            // The seed's protocol after the hello (which both protocols open with: versions are
+            // checked, and an active learns where to answer).
+            result.mode = .seed
+            phase = .seedReadingKeys(after: nil)
+            return [.readLocalRange(after: nil, limit: options.batch)]
         }
         // Equal digests: equal sets (or what the last pass kept on purpose).
         var expected = description.digest

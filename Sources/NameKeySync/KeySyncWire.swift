@@ -83,14 +83,21 @@ public enum KeySyncMessage: Sendable, Hashable {
         public var count: Int
         /// Symbol 0 of the sketch: a digest of the whole set.
         public var digest: SketchSymbol
+        /// In a hello, where the backup's transport listens (`HOST:PORT`), for an active whose
+        /// transport cannot reach it otherwise (see ``KeySyncServer``); at most 255 bytes.
+        public var replyAddress: String?
 
         /// Creates a description.
-        public init(storeVersion: Int, fingerprintVersion: Int, sketchCapacity: Int, count: Int, digest: SketchSymbol) {
+        public init(
+            storeVersion: Int, fingerprintVersion: Int, sketchCapacity: Int, count: Int, digest: SketchSymbol,
+            replyAddress: String? = nil
+        ) {
             self.storeVersion = storeVersion
             self.fingerprintVersion = fingerprintVersion
             self.sketchCapacity = sketchCapacity
             self.count = count
             self.digest = digest
+            self.replyAddress = replyAddress
         }
     }
 
@@ -147,6 +154,7 @@ public enum KeySyncMessage: Sendable, Hashable {
             bytes.appendLittleEndian(UInt32(truncatingIfNeeded: store.sketchCapacity))
             bytes.appendLittleEndian(UInt64(truncatingIfNeeded: store.count))
             Self.append([store.digest], to: &bytes)
+            Self.appendOptionalKey(store.replyAddress.map { String($0.utf8.prefix(255)) ?? "" }, to: &bytes)
         case .symbolsRequest(_, let first, let count):
             type = MessageType.symbolsRequest
             bytes.appendLittleEndian(UInt32(truncatingIfNeeded: first))
@@ -216,9 +224,11 @@ public enum KeySyncMessage: Sendable, Hashable {
                 )
             }
             let digest = try readSymbols(1, from: &reader, in: name)[0]
+            let replyAddress = try readOptionalKey(from: &reader, in: name, field: "reply address")
+            guard (replyAddress?.utf8.count ?? 0) <= 255 else { throw .malformed(name, "reply address over 255 bytes") }
             let store = StoreDescription(
                 storeVersion: Int(storeVersion), fingerprintVersion: Int(fingerprintVersion),
-                sketchCapacity: Int(capacity), count: Int(count), digest: digest)
+                sketchCapacity: Int(capacity), count: Int(count), digest: digest, replyAddress: replyAddress)
             decoded = message.type == MessageType.hello ? .hello(request: request, store) : .welcome(request: request, store)
         case MessageType.symbolsRequest:
             guard let first = reader.u32(), let count = reader.u32() else { throw .malformed(name, "range cut short") }

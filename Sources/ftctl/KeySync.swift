@@ -306,7 +306,10 @@ struct KeySyncServe: AsyncParsableCommand {
         let store = try openKeyStore(database)
         let transport = try await TCPTransport.start(
             configuration: .init(localNode: "active", bindAddress: listen.address), logger: logger)
-        let server = KeySyncServer(store: store, transport: transport, logger: logger)
+        // Backups name where they listen in their hello; this demo tool trusts them to.
+        let server = KeySyncServer(store: store, transport: transport, logger: logger) { node, address in
+            if let parsed = HostPort(argument: address) { transport.setPeer(node, address: parsed.address) }
+        }
         print("listening on port \(transport.localAddress.port ?? 0): \(store.count) records at version \(store.version)")
         fflush(nil)
         let group = ServiceGroup(
@@ -329,6 +332,8 @@ struct KeySyncSync: AsyncParsableCommand {
 
     @Argument(help: "The store to bring in line (the backup).") var database: String
     @Option(help: "The active's HOST:PORT.") var from: HostPort
+    @Option(help: "Where this side listens for the active's answers, HOST:PORT (named to the active in the hello).")
+    var listen = HostPort(argument: "127.0.0.1:0")!
     @Option(help: "reconcile (sketch, then streaming) or seed (the key-list protocol).") var `protocol` = SyncProtocol.reconcile
     @Flag(help: "Last writer wins (by record stamp) instead of the active.") var lastWriterWins = false
     @Option(help: "Keys only the backup holds: keep, delete or report.") var backupOnly = BackupOnlyPolicy.keep
@@ -343,11 +348,12 @@ struct KeySyncSync: AsyncParsableCommand {
         let store = try openKeyStore(database)
         let transport = try await TCPTransport.start(
             configuration: .init(
-                localNode: "backup", bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 0),
+                localNode: "backup", bindAddress: listen.address,
                 peers: ["active": from.address]),
             logger: logger)
         let client = KeySyncClient(
-            store: store, transport: transport, replyTimeout: .milliseconds(Int64(timeout * 1000)), logger: logger)
+            store: store, transport: transport, replyTimeout: .milliseconds(Int64(timeout * 1000)), logger: logger,
+            replyAddress: "\(listen.description.split(separator: ":")[0]):\(transport.localAddress.port ?? 0)")
         let started = ContinuousClock.now
         let showProgress = !json
         let result: SyncResult
