@@ -266,7 +266,8 @@ public final class KeySyncClient: Sendable {
         self.requestBase = requestBase
     }
 
-    /// Stops reading the transport.
+    /// Stops reading the transport (for good: a transport's incoming stream ends when its reader
+    /// is cancelled, so keep one client per transport for as long as it syncs).
     public func close() {
         reader.withLockedValue { $0?.cancel() }
     }
