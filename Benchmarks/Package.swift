@@ -17,6 +17,7 @@ let package = Package(
         .package(
             url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.0", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlibBenchmark", path: "Sources/CZlibBenchmark"),
@@ -106,6 +107,21 @@ let package = Package(
                 .product(name: "LiveCopy", package: rootPackage),
             ],
             path: "Benchmarks/Checkpoint",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "KeySyncBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "NameKeySync", package: rootPackage),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/KeySync",
             plugins: benchmarkPlugin
         ),
         .executableTarget(

@@ -63,6 +63,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzKeySyncMessages",
+            dependencies: [
+                .product(name: "NameKeySync", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzLiveCopyMessages",
             dependencies: [
                 .product(name: "LiveCopy", package: rootPackage),

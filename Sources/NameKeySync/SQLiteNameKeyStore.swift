@@ -399,6 +399,21 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         return Data(bytes)
     }
 
+    /// Decodes a sketch snapshot as stored in a store's file (for tools and fuzzing); refuses
+    /// anything that fails its length or CRC32C checks with ``KeySyncError/Code/damaged``.
+    public static func decodeSnapshot(_ bytes: [UInt8]) throws(KeySyncError) -> SketchPrefix {
+        do {
+            return try decode(Data(bytes), path: "snapshot")
+        } catch let error as KeySyncError {
+            throw error
+        } catch {
+            throw KeySyncError(.damaged, detail: "\(error)")
+        }
+    }
+
+    /// A snapshot's bytes (the inverse of ``decodeSnapshot(_:)``).
+    public static func encodeSnapshot(_ sketch: SketchPrefix) -> [UInt8] { Array(encode(sketch)) }
+
     static func decode(_ blob: Data, path: String) throws -> SketchPrefix {
         let bytes = Array(blob)
         guard bytes.count >= 8, (bytes.count - 8) % 20 == 0 else {

@@ -29,6 +29,12 @@ struct Demo: AsyncParsableCommand {
             into a new region and volume and compared byte for byte; then merged into a \
             synthetic full, the older ones deleted, garbage collected and the store verified.
 
+            Name-key sync scene: two SQLite stores of 1,000,000 records, the active at schema \
+            version 1 and the backup at version 2 (a field renamed, one added), 1% of the records \
+            changed; the backup is synced over loopback TCP by the seed's key-list protocol and \
+            by ours (rateless set reconciliation over version-normalised fingerprints), with the \
+            bytes and round trips of each, and the stores compared.
+
             Heartbeat scene: devices A (priority 2) and B (priority 1) exchange heartbeats every \
             50 ms on three UDP paths (127.0.0.2-4 and 127.0.0.5-7). One of A's paths is cut (B \
             still hears A on two, the threshold, and stays standby), then A is killed; B takes \
@@ -41,6 +47,8 @@ struct Demo: AsyncParsableCommand {
         try await LiveCopyScene(megabytes: 64, tcp: true).run()
         print()
         try await CheckpointScene().run()
+        print()
+        try await KeySyncScene().run()
         print()
         print("== Heartbeat quorum: 3 paths, threshold 2, 50 ms heartbeats")
         let interval = Duration.milliseconds(50)

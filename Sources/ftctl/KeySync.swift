@@ -20,7 +20,7 @@ struct KeySyncCommand: AsyncParsableCommand {
         abstract: "Sync SQLite name-key stores of different schema versions (NameKeySync).",
         subcommands: [
             KeySyncSimulate.self, KeySyncGenerate.self, KeySyncDiff.self, KeySyncMigrate.self, KeySyncServe.self,
-            KeySyncSync.self,
+            KeySyncSync.self, KeySyncDemo.self,
         ])
 }
 
@@ -48,6 +48,19 @@ func openKeyStore(_ path: String, create: Bool = false, version: Int = 1, durabl
     } catch {
         throw CommandFailure("\(error)")
     }
+}
+
+/// `ftctl keysync demo`.
+struct KeySyncDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Two SQLite stores of different schema versions, 1% changed: the bytes of the seed's protocol and ours.")
+
+    @Option(help: "Records in each store.") var keys = 1_000_000
+
+    func validate() throws { try require("--keys", keys, in: 1000...10_000_000) }
+
+    func run() async throws { try await KeySyncScene(keys: keys).run() }
 }
 
 /// `ftctl keysync simulate`.
