@@ -46,7 +46,8 @@ public enum KeySyncResponder {
                 guard first < capacity else {
                     return .refused(request: request, detail: "symbol \(first) beyond a sketch of \(capacity)")
                 }
-                return .symbols(request: request, first: first, symbols: try store.symbols(first..<min(capacity, first + count)))
+                return .symbols(
+                    request: request, first: first, symbols: try store.symbols(first..<min(capacity, first + count)))
             case .recordsByFingerprint(let request, let fingerprints):
                 let found = try store.records(withFingerprints: fingerprints)
                 var records: [NameKeyRecord] = []
@@ -71,9 +72,11 @@ public enum KeySyncResponder {
                     return bytes > replyBytes
                 }), cut > 0 {
                     records.removeSubrange(cut...)
-                    return .records(request: request, records: records, next: records.last?.key, answered: records.count)
+                    return .records(
+                        request: request, records: records, next: records.last?.key, answered: records.count)
                 }
-                return .records(request: request, records: records, next: full ? records.last?.key : nil, answered: records.count)
+                return .records(
+                    request: request, records: records, next: full ? records.last?.key : nil, answered: records.count)
             case .keyList(let request, let keys):
                 let held = try store.records(forKeys: keys).map(\.key)
                 return .sharedKeys(request: request, keys: held)
@@ -142,7 +145,8 @@ public final class KeySyncServer: Service, Sendable {
         self.blockingIO = blockingIO
         let factory = metricsFactory ?? MetricsSystem.factory
         served = Counter(label: "ft_keysync_requests_total", factory: factory)
-        refusedMalformed = Counter(label: "ft_keysync_refused_total", dimensions: [("reason", "malformed")], factory: factory)
+        refusedMalformed = Counter(
+            label: "ft_keysync_refused_total", dimensions: [("reason", "malformed")], factory: factory)
     }
 
     /// Requests answered, refusals among them, and bytes moved (payload plus 16-byte header).
@@ -345,10 +349,13 @@ public final class KeySyncClient: Sendable {
                     let symbols = try await blockingIO.run { () throws(KeySyncError) in try store.symbols(range) }
                     pending += session.localSymbols(symbols)
                 case .readLocalRecords(let fingerprints):
-                    let records = try await blockingIO.run { () throws(KeySyncError) in try store.records(withFingerprints: fingerprints) }
+                    let records = try await blockingIO.run { () throws(KeySyncError) in
+                        try store.records(withFingerprints: fingerprints)
+                    }
                     pending += session.localRecords(records)
                 case .readLocalRecordsByKey(let keys):
-                    let records = try await blockingIO.run { () throws(KeySyncError) in try store.records(forKeys: keys) }
+                    let records = try await blockingIO.run { () throws(KeySyncError) in try store.records(forKeys: keys)
+                    }
                     pending += session.localRecords(forKeys: records)
                 case .readLocalRange(let after, let limit):
                     let records = try await blockingIO.run { () throws(KeySyncError) in
@@ -364,7 +371,8 @@ public final class KeySyncClient: Sendable {
                     logger.info(
                         "name-key sync done",
                         metadata: [
-                            "mode": "\(result.mode)", "written": "\(result.written)", "bytes": "\(result.bytesReceived)",
+                            "mode": "\(result.mode)", "written": "\(result.written)",
+                            "bytes": "\(result.bytesReceived)",
                             "round_trips": "\(result.roundTrips)",
                         ])
                     return result

@@ -174,7 +174,10 @@ public struct KeySyncSession: Sendable {
         guard let outstanding else { return [] }
         guard attempts < options.maximumAttempts else {
             phase = .done
-            return [.fail(KeySyncError(.transport, detail: "no answer to the \(outstanding.name) after \(attempts) attempts"))]
+            return [
+                .fail(
+                    KeySyncError(.transport, detail: "no answer to the \(outstanding.name) after \(attempts) attempts"))
+            ]
         }
         attempts += 1
         result.retries += 1
@@ -263,10 +266,15 @@ public struct KeySyncSession: Sendable {
             phase = .lookingUpLocal
             return [.readLocalRecords(decoder.localOnly)]
         }
-        if decoder.inconsistent || decoder.received >= capacity {
+        // Past a tenth of a symbol per record the symbols would cost about a tenth of sending
+        // every record (a symbol is 13 bytes, a compressed record rarely under 13): stream.
+        let budget = min(capacity, max(1024, (remote?.count ?? 0) / 10))
+        if decoder.inconsistent || decoder.received >= budget {
             return startStreaming()
         }
-        let count = min(max(options.firstSymbols, decoder.received), capacity - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
+        // Doubling while small, then half again as many: at most a third more than needed.
+        let next = decoder.received < 1024 ? max(options.firstSymbols, decoder.received) : decoder.received / 2
+        let count = min(next, budget - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
         return request(.symbolsRequest(request: 0, first: decoder.received, count: count))
     }
 
@@ -341,12 +349,17 @@ public struct KeySyncSession: Sendable {
             return fail(
                 KeySyncError(
                     .schema,
-                    detail: "the active's store is at version \(description.storeVersion), the backup's at \(local.storeVersion): migrate the backup first"
+                    detail:
+                        "the active's store is at version \(description.storeVersion), the backup's at \(local.storeVersion): migrate the backup first"
                 ))
         }
         guard schema.knows(description.storeVersion) else {
             return fail(
-                KeySyncError(.schema, detail: "the active's store is at version \(description.storeVersion); this schema knows 1...\(schema.latest)"))
+                KeySyncError(
+                    .schema,
+                    detail:
+                        "the active's store is at version \(description.storeVersion); this schema knows 1...\(schema.latest)"
+                ))
         }
         if options.syncProtocol == .seed {
             // The seed's protocol after the hello (which both protocols open with: versions are
@@ -422,7 +435,8 @@ public struct KeySyncSession: Sendable {
             if !options.conflictRule.takesActive(backup: mine, active: record) {
                 result.keptBackup += 1
                 residual.toggle(mineFingerprint.value, check: SketchSymbol.check(of: mineFingerprint.value), sign: 1)
-                residual.toggle(activeFingerprint.value, check: SketchSymbol.check(of: activeFingerprint.value), sign: -1)
+                residual.toggle(
+                    activeFingerprint.value, check: SketchSymbol.check(of: activeFingerprint.value), sign: -1)
                 return nil
             }
         }

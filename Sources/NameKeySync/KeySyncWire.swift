@@ -229,7 +229,8 @@ public enum KeySyncMessage: Sendable, Hashable {
             let store = StoreDescription(
                 storeVersion: Int(storeVersion), fingerprintVersion: Int(fingerprintVersion),
                 sketchCapacity: Int(capacity), count: Int(count), digest: digest, replyAddress: replyAddress)
-            decoded = message.type == MessageType.hello ? .hello(request: request, store) : .welcome(request: request, store)
+            decoded =
+                message.type == MessageType.hello ? .hello(request: request, store) : .welcome(request: request, store)
         case MessageType.symbolsRequest:
             guard let first = reader.u32(), let count = reader.u32() else { throw .malformed(name, "range cut short") }
             guard count >= 1, Int(count) <= maximumSymbolsPerMessage,
@@ -240,7 +241,8 @@ public enum KeySyncMessage: Sendable, Hashable {
             guard let first = reader.u32(), let count = reader.u32() else { throw .malformed(name, "range cut short") }
             guard Int(count) <= maximumSymbolsPerMessage, UInt64(first) + UInt64(count) <= UInt64(maximumSketchCapacity)
             else { throw .malformed(name, "range \(first) + \(count) outside the protocol's limits") }
-            decoded = .symbols(request: request, first: Int(first), symbols: try readSymbols(Int(count), from: &reader, in: name))
+            decoded = .symbols(
+                request: request, first: Int(first), symbols: try readSymbols(Int(count), from: &reader, in: name))
         case MessageType.recordsByFingerprint:
             let count = try readCount(from: &reader, itemSize: 8, in: name)
             var fingerprints: [Fingerprint] = []
@@ -326,7 +328,9 @@ public enum KeySyncMessage: Sendable, Hashable {
         -> [SketchSymbol]
     {
         // Each symbol takes at least 13 bytes: no allocation beyond what the bytes can hold.
-        guard count <= reader.remaining / 13 else { throw .malformed(name, "\(count) symbols in \(reader.remaining) bytes") }
+        guard count <= reader.remaining / 13 else {
+            throw .malformed(name, "\(count) symbols in \(reader.remaining) bytes")
+        }
         var symbols: [SketchSymbol] = []
         symbols.reserveCapacity(count)
         for index in 0..<count {
@@ -342,7 +346,8 @@ public enum KeySyncMessage: Sendable, Hashable {
     static func readCount(from reader: inout ByteReader, itemSize: Int, in name: String) throws(KeySyncError) -> Int {
         guard let count = reader.u32() else { throw .malformed(name, "count cut short") }
         guard Int(count) <= maximumItemsPerMessage, Int(count) <= reader.remaining / itemSize else {
-            throw .malformed(name, "count \(count) exceeds \(maximumItemsPerMessage) or the \(reader.remaining) bytes left")
+            throw .malformed(
+                name, "count \(count) exceeds \(maximumItemsPerMessage) or the \(reader.remaining) bytes left")
         }
         return Int(count)
     }
@@ -372,7 +377,9 @@ public enum KeySyncMessage: Sendable, Hashable {
     static func readOptionalKey(from reader: inout ByteReader, in name: String, field: String) throws(KeySyncError)
         -> String?
     {
-        guard let present = reader.u8(), present <= 1 else { throw .malformed(name, "\(field) flag missing or not 0/1") }
+        guard let present = reader.u8(), present <= 1 else {
+            throw .malformed(name, "\(field) flag missing or not 0/1")
+        }
         return present == 1 ? try readKey(from: &reader, in: name, field: field) : nil
     }
 

@@ -75,7 +75,9 @@ extension NameKeyStore {
     func checkMigrationTarget(_ target: Int, batchSize: Int) throws(KeySyncError) {
         guard schema.knows(target), target >= version else {
             throw KeySyncError(
-                .schema, detail: "cannot migrate a store at version \(version) to \(target); the schema knows 1...\(schema.latest)")
+                .schema,
+                detail:
+                    "cannot migrate a store at version \(version) to \(target); the schema knows 1...\(schema.latest)")
         }
         guard batchSize >= 1 else { throw KeySyncError(.invalidArgument, detail: "batch size \(batchSize) below 1") }
     }
@@ -241,10 +243,13 @@ func normalize(_ record: NameKeyRecord, storeVersion: Int, schema: Schema) throw
     guard record.version <= storeVersion else {
         throw KeySyncError(
             .schema,
-            detail: "record \(record.key) is at version \(record.version), the store at \(storeVersion): migrate the store first")
+            detail:
+                "record \(record.key) is at version \(record.version), the store at \(storeVersion): migrate the store first"
+        )
     }
     guard record.key.utf8.count <= NameKeyRecord.maximumKeyLength else {
-        throw KeySyncError(.invalidArgument, detail: "key of \(record.key.utf8.count) bytes exceeds \(NameKeyRecord.maximumKeyLength)")
+        throw KeySyncError(
+            .invalidArgument, detail: "key of \(record.key.utf8.count) bytes exceeds \(NameKeyRecord.maximumKeyLength)")
     }
     return record.version == storeVersion ? record : try schema.migrate(record, to: storeVersion)
 }

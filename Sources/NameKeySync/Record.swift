@@ -49,7 +49,9 @@ public struct NameKeyRecord: Sendable, Hashable {
     /// Decodes a field section written by ``body``; refuses anything else.
     public static func decodeBody(_ bytes: some Collection<UInt8>) throws(KeySyncError) -> [String: String] {
         var reader = ByteReader(Array(bytes))
-        guard let count = reader.u16() else { throw KeySyncError(.damaged, detail: "record body shorter than its count") }
+        guard let count = reader.u16() else {
+            throw KeySyncError(.damaged, detail: "record body shorter than its count")
+        }
         var fields: [String: String] = [:]
         var previous: [UInt8]?
         for index in 0..<Int(count) {

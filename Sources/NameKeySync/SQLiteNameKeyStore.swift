@@ -60,7 +60,8 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         cache = (version, 0, SketchPrefix(capacity: 1), 0, 0)
         do {
             cache = try queue.write { db in
-                try Self.prepare(db, path: path, schema: schema, create: create, version: version, capacity: sketchCapacity)
+                try Self.prepare(
+                    db, path: path, schema: schema, create: create, version: version, capacity: sketchCapacity)
             }
         } catch let error as KeySyncError {
             throw error
@@ -75,7 +76,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         let application = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
         let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") ?? 0
         if application == 0 && tables == 0 {
-            guard create else { throw KeySyncError(.notAStore, detail: "\(path): an empty database, not a name-key store") }
+            guard create else {
+                throw KeySyncError(.notAStore, detail: "\(path): an empty database, not a name-key store")
+            }
             guard schema.knows(version) else {
                 throw KeySyncError(.schema, detail: "\(path): version \(version) outside 1...\(schema.latest)")
             }
@@ -94,7 +97,8 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
                     CREATE TABLE nks_sketch_log(seq INTEGER PRIMARY KEY, deltas BLOB NOT NULL);
                     """)
             try db.execute(
-                sql: "INSERT INTO nks_meta(name, value) VALUES ('version', ?), ('fingerprint_version', ?), ('count', 0)",
+                sql:
+                    "INSERT INTO nks_meta(name, value) VALUES ('version', ?), ('fingerprint_version', ?), ('count', 0)",
                 arguments: [version, schema.latest])
             let sketch = SketchPrefix(capacity: capacity)
             try db.execute(
@@ -104,7 +108,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         guard application == applicationID else {
             throw KeySyncError(
                 .notAStore,
-                detail: "\(path): a SQLite database of another application (application_id \(application)), not a name-key store")
+                detail:
+                    "\(path): a SQLite database of another application (application_id \(application)), not a name-key store"
+            )
         }
         func meta(_ name: String) throws -> Int {
             guard let value = try Int.fetchOne(db, sql: "SELECT value FROM nks_meta WHERE name = ?", arguments: [name])
@@ -114,7 +120,8 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         let storeVersion = try meta("version")
         guard schema.knows(storeVersion) else {
             throw KeySyncError(
-                .schema, detail: "\(path): the store is at version \(storeVersion); this schema knows 1...\(schema.latest)")
+                .schema,
+                detail: "\(path): the store is at version \(storeVersion); this schema knows 1...\(schema.latest)")
         }
         guard let row = try Row.fetchOne(db, sql: "SELECT through, symbols FROM nks_sketch WHERE id = 0"),
             let blob = row["symbols"] as Data?
@@ -136,9 +143,12 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         if fingerprintVersion != schema.latest {
             // The code's schema has a newer version: fingerprints are taken at it from now on.
             (sketch, count) = try refingerprint(db, schema: schema, capacity: sketch.capacity)
-            try db.execute(sql: "UPDATE nks_meta SET value = ? WHERE name = 'fingerprint_version'", arguments: [schema.latest])
+            try db.execute(
+                sql: "UPDATE nks_meta SET value = ? WHERE name = 'fingerprint_version'", arguments: [schema.latest])
             try db.execute(sql: "UPDATE nks_meta SET value = ? WHERE name = 'count'", arguments: [count])
-            try db.execute(sql: "UPDATE nks_sketch SET through = ?, symbols = ? WHERE id = 0", arguments: [generation, encode(sketch)])
+            try db.execute(
+                sql: "UPDATE nks_sketch SET through = ?, symbols = ? WHERE id = 0",
+                arguments: [generation, encode(sketch)])
             try db.execute(sql: "DELETE FROM nks_sketch_log")
             logRows = 0
         }
@@ -194,7 +204,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
     }
 
     /// The records whose fingerprints are among `fingerprints`, by fingerprint.
-    public func records(withFingerprints fingerprints: [Fingerprint]) throws(KeySyncError) -> [Fingerprint: NameKeyRecord] {
+    public func records(withFingerprints fingerprints: [Fingerprint]) throws(KeySyncError) -> [Fingerprint:
+        NameKeyRecord]
+    {
         try read { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT fingerprint, key, version, stamp, body FROM nks_records WHERE fingerprint = ?")
@@ -215,11 +227,14 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
             if let key {
                 rows = try Row.fetchAll(
                     db.cachedStatement(
-                        sql: "SELECT fingerprint, key, version, stamp, body FROM nks_records WHERE key > ? ORDER BY key LIMIT ?"),
+                        sql:
+                            "SELECT fingerprint, key, version, stamp, body FROM nks_records WHERE key > ? ORDER BY key LIMIT ?"
+                    ),
                     arguments: [key, max(0, limit)])
             } else {
                 rows = try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT fingerprint, key, version, stamp, body FROM nks_records ORDER BY key LIMIT ?"),
+                    db.cachedStatement(
+                        sql: "SELECT fingerprint, key, version, stamp, body FROM nks_records ORDER BY key LIMIT ?"),
                     arguments: [max(0, limit)])
             }
             return try rows.map(Self.record(from:))
@@ -237,25 +252,40 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
             let generation = cache.generation + 1
             do {
                 try queue.write { db in
-                    let lookup = try db.cachedStatement(sql: "SELECT fingerprint, version, stamp, body FROM nks_records WHERE key = ?")
+                    let lookup = try db.cachedStatement(
+                        sql: "SELECT fingerprint, version FROM nks_records WHERE key = ?")
                     let delete = try db.cachedStatement(sql: "DELETE FROM nks_records WHERE key = ?")
+                    // A new key takes one statement; only an existing one is looked up first.
+                    let insertNew = try db.cachedStatement(
+                        sql: "INSERT INTO nks_records(fingerprint, key, version, stamp, body) VALUES (?, ?, ?, ?, ?) "
+                            + "ON CONFLICT(key) DO NOTHING")
+                    deltas.reserveCapacity(changes.count * 9)
                     for change in changes {
                         switch change {
                         case .put(let given):
                             let record = try normalize(given, storeVersion: storeVersion, schema: schema)
                             let fingerprint = try schema.fingerprint(of: record)
-                            if let row = try Row.fetchOne(lookup, arguments: [record.key]) {
+                            let arguments: StatementArguments = [
+                                Int64(bitPattern: fingerprint.value), record.key, record.version,
+                                Int64(bitPattern: record.stamp), Data(record.body),
+                            ]
+                            try insertNew.execute(arguments: arguments)
+                            if db.changesCount == 0 {
+                                guard let row = try Row.fetchOne(lookup, arguments: [record.key]) else {
+                                    throw KeySyncError(
+                                        .database, detail: "\(path): \(record.key) neither inserted nor found")
+                                }
                                 let old = Fingerprint(UInt64(bitPattern: row["fingerprint"] as Int64))
                                 if old == fingerprint && (row["version"] as Int) == record.version { continue }
                                 try delete.execute(arguments: [record.key])
                                 sketch.remove(old)
                                 Self.appendDelta(old, sign: -1, to: &deltas)
-                                count -= 1
+                                try insertNew.execute(arguments: arguments)
+                            } else {
+                                count += 1
                             }
-                            try Self.insert(db, record, fingerprint: fingerprint)
                             sketch.insert(fingerprint)
                             Self.appendDelta(fingerprint, sign: 1, to: &deltas)
-                            count += 1
                         case .delete(let key):
                             if let row = try Row.fetchOne(lookup, arguments: [key]) {
                                 let old = Fingerprint(UInt64(bitPattern: row["fingerprint"] as Int64))
@@ -303,20 +333,28 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
                 let moved = try lock.withLock {
                     try queue.write { db -> Int in
                         let rows = try Row.fetchAll(
-                            db, sql: "SELECT fingerprint, key, version, stamp, body FROM nks_records WHERE version < ? LIMIT ?",
+                            db,
+                            sql:
+                                "SELECT fingerprint, key, version, stamp, body FROM nks_records WHERE version < ? LIMIT ?",
                             arguments: [target, batchSize])
                         for row in rows {
                             let record = try Self.record(from: row)
                             let migrated = try schema.migrate(record, to: target)
                             let fingerprint = Fingerprint(UInt64(bitPattern: row["fingerprint"] as Int64))
-                            try db.execute(sql: "DELETE FROM nks_records WHERE fingerprint = ?", arguments: [Int64(bitPattern: fingerprint.value)])
-                            if try Int.fetchOne(db, sql: "SELECT 1 FROM nks_records WHERE key = ?", arguments: [migrated.key]) != nil {
-                                throw KeySyncError(.schema, detail: "\(path): \(record.key) migrates to \(migrated.key), which exists")
+                            try db.execute(
+                                sql: "DELETE FROM nks_records WHERE fingerprint = ?",
+                                arguments: [Int64(bitPattern: fingerprint.value)])
+                            if try Int.fetchOne(
+                                db, sql: "SELECT 1 FROM nks_records WHERE key = ?", arguments: [migrated.key]) != nil
+                            {
+                                throw KeySyncError(
+                                    .schema, detail: "\(path): \(record.key) migrates to \(migrated.key), which exists")
                             }
                             try Self.insert(db, migrated, fingerprint: fingerprint)
                         }
                         if rows.isEmpty {
-                            try db.execute(sql: "UPDATE nks_meta SET value = ? WHERE name = 'version'", arguments: [target])
+                            try db.execute(
+                                sql: "UPDATE nks_meta SET value = ? WHERE name = 'version'", arguments: [target])
                         }
                         return rows.count
                     }
@@ -373,7 +411,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
     }
 
     private static func applyDeltas(_ deltas: Data, to sketch: inout SketchPrefix, path: String) throws {
-        guard deltas.count % 9 == 0 else { throw KeySyncError(.damaged, detail: "\(path): a sketch log row of \(deltas.count) bytes") }
+        guard deltas.count % 9 == 0 else {
+            throw KeySyncError(.damaged, detail: "\(path): a sketch log row of \(deltas.count) bytes")
+        }
         var reader = ByteReader(Array(deltas))
         while let value = reader.u64(), let sign = reader.u8() {
             switch Int8(bitPattern: sign) {
@@ -420,7 +460,8 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
             throw KeySyncError(.damaged, detail: "\(path): sketch snapshot of \(bytes.count) bytes")
         }
         var reader = ByteReader(bytes)
-        let stored = UInt32(bytes[bytes.count - 4]) | UInt32(bytes[bytes.count - 3]) << 8
+        let stored =
+            UInt32(bytes[bytes.count - 4]) | UInt32(bytes[bytes.count - 3]) << 8
             | UInt32(bytes[bytes.count - 2]) << 16 | UInt32(bytes[bytes.count - 1]) << 24
         guard CRC32C.checksum(bytes[0..<(bytes.count - 4)]) == stored, let capacity = reader.u32(),
             Int(capacity) == (bytes.count - 8) / 20, capacity >= 1
@@ -428,7 +469,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         var symbols: [SketchSymbol] = []
         symbols.reserveCapacity(Int(capacity))
         for _ in 0..<capacity {
-            guard let sum = reader.u64(), let check = reader.u32(), let count = reader.integer(Int64.self) else { break }
+            guard let sum = reader.u64(), let check = reader.u32(), let count = reader.integer(Int64.self) else {
+                break
+            }
             symbols.append(SketchSymbol(sum: sum, check: check, count: count))
         }
         return SketchPrefix(symbols: symbols)
@@ -439,8 +482,10 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         if let error = error as? DatabaseError {
             switch error.resultCode.primaryResultCode {
             case .SQLITE_NOTADB: return KeySyncError(.notAStore, detail: "\(path): not a SQLite database")
-            case .SQLITE_CORRUPT: return KeySyncError(.notAStore, detail: "\(path): the database is damaged (\(error.message ?? ""))")
-            case .SQLITE_CANTOPEN: return KeySyncError(.notAStore, detail: "\(path): cannot open (\(error.message ?? ""))")
+            case .SQLITE_CORRUPT:
+                return KeySyncError(.notAStore, detail: "\(path): the database is damaged (\(error.message ?? ""))")
+            case .SQLITE_CANTOPEN:
+                return KeySyncError(.notAStore, detail: "\(path): cannot open (\(error.message ?? ""))")
             default: return KeySyncError(.database, detail: "\(path): \(error.message ?? "\(error.resultCode)")")
             }
         }

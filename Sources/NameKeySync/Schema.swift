@@ -35,7 +35,8 @@ public struct Schema: Sendable {
     public func migrate(_ record: NameKeyRecord, to version: Int) throws(KeySyncError) -> NameKeyRecord {
         guard knows(record.version), knows(version) else {
             throw KeySyncError(
-                .schema, detail: "record \(record.key) at version \(record.version), asked for \(version); "
+                .schema,
+                detail: "record \(record.key) at version \(record.version), asked for \(version); "
                     + "this schema knows 1...\(latest)")
         }
         guard version >= record.version else {

@@ -99,8 +99,10 @@ final class KeySyncRun: @unchecked Sendable {
         let full = Schema.inventory
         let olderCode = random.chance(0.2)
         let activeSchema = olderCode ? Schema(migrations: Array(full.migrations.prefix(1))) : full
-        let active = try MemoryNameKeyStore(schema: activeSchema, version: int(1...activeSchema.latest), sketchCapacity: 128)
-        let backup = try MemoryNameKeyStore(schema: full, version: int(active.version...full.latest), sketchCapacity: 128)
+        let active = try MemoryNameKeyStore(
+            schema: activeSchema, version: int(1...activeSchema.latest), sketchCapacity: 128)
+        let backup = try MemoryNameKeyStore(
+            schema: full, version: int(active.version...full.latest), sketchCapacity: 128)
         let seedProtocol = random.chance(1.0 / 7)
         let rule: ConflictRule = random.chance(0.5) ? .activeWins : .lastWriterWins
         let policy = BackupOnlyPolicy.allCases[int(0...2)]

@@ -44,7 +44,8 @@ func openKeyStore(_ path: String, create: Bool = false, version: Int = 1, durabl
     -> SQLiteNameKeyStore
 {
     do {
-        return try SQLiteNameKeyStore(path: path, schema: .inventory, create: create, version: version, durable: durable)
+        return try SQLiteNameKeyStore(
+            path: path, schema: .inventory, create: create, version: version, durable: durable)
     } catch {
         throw CommandFailure("\(error)")
     }
@@ -54,7 +55,8 @@ func openKeyStore(_ path: String, create: Bool = false, version: Int = 1, durabl
 struct KeySyncDemo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Two SQLite stores of different schema versions, 1% changed: the bytes of the seed's protocol and ours.")
+        abstract:
+            "Two SQLite stores of different schema versions, 1% changed: the bytes of the seed's protocol and ours.")
 
     @Option(help: "Records in each store.") var keys = 1_000_000
 
@@ -136,7 +138,8 @@ struct GeneratedRecords {
 struct KeySyncGenerate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Write a store of test records: the same keys and values for the same --keys, with --change of them altered.",
+        abstract:
+            "Write a store of test records: the same keys and values for the same --keys, with --change of them altered.",
         discussion: """
             Two stores generated with the same --keys and different --change (or --seed) differ \
             in about that fraction of their records, wherever their schema versions: \
@@ -220,12 +223,16 @@ struct KeySyncDiff: ParsableCommand {
         } else {
             print("\(first) vs \(second) (\(difference.method)):")
             print("  only in \(first): \(difference.onlyInFirst)  \(difference.keysOnlyInFirst.joined(separator: " "))")
-            print("  only in \(second): \(difference.onlyInSecond)  \(difference.keysOnlyInSecond.joined(separator: " "))")
+            print(
+                "  only in \(second): \(difference.onlyInSecond)  \(difference.keysOnlyInSecond.joined(separator: " "))"
+            )
             print("  differ: \(difference.differ)  \(difference.keysThatDiffer.joined(separator: " "))")
         }
     }
 
-    static func difference(_ a: SQLiteNameKeyStore, _ b: SQLiteNameKeyStore, limit: Int) throws(KeySyncError) -> Difference {
+    static func difference(_ a: SQLiteNameKeyStore, _ b: SQLiteNameKeyStore, limit: Int) throws(KeySyncError)
+        -> Difference
+    {
         var aKeys: [String: NameKeyRecord] = [:]
         var bKeys: [String: NameKeyRecord] = [:]
         let capacity = min(a.sketchCapacity, b.sketchCapacity)
@@ -323,7 +330,8 @@ struct KeySyncServe: AsyncParsableCommand {
         let server = KeySyncServer(store: store, transport: transport, logger: logger) { node, address in
             if let parsed = HostPort(argument: address) { transport.setPeer(node, address: parsed.address) }
         }
-        print("listening on port \(transport.localAddress.port ?? 0): \(store.count) records at version \(store.version)")
+        print(
+            "listening on port \(transport.localAddress.port ?? 0): \(store.count) records at version \(store.version)")
         fflush(nil)
         let group = ServiceGroup(
             configuration: .init(
@@ -345,9 +353,13 @@ struct KeySyncSync: AsyncParsableCommand {
 
     @Argument(help: "The store to bring in line (the backup).") var database: String
     @Option(help: "The active's HOST:PORT.") var from: HostPort
-    @Option(help: "Where this side listens for the active's answers, HOST:PORT (named to the active in the hello).")
-    var listen = HostPort(argument: "127.0.0.1:0")!
-    @Option(help: "reconcile (sketch, then streaming) or seed (the key-list protocol).") var `protocol` = SyncProtocol.reconcile
+    @Option(
+        help:
+            "Where this side listens for the active's answers, HOST:PORT (named to the active in the hello; default 127.0.0.1:0)."
+    )
+    var listen: HostPort?
+    @Option(help: "reconcile (sketch, then streaming) or seed (the key-list protocol).") var `protocol` = SyncProtocol
+        .reconcile
     @Flag(help: "Last writer wins (by record stamp) instead of the active.") var lastWriterWins = false
     @Option(help: "Keys only the backup holds: keep, delete or report.") var backupOnly = BackupOnlyPolicy.keep
     @Option(help: "Seconds before a request is sent again.") var timeout: Double = 10
@@ -361,12 +373,13 @@ struct KeySyncSync: AsyncParsableCommand {
         let store = try openKeyStore(database)
         let transport = try await TCPTransport.start(
             configuration: .init(
-                localNode: "backup", bindAddress: listen.address,
+                localNode: "backup", bindAddress: try listen?.address ?? SocketAddress(ipAddress: "127.0.0.1", port: 0),
                 peers: ["active": from.address]),
             logger: logger)
         let client = KeySyncClient(
             store: store, transport: transport, replyTimeout: .milliseconds(Int64(timeout * 1000)), logger: logger,
-            replyAddress: "\(listen.description.split(separator: ":")[0]):\(transport.localAddress.port ?? 0)")
+            replyAddress:
+                "\(listen?.description.split(separator: ":")[0] ?? "127.0.0.1"):\(transport.localAddress.port ?? 0)")
         let started = ContinuousClock.now
         let showProgress = !json
         let result: SyncResult
@@ -402,7 +415,9 @@ struct KeySyncSync: AsyncParsableCommand {
                   symbols \(result.symbolsReceived), differences \(result.differences), written \(result.written), \
                 deleted \(result.deleted), kept on the backup \(result.keptBackup), only on the backup \(result.backupOnly)
                 """)
-            if !result.reportedKeys.isEmpty { print("  only on the backup: \(result.reportedKeys.joined(separator: " "))") }
+            if !result.reportedKeys.isEmpty {
+                print("  only on the backup: \(result.reportedKeys.joined(separator: " "))")
+            }
         }
     }
 }

@@ -22,11 +22,15 @@ struct KeySyncScene {
         let active = try SQLiteNameKeyStore(path: activePath, schema: .inventory, create: true, durable: false)
         try fill(active, generator: GeneratedRecords(seed: 1, change: 0))
         for path in backupPaths {
-            let backup = try SQLiteNameKeyStore(path: path, schema: .inventory, create: true, version: 2, durable: false)
+            let backup = try SQLiteNameKeyStore(
+                path: path, schema: .inventory, create: true, version: 2, durable: false)
             try fill(backup, generator: GeneratedRecords(seed: 2, change: 0.01))
             try backup.close()
         }
-        print(String(format: "  stores written in %.1f s (%d records each)", secondsValue(ContinuousClock.now - start), keys))
+        print(
+            String(
+                format: "  stores written in %.1f s (%d records each)", secondsValue(ContinuousClock.now - start), keys)
+        )
         let quiet = Logger(label: "ftctl.keysync.demo", factory: { _ in SwiftLogNoOpLogHandler() })
         let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         let activeTransport = try await TCPTransport.start(
@@ -37,7 +41,8 @@ struct KeySyncScene {
         for (path, syncProtocol) in zip(backupPaths, [SyncProtocol.seed, .reconcile]) {
             let backup = try SQLiteNameKeyStore(path: path, schema: .inventory, durable: false)
             let transport = try await TCPTransport.start(
-                configuration: .init(localNode: "backup", bindAddress: any, peers: ["active": activeTransport.localAddress]),
+                configuration: .init(
+                    localNode: "backup", bindAddress: any, peers: ["active": activeTransport.localAddress]),
                 logger: quiet)
             activeTransport.setPeer("backup", address: transport.localAddress)
             let client = KeySyncClient(store: backup, transport: transport, replyTimeout: .seconds(60), logger: quiet)

@@ -62,7 +62,8 @@ struct LoopbackPair {
         let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         activeTransport = try await TCPTransport.start(configuration: .init(localNode: "active", bindAddress: any))
         backupTransport = try await TCPTransport.start(
-            configuration: .init(localNode: "backup", bindAddress: any, peers: ["active": activeTransport.localAddress]))
+            configuration: .init(localNode: "backup", bindAddress: any, peers: ["active": activeTransport.localAddress])
+        )
         let transport = activeTransport
         server = KeySyncServer(store: active, transport: activeTransport, logger: Self.quiet) { node, address in
             let parts = address.split(separator: ":")

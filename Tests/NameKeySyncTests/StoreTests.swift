@@ -33,7 +33,8 @@ struct NameKeyStoreTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("s.sqlite").path
         let memory = try MemoryNameKeyStore(schema: .inventory, version: 2, sketchCapacity: 512)
-        let sqlite = try SQLiteNameKeyStore(path: path, schema: .inventory, create: true, version: 2, sketchCapacity: 512)
+        let sqlite = try SQLiteNameKeyStore(
+            path: path, schema: .inventory, create: true, version: 2, sketchCapacity: 512)
         try writeSame([memory, sqlite])
         #expect(sqlite.count == memory.count)
         #expect(try sqlite.symbols(0..<512) == memory.symbols(0..<512))
@@ -52,7 +53,8 @@ struct NameKeyStoreTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("f.sqlite").path
-        let sqlite = try SQLiteNameKeyStore(path: path, schema: .inventory, create: true, sketchCapacity: 64, durable: false)
+        let sqlite = try SQLiteNameKeyStore(
+            path: path, schema: .inventory, create: true, sketchCapacity: 64, durable: false)
         let memory = try MemoryNameKeyStore(schema: .inventory, sketchCapacity: 64)
         // More transactions than a log holds before it is folded.
         for index in 0..<(SQLiteNameKeyStore.foldEvery + 50) {

@@ -62,7 +62,19 @@ final class Fixture: @unchecked Sendable {
     static let shared: Fixture? = try? Fixture()
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("keysync-bench-\(getpid())")
+        // Folders a killed run left behind go first; this run's goes at exit.
+        let temporary = FileManager.default.temporaryDirectory
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+        where name.hasPrefix("keysync-bench-") {
+            if let pid = Int32(name.dropFirst("keysync-bench-".count)), kill(pid, 0) != 0 {
+                try? FileManager.default.removeItem(at: temporary.appendingPathComponent(name))
+            }
+        }
+        directory = temporary.appendingPathComponent("keysync-bench-\(getpid())")
+        atexit {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("keysync-bench-\(getpid())")
+            try? FileManager.default.removeItem(at: path)
+        }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         active = directory.appendingPathComponent("active.sqlite").path
         base = directory.appendingPathComponent("base.sqlite").path
@@ -92,7 +104,9 @@ final class Fixture: @unchecked Sendable {
 }
 
 /// One sync of `backup` from `active` over loopback TCP: bytes (both ways) and seconds.
-func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) async throws -> (bytes: Int, seconds: Double) {
+func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) async throws -> (
+    bytes: Int, seconds: Double
+) {
     let activeStore = try SQLiteNameKeyStore(path: active, schema: .inventory, durable: false)
     let backupStore = try SQLiteNameKeyStore(path: backup, schema: .inventory, durable: false)
     let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
@@ -131,7 +145,11 @@ func fingerprints(_ path: String) throws -> [(key: String, fingerprint: UInt64, 
     repeat {
         let batch = try store.records(after: cursor, limit: 20_000)
         for record in batch {
-            all.append((record.key, try store.schema.fingerprint(of: record).value, record.key.utf8.count + record.body.count + 14))
+            all.append(
+                (
+                    record.key, try store.schema.fingerprint(of: record).value,
+                    record.key.utf8.count + record.body.count + 14
+                ))
         }
         cursor = batch.count == 20_000 ? batch.last?.key : nil
     } while cursor != nil
@@ -187,7 +205,8 @@ func streamOnceBytes(_ path: String) throws -> Int {
     var cursor: String?
     repeat {
         let batch = try store.records(after: cursor, limit: 2048)
-        total += try KeySyncMessage.records(request: 0, records: batch, next: nil, answered: batch.count).encode().payload
+        total +=
+            try KeySyncMessage.records(request: 0, records: batch, next: nil, answered: batch.count).encode().payload
             .readableBytes + 16
         cursor = batch.count == 2048 ? batch.last?.key : nil
     } while cursor != nil
@@ -293,12 +312,15 @@ let benchmarks: @Sendable () -> Void = {
                     "keysync \(name) of \(keyCount): bytes ours \(ours.bytes), seed \(seed.bytes), merkle15 \(merkle15), "
                         + "merkle20 \(merkle20), rsync \(rsync.map { "\($0.bytes)" } ?? "n/a"), every record once \(once); "
                         + String(
-                            format: "seconds ours %.2f, seed %.2f, merkle trees %.2f, rsync %@", ours.seconds, seed.seconds,
+                            format: "seconds ours %.2f, seed %.2f, merkle trees %.2f, rsync %@", ours.seconds,
+                            seed.seconds,
                             merkleSeconds, rsync.map { String(format: "%.2f", $0.seconds) } ?? "n/a"))
                 record(ratio: seed.seconds / ours.seconds, floor: 1, in: benchmark)
                 let floor = count >= keyCount / 10 ? 0.5 : 5
                 record(ratio: Double(seed.bytes) / Double(ours.bytes), as: bytesVersusSeed, floor: floor, in: benchmark)
-                record(ratio: Double(merkle15) / Double(ours.bytes), as: bytesVersusMerkle, floor: count >= keyCount / 10 ? 0.5 : 2, in: benchmark)
+                record(
+                    ratio: Double(merkle15) / Double(ours.bytes), as: bytesVersusMerkle,
+                    floor: count >= keyCount / 10 ? 0.5 : 2, in: benchmark)
                 record(ratio: Double(once) / Double(ours.bytes), as: bytesVersusStream, floor: 0.01, in: benchmark)
             } catch {
                 fail(benchmark, "keysync benchmark failed: \(error)")
@@ -308,7 +330,9 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "(w) writing \(keyCount / 10) records in transactions of 1,000: the store (fingerprints, sketch log) vs a plain GRDB table",
-        configuration: .init(metrics: [throughputRatio], maxDuration: .seconds(300), maxIterations: mode.pick(full: 3, quick: 2, smoke: 1))
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(300),
+            maxIterations: mode.pick(full: 3, quick: 2, smoke: 1))
     ) { benchmark in
         do {
             let directory = FileManager.default.temporaryDirectory

@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+
+/// A running `ftctl` (built beside this test bundle), its output in a file.
+final class ToolProcess: Sendable {
+    let process: Process
+    let outputPath: String
+
+    init(directory: String, name: String, arguments: [String]) throws {
+        let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("ftctl")
+        outputPath = directory + "/\(name).out"
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process = Process()
+        process.executableURL = tool
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// The first output line containing `text`, polling up to 120 s.
+    func waitForLine(containing text: String) -> String? {
+        for _ in 0..<2400 {
+            if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+            if !process.isRunning { break }
+            usleep(50_000)  // the other process's progress, polled from this test thread
+        }
+        return output.split(separator: "\n").first(where: { $0.contains(text) }).map(String.init)
+    }
+
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+@Suite("ftctl keysync: real SQLite files, real processes, SIGKILL")
+struct KeySyncCommandTests {
+    struct Difference: Decodable {
+        var onlyInFirst: Int
+        var onlyInSecond: Int
+        var differ: Int
+    }
+
+    func diff(_ a: String, _ b: String) throws -> Difference {
+        let (status, output) = try runTool(["keysync", "diff", a, b, "--json"])
+        try #require(status == 0, "diff failed: \(output)")
+        let start = try #require(output.firstIndex(of: "{"), "no JSON in: \(output)")
+        let json = output[start...]
+        return try JSONDecoder().decode(Difference.self, from: Data(json.utf8))
+    }
+
+    @Test func aSyncKilledMidwayLeavesAStoreThatARetryCompletes() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ftctl-keysync-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let a = directory.appendingPathComponent("a.sqlite").path
+        let b = directory.appendingPathComponent("b.sqlite").path
+        #expect(try runTool(["keysync", "generate", a, "--keys", "20000", "--schema", "1"]).status == 0)
+        #expect(
+            try runTool(["keysync", "generate", b, "--keys", "20000", "--change", "0.3", "--schema", "2"]).status == 0)
+        let before = try diff(a, b)
+        #expect(before.differ > 5000 && before.differ < 7000)
+        #expect(before.onlyInFirst == 0 && before.onlyInSecond == 0)
+
+        let server = try ToolProcess(
+            directory: directory.path, name: "serve", arguments: ["keysync", "serve", a, "--listen", "127.0.0.1:0"])
+        defer { server.kill() }
+        let line = try #require(server.waitForLine(containing: "listening on port"))
+        let port = try #require(line.split(separator: " ")[3].split(separator: ":").first.flatMap { Int($0) })
+
+        // A backup SIGKILLed in the middle of its sync (streaming: the difference is 30%).
+        let first = try ToolProcess(
+            directory: directory.path, name: "sync-1",
+            arguments: ["keysync", "sync", b, "--from", "127.0.0.1:\(port)", "--timeout", "1"])
+        usleep(400_000)  // let the sync get going before the kill: the kill's moment, not an assertion
+        first.kill()
+        // The file is a whole store: every record either the old or the active's.
+        let between = try diff(a, b)
+        #expect(between.differ <= before.differ)
+
+        // The retry completes and the stores agree, whatever their versions.
+        let (status, output) = try runTool(["keysync", "sync", b, "--from", "127.0.0.1:\(port)", "--timeout", "2"])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("synced"))
+        #expect(try diff(a, b).differ == 0)
+        #expect(try runTool(["keysync", "migrate", b, "--to", "3"]).status == 0)
+        #expect(try diff(a, b).differ == 0)
+    }
+
+    @Test func filesThatAreNotStoresAndBadAddressesAreRefusedByName() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ftctl-keysync-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let garbage = directory.appendingPathComponent("notes.sqlite").path
+        try Data("not a database at all, just text".utf8).write(to: URL(fileURLWithPath: garbage))
+        let store = directory.appendingPathComponent("s.sqlite").path
+        #expect(try runTool(["keysync", "generate", store, "--keys", "10"]).status == 0)
+        let (status, output) = try runTool(["keysync", "diff", store, garbage])
+        #expect(status == 1)
+        #expect(output.contains("notes.sqlite"))
+        #expect(try runTool(["keysync", "diff", store, directory.path + "/missing.sqlite"]).status == 1)
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/missing.sqlite"))
+        #expect(try runTool(["keysync", "sync", store, "--from", "localhost"]).status == 64)
+        #expect(try runTool(["keysync", "migrate", store, "--to", "9"]).status == 64)
+        #expect(try runTool(["keysync", "generate", store, "--keys", "10"]).status == 1)
+        #expect(try runTool(["keysync", "generate", directory.path + "/x.sqlite", "--change", "nan"]).status == 64)
+    }
+}
