@@ -315,6 +315,7 @@ let package = Package(
                 "FaultToleranceNIO",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

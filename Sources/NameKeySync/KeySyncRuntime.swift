@@ -250,16 +250,22 @@ public final class KeySyncClient: Sendable {
     private let reader: NIOLockedValueBox<Task<Void, Never>?> = NIOLockedValueBox(nil)
     private let requestBase: @Sendable () -> UInt64
     private let replyAddress: String?
+    private let metricsFactory: any MetricsFactory
 
     /// Creates a client syncing `store` over `transport`; a request unanswered after
     /// `replyTimeout` is sent again. `replyAddress` (`HOST:PORT` where `transport` listens) goes
     /// in the hello, for an active that must learn where to answer (see ``KeySyncServer``).
+    ///
+    /// Metrics: `ft_keysync_syncs_total{outcome}` (completed, failed), `ft_keysync_bytes_total`
+    /// `{direction}` (sent, received) and `ft_keysync_records_written_total`.
     public init(
         store: any NameKeyStore, transport: any Transport, clock: any RuntimeClock = SystemClock(),
         replyTimeout: Duration = .seconds(2), logger: Logger = Logger(label: "ft.keysync.client"),
         blockingIO: KeySyncBlockingIO = .threadPool, replyAddress: String? = nil,
+        metricsFactory: (any MetricsFactory)? = nil,
         requestBase: @escaping @Sendable () -> UInt64 = { UInt64.random(in: 1...(1 << 62)) }
     ) {
+        self.metricsFactory = metricsFactory ?? MetricsSystem.factory
         self.replyAddress = replyAddress
         self.store = store
         self.transport = transport
@@ -268,6 +274,16 @@ public final class KeySyncClient: Sendable {
         self.logger = logger
         self.blockingIO = blockingIO
         self.requestBase = requestBase
+    }
+
+    private func count(_ result: SyncResult, outcome: String) {
+        Counter(label: "ft_keysync_syncs_total", dimensions: [("outcome", outcome)], factory: metricsFactory)
+            .increment()
+        Counter(label: "ft_keysync_bytes_total", dimensions: [("direction", "sent")], factory: metricsFactory)
+            .increment(by: result.bytesSent)
+        Counter(label: "ft_keysync_bytes_total", dimensions: [("direction", "received")], factory: metricsFactory)
+            .increment(by: result.bytesReceived)
+        Counter(label: "ft_keysync_records_written_total", factory: metricsFactory).increment(by: result.written)
     }
 
     /// Stops reading the transport (for good: a transport's incoming stream ends when its reader
@@ -305,6 +321,19 @@ public final class KeySyncClient: Sendable {
     public func sync(
         with active: NodeID, options: KeySyncSession.Options = .init(), bug: KeySyncSession.Bug? = nil,
         progress: @Sendable (SyncResult) -> Void = { _ in }
+    ) async throws(KeySyncError) -> SyncResult {
+        do {
+            return try await runSession(with: active, options: options, bug: bug, progress: progress)
+        } catch {
+            count(SyncResult(), outcome: "failed")
+            logger.warning("name-key sync failed", metadata: ["active": "\(active)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func runSession(
+        with active: NodeID, options: KeySyncSession.Options, bug: KeySyncSession.Bug?,
+        progress: @Sendable (SyncResult) -> Void
     ) async throws(KeySyncError) -> SyncResult {
         startReading()
         let (events, continuation) = AsyncStream<Event>.makeStream()
@@ -368,6 +397,7 @@ public final class KeySyncClient: Sendable {
                 case .finish(var result):
                     result.bytesSent = counters.bytesSent
                     result.bytesReceived = counters.bytesReceived
+                    count(result, outcome: "completed")
                     logger.info(
                         "name-key sync done",
                         metadata: [

@@ -3,6 +3,7 @@ import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
 import Logging
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import Testing
@@ -77,10 +78,10 @@ struct LoopbackPair {
         serverTask = Task { try await server.run() }
     }
 
-    func client() -> KeySyncClient {
+    func client(metrics: TestMetrics? = nil) -> KeySyncClient {
         KeySyncClient(
             store: backup, transport: backupTransport, replyTimeout: .seconds(5), logger: Self.quiet,
-            replyAddress: "127.0.0.1:\(backupTransport.localAddress.port ?? 0)")
+            replyAddress: "127.0.0.1:\(backupTransport.localAddress.port ?? 0)", metricsFactory: metrics)
     }
 
     func close() async {
@@ -132,6 +133,20 @@ struct KeySyncOverTCPTests {
         #expect(ours.bytesReceived + ours.bytesSent < (seed.bytesReceived + seed.bytesSent) / 10)
         await pair.close()
         await reconcile.close()
+    }
+
+    @Test func aSyncIsCountedInMetricsInTheEcosystemsStyle() async throws {
+        let pair = try await LoopbackPair(records: 200, changed: 7)
+        let metrics = TestMetrics()
+        let client = pair.client(metrics: metrics)
+        let result = try await client.sync(with: "active")
+        client.close()
+        #expect(try metrics.expectCounter("ft_keysync_syncs_total", [("outcome", "completed")]).totalValue == 1)
+        #expect(try metrics.expectCounter("ft_keysync_records_written_total").totalValue == 7)
+        #expect(
+            try metrics.expectCounter("ft_keysync_bytes_total", [("direction", "received")]).totalValue
+                == Int64(result.bytesReceived))
+        await pair.close()
     }
 
     @Test func backupOnlyKeysFollowThePolicy() async throws {
