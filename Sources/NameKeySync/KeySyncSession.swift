@@ -155,6 +155,16 @@ public struct KeySyncSession: Sendable {
 
     /// Starts the sync.
     public mutating func start() -> [Action] {
+        let limit = KeySyncMessage.maximumItemsPerMessage
+        guard (1...limit).contains(options.batch), (1...limit).contains(options.firstSymbols),
+            options.maximumPasses >= 1, options.maximumAttempts >= 1
+        else {
+            return fail(
+                KeySyncError(
+                    .invalidArgument,
+                    detail: "batch \(options.batch) and first symbols \(options.firstSymbols) must be in 1...\(limit), "
+                        + "passes \(options.maximumPasses) and attempts \(options.maximumAttempts) at least 1"))
+        }
         phase = .describing
         return [.describeLocal]
     }

@@ -151,9 +151,13 @@ public struct SketchDecoder: Sendable {
     public var isComplete: Bool { !differences.isEmpty && differences[0].isZero && !inconsistent }
 
     /// Adds the next range of symbols: `remote[k]` and `local[k]` are symbol `received + k` of
-    /// each side.
+    /// each side. Ranges of different lengths cannot be compared: the decoder becomes
+    /// ``inconsistent``.
     public mutating func add(remote: [SketchSymbol], local: [SketchSymbol]) {
-        precondition(remote.count == local.count, "symbol ranges of different lengths")
+        guard remote.count == local.count else {
+            inconsistent = true
+            return
+        }
         let start = differences.count
         differences.reserveCapacity(start + remote.count)
         for (r, l) in zip(remote, local) { differences.append(r.subtracting(l)) }

@@ -200,6 +200,20 @@ struct KeySyncSessionTests {
         #expect(actions.allSatisfy { if case .apply = $0 { false } else { true } })
     }
 
+    @Test func optionsOutsideTheProtocolsLimitsAreRefusedBeforeAnythingIsSent() {
+        for options in [
+            KeySyncSession.Options(batch: 0), KeySyncSession.Options(batch: 1 << 20),
+            KeySyncSession.Options(firstSymbols: 0), KeySyncSession.Options(maximumAttempts: 0),
+        ] {
+            var session = KeySyncSession(schema: .inventory, options: options, requestBase: 1)
+            guard case .fail(let error)? = session.start().first else {
+                Issue.record("accepted")
+                continue
+            }
+            #expect(error.code == .invalidArgument)
+        }
+    }
+
     @Test func repliesToOtherRequestsAreIgnoredAndTimeoutsResendUntilTheLimit() {
         var session = KeySyncSession(schema: .inventory, options: .init(maximumAttempts: 3), requestBase: 7)
         _ = session.start()
