@@ -61,16 +61,16 @@ import Testing
     }
 }
 
-/// A running EmbeddedNode (built beside this test bundle), its output in a file.
+/// A running EmbeddedNode or ftctl (built beside this test bundle), its output in a file.
 final class EmbeddedProcess: Sendable {
     let name: String
     let process: Process
     let outputPath: String
 
-    init(directory: String, name: String, arguments: [String]) throws {
+    init(directory: String, name: String, arguments: [String], executable: String = "EmbeddedNode") throws {
         let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("EmbeddedNode")
-        try #require(FileManager.default.isExecutableFile(atPath: tool.path), "no EmbeddedNode at \(tool.path)")
+            .appendingPathComponent(executable)
+        try #require(FileManager.default.isExecutableFile(atPath: tool.path), "no \(executable) at \(tool.path)")
         self.name = name
         outputPath = directory + "/\(name).out"
         FileManager.default.createFile(atPath: outputPath, contents: nil)

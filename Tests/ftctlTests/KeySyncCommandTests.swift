@@ -1,43 +1,6 @@
 import Foundation
 import Testing
 
-/// A running `ftctl` (built beside this test bundle), its output in a file.
-final class ToolProcess: Sendable {
-    let process: Process
-    let outputPath: String
-
-    init(directory: String, name: String, arguments: [String]) throws {
-        let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("ftctl")
-        outputPath = directory + "/\(name).out"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        process = Process()
-        process.executableURL = tool
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-    }
-
-    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
-
-    /// The first output line containing `text`, polling up to 120 s.
-    func waitForLine(containing text: String) -> String? {
-        for _ in 0..<2400 {
-            if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
-            if !process.isRunning { break }
-            usleep(50_000)  // the other process's progress, polled from this test thread
-        }
-        return output.split(separator: "\n").first(where: { $0.contains(text) }).map(String.init)
-    }
-
-    func kill() {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
-}
-
 @Suite("ftctl keysync: real SQLite files, real processes, SIGKILL")
 struct KeySyncCommandTests {
     struct Difference: Decodable {
@@ -68,18 +31,20 @@ struct KeySyncCommandTests {
         #expect(before.differ > 5000 && before.differ < 7000)
         #expect(before.onlyInFirst == 0 && before.onlyInSecond == 0)
 
-        let server = try ToolProcess(
-            directory: directory.path, name: "serve", arguments: ["keysync", "serve", a, "--listen", "127.0.0.1:0"])
+        let server = try EmbeddedProcess(
+            directory: directory.path, name: "serve", arguments: ["keysync", "serve", a, "--listen", "127.0.0.1:0"],
+            executable: "ftctl")
         defer { server.kill() }
         let line = try #require(server.waitForLine(containing: "listening on port"))
         let port = try #require(line.split(separator: " ")[3].split(separator: ":").first.flatMap { Int($0) })
 
         // A backup SIGKILLed in the middle of its sync (streaming: the difference is 30%).
-        let first = try ToolProcess(
+        let first = try EmbeddedProcess(
             directory: directory.path, name: "sync-1",
-            arguments: ["keysync", "sync", b, "--from", "127.0.0.1:\(port)", "--timeout", "1"])
+            arguments: ["keysync", "sync", b, "--from", "127.0.0.1:\(port)", "--timeout", "1"], executable: "ftctl")
         usleep(400_000)  // let the sync get going before the kill: the kill's moment, not an assertion
         first.kill()
+        first.process.waitUntilExit()
         // The file is a whole store: every record either the old or the active's.
         let between = try diff(a, b)
         #expect(between.differ <= before.differ)
