@@ -346,7 +346,7 @@ let benchmarks: @Sendable () -> Void = {
                 plain = try writeThroughput(store: false, count: count, directory: directory)
                 ours = try writeThroughput(store: true, count: count, directory: directory)
             }
-            record(ratio: ours / plain, floor: 0.15, in: benchmark)
+            record(ratio: ours / plain, floor: 0.1, in: benchmark)
         } catch {
             fail(benchmark, "keysync write benchmark failed: \(error)")
         }
