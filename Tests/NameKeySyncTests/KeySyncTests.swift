@@ -13,9 +13,10 @@ import Testing
 
 @Suite("Name-key sync in simulation: the shipped client and server under faults")
 struct KeySyncSimulationTests {
-    @Test func twoHundredSeedsKeepEveryInvariant() async {
+    // CI runs 10,000 seeds in release; here a few, beside the real-time suites.
+    @Test func sixtySeedsKeepEveryInvariant() async {
         let scenario = KeySyncScenario()
-        for seed in UInt64(1)...200 {
+        for seed in UInt64(1)...60 {
             let report = await scenario.run(seed: seed)
             #expect(report.violation == nil, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
         }
@@ -32,9 +33,9 @@ struct KeySyncSimulationTests {
     @Test(arguments: KeySyncSession.Bug.allCases)
     func everyPlantedBugIsCaught(_ bug: KeySyncSession.Bug) async {
         let scenario = KeySyncScenario(bug: bug)
-        var caught = 0
-        for seed in UInt64(1)...40 where await scenario.run(seed: seed).violation != nil { caught += 1 }
-        #expect(caught > 0, "\(bug.rawValue) was never caught in 40 seeds")
+        var caught = false
+        for seed in UInt64(1)...40 where !caught { caught = await scenario.run(seed: seed).violation != nil }
+        #expect(caught, "\(bug.rawValue) was never caught in 40 seeds")
     }
 }
 
