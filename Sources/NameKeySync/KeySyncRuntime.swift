@@ -35,6 +35,38 @@ public enum KeySyncResponder {
     /// Most uncompressed bytes of records in one reply (8 MiB).
     public static let replyBytes = 8 << 20
 
+    /// Every reply to `message`: one, except for the seed's key list, which is answered with the
+    /// keys the store holds too and then their records (read once for both).
+    public static func replies(to message: KeySyncMessage, store: any NameKeyStore) -> [KeySyncMessage] {
+        guard case .keyList(let request, let keys) = message else { return [respond(to: message, store: store)] }
+        do {
+            let held = try store.records(forKeys: keys)
+            let shared = KeySyncMessage.sharedKeys(request: request, keys: held.map(\.key))
+            guard !held.isEmpty else { return [shared] }
+            return [shared, pack(held, request: request) { $0 }]
+        } catch {
+            return [.refused(request: request, detail: error.description)]
+        }
+    }
+
+    /// The records of `items` (those `record` finds), in order, up to ``replyBytes``;
+    /// `answered` says how many items the reply covers.
+    static func pack<Item>(_ items: [Item], request: UInt64, _ record: (Item) -> NameKeyRecord?) -> KeySyncMessage {
+        var records: [NameKeyRecord] = []
+        var bytes = 0
+        var answered = 0
+        for item in items {
+            if let found = record(item) {
+                let size = RecordCodec.minimumSize + found.key.utf8.count + found.body.count
+                if answered > 0 && bytes + size > replyBytes { break }
+                bytes += size
+                records.append(found)
+            }
+            answered += 1
+        }
+        return .records(request: request, records: records, next: nil, answered: answered)
+    }
+
     /// The reply to `message` from `store`; a request it cannot serve gets a refusal.
     public static func respond(to message: KeySyncMessage, store: any NameKeyStore) -> KeySyncMessage {
         do throws(KeySyncError) {
@@ -50,19 +82,7 @@ public enum KeySyncResponder {
                     request: request, first: first, symbols: try store.symbols(first..<min(capacity, first + count)))
             case .recordsByFingerprint(let request, let fingerprints):
                 let found = try store.records(withFingerprints: fingerprints)
-                var records: [NameKeyRecord] = []
-                var bytes = 0
-                var answered = 0
-                for fingerprint in fingerprints {
-                    if let record = found[fingerprint] {
-                        let size = RecordCodec.minimumSize + record.key.utf8.count + record.body.count
-                        if answered > 0 && bytes + size > replyBytes { break }
-                        bytes += size
-                        records.append(record)
-                    }
-                    answered += 1
-                }
-                return .records(request: request, records: records, next: nil, answered: answered)
+                return pack(fingerprints, request: request) { found[$0] }
             case .range(let request, let after, let limit):
                 var records = try store.records(after: after, limit: limit)
                 let full = records.count == limit
@@ -81,26 +101,9 @@ public enum KeySyncResponder {
                 let held = try store.records(forKeys: keys).map(\.key)
                 return .sharedKeys(request: request, keys: held)
             case .recordsByKey(let request, let keys):
-                var records: [NameKeyRecord] = []
-                var bytes = 0
-                var answered = 0
-                for chunk in stride(from: 0, to: keys.count, by: 256) {
-                    let slice = Array(keys[chunk..<min(keys.count, chunk + 256)])
-                    let found = Dictionary(
-                        try store.records(forKeys: slice).map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
-                    for key in slice {
-                        if let record = found[key] {
-                            let size = RecordCodec.minimumSize + record.key.utf8.count + record.body.count
-                            if answered > 0 && bytes + size > replyBytes {
-                                return .records(request: request, records: records, next: nil, answered: answered)
-                            }
-                            bytes += size
-                            records.append(record)
-                        }
-                        answered += 1
-                    }
-                }
-                return .records(request: request, records: records, next: nil, answered: answered)
+                let found = Dictionary(
+                    try store.records(forKeys: keys).map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+                return pack(keys, request: request) { found[$0] }
             case .welcome(let request, _), .symbols(let request, _, _), .sharedKeys(let request, _),
                 .records(let request, _, _, _), .refused(let request, _):
                 return .refused(request: request, detail: "a \(message.name) is not a request")
@@ -172,14 +175,14 @@ public final class KeySyncServer: Service, Sendable {
 
     private func serve(_ envelope: Envelope) async {
         let size = envelope.message.payload.readableBytes + 16
-        let reply: KeySyncMessage
+        let replies: [KeySyncMessage]
         do throws(KeySyncError) {
             let message = try KeySyncMessage.decode(envelope.message)
             if case .hello(_, let description) = message, let address = description.replyAddress {
                 learnAddress?(envelope.from, address)
             }
             let store = self.store
-            reply = try await blockingIO.run { KeySyncResponder.respond(to: message, store: store) }
+            replies = try await blockingIO.run { KeySyncResponder.replies(to: message, store: store) }
         } catch {
             refusedMalformed.increment()
             counts.withLockedValue { $0.refused += 1 }
@@ -192,18 +195,9 @@ public final class KeySyncServer: Service, Sendable {
             let bytes = envelope.message.bytes
             var request: UInt64 = 0
             if bytes.count >= 9 { for index in 0..<8 { request |= UInt64(bytes[1 + index]) << (8 * index) } }
-            reply = .refused(request: request, detail: error.description)
+            replies = [.refused(request: request, detail: error.description)]
         }
         served.increment()
-        var replies = [reply]
-        // The seed's protocol: the shared keys, then their records, for one key list.
-        if case .sharedKeys(let request, let keys) = reply, !keys.isEmpty {
-            let store = self.store
-            let records = try? await blockingIO.run { () throws(KeySyncError) in
-                KeySyncResponder.respond(to: .recordsByKey(request: request, keys: keys), store: store)
-            }
-            if let records { replies.append(records) }
-        }
         counts.withLockedValue {
             $0.requests += 1
             $0.bytesReceived += size

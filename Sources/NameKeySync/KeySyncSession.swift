@@ -379,9 +379,9 @@ public struct KeySyncSession: Sendable {
             return [.readLocalRange(after: nil, limit: options.batch)]
         }
         // Equal digests: equal sets (or what the last pass kept on purpose).
-        var expected = description.digest
-        expected = expected.subtracting(SketchSymbol.zero.subtracting(previousResidual ?? .zero))
-        if local.digest == description.digest || (previousResidual != nil && local.digest == expected) {
+        if local.digest == description.digest
+            || previousResidual.map({ local.digest == description.digest.adding($0) }) == true
+        {
             return endSync()
         }
         guard description.fingerprintVersion == local.fingerprintVersion else {

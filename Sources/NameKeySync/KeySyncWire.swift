@@ -1,5 +1,5 @@
 public import FaultToleranceCore
-public import NIOCore
+import NIOCore
 
 /// The name-key sync protocol's messages (types `0x0400`–`0x04FF`).
 ///

@@ -1,5 +1,3 @@
-public import FaultToleranceCore
-
 /// One record of a name-key store: the fields of one name key at one schema version.
 ///
 /// Fields are text; the record's ``stamp`` is its writer's hybrid-logical-clock time (zero when
@@ -84,11 +82,14 @@ public struct Fingerprint: Sendable, Hashable, Comparable, CustomStringConvertib
 
     /// The fingerprint of `record` as it is (key, stamp and fields; not its version number, so a
     /// record and its migration to the same layout compare equal).
-    public init(of record: NameKeyRecord) {
+    public init(of record: NameKeyRecord) { self.init(of: record, body: record.body) }
+
+    /// The fingerprint of `record`, whose ``NameKeyRecord/body`` the caller has encoded already.
+    init(of record: NameKeyRecord, body: [UInt8]) {
         var hasher = Hash64(seed: 0x6E6B_7379_6E63)
         hasher.combine(Array(record.key.utf8))
         hasher.combine(record.stamp)
-        hasher.combine(record.body)
+        hasher.combine(body)
         value = hasher.finish()
     }
 

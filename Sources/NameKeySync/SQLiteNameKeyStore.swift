@@ -264,10 +264,14 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
                         switch change {
                         case .put(let given):
                             let record = try normalize(given, storeVersion: storeVersion, schema: schema)
-                            let fingerprint = try schema.fingerprint(of: record)
+                            let body = record.body
+                            // At the newest version the stored body is the fingerprinted one.
+                            let fingerprint =
+                                record.version == schema.latest
+                                ? Fingerprint(of: record, body: body) : try schema.fingerprint(of: record)
                             let arguments: StatementArguments = [
                                 Int64(bitPattern: fingerprint.value), record.key, record.version,
-                                Int64(bitPattern: record.stamp), Data(record.body),
+                                Int64(bitPattern: record.stamp), Data(body),
                             ]
                             try insertNew.execute(arguments: arguments)
                             if db.changesCount == 0 {

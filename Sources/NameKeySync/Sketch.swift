@@ -40,6 +40,11 @@ public struct SketchSymbol: Sendable, Hashable {
         SketchSymbol(sum: sum ^ other.sum, check: check ^ other.check, count: count &- other.count)
     }
 
+    /// `self` plus `other`: the symbol of the union of their elements, counts added.
+    public func adding(_ other: SketchSymbol) -> SketchSymbol {
+        SketchSymbol(sum: sum ^ other.sum, check: check ^ other.check, count: count &+ other.count)
+    }
+
     /// Whether the symbol is empty.
     public var isZero: Bool { sum == 0 && check == 0 && count == 0 }
 }
