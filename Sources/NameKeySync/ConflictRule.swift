@@ -56,8 +56,15 @@ public struct SyncResult: Sendable, Hashable, Codable {
 
     /// How the last pass reconciled.
     public var mode: Mode = .unchanged
-    /// Passes run (each but the last applied changes; the last found nothing left to do).
+    /// Passes run. A pass that applied changes is verified by comparing the backup's new digest
+    /// with the active's (``verifiedLocally``), or else by one more pass.
     public var passes = 0
+    /// Whether the last pass's changes were verified against the digest the active sent in
+    /// that pass, without another round trip.
+    public var verifiedLocally = false
+    /// The last synced generation: the active's write generation the sync brought this store
+    /// to, when the active reports it (zero otherwise).
+    public var activeGeneration: UInt64 = 0
     /// Requests sent, retries included: the round trips.
     public var roundTrips = 0
     /// Retries after a timeout.

@@ -389,6 +389,9 @@ public final class KeySyncClient: Sendable {
                     try await blockingIO.run { () throws(KeySyncError) in try store.apply(changes) }
                     pending += session.applied()
                 case .finish(var result):
+                    let mark = SyncMark(
+                        peer: "\(active)", peerGeneration: result.activeGeneration, generation: store.generation)
+                    try await blockingIO.run { () throws(KeySyncError) in try store.recordSync(mark) }
                     result.bytesSent = counters.bytesSent
                     result.bytesReceived = counters.bytesReceived
                     count(result, outcome: "completed")

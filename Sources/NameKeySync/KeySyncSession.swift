@@ -84,6 +84,7 @@ public struct KeySyncSession: Sendable {
     private enum Phase {
         case idle
         case describing
+        case verifying
         case greeting
         case symbols
         case lookingUpLocal
@@ -171,7 +172,23 @@ public struct KeySyncSession: Sendable {
 
     /// This store's description (after ``Action/describeLocal``).
     public mutating func localDescription(_ description: KeySyncMessage.StoreDescription) -> [Action] {
-        guard case .describing = phase else { return [] }
+        switch phase {
+        case .describing: break
+        case .verifying:
+            // The pass's changes took if the backup now holds the set the active described in
+            // this pass's welcome, plus what was kept on purpose: no round trip needed.
+            if let remote, let previousResidual, description.digest == remote.digest.adding(previousResidual) {
+                local = description
+                result.verifiedLocally = true
+                return endSync()
+            }
+            guard result.passes < options.maximumPasses else {
+                return fail(
+                    KeySyncError(
+                        .notVerified, detail: "the active kept changing: \(result.passes) passes, none verified"))
+            }
+        default: return []
+        }
         local = description
         result.passes += 1
         changedThisPass = false
@@ -512,21 +529,18 @@ public struct KeySyncSession: Sendable {
 
     private mutating func endPass() -> [Action] {
         if options.syncProtocol == .seed || !changedThisPass { return endSync() }
-        guard result.passes < options.maximumPasses else {
-            return fail(
-                KeySyncError(
-                    .notVerified, detail: "the active kept changing: \(result.passes) passes, none verified"))
-        }
-        // Another pass checks the changes took (its hello compares digests).
+        // The backup's new digest is checked against the active's; if the active changed in the
+        // meantime, another pass says hello and compares again.
         previousResidual = residual
         residual = .zero
         localOnly = [:]
-        phase = .describing
+        phase = .verifying
         return [.describeLocal]
     }
 
     private mutating func endSync() -> [Action] {
         phase = .done
+        result.activeGeneration = remote?.generation ?? 0
         return [.finish(result)]
     }
 

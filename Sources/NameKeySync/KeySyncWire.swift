@@ -38,8 +38,8 @@ public enum KeySyncMessage: Sendable, Hashable {
     /// Either way: the request cannot be served; `detail` says why.
     case refused(request: UInt64, detail: String)
 
-    /// The protocol version this library speaks.
-    public static let protocolVersion: UInt8 = 1
+    /// The protocol version this library speaks (2: store descriptions carry the generation).
+    public static let protocolVersion: UInt8 = 2
 
     /// The message types.
     public enum MessageType {
@@ -83,6 +83,9 @@ public enum KeySyncMessage: Sendable, Hashable {
         public var count: Int
         /// Symbol 0 of the sketch: a digest of the whole set.
         public var digest: SketchSymbol
+        /// Write transactions the store has committed: a backup records the active's as the
+        /// last synced generation.
+        public var generation: UInt64
         /// In a hello, where the backup's transport listens (`HOST:PORT`), for an active whose
         /// transport cannot reach it otherwise (see ``KeySyncServer``); at most 255 bytes.
         public var replyAddress: String?
@@ -90,8 +93,9 @@ public enum KeySyncMessage: Sendable, Hashable {
         /// Creates a description.
         public init(
             storeVersion: Int, fingerprintVersion: Int, sketchCapacity: Int, count: Int, digest: SketchSymbol,
-            replyAddress: String? = nil
+            generation: UInt64 = 0, replyAddress: String? = nil
         ) {
+            self.generation = generation
             self.storeVersion = storeVersion
             self.fingerprintVersion = fingerprintVersion
             self.sketchCapacity = sketchCapacity
@@ -153,6 +157,7 @@ public enum KeySyncMessage: Sendable, Hashable {
             bytes.appendLittleEndian(UInt32(truncatingIfNeeded: store.fingerprintVersion))
             bytes.appendLittleEndian(UInt32(truncatingIfNeeded: store.sketchCapacity))
             bytes.appendLittleEndian(UInt64(truncatingIfNeeded: store.count))
+            bytes.appendLittleEndian(store.generation)
             Self.append([store.digest], to: &bytes)
             Self.appendOptionalKey(store.replyAddress.map { String($0.utf8.prefix(255)) ?? "" }, to: &bytes)
         case .symbolsRequest(_, let first, let count):
@@ -213,7 +218,7 @@ public enum KeySyncMessage: Sendable, Hashable {
         switch message.type {
         case MessageType.hello, MessageType.welcome:
             guard let storeVersion = reader.u32(), let fingerprintVersion = reader.u32(),
-                let capacity = reader.u32(), let count = reader.u64()
+                let capacity = reader.u32(), let count = reader.u64(), let generation = reader.u64()
             else { throw .malformed(name, "store description cut short") }
             guard storeVersion >= 1, fingerprintVersion >= storeVersion, Int(capacity) >= 1,
                 Int(capacity) <= maximumSketchCapacity, count <= UInt64(Int.max)
@@ -228,7 +233,8 @@ public enum KeySyncMessage: Sendable, Hashable {
             guard (replyAddress?.utf8.count ?? 0) <= 255 else { throw .malformed(name, "reply address over 255 bytes") }
             let store = StoreDescription(
                 storeVersion: Int(storeVersion), fingerprintVersion: Int(fingerprintVersion),
-                sketchCapacity: Int(capacity), count: Int(count), digest: digest, replyAddress: replyAddress)
+                sketchCapacity: Int(capacity), count: Int(count), digest: digest, generation: generation,
+                replyAddress: replyAddress)
             decoded =
                 message.type == MessageType.hello ? .hello(request: request, store) : .welcome(request: request, store)
         case MessageType.symbolsRequest:

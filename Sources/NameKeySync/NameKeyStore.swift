@@ -17,6 +17,24 @@ public enum StoreChange: Sendable, Hashable {
     }
 }
 
+/// What a store remembers of its last completed sync with one peer.
+public struct SyncMark: Sendable, Hashable {
+    /// The peer (as the application names it: a node name or an address).
+    public var peer: String
+    /// The peer's write generation the sync brought this store to.
+    public var peerGeneration: UInt64
+    /// This store's own write generation once the sync's changes were applied: writes since
+    /// are ``NameKeyStore/generation`` minus this.
+    public var generation: UInt64
+
+    /// Creates a mark.
+    public init(peer: String, peerGeneration: UInt64, generation: UInt64) {
+        self.peer = peer
+        self.peerGeneration = peerGeneration
+        self.generation = generation
+    }
+}
+
 /// A database of records by name key that keeps what a sync needs current on every write:
 /// each record's fingerprint (``Schema/fingerprint(of:)``) and the first symbols of the
 /// rateless sketch of all of them (``SketchPrefix``), so a sync reads symbols instead of
@@ -48,6 +66,11 @@ public protocol NameKeyStore: AnyObject, Sendable {
     func apply(_ changes: [StoreChange]) throws(KeySyncError)
     /// Symbols `range` of the store's sketch (within `0..<sketchCapacity`).
     func symbols(_ range: Range<Int>) throws(KeySyncError) -> [SketchSymbol]
+    /// Records that a sync with `peer` completed, bringing this store to the peer's write
+    /// generation `peerGeneration` (``lastSync(with:)`` reads it back).
+    func recordSync(_ mark: SyncMark) throws(KeySyncError)
+    /// The last completed sync with `peer`, if any.
+    func lastSync(with peer: String) throws(KeySyncError) -> SyncMark?
     /// Migrates every record to `version` (newer than the store's), a batch per transaction:
     /// a crash leaves each record at its old or its new version, and calling it again finishes.
     func migrate(to version: Int, batchSize: Int, progress: (_ done: Int, _ total: Int) -> Void) throws(KeySyncError)
@@ -58,7 +81,7 @@ extension NameKeyStore {
     public func describe() throws(KeySyncError) -> KeySyncMessage.StoreDescription {
         KeySyncMessage.StoreDescription(
             storeVersion: version, fingerprintVersion: schema.latest, sketchCapacity: sketchCapacity, count: count,
-            digest: try symbols(0..<1)[0])
+            digest: try symbols(0..<1)[0], generation: generation)
     }
 
     /// Migrates every record to `version`, 1,000 per transaction.
@@ -84,7 +107,17 @@ extension NameKeyStore {
 }
 
 /// Byte order of UTF-8, as SQLite's BINARY collation orders keys.
-func keyPrecedes(_ lhs: String, _ rhs: String) -> Bool { lhs.utf8.lexicographicallyPrecedes(rhs.utf8) }
+func keyPrecedes(_ lhs: String, _ rhs: String) -> Bool {
+    let ordered = lhs.utf8.withContiguousStorageIfAvailable { left in
+        rhs.utf8.withContiguousStorageIfAvailable { right -> Bool in
+            let shared = min(left.count, right.count)
+            for index in 0..<shared where left[index] != right[index] { return left[index] < right[index] }
+            return left.count < right.count
+        }
+    }
+    if let contiguous = ordered, let result = contiguous { return result }
+    return lhs.utf8.lexicographicallyPrecedes(rhs.utf8)
+}
 
 /// A ``NameKeyStore`` in memory: for tests and simulations (a "crash" of its owner leaves every
 /// committed transaction, as a database would).
@@ -96,6 +129,7 @@ public final class MemoryNameKeyStore: NameKeyStore, Sendable {
         var sortedKeys: [String]? = []
         var sketch: SketchPrefix
         var generation: UInt64 = 0
+        var syncs: [String: SyncMark] = [:]
     }
 
     /// The schema the records follow.
@@ -125,6 +159,12 @@ public final class MemoryNameKeyStore: NameKeyStore, Sendable {
 
     /// The record of `key`, or nil.
     public func record(forKey key: String) -> NameKeyRecord? { state.withLockedValue { $0.records[key]?.record } }
+
+    /// Records that a sync with `mark.peer` completed.
+    public func recordSync(_ mark: SyncMark) { state.withLockedValue { $0.syncs[mark.peer] = mark } }
+
+    /// The last completed sync with `peer`, if any.
+    public func lastSync(with peer: String) -> SyncMark? { state.withLockedValue { $0.syncs[peer] } }
 
     /// Every record, in key order.
     public var allRecords: [NameKeyRecord] {

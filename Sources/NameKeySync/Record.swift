@@ -34,7 +34,10 @@ public struct NameKeyRecord: Sendable, Hashable {
     }
 
     static func encodeBody(_ fields: [String: String], into bytes: inout [UInt8]) {
-        let sorted = fields.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+        let sorted = fields.sorted { keyPrecedes($0.key, $1.key) }
+        var length = 2
+        for (name, value) in sorted { length += 6 + name.utf8.count + value.utf8.count }
+        bytes.reserveCapacity(bytes.count + length)
         bytes.appendLittleEndian(UInt16(truncatingIfNeeded: sorted.count))
         for (name, value) in sorted {
             bytes.appendLittleEndian(UInt16(truncatingIfNeeded: name.utf8.count))
@@ -87,7 +90,7 @@ public struct Fingerprint: Sendable, Hashable, Comparable, CustomStringConvertib
     /// The fingerprint of `record`, whose ``NameKeyRecord/body`` the caller has encoded already.
     init(of record: NameKeyRecord, body: [UInt8]) {
         var hasher = Hash64(seed: 0x6E6B_7379_6E63)
-        hasher.combine(Array(record.key.utf8))
+        hasher.combine(record.key)
         hasher.combine(record.stamp)
         hasher.combine(body)
         value = hasher.finish()
@@ -121,18 +124,26 @@ struct Hash64 {
         length &+= 8
     }
 
+    /// The same as combining the string's UTF-8 bytes as an array, without making one.
+    mutating func combine(_ string: String) {
+        var string = string
+        string.withUTF8 { combine(UnsafeRawBufferPointer($0)) }
+    }
+
     mutating func combine(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset + 8 <= raw.count {
-                mix(raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self).littleEndian)
-                offset += 8
-            }
-            var tail: UInt64 = 0
-            for (shift, byte) in raw[offset...].enumerated() { tail |= UInt64(byte) << (8 * shift) }
-            mix(tail ^ (UInt64(raw.count - offset) << 56))
+        bytes.withUnsafeBytes { combine($0) }
+    }
+
+    private mutating func combine(_ raw: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset + 8 <= raw.count {
+            mix(raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self).littleEndian)
+            offset += 8
         }
-        length &+= UInt64(bytes.count)
+        var tail: UInt64 = 0
+        for (shift, byte) in raw[offset...].enumerated() { tail |= UInt64(byte) << (8 * shift) }
+        mix(tail ^ (UInt64(raw.count - offset) << 56))
+        length &+= UInt64(raw.count)
         mix(length)
     }
 

@@ -296,14 +296,18 @@ struct KeySyncMigrate: ParsableCommand {
 
     @Argument(help: "The store.") var database: String
     @Option(help: "The version to migrate to.") var to: Int
+    @Option(help: "Records per transaction.") var batch = 5000
 
-    func validate() throws { try require("--to", to, in: 1...Schema.inventory.latest) }
+    func validate() throws {
+        try require("--to", to, in: 1...Schema.inventory.latest)
+        try require("--batch", batch, in: 1...1_000_000)
+    }
 
     func run() throws {
         let store = try openKeyStore(database)
         let from = store.version
         do {
-            try store.migrate(to: to, batchSize: 5000) { done, total in drawProgress(done, total, of: "records") }
+            try store.migrate(to: to, batchSize: batch) { done, total in drawProgress(done, total, of: "records") }
         } catch {
             throw CommandFailure("\(error)")
         }

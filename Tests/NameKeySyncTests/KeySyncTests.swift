@@ -110,6 +110,13 @@ struct KeySyncOverTCPTests {
             #expect(record.fields["quantity"] == "\(index)")
         }
         #expect(try pair.backup.describe().digest == pair.active.describe().digest)
+        // The changes were verified against the welcome's digest, without another pass, and
+        // the backup remembers the active's generation it reached.
+        #expect(result.verifiedLocally)
+        #expect(result.passes == 1)
+        let mark = try #require(try pair.backup.lastSync(with: "active"))
+        #expect(mark.peerGeneration == pair.active.generation)
+        #expect(mark.generation == pair.backup.generation)
         // A second sync (the same client: it reads the transport until closed) finds nothing
         // to do in one round trip.
         let second = try await client.sync(with: "active")

@@ -132,13 +132,16 @@ struct KeySyncWireTests {
 
     @Test func anotherProtocolVersionIsARefusalNotAMalformedMessage() throws {
         var bytes = try KeySyncMessage.symbolsRequest(request: 1, first: 0, count: 4).encode().bytes
-        bytes[0] = 2
-        do {
-            _ = try KeySyncMessage.decode(Message(type: KeySyncMessage.MessageType.symbolsRequest, bytes: bytes))
-            Issue.record("version 2 accepted")
-        } catch {
-            #expect(error.code == .refused)
-            #expect(error.description.contains("protocol version 2"))
+        // Version 1 (descriptions without the generation) and a version from the future.
+        for version: UInt8 in [1, KeySyncMessage.protocolVersion + 1] {
+            bytes[0] = version
+            do {
+                _ = try KeySyncMessage.decode(Message(type: KeySyncMessage.MessageType.symbolsRequest, bytes: bytes))
+                Issue.record("version \(version) accepted")
+            } catch {
+                #expect(error.code == .refused)
+                #expect(error.description.contains("protocol version \(version)"))
+            }
         }
     }
 

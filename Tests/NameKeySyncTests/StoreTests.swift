@@ -133,4 +133,77 @@ struct NameKeyStoreTests {
         #expect(throws: KeySyncError.self) { try store.apply([.put(sampleRecord(1)), .put(newer)]) }
         #expect(store.count == 0)
     }
+
+    /// Runs SQL on a store's file through the sqlite3 shell, as another program would.
+    func sqlite3(_ path: String, _ sql: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = [path, sql]
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+    }
+
+    @Test func aFailedTransactionLeavesTheSketchAndTheFingerprintsAsTheyWere() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("t.sqlite").path
+        let store = try SQLiteNameKeyStore(path: path, schema: .inventory, create: true, sketchCapacity: 256)
+        let memory = try MemoryNameKeyStore(schema: .inventory, sketchCapacity: 256)
+        for target in [store as any NameKeyStore, memory] { try target.apply((0..<50).map { .put(sampleRecord($0)) }) }
+        let before = try store.symbols(0..<256)
+        let generation = store.generation
+        // Two good changes, then one the store refuses: none of them may show.
+        let changed = sampleRecord(3, value: "changed")
+        let newer = NameKeyRecord(key: "x", version: 3, fields: [:])
+        #expect(throws: KeySyncError.self) {
+            try store.apply([.put(changed), .delete("key00004"), .put(sampleRecord(60)), .put(newer)])
+        }
+        #expect(try store.symbols(0..<256) == before)
+        #expect(store.count == 50)
+        #expect(store.generation == generation)
+        #expect(try store.record(forKey: "key00004") != nil)
+        let fingerprints = try [changed, sampleRecord(60)].map { try Schema.inventory.fingerprint(of: $0) }
+        #expect(try store.records(withFingerprints: fingerprints).isEmpty)
+        let original = try Schema.inventory.fingerprint(of: sampleRecord(3))
+        #expect(try store.records(withFingerprints: [original])[original]?.key == "key00003")
+        // And the store goes on as one that never saw it.
+        for target in [store as any NameKeyStore, memory] { try target.apply([.put(changed), .delete("key00004")]) }
+        #expect(try store.symbols(0..<256) == memory.symbols(0..<256))
+        #expect(try store.records(withFingerprints: [fingerprints[0]])[fingerprints[0]] == changed)
+    }
+
+    @Test func aStoreOfTheEarlierLayoutIsUpgradedInPlaceWhenOpened() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("old.sqlite").path
+        let memory = try MemoryNameKeyStore(schema: .inventory, sketchCapacity: 128)
+        let store = try SQLiteNameKeyStore(path: path, schema: .inventory, create: true, sketchCapacity: 128)
+        try writeSame([memory, store])
+        try store.close()
+        // The first layout: the fingerprint was the row id, and there was no peers table.
+        try sqlite3(
+            path,
+            """
+            CREATE TABLE old(fingerprint INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,
+                stamp INTEGER NOT NULL, body BLOB NOT NULL);
+            INSERT INTO old SELECT fingerprint, key, version, stamp, body FROM nks_records;
+            DROP TABLE nks_records; DROP TABLE nks_peers; ALTER TABLE old RENAME TO nks_records;
+            """)
+        let upgraded = try SQLiteNameKeyStore(path: path, schema: .inventory)
+        #expect(try upgraded.symbols(0..<128) == memory.symbols(0..<128))
+        #expect(try upgraded.records(after: nil, limit: 1000) == memory.records(after: nil, limit: 1000))
+        let fingerprint = try Schema.inventory.fingerprint(of: sampleRecord(8, value: "changed"))
+        #expect(try upgraded.records(withFingerprints: [fingerprint])[fingerprint]?.key == "key00008")
+        for target in [upgraded as any NameKeyStore, memory] {
+            try target.apply([.put(sampleRecord(9, value: "after")), .delete("key00010")])
+        }
+        #expect(try upgraded.symbols(0..<128) == memory.symbols(0..<128))
+        try upgraded.recordSync(SyncMark(peer: "active", peerGeneration: 7, generation: upgraded.generation))
+        try upgraded.close()
+        let reopened = try SQLiteNameKeyStore(path: path, schema: .inventory)
+        #expect(try reopened.symbols(0..<128) == memory.symbols(0..<128))
+        #expect(try reopened.lastSync(with: "active") == SyncMark(peer: "active", peerGeneration: 7, generation: 4))
+        #expect(try reopened.lastSync(with: "other") == nil)
+    }
 }

@@ -3,7 +3,7 @@ import Testing
 
 @Suite("ftctl keysync: real SQLite files, real processes, SIGKILL")
 struct KeySyncCommandTests {
-    struct Difference: Decodable {
+    struct Difference: Decodable, Equatable {
         var onlyInFirst: Int
         var onlyInSecond: Int
         var differ: Int
@@ -56,6 +56,60 @@ struct KeySyncCommandTests {
         #expect(try diff(a, b).differ == 0)
         #expect(try runTool(["keysync", "migrate", b, "--to", "3"]).status == 0)
         #expect(try diff(a, b).differ == 0)
+    }
+
+    /// What the sqlite3 shell prints for `sql` on `path` (another program reading the file).
+    func query(_ path: String, _ sql: String) throws -> String {
+        let process = Process()
+        let output = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = [path, sql]
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func aMigrationKilledMidwayLeavesAStoreThatReadsAndARerunFinishes() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ftctl-keysync-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let killed = directory.appendingPathComponent("killed.sqlite").path
+        let whole = directory.appendingPathComponent("whole.sqlite").path
+        for path in [killed, whole] {
+            #expect(try runTool(["keysync", "generate", path, "--keys", "20000", "--schema", "1"]).status == 0)
+        }
+        #expect(try runTool(["keysync", "migrate", whole, "--to", "3"]).status == 0)
+
+        // 200 transactions of 100 records; SIGKILL once the first has committed.
+        let migration = try EmbeddedProcess(
+            directory: directory.path, name: "migrate",
+            arguments: ["keysync", "migrate", killed, "--to", "3", "--batch", "100"], executable: "ftctl")
+        defer { migration.kill() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try query(killed, "SELECT count(*) FROM nks_records WHERE version = 3") == "0",
+            ContinuousClock.now < deadline
+        {
+            usleep(2_000)  // polling for a condition, not timing one
+        }
+        migration.kill()
+        migration.process.waitUntilExit()
+        // Killed between or inside transactions: every record is whole, at version 1 or 3, and
+        // the store still says version 1 until the last batch.
+        let versions = try query(killed, "SELECT version, count(*) FROM nks_records GROUP BY version ORDER BY version")
+        try #require(versions.hasPrefix("1|") && versions.contains("\n3|"), "not midway: \(versions)")
+        #expect(try query(killed, "SELECT count(*) FROM nks_records") == "20000")
+        #expect(try query(killed, "SELECT value FROM nks_meta WHERE name = 'version'") == "1")
+        // The half-migrated store reads and compares: the same records as the whole migration.
+        #expect(try diff(killed, whole).differ == 0)
+        // The rerun finishes from where the kill left it.
+        let (status, output) = try runTool(["keysync", "migrate", killed, "--to", "3", "--batch", "100"])
+        #expect(status == 0, "\(output)")
+        #expect(try query(killed, "SELECT count(*) FROM nks_records WHERE version = 3") == "20000")
+        #expect(try diff(killed, whole) == Difference(onlyInFirst: 0, onlyInSecond: 0, differ: 0))
+        #expect(try query(killed, "SELECT value FROM nks_meta WHERE name = 'version'") == "3")
     }
 
     @Test func filesThatAreNotStoresAndBadAddressesAreRefusedByName() throws {
