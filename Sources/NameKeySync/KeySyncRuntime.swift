@@ -67,12 +67,27 @@ public enum KeySyncResponder {
         return .records(request: request, records: records, next: nil, answered: answered)
     }
 
+    /// Symbols a welcome carries at least when the backup's digest differs.
+    public static let leadingSymbols = 64
+
     /// The reply to `message` from `store`; a request it cannot serve gets a refusal.
     public static func respond(to message: KeySyncMessage, store: any NameKeyStore) -> KeySyncMessage {
         do throws(KeySyncError) {
             switch message {
-            case .hello(let request, _):
-                return .welcome(request: request, try store.describe())
+            case .hello(let request, let backup):
+                var description = try store.describe()
+                // A backup that differs gets the first symbols at once: enough for a small
+                // difference, and at least as many as the difference in counts suggests (it
+                // is at least that), within a tenth of a symbol per record.
+                if backup.digest != description.digest, backup.fingerprintVersion == description.fingerprintVersion {
+                    let lowerBound = abs(description.count - backup.count)
+                    let budget = max(1024, description.count / 10)
+                    let wanted = min(
+                        max(leadingSymbols, lowerBound + lowerBound / 2), budget,
+                        min(description.sketchCapacity, backup.sketchCapacity), KeySyncMessage.maximumSymbolsPerMessage)
+                    description.leadingSymbols = try store.symbols(0..<wanted)
+                }
+                return .welcome(request: request, description)
             case .symbolsRequest(let request, let first, let count):
                 let capacity = store.sketchCapacity
                 guard first < capacity else {

@@ -407,7 +407,19 @@ public struct KeySyncSession: Sendable {
         decoder = SketchDecoder()
         phase = .symbols
         let capacity = min(description.sketchCapacity, local.sketchCapacity)
-        return request(.symbolsRequest(request: 0, first: 0, count: min(options.firstSymbols, capacity)))
+        let leading = description.leadingSymbols
+        if !leading.isEmpty, leading.count <= capacity {
+            // The welcome brought the first symbols: decoding starts without asking.
+            result.symbolsReceived += leading.count
+            pendingRemoteSymbols = leading
+            pendingRange = 0..<leading.count
+            return [.readLocalSymbols(0..<leading.count)]
+        }
+        // The difference is at least the difference in counts.
+        let lowerBound = abs(description.count - local.count)
+        let first = min(max(options.firstSymbols, lowerBound + lowerBound / 2), capacity)
+        return request(
+            .symbolsRequest(request: 0, first: 0, count: min(first, KeySyncMessage.maximumSymbolsPerMessage)))
     }
 
     private mutating func startStreaming() -> [Action] {

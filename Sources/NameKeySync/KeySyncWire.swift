@@ -38,7 +38,8 @@ public enum KeySyncMessage: Sendable, Hashable {
     /// Either way: the request cannot be served; `detail` says why.
     case refused(request: UInt64, detail: String)
 
-    /// The protocol version this library speaks (2: store descriptions carry the generation).
+    /// The protocol version this library speaks (2: store descriptions carry the generation
+    /// and, in a welcome, the sketch's leading symbols).
     public static let protocolVersion: UInt8 = 2
 
     /// The message types.
@@ -86,6 +87,10 @@ public enum KeySyncMessage: Sendable, Hashable {
         /// Write transactions the store has committed: a backup records the active's as the
         /// last synced generation.
         public var generation: UInt64
+        /// In a welcome to a backup whose digest differs, the first symbols of the active's
+        /// sketch (at most ``KeySyncMessage/maximumSymbolsPerMessage``), so decoding starts
+        /// without a round trip of its own; empty otherwise.
+        public var leadingSymbols: [SketchSymbol]
         /// In a hello, where the backup's transport listens (`HOST:PORT`), for an active whose
         /// transport cannot reach it otherwise (see ``KeySyncServer``); at most 255 bytes.
         public var replyAddress: String?
@@ -93,9 +98,10 @@ public enum KeySyncMessage: Sendable, Hashable {
         /// Creates a description.
         public init(
             storeVersion: Int, fingerprintVersion: Int, sketchCapacity: Int, count: Int, digest: SketchSymbol,
-            generation: UInt64 = 0, replyAddress: String? = nil
+            generation: UInt64 = 0, replyAddress: String? = nil, leadingSymbols: [SketchSymbol] = []
         ) {
             self.generation = generation
+            self.leadingSymbols = leadingSymbols
             self.storeVersion = storeVersion
             self.fingerprintVersion = fingerprintVersion
             self.sketchCapacity = sketchCapacity
@@ -160,6 +166,9 @@ public enum KeySyncMessage: Sendable, Hashable {
             bytes.appendLittleEndian(store.generation)
             Self.append([store.digest], to: &bytes)
             Self.appendOptionalKey(store.replyAddress.map { String($0.utf8.prefix(255)) ?? "" }, to: &bytes)
+            let leading = store.leadingSymbols.prefix(Self.maximumSymbolsPerMessage)
+            bytes.appendLittleEndian(UInt32(leading.count))
+            Self.append(Array(leading), to: &bytes)
         case .symbolsRequest(_, let first, let count):
             type = MessageType.symbolsRequest
             bytes.appendLittleEndian(UInt32(truncatingIfNeeded: first))
@@ -231,10 +240,15 @@ public enum KeySyncMessage: Sendable, Hashable {
             let digest = try readSymbols(1, from: &reader, in: name)[0]
             let replyAddress = try readOptionalKey(from: &reader, in: name, field: "reply address")
             guard (replyAddress?.utf8.count ?? 0) <= 255 else { throw .malformed(name, "reply address over 255 bytes") }
+            guard let leadingCount = reader.u32() else { throw .malformed(name, "leading symbols cut short") }
+            guard Int(leadingCount) <= min(maximumSymbolsPerMessage, Int(capacity)) else {
+                throw .malformed(name, "\(leadingCount) leading symbols of a sketch of \(capacity)")
+            }
+            let leadingSymbols = try readSymbols(Int(leadingCount), from: &reader, in: name)
             let store = StoreDescription(
                 storeVersion: Int(storeVersion), fingerprintVersion: Int(fingerprintVersion),
                 sketchCapacity: Int(capacity), count: Int(count), digest: digest, generation: generation,
-                replyAddress: replyAddress)
+                replyAddress: replyAddress, leadingSymbols: leadingSymbols)
             decoded =
                 message.type == MessageType.hello ? .hello(request: request, store) : .welcome(request: request, store)
         case MessageType.symbolsRequest:

@@ -151,6 +151,11 @@ struct KeySyncOverTCPTests {
         client.close()
         #expect(try metrics.expectCounter("ft_keysync_syncs_total", [("outcome", "completed")]).totalValue == 1)
         #expect(try metrics.expectCounter("ft_keysync_records_written_total").totalValue == 7)
+        // 14 differences: the welcome's symbols decode them, so the hello and the records are
+        // the only round trips, and the changes are verified without a third.
+        #expect(result.differences == 14)
+        #expect(result.roundTrips == 2)
+        #expect(result.verifiedLocally)
         #expect(
             try metrics.expectCounter("ft_keysync_bytes_total", [("direction", "received")]).totalValue
                 == Int64(result.bytesReceived))

@@ -1,4 +1,5 @@
 import FaultToleranceCore
+import Foundation
 import NIOCore
 import Testing
 
@@ -93,6 +94,12 @@ struct KeySyncWireTests {
     static let samples: [KeySyncMessage] = [
         .hello(request: 1, description),
         .welcome(request: 2, description),
+        .welcome(
+            request: 2,
+            KeySyncMessage.StoreDescription(
+                storeVersion: 3, fingerprintVersion: 3, sketchCapacity: 64, count: 1 << 40,
+                digest: SketchSymbol(sum: 1, check: 2, count: 3), generation: .max,
+                leadingSymbols: [SketchSymbol(sum: .max, check: .max, count: .min), .zero])),
         .symbolsRequest(request: 3, first: 64, count: 128),
         .symbols(request: 4, first: 0, symbols: [SketchSymbol(sum: 1, check: 2, count: 3), .zero]),
         .recordsByFingerprint(request: 5, fingerprints: [Fingerprint(1), Fingerprint(.max)]),
@@ -109,6 +116,23 @@ struct KeySyncWireTests {
     @Test(arguments: samples)
     func everyMessageRoundTrips(_ message: KeySyncMessage) throws {
         #expect(try KeySyncMessage.decode(message.encode()) == message)
+    }
+
+    @Test func theFuzzCorpusSeedsOfEveryMessageDecode() throws {
+        // FuzzTesting's seeds (a steering byte, then a message of type 0x0400 + it) stay in step
+        // with the wire format: each decodes, so fuzzing starts from valid messages.
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../FuzzTesting/Corpus/KeySyncMessages").standardized
+        var decoded = 0
+        for name in try FileManager.default.contentsOfDirectory(atPath: corpus.path).sorted() {
+            let bytes = try [UInt8](Data(contentsOf: corpus.appendingPathComponent(name)))
+            guard let steer = bytes.first, steer <= 10 else { continue }
+            let message = Message(
+                type: KeySyncMessage.MessageType.hello + UInt16(steer), bytes: Array(bytes.dropFirst()))
+            #expect(throws: Never.self, "seed \(name)") { _ = try KeySyncMessage.decode(message) }
+            decoded += 1
+        }
+        #expect(decoded >= 8)
     }
 
     @Test(arguments: samples)
