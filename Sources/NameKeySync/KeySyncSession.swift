@@ -47,10 +47,14 @@ public struct KeySyncSession: Sendable {
         public var conflictRule: ConflictRule
         /// What becomes of keys only the backup holds.
         public var backupOnly: BackupOnlyPolicy
-        /// Symbols in the first request (the next ones double).
+        /// Symbols in the first request when the welcome brought none.
         public var firstSymbols: Int
-        /// Records (or keys) per request.
+        /// Keys per request in the seed's protocol, and local records read at a time.
         public var batch: Int
+        /// Records asked of the active per request: by fingerprint for a decoded difference,
+        /// or in key order when streaming (each reply is also cut at
+        /// ``KeySyncResponder/replyBytes``).
+        public var fetchBatch: Int
         /// Passes before giving up on an active that keeps changing.
         public var maximumPasses: Int
         /// Attempts of one request before the sync fails.
@@ -59,9 +63,10 @@ public struct KeySyncSession: Sendable {
         /// Creates options.
         public init(
             syncProtocol: SyncProtocol = .reconcile, conflictRule: ConflictRule = .activeWins,
-            backupOnly: BackupOnlyPolicy = .keep, firstSymbols: Int = 64, batch: Int = 2048, maximumPasses: Int = 4,
-            maximumAttempts: Int = 8
+            backupOnly: BackupOnlyPolicy = .keep, firstSymbols: Int = 64, batch: Int = 2048,
+            fetchBatch: Int = 16384, maximumPasses: Int = 4, maximumAttempts: Int = 8
         ) {
+            self.fetchBatch = fetchBatch
             self.syncProtocol = syncProtocol
             self.conflictRule = conflictRule
             self.backupOnly = backupOnly
@@ -120,6 +125,8 @@ public struct KeySyncSession: Sendable {
     private var decoder = SketchDecoder()
     private var pendingRange: Range<Int>?
     private var pendingRemoteSymbols: [SketchSymbol] = []
+    /// The difference's size as estimated from the first range of symbols.
+    private var estimate: Double?
     /// The backup's records whose fingerprints only it holds, by key.
     private var localOnly: [String: NameKeyRecord] = [:]
     /// Remote fingerprints still to fetch.
@@ -158,12 +165,13 @@ public struct KeySyncSession: Sendable {
     public mutating func start() -> [Action] {
         let limit = KeySyncMessage.maximumItemsPerMessage
         guard (1...limit).contains(options.batch), (1...limit).contains(options.firstSymbols),
-            options.maximumPasses >= 1, options.maximumAttempts >= 1
+            (1...limit).contains(options.fetchBatch), options.maximumPasses >= 1, options.maximumAttempts >= 1
         else {
             return fail(
                 KeySyncError(
                     .invalidArgument,
-                    detail: "batch \(options.batch) and first symbols \(options.firstSymbols) must be in 1...\(limit), "
+                    detail: "batch \(options.batch), fetch batch \(options.fetchBatch) and first symbols "
+                        + "\(options.firstSymbols) must be in 1...\(limit), "
                         + "passes \(options.maximumPasses) and attempts \(options.maximumAttempts) at least 1"))
         }
         phase = .describing
@@ -283,6 +291,9 @@ public struct KeySyncSession: Sendable {
     /// Local symbols (after ``Action/readLocalSymbols(_:)``).
     public mutating func localSymbols(_ symbols: [SketchSymbol]) -> [Action] {
         guard case .symbols = phase, let range = pendingRange, symbols.count == range.count else { return [] }
+        if range.lowerBound == 0 {
+            estimate = Self.estimateDifference(remote: pendingRemoteSymbols, local: symbols)
+        }
         decoder.add(remote: pendingRemoteSymbols, local: symbols)
         pendingRange = nil
         pendingRemoteSymbols = []
@@ -299,10 +310,43 @@ public struct KeySyncSession: Sendable {
         if decoder.inconsistent || decoder.received >= budget {
             return startStreaming()
         }
-        // Doubling while small, then half again as many: at most a third more than needed.
-        let next = decoder.received < 1024 ? max(options.firstSymbols, decoder.received) : decoder.received / 2
-        let count = min(next, budget - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
+        let target: Int
+        if range.lowerBound == 0, let estimate {
+            // A difference of d decodes from about 1.35 d symbols: ask for that much of the
+            // estimate at once (it is within about a fifth, either way, one time in three).
+            let wanted = 1.4 * estimate + 32
+            // One the sketch could not hold goes straight to streaming.
+            if wanted > Double(budget) * 1.25 { return startStreaming() }
+            target = max(Int(wanted), decoder.received + decoder.received / 4)
+        } else {
+            // An estimate that fell short: a quarter more each time.
+            target = decoder.received + max(decoder.received / 4, options.firstSymbols)
+        }
+        let count = min(target - decoder.received, budget - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
         return request(.symbolsRequest(request: 0, first: decoder.received, count: count))
+    }
+
+    /// Estimates how many fingerprints two sets differ by from the first symbols of each
+    /// (`remote[i]` and `local[i]` are symbol `i`, from 0).
+    ///
+    /// Symbol 0's count difference `c₀` is exactly (remote-only − local-only). An element of
+    /// the difference lands in symbol `i` with probability `pᵢ = 2/(i+2)`, so symbol `i`'s count
+    /// difference `cᵢ` has mean `c₀·pᵢ` and variance `d·pᵢ(1−pᵢ)`: the estimate is
+    /// `Σ(cᵢ − c₀pᵢ)² / Σpᵢ(1−pᵢ)`, and at least `|c₀|`. Over 64 symbols its standard error is
+    /// about a fifth of `d`, whatever the split between the sides.
+    public static func estimateDifference(remote: [SketchSymbol], local: [SketchSymbol]) -> Double {
+        guard let first = remote.first, let local0 = local.first else { return 0 }
+        let c0 = Double(first.count &- local0.count)
+        var squares = 0.0
+        var variance = 0.0
+        for index in 1..<max(1, min(remote.count, local.count)) {
+            let p = 2 / Double(index + 2)
+            let deviation = Double(remote[index].count &- local[index].count) - c0 * p
+            squares += deviation * deviation
+            variance += p * (1 - p)
+        }
+        guard variance > 0 else { return abs(c0) }
+        return max(abs(c0), squares / variance)
     }
 
     /// Local records by fingerprint (after ``Action/readLocalRecords(_:)``).
@@ -405,6 +449,7 @@ public struct KeySyncSession: Sendable {
             return startStreaming()
         }
         decoder = SketchDecoder()
+        estimate = nil
         phase = .symbols
         let capacity = min(description.sketchCapacity, local.sketchCapacity)
         let leading = description.leadingSymbols
@@ -427,7 +472,7 @@ public struct KeySyncSession: Sendable {
         localOnly = [:]
         streamedKeys = []
         phase = .streaming(after: nil)
-        return request(.range(request: 0, after: nil, limit: options.batch))
+        return request(.range(request: 0, after: nil, limit: options.fetchBatch))
     }
 
     private mutating func nextFetch() -> [Action] {
@@ -436,7 +481,7 @@ public struct KeySyncSession: Sendable {
             let changes = backupOnlyChanges()
             return applyOrContinue(changes, then: .endOfPass)
         }
-        let batch = Array(toFetch.prefix(options.batch))
+        let batch = Array(toFetch.prefix(options.fetchBatch))
         toFetch.removeFirst(batch.count)
         return request(.recordsByFingerprint(request: 0, fingerprints: batch))
     }
@@ -516,7 +561,7 @@ public struct KeySyncSession: Sendable {
             return nextFetch()
         case .nextStream(let after):
             phase = .streaming(after: after)
-            return request(.range(request: 0, after: after, limit: options.batch))
+            return request(.range(request: 0, after: after, limit: options.fetchBatch))
         case .sweep(let after):
             phase = .sweeping(after: after)
             return [.readLocalRange(after: after, limit: options.batch)]

@@ -108,7 +108,7 @@ final class KeySyncRun: @unchecked Sendable {
         let policy = BackupOnlyPolicy.allCases[int(0...2)]
         let options = KeySyncSession.Options(
             syncProtocol: seedProtocol ? .seed : .reconcile, conflictRule: seedProtocol ? .activeWins : rule,
-            backupOnly: policy, firstSymbols: 16, batch: int(8...64))
+            backupOnly: policy, firstSymbols: 16, batch: int(8...64), fetchBatch: int(8...64))
         // A common history, then drift.
         let keys = (0..<int(10...120)).map { "k\($0)" }
         var common: [StoreChange] = []

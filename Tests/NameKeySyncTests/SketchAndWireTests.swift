@@ -66,6 +66,37 @@ struct SketchTests {
         #expect(prefix == SketchPrefix(capacity: 512))
     }
 
+    @Test func theFirstSixtyFourSymbolsEstimateTheDifferenceWithinAFifth() {
+        // Both sides share 3,000 elements; the active holds `a` more, the backup `b` more (a
+        // changed record is one of each). Twenty different sets per split.
+        for (a, b) in [(500, 500), (1000, 0), (0, 300), (3000, 1000)] {
+            var ratios: [Double] = []
+            for trial in UInt64(0)..<20 {
+                var active = SketchPrefix(capacity: 64)
+                var backup = SketchPrefix(capacity: 64)
+                var next = trial &* 0x1_0000_0000
+                func element() -> Fingerprint {
+                    next &+= 1
+                    return Fingerprint(Hash64.finalize(next))
+                }
+                for _ in 0..<3000 {
+                    let shared = element()
+                    active.insert(shared)
+                    backup.insert(shared)
+                }
+                for _ in 0..<a { active.insert(element()) }
+                for _ in 0..<b { backup.insert(element()) }
+                let estimate = KeySyncSession.estimateDifference(remote: active.symbols, local: backup.symbols)
+                ratios.append(estimate / Double(a + b))
+            }
+            let mean = ratios.reduce(0, +) / Double(ratios.count)
+            #expect(mean > 0.85 && mean < 1.15, "a \(a), b \(b): mean ratio \(mean)")
+            #expect(ratios.allSatisfy { $0 > 0.4 && $0 < 2 }, "a \(a), b \(b): \(ratios)")
+        }
+        #expect(KeySyncSession.estimateDifference(remote: [], local: []) == 0)
+        #expect(KeySyncSession.estimateDifference(remote: [.zero], local: [.zero]) == 0)
+    }
+
     @Test func indicesFollowTheRatelessDensity() {
         // Every element maps to symbol 0; about 2 ln(n) of the first n symbols.
         var total = 0

@@ -107,7 +107,7 @@ final class Fixture: @unchecked Sendable {
 
 /// One sync of `backup` from `active` over loopback TCP: bytes (both ways) and seconds.
 func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) async throws -> (
-    bytes: Int, seconds: Double
+    bytes: Int, seconds: Double, roundTrips: Int
 ) {
     let activeStore = try SQLiteNameKeyStore(path: active, schema: .inventory, durable: false)
     let backupStore = try SQLiteNameKeyStore(path: backup, schema: .inventory, durable: false)
@@ -134,7 +134,7 @@ func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) asy
     }
     try activeStore.close()
     try backupStore.close()
-    return (result.bytesSent + result.bytesReceived, elapsed)
+    return (result.bytesSent + result.bytesReceived, elapsed, result.roundTrips)
 }
 
 /// Every (key, fingerprint) of a store, in key order.
@@ -316,6 +316,7 @@ let benchmarks: @Sendable () -> Void = {
                 print(
                     "keysync \(name) of \(keyCount): bytes ours \(ours.bytes), seed \(seed.bytes), merkle15 \(merkle15), "
                         + "merkle20 \(merkle20), rsync \(rsync.map { "\($0.bytes)" } ?? "n/a"), every record once \(once); "
+                        + "round trips ours \(ours.roundTrips), seed \(seed.roundTrips); "
                         + String(
                             format: "seconds ours %.2f, seed %.2f, merkle trees %.2f, rsync %@", ours.seconds,
                             seed.seconds,
