@@ -70,22 +70,36 @@ public enum KeySyncResponder {
     /// Symbols a welcome carries at least when the backup's digest differs.
     public static let leadingSymbols = 64
 
+    /// How many symbols a welcome to `backup` carries: as many as the difference needs by the
+    /// estimate from the backup's leading symbols (``KeySyncSession/estimateDifference(remote:local:)``),
+    /// at least ``leadingSymbols`` and half again the difference in counts (the difference is
+    /// at least that), at most a tenth of a symbol per record: past that the backup streams,
+    /// and the leading symbols are enough for it to tell.
+    static func welcomeSymbols(
+        for backup: KeySyncMessage.StoreDescription, from store: any NameKeyStore
+    ) throws(KeySyncError) -> Int {
+        let capacity = min(store.sketchCapacity, backup.sketchCapacity)
+        let budget = min(capacity, max(1024, store.count / 10), KeySyncMessage.maximumSymbolsPerMessage)
+        let lowerBound = abs(store.count - backup.count)
+        var wanted = max(leadingSymbols, lowerBound + lowerBound / 2)
+        let theirs = backup.leadingSymbols
+        if !theirs.isEmpty, theirs.count <= capacity {
+            let estimate = KeySyncSession.estimateDifference(
+                remote: try store.symbols(0..<theirs.count), local: theirs)
+            let sized = KeySyncSession.symbolsToAsk(forEstimate: estimate)
+            if sized <= Double(budget) * 1.25 { wanted = max(wanted, Int(min(sized, Double(budget)))) }
+        }
+        return min(wanted, budget)
+    }
+
     /// The reply to `message` from `store`; a request it cannot serve gets a refusal.
     public static func respond(to message: KeySyncMessage, store: any NameKeyStore) -> KeySyncMessage {
         do throws(KeySyncError) {
             switch message {
             case .hello(let request, let backup):
                 var description = try store.describe()
-                // A backup that differs gets the first symbols at once: enough for a small
-                // difference, and at least as many as the difference in counts suggests (it
-                // is at least that), within a tenth of a symbol per record.
                 if backup.digest != description.digest, backup.fingerprintVersion == description.fingerprintVersion {
-                    let lowerBound = abs(description.count - backup.count)
-                    let budget = max(1024, description.count / 10)
-                    let wanted = min(
-                        max(leadingSymbols, lowerBound + lowerBound / 2), budget,
-                        min(description.sketchCapacity, backup.sketchCapacity), KeySyncMessage.maximumSymbolsPerMessage)
-                    description.leadingSymbols = try store.symbols(0..<wanted)
+                    description.leadingSymbols = try store.symbols(0..<welcomeSymbols(for: backup, from: store))
                 }
                 return .welcome(request: request, description)
             case .symbolsRequest(let request, let first, let count):
@@ -380,7 +394,14 @@ public final class KeySyncClient: Sendable {
                         continuation.yield(.timeout(request))
                     }
                 case .describeLocal:
-                    var description = try await blockingIO.run { () throws(KeySyncError) in try store.describe() }
+                    var description = try await blockingIO.run { () throws(KeySyncError) in
+                        var description = try store.describe()
+                        // The hello carries the first symbols: the active estimates the
+                        // difference from them and sends as many as it needs at once.
+                        let leading = min(KeySyncResponder.leadingSymbols, store.sketchCapacity)
+                        description.leadingSymbols = try store.symbols(0..<leading)
+                        return description
+                    }
                     description.replyAddress = replyAddress
                     pending += session.localDescription(description)
                 case .readLocalSymbols(let range):

@@ -197,11 +197,13 @@ public struct KeySyncSession: Sendable {
             }
         default: return []
         }
-        local = description
+        var hello = description
+        if options.syncProtocol == .seed { hello.leadingSymbols = [] }
+        local = hello
         result.passes += 1
         changedThisPass = false
         phase = .greeting
-        return request(.hello(request: 0, description))
+        return request(.hello(request: 0, hello))
     }
 
     /// The active did not answer in time: resend, or fail after ``Options/maximumAttempts``.
@@ -314,7 +316,7 @@ public struct KeySyncSession: Sendable {
         if range.lowerBound == 0, let estimate {
             // A difference of d decodes from about 1.35 d symbols: ask for that much of the
             // estimate at once (it is within about a fifth, either way, one time in three).
-            let wanted = 1.4 * estimate + 32
+            let wanted = Self.symbolsToAsk(forEstimate: estimate)
             // One the sketch could not hold goes straight to streaming.
             if wanted > Double(budget) * 1.25 { return startStreaming() }
             target = max(Int(wanted), decoder.received + decoder.received / 4)
@@ -325,6 +327,10 @@ public struct KeySyncSession: Sendable {
         let count = min(target - decoder.received, budget - decoder.received, KeySyncMessage.maximumSymbolsPerMessage)
         return request(.symbolsRequest(request: 0, first: decoder.received, count: count))
     }
+
+    /// Symbols to have in all for a difference estimated at `estimate`: a difference of d
+    /// decodes from about 1.35 d symbols (more, relatively, when d is small).
+    public static func symbolsToAsk(forEstimate estimate: Double) -> Double { 1.4 * estimate + 32 }
 
     /// Estimates how many fingerprints two sets differ by from the first symbols of each
     /// (`remote[i]` and `local[i]` are symbol `i`, from 0).

@@ -114,6 +114,10 @@ struct KeySyncOverTCPTests {
         // the backup remembers the active's generation it reached.
         #expect(result.verifiedLocally)
         #expect(result.passes == 1)
+        // The hello's symbols let the active size its welcome to the difference: the hello
+        // and the records are the only round trips.
+        #expect(result.roundTrips == 2, "\(result.roundTrips) round trips, \(result.symbolsReceived) symbols")
+        #expect(result.symbolsReceived < 60 * 3)
         let mark = try #require(try pair.backup.lastSync(with: "active"))
         #expect(mark.peerGeneration == pair.active.generation)
         #expect(mark.generation == pair.backup.generation)
