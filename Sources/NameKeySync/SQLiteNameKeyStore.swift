@@ -15,15 +15,19 @@ import NIOConcurrencyHelpers
 ///
 /// The sketch lives in the same file: a snapshot of its symbols (with a CRC32C) and a log with
 /// one row per write transaction listing the fingerprints it added and removed, written in that
-/// transaction; opening the store applies the log to the snapshot, and every 4,096 transactions
-/// the log is folded into a new snapshot, in the writing transaction. So the metadata is never
+/// transaction; opening the store applies the log to the snapshot. So the metadata is never
 /// behind the data after a crash, and a sync reads symbols from memory instead of scanning.
-/// Journal mode WAL; `synchronous = FULL` when opened `durable`.
+/// The symbols in memory take a committed transaction's changes on a background queue (each
+/// fingerprint touches about 21 of 65,536 symbols), so a writer does not wait for them; reading
+/// symbols first takes in whatever is still pending. That queue also folds the log into a new
+/// snapshot every 4,096 transactions. Journal mode WAL; `synchronous = FULL` when opened
+/// `durable`.
 ///
 /// The file carries SQLite's `application_id` 0x46544B53 ("FTKS"); a database without it, or
 /// a file that is not a database, is refused with ``KeySyncError/Code/notAStore`` naming it.
 public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
-    // unchecked: `cache` and `rows` are guarded by `lock`; GRDB's queue serializes database access.
+    // unchecked: `cache`, `rows` and `pending` are guarded by `lock`, `sketch` by `sketchLock`
+    // (taken before `lock` when both are); GRDB's queue serializes database access.
 
     /// The `application_id` of a store's file.
     public static let applicationID: Int32 = 0x4654_4B53
@@ -36,9 +40,20 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
     public let path: String
     private let queue: DatabaseQueue
     private let lock = NIOLock()
-    private var cache: (version: Int, count: Int, sketch: SketchPrefix, generation: UInt64, logRows: Int)
+    private var cache: (version: Int, count: Int, generation: UInt64, logRows: Int)
     /// The row id of each fingerprint's record.
     private var rows: [UInt64: Int64] = [:]
+    /// Toggles of committed transactions not yet in `sketch` (9 bytes each, as the log holds
+    /// them); toggles commute, so they may be taken in any order.
+    private var pending: [UInt8] = []
+    /// Whether a drain or a fold is queued.
+    private var drainQueued = false
+    private var foldQueued = false
+    private let sketchLock = NIOLock()
+    private var sketch: SketchPrefix
+    /// Symbols of the sketch the store keeps.
+    public let sketchCapacity: Int
+    private let maintenance = DispatchQueue(label: "ft.keysync.sketch")
 
     /// Opens the store in the database at `path`, creating it (at `version`, with a sketch of
     /// `sketchCapacity` symbols) when `create` is true and the file is new.
@@ -65,9 +80,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         } catch {
             throw Self.translate(error, path: path)
         }
-        cache = (version, 0, SketchPrefix(capacity: 1), 0, 0)
+        let prepared: (Int, Int, SketchPrefix, UInt64, Int)
         do {
-            cache = try queue.write { db in
+            prepared = try queue.write { db in
                 try Self.prepare(
                     db, path: path, schema: schema, create: create, version: version, capacity: sketchCapacity)
             }
@@ -77,6 +92,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         } catch {
             throw Self.translate(error, path: path)
         }
+        cache = (prepared.0, prepared.1, prepared.3, prepared.4)
+        sketch = prepared.2
+        self.sketchCapacity = prepared.2.capacity
     }
 
     private static func prepare(
@@ -222,15 +240,16 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
     public var version: Int { lock.withLock { cache.version } }
     /// Records held.
     public var count: Int { lock.withLock { cache.count } }
-    /// Symbols of the sketch the store keeps.
-    public var sketchCapacity: Int { lock.withLock { cache.sketch.capacity } }
     /// Write transactions committed so far.
     public var generation: UInt64 { lock.withLock { cache.generation } }
 
     /// Symbols `range` of the sketch (from memory: no database read).
     public func symbols(_ range: Range<Int>) throws(KeySyncError) -> [SketchSymbol] {
         try checkSymbolRange(range)
-        return lock.withLock { Array(cache.sketch.symbols[range]) }
+        return sketchLock.withLock {
+            catchUp()
+            return Array(sketch.symbols[range])
+        }
     }
 
     /// The record of `key`, or nil.
@@ -297,18 +316,12 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
     /// Applies `changes` in one transaction, with the fingerprints and the sketch log.
     public func apply(_ changes: [StoreChange]) throws(KeySyncError) {
         try lock.withLocked { () throws(KeySyncError) in
-            // The sketch changes in place (a copy would cost its whole size per transaction);
-            // if the transaction fails, the deltas undo it.
             var count = cache.count
             var deltas: [UInt8] = []
-            // The map's changes, kept aside until the transaction commits.
-            var moved: [UInt64: Int64?] = [:]
-            func row(of fingerprint: UInt64) -> Int64? {
-                if let change = moved[fingerprint] { return change }
-                return rows[fingerprint]
-            }
+            // The map changes as the transaction goes; what it held before, to put back if the
+            // transaction fails.
+            var replaced: [(fingerprint: UInt64, row: Int64?)] = []
             let storeVersion = cache.version
-            let fold = cache.logRows + 1 >= Self.foldEvery
             let generation = cache.generation + 1
             do {
                 try queue.write { db in
@@ -344,26 +357,24 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
                                 let old = Fingerprint(UInt64(bitPattern: existing[1] as Int64))
                                 if old == fingerprint && (existing[2] as Int) == record.version { continue }
                                 try update.execute(arguments: [value, record.version, stamp, Data(body), id])
-                                moved[old.value] = .some(nil)
-                                cache.sketch.remove(old)
+                                replaced.append((old.value, rows.removeValue(forKey: old.value)))
                                 Self.appendDelta(old, sign: -1, to: &deltas)
                             } else {
                                 count += 1
                             }
-                            if let other = row(of: fingerprint.value), other != id {
+                            let previous = rows.updateValue(id, forKey: fingerprint.value)
+                            replaced.append((fingerprint.value, previous))
+                            if let previous, previous != id {
                                 throw KeySyncError(
                                     .fingerprintCollision,
                                     detail: "\(path): \(record.key) fingerprints as another record")
                             }
-                            moved[fingerprint.value] = id
-                            cache.sketch.insert(fingerprint)
                             Self.appendDelta(fingerprint, sign: 1, to: &deltas)
                         case .delete(let key):
                             if let existing = try Row.fetchOne(lookup, arguments: [key]) {
                                 let old = Fingerprint(UInt64(bitPattern: existing[1] as Int64))
                                 try delete.execute(arguments: [existing[0] as Int64])
-                                moved[old.value] = .some(nil)
-                                cache.sketch.remove(old)
+                                replaced.append((old.value, rows.removeValue(forKey: old.value)))
                                 Self.appendDelta(old, sign: -1, to: &deltas)
                                 count -= 1
                             }
@@ -371,27 +382,63 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
                     }
                     try db.execute(
                         sql: "UPDATE nks_meta SET value = ? WHERE name = 'count'", arguments: [count])
-                    if fold {
-                        try db.execute(
-                            sql: "UPDATE nks_sketch SET through = ?, symbols = ? WHERE id = 0",
-                            arguments: [Int64(generation), Self.encode(cache.sketch)])
-                        try db.execute(sql: "DELETE FROM nks_sketch_log")
-                    } else {
-                        try db.execute(
-                            sql: "INSERT INTO nks_sketch_log(seq, deltas) VALUES (?, ?)",
-                            arguments: [Int64(generation), Data(deltas)])
-                    }
+                    try db.execute(
+                        sql: "INSERT INTO nks_sketch_log(seq, deltas) VALUES (?, ?)",
+                        arguments: [Int64(generation), Data(deltas)])
                 }
             } catch {
-                Self.undo(deltas, in: &cache.sketch)
+                for (fingerprint, row) in replaced.reversed() { rows[fingerprint] = row }
                 throw Self.translate(error, path: path)
-            }
-            for (fingerprint, id) in moved {
-                rows[fingerprint] = id
             }
             cache.count = count
             cache.generation = generation
-            cache.logRows = fold ? 0 : cache.logRows + 1
+            cache.logRows += 1
+            pending += deltas
+            if !drainQueued {
+                drainQueued = true
+                maintenance.async { [self] in sketchLock.withLock { _ = catchUp() } }
+            }
+            if cache.logRows >= Self.foldEvery && !foldQueued {
+                foldQueued = true
+                maintenance.async { [self] in fold() }
+            }
+        }
+    }
+
+    /// Takes every pending toggle into `sketch` and returns the generation the sketch is then
+    /// at. Call with `sketchLock` held.
+    @discardableResult
+    private func catchUp() -> UInt64 {
+        // One locked read: the toggles of exactly the transactions through `generation`
+        // (a writer holds `lock` from its transaction until its toggles are pending).
+        let (taken, generation) = lock.withLock {
+            drainQueued = false
+            defer { pending = [] }
+            return (pending, cache.generation)
+        }
+        var reader = ByteReader(taken)
+        while let value = reader.u64(), let sign = reader.u8() {
+            sketch.toggle(value, sign: Int64(Int8(bitPattern: sign)))
+        }
+        return generation
+    }
+
+    /// Writes the sketch as a new snapshot and drops the log rows it covers, in one
+    /// transaction. A failure leaves the old snapshot and the log, which still add up.
+    private func fold() {
+        let (through, snapshot) = sketchLock.withLock {
+            let through = catchUp()
+            return (through, Self.encode(sketch))
+        }
+        let folded = try? queue.write { db in
+            try db.execute(
+                sql: "UPDATE nks_sketch SET through = ?, symbols = ? WHERE id = 0",
+                arguments: [Int64(through), snapshot])
+            try db.execute(sql: "DELETE FROM nks_sketch_log WHERE seq <= ?", arguments: [Int64(through)])
+        }
+        lock.withLock {
+            foldQueued = false
+            if folded != nil { cache.logRows = Int(cache.generation - through) }
         }
     }
 
@@ -485,8 +532,9 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         progress(total, total)
     }
 
-    /// Closes the database.
+    /// Closes the database, once queued sketch work is done.
     public func close() throws(KeySyncError) {
+        maintenance.sync {}
         do { try queue.close() } catch { throw Self.translate(error, path: path) }
     }
 
@@ -507,14 +555,6 @@ public final class SQLiteNameKeyStore: NameKeyStore, @unchecked Sendable {
         let fields = try NameKeyRecord.decodeBody(body)
         return NameKeyRecord(
             key: row["key"], version: row["version"], stamp: UInt64(bitPattern: row["stamp"] as Int64), fields: fields)
-    }
-
-    /// Takes the toggles `deltas` lists back out of `sketch`.
-    private static func undo(_ deltas: [UInt8], in sketch: inout SketchPrefix) {
-        var reader = ByteReader(deltas)
-        while let value = reader.u64(), let sign = reader.u8() {
-            sketch.toggle(value, sign: -Int64(Int8(bitPattern: sign)))
-        }
     }
 
     private static func appendDelta(_ fingerprint: Fingerprint, sign: Int8, to deltas: inout [UInt8]) {
