@@ -10,7 +10,7 @@ import NIOConcurrencyHelpers
 /// row ids, so a transaction of new records appends to the table's B-tree as a plain table
 /// would, instead of touching a page per record at random (fingerprints are random). A map from
 /// fingerprint to row id, in memory, finds a record by fingerprint; it is built from one read
-/// of the two columns when the store opens (about 0.3 s per million records here) and kept with
+/// of the two columns when the store opens (about 1 s per million records here) and kept with
 /// every write, so a sync never scans.
 ///
 /// The sketch lives in the same file: a snapshot of its symbols (with a CRC32C) and a log with

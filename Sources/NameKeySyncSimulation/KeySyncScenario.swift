@@ -24,6 +24,8 @@ public import NameKeySync
 ///   before the sync or the one the sync should give it, and a key that got its new value keeps
 ///   it through later attempts.
 /// - `retry-completes`: some attempt of each round completes.
+/// - `remembers-last-sync`: after a completed sync, the backup's mark for the active holds the
+///   active's generation and the backup's own (nothing writes either store during a sync).
 public struct KeySyncScenario: Sendable {
     /// A planted bug, or `nil` for the shipped protocol.
     public var bug: KeySyncSession.Bug?
@@ -246,6 +248,15 @@ final class KeySyncRun: @unchecked Sendable {
                         "round \(round), attempt \(attempt) (\(result.mode), \(result.passes) passes): key \(key) is "
                             + "\(describe(actual[key])), expected \(describe(expected[key]))")
                     return
+                }
+                let mark = SyncMark(
+                    peer: "\(Self.activeNode)", peerGeneration: activeStore?.generation ?? 0,
+                    generation: backup.generation)
+                if backup.lastSync(with: mark.peer) != mark {
+                    fail(
+                        "remembers-last-sync",
+                        "round \(round), attempt \(attempt): the mark is \(String(describing: backup.lastSync(with: mark.peer))), "
+                            + "expected \(mark)")
                 }
                 return
             case .failure(let error):

@@ -107,9 +107,11 @@ final class Fixture: @unchecked Sendable {
 
 /// One sync of `backup` from `active` over loopback TCP: bytes (both ways) and seconds.
 func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) async throws -> (
-    bytes: Int, seconds: Double, roundTrips: Int
+    bytes: Int, seconds: Double, roundTrips: Int, openSeconds: Double
 ) {
+    let opening = ContinuousClock.now
     let activeStore = try SQLiteNameKeyStore(path: active, schema: .inventory, durable: false)
+    let openSeconds = seconds(ContinuousClock.now - opening)
     let backupStore = try SQLiteNameKeyStore(path: backup, schema: .inventory, durable: false)
     let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
     let activeTransport = try await TCPTransport.start(configuration: .init(localNode: "active", bindAddress: any))
@@ -134,7 +136,7 @@ func syncOverTCP(active: String, backup: String, syncProtocol: SyncProtocol) asy
     }
     try activeStore.close()
     try backupStore.close()
-    return (result.bytesSent + result.bytesReceived, elapsed, result.roundTrips)
+    return (result.bytesSent + result.bytesReceived, elapsed, result.roundTrips, openSeconds)
 }
 
 /// Every (key, fingerprint) of a store, in key order.
@@ -317,6 +319,7 @@ let benchmarks: @Sendable () -> Void = {
                     "keysync \(name) of \(keyCount): bytes ours \(ours.bytes), seed \(seed.bytes), merkle15 \(merkle15), "
                         + "merkle20 \(merkle20), rsync \(rsync.map { "\($0.bytes)" } ?? "n/a"), every record once \(once); "
                         + "round trips ours \(ours.roundTrips), seed \(seed.roundTrips); "
+                        + String(format: "opening the active's store %.2f s; ", ours.openSeconds)
                         + String(
                             format: "seconds ours %.2f, seed %.2f, merkle trees %.2f, rsync %@", ours.seconds,
                             seed.seconds,
