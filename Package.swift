@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "CheckpointingSimulation", targets: ["CheckpointingSimulation"]),
         .library(name: "NameKeySync", targets: ["NameKeySync"]),
         .library(name: "NameKeySyncSimulation", targets: ["NameKeySyncSimulation"]),
+        .library(name: "DaisyChain", targets: ["DaisyChain"]),
+        .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -213,6 +215,31 @@ let package = Package(
             ]
         ),
         .target(
+            name: "DaisyChain",
+            dependencies: [
+                "FaultToleranceCore",
+                "HeartbeatQuorum",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The chain scenario: the shipped elements and host on a simulated network, in virtual time.
+        .target(
+            name: "DaisyChainSimulation",
+            dependencies: [
+                "DaisyChain",
+                "DeterministicSimulation",
+                "FaultToleranceCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "ElasticJournalSimulation",
             dependencies: [
                 "FaultToleranceCore",
@@ -238,7 +265,8 @@ let package = Package(
                 "HeartbeatSimulation",
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
-                "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation",
+                "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation", "DaisyChain",
+                "DaisyChainSimulation",
             ]
         ),
         .executableTarget(
@@ -316,6 +344,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "DaisyChainTests",
+            dependencies: [
+                "DaisyChain", "DaisyChainSimulation", "DeterministicSimulation", "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

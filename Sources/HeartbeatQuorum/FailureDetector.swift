@@ -1,4 +1,4 @@
-import FaultToleranceCore
+package import FaultToleranceCore
 
 #if canImport(Glibc)
     import Glibc
@@ -32,9 +32,9 @@ public enum DetectorConfiguration: Sendable, Hashable {
 }
 
 /// The per-path detector state: arrival history and the suspicion it implies.
-struct FailureDetector: Sendable {
+package struct FailureDetector: Sendable {
     let configuration: DetectorConfiguration
-    private(set) var lastArrival: Instant?
+    package private(set) var lastArrival: Instant?
     private var intervals: [Int64] = []
     private var nextSlot = 0
     // Running sums make phi O(1) per evaluation. In doubles the variance's rounding error
@@ -48,7 +48,7 @@ struct FailureDetector: Sendable {
     /// comparison per evaluation instead of an `exp` and a `log10`.
     private let failureScore: Double
 
-    init(configuration: DetectorConfiguration, expectedInterval: Duration) {
+    package init(configuration: DetectorConfiguration, expectedInterval: Duration) {
         self.configuration = configuration
         if case .phiAccrual(let threshold, _, _, _) = configuration {
             failureScore = Self.score(forPhi: threshold)
@@ -76,7 +76,7 @@ struct FailureDetector: Sendable {
         sumOfSquares += value * value
     }
 
-    mutating func heartbeat(at now: Instant) {
+    package mutating func heartbeat(at now: Instant) {
         if let last = lastArrival, now > last {
             record((now - last).nanoseconds)
         }
@@ -131,7 +131,7 @@ struct FailureDetector: Sendable {
 
     /// Whether the detector currently declares the path failed. A path never heard from is
     /// failed once the worst-case silence has passed since `start`.
-    func hasFailed(at now: Instant, since start: Instant) -> Bool {
+    package func hasFailed(at now: Instant, since start: Instant) -> Bool {
         guard let silence = silence(at: now) else {
             return now - start >= configuration.worstCaseSilence
         }

@@ -18,7 +18,7 @@ struct FTCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, CheckpointCommand.self,
-            KeySyncCommand.self,
+            KeySyncCommand.self, ChainCommand.self,
             Demo.self,
         ],
         defaultSubcommand: nil

@@ -41,6 +41,9 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let locked = Code("locked")
         /// The pool was opened read-only and the call would change it.
         public static let readOnly = Code("readOnly")
+        /// The bytes live on a device that cannot be reached now (a dead chain element, a lost
+        /// replica); the detail names it. Never answered with zeros.
+        public static let unavailable = Code("unavailable")
 
         /// The code's name.
         public var description: String { name }

@@ -1,0 +1,219 @@
+public import FaultToleranceCore
+public import Logging
+public import Metrics
+import NIOConcurrencyHelpers
+import struct Foundation.Date
+import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+
+/// Where a chain runtime runs its core (whose drive I/O blocks): on NIO's shared thread pool
+/// (production), or inline on the calling task (the simulation, whose deterministic executor
+/// must see every job).
+public enum ChainBlockingIO: Sendable {
+    /// NIO's shared thread pool: the cooperative pool never waits on a disk.
+    case threadPool
+    /// The calling task.
+    case inline
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        switch self {
+        case .inline:
+            return body()
+        case .threadPool:
+            do {
+                return try await NIOThreadPool.singleton.runIfActive { body() }
+            } catch {
+                // The pool is shutting down: run it here rather than lose the event.
+                return body()
+            }
+        }
+    }
+}
+
+/// Holds a value that only one task at a time touches (the runtime's event loop).
+final class LoopConfined<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// A chain element: an ``ElementCore`` over a `Transport`, a clock and its drive, run as a
+/// ServiceLifecycle `Service`. One task applies every message and tick in order; the drive I/O
+/// runs on NIO's thread pool.
+///
+/// ```swift
+/// let unit = try FileStorageUnit.create(path: "/var/lib/chain/e1.drive", capacity: 1 << 30)
+/// let element = try ChainElement(
+///     node: "e1", drive: try ElementDrive(unit: unit), initial: register, transport: transport)
+/// try await ServiceGroup(services: [element], logger: logger).run()
+/// ```
+public final class ChainElement: Service, @unchecked Sendable {
+    private enum Event: Sendable {
+        case message(Envelope)
+        case tick
+        case raise(SignalKind)
+        case inspect(@Sendable (ElementCore) -> Void)
+    }
+
+    /// This element.
+    public let node: NodeID
+    private let core: LoopConfined<ElementCore>
+    private let transport: any Transport
+    private let clock: any RuntimeClock
+    private let logger: Logger
+    private let blockingIO: ChainBlockingIO
+    private let events: AsyncStream<Event>
+    private let eventSink: AsyncStream<Event>.Continuation
+    private let timing: ChainTiming
+    private let signalsRaised: Counter
+    private let learnAddress: (@Sendable (NodeID, String) -> Void)?
+    /// Heartbeat arrivals as the receiving task saw them, and what to heartbeat (kept by the loop).
+    private let heard = NIOLockedValueBox<[NodeID: Instant]>([:])
+    private let beat = NIOLockedValueBox<(targets: [NodeID], digest: UInt64, epoch: UInt64)>(([], 0, 0))
+
+    /// Creates an element; see ``ElementCore/init(node:drive:initial:timing:incarnation:bug:now:)``.
+    /// `incarnation` defaults to the wall clock in microseconds.
+    public init(
+        node: NodeID, drive: ElementDrive, initial: ChainRegister, transport: any Transport,
+        clock: any RuntimeClock = SystemClock(), timing: ChainTiming = ChainTiming(), incarnation: UInt64? = nil,
+        logger: Logger = Logger(label: "ft.chain.element"), metricsFactory: (any MetricsFactory)? = nil,
+        blockingIO: ChainBlockingIO = .threadPool, bug: ElementCore.Bug? = nil,
+        learnAddress: (@Sendable (NodeID, String) -> Void)? = nil
+    ) throws(ChainError) {
+        self.node = node
+        self.learnAddress = learnAddress
+        let wall = UInt64(max(0, Int64(Date.nowMicroseconds)))
+        core = LoopConfined(
+            try ElementCore(
+                node: node, drive: drive, initial: initial, timing: timing, incarnation: incarnation ?? wall,
+                bug: bug, now: clock.now))
+        self.transport = transport
+        self.clock = clock
+        self.logger = logger
+        self.blockingIO = blockingIO
+        self.timing = timing
+        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
+        let factory = metricsFactory ?? MetricsSystem.factory
+        signalsRaised = Counter(label: "ft_chain_signals_raised_total", dimensions: [("element", node.name)], factory: factory)
+        let counter = signalsRaised
+        core.value.onRaise = { _, _ in counter.increment() }
+    }
+
+    /// Calls `observer` on every signal this element raises (before ``run()``).
+    public func observeSignals(_ observer: @escaping (SignalKind, Instant) -> Void) {
+        let counter = signalsRaised
+        core.value.onRaise = { kind, at in
+            counter.increment()
+            observer(kind, at)
+        }
+    }
+
+    /// The core, for the simulation's invariant checks on its single thread (nothing else may touch it).
+    package var unsafeCore: ElementCore { core.value }
+
+    /// Raises an operator signal on this element (reset, hot-plug, drive-removed, drive-fault, identify, link-down, link-up).
+    public func raise(_ kind: SignalKind) { eventSink.yield(.raise(kind)) }
+
+    /// Runs `body` on the element's core between two events and returns its result.
+    public func inspect<T: Sendable>(_ body: @escaping @Sendable (ElementCore) -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            eventSink.yield(.inspect { core in continuation.resume(returning: body(core)) })
+        }
+    }
+
+    /// Runs until graceful shutdown, cancellation or the transport closing.
+    public func run() async throws {
+        let events = self.events
+        let sink = eventSink
+        let transport = self.transport
+        let clock = self.clock
+        let tick = timing.tick
+        // Not `cancelWhenGracefulShutdown`: its helper task would leave a simulation's executor.
+        await withTaskGroup(of: Void.self) { tasks in
+            let heard = self.heard
+            tasks.addTask {
+                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type) {
+                    if envelope.message.type == ChainMessage.MessageType.heartbeat {
+                        let now = clock.now
+                        heard.withLockedValue { $0[envelope.from] = now }
+                    }
+                    sink.yield(.message(envelope))
+                }
+            }
+            if case .threadPool = blockingIO {
+                // Heartbeats leave on their own timer, not behind a burst of writes in the loop.
+                let beat = self.beat
+                let interval = timing.heartbeatInterval
+                tasks.addTask {
+                    while !Task.isCancelled {
+                        do { try await clock.sleep(for: interval) } catch { return }
+                        let (targets, digest, epoch) = beat.withLockedValue { $0 }
+                        for target in targets {
+                            try? await transport.send(
+                                ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
+                        }
+                    }
+                }
+            }
+            tasks.addTask {
+                while !Task.isCancelled {
+                    do { try await clock.sleep(for: tick) } catch { return }
+                    sink.yield(.tick)
+                }
+            }
+            tasks.addTask { await parkUntilShutdown() }
+            tasks.addTask {
+                let core = self.core
+                let started = await self.blockingIO.run { [clock] in core.value.start(now: clock.now) }
+                await self.send(started)
+                for await event in events {
+                    if Task.isCancelled { return }
+                    await self.process(event)
+                }
+            }
+            await tasks.next()
+            tasks.cancelAll()
+        }
+        eventSink.finish()
+    }
+
+    private func process(_ event: Event) async {
+        let core = self.core
+        let clock = self.clock
+        let out: [RegisterMachine.Outbound]
+        switch event {
+        case .message(let envelope):
+            if let learnAddress, envelope.message.type == ChainMessage.MessageType.hello,
+                case .hello(_, let address)? = try? ChainMessage.decode(envelope.message), !address.isEmpty
+            {
+                learnAddress(envelope.from, address)
+            }
+            out = await blockingIO.run { core.value.handle(envelope, now: clock.now) }
+        case .tick:
+            let heard = self.heard.withLockedValue { $0 }
+            out = await blockingIO.run { core.value.tick(now: clock.now, heard: heard) }
+        case .raise(let kind):
+            out = await blockingIO.run { core.value.raise(kind, now: clock.now) }
+        case .inspect(let body):
+            body(core.value)
+            out = []
+        }
+        let snapshot = (core.value.heartbeatTargets, core.value.chain.digest, core.value.chain.generation.epoch)
+        beat.withLockedValue { $0 = snapshot }
+        await send(out)
+    }
+
+    private func send(_ out: [RegisterMachine.Outbound]) async {
+        for item in out {
+            do {
+                try await transport.send(item.message.encode(), to: item.to)
+            } catch {
+                logger.trace("chain send failed", metadata: ["to": "\(item.to)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+extension Date {
+    static var nowMicroseconds: Double { Date().timeIntervalSince1970 * 1_000_000 }
+}
