@@ -391,7 +391,14 @@ let package = Package(
         ),
         // Runs the `ftctl` and `EmbeddedNode` that `swift test` builds beside the test bundle,
         // as a user would.
-        .testTarget(name: "ftctlTests", dependencies: ["ElasticJournal"]),
+        .testTarget(
+            name: "ftctlTests",
+            dependencies: [
+                "ElasticJournal", "DaisyChain", "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ]
 )
 

@@ -67,6 +67,7 @@ public final class ChainElement: Service, @unchecked Sendable {
     private let timing: ChainTiming
     private let signalsRaised: Counter
     private let learnAddress: (@Sendable (NodeID, String) -> Void)?
+    private let queues: SendQueues
     /// Heartbeat arrivals as the receiving task saw them, and what to heartbeat (kept by the loop).
     private let heard = NIOLockedValueBox<[NodeID: Instant]>([:])
     private let beat = NIOLockedValueBox<(targets: [NodeID], digest: UInt64, epoch: UInt64)>(([], 0, 0))
@@ -92,6 +93,7 @@ public final class ChainElement: Service, @unchecked Sendable {
         self.logger = logger
         self.blockingIO = blockingIO
         self.timing = timing
+        queues = SendQueues(transport: transport, logger: logger)
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         let factory = metricsFactory ?? MetricsSystem.factory
         signalsRaised = Counter(label: "ft_chain_signals_raised_total", dimensions: [("element", node.name)], factory: factory)
@@ -149,8 +151,7 @@ public final class ChainElement: Service, @unchecked Sendable {
                         do { try await clock.sleep(for: interval) } catch { return }
                         let (targets, digest, epoch) = beat.withLockedValue { $0 }
                         for target in targets {
-                            try? await transport.send(
-                                ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
+                            self.queues.send(ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
                         }
                     }
                 }
@@ -175,6 +176,7 @@ public final class ChainElement: Service, @unchecked Sendable {
             tasks.cancelAll()
         }
         eventSink.finish()
+        queues.close()
     }
 
     private func process(_ event: Event) async {
@@ -204,6 +206,10 @@ public final class ChainElement: Service, @unchecked Sendable {
     }
 
     private func send(_ out: [RegisterMachine.Outbound]) async {
+        if case .threadPool = blockingIO {
+            for item in out { queues.send(item.message.encode(), to: item.to) }
+            return
+        }
         for item in out {
             do {
                 try await transport.send(item.message.encode(), to: item.to)
@@ -216,4 +222,52 @@ public final class ChainElement: Service, @unchecked Sendable {
 
 extension Date {
     static var nowMicroseconds: Double { Date().timeIntervalSince1970 * 1_000_000 }
+}
+
+/// One ordered send queue per destination, each drained by its own task, so a send that waits
+/// (a dead peer's connection attempts, a full socket) holds up only messages to that peer. A
+/// queue keeps at most 4,096 messages; beyond that the newest are dropped, which the links'
+/// retransmission and the heartbeats' repetition absorb.
+final class SendQueues: @unchecked Sendable {
+    private let transport: any Transport
+    private let logger: Logger
+    private let queues = NIOLockedValueBox<[NodeID: AsyncStream<Message>.Continuation]>([:])
+    private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+
+    init(transport: any Transport, logger: Logger) {
+        self.transport = transport
+        self.logger = logger
+    }
+
+    func send(_ message: Message, to node: NodeID) {
+        let continuation = queues.withLockedValue { queues -> AsyncStream<Message>.Continuation in
+            if let existing = queues[node] { return existing }
+            let (stream, continuation) = AsyncStream.makeStream(
+                of: Message.self, bufferingPolicy: .bufferingOldest(4096))
+            queues[node] = continuation
+            let transport = self.transport
+            let logger = self.logger
+            let task = Task {
+                for await message in stream {
+                    do {
+                        try await transport.send(message, to: node)
+                    } catch {
+                        logger.trace("chain send failed", metadata: ["to": "\(node)", "error": "\(error)"])
+                    }
+                }
+            }
+            tasks.withLockedValue { $0.append(task) }
+            return continuation
+        }
+        continuation.yield(message)
+    }
+
+    func close() {
+        let all = queues.withLockedValue { queues in
+            defer { queues = [:] }
+            return Array(queues.values)
+        }
+        for continuation in all { continuation.finish() }
+        for task in tasks.withLockedValue({ $0 }) { task.cancel() }
+    }
 }

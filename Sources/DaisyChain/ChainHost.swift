@@ -41,6 +41,8 @@ public final class ChainHost: Service, @unchecked Sendable {
     private let waiting = LoopConfined<[UInt64: @Sendable (Result<ByteBuffer, ChainError>) -> Void]>([:])
     private let openers = LoopConfined<[@Sendable (Bool) -> Void]>([])
     private let shared = NIOLockedValueBox<(capacity: Int, register: ChainRegister?)>((0, nil))
+    private let queues: SendQueues
+    private let queued: Bool
 
     /// Creates a host. `epoch` must grow from one start of the host to the next (default: the
     /// wall clock in microseconds); the head refuses writes of older epochs. `address` is where
@@ -59,6 +61,9 @@ public final class ChainHost: Service, @unchecked Sendable {
         self.logger = logger
         self.timing = timing
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
+        queues = SendQueues(transport: transport, logger: logger)
+        // A simulation's clock runs on its executor: send in line there, queued elsewhere.
+        queued = clock.taskExecutor == nil
     }
 
     /// The core, for the simulation's checks on its single thread (nothing else may touch it).
@@ -164,6 +169,7 @@ public final class ChainHost: Service, @unchecked Sendable {
             tasks.cancelAll()
         }
         eventSink.finish()
+        queues.close()
         for (_, waiter) in waiting.value { waiter(.failure(ChainError(.closed))) }
         waiting.value = [:]
         for opener in openers.value { opener(false) }
@@ -201,6 +207,10 @@ public final class ChainHost: Service, @unchecked Sendable {
         for effect in effects {
             switch effect {
             case .send(let message, let target):
+                if queued {
+                    queues.send(message.encode(), to: target)
+                    continue
+                }
                 do {
                     try await transport.send(message.encode(), to: target)
                 } catch {

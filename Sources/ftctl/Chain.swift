@@ -383,7 +383,7 @@ struct ChainRestart: ParsableCommand {
         guard let index = state.elements.firstIndex(where: { $0.name.name == element }) else {
             throw CommandFailure("no element \(element) in \(dir)")
         }
-        if Foundation.kill(state.elements[index].pid, 0) == 0 {
+        if isRunning(state.elements[index].pid) {
             throw CommandFailure("element \(element) (pid \(state.elements[index].pid)) is still running")
         }
         let log = dir + "/\(element).log"
@@ -395,6 +395,16 @@ struct ChainRestart: ParsableCommand {
         try state.save(dir)
         print("restarted \(element) (pid \(state.elements[index].pid))")
     }
+}
+
+/// Whether `pid` is alive and not a zombie (a killed element whose parent, `up`, is gone may
+/// stay one where nothing reaps orphans).
+func isRunning(_ pid: Int32) -> Bool {
+    guard Foundation.kill(pid, 0) == 0 else { return false }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return true }
+    return !stat[close...].hasPrefix(") Z")
 }
 
 /// `ftctl chain down`.
