@@ -72,13 +72,14 @@ public final class ChainElement: Service, @unchecked Sendable {
     private let heard = NIOLockedValueBox<[NodeID: Instant]>([:])
     private let beat = NIOLockedValueBox<(targets: [NodeID], digest: UInt64, epoch: UInt64)>(([], 0, 0))
 
-    /// Creates an element; see ``ElementCore/init(node:drive:initial:timing:incarnation:bug:now:)``.
-    /// `incarnation` defaults to the wall clock in microseconds.
+    /// Creates an element; see ``ElementCore/init(node:drive:initial:timing:incarnation:forming:bug:now:)``.
+    /// `incarnation` defaults to the wall clock in microseconds; `learnAddress` is told where a
+    /// host that greets the element listens (a TCP transport needs it to answer).
     public init(
         node: NodeID, drive: ElementDrive, initial: ChainRegister, transport: any Transport,
         clock: any RuntimeClock = SystemClock(), timing: ChainTiming = ChainTiming(), incarnation: UInt64? = nil,
         logger: Logger = Logger(label: "ft.chain.element"), metricsFactory: (any MetricsFactory)? = nil,
-        blockingIO: ChainBlockingIO = .threadPool, bug: ElementCore.Bug? = nil,
+        blockingIO: ChainBlockingIO = .threadPool, forming: Bool = false, bug: ElementCore.Bug? = nil,
         learnAddress: (@Sendable (NodeID, String) -> Void)? = nil
     ) throws(ChainError) {
         self.node = node
@@ -87,7 +88,7 @@ public final class ChainElement: Service, @unchecked Sendable {
         core = LoopConfined(
             try ElementCore(
                 node: node, drive: drive, initial: initial, timing: timing, incarnation: incarnation ?? wall,
-                bug: bug, now: clock.now))
+                forming: forming, bug: bug, now: clock.now))
         self.transport = transport
         self.clock = clock
         self.logger = logger

@@ -214,14 +214,16 @@ public final class ElementCore {
         outbound?.target ?? (learner?.linked == true ? learner?.link.target : nil)
     }
 
-    /// Starts an element over `drive`. A drive that holds saved registers rejoins the chain they
-    /// describe (mirror: by catch-up; span: at its place); a blank one takes `initial`.
+    /// Starts an element over `drive`. With `forming`, a blank drive takes `initial` as it is
+    /// (a new chain, every element starting together). Otherwise the element rejoins: with the
+    /// registers its drive saved (mirror: by catch-up; span: at its place), or, on a blank drive,
+    /// as a new element that copies what the chain holds before it serves.
     ///
     /// - Parameter incarnation: grows with every start of this element (the runtime passes the
     ///   wall clock in microseconds), so its link streams are newer than any before a restart.
     public init(
         node: NodeID, drive: ElementDrive, initial: ChainRegister, timing: ChainTiming = ChainTiming(),
-        incarnation: UInt64, bug: Bug? = nil, now: Instant
+        incarnation: UInt64, forming: Bool = false, bug: Bug? = nil, now: Instant
     ) throws(ChainError) {
         self.node = node
         self.drive = drive
@@ -241,7 +243,7 @@ public final class ElementCore {
             restartedFromSavedRegisters = true
         } else {
             machine = try RegisterMachine(node: node, chain: initial)
-            restartedFromSavedRegisters = false
+            restartedFromSavedRegisters = !forming
         }
         if bug == .forwardBeforeApply { machine.bug = .forwardBeforeApply }
     }
@@ -669,9 +671,13 @@ public final class ElementCore {
         registerChanged()
     }
 
-    /// Mirror: whether this element commits what it applies (it is the linked tail).
+    /// Mirror: whether this element commits what it applies: it is the linked tail of a chain
+    /// that links a majority of the members. Two views of the membership that each link a
+    /// majority share an element, and that element follows one view at a time, so a partition
+    /// can never leave two sub-chains both acknowledging writes.
     private var isCommitter: Bool {
         guard chain.mode == .mirror, machine.isLinked, chain.successor(of: node) == nil else { return false }
+        guard chain.linked.count * 2 > chain.members.count else { return false }
         return !catchingUp || bug == .servesBeforeCatchUp
     }
 

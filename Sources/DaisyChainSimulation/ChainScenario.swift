@@ -149,7 +149,7 @@ final class ChainRun: @unchecked Sendable {
         }
         initial = ChainRegister(
             mode: mode, generation: ChainGeneration(epoch: 1, proposer: "init"), members: members, host: Self.hostNode)
-        for node in nodes { try start(node) }
+        for node in nodes { try start(node, forming: true) }
         world.network.restart(Self.hostNode)
         let host = ChainHost(
             node: Self.hostNode, elements: nodes, transport: world.network.transport(for: Self.hostNode),
@@ -191,14 +191,14 @@ final class ChainRun: @unchecked Sendable {
         hostTask.cancel()
     }
 
-    func start(_ node: NodeID) throws {
+    func start(_ node: NodeID, forming: Bool = false) throws {
         guard let unit = units[node], let initial else { return }
         world.network.restart(node)
         let element = try ChainElement(
             node: node, drive: try ElementDrive(unit: unit), initial: initial,
             transport: world.network.transport(for: node), clock: world.clock, timing: timing,
             incarnation: UInt64(world.simulation.now.nanoseconds) / 1000 + 1, logger: Self.silent,
-            blockingIO: .inline, bug: bug)
+            blockingIO: .inline, forming: forming, bug: bug)
         element.observeSignals { [unowned self] _, at in lastRaise = max(lastRaise, at) }
         elements[node] = element
         tasks[node] = world.spawn { try await element.run() }

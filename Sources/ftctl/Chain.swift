@@ -99,14 +99,14 @@ struct ChainState {
         try text.write(toFile: Self.path(directory), atomically: true, encoding: .utf8)
     }
 
-    /// The arguments that start element `index`.
-    func arguments(_ index: Int, directory: String) -> [String] {
+    /// The arguments that start element `index` (`forming`: with the others, as a new chain).
+    func arguments(_ index: Int, directory: String, forming: Bool = false) -> [String] {
         [
             "chain", "element", "--name", elements[index].name.name, "--dir", directory, "--mode", "\(mode)",
             "--elements", elements.map(\.name.name).joined(separator: ","),
             "--ports", elements.map { String($0.port) }.joined(separator: ","), "--capacity", String(capacity),
             "--heartbeat-ms", String(heartbeatMilliseconds),
-        ]
+        ] + (forming ? ["--form"] : [])
     }
 
     var peers: [NodeID: SocketAddress] {
@@ -195,7 +195,8 @@ struct ChainUp: ParsableCommand {
             elements: try (0..<elements).map { (NodeID("e\($0)") ?? "e", try freeLoopbackPort(), 0) })
         for index in state.elements.indices {
             let log = dir + "/\(state.elements[index].name).log"
-            state.elements[index].pid = try spawnSelf(state.arguments(index, directory: dir), log: log)
+            state.elements[index].pid = try spawnSelf(
+                state.arguments(index, directory: dir, forming: true), log: log)
         }
         for element in state.elements where !waitForLog(dir + "/\(element.name).log", containing: "listening") {
             throw CommandFailure("element \(element.name) did not start; see \(dir)/\(element.name).log")
@@ -218,6 +219,7 @@ struct ChainElementCommand: AsyncParsableCommand {
     @Option(help: "Every element's loopback port, in the same order.") var ports: String
     @Option(help: "Each drive's data capacity in bytes.") var capacity: Int
     @Option(help: "Heartbeat interval in milliseconds.") var heartbeatMs = 50
+    @Flag(help: "Form a new chain with the others (a blank drive takes the initial registers).") var form = false
 
     func run() async throws {
         var logger = Logger(label: "ftctl.chain.element")
@@ -251,7 +253,7 @@ struct ChainElementCommand: AsyncParsableCommand {
                 peers: peers), logger: logger)
         let element = try ChainElement(
             node: node, drive: drive, initial: register, transport: transport,
-            timing: ChainTiming(heartbeatInterval: .milliseconds(heartbeatMs)), logger: logger
+            timing: ChainTiming(heartbeatInterval: .milliseconds(heartbeatMs)), logger: logger, forming: form
         ) { peer, address in
             if let parsed = HostPort(argument: address) { transport.setPeer(peer, address: parsed.address) }
         }

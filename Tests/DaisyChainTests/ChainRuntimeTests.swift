@@ -32,19 +32,20 @@ final class QuietChain: @unchecked Sendable {
             }, host: "host")
     }
 
-    func start(_ index: Int) throws {
+    func start(_ index: Int, forming: Bool = false) throws {
         let node = nodes[index]
         world.network.restart(node)
         let element = try ChainElement(
             node: node, drive: try ElementDrive(unit: units[index]), initial: register,
             transport: world.network.transport(for: node), clock: world.clock, timing: timing,
-            incarnation: UInt64(world.simulation.now.nanoseconds / 1000) + 1, logger: Self.silent, blockingIO: .inline)
+            incarnation: UInt64(world.simulation.now.nanoseconds / 1000) + 1, logger: Self.silent, blockingIO: .inline,
+            forming: forming)
         elements[node] = element
         tasks.append(world.spawn { try await element.run() })
     }
 
     func open() async throws {
-        for index in nodes.indices { try start(index) }
+        for index in nodes.indices { try start(index, forming: true) }
         host = ChainHost(
             node: "host", elements: nodes, transport: world.network.transport(for: "host"), clock: world.clock,
             timing: timing, epoch: 1, logger: Self.silent)
