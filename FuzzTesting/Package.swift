@@ -63,6 +63,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzChainMessages",
+            dependencies: [
+                .product(name: "DaisyChain", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzKeySyncMessages",
             dependencies: [
                 .product(name: "NameKeySync", package: rootPackage),

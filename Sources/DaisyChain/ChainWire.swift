@@ -235,7 +235,10 @@ public enum ChainMessage: Sendable, Hashable {
         case .hello(let hostEpoch, let address):
             type = MessageType.hello
             buffer.writeInteger(hostEpoch, endianness: .little)
-            buffer.writeString(String(address.utf8.prefix(255)) ?? "")
+            // At most 255 bytes, cut at a character boundary.
+            var cut = address
+            while cut.utf8.count > 255 { cut.removeLast() }
+            buffer.writeString(cut)
         case .fingerprints(let firstBlock, let blocks, let last):
             type = MessageType.fingerprints
             buffer.writeMultipleIntegers(
@@ -348,7 +351,8 @@ public enum ChainMessage: Sendable, Hashable {
             decoded = .join(try DriveRegister.decode(from: &buffer), applied: applied)
         case MessageType.hello:
             guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self), buffer.readableBytes <= 255,
-                let address = buffer.readString(length: buffer.readableBytes)
+                let raw = buffer.readBytes(length: buffer.readableBytes),
+                let address = String(validating: raw, as: UTF8.self)
             else {
                 throw ChainError(.malformed, detail: "hello invalid")
             }
@@ -372,7 +376,9 @@ public enum ChainMessage: Sendable, Hashable {
         case MessageType.statusRequest:
             decoded = .statusRequest
         case MessageType.statusReply:
-            guard buffer.readableBytes <= 1 << 20, let text = buffer.readString(length: buffer.readableBytes) else {
+            guard buffer.readableBytes <= 1 << 20, let raw = buffer.readBytes(length: buffer.readableBytes),
+                let text = String(validating: raw, as: UTF8.self)
+            else {
                 throw ChainError(.malformed, detail: "status reply invalid")
             }
             decoded = .statusReply(text)

@@ -371,7 +371,8 @@ func writeName(_ node: NodeID, into buffer: inout ByteBuffer) {
 
 func readName(from buffer: inout ByteBuffer) throws(ChainError) -> NodeID {
     guard let length = buffer.readInteger(as: UInt8.self), length > 0,
-        let name = buffer.readString(length: Int(length)), let node = NodeID(name)
+        let raw = buffer.readBytes(length: Int(length)), let name = String(validating: raw, as: UTF8.self),
+        let node = NodeID(name)
     else { throw ChainError(.malformed, detail: "element name invalid") }
     return node
 }

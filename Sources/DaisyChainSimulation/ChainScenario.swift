@@ -263,6 +263,12 @@ final class ChainRun: @unchecked Sendable {
                 continue
             }
         }
+        // The faults end: every element comes back (an operation may be waiting for it).
+        for node in nodes where elements[node] == nil { try? start(node) }
+        for node in nodes where units[node]?.failing == true {
+            units[node]?.failing = false
+            elements[node]?.raise(.reset)
+        }
     }
 
     // MARK: Workload

@@ -1,4 +1,5 @@
 import DaisyChain
+import Foundation
 import FaultToleranceCore
 import NIOCore
 import Testing
@@ -55,6 +56,37 @@ func sampleRegister(mode: ChainMode = .mirror, count: Int = 3) -> ChainRegister 
             let encoded = message.encode()
             #expect(ChainMessage.MessageType.contains(encoded.type))
             #expect(try ChainMessage.decode(encoded) == message)
+        }
+    }
+}
+
+extension RegisterTests {
+    /// Writes the fuzzer's seed corpus (FuzzTesting/Corpus/ChainMessages) when FT_WRITE_CORPUS
+    /// names the directory: one file per message kind, steer byte first.
+    @Test func theFuzzCorpusSeedsAreValidMessages() throws {
+        let register = sampleRegister()
+        let messages: [(String, ChainMessage)] = [
+            ("signal", .signal(ChainSignal(kind: .linkDown, subject: "e1", origin: "e0", direction: .down, register: register))),
+            ("registers", .registers(register, applied: 9, reply: true)),
+            ("heartbeat", .heartbeat(digest: 1, epoch: 2)),
+            ("write", .entry(link: 1, sequence: 1, .write(hostEpoch: 1, version: 1, offset: 0, sync: true, data: ByteBuffer(bytes: [1, 2])))),
+            ("catch-up-end", .entry(link: 1, sequence: 2, .catchUpEnd(register))),
+            ("read", .read(request: 1, offset: 0, count: 4096, atLeast: 3)),
+            ("fingerprints", .fingerprints(firstBlock: 0, blocks: [1, 2], last: false)),
+            ("join", .join(register.members[0].drive, applied: 4)),
+            ("hello", .hello(hostEpoch: 1, address: "127.0.0.1:1")),
+        ]
+        for (name, message) in messages {
+            let encoded = message.encode()
+            #expect(try ChainMessage.decode(encoded) == message)
+            if let directory = ProcessInfo.processInfo.environment["FT_WRITE_CORPUS"] {
+                let bytes = [UInt8(encoded.type - 0x0500)] + Array(encoded.payload.readableBytesView)
+                try Data(bytes).write(to: URL(fileURLWithPath: directory + "/" + name))
+            }
+        }
+        if let directory = ProcessInfo.processInfo.environment["FT_WRITE_CORPUS"] {
+            try Data([32] + Array(register.encoded.readableBytesView)).write(
+                to: URL(fileURLWithPath: directory + "/register"))
         }
     }
 }
