@@ -2,10 +2,11 @@ public import FaultToleranceCore
 public import Logging
 public import Metrics
 import NIOConcurrencyHelpers
-import struct Foundation.Date
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
+
+import struct Foundation.Date
 
 /// Where a chain runtime runs its core (whose drive I/O blocks): on NIO's shared thread pool
 /// (production), or inline on the calling task (the simulation, whose deterministic executor
@@ -97,7 +98,8 @@ public final class ChainElement: Service, @unchecked Sendable {
         queues = SendQueues(transport: transport, logger: logger)
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         let factory = metricsFactory ?? MetricsSystem.factory
-        signalsRaised = Counter(label: "ft_chain_signals_raised_total", dimensions: [("element", node.name)], factory: factory)
+        signalsRaised = Counter(
+            label: "ft_chain_signals_raised_total", dimensions: [("element", node.name)], factory: factory)
         let counter = signalsRaised
         core.value.onRaise = { _, _ in counter.increment() }
     }
@@ -135,7 +137,8 @@ public final class ChainElement: Service, @unchecked Sendable {
         await withTaskGroup(of: Void.self) { tasks in
             let heard = self.heard
             tasks.addTask {
-                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type) {
+                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type)
+                {
                     if envelope.message.type == ChainMessage.MessageType.heartbeat {
                         let now = clock.now
                         heard.withLockedValue { $0[envelope.from] = now }

@@ -27,6 +27,7 @@ public struct ChainError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The chain did not answer in time.
         public static let timedOut = Code("timedOut")
 
+        /// The value as people read it.
         public var description: String { name }
     }
 
@@ -44,6 +45,7 @@ public struct ChainError: Error, Sendable, Hashable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// The value as people read it.
     public var description: String {
         var parts = ["chain error \(code)"]
         if let element { parts.append("element \(element)") }

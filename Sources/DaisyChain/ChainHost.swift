@@ -4,6 +4,7 @@ public import Logging
 import NIOConcurrencyHelpers
 public import NIOCore
 public import ServiceLifecycle
+
 import struct Foundation.Date
 import class Foundation.NSCondition
 
@@ -69,7 +70,7 @@ public final class ChainHost: Service, @unchecked Sendable {
     /// The core, for the simulation's checks on its single thread (nothing else may touch it).
     package var unsafeCore: HostCore { core.value }
 
-    /// The volume's capacity as last heard (0 before ``open()``).
+    /// The volume's capacity as last heard (0 before ``open(timeout:)``).
     public var capacity: Int { shared.withLockedValue { $0.capacity } }
 
     /// The chain register as last heard.
@@ -147,7 +148,8 @@ public final class ChainHost: Service, @unchecked Sendable {
         let tick = timing.tick
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
-                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type) {
+                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type)
+                {
                     sink.yield(.message(envelope))
                 }
             }
@@ -255,6 +257,7 @@ public final class ChainVolume: StorageUnit, @unchecked Sendable {
     /// Where it lives.
     public var location: String? { "chain of \(host.elements.map(\.name).joined(separator: ","))" }
 
+    /// Reads through the chain (waiting for writes still in flight to the range).
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: buffer.count)
         let result = wait { done in host.submitRead(at: offset, count: buffer.count, completion: done) }
@@ -269,6 +272,7 @@ public final class ChainVolume: StorageUnit, @unchecked Sendable {
         }
     }
 
+    /// Queues a write (write-back; see the type).
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(StorageError) {
         try checkBounds(offset: offset, count: bytes.count)
         if let error = takeError() { throw error.storageError(unit: id, offset: offset) }
@@ -285,6 +289,7 @@ public final class ChainVolume: StorageUnit, @unchecked Sendable {
         }
     }
 
+    /// Returns once every write before it is flushed on every element that holds it.
     public func synchronize() throws(StorageError) {
         let result = wait { done in host.submitSynchronize(completion: done) }
         condition.waitUntil { self.state.withLockedValue { $0.inFlight == 0 } }

@@ -22,6 +22,7 @@ public enum SignalKind: UInt8, Sendable, Hashable, CaseIterable, CustomStringCon
     /// Every element answers the origin with its registers.
     case identify = 9
 
+    /// The value as people read it.
     public var description: String {
         switch self {
         case .reset: "reset"
@@ -39,7 +40,9 @@ public enum SignalKind: UInt8, Sendable, Hashable, CaseIterable, CustomStringCon
 
 /// Which way along the chain a signal travels.
 public struct SignalDirection: OptionSet, Sendable, Hashable {
+    /// The bits.
     public let rawValue: UInt8
+    /// Creates directions from bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Towards the head.
     public static let up = SignalDirection(rawValue: 1)
@@ -150,20 +153,35 @@ public enum ChainMessage: Sendable, Hashable {
 
     /// The message types, in the 0x0500 block.
     public enum MessageType {
+        /// An out-of-band signal.
         public static let signal: UInt16 = 0x0501
+        /// A register exchange.
         public static let registers: UInt16 = 0x0502
+        /// A heartbeat.
         public static let heartbeat: UInt16 = 0x0503
+        /// A link entry.
         public static let entry: UInt16 = 0x0510
+        /// A link acknowledgement.
         public static let linkAck: UInt16 = 0x0511
+        /// A link reset.
         public static let linkReset: UInt16 = 0x0512
+        /// A commit.
         public static let committed: UInt16 = 0x0513
+        /// A host read.
         public static let read: UInt16 = 0x0514
+        /// A read's answer.
         public static let readReply: UInt16 = 0x0515
+        /// A rejoin request.
         public static let join: UInt16 = 0x0516
+        /// A host's greeting.
         public static let hello: UInt16 = 0x0517
+        /// A fingerprint page.
         public static let fingerprints: UInt16 = 0x0518
+        /// A status request.
         public static let statusRequest: UInt16 = 0x0519
+        /// A status answer.
         public static let statusReply: UInt16 = 0x051A
+        /// An operator's signal.
         public static let operatorSignal: UInt16 = 0x051B
 
         /// Whether `type` belongs to this protocol.
@@ -295,7 +313,8 @@ public enum ChainMessage: Sendable, Hashable {
                     offset <= UInt64(Int.max / 2)
                 else { throw ChainError(.malformed, detail: "write entry header invalid") }
                 guard buffer.readableBytes <= maximumData else {
-                    throw ChainError(.malformed, detail: "write of \(buffer.readableBytes) bytes exceeds \(maximumData)")
+                    throw ChainError(
+                        .malformed, detail: "write of \(buffer.readableBytes) bytes exceeds \(maximumData)")
                 }
                 payload = .write(hostEpoch: hostEpoch, version: version, offset: offset, sync: sync == 1, data: buffer)
                 buffer.moveReaderIndex(to: buffer.writerIndex)
@@ -339,7 +358,8 @@ public enum ChainMessage: Sendable, Hashable {
             else { throw ChainError(.malformed, detail: "read request invalid") }
             decoded = .read(request: request, offset: offset, count: count, atLeast: atLeast)
         case MessageType.readReply:
-            guard let (request, statusByte) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt8).self),
+            guard
+                let (request, statusByte) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt8).self),
                 let status = ReadStatus(rawValue: statusByte), buffer.readableBytes <= maximumData
             else { throw ChainError(.malformed, detail: "read reply invalid") }
             decoded = .readReply(request: request, status: status, data: buffer)

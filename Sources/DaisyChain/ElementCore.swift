@@ -219,8 +219,8 @@ public final class ElementCore {
     /// registers its drive saved (mirror: by catch-up; span: at its place), or, on a blank drive,
     /// as a new element that copies what the chain holds before it serves.
     ///
-    /// - Parameter incarnation: grows with every start of this element (the runtime passes the
-    ///   wall clock in microseconds), so its link streams are newer than any before a restart.
+    /// `incarnation` grows with every start of this element (the runtime passes the wall clock in
+    /// microseconds), so the links it names are newer than any before a restart.
     public init(
         node: NodeID, drive: ElementDrive, initial: ChainRegister, timing: ChainTiming = ChainTiming(),
         incarnation: UInt64, forming: Bool = false, bug: Bug? = nil, now: Instant
@@ -295,9 +295,8 @@ public final class ElementCore {
     }
 
     /// Periodic work: heartbeats, failure detection, retransmission, rejoin requests, commit announcements.
-    ///
-    /// - Parameter heard: when the runtime's receiving task last saw a heartbeat from each
-    ///   element (heartbeats queued behind a burst of writes still count from their arrival).
+    /// `heard` holds when the runtime's receiving task last saw a heartbeat from each element
+    /// (heartbeats queued behind a burst of writes still count from their arrival).
     public func tick(now: Instant, heard: [NodeID: Instant] = [:]) -> [RegisterMachine.Outbound] {
         self.now = now
         for (sender, at) in heard {
@@ -332,7 +331,9 @@ public final class ElementCore {
         if var current = learner {
             let fingerprintsLost =
                 current.waitingForFingerprints && now - current.heard >= timing.retransmitAfter * 4
-            if fingerprintsLost || (now - current.link.lastProgress >= timing.catchUpTimeout && !current.link.unacked.isEmpty) {
+            if fingerprintsLost
+                || (now - current.link.lastProgress >= timing.catchUpTimeout && !current.link.unacked.isEmpty)
+            {
                 learner = nil
                 if current.linked { openOutbound(to: current.link.target) }
             } else {
@@ -342,7 +343,9 @@ public final class ElementCore {
                 learner = current
             }
         }
-        if !machine.isLinked, machine.chain.mode == .mirror, lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true {
+        if !machine.isLinked, machine.chain.mode == .mirror,
+            lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
+        {
             if catchingUp, now - lastCatchUpProgress < timing.catchUpTimeout {
                 // The catch-up is moving; wait for it.
             } else {
@@ -382,7 +385,9 @@ public final class ElementCore {
         case .registers(let register, _, let reply):
             do {
                 if try machine.exchange(register, from: sender) { registerChanged() }
-                if reply { outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender)) }
+                if reply {
+                    outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
+                }
             } catch {
                 counters.stale += 1
                 outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
@@ -904,7 +909,9 @@ public final class ElementCore {
             }
             for index in 0..<count {
                 let checksum = buffer.withUnsafeBytes { raw in
-                    CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(index * Self.blockSize)..<((index + 1) * Self.blockSize)]))
+                    CRC32C.checksum(
+                        UnsafeRawBufferPointer(rebasing: raw[(index * Self.blockSize)..<((index + 1) * Self.blockSize)])
+                    )
                 }
                 page.append(ok ? checksum : 0)
             }
@@ -912,7 +919,9 @@ public final class ElementCore {
         }
         lastCatchUpProgress = now
         outbox.append(
-            .init(message: .fingerprints(firstBlock: UInt64(job.next), blocks: page, last: end == blocks), to: job.source))
+            .init(
+                message: .fingerprints(firstBlock: UInt64(job.next), blocks: page, last: end == blocks), to: job.source)
+        )
         fingerprintJob = end == blocks ? nil : (job.source, end)
     }
 
@@ -960,7 +969,8 @@ public final class ElementCore {
             }
             counters.fillBytesSent += count
             outbox.append(
-                .init(message: current.link.enqueue(.fill(offset: UInt64(offset), data: data)), to: current.link.target))
+                .init(message: current.link.enqueue(.fill(offset: UInt64(offset), data: data)), to: current.link.target)
+            )
         }
         learner = current
         guard current.pending.isEmpty, !current.waitingForFingerprints else { return }
@@ -1044,7 +1054,8 @@ public final class ElementCore {
                 + "fills-out \(counters.fillBytesSent)")
         var links: [String] = []
         if let outbound {
-            links.append("out \(outbound.target) id \(outbound.id) next \(outbound.next) unacked \(outbound.unacked.count)")
+            links.append(
+                "out \(outbound.target) id \(outbound.id) next \(outbound.next) unacked \(outbound.unacked.count)")
         }
         if let learner {
             links.append(

@@ -109,7 +109,8 @@ public final class HostCore {
         let request = nextRequest
         nextRequest += 1
         guard let chain, opened else {
-            effects.append(.complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
+            effects.append(
+                .complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
             return (request, flush())
         }
         let count = data.readableBytes
@@ -149,7 +150,9 @@ public final class HostCore {
         requests[request] = Request(remaining: parts.count)
         for (target, driveOffset, volumeOffset, length) in parts {
             let slice = data.getSlice(at: data.readerIndex + (volumeOffset - offset), length: length) ?? ByteBuffer()
-            submit(request: request, target: target, offset: driveOffset, volumeOffset: volumeOffset, data: slice, sync: false)
+            submit(
+                request: request, target: target, offset: driveOffset, volumeOffset: volumeOffset, data: slice,
+                sync: false)
         }
         return (request, flush())
     }
@@ -160,7 +163,8 @@ public final class HostCore {
         let request = nextRequest
         nextRequest += 1
         guard let chain, opened else {
-            effects.append(.complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
+            effects.append(
+                .complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
             return (request, flush())
         }
         switch chain.mode {
@@ -173,7 +177,9 @@ public final class HostCore {
                 pieces.contains(where: { $0.target == gone.node })
             {
                 effects.append(
-                    .complete(request: request, .failure(ChainError(.unavailable, element: gone.node, detail: "cannot flush"))))
+                    .complete(
+                        request: request, .failure(ChainError(.unavailable, element: gone.node, detail: "cannot flush"))
+                    ))
                 return (request, flush())
             }
             requests[request] = Request(remaining: targets.count)
@@ -191,7 +197,8 @@ public final class HostCore {
         let request = nextRequest
         nextRequest += 1
         guard let chain, opened else {
-            effects.append(.complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
+            effects.append(
+                .complete(request: request, .failure(ChainError(.unavailable, detail: "the chain has not answered"))))
             return (request, flush())
         }
         guard offset >= 0, count >= 0, count <= chain.volumeCapacity, offset <= chain.volumeCapacity - count else {
@@ -262,7 +269,9 @@ public final class HostCore {
                 }
             }
         case .linkReset(let link, let next):
-            if let current = links[envelope.from], current.id == link { openLink(envelope.from, id: next, resend: true) }
+            if let current = links[envelope.from], current.id == link {
+                openLink(envelope.from, id: next, resend: true)
+            }
         case .readReply(let id, let status, let data):
             readReply(id, from: envelope.from, status: status, data: data)
         default:
@@ -295,7 +304,9 @@ public final class HostCore {
                 for request in failed {
                     fail(request, ChainError(.unavailable, element: target, detail: "does not acknowledge"))
                 }
-            } else if now - link.lastProgress >= timing.detectionTimeout * 4, now - lastProgress >= timing.detectionTimeout * 4 {
+            } else if now - link.lastProgress >= timing.detectionTimeout * 4,
+                now - lastProgress >= timing.detectionTimeout * 4
+            {
                 let waiting = Set(pieces.map(\.request))
                 pieces.removeAll()
                 links[target] = nil
@@ -334,7 +345,11 @@ public final class HostCore {
             version = nextVersionOf[target] ?? 1
             nextVersionOf[target] = version + 1
             guard let member = chain.member(target), member.linked, member.drive.state.serves else {
-                fail(request, ChainError(.unavailable, element: target, detail: "holds \(volumeOffset)..<\(volumeOffset + data.readableBytes)"))
+                fail(
+                    request,
+                    ChainError(
+                        .unavailable, element: target,
+                        detail: "holds \(volumeOffset)..<\(volumeOffset + data.readableBytes)"))
                 return
             }
         } else {
@@ -360,7 +375,9 @@ public final class HostCore {
         pieces[index].link = link.id
         pieces[index].sequence = link.next
         let message = link.enqueue(
-            .write(hostEpoch: epoch, version: piece.version, offset: UInt64(piece.offset), sync: piece.sync, data: piece.data))
+            .write(
+                hostEpoch: epoch, version: piece.version, offset: UInt64(piece.offset), sync: piece.sync,
+                data: piece.data))
         links[piece.target] = link
         effects.append(.send(message, to: piece.target))
     }
@@ -404,7 +421,9 @@ public final class HostCore {
             guard let head = chain.head else {
                 let waiting = Set(pieces.map(\.request))
                 pieces.removeAll()
-                for request in waiting { fail(request, ChainError(.unavailable, detail: "no element of the chain is linked")) }
+                for request in waiting {
+                    fail(request, ChainError(.unavailable, detail: "no element of the chain is linked"))
+                }
                 return
             }
             if pieces.contains(where: { $0.target != head }) || links[head] == nil {
@@ -422,7 +441,9 @@ public final class HostCore {
                 return false
             }
             for (request, target) in failed {
-                fail(request, ChainError(.unavailable, element: target, detail: "cut out of the chain or its drive failed"))
+                fail(
+                    request,
+                    ChainError(.unavailable, element: target, detail: "cut out of the chain or its drive failed"))
             }
         }
     }
@@ -523,7 +544,8 @@ public final class HostCore {
                 for part in parts {
                     let sub = nextRequest
                     nextRequest += 1
-                    reads[sub] = ReadPiece(request: piece.request, volumeOffset: part.volume.lowerBound, count: part.volume.count)
+                    reads[sub] = ReadPiece(
+                        request: piece.request, volumeOffset: part.volume.lowerBound, count: part.volume.count)
                     issueRead(sub)
                 }
                 return
@@ -580,7 +602,8 @@ public final class HostCore {
             reads[id] = piece
             effects.append(
                 .send(
-                    .read(request: id, offset: UInt64(piece.volumeOffset), count: UInt32(piece.count), atLeast: committed),
+                    .read(
+                        request: id, offset: UInt64(piece.volumeOffset), count: UInt32(piece.count), atLeast: committed),
                     to: target))
         }
     }
@@ -621,7 +644,8 @@ public final class HostCore {
         let links = links.map { "\($0.key): id \($0.value.id) next \($0.value.next) unacked \($0.value.unacked.count)" }
             .joined(separator: "; ")
         let reads = reads.map { "r\($0.key)->\($0.value.target.map(\.name) ?? "-")" }.joined(separator: " ")
-        return "host: generation \(chain?.generation.description ?? "-") linked \(chain?.linked ?? []) committed \(committed) "
+        return
+            "host: generation \(chain?.generation.description ?? "-") linked \(chain?.linked ?? []) committed \(committed) "
             + "pending [\(writes)] reads [\(reads)] links [\(links)]"
     }
 

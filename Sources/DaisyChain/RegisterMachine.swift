@@ -118,7 +118,8 @@ public struct RegisterMachine: Sendable {
                     to: down))
         }
         // Elements cut out of the chain are on no signal's path: they get it directly.
-        for member in chain.members where !member.linked && member.node != node && !out.contains(where: { $0.to == member.node }) {
+        for member in chain.members
+        where !member.linked && member.node != node && !out.contains(where: { $0.to == member.node }) {
             out.append(
                 Outbound(
                     message: .signal(
@@ -136,7 +137,8 @@ public struct RegisterMachine: Sendable {
             stale += 1
             throw ChainError(
                 .stale, element: sender,
-                detail: "signal \(signal.kind) of generation \(signal.register.generation), ours is \(chain.generation)")
+                detail: "signal \(signal.kind) of generation \(signal.register.generation), ours is \(chain.generation)"
+            )
         }
         chain.merge(signal.register)
         applied += 1

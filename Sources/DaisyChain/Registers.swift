@@ -16,6 +16,7 @@ public enum DriveState: UInt8, Sendable, Hashable, CaseIterable, CustomStringCon
     /// Unplugged by an operator.
     case removed = 5
 
+    /// The value as people read it.
     public var description: String {
         switch self {
         case .absent: "absent"
@@ -39,6 +40,7 @@ public enum ChainMode: UInt8, Sendable, Hashable, CaseIterable, CustomStringConv
     /// element answers reads of clean blocks (CRAQ).
     case mirror = 2
 
+    /// The value as people read it.
     public var description: String { self == .span ? "span" : "mirror" }
 }
 
@@ -89,10 +91,12 @@ public struct ChainGeneration: Sendable, Hashable, Comparable, CustomStringConve
         self.proposer = proposer
     }
 
+    /// Whether `lhs` is older than `rhs`.
     public static func < (lhs: ChainGeneration, rhs: ChainGeneration) -> Bool {
         lhs.epoch != rhs.epoch ? lhs.epoch < rhs.epoch : lhs.proposer < rhs.proposer
     }
 
+    /// The value as people read it.
     public var description: String { "\(epoch)/\(proposer)" }
 }
 

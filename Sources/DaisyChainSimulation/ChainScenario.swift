@@ -140,12 +140,14 @@ final class ChainRun: @unchecked Sendable {
         for (index, node) in nodes.enumerated() {
             let blocks = mode == .mirror ? 32 : int(8...24)
             let unit = FaultyUnit(
-                MemoryStorageUnit(id: UnitID(UInt64(index + 1)), capacity: ElementDrive.headerSize + blocks * Self.blockSize))
+                MemoryStorageUnit(
+                    id: UnitID(UInt64(index + 1)), capacity: ElementDrive.headerSize + blocks * Self.blockSize))
             units[node] = unit
             members.append(
                 ChainMember(
                     node: node, linked: true,
-                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(blocks * Self.blockSize), state: .ready)))
+                    drive: DriveRegister(
+                        driveID: UInt64(index + 1), capacity: UInt64(blocks * Self.blockSize), state: .ready)))
         }
         initial = ChainRegister(
             mode: mode, generation: ChainGeneration(epoch: 1, proposer: "init"), members: members, host: Self.hostNode)
@@ -316,7 +318,9 @@ final class ChainRun: @unchecked Sendable {
                         uncertain[block] = nil
                     }
                 } catch {
-                    if !checkFailure(error, quiet: quiet, what: "write of blocks \(first)..<\(first + count)") { return }
+                    if !checkFailure(error, quiet: quiet, what: "write of blocks \(first)..<\(first + count)") {
+                        return
+                    }
                 }
             } else if roll < 9 {
                 do {
@@ -406,7 +410,8 @@ final class ChainRun: @unchecked Sendable {
             do { try await world.clock.sleep(for: .milliseconds(1)) } catch { return }
             if let started = operationStarted, world.simulation.now - started > .seconds(10) {
                 fail(
-                    "progress", "the \(operationName) has waited since \(started)\n\(host?.unsafeCore.debugState ?? "")\n"
+                    "progress",
+                    "the \(operationName) has waited since \(started)\n\(host?.unsafeCore.debugState ?? "")\n"
                         + statusDump())
                 return
             }
@@ -470,7 +475,8 @@ final class ChainRun: @unchecked Sendable {
                 guard let written = acknowledged[block] else { continue }
                 checks += 1
                 let offset = block * Self.blockSize - holderRange.lowerBound
-                let bytes = (try? core.drive.unit.read(at: ElementDrive.headerSize + offset, count: Self.blockSize)) ?? []
+                let bytes =
+                    (try? core.drive.unit.read(at: ElementDrive.headerSize + offset, count: Self.blockSize)) ?? []
                 let found = decode(bytes)
                 if found != written && uncertain[block]?.contains(found) != true {
                     fail(

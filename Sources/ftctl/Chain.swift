@@ -56,7 +56,8 @@ struct ChainSimulate: AsyncParsableCommand {
     func run() async throws {
         let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
         let scenario = ChainScenario(bug: bug)
-        let summary = await runSeeds(plan, jobs: jobs, scenario: "chain" + (bug.map { " (bug: \($0.rawValue))" } ?? "")) {
+        let summary = await runSeeds(plan, jobs: jobs, scenario: "chain" + (bug.map { " (bug: \($0.rawValue))" } ?? ""))
+        {
             await scenario.run(seed: $0)
         }
         try report(summary, json: json, operations: "host operations") { seed in
@@ -80,7 +81,8 @@ struct ChainState {
             throw CommandFailure("no chain in \(directory): run `ftctl chain up --dir \(directory)` first")
         }
         let lines = text.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-        guard let header = lines.first, header.count == 4, let mode = header[0] == "mirror" ? ChainMode.mirror : header[0] == "span" ? .span : nil,
+        guard let header = lines.first, header.count == 4,
+            let mode = header[0] == "mirror" ? ChainMode.mirror : header[0] == "span" ? .span : nil,
             let capacity = Int(header[2]), let heartbeat = Int(header[3])
         else { throw CommandFailure("\(path(directory)) is not a chain state file") }
         var elements: [(NodeID, Int, Int32)] = []
@@ -112,7 +114,9 @@ struct ChainState {
     var peers: [NodeID: SocketAddress] {
         var peers: [NodeID: SocketAddress] = [:]
         for element in elements {
-            if let address = try? SocketAddress(ipAddress: "127.0.0.1", port: element.port) { peers[element.name] = address }
+            if let address = try? SocketAddress(ipAddress: "127.0.0.1", port: element.port) {
+                peers[element.name] = address
+            }
         }
         return peers
     }
@@ -333,13 +337,15 @@ struct ChainSignalCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard Self.kinds[kind] != nil else {
-            throw ValidationError("\(kind) is not a signal; one of: \(Self.kinds.keys.sorted().joined(separator: ", "))")
+            throw ValidationError(
+                "\(kind) is not a signal; one of: \(Self.kinds.keys.sorted().joined(separator: ", "))")
         }
     }
 
     func run() async throws {
         let state = try ChainState.load(dir)
-        guard let target = state.elements.first(where: { $0.name.name == element }), let signal = Self.kinds[kind] else {
+        guard let target = state.elements.first(where: { $0.name.name == element }), let signal = Self.kinds[kind]
+        else {
             throw CommandFailure("no element \(element) in \(dir)")
         }
         let (transport, _) = try await chainControl(state, node: "ctl")
@@ -465,7 +471,9 @@ struct ChainBench: AsyncParsableCommand {
         for index in 0..<total {
             readTasks.append(Task { try await host.read(at: index * chunk, count: chunk) })
             if readTasks.count >= 16 {
-                guard try await readTasks.removeFirst().value == data else { throw CommandFailure("a read returned other bytes") }
+                guard try await readTasks.removeFirst().value == data else {
+                    throw CommandFailure("a read returned other bytes")
+                }
             }
         }
         for task in readTasks {
@@ -473,9 +481,14 @@ struct ChainBench: AsyncParsableCommand {
         }
         let readTime = clock.now - readStart
         func rate(_ duration: Duration) -> String {
-            String(format: "%.1f MiB/s", Double(total) / max(1e-9, Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18))
+            String(
+                format: "%.1f MiB/s",
+                Double(total)
+                    / max(1e-9, Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18))
         }
-        print("\(state.mode) chain of \(state.elements.count): wrote \(total) MiB at \(rate(writeTime)) (flushed), read at \(rate(readTime))")
+        print(
+            "\(state.mode) chain of \(state.elements.count): wrote \(total) MiB at \(rate(writeTime)) (flushed), read at \(rate(readTime))"
+        )
         service.cancel()
         await transport.close()
     }

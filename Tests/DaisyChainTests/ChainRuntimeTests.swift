@@ -18,7 +18,8 @@ final class QuietChain: @unchecked Sendable {
     var host: ChainHost!
 
     init(seed: UInt64 = 1, count: Int, mode: ChainMode, blocks: Int = 16) {
-        world = AsyncSimulation(seed: seed, linkConditions: LinkConditions(delay: .milliseconds(1) ... .milliseconds(2)))
+        world = AsyncSimulation(
+            seed: seed, linkConditions: LinkConditions(delay: .milliseconds(1) ... .milliseconds(2)))
         nodes = (0..<count).map { NodeID("e\($0)") ?? "e" }
         units = (0..<count).map {
             MemoryStorageUnit(id: UnitID(UInt64($0 + 1)), capacity: ElementDrive.headerSize + blocks * 4096)
@@ -49,7 +50,7 @@ final class QuietChain: @unchecked Sendable {
         host = ChainHost(
             node: "host", elements: nodes, transport: world.network.transport(for: "host"), clock: world.clock,
             timing: timing, epoch: 1, logger: Self.silent)
-        let host = self.host!
+        guard let host else { return }
         tasks.append(world.spawn { try await host.run() })
         try await host.open()
     }

@@ -1,6 +1,6 @@
 import DaisyChain
-import Foundation
 import FaultToleranceCore
+import Foundation
 import NIOCore
 import Testing
 
@@ -38,10 +38,14 @@ func sampleRegister(mode: ChainMode = .mirror, count: Int = 3) -> ChainRegister 
     @Test func everyMessageRoundTrips() throws {
         let register = sampleRegister()
         let messages: [ChainMessage] = [
-            .signal(ChainSignal(kind: .driveFault, subject: "e2", origin: "e2", direction: .up, hops: 3, register: register)),
+            .signal(
+                ChainSignal(kind: .driveFault, subject: "e2", origin: "e2", direction: .up, hops: 3, register: register)
+            ),
             .registers(register, applied: 77, reply: true),
             .heartbeat(digest: 9, epoch: 4),
-            .entry(link: 5, sequence: 6, .write(hostEpoch: 1, version: 2, offset: 4096, sync: false, data: ByteBuffer(bytes: [1, 2, 3]))),
+            .entry(
+                link: 5, sequence: 6,
+                .write(hostEpoch: 1, version: 2, offset: 4096, sync: false, data: ByteBuffer(bytes: [1, 2, 3]))),
             .entry(link: 5, sequence: 7, .catchUpBegin(asOf: 10, byFingerprint: true)),
             .entry(link: 5, sequence: 8, .fill(offset: 8192, data: ByteBuffer(bytes: [9]))),
             .entry(link: 5, sequence: 9, .catchUpEnd(register)),
@@ -66,10 +70,18 @@ extension RegisterTests {
     @Test func theFuzzCorpusSeedsAreValidMessages() throws {
         let register = sampleRegister()
         let messages: [(String, ChainMessage)] = [
-            ("signal", .signal(ChainSignal(kind: .linkDown, subject: "e1", origin: "e0", direction: .down, register: register))),
+            (
+                "signal",
+                .signal(ChainSignal(kind: .linkDown, subject: "e1", origin: "e0", direction: .down, register: register))
+            ),
             ("registers", .registers(register, applied: 9, reply: true)),
             ("heartbeat", .heartbeat(digest: 1, epoch: 2)),
-            ("write", .entry(link: 1, sequence: 1, .write(hostEpoch: 1, version: 1, offset: 0, sync: true, data: ByteBuffer(bytes: [1, 2])))),
+            (
+                "write",
+                .entry(
+                    link: 1, sequence: 1,
+                    .write(hostEpoch: 1, version: 1, offset: 0, sync: true, data: ByteBuffer(bytes: [1, 2])))
+            ),
             ("catch-up-end", .entry(link: 1, sequence: 2, .catchUpEnd(register))),
             ("read", .read(request: 1, offset: 0, count: 4096, atLeast: 3)),
             ("fingerprints", .fingerprints(firstBlock: 0, blocks: [1, 2], last: false)),

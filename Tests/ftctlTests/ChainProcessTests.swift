@@ -36,7 +36,8 @@ import Testing
         let lines = try String(contentsOfFile: directory + "/chain.state", encoding: .utf8).split(separator: "\n")
         for line in lines.dropFirst() {
             let fields = line.split(separator: " ")
-            peers[NodeID(String(fields[0])) ?? "e"] = try SocketAddress(ipAddress: "127.0.0.1", port: Int(fields[1]) ?? 0)
+            peers[NodeID(String(fields[0])) ?? "e"] = try SocketAddress(
+                ipAddress: "127.0.0.1", port: Int(fields[1]) ?? 0)
         }
         let transport = try await TCPTransport.start(
             configuration: .init(
@@ -90,7 +91,9 @@ import Testing
         // e1's own drive holds every acknowledged block, and its catch-up copied a fraction.
         let status = try runTool(["chain", "status", "--dir", directory])
         let e1 = status.output.components(separatedBy: "element e1").dropFirst().first ?? ""
-        let fills = e1.components(separatedBy: "fills-in ").dropFirst().first?.split(separator: " ").first.flatMap { Int($0) }
+        let fills = e1.components(separatedBy: "fills-in ").dropFirst().first?.split(separator: " ").first.flatMap {
+            Int($0)
+        }
         #expect(fills != nil && fills! <= 64 * Self.blockSize * 2, "\(status.output)")
         let unitDirectory = directory + "/e1"
         let unitFile = try #require(
