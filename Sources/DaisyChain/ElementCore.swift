@@ -607,6 +607,14 @@ public final class ElementCore {
     private func applyWrite(version: UInt64, offset: Int, sync: Bool, data: ByteBuffer, payload: LinkPayload) -> Bool {
         let mirror = chain.mode == .mirror
         if mirror, version <= applied { return true }
+        if mirror, version > applied + 1, !catchingUp, bug != .servesBeforeCatchUp {
+            // Writes between ours and this one went by without us (a membership merge linked us
+            // again after we were cut out): our data is behind, so leave and catch up.
+            send(machine.propose(linking: node, linked: false))
+            becomeRejoiner()
+            registerChanged()
+            return false
+        }
         if !data.readableBytesView.isEmpty {
             guard writeToDrive(offset, data) else { return false }
         }

@@ -74,6 +74,7 @@ public final class HostCore {
     private var linkCounter: UInt64 = 0
     private var lastProgress: Instant = .zero
     private var lastHello: Instant?
+    private var lastRedrive: Instant = .zero
     private var effects: [Effect] = []
     private var now: Instant = .zero
     private(set) var opened = false
@@ -314,6 +315,16 @@ public final class HostCore {
                     fail(request, ChainError(.unavailable, element: target, detail: "no element of the chain answers"))
                 }
             }
+        }
+        // Mirror: writes the head acknowledged but the tail never committed (the head died, or
+        // came back, before forwarding them) are sent again on a new link; elements skip what
+        // they already hold.
+        if chain?.mode == .mirror, !pieces.isEmpty, now - lastProgress >= timing.detectionTimeout,
+            now - lastRedrive >= timing.detectionTimeout, let head = chain?.head
+        {
+            lastRedrive = now
+            for index in pieces.indices { pieces[index].target = head }
+            openLink(head, resend: true)
         }
         for (id, piece) in reads {
             if let until = piece.waitUntil, now >= until {
