@@ -187,6 +187,9 @@ public final class ElementCore {
     /// While a catch-up is unfinished: the version held before it began (what the next catch-up
     /// must start from; ``applied`` already counts writes past fills still missing).
     private var catchUpFrom: UInt64?
+    /// What each element said it holds (registers and join requests), for re-forming a chain.
+    private var peerApplied: [NodeID: UInt64] = [:]
+    private var orphanedSince: Instant?
     private var lastCatchUpProgress: Instant = .zero
     private var outbox: [RegisterMachine.Outbound] = []
     private var now: Instant = .zero
@@ -343,6 +346,7 @@ public final class ElementCore {
                 learner = current
             }
         }
+        reformIfOrphaned()
         if !machine.isLinked, machine.chain.mode == .mirror,
             lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
         {
@@ -382,7 +386,8 @@ public final class ElementCore {
                 counters.stale += 1
                 outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
             }
-        case .registers(let register, _, let reply):
+        case .registers(let register, let theirs, let reply):
+            if theirs > 0 { peerApplied[sender] = theirs }
             do {
                 if try machine.exchange(register, from: sender) { registerChanged() }
                 if reply {
@@ -420,6 +425,7 @@ public final class ElementCore {
         case .read(let request, let offset, let count, let atLeast):
             answerRead(request: request, offset: Int(offset), count: Int(count), atLeast: atLeast, to: sender)
         case .join(let register, let theirs):
+            peerApplied[sender] = theirs
             receiveJoin(from: sender, drive: register, applied: theirs)
         case .hello(let epoch, _):
             if epoch > hostEpoch { hostEpoch = epoch }
@@ -818,6 +824,36 @@ public final class ElementCore {
         outbound = nil
         learner = nil
         askToJoin()
+    }
+
+    /// Mirror: when no linked element serves (every one died or is catching up) for a catch-up
+    /// timeout, the element that holds the most (ties: the smallest name) takes the chain alone
+    /// and the others rejoin it. Without this a chain whose last serving element dies waits forever.
+    private func reformIfOrphaned() {
+        guard chain.mode == .mirror, !serves, machine.drive.state == .initializing,
+            !chain.members.contains(where: { $0.linked && $0.drive.state.serves })
+        else {
+            orphanedSince = nil
+            return
+        }
+        guard let since = orphanedSince else {
+            orphanedSince = now
+            return
+        }
+        guard now - since >= timing.catchUpTimeout else { return }
+        let mine = catchUpFrom ?? applied
+        for member in chain.members where member.node != node {
+            let theirs = peerApplied[member.node] ?? 0
+            if theirs > mine || (theirs == mine && member.node < node && peerApplied[member.node] != nil) { return }
+        }
+        orphanedSince = nil
+        catchingUp = false
+        catchUpFrom = nil
+        catchUpSource = nil
+        applied = mine
+        send(machine.changeDrive(.driveReady) { $0.state = .ready })
+        if !machine.isLinked { send(machine.propose(linking: node, linked: true)) }
+        registerChanged()
     }
 
     private func askToJoin() {
