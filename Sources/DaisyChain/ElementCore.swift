@@ -190,6 +190,8 @@ public final class ElementCore {
     /// What each element said it holds (registers and join requests), for re-forming a chain.
     private var peerApplied: [NodeID: UInt64] = [:]
     private var orphanedSince: Instant?
+    private var lastCommitProgress: Instant = .zero
+    private var lastReopen: Instant = .zero
     private var lastCatchUpProgress: Instant = .zero
     private var outbox: [RegisterMachine.Outbound] = []
     private var now: Instant = .zero
@@ -347,6 +349,14 @@ public final class ElementCore {
             }
         }
         reformIfOrphaned()
+        // Writes we forwarded that never committed (our successor restarted after acknowledging
+        // them, say): send them again on a new link; the successor skips what it holds.
+        if chain.mode == .mirror, let link = outbound, let oldest = uncommitted.first, oldest.version > committed,
+            now - lastCommitProgress >= timing.detectionTimeout, now - lastReopen >= timing.detectionTimeout
+        {
+            lastReopen = now
+            openOutbound(to: link.target)
+        }
         if !machine.isLinked, machine.chain.mode == .mirror,
             lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
         {
@@ -720,6 +730,7 @@ public final class ElementCore {
 
     private func learnCommitted(_ version: UInt64) {
         guard version > committed, chain.mode == .mirror else { return }
+        lastCommitProgress = now
         committed = min(version, max(applied, version))
         while let first = uncommitted.first, first.version <= committed {
             uncommitted.removeFirst()
@@ -843,8 +854,9 @@ public final class ElementCore {
         guard now - since >= timing.catchUpTimeout else { return }
         let mine = catchUpFrom ?? applied
         for member in chain.members where member.node != node {
-            let theirs = peerApplied[member.node] ?? 0
-            if theirs > mine || (theirs == mine && member.node < node && peerApplied[member.node] != nil) { return }
+            // Every other element must have said what it holds: one not heard from may hold more.
+            guard let theirs = peerApplied[member.node] else { return }
+            if theirs > mine || (theirs == mine && member.node < node) { return }
         }
         orphanedSince = nil
         catchingUp = false
