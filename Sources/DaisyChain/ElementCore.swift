@@ -863,6 +863,9 @@ public final class ElementCore {
         catchUpFrom = nil
         catchUpSource = nil
         applied = mine
+        // What a half-done catch-up wrote is in no log: joiners compare fingerprints.
+        changeLog.removeAll()
+        logStart = applied
         send(machine.changeDrive(.driveReady) { $0.state = .ready })
         if !machine.isLinked { send(machine.propose(linking: node, linked: true)) }
         registerChanged()
