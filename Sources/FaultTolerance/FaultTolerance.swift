@@ -1,8 +1,8 @@
 // The umbrella module: `import FaultTolerance` brings in every primitive.
 @_exported import Checkpointing
+@_exported import CheckpointingSimulation
 @_exported import DaisyChain
 @_exported import DaisyChainSimulation
-@_exported import CheckpointingSimulation
 @_exported import DeterministicSimulation
 @_exported import ElasticJournal
 @_exported import ElasticJournalSimulation
