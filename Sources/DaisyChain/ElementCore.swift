@@ -731,7 +731,7 @@ public final class ElementCore {
     private func learnCommitted(_ version: UInt64) {
         guard version > committed, chain.mode == .mirror else { return }
         lastCommitProgress = now
-        committed = min(version, max(applied, version))
+        committed = version
         while let first = uncommitted.first, first.version <= committed {
             uncommitted.removeFirst()
             if case .write(_, _, let offset, _, let data) = first.payload, data.readableBytes > 0 {

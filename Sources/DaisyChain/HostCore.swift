@@ -174,9 +174,10 @@ public final class HostCore {
             submit(request: request, target: nil, offset: 0, volumeOffset: 0, data: ByteBuffer(), sync: true)
         case .span:
             let targets = chain.members.filter { $0.linked && $0.drive.state.serves }.map(\.node)
-            if let gone = chain.members.first(where: { !($0.linked && $0.drive.state.serves) }),
-                pieces.contains(where: { $0.target == gone.node })
-            {
+            // An element that cannot serve but still has writes pending cannot flush them.
+            if let gone = chain.members.first(where: { member in
+                !(member.linked && member.drive.state.serves) && pieces.contains(where: { $0.target == member.node })
+            }) {
                 effects.append(
                     .complete(
                         request: request, .failure(ChainError(.unavailable, element: gone.node, detail: "cannot flush"))

@@ -9,6 +9,14 @@ struct KeySyncCommandTests {
         var differ: Int
     }
 
+    /// A fresh directory under the temporary directory; the caller removes it.
+    func scratchDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ftctl-keysync-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
     func diff(_ a: String, _ b: String) throws -> Difference {
         let (status, output) = try runTool(["keysync", "diff", a, b, "--json"])
         try #require(status == 0, "diff failed: \(output)")
@@ -18,9 +26,7 @@ struct KeySyncCommandTests {
     }
 
     @Test func aSyncKilledMidwayLeavesAStoreThatARetryCompletes() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "ftctl-keysync-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let a = directory.appendingPathComponent("a.sqlite").path
         let b = directory.appendingPathComponent("b.sqlite").path
@@ -72,9 +78,7 @@ struct KeySyncCommandTests {
     }
 
     @Test func aMigrationKilledMidwayLeavesAStoreThatReadsAndARerunFinishes() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "ftctl-keysync-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let killed = directory.appendingPathComponent("killed.sqlite").path
         let whole = directory.appendingPathComponent("whole.sqlite").path
@@ -113,9 +117,7 @@ struct KeySyncCommandTests {
     }
 
     @Test func filesThatAreNotStoresAndBadAddressesAreRefusedByName() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "ftctl-keysync-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let garbage = directory.appendingPathComponent("notes.sqlite").path
         try Data("not a database at all, just text".utf8).write(to: URL(fileURLWithPath: garbage))
