@@ -8,7 +8,16 @@ import Testing
 
 /// Real processes on loopback TCP: a 4-element mirror chain of `ftctl chain element`s, this
 /// test as the host, SIGKILL of a middle element during a write load.
-@Suite(.serialized) struct ChainProcessTests {
+///
+/// Five processes with 200 ms heartbeats starve when every other suite runs beside them, so
+/// this suite runs on its own in CI's real-process step (`FT_CHAIN_PROCESSES=1 swift test
+/// --filter ChainProcessTests`), not in the parallel test step.
+@Suite(
+    .serialized,
+    .enabled(
+        if: ProcessInfo.processInfo.environment["FT_CHAIN_PROCESSES"] != nil,
+        "runs alone in CI's real-process step; set FT_CHAIN_PROCESSES=1"))
+struct ChainProcessTests {
     static let blockSize = 4096
 
     func stamp(_ write: Int, block: Int) -> ByteBuffer {
@@ -27,7 +36,7 @@ import Testing
         }
         let up = try runTool([
             "chain", "up", "--elements", "4", "--mode", "mirror", "--dir", directory, "--capacity-mib", "16",
-            "--heartbeat-ms", "100",
+            "--heartbeat-ms", "200",
         ])
         try #require(up.status == 0, "\(up.output)")
         var logger = Logger(label: "test")
@@ -45,11 +54,11 @@ import Testing
             logger: logger)
         let host = ChainHost(
             node: "host", elements: ["e0", "e1", "e2", "e3"], transport: transport,
-            timing: ChainTiming(heartbeatInterval: .milliseconds(100)),
+            timing: ChainTiming(heartbeatInterval: .milliseconds(200)),
             address: "127.0.0.1:\(transport.localAddress.port ?? 0)", logger: logger)
         let service = Task { try await host.run() }
         defer { service.cancel() }
-        try await host.open()
+        try await host.open(timeout: .seconds(60))
         let blocks = host.capacity / Self.blockSize
         #expect(blocks == 4096)
         // A write load: each write is acknowledged (on every element) before the next.
