@@ -162,7 +162,9 @@ func spawnSelf(_ arguments: [String], log: String) throws -> Int32 {
 func waitForLog(_ log: String, containing text: String) -> Bool {
     for _ in 0..<600 {
         if let contents = try? String(contentsOfFile: log, encoding: .utf8), contents.contains(text) { return true }
-        usleep(50_000)  // another process's start, polled from ftctl's main thread (a synchronous command), never the cooperative pool
+        // Another process's start, polled from ftctl's main thread (a synchronous command),
+        // never the cooperative pool.
+        usleep(50_000)
     }
     return false
 }
