@@ -6,7 +6,7 @@ import Testing
 
 /// The transport's side of a ``ConnectionSecurity``, without TLS: what it does with the
 /// identity a security settles (FaultToleranceTLS's tests cover TLS itself).
-@Suite("TCPTransport with a connection security", .timeLimit(.minutes(2)))
+@Suite("TCPTransport with a connection security", .timeLimit(.minutes(10)))
 struct ConnectionSecurityTests {
     /// A stand-in security: inbound connections authenticate as `inbound` as soon as they
     /// open (nil: never), outbound ones as `outbound` (nil: the peer they are for; empty:

@@ -35,7 +35,7 @@ final class Inbox: Sendable {
     @discardableResult
     func wait(
         for what: String,
-        limit: Duration = .seconds(20),
+        limit: Duration = .seconds(120),
         until predicate: ([Envelope]) -> Bool
     ) async throws -> [Envelope] {
         let deadline = ContinuousClock.now + limit
@@ -49,7 +49,7 @@ final class Inbox: Sendable {
 
     /// Waits for at least `count` envelopes.
     @discardableResult
-    func wait(count: Int, limit: Duration = .seconds(20)) async throws -> [Envelope] {
+    func wait(count: Int, limit: Duration = .seconds(120)) async throws -> [Envelope] {
         try await wait(for: "\(count) messages", limit: limit) { $0.count >= count }
     }
 }

@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 import Testing
 
-@Suite("UDPTransport over loopback paths", .timeLimit(.minutes(2)))
+@Suite("UDPTransport over loopback paths", .timeLimit(.minutes(10)))
 struct UDPTransportTests {
     static let pathNames: [PathID] = ["p1", "p2", "p3"]
 

@@ -8,7 +8,7 @@
     import Testing
 
     /// Mutual TLS on loopback: who may connect, who may speak as whom, and what is refused.
-    @Suite("Mutual TLS on TCPTransport", .timeLimit(.minutes(2)))
+    @Suite("Mutual TLS on TCPTransport", .timeLimit(.minutes(10)))
     struct MutualTLSTests {
         static func start(
             _ node: NodeID, _ security: TCPTransport.Security, peers: [NodeID: SocketAddress] = [:],
@@ -227,7 +227,7 @@
     }
 
     /// Polls `condition` until it holds; the bound only stops a broken test from hanging.
-    func eventually(_ what: String, limit: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+    func eventually(_ what: String, limit: Duration = .seconds(120), _ condition: () -> Bool) async throws {
         let deadline = ContinuousClock.now + limit
         while !condition() {
             guard ContinuousClock.now < deadline else { throw Timeout(what: what) }
@@ -237,7 +237,7 @@
 
     extension EnvelopeStream {
         /// The first `count` envelopes, or a timeout error after `limit`.
-        func first(_ count: Int, limit: Duration = .seconds(20)) async throws -> [Envelope] {
+        func first(_ count: Int, limit: Duration = .seconds(120)) async throws -> [Envelope] {
             try await withThrowingTaskGroup(of: [Envelope]?.self) { group in
                 group.addTask {
                     var received: [Envelope] = []

@@ -38,7 +38,7 @@ final class Writers: @unchecked Sendable {
     /// Stops the writers and waits until every thread has left.
     func stop() async throws {
         stopFlag.set()
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + .seconds(120)
         while !finished.allSatisfy({ $0.get() }) {
             guard ContinuousClock.now < deadline else { throw CancellationError() }
             try await Task.sleep(for: .milliseconds(1))

@@ -69,7 +69,7 @@ final class Flag: Sendable {
     func set() { state.set() }
     var isSet: Bool { state.get() }
 
-    func wait(limit: Duration = .seconds(30)) async throws {
+    func wait(limit: Duration = .seconds(120)) async throws {
         let deadline = ContinuousClock.now + limit
         while !isSet {
             guard ContinuousClock.now < deadline else { throw CancellationError() }

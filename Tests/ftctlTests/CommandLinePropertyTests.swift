@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Runs the built `ftctl` with `arguments`, killing it after `limit`; returns how it ended.
-func runToolBounded(_ arguments: [String], limit: Duration = .seconds(30)) throws -> (
+func runToolBounded(_ arguments: [String], limit: Duration = .seconds(120)) throws -> (
     status: Int32, signalled: Bool, timedOut: Bool, output: String
 ) {
     let tool = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
