@@ -269,7 +269,7 @@ final class SendQueues: @unchecked Sendable {
     func close() {
         let all = queues.withLockedValue { queues in
             defer { queues = [:] }
-            return Array(queues.values)
+            return queues.keys.sorted().compactMap { queues[$0] }
         }
         for continuation in all { continuation.finish() }
         for task in tasks.withLockedValue({ $0 }) { task.cancel() }

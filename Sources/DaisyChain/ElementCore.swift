@@ -89,6 +89,15 @@ struct InboundLink {
 }
 
 extension LinkPayload {
+    var traceName: String {
+        switch self {
+        case .write(_, let version, _, _, _): "write \(version)"
+        case .catchUpBegin(let asOf, _): "begin \(asOf)"
+        case .fill(let offset, _): "fill \(offset / 4096)"
+        case .catchUpEnd: "end"
+        }
+    }
+
     var dataBytes: Int {
         switch self {
         case .write(_, _, _, _, let data), .fill(_, let data): data.readableBytes
@@ -133,8 +142,6 @@ public final class ElementCore {
         case forwardBeforeApply = "forward-before-apply"
         /// Mirror mode: the head commits a write as soon as it applies it, before the tail has it.
         case commitAtHead = "commit-at-head"
-        /// A rejoining element serves reads (and commits) before its catch-up has finished.
-        case servesBeforeCatchUp = "serves-before-catch-up"
     }
 
     /// Block granularity of dirty tracking, the change log and catch-up (4 KiB).
@@ -166,6 +173,8 @@ public final class ElementCore {
     public let bug: Bug?
     /// Called on every signal this element raises (the simulation measures convergence from it).
     public var onRaise: ((SignalKind, Instant) -> Void)?
+    /// Told of each step of catch-ups, links and membership, for a simulation's trace.
+    package var trace: ((String) -> Void)?
 
     let timing: ChainTiming
     private let incarnation: UInt64
@@ -240,14 +249,14 @@ public final class ElementCore {
         if let saved = drive.load() {
             var chain = saved.chain
             chain.merge(initial)
-            machine = try RegisterMachine(node: node, chain: chain)
+            machine = try RegisterMachine(node: node, chain: chain, incarnation: incarnation)
             applied = saved.applied
             committed = 0
             hostEpoch = saved.hostEpoch
             logStart = applied
             restartedFromSavedRegisters = true
         } else {
-            machine = try RegisterMachine(node: node, chain: initial)
+            machine = try RegisterMachine(node: node, chain: initial, incarnation: incarnation)
             restartedFromSavedRegisters = !forming
         }
         if bug == .forwardBeforeApply { machine.bug = .forwardBeforeApply }
@@ -260,9 +269,14 @@ public final class ElementCore {
         self.now = now
         if restartedFromSavedRegisters {
             if machine.chain.mode == .mirror {
+                // Stamped with this incarnation, the drive register outranks anything the
+                // last one said and never saved.
+                send(machine.changeDrive(.hotPlug) { $0.state = .initializing })
+                onRaise?(.hotPlug, now)
                 send(machine.propose(linking: node, linked: false))
                 becomeRejoiner()
             } else {
+                send(machine.changeDrive(.driveReady) { _ in })
                 send(machine.propose(linking: node, linked: true))
             }
         } else {
@@ -278,7 +292,7 @@ public final class ElementCore {
     /// Whether this element answers reads now.
     public var serves: Bool {
         guard machine.drive.state.serves, machine.isLinked else { return false }
-        return !catchingUp || bug == .servesBeforeCatchUp
+        return !catchingUp
     }
 
     // MARK: Events
@@ -421,6 +435,9 @@ public final class ElementCore {
             if outbound?.id == link { outbound?.acknowledge(sequence, now: now) }
             if learner?.link.id == link { learner?.link.acknowledge(sequence, now: now) }
         case .linkReset(let link, let next):
+            trace?(
+                "link reset from \(sender): \(link) -> \(next); outbound \(outbound?.id ?? 0) learner \(learner?.link.id ?? 0)"
+            )
             if let current = outbound, current.id == link { openOutbound(to: current.target, id: next) }
             if let current = learner, current.link.id == link {
                 learner = nil
@@ -530,8 +547,7 @@ public final class ElementCore {
             if let previous = resets[sender], previous.stale == link {
                 next = previous.next
             } else {
-                linkCounter += 1
-                next = incarnation << 20 | (linkCounter & 0xF_FFFF)
+                next = newLinkID(namedByReceiver: true)
                 resets[sender] = (link, next)
             }
             expectedLink[sender] = next
@@ -539,6 +555,7 @@ public final class ElementCore {
             outbox.append(.init(message: .linkReset(link: link, next: next), to: sender))
             return
         }
+        trace?("entry \(sequence) link \(link) from \(sender) through \(state.through): \(payload.traceName)")
         if sequence <= state.through {
             // Already applied: acknowledge again.
         } else if sequence == state.through + 1 {
@@ -584,6 +601,9 @@ public final class ElementCore {
             }
             return applyWrite(version: version, offset: Int(offset), sync: sync, data: data, payload: payload)
         case .catchUpBegin(let asOf, let byFingerprint):
+            trace?(
+                "catch-up from \(sender) as of \(asOf) fingerprints \(byFingerprint); applied \(applied) from \(catchUpFrom.map(String.init) ?? "-")"
+            )
             if catchUpFrom == nil { catchUpFrom = applied }
             // What the fills bring is not in our change log: it only covers writes after asOf.
             changeLog.removeAll()
@@ -597,6 +617,7 @@ public final class ElementCore {
         case .fill(let offset, let data):
             lastCatchUpProgress = now
             guard writeToDrive(Int(offset), data) else { return false }
+            trace?("fill from \(sender) blocks \(Int(offset) / Self.blockSize)+\(data.readableBytes / Self.blockSize)")
             counters.fillBytesReceived += data.readableBytes
             return true
         case .catchUpEnd(let register):
@@ -606,6 +627,7 @@ public final class ElementCore {
                 driveFailed(write: true)
                 return false
             }
+            trace?("catch-up from \(sender) done; applied \(applied)")
             catchingUp = false
             catchUpSource = nil
             catchUpFrom = nil
@@ -622,8 +644,17 @@ public final class ElementCore {
 
     private func applyWrite(version: UInt64, offset: Int, sync: Bool, data: ByteBuffer, payload: LinkPayload) -> Bool {
         let mirror = chain.mode == .mirror
-        if mirror, version <= applied { return true }
-        if mirror, version > applied + 1, !catchingUp, bug != .servesBeforeCatchUp {
+        if mirror, version <= applied {
+            // A write a catch-up's fills already brought, sent again because it is not yet
+            // committed: keep it to forward on a new link, and keep its blocks from reads.
+            if version > committed, !uncommitted.contains(where: { $0.version == version }) {
+                let index = uncommitted.firstIndex { $0.version > version } ?? uncommitted.endIndex
+                uncommitted.insert((version, payload), at: index)
+                markDirty(offset: offset, count: data.readableBytes, version: version)
+            }
+            return true
+        }
+        if mirror, version > applied + 1, !catchingUp {
             // Writes between ours and this one went by without us (a membership merge linked us
             // again after we were cut out): our data is behind, so leave and catch up.
             send(machine.propose(linking: node, linked: false))
@@ -644,6 +675,7 @@ public final class ElementCore {
         }
         applied = mirror ? version : max(applied, version)
         counters.writesApplied += 1
+        trace?("write \(version) blocks \(offset / Self.blockSize)+\(data.readableBytes / Self.blockSize)")
         if sync { try? persist() }
         guard mirror else {
             committed = applied
@@ -653,7 +685,7 @@ public final class ElementCore {
         if data.readableBytes > 0 {
             let first = offset / Self.blockSize
             let last = (offset + data.readableBytes - 1) / Self.blockSize
-            for block in first...last { dirty[block] = version }
+            markDirty(offset: offset, count: data.readableBytes, version: version)
             changeLog.append((version, first, last - first + 1))
             if changeLog.count > Self.changeLogLimit, let dropped = changeLog.popFirst() {
                 logStart = dropped.version
@@ -670,6 +702,13 @@ public final class ElementCore {
         }
         if isCommitter || (bug == .commitAtHead && chain.head == node) { commit(version) }
         return true
+    }
+
+    private func markDirty(offset: Int, count: Int, version: UInt64) {
+        guard count > 0 else { return }
+        for block in (offset / Self.blockSize)...((offset + count - 1) / Self.blockSize) {
+            dirty[block] = max(dirty[block] ?? 0, version)
+        }
     }
 
     private func writeToDrive(_ offset: Int, _ data: ByteBuffer) -> Bool {
@@ -707,7 +746,7 @@ public final class ElementCore {
     private var isCommitter: Bool {
         guard chain.mode == .mirror, machine.isLinked, chain.successor(of: node) == nil else { return false }
         guard chain.linked.count * 2 > chain.members.count else { return false }
-        return !catchingUp || bug == .servesBeforeCatchUp
+        return !catchingUp
     }
 
     private func commit(_ version: UInt64) {
@@ -742,14 +781,34 @@ public final class ElementCore {
         }
     }
 
-    private func openOutbound(to target: NodeID, id: UInt64? = nil) {
+    /// A link id no other link between any two elements has had: this element's name, its
+    /// incarnation, a counter and who named it, mixed. (Ids built from the incarnation alone
+    /// collided when two elements started at the same instant: a receiver took the sender's
+    /// new link for the one it had named itself, and skipped entries as already applied.)
+    private func newLinkID(namedByReceiver: Bool) -> UInt64 {
         linkCounter += 1
-        var link = OutboundLink(target: target, id: id ?? (incarnation << 20 | (linkCounter & 0xF_FFFF)), now: now)
+        return Self.linkID(node: node, incarnation: incarnation, counter: linkCounter, namedByReceiver: namedByReceiver)
+    }
+
+    static func linkID(node: NodeID, incarnation: UInt64, counter: UInt64, namedByReceiver: Bool) -> UInt64 {
+        var hash = TraceHashLike()
+        hash.mix(node.name.hashValueStable)
+        hash.mix(incarnation)
+        hash.mix(counter)
+        hash.mix(namedByReceiver ? 1 : 2)
+        return hash.value
+    }
+
+    private func openOutbound(to target: NodeID, id: UInt64? = nil) {
+        var link = OutboundLink(target: target, id: id ?? newLinkID(namedByReceiver: false), now: now)
         if let member = chain.member(target), member.drive.state == .initializing {
             // A successor still catching up: the link starts a catch-up of its own by
             // fingerprints (the writes it missed are in the fills).
             outbound = nil
             outbox.append(.init(message: link.enqueue(.catchUpBegin(asOf: applied, byFingerprint: true)), to: target))
+            for entry in uncommitted where entry.version > committed {
+                outbox.append(.init(message: link.enqueue(entry.payload), to: target))
+            }
             learner = Learner(
                 link: link, drive: member.drive, pending: [], waitingForFingerprints: true, linked: true, heard: now)
             counters.fingerprintCatchUps += 1
@@ -782,6 +841,7 @@ public final class ElementCore {
     /// After any change of the register: relink, watch the new neighbours, tell the host, save.
     private func registerChanged() {
         let chain = self.chain
+        trace?("register \(chain.generation) linked \(chain.linked) \(machine.drive.state)")
         let watched = Set(neighbours)
         for gone in detectors.keys where !watched.contains(gone) { detectors[gone] = nil }
         for neighbour in watched where detectors[neighbour] == nil {
@@ -859,6 +919,7 @@ public final class ElementCore {
             if theirs > mine || (theirs == mine && member.node < node) { return }
         }
         orphanedSince = nil
+        trace?("re-forms the chain at \(mine)")
         catchingUp = false
         catchUpFrom = nil
         catchUpSource = nil
@@ -902,6 +963,13 @@ public final class ElementCore {
             return
         }
         if let current = learner, current.link.target != joiner { return }
+        guard theirApplied <= applied else {
+            // The joiner holds writes we lack: our data cannot be its source (a tail that lost
+            // its data and re-formed would spread what it lost). Wait until we hold as much.
+            trace?("refuses \(joiner): it applied \(theirApplied), we \(applied)")
+            outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: joiner))
+            return
+        }
         if chain.member(joiner)?.linked == true {
             send(machine.propose(linking: joiner, linked: false))
             onRaise?(.linkDown, now)
@@ -913,10 +981,17 @@ public final class ElementCore {
     /// Opens a catch-up stream to a joiner: its log-covered changes since `from`, or a
     /// fingerprint diff.
     private func startCatchUp(for joiner: NodeID, drive theirs: DriveRegister, from theirApplied: UInt64, id: UInt64?) {
-        linkCounter += 1
-        var link = OutboundLink(target: joiner, id: id ?? (incarnation << 20 | (linkCounter & 0xF_FFFF)), now: now)
+        var link = OutboundLink(target: joiner, id: id ?? newLinkID(namedByReceiver: false), now: now)
         let covered = logStart <= theirApplied && theirApplied <= applied
+        trace?(
+            "catch-up for \(joiner) from \(theirApplied): log from \(logStart), applied \(applied), covered \(covered)")
         outbox.append(.init(message: link.enqueue(.catchUpBegin(asOf: applied, byFingerprint: !covered)), to: joiner))
+        // Writes not yet committed go again: the fills bring their data, but the joiner must
+        // hold them to send on when it links (a successor may lack them) and to keep their
+        // blocks from reads until they commit.
+        for entry in uncommitted where entry.version > committed {
+            outbox.append(.init(message: link.enqueue(entry.payload), to: joiner))
+        }
         var pending: [Range<Int>] = []
         if covered {
             var blocks = Set<Int>()
@@ -999,6 +1074,7 @@ public final class ElementCore {
             if checksum != theirs { differing.append(block) }
         }
         current.pending += Self.extents(of: differing)
+        trace?("fingerprints from \(sender) at \(firstBlock): \(differing.count) differ \(differing.prefix(8))")
         if last { current.waitingForFingerprints = false }
         learner = current
     }
@@ -1027,6 +1103,7 @@ public final class ElementCore {
                 return
             }
             counters.fillBytesSent += count
+            trace?("fill to \(current.link.target) blocks \(extent) seq \(current.link.next) link \(current.link.id)")
             outbox.append(
                 .init(message: current.link.enqueue(.fill(offset: UInt64(offset), data: data)), to: current.link.target)
             )

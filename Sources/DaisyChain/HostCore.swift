@@ -285,7 +285,9 @@ public final class HostCore {
     /// Periodic work: sends again what was not acknowledged, retries reads, asks for registers when stuck.
     public func tick(now: Instant) -> [Effect] {
         self.now = now
-        for (target, var link) in links {
+        // Dictionaries are walked in sorted order: a simulation seed must replay the same sends.
+        for target in links.keys.sorted() {
+            guard var link = links[target] else { continue }
             for message in link.resend(now: now, after: timing.retransmitAfter, limit: 32 << 20) {
                 effects.append(.send(message, to: target))
             }
@@ -294,7 +296,9 @@ public final class HostCore {
         // An element that acknowledges nothing for the detection timeout is gone as far as the
         // requests waiting on it go (span: they fail naming it; mirror: only when the whole
         // chain has been silent four times as long).
-        for (target, link) in links where !link.unacked.isEmpty && now - link.lastProgress >= timing.detectionTimeout {
+        for target in links.keys.sorted() {
+            guard let link = links[target], !link.unacked.isEmpty, now - link.lastProgress >= timing.detectionTimeout
+            else { continue }
             if chain?.mode == .span {
                 var failed: [UInt64] = []
                 pieces.removeAll { piece in
@@ -312,7 +316,7 @@ public final class HostCore {
                 let waiting = Set(pieces.map(\.request))
                 pieces.removeAll()
                 links[target] = nil
-                for request in waiting {
+                for request in waiting.sorted() {
                     fail(request, ChainError(.unavailable, element: target, detail: "no element of the chain answers"))
                 }
             }
@@ -327,7 +331,8 @@ public final class HostCore {
             for index in pieces.indices { pieces[index].target = head }
             openLink(head, resend: true)
         }
-        for (id, piece) in reads {
+        for id in reads.keys.sorted() {
+            guard let piece = reads[id] else { continue }
             if let until = piece.waitUntil, now >= until {
                 issueRead(id)
             } else if let sent = piece.sentAt, now - sent >= timing.retransmitAfter {
@@ -396,7 +401,8 @@ public final class HostCore {
 
     private func openLink(_ target: NodeID, id: UInt64? = nil, resend: Bool) {
         linkCounter += 1
-        var link = OutboundLink(target: target, id: id ?? (epoch << 20 | (linkCounter & 0xF_FFFF)), now: now)
+        let named = ElementCore.linkID(node: node, incarnation: epoch, counter: linkCounter, namedByReceiver: false)
+        var link = OutboundLink(target: target, id: id ?? named, now: now)
         if resend {
             for index in pieces.indices where pieces[index].target == target {
                 let piece = pieces[index]
@@ -433,7 +439,7 @@ public final class HostCore {
             guard let head = chain.head else {
                 let waiting = Set(pieces.map(\.request))
                 pieces.removeAll()
-                for request in waiting {
+                for request in waiting.sorted() {
                     fail(request, ChainError(.unavailable, detail: "no element of the chain is linked"))
                 }
                 return
@@ -492,7 +498,10 @@ public final class HostCore {
         requests[request] = state
         if state.remaining <= 0 { finish(request) }
         // Reads held back by this write may go now.
-        for (id, piece) in reads where piece.target == nil && piece.sentAt == nil && piece.waitUntil == nil {
+        for id in reads.keys.sorted() {
+            guard let piece = reads[id], piece.target == nil, piece.sentAt == nil, piece.waitUntil == nil else {
+                continue
+            }
             issueRead(id)
         }
     }

@@ -37,14 +37,18 @@ public struct RegisterMachine: Sendable {
     public private(set) var stale = 0
     /// A planted bug.
     public var bug: Bug?
+    /// This element's incarnation, written into the generations it proposes.
+    public let incarnation: UInt64
 
-    /// Starts from `chain`, which must list `node`.
-    public init(node: NodeID, chain: ChainRegister) throws(ChainError) {
+    /// Starts from `chain`, which must list `node`; `incarnation` grows with every start of
+    /// the element (see ``ChainGeneration/incarnation``).
+    public init(node: NodeID, chain: ChainRegister, incarnation: UInt64 = 0) throws(ChainError) {
         guard chain.member(node) != nil else {
             throw ChainError(.invalidConfiguration, element: node, detail: "the chain register does not list it")
         }
         self.node = node
         self.chain = chain
+        self.incarnation = incarnation
     }
 
     /// This element's drive register.
@@ -62,6 +66,7 @@ public struct RegisterMachine: Sendable {
         var register = chain.members[index].drive
         change(&register)
         register.version = chain.members[index].drive.version + 1
+        register.incarnation = incarnation
         chain.members[index].drive = register
         return emit(kind, subject: node)
     }
@@ -74,7 +79,7 @@ public struct RegisterMachine: Sendable {
         if let index = members.firstIndex(where: { $0.node == subject }) {
             var member = members[index]
             member.linked = linked
-            if let drive, drive.version > member.drive.version { member.drive = drive }
+            if let drive, drive.isNewer(than: member.drive) { member.drive = drive }
             if linked && chain.mode == .mirror {
                 members.remove(at: index)
                 members.append(member)
@@ -86,7 +91,7 @@ public struct RegisterMachine: Sendable {
         } else {
             return []
         }
-        chain.generation = ChainGeneration(epoch: chain.generation.epoch + 1, proposer: node)
+        chain.generation = ChainGeneration(epoch: chain.generation.epoch + 1, proposer: node, incarnation: incarnation)
         chain.members = members
         var out = emit(linked ? .linkUp : .linkDown, subject: subject)
         if subject != node, !out.contains(where: { $0.to == subject }) {
@@ -199,7 +204,7 @@ public struct RegisterMachine: Sendable {
     func isStale(_ register: ChainRegister) -> Bool {
         guard register.generation < chain.generation else { return false }
         for member in register.members {
-            if let ours = chain.member(member.node), member.drive.version > ours.drive.version { return false }
+            if let ours = chain.member(member.node), member.drive.isNewer(than: ours.drive) { return false }
         }
         return true
     }

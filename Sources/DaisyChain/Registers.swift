@@ -46,8 +46,9 @@ public enum ChainMode: UInt8, Sendable, Hashable, CaseIterable, CustomStringConv
 
 /// One element's drive state register.
 ///
-/// Only the element that owns the drive changes it, and every change raises ``version``; a
-/// chain merges two copies of the same element's register by keeping the higher version, so
+/// Only the element that owns the drive changes it, and every change raises ``version`` and
+/// stamps the owner's ``incarnation``; a chain merges two copies of the same element's
+/// register by keeping the later change (see ``isNewer(than:)``), so
 /// every element converges to the owner's latest value whatever order signals arrive in.
 public struct DriveRegister: Sendable, Hashable {
     /// A random identity chosen when the drive was formatted: a swapped drive has another.
@@ -62,11 +63,15 @@ public struct DriveRegister: Sendable, Hashable {
     public var writeErrors: UInt32
     /// Raised by the owner on every change.
     public var version: UInt64
+    /// The owner's incarnation when it last changed the register. A later incarnation wins
+    /// whatever the versions: a change the owner made and never saved before it restarted
+    /// must not outrank what it says after the restart.
+    public var incarnation: UInt64
 
     /// Creates a register.
     public init(
         driveID: UInt64, capacity: UInt64, state: DriveState, readErrors: UInt32 = 0, writeErrors: UInt32 = 0,
-        version: UInt64 = 1
+        version: UInt64 = 1, incarnation: UInt64 = 0
     ) {
         self.driveID = driveID
         self.capacity = capacity
@@ -74,30 +79,50 @@ public struct DriveRegister: Sendable, Hashable {
         self.readErrors = readErrors
         self.writeErrors = writeErrors
         self.version = version
+        self.incarnation = incarnation
+    }
+
+    /// Whether this copy is a later change by the owner than `other`: a later incarnation,
+    /// or the same one and a higher version.
+    public func isNewer(than other: DriveRegister) -> Bool {
+        incarnation != other.incarnation ? incarnation > other.incarnation : version > other.version
     }
 }
 
-/// Orders concurrent changes of the chain's membership: the higher epoch wins, and between
-/// proposals of the same epoch the proposer with the greater name.
+/// Orders concurrent changes of the chain's membership: the higher epoch wins; between
+/// proposals of the same epoch, the proposer with the greater name; and between two of one
+/// proposer, the later incarnation.
+///
+/// The incarnation makes every generation name one membership: an element whose proposal
+/// was never saved (its drive failed) and that restarted makes the same epoch again, and
+/// without it two different memberships would share a name.
 public struct ChainGeneration: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Raised by one on every membership change.
     public var epoch: UInt64
     /// The element that proposed this membership.
     public var proposer: NodeID
+    /// The proposer's incarnation (it grows with every start of the element).
+    public var incarnation: UInt64
 
     /// Creates a generation.
-    public init(epoch: UInt64, proposer: NodeID) {
+    public init(epoch: UInt64, proposer: NodeID, incarnation: UInt64 = 0) {
         self.epoch = epoch
         self.proposer = proposer
+        self.incarnation = incarnation
     }
 
     /// Whether `lhs` is older than `rhs`.
     public static func < (lhs: ChainGeneration, rhs: ChainGeneration) -> Bool {
-        lhs.epoch != rhs.epoch ? lhs.epoch < rhs.epoch : lhs.proposer < rhs.proposer
+        if lhs.epoch != rhs.epoch { return lhs.epoch < rhs.epoch }
+        if lhs.proposer != rhs.proposer { return lhs.proposer < rhs.proposer }
+        return lhs.incarnation < rhs.incarnation
     }
 
-    /// The value as people read it.
-    public var description: String { "\(epoch)/\(proposer)" }
+    /// The value as people read it: epoch/proposer, and the incarnation's last four hex
+    /// digits after a dot when it is not zero.
+    public var description: String {
+        incarnation == 0 ? "\(epoch)/\(proposer)" : "\(epoch)/\(proposer).\(String(incarnation & 0xFFFF, radix: 16))"
+    }
 }
 
 /// One element as the chain state register lists it.
@@ -211,7 +236,7 @@ public struct ChainRegister: Sendable, Hashable {
         let before = self
         var drives: [NodeID: DriveRegister] = [:]
         for member in members + other.members {
-            if let known = drives[member.node], known.version >= member.drive.version { continue }
+            if let known = drives[member.node], !member.drive.isNewer(than: known) { continue }
             drives[member.node] = member.drive
         }
         if other.generation > generation {
@@ -231,10 +256,12 @@ public struct ChainRegister: Sendable, Hashable {
         var hash = TraceHashLike()
         hash.mix(generation.epoch)
         hash.mix(UInt64(truncatingIfNeeded: generation.proposer.name.hashValueStable))
+        hash.mix(generation.incarnation)
         for member in members {
             hash.mix(UInt64(truncatingIfNeeded: member.node.name.hashValueStable))
             hash.mix(member.linked ? 1 : 0)
             hash.mix(member.drive.version)
+            hash.mix(member.drive.incarnation)
         }
         return hash.value
     }
@@ -267,17 +294,17 @@ extension String {
 
 extension DriveRegister {
     /// Bytes of the encoding (fixed).
-    public static let encodedSize = 8 + 8 + 1 + 4 + 4 + 8
+    public static let encodedSize = 8 + 8 + 1 + 4 + 4 + 8 + 8
 
     func encode(into buffer: inout ByteBuffer) {
         buffer.writeMultipleIntegers(
-            driveID, capacity, state.rawValue, readErrors, writeErrors, version, endianness: .little)
+            driveID, capacity, state.rawValue, readErrors, writeErrors, version, incarnation, endianness: .little)
     }
 
     static func decode(from buffer: inout ByteBuffer) throws(ChainError) -> DriveRegister {
         guard
-            let (driveID, capacity, state, readErrors, writeErrors, version) = buffer.readMultipleIntegers(
-                endianness: .little, as: (UInt64, UInt64, UInt8, UInt32, UInt32, UInt64).self)
+            let (driveID, capacity, state, readErrors, writeErrors, version, incarnation) = buffer.readMultipleIntegers(
+                endianness: .little, as: (UInt64, UInt64, UInt8, UInt32, UInt32, UInt64, UInt64).self)
         else { throw ChainError(.malformed, detail: "drive register truncated") }
         guard let driveState = DriveState(rawValue: state) else {
             throw ChainError(.malformed, detail: "drive state \(state) unknown")
@@ -285,7 +312,7 @@ extension DriveRegister {
         guard capacity <= UInt64(Int.max) else { throw ChainError(.malformed, detail: "drive capacity \(capacity)") }
         return DriveRegister(
             driveID: driveID, capacity: capacity, state: driveState, readErrors: readErrors,
-            writeErrors: writeErrors, version: version)
+            writeErrors: writeErrors, version: version, incarnation: incarnation)
     }
 }
 
@@ -298,6 +325,7 @@ extension ChainRegister {
         buffer.writeInteger(mode.rawValue)
         buffer.writeInteger(generation.epoch, endianness: .little)
         writeName(generation.proposer, into: &buffer)
+        buffer.writeInteger(generation.incarnation, endianness: .little)
         writeName(host, into: &buffer)
         buffer.writeInteger(UInt8(truncatingIfNeeded: members.count))
         for member in members {
@@ -335,6 +363,9 @@ extension ChainRegister {
             throw ChainError(.malformed, detail: "chain register truncated")
         }
         let proposer = try readName(from: &buffer)
+        guard let incarnation = buffer.readInteger(endianness: .little, as: UInt64.self) else {
+            throw ChainError(.malformed, detail: "chain register truncated")
+        }
         let host = try readName(from: &buffer)
         guard let count = buffer.readInteger(as: UInt8.self), Int(count) <= maximumElements else {
             throw ChainError(.malformed, detail: "chain register lists too many elements")
@@ -364,7 +395,8 @@ extension ChainRegister {
             throw ChainError(.malformed, detail: "chain register checksum mismatch")
         }
         return ChainRegister(
-            mode: mode, generation: ChainGeneration(epoch: epoch, proposer: proposer), members: members, host: host)
+            mode: mode, generation: ChainGeneration(epoch: epoch, proposer: proposer, incarnation: incarnation),
+            members: members, host: host)
     }
 }
 

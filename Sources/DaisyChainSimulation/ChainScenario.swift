@@ -1,6 +1,7 @@
 public import DaisyChain
 public import DeterministicSimulation
 import FaultToleranceCore
+import Foundation
 import Logging
 import NIOCore
 
@@ -189,9 +190,12 @@ final class ChainRun: @unchecked Sendable {
         await workload(host: host, until: quietEnd, quiet: true)
         if violation == nil { try await settleAndCheck(host: host) }
         watcher.cancel()
-        for task in tasks.values { task.cancel() }
+        for node in nodes { tasks[node]?.cancel() }
         hostTask.cancel()
     }
+
+    /// `FT_CHAIN_TRACE=1` prints each element's catch-ups, writes and register changes.
+    static let tracing = ProcessInfo.processInfo.environment["FT_CHAIN_TRACE"] == "1"
 
     func start(_ node: NodeID, forming: Bool = false) throws {
         guard let unit = units[node], let initial else { return }
@@ -202,6 +206,11 @@ final class ChainRun: @unchecked Sendable {
             incarnation: UInt64(world.simulation.now.nanoseconds) / 1000 + 1, logger: Self.silent,
             blockingIO: .inline, forming: forming, bug: bug)
         element.observeSignals { [unowned self] _, at in lastRaise = max(lastRaise, at) }
+        if Self.tracing {
+            let world = self.world
+            element.unsafeCore.trace = { line in print("[\(world.simulation.now)] \(node) \(line)") }
+            print("[\(world.simulation.now)] \(node) starts")
+        }
         elements[node] = element
         tasks[node] = world.spawn { try await element.run() }
     }

@@ -111,8 +111,8 @@ func printJSON(_ summary: some Encodable) throws {
     print(String(decoding: try encoder.encode(summary), as: UTF8.self))
 }
 
-/// Prints a summary (as JSON, or as a short table with up to five failures and the command
-/// replaying each) and exits 1 if any seed failed.
+/// Prints a summary (as JSON, or as a short table with a `FAILED seed N` line for every
+/// failing seed and the command replaying it) and exits 1 if any seed failed.
 func report(
     _ run: SeedRun, json: Bool, operations: String, replay: (UInt64) -> String
 ) throws {
@@ -129,7 +129,7 @@ func report(
         print("  invariant checks  \(summary.invariantChecks)")
         print("  " + operations.padding(toLength: 18, withPad: " ", startingAt: 0) + "\(summary.operations)")
         for entry in summary.faults.entries where entry.value > 0 { print("  \(entry.name): \(entry.value)") }
-        for failure in summary.failures.prefix(5) {
+        for failure in summary.failures {
             print("FAILED seed \(failure.seed): \(failure.violation.map(\.description) ?? "")")
             print("  replay: " + replay(failure.seed))
         }
