@@ -89,6 +89,10 @@ struct InboundLink {
 }
 
 extension LinkPayload {
+    var writeVersion: UInt64? {
+        if case .write(_, let version, _, _, _) = self { version } else { nil }
+    }
+
     var traceName: String {
         switch self {
         case .write(_, let version, _, _, _): "write \(version)"
@@ -183,6 +187,13 @@ public final class ElementCore {
     private var changeLog = Deque<(version: UInt64, first: Int, count: Int)>()
     private var logStart: UInt64 = 0
     private var uncommitted = Deque<(version: UInt64, payload: LinkPayload)>()
+    /// The latest committed writes (at most ``retainedLimit`` entries and ``retainedBytes``
+    /// bytes): a new successor gets those it may lack, since a commit made under a membership
+    /// that lost to a concurrent one does not prove the winning tail holds the write.
+    private var retained = Deque<(version: UInt64, payload: LinkPayload)>()
+    private var retainedData = 0
+    static let retainedLimit = 1024
+    static let retainedBytes = 32 << 20
     private var outbound: OutboundLink?
     private var inbound: [NodeID: InboundLink] = [:]
     private var expectedLink: [NodeID: UInt64] = [:]
@@ -199,6 +210,7 @@ public final class ElementCore {
     /// What each element said it holds (registers and join requests), for re-forming a chain.
     private var peerApplied: [NodeID: UInt64] = [:]
     private var orphanedSince: Instant?
+    private var linkedUninitializedSince: Instant?
     private var lastCommitProgress: Instant = .zero
     private var lastReopen: Instant = .zero
     private var lastCatchUpProgress: Instant = .zero
@@ -337,6 +349,9 @@ public final class ElementCore {
             guard let watch = detectors[neighbour] else { continue }
             if watch.detector.hasFailed(at: now, since: watch.since) {
                 detectors[neighbour] = nil
+                // Only a serving element cuts a neighbour out: one still catching up would cut
+                // its own source (and, winning the tie, leave a chain nobody can serve).
+                guard serves else { continue }
                 send(machine.propose(linking: neighbour, linked: false))
                 registerChanged()
             }
@@ -370,6 +385,30 @@ public final class ElementCore {
         {
             lastReopen = now
             openOutbound(to: link.target)
+        }
+        // Linked in a membership that won over our own unlinking (we restarted, or our
+        // proposal lost a tie) while our drive is still initializing and no catch-up runs:
+        // we would be a member that cannot serve (a tail that never commits). Leave again.
+        if machine.isLinked, machine.chain.mode == .mirror, machine.drive.state == .initializing, !catchingUp {
+            if let since = linkedUninitializedSince, now - since >= timing.detectionTimeout * 2 {
+                linkedUninitializedSince = nil
+                send(machine.propose(linking: node, linked: false))
+                becomeRejoiner()
+                registerChanged()
+            } else if linkedUninitializedSince == nil {
+                linkedUninitializedSince = now
+            }
+        } else {
+            linkedUninitializedSince = nil
+        }
+        if machine.isLinked, machine.chain.mode == .mirror, catchingUp,
+            now - lastCatchUpProgress >= timing.catchUpTimeout
+        {
+            // Linked while its catch-up stalled (the source went): leave and ask again.
+            send(machine.propose(linking: node, linked: false))
+            catchingUp = false
+            becomeRejoiner()
+            registerChanged()
         }
         if !machine.isLinked, machine.chain.mode == .mirror,
             lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
@@ -599,7 +638,8 @@ public final class ElementCore {
                 }
                 hostEpoch = epoch
             }
-            return applyWrite(version: version, offset: Int(offset), sync: sync, data: data, payload: payload)
+            return applyWrite(
+                version: version, offset: Int(offset), sync: sync, data: data, payload: payload, from: sender)
         case .catchUpBegin(let asOf, let byFingerprint):
             trace?(
                 "catch-up from \(sender) as of \(asOf) fingerprints \(byFingerprint); applied \(applied) from \(catchUpFrom.map(String.init) ?? "-")"
@@ -642,7 +682,9 @@ public final class ElementCore {
         }
     }
 
-    private func applyWrite(version: UInt64, offset: Int, sync: Bool, data: ByteBuffer, payload: LinkPayload) -> Bool {
+    private func applyWrite(
+        version: UInt64, offset: Int, sync: Bool, data: ByteBuffer, payload: LinkPayload, from sender: NodeID
+    ) -> Bool {
         let mirror = chain.mode == .mirror
         if mirror, version <= applied {
             // A write a catch-up's fills already brought, sent again because it is not yet
@@ -651,6 +693,13 @@ public final class ElementCore {
                 let index = uncommitted.firstIndex { $0.version > version } ?? uncommitted.endIndex
                 uncommitted.insert((version, payload), at: index)
                 markDirty(offset: offset, count: data.readableBytes, version: version)
+            }
+            // The host sends a write again when no commit of it came back: the elements after
+            // us may lack it even if we saw it committed (under a membership that since lost),
+            // so it goes on down the chain.
+            if sender == chain.host, var link = outbound, !link.unacked.contains(where: { $0.payload.writeVersion == version }) {
+                outbox.append(.init(message: link.enqueue(payload), to: link.target))
+                outbound = link
             }
             return true
         }
@@ -702,6 +751,24 @@ public final class ElementCore {
         }
         if isCommitter || (bug == .commitAtHead && chain.head == node) { commit(version) }
         return true
+    }
+
+    private func retain(_ entry: (version: UInt64, payload: LinkPayload)) {
+        retained.append(entry)
+        retainedData += entry.payload.dataBytes
+        while retained.count > Self.retainedLimit || retainedData > Self.retainedBytes,
+            let dropped = retained.popFirst()
+        {
+            retainedData -= dropped.payload.dataBytes
+        }
+    }
+
+    /// What a new link to `target` starts with: the retained committed writes it may lack
+    /// (by what it last said it applied), then every write not yet committed.
+    private func resendable(to target: NodeID) -> [LinkPayload] {
+        let floor = min(peerApplied[target] ?? 0, committed)
+        return retained.filter { $0.version > floor }.map(\.payload)
+            + uncommitted.filter { $0.version > committed }.map(\.payload)
     }
 
     private func markDirty(offset: Int, count: Int, version: UInt64) {
@@ -773,6 +840,7 @@ public final class ElementCore {
         committed = version
         while let first = uncommitted.first, first.version <= committed {
             uncommitted.removeFirst()
+            retain(first)
             if case .write(_, _, let offset, _, let data) = first.payload, data.readableBytes > 0 {
                 let low = Int(offset) / Self.blockSize
                 let high = (Int(offset) + data.readableBytes - 1) / Self.blockSize
@@ -806,17 +874,13 @@ public final class ElementCore {
             // fingerprints (the writes it missed are in the fills).
             outbound = nil
             outbox.append(.init(message: link.enqueue(.catchUpBegin(asOf: applied, byFingerprint: true)), to: target))
-            for entry in uncommitted where entry.version > committed {
-                outbox.append(.init(message: link.enqueue(entry.payload), to: target))
-            }
+            for payload in resendable(to: target) { outbox.append(.init(message: link.enqueue(payload), to: target)) }
             learner = Learner(
                 link: link, drive: member.drive, pending: [], waitingForFingerprints: true, linked: true, heard: now)
             counters.fingerprintCatchUps += 1
             return
         }
-        for entry in uncommitted where entry.version > committed {
-            outbox.append(.init(message: link.enqueue(entry.payload), to: target))
-        }
+        for payload in resendable(to: target) { outbox.append(.init(message: link.enqueue(payload), to: target)) }
         outbound = link
     }
 
