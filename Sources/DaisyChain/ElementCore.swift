@@ -38,6 +38,9 @@ struct OutboundLink {
     var unackedBytes = 0
     var lastProgress: Instant
     var lastResend: Instant
+    /// Doubles with every resend that brought no acknowledgement (up to 64 times the first
+    /// wait): a peer that refuses or cannot keep up is not flooded with the same entries.
+    var backoff: Int64 = 1
 
     init(target: NodeID, id: UInt64, now: Instant) {
         self.target = target
@@ -62,12 +65,16 @@ struct OutboundLink {
             unacked.removeFirst()
             progressed = true
         }
-        if progressed { lastProgress = now }
+        if progressed {
+            lastProgress = now
+            backoff = 1
+        }
     }
 
     /// The unacknowledged entries to send again, up to `limit` bytes, if it is time.
     mutating func resend(now: Instant, after: Duration, limit: Int) -> [ChainMessage] {
-        guard !unacked.isEmpty, now - lastProgress >= after, now - lastResend >= after else { return [] }
+        guard !unacked.isEmpty, now - lastProgress >= after, now - lastResend >= after * backoff else { return [] }
+        if lastResend > lastProgress { backoff = min(backoff * 2, 64) }
         lastResend = now
         var out: [ChainMessage] = []
         var bytes = 0
@@ -155,7 +162,7 @@ public final class ElementCore {
     /// Most unacknowledged bytes on a catch-up stream before fills wait.
     static let fillWindow = 16 << 20
     /// Most bytes sent again at once on a link.
-    static let resendLimit = 32 << 20
+    static let resendLimit = 4 << 20
 
     /// This element.
     public let node: NodeID
@@ -197,7 +204,8 @@ public final class ElementCore {
     private var outbound: OutboundLink?
     private var inbound: [NodeID: InboundLink] = [:]
     private var expectedLink: [NodeID: UInt64] = [:]
-    private var resets: [NodeID: (stale: UInt64, next: UInt64)] = [:]
+    private var resets: [NodeID: (stale: UInt64, next: UInt64, at: Instant)] = [:]
+    private var lastRefusal: [NodeID: Instant] = [:]
     private var learner: Learner?
     private var detectors: [NodeID: (detector: FailureDetector, since: Instant)] = [:]
     private var lastHeartbeat: Instant?
@@ -572,7 +580,11 @@ public final class ElementCore {
         }
         guard isUpstream(sender) else {
             counters.stale += 1
-            outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
+            // Once per retransmission interval, not once per entry of a resent window.
+            if lastRefusal[sender].map({ now - $0 >= timing.retransmitAfter }) ?? true {
+                lastRefusal[sender] = now
+                outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
+            }
             return
         }
         var state: InboundLink
@@ -582,15 +594,19 @@ public final class ElementCore {
             state = InboundLink(id: link)
         } else {
             // Only links this element named are taken: name one (once per stale link).
-            let next: UInt64
-            if let previous = resets[sender], previous.stale == link {
-                next = previous.next
-            } else {
-                next = newLinkID(namedByReceiver: true)
-                resets[sender] = (link, next)
-            }
-            expectedLink[sender] = next
             counters.stale += 1
+            if let previous = resets[sender], previous.stale == link {
+                // Named already: say it again once per retransmission interval, not once per
+                // entry of a resent window.
+                expectedLink[sender] = previous.next
+                guard now - previous.at >= timing.retransmitAfter else { return }
+                resets[sender]?.at = now
+                outbox.append(.init(message: .linkReset(link: link, next: previous.next), to: sender))
+                return
+            }
+            let next = newLinkID(namedByReceiver: true)
+            resets[sender] = (link, next, now)
+            expectedLink[sender] = next
             outbox.append(.init(message: .linkReset(link: link, next: next), to: sender))
             return
         }
@@ -697,7 +713,9 @@ public final class ElementCore {
             // The host sends a write again when no commit of it came back: the elements after
             // us may lack it even if we saw it committed (under a membership that since lost),
             // so it goes on down the chain.
-            if sender == chain.host, var link = outbound, !link.unacked.contains(where: { $0.payload.writeVersion == version }) {
+            if sender == chain.host, var link = outbound,
+                !link.unacked.contains(where: { $0.payload.writeVersion == version })
+            {
                 outbox.append(.init(message: link.enqueue(payload), to: link.target))
                 outbound = link
             }
@@ -763,12 +781,12 @@ public final class ElementCore {
         }
     }
 
-    /// What a new link to `target` starts with: the retained committed writes it may lack
-    /// (by what it last said it applied), then every write not yet committed.
-    private func resendable(to target: NodeID) -> [LinkPayload] {
+    /// What a new link to `target` starts with: with `retained`, the retained committed
+    /// writes it may lack (by what it last said it applied); then every write not yet committed.
+    private func resendable(to target: NodeID, retained withRetained: Bool) -> [LinkPayload] {
         let floor = min(peerApplied[target] ?? 0, committed)
-        return retained.filter { $0.version > floor }.map(\.payload)
-            + uncommitted.filter { $0.version > committed }.map(\.payload)
+        let old = withRetained ? retained.filter { $0.version > floor }.map(\.payload) : []
+        return old + uncommitted.filter { $0.version > committed }.map(\.payload)
     }
 
     private func markDirty(offset: Int, count: Int, version: UInt64) {
@@ -867,20 +885,27 @@ public final class ElementCore {
         return hash.value
     }
 
-    private func openOutbound(to target: NodeID, id: UInt64? = nil) {
+    /// Opens the stream to `target`. A new successor (`newSuccessor`) also gets the retained
+    /// committed writes it may lack; a link opened again to the same one gets only what is
+    /// not yet committed (re-sending the retained window on every reopen flooded a slow chain).
+    private func openOutbound(to target: NodeID, id: UInt64? = nil, newSuccessor: Bool = false) {
         var link = OutboundLink(target: target, id: id ?? newLinkID(namedByReceiver: false), now: now)
         if let member = chain.member(target), member.drive.state == .initializing {
             // A successor still catching up: the link starts a catch-up of its own by
             // fingerprints (the writes it missed are in the fills).
             outbound = nil
             outbox.append(.init(message: link.enqueue(.catchUpBegin(asOf: applied, byFingerprint: true)), to: target))
-            for payload in resendable(to: target) { outbox.append(.init(message: link.enqueue(payload), to: target)) }
+            for payload in resendable(to: target, retained: newSuccessor) {
+                outbox.append(.init(message: link.enqueue(payload), to: target))
+            }
             learner = Learner(
                 link: link, drive: member.drive, pending: [], waitingForFingerprints: true, linked: true, heard: now)
             counters.fingerprintCatchUps += 1
             return
         }
-        for payload in resendable(to: target) { outbox.append(.init(message: link.enqueue(payload), to: target)) }
+        for payload in resendable(to: target, retained: newSuccessor) {
+            outbox.append(.init(message: link.enqueue(payload), to: target))
+        }
         outbound = link
     }
 
@@ -921,7 +946,7 @@ public final class ElementCore {
             if successor != outboundTarget {
                 if learner?.linked == true { learner = nil }
                 if let successor {
-                    openOutbound(to: successor)
+                    openOutbound(to: successor, newSuccessor: true)
                 } else {
                     outbound = nil
                 }

@@ -288,7 +288,7 @@ public final class HostCore {
         // Dictionaries are walked in sorted order: a simulation seed must replay the same sends.
         for target in links.keys.sorted() {
             guard var link = links[target] else { continue }
-            for message in link.resend(now: now, after: timing.retransmitAfter, limit: 32 << 20) {
+            for message in link.resend(now: now, after: timing.retransmitAfter, limit: ElementCore.resendLimit) {
                 effects.append(.send(message, to: target))
             }
             links[target] = link

@@ -19,8 +19,21 @@ struct ChainCommand: AsyncParsableCommand {
         abstract: "Run a daisy chain of elements on loopback and drive it (DaisyChain).",
         subcommands: [
             ChainSimulate.self, ChainUp.self, ChainStatus.self, ChainSignalCommand.self, ChainKill.self,
-            ChainRestart.self, ChainBench.self, ChainDown.self, ChainElementCommand.self,
+            ChainRestart.self, ChainBench.self, ChainDemo.self, ChainDown.self, ChainElementCommand.self,
         ])
+}
+
+/// `ftctl chain demo`: the chain scene of `ftctl demo` alone.
+struct ChainDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "A journal on a 4-element mirror chain of processes; the second element SIGKILLed and restarted.")
+
+    @Option(help: "Journal writes.") var writes = 600
+
+    func validate() throws { try require("--writes", writes, in: 30...1_000_000) }
+
+    func run() async throws { try await ChainScene(writes: writes).run() }
 }
 
 /// `ftctl chain simulate`.
@@ -262,6 +275,15 @@ struct ChainElementCommand: AsyncParsableCommand {
             timing: ChainTiming(heartbeatInterval: .milliseconds(heartbeatMs)), logger: logger, forming: form
         ) { peer, address in
             if let parsed = HostPort(argument: address) { transport.setPeer(peer, address: parsed.address) }
+        }
+        if ProcessInfo.processInfo.environment["FT_CHAIN_TRACE"] == "1" {
+            // Each step of catch-ups, links and membership, in this element's log.
+            element.unsafeCore.trace = { line in
+                print(
+                    String(format: "[%.3f] ", Date().timeIntervalSince1970.truncatingRemainder(dividingBy: 1000)) + line
+                )
+                fflush(nil)
+            }
         }
         print("element \(name) listening on port \(portList[index])")
         fflush(nil)
