@@ -1,0 +1,85 @@
+import DaisyChain
+import FaultToleranceCore
+import FaultToleranceNIO
+import Foundation
+import Logging
+import NIOCore
+import Testing
+
+/// The runtimes on real threads: three elements and a host on loopback TCP, drive I/O on the
+/// thread pool, the host's volume written from a thread of its own (CI runs this suite under
+/// ThreadSanitizer).
+@Suite("Daisy chain on loopback TCP, real threads", .timeLimit(.minutes(10)))
+struct ChainLoopbackTests {
+    static let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    @Test("a mirror chain takes writes through its volume, loses an element, and reads back every write")
+    func mirrorChainOnLoopback() async throws {
+        let nodes: [NodeID] = ["e0", "e1", "e2"]
+        let capacity = 64 * 4096
+        let register = ChainRegister(
+            mode: .mirror, generation: ChainGeneration(epoch: 1, proposer: "init"),
+            members: nodes.enumerated().map { index, node in
+                ChainMember(
+                    node: node, linked: true,
+                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(capacity), state: .ready))
+            }, host: "host")
+        let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        var transports: [NodeID: TCPTransport] = [:]
+        for node in nodes + ["host"] {
+            transports[node] = try await TCPTransport.start(configuration: .init(localNode: node, bindAddress: any))
+        }
+        for (node, transport) in transports {
+            for (peer, other) in transports where peer != node { transport.setPeer(peer, address: other.localAddress) }
+        }
+        let timing = ChainTiming(heartbeatInterval: .milliseconds(100))
+        var tasks: [NodeID: Task<Void, any Error>] = [:]
+        for (index, node) in nodes.enumerated() {
+            guard let transport = transports[node] else { continue }
+            let unit = MemoryStorageUnit(id: UnitID(UInt64(index + 1)), capacity: ElementDrive.headerSize + capacity)
+            let element = try ChainElement(
+                node: node, drive: try ElementDrive(unit: unit), initial: register, transport: transport,
+                timing: timing, logger: Self.quiet, blockingIO: .threadPool, forming: true)
+            tasks[node] = Task { try await element.run() }
+        }
+        guard let hostTransport = transports["host"] else { return }
+        let host = ChainHost(
+            node: "host", elements: nodes, transport: hostTransport, timing: timing, logger: Self.quiet)
+        let hostTask = Task { try await host.run() }
+        try await host.open()
+        let volume = ChainVolume(host: host)
+        #expect(volume.capacity == capacity)
+
+        @Sendable func block(_ index: Int, _ round: Int) -> [UInt8] {
+            (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index &* 7 &+ round) }
+        }
+        // The volume is a synchronous StorageUnit: drive it from a thread of its own.
+        func onThread(_ body: @escaping @Sendable () throws -> Void) async throws {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                Thread { continuation.resume(with: Result { try body() }) }.start()
+            }
+        }
+        try await onThread {
+            for index in 0..<64 { try volume.write(block(index, 1), at: index * 4096) }
+            try volume.synchronize()
+        }
+        // The middle element goes; the chain re-links and takes the second round.
+        tasks["e1"]?.cancel()
+        await transports["e1"]?.close()
+        try await onThread {
+            for index in stride(from: 0, to: 64, by: 2) { try volume.write(block(index, 2), at: index * 4096) }
+            try volume.synchronize()
+        }
+        try await onThread {
+            for index in 0..<64 {
+                let expected = block(index, index % 2 == 0 ? 2 : 1)
+                let read = try volume.read(at: index * 4096, count: 4096)
+                guard read == expected else { throw ChainError(.malformed, detail: "block \(index) differs") }
+            }
+        }
+        #expect(host.register?.member("e1")?.linked == false)
+        hostTask.cancel()
+        for task in tasks.values { task.cancel() }
+        for transport in transports.values { await transport.close() }
+    }
+}
