@@ -970,7 +970,13 @@ public final class ElementCore {
 
     private func persist() throws {
         savedDigest = chain.digest
-        try drive.save(ElementDrive.Saved(chain: chain, applied: catchUpFrom ?? applied, hostEpoch: hostEpoch))
+        do {
+            try drive.save(ElementDrive.Saved(chain: chain, applied: catchUpFrom ?? applied, hostEpoch: hostEpoch))
+            trace?("saved registers, applied \(catchUpFrom ?? applied)")
+        } catch {
+            trace?("saving registers failed: \(error)")
+            throw error
+        }
     }
 
     // MARK: Rejoin and catch-up

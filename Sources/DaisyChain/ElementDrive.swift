@@ -12,6 +12,8 @@ public final class ElementDrive: @unchecked Sendable {
     /// Bytes reserved for the register slots.
     public static let headerSize = 64 << 10
     static let slotSize = 32 << 10
+    /// Magic, format, sequence, applied version, host epoch, register length.
+    static let slotHeaderSize = 4 + 1 + 8 + 8 + 8 + 4
     static let magic: UInt32 = 0x4344_5446  // "FTDC"
     static let format: UInt8 = 1
 
@@ -23,6 +25,13 @@ public final class ElementDrive: @unchecked Sendable {
         public var applied: UInt64
         /// The highest host epoch seen.
         public var hostEpoch: UInt64
+
+        /// What to save.
+        public init(chain: ChainRegister, applied: UInt64, hostEpoch: UInt64) {
+            self.chain = chain
+            self.applied = applied
+            self.hostEpoch = hostEpoch
+        }
     }
 
     /// The unit underneath.
@@ -81,11 +90,13 @@ public final class ElementDrive: @unchecked Sendable {
         guard
             let (magic, format, sequence, applied, hostEpoch, length) = buffer.readMultipleIntegers(
                 endianness: .little, as: (UInt32, UInt8, UInt64, UInt64, UInt64, UInt32).self),
-            magic == Self.magic, format == Self.format, Int(length) <= slotSize - 33,
+            magic == Self.magic, format == Self.format, Int(length) <= slotSize - slotHeaderSize - 4,
             var body = buffer.readSlice(length: Int(length)),
             let stored = buffer.readInteger(endianness: .little, as: UInt32.self)
         else { return nil }
-        let computed = CRC32C.checksum(bytes[0..<(29 + Int(length))])
+        // The checksum covers the 33-byte header and the register. (It covered 29 bytes: every
+        // slot failed its check, and a restarted element came back as if its drive were blank.)
+        let computed = CRC32C.checksum(bytes[0..<(Self.slotHeaderSize + Int(length))])
         guard computed == stored, let chain = try? ChainRegister.decode(from: &body) else { return nil }
         return (sequence, Saved(chain: chain, applied: applied, hostEpoch: hostEpoch))
     }

@@ -27,6 +27,7 @@ import NIOCore
 /// - `one-head-per-generation`: at no time do two elements believe they are the head of the
 ///   same generation.
 /// - `quiet-progress`: in the quiet phase, every operation completes.
+/// - `quiet-latency`: from two seconds into the quiet phase, no operation waits three.
 public struct ChainScenario: Sendable {
     /// A planted bug, or `nil` for the shipped code.
     public var bug: ElementCore.Bug?
@@ -417,6 +418,17 @@ final class ChainRun: @unchecked Sendable {
     func watch() async {
         while !Task.isCancelled {
             do { try await world.clock.sleep(for: .milliseconds(1)) } catch { return }
+            // Once the network healed and restarted elements had two seconds, no operation may
+            // wait three (a resend storm once stalled writes for 12-20 s in real processes).
+            if let started = operationStarted, let quiet = quietSince, started >= quiet + .seconds(2),
+                world.simulation.now - started > .seconds(3)
+            {
+                fail(
+                    "quiet-latency",
+                    "the \(operationName) started at \(started), in the quiet phase, has waited 3 s\n"
+                        + "\(host?.unsafeCore.debugState ?? "")\n" + statusDump())
+                return
+            }
             if let started = operationStarted, world.simulation.now - started > .seconds(10) {
                 fail(
                     "progress",

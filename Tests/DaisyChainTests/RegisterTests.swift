@@ -102,3 +102,23 @@ extension RegisterTests {
         }
     }
 }
+
+extension RegisterTests {
+    @Test("the drive keeps the registers: the latest save loads; a damaged slot falls back to the other")
+    func theDriveKeepsItsRegisters() throws {
+        let unit = MemoryStorageUnit(id: UnitID(1), capacity: ElementDrive.headerSize + 4096)
+        let drive = try ElementDrive(unit: unit)
+        #expect(drive.load() == nil)
+        var register = sampleRegister()
+        try drive.save(ElementDrive.Saved(chain: register, applied: 41, hostEpoch: 7))
+        register.generation.epoch += 1
+        try drive.save(ElementDrive.Saved(chain: register, applied: 42, hostEpoch: 7))
+        let loaded = try ElementDrive(unit: unit).load()
+        #expect(loaded == ElementDrive.Saved(chain: register, applied: 42, hostEpoch: 7))
+        // Damage the newer slot (the second save went to slot 0): the older one loads.
+        var byte = try unit.read(at: 40, count: 1)
+        byte[0] ^= 0x10
+        try unit.write(byte, at: 40)
+        #expect(try ElementDrive(unit: unit).load()?.applied == 41)
+    }
+}
