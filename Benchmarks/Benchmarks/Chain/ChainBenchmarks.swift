@@ -86,6 +86,23 @@ final class LoopbackChain: @unchecked Sendable {
         tasks[node] = Task { try await element.run() }
     }
 
+    /// Waits (up to 30 s) until every element is linked with its drive ready and none is
+    /// catching up: under a heavy load a late heartbeat can cut an element out for a moment,
+    /// and a measurement that starts then measures that element's catch-up, not its own.
+    func waitUntilHealthy() async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(30)
+        while clock.now < deadline {
+            var healthy = host.register?.members.allSatisfy { $0.linked && $0.drive.state == .ready } == true
+            for element in elements.values where healthy {
+                healthy = await element.inspect { !$0.catchingUp && $0.serves }
+            }
+            if healthy { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ChainError(.timedOut, detail: "the chain did not settle in 30 s")
+    }
+
     /// Stops `node` as a crash would: its loop cancelled, its connections closed.
     func stop(_ node: NodeID) async {
         tasks.removeValue(forKey: node)?.cancel()
@@ -192,6 +209,7 @@ let benchmarks: @Sendable () -> Void = {
         do {
             let chain = try await LoopbackChain(length: 4, mode: .mirror, capacity: 64 * chunk)
             try await writeChunks(chain.host, count: 4)
+            try await chain.waitUntilHealthy()
             let small = ByteBuffer(repeating: 1, count: 4096)
             let clock = ContinuousClock()
             let stopped = clock.now
@@ -219,6 +237,7 @@ let benchmarks: @Sendable () -> Void = {
         do {
             let chain = try await LoopbackChain(length: 3, mode: .mirror, capacity: volumeMiB * chunk)
             try await writeChunks(chain.host, count: volumeMiB)
+            try await chain.waitUntilHealthy()
             await chain.stop("e2")
             // 1% of the volume's 4 KiB blocks, spread over it.
             let blocks = volumeMiB * chunk / 4096
