@@ -91,6 +91,8 @@ public final class HostCore {
     /// The volume's capacity (0 before the first register).
     public var capacity: Int { chain?.volumeCapacity ?? 0 }
 
+    private var greeted: [NodeID] = []
+
     /// Whether the host has heard the chain (a register from its head) and may send writes.
     public var isOpen: Bool { opened }
 
@@ -98,6 +100,7 @@ public final class HostCore {
     public func hello(to elements: [NodeID], now: Instant) -> [Effect] {
         self.now = now
         lastHello = now
+        greeted = elements
         return elements.map { .send(.hello(hostEpoch: epoch, address: address), to: $0) }
     }
 
@@ -342,7 +345,9 @@ public final class HostCore {
         let stuck = (!pieces.isEmpty || !reads.isEmpty || !opened) && now - lastProgress >= timing.heartbeatInterval
         if stuck || chain == nil, lastHello.map({ now - $0 >= timing.heartbeatInterval }) ?? true {
             lastHello = now
-            for member in chain?.members.map(\.node) ?? [] {
+            // Before any register, the elements first greeted (a lost hello or a lost answer
+            // left the host greeting no one).
+            for member in chain?.members.map(\.node) ?? greeted {
                 effects.append(.send(.hello(hostEpoch: epoch, address: address), to: member))
             }
         }

@@ -164,7 +164,9 @@ final class ChainRun: @unchecked Sendable {
         do {
             try await host.open(timeout: .seconds(5))
         } catch {
-            fail("quiet-progress", "the host could not open the chain: \(error)")
+            fail(
+                "quiet-progress",
+                "the host could not open the chain: \(error)\n\(host.unsafeCore.debugState)\n" + statusDump())
             return
         }
         // Faults for three seconds, while the host works.
