@@ -458,8 +458,13 @@ final class ChainRun: @unchecked Sendable {
     }
 
     func settleAndCheck(host: ChainHost) async throws {
-        // Let the last rejoin finish.
+        // Let the last rejoin finish, and give a signal raised just now (a chain re-formed by
+        // its last element at the end of the wait) its 2·n message delays.
         try await world.clock.sleep(for: .seconds(3))
+        let bound = Self.maximumDelay * (2 * nodes.count) + .milliseconds(2)
+        if world.simulation.now - lastRaise < bound {
+            try await world.clock.sleep(for: bound - (world.simulation.now - lastRaise))
+        }
         let cores = nodes.compactMap { elements[$0]?.unsafeCore }
         checks += 1
         let digests = Set(cores.map(\.chain.digest))
@@ -469,7 +474,6 @@ final class ChainRun: @unchecked Sendable {
             return
         }
         if let quietSince, lastRaise >= quietSince {
-            let bound = Self.maximumDelay * (2 * nodes.count) + .milliseconds(2)
             guard let convergedAt, convergedAt >= lastRaise, convergedAt - lastRaise <= bound else {
                 fail(
                     "registers-converge",
