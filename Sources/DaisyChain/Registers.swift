@@ -151,7 +151,7 @@ public struct ChainMember: Sendable, Hashable {
 /// are the replication chain, head first.
 ///
 /// ``merge(_:)`` is a join: the membership (order, linked flags) comes from the higher
-/// generation, each drive register from its higher version. It is commutative, associative and
+/// generation, each drive register from its later change (``DriveRegister/isNewer(than:)``). It is commutative, associative and
 /// idempotent, so elements that have seen the same signals hold the same register in whatever
 /// order they saw them.
 public struct ChainRegister: Sendable, Hashable {

@@ -177,7 +177,9 @@ struct ChainScene {
                 + "\(milliseconds(slowest[0].0)) before the kill, \(milliseconds(slowest[1].0)) while e1 was gone "
                 + "(write \(slowest[1].1): the chain re-linked around it after 2.5 silent heartbeats), "
                 + "\(milliseconds(slowest[2].0)) while it rejoined")
-        // Until e1 is linked again with its catch-up done.
+        // Until e1 is linked again with its catch-up done: the host's register is polled every
+        // 50 ms (a demo's wait for another process, at most 30 s; no result depends on when
+        // the poll happens to look).
         let deadline = wall.now + .seconds(30)
         while wall.now < deadline {
             if let member = host.register?.member("e1"), member.linked, member.drive.state == .ready { break }
