@@ -177,6 +177,20 @@ public struct ChainRegister: Sendable, Hashable {
         self.host = host
     }
 
+    /// The register a new chain forms with: `elements` in order, all linked, each drive ready
+    /// with `capacity` bytes (drive ids 1, 2, …), generation 1 proposed by `init`.
+    public static func forming(
+        mode: ChainMode, elements: [NodeID], capacity: Int, host: NodeID = "host"
+    ) -> ChainRegister {
+        ChainRegister(
+            mode: mode, generation: ChainGeneration(epoch: 1, proposer: "init"),
+            members: elements.enumerated().map { index, node in
+                ChainMember(
+                    node: node, linked: true,
+                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(capacity), state: .ready))
+            }, host: host)
+    }
+
     /// The linked elements in order (the live chain).
     public var linked: [NodeID] { members.filter(\.linked).map(\.node) }
 

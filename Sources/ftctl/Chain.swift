@@ -254,14 +254,8 @@ struct ChainElementCommand: AsyncParsableCommand {
         let pool = try FileStoragePool(directories: [directory], unitCapacity: unitCapacity, budget: unitCapacity)
         let unit = try pool.units.first ?? pool.allocate()
         let drive = try ElementDrive(unit: unit)
-        let members = names.enumerated().map { offset, element in
-            ChainMember(
-                node: element, linked: true,
-                drive: DriveRegister(driveID: UInt64(offset + 1), capacity: UInt64(capacity), state: .ready))
-        }
-        let register = ChainRegister(
-            mode: mode == "span" ? .span : .mirror, generation: ChainGeneration(epoch: 1, proposer: "init"),
-            members: members, host: "host")
+        let register = ChainRegister.forming(
+            mode: mode == "span" ? .span : .mirror, elements: names, capacity: capacity)
         var peers: [NodeID: SocketAddress] = [:]
         for (other, port) in zip(names, portList) where other != node {
             peers[other] = try SocketAddress(ipAddress: "127.0.0.1", port: port)

@@ -21,25 +21,25 @@ import Testing
 struct ChainLoopbackTests {
     static let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    @Test("a mirror chain takes writes through its volume, loses an element, and reads back every write")
-    func mirrorChainOnLoopback() async throws {
-        let nodes: [NodeID] = ["e0", "e1", "e2"]
-        let capacity = 64 * 4096
-        let register = ChainRegister(
-            mode: .mirror, generation: ChainGeneration(epoch: 1, proposer: "init"),
-            members: nodes.enumerated().map { index, node in
-                ChainMember(
-                    node: node, linked: true,
-                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(capacity), state: .ready))
-            }, host: "host")
+    /// A TCP transport on loopback for each of `nodes`, every one knowing the others.
+    static func loopbackTransports(for nodes: [NodeID]) async throws -> [NodeID: TCPTransport] {
         let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         var transports: [NodeID: TCPTransport] = [:]
-        for node in nodes + ["host"] {
+        for node in nodes {
             transports[node] = try await TCPTransport.start(configuration: .init(localNode: node, bindAddress: any))
         }
         for (node, transport) in transports {
             for (peer, other) in transports where peer != node { transport.setPeer(peer, address: other.localAddress) }
         }
+        return transports
+    }
+
+    @Test("a mirror chain takes writes through its volume, loses an element, and reads back every write")
+    func mirrorChainOnLoopback() async throws {
+        let nodes: [NodeID] = ["e0", "e1", "e2"]
+        let capacity = 64 * 4096
+        let register = ChainRegister.forming(mode: .mirror, elements: nodes, capacity: capacity)
+        let transports = try await Self.loopbackTransports(for: nodes + ["host"])
         let timing = ChainTiming(heartbeatInterval: .milliseconds(100))
         var tasks: [NodeID: Task<Void, any Error>] = [:]
         for (index, node) in nodes.enumerated() {
@@ -98,24 +98,9 @@ extension ChainLoopbackTests {
         let nodes: [NodeID] = ["e0", "e1", "e2"]
         let blocks = 4096
         let capacity = blocks * 4096
-        let register = ChainRegister(
-            mode: .mirror, generation: ChainGeneration(epoch: 1, proposer: "init"),
-            members: nodes.enumerated().map { index, node in
-                ChainMember(
-                    node: node, linked: true,
-                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(capacity), state: .ready))
-            }, host: "host")
-        let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
-        var transports: [NodeID: TCPTransport] = [:]
-        var addresses: [NodeID: SocketAddress] = [:]
-        for node in nodes + ["host"] {
-            let transport = try await TCPTransport.start(configuration: .init(localNode: node, bindAddress: any))
-            transports[node] = transport
-            addresses[node] = transport.localAddress
-        }
-        for (node, transport) in transports {
-            for (peer, address) in addresses where peer != node { transport.setPeer(peer, address: address) }
-        }
+        let register = ChainRegister.forming(mode: .mirror, elements: nodes, capacity: capacity)
+        var transports = try await Self.loopbackTransports(for: nodes + ["host"])
+        let addresses = transports.mapValues(\.localAddress)
         let timing = ChainTiming(heartbeatInterval: .milliseconds(100))
         let units = nodes.indices.map {
             MemoryStorageUnit(id: UnitID(UInt64($0 + 1)), capacity: ElementDrive.headerSize + capacity)

@@ -24,13 +24,7 @@ final class QuietChain: @unchecked Sendable {
         units = (0..<count).map {
             MemoryStorageUnit(id: UnitID(UInt64($0 + 1)), capacity: ElementDrive.headerSize + blocks * 4096)
         }
-        register = ChainRegister(
-            mode: mode, generation: ChainGeneration(epoch: 1, proposer: "init"),
-            members: nodes.enumerated().map { index, node in
-                ChainMember(
-                    node: node, linked: true,
-                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(blocks * 4096), state: .ready))
-            }, host: "host")
+        register = ChainRegister.forming(mode: mode, elements: nodes, capacity: blocks * 4096)
     }
 
     func start(_ index: Int, forming: Bool = false) throws {

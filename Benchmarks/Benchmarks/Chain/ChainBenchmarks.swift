@@ -50,13 +50,7 @@ final class LoopbackChain: @unchecked Sendable {
 
     init(length: Int, mode: ChainMode, capacity: Int) async throws {
         nodes = (0..<length).compactMap { NodeID("e\($0)") }
-        register = ChainRegister(
-            mode: mode, generation: ChainGeneration(epoch: 1, proposer: "init"),
-            members: nodes.enumerated().map { index, node in
-                ChainMember(
-                    node: node, linked: true,
-                    drive: DriveRegister(driveID: UInt64(index + 1), capacity: UInt64(capacity), state: .ready))
-            }, host: "host")
+        register = ChainRegister.forming(mode: mode, elements: nodes, capacity: capacity)
         let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         hostTransport = try await TCPTransport.start(configuration: .init(localNode: "host", bindAddress: any))
         addresses["host"] = hostTransport.localAddress
