@@ -79,9 +79,11 @@ struct LoopbackPair {
         serverTask = Task { try await server.run() }
     }
 
+    /// The reply timeout is long: on a starved 2-core run a 5 s timeout resent requests, and the
+    /// round-trip counts below subtract resends in any case (they count the protocol's requests).
     func client(metrics: TestMetrics? = nil) -> KeySyncClient {
         KeySyncClient(
-            store: backup, transport: backupTransport, replyTimeout: .seconds(5), logger: Self.quiet,
+            store: backup, transport: backupTransport, replyTimeout: .seconds(30), logger: Self.quiet,
             replyAddress: "127.0.0.1:\(backupTransport.localAddress.port ?? 0)", metricsFactory: metrics)
     }
 
@@ -116,7 +118,9 @@ struct KeySyncOverTCPTests {
         #expect(result.passes == 1)
         // The hello's symbols let the active size its welcome to the difference: the hello
         // and the records are the only round trips.
-        #expect(result.roundTrips == 2, "\(result.roundTrips) round trips, \(result.symbolsReceived) symbols")
+        #expect(
+            result.roundTrips - result.retries == 2,
+            "\(result.roundTrips) round trips (\(result.retries) resent), \(result.symbolsReceived) symbols")
         #expect(result.symbolsReceived < 60 * 3)
         let mark = try #require(try pair.backup.lastSync(with: "active"))
         #expect(mark.peerGeneration == pair.active.generation)
@@ -126,7 +130,7 @@ struct KeySyncOverTCPTests {
         let second = try await client.sync(with: "active")
         client.close()
         #expect(second.mode == .unchanged)
-        #expect(second.roundTrips == 1)
+        #expect(second.roundTrips - second.retries == 1)
         await pair.close()
     }
 
@@ -158,7 +162,7 @@ struct KeySyncOverTCPTests {
         // 14 differences: the welcome's symbols decode them, so the hello and the records are
         // the only round trips, and the changes are verified without a third.
         #expect(result.differences == 14)
-        #expect(result.roundTrips == 2)
+        #expect(result.roundTrips - result.retries == 2, "\(result.retries) resent")
         #expect(result.verifiedLocally)
         #expect(
             try metrics.expectCounter("ft_keysync_bytes_total", [("direction", "received")]).totalValue
