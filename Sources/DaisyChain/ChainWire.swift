@@ -215,17 +215,17 @@ public enum ChainMessage: Sendable, Hashable {
             type = MessageType.entry
             buffer.writeMultipleIntegers(link, sequence, endianness: .little)
             switch payload {
-            case .write(let hostEpoch, let version, let offset, let sync, var data):
+            case .write(let hostEpoch, let version, let offset, let sync, let data):
                 buffer.reserveCapacity(minimumWritableBytes: 42 + data.readableBytes)
                 buffer.writeMultipleIntegers(
                     UInt8(1), hostEpoch, version, offset, sync ? UInt8(1) : 0, endianness: .little)
-                buffer.writeBuffer(&data)
+                return Self.message(type: MessageType.entry, header: buffer, data: data)
             case .catchUpBegin(let asOf, let byFingerprint):
                 buffer.writeMultipleIntegers(UInt8(2), asOf, byFingerprint ? UInt8(1) : 0, endianness: .little)
-            case .fill(let offset, var data):
+            case .fill(let offset, let data):
                 buffer.reserveCapacity(minimumWritableBytes: 25 + data.readableBytes)
                 buffer.writeMultipleIntegers(UInt8(3), offset, endianness: .little)
-                buffer.writeBuffer(&data)
+                return Self.message(type: MessageType.entry, header: buffer, data: data)
             case .catchUpEnd(let register):
                 buffer.writeInteger(UInt8(4))
                 register.encode(into: &buffer)
@@ -242,10 +242,10 @@ public enum ChainMessage: Sendable, Hashable {
         case .read(let request, let offset, let count, let atLeast):
             type = MessageType.read
             buffer.writeMultipleIntegers(request, offset, count, atLeast, endianness: .little)
-        case .readReply(let request, let status, var data):
-            type = MessageType.readReply
+        case .readReply(let request, let status, let data):
+            buffer.reserveCapacity(minimumWritableBytes: 9 + data.readableBytes)
             buffer.writeMultipleIntegers(request, status.rawValue, endianness: .little)
-            buffer.writeBuffer(&data)
+            return Self.message(type: MessageType.readReply, header: buffer, data: data)
         case .join(let drive, let applied):
             type = MessageType.join
             buffer.writeInteger(applied, endianness: .little)
@@ -272,6 +272,23 @@ public enum ChainMessage: Sendable, Hashable {
             buffer.writeInteger(kind.rawValue)
         }
         return Message(type: type, payload: buffer)
+    }
+
+    /// A message of `header` followed by `data`, whose bytes are copied and checksummed in one
+    /// pass: the transport joins the checksum to its frame's instead of reading the data again.
+    private static func message(type: UInt16, header: ByteBuffer, data: ByteBuffer) -> Message {
+        var buffer = header
+        var checksum = CRC32C()
+        buffer.withUnsafeReadableBytes { checksum.update($0) }
+        let count = data.readableBytes
+        buffer.reserveCapacity(minimumWritableBytes: count)
+        data.withUnsafeReadableBytes { source in
+            _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { destination in
+                if let base = destination.baseAddress { checksum.update(copying: source, to: base) }
+                return count
+            }
+        }
+        return Message(type: type, payload: buffer, payloadChecksum: checksum.value)
     }
 
     /// Decodes a message, throwing ``ChainError/Code/malformed`` for anything but a valid encoding.

@@ -79,6 +79,14 @@ public final class HostCore {
     private var now: Instant = .zero
     private(set) var opened = false
     private var heardApplied: [NodeID: UInt64] = [:]
+    /// Mirror: since when no element has been linked (writes wait for a head, up to
+    /// ``headlessWait``, then fail).
+    private var headlessSince: Instant?
+
+    /// Mirror: how long writes wait for a chain that has no linked element to link one again
+    /// before they fail: the element holding the most re-forms the chain after a catch-up
+    /// timeout without a serving element, once it has heard from every other member.
+    var headlessWait: Duration { timing.catchUpTimeout + timing.detectionTimeout * 4 }
 
     /// Creates the host's state.
     public init(node: NodeID, epoch: UInt64, timing: ChainTiming = ChainTiming(), address: String = "") {
@@ -316,13 +324,14 @@ public final class HostCore {
             } else if now - link.lastProgress >= timing.detectionTimeout * 4,
                 now - lastProgress >= timing.detectionTimeout * 4
             {
-                let waiting = Set(pieces.map(\.request))
-                pieces.removeAll()
-                links[target] = nil
-                for request in waiting.sorted() {
-                    fail(request, ChainError(.unavailable, element: target, detail: "no element of the chain answers"))
-                }
+                lastProgress = now
+                abandonWaiting(ChainError(.unavailable, element: target, detail: "no element of the chain answers"))
             }
+        }
+        if let since = headlessSince, now - since >= headlessWait {
+            headlessSince = now
+            abandonWaiting(
+                ChainError(.unavailable, detail: "no element of the chain has been linked for \(headlessWait)"))
         }
         // Mirror: writes the head acknowledged but the tail never committed (the head died, or
         // came back, before forwarding them) are sent again on a new link; elements skip what
@@ -375,13 +384,19 @@ public final class HostCore {
                 return
             }
         } else {
+            version = nextVersion
+            nextVersion += 1
             guard let head = chain.head else {
-                fail(request, ChainError(.unavailable, detail: "no element of the chain is linked"))
+                // No element is linked for now: the write waits (unsent, addressed to no
+                // element) until one is, when the new head's link takes every waiting piece.
+                headlessSince = headlessSince ?? now
+                pieces.append(
+                    Piece(
+                        request: request, target: node, version: version, offset: offset,
+                        volumeOffset: volumeOffset, data: data, sync: sync))
                 return
             }
             resolved = head
-            version = nextVersion
-            nextVersion += 1
         }
         let piece = Piece(
             request: request, target: resolved, version: version, offset: offset, volumeOffset: volumeOffset,
@@ -442,13 +457,13 @@ public final class HostCore {
         switch chain.mode {
         case .mirror:
             guard let head = chain.head else {
-                let waiting = Set(pieces.map(\.request))
-                pieces.removeAll()
-                for request in waiting.sorted() {
-                    fail(request, ChainError(.unavailable, detail: "no element of the chain is linked"))
-                }
+                // The members re-form a chain in a few detection timeouts: the writes wait for
+                // it (``tick(now:)`` fails them after ``headlessWait``).
+                headlessSince = headlessSince ?? now
+                links = [:]
                 return
             }
+            headlessSince = nil
             if pieces.contains(where: { $0.target != head }) || links[head] == nil {
                 for index in pieces.indices { pieces[index].target = head }
                 links = [:]
@@ -498,10 +513,11 @@ public final class HostCore {
     }
 
     private func pieceDone(_ request: UInt64) {
-        guard var state = requests[request] else { return }
-        state.remaining -= 1
-        requests[request] = state
-        if state.remaining <= 0 { finish(request) }
+        if var state = requests[request] {
+            state.remaining -= 1
+            requests[request] = state
+            if state.remaining <= 0 { finish(request) }
+        }
         // Reads held back by this write may go now.
         for id in reads.keys.sorted() {
             guard let piece = reads[id], piece.target == nil, piece.sentAt == nil, piece.waitUntil == nil else {
@@ -525,6 +541,18 @@ public final class HostCore {
             effects.append(.complete(request: request, .success(buffer)))
         } else {
             effects.append(.complete(request: request, .success(ByteBuffer())))
+        }
+    }
+
+    /// Mirror: the waiting writes and flushes fail, but their pieces stay and go to the next
+    /// head, so the versions it sees have no gap (a head that sees one leaves to catch up). A
+    /// failed write may still land later, as a failed write to a disk may have.
+    private func abandonWaiting(_ error: ChainError) {
+        for request in Set(pieces.map(\.request)).sorted() {
+            guard var state = requests[request] else { continue }
+            if state.error == nil { state.error = error }
+            requests[request] = state
+            finish(request)
         }
     }
 
@@ -598,10 +626,15 @@ public final class HostCore {
         case .mirror:
             let serving = chain.members.filter { $0.linked && $0.drive.state.serves }.map(\.node)
             guard !serving.isEmpty else {
-                if chain.head == nil {
+                if chain.head == nil, let since = headlessSince, now - since >= headlessWait {
                     reads[id] = nil
-                    fail(piece.request, ChainError(.unavailable, detail: "no element of the chain is linked"))
+                    fail(
+                        piece.request,
+                        ChainError(.unavailable, detail: "no element of the chain has been linked for \(headlessWait)"))
                 } else {
+                    // A chain re-linking (or re-forming, with no element linked: see
+                    // ``headlessWait``) answers soon: ask again.
+                    if chain.head == nil { headlessSince = headlessSince ?? now }
                     piece.waitUntil = now + timing.retransmitAfter
                     piece.sentAt = nil
                     reads[id] = piece

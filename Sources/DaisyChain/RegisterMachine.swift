@@ -145,7 +145,9 @@ public struct RegisterMachine: Sendable {
                 detail: "signal \(signal.kind) of generation \(signal.register.generation), ours is \(chain.generation)"
             )
         }
+        let mine = drive
         chain.merge(signal.register)
+        keepSelf(mine)
         applied += 1
         var out: [Outbound] = []
         if signal.kind == .identify, signal.origin != node {
@@ -195,9 +197,22 @@ public struct RegisterMachine: Sendable {
             stale += 1
             throw ChainError(
                 .stale, element: sender,
-                detail: "register of generation \(register.generation), ours is \(register.generation)")
+                detail: "register of generation \(register.generation), ours is \(chain.generation)")
         }
-        return chain.merge(register)
+        let mine = drive
+        let changed = chain.merge(register)
+        keepSelf(mine)
+        return changed
+    }
+
+    /// After a merge: a membership that does not list this element (it is new to the chain, and
+    /// its own proposal lost) would leave it without a drive register. It stays, unlinked, and
+    /// its next proposal (a span element relinks itself on every change; a mirror one asks the
+    /// tail to catch it up) adds it.
+    private mutating func keepSelf(_ drive: DriveRegister) {
+        if chain.member(node) == nil, chain.members.count < ChainRegister.maximumElements {
+            chain.members.append(ChainMember(node: node, linked: false, drive: drive))
+        }
     }
 
     /// Older in generation and newer in no drive register: nothing in it to apply.

@@ -219,13 +219,15 @@ public struct ChainRegister: Sendable, Hashable {
     public func position(of node: NodeID) -> Int? { linked.firstIndex(of: node) }
 
     /// The volume's capacity: the sum of the members' capacities (span), or the smallest linked
-    /// member's (mirror).
+    /// member's (mirror; while no member is linked, the smallest member's: the volume keeps its
+    /// size while the chain re-forms).
     public var volumeCapacity: Int {
         switch mode {
         case .span:
             return members.reduce(0) { $0 + Int(clamping: $1.drive.capacity) }
         case .mirror:
-            return members.filter(\.linked).map { Int(clamping: $0.drive.capacity) }.min() ?? 0
+            let linked = members.filter(\.linked)
+            return (linked.isEmpty ? members : linked).map { Int(clamping: $0.drive.capacity) }.min() ?? 0
         }
     }
 
