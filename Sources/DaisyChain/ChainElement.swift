@@ -128,58 +128,41 @@ public final class ChainElement: Service, @unchecked Sendable {
 
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
-        let events = self.events
         let sink = eventSink
-        let transport = self.transport
         let clock = self.clock
-        let tick = timing.tick
-        // Not `cancelWhenGracefulShutdown`: its helper task would leave a simulation's executor.
-        await withTaskGroup(of: Void.self) { tasks in
-            let heard = self.heard
-            tasks.addTask {
-                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type)
-                {
-                    if envelope.message.type == ChainMessage.MessageType.heartbeat {
-                        let now = clock.now
-                        heard.withLockedValue { $0[envelope.from] = now }
-                    }
-                    sink.yield(.message(envelope))
-                }
-            }
-            if case .threadPool = blockingIO {
-                // Heartbeats leave on their own timer, not behind a burst of writes in the loop.
-                let beat = self.beat
-                let interval = timing.heartbeatInterval
-                tasks.addTask {
-                    while !Task.isCancelled {
-                        do { try await clock.sleep(for: interval) } catch { return }
-                        let (targets, digest, epoch) = beat.withLockedValue { $0 }
-                        for target in targets {
-                            self.queues.send(ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
-                        }
-                    }
-                }
-            }
-            tasks.addTask {
+        let heard = self.heard
+        var helpers: [@Sendable () async -> Void] = []
+        if case .threadPool = blockingIO {
+            // Heartbeats leave on their own timer, not behind a burst of writes in the loop.
+            let beat = self.beat
+            let interval = timing.heartbeatInterval
+            let queues = self.queues
+            helpers.append {
                 while !Task.isCancelled {
-                    do { try await clock.sleep(for: tick) } catch { return }
-                    sink.yield(.tick)
+                    do { try await clock.sleep(for: interval) } catch { return }
+                    let (targets, digest, epoch) = beat.withLockedValue { $0 }
+                    for target in targets {
+                        queues.send(ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
+                    }
                 }
             }
-            tasks.addTask { await parkUntilShutdown() }
-            tasks.addTask {
+        }
+        await runChainLoop(
+            transport: transport, clock: clock, tick: timing.tick, events: events, sink: sink, helpers: helpers,
+            received: { envelope in
+                if envelope.message.type == ChainMessage.MessageType.heartbeat {
+                    let now = clock.now
+                    heard.withLockedValue { $0[envelope.from] = now }
+                }
+                return .message(envelope)
+            },
+            tickEvent: .tick,
+            start: {
                 let core = self.core
                 let started = await self.blockingIO.run { [clock] in core.value.start(now: clock.now) }
                 await self.send(started)
-                for await event in events {
-                    if Task.isCancelled { return }
-                    await self.process(event)
-                }
-            }
-            await tasks.next()
-            tasks.cancelAll()
-        }
-        eventSink.finish()
+            },
+            process: { await self.process($0) })
         queues.close()
     }
 
@@ -226,6 +209,44 @@ public final class ChainElement: Service, @unchecked Sendable {
 
 extension Date {
     static var nowMicroseconds: Double { Date().timeIntervalSince1970 * 1_000_000 }
+}
+
+/// The loop both chain runtimes run: the chain's messages (as `received` makes them events) and
+/// a tick every `tick` go into `events`, which one task processes in order after `start`; the
+/// `helpers` run beside it. Returns, with `sink` finished, on graceful shutdown, cancellation
+/// or the transport closing.
+func runChainLoop<Event: Sendable>(
+    transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncStream<Event>,
+    sink: AsyncStream<Event>.Continuation, helpers: [@Sendable () async -> Void] = [],
+    received: @escaping @Sendable (Envelope) -> Event, tickEvent: Event,
+    start: @escaping @Sendable () async -> Void, process: @escaping @Sendable (Event) async -> Void
+) async {
+    // Not `cancelWhenGracefulShutdown`: its helper task would leave a simulation's executor.
+    await withTaskGroup(of: Void.self) { tasks in
+        tasks.addTask {
+            for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type) {
+                sink.yield(received(envelope))
+            }
+        }
+        for helper in helpers { tasks.addTask { await helper() } }
+        tasks.addTask {
+            while !Task.isCancelled {
+                do { try await clock.sleep(for: tick) } catch { return }
+                sink.yield(tickEvent)
+            }
+        }
+        tasks.addTask { await parkUntilShutdown() }
+        tasks.addTask {
+            await start()
+            for await event in events {
+                if Task.isCancelled { return }
+                await process(event)
+            }
+        }
+        await tasks.next()
+        tasks.cancelAll()
+    }
+    sink.finish()
 }
 
 /// One ordered send queue per destination, each drained by its own task, so a send that waits

@@ -141,36 +141,12 @@ public final class ChainHost: Service, @unchecked Sendable {
 
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
-        let events = self.events
-        let sink = eventSink
-        let transport = self.transport
         let clock = self.clock
-        let tick = timing.tick
-        await withTaskGroup(of: Void.self) { tasks in
-            tasks.addTask {
-                for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type)
-                {
-                    sink.yield(.message(envelope))
-                }
-            }
-            tasks.addTask {
-                while !Task.isCancelled {
-                    do { try await clock.sleep(for: tick) } catch { return }
-                    sink.yield(.tick)
-                }
-            }
-            tasks.addTask { await parkUntilShutdown() }
-            tasks.addTask {
-                await self.perform(self.core.value.hello(to: self.elements, now: clock.now))
-                for await event in events {
-                    if Task.isCancelled { return }
-                    await self.process(event)
-                }
-            }
-            await tasks.next()
-            tasks.cancelAll()
-        }
-        eventSink.finish()
+        await runChainLoop(
+            transport: transport, clock: clock, tick: timing.tick, events: events, sink: eventSink,
+            received: { .message($0) }, tickEvent: .tick,
+            start: { await self.perform(self.core.value.hello(to: self.elements, now: clock.now)) },
+            process: { await self.process($0) })
         queues.close()
         for (_, waiter) in waiting.value { waiter(.failure(ChainError(.closed))) }
         waiting.value = [:]
