@@ -142,7 +142,7 @@ public final class ChainElement: Service, @unchecked Sendable {
                     do { try await clock.sleep(for: interval) } catch { return }
                     let (targets, digest, epoch) = beat.withLockedValue { $0 }
                     for target in targets {
-                        queues.send(ChainMessage.heartbeat(digest: digest, epoch: epoch).encode(), to: target)
+                        queues.send(.heartbeat(digest: digest, epoch: epoch), to: target)
                     }
                 }
             }
@@ -194,7 +194,7 @@ public final class ChainElement: Service, @unchecked Sendable {
 
     private func send(_ out: [RegisterMachine.Outbound]) async {
         if case .threadPool = blockingIO {
-            for item in out { queues.send(item.message.encode(), to: item.to) }
+            for item in out { queues.send(item.message, to: item.to) }
             return
         }
         for item in out {
@@ -256,7 +256,7 @@ func runChainLoop<Event: Sendable>(
 final class SendQueues: @unchecked Sendable {
     private let transport: any Transport
     private let logger: Logger
-    private let queues = NIOLockedValueBox<[NodeID: AsyncStream<Message>.Continuation]>([:])
+    private let queues = NIOLockedValueBox<[NodeID: AsyncStream<ChainMessage>.Continuation]>([:])
     private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
 
     init(transport: any Transport, logger: Logger) {
@@ -264,18 +264,24 @@ final class SendQueues: @unchecked Sendable {
         self.logger = logger
     }
 
-    func send(_ message: Message, to node: NodeID) {
-        let continuation = queues.withLockedValue { queues -> AsyncStream<Message>.Continuation in
+    /// Queues `message`; it is encoded on the queue's task, its data (if any) sent where it lies.
+    func send(_ message: ChainMessage, to node: NodeID) {
+        let continuation = queues.withLockedValue { queues -> AsyncStream<ChainMessage>.Continuation in
             if let existing = queues[node] { return existing }
             let (stream, continuation) = AsyncStream.makeStream(
-                of: Message.self, bufferingPolicy: .bufferingOldest(4096))
+                of: ChainMessage.self, bufferingPolicy: .bufferingOldest(4096))
             queues[node] = continuation
             let transport = self.transport
             let logger = self.logger
             let task = Task {
                 for await message in stream {
                     do {
-                        try await transport.send(message, to: node)
+                        let (head, data) = message.encodeParts()
+                        if let data {
+                            try await transport.send(head, appending: data, to: node)
+                        } else {
+                            try await transport.send(head, to: node)
+                        }
                     } catch {
                         logger.trace("chain send failed", metadata: ["to": "\(node)", "error": "\(error)"])
                     }

@@ -186,7 +186,7 @@ public final class ChainHost: Service, @unchecked Sendable {
             switch effect {
             case .send(let message, let target):
                 if queued {
-                    queues.send(message.encode(), to: target)
+                    queues.send(message, to: target)
                     continue
                 }
                 do {

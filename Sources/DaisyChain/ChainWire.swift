@@ -194,7 +194,15 @@ public enum ChainMessage: Sendable, Hashable {
     public static let maximumFingerprints = 65_536
 
     /// Encodes the message.
-    public func encode() -> Message {
+    public func encode() -> Message { encode(splitting: false).message }
+
+    /// Encodes the message in two parts for `Transport.send(_:appending:to:)`: a message that
+    /// carries data (a write, a fill, a read's answer) as everything before the data, and the
+    /// data, which a TCP transport sends where it lies; any other message whole, and `nil`.
+    /// The receiver sees what ``encode()`` gives.
+    public func encodeParts() -> (message: Message, data: ByteBuffer?) { encode(splitting: true) }
+
+    private func encode(splitting: Bool) -> (message: Message, data: ByteBuffer?) {
         var buffer = ByteBuffer()
         let type: UInt16
         switch self {
@@ -219,13 +227,13 @@ public enum ChainMessage: Sendable, Hashable {
                 buffer.reserveCapacity(minimumWritableBytes: 42 + data.readableBytes)
                 buffer.writeMultipleIntegers(
                     UInt8(1), hostEpoch, version, offset, sync ? UInt8(1) : 0, endianness: .little)
-                return Self.message(type: MessageType.entry, header: buffer, data: data)
+                return Self.message(type: MessageType.entry, header: buffer, data: data, splitting: splitting)
             case .catchUpBegin(let asOf, let byFingerprint):
                 buffer.writeMultipleIntegers(UInt8(2), asOf, byFingerprint ? UInt8(1) : 0, endianness: .little)
             case .fill(let offset, let data):
                 buffer.reserveCapacity(minimumWritableBytes: 25 + data.readableBytes)
                 buffer.writeMultipleIntegers(UInt8(3), offset, endianness: .little)
-                return Self.message(type: MessageType.entry, header: buffer, data: data)
+                return Self.message(type: MessageType.entry, header: buffer, data: data, splitting: splitting)
             case .catchUpEnd(let register):
                 buffer.writeInteger(UInt8(4))
                 register.encode(into: &buffer)
@@ -245,7 +253,7 @@ public enum ChainMessage: Sendable, Hashable {
         case .readReply(let request, let status, let data):
             buffer.reserveCapacity(minimumWritableBytes: 9 + data.readableBytes)
             buffer.writeMultipleIntegers(request, status.rawValue, endianness: .little)
-            return Self.message(type: MessageType.readReply, header: buffer, data: data)
+            return Self.message(type: MessageType.readReply, header: buffer, data: data, splitting: splitting)
         case .join(let drive, let applied):
             type = MessageType.join
             buffer.writeInteger(applied, endianness: .little)
@@ -271,12 +279,16 @@ public enum ChainMessage: Sendable, Hashable {
             type = MessageType.operatorSignal
             buffer.writeInteger(kind.rawValue)
         }
-        return Message(type: type, payload: buffer)
+        return (Message(type: type, payload: buffer), nil)
     }
 
-    /// A message of `header` followed by `data`, whose bytes are copied and checksummed in one
-    /// pass: the transport joins the checksum to its frame's instead of reading the data again.
-    private static func message(type: UInt16, header: ByteBuffer, data: ByteBuffer) -> Message {
+    /// `header` and `data` apart (`splitting`), or one message of `header` followed by `data`,
+    /// whose bytes are copied and checksummed in one pass: the transport joins the checksum to
+    /// its frame's instead of reading the data again.
+    private static func message(
+        type: UInt16, header: ByteBuffer, data: ByteBuffer, splitting: Bool
+    ) -> (message: Message, data: ByteBuffer?) {
+        if splitting { return (Message(type: type, payload: header), data) }
         var buffer = header
         var checksum = CRC32C()
         buffer.withUnsafeReadableBytes { checksum.update($0) }
@@ -288,7 +300,7 @@ public enum ChainMessage: Sendable, Hashable {
                 return count
             }
         }
-        return Message(type: type, payload: buffer, payloadChecksum: checksum.value)
+        return (Message(type: type, payload: buffer, payloadChecksum: checksum.value), nil)
     }
 
     /// Decodes a message, throwing ``ChainError/Code/malformed`` for anything but a valid encoding.

@@ -227,6 +227,8 @@ public final class ElementCore {
     private let startedAt: Instant
     /// A fingerprint listing in progress: to whom, and the next block (a page per event).
     private var fingerprintJob: (source: NodeID, next: Int)?
+    /// A catch-up by fingerprints whose last page went out: the fills (or the end) come next.
+    private var fingerprintsSent = false
 
     /// A catch-up stream: to a joiner not yet linked (`linked` false: when the fills are done it is
     /// linked behind us and handed the tail), or to a linked successor that is still initializing
@@ -421,9 +423,14 @@ public final class ElementCore {
         if !machine.isLinked, machine.chain.mode == .mirror,
             lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
         {
-            if catchingUp, now - lastCatchUpProgress < timing.catchUpTimeout {
+            // Fingerprint pages are not acknowledged: when the last went out and nothing came
+            // back for 8 retransmission intervals, one was lost (the source gave up on it after
+            // 4); ask again (the fills already written stay: the new diff skips them).
+            let fingerprintsLost = fingerprintsSent && now - lastCatchUpProgress >= timing.retransmitAfter * 8
+            if catchingUp, now - lastCatchUpProgress < timing.catchUpTimeout, !fingerprintsLost {
                 // The catch-up is moving; wait for it.
             } else {
+                fingerprintsSent = false
                 catchingUp = false
                 askToJoin()
             }
@@ -668,6 +675,7 @@ public final class ElementCore {
             lastCatchUpProgress = now
             applied = max(applied, asOf)
             fingerprintJob = nil
+            fingerprintsSent = false
             if byFingerprint { sendFingerprints(to: sender) }
             return true
         case .fill(let offset, let data):
@@ -685,6 +693,7 @@ public final class ElementCore {
             }
             trace?("catch-up from \(sender) done; applied \(applied)")
             catchingUp = false
+            fingerprintsSent = false
             catchUpSource = nil
             catchUpFrom = nil
             counters.catchUps += 1
@@ -1152,6 +1161,7 @@ public final class ElementCore {
                 message: .fingerprints(firstBlock: UInt64(job.next), blocks: page, last: end == blocks), to: job.source)
         )
         fingerprintJob = end == blocks ? nil : (job.source, end)
+        fingerprintsSent = end == blocks
     }
 
     private func receiveFingerprints(from sender: NodeID, firstBlock: Int, _ blocks: [UInt32], last: Bool) {

@@ -333,7 +333,31 @@ public final class TCPTransport: Transport {
         } else {
             EnvelopeCodec.encode(message, from: localNode, into: &buffer)
         }
-        let body = large ? message.payload : nil
+        try await write(buffer, large ? message.payload : nil, with: writer, to: node)
+    }
+
+    /// Frames and sends one message whose payload is `message.payload` then `body`; `body` is
+    /// written where it lies, after a header that holds the rest.
+    public func send(_ message: Message, appending body: ByteBuffer, to node: NodeID) async throws(TransportError) {
+        guard message.type < Message.firstReservedType else {
+            throw TransportError(.reservedType, peer: node, detail: "type \(message.type)")
+        }
+        let count = message.payload.readableBytes + body.readableBytes
+        guard count + 1 + localNode.name.utf8.count <= configuration.maximumPayloadLength else {
+            throw TransportError(.messageTooLarge, peer: node, detail: "\(count) bytes")
+        }
+        let writer = try await connection(to: node)
+        var buffer = writer.channel.allocator.buffer(
+            capacity: Frame.headerSize + 1 + 255 + message.payload.readableBytes)
+        EnvelopeCodec.encodeHeader(message, appending: body, from: localNode, into: &buffer)
+        try await write(buffer, body.readableBytes > 0 ? body : nil, with: writer, to: node)
+    }
+
+    /// Queues a frame (its header and, apart, its body), waiting while the channel is full.
+    private func write(
+        _ buffer: ByteBuffer, _ body: ByteBuffer?, with writer: CoalescingWriter, to node: NodeID
+    ) async throws(TransportError) {
+        let channel = writer.channel
         sentCounter.increment()
         sentBytes.increment(by: buffer.readableBytes + (body?.readableBytes ?? 0))
         if channel.isWritable {

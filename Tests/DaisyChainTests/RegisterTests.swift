@@ -60,7 +60,18 @@ func sampleRegister(mode: ChainMode = .mirror, count: Int = 3) -> ChainRegister 
             let encoded = message.encode()
             #expect(ChainMessage.MessageType.contains(encoded.type))
             #expect(try ChainMessage.decode(encoded) == message)
+            // The checksum a data message carries is its payload's.
+            if let checksum = encoded.payloadChecksum {
+                #expect(checksum == CRC32C.checksum(encoded.payload.readableBytesView))
+            }
+            // In two parts (data apart, for a transport that sends it where it lies), the same bytes.
+            let (head, data) = message.encodeParts()
+            var joined = head.payload
+            if var data { joined.writeBuffer(&data) }
+            #expect(head.type == encoded.type && joined == encoded.payload)
         }
+        let dataCarrying = messages.filter { $0.encodeParts().data != nil }
+        #expect(dataCarrying.count == 3)
     }
 }
 

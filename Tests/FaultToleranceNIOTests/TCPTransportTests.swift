@@ -37,6 +37,38 @@ struct TCPTransportTests {
         await b.close()
     }
 
+    @Test(
+        "a header and a body sent apart arrive as one message, the same as the two joined; an oversized pair is refused"
+    )
+    func headerAndBodyArriveJoined() async throws {
+        let (a, b) = try await Self.pair()
+        let inbox = Inbox(b.incoming)
+        let body = ByteBuffer(bytes: (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        let header = Message(type: 5, bytes: [1, 2, 3, 4, 5, 6, 7])
+        try await a.send(header, appending: body, to: "b")
+        try await a.send(header, appending: ByteBuffer(), to: "b")
+        try await a.send(Message(type: 6, bytes: []), appending: ByteBuffer(bytes: [9, 9]), to: "b")
+        // The same message through the default (joining) implementation of the protocol.
+        let memory = InMemoryNetwork()
+        let sender = memory.join("x")
+        let receiver = memory.join("y")
+        let memoryInbox = Inbox(receiver.incoming)
+        try await sender.send(header, appending: body, to: "y")
+        let received = try await inbox.wait(count: 3)
+        var joined = header.payload
+        var rest = body
+        joined.writeBuffer(&rest)
+        #expect(
+            received.map(\.message) == [Message(type: 5, payload: joined), header, Message(type: 6, bytes: [9, 9])])
+        #expect(try await memoryInbox.wait(count: 1).first?.message == Message(type: 5, payload: joined))
+        let tooLarge = ByteBuffer(
+            repeating: 0,
+            count: TCPTransport.Configuration(localNode: "a", bindAddress: try Self.any).maximumPayloadLength)
+        await #expect(throws: TransportError.self) { try await a.send(header, appending: tooLarge, to: "b") }
+        await a.close()
+        await b.close()
+    }
+
     @Test("a peer that restarts on the same address is reached again")
     func peerRestart() async throws {
         let (a, b) = try await Self.pair()

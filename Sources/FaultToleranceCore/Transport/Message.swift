@@ -84,28 +84,52 @@ public enum EnvelopeCodec {
     /// where it lies, so a large body is sent without being copied into the frame. Together
     /// the two are byte for byte what ``encode(_:from:into:)`` writes.
     public static func encodeHeader(_ message: Message, from sender: NodeID, into buffer: inout ByteBuffer) {
+        encodeHeader(message, inline: false, bodyCount: 0, from: sender, into: &buffer) { crc in
+            if let known = message.payloadChecksum {
+                return CRC32C.combine(crc.value, known, secondLength: message.payload.readableBytes)
+            }
+            message.payload.withUnsafeReadableBytes { crc.update($0) }
+            return crc.value
+        }
+    }
+
+    /// Encodes the frame header, the sender's name and `message.payload` into `buffer`, for a
+    /// frame whose payload goes on with `body`: the caller writes `body` right after, unchanged
+    /// (see ``Transport/send(_:appending:to:)``). The checksum reads `body` where it lies.
+    public static func encodeHeader(
+        _ message: Message, appending body: ByteBuffer, from sender: NodeID, into buffer: inout ByteBuffer
+    ) {
+        encodeHeader(message, inline: true, bodyCount: body.readableBytes, from: sender, into: &buffer) { crc in
+            body.withUnsafeReadableBytes { crc.update($0) }
+            return crc.value
+        }
+    }
+
+    /// The frame header and sender (and, `inline`, `message.payload`) for a payload that ends
+    /// `bodyCount` bytes later; `finish` adds what is not in `buffer` to the checksum.
+    private static func encodeHeader(
+        _ message: Message, inline: Bool, bodyCount: Int, from sender: NodeID, into buffer: inout ByteBuffer,
+        finish: (inout CRC32C) -> UInt32
+    ) {
         let nameLength = sender.name.utf8.count
-        let payloadLength = 1 + nameLength + message.payload.readableBytes
+        let payloadLength = 1 + nameLength + message.payload.readableBytes + bodyCount
         let start = buffer.writerIndex
         buffer.writeMultipleIntegers(
             Frame.magic, Frame.version, UInt8(0), message.type, UInt16(0), UInt32(truncatingIfNeeded: payloadLength),
             UInt32(0))
         buffer.writeInteger(UInt8(truncatingIfNeeded: nameLength))
         buffer.writeString(sender.name)
+        if inline {
+            var head = message.payload
+            buffer.writeBuffer(&head)
+        }
         var crc = CRC32C()
         buffer.withUnsafeReadableBytes { raw in
             let frame = UnsafeRawBufferPointer(rebasing: raw[(start - buffer.readerIndex)...])
             crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<12]))
             crc.update(UnsafeRawBufferPointer(rebasing: frame[Frame.headerSize...]))
         }
-        let checksum: UInt32
-        if let known = message.payloadChecksum {
-            checksum = CRC32C.combine(crc.value, known, secondLength: message.payload.readableBytes)
-        } else {
-            message.payload.withUnsafeReadableBytes { crc.update($0) }
-            checksum = crc.value
-        }
-        buffer.setInteger(checksum, at: start + 12)
+        buffer.setInteger(finish(&crc), at: start + 12)
     }
 
     /// Splits a decoded frame back into sender and message; throws

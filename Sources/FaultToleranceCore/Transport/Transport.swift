@@ -1,3 +1,5 @@
+public import NIOCore
+
 /// Sends framed messages to other nodes and delivers the messages they send.
 ///
 /// Protocols in this library talk through a `Transport` so programs can embed them over
@@ -21,6 +23,13 @@ public protocol Transport: Sendable {
     /// (back-pressure).
     func send(_ message: Message, to node: NodeID, over path: PathID?) async throws(TransportError)
 
+    /// Sends one message to `node` whose payload is `message.payload` followed by `body`: the
+    /// receiver sees exactly what ``send(_:to:over:)`` of the joined payload delivers. A
+    /// transport that can write `body` where it lies (TCP) does, so a protocol that puts a
+    /// small header before bulk data neither allocates nor copies a buffer for the two; the
+    /// default joins them and sends that.
+    func send(_ message: Message, appending body: ByteBuffer, to node: NodeID) async throws(TransportError)
+
     /// Stops sending and receiving and finishes ``incoming``.
     func close() async
 
@@ -38,6 +47,14 @@ extension Transport {
     /// Sends `message` to `node` over the transport's default path.
     public func send(_ message: Message, to node: NodeID) async throws(TransportError) {
         try await send(message, to: node, over: nil)
+    }
+
+    /// Joins `body` to `message`'s payload and sends the result over the default path.
+    public func send(_ message: Message, appending body: ByteBuffer, to node: NodeID) async throws(TransportError) {
+        var joined = message.payload
+        var tail = body
+        joined.writeBuffer(&tail)
+        try await send(Message(type: message.type, payload: joined), to: node, over: nil)
     }
 }
 
