@@ -186,6 +186,9 @@ public final class ElementCore {
     public var onRaise: ((SignalKind, Instant) -> Void)?
     /// Told of each step of catch-ups, links and membership, for a simulation's trace.
     package var trace: ((String) -> Void)?
+    /// Called at the end of every event (start, message, tick, raise), for the simulation's
+    /// checks the instant a register changes.
+    package var afterEvent: (() -> Void)?
 
     let timing: ChainTiming
     private let incarnation: UInt64
@@ -1322,6 +1325,7 @@ public final class ElementCore {
     }
 
     private func flush() -> [RegisterMachine.Outbound] {
+        afterEvent?()
         defer { outbox.removeAll(keepingCapacity: true) }
         return outbox
     }

@@ -96,6 +96,9 @@ final class ChainRun: @unchecked Sendable {
     var quietSince: Instant?
     var convergedAt: Instant?
     var heads: [ChainGeneration: NodeID] = [:]
+    /// Each live element's register as last checked, and its digest.
+    var seen: [NodeID: ChainRegister] = [:]
+    var digests: [NodeID: UInt64] = [:]
     var host: ChainHost?
     var operationStarted: Instant?
     var operationName = ""
@@ -214,15 +217,51 @@ final class ChainRun: @unchecked Sendable {
             element.unsafeCore.trace = { line in print("[\(world.simulation.now)] \(node) \(line)") }
             print("[\(world.simulation.now)] \(node) starts")
         }
+        element.unsafeCore.afterEvent = { [unowned self] in registersMayHaveChanged(node) }
         elements[node] = element
+        digests[node] = element.unsafeCore.chain.digest
+        checkRegisters()
         tasks[node] = world.spawn { try await element.run() }
     }
 
     func crash(_ node: NodeID) {
         tasks.removeValue(forKey: node)?.cancel()
         elements[node] = nil
+        digests[node] = nil
+        checkRegisters()
         world.network.crash(node)
         world.simulation.faults.nodeCrashes += 1
+    }
+
+    /// After each event of `node`'s: if its register changed, the head and convergence checks.
+    func registersMayHaveChanged(_ node: NodeID) {
+        guard let core = elements[node]?.unsafeCore else { return }
+        let register = core.chain
+        // Unchanged, and no signal since the registers were last found equal: nothing to do.
+        if seen[node] == register, convergedAt.map({ $0 >= lastRaise }) ?? true { return }
+        seen[node] = register
+        digests[node] = register.digest
+        checkRegisters()
+    }
+
+    /// `one-head-per-generation` over the live elements, and when their registers last became equal.
+    func checkRegisters() {
+        for (node, element) in elements {
+            let core = element.unsafeCore
+            guard core.chain.head == node, core.machine.isLinked else { continue }
+            let generation = core.chain.generation
+            if let other = heads[generation], other != node {
+                fail(
+                    "one-head-per-generation",
+                    "\(node) and \(other) both believe they are the head of generation \(generation)")
+            }
+            heads[generation] = node
+        }
+        if Set(digests.values).count <= 1 {
+            if convergedAt == nil || (convergedAt ?? .zero) < lastRaise { convergedAt = world.simulation.now }
+        } else {
+            convergedAt = nil
+        }
     }
 
     // MARK: Faults
@@ -419,7 +458,9 @@ final class ChainRun: @unchecked Sendable {
     /// Every millisecond: heads per generation, and when the registers became equal.
     func watch() async {
         while !Task.isCancelled {
-            do { try await world.clock.sleep(for: .milliseconds(1)) } catch { return }
+            // The register checks run after every element's event (`registersMayHaveChanged`);
+            // this loop only watches how long operations wait.
+            do { try await world.clock.sleep(for: .milliseconds(100)) } catch { return }
             // Once the network healed and restarted elements had two seconds, no operation may
             // wait three (a resend storm once stalled writes for 12-20 s in real processes).
             if let started = operationStarted, let quiet = quietSince, started >= quiet + .seconds(2),
@@ -437,22 +478,6 @@ final class ChainRun: @unchecked Sendable {
                     "the \(operationName) has waited since \(started)\n\(host?.unsafeCore.debugState ?? "")\n"
                         + statusDump())
                 return
-            }
-            let cores = elements.values.map(\.unsafeCore)
-            for core in cores where core.chain.head == core.node && core.machine.isLinked {
-                let generation = core.chain.generation
-                if let other = heads[generation], other != core.node {
-                    fail(
-                        "one-head-per-generation",
-                        "\(core.node) and \(other) both believe they are the head of generation \(generation)")
-                }
-                heads[generation] = core.node
-            }
-            let digests = Set(cores.map(\.chain.digest))
-            if digests.count <= 1 {
-                if convergedAt == nil || (convergedAt ?? .zero) < lastRaise { convergedAt = world.simulation.now }
-            } else {
-                convergedAt = nil
             }
         }
     }
