@@ -79,9 +79,13 @@ public final class HostCore {
     private var now: Instant = .zero
     private(set) var opened = false
     private var heardApplied: [NodeID: UInt64] = [:]
-    /// Mirror: since when no element has been linked (writes wait for a head, up to
+    /// Mirror: since when no element has been linked (writes and reads wait for a head, up to
     /// ``headlessWait``, then fail).
     private var headlessSince: Instant?
+    /// Mirror: the bytes of writes that failed but still wait to go to a head (see
+    /// ``abandonWaiting(_:)``); beyond ``abandonedLimit`` new writes fail at once.
+    private var abandonedBytes = 0
+    static let abandonedLimit = 256 << 20
 
     /// Mirror: how long writes wait for a chain that has no linked element to link one again
     /// before they fail: the element holding the most re-forms the chain after a catch-up
@@ -384,6 +388,16 @@ public final class HostCore {
                 return
             }
         } else {
+            guard abandonedBytes <= Self.abandonedLimit else {
+                // Failed writes still waiting for a head hold this much: refuse more (taking
+                // no version, so the next head still sees none missing).
+                fail(
+                    request,
+                    ChainError(
+                        .unavailable,
+                        detail: "\(abandonedBytes) bytes of failed writes wait for the chain to take them"))
+                return
+            }
             version = nextVersion
             nextVersion += 1
             guard let head = chain.head else {
@@ -457,8 +471,8 @@ public final class HostCore {
         switch chain.mode {
         case .mirror:
             guard let head = chain.head else {
-                // The members re-form a chain in a few detection timeouts: the writes wait for
-                // it (``tick(now:)`` fails them after ``headlessWait``).
+                // The element holding the most re-forms the chain after a catch-up timeout:
+                // the writes wait for it (``tick(now:)`` fails them after ``headlessWait``).
                 headlessSince = headlessSince ?? now
                 links = [:]
                 return
@@ -495,6 +509,7 @@ public final class HostCore {
             committed = version
             while let first = pieces.first, first.version <= version {
                 pieces.removeFirst()
+                if requests[first.request] == nil { abandonedBytes -= first.data.readableBytes }
                 done.append(first.request)
             }
         case .span:
@@ -554,6 +569,7 @@ public final class HostCore {
             requests[request] = state
             finish(request)
         }
+        abandonedBytes = pieces.reduce(0) { $0 + (requests[$1.request] == nil ? $1.data.readableBytes : 0) }
     }
 
     private func fail(_ request: UInt64, _ error: ChainError) {

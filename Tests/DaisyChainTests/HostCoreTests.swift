@@ -78,4 +78,29 @@ import Testing
         #expect(writesSent(resumed).map(\.1) == [1, 2])
         #expect(writesSent(resumed).allSatisfy { $0.0 == "e0" })
     }
+
+    @Test("failed writes waiting for a head are bounded: past 256 MiB a new write fails at once, taking no version")
+    func failedWritesWaitingAreBounded() {
+        let host = HostCore(node: "host", epoch: 1, timing: timing)
+        var register = ChainRegister.forming(mode: .mirror, elements: ["e0"], capacity: 8 << 20)
+        let start = Instant.zero
+        _ = hear(register, from: "e0", by: host, at: start)
+        register.generation = ChainGeneration(epoch: 2, proposer: "e0")
+        register.members[0].linked = false
+        _ = hear(register, from: "e0", by: host, at: start)
+        // 65 writes of 4 MiB (one buffer, shared): 260 MiB.
+        let big = ByteBuffer(repeating: 1, count: 4 << 20)
+        for _ in 0..<65 { _ = host.write(big, at: 0, now: start) }
+        let wait = timing.catchUpTimeout + timing.detectionTimeout * 4
+        #expect(failures(host.tick(now: start + wait)).count == 65)
+        #expect(host.pendingWrites == 65)
+        let (_, refused) = host.write(big, at: 0, now: start + wait)
+        #expect(failures(refused).map(\.code) == [.unavailable])
+        #expect(host.pendingWrites == 65)
+        // A head returns: the 65 go to it as versions 1 to 65, no gap and nothing more.
+        register.generation = ChainGeneration(epoch: 3, proposer: "e0")
+        register.members[0].linked = true
+        let resumed = hear(register, from: "e0", by: host, at: start + wait + .seconds(1))
+        #expect(writesSent(resumed).map(\.1) == Array(1...65))
+    }
 }
