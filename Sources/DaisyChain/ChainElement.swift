@@ -63,8 +63,7 @@ public final class ChainElement: Service, @unchecked Sendable {
     private let clock: any RuntimeClock
     private let logger: Logger
     private let blockingIO: ChainBlockingIO
-    private let events: AsyncStream<Event>
-    private let eventSink: AsyncStream<Event>.Continuation
+    private let events = AsyncQueue<Event>()
     private let timing: ChainTiming
     private let signalsRaised: Counter
     private let learnAddress: (@Sendable (NodeID, String) -> Void)?
@@ -96,7 +95,6 @@ public final class ChainElement: Service, @unchecked Sendable {
         self.blockingIO = blockingIO
         self.timing = timing
         queues = SendQueues(transport: transport, logger: logger)
-        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         let factory = metricsFactory ?? MetricsSystem.factory
         signalsRaised = Counter(
             label: "ft_chain_signals_raised_total", dimensions: [("element", node.name)], factory: factory)
@@ -117,18 +115,17 @@ public final class ChainElement: Service, @unchecked Sendable {
     package var unsafeCore: ElementCore { core.value }
 
     /// Raises an operator signal on this element (reset, hot-plug, drive-removed, drive-fault, identify, link-down, link-up).
-    public func raise(_ kind: SignalKind) { eventSink.yield(.raise(kind)) }
+    public func raise(_ kind: SignalKind) { events.yield(.raise(kind)) }
 
     /// Runs `body` on the element's core between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (ElementCore) -> T) async -> T {
         await withCheckedContinuation { continuation in
-            eventSink.yield(.inspect { core in continuation.resume(returning: body(core)) })
+            events.yield(.inspect { core in continuation.resume(returning: body(core)) })
         }
     }
 
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
-        let sink = eventSink
         let clock = self.clock
         let heard = self.heard
         var helpers: [@Sendable () async -> Void] = []
@@ -147,22 +144,27 @@ public final class ChainElement: Service, @unchecked Sendable {
                 }
             }
         }
+        let events = self.events
         await runChainLoop(
-            transport: transport, clock: clock, tick: timing.tick, events: events, sink: sink, helpers: helpers,
-            received: { envelope in
+            transport: transport, clock: clock, tick: timing.tick, helpers: helpers,
+            deliver: { envelope in
                 if envelope.message.type == ChainMessage.MessageType.heartbeat {
                     let now = clock.now
                     heard.withLockedValue { $0[envelope.from] = now }
                 }
-                return .message(envelope)
+                events.yield(.message(envelope))
             },
-            tickEvent: .tick,
-            start: {
+            ticked: { events.yield(.tick) },
+            consume: {
                 let core = self.core
                 let started = await self.blockingIO.run { [clock] in core.value.start(now: clock.now) }
                 await self.send(started)
+                for await event in events {
+                    if Task.isCancelled { return }
+                    await self.process(event)
+                }
             },
-            process: { await self.process($0) })
+            finish: events.finish)
         queues.close()
     }
 
@@ -211,42 +213,39 @@ extension Date {
     static var nowMicroseconds: Double { Date().timeIntervalSince1970 * 1_000_000 }
 }
 
-/// The loop both chain runtimes run: the chain's messages (as `received` makes them events) and
-/// a tick every `tick` go into `events`, which one task processes in order after `start`; the
-/// `helpers` run beside it. Returns, with `sink` finished, on graceful shutdown, cancellation
-/// or the transport closing.
-func runChainLoop<Event: Sendable>(
-    transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncStream<Event>,
-    sink: AsyncStream<Event>.Continuation, helpers: [@Sendable () async -> Void] = [],
-    received: @escaping @Sendable (Envelope) -> Event, tickEvent: Event,
-    start: @escaping @Sendable () async -> Void, process: @escaping @Sendable (Event) async -> Void
+/// The loop both chain runtimes run: the chain's messages go to `deliver` and a tick every
+/// `tick` to `ticked`, both of which queue an event for `consume`, which processes them in
+/// order in one task; the `helpers` run beside it. Returns, after `finish`, on graceful
+/// shutdown, cancellation or the transport closing.
+///
+/// Not generic over the runtime's event type: the closures are made where that type is
+/// concrete, so the path every message takes runs specialised code (generic closures here
+/// looked up type metadata on every message).
+func runChainLoop(
+    transport: any Transport, clock: any RuntimeClock, tick: Duration, helpers: [@Sendable () async -> Void] = [],
+    deliver: @escaping @Sendable (Envelope) -> Void, ticked: @escaping @Sendable () -> Void,
+    consume: @escaping @Sendable () async -> Void, finish: () -> Void
 ) async {
     // Not `cancelWhenGracefulShutdown`: its helper task would leave a simulation's executor.
     await withTaskGroup(of: Void.self) { tasks in
         tasks.addTask {
             for await envelope in transport.incoming where ChainMessage.MessageType.contains(envelope.message.type) {
-                sink.yield(received(envelope))
+                deliver(envelope)
             }
         }
         for helper in helpers { tasks.addTask { await helper() } }
         tasks.addTask {
             while !Task.isCancelled {
                 do { try await clock.sleep(for: tick) } catch { return }
-                sink.yield(tickEvent)
+                ticked()
             }
         }
         tasks.addTask { await parkUntilShutdown() }
-        tasks.addTask {
-            await start()
-            for await event in events {
-                if Task.isCancelled { return }
-                await process(event)
-            }
-        }
+        tasks.addTask { await consume() }
         await tasks.next()
         tasks.cancelAll()
     }
-    sink.finish()
+    finish()
 }
 
 /// One ordered send queue per destination, each drained by its own task, so a send that waits
@@ -256,7 +255,7 @@ func runChainLoop<Event: Sendable>(
 final class SendQueues: @unchecked Sendable {
     private let transport: any Transport
     private let logger: Logger
-    private let queues = NIOLockedValueBox<[NodeID: AsyncStream<ChainMessage>.Continuation]>([:])
+    private let queues = NIOLockedValueBox<[NodeID: AsyncQueue<ChainMessage>]>([:])
     private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
 
     init(transport: any Transport, logger: Logger) {
@@ -266,11 +265,10 @@ final class SendQueues: @unchecked Sendable {
 
     /// Queues `message`; it is encoded on the queue's task, its data (if any) sent where it lies.
     func send(_ message: ChainMessage, to node: NodeID) {
-        let continuation = queues.withLockedValue { queues -> AsyncStream<ChainMessage>.Continuation in
+        let queue = queues.withLockedValue { queues -> AsyncQueue<ChainMessage> in
             if let existing = queues[node] { return existing }
-            let (stream, continuation) = AsyncStream.makeStream(
-                of: ChainMessage.self, bufferingPolicy: .bufferingOldest(4096))
-            queues[node] = continuation
+            let stream = AsyncQueue<ChainMessage>(limit: 4096)
+            queues[node] = stream
             let transport = self.transport
             let logger = self.logger
             let task = Task {
@@ -288,9 +286,9 @@ final class SendQueues: @unchecked Sendable {
                 }
             }
             tasks.withLockedValue { $0.append(task) }
-            return continuation
+            return stream
         }
-        continuation.yield(message)
+        queue.yield(message)
     }
 
     func close() {
@@ -298,7 +296,7 @@ final class SendQueues: @unchecked Sendable {
             defer { queues = [:] }
             return queues.keys.sorted().compactMap { queues[$0] }
         }
-        for continuation in all { continuation.finish() }
+        for queue in all { queue.finish() }
         for task in tasks.withLockedValue({ $0 }) { task.cancel() }
     }
 }

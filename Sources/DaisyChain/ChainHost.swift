@@ -36,8 +36,7 @@ public final class ChainHost: Service, @unchecked Sendable {
     private let transport: any Transport
     private let clock: any RuntimeClock
     private let logger: Logger
-    private let events: AsyncStream<Event>
-    private let eventSink: AsyncStream<Event>.Continuation
+    private let events = AsyncQueue<Event>()
     private let timing: ChainTiming
     private let waiting = LoopConfined<[UInt64: @Sendable (Result<ByteBuffer, ChainError>) -> Void]>([:])
     private let openers = LoopConfined<[@Sendable (Bool) -> Void]>([])
@@ -61,7 +60,6 @@ public final class ChainHost: Service, @unchecked Sendable {
         self.clock = clock
         self.logger = logger
         self.timing = timing
-        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         queues = SendQueues(transport: transport, logger: logger)
         // A simulation's clock runs on its executor: send in line there, queued elsewhere.
         queued = clock.taskExecutor == nil
@@ -82,7 +80,7 @@ public final class ChainHost: Service, @unchecked Sendable {
         let deadline = clock.now + timeout
         while clock.now < deadline {
             let opened = await withCheckedContinuation { continuation in
-                eventSink.yield(.open { continuation.resume(returning: $0) })
+                events.yield(.open { continuation.resume(returning: $0) })
             }
             if opened { return }
             do { try await clock.sleep(for: timing.retransmitAfter) } catch { throw ChainError(.closed) }
@@ -125,7 +123,7 @@ public final class ChainHost: Service, @unchecked Sendable {
     }
 
     private func deliver(_ event: Event, orFail completion: @Sendable (Result<ByteBuffer, ChainError>) -> Void) {
-        if case .terminated = eventSink.yield(event) { completion(.failure(ChainError(.closed))) }
+        if !events.yield(event) { completion(.failure(ChainError(.closed))) }
     }
 
     private func call(
@@ -142,11 +140,18 @@ public final class ChainHost: Service, @unchecked Sendable {
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
         let clock = self.clock
+        let events = self.events
         await runChainLoop(
-            transport: transport, clock: clock, tick: timing.tick, events: events, sink: eventSink,
-            received: { .message($0) }, tickEvent: .tick,
-            start: { await self.perform(self.core.value.hello(to: self.elements, now: clock.now)) },
-            process: { await self.process($0) })
+            transport: transport, clock: clock, tick: timing.tick,
+            deliver: { events.yield(.message($0)) }, ticked: { events.yield(.tick) },
+            consume: {
+                await self.perform(self.core.value.hello(to: self.elements, now: clock.now))
+                for await event in events {
+                    if Task.isCancelled { return }
+                    await self.process(event)
+                }
+            },
+            finish: events.finish)
         queues.close()
         for (_, waiter) in waiting.value { waiter(.failure(ChainError(.closed))) }
         waiting.value = [:]

@@ -67,7 +67,7 @@ public final class SimulatedNetwork {
     private var conditions: [LinkKey: LinkConditions] = [:]
     private var blocked: Set<LinkKey> = []
     private var down: Set<NodeID> = []
-    fileprivate var endpoints: [NodeID: AsyncStream<Envelope>.Continuation] = [:]
+    fileprivate var endpoints: [NodeID: AsyncQueue<Envelope>] = [:]
     fileprivate var endpointGenerations: [NodeID: UInt64] = [:]
     fileprivate var endpointGeneration: UInt64 = 0
 
@@ -265,14 +265,14 @@ extension SimulatedNetwork {
     ///
     /// Use it only inside an ``AsyncSimulation`` run: the network is single-threaded.
     public func transport(for node: NodeID) -> SimulatedTransport {
-        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
+        let queue = AsyncQueue<Envelope>()
         endpointGeneration += 1
         let generation = endpointGeneration
         endpoints[node]?.finish()
-        endpoints[node] = continuation
+        endpoints[node] = queue
         endpointGenerations[node] = generation
-        attach(node) { envelope in continuation.yield(envelope) }
-        return SimulatedTransport(node: node, generation: generation, incoming: stream, network: self)
+        attach(node) { envelope in queue.yield(envelope) }
+        return SimulatedTransport(node: node, generation: generation, incoming: queue, network: self)
     }
 
     fileprivate func close(_ node: NodeID, generation: UInt64) {
@@ -299,7 +299,7 @@ public final class SimulatedTransport: Transport, @unchecked Sendable {
     private let generation: UInt64
     private var closed = false
 
-    fileprivate init(node: NodeID, generation: UInt64, incoming: AsyncStream<Envelope>, network: SimulatedNetwork) {
+    fileprivate init(node: NodeID, generation: UInt64, incoming: AsyncQueue<Envelope>, network: SimulatedNetwork) {
         self.localNode = node
         self.generation = generation
         self.incoming = EnvelopeStream(incoming)

@@ -19,6 +19,7 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
     private enum Backing: Sendable {
         case stream(AsyncStream<Envelope>)
         case producer(SharedProducerIterator)
+        case queue(AsyncQueue<Envelope>)
     }
 
     private let backing: Backing
@@ -37,11 +38,19 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
         self.consumed = consumed
     }
 
+    /// Wraps `queue` (unbounded: for the in-process transports, whose senders run in step with
+    /// the consumer); `consumed` runs after each envelope is handed to the consumer.
+    package init(_ queue: AsyncQueue<Envelope>, consumed: (@Sendable () -> Void)? = nil) {
+        backing = .queue(queue)
+        self.consumed = consumed
+    }
+
     /// Creates the iterator.
     public func makeAsyncIterator() -> Iterator {
         switch backing {
         case .stream(let stream): Iterator(base: .stream(stream.makeAsyncIterator()), consumed: consumed)
         case .producer(let shared): Iterator(base: .producer(shared), consumed: consumed)
+        case .queue(let queue): Iterator(base: .queue(queue), consumed: consumed)
         }
     }
 
@@ -50,6 +59,7 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
         enum Base {
             case stream(AsyncStream<Envelope>.AsyncIterator)
             case producer(SharedProducerIterator)
+            case queue(AsyncQueue<Envelope>)
         }
 
         var base: Base
@@ -64,6 +74,8 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
                 base = .stream(iterator)
             case .producer(let shared):
                 envelope = await shared.next()
+            case .queue(let queue):
+                envelope = await queue.next(isolation: nil)
             }
             if envelope != nil { consumed?() }
             return envelope
@@ -79,6 +91,8 @@ public struct EnvelopeStream: AsyncSequence, Sendable {
                 base = .stream(iterator)
             case .producer(let shared):
                 envelope = await shared.next()
+            case .queue(let queue):
+                envelope = await queue.next(isolation: actor)
             }
             if envelope != nil { consumed?() }
             return envelope
