@@ -180,6 +180,11 @@ public final class ElementCore {
     public private(set) var counters = ElementCounters()
     /// Whether this element is receiving a catch-up stream.
     public private(set) var catchingUp = false
+    /// Whether an operator's link-down holds this element out of the chain: it neither links
+    /// itself again nor asks to join until a link-up, hot-plug, drive-ready or reset (or a
+    /// restart, which forgets it), and if another element's register links it, it unlinks
+    /// itself again. Without the hold, the element's own recovery undid the signal at once.
+    public private(set) var heldDown = false
     /// A planted bug.
     public let bug: Bug?
     /// Called on every signal this element raises (the simulation measures convergence from it).
@@ -423,7 +428,7 @@ public final class ElementCore {
             becomeRejoiner()
             registerChanged()
         }
-        if !machine.isLinked, machine.chain.mode == .mirror,
+        if !heldDown, !machine.isLinked, machine.chain.mode == .mirror,
             lastJoin.map({ now - $0 >= timing.heartbeatInterval * 2 }) ?? true
         {
             // Fingerprint pages are not acknowledged: when the last went out and nothing came
@@ -461,9 +466,11 @@ public final class ElementCore {
         switch message {
         case .signal(let signal):
             do {
+                trace?("signal \(signal.kind) from \(sender) of \(signal.register.generation)")
                 send(try machine.receive(signal, from: sender))
                 registerChanged()
             } catch {
+                trace?("refused \(signal.kind) from \(sender): \(error)")
                 counters.stale += 1
                 outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: sender))
             }
@@ -526,8 +533,10 @@ public final class ElementCore {
     }
 
     private func operatorSignal(_ kind: SignalKind) {
+        trace?("operator \(kind)")
         switch kind {
         case .reset:
+            heldDown = false
             send(
                 machine.changeDrive(.reset) {
                     $0.readErrors = 0
@@ -547,6 +556,7 @@ public final class ElementCore {
             send(machine.changeDrive(.driveRemoved) { $0.state = .removed })
             if machine.isLinked, machine.chain.mode == .mirror { send(machine.propose(linking: node, linked: false)) }
         case .hotPlug, .linkUp, .driveReady:
+            heldDown = false
             if machine.chain.mode == .mirror {
                 if !machine.isLinked || machine.drive.state != .ready { becomeRejoiner() }
             } else {
@@ -554,6 +564,7 @@ public final class ElementCore {
                 if !machine.isLinked { relinkSelf() }
             }
         case .linkDown:
+            heldDown = true
             if machine.isLinked { send(machine.propose(linking: node, linked: false)) }
         case .capacityChange:
             send(machine.changeDrive(.capacityChange) { $0.capacity = UInt64(self.drive.dataCapacity) })
@@ -970,9 +981,13 @@ public final class ElementCore {
                 learner = nil
             }
             if isCommitter, applied > committed { commit(applied) }
-            if !machine.isLinked, machine.drive.state == .ready, !catchingUp { becomeRejoiner() }
-        } else if !machine.isLinked, machine.drive.state.serves {
+            if !heldDown, !machine.isLinked, machine.drive.state == .ready, !catchingUp { becomeRejoiner() }
+        } else if !heldDown, !machine.isLinked, machine.drive.state.serves {
             relinkSelf()
+        }
+        if heldDown, machine.isLinked {
+            // Linked by a register that had not seen the operator's link-down: out again.
+            send(machine.propose(linking: node, linked: false))
         }
         if savedDigest != chain.digest { try? persist() }
         outbox.append(.init(message: .registers(chain, applied: applied, reply: false), to: chain.host))
@@ -1004,12 +1019,17 @@ public final class ElementCore {
         askToJoin()
     }
 
-    /// Mirror: when no linked element serves (every one died or is catching up) for a catch-up
-    /// timeout, the element that holds the most (ties: the smallest name) takes the chain alone
-    /// and the others rejoin it. Without this a chain whose last serving element dies waits forever.
+    /// Mirror: when no linked element serves (every one died or is catching up), or those linked
+    /// are too few to commit, for a catch-up timeout, the element that holds the most (ties: the
+    /// smallest name) links itself and the others rejoin it. Without this a chain whose last
+    /// serving element dies waits forever; so does a minority left linked while the elements
+    /// cut out hold writes it never saw (its tail refuses joiners that are ahead of it, and a
+    /// minority cannot commit). The re-former holds every committed write: a committed write
+    /// was applied by a majority's tail and every element before it, and none holds more.
     private func reformIfOrphaned() {
-        guard chain.mode == .mirror, !serves, machine.drive.state == .initializing,
-            !chain.members.contains(where: { $0.linked && $0.drive.state.serves })
+        let serving = chain.members.contains { $0.linked && $0.drive.state.serves }
+        guard chain.mode == .mirror, !heldDown, !serves, machine.drive.state == .initializing,
+            !serving || chain.linked.count * 2 <= chain.members.count
         else {
             orphanedSince = nil
             return
@@ -1292,7 +1312,8 @@ public final class ElementCore {
                 + chain.members.map { "\($0.node)\($0.linked ? "" : "(cut)"):\($0.drive.state):\($0.drive.capacity)" }
                 .joined(separator: " "))
         lines.append(
-            "applied \(applied) committed \(committed) catching-up \(catchingUp) writes \(counters.writesApplied) "
+            "applied \(applied) committed \(committed) catching-up \(catchingUp) held-down \(heldDown) "
+                + "writes \(counters.writesApplied) "
                 + "reads \(counters.readsServed)/\(counters.readsRefused) stale \(counters.stale) "
                 + "malformed \(counters.malformed) fills-in \(counters.fillBytesReceived) "
                 + "fills-out \(counters.fillBytesSent)")

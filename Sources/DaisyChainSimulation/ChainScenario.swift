@@ -94,6 +94,8 @@ final class ChainRun: @unchecked Sendable {
     var mode: ChainMode = .span
     var lastRaise: Instant = .zero
     var quietSince: Instant?
+    /// Elements an operator's link-down holds out (a crash forgets the hold, as the element does).
+    var heldDown: Set<NodeID> = []
     var convergedAt: Instant?
     var heads: [ChainGeneration: NodeID] = [:]
     /// Each live element's register as last checked, and its digest.
@@ -162,6 +164,16 @@ final class ChainRun: @unchecked Sendable {
             node: Self.hostNode, elements: nodes, transport: world.network.transport(for: Self.hostNode),
             clock: world.clock, timing: timing, epoch: 1, logger: Self.silent)
         self.host = host
+        if Self.tracing {
+            let world = self.world
+            world.network.deliveryObserver = { envelope, to in
+                if envelope.message.type == ChainMessage.MessageType.signal,
+                    case .signal(let signal)? = try? ChainMessage.decode(envelope.message)
+                {
+                    print("[\(world.simulation.now)] net \(envelope.from)->\(to) \(signal.kind) \(signal.register.generation)")
+                }
+            }
+        }
         let hostTask = world.spawn { try await host.run() }
         let watcher = world.spawn { [unowned self] in await self.watch() }
         do {
@@ -228,6 +240,7 @@ final class ChainRun: @unchecked Sendable {
         tasks.removeValue(forKey: node)?.cancel()
         elements[node] = nil
         digests[node] = nil
+        heldDown.remove(node)
         checkRegisters()
         world.network.crash(node)
         world.simulation.faults.nodeCrashes += 1
@@ -312,12 +325,27 @@ final class ChainRun: @unchecked Sendable {
                 }
             case 6:
                 elements[node]?.raise(.identify)
+            case 7:
+                // An operator's link-down, and its link-up later: the element stays out between.
+                guard elements[node] != nil, mode == .span || live.count > 1 || !live.contains(node) else { continue }
+                elements[node]?.raise(.linkDown)
+                heldDown.insert(node)
+                world.simulation.faults.linksHeldDown += 1
+                let delay = random.duration(in: .milliseconds(50) ... .milliseconds(800))
+                world.spawn { [unowned self] in
+                    try? await world.clock.sleep(for: delay)
+                    guard world.simulation.now < end, heldDown.remove(node) != nil else { return }
+                    elements[node]?.raise(.linkUp)
+                }
             default:
                 continue
             }
         }
-        // The faults end: every element comes back (an operation may be waiting for it).
+        // The faults end: every element comes back (an operation may be waiting for it: a
+        // mirror chain with elements held down may link too few to commit).
         for node in nodes where elements[node] == nil { try? start(node) }
+        for node in heldDown.sorted() { elements[node]?.raise(.linkUp) }
+        heldDown.removeAll()
         for node in nodes where units[node]?.failing == true {
             units[node]?.failing = false
             elements[node]?.raise(.reset)
@@ -498,7 +526,9 @@ final class ChainRun: @unchecked Sendable {
             fail("registers-converge", "registers differ at the end: \(described)")
             return
         }
-        if let quietSince, lastRaise >= quietSince {
+        // A signal raised at the instant of the heal but before it (the faults' last) travelled
+        // the faulty network.
+        if let quietSince, lastRaise > quietSince {
             guard let convergedAt, convergedAt >= lastRaise, convergedAt - lastRaise <= bound else {
                 fail(
                     "registers-converge",

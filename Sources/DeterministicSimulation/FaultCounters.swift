@@ -35,6 +35,8 @@ public struct FaultCounters: Sendable, Hashable, Codable {
     public var forgeriesInjected = 0
     /// Messages the receivers refused as not authentic (bad or missing MAC, replayed).
     public var forgeriesRejected = 0
+    /// Operator link-downs that held an element out of its chain (until a link-up).
+    public var linksHeldDown = 0
 
     /// Creates zeroed counters.
     public init() {}
@@ -49,7 +51,7 @@ public struct FaultCounters: Sendable, Hashable, Codable {
             ("writes survived crash", writesSurvived), ("fsync failures", synchronizeFailures),
             ("read failures", readFailures), ("damage injected", damageInjected),
             ("damage detected", damageDetected), ("forgeries injected", forgeriesInjected),
-            ("forgeries rejected", forgeriesRejected),
+            ("forgeries rejected", forgeriesRejected), ("links held down", linksHeldDown),
         ]
     }
 
@@ -72,5 +74,6 @@ public struct FaultCounters: Sendable, Hashable, Codable {
         forgeriesRejected += other.forgeriesRejected
         damageInjected += other.damageInjected
         damageDetected += other.damageDetected
+        linksHeldDown += other.linksHeldDown
     }
 }

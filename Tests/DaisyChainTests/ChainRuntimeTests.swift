@@ -179,3 +179,47 @@ extension ChainRuntimeTests {
         }
     }
 }
+
+extension ChainRuntimeTests {
+    @Test(
+        "an operator's link-down holds the element out of the chain until link-up (it used to re-link itself at once)",
+        arguments: [ChainMode.span, .mirror])
+    func aLinkDownHoldsUntilLinkUp(mode: ChainMode) async throws {
+        let chain = QuietChain(count: 3, mode: mode)
+        try await chain.world.run(timeLimit: .seconds(60)) {
+            try await chain.open()
+            let block = ByteBuffer(repeating: 5, count: 4096)
+            // Span: 16 blocks per element, so block 20 is e1's (a mirror volume is 16 blocks).
+            let offset = (mode == .span ? 20 : 8) * 4096
+            try await chain.host.write(block, at: offset)
+            chain.elements["e1"]?.raise(.linkDown)
+            // Many detection timeouts and heartbeat rounds: nothing brings it back by itself.
+            try await chain.world.clock.sleep(for: .seconds(3))
+            for node in ["e0", "e1", "e2"] as [NodeID] {
+                let linked = await chain.elements[node]?.inspect { $0.chain.member("e1")?.linked }
+                #expect(linked == false, "\(node) sees e1 linked")
+            }
+            #expect(await chain.elements["e1"]?.inspect { $0.heldDown } == true)
+            if mode == .span {
+                // Its range is unavailable, with an error naming it, never zeros.
+                do throws(ChainError) {
+                    _ = try await chain.host.read(at: offset, count: 4096)
+                    Issue.record("a read of a held-down element's range succeeded")
+                } catch {
+                    #expect(error.element == "e1")
+                }
+            } else {
+                // The other two carry on.
+                try await chain.host.write(ByteBuffer(repeating: 6, count: 4096), at: offset)
+            }
+            chain.elements["e1"]?.raise(.linkUp)
+            try await chain.world.clock.sleep(for: .seconds(3))
+            let back = await chain.elements["e0"]?.inspect { $0.chain.member("e1")?.linked }
+            #expect(back == true)
+            #expect(await chain.elements["e1"]?.inspect { ($0.heldDown, $0.serves) } ?? (true, false) == (false, true))
+            let expected = ByteBuffer(repeating: mode == .span ? 5 : 6, count: 4096)
+            #expect(try await chain.host.read(at: offset, count: 4096) == expected)
+            chain.stop()
+        }
+    }
+}
