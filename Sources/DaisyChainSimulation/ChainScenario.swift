@@ -165,12 +165,14 @@ final class ChainRun: @unchecked Sendable {
             clock: world.clock, timing: timing, epoch: 1, logger: Self.silent)
         self.host = host
         if Self.tracing {
+            // Every signal the network delivers (one lost or doubled shows as such).
             let world = self.world
             world.network.deliveryObserver = { envelope, to in
                 if envelope.message.type == ChainMessage.MessageType.signal,
                     case .signal(let signal)? = try? ChainMessage.decode(envelope.message)
                 {
-                    print("[\(world.simulation.now)] net \(envelope.from)->\(to) \(signal.kind) \(signal.register.generation)")
+                    let what = "\(signal.kind) \(signal.register.generation)"
+                    print("[\(world.simulation.now)] net \(envelope.from)->\(to) \(what)")
                 }
             }
         }
