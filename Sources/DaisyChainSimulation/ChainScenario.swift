@@ -13,8 +13,9 @@ import NIOCore
 /// number), reads them back and flushes, one operation at a time. For three seconds the links
 /// lose, duplicate and reorder messages, links between elements are cut and healed, elements
 /// crash and restart (keeping their drives, as after SIGKILL), drives fail and are reset, and
-/// operators raise signals. Then the network heals, every element comes back, and the run goes
-/// on quietly for five seconds.
+/// operators raise signals (an identify, or a link-down that holds an element out until its
+/// link-up). Then every element comes back, the network heals, and the run goes on quietly
+/// for five seconds.
 ///
 /// Invariants:
 /// - `reads-last-acknowledged`: every read returns, per block, the last acknowledged write or a

@@ -45,7 +45,8 @@ struct ChainSimulate: AsyncParsableCommand {
             Each seed runs the shipped ChainElement and ChainHost runtimes on a simulated network: \
             a chain of 1 to 8 elements in span or mirror mode, a host writing, reading and flushing \
             stamped blocks, while messages are lost, doubled and reordered, links are cut, elements \
-            crash and restart with their drives, drives fail and are reset. Then everything heals. \
+            crash and restart with their drives, drives fail and are reset, operators hold elements \
+            down and let them up. Then everything heals. \
             Reads must return the last acknowledged write (never older, never zeros), every holder \
             must hold every acknowledged block, registers must converge within 2·n message delays \
             of the last signal, and no two elements may be head of one generation. Exits 1 if any \
