@@ -51,6 +51,26 @@ struct AsyncQueueTests {
         #expect(await queue.next() == nil)
     }
 
+    @Test("consumers waiting together each get their own element, and finish releases every one")
+    func severalConsumers() async {
+        let queue = AsyncQueue<Int>()
+        let consumers = (0..<3).map { _ in Task { await queue.next() } }
+        // Until all three wait (bounded: a queue that keeps one waiter never gets there).
+        var spins = 0
+        while queue.consumersWaiting < 3, spins < 1_000_000 {
+            spins += 1
+            await Task.yield()
+        }
+        #expect(queue.consumersWaiting == 3)
+        queue.yield(7)
+        queue.yield(8)
+        queue.finish()
+        var got: [Int?] = []
+        for consumer in consumers { got.append(await consumer.value) }
+        #expect(got.compactMap { $0 }.sorted() == [7, 8])
+        #expect(got.filter { $0 == nil }.count == 1)
+    }
+
     @Test("many producers on other threads: every element arrives once")
     func manyProducers() async {
         let queue = AsyncQueue<Int>()

@@ -2,23 +2,30 @@ public import DequeModule
 public import NIOConcurrencyHelpers
 
 /// A first-in first-out queue between any number of producers (`yield` from any thread, never
-/// waiting) and one consumer at a time (`for await`), in the role of `AsyncStream` on paths that
-/// carry every message.
+/// waiting) and its consumers (`for await`), in the role of `AsyncStream` on paths that carry
+/// every message. Each element goes to one consumer; consumers waiting together are served in
+/// the order they began to wait (`AsyncStream` traps on a second one).
 ///
 /// Why not `AsyncStream`: the standard library's is not inlinable, so each `yield` and `next`
 /// runs its generic code unspecialised, looking up type metadata on every call. In the chain
 /// simulation those two calls took a fifth of the CPU (`perf`, 200 seeds); this one is
 /// specialised in the modules that use it.
 ///
+/// Waiting consumers are held as `CheckedContinuation`s: resuming an `UnsafeContinuation` from
+/// code inlined here showed ThreadSanitizer a read of the waiting task's context that the
+/// (uninstrumented) concurrency runtime orders before the task runs again, a known false report
+/// (swiftlang/swift#57803); the checked one resumes inside the runtime.
+///
 /// Semantics follow `AsyncStream`'s where the chain runtimes rely on them: elements arrive in
-/// the order yielded; after ``finish()`` the consumer takes what is buffered and then `nil`;
-/// a consumer whose task is cancelled gets `nil` at once and the queue ends for good; with a
-/// `limit`, an element yielded while `limit` wait is dropped (`bufferingOldest`).
+/// the order yielded; after ``finish()`` consumers take what is buffered and then `nil`; the
+/// cancellation of a consumer's task ends the queue for good, and a consumer waiting then gets
+/// `nil` at once; with a `limit`, an element yielded while `limit` wait is dropped
+/// (`bufferingOldest`).
 public final class AsyncQueue<Element: Sendable>: AsyncSequence, Sendable {
     @usableFromInline
     struct State: Sendable {
         @usableFromInline var buffer = Deque<Element>()
-        @usableFromInline var waiting: UnsafeContinuation<Element?, Never>?
+        @usableFromInline var waiting = Deque<CheckedContinuation<Element?, Never>>()
         @usableFromInline var finished = false
 
         @inlinable init() {}
@@ -34,12 +41,9 @@ public final class AsyncQueue<Element: Sendable>: AsyncSequence, Sendable {
     /// `limit` elements).
     @inlinable @inline(__always) @discardableResult
     public func yield(_ element: Element) -> Bool {
-        let (accepted, consumer) = state.withLockedValue { state -> (Bool, UnsafeContinuation<Element?, Never>?) in
+        let (accepted, consumer) = state.withLockedValue { state -> (Bool, CheckedContinuation<Element?, Never>?) in
             guard !state.finished else { return (false, nil) }
-            if let consumer = state.waiting {
-                state.waiting = nil
-                return (true, consumer)
-            }
+            if let consumer = state.waiting.popFirst() { return (true, consumer) }
             guard state.buffer.count < limit else { return (false, nil) }
             state.buffer.append(element)
             return (true, nil)
@@ -48,15 +52,15 @@ public final class AsyncQueue<Element: Sendable>: AsyncSequence, Sendable {
         return accepted
     }
 
-    /// Ends the queue: the consumer takes what is buffered, then `nil`; later yields are dropped.
+    /// Ends the queue: consumers take what is buffered, then `nil`; later yields are dropped.
     @inlinable
     public func finish() {
-        let consumer = state.withLockedValue { state -> UnsafeContinuation<Element?, Never>? in
+        let consumers = state.withLockedValue { state -> Deque<CheckedContinuation<Element?, Never>> in
             state.finished = true
-            defer { state.waiting = nil }
+            defer { state.waiting.removeAll() }
             return state.waiting
         }
-        consumer?.resume(returning: nil)
+        for consumer in consumers { consumer.resume(returning: nil) }
     }
 
     /// The next element, waiting for one; `nil` once the queue has ended and is drained, or
@@ -70,14 +74,14 @@ public final class AsyncQueue<Element: Sendable>: AsyncSequence, Sendable {
             return ready
         }
         return await withTaskCancellationHandler {
-            await withUnsafeContinuation(isolation: actor) { (continuation: UnsafeContinuation<Element?, Never>) in
+            await withCheckedContinuation(isolation: actor) { (continuation: CheckedContinuation<Element?, Never>) in
                 let answer = state.withLockedValue { state -> Element?? in
                     if let first = state.buffer.popFirst() { return .some(first) }
                     if state.finished || Task.isCancelled {
                         state.finished = true
                         return .some(nil)
                     }
-                    state.waiting = continuation
+                    state.waiting.append(continuation)
                     return nil
                 }
                 if let answer { continuation.resume(returning: answer) }
@@ -86,6 +90,9 @@ public final class AsyncQueue<Element: Sendable>: AsyncSequence, Sendable {
             finish()
         }
     }
+
+    /// Consumers waiting for an element now (for tests).
+    package var consumersWaiting: Int { state.withLockedValue { $0.waiting.count } }
 
     /// Iterates the queue; iterators made one after another share it.
     @inlinable
