@@ -31,6 +31,7 @@ let package = Package(
         .library(name: "NameKeySyncSimulation", targets: ["NameKeySyncSimulation"]),
         .library(name: "DaisyChain", targets: ["DaisyChain"]),
         .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
+        .library(name: "Failover", targets: ["Failover"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -228,6 +229,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "Failover",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The chain scenario: the shipped elements and host on a simulated network, in virtual time.
         .target(
             name: "DaisyChainSimulation",
@@ -354,6 +364,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "FailoverTests",
+            dependencies: [
+                "Failover", "FaultToleranceCore", "DeterministicSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

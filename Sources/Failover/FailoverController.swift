@@ -1,0 +1,369 @@
+public import FaultToleranceCore
+
+/// How the primary replicates to its backups.
+public enum ReplicationMode: Sendable, Hashable {
+    /// An operation is acknowledged to its client only once every backup of the sync set has it.
+    case synchronous
+    /// An operation is acknowledged at once; the backups may trail by at most `maximumLag`
+    /// entries, beyond which the primary slows or refuses writers (by its policy).
+    case asynchronous(maximumLag: UInt64)
+}
+
+/// The failover controller: a pure state machine (no clock, no I/O). Its inputs are heartbeat
+/// verdicts (from HeartbeatQuorum over several paths), the servers' position reports and
+/// client health probes of the primary; its outputs are ``Command``s: lease renewals for the
+/// primary, step-down and fencing of a failed primary, and the promotion of the most
+/// up-to-date backup with a new epoch.
+///
+/// Safety, in the order the controller keeps it:
+/// - **One primary per epoch.** Every promotion takes a new epoch, recorded
+///   (``Command/recordEpoch(_:)``) before the promotion is sent; servers refuse anything of an
+///   older epoch.
+/// - **The old primary stops before the new one starts.** A primary serves only while its lease
+///   holds; the controller promotes only once the last lease it granted has run out on any clock
+///   within the drift bound, or once the old primary confirmed it stepped down.
+/// - **No acknowledged operation lost (synchronous mode).** Only a member of the sync set (the
+///   backups the primary waits for) is promoted; a backup leaves the set in the controller
+///   before the primary is told it may stop waiting for it.
+///
+/// ```swift
+/// var controller = FailoverController(configuration: .init(servers: ["a", "b"]), epoch: 0, now: now)
+/// var commands = controller.report("a", .init(role: .backup, epoch: 0, position: .start), now: now)
+/// commands += controller.report("b", .init(role: .backup, epoch: 0, position: .start), now: now)
+/// commands += controller.tick(now: now + .milliseconds(40))  // promotes one, renews its lease
+/// ```
+public struct FailoverController: Sendable {
+    /// The controller's settings.
+    public struct Configuration: Sendable, Hashable {
+        /// The servers (primary and backups).
+        public var servers: [NodeID]
+        /// Synchronous or asynchronous replication.
+        public var mode: ReplicationMode
+        /// How long a granted lease lets the primary serve, from when it receives the grant.
+        public var leaseDuration: Duration
+        /// How often the lease is renewed (well under ``leaseDuration``).
+        public var renewInterval: Duration
+        /// The most two clocks' rates may differ (0.01: 1%); the controller waits a lease's
+        /// duration stretched by it, plus ``safetyMargin``, before it counts the lease as expired.
+        public var clockDriftBound: Double
+        /// Added to every lease wait: message delay between the grant leaving and arriving.
+        public var safetyMargin: Duration
+        /// Consecutive failed client probes of the primary that count as a failure.
+        public var probeFailureThreshold: Int
+        /// Asynchronous mode: the most entries a backup may trail the primary's last reported
+        /// position by and still be promoted (beyond it the controller waits and says why).
+        public var promotionLagLimit: UInt64
+
+        /// Settings for a 10 ms heartbeat: a 30 ms lease renewed every 10 ms.
+        public init(
+            servers: [NodeID], mode: ReplicationMode = .synchronous, leaseDuration: Duration = .milliseconds(30),
+            renewInterval: Duration = .milliseconds(10), clockDriftBound: Double = 0.01,
+            safetyMargin: Duration = .milliseconds(2), probeFailureThreshold: Int = 3, promotionLagLimit: UInt64 = 1000
+        ) {
+            self.servers = servers
+            self.mode = mode
+            self.leaseDuration = leaseDuration
+            self.renewInterval = renewInterval
+            self.clockDriftBound = clockDriftBound
+            self.safetyMargin = safetyMargin
+            self.probeFailureThreshold = probeFailureThreshold
+            self.promotionLagLimit = promotionLagLimit
+        }
+
+        /// Throws ``FailoverError/Code/invalidConfiguration`` for settings the controller cannot run with.
+        public func validate() throws(FailoverError) {
+            guard servers.count >= 1, Set(servers).count == servers.count else {
+                throw FailoverError(.invalidConfiguration, detail: "servers must be distinct and at least one")
+            }
+            guard leaseDuration > .zero, renewInterval > .zero, renewInterval < leaseDuration else {
+                throw FailoverError(.invalidConfiguration, detail: "need 0 < renew interval < lease duration")
+            }
+            guard clockDriftBound >= 0, clockDriftBound < 0.5, safetyMargin >= .zero, probeFailureThreshold >= 1 else {
+                throw FailoverError(
+                    .invalidConfiguration, detail: "drift bound, margin or probe threshold out of range")
+            }
+        }
+
+        /// How long after sending a grant the controller counts it as run out everywhere.
+        var leaseWait: Duration { leaseDuration * (1 + clockDriftBound) + safetyMargin }
+    }
+
+    /// What a server says of itself.
+    public struct Report: Sendable, Hashable {
+        /// Its role.
+        public var role: ServiceConfiguration.Role
+        /// The epoch it is in.
+        public var epoch: UInt64
+        /// The last entry it applied.
+        public var position: LogPosition
+        /// A primary's sync set: the backups it waits for before acknowledging (it adds a backup
+        /// once that backup has caught up; it drops one only when released).
+        public var syncSet: [NodeID]
+
+        /// Creates a report.
+        public init(role: ServiceConfiguration.Role, epoch: UInt64, position: LogPosition, syncSet: [NodeID] = []) {
+            self.role = role
+            self.epoch = epoch
+            self.position = position
+            self.syncSet = syncSet
+        }
+    }
+
+    /// What the runtime does, in order.
+    public enum Command: Sendable, Hashable {
+        /// Durably record the epoch before sending anything after it (a restarted controller
+        /// must never hand out an epoch twice).
+        case recordEpoch(UInt64)
+        /// Tell the primary it may serve for `duration` from receipt, in `epoch`.
+        case renewLease(to: NodeID, epoch: UInt64, duration: Duration)
+        /// Tell a server to stop serving and refuse anything older than `epoch`.
+        case stepDown(to: NodeID, epoch: UInt64)
+        /// Cut a failed primary off (the runtime's fencing hook: close its connections, power it
+        /// off); it belongs to an epoch older than `epoch`.
+        case fence(NodeID, epoch: UInt64)
+        /// Make a backup the primary of `epoch`: it adopts the replicated configuration.
+        case promote(to: NodeID, epoch: UInt64)
+        /// Tell the primary it may stop waiting for `backup` (synchronous mode): the controller
+        /// already no longer counts it as holding every acknowledged operation.
+        case releaseBackup(to: NodeID, epoch: UInt64, backup: NodeID)
+        /// The controller holds back a promotion; the reason, for logs and `status`.
+        case waiting(reason: String)
+    }
+
+    /// Where the controller stands.
+    public enum Phase: Sendable, Hashable {
+        /// Just started: no promotion until any lease a former controller granted has run out.
+        case starting(until: Instant)
+        /// `primary` serves in the current epoch.
+        case serving(NodeID)
+        /// The primary `from` failed (or is being switched over to `target`); the next epoch is
+        /// reserved; a promotion waits until `leaseEnds` or a confirmed step-down.
+        case failingOver(from: NodeID?, target: NodeID?, leaseEnds: Instant)
+    }
+
+    struct Member: Sendable, Hashable {
+        var alive = true
+        var report: Report?
+        var probeFailures = 0
+    }
+
+    /// The settings.
+    public let configuration: Configuration
+    /// The newest epoch handed out.
+    public private(set) var epoch: UInt64
+    /// Where the controller stands.
+    public private(set) var phase: Phase
+    /// The backups that hold every acknowledged operation (synchronous mode): those the primary
+    /// reported it waits for, less those the controller released.
+    public private(set) var syncSet: [NodeID] = []
+    /// Backups released from the sync set whose release the primary has not yet reported.
+    private var released: Set<NodeID> = []
+    /// Why the last promotion was held back, while it is.
+    public private(set) var waitingReason: String?
+    private var members: [NodeID: Member]
+    private var lastRenewal: Instant?
+
+    /// A controller whose last recorded epoch is `epoch`, started at `now`.
+    public init(configuration: Configuration, epoch: UInt64, now: Instant) {
+        self.configuration = configuration
+        self.epoch = epoch
+        phase = .starting(until: now + configuration.leaseWait)
+        members = Dictionary(uniqueKeysWithValues: configuration.servers.map { ($0, Member()) })
+    }
+
+    /// The primary, while one serves.
+    public var primary: NodeID? {
+        if case .serving(let node) = phase { return node }
+        return nil
+    }
+
+    /// The last position `node` reported.
+    public func position(of node: NodeID) -> LogPosition? { members[node]?.report?.position }
+
+    /// Whether the heartbeat detector holds `node` alive.
+    public func isAlive(_ node: NodeID) -> Bool { members[node]?.alive ?? false }
+
+    // MARK: Inputs
+
+    /// A heartbeat verdict on `node`.
+    public mutating func heartbeat(_ node: NodeID, alive: Bool, now: Instant) -> [Command] {
+        guard members[node] != nil else { return [] }
+        members[node]?.alive = alive
+        if alive { members[node]?.probeFailures = 0 }
+        return evaluate(now: now)
+    }
+
+    /// A client health probe of `node` (the primary): whether it served.
+    public mutating func probe(_ node: NodeID, healthy: Bool, now: Instant) -> [Command] {
+        guard members[node] != nil else { return [] }
+        if healthy { members[node]?.probeFailures = 0 } else { members[node]?.probeFailures += 1 }
+        return evaluate(now: now)
+    }
+
+    /// A server's report of its role, epoch and position.
+    public mutating func report(_ node: NodeID, _ report: Report, now: Instant) -> [Command] {
+        guard members[node] != nil else { return [] }
+        members[node]?.report = report
+        var out: [Command] = []
+        if case .starting = phase, report.role == .primary, report.epoch == epoch, epoch > 0,
+            members[node]?.alive == true
+        {
+            // A restarted controller finds the primary it made before: keep it.
+            phase = .serving(node)
+            lastRenewal = nil
+        }
+        if report.role == .primary, primary != node || report.epoch < epoch {
+            // A primary the controller did not make in this epoch: stop it.
+            out.append(.stepDown(to: node, epoch: epoch))
+        } else if primary == node, report.role != .primary || report.epoch < epoch {
+            // The promotion was lost on the way: send it again.
+            out.append(.promote(to: node, epoch: epoch))
+        }
+        if primary == node, report.role == .primary, report.epoch == epoch {
+            // The primary's own account of whom it waits for, less what was released since.
+            released = released.filter { report.syncSet.contains($0) }
+            syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
+            // A release the primary has not acted on (lost on the way): again.
+            for backup in released.sorted() { out.append(.releaseBackup(to: node, epoch: epoch, backup: backup)) }
+        }
+        return out + evaluate(now: now)
+    }
+
+    /// Time passes.
+    public mutating func tick(now: Instant) -> [Command] { evaluate(now: now) }
+
+    /// A planned switchover to `target` (or the most up-to-date backup): the primary steps down
+    /// first, and the target is promoted once it holds everything the primary confirmed.
+    public mutating func switchover(to target: NodeID? = nil, now: Instant) throws(FailoverError) -> [Command] {
+        guard case .serving(let old) = phase else {
+            throw FailoverError(.notPrimary, detail: "no primary serves to switch from")
+        }
+        if let target {
+            guard members[target] != nil, target != old else {
+                throw FailoverError(.invalidConfiguration, node: target, detail: "not a backup of this pair")
+            }
+        }
+        return beginFailover(from: old, target: target, now: now)
+    }
+
+    // MARK: Decisions
+
+    private mutating func evaluate(now: Instant) -> [Command] {
+        var out: [Command] = []
+        switch phase {
+        case .starting(let until):
+            guard now >= until else { return [] }
+            epoch += 1
+            phase = .failingOver(from: nil, target: nil, leaseEnds: until)
+            return [.recordEpoch(epoch)] + evaluate(now: now)
+        case .serving(let node):
+            if let member = members[node],
+                !member.alive || member.probeFailures >= configuration.probeFailureThreshold
+            {
+                return beginFailover(from: node, target: nil, now: now)
+            }
+            if lastRenewal.map({ now - $0 >= configuration.renewInterval }) ?? true {
+                lastRenewal = now
+                out.append(.renewLease(to: node, epoch: epoch, duration: configuration.leaseDuration))
+            }
+            out += releaseDeadBackups(primary: node)
+        case .failingOver(let old, let target, let leaseEnds):
+            let confirmed =
+                old.flatMap { members[$0]?.report }.map { $0.role != .primary && $0.epoch >= epoch } ?? false
+            guard now >= leaseEnds || confirmed else {
+                return note("waiting for the lease of \(old?.description ?? "the former primary") to run out")
+            }
+            guard let candidate = chooseCandidate(old: old, target: target, stepDownConfirmed: confirmed, out: &out)
+            else { return out }
+            waitingReason = nil
+            phase = .serving(candidate)
+            lastRenewal = now
+            syncSet = []
+            released = []
+            out.append(.promote(to: candidate, epoch: epoch))
+            out.append(.renewLease(to: candidate, epoch: epoch, duration: configuration.leaseDuration))
+        }
+        return out
+    }
+
+    private mutating func beginFailover(from old: NodeID, target: NodeID?, now: Instant) -> [Command] {
+        let leaseEnds = (lastRenewal ?? now) + configuration.leaseWait
+        epoch += 1
+        phase = .failingOver(from: old, target: target, leaseEnds: leaseEnds)
+        var out: [Command] = [.recordEpoch(epoch), .stepDown(to: old, epoch: epoch)]
+        if target == nil { out.append(.fence(old, epoch: epoch)) }
+        return out + evaluate(now: now)
+    }
+
+    private mutating func note(_ reason: String) -> [Command] {
+        guard waitingReason != reason else { return [] }
+        waitingReason = reason
+        return [.waiting(reason: reason)]
+    }
+
+    /// The backup to promote, or nil (with the reason noted) when none may be yet.
+    private mutating func chooseCandidate(
+        old: NodeID?, target: NodeID?, stepDownConfirmed: Bool, out: inout [Command]
+    ) -> NodeID? {
+        let eligible = configuration.servers.filter { node in
+            node != old && members[node]?.alive == true && members[node]?.report != nil
+        }
+        guard !eligible.isEmpty else {
+            out += note("no live backup has reported its position")
+            return nil
+        }
+        if old == nil, epoch > 1,
+            let silent = configuration.servers.first(where: { members[$0]?.report == nil })
+        {
+            // After a controller restart with no primary found, the newest data may be on a
+            // server not yet heard from.
+            out += note("waiting for \(silent) to report before choosing a primary")
+            return nil
+        }
+        var pool = eligible
+        if case .synchronous = configuration.mode, old != nil, !stepDownConfirmed {
+            // Only a backup the failed primary waited for holds every acknowledged operation.
+            pool = eligible.filter { syncSet.contains($0) }
+            guard !pool.isEmpty else {
+                out += note("no live backup of the sync set \(syncSet.map(\.name)) to promote")
+                return nil
+            }
+        }
+        let best = pool.max { lhs, rhs in
+            let left = members[lhs]?.report?.position ?? .start
+            let right = members[rhs]?.report?.position ?? .start
+            return left != right ? left < right : lhs > rhs
+        }
+        guard var chosen = best else { return nil }
+        if let target, pool.contains(target) { chosen = target }
+        let position = members[chosen]?.report?.position ?? .start
+        let newest = members.values.compactMap { $0.report?.position }.max() ?? .start
+        if let target, chosen == target, stepDownConfirmed, position < newest {
+            out += note("switchover target \(target) at \(position) has not reached \(newest)")
+            return nil
+        }
+        if case .asynchronous = configuration.mode, newest.index > position.index,
+            newest.index - position.index > configuration.promotionLagLimit
+        {
+            out += note(
+                "backup \(chosen) at \(position) trails \(newest) by more than \(configuration.promotionLagLimit) entries"
+            )
+            return nil
+        }
+        return chosen
+    }
+
+    /// Synchronous mode: a backup of the sync set that the heartbeat detector holds dead leaves
+    /// it here first (so it is never promoted as holding everything), then the primary is told
+    /// it may stop waiting for it.
+    private mutating func releaseDeadBackups(primary: NodeID) -> [Command] {
+        guard case .synchronous = configuration.mode else { return [] }
+        var out: [Command] = []
+        for node in syncSet where members[node]?.alive != true {
+            released.insert(node)
+            out.append(.releaseBackup(to: primary, epoch: epoch, backup: node))
+        }
+        syncSet.removeAll { released.contains($0) }
+        return out
+    }
+}
