@@ -70,6 +70,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzFailoverMessages",
+            dependencies: [
+                .product(name: "Failover", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzKeySyncMessages",
             dependencies: [
                 .product(name: "NameKeySync", package: rootPackage),

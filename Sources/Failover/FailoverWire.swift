@@ -201,7 +201,7 @@ public enum FailoverMessage: Sendable, Hashable {
             entries.reserveCapacity(Int(count))
             for _ in 0..<count {
                 let entry = try ReplicationEntry.decode(from: &buffer)
-                if let previous = entries.last, entry.position.index != previous.position.index + 1 {
+                if let previous = entries.last, entry.position.index != previous.position.index &+ 1 {
                     throw FailoverError(.malformed, detail: "replicate entries not consecutive at \(entry.position)")
                 }
                 entries.append(entry)

@@ -87,6 +87,7 @@ public struct ReplicatedStore: Sendable {
             }
         }
         try operation.validate()
+        guard position.index < .max else { throw FailoverError(.tooLarge, detail: "the log's indexes are used up") }
         let entry = ReplicationEntry(
             position: LogPosition(epoch: epoch, index: position.index + 1), client: client, request: request,
             operation: operation)
@@ -101,7 +102,7 @@ public struct ReplicatedStore: Sendable {
     /// (``FailoverError/Code/staleEpoch``) or breaks a limit.
     @discardableResult
     public mutating func apply(_ entry: ReplicationEntry) throws(FailoverError) -> OperationResult {
-        guard entry.position.index == position.index + 1 else {
+        guard position.index < .max, entry.position.index == position.index + 1 else {
             throw FailoverError(
                 .outOfOrder, detail: "entry \(entry.position) after \(position)")
         }
@@ -341,7 +342,7 @@ public struct ReplicationLog: Sendable {
 
     /// Appends `entry` (which must follow the last one), dropping the oldest beyond the bounds.
     public mutating func append(_ entry: ReplicationEntry) {
-        if entry.position.index != lastAppended + 1 {
+        if entry.position.index != lastAppended &+ 1 {
             // Not the next entry (a store restored from a snapshot): what is held no longer joins up.
             entries.removeAll()
             bytes = 0

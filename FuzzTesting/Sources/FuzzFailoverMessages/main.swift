@@ -1,0 +1,47 @@
+import Failover
+import FaultToleranceCore
+import NIOCore
+
+// Feeds arbitrary bytes to the Failover decoders. The first byte steers: 0-14 pick a message
+// type (0x0601 + n) for FailoverMessage.decode; 15 the journal form of the replication log
+// (framed entries); 16 a framed ServiceConfiguration; 17 a store snapshot. Every input must
+// decode or be refused with a FailoverError, never crash or hang; what decodes re-encodes and
+// decodes to the same value, and decoded entries are applied to a store.
+
+/// libFuzzer's entry point: one input per call.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let input = UnsafeRawBufferPointer(start: start, count: count)
+    guard let steer = input.first else { return 0 }
+    let bytes = Array(input.dropFirst())
+    let buffer = Message(type: 0, bytes: bytes).payload
+    switch steer {
+    case 0..<15:
+        let type = 0x0601 + UInt16(steer)
+        guard let message = try? FailoverMessage.decode(Message(type: type, bytes: bytes)) else { return 0 }
+        precondition((try? FailoverMessage.decode(message.encode())) == message, "type \(type) does not round-trip")
+        if case .replicate(_, let entries) = message { apply(entries) }
+    case 15:
+        guard let entries = try? ReplicationEntry.unframeAll(buffer) else { return 0 }
+        apply(entries)
+    case 16:
+        guard let configuration = try? ServiceConfiguration.unframe(buffer) else { return 0 }
+        precondition((try? ServiceConfiguration.unframe(configuration.framed())) == configuration)
+    default:
+        guard let store = try? ReplicatedStore(snapshot: buffer) else { return 0 }
+        precondition((try? ReplicatedStore(snapshot: store.snapshot()))?.digest == store.digest)
+        _ = store.range(limit: 16)
+    }
+    return 0
+}
+
+/// Applies entries from an empty store, as a backup would; refusals are fine, crashes are not.
+func apply(_ entries: [ReplicationEntry]) {
+    var store = ReplicatedStore()
+    for entry in entries {
+        var renumbered = entry
+        renumbered.position.index = store.position.index + 1
+        _ = try? store.apply(renumbered)
+    }
+    _ = store.digest
+}

@@ -1,0 +1,247 @@
+import DeterministicSimulation
+import Failover
+import FaultToleranceCore
+import Testing
+
+func at(_ milliseconds: Int) -> Instant { Instant(nanoseconds: Int64(milliseconds) * 1_000_000) }
+
+extension FailoverController.Command {
+    var promoted: (NodeID, UInt64)? {
+        if case .promote(let node, let epoch) = self { return (node, epoch) }
+        return nil
+    }
+}
+
+/// A controller over "a" (made primary of epoch 1 at 40 ms) and backups "b" and "c".
+func servingController(
+    mode: ReplicationMode = .synchronous, syncSet: [NodeID] = ["b"]
+) -> (FailoverController, [FailoverController.Command]) {
+    var controller = FailoverController(
+        configuration: .init(servers: ["a", "b", "c"], mode: mode), epoch: 0, now: at(0))
+    var out: [FailoverController.Command] = []
+    out += controller.report("a", .init(role: .backup, epoch: 0, position: LogPosition(epoch: 0, index: 5)), now: at(1))
+    out += controller.report("b", .init(role: .backup, epoch: 0, position: LogPosition(epoch: 0, index: 3)), now: at(1))
+    out += controller.report("c", .init(role: .backup, epoch: 0, position: LogPosition(epoch: 0, index: 4)), now: at(1))
+    out += controller.tick(now: at(40))
+    out += controller.report(
+        "a", .init(role: .primary, epoch: 1, position: LogPosition(epoch: 1, index: 9), syncSet: syncSet), now: at(41))
+    return (controller, out)
+}
+
+@Suite struct FailoverControllerTests {
+    @Test func aFreshControllerWaitsOutAnyOldLeaseThenPromotesTheMostUpToDateServer() {
+        var controller = FailoverController(configuration: .init(servers: ["a", "b"]), epoch: 0, now: at(0))
+        #expect(
+            controller.report("a", .init(role: .backup, epoch: 0, position: .init(epoch: 0, index: 2)), now: at(1))
+                .isEmpty)
+        #expect(
+            controller.report("b", .init(role: .backup, epoch: 0, position: .init(epoch: 0, index: 7)), now: at(1))
+                .isEmpty)
+        // Not before a former controller's lease could have run out (30 ms x 1.01 + 2 ms).
+        #expect(controller.tick(now: at(32)).isEmpty)
+        let out = controller.tick(now: at(33))
+        #expect(out.first == .recordEpoch(1))
+        #expect(out.contains(.promote(to: "b", epoch: 1)))
+        #expect(out.contains(.renewLease(to: "b", epoch: 1, duration: .milliseconds(30))))
+        #expect(controller.primary == "b" && controller.epoch == 1)
+    }
+
+    @Test func aDeadPrimaryIsSteppedDownFencedAndReplacedOnlyAfterItsLeaseRunsOut() {
+        var (controller, _) = servingController()
+        // Renewals every 10 ms while it lives.
+        #expect(controller.tick(now: at(45)).isEmpty)
+        #expect(controller.tick(now: at(50)).contains(.renewLease(to: "a", epoch: 1, duration: .milliseconds(30))))
+        let failed = controller.heartbeat("a", alive: false, now: at(55))
+        #expect(failed.prefix(3) == [.recordEpoch(2), .stepDown(to: "a", epoch: 2), .fence("a", epoch: 2)])
+        #expect(!failed.contains { $0.promoted != nil })
+        #expect(controller.primary == nil)
+        // The last grant left at 50 ms: it may hold until 82.3 ms on a slow clock.
+        #expect(!controller.tick(now: at(82)).contains { $0.promoted != nil })
+        let out = controller.tick(now: at(83))
+        // "b" is the sync set's only member: it holds every acknowledged operation, though "c"
+        // reported a higher position before "a" became primary.
+        #expect(out.contains(.promote(to: "b", epoch: 2)))
+        #expect(controller.primary == "b" && controller.epoch == 2)
+    }
+
+    @Test func aConfirmedStepDownLetsTheBackupTakeOverBeforeTheLeaseRunsOut() {
+        var (controller, _) = servingController()
+        _ = controller.probe("a", healthy: false, now: at(50))
+        _ = controller.probe("a", healthy: false, now: at(51))
+        let failed = controller.probe("a", healthy: false, now: at(52))
+        #expect(failed.contains(.stepDown(to: "a", epoch: 2)))
+        let out = controller.report(
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 12)), now: at(53))
+        #expect(out.contains { $0.promoted != nil })
+        #expect(controller.primary != nil && controller.primary != "a")
+    }
+
+    @Test func noBackupOutsideTheSyncSetIsPromotedAndTheControllerSaysWhy() {
+        var (controller, _) = servingController(syncSet: ["b"])
+        _ = controller.heartbeat("b", alive: false, now: at(45))  // released from the sync set
+        #expect(!controller.syncSet.contains("b"))
+        let out = controller.heartbeat("a", alive: false, now: at(50)) + controller.tick(now: at(200))
+        #expect(!out.contains { $0.promoted != nil })
+        #expect(out.contains { if case .waiting(let reason) = $0 { reason.contains("sync set") } else { false } })
+        #expect(controller.waitingReason?.contains("sync set") == true)
+    }
+
+    @Test func aDeadBackupIsReleasedFromTheSyncSetBeforeThePrimaryMayStopWaitingForIt() {
+        var (controller, _) = servingController(syncSet: ["b", "c"])
+        #expect(controller.syncSet == ["b", "c"])
+        let out = controller.heartbeat("c", alive: false, now: at(45))
+        #expect(out.contains(.releaseBackup(to: "a", epoch: 1, backup: "c")))
+        #expect(controller.syncSet == ["b"])
+        // The release was lost: the primary still reports "c"; the controller sends it again and
+        // keeps "c" out.
+        let again = controller.report(
+            "a", .init(role: .primary, epoch: 1, position: .init(epoch: 1, index: 10), syncSet: ["b", "c"]), now: at(46)
+        )
+        #expect(again.contains(.releaseBackup(to: "a", epoch: 1, backup: "c")))
+        #expect(controller.syncSet == ["b"])
+        // Once the primary dropped it, a later re-add (caught up again) counts.
+        _ = controller.report(
+            "a", .init(role: .primary, epoch: 1, position: .init(epoch: 1, index: 11), syncSet: ["b"]), now: at(47))
+        _ = controller.heartbeat("c", alive: true, now: at(48))
+        _ = controller.report(
+            "a", .init(role: .primary, epoch: 1, position: .init(epoch: 1, index: 12), syncSet: ["b", "c"]), now: at(49)
+        )
+        #expect(controller.syncSet == ["b", "c"])
+    }
+
+    @Test func asynchronousModeRefusesABackupThatTrailsTooFar() {
+        var controller = FailoverController(
+            configuration: .init(servers: ["a", "b"], mode: .asynchronous(maximumLag: 100), promotionLagLimit: 10),
+            epoch: 0, now: at(0))
+        _ = controller.report("a", .init(role: .backup, epoch: 0, position: .start), now: at(0))
+        _ = controller.report("b", .init(role: .backup, epoch: 0, position: .start), now: at(0))
+        _ = controller.tick(now: at(40))
+        let primary = controller.primary ?? "a"
+        let backup: NodeID = primary == "a" ? "b" : "a"
+        _ = controller.report(
+            primary, .init(role: .primary, epoch: 1, position: .init(epoch: 1, index: 500)), now: at(41))
+        _ = controller.report(
+            backup, .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 480)), now: at(41))
+        let out = controller.heartbeat(primary, alive: false, now: at(42)) + controller.tick(now: at(100))
+        #expect(!out.contains { $0.promoted != nil })
+        #expect(controller.waitingReason?.contains("trails") == true)
+        // Once it catches up to within the limit it is promoted.
+        let caught = controller.report(
+            backup, .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 495)), now: at(101))
+        #expect(caught.contains(.promote(to: backup, epoch: 2)))
+    }
+
+    @Test func aStalePrimaryIsToldToStepDownAndALostPromotionIsSentAgain() {
+        var (controller, _) = servingController()
+        _ = controller.heartbeat("a", alive: false, now: at(50))
+        _ = controller.tick(now: at(90))
+        #expect(controller.primary == "b")
+        // "a" comes back still believing it is primary of epoch 1.
+        _ = controller.heartbeat("a", alive: true, now: at(95))
+        let stale = controller.report(
+            "a", .init(role: .primary, epoch: 1, position: .init(epoch: 1, index: 9)), now: at(95))
+        #expect(stale.contains(.stepDown(to: "a", epoch: 2)))
+        // "b" reports as a backup: the promotion did not arrive.
+        let lost = controller.report(
+            "b", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 9)), now: at(96))
+        #expect(lost.contains(.promote(to: "b", epoch: 2)))
+    }
+
+    @Test func aSwitchoverPromotesTheTargetOnlyOnceItHoldsWhatTheOldPrimaryConfirmed() throws {
+        var (controller, _) = servingController(syncSet: ["b", "c"])
+        let first = try controller.switchover(to: "c", now: at(50))
+        #expect(first.contains(.stepDown(to: "a", epoch: 2)))
+        #expect(!first.contains(.fence("a", epoch: 2)))
+        // "a" stepped down at 20; "c" is at 18.
+        _ = controller.report("c", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 18)), now: at(51))
+        let early = controller.report(
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 20)), now: at(52))
+        #expect(!early.contains { $0.promoted != nil })
+        let out = controller.report(
+            "c", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 20)), now: at(53))
+        #expect(out.contains(.promote(to: "c", epoch: 2)))
+        #expect(throws: FailoverError.self) { _ = try controller.switchover(to: "zz", now: at(60)) }
+    }
+
+    @Test func aRestartedControllerKeepsTheServingPrimaryOrWaitsForEveryServer() {
+        var controller = FailoverController(configuration: .init(servers: ["a", "b"]), epoch: 4, now: at(0))
+        _ = controller.report("b", .init(role: .primary, epoch: 4, position: .init(epoch: 4, index: 70)), now: at(1))
+        #expect(controller.primary == "b" && controller.epoch == 4)
+        // Another restart, the primary gone: it waits for both before choosing.
+        var other = FailoverController(configuration: .init(servers: ["a", "b"]), epoch: 4, now: at(0))
+        _ = other.report("a", .init(role: .backup, epoch: 4, position: .init(epoch: 4, index: 60)), now: at(1))
+        #expect(!other.tick(now: at(40)).contains { $0.promoted != nil })
+        #expect(other.waitingReason?.contains("b") == true)
+    }
+
+    /// Random verdicts, probes, reports and time over many seeds: epochs only grow and each is
+    /// recorded before it is used, each is promoted at most once, a promotion never comes before
+    /// the last lease granted to another server ran out (unless that server confirmed its
+    /// step-down), and after a primary failed a synchronous promotion picks a member of its sync set.
+    @Test func underRandomInputsThereIsAtMostOnePromotionPerEpochAndNoneInsideALease() {
+        let servers: [NodeID] = ["a", "b", "c"]
+        var promotions = 0
+        for seed in 1...300 as ClosedRange<UInt64> {
+            var random = SimulationRandom(seed: seed)
+            var controller = FailoverController(configuration: .init(servers: servers), epoch: 0, now: at(0))
+            var promoted: Set<UInt64> = []
+            var lastGrant: (node: NodeID, at: Int)?
+            var recorded: UInt64 = 0
+            var confirmed: [NodeID: UInt64] = [:]
+            var syncAtFailure: [NodeID]?
+            var positions: [NodeID: UInt64] = [:]
+            var clock = 0
+            for _ in 0..<400 {
+                clock += Int(random.next() % 6)
+                let node = servers[Int(random.next() % 3)]
+                var out: [FailoverController.Command]
+                let syncBefore = controller.syncSet
+                let primaryBefore = controller.primary
+                var reported = false
+                switch random.next() % 5 {
+                case 0: out = controller.heartbeat(node, alive: random.next() % 3 != 0, now: at(clock))
+                case 1: out = controller.probe(node, healthy: random.next() % 4 != 0, now: at(clock))
+                case 2:
+                    reported = true
+                    positions[node, default: 0] += random.next() % 3
+                    let role: ServiceConfiguration.Role =
+                        node == controller.primary ? .primary : (random.next() % 8 == 0 ? .steppedDown : .backup)
+                    if role != .primary { confirmed[node] = max(confirmed[node] ?? 0, controller.epoch) }
+                    let position = LogPosition(epoch: controller.epoch, index: positions[node] ?? 0)
+                    let sync = servers.filter { $0 != node && random.next() % 2 == 0 }
+                    out = controller.report(
+                        node, .init(role: role, epoch: controller.epoch, position: position, syncSet: sync),
+                        now: at(clock))
+                default: out = controller.tick(now: at(clock))
+                }
+                for command in out {
+                    switch command {
+                    case .recordEpoch(let epoch):
+                        #expect(epoch > recorded, "seed \(seed)")
+                        recorded = epoch
+                        syncAtFailure = primaryBefore != nil && !reported ? syncBefore : nil
+                    case .promote(let target, let epoch):
+                        #expect(epoch == recorded, "seed \(seed): promotion of an epoch not recorded first")
+                        guard primaryBefore != target else { continue }  // a lost promotion sent again
+                        promotions += 1
+                        #expect(!promoted.contains(epoch), "seed \(seed): epoch \(epoch) promoted twice")
+                        promoted.insert(epoch)
+                        if let grant = lastGrant, grant.node != target {
+                            let waited = clock - grant.at
+                            let stepped = (confirmed[grant.node] ?? 0) >= epoch
+                            #expect(waited >= 33 || stepped, "seed \(seed): promoted \(waited) ms after a grant")
+                            if let sync = syncAtFailure, !stepped {
+                                #expect(sync.contains(target), "seed \(seed): \(target) not in the sync set \(sync)")
+                            }
+                        }
+                    case .renewLease(let target, _, _):
+                        lastGrant = (target, clock)
+                    default: break
+                    }
+                }
+            }
+        }
+        // The inputs do exercise failovers.
+        #expect(promotions > 300)
+    }
+}
