@@ -39,9 +39,12 @@ public struct FailoverController: Sendable {
         public var servers: [NodeID]
         /// Synchronous or asynchronous replication.
         public var mode: ReplicationMode
-        /// How long a granted lease lets the primary serve, from when it receives the grant.
+        /// How long a granted lease lets the primary serve, counted on the primary's clock from
+        /// when it sent the report the grant answers (so a grant delayed on the way cannot
+        /// stretch it).
         public var leaseDuration: Duration
-        /// How often the lease is renewed (well under ``leaseDuration``).
+        /// How often a server reports (a primary's report asks for its lease to be renewed);
+        /// well under ``leaseDuration``.
         public var renewInterval: Duration
         /// The most two clocks' rates may differ (0.01: 1%); the controller waits a lease's
         /// duration stretched by it, plus ``safetyMargin``, before it counts the lease as expired.
@@ -53,13 +56,20 @@ public struct FailoverController: Sendable {
         /// Asynchronous mode: the most entries a backup may trail the primary's last reported
         /// position by and still be promoted (beyond it the controller waits and says why).
         public var promotionLagLimit: UInt64
+        /// Synchronous mode: the fewest backups a primary's sync set must hold for it to
+        /// acknowledge anything (1: an acknowledged operation is always on a backup, so no single
+        /// failure loses it; 0: a primary left alone keeps acknowledging, and a failure of it then
+        /// may lose those operations).
+        public var minimumSyncBackups: Int
 
-        /// Settings for a 10 ms heartbeat: a 30 ms lease renewed every 10 ms.
+        /// Settings for a 10 ms heartbeat: a 30 ms lease, asked for every 10 ms.
         public init(
             servers: [NodeID], mode: ReplicationMode = .synchronous, leaseDuration: Duration = .milliseconds(30),
             renewInterval: Duration = .milliseconds(10), clockDriftBound: Double = 0.01,
-            safetyMargin: Duration = .milliseconds(2), probeFailureThreshold: Int = 3, promotionLagLimit: UInt64 = 1000
+            safetyMargin: Duration = .milliseconds(2), probeFailureThreshold: Int = 3, promotionLagLimit: UInt64 = 1000,
+            minimumSyncBackups: Int = 1
         ) {
+            self.minimumSyncBackups = minimumSyncBackups
             self.servers = servers
             self.mode = mode
             self.leaseDuration = leaseDuration
@@ -99,13 +109,20 @@ public struct FailoverController: Sendable {
         /// A primary's sync set: the backups it waits for before acknowledging (it adds a backup
         /// once that backup has caught up; it drops one only when released).
         public var syncSet: [NodeID]
+        /// The sender's clock when it sent the report (nanoseconds); a lease granted in answer
+        /// runs from it.
+        public var stamp: Int64
 
         /// Creates a report.
-        public init(role: ServiceConfiguration.Role, epoch: UInt64, position: LogPosition, syncSet: [NodeID] = []) {
+        public init(
+            role: ServiceConfiguration.Role, epoch: UInt64, position: LogPosition, syncSet: [NodeID] = [],
+            stamp: Int64 = 0
+        ) {
             self.role = role
             self.epoch = epoch
             self.position = position
             self.syncSet = syncSet
+            self.stamp = stamp
         }
     }
 
@@ -114,8 +131,9 @@ public struct FailoverController: Sendable {
         /// Durably record the epoch before sending anything after it (a restarted controller
         /// must never hand out an epoch twice).
         case recordEpoch(UInt64)
-        /// Tell the primary it may serve for `duration` from receipt, in `epoch`.
-        case renewLease(to: NodeID, epoch: UInt64, duration: Duration)
+        /// Tell the primary it may serve in `epoch` for `duration` from `stamp` (its clock when it
+        /// sent the report this answers).
+        case renewLease(to: NodeID, epoch: UInt64, duration: Duration, stamp: Int64)
         /// Tell a server to stop serving and refuse anything older than `epoch`.
         case stepDown(to: NodeID, epoch: UInt64)
         /// Cut a failed primary off (the runtime's fencing hook: close its connections, power it
@@ -153,8 +171,11 @@ public struct FailoverController: Sendable {
     public private(set) var epoch: UInt64
     /// Where the controller stands.
     public private(set) var phase: Phase
-    /// The backups that hold every acknowledged operation (synchronous mode): those the primary
-    /// reported it waits for, less those the controller released.
+    /// The backups known to hold every acknowledged operation (synchronous mode). While the
+    /// primary may acknowledge (its reported sync set is non-empty, or the minimum is 0) it is
+    /// that set, less the backups the controller released; while it may not, it keeps what it
+    /// was; at a promotion it carries over, less the promoted backup, plus any backup that
+    /// holds the confirmed final position of the old primary.
     public private(set) var syncSet: [NodeID] = []
     /// Backups released from the sync set whose release the primary has not yet reported.
     private var released: Set<NodeID> = []
@@ -212,6 +233,10 @@ public struct FailoverController: Sendable {
             phase = .serving(node)
             lastRenewal = nil
         }
+        if primary == node, report.role == .steppedDown, report.epoch == epoch {
+            // The primary stepped down by itself (its lease lapsed): replace it.
+            return out + beginFailover(from: node, target: nil, now: now)
+        }
         if report.role == .primary, primary != node || report.epoch < epoch {
             // A primary the controller did not make in this epoch: stop it.
             out.append(.stepDown(to: node, epoch: epoch))
@@ -222,9 +247,19 @@ public struct FailoverController: Sendable {
         if primary == node, report.role == .primary, report.epoch == epoch {
             // The primary's own account of whom it waits for, less what was released since.
             released = released.filter { report.syncSet.contains($0) }
-            syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
+            if !report.syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
+                syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
+            }
             // A release the primary has not acted on (lost on the way): again.
             for backup in released.sorted() { out.append(.releaseBackup(to: node, epoch: epoch, backup: backup)) }
+            if members[node]?.alive == true,
+                members[node].map({ $0.probeFailures < configuration.probeFailureThreshold }) ?? false
+            {
+                // The primary asks for its lease: the grant runs from the report's stamp.
+                lastRenewal = now
+                out.append(
+                    .renewLease(to: node, epoch: epoch, duration: configuration.leaseDuration, stamp: report.stamp))
+            }
         }
         return out + evaluate(now: now)
     }
@@ -262,10 +297,6 @@ public struct FailoverController: Sendable {
             {
                 return beginFailover(from: node, target: nil, now: now)
             }
-            if lastRenewal.map({ now - $0 >= configuration.renewInterval }) ?? true {
-                lastRenewal = now
-                out.append(.renewLease(to: node, epoch: epoch, duration: configuration.leaseDuration))
-            }
             out += releaseDeadBackups(primary: node)
         case .failingOver(let old, let target, let leaseEnds):
             let confirmed =
@@ -278,10 +309,10 @@ public struct FailoverController: Sendable {
             waitingReason = nil
             phase = .serving(candidate)
             lastRenewal = now
-            syncSet = []
+            syncSet = Array(Set(syncSet).union(holdingAll(of: old, confirmed: confirmed))).filter { $0 != candidate }
+                .sorted()
             released = []
             out.append(.promote(to: candidate, epoch: epoch))
-            out.append(.renewLease(to: candidate, epoch: epoch, duration: configuration.leaseDuration))
         }
         return out
     }
@@ -301,7 +332,21 @@ public struct FailoverController: Sendable {
         return [.waiting(reason: reason)]
     }
 
+    /// The live servers (other than `old`) whose reported position holds the old primary's
+    /// confirmed final one: they have everything it had.
+    private func holdingAll(of old: NodeID?, confirmed: Bool) -> [NodeID] {
+        guard confirmed, let old, let final = members[old]?.report?.position else { return [] }
+        return configuration.servers.filter { node in
+            node != old && (members[node]?.report?.position).map { $0.index >= final.index } == true
+        }
+    }
+
     /// The backup to promote, or nil (with the reason noted) when none may be yet.
+    ///
+    /// Synchronous mode: a backup of the sync set (it holds every acknowledged operation), or
+    /// one that holds the old primary's confirmed final position; on a fresh start (no epoch
+    /// handed out before) any. Asynchronous mode: the most up-to-date, within the lag limit.
+    /// A switchover's target, once the old primary confirmed, only when it holds its final position.
     private mutating func chooseCandidate(
         old: NodeID?, target: NodeID?, stepDownConfirmed: Bool, out: inout [Command]
     ) -> NodeID? {
@@ -320,10 +365,18 @@ public struct FailoverController: Sendable {
             out += note("waiting for \(silent) to report before choosing a primary")
             return nil
         }
+        let complete = holdingAll(of: old, confirmed: stepDownConfirmed)
         var pool = eligible
-        if case .synchronous = configuration.mode, old != nil, !stepDownConfirmed {
-            // Only a backup the failed primary waited for holds every acknowledged operation.
-            pool = eligible.filter { syncSet.contains($0) }
+        if let target, stepDownConfirmed {
+            guard complete.contains(target) else {
+                let final = old.flatMap { members[$0]?.report?.position } ?? .start
+                out += note("switchover target \(target) has not reached \(final)")
+                return nil
+            }
+            return target
+        }
+        if case .synchronous = configuration.mode, epoch > 1 || old != nil {
+            pool = eligible.filter { syncSet.contains($0) || complete.contains($0) }
             guard !pool.isEmpty else {
                 out += note("no live backup of the sync set \(syncSet.map(\.name)) to promote")
                 return nil
@@ -338,10 +391,6 @@ public struct FailoverController: Sendable {
         if let target, pool.contains(target) { chosen = target }
         let position = members[chosen]?.report?.position ?? .start
         let newest = members.values.compactMap { $0.report?.position }.max() ?? .start
-        if let target, chosen == target, stepDownConfirmed, position < newest {
-            out += note("switchover target \(target) at \(position) has not reached \(newest)")
-            return nil
-        }
         if case .asynchronous = configuration.mode, newest.index > position.index,
             newest.index - position.index > configuration.promotionLagLimit
         {

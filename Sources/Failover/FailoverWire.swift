@@ -20,8 +20,9 @@ public enum FailoverMessage: Sendable, Hashable {
     case snapshot(epoch: UInt64, chunk: ByteBuffer, last: Bool)
     /// Server → controller: role, epoch, position, sync set (0x0605).
     case report(FailoverController.Report)
-    /// Controller → primary: serve for `duration` from receipt (0x0606).
-    case renewLease(epoch: UInt64, duration: Duration)
+    /// Controller → primary: serve for `duration` from `stamp`, the primary's clock when it sent
+    /// the report this answers (0x0606).
+    case renewLease(epoch: UInt64, duration: Duration, stamp: Int64)
     /// Controller → server: stop serving; refuse anything older than `epoch` (0x0607).
     case stepDown(epoch: UInt64)
     /// Controller → backup: become primary of `epoch` (0x0608).
@@ -77,7 +78,7 @@ public enum FailoverMessage: Sendable, Hashable {
         public static let snapshot: UInt16 = 0x0604
         /// ``FailoverMessage/report(_:)``
         public static let report: UInt16 = 0x0605
-        /// ``FailoverMessage/renewLease(epoch:duration:)``
+        /// ``FailoverMessage/renewLease(epoch:duration:stamp:)``
         public static let renewLease: UInt16 = 0x0606
         /// ``FailoverMessage/stepDown(epoch:)``
         public static let stepDown: UInt16 = 0x0607
@@ -128,14 +129,14 @@ public enum FailoverMessage: Sendable, Hashable {
         case .report(let report):
             type = MessageType.report
             buffer.writeMultipleIntegers(
-                report.role.rawValue, report.epoch, report.position.epoch, report.position.index,
+                report.role.rawValue, report.epoch, report.position.epoch, report.position.index, report.stamp,
                 UInt8(truncatingIfNeeded: min(report.syncSet.count, 255)), endianness: .little)
             for node in report.syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
-        case .renewLease(let epoch, let duration):
+        case .renewLease(let epoch, let duration, let stamp):
             type = MessageType.renewLease
             let nanoseconds =
                 duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-            buffer.writeMultipleIntegers(epoch, UInt64(clamping: max(0, nanoseconds)), endianness: .little)
+            buffer.writeMultipleIntegers(epoch, UInt64(clamping: max(0, nanoseconds)), stamp, endianness: .little)
         case .stepDown(let epoch):
             type = MessageType.stepDown
             buffer.writeInteger(epoch, endianness: .little)
@@ -224,8 +225,8 @@ public enum FailoverMessage: Sendable, Hashable {
             buffer.moveReaderIndex(to: buffer.writerIndex)
         case MessageType.report:
             guard
-                let (roleByte, epoch, positionEpoch, index, count) = buffer.readMultipleIntegers(
-                    endianness: .little, as: (UInt8, UInt64, UInt64, UInt64, UInt8).self),
+                let (roleByte, epoch, positionEpoch, index, stamp, count) = buffer.readMultipleIntegers(
+                    endianness: .little, as: (UInt8, UInt64, UInt64, UInt64, Int64, UInt8).self),
                 let role = ServiceConfiguration.Role(rawValue: roleByte)
             else { throw FailoverError(.malformed, detail: "report header invalid") }
             var syncSet: [NodeID] = []
@@ -233,13 +234,14 @@ public enum FailoverMessage: Sendable, Hashable {
             decoded = .report(
                 .init(
                     role: role, epoch: epoch, position: LogPosition(epoch: positionEpoch, index: index),
-                    syncSet: syncSet))
+                    syncSet: syncSet, stamp: stamp))
         case MessageType.renewLease:
             guard
-                let (epoch, nanoseconds) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt64).self),
+                let (epoch, nanoseconds, stamp) = buffer.readMultipleIntegers(
+                    endianness: .little, as: (UInt64, UInt64, Int64).self),
                 nanoseconds <= 3_600_000_000_000
             else { throw FailoverError(.malformed, detail: "lease invalid (at most an hour)") }
-            decoded = .renewLease(epoch: epoch, duration: .nanoseconds(Int64(nanoseconds)))
+            decoded = .renewLease(epoch: epoch, duration: .nanoseconds(Int64(nanoseconds)), stamp: stamp)
         case MessageType.stepDown, MessageType.promote:
             guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self) else {
                 throw FailoverError(.malformed, detail: "epoch truncated")
