@@ -139,8 +139,10 @@ public struct FailoverController: Sendable {
         /// Cut a failed primary off (the runtime's fencing hook: close its connections, power it
         /// off); it belongs to an epoch older than `epoch`.
         case fence(NodeID, epoch: UInt64)
-        /// Make a backup the primary of `epoch`: it adopts the replicated configuration.
-        case promote(to: NodeID, epoch: UInt64)
+        /// Make a backup the primary of `epoch`: it adopts the replicated configuration, and
+        /// waits for every backup of `syncSet` (which hold every operation acknowledged so far)
+        /// before it acknowledges anything, until the controller releases one.
+        case promote(to: NodeID, epoch: UInt64, syncSet: [NodeID])
         /// Tell the primary it may stop waiting for `backup` (synchronous mode): the controller
         /// already no longer counts it as holding every acknowledged operation.
         case releaseBackup(to: NodeID, epoch: UInt64, backup: NodeID)
@@ -242,7 +244,7 @@ public struct FailoverController: Sendable {
             out.append(.stepDown(to: node, epoch: epoch))
         } else if primary == node, report.role != .primary || report.epoch < epoch {
             // The promotion was lost on the way: send it again.
-            out.append(.promote(to: node, epoch: epoch))
+            out.append(.promote(to: node, epoch: epoch, syncSet: syncSet))
         }
         if primary == node, report.role == .primary, report.epoch == epoch {
             // The primary's own account of whom it waits for, less what was released since.
@@ -312,7 +314,7 @@ public struct FailoverController: Sendable {
             syncSet = Array(Set(syncSet).union(holdingAll(of: old, confirmed: confirmed))).filter { $0 != candidate }
                 .sorted()
             released = []
-            out.append(.promote(to: candidate, epoch: epoch))
+            out.append(.promote(to: candidate, epoch: epoch, syncSet: syncSet))
         }
         return out
     }

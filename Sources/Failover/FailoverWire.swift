@@ -25,8 +25,8 @@ public enum FailoverMessage: Sendable, Hashable {
     case renewLease(epoch: UInt64, duration: Duration, stamp: Int64)
     /// Controller → server: stop serving; refuse anything older than `epoch` (0x0607).
     case stepDown(epoch: UInt64)
-    /// Controller → backup: become primary of `epoch` (0x0608).
-    case promote(epoch: UInt64)
+    /// Controller → backup: become primary of `epoch`, waiting for `syncSet` before acknowledging (0x0608).
+    case promote(epoch: UInt64, syncSet: [NodeID])
     /// Controller → primary: stop waiting for `backup` (0x0609).
     case releaseBackup(epoch: UInt64, backup: NodeID)
     /// Client → primary: apply `operation` as `client`'s request `request`, seen at `epoch` (0x060A).
@@ -140,9 +140,10 @@ public enum FailoverMessage: Sendable, Hashable {
         case .stepDown(let epoch):
             type = MessageType.stepDown
             buffer.writeInteger(epoch, endianness: .little)
-        case .promote(let epoch):
+        case .promote(let epoch, let syncSet):
             type = MessageType.promote
-            buffer.writeInteger(epoch, endianness: .little)
+            buffer.writeMultipleIntegers(epoch, UInt8(truncatingIfNeeded: min(syncSet.count, 255)), endianness: .little)
+            for node in syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
         case .releaseBackup(let epoch, let backup):
             type = MessageType.releaseBackup
             buffer.writeInteger(epoch, endianness: .little)
@@ -242,11 +243,18 @@ public enum FailoverMessage: Sendable, Hashable {
                 nanoseconds <= 3_600_000_000_000
             else { throw FailoverError(.malformed, detail: "lease invalid (at most an hour)") }
             decoded = .renewLease(epoch: epoch, duration: .nanoseconds(Int64(nanoseconds)), stamp: stamp)
-        case MessageType.stepDown, MessageType.promote:
+        case MessageType.promote:
+            guard let (epoch, count) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt8).self) else {
+                throw FailoverError(.malformed, detail: "promote header truncated")
+            }
+            var syncSet: [NodeID] = []
+            for _ in 0..<count { syncSet.append(try readNode(from: &buffer)) }
+            decoded = .promote(epoch: epoch, syncSet: syncSet)
+        case MessageType.stepDown:
             guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self) else {
                 throw FailoverError(.malformed, detail: "epoch truncated")
             }
-            decoded = message.type == MessageType.stepDown ? .stepDown(epoch: epoch) : .promote(epoch: epoch)
+            decoded = .stepDown(epoch: epoch)
         case MessageType.releaseBackup:
             guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self) else {
                 throw FailoverError(.malformed, detail: "epoch truncated")

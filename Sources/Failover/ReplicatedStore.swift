@@ -63,9 +63,17 @@ public struct ReplicatedStore: Sendable {
         return result
     }
 
-    /// What the store answered `client` last, when it remembers: the request number and result.
-    public func lastAnswer(for client: UInt64) -> (request: UInt64, result: OperationResult)? {
-        sessions[client].map { ($0.request, $0.result) }
+    /// What the store answered `client` last, when it remembers: the request number, the result
+    /// and the index of the entry that applied it.
+    public func lastAnswer(for client: UInt64) -> (request: UInt64, result: OperationResult, index: UInt64)? {
+        sessions[client].map { ($0.request, $0.result, $0.index) }
+    }
+
+    /// The epoch of the entry at `index` when `log` holds it or it is the last applied; nil otherwise.
+    public func epoch(ofEntry index: UInt64, in log: ReplicationLog) -> UInt64? {
+        if index == position.index { return position.epoch }
+        if index == 0 { return 0 }
+        return log.entry(at: index)?.position.epoch
     }
 
     /// Primary: applies `operation` for `client`'s `request` in `epoch` and returns the entry to
@@ -354,6 +362,13 @@ public struct ReplicationLog: Sendable {
         while entries.count > maximumEntries || (bytes > maximumBytes && entries.count > 1) {
             if let dropped = entries.popFirst() { bytes -= dropped.size }
         }
+    }
+
+    /// The entry at `index`, when held.
+    public func entry(at index: UInt64) -> ReplicationEntry? {
+        guard let first = firstIndex, index >= first, index <= lastAppended else { return nil }
+        let offset = Int(index - first)
+        return offset < entries.count ? entries[offset].entry : nil
     }
 
     /// Forgets every entry after `index` (a stepped-down primary's tail that no backup confirmed).

@@ -7,7 +7,7 @@ func at(_ milliseconds: Int) -> Instant { Instant(nanoseconds: Int64(millisecond
 
 extension FailoverController.Command {
     var promoted: (NodeID, UInt64)? {
-        if case .promote(let node, let epoch) = self { return (node, epoch) }
+        if case .promote(let node, let epoch, _) = self { return (node, epoch) }
         return nil
     }
 }
@@ -41,7 +41,7 @@ func servingController(
         #expect(controller.tick(now: at(32)).isEmpty)
         let out = controller.tick(now: at(33))
         #expect(out.first == .recordEpoch(1))
-        #expect(out.contains(.promote(to: "b", epoch: 1)))
+        #expect(out.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 1 })
         #expect(!out.contains { if case .renewLease = $0 { true } else { false } })
         #expect(controller.primary == "b" && controller.epoch == 1)
         // The new primary's report asks for its lease; the grant echoes the report's stamp.
@@ -69,7 +69,7 @@ func servingController(
         let out = controller.tick(now: at(83))
         // "b" is the sync set's only member: it holds every acknowledged operation, though "c"
         // reported a higher position before "a" became primary.
-        #expect(out.contains(.promote(to: "b", epoch: 2)))
+        #expect(out.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
         #expect(controller.primary == "b" && controller.epoch == 2)
     }
 
@@ -137,7 +137,7 @@ func servingController(
         // Once it catches up to within the limit it is promoted.
         let caught = controller.report(
             backup, .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 495)), now: at(101))
-        #expect(caught.contains(.promote(to: backup, epoch: 2)))
+        #expect(caught.contains { $0.promoted?.0 == backup && $0.promoted?.1 == 2 })
     }
 
     @Test func aStalePrimaryIsToldToStepDownAndALostPromotionIsSentAgain() {
@@ -153,7 +153,7 @@ func servingController(
         // "b" reports as a backup: the promotion did not arrive.
         let lost = controller.report(
             "b", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 9)), now: at(96))
-        #expect(lost.contains(.promote(to: "b", epoch: 2)))
+        #expect(lost.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
     }
 
     @Test func aSwitchoverPromotesTheTargetOnlyOnceItHoldsWhatTheOldPrimaryConfirmed() throws {
@@ -168,7 +168,7 @@ func servingController(
         #expect(!early.contains { $0.promoted != nil })
         let out = controller.report(
             "c", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 20)), now: at(53))
-        #expect(out.contains(.promote(to: "c", epoch: 2)))
+        #expect(out.contains { $0.promoted?.0 == "c" && $0.promoted?.1 == 2 })
         #expect(throws: FailoverError.self) { _ = try controller.switchover(to: "zz", now: at(60)) }
     }
 
@@ -180,7 +180,7 @@ func servingController(
         // Once it confirms the new epoch, the sync set's backup takes over at once.
         let confirmed = controller.report(
             "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9)), now: at(61))
-        #expect(confirmed.contains(.promote(to: "b", epoch: 2)))
+        #expect(confirmed.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
     }
 
     @Test func aPromotedBackupThatDiesBeforeServingIsReplacedFromTheSameSyncSet() {
@@ -188,13 +188,13 @@ func servingController(
         _ = controller.heartbeat("a", alive: false, now: at(50))
         let first = controller.tick(now: at(90))
         // "c" reported the higher position of the two.
-        #expect(first.contains(.promote(to: "c", epoch: 2)))
+        #expect(first.contains { $0.promoted?.0 == "c" && $0.promoted?.1 == 2 })
         #expect(controller.syncSet == ["b"])
         // "c" dies before it reports as primary (it acknowledged nothing): "b" still holds
         // everything "a" acknowledged.
         _ = controller.heartbeat("c", alive: false, now: at(95))
         let second = controller.tick(now: at(140))
-        #expect(second.contains(.promote(to: "b", epoch: 3)))
+        #expect(second.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 3 })
         // And with "b" gone too, nobody left holds it all: the controller waits and says so.
         _ = controller.heartbeat("b", alive: false, now: at(150))
         _ = controller.heartbeat("c", alive: true, now: at(150))
@@ -256,7 +256,7 @@ func servingController(
                     case .recordEpoch(let epoch):
                         #expect(epoch > recorded, "seed \(seed)")
                         recorded = epoch
-                    case .promote(let target, let epoch):
+                    case .promote(let target, let epoch, _):
                         #expect(epoch == recorded, "seed \(seed): promotion of an epoch not recorded first")
                         guard primaryBefore != target else { continue }  // a lost promotion sent again
                         promotions += 1

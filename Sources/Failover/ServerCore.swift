@@ -1,0 +1,569 @@
+import DequeModule
+public import FaultToleranceCore
+import NIOCore
+
+/// One server of a primary-backup pair as a pure state machine (no clock, no I/O): the
+/// replicated store, its role and epoch, its lease, and what it owes its backups and clients.
+/// Messages and ticks go in with the time; ``Effect``s come out.
+///
+/// - **Primary.** Serves requests only while its lease holds. Applies each operation, streams
+///   the entry to every verified backup, and acknowledges it to the client once every backup
+///   of its sync set has it (synchronous mode; at least ``Settings/minimumSyncBackups`` of them)
+///   or at once (asynchronous mode, within the lag bound). Reads wait the same way, so a read
+///   never shows a value a failover could take back. Steps down on the controller's command or
+///   by itself when its lease lapses.
+/// - **Backup.** Follows the primary of the newest epoch it has heard of. Before applying
+///   anything from a new primary it asks to catch up from its position; the primary checks
+///   that position is in its own history and answers with the entries after it, or with a
+///   snapshot (when its log no longer reaches back, or the backup's tail diverged).
+/// - **Promotion.** Adopts the replicated service configuration with the new epoch, writes it
+///   into the log (so the backups learn it), and asks the runtime to bind its address.
+public struct ServerCore: Sendable {
+    /// A server's settings.
+    public struct Settings: Sendable, Hashable {
+        /// Synchronous or asynchronous replication.
+        public var mode: ReplicationMode
+        /// Synchronous mode: the fewest backups that must hold an operation before it is
+        /// acknowledged (the controller's ``FailoverController/Configuration/minimumSyncBackups``).
+        public var minimumSyncBackups: Int
+        /// Asynchronous mode, when backups trail by the bound: hold writers (`true`) or refuse them.
+        public var waitWhenLagging: Bool
+        /// How often to report to the controller (a primary's report asks for its lease).
+        public var reportInterval: Duration
+        /// Entries kept for backups that catch up.
+        public var logEntries: Int
+        /// Bytes kept for backups that catch up.
+        public var logBytes: Int
+        /// Entries per catch-up message.
+        public var catchUpBatch: Int
+        /// The largest snapshot a backup accepts, in bytes.
+        public var maximumSnapshotBytes: Int
+        /// The most requests held (waiting for acknowledgements or for the lag to shrink).
+        public var maximumPending: Int
+
+        /// Settings to match the controller's defaults.
+        public init(
+            mode: ReplicationMode = .synchronous, minimumSyncBackups: Int = 1, waitWhenLagging: Bool = true,
+            reportInterval: Duration = .milliseconds(10), logEntries: Int = 100_000, logBytes: Int = 64 << 20,
+            catchUpBatch: Int = 1024, maximumSnapshotBytes: Int = 1 << 30, maximumPending: Int = 65_536
+        ) {
+            self.mode = mode
+            self.minimumSyncBackups = minimumSyncBackups
+            self.waitWhenLagging = waitWhenLagging
+            self.reportInterval = reportInterval
+            self.logEntries = logEntries
+            self.logBytes = logBytes
+            self.catchUpBatch = catchUpBatch
+            self.maximumSnapshotBytes = maximumSnapshotBytes
+            self.maximumPending = maximumPending
+        }
+    }
+
+    /// What the runtime does.
+    public enum Effect: Sendable, Hashable {
+        /// Send a message.
+        case send(FailoverMessage, to: NodeID)
+        /// Start serving clients on the configuration's address (promotion).
+        case bindService(ServiceConfiguration)
+        /// Stop serving clients (step-down).
+        case releaseService
+    }
+
+    struct Backup: Sendable {
+        var acked: UInt64 = 0
+        var verified = false
+        var sentUpTo: UInt64 = 0
+    }
+
+    struct Pending: Sendable {
+        var index: UInt64
+        var client: UInt64
+        var request: UInt64
+        var replyTo: NodeID
+        /// A write's result, or a read's key.
+        var result: OperationResult?
+        var key: StoreKey?
+    }
+
+    /// This server.
+    public let node: NodeID
+    /// The controller it obeys.
+    public let controller: NodeID
+    /// Every server of the pair, this one included.
+    public let servers: [NodeID]
+    /// The settings.
+    public let settings: Settings
+    /// The role.
+    public private(set) var role: ServiceConfiguration.Role = .backup
+    /// The newest epoch heard of.
+    public private(set) var epoch: UInt64 = 0
+    /// The memory database.
+    public private(set) var store = ReplicatedStore()
+    /// Recent entries, for backups that catch up.
+    public private(set) var log: ReplicationLog
+    /// The service configuration this server starts with (its address; used when the store
+    /// carries none yet).
+    public let ownConfiguration: ServiceConfiguration
+    /// A primary's lease: it serves until then.
+    public private(set) var leaseUntil: Instant?
+    /// The primary this backup follows.
+    public private(set) var following: NodeID?
+    /// The backups a primary waits for.
+    public private(set) var syncSet: [NodeID] = []
+    private var backups: [NodeID: Backup] = [:]
+    private var pending: Deque<Pending> = []
+    private var held: Deque<(from: NodeID, client: UInt64, request: UInt64, operation: StoreOperation)> = []
+    private var snapshotBytes = ByteBuffer()
+    private var lastReport: Instant?
+    /// Counters: requests refused, messages ignored as stale or malformed.
+    public private(set) var refused = 0
+    /// Messages ignored: of an older epoch, from a server that is not the primary, or not valid here.
+    public private(set) var ignored = 0
+
+    /// A server that starts as a backup in epoch 0 with an empty store.
+    public init(
+        node: NodeID, controller: NodeID, servers: [NodeID], configuration: ServiceConfiguration,
+        settings: Settings = Settings()
+    ) {
+        self.node = node
+        self.controller = controller
+        self.servers = servers
+        self.settings = settings
+        ownConfiguration = configuration
+        log = ReplicationLog(maximumEntries: settings.logEntries, maximumBytes: settings.logBytes)
+    }
+
+    /// Whether this server may answer clients now: the primary, with its lease holding.
+    public func serves(now: Instant) -> Bool {
+        role == .primary && leaseUntil.map { now < $0 } == true
+    }
+
+    /// The report this server sends the controller.
+    public func report(now: Instant) -> FailoverController.Report {
+        .init(
+            role: role, epoch: epoch, position: store.position, syncSet: role == .primary ? syncSet : [],
+            stamp: now.nanoseconds)
+    }
+
+    // MARK: Inputs
+
+    /// Time passes: reports, a lapsed lease, greetings to backups not yet verified.
+    public mutating func tick(now: Instant) -> [Effect] {
+        var out: [Effect] = []
+        if role == .primary, let until = leaseUntil, now >= until {
+            // The lease ran out without renewal: stop serving by ourselves.
+            out += stepDown(to: epoch)
+        }
+        if lastReport.map({ now - $0 >= settings.reportInterval }) ?? true {
+            lastReport = now
+            out.append(.send(.report(report(now: now)), to: controller))
+            if role == .primary {
+                for server in servers where server != node && backups[server]?.verified != true {
+                    // Greet: a backup answers with where it stands.
+                    out.append(.send(.replicate(epoch: epoch, entries: []), to: server))
+                }
+            }
+        }
+        return out
+    }
+
+    /// A message arrives from `sender`.
+    public mutating func receive(_ message: FailoverMessage, from sender: NodeID, now: Instant) -> [Effect] {
+        switch message {
+        case .renewLease(let leaseEpoch, let duration, let stamp):
+            guard sender == controller, role == .primary, leaseEpoch == epoch, stamp <= now.nanoseconds else {
+                ignored += 1
+                return []
+            }
+            let until = Instant(nanoseconds: stamp) + duration
+            leaseUntil = max(leaseUntil ?? until, until)
+            return []
+        case .promote(let newEpoch, let waitFor):
+            guard sender == controller, newEpoch > epoch || (newEpoch == epoch && role == .backup) else {
+                ignored += 1
+                return []
+            }
+            return promote(to: newEpoch, syncSet: waitFor, now: now)
+        case .stepDown(let newEpoch):
+            guard sender == controller, newEpoch >= epoch else {
+                ignored += 1
+                return []
+            }
+            var out = stepDown(to: newEpoch)
+            lastReport = now
+            out.append(.send(.report(report(now: now)), to: controller))
+            return out
+        case .releaseBackup(let releaseEpoch, let backup):
+            guard sender == controller, role == .primary, releaseEpoch == epoch else {
+                ignored += 1
+                return []
+            }
+            syncSet.removeAll { $0 == backup }
+            return complete(now: now)
+        case .replicate(let primaryEpoch, let entries):
+            return replicate(primaryEpoch, entries, from: sender, now: now)
+        case .snapshot(let primaryEpoch, let chunk, let last):
+            return snapshot(primaryEpoch, chunk, last: last, from: sender)
+        case .catchUp(let backupEpoch, let after):
+            return catchUp(backupEpoch, after: after, from: sender, now: now)
+        case .replicated(let backupEpoch, let position):
+            guard role == .primary, backupEpoch == epoch, servers.contains(sender), sender != node else {
+                ignored += 1
+                return []
+            }
+            return acknowledged(position, by: sender, now: now)
+        case .request(let client, let request, let requestEpoch, let operation):
+            return handleRequest(
+                client: client, request: request, epoch: requestEpoch, operation: operation, from: sender, now: now)
+        case .read(let client, let request, let requestEpoch, let key):
+            if let refusal = refusal(requestEpoch, now: now) {
+                refused += 1
+                return [
+                    .send(
+                        .readReply(client: client, request: request, epoch: epoch, value: nil, error: refusal),
+                        to: sender)
+                ]
+            }
+            guard pending.count < settings.maximumPending else {
+                refused += 1
+                return [
+                    .send(
+                        .readReply(client: client, request: request, epoch: epoch, value: nil, error: .lagExceeded),
+                        to: sender)
+                ]
+            }
+            // Answered once everything applied so far is acknowledged: never a value a failover takes back.
+            pending.append(
+                Pending(
+                    index: store.position.index, client: client, request: request, replyTo: sender, result: nil,
+                    key: key))
+            return complete(now: now)
+        case .whoIsPrimary:
+            let configuration = store.configuration ?? ownConfiguration
+            let primary = role == .primary ? node : following
+            return [
+                .send(
+                    .primaryIs(node: primary, epoch: epoch, host: configuration.host, port: configuration.port),
+                    to: sender)
+            ]
+        case .report, .reply, .readReply, .primaryIs:
+            ignored += 1
+            return []
+        }
+    }
+
+    // MARK: Roles
+
+    private mutating func promote(to newEpoch: UInt64, syncSet waitFor: [NodeID], now: Instant) -> [Effect] {
+        epoch = newEpoch
+        role = .primary
+        leaseUntil = nil
+        following = nil
+        // The controller counts these as holding every acknowledged operation: wait for them
+        // (they catch up first) until it releases one, so that stays true.
+        syncSet = Set(waitFor).filter { servers.contains($0) && $0 != node }.sorted()
+        pending = []
+        held = []
+        snapshotBytes = ByteBuffer()
+        backups = Dictionary(uniqueKeysWithValues: servers.filter { $0 != node }.map { ($0, Backup()) })
+        let adopted = (store.configuration ?? ownConfiguration).adopted(epoch: newEpoch)
+        var out: [Effect] = []
+        // The adopted configuration goes into the log: the backups learn the new epoch's.
+        if let entry = try? store.execute(.configure(adopted), client: 0, request: 0, epoch: newEpoch).entry {
+            log.append(entry)
+        }
+        out.append(.bindService(adopted))
+        lastReport = now
+        out.append(.send(.report(report(now: now)), to: controller))
+        for server in servers where server != node {
+            out.append(.send(.replicate(epoch: epoch, entries: []), to: server))
+        }
+        return out
+    }
+
+    private mutating func stepDown(to newEpoch: UInt64) -> [Effect] {
+        var out: [Effect] = []
+        let wasPrimary = role == .primary
+        if newEpoch > epoch { following = nil }
+        epoch = newEpoch
+        leaseUntil = nil
+        if wasPrimary {
+            role = .steppedDown
+            out.append(.releaseService)
+            // Whether these reach the backups is unknown: the client retries on the new primary,
+            // whose idempotent sessions give the true answer.
+            for waiting in pending { out.append(notPrimaryReply(to: waiting)) }
+            for request in held {
+                out.append(
+                    .send(
+                        .reply(
+                            client: request.client, request: request.request, epoch: epoch,
+                            outcome: .refused(.notPrimary, serverEpoch: epoch)), to: request.from))
+            }
+            pending = []
+            held = []
+            syncSet = []
+        }
+        return out
+    }
+
+    private func notPrimaryReply(to waiting: Pending) -> Effect {
+        if let key = waiting.key {
+            _ = key
+            return .send(
+                .readReply(
+                    client: waiting.client, request: waiting.request, epoch: epoch, value: nil, error: .notPrimary),
+                to: waiting.replyTo)
+        }
+        return .send(
+            .reply(
+                client: waiting.client, request: waiting.request, epoch: epoch,
+                outcome: .refused(.notPrimary, serverEpoch: epoch)), to: waiting.replyTo)
+    }
+
+    // MARK: Backup side
+
+    private mutating func replicate(
+        _ primaryEpoch: UInt64, _ entries: [ReplicationEntry], from sender: NodeID, now: Instant
+    ) -> [Effect] {
+        guard servers.contains(sender), sender != node, primaryEpoch >= epoch else {
+            ignored += 1
+            return []
+        }
+        if primaryEpoch > epoch || following != sender || role != .backup {
+            // A new primary: leave whatever role this server had, and ask where to start.
+            var out: [Effect] = []
+            if role == .primary { out += stepDown(to: primaryEpoch) }
+            epoch = primaryEpoch
+            role = .backup
+            following = sender
+            snapshotBytes = ByteBuffer()
+            out.append(.send(.catchUp(epoch: epoch, after: store.position), to: sender))
+            return out
+        }
+        for entry in entries where entry.position.index > store.position.index {
+            guard entry.position.index == store.position.index + 1 else {
+                return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
+            }
+            do {
+                try store.apply(entry)
+                log.append(entry)
+            } catch {
+                ignored += 1
+                return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
+            }
+        }
+        return [.send(.replicated(epoch: epoch, position: store.position), to: sender)]
+    }
+
+    private mutating func snapshot(_ primaryEpoch: UInt64, _ chunk: ByteBuffer, last: Bool, from sender: NodeID)
+        -> [Effect]
+    {
+        guard primaryEpoch == epoch, following == sender, role == .backup else {
+            ignored += 1
+            return []
+        }
+        guard snapshotBytes.readableBytes + chunk.readableBytes <= settings.maximumSnapshotBytes else {
+            ignored += 1
+            snapshotBytes = ByteBuffer()
+            return []
+        }
+        var piece = chunk
+        snapshotBytes.writeBuffer(&piece)
+        guard last else { return [] }
+        defer { snapshotBytes = ByteBuffer() }
+        do {
+            store = try ReplicatedStore(snapshot: snapshotBytes)
+            log = ReplicationLog(
+                maximumEntries: settings.logEntries, maximumBytes: settings.logBytes,
+                startingAfter: store.position.index)
+        } catch {
+            ignored += 1
+            return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
+        }
+        return [.send(.replicated(epoch: epoch, position: store.position), to: sender)]
+    }
+
+    // MARK: Primary side
+
+    private mutating func catchUp(_ backupEpoch: UInt64, after: LogPosition, from sender: NodeID, now: Instant)
+        -> [Effect]
+    {
+        guard servers.contains(sender), sender != node else {
+            ignored += 1
+            return []
+        }
+        if backupEpoch > epoch {
+            // The backup has heard of a newer epoch: this server is stale.
+            epoch = backupEpoch
+            return stepDown(to: backupEpoch)
+        }
+        guard role == .primary, backupEpoch == epoch else {
+            ignored += 1
+            return []
+        }
+        var backup = backups[sender] ?? Backup()
+        backup.verified = true
+        backup.acked = min(after.index, store.position.index)
+        // The backup's position must be in this server's history: the same epoch at that index.
+        let inHistory =
+            after.index <= store.position.index && store.epoch(ofEntry: after.index, in: log) == after.epoch
+        if inHistory, let entries = try? log.entries(after: after.index, limit: settings.catchUpBatch) {
+            backup.sentUpTo = entries.last?.position.index ?? after.index
+            backups[sender] = backup
+            return [.send(.replicate(epoch: epoch, entries: entries), to: sender)]
+        }
+        // Its log does not reach back, or the backup's tail diverged: the whole state.
+        backup.acked = 0
+        backup.sentUpTo = store.position.index
+        backups[sender] = backup
+        // Still in the sync set if it was: acknowledgements wait until it has caught up again.
+        var bytes = store.snapshot()
+        var out: [Effect] = []
+        let piece = 1 << 20
+        while bytes.readableBytes > piece {
+            if let slice = bytes.readSlice(length: piece) {
+                out.append(.send(.snapshot(epoch: epoch, chunk: slice, last: false), to: sender))
+            }
+        }
+        out.append(.send(.snapshot(epoch: epoch, chunk: bytes, last: true), to: sender))
+        return out
+    }
+
+    private mutating func acknowledged(_ position: LogPosition, by sender: NodeID, now: Instant) -> [Effect] {
+        guard var backup = backups[sender], backup.verified, position.index <= store.position.index else {
+            ignored += 1
+            return []
+        }
+        backup.acked = max(backup.acked, position.index)
+        var out: [Effect] = []
+        if backup.sentUpTo <= backup.acked, backup.acked < store.position.index,
+            let entries = try? log.entries(after: backup.acked, limit: settings.catchUpBatch)
+        {
+            // Catching up: the next batch.
+            backup.sentUpTo = entries.last?.position.index ?? backup.acked
+            out.append(.send(.replicate(epoch: epoch, entries: entries), to: sender))
+        }
+        backups[sender] = backup
+        if !syncSet.contains(sender), backup.acked >= store.position.index {
+            // Caught up: from now on acknowledgements wait for it too.
+            syncSet.append(sender)
+            syncSet.sort()
+        }
+        return out + complete(now: now)
+    }
+
+    /// The highest index every backup the primary must wait for holds; nil when it may
+    /// acknowledge nothing (too few backups in the sync set).
+    private var acknowledgedIndex: UInt64? {
+        switch settings.mode {
+        case .asynchronous:
+            return store.position.index
+        case .synchronous:
+            guard syncSet.count >= settings.minimumSyncBackups else { return nil }
+            return syncSet.map { backups[$0]?.acked ?? 0 }.min() ?? store.position.index
+        }
+    }
+
+    /// Replies to every held request now acknowledged, and admits held writers once the lag allows.
+    private mutating func complete(now: Instant) -> [Effect] {
+        var out: [Effect] = []
+        if let index = acknowledgedIndex {
+            while let first = pending.first, first.index <= index {
+                pending.removeFirst()
+                if let key = first.key {
+                    out.append(
+                        .send(
+                            .readReply(
+                                client: first.client, request: first.request, epoch: epoch, value: store[key],
+                                error: nil), to: first.replyTo))
+                } else if let result = first.result {
+                    out.append(
+                        .send(
+                            .reply(client: first.client, request: first.request, epoch: epoch, outcome: .done(result)),
+                            to: first.replyTo))
+                }
+            }
+        }
+        while !held.isEmpty, !lagging, let request = held.popFirst() {
+            out += handleRequest(
+                client: request.client, request: request.request, epoch: epoch, operation: request.operation,
+                from: request.from, now: now)
+        }
+        return out
+    }
+
+    /// Asynchronous mode: whether the slowest verified backup trails by the bound or more.
+    private var lagging: Bool {
+        guard case .asynchronous(let maximumLag) = settings.mode else { return false }
+        let slowest = backups.values.filter(\.verified).map(\.acked).min() ?? store.position.index
+        return store.position.index - min(slowest, store.position.index) >= maximumLag
+    }
+
+    private func refusal(_ requestEpoch: UInt64, now: Instant) -> FailoverMessage.RefusalCode? {
+        guard serves(now: now), requestEpoch <= epoch else { return .notPrimary }
+        return requestEpoch < epoch ? .staleEpoch : nil
+    }
+
+    private mutating func handleRequest(
+        client: UInt64, request: UInt64, epoch requestEpoch: UInt64, operation: StoreOperation, from sender: NodeID,
+        now: Instant
+    ) -> [Effect] {
+        func refuse(_ code: FailoverMessage.RefusalCode) -> [Effect] {
+            refused += 1
+            return [
+                .send(
+                    .reply(client: client, request: request, epoch: epoch, outcome: .refused(code, serverEpoch: epoch)),
+                    to: sender)
+            ]
+        }
+        if let code = refusal(requestEpoch, now: now) { return refuse(code) }
+        if client != 0, let answer = store.lastAnswer(for: client), answer.request == request {
+            // A retry: answer as the first time, once that entry is acknowledged (no second application).
+            if let index = pending.firstIndex(where: { $0.client == client && $0.request == request && $0.key == nil })
+            {
+                pending[index].replyTo = sender
+                return []
+            }
+            pending.append(
+                Pending(
+                    index: answer.index, client: client, request: request, replyTo: sender, result: answer.result,
+                    key: nil))
+            return complete(now: now)
+        }
+        if lagging {
+            guard settings.waitWhenLagging, held.count < settings.maximumPending else { return refuse(.lagExceeded) }
+            held.append((sender, client, request, operation))
+            return []
+        }
+        guard pending.count < settings.maximumPending else { return refuse(.lagExceeded) }
+        let entry: ReplicationEntry
+        let result: OperationResult
+        do {
+            let executed = try store.execute(operation, client: client, request: request, epoch: epoch)
+            guard let made = executed.entry else { return refuse(.staleRequest) }
+            entry = made
+            result = executed.result
+        } catch {
+            switch error.code {
+            case .staleRequest: return refuse(.staleRequest)
+            case .tooLarge: return refuse(.tooLarge)
+            case .staleEpoch: return refuse(.staleEpoch)
+            default: return refuse(.malformed)
+            }
+        }
+        log.append(entry)
+        var out: [Effect] = []
+        for (server, backup) in backups.sorted(by: { $0.key < $1.key })
+        where backup.verified && backup.sentUpTo + 1 == entry.position.index {
+            backups[server]?.sentUpTo = entry.position.index
+            out.append(.send(.replicate(epoch: epoch, entries: [entry]), to: server))
+        }
+        pending.append(
+            Pending(
+                index: entry.position.index, client: client, request: request, replyTo: sender, result: result, key: nil
+            )
+        )
+        return out + complete(now: now)
+    }
+}
