@@ -33,6 +33,13 @@ public enum ReplicationMode: Sendable, Hashable {
 /// commands += controller.tick(now: now + .milliseconds(40))  // promotes one, renews its lease
 /// ```
 public struct FailoverController: Sendable {
+    /// A mistake the simulation must catch, planted in this code path (never on outside it).
+    public enum Bug: String, Sendable, CaseIterable {
+        /// Promote as soon as the primary is judged failed, without waiting out its lease or a
+        /// confirmed step-down (no fencing).
+        case promoteWithoutFencing = "promote-without-fencing"
+    }
+
     /// The controller's settings.
     public struct Configuration: Sendable, Hashable {
         /// The servers (primary and backups).
@@ -112,12 +119,16 @@ public struct FailoverController: Sendable {
         /// The sender's clock when it sent the report (nanoseconds); a lease granted in answer
         /// runs from it.
         public var stamp: Int64
+        /// Which run of the server this is (a memory database forgets everything in a restart:
+        /// a new incarnation holds nothing the old one was counted for).
+        public var incarnation: UInt64
 
         /// Creates a report.
         public init(
             role: ServiceConfiguration.Role, epoch: UInt64, position: LogPosition, syncSet: [NodeID] = [],
-            stamp: Int64 = 0
+            stamp: Int64 = 0, incarnation: UInt64 = 0
         ) {
+            self.incarnation = incarnation
             self.role = role
             self.epoch = epoch
             self.position = position
@@ -132,8 +143,10 @@ public struct FailoverController: Sendable {
         /// must never hand out an epoch twice).
         case recordEpoch(UInt64)
         /// Tell the primary it may serve in `epoch` for `duration` from `stamp` (its clock when it
-        /// sent the report this answers).
-        case renewLease(to: NodeID, epoch: UInt64, duration: Duration, stamp: Int64)
+        /// sent the report this answers); `syncSet` is the backups the controller counts as
+        /// holding every acknowledged operation (the primary acknowledges only while at least
+        /// the minimum of them are in its own sync set).
+        case renewLease(to: NodeID, epoch: UInt64, duration: Duration, stamp: Int64, syncSet: [NodeID])
         /// Tell a server to stop serving and refuse anything older than `epoch`.
         case stepDown(to: NodeID, epoch: UInt64)
         /// Cut a failed primary off (the runtime's fencing hook: close its connections, power it
@@ -142,7 +155,9 @@ public struct FailoverController: Sendable {
         /// Make a backup the primary of `epoch`: it adopts the replicated configuration, and
         /// waits for every backup of `syncSet` (which hold every operation acknowledged so far)
         /// before it acknowledges anything, until the controller releases one.
-        case promote(to: NodeID, epoch: UInt64, syncSet: [NodeID])
+        /// `minimum` is the position it last reported: a server that holds less (it restarted)
+        /// refuses the promotion.
+        case promote(to: NodeID, epoch: UInt64, syncSet: [NodeID], minimum: LogPosition)
         /// Tell the primary it may stop waiting for `backup` (synchronous mode): the controller
         /// already no longer counts it as holding every acknowledged operation.
         case releaseBackup(to: NodeID, epoch: UInt64, backup: NodeID)
@@ -181,13 +196,24 @@ public struct FailoverController: Sendable {
     public private(set) var syncSet: [NodeID] = []
     /// Backups released from the sync set whose release the primary has not yet reported.
     private var released: Set<NodeID> = []
+    /// Whether any primary may have acknowledged an operation: false until a sync set the
+    /// controller granted was non-empty (a primary acknowledges only with one), so until then
+    /// any backup may be promoted.
+    private var mayHaveAcknowledged = false
+    /// The current primary's epoch and the position it was promoted at, and whether it was ever
+    /// granted a non-empty sync set (without one it acknowledged nothing of its own).
+    private var serving: (epoch: UInt64, start: LogPosition, granted: Bool)?
     /// Why the last promotion was held back, while it is.
     public private(set) var waitingReason: String?
     private var members: [NodeID: Member]
     private var lastRenewal: Instant?
 
+    /// The planted mistake, if any.
+    public let bug: Bug?
+
     /// A controller whose last recorded epoch is `epoch`, started at `now`.
-    public init(configuration: Configuration, epoch: UInt64, now: Instant) {
+    public init(configuration: Configuration, epoch: UInt64, now: Instant, bug: Bug? = nil) {
+        self.bug = bug
         self.configuration = configuration
         self.epoch = epoch
         phase = .starting(until: now + configuration.leaseWait)
@@ -226,8 +252,18 @@ public struct FailoverController: Sendable {
     /// A server's report of its role, epoch and position.
     public mutating func report(_ node: NodeID, _ report: Report, now: Instant) -> [Command] {
         guard members[node] != nil else { return [] }
+        let restarted = members[node]?.report.map { $0.incarnation != report.incarnation } ?? false
+        if restarted {
+            // The server restarted: whatever it held for the sync set is gone.
+            syncSet.removeAll { $0 == node }
+        }
         members[node]?.report = report
         var out: [Command] = []
+        if restarted, primary == node {
+            // The primary restarted (faster than the detector noticed): its memory is gone, so
+            // it is replaced, never promoted again in its epoch.
+            return beginFailover(from: node, target: nil, now: now)
+        }
         if case .starting = phase, report.role == .primary, report.epoch == epoch, epoch > 0,
             members[node]?.alive == true
         {
@@ -244,7 +280,7 @@ public struct FailoverController: Sendable {
             out.append(.stepDown(to: node, epoch: epoch))
         } else if primary == node, report.role != .primary || report.epoch < epoch {
             // The promotion was lost on the way: send it again.
-            out.append(.promote(to: node, epoch: epoch, syncSet: syncSet))
+            out.append(.promote(to: node, epoch: epoch, syncSet: syncSet, minimum: report.position))
         }
         if primary == node, report.role == .primary, report.epoch == epoch {
             // The primary's own account of whom it waits for, less what was released since.
@@ -252,6 +288,7 @@ public struct FailoverController: Sendable {
             if !report.syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
                 syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
             }
+            if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 { mayHaveAcknowledged = true }
             // A release the primary has not acted on (lost on the way): again.
             for backup in released.sorted() { out.append(.releaseBackup(to: node, epoch: epoch, backup: backup)) }
             if members[node]?.alive == true,
@@ -259,8 +296,11 @@ public struct FailoverController: Sendable {
             {
                 // The primary asks for its lease: the grant runs from the report's stamp.
                 lastRenewal = now
+                if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 { serving?.granted = true }
                 out.append(
-                    .renewLease(to: node, epoch: epoch, duration: configuration.leaseDuration, stamp: report.stamp))
+                    .renewLease(
+                        to: node, epoch: epoch, duration: configuration.leaseDuration, stamp: report.stamp,
+                        syncSet: syncSet))
             }
         }
         return out + evaluate(now: now)
@@ -303,7 +343,7 @@ public struct FailoverController: Sendable {
         case .failingOver(let old, let target, let leaseEnds):
             let confirmed =
                 old.flatMap { members[$0]?.report }.map { $0.role != .primary && $0.epoch >= epoch } ?? false
-            guard now >= leaseEnds || confirmed else {
+            guard now >= leaseEnds || confirmed || bug == .promoteWithoutFencing else {
                 return note("waiting for the lease of \(old?.description ?? "the former primary") to run out")
             }
             guard let candidate = chooseCandidate(old: old, target: target, stepDownConfirmed: confirmed, out: &out)
@@ -314,7 +354,9 @@ public struct FailoverController: Sendable {
             syncSet = Array(Set(syncSet).union(holdingAll(of: old, confirmed: confirmed))).filter { $0 != candidate }
                 .sorted()
             released = []
-            out.append(.promote(to: candidate, epoch: epoch, syncSet: syncSet))
+            let start = members[candidate]?.report?.position ?? .start
+            serving = (epoch, start, false)
+            out.append(.promote(to: candidate, epoch: epoch, syncSet: syncSet, minimum: start))
         }
         return out
     }
@@ -336,11 +378,27 @@ public struct FailoverController: Sendable {
 
     /// The live servers (other than `old`) whose reported position holds the old primary's
     /// confirmed final one: they have everything it had.
+    ///
+    /// Also, when the old primary was never granted a non-empty sync set (so it acknowledged
+    /// nothing of its own), those that followed it in its epoch: they hold everything it was
+    /// promoted with.
     private func holdingAll(of old: NodeID?, confirmed: Bool) -> [NodeID] {
-        guard confirmed, let old, let final = members[old]?.report?.position else { return [] }
-        return configuration.servers.filter { node in
-            node != old && (members[node]?.report?.position).map { $0.index >= final.index } == true
+        guard let old else { return [] }
+        var complete: [NodeID] = []
+        if confirmed, let final = members[old]?.report?.position {
+            complete += configuration.servers.filter { node in
+                node != old && (members[node]?.report?.position).map { $0.index >= final.index } == true
+            }
         }
+        if let serving, !serving.granted, configuration.minimumSyncBackups > 0 {
+            complete += configuration.servers.filter { node in
+                guard node != old, let position = members[node]?.report?.position else { return false }
+                // Only a follower of that primary: one that merely reached its reported starting
+                // point may lack entries it held but had not reported yet.
+                return position.epoch == serving.epoch && position.index >= serving.start.index
+            }
+        }
+        return Array(Set(complete)).sorted()
     }
 
     /// The backup to promote, or nil (with the reason noted) when none may be yet.
@@ -377,8 +435,9 @@ public struct FailoverController: Sendable {
             }
             return target
         }
-        if case .synchronous = configuration.mode, epoch > 1 || old != nil {
+        if case .synchronous = configuration.mode {
             pool = eligible.filter { syncSet.contains($0) || complete.contains($0) }
+            if pool.isEmpty, !mayHaveAcknowledged { pool = eligible }
             guard !pool.isEmpty else {
                 out += note("no live backup of the sync set \(syncSet.map(\.name)) to promote")
                 return nil

@@ -22,11 +22,13 @@ public enum FailoverMessage: Sendable, Hashable {
     case report(FailoverController.Report)
     /// Controller → primary: serve for `duration` from `stamp`, the primary's clock when it sent
     /// the report this answers (0x0606).
-    case renewLease(epoch: UInt64, duration: Duration, stamp: Int64)
+    /// `syncSet`: the backups the controller counts as holding every acknowledged operation.
+    case renewLease(epoch: UInt64, duration: Duration, stamp: Int64, syncSet: [NodeID])
     /// Controller → server: stop serving; refuse anything older than `epoch` (0x0607).
     case stepDown(epoch: UInt64)
-    /// Controller → backup: become primary of `epoch`, waiting for `syncSet` before acknowledging (0x0608).
-    case promote(epoch: UInt64, syncSet: [NodeID])
+    /// Controller → backup: become primary of `epoch`, waiting for `syncSet` before
+    /// acknowledging; refused by a server that holds less than `minimum` (it restarted) (0x0608).
+    case promote(epoch: UInt64, syncSet: [NodeID], minimum: LogPosition)
     /// Controller → primary: stop waiting for `backup` (0x0609).
     case releaseBackup(epoch: UInt64, backup: NodeID)
     /// Client → primary: apply `operation` as `client`'s request `request`, seen at `epoch` (0x060A).
@@ -78,11 +80,11 @@ public enum FailoverMessage: Sendable, Hashable {
         public static let snapshot: UInt16 = 0x0604
         /// ``FailoverMessage/report(_:)``
         public static let report: UInt16 = 0x0605
-        /// ``FailoverMessage/renewLease(epoch:duration:stamp:)``
+        /// ``FailoverMessage/renewLease(epoch:duration:stamp:syncSet:)``
         public static let renewLease: UInt16 = 0x0606
         /// ``FailoverMessage/stepDown(epoch:)``
         public static let stepDown: UInt16 = 0x0607
-        /// ``FailoverMessage/promote(epoch:)``
+        /// ``FailoverMessage/promote(epoch:syncSet:minimum:)``
         public static let promote: UInt16 = 0x0608
         /// ``FailoverMessage/releaseBackup(epoch:backup:)``
         public static let releaseBackup: UInt16 = 0x0609
@@ -130,20 +132,22 @@ public enum FailoverMessage: Sendable, Hashable {
             type = MessageType.report
             buffer.writeMultipleIntegers(
                 report.role.rawValue, report.epoch, report.position.epoch, report.position.index, report.stamp,
+                report.incarnation,
                 UInt8(truncatingIfNeeded: min(report.syncSet.count, 255)), endianness: .little)
             for node in report.syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
-        case .renewLease(let epoch, let duration, let stamp):
+        case .renewLease(let epoch, let duration, let stamp, let syncSet):
             type = MessageType.renewLease
             let nanoseconds =
                 duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
             buffer.writeMultipleIntegers(epoch, UInt64(clamping: max(0, nanoseconds)), stamp, endianness: .little)
+            Self.writeNodes(syncSet, into: &buffer)
         case .stepDown(let epoch):
             type = MessageType.stepDown
             buffer.writeInteger(epoch, endianness: .little)
-        case .promote(let epoch, let syncSet):
+        case .promote(let epoch, let syncSet, let minimum):
             type = MessageType.promote
-            buffer.writeMultipleIntegers(epoch, UInt8(truncatingIfNeeded: min(syncSet.count, 255)), endianness: .little)
-            for node in syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
+            buffer.writeMultipleIntegers(epoch, minimum.epoch, minimum.index, endianness: .little)
+            Self.writeNodes(syncSet, into: &buffer)
         case .releaseBackup(let epoch, let backup):
             type = MessageType.releaseBackup
             buffer.writeInteger(epoch, endianness: .little)
@@ -226,8 +230,8 @@ public enum FailoverMessage: Sendable, Hashable {
             buffer.moveReaderIndex(to: buffer.writerIndex)
         case MessageType.report:
             guard
-                let (roleByte, epoch, positionEpoch, index, stamp, count) = buffer.readMultipleIntegers(
-                    endianness: .little, as: (UInt8, UInt64, UInt64, UInt64, Int64, UInt8).self),
+                let (roleByte, epoch, positionEpoch, index, stamp, incarnation, count) = buffer.readMultipleIntegers(
+                    endianness: .little, as: (UInt8, UInt64, UInt64, UInt64, Int64, UInt64, UInt8).self),
                 let role = ServiceConfiguration.Role(rawValue: roleByte)
             else { throw FailoverError(.malformed, detail: "report header invalid") }
             var syncSet: [NodeID] = []
@@ -235,21 +239,24 @@ public enum FailoverMessage: Sendable, Hashable {
             decoded = .report(
                 .init(
                     role: role, epoch: epoch, position: LogPosition(epoch: positionEpoch, index: index),
-                    syncSet: syncSet, stamp: stamp))
+                    syncSet: syncSet, stamp: stamp, incarnation: incarnation))
         case MessageType.renewLease:
             guard
                 let (epoch, nanoseconds, stamp) = buffer.readMultipleIntegers(
                     endianness: .little, as: (UInt64, UInt64, Int64).self),
                 nanoseconds <= 3_600_000_000_000
             else { throw FailoverError(.malformed, detail: "lease invalid (at most an hour)") }
-            decoded = .renewLease(epoch: epoch, duration: .nanoseconds(Int64(nanoseconds)), stamp: stamp)
+            decoded = .renewLease(
+                epoch: epoch, duration: .nanoseconds(Int64(nanoseconds)), stamp: stamp,
+                syncSet: try readNodes(from: &buffer))
         case MessageType.promote:
-            guard let (epoch, count) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt8).self) else {
-                throw FailoverError(.malformed, detail: "promote header truncated")
-            }
-            var syncSet: [NodeID] = []
-            for _ in 0..<count { syncSet.append(try readNode(from: &buffer)) }
-            decoded = .promote(epoch: epoch, syncSet: syncSet)
+            guard
+                let (epoch, minimumEpoch, minimumIndex) = buffer.readMultipleIntegers(
+                    endianness: .little, as: (UInt64, UInt64, UInt64).self)
+            else { throw FailoverError(.malformed, detail: "promote header truncated") }
+            decoded = .promote(
+                epoch: epoch, syncSet: try readNodes(from: &buffer),
+                minimum: LogPosition(epoch: minimumEpoch, index: minimumIndex))
         case MessageType.stepDown:
             guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self) else {
                 throw FailoverError(.malformed, detail: "epoch truncated")
@@ -340,6 +347,20 @@ public enum FailoverMessage: Sendable, Hashable {
             throw FailoverError(.malformed, detail: "\(buffer.readableBytes) bytes after the message")
         }
         return decoded
+    }
+
+    private static func writeNodes(_ nodes: [NodeID], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt8(truncatingIfNeeded: min(nodes.count, 255)))
+        for node in nodes.prefix(255) { writeShortString(node.name, into: &buffer) }
+    }
+
+    private static func readNodes(from buffer: inout ByteBuffer) throws(FailoverError) -> [NodeID] {
+        guard let count = buffer.readInteger(as: UInt8.self) else {
+            throw FailoverError(.malformed, detail: "server list truncated")
+        }
+        var nodes: [NodeID] = []
+        for _ in 0..<count { nodes.append(try readNode(from: &buffer)) }
+        return nodes
     }
 
     private static func readNode(from buffer: inout ByteBuffer) throws(FailoverError) -> NodeID {

@@ -19,6 +19,13 @@ import NIOCore
 /// - **Promotion.** Adopts the replicated service configuration with the new epoch, writes it
 ///   into the log (so the backups learn it), and asks the runtime to bind its address.
 public struct ServerCore: Sendable {
+    /// A mistake the simulation must catch, planted in this code path (never on outside it).
+    public enum Bug: String, Sendable, CaseIterable {
+        /// Synchronous mode: acknowledge a write as soon as the primary applied it, before any
+        /// backup has it.
+        case acknowledgeBeforeBackup = "acknowledge-before-backup"
+    }
+
     /// A server's settings.
     public struct Settings: Sendable, Hashable {
         /// Synchronous or asynchronous replication.
@@ -110,6 +117,16 @@ public struct ServerCore: Sendable {
     public private(set) var following: NodeID?
     /// The backups a primary waits for.
     public private(set) var syncSet: [NodeID] = []
+    /// The backups the controller last said it counts as complete: a synchronous primary
+    /// acknowledges only while at least the minimum of them are in ``syncSet``, so whatever it
+    /// acknowledges is on a backup the controller would promote.
+    public private(set) var grantedSyncSet: [NodeID] = []
+    /// The highest index acknowledged to a client.
+    public private(set) var acknowledgedUpTo: UInt64 = 0
+    /// Which run of this server this is (reported, so the controller notices a restart).
+    public let incarnation: UInt64
+    /// The planted mistake, if any.
+    public let bug: Bug?
     private var backups: [NodeID: Backup] = [:]
     private var pending: Deque<Pending> = []
     private var held: Deque<(from: NodeID, client: UInt64, request: UInt64, operation: StoreOperation)> = []
@@ -123,8 +140,10 @@ public struct ServerCore: Sendable {
     /// A server that starts as a backup in epoch 0 with an empty store.
     public init(
         node: NodeID, controller: NodeID, servers: [NodeID], configuration: ServiceConfiguration,
-        settings: Settings = Settings()
+        settings: Settings = Settings(), incarnation: UInt64 = 0, bug: Bug? = nil
     ) {
+        self.bug = bug
+        self.incarnation = incarnation
         self.node = node
         self.controller = controller
         self.servers = servers
@@ -138,11 +157,13 @@ public struct ServerCore: Sendable {
         role == .primary && leaseUntil.map { now < $0 } == true
     }
 
-    /// The report this server sends the controller.
+    /// The report this server sends the controller. A primary's sync set in it is only the
+    /// backups that hold everything acknowledged so far.
     public func report(now: Instant) -> FailoverController.Report {
-        .init(
-            role: role, epoch: epoch, position: store.position, syncSet: role == .primary ? syncSet : [],
-            stamp: now.nanoseconds)
+        let complete = role == .primary ? syncSet.filter { (backups[$0]?.acked ?? 0) >= acknowledgedUpTo } : []
+        return .init(
+            role: role, epoch: epoch, position: store.position, syncSet: complete, stamp: now.nanoseconds,
+            incarnation: incarnation)
     }
 
     // MARK: Inputs
@@ -158,8 +179,9 @@ public struct ServerCore: Sendable {
             lastReport = now
             out.append(.send(.report(report(now: now)), to: controller))
             if role == .primary {
-                for server in servers where server != node && backups[server]?.verified != true {
-                    // Greet: a backup answers with where it stands.
+                for server in servers where server != node {
+                    // A beat to every backup: a new or restarted one asks to catch up, the others
+                    // answer with their position (so a backup that lost its memory is noticed).
                     out.append(.send(.replicate(epoch: epoch, entries: []), to: server))
                 }
             }
@@ -170,18 +192,25 @@ public struct ServerCore: Sendable {
     /// A message arrives from `sender`.
     public mutating func receive(_ message: FailoverMessage, from sender: NodeID, now: Instant) -> [Effect] {
         switch message {
-        case .renewLease(let leaseEpoch, let duration, let stamp):
+        case .renewLease(let leaseEpoch, let duration, let stamp, let granted):
             guard sender == controller, role == .primary, leaseEpoch == epoch, stamp <= now.nanoseconds else {
                 ignored += 1
                 return []
             }
             let until = Instant(nanoseconds: stamp) + duration
             leaseUntil = max(leaseUntil ?? until, until)
-            return []
-        case .promote(let newEpoch, let waitFor):
+            grantedSyncSet = granted
+            return complete(now: now)
+        case .promote(let newEpoch, let waitFor, let minimum):
             guard sender == controller, newEpoch > epoch || (newEpoch == epoch && role == .backup) else {
                 ignored += 1
                 return []
+            }
+            guard store.position.index >= minimum.index else {
+                // Chosen for what this server held before a restart: say what it holds now.
+                ignored += 1
+                lastReport = now
+                return [.send(.report(report(now: now)), to: controller)]
             }
             return promote(to: newEpoch, syncSet: waitFor, now: now)
         case .stepDown(let newEpoch):
@@ -210,6 +239,10 @@ public struct ServerCore: Sendable {
             guard role == .primary, backupEpoch == epoch, servers.contains(sender), sender != node else {
                 ignored += 1
                 return []
+            }
+            if backups[sender]?.verified != true {
+                // Its request to catch up was lost: the position it reports is the same question.
+                return catchUp(backupEpoch, after: position, from: sender, now: now)
             }
             return acknowledged(position, by: sender, now: now)
         case .request(let client, let request, let requestEpoch, let operation):
@@ -262,6 +295,8 @@ public struct ServerCore: Sendable {
         // The controller counts these as holding every acknowledged operation: wait for them
         // (they catch up first) until it releases one, so that stays true.
         syncSet = Set(waitFor).filter { servers.contains($0) && $0 != node }.sorted()
+        grantedSyncSet = syncSet
+        acknowledgedUpTo = 0
         pending = []
         held = []
         snapshotBytes = ByteBuffer()
@@ -435,7 +470,11 @@ public struct ServerCore: Sendable {
             ignored += 1
             return []
         }
-        backup.acked = max(backup.acked, position.index)
+        if position.index < backup.acked {
+            // It holds less than it said (it restarted): send again from where it is.
+            backup.sentUpTo = position.index
+        }
+        backup.acked = position.index
         var out: [Effect] = []
         if backup.sentUpTo <= backup.acked, backup.acked < store.position.index,
             let entries = try? log.entries(after: backup.acked, limit: settings.catchUpBatch)
@@ -445,8 +484,8 @@ public struct ServerCore: Sendable {
             out.append(.send(.replicate(epoch: epoch, entries: entries), to: sender))
         }
         backups[sender] = backup
-        if !syncSet.contains(sender), backup.acked >= store.position.index {
-            // Caught up: from now on acknowledgements wait for it too.
+        if !syncSet.contains(sender), backup.acked >= max(acknowledgedUpTo, 1) {
+            // It holds everything acknowledged so far: from now on acknowledgements wait for it too.
             syncSet.append(sender)
             syncSet.sort()
         }
@@ -460,7 +499,10 @@ public struct ServerCore: Sendable {
         case .asynchronous:
             return store.position.index
         case .synchronous:
-            guard syncSet.count >= settings.minimumSyncBackups else { return nil }
+            if bug == .acknowledgeBeforeBackup { return store.position.index }
+            guard syncSet.count >= settings.minimumSyncBackups,
+                syncSet.filter({ grantedSyncSet.contains($0) }).count >= settings.minimumSyncBackups
+            else { return nil }
             return syncSet.map { backups[$0]?.acked ?? 0 }.min() ?? store.position.index
         }
     }
@@ -469,6 +511,7 @@ public struct ServerCore: Sendable {
     private mutating func complete(now: Instant) -> [Effect] {
         var out: [Effect] = []
         if let index = acknowledgedIndex {
+            acknowledgedUpTo = max(acknowledgedUpTo, min(index, store.position.index))
             while let first = pending.first, first.index <= index {
                 pending.removeFirst()
                 if let key = first.key {

@@ -105,7 +105,7 @@ public enum OperationResult: Sendable, Hashable {
 }
 
 /// Where a replica stands: the epoch of the last entry it applied and that entry's index.
-/// Indexes grow by one per entry across epochs; positions order by index, then epoch.
+/// Indexes grow by one per entry across epochs; positions order by epoch, then index.
 public struct LogPosition: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// The epoch of the primary that wrote the entry.
     public var epoch: UInt64
@@ -121,9 +121,11 @@ public struct LogPosition: Hashable, Sendable, Comparable, CustomStringConvertib
     /// Nothing applied.
     public static let start = LogPosition(epoch: 0, index: 0)
 
-    /// By index, then epoch.
+    /// By epoch, then index: Raft's "more up-to-date" order. A log whose last entry is of a
+    /// newer epoch holds what that epoch's primary wrote; a longer log of an older epoch may end
+    /// in entries no one acknowledged.
     public static func < (lhs: LogPosition, rhs: LogPosition) -> Bool {
-        (lhs.index, lhs.epoch) < (rhs.index, rhs.epoch)
+        (lhs.epoch, lhs.index) < (rhs.epoch, rhs.index)
     }
 
     /// `epoch:index`.

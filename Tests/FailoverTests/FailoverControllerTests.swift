@@ -7,7 +7,7 @@ func at(_ milliseconds: Int) -> Instant { Instant(nanoseconds: Int64(millisecond
 
 extension FailoverController.Command {
     var promoted: (NodeID, UInt64)? {
-        if case .promote(let node, let epoch, _) = self { return (node, epoch) }
+        if case .promote(let node, let epoch, _, _) = self { return (node, epoch) }
         return nil
     }
 }
@@ -47,7 +47,7 @@ func servingController(
         // The new primary's report asks for its lease; the grant echoes the report's stamp.
         let grant = controller.report(
             "b", .init(role: .primary, epoch: 1, position: .init(epoch: 0, index: 7), stamp: 123_456), now: at(34))
-        #expect(grant == [.renewLease(to: "b", epoch: 1, duration: .milliseconds(30), stamp: 123_456)])
+        #expect(grant == [.renewLease(to: "b", epoch: 1, duration: .milliseconds(30), stamp: 123_456, syncSet: [])])
     }
 
     @Test func aDeadPrimaryIsSteppedDownFencedAndReplacedOnlyAfterItsLeaseRunsOut() {
@@ -58,7 +58,7 @@ func servingController(
             role: .primary, epoch: 1, position: .init(epoch: 1, index: 9), syncSet: ["b"], stamp: 50)
         #expect(
             controller.report("a", report, now: at(50)) == [
-                .renewLease(to: "a", epoch: 1, duration: .milliseconds(30), stamp: 50)
+                .renewLease(to: "a", epoch: 1, duration: .milliseconds(30), stamp: 50, syncSet: ["b"])
             ])
         let failed = controller.heartbeat("a", alive: false, now: at(55))
         #expect(failed.prefix(3) == [.recordEpoch(2), .stepDown(to: "a", epoch: 2), .fence("a", epoch: 2)])
@@ -203,6 +203,20 @@ func servingController(
         #expect(controller.waitingReason?.contains("sync set") == true)
     }
 
+    /// Found by the pair harness: a primary that restarted faster than the detector noticed
+    /// reported as a fresh backup, and was promoted again in its epoch with an empty store.
+    @Test func aPrimaryThatRestartedIsReplacedNotPromotedAgain() {
+        var (controller, _) = servingController(syncSet: ["b"])
+        let fresh = FailoverController.Report(role: .backup, epoch: 0, position: .start, incarnation: 99)
+        let out = controller.report("a", fresh, now: at(60))
+        #expect(!out.contains { $0.promoted?.0 == "a" })
+        #expect(out.prefix(2) == [.recordEpoch(2), .stepDown(to: "a", epoch: 2)])
+        // A backup that restarts leaves the sync set.
+        var (other, _) = servingController(syncSet: ["b", "c"])
+        _ = other.report("c", .init(role: .backup, epoch: 1, position: .start, incarnation: 5), now: at(60))
+        #expect(other.syncSet == ["b"])
+    }
+
     @Test func aRestartedControllerKeepsTheServingPrimaryOrWaitsForEveryServer() {
         var controller = FailoverController(configuration: .init(servers: ["a", "b"]), epoch: 4, now: at(0))
         _ = controller.report("b", .init(role: .primary, epoch: 4, position: .init(epoch: 4, index: 70)), now: at(1))
@@ -256,7 +270,7 @@ func servingController(
                     case .recordEpoch(let epoch):
                         #expect(epoch > recorded, "seed \(seed)")
                         recorded = epoch
-                    case .promote(let target, let epoch, _):
+                    case .promote(let target, let epoch, _, _):
                         #expect(epoch == recorded, "seed \(seed): promotion of an epoch not recorded first")
                         guard primaryBefore != target else { continue }  // a lost promotion sent again
                         promotions += 1
@@ -267,7 +281,7 @@ func servingController(
                             let stepped = (confirmed[grant.node] ?? 0) >= epoch
                             #expect(waited >= 33 || stepped, "seed \(seed): promoted \(waited) ms after a grant")
                         }
-                    case .renewLease(let target, _, _, _):
+                    case .renewLease(let target, _, _, _, _):
                         lastGrant = (target, clock)
                     default: break
                     }
