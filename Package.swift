@@ -233,9 +233,12 @@ let package = Package(
             name: "Failover",
             dependencies: [
                 "FaultToleranceCore",
+                "HeartbeatQuorum",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The chain scenario: the shipped elements and host on a simulated network, in virtual time.

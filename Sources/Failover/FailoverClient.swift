@@ -1,0 +1,198 @@
+public import FaultToleranceCore
+
+/// A client of the pair: finds the primary, sends each operation with an idempotency key
+/// (its client id and a request number), and after a switch retries the same request on the
+/// new primary, whose replicated sessions answer it without applying it twice.
+///
+/// One operation at a time per client (use several clients for concurrency).
+///
+/// ```swift
+/// let client = FailoverClient(id: 7, transport: transport, servers: ["a", "b"])
+/// _ = try await client.execute(.put(key: "greeting", value: Array("hello".utf8)))
+/// let value = try await client.read("greeting")
+/// ```
+public actor FailoverClient {
+    /// This client's id (its requests' idempotency keys are this and a request number).
+    public nonisolated let id: UInt64
+    private let transport: any Transport
+    private let servers: [NodeID]
+    private let controller: NodeID?
+    private let clock: any RuntimeClock
+    private let timeout: Duration
+    private let deadline: Duration
+    /// The primary this client last heard of.
+    public private(set) var primary: NodeID?
+    /// The newest epoch this client has seen.
+    public private(set) var epoch: UInt64 = 0
+    /// How many times the primary changed under this client.
+    public private(set) var switches = 0
+    private var nextRequest: UInt64 = 1
+    private var waiting: (key: UInt64, continuation: CheckedContinuation<FailoverMessage?, Never>)?
+    private var receiver: Task<Void, Never>?
+    private var lastPrimary: NodeID?
+
+    /// A client `id` of the pair `servers` (and, if given, its control server), answering
+    /// within `timeout` per attempt and giving up after `deadline`.
+    public init(
+        id: UInt64, transport: any Transport, servers: [NodeID], controller: NodeID? = nil,
+        clock: any RuntimeClock = SystemClock(), timeout: Duration = .milliseconds(50),
+        deadline: Duration = .seconds(10)
+    ) {
+        self.id = id
+        self.transport = transport
+        self.servers = servers
+        self.controller = controller
+        self.clock = clock
+        self.timeout = timeout
+        self.deadline = deadline
+    }
+
+    /// Stops receiving.
+    public func close() {
+        receiver?.cancel()
+        receiver = nil
+        resume(with: nil)
+    }
+
+    /// Applies `operation` once, on whichever server is primary, and returns its result.
+    /// Throws ``FailoverError/Code/timedOut`` after the deadline, or the refusal that retrying
+    /// cannot cure (an operation beyond the limits, a stale request).
+    public func execute(_ operation: StoreOperation) async throws(FailoverError) -> OperationResult {
+        try operation.validate()
+        let request = nextRequest
+        nextRequest += 1
+        let answer = try await exchange(request) { epoch in
+            .request(client: self.id, request: request, epoch: epoch, operation: operation)
+        }
+        guard case .reply(_, _, _, .done(let result)) = answer else {
+            throw FailoverError(.malformed, detail: "unexpected answer \(answer)")
+        }
+        return result
+    }
+
+    /// The value of `key` as of the last acknowledged write (read from the primary).
+    public func read(_ key: StoreKey) async throws(FailoverError) -> [UInt8]? {
+        let request = nextRequest
+        nextRequest += 1
+        let answer = try await exchange(request) { epoch in
+            .read(client: self.id, request: request, epoch: epoch, key: key)
+        }
+        guard case .readReply(_, _, _, let value, nil) = answer else {
+            throw FailoverError(.malformed, detail: "unexpected answer \(answer)")
+        }
+        return value
+    }
+
+    private func exchange(_ request: UInt64, _ make: @Sendable (UInt64) -> FailoverMessage) async throws(FailoverError)
+        -> FailoverMessage
+    {
+        startReceiving()
+        let giveUp = clock.now + deadline
+        while clock.now < giveUp {
+            guard let target = primary else {
+                await discover()
+                continue
+            }
+            let answer = await ask(target, key: request, make(epoch))
+            switch answer {
+            case .reply(_, _, _, .done)?, .readReply(_, _, _, _, nil)?:
+                return answer ?? .whoIsPrimary
+            case .reply(_, _, _, .refused(let code, let serverEpoch))?:
+                try handleRefusal(code, serverEpoch: serverEpoch)
+            case .readReply(_, _, let serverEpoch, _, let code?)?:
+                try handleRefusal(code, serverEpoch: serverEpoch)
+            default:
+                // No answer in time: the primary may be gone.
+                primary = nil
+            }
+        }
+        throw FailoverError(.timedOut, detail: "no primary answered request \(request) within \(deadline)")
+    }
+
+    private func handleRefusal(_ code: FailoverMessage.RefusalCode, serverEpoch: UInt64) throws(FailoverError) {
+        switch code {
+        case .notPrimary, .staleEpoch:
+            epoch = max(epoch, serverEpoch)
+            primary = nil
+        case .lagExceeded:
+            break
+        case .tooLarge:
+            throw FailoverError(.tooLarge, detail: "refused by the primary")
+        case .staleRequest:
+            throw FailoverError(.staleRequest, detail: "client \(id)")
+        case .malformed:
+            throw FailoverError(.malformed, detail: "refused by the primary")
+        }
+    }
+
+    /// Asks every server (and the control server) who serves; takes the newest answer naming one.
+    private func discover() async {
+        for target in servers + (controller.map { [$0] } ?? []) {
+            try? await transport.send(FailoverMessage.whoIsPrimary.encode(), to: target)
+        }
+        let answer = await wait(key: 0)
+        if case .primaryIs(let node?, let answerEpoch, _, _)? = answer, answerEpoch >= epoch {
+            if let previous = lastPrimary, previous != node { switches += 1 }
+            lastPrimary = node
+            primary = node
+            epoch = answerEpoch
+        }
+    }
+
+    private func ask(_ target: NodeID, key: UInt64, _ message: FailoverMessage) async -> FailoverMessage? {
+        do {
+            try await transport.send(message.encode(), to: target)
+        } catch {
+            return nil
+        }
+        return await wait(key: key)
+    }
+
+    /// Waits up to `timeout` for the answer to `key` (0: a discovery).
+    private func wait(key: UInt64) async -> FailoverMessage? {
+        let clock = self.clock
+        let timeout = self.timeout
+        let timer = Task { [weak self] in
+            try? await clock.sleep(for: timeout)
+            await self?.expire(key)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
+            resume(with: nil)
+            waiting = (key, continuation)
+        }
+    }
+
+    private func expire(_ key: UInt64) {
+        if waiting?.key == key { resume(with: nil) }
+    }
+
+    private func resume(with message: FailoverMessage?) {
+        guard let current = waiting else { return }
+        waiting = nil
+        current.continuation.resume(returning: message)
+    }
+
+    private func startReceiving() {
+        guard receiver == nil else { return }
+        let incoming = transport.incoming
+        receiver = Task { [weak self] in
+            for await envelope in incoming where FailoverMessage.MessageType.contains(envelope.message.type) {
+                guard let message = try? FailoverMessage.decode(envelope.message) else { continue }
+                await self?.received(message)
+            }
+        }
+    }
+
+    private func received(_ message: FailoverMessage) {
+        guard let key = waiting?.key else { return }
+        switch message {
+        case .reply(let client, let request, _, _), .readReply(let client, let request, _, _, _):
+            if client == id, request == key { resume(with: message) }
+        case .primaryIs(let node?, _, _, _) where key == 0 && servers.contains(node):
+            resume(with: message)
+        default:
+            break
+        }
+    }
+}

@@ -1,0 +1,322 @@
+public import FaultToleranceCore
+import HeartbeatQuorum
+public import Logging
+import NIOConcurrencyHelpers
+public import ServiceLifecycle
+
+/// The loop every Failover runtime runs: messages of the Failover protocol, a tick every `tick`
+/// and whatever else is put on `events` go, in order, to `handle` on one task. Returns on
+/// graceful shutdown, cancellation or the transport closing.
+func runFailoverLoop(
+    transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncQueue<FailoverLoopEvent>,
+    handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
+) async {
+    await withTaskGroup(of: Void.self) { tasks in
+        tasks.addTask {
+            for await envelope in transport.incoming
+            where FailoverMessage.MessageType.contains(envelope.message.type) {
+                events.yield(.message(envelope))
+            }
+        }
+        tasks.addTask {
+            while !Task.isCancelled {
+                do { try await clock.sleep(for: tick) } catch { return }
+                events.yield(.tick)
+            }
+        }
+        tasks.addTask { await parkUntilShutdown() }
+        tasks.addTask {
+            for await event in events {
+                if Task.isCancelled { return }
+                await handle(event)
+            }
+        }
+        await tasks.next()
+        tasks.cancelAll()
+    }
+    events.finish()
+}
+
+enum FailoverLoopEvent: Sendable {
+    case message(Envelope)
+    case tick
+    case inspect(@Sendable () -> Void)
+}
+
+/// A server of the pair: a ``ServerCore`` over a `Transport` and a clock, run as a
+/// ServiceLifecycle `Service`. On promotion it calls `bind` with the adopted configuration
+/// (start serving on that address); on step-down, `release`.
+///
+/// ```swift
+/// let server = FailoverServer(
+///     node: "b", controller: "control", servers: ["a", "b"],
+///     configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
+///     transport: transport,
+///     bind: { configuration in try? await listener.bind(configuration.host, configuration.port) },
+///     release: { await listener.close() })
+/// try await ServiceGroup(services: [server], logger: logger).run()
+/// ```
+public final class FailoverServer: Service, @unchecked Sendable {
+    // unchecked: `core` is touched only by the loop's task (and `inspect`, through the loop).
+    /// This server.
+    public let node: NodeID
+    private var core: ServerCore
+    private let transport: any Transport
+    private let clock: any RuntimeClock
+    private let logger: Logger
+    private let bind: @Sendable (ServiceConfiguration) async -> Void
+    private let release: @Sendable () async -> Void
+    private let events = AsyncQueue<FailoverLoopEvent>(limit: 65_536)
+    private let tick: Duration
+
+    /// Creates a server; see ``ServerCore/init(node:controller:servers:configuration:settings:incarnation:bug:)``.
+    /// `incarnation` defaults to a random number (a restart is a new incarnation).
+    public init(
+        node: NodeID, controller: NodeID, servers: [NodeID], configuration: ServiceConfiguration,
+        transport: any Transport, clock: any RuntimeClock = SystemClock(),
+        settings: ServerCore.Settings = ServerCore.Settings(), incarnation: UInt64 = .random(in: 1...UInt64.max),
+        bug: ServerCore.Bug? = nil, logger: Logger = Logger(label: "ft.failover.server"),
+        bind: @escaping @Sendable (ServiceConfiguration) async -> Void = { _ in },
+        release: @escaping @Sendable () async -> Void = {}
+    ) {
+        self.node = node
+        core = ServerCore(
+            node: node, controller: controller, servers: servers, configuration: configuration, settings: settings,
+            incarnation: incarnation, bug: bug)
+        self.transport = transport
+        self.clock = clock
+        self.logger = logger
+        self.bind = bind
+        self.release = release
+        tick = min(settings.reportInterval, .milliseconds(5))
+    }
+
+    /// Runs `body` on the core between two events and returns its result.
+    public func inspect<T: Sendable>(_ body: @escaping @Sendable (ServerCore) -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            events.yield(.inspect { [unowned self] in continuation.resume(returning: body(self.core)) })
+        }
+    }
+
+    /// Runs until graceful shutdown, cancellation or the transport closing.
+    public func run() async throws {
+        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events) { event in
+            await self.handle(event)
+        }
+    }
+
+    private func handle(_ event: FailoverLoopEvent) async {
+        let now = clock.now
+        let effects: [ServerCore.Effect]
+        switch event {
+        case .message(let envelope):
+            do {
+                let message = try FailoverMessage.decode(envelope.message)
+                effects = core.receive(message, from: envelope.from, now: now)
+            } catch {
+                logger.debug("failover message refused", metadata: ["from": "\(envelope.from)", "error": "\(error)"])
+                return
+            }
+        case .tick:
+            effects = core.tick(now: now)
+        case .inspect(let body):
+            body()
+            return
+        }
+        for effect in effects {
+            switch effect {
+            case .send(let message, let target):
+                do {
+                    try await transport.send(message.encode(), to: target)
+                } catch {
+                    logger.trace("failover send failed", metadata: ["to": "\(target)", "error": "\(error)"])
+                }
+            case .bindService(let configuration):
+                logger.info(
+                    "promoted: serving",
+                    metadata: [
+                        "epoch": "\(configuration.epoch)", "address": "\(configuration.host):\(configuration.port)",
+                    ])
+                await bind(configuration)
+            case .releaseService:
+                logger.info("stepped down", metadata: ["epoch": "\(core.epoch)"])
+                await release()
+            }
+        }
+    }
+}
+
+/// Where the control server keeps its epoch between runs (it must never hand one out twice).
+public protocol EpochStore: Sendable {
+    /// The last recorded epoch (0 when none).
+    func load() throws -> UInt64
+    /// Records `epoch` durably before returning.
+    func record(_ epoch: UInt64) throws
+}
+
+/// An epoch store in memory (tests, simulation).
+public final class MemoryEpochStore: EpochStore {
+    private let value = NIOLockedValueBox<UInt64>(0)
+    /// An empty store.
+    public init() {}
+    /// The last recorded epoch.
+    public func load() -> UInt64 { value.withLockedValue { $0 } }
+    /// Records `epoch`.
+    public func record(_ epoch: UInt64) { value.withLockedValue { $0 = max($0, epoch) } }
+}
+
+/// The control server: a ``FailoverController`` over a `Transport` and a clock. Each server's
+/// reports (every ``FailoverController/Configuration/renewInterval``) are its heartbeats; a
+/// HeartbeatQuorum failure detector per server turns their silence into the verdicts.
+public final class FailoverControlServer: Service, @unchecked Sendable {
+    // unchecked: `controller` and `detectors` are touched only by the loop's task.
+    /// This control server's node.
+    public let node: NodeID
+    private var controller: FailoverController
+    private var detectors: [NodeID: (detector: FailureDetector, since: Instant, alive: Bool)] = [:]
+    private let transport: any Transport
+    private let clock: any RuntimeClock
+    private let epochs: any EpochStore
+    private let logger: Logger
+    private let detectionTimeout: Duration
+    private let fence: @Sendable (NodeID, UInt64) async -> Void
+    private let events = AsyncQueue<FailoverLoopEvent>(limit: 65_536)
+    private let startedAt: Instant
+
+    /// Creates a control server. `detectionTimeout`: the silence after which a server is held
+    /// dead (3 report intervals by default); `fence` is called for each server fenced.
+    public init(
+        node: NodeID, configuration: FailoverController.Configuration, transport: any Transport,
+        clock: any RuntimeClock = SystemClock(), epochs: any EpochStore = MemoryEpochStore(),
+        detectionTimeout: Duration? = nil, bug: FailoverController.Bug? = nil,
+        logger: Logger = Logger(label: "ft.failover.control"),
+        fence: @escaping @Sendable (NodeID, UInt64) async -> Void = { _, _ in }
+    ) throws(FailoverError) {
+        try configuration.validate()
+        self.node = node
+        let now = clock.now
+        let epoch: UInt64
+        do { epoch = try epochs.load() } catch {
+            throw FailoverError(.invalidConfiguration, detail: "the epoch store cannot be read: \(error)")
+        }
+        controller = FailoverController(configuration: configuration, epoch: epoch, now: now, bug: bug)
+        self.transport = transport
+        self.clock = clock
+        self.epochs = epochs
+        self.logger = logger
+        self.detectionTimeout = detectionTimeout ?? configuration.renewInterval * 3
+        self.fence = fence
+        startedAt = now
+    }
+
+    /// Runs `body` on the controller between two events and returns its result.
+    public func inspect<T: Sendable>(_ body: @escaping @Sendable (FailoverController) -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            events.yield(.inspect { [unowned self] in continuation.resume(returning: body(self.controller)) })
+        }
+    }
+
+    /// Runs until graceful shutdown, cancellation or the transport closing.
+    public func run() async throws {
+        let tick = min(controller.configuration.renewInterval, .milliseconds(5))
+        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events) { event in
+            await self.handle(event)
+        }
+    }
+
+    private func handle(_ event: FailoverLoopEvent) async {
+        let now = clock.now
+        var commands: [FailoverController.Command] = []
+        switch event {
+        case .message(let envelope):
+            let message: FailoverMessage
+            do {
+                message = try FailoverMessage.decode(envelope.message)
+            } catch {
+                logger.debug("failover message refused", metadata: ["from": "\(envelope.from)", "error": "\(error)"])
+                return
+            }
+            switch message {
+            case .report(let report):
+                guard controller.configuration.servers.contains(envelope.from) else { return }
+                heard(envelope.from, at: now, commands: &commands)
+                commands += controller.report(envelope.from, report, now: now)
+            case .whoIsPrimary:
+                let answer = FailoverMessage.primaryIs(
+                    node: controller.primary, epoch: controller.epoch, host: "", port: 0)
+                try? await transport.send(answer.encode(), to: envelope.from)
+            default:
+                return
+            }
+        case .tick:
+            for (server, watch) in detectors.sorted(by: { $0.key < $1.key })
+            where watch.alive && watch.detector.hasFailed(at: now, since: watch.since) {
+                detectors[server]?.alive = false
+                logger.info("server silent: held dead", metadata: ["server": "\(server)"])
+                commands += controller.heartbeat(server, alive: false, now: now)
+            }
+            commands += controller.tick(now: now)
+        case .inspect(let body):
+            body()
+            return
+        }
+        await perform(commands)
+    }
+
+    private func heard(_ server: NodeID, at now: Instant, commands: inout [FailoverController.Command]) {
+        if detectors[server] == nil {
+            detectors[server] = (
+                FailureDetector(
+                    configuration: .fixedTimeout(detectionTimeout),
+                    expectedInterval: controller.configuration.renewInterval),
+                now, true
+            )
+        }
+        detectors[server]?.detector.heartbeat(at: now)
+        if detectors[server]?.alive == false {
+            detectors[server]?.alive = true
+            detectors[server]?.since = now
+            commands += controller.heartbeat(server, alive: true, now: now)
+        }
+    }
+
+    private func perform(_ commands: [FailoverController.Command]) async {
+        for command in commands {
+            let message: FailoverMessage
+            let target: NodeID
+            switch command {
+            case .recordEpoch(let epoch):
+                do {
+                    try epochs.record(epoch)
+                } catch {
+                    // Nothing after it may be sent: an epoch not recorded could be handed out twice.
+                    logger.error(
+                        "epoch not recorded: holding back", metadata: ["epoch": "\(epoch)", "error": "\(error)"])
+                    return
+                }
+                continue
+            case .renewLease(let to, let epoch, let duration, let stamp, let syncSet):
+                (message, target) = (.renewLease(epoch: epoch, duration: duration, stamp: stamp, syncSet: syncSet), to)
+            case .stepDown(let to, let epoch):
+                (message, target) = (.stepDown(epoch: epoch), to)
+            case .fence(let server, let epoch):
+                logger.warning("fencing", metadata: ["server": "\(server)", "epoch": "\(epoch)"])
+                await fence(server, epoch)
+                continue
+            case .promote(let to, let epoch, let syncSet, let minimum):
+                logger.info("promoting", metadata: ["server": "\(to)", "epoch": "\(epoch)", "sync-set": "\(syncSet)"])
+                (message, target) = (.promote(epoch: epoch, syncSet: syncSet, minimum: minimum), to)
+            case .releaseBackup(let to, let epoch, let backup):
+                (message, target) = (.releaseBackup(epoch: epoch, backup: backup), to)
+            case .waiting(let reason):
+                logger.notice("promotion held back", metadata: ["reason": "\(reason)"])
+                continue
+            }
+            do {
+                try await transport.send(message.encode(), to: target)
+            } catch {
+                logger.trace("failover send failed", metadata: ["to": "\(target)", "error": "\(error)"])
+            }
+        }
+    }
+}

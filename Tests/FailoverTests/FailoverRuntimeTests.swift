@@ -1,0 +1,85 @@
+import Failover
+import FaultToleranceCore
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import Testing
+
+/// The shipped runtimes (servers, control server, client) on an in-memory network, in real
+/// time: the primary is stopped under a write load and the pair carries on.
+@Suite struct FailoverRuntimeTests {
+    final class Pair: @unchecked Sendable {
+        let network = InMemoryNetwork()
+        let servers: [NodeID] = ["a", "b", "c"]
+        var transports: [NodeID: InMemoryTransport] = [:]
+        var runtimes: [NodeID: FailoverServer] = [:]
+        var tasks: [NodeID: Task<Void, any Error>] = [:]
+        let bound = NIOLockedValueBox<[(NodeID, ServiceConfiguration)]>([])
+        let control: FailoverControlServer
+        let controlTask: Task<Void, any Error>
+
+        init() throws {
+            let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+            control = try FailoverControlServer(
+                node: "control", configuration: .init(servers: servers), transport: network.join("control"),
+                logger: quiet)
+            let control = self.control
+            controlTask = Task { try await control.run() }
+            for server in servers {
+                let transport = network.join(server)
+                transports[server] = transport
+                let bound = self.bound
+                let runtime = FailoverServer(
+                    node: server, controller: "control", servers: servers,
+                    configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
+                    transport: transport, logger: quiet,
+                    bind: { configuration in bound.withLockedValue { $0.append((server, configuration)) } })
+                runtimes[server] = runtime
+                tasks[server] = Task { try await runtime.run() }
+            }
+        }
+
+        func stop(_ server: NodeID) async {
+            tasks.removeValue(forKey: server)?.cancel()
+            await transports.removeValue(forKey: server)?.close()
+        }
+
+        func close() async {
+            for server in servers { await stop(server) }
+            controlTask.cancel()
+        }
+    }
+
+    @Test func stoppingThePrimaryUnderLoadLosesNoAcknowledgedWriteAndTheBackupServesTheSameAddress() async throws {
+        let pair = try Pair()
+        let client = FailoverClient(
+            id: 1, transport: pair.network.join("client"), servers: pair.servers, controller: "control")
+        var acknowledged: [UInt64] = []
+        for request in 1...100 as ClosedRange<UInt64> {
+            _ = try await client.execute(.put(key: StoreKey("k\(request)") ?? "k", value: [1]))
+            acknowledged.append(request)
+        }
+        let first = try #require(await client.primary)
+        await pair.stop(first)
+        for request in 101...200 as ClosedRange<UInt64> {
+            _ = try await client.execute(.put(key: StoreKey("k\(request)") ?? "k", value: [1]))
+            acknowledged.append(request)
+        }
+        let second = try #require(await client.primary)
+        #expect(second != first)
+        #expect(await client.switches >= 1)
+        let runtime = try #require(pair.runtimes[second])
+        let missing = await runtime.inspect { core in
+            (1...200).filter { core.store[StoreKey("k\($0)") ?? "k"] == nil }
+        }
+        #expect(missing.isEmpty)
+        // The new primary adopted the configuration the first served with, in the new epoch.
+        let binds = pair.bound.withLockedValue { $0 }
+        #expect(binds.first?.0 == first)
+        let adopted = try #require(binds.last { $0.0 == second }?.1)
+        #expect(adopted.port == 7400 && adopted.host == "127.0.0.1" && adopted.epoch >= 2 && adopted.role == .primary)
+        #expect(try await client.read("k150") == [1])
+        await client.close()
+        await pair.close()
+    }
+}
