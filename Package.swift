@@ -32,6 +32,7 @@ let package = Package(
         .library(name: "DaisyChain", targets: ["DaisyChain"]),
         .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
         .library(name: "Failover", targets: ["Failover"]),
+        .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
         .library(name: "FaultToleranceTLS", targets: ["FaultToleranceTLS"]),
@@ -241,6 +242,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The failover scenario: the shipped servers, control server and clients on a simulated
+        // network, in virtual time.
+        .target(
+            name: "FailoverSimulation",
+            dependencies: [
+                "Failover",
+                "DeterministicSimulation",
+                "FaultToleranceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The chain scenario: the shipped elements and host on a simulated network, in virtual time.
         .target(
             name: "DaisyChainSimulation",
@@ -279,7 +291,7 @@ let package = Package(
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
                 "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation", "DaisyChain",
-                "DaisyChainSimulation",
+                "DaisyChainSimulation", "Failover", "FailoverSimulation",
             ]
         ),
         .executableTarget(
@@ -372,8 +384,10 @@ let package = Package(
         .testTarget(
             name: "FailoverTests",
             dependencies: [
-                "Failover", "FaultToleranceCore", "DeterministicSimulation",
+                "Failover", "FailoverSimulation", "FaultToleranceCore", "DeterministicSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "FaultToleranceTests", dependencies: ["FaultTolerance"]),

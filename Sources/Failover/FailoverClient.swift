@@ -152,7 +152,7 @@ public actor FailoverClient {
     private func wait(key: UInt64) async -> FailoverMessage? {
         let clock = self.clock
         let timeout = self.timeout
-        let timer = Task { [weak self] in
+        let timer = Task(executorPreference: clock.taskExecutor) { [weak self] in
             try? await clock.sleep(for: timeout)
             await self?.expire(key)
         }
@@ -176,7 +176,7 @@ public actor FailoverClient {
     private func startReceiving() {
         guard receiver == nil else { return }
         let incoming = transport.incoming
-        receiver = Task { [weak self] in
+        receiver = Task(executorPreference: clock.taskExecutor) { [weak self] in
             for await envelope in incoming where FailoverMessage.MessageType.contains(envelope.message.type) {
                 guard let message = try? FailoverMessage.decode(envelope.message) else { continue }
                 await self?.received(message)

@@ -200,9 +200,22 @@ public struct FailoverController: Sendable {
     /// controller granted was non-empty (a primary acknowledges only with one), so until then
     /// any backup may be promoted.
     private var mayHaveAcknowledged = false
+    /// Backups released from an otherwise empty sync set: the primary can have acknowledged
+    /// nothing since, so they still hold everything acknowledged (a false suspicion of the
+    /// detector must not leave nobody to promote). Cleared when the set fills again.
+    private var dormant: Set<NodeID> = []
     /// The current primary's epoch and the position it was promoted at, and whether it was ever
     /// granted a non-empty sync set (without one it acknowledged nothing of its own).
-    private var serving: (epoch: UInt64, start: LogPosition, granted: Bool)?
+    private var serving: Serving?
+
+    struct Serving: Sendable {
+        var epoch: UInt64
+        var start: LogPosition
+        var granted: Bool
+        /// The primary before it (and its incarnation and epoch then): while it keeps that
+        /// incarnation and has followed nobody since, its log holds all its epoch wrote.
+        var previous: (node: NodeID, incarnation: UInt64, epoch: UInt64)?
+    }
     /// Why the last promotion was held back, while it is.
     public private(set) var waitingReason: String?
     private var members: [NodeID: Member]
@@ -256,6 +269,7 @@ public struct FailoverController: Sendable {
         if restarted {
             // The server restarted: whatever it held for the sync set is gone.
             syncSet.removeAll { $0 == node }
+            dormant.remove(node)
         }
         members[node]?.report = report
         var out: [Command] = []
@@ -288,7 +302,10 @@ public struct FailoverController: Sendable {
             if !report.syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
                 syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
             }
-            if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 { mayHaveAcknowledged = true }
+            if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
+                mayHaveAcknowledged = true
+                dormant = []
+            }
             // A release the primary has not acted on (lost on the way): again.
             for backup in released.sorted() { out.append(.releaseBackup(to: node, epoch: epoch, backup: backup)) }
             if members[node]?.alive == true,
@@ -351,11 +368,17 @@ public struct FailoverController: Sendable {
             waitingReason = nil
             phase = .serving(candidate)
             lastRenewal = now
-            syncSet = Array(Set(syncSet).union(holdingAll(of: old, confirmed: confirmed))).filter { $0 != candidate }
+            syncSet = Array(Set(syncSet).union(holdingAll(of: old, confirmed: confirmed)).union(dormant))
+                .filter { $0 != candidate }
                 .sorted()
             released = []
+            dormant = []
             let start = members[candidate]?.report?.position ?? .start
-            serving = (epoch, start, false)
+            var previous: (node: NodeID, incarnation: UInt64, epoch: UInt64)?
+            if let old, let incarnation = members[old]?.report?.incarnation, let before = serving {
+                previous = (old, incarnation, before.epoch)
+            }
+            serving = Serving(epoch: epoch, start: start, granted: false, previous: previous)
             out.append(.promote(to: candidate, epoch: epoch, syncSet: syncSet, minimum: start))
         }
         return out
@@ -392,10 +415,21 @@ public struct FailoverController: Sendable {
         }
         if let serving, !serving.granted, configuration.minimumSyncBackups > 0 {
             complete += configuration.servers.filter { node in
-                guard node != old, let position = members[node]?.report?.position else { return false }
-                // Only a follower of that primary: one that merely reached its reported starting
+                guard node != old, let report = members[node]?.report else { return false }
+                // A follower of that primary: one that merely reached its reported starting
                 // point may lack entries it held but had not reported yet.
-                return position.epoch == serving.epoch && position.index >= serving.start.index
+                if report.position.epoch == serving.epoch && report.position.index >= serving.start.index {
+                    return true
+                }
+                // Or the primary it followed, unchanged since: its log holds everything it
+                // started from.
+                if let previous = serving.previous, previous.node == node, previous.incarnation == report.incarnation,
+                    previous.epoch == serving.start.epoch, report.position.epoch == previous.epoch,
+                    report.position.index >= serving.start.index
+                {
+                    return true
+                }
+                return false
             }
         }
         return Array(Set(complete)).sorted()
@@ -436,7 +470,7 @@ public struct FailoverController: Sendable {
             return target
         }
         if case .synchronous = configuration.mode {
-            pool = eligible.filter { syncSet.contains($0) || complete.contains($0) }
+            pool = eligible.filter { syncSet.contains($0) || complete.contains($0) || dormant.contains($0) }
             if pool.isEmpty, !mayHaveAcknowledged { pool = eligible }
             guard !pool.isEmpty else {
                 out += note("no live backup of the sync set \(syncSet.map(\.name)) to promote")
@@ -469,11 +503,17 @@ public struct FailoverController: Sendable {
     private mutating func releaseDeadBackups(primary: NodeID) -> [Command] {
         guard case .synchronous = configuration.mode else { return [] }
         var out: [Command] = []
-        for node in syncSet where members[node]?.alive != true {
+        let dead = syncSet.filter { members[$0]?.alive != true }
+        for node in dead {
             released.insert(node)
             out.append(.releaseBackup(to: primary, epoch: epoch, backup: node))
         }
         syncSet.removeAll { released.contains($0) }
+        if syncSet.isEmpty, configuration.minimumSyncBackups > 0 {
+            // With nobody left to count, the primary can acknowledge nothing more: what it
+            // acknowledged is on the released ones, which stay candidates until someone rejoins.
+            dormant.formUnion(dead)
+        }
         return out
     }
 }

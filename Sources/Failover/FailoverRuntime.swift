@@ -91,6 +91,12 @@ public final class FailoverServer: Service, @unchecked Sendable {
         tick = min(settings.reportInterval, .milliseconds(5))
     }
 
+    /// The core, for the simulation's checks on its single thread (nothing else may touch it).
+    package var unsafeCore: ServerCore {
+        get { core }
+        set { core = newValue }
+    }
+
     /// Runs `body` on the core between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (ServerCore) -> T) async -> T {
         await withCheckedContinuation { continuation in
@@ -209,6 +215,11 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
         startedAt = now
     }
 
+    /// The controller, for the simulation's checks on its single thread (nothing else may touch it).
+    package var unsafeController: FailoverController { controller }
+    /// Called with every command before it is carried out (the simulation's promotion check).
+    package var onCommand: ((FailoverController.Command) -> Void)?
+
     /// Runs `body` on the controller between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (FailoverController) -> T) async -> T {
         await withCheckedContinuation { continuation in
@@ -282,6 +293,7 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
 
     private func perform(_ commands: [FailoverController.Command]) async {
         for command in commands {
+            onCommand?(command)
             let message: FailoverMessage
             let target: NodeID
             switch command {

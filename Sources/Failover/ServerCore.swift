@@ -132,6 +132,8 @@ public struct ServerCore: Sendable {
     private var held: Deque<(from: NodeID, client: UInt64, request: UInt64, operation: StoreOperation)> = []
     private var snapshotBytes = ByteBuffer()
     private var lastReport: Instant?
+    /// Called with a line on each step-down and promotion (the simulation's `FT_FAILOVER_TRACE`).
+    package var trace: (@Sendable (String) -> Void)?
     /// Counters: requests refused, messages ignored as stale or malformed.
     public private(set) var refused = 0
     /// Messages ignored: of an older epoch, from a server that is not the primary, or not valid here.
@@ -173,7 +175,7 @@ public struct ServerCore: Sendable {
         var out: [Effect] = []
         if role == .primary, let until = leaseUntil, now >= until {
             // The lease ran out without renewal: stop serving by ourselves.
-            out += stepDown(to: epoch)
+            out += stepDown(to: epoch, because: "the lease ran out at \(until)")
         }
         if lastReport.map({ now - $0 >= settings.reportInterval }) ?? true {
             lastReport = now
@@ -218,7 +220,7 @@ public struct ServerCore: Sendable {
                 ignored += 1
                 return []
             }
-            var out = stepDown(to: newEpoch)
+            var out = stepDown(to: newEpoch, because: "the control server said so")
             lastReport = now
             out.append(.send(.report(report(now: now)), to: controller))
             return out
@@ -316,9 +318,10 @@ public struct ServerCore: Sendable {
         return out
     }
 
-    private mutating func stepDown(to newEpoch: UInt64) -> [Effect] {
+    private mutating func stepDown(to newEpoch: UInt64, because reason: String) -> [Effect] {
         var out: [Effect] = []
         let wasPrimary = role == .primary
+        if wasPrimary { trace?("steps down to epoch \(newEpoch): \(reason)") }
         if newEpoch > epoch { following = nil }
         epoch = newEpoch
         leaseUntil = nil
@@ -368,7 +371,9 @@ public struct ServerCore: Sendable {
         if primaryEpoch > epoch || following != sender || role != .backup {
             // A new primary: leave whatever role this server had, and ask where to start.
             var out: [Effect] = []
-            if role == .primary { out += stepDown(to: primaryEpoch) }
+            if role == .primary {
+                out += stepDown(to: primaryEpoch, because: "\(sender) replicates in epoch \(primaryEpoch)")
+            }
             epoch = primaryEpoch
             role = .backup
             following = sender
@@ -431,7 +436,7 @@ public struct ServerCore: Sendable {
         if backupEpoch > epoch {
             // The backup has heard of a newer epoch: this server is stale.
             epoch = backupEpoch
-            return stepDown(to: backupEpoch)
+            return stepDown(to: backupEpoch, because: "\(sender) is in epoch \(backupEpoch)")
         }
         guard role == .primary, backupEpoch == epoch else {
             ignored += 1

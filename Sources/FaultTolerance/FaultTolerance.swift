@@ -6,6 +6,8 @@
 @_exported import DeterministicSimulation
 @_exported import ElasticJournal
 @_exported import ElasticJournalSimulation
+@_exported import Failover
+@_exported import FailoverSimulation
 @_exported import FaultToleranceAuthentication
 @_exported import FaultToleranceCore
 @_exported import FaultToleranceNIO

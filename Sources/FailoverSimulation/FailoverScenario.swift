@@ -1,0 +1,357 @@
+public import DeterministicSimulation
+public import Failover
+import FaultToleranceCore
+import Foundation
+import Logging
+
+/// A randomized run of the shipped Failover runtimes (``Failover/FailoverServer`` on two or
+/// three servers, ``Failover/FailoverControlServer`` on the control server,
+/// ``Failover/FailoverClient`` on three clients) on a simulated network, in virtual time.
+///
+/// Each seed runs synchronous replication with a 10 ms report interval, a lease of 30–90 ms
+/// and a failure detector of 18–40 ms. For
+/// three seconds links lose, duplicate and reorder messages, servers crash (a memory database:
+/// a restart forgets everything) and come back, links are cut (the primary from the control
+/// server only, or a server from everyone), and the control server crashes and restarts on its
+/// recorded epoch. One fault at a time, with time to recover between: the guarantees are for
+/// any single failure. Then the network heals and clients go on for three quiet seconds.
+///
+/// Each client writes a new key per request, one request at a time, retrying on the new
+/// primary after a switch (the same request number).
+///
+/// Invariants:
+/// - `one-server-serves`: at no instant do two servers hold a lease (serve) at once.
+/// - `one-promotion-per-epoch`: the control server never promotes two servers in one epoch.
+/// - `no-acknowledged-write-lost`: at the end, every write acknowledged to a client is on the
+///   primary, and on every backup of its sync set.
+/// - `quiet-progress`: in the quiet phase, clients' writes complete.
+public struct FailoverScenario: Sendable {
+    /// A planted server bug, or `nil`.
+    public var serverBug: ServerCore.Bug?
+    /// A planted controller bug, or `nil`.
+    public var controllerBug: FailoverController.Bug?
+
+    /// Bug names `ftctl failover simulate --bug` accepts.
+    public static let bugNames =
+        ServerCore.Bug.allCases.map(\.rawValue) + FailoverController.Bug.allCases.map(\.rawValue)
+
+    /// A scenario with the named planted bug (or none); nil for an unknown name.
+    public init?(bug name: String?) {
+        guard let name else { return }
+        if let bug = ServerCore.Bug(rawValue: name) {
+            serverBug = bug
+        } else if let bug = FailoverController.Bug(rawValue: name) {
+            controllerBug = bug
+        } else {
+            return nil
+        }
+    }
+
+    /// The shipped code.
+    public init() {}
+
+    /// Runs one seed.
+    public func run(seed: UInt64) async -> SimulationReport {
+        let world = AsyncSimulation(seed: seed, linkConditions: FailoverRun.faulty)
+        let run = FailoverRun(world: world, serverBug: serverBug, controllerBug: controllerBug)
+        do {
+            try await world.run(timeLimit: .seconds(30), maximumJobs: 20_000_000) { try await run.run() }
+        } catch {
+            run.fail("ends", "\(error)")
+        }
+        return run.report(seed: seed)
+    }
+}
+
+/// One simulated run; lives on the simulation's driver thread, hence unchecked Sendable.
+final class FailoverRun: @unchecked Sendable {
+    static let faulty = LinkConditions(
+        lossProbability: 0.01, duplicateProbability: 0.01, reorderProbability: 0.02,
+        delay: .microseconds(200) ... .milliseconds(3))
+    static let quiet = LinkConditions(delay: .microseconds(200) ... .milliseconds(2))
+    static let silent = Logger(label: "ft.failover.simulation", factory: { _ in SwiftLogNoOpLogHandler() })
+    static let control: NodeID = "control"
+
+    let world: AsyncSimulation
+    let serverBug: ServerCore.Bug?
+    let controllerBug: FailoverController.Bug?
+    var violation: InvariantViolation?
+    var checks = 0
+    var operations = 0
+
+    var servers: [NodeID] = []
+    var runtimes: [NodeID: FailoverServer] = [:]
+    var tasks: [NodeID: Task<Void, any Error>] = [:]
+    var controlServer: FailoverControlServer?
+    var controlTask: Task<Void, any Error>?
+    let epochs = MemoryEpochStore()
+    var promoted: [UInt64: NodeID] = [:]
+    var acknowledged: [(client: UInt64, request: UInt64)] = []
+    var lastFault: Instant = .zero
+    var quiet = false
+    var quietFailures = 0
+    /// The control server's detector: 18–40 ms of silence, against a 30 ms lease (a fast
+    /// detector must not let a promotion overtake the old lease).
+    var detection: Duration = .milliseconds(30)
+    /// The lease: 30–90 ms, so often longer than the detector's silence (only the controller's
+    /// wait for it keeps two primaries apart then).
+    var lease: Duration = .milliseconds(30)
+
+    init(world: AsyncSimulation, serverBug: ServerCore.Bug?, controllerBug: FailoverController.Bug?) {
+        self.world = world
+        self.serverBug = serverBug
+        self.controllerBug = controllerBug
+    }
+
+    var random: SimulationRandom {
+        get { world.simulation.random }
+        set { world.simulation.random = newValue }
+    }
+
+    func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(random.next() % UInt64(range.count)) }
+
+    /// `FT_FAILOVER_TRACE=1` prints the faults and the control server's commands.
+    static let tracing = ProcessInfo.processInfo.environment["FT_FAILOVER_TRACE"] == "1"
+
+    func trace(_ text: @autoclosure () -> String) {
+        if Self.tracing { print("[\(world.simulation.now)] \(text())") }
+    }
+
+    func fail(_ invariant: String, _ detail: String) {
+        guard violation == nil else { return }
+        violation = InvariantViolation(invariant: invariant, detail: detail, at: world.simulation.now)
+    }
+
+    func report(seed: UInt64) -> SimulationReport {
+        SimulationReport(
+            seed: seed, faults: world.simulation.faults, invariantChecks: checks, operations: operations,
+            virtualTime: world.simulation.now.nanoseconds, events: world.simulation.eventsProcessed,
+            violation: violation, traceHash: world.simulation.traceHash)
+    }
+
+    static func key(_ client: UInt64, _ request: UInt64) -> StoreKey { StoreKey("c\(client)-\(request)") ?? "k" }
+
+    // MARK: Setup
+
+    func run() async throws {
+        servers = int(2...3) == 2 ? ["a", "b"] : ["a", "b", "c"]
+        detection = .milliseconds(int(18...40))
+        lease = .milliseconds(int(30...90))
+        try startControl()
+        for server in servers { start(server) }
+        let watcher = world.spawn { [unowned self] in await self.watch() }
+        let faultEnd = world.simulation.now + .seconds(3)
+        let chaos = world.spawn { [unowned self] in await self.chaos(until: faultEnd) }
+        var clients: [Task<Void, Never>] = []
+        let end = faultEnd + .seconds(3)
+        for index in 0..<3 {
+            let id = UInt64(index + 1)
+            guard let node = NodeID("client\(index)") else { continue }
+            world.network.restart(node)
+            let client = FailoverClient(
+                id: id, transport: world.network.transport(for: node), servers: servers, controller: Self.control,
+                clock: world.clock, timeout: .milliseconds(40), deadline: .milliseconds(500))
+            clients.append(world.spawn { [unowned self] in await self.workload(client, until: end) })
+        }
+        _ = await chaos.value
+        world.network.heal()
+        world.network.defaultConditions = Self.quiet
+        for from in servers + [Self.control] {
+            for to in servers + [Self.control] where from != to {
+                world.network.setConditions(Self.quiet, from: from, to: to)
+            }
+        }
+        for server in servers where runtimes[server] == nil { start(server) }
+        if controlServer == nil { try startControl() }
+        // A second to settle, then the quiet phase counts.
+        try? await world.clock.sleep(for: .seconds(1))
+        quiet = true
+        for client in clients { _ = await client.value }
+        if violation == nil { checkAcknowledged() }
+        watcher.cancel()
+        for server in servers { tasks[server]?.cancel() }
+        controlTask?.cancel()
+    }
+
+    func startControl() throws {
+        world.network.restart(Self.control)
+        let control = try FailoverControlServer(
+            node: Self.control, configuration: .init(servers: servers, leaseDuration: lease),
+            transport: world.network.transport(for: Self.control),
+            clock: world.clock, epochs: epochs, detectionTimeout: detection, bug: controllerBug, logger: Self.silent)
+        control.onCommand = { [unowned self] command in
+            if case .renewLease = command, world.simulation.now < .zero + .milliseconds(1400) {
+            } else {
+                trace("control: \(command)")
+            }
+            guard case .promote(let to, let epoch, _, _) = command else { return }
+            if let other = promoted[epoch], other != to {
+                fail("one-promotion-per-epoch", "epoch \(epoch) promoted \(other), then \(to)")
+            }
+            promoted[epoch] = to
+        }
+        controlServer = control
+        controlTask = world.spawn { try await control.run() }
+    }
+
+    func start(_ server: NodeID) {
+        trace("start \(server)")
+        world.network.restart(server)
+        let runtime = FailoverServer(
+            node: server, controller: Self.control, servers: servers,
+            configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
+            transport: world.network.transport(for: server), clock: world.clock, incarnation: random.next(),
+            bug: serverBug, logger: Self.silent,
+            bind: { [unowned self] configuration in trace("\(server) serves in epoch \(configuration.epoch)") },
+            release: { [unowned self] in trace("\(server) steps down") })
+        if Self.tracing {
+            let world = self.world
+            runtime.unsafeCore.trace = { line in print("[\(world.simulation.now)] \(server) \(line)") }
+        }
+        runtimes[server] = runtime
+        tasks[server] = world.spawn { try await runtime.run() }
+    }
+
+    func crash(_ server: NodeID) {
+        trace(
+            "crash \(server) (\(runtimes[server].map { "\($0.unsafeCore.role) at \($0.unsafeCore.store.position)" } ?? "-"))"
+        )
+        tasks.removeValue(forKey: server)?.cancel()
+        runtimes[server] = nil
+        world.network.crash(server)
+        world.simulation.faults.nodeCrashes += 1
+    }
+
+    // MARK: Invariants
+
+    /// Every half millisecond: no two servers serve at once.
+    func watch() async {
+        while !Task.isCancelled {
+            do { try await world.clock.sleep(for: .microseconds(500)) } catch { return }
+            let now = world.simulation.now
+            let serving = servers.filter { runtimes[$0]?.unsafeCore.serves(now: now) == true }
+            checks += 1
+            if serving.count > 1 {
+                let epochs = serving.map { "\($0)@\(runtimes[$0]?.unsafeCore.epoch ?? 0)" }
+                fail("one-server-serves", "\(epochs.joined(separator: " and ")) serve at once")
+            }
+        }
+    }
+
+    func checkAcknowledged() {
+        let primaries = servers.filter { runtimes[$0]?.unsafeCore.role == .primary }
+        guard primaries.count == 1, let primary = primaries.first, let core = runtimes[primary]?.unsafeCore else {
+            let states = servers.map { server in
+                runtimes[server].map {
+                    "\(server) \($0.unsafeCore.role)@\($0.unsafeCore.epoch) at \($0.unsafeCore.store.position)"
+                }
+                    ?? "\(server) down"
+            }
+            let controller = controlServer?.unsafeController
+            fail(
+                "quiet-progress",
+                "no single primary at the end: \(states.joined(separator: ", ")); control epoch \(controller?.epoch ?? 0) "
+                    + "\(controller?.waitingReason ?? "")")
+            return
+        }
+        let holders = [primary] + core.syncSet
+        for holder in holders {
+            guard let store = runtimes[holder]?.unsafeCore.store else { continue }
+            checks += 1
+            if let lost = acknowledged.first(where: { store[Self.key($0.client, $0.request)] == nil }) {
+                fail(
+                    "no-acknowledged-write-lost",
+                    "client \(lost.client) request \(lost.request) was acknowledged; \(holder) (of primary \(primary)) lacks it"
+                )
+                return
+            }
+        }
+    }
+
+    // MARK: Faults
+
+    func chaos(until end: Instant) async {
+        while world.simulation.now < end {
+            try? await world.clock.sleep(for: random.duration(in: .milliseconds(100) ... .milliseconds(400)))
+            if world.simulation.now >= end { break }
+            guard let server = servers.randomElement(using: &random) else { continue }
+            let downFor = random.duration(in: .milliseconds(10) ... .milliseconds(300))
+            switch int(0...5) {
+            case 0, 1:
+                // A server crashes; with memory lost, it comes back empty.
+                guard runtimes[server] != nil else { continue }
+                crash(server)
+                await sleep(downFor)
+                if world.simulation.now < end, runtimes[server] == nil {
+                    start(server)
+                    world.simulation.faults.nodeRestarts += 1
+                }
+            case 2:
+                // The primary (or any server) cut from the control server only.
+                trace("cut \(server) from control for \(downFor)")
+                world.network.cut(from: server, to: Self.control)
+                world.network.cut(from: Self.control, to: server)
+                world.simulation.faults.partitions += 1
+                await sleep(downFor)
+                world.network.restore(from: server, to: Self.control)
+                world.network.restore(from: Self.control, to: server)
+            case 3:
+                // A server cut from everyone.
+                trace("cut \(server) from everyone for \(downFor)")
+                let others = servers.filter { $0 != server } + [Self.control]
+                for other in others {
+                    world.network.cut(from: server, to: other)
+                    world.network.cut(from: other, to: server)
+                }
+                world.simulation.faults.partitions += 1
+                await sleep(downFor)
+                for other in others {
+                    world.network.restore(from: server, to: other)
+                    world.network.restore(from: other, to: server)
+                }
+            case 4:
+                // The control server crashes and restarts on its recorded epoch.
+                trace("crash control for \(downFor)")
+                controlTask?.cancel()
+                controlServer = nil
+                world.network.crash(Self.control)
+                world.simulation.faults.nodeCrashes += 1
+                await sleep(downFor)
+                try? startControl()
+            default:
+                continue
+            }
+            // Time to recover (a backup catches up) before the next fault.
+            await sleep(.milliseconds(300))
+        }
+    }
+
+    func sleep(_ duration: Duration) async {
+        try? await world.clock.sleep(for: duration)
+    }
+
+    // MARK: Workload
+
+    func workload(_ client: FailoverClient, until end: Instant) async {
+        var request: UInt64 = 0
+        while world.simulation.now < end, violation == nil {
+            request += 1
+            let started = world.simulation.now
+            do {
+                _ = try await client.execute(.put(key: Self.key(client.id, request), value: [1]))
+                acknowledged.append((client.id, request))
+                operations += 1
+            } catch {
+                if quiet, started >= world.simulation.now - .milliseconds(500) {
+                    quietFailures += 1
+                    if quietFailures > 3 {
+                        fail(
+                            "quiet-progress",
+                            "client \(client.id) request \(request) failed in the quiet phase: \(error)")
+                    }
+                }
+            }
+        }
+        await client.close()
+    }
+}
