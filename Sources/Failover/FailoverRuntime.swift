@@ -1,8 +1,14 @@
 public import FaultToleranceCore
+import Foundation
 import HeartbeatQuorum
 public import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 public import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The loop every Failover runtime runs: messages of the Failover protocol, a tick every `tick`
 /// and whatever else is put on `events` go, in order, to `handle` on one task. Returns on
@@ -328,6 +334,67 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
                 try await transport.send(message.encode(), to: target)
             } catch {
                 logger.trace("failover send failed", metadata: ["to": "\(target)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// An epoch store in a file: one checksummed frame (type 0x0623: format version, epoch),
+/// replaced atomically (write a temporary file, `fsync`, rename, `fsync` the directory) on
+/// every record. A damaged file is an error, never epoch 0.
+public final class FileEpochStore: EpochStore {
+    /// The file.
+    public let path: String
+    private let lock = NIOLock()
+
+    /// A store at `path` (created on the first record).
+    public init(path: String) { self.path = path }
+
+    /// The last recorded epoch: 0 when the file does not exist; throws
+    /// ``FailoverError/Code/malformed`` when it exists but does not hold a valid record.
+    public func load() throws -> UInt64 {
+        try lock.withLock {
+            guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+            let frames: [Frame]
+            do {
+                frames = try FrameDecoder.decodeAll(Message(type: 0, bytes: data).payload, maximumPayloadLength: 64)
+            } catch {
+                throw FailoverError(.malformed, detail: "epoch file \(path): \(error)")
+            }
+            guard frames.count == 1, let frame = frames.first, frame.type == 0x0623, frame.payload.readableBytes == 9,
+                frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt8.self) == 1,
+                let epoch = frame.payload.getInteger(
+                    at: frame.payload.readerIndex + 1, endianness: .little, as: UInt64.self)
+            else { throw FailoverError(.malformed, detail: "epoch file \(path) holds no valid record") }
+            return epoch
+        }
+    }
+
+    /// Records `epoch` durably.
+    public func record(_ epoch: UInt64) throws {
+        try lock.withLock {
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt8(1))
+            payload.writeInteger(epoch, endianness: .little)
+            let bytes = Array(Frame(type: 0x0623, payload: payload).encoded().readableBytesView)
+            let temporary = path + ".tmp"
+            let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else {
+                throw FailoverError(.closed, detail: "cannot create \(temporary): errno \(errno)")
+            }
+            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            let synced = fsync(descriptor)
+            close(descriptor)
+            guard written == bytes.count, synced == 0, rename(temporary, path) == 0 else {
+                throw FailoverError(.closed, detail: "cannot record epoch \(epoch) in \(path): errno \(errno)")
+            }
+            let directory = (path as NSString).deletingLastPathComponent
+            let handle = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if handle >= 0 {
+                defer { close(handle) }
+                guard fsync(handle) == 0 else {
+                    throw FailoverError(.closed, detail: "cannot sync the directory of \(path): errno \(errno)")
+                }
             }
         }
     }

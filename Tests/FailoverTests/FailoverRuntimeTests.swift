@@ -83,3 +83,26 @@ import Testing
         await pair.close()
     }
 }
+
+@Suite struct FileEpochStoreTests {
+    @Test func anEpochSurvivesAReopenAndADamagedFileIsAnErrorNotZero() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("epochs-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/control.epoch"
+        #expect(try FileEpochStore(path: path).load() == 0)
+        try FileEpochStore(path: path).record(41)
+        try FileEpochStore(path: path).record(42)
+        #expect(try FileEpochStore(path: path).load() == 42)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[bytes.count - 1] ^= 1
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: FailoverError.self) { _ = try FileEpochStore(path: path).load() }
+        // A control server will not start on it.
+        #expect(throws: FailoverError.self) {
+            _ = try FailoverControlServer(
+                node: "control", configuration: .init(servers: ["a", "b"]),
+                transport: InMemoryNetwork().join("control"), epochs: FileEpochStore(path: path))
+        }
+    }
+}
