@@ -204,6 +204,9 @@ public struct FailoverController: Sendable {
     /// nothing since, so they still hold everything acknowledged (a false suspicion of the
     /// detector must not leave nobody to promote). Cleared when the set fills again.
     private var dormant: Set<NodeID> = []
+    /// Whether the failed primary may be promoted again once it confirms its step-down (not
+    /// after failing its clients' probes, not in a switchover).
+    private var oldMayReturn = true
     /// The current primary's epoch and the position it was promoted at, and whether it was ever
     /// granted a non-empty sync set (without one it acknowledged nothing of its own).
     private var serving: Serving?
@@ -354,7 +357,10 @@ public struct FailoverController: Sendable {
             if let member = members[node],
                 !member.alive || member.probeFailures >= configuration.probeFailureThreshold
             {
-                return beginFailover(from: node, target: nil, now: now)
+                // Failing its clients is not a false suspicion: it is not promoted again.
+                return beginFailover(
+                    from: node, target: nil, now: now,
+                    mayReturn: member.probeFailures < configuration.probeFailureThreshold)
             }
             out += releaseDeadBackups(primary: node)
         case .failingOver(let old, let target, let leaseEnds):
@@ -365,6 +371,12 @@ public struct FailoverController: Sendable {
             }
             guard let candidate = chooseCandidate(old: old, target: target, stepDownConfirmed: confirmed, out: &out)
             else { return out }
+            if candidate == old {
+                // The old primary again: in an epoch of its own, so that a report it sent while
+                // stepped down in the failover's epoch cannot read as a new step-down.
+                epoch += 1
+                out.append(.recordEpoch(epoch))
+            }
             waitingReason = nil
             phase = .serving(candidate)
             lastRenewal = now
@@ -384,7 +396,10 @@ public struct FailoverController: Sendable {
         return out
     }
 
-    private mutating func beginFailover(from old: NodeID, target: NodeID?, now: Instant) -> [Command] {
+    private mutating func beginFailover(
+        from old: NodeID, target: NodeID?, now: Instant, mayReturn: Bool = true
+    ) -> [Command] {
+        oldMayReturn = mayReturn && target == nil
         let leaseEnds = (lastRenewal ?? now) + configuration.leaseWait
         epoch += 1
         phase = .failingOver(from: old, target: target, leaseEnds: leaseEnds)
@@ -410,7 +425,7 @@ public struct FailoverController: Sendable {
         var complete: [NodeID] = []
         if confirmed, let final = members[old]?.report?.position {
             complete += configuration.servers.filter { node in
-                node != old && (members[node]?.report?.position).map { $0.index >= final.index } == true
+                (members[node]?.report?.position).map { $0.index >= final.index } == true
             }
         }
         if let serving, !serving.granted, configuration.minimumSyncBackups > 0 {
@@ -421,11 +436,11 @@ public struct FailoverController: Sendable {
                 if report.position.epoch == serving.epoch && report.position.index >= serving.start.index {
                     return true
                 }
-                // Or the primary it followed, unchanged since: its log holds everything it
-                // started from.
+                // Or the primary before it, unchanged since (the same incarnation, still in its own
+                // epoch): it held everything acknowledged when it was promoted, everything it
+                // acknowledged itself, and its successor acknowledged nothing.
                 if let previous = serving.previous, previous.node == node, previous.incarnation == report.incarnation,
-                    previous.epoch == serving.start.epoch, report.position.epoch == previous.epoch,
-                    report.position.index >= serving.start.index
+                    report.position.epoch == previous.epoch
                 {
                     return true
                 }
@@ -444,8 +459,11 @@ public struct FailoverController: Sendable {
     private mutating func chooseCandidate(
         old: NodeID?, target: NodeID?, stepDownConfirmed: Bool, out: inout [Command]
     ) -> NodeID? {
+        // A failed primary that confirmed its step-down in the new epoch holds everything it
+        // had: after a false suspicion it is promoted again rather than nobody.
         let eligible = configuration.servers.filter { node in
-            node != old && members[node]?.alive == true && members[node]?.report != nil
+            (node != old || (stepDownConfirmed && oldMayReturn)) && members[node]?.alive == true
+                && members[node]?.report != nil
         }
         guard !eligible.isEmpty else {
             out += note("no live backup has reported its position")

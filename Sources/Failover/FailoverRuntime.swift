@@ -97,6 +97,9 @@ public final class FailoverServer: Service, @unchecked Sendable {
         tick = min(settings.reportInterval, .milliseconds(5))
     }
 
+    /// Called after each event the core handled (the simulation's checks).
+    package var afterEvent: (() -> Void)?
+
     /// The core, for the simulation's checks on its single thread (nothing else may touch it).
     package var unsafeCore: ServerCore {
         get { core }
@@ -135,6 +138,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
             body()
             return
         }
+        afterEvent?()
         for effect in effects {
             switch effect {
             case .send(let message, let target):
@@ -225,6 +229,8 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
     package var unsafeController: FailoverController { controller }
     /// Called with every command before it is carried out (the simulation's promotion check).
     package var onCommand: ((FailoverController.Command) -> Void)?
+    /// Called with a line on each verdict change (the simulation's `FT_FAILOVER_TRACE`).
+    package var trace: ((String) -> Void)?
 
     /// Runs `body` on the controller between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (FailoverController) -> T) async -> T {
@@ -270,6 +276,7 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
             where watch.alive && watch.detector.hasFailed(at: now, since: watch.since) {
                 detectors[server]?.alive = false
                 logger.info("server silent: held dead", metadata: ["server": "\(server)"])
+                trace?("\(server) held dead")
                 commands += controller.heartbeat(server, alive: false, now: now)
             }
             commands += controller.tick(now: now)
@@ -291,6 +298,7 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
         }
         detectors[server]?.detector.heartbeat(at: now)
         if detectors[server]?.alive == false {
+            trace?("\(server) heard again")
             detectors[server]?.alive = true
             detectors[server]?.since = now
             commands += controller.heartbeat(server, alive: true, now: now)

@@ -204,6 +204,8 @@ public struct ServerCore: Sendable {
             grantedSyncSet = granted
             return complete(now: now)
         case .promote(let newEpoch, let waitFor, let minimum):
+            // The same epoch only for a backup that heard of it from the controller's step-down of
+            // the old primary or from a peer; a server that stepped down in it is promoted in a newer one.
             guard sender == controller, newEpoch > epoch || (newEpoch == epoch && role == .backup) else {
                 ignored += 1
                 return []

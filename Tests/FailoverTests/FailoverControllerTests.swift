@@ -172,15 +172,27 @@ func servingController(
         #expect(throws: FailoverError.self) { _ = try controller.switchover(to: "zz", now: at(60)) }
     }
 
-    @Test func aPrimaryWhoseLeaseLapsedAndSteppedDownByItselfIsReplaced() {
+    @Test func aPrimaryWhoseLeaseLapsedStepsDownAndTheMostCompleteServerServesInANewEpoch() {
         var (controller, _) = servingController()
         let out = controller.report(
             "a", .init(role: .steppedDown, epoch: 1, position: .init(epoch: 1, index: 9)), now: at(60))
         #expect(out.prefix(2) == [.recordEpoch(2), .stepDown(to: "a", epoch: 2)])
-        // Once it confirms the new epoch, the sync set's backup takes over at once.
-        let confirmed = controller.report(
-            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9)), now: at(61))
-        #expect(confirmed.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
+        // Once it confirms the new epoch it holds everything it had, more than the sync set's
+        // backup: it serves again at once, in an epoch of its own (3), so that its reports sent
+        // while stepped down in epoch 2 cannot read as a new step-down.
+        let stepped = FailoverController.Report(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9))
+        let confirmed = controller.report("a", stepped, now: at(61))
+        #expect(confirmed.contains(.recordEpoch(3)))
+        #expect(confirmed.contains { $0.promoted?.0 == "a" && $0.promoted?.1 == 3 })
+        let stale = controller.report("a", stepped, now: at(62))
+        #expect(!stale.contains(.recordEpoch(4)))
+        #expect(controller.primary == "a")
+        // Failing its clients' probes, it is not promoted again: the sync set's backup is.
+        var (probed, _) = servingController()
+        for millisecond in 50...52 { _ = probed.probe("a", healthy: false, now: at(millisecond)) }
+        let afterProbes = probed.report(
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9)), now: at(53))
+        #expect(afterProbes.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
     }
 
     @Test func aPromotedBackupThatDiesBeforeServingIsReplacedFromTheSameSyncSet() {
@@ -240,7 +252,7 @@ func servingController(
             var random = SimulationRandom(seed: seed)
             var controller = FailoverController(configuration: .init(servers: servers), epoch: 0, now: at(0))
             var promoted: Set<UInt64> = []
-            var lastGrant: (node: NodeID, at: Int)?
+            var lastGrant: (node: NodeID, at: Int, epoch: UInt64)?
             var recorded: UInt64 = 0
             var confirmed: [NodeID: UInt64] = [:]
             var positions: [NodeID: UInt64] = [:]
@@ -278,11 +290,15 @@ func servingController(
                         promoted.insert(epoch)
                         if let grant = lastGrant, grant.node != target {
                             let waited = clock - grant.at
-                            let stepped = (confirmed[grant.node] ?? 0) >= epoch
-                            #expect(waited >= 33 || stepped, "seed \(seed): promoted \(waited) ms after a grant")
+                            // It stopped serving once it confirmed a step-down to a later epoch.
+                            let stepped = (confirmed[grant.node] ?? 0) > grant.epoch
+                            #expect(
+                                waited >= 33 || stepped,
+                                "seed \(seed): promoted \(target) \(waited) ms after a grant to \(grant.node) (epoch \(epoch))"
+                            )
                         }
-                    case .renewLease(let target, _, _, _, _):
-                        lastGrant = (target, clock)
+                    case .renewLease(let target, let epoch, _, _, _):
+                        lastGrant = (target, clock, epoch)
                     default: break
                     }
                 }

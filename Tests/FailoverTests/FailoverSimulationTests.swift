@@ -5,17 +5,17 @@ import Foundation
 import Testing
 
 @Suite struct FailoverSimulationTests {
-    @Test func theShippedRuntimesKeepEveryInvariantOverEightSeeds() async {
+    @Test func theShippedRuntimesKeepEveryInvariantOverFiveSeeds() async {
         var operations = 0
         var crashes = 0
-        for seed in 1...8 as ClosedRange<UInt64> {
+        for seed in 1...5 as ClosedRange<UInt64> {
             let report = await FailoverScenario().run(seed: seed)
             #expect(report.violation == nil, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
             operations += report.operations
             crashes += report.faults.nodeCrashes
         }
-        #expect(operations > 400)
-        #expect(crashes > 8)
+        #expect(operations > 250)
+        #expect(crashes > 5)
     }
 
     @Test func aSeedReplaysExactly() async {

@@ -278,52 +278,77 @@ struct PairHarness {
     }
 }
 
+/// Runs CPU-bound work on a thread of its own: the cooperative pool (two threads on two cores)
+/// stays free for the suites that run real-time runtimes beside this one.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
+    }
+}
+
 @Suite struct PairHarnessTests {
-    @Test func underCrashesPartitionsAndLossNoAcknowledgedWriteIsLostAndNoTwoServersServe() {
-        var acknowledged: UInt64 = 0
-        var failovers = 0
-        let count = UInt64(ProcessInfo.processInfo.environment["FT_FAILOVER_SEEDS"] ?? "") ?? 60
-        for seed in 1...count {
-            if let only = ProcessInfo.processInfo.environment["FT_FAILOVER_SEED"], UInt64(only) != seed { continue }
-            var harness = PairHarness(seed: seed)
-            harness.trace = ProcessInfo.processInfo.environment["FT_FAILOVER_SEED"] != nil
-            let failures = harness.run(steps: 4000)
-            #expect(failures.isEmpty, "seed \(seed): \(failures.prefix(3))")
-            if !failures.isEmpty { print("FAILED seed \(seed): \(failures.prefix(2))") }
-            acknowledged += harness.clients.reduce(0) { $0 + $1.acked }
-            failovers += harness.promoted.count
+    static var seedCount: UInt64 { UInt64(ProcessInfo.processInfo.environment["FT_FAILOVER_SEEDS"] ?? "") ?? 30 }
+
+    @Test func underCrashesPartitionsAndLossNoAcknowledgedWriteIsLostAndNoTwoServersServe() async {
+        let only = ProcessInfo.processInfo.environment["FT_FAILOVER_SEED"].flatMap { UInt64($0) }
+        let (failed, acknowledged, failovers) = await onOwnThread { () -> ([String], UInt64, Int) in
+            var failed: [String] = []
+            var acknowledged: UInt64 = 0
+            var failovers = 0
+            for seed in 1...Self.seedCount where only == nil || only == seed {
+                var harness = PairHarness(seed: seed)
+                harness.trace = only != nil
+                let failures = harness.run(steps: 4000)
+                if !failures.isEmpty {
+                    print("FAILED seed \(seed): \(failures.prefix(2))")
+                    failed.append("seed \(seed): \(failures.prefix(3))")
+                }
+                acknowledged += harness.clients.reduce(0) { $0 + $1.acked }
+                failovers += harness.promoted.count
+            }
+            return (failed, acknowledged, failovers)
         }
+        #expect(failed.isEmpty, "\(failed.prefix(3))")
         // The runs do work and do fail over.
-        #expect(acknowledged > 10_000)
-        #expect(failovers > 60)
+        if only == nil {
+            #expect(acknowledged > 5_000)
+            #expect(failovers > 30)
+        }
     }
 
     /// Each planted mistake is caught within 30 seeds.
-    @Test func thePlantedBugsAreCaught() {
-        var caught: [String] = []
-        for seed in 1...30 as ClosedRange<UInt64> {
-            var harness = PairHarness(seed: seed, serverBug: .acknowledgeBeforeBackup)
-            if !harness.run(steps: 4000).isEmpty {
-                caught.append("acknowledge-before-backup")
-                break
+    @Test func thePlantedBugsAreCaught() async {
+        let caught = await onOwnThread { () -> [String] in
+            var caught: [String] = []
+            for seed in 1...30 as ClosedRange<UInt64> {
+                var harness = PairHarness(seed: seed, serverBug: .acknowledgeBeforeBackup)
+                if !harness.run(steps: 4000).isEmpty {
+                    caught.append("acknowledge-before-backup")
+                    break
+                }
             }
-        }
-        for seed in 1...30 as ClosedRange<UInt64> {
-            var harness = PairHarness(seed: seed, controllerBug: .promoteWithoutFencing)
-            if harness.run(steps: 4000).contains(where: { $0.contains("serve") }) {
-                caught.append("promote-without-fencing")
-                break
+            for seed in 1...30 as ClosedRange<UInt64> {
+                var harness = PairHarness(seed: seed, controllerBug: .promoteWithoutFencing)
+                if harness.run(steps: 4000).contains(where: { $0.contains("serve") }) {
+                    caught.append("promote-without-fencing")
+                    break
+                }
             }
+            return caught
         }
         #expect(caught == ["acknowledge-before-backup", "promote-without-fencing"])
     }
 
-    @Test func underPilingFaultsNoTwoServersServeAndNoEpochIsPromotedTwice() {
-        let count = UInt64(ProcessInfo.processInfo.environment["FT_FAILOVER_SEEDS"] ?? "") ?? 60
-        for seed in 1...count {
-            var harness = PairHarness(seed: seed &+ 1_000_000, single: false)
-            let failures = harness.run(steps: 4000)
-            #expect(failures.isEmpty, "seed \(seed): \(failures.prefix(3))")
+    @Test func underPilingFaultsNoTwoServersServeAndNoEpochIsPromotedTwice() async {
+        let failed = await onOwnThread { () -> [String] in
+            var failed: [String] = []
+            for seed in 1...Self.seedCount {
+                var harness = PairHarness(seed: seed &+ 1_000_000, single: false)
+                let failures = harness.run(steps: 4000)
+                if !failures.isEmpty { failed.append("seed \(seed): \(failures.prefix(3))") }
+            }
+            return failed
         }
+        #expect(failed.isEmpty, "\(failed.prefix(3))")
     }
 }
