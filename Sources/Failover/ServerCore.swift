@@ -348,8 +348,7 @@ public struct ServerCore: Sendable {
     }
 
     private func notPrimaryReply(to waiting: Pending) -> Effect {
-        if let key = waiting.key {
-            _ = key
+        if waiting.key != nil {
             return .send(
                 .readReply(
                     client: waiting.client, request: waiting.request, epoch: epoch, value: nil, error: .notPrimary),
@@ -436,8 +435,8 @@ public struct ServerCore: Sendable {
             return []
         }
         if backupEpoch > epoch {
-            // The backup has heard of a newer epoch: this server is stale.
-            epoch = backupEpoch
+            // The backup has heard of a newer epoch: this server is stale. (`stepDown` moves
+            // the epoch, and forgets whom it followed, as for any newer epoch.)
             return stepDown(to: backupEpoch, because: "\(sender) is in epoch \(backupEpoch)")
         }
         guard role == .primary, backupEpoch == epoch else {
