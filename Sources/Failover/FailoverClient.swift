@@ -27,6 +27,8 @@ public actor FailoverClient {
     /// How many times the primary changed under this client.
     public private(set) var switches = 0
     private var nextRequest: UInt64 = 1
+    /// The request number the next ``execute(_:)`` or ``read(_:)`` will use.
+    public var nextRequestNumber: UInt64 { nextRequest }
     private var waiting: (key: UInt64, continuation: CheckedContinuation<FailoverMessage?, Never>)?
     private var receiver: Task<Void, Never>?
     private var lastPrimary: NodeID?
@@ -189,8 +191,11 @@ public actor FailoverClient {
         switch message {
         case .reply(let client, let request, _, _), .readReply(let client, let request, _, _, _):
             if client == id, request == key { resume(with: message) }
-        case .primaryIs(let node?, _, _, _) where key == 0 && servers.contains(node):
-            resume(with: message)
+        case .primaryIs(let node?, let answerEpoch, _, _) where key == 0 && servers.contains(node):
+            // Only news ends a discovery: were a stale answer (or a late one from an earlier
+            // round) to end it, the next round would start at once, and every round's answers
+            // would start more rounds (four messages out per answer: a storm).
+            if answerEpoch >= epoch { resume(with: message) }
         default:
             break
         }

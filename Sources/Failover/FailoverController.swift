@@ -196,6 +196,9 @@ public struct FailoverController: Sendable {
     public private(set) var syncSet: [NodeID] = []
     /// Backups released from the sync set whose release the primary has not yet reported.
     private var released: Set<NodeID> = []
+    /// Servers that restarted (an empty memory) and have not reported catching up from the
+    /// current primary since: a primary's report naming one in its sync set is out of date.
+    private var emptied: Set<NodeID> = []
     /// Whether any primary may have acknowledged an operation: false until a sync set the
     /// controller granted was non-empty (a primary acknowledges only with one), so until then
     /// any backup may be promoted.
@@ -215,9 +218,13 @@ public struct FailoverController: Sendable {
         var epoch: UInt64
         var start: LogPosition
         var granted: Bool
-        /// The primary before it (and its incarnation and epoch then): while it keeps that
-        /// incarnation and has followed nobody since, its log holds all its epoch wrote.
-        var previous: (node: NodeID, incarnation: UInt64, epoch: UInt64)?
+        /// The primary's incarnation when it was promoted.
+        var incarnation: UInt64?
+        /// The servers that held every acknowledged operation when this primary was promoted
+        /// (it, the sync set it was given, and the primary before it), by incarnation. While the
+        /// primary acknowledges nothing of its own, each that keeps its incarnation still does:
+        /// following a complete primary can only cut entries nobody acknowledged.
+        var complete: [NodeID: UInt64]
     }
     /// Why the last promotion was held back, while it is.
     public private(set) var waitingReason: String?
@@ -268,13 +275,25 @@ public struct FailoverController: Sendable {
     /// A server's report of its role, epoch and position.
     public mutating func report(_ node: NodeID, _ report: Report, now: Instant) -> [Command] {
         guard members[node] != nil else { return [] }
+        if let last = members[node]?.report, last.incarnation == report.incarnation, report.stamp < last.stamp {
+            // Sent before the last one taken (reordered on the way): what it says is out of date.
+            // A primary's older sync set, taken now, would drop a backup it waits for.
+            return []
+        }
         let restarted = members[node]?.report.map { $0.incarnation != report.incarnation } ?? false
         if restarted {
             // The server restarted: whatever it held for the sync set is gone.
             syncSet.removeAll { $0 == node }
             dormant.remove(node)
+            emptied.insert(node)
         }
         members[node]?.report = report
+        if emptied.contains(node), let serving, report.position.epoch == serving.epoch,
+            report.position.index >= serving.start.index
+        {
+            // It caught up from the primary of this epoch since: it holds what that primary had.
+            emptied.remove(node)
+        }
         var out: [Command] = []
         if restarted, primary == node {
             // The primary restarted (faster than the detector noticed): its memory is gone, so
@@ -284,9 +303,13 @@ public struct FailoverController: Sendable {
         if case .starting = phase, report.role == .primary, report.epoch == epoch, epoch > 0,
             members[node]?.alive == true
         {
-            // A restarted controller finds the primary it made before: keep it.
+            // A restarted controller finds the primary it made before: keep it. Where it started
+            // is unknown: from here on is the least a follower must reach; and it may have
+            // acknowledged operations.
             phase = .serving(node)
             lastRenewal = nil
+            serving = Serving(
+                epoch: epoch, start: report.position, granted: true, incarnation: report.incarnation, complete: [:])
         }
         if primary == node, report.role == .steppedDown, report.epoch == epoch {
             // The primary stepped down by itself (its lease lapsed): replace it.
@@ -303,7 +326,10 @@ public struct FailoverController: Sendable {
             // The primary's own account of whom it waits for, less what was released since.
             released = released.filter { report.syncSet.contains($0) }
             if !report.syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
-                syncSet = report.syncSet.filter { !released.contains($0) && $0 != node }.sorted()
+                // Not a backup that restarted and has not caught up since: the primary may not
+                // know yet (its report left before it heard from the new incarnation).
+                syncSet = report.syncSet.filter { !released.contains($0) && !emptied.contains($0) && $0 != node }
+                    .sorted()
             }
             if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
                 mayHaveAcknowledged = true
@@ -364,8 +390,14 @@ public struct FailoverController: Sendable {
             }
             out += releaseDeadBackups(primary: node)
         case .failingOver(let old, let target, let leaseEnds):
+            // Confirmed by the run of the server that served: a restarted one (another
+            // incarnation, an empty memory) confirms nothing of what the old one held.
+            let servedBy = serving?.incarnation
             let confirmed =
-                old.flatMap { members[$0]?.report }.map { $0.role != .primary && $0.epoch >= epoch } ?? false
+                old.flatMap { members[$0]?.report }.map { report in
+                    report.role != .primary && report.epoch >= epoch
+                        && (servedBy == nil || report.incarnation == servedBy)
+                } ?? false
             guard now >= leaseEnds || confirmed || bug == .promoteWithoutFencing else {
                 return note("waiting for the lease of \(old?.description ?? "the former primary") to run out")
             }
@@ -386,11 +418,18 @@ public struct FailoverController: Sendable {
             released = []
             dormant = []
             let start = members[candidate]?.report?.position ?? .start
-            var previous: (node: NodeID, incarnation: UInt64, epoch: UInt64)?
-            if let old, let incarnation = members[old]?.report?.incarnation, let before = serving {
-                previous = (old, incarnation, before.epoch)
+            var complete: [NodeID: UInt64] = [:]
+            for node in syncSet + [candidate] {
+                if let incarnation = members[node]?.report?.incarnation { complete[node] = incarnation }
             }
-            serving = Serving(epoch: epoch, start: start, granted: false, previous: previous)
+            if let old, let before = serving, let incarnation = before.incarnation {
+                // The primary before: it held everything acknowledged when it was promoted and
+                // everything it acknowledged since (unless it restarted: another incarnation).
+                complete[old] = incarnation
+            }
+            serving = Serving(
+                epoch: epoch, start: start, granted: false, incarnation: members[candidate]?.report?.incarnation,
+                complete: complete)
             out.append(.promote(to: candidate, epoch: epoch, syncSet: syncSet, minimum: start))
         }
         return out
@@ -418,8 +457,8 @@ public struct FailoverController: Sendable {
     /// confirmed final one: they have everything it had.
     ///
     /// Also, when the old primary was never granted a non-empty sync set (so it acknowledged
-    /// nothing of its own), those that followed it in its epoch: they hold everything it was
-    /// promoted with.
+    /// nothing of its own), those that followed it in its epoch (they hold everything it was
+    /// promoted with) and those that held everything when it was promoted, unrestarted since.
     private func holdingAll(of old: NodeID?, confirmed: Bool) -> [NodeID] {
         guard let old else { return [] }
         var complete: [NodeID] = []
@@ -436,15 +475,8 @@ public struct FailoverController: Sendable {
                 if report.position.epoch == serving.epoch && report.position.index >= serving.start.index {
                     return true
                 }
-                // Or the primary before it, unchanged since (the same incarnation, still in its own
-                // epoch): it held everything acknowledged when it was promoted, everything it
-                // acknowledged itself, and its successor acknowledged nothing.
-                if let previous = serving.previous, previous.node == node, previous.incarnation == report.incarnation,
-                    report.position.epoch == previous.epoch
-                {
-                    return true
-                }
-                return false
+                // Or one that held everything when it was promoted, in the same incarnation.
+                return serving.complete[node] == report.incarnation
             }
         }
         return Array(Set(complete)).sorted()

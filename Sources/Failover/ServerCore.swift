@@ -80,6 +80,8 @@ public struct ServerCore: Sendable {
         var acked: UInt64 = 0
         var verified = false
         var sentUpTo: UInt64 = 0
+        /// When entries (or a snapshot) last went to it.
+        var sentAt: Instant = .zero
     }
 
     struct Pending: Sendable {
@@ -159,13 +161,15 @@ public struct ServerCore: Sendable {
         role == .primary && leaseUntil.map { now < $0 } == true
     }
 
-    /// The report this server sends the controller. A primary's sync set in it is only the
-    /// backups that hold everything acknowledged so far.
+    /// The report this server sends the controller. A primary's sync set in it is every backup
+    /// it waits for (a backup that restarted stays in it, and is waited for, until released;
+    /// the controller learns of the restart from that backup's own report). The whole set, not
+    /// only the backups caught up at the moment: a report that left one out while it was briefly
+    /// behind (or after a reordered acknowledgement) would read as a release.
     public func report(now: Instant) -> FailoverController.Report {
-        let complete = role == .primary ? syncSet.filter { (backups[$0]?.acked ?? 0) >= acknowledgedUpTo } : []
-        return .init(
-            role: role, epoch: epoch, position: store.position, syncSet: complete, stamp: now.nanoseconds,
-            incarnation: incarnation)
+        .init(
+            role: role, epoch: epoch, position: store.position, syncSet: role == .primary ? syncSet : [],
+            stamp: now.nanoseconds, incarnation: incarnation)
     }
 
     // MARK: Inputs
@@ -451,12 +455,14 @@ public struct ServerCore: Sendable {
             after.index <= store.position.index && store.epoch(ofEntry: after.index, in: log) == after.epoch
         if inHistory, let entries = try? log.entries(after: after.index, limit: settings.catchUpBatch) {
             backup.sentUpTo = entries.last?.position.index ?? after.index
+            backup.sentAt = now
             backups[sender] = backup
             return [.send(.replicate(epoch: epoch, entries: entries), to: sender)]
         }
         // Its log does not reach back, or the backup's tail diverged: the whole state.
         backup.acked = 0
         backup.sentUpTo = store.position.index
+        backup.sentAt = now
         backups[sender] = backup
         // Still in the sync set if it was: acknowledgements wait until it has caught up again.
         var bytes = store.snapshot()
@@ -479,6 +485,12 @@ public struct ServerCore: Sendable {
         if position.index < backup.acked {
             // It holds less than it said (it restarted): send again from where it is.
             backup.sentUpTo = position.index
+        } else if position.index == backup.acked, backup.sentUpTo > backup.acked,
+            now - backup.sentAt >= settings.reportInterval * 3
+        {
+            // What went to it last never arrived (lost on the way, and nothing followed to show
+            // the gap): start again from where it is, entries or a snapshot.
+            return catchUp(epoch, after: position, from: sender, now: now)
         }
         backup.acked = position.index
         var out: [Effect] = []
@@ -487,6 +499,7 @@ public struct ServerCore: Sendable {
         {
             // Catching up: the next batch.
             backup.sentUpTo = entries.last?.position.index ?? backup.acked
+            backup.sentAt = now
             out.append(.send(.replicate(epoch: epoch, entries: entries), to: sender))
         }
         backups[sender] = backup
@@ -606,6 +619,7 @@ public struct ServerCore: Sendable {
         for (server, backup) in backups.sorted(by: { $0.key < $1.key })
         where backup.verified && backup.sentUpTo + 1 == entry.position.index {
             backups[server]?.sentUpTo = entry.position.index
+            backups[server]?.sentAt = now
             out.append(.send(.replicate(epoch: epoch, entries: [entry]), to: server))
         }
         pending.append(

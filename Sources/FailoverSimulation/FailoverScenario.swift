@@ -16,8 +16,9 @@ import Logging
 /// recorded epoch. One fault at a time, with time to recover between: the guarantees are for
 /// any single failure. Then the network heals and clients go on for three quiet seconds.
 ///
-/// Each client writes a new key per request, one request at a time, retrying on the new
-/// primary after a switch (the same request number).
+/// Each client runs one request at a time, retrying on the new primary after a switch (the
+/// same request number): puts of a new key each time, and puts, deletes, compare-and-sets and
+/// reads of three shared keys.
 ///
 /// Invariants:
 /// - `one-server-serves`: at no instant do two servers hold a lease (serve) at once.
@@ -26,6 +27,10 @@ import Logging
 ///   primary, and on every backup of its sync set.
 /// - `quiet-progress`: in the quiet phase, clients' writes complete.
 /// - `quiet-stability`: in the quiet phase, at most two promotions (no failover storm).
+/// - `linearizable`: each shared key's history (every operation with when it was sent and
+///   answered; an unanswered write may have taken effect or not), ending with the primary's
+///   final value, has an order in which each read sees the latest write
+///   (``DeterministicSimulation/RegisterHistory``).
 public struct FailoverScenario: Sendable {
     /// A planted server bug, or `nil`.
     public var serverBug: ServerCore.Bug?
@@ -91,6 +96,8 @@ final class FailoverRun: @unchecked Sendable {
     let epochs = MemoryEpochStore()
     var promoted: [UInt64: NodeID] = [:]
     var acknowledged: [(client: UInt64, request: UInt64)] = []
+    /// Each shared key's operations, for the linearizability check.
+    var histories: [StoreKey: RegisterHistory] = [:]
     var lastFault: Instant = .zero
     var quiet = false
     var quietFailures = 0
@@ -115,8 +122,9 @@ final class FailoverRun: @unchecked Sendable {
 
     func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(random.next() % UInt64(range.count)) }
 
-    /// `FT_FAILOVER_TRACE=1` prints the faults and the control server's commands.
-    static let tracing = ProcessInfo.processInfo.environment["FT_FAILOVER_TRACE"] == "1"
+    /// `FT_FAILOVER_TRACE=1` prints the faults and the control server's commands; `2` also
+    /// every message delivered (sender, receiver, type).
+    static let tracing = ["1", "2"].contains(ProcessInfo.processInfo.environment["FT_FAILOVER_TRACE"])
 
     func trace(_ text: @autoclosure () -> String) {
         if Self.tracing { print("[\(world.simulation.now)] \(text())") }
@@ -140,6 +148,13 @@ final class FailoverRun: @unchecked Sendable {
 
     func run() async throws {
         servers = int(2...3) == 2 ? ["a", "b"] : ["a", "b", "c"]
+        if ProcessInfo.processInfo.environment["FT_FAILOVER_TRACE"] == "2" {
+            let world = self.world
+            world.network.deliveryObserver = { envelope, node in
+                print(
+                    "[\(world.simulation.now)] \(envelope.from)->\(node) 0x\(String(envelope.message.type, radix: 16))")
+            }
+        }
         if int(0...3) == 0 {
             // A slow network (or starved processes): delays beyond the detector's silence, so
             // suspicion is often false and failovers follow one another.
@@ -193,7 +208,18 @@ final class FailoverRun: @unchecked Sendable {
             } else {
                 trace("control: \(command)")
             }
-            guard case .promote(let to, let epoch, _, _) = command else { return }
+            guard case .promote(let to, let epoch, _, let minimum) = command else { return }
+            if promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
+                store.position.index >= minimum.index,
+                let missing = acknowledged.first(where: { store[Self.key($0.client, $0.request)] == nil })
+            {
+                // The server will take the promotion (it holds the minimum) but lacks an
+                // acknowledged write: the controller chose a server that is not complete.
+                fail(
+                    "no-acknowledged-write-lost",
+                    "\(to) promoted in epoch \(epoch) at \(store.position) lacks client \(missing.client) request "
+                        + "\(missing.request), acknowledged before")
+            }
             if let other = promoted[epoch], other != to {
                 fail("one-promotion-per-epoch", "epoch \(epoch) promoted \(other), then \(to)")
             }
@@ -282,13 +308,15 @@ final class FailoverRun: @unchecked Sendable {
                 return
             }
         }
+        checkHistories(primary: core.store)
     }
 
     // MARK: Faults
 
     func chaos(until end: Instant) async {
         while world.simulation.now < end {
-            try? await world.clock.sleep(for: random.duration(in: .milliseconds(100) ... .milliseconds(400)))
+            // A sleep fails only once the run has ended (it stopped on an error): so does this.
+            guard await sleep(random.duration(in: .milliseconds(100) ... .milliseconds(400))) else { return }
             if world.simulation.now >= end { break }
             guard let server = servers.randomElement(using: &random) else { continue }
             let downFor = random.duration(in: .milliseconds(10) ... .milliseconds(300))
@@ -338,28 +366,104 @@ final class FailoverRun: @unchecked Sendable {
                 continue
             }
             // Time to recover (a backup catches up) before the next fault.
-            await sleep(.milliseconds(300))
+            guard await sleep(.milliseconds(300)) else { return }
         }
     }
 
-    func sleep(_ duration: Duration) async {
-        try? await world.clock.sleep(for: duration)
+    /// Sleeps in virtual time; false once the run has ended (every sleep then fails at once,
+    /// so a loop must stop on it rather than spin).
+    @discardableResult
+    func sleep(_ duration: Duration) async -> Bool {
+        do {
+            try await world.clock.sleep(for: duration)
+            return true
+        } catch {
+            return false
+        }
     }
 
     // MARK: Workload
 
+    /// The keys clients share, each checked for linearizability.
+    static let sharedKeys: [StoreKey] = ["r0", "r1", "r2"]
+
+    /// A value no other write wrote: the client and request, as 8 bytes.
+    static func value(_ client: UInt64, _ request: UInt64) -> (bytes: [UInt8], id: Int) {
+        let id = Int(truncatingIfNeeded: client << 32 | (request & 0xFFFF_FFFF))
+        return (withUnsafeBytes(of: UInt64(id).littleEndian, Array.init), id)
+    }
+
+    /// The id of a value read back (`absent` for none, -1 for bytes no write wrote).
+    static func id(of bytes: [UInt8]?) -> Int {
+        guard let bytes else { return RegisterHistory.absent }
+        guard bytes.count == 8 else { return -1 }
+        return Int(
+            truncatingIfNeeded: bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+    }
+
     func workload(_ client: FailoverClient, until end: Instant) async {
-        var request: UInt64 = 0
+        // What this client last read of each shared key: its compare-and-sets expect it.
+        var seen: [StoreKey: [UInt8]?] = [:]
         while world.simulation.now < end, violation == nil {
-            request += 1
             let started = world.simulation.now
+            let choice = int(0...9)
+            let key = Self.sharedKeys[int(0...Self.sharedKeys.count - 1)]
+            // The request number the client will use (execute and read each take the next).
+            let request = await client.nextRequestNumber
+            var operation: RegisterHistory.Operation?
             do {
-                _ = try await client.execute(.put(key: Self.key(client.id, request), value: [1]))
-                acknowledged.append((client.id, request))
+                switch choice {
+                case 0...3:
+                    // A fresh key per write: at the end, every acknowledged one must be there.
+                    _ = try await client.execute(.put(key: Self.key(client.id, request), value: [1]))
+                    acknowledged.append((client.id, request))
+                    if Self.tracing {
+                        let primary = await client.primary
+                        trace("client \(client.id) request \(request) acknowledged by \(primary?.name ?? "?")")
+                    }
+                case 4, 5:
+                    let value = Self.value(client.id, request)
+                    operation = .write(value.id)
+                    _ = try await client.execute(.put(key: key, value: value.bytes))
+                    histories[key, default: RegisterHistory()].record(
+                        .write(value.id), client: client.id, invoked: started, answered: world.simulation.now)
+                case 6:
+                    operation = .write(RegisterHistory.absent)
+                    _ = try await client.execute(.delete(key: key))
+                    histories[key, default: RegisterHistory()].record(
+                        .write(RegisterHistory.absent), client: client.id, invoked: started,
+                        answered: world.simulation.now)
+                case 7:
+                    // Expects what this client last read of the key.
+                    let expected = seen[key] ?? nil
+                    let value = Self.value(client.id, request)
+                    operation = .compareAndSet(expected: Self.id(of: expected), new: value.id, succeeded: nil)
+                    let result = try await client.execute(
+                        .compareAndSet(key: key, expected: expected, new: value.bytes))
+                    histories[key, default: RegisterHistory()].record(
+                        .compareAndSet(expected: Self.id(of: expected), new: value.id, succeeded: result == .applied),
+                        client: client.id, invoked: started, answered: world.simulation.now)
+                default:
+                    let bytes = try await client.read(key)
+                    seen[key] = bytes
+                    histories[key, default: RegisterHistory()].record(
+                        .read(Self.id(of: bytes)), client: client.id, invoked: started, answered: world.simulation.now)
+                }
+                if choice <= 7 {
+                    // A write took effect: the server now refuses this client's older requests.
+                    for key in histories.keys {
+                        histories[key]?.closeOpenOperations(of: client.id, by: world.simulation.now)
+                    }
+                }
                 operations += 1
                 // A little think time: fewer events per seed, the same interleavings of interest.
-                await sleep(random.duration(in: .zero ... .milliseconds(8)))
+                guard await sleep(random.duration(in: .zero ... .milliseconds(8))) else { break }
             } catch {
+                if let operation {
+                    // No answer: it may have taken effect, or may yet.
+                    histories[key, default: RegisterHistory()].recordOpen(
+                        operation, client: client.id, invoked: started, latest: nil)
+                }
                 if quiet, started >= world.simulation.now - .milliseconds(500) {
                     quietFailures += 1
                     if quietFailures > 3 {
@@ -368,8 +472,31 @@ final class FailoverRun: @unchecked Sendable {
                             "client \(client.id) request \(request) failed in the quiet phase: \(error)")
                     }
                 }
+                // The run may have ended on an error: then every sleep fails, and so does this loop.
+                guard await sleep(.zero) else { break }
             }
         }
         await client.close()
+    }
+
+    /// Every shared key's history, with the primary's final value as a last read, must have an
+    /// order (per-key linearizability).
+    func checkHistories(primary store: ReplicatedStore) {
+        for key in Self.sharedKeys {
+            var history = histories[key] ?? RegisterHistory()
+            let now = world.simulation.now
+            history.record(.read(Self.id(of: store[key])), client: 0, invoked: now, answered: now)
+            checks += 1
+            switch history.check() {
+            case .linearizable:
+                continue
+            case .violation(let detail):
+                fail("linearizable", "key \(key): \(detail)")
+                return
+            case .undecided(let steps):
+                fail("linearizable", "key \(key): the search gave up after \(steps) steps")
+                return
+            }
+        }
     }
 }

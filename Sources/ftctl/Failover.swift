@@ -9,7 +9,7 @@ struct FailoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
         abstract: "Primary-backup switching with a control server and a replicated memory database (Failover).",
-        subcommands: [FailoverSimulate.self])
+        subcommands: [FailoverSimulate.self, FailoverDemo.self, FailoverNode.self])
 }
 
 /// `ftctl failover simulate`.

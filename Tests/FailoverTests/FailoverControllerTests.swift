@@ -207,12 +207,52 @@ func servingController(
         _ = controller.heartbeat("c", alive: false, now: at(95))
         let second = controller.tick(now: at(140))
         #expect(second.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 3 })
-        // And with "b" gone too, nobody left holds it all: the controller waits and says so.
+        // "b" dies too, before serving, and "c" is heard again: unrestarted (the same
+        // incarnation), it still holds everything, for nobody acknowledged anything since.
+        var again = controller
+        _ = again.heartbeat("b", alive: false, now: at(150))
+        _ = again.heartbeat("c", alive: true, now: at(150))
+        #expect(again.tick(now: at(200)).contains { $0.promoted?.0 == "c" && $0.promoted?.1 == 4 })
+        // Restarted (another incarnation: an empty memory), nobody left holds it all: the
+        // controller waits and says so.
         _ = controller.heartbeat("b", alive: false, now: at(150))
         _ = controller.heartbeat("c", alive: true, now: at(150))
+        _ = controller.report("c", .init(role: .backup, epoch: 3, position: .start, incarnation: 42), now: at(150))
         _ = controller.tick(now: at(200))
         #expect(controller.primary == nil)
         #expect(controller.waitingReason?.contains("sync set") == true)
+    }
+
+    /// Simulation seed 705: a primary that wrote nothing in its epoch was replaced by its only
+    /// sync backup, which died before serving; the old primary, never restarted, still held
+    /// everything, but the controller counted it only while the newest entry was of its own
+    /// epoch, and waited for ever with nobody to promote.
+    @Test func theFormerPrimaryStillHoldsEverythingWhenItsSuccessorDiesBeforeServing() {
+        var (controller, _) = servingController(syncSet: ["b"])
+        // "a" is granted (it may acknowledge with "b"), but its log's newest entry is of epoch 0.
+        let stale = LogPosition(epoch: 0, index: 5)
+        _ = controller.report(
+            "a", .init(role: .primary, epoch: 1, position: stale, syncSet: ["b"], stamp: 45), now: at(45))
+        _ = controller.report("b", .init(role: .backup, epoch: 1, position: stale), now: at(46))
+        _ = controller.heartbeat("a", alive: false, now: at(50))
+        let first = controller.tick(now: at(90))
+        #expect(first.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
+        // "a" comes back (the same incarnation, so the same memory) as "b" dies unpromoted.
+        _ = controller.heartbeat("a", alive: true, now: at(91))
+        _ = controller.report("a", .init(role: .steppedDown, epoch: 2, position: stale), now: at(91))
+        _ = controller.heartbeat("b", alive: false, now: at(95))
+        let second = controller.tick(now: at(140))
+        #expect(second.contains { $0.promoted?.0 == "a" && $0.promoted?.1 == 3 })
+        // Had "a" restarted (another incarnation: an empty memory), nobody would be left.
+        var (other, _) = servingController(syncSet: ["b"])
+        _ = other.report("a", .init(role: .primary, epoch: 1, position: stale, syncSet: ["b"], stamp: 45), now: at(45))
+        _ = other.heartbeat("a", alive: false, now: at(50))
+        _ = other.tick(now: at(90))
+        _ = other.heartbeat("a", alive: true, now: at(91))
+        _ = other.report("a", .init(role: .backup, epoch: 0, position: .start, incarnation: 7), now: at(91))
+        _ = other.heartbeat("b", alive: false, now: at(95))
+        #expect(!other.tick(now: at(140)).contains { $0.promoted != nil })
+        #expect(other.waitingReason?.contains("sync set") == true)
     }
 
     /// Found by the pair harness: a primary that restarted faster than the detector noticed
