@@ -196,6 +196,10 @@ public struct FailoverController: Sendable {
     public private(set) var syncSet: [NodeID] = []
     /// Backups released from the sync set whose release the primary has not yet reported.
     private var released: Set<NodeID> = []
+    /// The epochs promoted since a primary was last granted a non-empty sync set, with the
+    /// position each was promoted at: none of them acknowledged anything, so each starting
+    /// point holds every acknowledged operation.
+    private var ungranted: [UInt64: LogPosition] = [:]
     /// Servers that restarted (an empty memory) and have not reported catching up from the
     /// current primary since: a primary's report naming one in its sync set is out of date.
     private var emptied: Set<NodeID> = []
@@ -315,6 +319,11 @@ public struct FailoverController: Sendable {
             // The primary stepped down by itself (its lease lapsed): replace it.
             return out + beginFailover(from: node, target: nil, now: now)
         }
+        if case .failingOver(let old?, _, _) = phase, old == node, report.role != .primary, report.epoch < epoch {
+            // The failed primary stepped down by itself but has not heard of the new epoch (the
+            // step-down was lost): tell it again, so that it can confirm where it stopped.
+            out.append(.stepDown(to: node, epoch: epoch))
+        }
         if report.role == .primary, primary != node || report.epoch < epoch {
             // A primary the controller did not make in this epoch: stop it.
             out.append(.stepDown(to: node, epoch: epoch))
@@ -342,7 +351,10 @@ public struct FailoverController: Sendable {
             {
                 // The primary asks for its lease: the grant runs from the report's stamp.
                 lastRenewal = now
-                if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 { serving?.granted = true }
+                if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
+                    serving?.granted = true
+                    ungranted = [:]
+                }
                 out.append(
                     .renewLease(
                         to: node, epoch: epoch, duration: configuration.leaseDuration, stamp: report.stamp,
@@ -427,6 +439,8 @@ public struct FailoverController: Sendable {
                 // everything it acknowledged since (unless it restarted: another incarnation).
                 complete[old] = incarnation
             }
+            if ungranted.count >= 64, let oldest = ungranted.keys.min() { ungranted[oldest] = nil }
+            ungranted[epoch] = start
             serving = Serving(
                 epoch: epoch, start: start, granted: false, incarnation: members[candidate]?.report?.incarnation,
                 complete: complete)
@@ -472,7 +486,14 @@ public struct FailoverController: Sendable {
                 guard node != old, let report = members[node]?.report else { return false }
                 // A follower of that primary: one that merely reached its reported starting
                 // point may lack entries it held but had not reported yet.
-                if report.position.epoch == serving.epoch && report.position.index >= serving.start.index {
+                // A follower of any primary promoted since the last that may have acknowledged
+                // (none of them acknowledged anything): it holds what that one was promoted
+                // with, which held every acknowledged operation. So does a server whose log
+                // reaches that starting point in the same epoch.
+                for (promotedIn, start) in ungranted
+                where (report.position.epoch == promotedIn || report.position.epoch == start.epoch)
+                    && report.position.index >= start.index
+                {
                     return true
                 }
                 // Or one that held everything when it was promoted, in the same incarnation.

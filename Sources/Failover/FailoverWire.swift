@@ -7,11 +7,14 @@ public import NIOCore
 /// Every message carries the sender's epoch where one applies; the frame around it carries the
 /// CRC32C. Decoding checks every field and limit and throws ``FailoverError/Code/malformed``.
 public enum FailoverMessage: Sendable, Hashable {
-    /// The most entries in one ``replicate(epoch:entries:)``.
+    /// The most entries in one ``replicate(epoch:previous:entries:)``.
     public static let maximumEntriesPerMessage = 4096
 
-    /// Primary → backup: entries to apply, in order (0x0601).
-    case replicate(epoch: UInt64, entries: [ReplicationEntry])
+    /// Primary → backup: entries to apply, in order, following the entry at `previous` in the
+    /// primary's log; a backup whose log does not hold `previous` (or holds other entries at
+    /// those indexes) applies nothing and asks to catch up. Without entries, a beat: `previous`
+    /// is the primary's position (0x0601).
+    case replicate(epoch: UInt64, previous: LogPosition, entries: [ReplicationEntry])
     /// Backup → primary: the last entry applied (and made durable when the backup journals) (0x0602).
     case replicated(epoch: UInt64, position: LogPosition)
     /// Backup → primary: send what follows `after` (a gap, or a backup back from away) (0x0603).
@@ -110,12 +113,12 @@ public enum FailoverMessage: Sendable, Hashable {
         var buffer = ByteBuffer()
         let type: UInt16
         switch self {
-        case .replicate(let epoch, let entries):
+        case .replicate(let epoch, let previous, let entries):
             type = MessageType.replicate
-            buffer.reserveCapacity(12 + entries.reduce(0) { $0 + $1.encodedSize })
+            buffer.reserveCapacity(28 + entries.reduce(0) { $0 + $1.encodedSize })
             buffer.writeMultipleIntegers(
-                epoch, UInt32(truncatingIfNeeded: min(entries.count, Self.maximumEntriesPerMessage)),
-                endianness: .little)
+                epoch, previous.epoch, previous.index,
+                UInt32(truncatingIfNeeded: min(entries.count, Self.maximumEntriesPerMessage)), endianness: .little)
             for entry in entries.prefix(Self.maximumEntriesPerMessage) { entry.encode(into: &buffer) }
         case .replicated(let epoch, let position):
             type = MessageType.replicated
@@ -200,19 +203,24 @@ public enum FailoverMessage: Sendable, Hashable {
         let decoded: FailoverMessage
         switch message.type {
         case MessageType.replicate:
-            guard let (epoch, count) = buffer.readMultipleIntegers(endianness: .little, as: (UInt64, UInt32).self),
+            guard
+                let (epoch, previousEpoch, previousIndex, count) = buffer.readMultipleIntegers(
+                    endianness: .little, as: (UInt64, UInt64, UInt64, UInt32).self),
                 Int(count) <= maximumEntriesPerMessage, Int(count) * 34 <= buffer.readableBytes
             else { throw FailoverError(.malformed, detail: "replicate header invalid") }
+            let previous = LogPosition(epoch: previousEpoch, index: previousIndex)
             var entries: [ReplicationEntry] = []
             entries.reserveCapacity(Int(count))
             for _ in 0..<count {
                 let entry = try ReplicationEntry.decode(from: &buffer)
-                if let previous = entries.last, entry.position.index != previous.position.index &+ 1 {
-                    throw FailoverError(.malformed, detail: "replicate entries not consecutive at \(entry.position)")
+                let before = entries.last?.position ?? previous
+                guard entry.position.index == before.index &+ 1, entry.position.epoch >= before.epoch else {
+                    throw FailoverError(
+                        .malformed, detail: "replicate entry \(entry.position) does not follow \(before)")
                 }
                 entries.append(entry)
             }
-            decoded = .replicate(epoch: epoch, entries: entries)
+            decoded = .replicate(epoch: epoch, previous: previous, entries: entries)
         case MessageType.replicated, MessageType.catchUp:
             guard
                 let (epoch, positionEpoch, index) = buffer.readMultipleIntegers(

@@ -82,6 +82,9 @@ public struct ServerCore: Sendable {
         var sentUpTo: UInt64 = 0
         /// When entries (or a snapshot) last went to it.
         var sentAt: Instant = .zero
+        /// A snapshot went to it, and no position of this log has come back since: new entries
+        /// wait (they would not follow its log).
+        var snapshotPending = false
     }
 
     struct Pending: Sendable {
@@ -188,7 +191,7 @@ public struct ServerCore: Sendable {
                 for server in servers where server != node {
                     // A beat to every backup: a new or restarted one asks to catch up, the others
                     // answer with their position (so a backup that lost its memory is noticed).
-                    out.append(.send(.replicate(epoch: epoch, entries: []), to: server))
+                    out.append(.send(.replicate(epoch: epoch, previous: store.position, entries: []), to: server))
                 }
             }
         }
@@ -237,8 +240,8 @@ public struct ServerCore: Sendable {
             }
             syncSet.removeAll { $0 == backup }
             return complete(now: now)
-        case .replicate(let primaryEpoch, let entries):
-            return replicate(primaryEpoch, entries, from: sender, now: now)
+        case .replicate(let primaryEpoch, let previous, let entries):
+            return replicate(primaryEpoch, previous: previous, entries, from: sender, now: now)
         case .snapshot(let primaryEpoch, let chunk, let last):
             return snapshot(primaryEpoch, chunk, last: last, from: sender)
         case .catchUp(let backupEpoch, let after):
@@ -319,7 +322,7 @@ public struct ServerCore: Sendable {
         lastReport = now
         out.append(.send(.report(report(now: now)), to: controller))
         for server in servers where server != node {
-            out.append(.send(.replicate(epoch: epoch, entries: []), to: server))
+            out.append(.send(.replicate(epoch: epoch, previous: store.position, entries: []), to: server))
         }
         return out
     }
@@ -367,7 +370,8 @@ public struct ServerCore: Sendable {
     // MARK: Backup side
 
     private mutating func replicate(
-        _ primaryEpoch: UInt64, _ entries: [ReplicationEntry], from sender: NodeID, now: Instant
+        _ primaryEpoch: UInt64, previous: LogPosition, _ entries: [ReplicationEntry], from sender: NodeID,
+        now: Instant
     ) -> [Effect] {
         guard servers.contains(sender), sender != node, primaryEpoch >= epoch else {
             ignored += 1
@@ -386,9 +390,21 @@ public struct ServerCore: Sendable {
             out.append(.send(.catchUp(epoch: epoch, after: store.position), to: sender))
             return out
         }
-        for entry in entries where entry.position.index > store.position.index {
-            guard entry.position.index == store.position.index + 1 else {
-                return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
+        let askAgain: [Effect] = [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
+        if !entries.isEmpty {
+            // The entries follow `previous` in the primary's log: applied only onto a log that
+            // holds it (and the same entries where they overlap), or this log would mix two
+            // histories. A gap, or a tail the primary does not have: ask (entries or a snapshot).
+            guard previous.index <= store.position.index,
+                store.epoch(ofEntry: previous.index, in: log) == previous.epoch
+            else { return askAgain }
+        }
+        for entry in entries {
+            if entry.position.index <= store.position.index {
+                guard store.epoch(ofEntry: entry.position.index, in: log) == entry.position.epoch else {
+                    return askAgain
+                }
+                continue
             }
             do {
                 try store.apply(entry)
@@ -419,6 +435,7 @@ public struct ServerCore: Sendable {
         defer { snapshotBytes = ByteBuffer() }
         do {
             store = try ReplicatedStore(snapshot: snapshotBytes)
+            trace?("installed a snapshot from \(sender) at \(store.position)")
             log = ReplicationLog(
                 maximumEntries: settings.logEntries, maximumBytes: settings.logBytes,
                 startingAfter: store.position.index)
@@ -453,16 +470,20 @@ public struct ServerCore: Sendable {
         // The backup's position must be in this server's history: the same epoch at that index.
         let inHistory =
             after.index <= store.position.index && store.epoch(ofEntry: after.index, in: log) == after.epoch
+        trace?(
+            "catch-up of \(sender) after \(after): \(inHistory ? "from the log" : "a snapshot") (at \(store.position))")
         if inHistory, let entries = try? log.entries(after: after.index, limit: settings.catchUpBatch) {
             backup.sentUpTo = entries.last?.position.index ?? after.index
             backup.sentAt = now
+            backup.snapshotPending = false
             backups[sender] = backup
-            return [.send(.replicate(epoch: epoch, entries: entries), to: sender)]
+            return [.send(.replicate(epoch: epoch, previous: after, entries: entries), to: sender)]
         }
         // Its log does not reach back, or the backup's tail diverged: the whole state.
         backup.acked = 0
         backup.sentUpTo = store.position.index
         backup.sentAt = now
+        backup.snapshotPending = true
         backups[sender] = backup
         // Still in the sync set if it was: acknowledgements wait until it has caught up again.
         var bytes = store.snapshot()
@@ -482,6 +503,16 @@ public struct ServerCore: Sendable {
             ignored += 1
             return []
         }
+        guard store.epoch(ofEntry: position.index, in: log) == position.epoch else {
+            // Not a position of this server's log (its snapshot is on the way, or its tail
+            // diverged): it counts for nothing. Still there after a while: the snapshot was lost.
+            ignored += 1
+            if now - backup.sentAt >= settings.reportInterval * 3 {
+                return catchUp(epoch, after: position, from: sender, now: now)
+            }
+            return []
+        }
+        backup.snapshotPending = false
         if position.index < backup.acked {
             // It holds less than it said (it restarted): send again from where it is.
             backup.sentUpTo = position.index
@@ -497,10 +528,11 @@ public struct ServerCore: Sendable {
         if backup.sentUpTo <= backup.acked, backup.acked < store.position.index,
             let entries = try? log.entries(after: backup.acked, limit: settings.catchUpBatch)
         {
+            // From where it is: its position was checked against this log above.
             // Catching up: the next batch.
             backup.sentUpTo = entries.last?.position.index ?? backup.acked
             backup.sentAt = now
-            out.append(.send(.replicate(epoch: epoch, entries: entries), to: sender))
+            out.append(.send(.replicate(epoch: epoch, previous: position, entries: entries), to: sender))
         }
         backups[sender] = backup
         if !syncSet.contains(sender), backup.acked >= max(acknowledgedUpTo, 1) {
@@ -599,6 +631,7 @@ public struct ServerCore: Sendable {
             return []
         }
         guard pending.count < settings.maximumPending else { return refuse(.lagExceeded) }
+        let before = store.position
         let entry: ReplicationEntry
         let result: OperationResult
         do {
@@ -617,10 +650,10 @@ public struct ServerCore: Sendable {
         log.append(entry)
         var out: [Effect] = []
         for (server, backup) in backups.sorted(by: { $0.key < $1.key })
-        where backup.verified && backup.sentUpTo + 1 == entry.position.index {
+        where backup.verified && !backup.snapshotPending && backup.sentUpTo + 1 == entry.position.index {
             backups[server]?.sentUpTo = entry.position.index
             backups[server]?.sentAt = now
-            out.append(.send(.replicate(epoch: epoch, entries: [entry]), to: server))
+            out.append(.send(.replicate(epoch: epoch, previous: before, entries: [entry]), to: server))
         }
         pending.append(
             Pending(

@@ -243,9 +243,11 @@ func servingController(
         _ = controller.heartbeat("b", alive: false, now: at(95))
         let second = controller.tick(now: at(140))
         #expect(second.contains { $0.promoted?.0 == "a" && $0.promoted?.1 == 3 })
-        // Had "a" restarted (another incarnation: an empty memory), nobody would be left.
+        // Had "a" restarted (another incarnation: an empty memory), nobody would be left ("c"
+        // trails where "b" was promoted).
         var (other, _) = servingController(syncSet: ["b"])
         _ = other.report("a", .init(role: .primary, epoch: 1, position: stale, syncSet: ["b"], stamp: 45), now: at(45))
+        _ = other.report("b", .init(role: .backup, epoch: 1, position: stale), now: at(46))
         _ = other.heartbeat("a", alive: false, now: at(50))
         _ = other.tick(now: at(90))
         _ = other.heartbeat("a", alive: true, now: at(91))

@@ -20,8 +20,8 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
         entries.append(entry)
     }
     return [
-        .replicate(epoch: 4, entries: entries),
-        .replicate(epoch: 4, entries: []),
+        .replicate(epoch: 4, previous: LogPosition(epoch: 4, index: 0), entries: entries),
+        .replicate(epoch: 4, previous: LogPosition(epoch: 3, index: 9), entries: []),
         .replicated(epoch: 4, position: .init(epoch: 3, index: 77)),
         .catchUp(epoch: 4, after: .init(epoch: 2, index: 9)),
         .snapshot(epoch: 4, chunk: store.snapshot(), last: true),
@@ -82,7 +82,7 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
         var wrapped = last
         wrapped.position.index = 1
         var payload = ByteBuffer()
-        payload.writeMultipleIntegers(UInt64(1), UInt32(2), endianness: .little)
+        payload.writeMultipleIntegers(UInt64(1), UInt64(1), UInt64.max - 1, UInt32(2), endianness: .little)
         last.encode(into: &payload)
         wrapped.encode(into: &payload)
         #expect(throws: FailoverError.self) {

@@ -20,7 +20,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         let type = 0x0601 + UInt16(steer)
         guard let message = try? FailoverMessage.decode(Message(type: type, bytes: bytes)) else { return 0 }
         precondition((try? FailoverMessage.decode(message.encode())) == message, "type \(type) does not round-trip")
-        if case .replicate(_, let entries) = message { apply(entries) }
+        if case .replicate(_, _, let entries) = message { apply(entries) }
     case 15:
         guard let entries = try? ReplicationEntry.unframeAll(buffer) else { return 0 }
         apply(entries)
