@@ -73,7 +73,7 @@ public enum FailoverMessage: Sendable, Hashable {
 
     /// The message types.
     public enum MessageType {
-        /// ``FailoverMessage/replicate(epoch:entries:)``
+        /// ``FailoverMessage/replicate(epoch:previous:entries:)``
         public static let replicate: UInt16 = 0x0601
         /// ``FailoverMessage/replicated(epoch:position:)``
         public static let replicated: UInt16 = 0x0602

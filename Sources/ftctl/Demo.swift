@@ -42,6 +42,12 @@ struct Demo: AsyncParsableCommand {
             and catches up while the writes go on; then the journal's volume is rebuilt from the \
             chain and compared with what was written.
 
+            Failover scene: a control server and servers a, b and c run as processes on loopback \
+            (10 ms reports, a 30 ms lease); three clients write and read continuously in \
+            synchronous mode; the primary is SIGKILLed. Printed: how long until the new primary \
+            acknowledged each client again, the operations acknowledged and lost (0), whether each \
+            shared key's history is linearizable, and who answers on the service address.
+
             Heartbeat scene: devices A (priority 2) and B (priority 1) exchange heartbeats every \
             50 ms on three UDP paths (127.0.0.2-4 and 127.0.0.5-7). One of A's paths is cut (B \
             still hears A on two, the threshold, and stays standby), then A is killed; B takes \
@@ -59,6 +65,11 @@ struct Demo: AsyncParsableCommand {
         try await KeySyncScene(keys: 250_000).run()
         print()
         try await ChainScene().run()
+        print()
+        print("== Failover: a control server and three servers as processes, the primary SIGKILLed under load")
+        let failover = try await FailoverTrial(number: 1, heartbeatMs: 10, loadMs: 500, backups: 2).run()
+        print(failover.line)
+        guard failover.passed else { throw CommandFailure("the failover scene failed") }
         print()
         print("== Heartbeat quorum: 3 paths, threshold 2, 50 ms heartbeats")
         let interval = Duration.milliseconds(50)

@@ -20,13 +20,15 @@ struct FailoverSimulate: AsyncParsableCommand {
         discussion: """
             Each seed runs the shipped FailoverServer, FailoverControlServer and FailoverClient \
             runtimes on a simulated network: two or three servers in synchronous mode, a control \
-            server, three clients writing a new key per request. For three seconds messages are \
+            server, three clients (puts of a new key per request, and puts, deletes, \
+            compare-and-sets and reads of three shared keys). For three seconds messages are \
             lost, doubled and reordered, servers crash and come back empty (a memory database), \
             servers are cut from the control server or from everyone, and the control server \
             restarts on its recorded epoch, one fault at a time. Then everything heals. \
             No two servers may serve at once, no epoch may be promoted twice, no acknowledged \
-            write may be missing from the primary or its sync set, and writes must complete once \
-            quiet. Exits 1 if any seed breaks an invariant.
+            write may be missing from the primary, its sync set or a promoted server, each shared \
+            key's history must be linearizable, and writes must complete once quiet. Exits 1 if \
+            any seed breaks an invariant.
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 1000
