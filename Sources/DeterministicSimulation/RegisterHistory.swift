@@ -84,6 +84,8 @@ public struct RegisterHistory: Sendable {
 
     /// The operations, in the order recorded.
     public private(set) var records: [Record] = []
+    /// The indexes of open operations not yet given a latest instant.
+    private var unbounded: [Int] = []
 
     /// An empty history.
     public init() {}
@@ -101,6 +103,7 @@ public struct RegisterHistory: Sendable {
     /// answered changed nothing: it is not recorded.
     public mutating func recordOpen(_ operation: Operation, client: UInt64 = 0, invoked: Instant, latest: Instant?) {
         if case .read = operation { return }
+        if latest == nil { unbounded.append(records.count) }
         records.append(
             Record(
                 operation: operation, client: client, invoked: invoked, answered: latest.map { max(invoked, $0) },
@@ -109,6 +112,7 @@ public struct RegisterHistory: Sendable {
 
     /// Adds `other`'s operations (another client's, on the same register).
     public mutating func append(_ other: RegisterHistory) {
+        unbounded += other.unbounded.map { $0 + records.count }
         records += other.records
     }
 
@@ -116,11 +120,10 @@ public struct RegisterHistory: Sendable {
     /// effect (a later request of the client took effect by then, and the server refuses older
     /// ones), where none was set.
     public mutating func closeOpenOperations(of client: UInt64, by instant: Instant) {
-        for index in records.indices
-        where records[index].client == client && !records[index].completed && records[index].answered == nil
-            && records[index].invoked < instant
-        {
+        unbounded.removeAll { index in
+            guard records[index].client == client, records[index].invoked < instant else { return false }
             records[index].answered = instant
+            return true
         }
     }
 

@@ -106,6 +106,10 @@ public final class FailoverServer: Service, @unchecked Sendable {
         set { core = newValue }
     }
 
+    /// Whether the core serves at `now`, for the simulation's check after every event (without
+    /// copying the core, as ``unsafeCore`` does).
+    package func unsafeServes(now: Instant) -> Bool { core.serves(now: now) }
+
     /// Runs `body` on the core between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (ServerCore) -> T) async -> T {
         await withCheckedContinuation { continuation in

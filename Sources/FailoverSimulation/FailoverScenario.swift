@@ -272,7 +272,7 @@ final class FailoverRun: @unchecked Sendable {
     /// with an event, a promotion or a lease grant; time passing only ends it.)
     func checkServing() {
         let now = world.simulation.now
-        let serving = servers.filter { runtimes[$0]?.unsafeCore.serves(now: now) == true }
+        let serving = servers.filter { runtimes[$0]?.unsafeServes(now: now) == true }
         checks += 1
         if serving.count > 1 {
             let epochs = serving.map { "\($0)@\(runtimes[$0]?.unsafeCore.epoch ?? 0)" }

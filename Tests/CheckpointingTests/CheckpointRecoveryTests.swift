@@ -31,19 +31,24 @@ struct CheckpointRecoveryTests {
         let pages = 2048
         let app = try Application(pages: pages, budgetUnits: 200)
         let stop = Atomic<Bool>(false)
+        let progress = Atomic<UInt64>(0)
         let writer = Thread {
             var value: UInt64 = 0
             while !stop.load(ordering: .relaxed) {
                 value += 1
                 try? app.memory.storeWord(value, at: Int(value % UInt64(pages)) * 4096)
+                progress.store(value, ordering: .relaxed)
             }
         }
         writer.start()
         var preserved = 0
         var ids: [CheckpointID] = []
         // Eight checkpoints, and more (up to 24) until the writer has hit a page during a copy:
-        // on a loaded machine it may not be scheduled during the first ones.
+        // on a loaded machine it may not be scheduled during the first ones. Each starts only
+        // once the writer is seen running (progress, not a timed wait).
         while ids.count < 8 || (preserved == 0 && ids.count < 24) {
+            let mark = progress.load(ordering: .relaxed)
+            while progress.load(ordering: .relaxed) < mark + 10_000 { sched_yield() }
             let report = try app.checkpointer.checkpointBlocking()
             preserved += report.preservedPages
             ids.append(report.summary.id)
