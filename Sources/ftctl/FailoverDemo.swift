@@ -354,7 +354,30 @@ struct FailoverTrial {
         quiet.logLevel = .warning
         var loads: [FailoverLoad] = []
         var transports: [TCPTransport] = []
-        defer { for transport in transports { Task { await transport.close() } } }
+        // The clients and their transports close on every way out, failures included.
+        do {
+            try await measure(
+                &result, loads: &loads, transports: &transports, pids: &pids, ports: ports, peers: peers,
+                servers: servers, servicePort: servicePort, clock: clock, logger: quiet)
+        } catch {
+            await close(loads, transports)
+            throw error
+        }
+        await close(loads, transports)
+        return result
+    }
+
+    private func close(_ loads: [FailoverLoad], _ transports: [TCPTransport]) async {
+        for load in loads { await load.client.close() }
+        for transport in transports { await transport.close() }
+    }
+
+    /// Starts the clients, loads the pair, kills the primary, loads again and checks.
+    private func measure(
+        _ result: inout Result, loads: inout [FailoverLoad], transports: inout [TCPTransport],
+        pids: inout [NodeID: Int32], ports: [NodeID: Int], peers: [NodeID: SocketAddress], servers: [NodeID],
+        servicePort: Int, clock: SystemClock, logger quiet: Logger
+    ) async throws {
         for (index, node) in FailoverLayout.clients.enumerated() {
             let transport = try await TCPTransport.start(
                 configuration: .init(
@@ -375,8 +398,7 @@ struct FailoverTrial {
         try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1)
         guard let victim = await loads[0].client.primary, let pid = pids[victim] else {
             result.problem = "no primary served within the load"
-            for load in loads { await load.client.close() }
-            return result
+            return
         }
         result.victim = victim
         let killedAt = clock.now
@@ -430,8 +452,6 @@ struct FailoverTrial {
             result.problem =
                 "the service address 127.0.0.1:\(servicePort) is not served by the new primary \(successor?.name ?? "?")"
         }
-        for load in loads { await load.client.close() }
-        return result
     }
 
     /// `FT_FAILOVER_DEMO_TRACE=1`: each step of a trial, on standard error.
