@@ -384,30 +384,13 @@ final class FailoverRun: @unchecked Sendable {
 
     // MARK: Workload
 
-    /// The keys clients share, each checked for linearizability.
-    static let sharedKeys: [StoreKey] = ["r0", "r1", "r2"]
-
-    /// A value no other write wrote: the client and request, as 8 bytes.
-    static func value(_ client: UInt64, _ request: UInt64) -> (bytes: [UInt8], id: Int) {
-        let id = Int(truncatingIfNeeded: client << 32 | (request & 0xFFFF_FFFF))
-        return (withUnsafeBytes(of: UInt64(id).littleEndian, Array.init), id)
-    }
-
-    /// The id of a value read back (`absent` for none, -1 for bytes no write wrote).
-    static func id(of bytes: [UInt8]?) -> Int {
-        guard let bytes else { return RegisterHistory.absent }
-        guard bytes.count == 8 else { return -1 }
-        return Int(
-            truncatingIfNeeded: bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-    }
-
     func workload(_ client: FailoverClient, until end: Instant) async {
         // What this client last read of each shared key: its compare-and-sets expect it.
         var seen: [StoreKey: [UInt8]?] = [:]
         while world.simulation.now < end, violation == nil {
             let started = world.simulation.now
             let choice = int(0...9)
-            let key = Self.sharedKeys[int(0...Self.sharedKeys.count - 1)]
+            let key = SharedRegisters.keys[int(0...SharedRegisters.keys.count - 1)]
             // The request number the client will use (execute and read each take the next).
             let request = await client.nextRequestNumber
             var operation: RegisterHistory.Operation?
@@ -422,7 +405,7 @@ final class FailoverRun: @unchecked Sendable {
                         trace("client \(client.id) request \(request) acknowledged by \(primary?.name ?? "?")")
                     }
                 case 4, 5:
-                    let value = Self.value(client.id, request)
+                    let value = SharedRegisters.value(client: client.id, request: request)
                     operation = .write(value.id)
                     _ = try await client.execute(.put(key: key, value: value.bytes))
                     histories[key, default: RegisterHistory()].record(
@@ -436,18 +419,21 @@ final class FailoverRun: @unchecked Sendable {
                 case 7:
                     // Expects what this client last read of the key.
                     let expected = seen[key] ?? nil
-                    let value = Self.value(client.id, request)
-                    operation = .compareAndSet(expected: Self.id(of: expected), new: value.id, succeeded: nil)
+                    let value = SharedRegisters.value(client: client.id, request: request)
+                    operation = .compareAndSet(
+                        expected: SharedRegisters.id(of: expected), new: value.id, succeeded: nil)
                     let result = try await client.execute(
                         .compareAndSet(key: key, expected: expected, new: value.bytes))
                     histories[key, default: RegisterHistory()].record(
-                        .compareAndSet(expected: Self.id(of: expected), new: value.id, succeeded: result == .applied),
+                        .compareAndSet(
+                            expected: SharedRegisters.id(of: expected), new: value.id, succeeded: result == .applied),
                         client: client.id, invoked: started, answered: world.simulation.now)
                 default:
                     let bytes = try await client.read(key)
                     seen[key] = bytes
                     histories[key, default: RegisterHistory()].record(
-                        .read(Self.id(of: bytes)), client: client.id, invoked: started, answered: world.simulation.now)
+                        .read(SharedRegisters.id(of: bytes)), client: client.id, invoked: started,
+                        answered: world.simulation.now)
                 }
                 if choice <= 7 {
                     // A write took effect: the server now refuses this client's older requests.
@@ -482,10 +468,10 @@ final class FailoverRun: @unchecked Sendable {
     /// Every shared key's history, with the primary's final value as a last read, must have an
     /// order (per-key linearizability).
     func checkHistories(primary store: ReplicatedStore) {
-        for key in Self.sharedKeys {
+        for key in SharedRegisters.keys {
             var history = histories[key] ?? RegisterHistory()
             let now = world.simulation.now
-            history.record(.read(Self.id(of: store[key])), client: 0, invoked: now, answered: now)
+            history.record(.read(SharedRegisters.id(of: store[key])), client: 0, invoked: now, answered: now)
             checks += 1
             switch history.check() {
             case .linearizable:

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DeterministicSimulation
 import Failover
+import FailoverSimulation
 import FaultToleranceCore
 import FaultToleranceNIO
 import Foundation
@@ -494,8 +495,6 @@ actor FailoverLoad {
         var server: NodeID?
     }
 
-    static let sharedKeys: [StoreKey] = ["r0", "r1", "r2"]
-
     let client: FailoverClient
     let clock: SystemClock
     private(set) var acknowledgedKeys: [StoreKey] = []
@@ -517,9 +516,8 @@ actor FailoverLoad {
             if let stop = stopAfterAcknowledgements, counted >= stop { return }
             let started = clock.now
             let request = await client.nextRequestNumber
-            let key = Self.sharedKeys[Int.random(in: 0..<Self.sharedKeys.count, using: &random)]
-            let value = withUnsafeBytes(of: (client.id << 32 | request).littleEndian, Array.init)
-            let id = Int(truncatingIfNeeded: client.id << 32 | request)
+            let key = SharedRegisters.keys[Int.random(in: 0..<SharedRegisters.keys.count, using: &random)]
+            let (value, id) = SharedRegisters.value(client: client.id, request: request)
             var operation: RegisterHistory.Operation?
             let choice = Int.random(in: 0...9, using: &random)
             do {
@@ -540,16 +538,17 @@ actor FailoverLoad {
                         .write(RegisterHistory.absent), client: client.id, invoked: started, answered: clock.now)
                 case 7:
                     let expected = seen[key] ?? nil
-                    operation = .compareAndSet(expected: Self.id(of: expected), new: id, succeeded: nil)
+                    operation = .compareAndSet(expected: SharedRegisters.id(of: expected), new: id, succeeded: nil)
                     let outcome = try await client.execute(.compareAndSet(key: key, expected: expected, new: value))
                     histories[key, default: RegisterHistory()].record(
-                        .compareAndSet(expected: Self.id(of: expected), new: id, succeeded: outcome == .applied),
+                        .compareAndSet(
+                            expected: SharedRegisters.id(of: expected), new: id, succeeded: outcome == .applied),
                         client: client.id, invoked: started, answered: clock.now)
                 default:
                     let bytes = try await client.read(key)
                     seen[key] = bytes
                     histories[key, default: RegisterHistory()].record(
-                        .read(Self.id(of: bytes)), client: client.id, invoked: started, answered: clock.now)
+                        .read(SharedRegisters.id(of: bytes)), client: client.id, invoked: started, answered: clock.now)
                 }
                 if choice <= 7 {
                     // A write took effect: the server now refuses this client's older requests.
@@ -567,18 +566,10 @@ actor FailoverLoad {
         }
     }
 
-    /// The id of a value read back (`absent` for none, -1 for bytes no write wrote).
-    static func id(of bytes: [UInt8]?) -> Int {
-        guard let bytes else { return RegisterHistory.absent }
-        guard bytes.count == 8 else { return -1 }
-        return Int(
-            truncatingIfNeeded: bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-    }
-
     /// Reads each shared key once more and checks its history (all clients' operations);
     /// the problem, or nil when every history has an order.
     func checkHistories(_ histories: [StoreKey: RegisterHistory]) async -> String? {
-        for key in Self.sharedKeys {
+        for key in SharedRegisters.keys {
             let started = clock.now
             let bytes: [UInt8]?
             do {
@@ -587,7 +578,8 @@ actor FailoverLoad {
                 return "the final read of \(key) failed: \(error)"
             }
             var history = histories[key] ?? RegisterHistory()
-            history.record(.read(Self.id(of: bytes)), client: client.id, invoked: started, answered: clock.now)
+            history.record(
+                .read(SharedRegisters.id(of: bytes)), client: client.id, invoked: started, answered: clock.now)
             if ProcessInfo.processInfo.environment["FT_FAILOVER_DEMO_TRACE"] == "1" {
                 let open = history.records.filter { !$0.completed }
                 FileHandle.standardError.write(
