@@ -140,6 +140,20 @@ let package = Package(
             plugins: benchmarkPlugin
         ),
         .executableTarget(
+            name: "FailoverBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Failover", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+                .product(name: "FaultToleranceNIO", package: rootPackage),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Failover",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
             name: "ChainBenchmarks",
             dependencies: [
                 "BenchmarkSupport",

@@ -1,0 +1,190 @@
+import Benchmark
+import BenchmarkSupport
+import Failover
+import FaultToleranceCore
+import FaultToleranceNIO
+import Foundation
+import Logging
+import NIOCore
+
+// A pair in this process: a control server, a primary and a synchronous backup, and eight
+// clients, each on its own TCPTransport on loopback (the protocol, its wire and its runtimes;
+// every process shares this machine's two cores).
+//
+// Replicated writes: each client executes batches of 16 puts of 128-byte values, one batch at a
+// time, in synchronous mode (a batch is acknowledged only once the backup has it), against the
+// same eight clients each making a raw TCP round trip per batch: the very bytes of the request
+// message sent over TCPTransport to a peer that answers with the very bytes of the reply. The
+// baseline does one round trip per batch; ours does two (client to primary, primary to backup
+// and back, primary to client) plus the store and the replication log on both servers. Ratio:
+// the round trips' time over ours (issue #18 asks >= 0.7x).
+//
+// The smoke run: 400 batches against a generous floor.
+
+let mode = BenchmarkMode.current
+let quiet = Logger(label: "ft.failover.bench", factory: { _ in SwiftLogNoOpLogHandler() })
+let clientCount = 8
+let putsPerBatch = 16
+let valueBytes = 128
+let servers: [NodeID] = ["a", "b"]
+
+/// A pair and its clients on loopback TCP.
+final class LoopbackPair: @unchecked Sendable {
+    // unchecked: built and closed by one benchmark task; the clients are actors.
+    var transports: [TCPTransport] = []
+    var tasks: [Task<Void, any Error>] = []
+    var clients: [FailoverClient] = []
+
+    init() async throws {
+        let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        let nodes: [NodeID] = ["control"] + servers + (1...clientCount).compactMap { NodeID("client\($0)") }
+        var byNode: [NodeID: TCPTransport] = [:]
+        for node in nodes {
+            let transport = try await TCPTransport.start(
+                configuration: .init(localNode: node, bindAddress: any), logger: quiet)
+            transports.append(transport)
+            byNode[node] = transport
+        }
+        for transport in transports {
+            for (node, peer) in byNode where peer !== transport { transport.setPeer(node, address: peer.localAddress) }
+        }
+        // A 20 ms report interval and a 200 ms lease: under a full benchmark's load on two cores a
+        // shorter lease lapses on scheduling stalls, and what is measured here is the steady state.
+        let report = Duration.milliseconds(20)
+        guard let controlTransport = byNode["control"] else { throw FailoverError(.invalidConfiguration) }
+        let control = try FailoverControlServer(
+            node: "control",
+            configuration: .init(
+                servers: servers, leaseDuration: .milliseconds(200), renewInterval: report, minimumSyncBackups: 1),
+            transport: controlTransport, detectionTimeout: .milliseconds(200), logger: quiet)
+        tasks.append(Task { try await control.run() })
+        for server in servers {
+            guard let transport = byNode[server] else { continue }
+            let runtime = FailoverServer(
+                node: server, controller: "control", servers: servers,
+                configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
+                transport: transport, settings: ServerCore.Settings(minimumSyncBackups: 1, reportInterval: report),
+                logger: quiet)
+            tasks.append(Task { try await runtime.run() })
+        }
+        for index in 1...clientCount {
+            guard let node = NodeID("client\(index)"), let transport = byNode[node] else { continue }
+            clients.append(
+                FailoverClient(
+                    id: UInt64(index), transport: transport, servers: servers, controller: "control",
+                    timeout: .milliseconds(500), deadline: .seconds(30)))
+        }
+    }
+
+    func close() async {
+        for client in clients { await client.close() }
+        for task in tasks { task.cancel() }
+        for transport in transports { await transport.close() }
+    }
+}
+
+/// Batch `number` of client `client`: 16 puts of new keys.
+func batch(client: Int, number: Int) -> StoreOperation {
+    .batch(
+        (0..<putsPerBatch).map { put in
+            .put(
+                key: StoreKey("c\(client)-\(number)-\(put)") ?? "k",
+                value: [UInt8](repeating: UInt8(truncatingIfNeeded: put), count: valueBytes))
+        })
+}
+
+/// Every client executes `batches / clientCount` batches, one at a time.
+func replicatedWrites(_ pair: LoopbackPair, batches: Int, first: Int) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (index, client) in pair.clients.enumerated() {
+            group.addTask {
+                for number in 0..<(batches / clientCount) {
+                    _ = try await client.execute(batch(client: index, number: first + number))
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+/// The baseline: the same clients, each on its own TCPTransport, and an echo peer that answers
+/// every message with the bytes of a reply.
+final class EchoPeers: @unchecked Sendable {
+    // unchecked: built and closed by one benchmark task.
+    let echo: TCPTransport
+    let echoTask: Task<Void, Never>
+    var senders: [TCPTransport] = []
+
+    init() async throws {
+        let any = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        let echo = try await TCPTransport.start(
+            configuration: .init(localNode: "echo", bindAddress: any), logger: quiet)
+        self.echo = echo
+        let reply = FailoverMessage.reply(client: 1, request: 1, epoch: 1, outcome: .done(.applied)).encode()
+        echoTask = Task {
+            for await envelope in echo.incoming { try? await echo.send(reply, to: envelope.from) }
+        }
+        for index in 1...clientCount {
+            let transport = try await TCPTransport.start(
+                configuration: .init(localNode: NodeID("client\(index)") ?? "client", bindAddress: any), logger: quiet)
+            transport.setPeer("echo", address: echo.localAddress)
+            echo.setPeer(transport.localNode, address: transport.localAddress)
+            senders.append(transport)
+        }
+    }
+
+    /// Every client sends `batches / clientCount` request messages, one at a time, each
+    /// answered before the next: one raw TCP round trip per batch.
+    func roundTrips(batches: Int, first: Int) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, transport) in senders.enumerated() {
+                group.addTask {
+                    var answers = transport.incoming.makeAsyncIterator()
+                    for number in 0..<(batches / clientCount) {
+                        let request = FailoverMessage.request(
+                            client: UInt64(index), request: UInt64(first + number + 2), epoch: 1,
+                            operation: batch(client: index, number: first + number))
+                        try await transport.send(request.encode(), to: "echo")
+                        guard await answers.next() != nil else {
+                            throw FailoverError(.timedOut, detail: "the echo peer closed")
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    func close() async {
+        echoTask.cancel()
+        for transport in senders { await transport.close() }
+        await echo.close()
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
+    let batches = mode.pick(full: 8_000, quick: 2_000, smoke: 400)
+    Benchmark(
+        "synchronous pair, 8 clients: \(batches) batches of 16 x 128-byte puts, against a raw TCP round trip per batch",
+        configuration: .init(
+            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
+            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
+    ) { benchmark in
+        do {
+            let pair = try await LoopbackPair()
+            // One batch per client first: the election, the connections and the first lease are
+            // not what is measured.
+            try await replicatedWrites(pair, batches: clientCount, first: -1)
+            let ours = try await seconds { try await replicatedWrites(pair, batches: batches, first: 0) }
+            await pair.close()
+            let peers = try await EchoPeers()
+            try await peers.roundTrips(batches: clientCount, first: -1)
+            let baseline = try await seconds { try await peers.roundTrips(batches: batches, first: 0) }
+            await peers.close()
+            record(ratio: baseline / ours, floor: 0.1, in: benchmark)
+        } catch {
+            fail(benchmark, "failover replicated-write benchmark failed: \(error)")
+        }
+    }
+}
