@@ -85,6 +85,52 @@ public actor FailoverClient {
         return value
     }
 
+    /// What the control server knows of the pair (``FailoverStatus``), asked again every
+    /// `timeout` until the deadline. Needs the control server (`controller` at creation).
+    public func status() async throws(FailoverError) -> FailoverStatus {
+        guard let controller else {
+            throw FailoverError(.invalidConfiguration, detail: "this client was given no control server")
+        }
+        startReceiving()
+        let giveUp = clock.now + deadline
+        while clock.now < giveUp {
+            if case .status(let status)? = await ask(controller, key: Self.statusKey, .statusQuery) {
+                return status
+            }
+        }
+        throw FailoverError(.timedOut, node: controller, detail: "no status within \(deadline)")
+    }
+
+    /// Asks the control server for a planned switchover to `target` (or, when `nil`, to the
+    /// live backup of the sync set with the newest position) and returns the epoch the new
+    /// primary will serve in; ``status()`` shows when it does. Sent once (a second request
+    /// would find the switchover under way and be refused), answered within the deadline.
+    /// Throws ``FailoverError/Code/switchoverRefused`` with the controller's reason.
+    public func switchover(to target: NodeID? = nil) async throws(FailoverError) -> UInt64 {
+        guard let controller else {
+            throw FailoverError(.invalidConfiguration, detail: "this client was given no control server")
+        }
+        startReceiving()
+        do {
+            try await transport.send(FailoverMessage.switchover(target: target).encode(), to: controller)
+        } catch {
+            throw FailoverError(.closed, node: controller, detail: "the switchover request was not sent: \(error)")
+        }
+        switch await wait(key: Self.switchoverKey, within: deadline) {
+        case .switchoverAnswer(let newEpoch, nil)?:
+            epoch = max(epoch, newEpoch)
+            return newEpoch
+        case .switchoverAnswer(_, let refusal?)?:
+            throw FailoverError(.switchoverRefused, node: target, detail: refusal)
+        default:
+            throw FailoverError(.timedOut, node: controller, detail: "no answer to the switchover within \(deadline)")
+        }
+    }
+
+    /// The keys an operator's questions wait under (request numbers never reach them).
+    private static let statusKey = UInt64.max
+    private static let switchoverKey = UInt64.max - 1
+
     private func exchange(_ request: UInt64, _ make: @Sendable (UInt64) -> FailoverMessage) async throws(FailoverError)
         -> FailoverMessage
     {
@@ -150,10 +196,11 @@ public actor FailoverClient {
         return await wait(key: key)
     }
 
-    /// Waits up to `timeout` for the answer to `key` (0: a discovery).
-    private func wait(key: UInt64) async -> FailoverMessage? {
+    /// Waits up to `within` (the per-attempt timeout by default) for the answer to `key` (0: a
+    /// discovery).
+    private func wait(key: UInt64, within: Duration? = nil) async -> FailoverMessage? {
         let clock = self.clock
-        let timeout = self.timeout
+        let timeout = within ?? self.timeout
         let timer = Task(executorPreference: clock.taskExecutor) { [weak self] in
             try? await clock.sleep(for: timeout)
             await self?.expire(key)
@@ -196,6 +243,8 @@ public actor FailoverClient {
             // round) to end it, the next round would start at once, and every round's answers
             // would start more rounds (four messages out per answer: a storm).
             if answerEpoch >= epoch { resume(with: message) }
+        case .status where key == Self.statusKey, .switchoverAnswer where key == Self.switchoverKey:
+            resume(with: message)
         default:
             break
         }

@@ -256,6 +256,9 @@ public struct FailoverController: Sendable {
     /// The last position `node` reported.
     public func position(of node: NodeID) -> LogPosition? { members[node]?.report?.position }
 
+    /// The last report `node` sent, if it is a server of the pair and one arrived.
+    public func report(of node: NodeID) -> Report? { members[node]?.report }
+
     /// Whether the heartbeat detector holds `node` alive.
     public func isAlive(_ node: NodeID) -> Bool { members[node]?.alive ?? false }
 
@@ -367,18 +370,45 @@ public struct FailoverController: Sendable {
     /// Time passes.
     public mutating func tick(now: Instant) -> [Command] { evaluate(now: now) }
 
-    /// A planned switchover to `target` (or the most up-to-date backup): the primary steps down
-    /// first, and the target is promoted once it holds everything the primary confirmed.
+    /// A planned switchover to `target` (or, when `nil`, the live backup with the newest
+    /// reported position): the primary steps down first (it is not fenced), and the target is
+    /// promoted once it holds everything the primary confirmed. Should the target die before,
+    /// the failover goes on as after a failure, the old primary among the candidates.
+    ///
+    /// Throws ``FailoverError/Code/notPrimary`` when no primary serves (nothing to switch from)
+    /// and ``FailoverError/Code/invalidConfiguration`` for a target that is not a live backup
+    /// of the pair that has reported.
     public mutating func switchover(to target: NodeID? = nil, now: Instant) throws(FailoverError) -> [Command] {
         guard case .serving(let old) = phase else {
             throw FailoverError(.notPrimary, detail: "no primary serves to switch from")
         }
+        // In synchronous mode only a backup that holds every acknowledged operation may take over.
+        var restricted = false
+        if case .synchronous = configuration.mode, mayHaveAcknowledged { restricted = true }
+        let candidates = configuration.servers.filter {
+            $0 != old && members[$0]?.alive == true && members[$0]?.report != nil
+                && (!restricted || syncSet.contains($0))
+        }
         if let target {
-            guard members[target] != nil, target != old else {
+            guard configuration.servers.contains(target), target != old else {
                 throw FailoverError(.invalidConfiguration, node: target, detail: "not a backup of this pair")
             }
+            guard candidates.contains(target) else {
+                throw FailoverError(
+                    .invalidConfiguration, node: target,
+                    detail: "not a live backup of the sync set that has reported its position")
+            }
         }
-        return beginFailover(from: old, target: target, now: now)
+        let newest = candidates.max { lhs, rhs in
+            let left = members[lhs]?.report?.position ?? .start
+            let right = members[rhs]?.report?.position ?? .start
+            return left != right ? left < right : lhs > rhs
+        }
+        guard let chosen = target ?? newest else {
+            throw FailoverError(
+                .invalidConfiguration, detail: "no live backup of the sync set has reported its position")
+        }
+        return beginFailover(from: old, target: chosen, now: now)
     }
 
     // MARK: Decisions
@@ -452,7 +482,8 @@ public struct FailoverController: Sendable {
     private mutating func beginFailover(
         from old: NodeID, target: NodeID?, now: Instant, mayReturn: Bool = true
     ) -> [Command] {
-        oldMayReturn = mayReturn && target == nil
+        // In a switchover the old primary is a candidate only if the target dies first.
+        oldMayReturn = mayReturn
         let leaseEnds = (lastRenewal ?? now) + configuration.leaseWait
         epoch += 1
         phase = .failingOver(from: old, target: target, leaseEnds: leaseEnds)
@@ -532,12 +563,11 @@ public struct FailoverController: Sendable {
         }
         let complete = holdingAll(of: old, confirmed: stepDownConfirmed)
         var pool = eligible
-        if let target, stepDownConfirmed {
-            guard complete.contains(target) else {
-                let final = old.flatMap { members[$0]?.report?.position } ?? .start
-                out += note("switchover target \(target) has not reached \(final)")
-                return nil
-            }
+        // A switchover's target, once the old primary confirmed its step-down, if it holds what
+        // the old one confirmed; otherwise the pool below decides (it keeps the target when the
+        // target holds every acknowledged operation: what it lacks was never acknowledged, and
+        // the stepped-down primary, which answers no catch-up, cannot give it).
+        if let target, stepDownConfirmed, members[target]?.alive == true, complete.contains(target) {
             return target
         }
         if case .synchronous = configuration.mode {

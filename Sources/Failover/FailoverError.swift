@@ -32,6 +32,9 @@ public struct FailoverError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let closed = Code("closed")
         /// No answer in time.
         public static let timedOut = Code("timedOut")
+        /// The control server refused a planned switchover (no primary serves, or the target
+        /// is not a live backup that holds every acknowledged operation); the detail says why.
+        public static let switchoverRefused = Code("switchoverRefused")
 
         /// The value as people read it.
         public var description: String { name }

@@ -254,6 +254,9 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
     private func handle(_ event: FailoverLoopEvent) async {
         let now = clock.now
         var commands: [FailoverController.Command] = []
+        // An operator's answer, sent once the commands are carried out (a switchover's epoch
+        // recorded first).
+        var answer: (FailoverMessage, NodeID)?
         switch event {
         case .message(let envelope):
             let message: FailoverMessage
@@ -264,6 +267,26 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
                 return
             }
             switch message {
+            case .statusQuery:
+                answer = (.status(controller.status), envelope.from)
+            case .switchover(let target):
+                do {
+                    commands += try controller.switchover(to: target, now: now)
+                    logger.notice(
+                        "planned switchover",
+                        metadata: [
+                            "from": "\(controller.status.failingOverFrom?.description ?? "-")",
+                            "target": "\(target?.description ?? "newest backup")", "epoch": "\(controller.epoch)",
+                            "asked-by": "\(envelope.from)",
+                        ])
+                    trace?("switchover to \(target?.description ?? "the newest backup") asked by \(envelope.from)")
+                    answer = (.switchoverAnswer(epoch: controller.epoch, refusal: nil), envelope.from)
+                } catch {
+                    answer = (
+                        .switchoverAnswer(epoch: controller.epoch, refusal: error.detail ?? "\(error.code)"),
+                        envelope.from
+                    )
+                }
             case .report(let report):
                 guard controller.configuration.servers.contains(envelope.from) else { return }
                 heard(envelope.from, at: now, commands: &commands)
@@ -289,6 +312,7 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
             return
         }
         await perform(commands)
+        if let (message, to) = answer { try? await transport.send(message.encode(), to: to) }
     }
 
     private func heard(_ server: NodeID, at now: Instant, commands: inout [FailoverController.Command]) {

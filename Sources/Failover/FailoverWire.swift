@@ -46,6 +46,17 @@ public enum FailoverMessage: Sendable, Hashable {
     case whoIsPrimary
     /// The answer: the primary, its epoch and the service address (0x060F).
     case primaryIs(node: NodeID?, epoch: UInt64, host: String, port: UInt16)
+    /// Operator → control server: describe the pair (0x0610).
+    case statusQuery
+    /// Control server → operator: the pair as the controller sees it (0x0611).
+    case status(FailoverStatus)
+    /// Operator → control server: a planned switchover to `target`, or to the most up-to-date
+    /// backup when `nil`: the primary steps down first, and the target is promoted once it holds
+    /// everything the primary acknowledged (0x0612).
+    case switchover(target: NodeID?)
+    /// Control server → operator: the switchover began, towards `epoch`, or was refused and why
+    /// (no primary serves, an unknown target) (0x0613).
+    case switchoverAnswer(epoch: UInt64, refusal: String?)
 
     /// Why a server refused a request.
     public enum RefusalCode: UInt8, Sendable, Hashable {
@@ -103,9 +114,17 @@ public enum FailoverMessage: Sendable, Hashable {
         public static let whoIsPrimary: UInt16 = 0x060E
         /// ``FailoverMessage/primaryIs(node:epoch:host:port:)``
         public static let primaryIs: UInt16 = 0x060F
+        /// ``FailoverMessage/statusQuery``
+        public static let statusQuery: UInt16 = 0x0610
+        /// ``FailoverMessage/status(_:)``
+        public static let status: UInt16 = 0x0611
+        /// ``FailoverMessage/switchover(target:)``
+        public static let switchover: UInt16 = 0x0612
+        /// ``FailoverMessage/switchoverAnswer(epoch:refusal:)``
+        public static let switchoverAnswer: UInt16 = 0x0613
 
         /// Whether `type` is one of this protocol's.
-        public static func contains(_ type: UInt16) -> Bool { (0x0601...0x060F).contains(type) }
+        public static func contains(_ type: UInt16) -> Bool { (0x0601...0x0613).contains(type) }
     }
 
     /// The message's encoding.
@@ -192,6 +211,18 @@ public enum FailoverMessage: Sendable, Hashable {
             buffer.writeMultipleIntegers(epoch, port, endianness: .little)
             writeShortString(node?.name ?? "", into: &buffer)
             writeShortString(host, into: &buffer)
+        case .statusQuery:
+            type = MessageType.statusQuery
+        case .status(let status):
+            type = MessageType.status
+            status.encode(into: &buffer)
+        case .switchover(let target):
+            type = MessageType.switchover
+            writeShortString(target?.name ?? "", into: &buffer)
+        case .switchoverAnswer(let epoch, let refusal):
+            type = MessageType.switchoverAnswer
+            buffer.writeInteger(epoch, endianness: .little)
+            writeShortString(refusal ?? "", into: &buffer)
         }
         return Message(type: type, payload: buffer)
     }
@@ -347,6 +378,26 @@ public enum FailoverMessage: Sendable, Hashable {
                 node = parsed
             }
             decoded = .primaryIs(node: node, epoch: epoch, host: host, port: port)
+        case MessageType.statusQuery:
+            decoded = .statusQuery
+        case MessageType.status:
+            decoded = .status(try FailoverStatus.decode(from: &buffer))
+        case MessageType.switchover:
+            let name = try readShortString(from: &buffer, what: "switchover target")
+            if name.isEmpty {
+                decoded = .switchover(target: nil)
+            } else {
+                guard let target = NodeID(name) else {
+                    throw FailoverError(.malformed, detail: "switchover target invalid")
+                }
+                decoded = .switchover(target: target)
+            }
+        case MessageType.switchoverAnswer:
+            guard let epoch = buffer.readInteger(endianness: .little, as: UInt64.self) else {
+                throw FailoverError(.malformed, detail: "switchover answer truncated")
+            }
+            let refusal = try readShortString(from: &buffer, what: "switchover refusal")
+            decoded = .switchoverAnswer(epoch: epoch, refusal: refusal.isEmpty ? nil : refusal)
         default:
             throw FailoverError(
                 .malformed, detail: "message type 0x\(String(message.type, radix: 16)) is not Failover's")

@@ -290,7 +290,8 @@ public struct ServerCore: Sendable {
                     .primaryIs(node: primary, epoch: epoch, host: configuration.host, port: configuration.port),
                     to: sender)
             ]
-        case .report, .reply, .readReply, .primaryIs:
+        case .report, .reply, .readReply, .primaryIs, .statusQuery, .status, .switchover, .switchoverAnswer:
+            // For clients, the control server and operators: not a server's business.
             ignored += 1
             return []
         }

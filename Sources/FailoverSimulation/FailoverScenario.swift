@@ -12,8 +12,9 @@ import Logging
 /// and a failure detector of 18–40 ms. For
 /// three seconds links lose, duplicate and reorder messages, servers crash (a memory database:
 /// a restart forgets everything) and come back, links are cut (the primary from the control
-/// server only, or a server from everyone), and the control server crashes and restarts on its
-/// recorded epoch. One fault at a time, with time to recover between: the guarantees are for
+/// server only, or a server from everyone), the control server crashes and restarts on its
+/// recorded epoch, and an operator asks the control server for a planned switchover (to a
+/// given server or to the newest backup of the sync set). One fault at a time, with time to recover between: the guarantees are for
 /// any single failure. Then the network heals and clients go on for three quiet seconds.
 ///
 /// Each client runs one request at a time, retrying on the new primary after a switch (the
@@ -102,6 +103,8 @@ final class FailoverRun: @unchecked Sendable {
     var quiet = false
     var quietFailures = 0
     var quietPromotions = 0
+    /// Planned switchovers the control server accepted (traced; the unit tests count them).
+    var switchovers = 0
     /// The control server's detector: 18–40 ms of silence, against a 30 ms lease (a fast
     /// detector must not let a promotion overtake the old lease).
     var detection: Duration = .milliseconds(30)
@@ -165,7 +168,13 @@ final class FailoverRun: @unchecked Sendable {
         try startControl()
         for server in servers { start(server) }
         let faultEnd = world.simulation.now + .seconds(3)
-        let chaos = world.spawn { [unowned self] in await self.chaos(until: faultEnd) }
+        // An operator asks the control server for planned switchovers, over the wire.
+        let operatorNode: NodeID = "operator"
+        world.network.restart(operatorNode)
+        let operatorClient = FailoverClient(
+            id: 99, transport: world.network.transport(for: operatorNode), servers: servers, controller: Self.control,
+            clock: world.clock, timeout: .milliseconds(40), deadline: .milliseconds(200))
+        let chaos = world.spawn { [unowned self] in await self.chaos(until: faultEnd, operator: operatorClient) }
         var clients: [Task<Void, Never>] = []
         let end = faultEnd + .seconds(3)
         for index in 0..<3 {
@@ -313,7 +322,7 @@ final class FailoverRun: @unchecked Sendable {
 
     // MARK: Faults
 
-    func chaos(until end: Instant) async {
+    func chaos(until end: Instant, operator operatorClient: FailoverClient) async {
         while world.simulation.now < end {
             // A sleep fails only once the run has ended (it stopped on an error): so does this.
             guard await sleep(random.duration(in: .milliseconds(100) ... .milliseconds(400))) else { return }
@@ -362,6 +371,17 @@ final class FailoverRun: @unchecked Sendable {
                 world.simulation.faults.nodeCrashes += 1
                 await sleep(downFor)
                 try? startControl()
+            case 5:
+                // A planned switchover, to this server or to the newest backup of the sync set
+                // (refused when no primary serves or the target may not take over).
+                let target: NodeID? = int(0...1) == 0 ? nil : server
+                do {
+                    let epoch = try await operatorClient.switchover(to: target)
+                    trace("operator: switchover to \(target?.description ?? "the newest backup") in epoch \(epoch)")
+                    switchovers += 1
+                } catch {
+                    trace("operator: switchover to \(target?.description ?? "the newest backup"): \(error)")
+                }
             default:
                 continue
             }

@@ -66,8 +66,12 @@ struct Demo: AsyncParsableCommand {
         print()
         try await ChainScene().run()
         print()
-        print("== Failover: a control server and three servers as processes, the primary SIGKILLed under load")
-        let failover = try await FailoverTrial(number: 1, heartbeatMs: 10, loadMs: 500, backups: 2).run()
+        print(
+            "== Failover: a control server and three servers as processes; a planned switchover, then the primary "
+                + "SIGKILLed under load")
+        let failover = try await FailoverTrial(
+            number: 1, heartbeatMs: 10, loadMs: 500, backups: 2, switchover: true
+        ).run()
         print(failover.line)
         guard failover.passed else { throw CommandFailure("the failover scene failed") }
         print()

@@ -9,7 +9,10 @@ struct FailoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
         abstract: "Primary-backup switching with a control server and a replicated memory database (Failover).",
-        subcommands: [FailoverSimulate.self, FailoverDemo.self, FailoverNode.self])
+        subcommands: [
+            FailoverSimulate.self, FailoverDemo.self, FailoverNode.self, FailoverStatusCommand.self,
+            FailoverSwitchCommand.self,
+        ])
 }
 
 /// `ftctl failover simulate`.
@@ -23,8 +26,9 @@ struct FailoverSimulate: AsyncParsableCommand {
             server, three clients (puts of a new key per request, and puts, deletes, \
             compare-and-sets and reads of three shared keys). For three seconds messages are \
             lost, doubled and reordered, servers crash and come back empty (a memory database), \
-            servers are cut from the control server or from everyone, and the control server \
-            restarts on its recorded epoch, one fault at a time. Then everything heals. \
+            servers are cut from the control server or from everyone, the control server \
+            restarts on its recorded epoch, and an operator asks for planned switchovers over the \
+            wire, one fault at a time. Then everything heals. \
             No two servers may serve at once, no epoch may be promoted twice, no acknowledged \
             write may be missing from the primary, its sync set or a promoted server, each shared \
             key's history must be linearizable, and writes must complete once quiet. Exits 1 if \

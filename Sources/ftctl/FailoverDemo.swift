@@ -83,6 +83,8 @@ struct FailoverNode: AsyncParsableCommand {
 struct FailoverLayout {
     static let control: NodeID = "control"
     static let clients: [NodeID] = ["client1", "client2", "client3"]
+    /// Where `ftctl failover status` and `switch` listen: the control server answers there.
+    static let `operator`: NodeID = "operator"
     var servers: [NodeID]
     var ports: [NodeID: Int]
 
@@ -234,6 +236,13 @@ struct FailoverDemo: AsyncParsableCommand {
             Backups beside the primary: 2 (the default: after the kill the new primary still has             a backup to wait for) or 1 (a pair; the survivor then acknowledges alone, and a second             failure could lose what it acknowledged).
             """)
     var backups = 2
+    @Flag(
+        help: """
+            Before the kill, a planned switchover under load to another server, asked over the \
+            wire as `ftctl failover switch` asks it; the client-observed switch time is printed, \
+            and the kill then takes the new primary.
+            """)
+    var switchover = false
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -247,7 +256,7 @@ struct FailoverDemo: AsyncParsableCommand {
         var results: [FailoverTrial.Result] = []
         for trial in 1...trials {
             let result = try await FailoverTrial(
-                number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups
+                number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups, switchover: switchover
             ).run()
             if !json { print(result.line) }
             results.append(result)
@@ -259,11 +268,17 @@ struct FailoverDemo: AsyncParsableCommand {
         let p50 = percentile(recoveries, 0.5)
         let p99 = percentile(recoveries, 0.99)
         let worst = recoveries.last ?? 0
+        let switches = results.compactMap(\.switchTime).map { Double($0.nanoseconds) / 1e6 }.sorted()
         if json {
-            let object: [String: Any] = [
+            var object: [String: Any] = [
                 "trials": trials, "heartbeatMs": heartbeatMs, "acknowledged": acknowledged, "lost": lost,
                 "recoveryMs": ["p50": p50, "p99": p99, "max": worst], "failedTrials": failures.map(\.number),
             ]
+            if switchover {
+                object["switchoverMs"] = [
+                    "p50": percentile(switches, 0.5), "p99": percentile(switches, 0.99), "max": switches.last ?? 0,
+                ]
+            }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
@@ -272,6 +287,12 @@ struct FailoverDemo: AsyncParsableCommand {
                     format: "%d trial(s), heartbeat %d ms: recovery p50 %.1f ms, p99 %.1f ms, max %.1f ms; "
                         + "%d operations acknowledged, %d lost", trials, heartbeatMs, p50, p99, worst, acknowledged,
                     lost))
+            if switchover {
+                print(
+                    String(
+                        format: "planned switchovers: p50 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(switches, 0.5),
+                        percentile(switches, 0.99), switches.last ?? 0))
+            }
         }
         if !failures.isEmpty {
             throw CommandFailure(
@@ -299,13 +320,23 @@ struct FailoverTrial {
         var linearizable = true
         var service: String?
         var problem: String?
+        /// The planned switchover's servers and client-observed time, when one ran.
+        var switchFrom: NodeID?
+        var switchTo: NodeID?
+        var switchTime: Duration?
 
         var passed: Bool { problem == nil }
 
         var line: String {
             let recovered = recovery.map { String(format: "%.1f ms", Double($0.nanoseconds) / 1e6) } ?? "never"
+            var switched = ""
+            if let switchTo {
+                let time = switchTime.map { String(format: "%.1f ms", Double($0.nanoseconds) / 1e6) } ?? "never"
+                switched = "switched over \(switchFrom?.name ?? "?") -> \(switchTo) in \(time); "
+            }
             var text =
-                "trial \(number): primary \(victim?.name ?? "?") SIGKILLed; \(successor?.name ?? "nobody") "
+                "trial \(number): " + switched
+                + "primary \(victim?.name ?? "?") SIGKILLed; \(successor?.name ?? "nobody") "
                 + "serves after \(recovered); \(acknowledged) operations acknowledged, \(lost) lost; histories "
                 + (linearizable ? "linearizable" : "NOT linearizable")
                 + "; the service address answers \(service.map { "\"\($0)\"" } ?? "nothing")"
@@ -318,6 +349,7 @@ struct FailoverTrial {
     let heartbeatMs: Int
     let loadMs: Int
     let backups: Int
+    let switchover: Bool
 
     func run() async throws -> Result {
         var result = Result(number: number)
@@ -325,7 +357,9 @@ struct FailoverTrial {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let servers: [NodeID] = Array((["a", "b", "c"] as [NodeID]).prefix(backups + 1))
         var ports: [NodeID: Int] = [:]
-        for node in servers + [FailoverLayout.control] + FailoverLayout.clients { ports[node] = try freeLoopbackPort() }
+        for node in servers + [FailoverLayout.control, FailoverLayout.operator] + FailoverLayout.clients {
+            ports[node] = try freeLoopbackPort()
+        }
         let servicePort = try freeLoopbackPort()
         let layout = FailoverLayout(servers: servers, ports: ports)
         var pids: [NodeID: Int32] = [:]
@@ -397,6 +431,12 @@ struct FailoverTrial {
         // whoever serves.
         try await runAll(loads, until: clock.now + loadTime)
         try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1)
+        if switchover {
+            try await plannedSwitchover(
+                &result, loads: loads, transports: &transports, ports: ports, peers: peers, servers: servers,
+                clock: clock, logger: quiet)
+            guard result.problem == nil else { return }
+        }
         guard let victim = await loads[0].client.primary, let pid = pids[victim] else {
             result.problem = "no primary served within the load"
             return
@@ -452,6 +492,69 @@ struct FailoverTrial {
         } else if result.service?.hasPrefix("\(successor?.name ?? "?") ") != true {
             result.problem =
                 "the service address 127.0.0.1:\(servicePort) is not served by the new primary \(successor?.name ?? "?")"
+        }
+    }
+
+    /// Asks the control server, as an operator over the wire, to switch to a backup while the
+    /// clients go on; measures each client's time from the request to its first operation the
+    /// target acknowledged, and checks that the control server then names the target.
+    private func plannedSwitchover(
+        _ result: inout Result, loads: [FailoverLoad], transports: inout [TCPTransport], ports: [NodeID: Int],
+        peers: [NodeID: SocketAddress], servers: [NodeID], clock: SystemClock, logger: Logger
+    ) async throws {
+        let transport = try await TCPTransport.start(
+            configuration: .init(
+                localNode: FailoverLayout.operator,
+                bindAddress: try SocketAddress(ipAddress: "127.0.0.1", port: ports[FailoverLayout.operator] ?? 0),
+                peers: peers, connectAttempts: 1, initialBackoff: .milliseconds(5)), logger: logger)
+        transports.append(transport)
+        let operatorClient = FailoverClient(
+            id: 0, transport: transport, servers: servers, controller: FailoverLayout.control, clock: clock,
+            timeout: .milliseconds(max(20, heartbeatMs * 2)), deadline: .seconds(5))
+        do {
+            try await switchAndMeasure(&result, operatorClient, loads: loads, servers: servers, clock: clock)
+        } catch {
+            await operatorClient.close()
+            throw error
+        }
+        await operatorClient.close()
+    }
+
+    private func switchAndMeasure(
+        _ result: inout Result, _ operatorClient: FailoverClient, loads: [FailoverLoad], servers: [NodeID],
+        clock: SystemClock
+    ) async throws {
+        guard let from = await loads[0].client.primary, let target = servers.first(where: { $0 != from }) else {
+            result.problem = "no primary to switch from"
+            return
+        }
+        result.switchFrom = from
+        result.switchTo = target
+        progress("switching over from \(from) to \(target)")
+        let asked = clock.now
+        let epoch: UInt64
+        do {
+            epoch = try await operatorClient.switchover(to: target)
+        } catch {
+            result.problem = "the switchover to \(target) was not accepted: \(error)"
+            return
+        }
+        try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1, avoiding: from)
+        var times: [Duration] = []
+        for load in loads {
+            if let first = await load.completions.first(where: { $0.at > asked && $0.server == target }) {
+                times.append(first.at - asked)
+            }
+        }
+        let status = try? await operatorClient.status()
+        if times.count == loads.count { result.switchTime = times.max() }
+        progress("switched: \(times); control server: \(status.map { "\($0)" } ?? "no answer")")
+        if result.switchTime == nil {
+            result.problem = "not every client had an operation acknowledged by \(target) after the switchover"
+        } else if status?.primary != target || (status?.epoch ?? 0) < epoch {
+            result.problem =
+                "after the switchover the control server names \(status?.primary?.name ?? "nobody") in epoch "
+                + "\(status?.epoch ?? 0), not \(target) in \(epoch)"
         }
     }
 

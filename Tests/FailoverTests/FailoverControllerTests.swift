@@ -156,20 +156,59 @@ func servingController(
         #expect(lost.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
     }
 
-    @Test func aSwitchoverPromotesTheTargetOnlyOnceItHoldsWhatTheOldPrimaryConfirmed() throws {
+    @Test func aSwitchoverPromotesTheTargetOnceTheOldPrimaryConfirmedItsStepDown() throws {
         var (controller, _) = servingController(syncSet: ["b", "c"])
         let first = try controller.switchover(to: "c", now: at(50))
         #expect(first.contains(.stepDown(to: "a", epoch: 2)))
         #expect(!first.contains(.fence("a", epoch: 2)))
-        // "a" stepped down at 20; "c" is at 18.
+        #expect(controller.status.failingOver && controller.status.failingOverFrom == "a")
+        // "c" is at 18 when "a" confirms at 20: what "c" lacks was never acknowledged (it is in
+        // the sync set), and a stepped-down primary answers no catch-up: "c" is promoted now.
         _ = controller.report("c", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 18)), now: at(51))
-        let early = controller.report(
-            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 20)), now: at(52))
-        #expect(!early.contains { $0.promoted != nil })
+        #expect(controller.tick(now: at(51)).allSatisfy { $0.promoted == nil })
         let out = controller.report(
-            "c", .init(role: .backup, epoch: 1, position: .init(epoch: 1, index: 20)), now: at(53))
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 20)), now: at(52))
         #expect(out.contains { $0.promoted?.0 == "c" && $0.promoted?.1 == 2 })
-        #expect(throws: FailoverError.self) { _ = try controller.switchover(to: "zz", now: at(60)) }
+        #expect(controller.status.primary == "c" && controller.status.epoch == 2)
+    }
+
+    @Test func aSwitchoverIsRefusedWithoutAPrimaryOrToABackupThatMayLackAcknowledgedOperations() throws {
+        var (controller, _) = servingController(syncSet: ["b"])
+        #expect { _ = try controller.switchover(to: "zz", now: at(50)) } throws: {
+            ($0 as? FailoverError)?.code == .invalidConfiguration
+        }
+        #expect { _ = try controller.switchover(to: "a", now: at(50)) } throws: {
+            ($0 as? FailoverError)?.code == .invalidConfiguration
+        }
+        // "c" is not in the sync set: it may lack acknowledged operations.
+        #expect { _ = try controller.switchover(to: "c", now: at(50)) } throws: {
+            ($0 as? FailoverError)?.detail?.contains("sync set") == true
+        }
+        // Nothing changed: "a" still serves in epoch 1.
+        #expect(controller.primary == "a" && controller.epoch == 1)
+        // Without a target: the newest backup of the sync set.
+        let out = try controller.switchover(now: at(51))
+        #expect(out.contains(.stepDown(to: "a", epoch: 2)))
+        let promoted = controller.report(
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9)), now: at(52))
+        #expect(promoted.contains { $0.promoted?.0 == "b" && $0.promoted?.1 == 2 })
+        // While a failover is under way there is nothing to switch from.
+        var (failing, _) = servingController(syncSet: ["b"])
+        _ = try failing.switchover(to: "b", now: at(50))
+        #expect { _ = try failing.switchover(to: "b", now: at(51)) } throws: {
+            ($0 as? FailoverError)?.code == .notPrimary
+        }
+    }
+
+    @Test func aSwitchoverWhoseTargetDiesFallsBackToTheOldPrimary() throws {
+        var (controller, _) = servingController(syncSet: ["b"])
+        _ = try controller.switchover(to: "b", now: at(50))
+        _ = controller.heartbeat("b", alive: false, now: at(51))
+        let out = controller.report(
+            "a", .init(role: .steppedDown, epoch: 2, position: .init(epoch: 1, index: 9)), now: at(52))
+        // "a" confirmed and holds everything it had; "c" is not known to: "a" serves again.
+        let promoted = out.compactMap(\.promoted).first ?? controller.tick(now: at(200)).compactMap(\.promoted).first
+        #expect(promoted?.0 == "a")
     }
 
     @Test func aPrimaryWhoseLeaseLapsedStepsDownAndTheMostCompleteServerServesInANewEpoch() {

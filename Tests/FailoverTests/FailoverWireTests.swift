@@ -45,6 +45,29 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
         .whoIsPrimary,
         .primaryIs(node: "b", epoch: 5, host: "127.0.0.1", port: 7400),
         .primaryIs(node: nil, epoch: 5, host: "127.0.0.1", port: 7400),
+        .statusQuery,
+        .status(
+            FailoverStatus(
+                epoch: 5, primary: "b", failingOver: false, failingOverFrom: nil, waitingReason: nil, syncSet: ["c"],
+                servers: [
+                    .init(node: "a", alive: false, report: nil),
+                    .init(
+                        node: "b", alive: true,
+                        report: .init(
+                            role: .primary, epoch: 5, position: .init(epoch: 5, index: 9), syncSet: ["c"],
+                            incarnation: 3)),
+                    .init(
+                        node: "c", alive: true,
+                        report: .init(role: .backup, epoch: 5, position: .init(epoch: 5, index: 9))),
+                ])),
+        .status(
+            FailoverStatus(
+                epoch: 6, primary: nil, failingOver: true, failingOverFrom: "b",
+                waitingReason: "waiting for the lease of b to run out", syncSet: [], servers: [])),
+        .switchover(target: "c"),
+        .switchover(target: nil),
+        .switchoverAnswer(epoch: 6, refusal: nil),
+        .switchoverAnswer(epoch: 5, refusal: "no primary serves to switch from"),
     ]
 }
 
@@ -108,7 +131,7 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
     @Test func randomBytesNeverDecodeToAnythingButATypedErrorOrAValidMessage() {
         var random = SimulationRandom(seed: 99)
         for _ in 0..<20_000 {
-            let type = UInt16(0x0600 + random.next() % 17)
+            let type = UInt16(0x0600 + random.next() % 21)
             let bytes = (0..<Int(random.next() % 64)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
             do {
                 let decoded = try FailoverMessage.decode(Message(type: type, bytes: bytes))
@@ -130,7 +153,7 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
             var seeds: [(String, [UInt8])] = []
             for (index, message) in try sampleFailoverMessages().enumerated() {
                 let encoded = message.encode()
-                seeds.append(("message-\(index)", [UInt8(encoded.type - 0x0601)] + encoded.bytes))
+                seeds.append(("message-\(index)", [Self.steer(encoded.type)] + encoded.bytes))
             }
             var store = ReplicatedStore()
             var log = ByteBuffer()
@@ -155,8 +178,9 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
             let body = Message(type: 0, bytes: bytes.dropFirst()).payload
             #expect(throws: Never.self, "seed \(name)") {
                 switch steer {
-                case 0..<15:
-                    _ = try FailoverMessage.decode(Message(type: 0x0601 + UInt16(steer), bytes: bytes.dropFirst()))
+                case 0..<15, 18..<22:
+                    let type = steer < 15 ? 0x0601 + UInt16(steer) : 0x0610 + UInt16(steer - 18)
+                    _ = try FailoverMessage.decode(Message(type: type, bytes: bytes.dropFirst()))
                 case 15: _ = try ReplicationEntry.unframeAll(body)
                 case 16: _ = try ServiceConfiguration.unframe(body)
                 default: _ = try ReplicatedStore(snapshot: body)
@@ -164,6 +188,12 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
             }
             decoded += 1
         }
-        #expect(decoded >= 20)
+        #expect(decoded >= 29)
+    }
+
+    /// The fuzz target's first byte for a message type: 0-14 for 0x0601-0x060F, 18-21 for
+    /// 0x0610-0x0613 (15-17 steer to the log, the configuration and the snapshot).
+    static func steer(_ type: UInt16) -> UInt8 {
+        type < 0x0610 ? UInt8(type - 0x0601) : UInt8(type - 0x0610 + 18)
     }
 }

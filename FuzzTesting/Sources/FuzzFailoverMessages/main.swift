@@ -3,8 +3,9 @@ import FaultToleranceCore
 import NIOCore
 
 // Feeds arbitrary bytes to the Failover decoders. The first byte steers: 0-14 pick a message
-// type (0x0601 + n) for FailoverMessage.decode; 15 the journal form of the replication log
-// (framed entries); 16 a framed ServiceConfiguration; 17 a store snapshot. Every input must
+// type (0x0601 + n) for FailoverMessage.decode, and 18-21 the operator's (0x0610 + n - 18:
+// status query, status, switchover, its answer); 15 the journal form of the replication log
+// (framed entries); 16 a framed ServiceConfiguration; 17 and above a store snapshot. Every input must
 // decode or be refused with a FailoverError, never crash or hang; what decodes re-encodes and
 // decodes to the same value, and decoded entries are applied to a store.
 
@@ -16,8 +17,8 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = Array(input.dropFirst())
     let buffer = Message(type: 0, bytes: bytes).payload
     switch steer {
-    case 0..<15:
-        let type = 0x0601 + UInt16(steer)
+    case 0..<15, 18..<22:
+        let type = steer < 15 ? 0x0601 + UInt16(steer) : 0x0610 + UInt16(steer - 18)
         guard let message = try? FailoverMessage.decode(Message(type: type, bytes: bytes)) else { return 0 }
         precondition((try? FailoverMessage.decode(message.encode())) == message, "type \(type) does not round-trip")
         if case .replicate(_, _, let entries) = message { apply(entries) }
