@@ -35,8 +35,8 @@ public struct ReplicatedStore: Sendable {
     /// The service configuration the last ``StoreOperation/configure(_:)`` set.
     public private(set) var configuration: ServiceConfiguration?
     private var values: [StoreKey: [UInt8]] = [:]
-    /// The keys in order, for range reads.
-    private var keys: [StoreKey] = []
+    /// The keys in order, for range reads, snapshots and the digest.
+    private var keys = SortedKeys()
     private var sessions: [UInt64: Session] = [:]
 
     /// An empty store.
@@ -52,13 +52,11 @@ public struct ReplicatedStore: Sendable {
     public func range(from start: StoreKey? = nil, to end: StoreKey? = nil, limit: Int = .max) -> [(
         key: StoreKey, value: [UInt8]
     )] {
-        var index = start.map { lowerBound(of: $0) } ?? 0
         var result: [(key: StoreKey, value: [UInt8])] = []
-        while index < keys.count, result.count < max(0, limit) {
-            let key = keys[index]
+        for key in keys.keys(from: start) {
+            guard result.count < max(0, limit) else { break }
             if let end, !(key < end) { break }
             if let value = values[key] { result.append((key, value)) }
-            index += 1
         }
         return result
     }
@@ -169,21 +167,10 @@ public struct ReplicatedStore: Sendable {
 
     private mutating func set(_ key: StoreKey, _ value: [UInt8]?) {
         if let value {
-            if values.updateValue(value, forKey: key) == nil { keys.insert(key, at: lowerBound(of: key)) }
+            if values.updateValue(value, forKey: key) == nil { keys.insert(key) }
         } else if values.removeValue(forKey: key) != nil {
-            let index = lowerBound(of: key)
-            if index < keys.count, keys[index] == key { keys.remove(at: index) }
+            keys.remove(key)
         }
-    }
-
-    private func lowerBound(of key: StoreKey) -> Int {
-        var low = 0
-        var high = keys.count
-        while low < high {
-            let middle = (low + high) / 2
-            if keys[middle] < key { low = middle + 1 } else { high = middle }
-        }
-        return low
     }
 
     /// A 64-bit digest of the keys, values, configuration and position (FNV-1a over the
@@ -244,17 +231,20 @@ extension ReplicatedStore {
             }
         }
         Frame(type: Self.snapshotFrameType, payload: header).encode(into: &out)
-        var start = 0
-        while start < keys.count {
-            let end = min(keys.count, start + Self.snapshotChunkKeys)
+        var batch: [StoreKey] = []
+        batch.reserveCapacity(Self.snapshotChunkKeys)
+        func writeBatch() {
             var chunk = ByteBuffer()
-            chunk.writeMultipleIntegers(Self.snapshotVersion, UInt8(1), UInt32(end - start), endianness: .little)
-            for key in keys[start..<end] {
-                StoreOperation.put(key: key, value: values[key] ?? []).encode(into: &chunk)
-            }
+            chunk.writeMultipleIntegers(Self.snapshotVersion, UInt8(1), UInt32(batch.count), endianness: .little)
+            for key in batch { StoreOperation.put(key: key, value: values[key] ?? []).encode(into: &chunk) }
             Frame(type: Self.snapshotFrameType, payload: chunk).encode(into: &out)
-            start = end
+            batch.removeAll(keepingCapacity: true)
         }
+        for key in keys {
+            batch.append(key)
+            if batch.count == Self.snapshotChunkKeys { writeBatch() }
+        }
+        if !batch.isEmpty { writeBatch() }
         return out
     }
 
