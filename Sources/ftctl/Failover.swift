@@ -11,7 +11,7 @@ struct FailoverCommand: AsyncParsableCommand {
         abstract: "Primary-backup switching with a control server and a replicated memory database (Failover).",
         subcommands: [
             FailoverSimulate.self, FailoverDemo.self, FailoverNode.self, FailoverStatusCommand.self,
-            FailoverSwitchCommand.self,
+            FailoverSwitchCommand.self, FailoverBench.self,
         ])
 }
 

@@ -96,6 +96,11 @@ let badInputs: [BadInput] = [
     BadInput("--seeds", "heartbeat", "simulate", "--seeds", "9223372036854775807"),
     BadInput("--time-limit", "heartbeat", "simulate", "--time-limit", "nan"),
     BadInput("--time-limit", "simulate", "--time-limit", "0"),
+    BadInput("--heartbeats-ms", "failover", "bench", "--heartbeats-ms", "10,x"),
+    BadInput("--heartbeats-ms", "failover", "bench", "--heartbeats-ms", "0"),
+    BadInput("--trials", "failover", "bench", "--trials", "0"),
+    BadInput("--timeout-ms", "failover", "status", "--ports", "control=1,a=2,b=3,operator=4", "--timeout-ms", "1"),
+    BadInput("--trials", "failover", "demo", "--trials", "0"),
 ]
 
 @Suite("ftctl refuses bad input before running")
