@@ -369,3 +369,45 @@ private func backtrace(_ frames: UnsafeMutablePointer<UnsafeMutableRawPointer?>,
 @_silgen_name("backtrace_symbols_fd")
 private func backtraceSymbols(
     _ frames: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ count: Int32, _ descriptor: Int32)
+
+/// A node's own clock under an ``AsyncSimulation``: it reads `rate` times virtual time plus
+/// `offset`, as a real machine's clock runs fast or slow (rate 1.01: 1% fast), and its sleeps
+/// end when its own reading reaches the deadline. Give each node of a scenario its own, to test
+/// protocols whose safety rests on a bound of clock drift (leases).
+public struct DriftingClock: RuntimeClock {
+    /// The simulation's clock underneath.
+    public let base: VirtualClock
+    /// Local seconds per virtual second (> 0).
+    public let rate: Double
+    /// The local reading at virtual time zero.
+    public let offset: Duration
+
+    /// A clock reading `rate` × virtual time + `offset`; `rate` must be positive.
+    public init(base: VirtualClock, rate: Double, offset: Duration = .zero) {
+        precondition(rate > 0 && rate.isFinite, "a clock's rate must be a positive number, got \(rate)")
+        self.base = base
+        self.rate = rate
+        self.offset = offset
+    }
+
+    private var offsetNanoseconds: Int64 {
+        offset.components.seconds * 1_000_000_000 + offset.components.attoseconds / 1_000_000_000
+    }
+
+    /// This clock's reading at virtual instant `virtual`.
+    public func reading(at virtual: Instant) -> Instant {
+        Instant(nanoseconds: Int64(Double(virtual.nanoseconds) * rate) + offsetNanoseconds)
+    }
+
+    /// This clock's reading now.
+    public var now: Instant { reading(at: base.now) }
+
+    /// Sleeps until this clock reads `deadline` (the first virtual nanosecond at which it does).
+    public func sleep(until deadline: Instant) async throws {
+        let local = Double(deadline.nanoseconds - offsetNanoseconds)
+        try await base.sleep(until: Instant(nanoseconds: Int64((local / rate).rounded(.up))))
+    }
+
+    /// The simulation's executor.
+    public var taskExecutor: (any TaskExecutor)? { base.taskExecutor }
+}

@@ -9,7 +9,8 @@ import Logging
 /// ``Failover/FailoverClient`` on three clients) on a simulated network, in virtual time.
 ///
 /// Each seed runs synchronous replication with a 10 ms report interval, a lease of 30–90 ms
-/// and a failure detector of 18–40 ms. For
+/// and a failure detector of 18–40 ms. Each server runs on its own clock, up to 1% fast or slow
+/// (the controller's drift bound) from its own offset. For
 /// three seconds links lose, duplicate and reorder messages, servers crash (a memory database:
 /// a restart forgets everything) and come back, links are cut (the primary from the control
 /// server only, or a server from everyone), the control server crashes and restarts on its
@@ -37,10 +38,17 @@ public struct FailoverScenario: Sendable {
     public var serverBug: ServerCore.Bug?
     /// A planted controller bug, or `nil`.
     public var controllerBug: FailoverController.Bug?
+    /// Servers' clocks 30% slow, far beyond the 1% drift bound the controller allows for: a
+    /// lease then outlasts the controller's wait for it, and the simulation must see two
+    /// servers serve (the planted fault `clocks-beyond-drift-bound`).
+    public var clocksBeyondDriftBound = false
+
+    /// The planted fault that runs the servers' clocks beyond the drift bound.
+    public static let slowClocks = "clocks-beyond-drift-bound"
 
     /// Bug names `ftctl failover simulate --bug` accepts.
     public static let bugNames =
-        ServerCore.Bug.allCases.map(\.rawValue) + FailoverController.Bug.allCases.map(\.rawValue)
+        ServerCore.Bug.allCases.map(\.rawValue) + FailoverController.Bug.allCases.map(\.rawValue) + [slowClocks]
 
     /// A scenario with the named planted bug (or none); nil for an unknown name.
     public init?(bug name: String?) {
@@ -49,6 +57,8 @@ public struct FailoverScenario: Sendable {
             serverBug = bug
         } else if let bug = FailoverController.Bug(rawValue: name) {
             controllerBug = bug
+        } else if name == Self.slowClocks {
+            clocksBeyondDriftBound = true
         } else {
             return nil
         }
@@ -60,7 +70,8 @@ public struct FailoverScenario: Sendable {
     /// Runs one seed.
     public func run(seed: UInt64) async -> SimulationReport {
         let world = AsyncSimulation(seed: seed, linkConditions: FailoverRun.faulty)
-        let run = FailoverRun(world: world, serverBug: serverBug, controllerBug: controllerBug)
+        let run = FailoverRun(
+            world: world, serverBug: serverBug, controllerBug: controllerBug, slowClocks: clocksBeyondDriftBound)
         do {
             try await world.run(timeLimit: .seconds(30), maximumJobs: 20_000_000) { try await run.run() }
         } catch {
@@ -85,6 +96,7 @@ final class FailoverRun: @unchecked Sendable {
     let world: AsyncSimulation
     let serverBug: ServerCore.Bug?
     let controllerBug: FailoverController.Bug?
+    let slowClocks: Bool
     var violation: InvariantViolation?
     var checks = 0
     var operations = 0
@@ -112,10 +124,17 @@ final class FailoverRun: @unchecked Sendable {
     /// wait for it keeps two primaries apart then).
     var lease: Duration = .milliseconds(30)
 
-    init(world: AsyncSimulation, serverBug: ServerCore.Bug?, controllerBug: FailoverController.Bug?) {
+    /// Each server's own clock: 1% fast to 1% slow (the controller's default drift bound), from
+    /// an offset of up to half a second; a restarted server keeps its machine's clock.
+    var clocks: [NodeID: DriftingClock] = [:]
+
+    init(
+        world: AsyncSimulation, serverBug: ServerCore.Bug?, controllerBug: FailoverController.Bug?, slowClocks: Bool
+    ) {
         self.world = world
         self.serverBug = serverBug
         self.controllerBug = controllerBug
+        self.slowClocks = slowClocks
     }
 
     var random: SimulationRandom {
@@ -151,6 +170,11 @@ final class FailoverRun: @unchecked Sendable {
 
     func run() async throws {
         servers = int(2...3) == 2 ? ["a", "b"] : ["a", "b", "c"]
+        for server in servers {
+            let drift = Double(int(-1000...1000)) / 100_000
+            clocks[server] = DriftingClock(
+                base: world.clock, rate: slowClocks ? 0.7 : 1 + drift, offset: .milliseconds(int(0...500)))
+        }
         if ProcessInfo.processInfo.environment["FT_FAILOVER_TRACE"] == "2" {
             let world = self.world
             world.network.deliveryObserver = { envelope, node in
@@ -252,7 +276,9 @@ final class FailoverRun: @unchecked Sendable {
         let runtime = FailoverServer(
             node: server, controller: Self.control, servers: servers,
             configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
-            transport: world.network.transport(for: server), clock: world.clock, incarnation: random.next(),
+            transport: world.network.transport(for: server),
+            clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1),
+            incarnation: random.next(),
             bug: serverBug, logger: Self.silent,
             bind: { [unowned self] configuration in trace("\(server) serves in epoch \(configuration.epoch)") },
             release: { [unowned self] in trace("\(server) steps down") })
@@ -280,8 +306,11 @@ final class FailoverRun: @unchecked Sendable {
     /// After every event of every server: no two servers serve at once. (Serving starts only
     /// with an event, a promotion or a lease grant; time passing only ends it.)
     func checkServing() {
+        // Each server by its own clock's reading at this instant.
         let now = world.simulation.now
-        let serving = servers.filter { runtimes[$0]?.unsafeServes(now: now) == true }
+        let serving = servers.filter { server in
+            runtimes[server]?.unsafeServes(now: clocks[server]?.reading(at: now) ?? now) == true
+        }
         checks += 1
         if serving.count > 1 {
             let epochs = serving.map { "\($0)@\(runtimes[$0]?.unsafeCore.epoch ?? 0)" }

@@ -25,6 +25,25 @@ struct AsyncSimulationTests {
         #expect(wakes == ["1@0.010s", "3@0.010s", "2@0.020s", "0@0.030s"])
     }
 
+    @Test("a drifting clock reads rate x virtual time + offset, and its sleeps end at its own reading")
+    func driftingClock() async throws {
+        let world = AsyncSimulation(seed: 3)
+        let (slowWake, fastWake, slowReading) = try await world.run(timeLimit: .seconds(10)) {
+            let slow = DriftingClock(base: world.clock, rate: 0.5, offset: .milliseconds(100))
+            let fast = DriftingClock(base: world.clock, rate: 2)
+            #expect(slow.now == Instant.zero + .milliseconds(100))
+            // 10 ms on the slow clock are 20 virtual ms; on the fast one, 5.
+            try await slow.sleep(until: slow.now + .milliseconds(10))
+            let slowWake = world.clock.now
+            let slowReading = slow.now
+            try await fast.sleep(for: .milliseconds(10))
+            return (slowWake, world.clock.now, slowReading)
+        }
+        #expect(slowWake == Instant.zero + .milliseconds(20))
+        #expect(slowReading == Instant.zero + .milliseconds(110))
+        #expect(fastWake == Instant.zero + .milliseconds(25))
+    }
+
     @Test("a simulated transport delivers after the link's delay, and not across a cut")
     func transportDelivery() async throws {
         let world = AsyncSimulation(
