@@ -88,8 +88,7 @@ public struct FailoverStatus: Sendable, Hashable, CustomStringConvertible {
         while reason.utf8.count > Self.maximumReasonLength { reason.removeLast() }
         buffer.writeInteger(UInt16(reason.utf8.count), endianness: .little)
         buffer.writeString(reason)
-        buffer.writeInteger(UInt8(truncatingIfNeeded: min(syncSet.count, 255)))
-        for node in syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
+        FailoverMessage.writeNodes(syncSet, into: &buffer)
         buffer.writeInteger(UInt8(truncatingIfNeeded: min(servers.count, 255)))
         for server in servers.prefix(255) {
             writeShortString(server.node.name, into: &buffer)
@@ -98,8 +97,7 @@ public struct FailoverStatus: Sendable, Hashable, CustomStringConvertible {
                 buffer.writeMultipleIntegers(
                     UInt8(1), report.role.rawValue, report.epoch, report.position.epoch, report.position.index,
                     report.incarnation, endianness: .little)
-                buffer.writeInteger(UInt8(truncatingIfNeeded: min(report.syncSet.count, 255)))
-                for node in report.syncSet.prefix(255) { writeShortString(node.name, into: &buffer) }
+                FailoverMessage.writeNodes(report.syncSet, into: &buffer)
             } else {
                 buffer.writeInteger(UInt8(0))
             }
@@ -116,7 +114,7 @@ public struct FailoverStatus: Sendable, Hashable, CustomStringConvertible {
             Int(length) <= maximumReasonLength, let raw = buffer.readBytes(length: Int(length)),
             let reason = String(validating: raw, as: UTF8.self)
         else { throw FailoverError(.malformed, detail: "status reason invalid") }
-        let syncSet = try readNodeList(from: &buffer)
+        let syncSet = try FailoverMessage.readNodes(from: &buffer)
         guard let count = buffer.readInteger(as: UInt8.self) else {
             throw FailoverError(.malformed, detail: "status server count truncated")
         }
@@ -135,7 +133,7 @@ public struct FailoverStatus: Sendable, Hashable, CustomStringConvertible {
                 else { throw FailoverError(.malformed, detail: "status report invalid") }
                 report = FailoverController.Report(
                     role: role, epoch: reportEpoch, position: LogPosition(epoch: positionEpoch, index: index),
-                    syncSet: try readNodeList(from: &buffer), incarnation: incarnation)
+                    syncSet: try FailoverMessage.readNodes(from: &buffer), incarnation: incarnation)
             }
             servers.append(Server(node: node, alive: alive == 1, report: report))
         }
@@ -151,20 +149,6 @@ public struct FailoverStatus: Sendable, Hashable, CustomStringConvertible {
         if name.isEmpty { return nil }
         guard let node = NodeID(name) else { throw FailoverError(.malformed, detail: "\(what) name invalid") }
         return node
-    }
-
-    private static func readNodeList(from buffer: inout ByteBuffer) throws(FailoverError) -> [NodeID] {
-        guard let count = buffer.readInteger(as: UInt8.self) else {
-            throw FailoverError(.malformed, detail: "server list truncated")
-        }
-        var nodes: [NodeID] = []
-        for _ in 0..<count {
-            guard let node = try readOptionalNode(from: &buffer, what: "server") else {
-                throw FailoverError(.malformed, detail: "empty server name")
-            }
-            nodes.append(node)
-        }
-        return nodes
     }
 }
 

@@ -408,12 +408,12 @@ public enum FailoverMessage: Sendable, Hashable {
         return decoded
     }
 
-    private static func writeNodes(_ nodes: [NodeID], into buffer: inout ByteBuffer) {
+    static func writeNodes(_ nodes: [NodeID], into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(truncatingIfNeeded: min(nodes.count, 255)))
         for node in nodes.prefix(255) { writeShortString(node.name, into: &buffer) }
     }
 
-    private static func readNodes(from buffer: inout ByteBuffer) throws(FailoverError) -> [NodeID] {
+    static func readNodes(from buffer: inout ByteBuffer) throws(FailoverError) -> [NodeID] {
         guard let count = buffer.readInteger(as: UInt8.self) else {
             throw FailoverError(.malformed, detail: "server list truncated")
         }
@@ -422,7 +422,7 @@ public enum FailoverMessage: Sendable, Hashable {
         return nodes
     }
 
-    private static func readNode(from buffer: inout ByteBuffer) throws(FailoverError) -> NodeID {
+    static func readNode(from buffer: inout ByteBuffer) throws(FailoverError) -> NodeID {
         guard let node = NodeID(try readShortString(from: &buffer, what: "server name")) else {
             throw FailoverError(.malformed, detail: "server name invalid")
         }
