@@ -32,6 +32,7 @@ let package = Package(
         .library(name: "DaisyChain", targets: ["DaisyChain"]),
         .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
         .library(name: "Failover", targets: ["Failover"]),
+        .library(name: "FaultToleranceEtcd", targets: ["FaultToleranceEtcd"]),
         .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
         .library(name: "FaultToleranceAuthentication", targets: ["FaultToleranceAuthentication"]),
         // Not in the umbrella: a program that needs no TLS does not build BoringSSL for it.
@@ -230,10 +231,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // etcd through its v3 JSON gateway (HTTP/1.1 on SwiftNIO), and in memory for tests.
+        .target(
+            name: "FaultToleranceEtcd",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "Failover",
             dependencies: [
                 "FaultToleranceCore",
+                "FaultToleranceEtcd",
                 "HeartbeatQuorum",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -387,7 +400,7 @@ let package = Package(
         .testTarget(
             name: "FailoverTests",
             dependencies: [
-                "Failover", "FailoverSimulation", "FaultToleranceCore", "DeterministicSimulation",
+                "Failover", "FailoverSimulation", "FaultToleranceCore", "FaultToleranceEtcd", "DeterministicSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

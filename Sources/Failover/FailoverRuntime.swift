@@ -15,9 +15,16 @@ public import ServiceLifecycle
 /// graceful shutdown, cancellation or the transport closing.
 func runFailoverLoop(
     transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncQueue<FailoverLoopEvent>,
-    handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
+    beside: (@Sendable () async -> Void)? = nil, handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
 ) async {
     await withTaskGroup(of: Void.self) { tasks in
+        if let beside {
+            tasks.addTask {
+                await beside()
+                // Ended early (it runs until cancelled): wait for the others rather than end the loop.
+                while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+            }
+        }
         tasks.addTask {
             for await envelope in transport.incoming
             where FailoverMessage.MessageType.contains(envelope.message.type) {
@@ -51,7 +58,8 @@ enum FailoverLoopEvent: Sendable {
 
 /// A server of the pair: a ``ServerCore`` over a `Transport` and a clock, run as a
 /// ServiceLifecycle `Service`. On promotion it calls `bind` with the adopted configuration
-/// (start serving on that address); on step-down, `release`.
+/// (start serving on that address); on step-down, `release`. Its controller is the control
+/// server at `controller` over the transport, or, given a `controlPlane` (etcd), that in-process.
 ///
 /// ```swift
 /// let server = FailoverServer(
@@ -74,6 +82,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
     private let release: @Sendable () async -> Void
     private let events = AsyncQueue<FailoverLoopEvent>(limit: 65_536)
     private let tick: Duration
+    private let controlPlane: (any FailoverControlPlane)?
 
     /// Creates a server; see ``ServerCore/init(node:controller:servers:configuration:settings:incarnation:bug:)``.
     /// `incarnation` defaults to a random number (a restart is a new incarnation).
@@ -83,9 +92,10 @@ public final class FailoverServer: Service, @unchecked Sendable {
         settings: ServerCore.Settings = ServerCore.Settings(), incarnation: UInt64 = .random(in: 1...UInt64.max),
         bug: ServerCore.Bug? = nil, logger: Logger = Logger(label: "ft.failover.server"),
         bind: @escaping @Sendable (ServiceConfiguration) async -> Void = { _ in },
-        release: @escaping @Sendable () async -> Void = {}
+        release: @escaping @Sendable () async -> Void = {}, controlPlane: (any FailoverControlPlane)? = nil
     ) {
         self.node = node
+        self.controlPlane = controlPlane
         core = ServerCore(
             node: node, controller: controller, servers: servers, configuration: configuration, settings: settings,
             incarnation: incarnation, bug: bug)
@@ -119,7 +129,19 @@ public final class FailoverServer: Service, @unchecked Sendable {
 
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
-        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events) { event in
+        let beside: (@Sendable () async -> Void)?
+        if let controlPlane {
+            let (events, controller) = (events, core.controller)
+            beside = {
+                await controlPlane.run { command in
+                    events.yield(.message(Envelope(from: controller, path: nil, message: command.encode())))
+                }
+            }
+        } else {
+            beside = nil
+        }
+        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events, beside: beside) {
+            event in
             await self.handle(event)
         }
     }
@@ -145,6 +167,8 @@ public final class FailoverServer: Service, @unchecked Sendable {
         afterEvent?()
         for effect in effects {
             switch effect {
+            case .send(let message, let target) where controlPlane != nil && target == core.controller:
+                await controlPlane?.deliver(message)
             case .send(let message, let target):
                 do {
                     try await transport.send(message.encode(), to: target)
@@ -158,6 +182,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
                         "epoch": "\(configuration.epoch)", "address": "\(configuration.host):\(configuration.port)",
                     ])
                 await bind(configuration)
+                await controlPlane?.serving(configuration)
             case .releaseService:
                 logger.info("stepped down", metadata: ["epoch": "\(core.epoch)"])
                 await release()

@@ -1,5 +1,5 @@
 public import FaultToleranceCore
-public import NIOCore
+import NIOCore
 
 /// What the control server knows of the pair: the epoch, who serves or what a failover waits
 /// for, and each server's last report. `ftctl failover status` prints it; an operator's
