@@ -304,7 +304,7 @@ let package = Package(
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
                 "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation", "DaisyChain",
-                "DaisyChainSimulation", "Failover", "FailoverSimulation",
+                "DaisyChainSimulation", "Failover", "FailoverSimulation", "FaultToleranceEtcd",
             ]
         ),
         .executableTarget(

@@ -10,6 +10,7 @@
 @_exported import FailoverSimulation
 @_exported import FaultToleranceAuthentication
 @_exported import FaultToleranceCore
+@_exported import FaultToleranceEtcd
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum
 @_exported import HeartbeatSimulation

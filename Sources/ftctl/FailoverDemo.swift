@@ -26,6 +26,7 @@ struct FailoverNode: AsyncParsableCommand {
     @Option(help: "The control server's epoch file (a temporary one if not given).") var epochFile: String?
     @Option(help: "Backups an acknowledgement waits for at least (0 lets a primary left alone go on).")
     var minimumSyncBackups = 1
+    @OptionGroup var controlPlane: FailoverControlOptions
 
     func run() async throws {
         var logger = Logger(label: "ftctl.failover.\(name)")
@@ -34,6 +35,9 @@ struct FailoverNode: AsyncParsableCommand {
         guard let node = NodeID(name), let port = layout.ports[node],
             node == FailoverLayout.control || layout.servers.contains(node)
         else { throw CommandFailure("node \(name): not the control server nor one of --servers") }
+        if controlPlane.usesEtcd && node == FailoverLayout.control {
+            throw CommandFailure("node \(name): with --control etcd there is no control server to run")
+        }
         try require("--heartbeat-ms", heartbeatMs, in: 1...10_000)
         try require("--service-port", servicePort, in: 1...65_535)
         try require("--minimum-sync-backups", minimumSyncBackups, in: 0...layout.servers.count - 1)
@@ -60,6 +64,15 @@ struct FailoverNode: AsyncParsableCommand {
                 transport: transport, epochs: store, detectionTimeout: heartbeat * 3, logger: logger)
         } else {
             let endpoint = ServiceEndpoint(node: node)
+            let configuration = ServiceConfiguration(
+                role: .backup, epoch: 0, host: "127.0.0.1", port: UInt16(servicePort))
+            var plane: EtcdControlPlane?
+            if controlPlane.usesEtcd {
+                plane = EtcdControlPlane(
+                    node: node, etcd: try controlPlane.gateway(),
+                    configuration: controlPlane.configuration(minimumSyncBackups: minimumSyncBackups),
+                    service: configuration, logger: logger)
+            }
             service = FailoverServer(
                 node: node, controller: FailoverLayout.control, servers: layout.servers,
                 configuration: ServiceConfiguration(
@@ -67,7 +80,8 @@ struct FailoverNode: AsyncParsableCommand {
                 transport: transport,
                 settings: ServerCore.Settings(minimumSyncBackups: minimumSyncBackups, reportInterval: heartbeat),
                 logger: logger,
-                bind: { configuration in endpoint.bind(configuration) }, release: { endpoint.release() })
+                bind: { configuration in endpoint.bind(configuration) }, release: { endpoint.release() },
+                controlPlane: plane)
         }
         print("node \(name) listening on port \(port)")
         fflush(nil)
@@ -244,8 +258,12 @@ struct FailoverDemo: AsyncParsableCommand {
             """)
     var switchover = false
     @Flag(help: "Print the summary as JSON.") var json = false
+    @OptionGroup var controlPlane: FailoverControlOptions
 
     func validate() throws {
+        if controlPlane.usesEtcd && switchover {
+            throw ValidationError("--switchover is not yet offered with --control etcd")
+        }
         try require("--trials", trials, in: 1...1000)
         try require("--heartbeat-ms", heartbeatMs, in: 1...1000)
         try require("--load-ms", loadMs, in: 50...60_000)
@@ -256,7 +274,8 @@ struct FailoverDemo: AsyncParsableCommand {
         var results: [FailoverTrial.Result] = []
         for trial in 1...trials {
             let result = try await FailoverTrial(
-                number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups, switchover: switchover
+                number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups, switchover: switchover,
+                control: controlPlane.choice
             ).run()
             if !json { print(result.line) }
             results.append(result)
@@ -350,6 +369,8 @@ struct FailoverTrial {
     let loadMs: Int
     let backups: Int
     let switchover: Bool
+    /// The control server (a process of its own), or etcd.
+    var control = FailoverControlChoice.server
 
     func run() async throws -> Result {
         var result = Result(number: number)
@@ -367,7 +388,12 @@ struct FailoverTrial {
             for pid in pids.values { Foundation.kill(pid, SIGKILL) }
             try? FileManager.default.removeItem(atPath: directory)
         }
-        for node in [FailoverLayout.control] + servers {
+        var control = self.control
+        if case .etcd(let endpoint, let cluster) = control {
+            // A pair of its own in etcd per trial: nothing left from an earlier one counts.
+            control = .etcd(endpoint: endpoint, cluster: "\(cluster)-\(getpid())-\(number)")
+        }
+        for node in (control.usesEtcd ? [] : [FailoverLayout.control]) + servers {
             let log = directory + "/\(node).log"
             pids[node] = try spawnSelf(
                 [
@@ -375,7 +401,7 @@ struct FailoverTrial {
                     "--ports", layout.portArgument, "--service-port", String(servicePort),
                     "--heartbeat-ms", String(heartbeatMs), "--minimum-sync-backups", backups == 1 ? "0" : "1",
                     "--epoch-file", directory + "/epoch",
-                ], log: log)
+                ] + control.arguments, log: log)
             guard await waitForLine(log, containing: "listening") else {
                 throw CommandFailure("node \(node) did not start; see \(log)")
             }
@@ -421,7 +447,8 @@ struct FailoverTrial {
             transports.append(transport)
             let client = FailoverClient(
                 id: UInt64(number * 16 + index), transport: transport, servers: servers,
-                controller: FailoverLayout.control, clock: clock, timeout: .milliseconds(max(20, heartbeatMs * 2)),
+                controller: control.usesEtcd ? nil : FailoverLayout.control, clock: clock,
+                timeout: .milliseconds(max(20, heartbeatMs * 2)),
                 deadline: .seconds(5))
             loads.append(FailoverLoad(client: client, clock: clock))
         }

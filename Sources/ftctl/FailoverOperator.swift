@@ -1,6 +1,7 @@
 import ArgumentParser
 import Failover
 import FaultToleranceCore
+import FaultToleranceEtcd
 import FaultToleranceNIO
 import Foundation
 import Logging
@@ -11,8 +12,11 @@ import NIOCore
 /// every `ftctl failover node` of the pair).
 struct FailoverOperatorOptions: ParsableArguments {
     @Option(help: "The servers, comma-separated (as given to the pair's nodes).") var servers: String = "a,b"
-    @Option(help: "Every node's loopback port, as given to the pair's nodes; must include operator=P.")
-    var ports: String
+    @Option(
+        help:
+            "Every node's loopback port, as given to the pair's nodes; must include operator=P (not with --control etcd)."
+    )
+    var ports: String?
     @Option(help: "Milliseconds to wait for the control server's answers.") var timeoutMs = 2000
 
     func validate() throws {
@@ -21,6 +25,7 @@ struct FailoverOperatorOptions: ParsableArguments {
 
     /// An operator client on its own transport; the caller closes both.
     func connect() async throws -> (FailoverClient, TCPTransport) {
+        guard let ports else { throw CommandFailure("--ports is needed to reach the control server") }
         let layout = try FailoverLayout(servers: servers, ports: ports)
         guard let port = layout.ports[FailoverLayout.operator] else {
             throw CommandFailure("--ports must give operator=PORT: the control server answers the operator there")
@@ -61,20 +66,33 @@ struct FailoverStatusCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: FailoverOperatorOptions
+    @OptionGroup var controlPlane: FailoverControlOptions
     @Flag(help: "Print the status as JSON.") var json = false
 
     func run() async throws {
-        let (client, transport) = try await options.connect()
         let status: FailoverStatus
-        do {
-            status = try await client.status()
-        } catch {
+        if controlPlane.usesEtcd {
+            let servers = options.servers.split(separator: ",").compactMap { NodeID(String($0)) }
+            guard !servers.isEmpty else { throw CommandFailure("--servers: no server names") }
+            do {
+                status = try await EtcdPairView.read(
+                    from: try controlPlane.gateway(), controlPlane.configuration(minimumSyncBackups: 1)
+                ).status(servers: servers)
+            } catch {
+                throw CommandFailure("no status from etcd: \(error)")
+            }
+        } else {
+            let (client, transport) = try await options.connect()
+            do {
+                status = try await client.status()
+            } catch {
+                await client.close()
+                await transport.close()
+                throw CommandFailure("no status: \(error)")
+            }
             await client.close()
             await transport.close()
-            throw CommandFailure("no status: \(error)")
         }
-        await client.close()
-        await transport.close()
         if json {
             let servers: [[String: Any]] = status.servers.map { server in
                 var line: [String: Any] = ["node": server.node.name, "alive": server.alive]

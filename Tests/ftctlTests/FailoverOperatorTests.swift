@@ -74,4 +74,70 @@ import Testing
         #expect(silent == 1)
         #expect(silentOutput.contains("timedOut"), "\(silentOutput)")
     }
+
+    /// etcd as the control plane (`FT_ETCD_ENDPOINT`; CI starts one): two server processes and no
+    /// control server; `status --control etcd` reads the pair from etcd; after a SIGKILL of the
+    /// primary, the backup of the sync record takes the leader key in a newer epoch, and the demo
+    /// loses nothing acknowledged across a SIGKILL.
+    @Test(
+        .enabled(
+            if: ProcessInfo.processInfo.environment["FT_ETCD_ENDPOINT"] != nil,
+            "no etcd: set FT_ETCD_ENDPOINT=http://127.0.0.1:2379 (CI starts one)"))
+    func anEtcdPairFailsOverAfterASIGKILLAndStatusReadsItFromEtcd() throws {
+        let endpoint = ProcessInfo.processInfo.environment["FT_ETCD_ENDPOINT"] ?? ""
+        let etcd = [
+            "--control", "etcd", "--etcd", endpoint, "--cluster", "test-\(getpid())-\(UUID().uuidString.prefix(8))",
+        ]
+        var ports: [String: Int] = [:]
+        for node in ["control", "a", "b"] { ports[node] = try freePort() }
+        let layout = ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        let servicePort = try freePort()
+        var nodes: [String: Process] = [:]
+        defer {
+            for process in nodes.values where process.isRunning { process.terminate() }
+            for process in nodes.values { process.waitUntilExit() }
+        }
+        for node in ["a", "b"] {
+            nodes[node] = try launchTool(
+                [
+                    "failover", "node", "--name", node, "--servers", "a,b", "--ports", layout, "--service-port",
+                    String(servicePort), "--heartbeat-ms", "100", "--minimum-sync-backups", "0",
+                ] + etcd)
+        }
+        func status() throws -> [String: Any] {
+            let (code, output) = try runTool(["failover", "status", "--servers", "a,b", "--json"] + etcd)
+            #expect(code == 0, "\(output)")
+            return try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any] ?? [:]
+        }
+        // Until one serves and the other is in its sync record (each status call is a process).
+        var first: (primary: String, epoch: Int)?
+        for _ in 0..<100 where first == nil {
+            let object = try status()
+            if let primary = object["primary"] as? String, let epoch = object["epoch"] as? Int,
+                (object["syncSet"] as? [String])?.contains(where: { $0 != primary }) == true
+            {
+                first = (primary, epoch)
+            }
+        }
+        let (primary, epoch) = try #require(first, "no primary with a backup in its sync record")
+        let process = try #require(nodes[primary])
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        var second: (primary: String, epoch: Int)?
+        for _ in 0..<100 where second == nil {
+            let object = try status()
+            if let now = object["primary"] as? String, let newEpoch = object["epoch"] as? Int, now != primary {
+                second = (now, newEpoch)
+            }
+        }
+        let (successor, newEpoch) = try #require(second, "the backup never took over from \(primary)")
+        #expect(newEpoch > epoch)
+        #expect(successor != primary)
+
+        // And under a client load: nothing acknowledged is lost across the SIGKILL.
+        let (demo, demoOutput) = try runTool(
+            ["failover", "demo", "--trials", "1", "--backups", "1", "--heartbeat-ms", "50"] + etcd)
+        #expect(demo == 0, "\(demoOutput)")
+        #expect(demoOutput.contains(" 0 lost"), "\(demoOutput)")
+    }
 }
