@@ -168,6 +168,19 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
             let configuration = ServiceConfiguration(role: .primary, epoch: 1, host: "h", port: 1, settings: ["a": "b"])
             seeds.append(("configuration", [16] + Array(configuration.framed().readableBytesView)))
             seeds.append(("snapshot", [17] + Array(store.snapshot().readableBytesView)))
+            let records: [(String, FailoverEtcdRecord)] = [
+                ("etcd-leader", .leader(node: "a", incarnation: 3, host: "127.0.0.1", port: 7400)),
+                ("etcd-sync", .sync([.init(node: "b", incarnation: 4)])),
+                (
+                    "etcd-member",
+                    .member(
+                        node: "b",
+                        report: .init(
+                            role: .backup, epoch: 9, position: LogPosition(epoch: 9, index: 2), syncSet: [], stamp: 1,
+                            incarnation: 4))
+                ),
+            ]
+            for (name, record) in records { seeds.append((name, [22] + record.encoded())) }
             try FileManager.default.createDirectory(at: corpus, withIntermediateDirectories: true)
             for (name, bytes) in seeds { try Data(bytes).write(to: corpus.appendingPathComponent(name)) }
         }
@@ -183,12 +196,13 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
                     _ = try FailoverMessage.decode(Message(type: type, bytes: bytes.dropFirst()))
                 case 15: _ = try ReplicationEntry.unframeAll(body)
                 case 16: _ = try ServiceConfiguration.unframe(body)
+                case 22: _ = try FailoverEtcdRecord.decode(Array(bytes.dropFirst()))
                 default: _ = try ReplicatedStore(snapshot: body)
                 }
             }
             decoded += 1
         }
-        #expect(decoded >= 29)
+        #expect(decoded >= 32)
     }
 
     /// The fuzz target's first byte for a message type: 0-14 for 0x0601-0x060F, 18-21 for

@@ -5,7 +5,8 @@ import NIOCore
 // Feeds arbitrary bytes to the Failover decoders. The first byte steers: 0-14 pick a message
 // type (0x0601 + n) for FailoverMessage.decode, and 18-21 the operator's (0x0610 + n - 18:
 // status query, status, switchover, its answer); 15 the journal form of the replication log
-// (framed entries); 16 a framed ServiceConfiguration; 17 and above a store snapshot. Every input must
+// (framed entries); 16 a framed ServiceConfiguration; 22 a record the pair keeps in etcd (leader, sync
+// or member: FailoverEtcdRecord); 17 and the rest a store snapshot. Every input must
 // decode or be refused with a FailoverError, never crash or hang; what decodes re-encodes and
 // decodes to the same value, and decoded entries are applied to a store.
 
@@ -28,6 +29,9 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     case 16:
         guard let configuration = try? ServiceConfiguration.unframe(buffer) else { return 0 }
         precondition((try? ServiceConfiguration.unframe(configuration.framed())) == configuration)
+    case 22:
+        guard let record = try? FailoverEtcdRecord.decode(bytes) else { return 0 }
+        precondition((try? FailoverEtcdRecord.decode(record.encoded())) == record, "an etcd record does not round-trip")
     default:
         guard let store = try? ReplicatedStore(snapshot: buffer) else { return 0 }
         precondition((try? ReplicatedStore(snapshot: store.snapshot()))?.digest == store.digest)
