@@ -53,8 +53,46 @@ public struct EtcdControlConfiguration: Sendable, Hashable {
     var leaderKey: [UInt8] { Array((prefix + "leader").utf8) }
     var syncKey: [UInt8] { Array((prefix + "sync").utf8) }
     var membersPrefix: [UInt8] { Array((prefix + "members/").utf8) }
+    var switchoverKey: [UInt8] { Array((prefix + "switchover").utf8) }
     func memberKey(_ node: NodeID) -> [UInt8] { membersPrefix + Array(node.name.utf8) }
-    func isControlKey(_ key: [UInt8]) -> Bool { key == leaderKey || key == syncKey }
+    func isControlKey(_ key: [UInt8]) -> Bool { key == leaderKey || key == syncKey || key == switchoverKey }
+}
+
+extension EtcdControlPlane {
+    /// Asks the pair's primary, through etcd, to hand over to `target` (or, when `nil`, to the
+    /// live backup of the sync record with the newest position): the primary stops serving,
+    /// then gives up the leader key, and the target takes it in a newer epoch. The request is
+    /// bound to a lease of `ttl`, so one nobody carries out goes by itself. Returns the primary
+    /// and epoch it moves away from and the target; throws
+    /// ``FailoverError/Code/switchoverRefused`` when no primary serves or the target is not a
+    /// live backup of the sync record (it may lack acknowledged operations).
+    public static func requestSwitchover(
+        etcd: any EtcdClient, configuration: EtcdControlConfiguration, to target: NodeID?, ttl: Duration = .seconds(5)
+    ) async throws -> (from: NodeID, epoch: UInt64, to: NodeID) {
+        let view = try await EtcdPairView.read(from: etcd, configuration)
+        guard let leader = view.leader else {
+            throw FailoverError(.switchoverRefused, detail: "no primary holds the leader key")
+        }
+        let candidates = (view.sync ?? []).filter { member in
+            member.node != leader.node && view.members[member.node]?.incarnation == member.incarnation
+        }
+        let chosen =
+            target
+            ?? candidates.max {
+                (view.members[$0.node]?.position ?? .start) < (view.members[$1.node]?.position ?? .start)
+            }?
+            .node
+        guard let chosen, candidates.contains(where: { $0.node == chosen }) else {
+            throw FailoverError(
+                .switchoverRefused,
+                detail: "\(target.map { "\($0)" } ?? "no server") is not a live backup of the sync record "
+                    + "\((view.sync ?? []).map(\.node.name)) of \(leader.node)")
+        }
+        let lease = try await etcd.grant(ttl: ttl)
+        _ = try await etcd.put(
+            configuration.switchoverKey, FailoverEtcdRecord.switchover(target: chosen).encoded(), lease: lease.id)
+        return (leader.node, leader.epoch, chosen)
+    }
 }
 
 /// What etcd says of a pair at one revision.
@@ -72,6 +110,8 @@ public struct EtcdPairView: Sendable, Hashable {
     public var syncRevision: Int64 = 0
     /// Each live server's last report.
     public var members: [NodeID: FailoverController.Report] = [:]
+    /// The backup an operator asked the primary to hand over to, while the request stands.
+    public var switchoverTarget: NodeID?
     /// The store's revision.
     public var revision: Int64 = 0
 
@@ -106,6 +146,8 @@ public struct EtcdPairView: Sendable, Hashable {
                 view.syncRevision = entry.modRevision
                 // An unreadable sync record names nobody: no one may campaign on it.
                 if case .sync(let members)? = record { view.sync = members } else { view.sync = [] }
+            } else if entry.key == configuration.switchoverKey {
+                if case .switchover(let target)? = record { view.switchoverTarget = target }
             } else if entry.key.starts(with: configuration.membersPrefix),
                 case .member(let node, let report)? = record
             {
@@ -326,6 +368,22 @@ public actor EtcdControlPlane: FailoverControlPlane {
     {
         leading = epoch
         var record = view.sync ?? []
+        if let target = view.switchoverTarget, target != node, view.members[target] != nil,
+            record.contains(where: { $0.node == target })
+        {
+            // A planned switchover: stop serving first; once the core says it stopped, give up
+            // the key (only then may the target take it).
+            if report?.role == .steppedDown, report?.epoch == epoch {
+                _ = try await etcd.transaction(
+                    compare: [.createRevision(key: configuration.leaderKey, equals: Int64(epoch))],
+                    success: [.delete(key: configuration.leaderKey)], failure: [])
+                leading = nil
+                logger.info("handed over", metadata: ["epoch": "\(epoch)", "to": "\(target)"])
+            } else {
+                command(.stepDown(epoch: epoch))
+            }
+            return
+        }
         // Backups gone from etcd (their lease ran out) or back as a new run leave the record
         // first; then the core stops waiting for them.
         let gone = record.filter { member in
@@ -383,6 +441,8 @@ public actor EtcdControlPlane: FailoverControlPlane {
         async throws(EtcdError)
     {
         guard let report, report.role != .primary else { return }
+        // An operator's switchover names another: leave the key to it while the request stands.
+        if let target = view.switchoverTarget, target != node, view.members[target] != nil { return }
         if let sync = view.sync {
             guard sync.contains(.init(node: node, incarnation: report.incarnation)) else { return }
         }
@@ -397,6 +457,7 @@ public actor EtcdControlPlane: FailoverControlPlane {
                 .put(
                     key: configuration.leaderKey, value: leaderRecord(incarnation: report.incarnation), lease: lease.id),
                 .put(key: configuration.syncKey, value: FailoverEtcdRecord.sync(others).encoded(), lease: 0),
+                .delete(key: configuration.switchoverKey),
             ], failure: [])
         guard succeeded else {
             lostRaces += 1

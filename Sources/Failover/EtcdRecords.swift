@@ -2,12 +2,14 @@ public import FaultToleranceCore
 import NIOCore
 
 /// What a pair keeps in etcd under its prefix, each value a framed, versioned and CRC32C-checked
-/// record (types 0x0620–0x0622):
+/// record (types 0x0620–0x0623):
 /// - `leader`: the primary, bound to its lease. Its create revision is the epoch.
 /// - `sync`: the servers that hold every acknowledged operation (each with its incarnation), the
 ///   only ones that may take the leader key when it goes.
 /// - `members/NAME`: each server's last report, bound to its own lease (so it goes when the
 ///   server stops renewing).
+/// - `switchover`: an operator's request for a planned switchover to a backup, bound to a
+///   lease of the operator's (so a request nobody could carry out goes by itself).
 public enum FailoverEtcdRecord: Sendable, Hashable {
     /// The primary: its name, its run, and the service address it serves on.
     case leader(node: NodeID, incarnation: UInt64, host: String, port: UInt16)
@@ -15,6 +17,8 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
     case sync([SyncMember])
     /// A server's last report.
     case member(node: NodeID, report: FailoverController.Report)
+    /// An operator asks the primary to hand over to `target`.
+    case switchover(target: NodeID)
 
     /// A server of the sync record: its name and which run of it holds everything.
     public struct SyncMember: Sendable, Hashable, Comparable {
@@ -43,6 +47,8 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
         public static let sync: UInt16 = 0x0621
         /// ``FailoverEtcdRecord/member(node:report:)``
         public static let member: UInt16 = 0x0622
+        /// ``FailoverEtcdRecord/switchover(target:)``
+        public static let switchover: UInt16 = 0x0623
     }
 
     /// The most members a sync record holds.
@@ -72,6 +78,9 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
             let message = FailoverMessage.report(report).encode()
             var body = message.payload
             payload.writeBuffer(&body)
+        case .switchover(let target):
+            type = RecordType.switchover
+            writeShortString(target.name, into: &payload)
         }
         return Array(Frame(type: type, payload: payload).encoded().readableBytesView)
     }
@@ -124,6 +133,8 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
                 throw FailoverError(.malformed, detail: "member record without a report")
             }
             record = .member(node: node, report: report)
+        case RecordType.switchover:
+            record = .switchover(target: try FailoverMessage.readNode(from: &payload))
         default:
             throw FailoverError(.malformed, detail: "etcd record of unknown type 0x\(String(frame.type, radix: 16))")
         }

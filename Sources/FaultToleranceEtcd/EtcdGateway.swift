@@ -4,8 +4,9 @@ import NIOHTTP1
 public import NIOPosix
 
 /// etcd through its v3 JSON gateway: each call an HTTP/1.1 POST on `/v3/…` with base64 keys
-/// and values, on a connection of its own (etcd answers on loopback in well under a
-/// millisecond; a call that takes longer than ``timeout`` fails with ``EtcdError/Code/timedOut``).
+/// and values, one after another on a kept-alive connection (a watch has one of its own). A call
+/// that takes longer than ``timeout`` fails with ``EtcdError/Code/timedOut`` and the connection
+/// is opened anew; so does one after any failure.
 ///
 /// ```swift
 /// let etcd = EtcdGateway(host: "127.0.0.1", port: 2379)
@@ -24,6 +25,7 @@ public struct EtcdGateway: EtcdClient {
     /// The longest a call may take.
     public let timeout: Duration
     private let group: any EventLoopGroup
+    private let session: EtcdSession
 
     /// A gateway to the etcd at `host:port`.
     public init(
@@ -34,6 +36,9 @@ public struct EtcdGateway: EtcdClient {
         self.port = port
         self.timeout = timeout
         self.group = group
+        session = EtcdSession(
+            host: host, port: port, group: group,
+            connectTimeout: .milliseconds(Int64(timeout.components.seconds * 1000 + 1)))
     }
 
     /// A gateway to an endpoint written `http://HOST:PORT` (or `HOST:PORT`); `nil` if it is not one.
@@ -179,35 +184,11 @@ public struct EtcdGateway: EtcdClient {
         return head
     }
 
-    /// POSTs `body` as JSON to `path` and returns the answer's object; an HTTP error status
-    /// becomes ``EtcdError/Code/refused`` with etcd's message.
+    /// POSTs `body` as JSON to `path` on the kept-alive connection and returns the answer's
+    /// object; an HTTP error status becomes ``EtcdError/Code/refused`` with etcd's message.
     private func call(_ path: String, _ body: [String: Any]) async throws(EtcdError) -> [String: Any] {
         let bytes = try json(body)
-        let (status, answer) = try await withTimeout(path) { () async throws -> (HTTPResponseStatus, ByteBuffer) in
-            let connection = try await connect()
-            return try await connection.executeThenClose { inbound, outbound in
-                try await outbound.write(.head(head(path, length: bytes.count)))
-                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: bytes))))
-                try await outbound.write(.end(nil))
-                var status = HTTPResponseStatus.internalServerError
-                var collected = ByteBuffer()
-                for try await part in inbound {
-                    switch part {
-                    case .head(let head):
-                        status = head.status
-                    case .body(var chunk):
-                        guard collected.readableBytes + chunk.readableBytes <= Self.maximumAnswerBytes else {
-                            throw EtcdError(
-                                .tooLarge, detail: "\(path): an answer over \(Self.maximumAnswerBytes) bytes")
-                        }
-                        collected.writeBuffer(&chunk)
-                    case .end:
-                        return (status, collected)
-                    }
-                }
-                throw EtcdError(.unavailable, detail: "\(path): the connection closed mid-answer")
-            }
-        }
+        let (status, answer) = try await session.perform(path: path, body: bytes, timeout: timeout).get()
         let object = try parse(Array(answer.readableBytesView))
         guard status == .ok else {
             let message = object["message"] ?? object["error"] ?? "HTTP \(status.code)"
@@ -223,9 +204,11 @@ public struct EtcdGateway: EtcdClient {
         let bytes = try json(body)
         let connection = try await withTimeout("/v3/watch") { try await connect() }
         try await connection.executeThenClose { inbound, outbound in
-            try await outbound.write(.head(head("/v3/watch", length: bytes.count)))
-            try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: bytes))))
-            try await outbound.write(.end(nil))
+            try await outbound.write(
+                contentsOf: [
+                    .head(head("/v3/watch", length: bytes.count)), .body(.byteBuffer(ByteBuffer(bytes: bytes))),
+                    .end(nil),
+                ])
             var pending: [UInt8] = []
             for try await part in inbound {
                 switch part {

@@ -13,7 +13,8 @@ struct FailoverBench: AsyncParsableCommand {
             processes on loopback, three clients in synchronous mode, a planned switchover, then \
             the new primary SIGKILLed) and prints one table row per interval: the client-observed \
             switchover and recovery times (p50, p99, max), and the operations acknowledged and \
-            lost per trial. Exits 1 if any trial lost an acknowledged operation, broke a \
+            lost per trial. With --control etcd, the servers elect through etcd instead of a \
+            control server. Exits 1 if any trial lost an acknowledged operation, broke a \
             history's linearizability or left the service address unserved. Redis Sentinel \
             beside it: Benchmarks/peers/failover-recovery.py.
             """)
@@ -21,6 +22,7 @@ struct FailoverBench: AsyncParsableCommand {
     @Option(help: "Trials per report interval.") var trials = 20
     @Option(help: "Report intervals in milliseconds, comma-separated.") var heartbeatsMs = "10,100"
     @Flag(help: "Print the rows as JSON.") var json = false
+    @OptionGroup var controlPlane: FailoverControlOptions
 
     /// The report intervals, or `nil` when --heartbeats-ms is not a list of 1...1000.
     private var intervals: [Int]? {
@@ -53,7 +55,8 @@ struct FailoverBench: AsyncParsableCommand {
             var results: [FailoverTrial.Result] = []
             for number in 1...trials {
                 let result = try await FailoverTrial(
-                    number: number, heartbeatMs: heartbeat, loadMs: 500, backups: 2, switchover: true
+                    number: number, heartbeatMs: heartbeat, loadMs: 500, backups: 2, switchover: true,
+                    control: controlPlane.choice
                 ).run()
                 if !result.passed { failed.append("\(heartbeat) ms trial \(number): \(result.problem ?? "?")") }
                 results.append(result)

@@ -3,6 +3,7 @@ import DeterministicSimulation
 import Failover
 import FailoverSimulation
 import FaultToleranceCore
+import FaultToleranceEtcd
 import FaultToleranceNIO
 import Foundation
 import Logging
@@ -261,9 +262,6 @@ struct FailoverDemo: AsyncParsableCommand {
     @OptionGroup var controlPlane: FailoverControlOptions
 
     func validate() throws {
-        if controlPlane.usesEtcd && switchover {
-            throw ValidationError("--switchover is not yet offered with --control etcd")
-        }
         try require("--trials", trials, in: 1...1000)
         try require("--heartbeat-ms", heartbeatMs, in: 1...1000)
         try require("--load-ms", loadMs, in: 50...60_000)
@@ -372,6 +370,13 @@ struct FailoverTrial {
     /// The control server (a process of its own), or etcd.
     var control = FailoverControlChoice.server
 
+    /// ``control`` for this trial: in etcd, a pair of its own per trial (nothing left from an
+    /// earlier one counts).
+    var trialControl: FailoverControlChoice {
+        guard case .etcd(let endpoint, let cluster) = control else { return control }
+        return .etcd(endpoint: endpoint, cluster: "\(cluster)-\(getpid())-\(number)")
+    }
+
     func run() async throws -> Result {
         var result = Result(number: number)
         let directory = NSTemporaryDirectory() + "ftctl-failover-\(getpid())-\(number)"
@@ -386,13 +391,12 @@ struct FailoverTrial {
         var pids: [NodeID: Int32] = [:]
         defer {
             for pid in pids.values { Foundation.kill(pid, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: directory)
+            // FT_FAILOVER_DEMO_KEEP=1 keeps the nodes' logs for a look afterwards.
+            if ProcessInfo.processInfo.environment["FT_FAILOVER_DEMO_KEEP"] != "1" {
+                try? FileManager.default.removeItem(atPath: directory)
+            }
         }
-        var control = self.control
-        if case .etcd(let endpoint, let cluster) = control {
-            // A pair of its own in etcd per trial: nothing left from an earlier one counts.
-            control = .etcd(endpoint: endpoint, cluster: "\(cluster)-\(getpid())-\(number)")
-        }
+        let control = trialControl
         for node in (control.usesEtcd ? [] : [FailoverLayout.control]) + servers {
             let log = directory + "/\(node).log"
             pids[node] = try spawnSelf(
@@ -458,7 +462,11 @@ struct FailoverTrial {
         // whoever serves.
         try await runAll(loads, until: clock.now + loadTime)
         try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1)
-        if switchover {
+        if switchover, case .etcd(let endpoint, let cluster) = trialControl {
+            try await etcdPlannedSwitchover(
+                &result, loads: loads, servers: servers, endpoint: endpoint, cluster: cluster)
+            guard result.problem == nil else { return }
+        } else if switchover {
             try await plannedSwitchover(
                 &result, loads: loads, transports: &transports, ports: ports, peers: peers, servers: servers,
                 clock: clock, logger: quiet)
@@ -467,6 +475,14 @@ struct FailoverTrial {
         guard let victim = await loads[0].client.primary, let pid = pids[victim] else {
             result.problem = "no primary served within the load"
             return
+        }
+        if case .etcd(let endpoint, let cluster) = trialControl, let etcd = EtcdGateway(endpoint: endpoint) {
+            // Only a backup of the sync record may take over: kill once one is in it (after a
+            // switchover the old primary must first catch up as a backup).
+            guard try await waitForSyncBackup(of: victim, etcd: etcd, cluster: cluster) != nil else {
+                result.problem = "no backup entered the sync record of \(victim)"
+                return
+            }
         }
         result.victim = victim
         let killedAt = clock.now
@@ -583,6 +599,65 @@ struct FailoverTrial {
                 "after the switchover the control server names \(status?.primary?.name ?? "nobody") in epoch "
                 + "\(status?.epoch ?? 0), not \(target) in \(epoch)"
         }
+    }
+
+    /// The planned switchover through etcd: the request written to etcd, then each client's
+    /// time to its first operation the target acknowledged.
+    private func etcdPlannedSwitchover(
+        _ result: inout Result, loads: [FailoverLoad], servers: [NodeID], endpoint: String, cluster: String
+    ) async throws {
+        guard let etcd = EtcdGateway(endpoint: endpoint) else { throw CommandFailure("--etcd: \(endpoint)") }
+        let configuration = EtcdControlConfiguration(cluster: cluster)
+        guard let from = await loads[0].client.primary else {
+            result.problem = "no primary to switch from"
+            return
+        }
+        // The target must be in the sync record: wait until the primary has counted a backup in.
+        guard let target = try await waitForSyncBackup(of: from, etcd: etcd, cluster: cluster) else {
+            result.problem = "no backup entered the sync record of \(from)"
+            return
+        }
+        result.switchFrom = from
+        result.switchTo = target
+        // The loads' own clock: their completions are instants on it.
+        let clock = loads[0].clock
+        let asked = clock.now
+        progress("switching over from \(from) to \(target) through etcd")
+        let line: String
+        do {
+            line = try await etcdSwitchover(etcd: etcd, configuration: configuration, to: target, timeout: .seconds(10))
+        } catch {
+            result.problem = "the switchover to \(target) did not happen: \(error)"
+            return
+        }
+        try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1, avoiding: from)
+        var times: [Duration] = []
+        for load in loads {
+            if let first = await load.completions.first(where: { $0.at > asked && $0.server == target }) {
+                times.append(first.at - asked)
+            }
+        }
+        if times.count == loads.count { result.switchTime = times.max() }
+        progress("switched: \(line); clients: \(times)")
+        if result.switchTime == nil {
+            result.problem = "not every client had an operation acknowledged by \(target) after the switchover"
+        }
+    }
+
+    /// A live backup in the sync record of `primary` (polled for up to 10 s), or `nil`.
+    private func waitForSyncBackup(of primary: NodeID, etcd: EtcdGateway, cluster: String) async throws -> NodeID? {
+        let configuration = EtcdControlConfiguration(cluster: cluster)
+        for _ in 0..<400 {
+            let view = try await EtcdPairView.read(from: etcd, configuration)
+            if view.leader?.node == primary,
+                let backup = (view.sync ?? []).map(\.node).first(where: { $0 != primary && view.members[$0] != nil })
+            {
+                return backup
+            }
+            // etcd's keys, polled.
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return nil
     }
 
     /// `FT_FAILOVER_DEMO_TRACE=1`: each step of a trial, on standard error.

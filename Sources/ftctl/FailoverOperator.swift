@@ -133,6 +133,7 @@ struct FailoverSwitchCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: FailoverOperatorOptions
+    @OptionGroup var controlPlane: FailoverControlOptions
     @Option(help: "The backup to switch to (default: the newest backup of the sync set).") var to: String?
 
     func run() async throws {
@@ -140,6 +141,18 @@ struct FailoverSwitchCommand: AsyncParsableCommand {
         if let to {
             guard let node = NodeID(to) else { throw CommandFailure("--to: \(to.debugDescription) is not a node name") }
             target = node
+        }
+        if controlPlane.usesEtcd {
+            do {
+                print(
+                    try await etcdSwitchover(
+                        etcd: try controlPlane.gateway(),
+                        configuration: controlPlane.configuration(minimumSyncBackups: 1),
+                        to: target, timeout: .milliseconds(options.timeoutMs)))
+            } catch {
+                throw CommandFailure("switchover: \(error)")
+            }
+            return
         }
         let (client, transport) = try await options.connect()
         do {
@@ -174,4 +187,27 @@ struct FailoverSwitchCommand: AsyncParsableCommand {
         }
         throw FailoverError(.timedOut, detail: "no primary in epoch \(epoch) within \(options.timeoutMs) ms")
     }
+}
+
+/// A planned switchover through etcd: the request, then etcd's leader key polled until the
+/// target holds it in a newer epoch. Returns the line `switch` prints.
+func etcdSwitchover(
+    etcd: any EtcdClient, configuration: EtcdControlConfiguration, to target: NodeID?, timeout: Duration
+) async throws -> String {
+    let clock = ContinuousClock()
+    let started = clock.now
+    let (from, epoch, chosen) = try await EtcdControlPlane.requestSwitchover(
+        etcd: etcd, configuration: configuration, to: target)
+    while clock.now < started + timeout {
+        let view = try await EtcdPairView.read(from: etcd, configuration)
+        if let leader = view.leader, leader.node == chosen, leader.epoch > epoch {
+            let elapsed = clock.now - started
+            let milliseconds = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+            return "\(chosen) serves in epoch \(leader.epoch) after \(String(format: "%.1f", milliseconds)) ms "
+                + "(it was \(from) in epoch \(epoch))"
+        }
+        // etcd's keys, polled: they change on the servers' next rounds.
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw FailoverError(.timedOut, detail: "\(chosen) did not take the leader key within \(timeout)")
 }

@@ -46,8 +46,9 @@ import Testing
     final class Pair: @unchecked Sendable {
         let world: AsyncSimulation
         let etcd: MemoryEtcd
-        let servers: [NodeID] = ["a", "b"]
-        let configuration = EtcdControlConfiguration(cluster: "test", ttl: .seconds(1))
+        let servers: [NodeID]
+        let configuration: EtcdControlConfiguration
+        let minimumSyncBackups: Int
         var links: [NodeID: CuttableEtcd] = [:]
         var runtimes: [NodeID: FailoverServer] = [:]
         var tasks: [NodeID: Task<Void, any Error>] = [:]
@@ -55,7 +56,12 @@ import Testing
         /// Set when two servers serve at the same virtual instant.
         var twoServed: String?
 
-        init(seed: UInt64) {
+        /// Two servers where a primary left alone goes on, or three where it waits for a backup.
+        init(seed: UInt64, servers: [NodeID] = ["a", "b"], minimumSyncBackups: Int = 0) {
+            self.servers = servers
+            self.minimumSyncBackups = minimumSyncBackups
+            configuration = EtcdControlConfiguration(
+                cluster: "test", ttl: .seconds(1), minimumSyncBackups: minimumSyncBackups)
             world = AsyncSimulation(seed: seed)
             etcd = MemoryEtcd(clock: world.clock)
             for server in servers { links[server] = CuttableEtcd(base: etcd) }
@@ -72,7 +78,8 @@ import Testing
             let runtime = FailoverServer(
                 node: server, controller: "etcd", servers: servers, configuration: service,
                 transport: world.network.transport(for: server), clock: world.clock,
-                settings: ServerCore.Settings(minimumSyncBackups: 0, reportInterval: .milliseconds(10)),
+                settings: ServerCore.Settings(
+                    minimumSyncBackups: minimumSyncBackups, reportInterval: .milliseconds(10)),
                 incarnation: incarnation, logger: quiet,
                 bind: { configuration in bound.withLockedValue { $0.append((server, configuration)) } },
                 controlPlane: control)
@@ -160,6 +167,51 @@ import Testing
         #expect(outcome.0 != outcome.1)
         #expect(!outcome.2)
         #expect(pair.twoServed == nil)
+    }
+
+    @Test("a planned switchover through etcd: the primary stops, gives up the key, the target takes it; nothing lost")
+    func plannedSwitchoverThroughEtcd() async throws {
+        let pair = Pair(seed: 4, servers: ["a", "b", "c"], minimumSyncBackups: 1)
+        let outcome = try await pair.world.run(timeLimit: .seconds(60)) {
+            () async throws -> (NodeID, NodeID, NodeID, Duration, [Int], String?) in
+            for (index, server) in pair.servers.enumerated() { pair.start(server, incarnation: UInt64(index + 1)) }
+            let client = FailoverClient(
+                id: 1, transport: pair.world.network.transport(for: "client"), servers: pair.servers,
+                clock: pair.world.clock, timeout: .milliseconds(50), deadline: .seconds(20))
+            for index in 1...20 { _ = try await client.execute(.put(key: Self.key(index), value: [1])) }
+            let first = try #require(await client.primary)
+            try await pair.world.clock.sleep(for: .milliseconds(600))
+            // Refused: a target that is not a backup of the sync record.
+            var refusal: String?
+            do {
+                _ = try await EtcdControlPlane.requestSwitchover(
+                    etcd: pair.etcd, configuration: pair.configuration, to: first)
+            } catch {
+                refusal = "\(error)"
+            }
+            let asked = pair.world.clock.now
+            let (from, _, target) = try await EtcdControlPlane.requestSwitchover(
+                etcd: pair.etcd, configuration: pair.configuration, to: nil)
+            var index = 21
+            while await client.primary != target || index <= 40 {
+                _ = try await client.execute(.put(key: Self.key(index), value: [1]))
+                index += 1
+            }
+            let took = pair.world.clock.now - asked
+            let runtime = try #require(pair.runtimes[target])
+            let written = index
+            let missing = await runtime.inspect { core in (1..<written).filter { core.store[Self.key($0)] == nil } }
+            await client.close()
+            pair.stopAll()
+            return (first, from, target, took, missing, refusal)
+        }
+        let (first, from, target, took, missing, refusal) = outcome
+        #expect(from == first && target != first)
+        #expect(missing.isEmpty)
+        #expect(pair.twoServed == nil)
+        #expect(refusal?.contains("switchoverRefused") == true, "\(refusal ?? "accepted")")
+        // Well inside one lease: the key is handed over, not left to run out.
+        #expect(took < .milliseconds(900), "\(took)")
     }
 
     @Test("records round-trip; damaged, truncated or foreign bytes are a malformed error")

@@ -104,7 +104,7 @@ let badInputs: [BadInput] = [
     BadInput("--control", "failover", "status", "--control", "zookeeper"),
     BadInput("--etcd", "failover", "status", "--control", "etcd", "--etcd", "http://no-port"),
     BadInput("--cluster", "failover", "demo", "--control", "etcd", "--cluster", "../../other"),
-    BadInput("--switchover", "failover", "demo", "--control", "etcd", "--switchover"),
+    BadInput("--control", "failover", "switch", "--control", "raft"),
 ]
 
 @Suite("ftctl refuses bad input before running")

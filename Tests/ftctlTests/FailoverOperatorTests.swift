@@ -76,9 +76,10 @@ import Testing
     }
 
     /// etcd as the control plane (`FT_ETCD_ENDPOINT`; CI starts one): two server processes and no
-    /// control server; `status --control etcd` reads the pair from etcd; after a SIGKILL of the
-    /// primary, the backup of the sync record takes the leader key in a newer epoch, and the demo
-    /// loses nothing acknowledged across a SIGKILL.
+    /// control server; `status --control etcd` reads the pair from etcd; `switch --control etcd`
+    /// moves service to the other server; after a SIGKILL of that primary, the backup of the sync
+    /// record takes the leader key in a newer epoch; and the demo (a switchover, then a SIGKILL)
+    /// loses nothing acknowledged.
     @Test(
         .enabled(
             if: ProcessInfo.processInfo.environment["FT_ETCD_ENDPOINT"] != nil,
@@ -119,7 +120,24 @@ import Testing
                 first = (primary, epoch)
             }
         }
-        let (primary, epoch) = try #require(first, "no primary with a backup in its sync record")
+        let (before, _) = try #require(first, "no primary with a backup in its sync record")
+
+        // A planned switchover through etcd: the other server serves in a newer epoch.
+        let (switched, switchOutput) = try runTool(
+            ["failover", "switch", "--servers", "a,b", "--timeout-ms", "10000"] + etcd)
+        #expect(switched == 0, "\(switchOutput)")
+        let words = switchOutput.split(separator: " ").map(String.init)
+        let primary = try #require(words.first, "\(switchOutput)")
+        let epoch = try #require(words.firstIndex(of: "epoch").flatMap { Int(words[$0 + 1]) }, "\(switchOutput)")
+        #expect(primary != before && ["a", "b"].contains(primary), "\(switchOutput)")
+        // Back in the sync record before the SIGKILL: the old primary catches up as a backup.
+        var ready = false
+        for _ in 0..<100 where !ready {
+            let object = try status()
+            ready = object["primary"] as? String == primary && (object["syncSet"] as? [String]) == [before]
+        }
+        #expect(ready, "\(before) did not rejoin the sync record of \(primary)")
+
         let process = try #require(nodes[primary])
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -136,7 +154,7 @@ import Testing
 
         // And under a client load: nothing acknowledged is lost across the SIGKILL.
         let (demo, demoOutput) = try runTool(
-            ["failover", "demo", "--trials", "1", "--backups", "1", "--heartbeat-ms", "50"] + etcd)
+            ["failover", "demo", "--trials", "1", "--backups", "1", "--heartbeat-ms", "50", "--switchover"] + etcd)
         #expect(demo == 0, "\(demoOutput)")
         #expect(demoOutput.contains(" 0 lost"), "\(demoOutput)")
     }
