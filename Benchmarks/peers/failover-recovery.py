@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Client-observed recovery after SIGKILL of the primary: ours against Redis Sentinel, in one run.
+"""Client-observed recovery after SIGKILL of the primary: ours against Redis Sentinel and a bare
+etcd-lease election, in one run.
 
 Ours: `ftctl failover demo --trials N --json` (a control server and three servers as processes
 on loopback, three clients, synchronous replication, 10 ms reports).
@@ -9,8 +10,18 @@ Sentinel) writes a new key per request; the master is SIGKILLed; recovery is the
 the kill to the first write the new master acknowledged; every acknowledged key is then read
 back from the new master (asynchronous replication may lose some).
 
-    pip install redis; apt-get install redis-server redis-sentinel
-    python3 Benchmarks/peers/failover-recovery.py --trials 20 --ftctl .build/release/ftctl
+A bare etcd-lease election (with --etcd URL; etcd started with --heartbeat-interval=50
+--election-timeout=500): two candidate processes, each granting itself a lease (TTL 1 s, etcd's
+floor at those settings), taking `leader` in a create-if-absent transaction, renewing every
+quarter TTL and, while leader, answering a client on its own port; the loser polls the key
+every 10 ms and campaigns when it is gone. The client writes to whoever the key names; the
+leader is SIGKILLed; recovery is the time to the first write the new leader answered. This is
+the election alone, with no replication (what an etcd-lease recipe gives for free); ours
+through etcd (`ftctl failover demo --control etcd`) runs beside it.
+
+    pip install redis; apt-get install redis-server redis-sentinel etcd-server
+    python3 Benchmarks/peers/failover-recovery.py --trials 20 --ftctl .build/release/ftctl \
+        --etcd http://127.0.0.1:2379
 """
 
 import argparse
@@ -134,12 +145,106 @@ def sentinel_trial(down_after_ms, load_s):
             process.wait()
 
 
+CANDIDATE = r"""
+import base64, json, socket, sys, threading, time, urllib.request
+etcd, key, name, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def call(path, body):
+    request = urllib.request.Request(etcd + path, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=2) as answer:
+        return json.loads(answer.read())
+b64 = lambda text: base64.b64encode(text.encode()).decode()
+lease = call("/v3/lease/grant", {"TTL": 1})["ID"]
+leading = threading.Event()
+def renew():
+    while True:
+        time.sleep(0.25)  # a quarter of the TTL, as etcd's own clients renew
+        if "TTL" not in call("/v3/lease/keepalive", {"ID": lease}).get("result", {}):
+            leading.clear()
+            return
+threading.Thread(target=renew, daemon=True).start()
+def serve():
+    server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port)); server.listen(16)
+    while True:
+        connection, _ = server.accept()
+        with connection:
+            for line in connection.makefile():
+                connection.sendall(b"ok\n" if leading.is_set() else b"no\n")
+threading.Thread(target=serve, daemon=True).start()
+print("ready", flush=True)
+while True:
+    if not leading.is_set():
+        won = call("/v3/kv/txn", {
+            "compare": [{"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [{"request_put": {"key": b64(key), "value": b64(f"{name}:{port}"), "lease": lease}}]})
+        if won.get("succeeded"):
+            leading.set()
+    time.sleep(0.01)  # the loser's poll of the key
+"""
+
+
+def etcd_trial(etcd, load_s):
+    import base64
+    import urllib.request
+
+    key = f"/ft/peer-election/{os.getpid()}-{time.monotonic_ns()}"
+    ports = [free_port(), free_port()]
+    processes = [subprocess.Popen([sys.executable, "-c", CANDIDATE, etcd, key, name, str(port)],
+                                  stdout=subprocess.PIPE, text=True) for name, port in zip("ab", ports)]
+    try:
+        for process in processes:
+            process.stdout.readline()
+
+        def leader():
+            request = urllib.request.Request(etcd + "/v3/kv/range", method="POST",
+                                             data=json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode())
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                kvs = json.loads(answer.read()).get("kvs", [])
+            if not kvs:
+                return None
+            name, port = base64.b64decode(kvs[0]["value"]).decode().split(":")
+            return name, int(port)
+
+        def write(target):
+            try:
+                with socket.create_connection(("127.0.0.1", target[1]), timeout=0.1) as connection:
+                    connection.sendall(b"w\n")
+                    return connection.makefile().readline().strip() == "ok"
+            except OSError:
+                return False
+
+        current = None
+        end = time.monotonic() + 10
+        while current is None and time.monotonic() < end:
+            current = leader()
+            time.sleep(0.01)  # the first election; polled
+        acknowledged = 0
+        end = time.monotonic() + load_s
+        while time.monotonic() < end:
+            acknowledged += write(current)
+        victim = processes["ab".index(current[0])]
+        killed_at = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        while time.monotonic() < killed_at + 30:
+            now = leader()
+            if now is not None and now[0] != current[0] and write(now):
+                return time.monotonic() - killed_at, acknowledged
+            time.sleep(0.001)  # the client's retry pause
+        return None, acknowledged
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--ftctl", default=".build/release/ftctl")
     parser.add_argument("--down-after-ms", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--load-ms", type=int, default=500)
+    parser.add_argument("--etcd", help="etcd's client URL: adds ours through etcd and a bare etcd-lease election")
     arguments = parser.parse_args()
 
     rows = []
@@ -154,6 +259,27 @@ def main():
         recovery = result["recoveryMs"]
         rows.append((f"ours, {heartbeat} ms reports (sync)", recovery["p50"], recovery["p99"], recovery["max"],
                      result["acknowledged"] / arguments.trials, result["lost"] / arguments.trials))
+    if arguments.etcd:
+        output = subprocess.run(
+            [arguments.ftctl, "failover", "demo", "--trials", str(arguments.trials), "--control", "etcd", "--etcd",
+             arguments.etcd, "--load-ms", str(arguments.load_ms), "--json"], capture_output=True, text=True)
+        if output.returncode != 0:
+            print(output.stdout, output.stderr, file=sys.stderr)
+            sys.exit(1)
+        result = json.loads(output.stdout.strip().splitlines()[-1])
+        recovery = result["recoveryMs"]
+        rows.append(("ours through etcd, lease 1 s (sync)", recovery["p50"], recovery["p99"], recovery["max"],
+                     result["acknowledged"] / arguments.trials, result["lost"] / arguments.trials))
+        recoveries, acknowledged = [], 0
+        for _ in range(arguments.trials):
+            recovered, count = etcd_trial(arguments.etcd.rstrip("/"), arguments.load_ms / 1000)
+            if recovered is None:
+                print("etcd election: a trial never recovered", file=sys.stderr)
+                sys.exit(1)
+            recoveries.append(recovered * 1000)
+            acknowledged += count
+        rows.append(("bare etcd-lease election, TTL 1 s (no data)", percentile(recoveries, 0.5),
+                     percentile(recoveries, 0.99), max(recoveries), acknowledged / arguments.trials, float("nan")))
     for down_after in arguments.down_after_ms:
         recoveries, acknowledged, lost = [], 0, 0
         for _ in range(arguments.trials):

@@ -15,7 +15,9 @@ import Testing
     @Test(
         .enabled(if: endpoint != nil, "no etcd: set FT_ETCD_ENDPOINT=http://127.0.0.1:2379 (CI starts one)"))
     func leasesTransactionsRangesAndWatchesOnARealEtcd() async throws {
-        let etcd = try #require(EtcdGateway(endpoint: Self.endpoint ?? ""))
+        // A generous timeout: beside the whole suite on two cores, the tasks that carry a call can
+        // wait seconds for a thread (a stall measured here, not etcd's).
+        let etcd = try #require(EtcdGateway(endpoint: Self.endpoint ?? "", timeout: .seconds(30)))
         let prefix = Array("/ft/test/\(UUID().uuidString)/".utf8)
         let key = prefix + Array("leader".utf8)
         let lease = try await etcd.grant(ttl: .seconds(1))
