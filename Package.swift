@@ -263,6 +263,8 @@ let package = Package(
                 "Failover",
                 "DeterministicSimulation",
                 "FaultToleranceCore",
+                "FaultToleranceEtcd",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

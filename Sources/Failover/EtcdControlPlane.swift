@@ -368,20 +368,21 @@ public actor EtcdControlPlane: FailoverControlPlane {
     {
         leading = epoch
         var record = view.sync ?? []
+        if report?.role == .steppedDown, report?.epoch == epoch {
+            // The core stopped serving in this epoch (its own lease ran out while etcd was out of
+            // reach, or a switchover asked it to): give up the key, or no one could take it.
+            _ = try await etcd.transaction(
+                compare: [.createRevision(key: configuration.leaderKey, equals: Int64(epoch))],
+                success: [.delete(key: configuration.leaderKey)], failure: [])
+            leading = nil
+            logger.info("gave up the leader key", metadata: ["epoch": "\(epoch)"])
+            return
+        }
         if let target = view.switchoverTarget, target != node, view.members[target] != nil,
             record.contains(where: { $0.node == target })
         {
-            // A planned switchover: stop serving first; once the core says it stopped, give up
-            // the key (only then may the target take it).
-            if report?.role == .steppedDown, report?.epoch == epoch {
-                _ = try await etcd.transaction(
-                    compare: [.createRevision(key: configuration.leaderKey, equals: Int64(epoch))],
-                    success: [.delete(key: configuration.leaderKey)], failure: [])
-                leading = nil
-                logger.info("handed over", metadata: ["epoch": "\(epoch)", "to": "\(target)"])
-            } else {
-                command(.stepDown(epoch: epoch))
-            }
+            // A planned switchover: stop serving first; the key goes once the core says it stopped.
+            command(.stepDown(epoch: epoch))
             return
         }
         // Backups gone from etcd (their lease ran out) or back as a new run leave the record
@@ -391,9 +392,12 @@ public actor EtcdControlPlane: FailoverControlPlane {
         }
         if !gone.isEmpty {
             var kept = record.filter { !gone.contains($0) }
-            // Released from an otherwise empty record: a primary that needs a backup acknowledges
-            // nothing more, so they still hold everything acknowledged and stay candidates.
-            if kept.isEmpty && configuration.minimumSyncBackups > 0 { kept = record }
+            // Gone from an otherwise empty record: a primary that needs a backup acknowledges
+            // nothing more, so the ones only silent (not back as a new run, whose memory is
+            // gone) still hold everything acknowledged and stay candidates.
+            if kept.isEmpty && configuration.minimumSyncBackups > 0 {
+                kept = gone.filter { view.members[$0.node] == nil }
+            }
             if kept != record {
                 guard try await writeSync(kept, epoch: epoch) else { return }
                 record = kept

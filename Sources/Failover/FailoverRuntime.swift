@@ -105,6 +105,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
         self.bind = bind
         self.release = release
         tick = min(settings.reportInterval, .milliseconds(5))
+        core.reportsAfterRelease = controlPlane != nil
     }
 
     /// Called after each event the core handled (the simulation's checks).

@@ -137,6 +137,10 @@ public struct ServerCore: Sendable {
     private var held: Deque<(from: NodeID, client: UInt64, request: UInt64, operation: StoreOperation)> = []
     private var snapshotBytes = ByteBuffer()
     private var lastReport: Instant?
+    /// Whether a release is followed at once by a report (the etcd control plane tells a released
+    /// backup's return from a report made before the release by it; the control server does not
+    /// need it, and its timing is what its simulation's seeds were checked with).
+    package var reportsAfterRelease = false
     /// Called with a line on each step-down and promotion (the simulation's `FT_FAILOVER_TRACE`).
     package var trace: (@Sendable (String) -> Void)?
     /// Counters: requests refused, messages ignored as stale or malformed.
@@ -239,7 +243,11 @@ public struct ServerCore: Sendable {
                 return []
             }
             syncSet.removeAll { $0 == backup }
-            return complete(now: now)
+            guard reportsAfterRelease else { return complete(now: now) }
+            // Said at once: the etcd control plane must see a report without the backup before
+            // one that has it again (it may catch up and rejoin before the next regular report).
+            lastReport = now
+            return complete(now: now) + [.send(.report(report(now: now)), to: controller)]
         case .replicate(let primaryEpoch, let previous, let entries):
             return replicate(primaryEpoch, previous: previous, entries, from: sender, now: now)
         case .snapshot(let primaryEpoch, let chunk, let last):

@@ -1,6 +1,7 @@
 public import DeterministicSimulation
 public import Failover
 import FaultToleranceCore
+import FaultToleranceEtcd
 import Foundation
 import Logging
 
@@ -43,6 +44,12 @@ public struct FailoverScenario: Sendable {
     /// servers serve (the planted fault `clocks-beyond-drift-bound`).
     public var clocksBeyondDriftBound = false
 
+    /// The servers elect through etcd (``Failover/EtcdControlPlane`` on each, over a
+    /// ``FaultToleranceEtcd/MemoryEtcd`` whose leases run out in virtual time) instead of
+    /// obeying a control server; the control server's faults become etcd's: a server cut from
+    /// etcd, etcd unreachable for everyone, switchovers asked through etcd.
+    public var etcd = false
+
     /// The planted fault that runs the servers' clocks beyond the drift bound.
     public static let slowClocks = "clocks-beyond-drift-bound"
 
@@ -72,6 +79,7 @@ public struct FailoverScenario: Sendable {
         let world = AsyncSimulation(seed: seed, linkConditions: FailoverRun.faulty)
         let run = FailoverRun(
             world: world, serverBug: serverBug, controllerBug: controllerBug, slowClocks: clocksBeyondDriftBound)
+        run.useEtcd = etcd
         do {
             try await world.run(timeLimit: .seconds(30), maximumJobs: 20_000_000) { try await run.run() }
         } catch {
@@ -123,6 +131,19 @@ final class FailoverRun: @unchecked Sendable {
     /// The lease: 30–90 ms, so often longer than the detector's silence (only the controller's
     /// wait for it keeps two primaries apart then).
     var lease: Duration = .milliseconds(30)
+
+    /// Whether the servers elect through etcd (no control server).
+    var useEtcd = false
+    /// The etcd of an etcd run, its clock the simulation's.
+    var etcd: MemoryEtcd?
+    /// Each server's link to etcd, cut by the faults.
+    var etcdLinks: [NodeID: SimulatedEtcdLink] = [:]
+    var etcdConfiguration: EtcdControlConfiguration {
+        // A short lease (150 ms asked, etcd's floor 100 ms here) against the control server's
+        // 30-90 ms: failovers within the three seconds of faults.
+        EtcdControlConfiguration(
+            cluster: "simulation", ttl: .milliseconds(150), interval: .milliseconds(30), safetyMargin: .milliseconds(5))
+    }
 
     /// Each server's own clock: 1% fast to 1% slow (the controller's default drift bound), from
     /// an offset of up to half a second; a restarted server keeps its machine's clock.
@@ -218,6 +239,8 @@ final class FailoverRun: @unchecked Sendable {
                 world.network.setConditions(Self.quiet, from: from, to: to)
             }
         }
+        for link in etcdLinks.values { link.isCut = false }
+        etcd?.isReachable = true
         for server in servers where runtimes[server] == nil { start(server) }
         if controlServer == nil { try startControl() }
         // A second to settle, then the quiet phase counts.
@@ -230,6 +253,10 @@ final class FailoverRun: @unchecked Sendable {
     }
 
     func startControl() throws {
+        if useEtcd {
+            if etcd == nil { etcd = MemoryEtcd(clock: world.clock, minimumTTL: .milliseconds(100)) }
+            return
+        }
         world.network.restart(Self.control)
         let control = try FailoverControlServer(
             node: Self.control, configuration: .init(servers: servers, leaseDuration: lease),
@@ -242,32 +269,39 @@ final class FailoverRun: @unchecked Sendable {
                 trace("control: \(command)")
             }
             guard case .promote(let to, let epoch, _, let minimum) = command else { return }
-            if promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
-                store.position.index >= minimum.index,
-                let missing = acknowledged.first(where: { store[Self.key($0.client, $0.request)] == nil })
-            {
-                // The server will take the promotion (it holds the minimum) but lacks an
-                // acknowledged write: the controller chose a server that is not complete.
-                fail(
-                    "no-acknowledged-write-lost",
-                    "\(to) promoted in epoch \(epoch) at \(store.position) lacks client \(missing.client) request "
-                        + "\(missing.request), acknowledged before")
-            }
-            if let other = promoted[epoch], other != to {
-                fail("one-promotion-per-epoch", "epoch \(epoch) promoted \(other), then \(to)")
-            }
-            if promoted[epoch] == nil, quiet {
-                quietPromotions += 1
-                if quietPromotions > 2 {
-                    fail(
-                        "quiet-stability",
-                        "\(quietPromotions) promotions in the quiet phase, the last \(to) in epoch \(epoch)")
-                }
-            }
-            promoted[epoch] = to
+            observePromotion(to: to, epoch: epoch, minimumIndex: minimum.index)
         }
         controlServer = control
         controlTask = world.spawn { try await control.run() }
+    }
+
+    /// A promotion of `to` in `epoch` (the control server's command, or in an etcd run the
+    /// server's own bind): one per epoch, to a server that holds every acknowledged write (if it
+    /// holds at least `minimumIndex`, so that it takes the promotion), and few once quiet.
+    func observePromotion(to: NodeID, epoch: UInt64, minimumIndex: UInt64) {
+        if promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
+            store.position.index >= minimumIndex,
+            let missing = acknowledged.first(where: { store[Self.key($0.client, $0.request)] == nil })
+        {
+            // The server will take the promotion (it holds the minimum) but lacks an
+            // acknowledged write: the controller chose a server that is not complete.
+            fail(
+                "no-acknowledged-write-lost",
+                "\(to) promoted in epoch \(epoch) at \(store.position) lacks client \(missing.client) request "
+                    + "\(missing.request), acknowledged before")
+        }
+        if let other = promoted[epoch], other != to {
+            fail("one-promotion-per-epoch", "epoch \(epoch) promoted \(other), then \(to)")
+        }
+        if promoted[epoch] == nil, quiet {
+            quietPromotions += 1
+            if quietPromotions > 2 {
+                fail(
+                    "quiet-stability",
+                    "\(quietPromotions) promotions in the quiet phase, the last \(to) in epoch \(epoch)")
+            }
+        }
+        promoted[epoch] = to
     }
 
     func start(_ server: NodeID) {
@@ -280,8 +314,11 @@ final class FailoverRun: @unchecked Sendable {
             clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1),
             incarnation: random.next(),
             bug: serverBug, logger: Self.silent,
-            bind: { [unowned self] configuration in trace("\(server) serves in epoch \(configuration.epoch)") },
-            release: { [unowned self] in trace("\(server) steps down") })
+            bind: { [unowned self] configuration in
+                trace("\(server) serves in epoch \(configuration.epoch)")
+                if useEtcd { observePromotion(to: server, epoch: configuration.epoch, minimumIndex: 0) }
+            },
+            release: { [unowned self] in trace("\(server) steps down") }, controlPlane: etcdControlPlane(for: server))
         if Self.tracing {
             let world = self.world
             runtime.unsafeCore.trace = { line in print("[\(world.simulation.now)] \(server) \(line)") }
@@ -289,6 +326,17 @@ final class FailoverRun: @unchecked Sendable {
         runtime.afterEvent = { [unowned self] in checkServing() }
         runtimes[server] = runtime
         tasks[server] = world.spawn { try await runtime.run() }
+    }
+
+    /// In an etcd run, the server's side of the etcd control plane, on the server's own clock.
+    func etcdControlPlane(for server: NodeID) -> EtcdControlPlane? {
+        guard useEtcd, let etcd else { return nil }
+        let link = etcdLinks[server] ?? SimulatedEtcdLink(etcd)
+        etcdLinks[server] = link
+        return EtcdControlPlane(
+            node: server, etcd: link, configuration: etcdConfiguration,
+            service: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
+            clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1), logger: Self.silent)
     }
 
     func crash(_ server: NodeID) {
@@ -368,6 +416,32 @@ final class FailoverRun: @unchecked Sendable {
                     start(server)
                     world.simulation.faults.nodeRestarts += 1
                 }
+            case 2 where useEtcd:
+                // A server (the primary, say) cut from etcd only.
+                trace("cut \(server) from etcd for \(downFor)")
+                etcdLinks[server]?.isCut = true
+                world.simulation.faults.partitions += 1
+                await sleep(downFor)
+                etcdLinks[server]?.isCut = false
+            case 4 where useEtcd:
+                // etcd unreachable for everyone.
+                trace("etcd unreachable for \(downFor)")
+                etcd?.isReachable = false
+                world.simulation.faults.partitions += 1
+                await sleep(downFor)
+                etcd?.isReachable = true
+            case 5 where useEtcd:
+                // A planned switchover asked through etcd.
+                guard let etcd else { continue }
+                do {
+                    let (from, epoch, target) = try await EtcdControlPlane.requestSwitchover(
+                        etcd: etcd, configuration: etcdConfiguration, to: int(0...1) == 0 ? nil : server,
+                        ttl: .milliseconds(500))
+                    trace("operator: switchover from \(from)@\(epoch) to \(target) through etcd")
+                    switchovers += 1
+                } catch {
+                    trace("operator: switchover through etcd: \(error)")
+                }
             case 2:
                 // The primary (or any server) cut from the control server only.
                 trace("cut \(server) from control for \(downFor)")
@@ -385,8 +459,10 @@ final class FailoverRun: @unchecked Sendable {
                     world.network.cut(from: server, to: other)
                     world.network.cut(from: other, to: server)
                 }
+                etcdLinks[server]?.isCut = true
                 world.simulation.faults.partitions += 1
                 await sleep(downFor)
+                etcdLinks[server]?.isCut = false
                 for other in others {
                     world.network.restore(from: server, to: other)
                     world.network.restore(from: other, to: server)

@@ -39,7 +39,9 @@ public final class MemoryEtcd: EtcdClient {
         let now = clock.now
         let result: Result<T, EtcdError> = state.withLockedValue { state in
             guard state.reachable else { return .failure(EtcdError(.unavailable, detail: "memory etcd unreachable")) }
-            for (id, lease) in state.leases where lease.expires <= now {
+            // In id order, as every walk over a dictionary here: a dictionary's order differs from
+            // one instance to the next, and a simulation must replay exactly.
+            for (id, lease) in state.leases.sorted(by: { $0.key < $1.key }) where lease.expires <= now {
                 state.leases[id] = nil
                 var events: [EtcdEvent] = []
                 let revision = state.revision + 1
@@ -63,7 +65,7 @@ public final class MemoryEtcd: EtcdClient {
     }
 
     private static func notify(_ state: inout State, _ events: [EtcdEvent]) {
-        for watcher in state.watchers.values {
+        for (_, watcher) in state.watchers.sorted(by: { $0.key < $1.key }) {
             let seen = events.filter { event in
                 switch event {
                 case .put(let value): value.key.starts(with: watcher.prefix)

@@ -39,11 +39,19 @@ struct FailoverSimulate: AsyncParsableCommand {
     @Option(help: "The first seed of the range.") var firstSeed: UInt64 = 1
     @Option(help: "Run exactly this seed.") var seed: UInt64?
     @Option(help: "Plant a bug: \(FailoverScenario.bugNames.joined(separator: ", ")).") var bug: String?
+    @Option(help: "The control plane: server (a control server) or etcd (the servers elect through an etcd in memory).")
+    var control = "server"
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
+        guard control == "server" || control == "etcd" else {
+            throw ValidationError("--control: \(control.debugDescription) is neither server nor etcd")
+        }
+        if control == "etcd", let bug, FailoverController.Bug(rawValue: bug) != nil {
+            throw ValidationError("--bug \(bug) is the control server's: there is none with --control etcd")
+        }
         try require("--seeds", seeds, in: 1...maximumSeeds)
         try require("--jobs", jobs, in: 1...maximumJobs)
         if let bug, FailoverScenario(bug: bug) == nil {
@@ -54,12 +62,14 @@ struct FailoverSimulate: AsyncParsableCommand {
 
     func run() async throws {
         let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
-        let scenario = FailoverScenario(bug: bug) ?? FailoverScenario()
-        let summary = await runSeeds(plan, jobs: jobs, scenario: "failover" + (bug.map { " (bug: \($0))" } ?? "")) {
-            await scenario.run(seed: $0)
-        }
+        var chosen = FailoverScenario(bug: bug) ?? FailoverScenario()
+        chosen.etcd = control == "etcd"
+        let scenario = chosen
+        let name = "failover" + (scenario.etcd ? " through etcd" : "") + (bug.map { " (bug: \($0))" } ?? "")
+        let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "client writes") { seed in
-            "swift run ftctl failover simulate --seed \(seed)" + (bug.map { " --bug \($0)" } ?? "")
+            "swift run ftctl failover simulate --seed \(seed)" + (scenario.etcd ? " --control etcd" : "")
+                + (bug.map { " --bug \($0)" } ?? "")
         }
     }
 }
