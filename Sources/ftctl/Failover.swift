@@ -31,7 +31,9 @@ struct FailoverSimulate: AsyncParsableCommand {
             wire, one fault at a time. Then everything heals. \
             No two servers may serve at once, no epoch may be promoted twice, no acknowledged \
             write may be missing from the primary, its sync set or a promoted server, each shared \
-            key's history must be linearizable, and writes must complete once quiet. Exits 1 if \
+            key's history must be linearizable, and writes must complete once quiet. With \
+            --control etcd the servers elect through an etcd in memory instead (leases in virtual \
+            time; a server cut from etcd, etcd out of reach, switchovers through etcd). Exits 1 if \
             any seed breaks an invariant.
             """)
 
