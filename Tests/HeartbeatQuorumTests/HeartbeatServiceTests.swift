@@ -221,11 +221,13 @@ struct HeartbeatOverTCPTests {
             transport: sharedB.channel(forBlock: 0x01), requirement: .insecure, pathMapping: .singleUnnamedPath)
         let runA = Task { try await a.run() }
         let runB = Task { try await b.run() }
-        try await eventually("A operating, and B standby having heard A say so") {
+        // The one path healthy in the same look: a check after the wait could land in a stall of
+        // the whole suite on two cores past the detector's 400 ms silence.
+        try await eventually("A operating, and B standby having heard A say so over its one healthy path") {
             a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
+                && b.evidence.healthyCount == 1
         }
         #expect(b.evidence.paths.map(\.path) == ["tcp"])
-        #expect(b.evidence.healthyCount == 1)
         runA.cancel()
         runB.cancel()
         _ = try? await (runA.value, runB.value)

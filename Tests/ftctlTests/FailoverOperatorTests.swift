@@ -23,7 +23,9 @@ import Testing
                     String(servicePort), "--heartbeat-ms", "100", "--minimum-sync-backups", "0",
                 ]))
         }
-        let operatorOptions = ["--servers", "a,b", "--ports", layout, "--timeout-ms", "5000"]
+        // Generous: in CI this runs beside three builds on two cores, and a 5 s wait for the
+        // control server's answer ran out once.
+        let operatorOptions = ["--servers", "a,b", "--ports", layout, "--timeout-ms", "30000"]
 
         // Until a primary is promoted and its backup is in the sync set (each attempt waits for
         // the control server's answer).
