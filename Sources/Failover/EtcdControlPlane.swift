@@ -251,6 +251,7 @@ public actor EtcdControlPlane: FailoverControlPlane {
                 } catch {
                     logger.debug("etcd watch broke; again", metadata: ["error": "\(error)"])
                 }
+                // A pause before watching again (etcd out of reach): the rounds go on meanwhile.
                 try? await clock.sleep(for: configuration.interval)
             }
         }
@@ -281,6 +282,7 @@ public actor EtcdControlPlane: FailoverControlPlane {
         pauses &+= 1
         let pause = pauses
         let timer = Task(executorPreference: clock.taskExecutor) { [weak self] in
+            // The round's period on the server's clock; a wake (a watch, the core) may end it first.
             do { try await clock.sleep(for: interval) } catch { return }
             await self?.timerFired(pause)
         }

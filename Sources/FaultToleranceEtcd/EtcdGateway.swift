@@ -241,6 +241,7 @@ public struct EtcdGateway: EtcdClient {
             return try await withThrowingTaskGroup(of: T?.self) { group in
                 group.addTask { try await body() }
                 group.addTask {
+                    // The connect's deadline (a watch's connection; calls have EtcdSession's).
                     try await Task.sleep(for: timeout)
                     return nil
                 }
