@@ -582,13 +582,7 @@ struct FailoverTrial {
             result.problem = "the switchover to \(target) was not accepted: \(error)"
             return
         }
-        try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1, avoiding: from)
-        var times: [Duration] = []
-        for load in loads {
-            if let first = await load.completions.first(where: { $0.at > asked && $0.server == target }) {
-                times.append(first.at - asked)
-            }
-        }
+        let times = try await timesToTarget(loads, from: from, to: target, since: asked)
         let status = try? await operatorClient.status()
         if times.count == loads.count { result.switchTime = times.max() }
         progress("switched: \(times); control server: \(status.map { "\($0)" } ?? "no answer")")
@@ -630,18 +624,27 @@ struct FailoverTrial {
             result.problem = "the switchover to \(target) did not happen: \(error)"
             return
         }
-        try await runAll(loads, until: clock.now + .seconds(10), stopAfterAcknowledgements: 1, avoiding: from)
+        let times = try await timesToTarget(loads, from: from, to: target, since: asked)
+        if times.count == loads.count { result.switchTime = times.max() }
+        progress("switched: \(line); clients: \(times)")
+        if result.switchTime == nil {
+            result.problem = "not every client had an operation acknowledged by \(target) after the switchover"
+        }
+    }
+
+    /// Runs the loads until each had an operation acknowledged by a server other than `from`,
+    /// and returns each client's time from `asked` to its first operation `target` acknowledged.
+    private func timesToTarget(_ loads: [FailoverLoad], from: NodeID, to target: NodeID, since asked: Instant)
+        async throws -> [Duration]
+    {
+        try await runAll(loads, until: loads[0].clock.now + .seconds(10), stopAfterAcknowledgements: 1, avoiding: from)
         var times: [Duration] = []
         for load in loads {
             if let first = await load.completions.first(where: { $0.at > asked && $0.server == target }) {
                 times.append(first.at - asked)
             }
         }
-        if times.count == loads.count { result.switchTime = times.max() }
-        progress("switched: \(line); clients: \(times)")
-        if result.switchTime == nil {
-            result.problem = "not every client had an operation acknowledged by \(target) after the switchover"
-        }
+        return times
     }
 
     /// A live backup in the sync record of `primary` (polled for up to 10 s), or `nil`.
