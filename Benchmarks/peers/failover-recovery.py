@@ -70,8 +70,13 @@ def sentinel_trial(down_after_ms, load_s):
     processes = []
     try:
         for index, port in enumerate(ports):
+            # No diskless-sync delay: Redis 7 waits 5 s by default for more replicas before a full
+            # sync, so a replica that (re)connects holds nothing for 5 s (the load then ran against
+            # unsynced replicas, and the sentinel's failover ended only after the other replica's
+            # 5 s resync, which redis-py's Sentinel client waits for).
             arguments = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", directory, "--dbfilename", f"d{index}.rdb"]
+                         "--appendonly", "no", "--dir", directory, "--dbfilename", f"d{index}.rdb",
+                         "--repl-diskless-sync-delay", "0"]
             if index > 0:
                 arguments += ["--replicaof", "127.0.0.1", str(ports[0])]
             processes.append(subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -95,6 +100,17 @@ def sentinel_trial(down_after_ms, load_s):
             except redis.exceptions.RedisError:
                 pass
             time.sleep(0.05)  # the sentinel's discovery; polled
+        # Until both replicas have finished their first sync (the load runs against a replicated master).
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                links = [redis.Redis(port=port, socket_timeout=0.5).info("replication").get("master_link_status")
+                         for port in ports[1:]]
+                if links == ["up", "up"]:
+                    break
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.05)  # the replicas' first sync; polled
         master = sentinel.master_for("m", socket_timeout=0.1, retry_on_timeout=False)
         acknowledged = []
         request = 0

@@ -71,7 +71,8 @@ enum FailoverLoopEvent: Sendable {
 /// try await ServiceGroup(services: [server], logger: logger).run()
 /// ```
 public final class FailoverServer: Service, @unchecked Sendable {
-    // unchecked: `core` is touched only by the loop's task (and `inspect`, through the loop).
+    // unchecked: `core` is touched only under `lock` (and by the simulation's `unsafe`
+    // accessors, on its single thread).
     /// This server.
     public let node: NodeID
     private var core: ServerCore
@@ -80,9 +81,17 @@ public final class FailoverServer: Service, @unchecked Sendable {
     private let logger: Logger
     private let bind: @Sendable (ServiceConfiguration) async -> Void
     private let release: @Sendable () async -> Void
+    /// The control plane's commands (an in-process controller), in order.
     private let events = AsyncQueue<FailoverLoopEvent>(limit: 65_536)
     private let tick: Duration
     private let controlPlane: (any FailoverControlPlane)?
+    /// The core's controller (the control server's node, or the control plane's name for itself).
+    private let controller: NodeID
+    /// Serialises the core: every event is decided under it, and what it causes queued in
+    /// `outbox`, which one task at a time carries out, in order (`performing`).
+    private let lock = NIOLock()
+    private var outbox: [ServerCore.Effect] = []
+    private var performing = false
 
     /// Creates a server; see ``ServerCore/init(node:controller:servers:configuration:settings:incarnation:bug:)``.
     /// `incarnation` defaults to a random number (a restart is a new incarnation).
@@ -96,6 +105,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
     ) {
         self.node = node
         self.controlPlane = controlPlane
+        self.controller = controller
         core = ServerCore(
             node: node, controller: controller, servers: servers, configuration: configuration, settings: settings,
             incarnation: incarnation, bug: bug)
@@ -123,9 +133,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
 
     /// Runs `body` on the core between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (ServerCore) -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            events.yield(.inspect { [unowned self] in continuation.resume(returning: body(self.core)) })
-        }
+        lock.withLock { body(core) }
     }
 
     /// Runs until graceful shutdown, cancellation or the transport closing.
@@ -141,13 +149,71 @@ public final class FailoverServer: Service, @unchecked Sendable {
         } else {
             beside = nil
         }
-        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events, beside: beside) {
-            event in
-            await self.handle(event)
+        // Each source hands its events to the core on its own task: a message is decided on the
+        // task that took it from the transport, with no hand-over to a loop task (one task
+        // switch per message fewer; see ``handle(_:)`` for how the order of effects is kept).
+        let (transport, clock, tick, events) = (self.transport, self.clock, self.tick, self.events)
+        await withTaskGroup(of: Void.self) { tasks in
+            if let beside {
+                tasks.addTask {
+                    await beside()
+                    // Ended early (it runs until cancelled): wait for the others rather than end the loop.
+                    while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+                }
+            }
+            tasks.addTask {
+                for await envelope in transport.incoming
+                where FailoverMessage.MessageType.contains(envelope.message.type) {
+                    if Task.isCancelled { return }
+                    await self.handle(.message(envelope))
+                }
+            }
+            tasks.addTask {
+                while !Task.isCancelled {
+                    do { try await clock.sleep(for: tick) } catch { return }
+                    await self.handle(.tick)
+                }
+            }
+            tasks.addTask { await parkUntilShutdown() }
+            tasks.addTask {
+                for await event in events {
+                    if Task.isCancelled { return }
+                    await self.handle(event)
+                }
+            }
+            await tasks.next()
+            tasks.cancelAll()
+        }
+        events.finish()
+    }
+
+    /// Decides `event` on the core and queues what it causes; then, unless another task is
+    /// already at it, carries out the queue until it is empty. Events from several tasks are
+    /// decided one at a time, and their effects carried out strictly in the order decided (a
+    /// step-down's release never overtakes an earlier promotion's bind, nor a reply the send
+    /// before it), each awaited before the next, as a single loop task would.
+    private func handle(_ event: FailoverLoopEvent) async {
+        let first = lock.withLock { () -> Bool in
+            outbox.append(contentsOf: decide(event))
+            guard !performing, !outbox.isEmpty else { return false }
+            performing = true
+            return true
+        }
+        guard first else { return }
+        while let effects = lock.withLock({ () -> [ServerCore.Effect]? in
+            guard !outbox.isEmpty else {
+                performing = false
+                return nil
+            }
+            defer { outbox.removeAll(keepingCapacity: true) }
+            return outbox
+        }) {
+            for effect in effects { await carryOut(effect) }
         }
     }
 
-    private func handle(_ event: FailoverLoopEvent) async {
+    /// The core's answer to `event` (called under `lock`).
+    private func decide(_ event: FailoverLoopEvent) -> [ServerCore.Effect] {
         let now = clock.now
         let effects: [ServerCore.Effect]
         switch event {
@@ -157,37 +223,39 @@ public final class FailoverServer: Service, @unchecked Sendable {
                 effects = core.receive(message, from: envelope.from, now: now)
             } catch {
                 logger.debug("failover message refused", metadata: ["from": "\(envelope.from)", "error": "\(error)"])
-                return
+                return []
             }
         case .tick:
             effects = core.tick(now: now)
         case .inspect(let body):
             body()
-            return
+            return []
         }
         afterEvent?()
-        for effect in effects {
-            switch effect {
-            case .send(let message, let target) where controlPlane != nil && target == core.controller:
-                await controlPlane?.deliver(message)
-            case .send(let message, let target):
-                do {
-                    try await transport.send(message.encode(), to: target)
-                } catch {
-                    logger.trace("failover send failed", metadata: ["to": "\(target)", "error": "\(error)"])
-                }
-            case .bindService(let configuration):
-                logger.info(
-                    "promoted: serving",
-                    metadata: [
-                        "epoch": "\(configuration.epoch)", "address": "\(configuration.host):\(configuration.port)",
-                    ])
-                await bind(configuration)
-                await controlPlane?.serving(configuration)
-            case .releaseService:
-                logger.info("stepped down", metadata: ["epoch": "\(core.epoch)"])
-                await release()
+        return effects
+    }
+
+    private func carryOut(_ effect: ServerCore.Effect) async {
+        switch effect {
+        case .send(let message, let target) where controlPlane != nil && target == controller:
+            await controlPlane?.deliver(message)
+        case .send(let message, let target):
+            do {
+                try await transport.send(message.encode(), to: target)
+            } catch {
+                logger.trace("failover send failed", metadata: ["to": "\(target)", "error": "\(error)"])
             }
+        case .bindService(let configuration):
+            logger.info(
+                "promoted: serving",
+                metadata: [
+                    "epoch": "\(configuration.epoch)", "address": "\(configuration.host):\(configuration.port)",
+                ])
+            await bind(configuration)
+            await controlPlane?.serving(configuration)
+        case .releaseService:
+            logger.info("stepped down", metadata: ["epoch": "\(lock.withLock { core.epoch })"])
+            await release()
         }
     }
 }

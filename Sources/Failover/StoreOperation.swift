@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A key of the replicated store: up to ``maximumLength`` bytes, ordered byte by byte
 /// (shorter first on a common prefix), as a B-tree or SQLite orders blobs.
 public struct StoreKey: Hashable, Sendable, Comparable, CustomStringConvertible, ExpressibleByStringLiteral {
@@ -24,7 +30,23 @@ public struct StoreKey: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// Byte-wise order.
     public static func < (lhs: StoreKey, rhs: StoreKey) -> Bool {
-        lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+        // memcmp over the common prefix: the generic lexicographicallyPrecedes compared one
+        // element at a time and was a tenth of a primary's CPU in the write benchmark.
+        let common = min(lhs.bytes.count, rhs.bytes.count)
+        let order = lhs.bytes.withUnsafeBytes { left in
+            rhs.bytes.withUnsafeBytes { right in
+                // safe: keys are never empty, so both buffers have a base address.
+                guard let left = left.baseAddress, let right = right.baseAddress else { return Int32(0) }
+                return memcmp(left, right, common)
+            }
+        }
+        return order != 0 ? order < 0 : lhs.bytes.count < rhs.bytes.count
+    }
+
+    /// Hashes the bytes as one block (the synthesized hash fed them to the hasher one at a time).
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes.count)
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 
     /// The key as UTF-8 when it is valid UTF-8, else in hex.

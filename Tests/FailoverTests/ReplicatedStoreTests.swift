@@ -289,3 +289,23 @@ extension StoreOperation {
         return [self]
     }
 }
+
+@Suite struct StoreKeyTests {
+    /// The order is byte by byte with unsigned bytes, shorter first on a common prefix (what
+    /// `lexicographicallyPrecedes` gives), and equal keys hash alike, over keys that share
+    /// prefixes and use every byte value.
+    @Test func theOrderIsByteWiseAndEqualKeysHashAlike() {
+        var random = SimulationRandom(seed: 18)
+        let keys: [StoreKey] = (0..<300).compactMap { _ in
+            let length = 1 + Int(random.next() % 4)
+            return StoreKey(bytes: (0..<length).map { _ in [0x00, 0x01, 0x7F, 0x80, 0xFF][Int(random.next() % 5)] })
+        }
+        for left in keys {
+            for right in keys {
+                #expect((left < right) == left.bytes.lexicographicallyPrecedes(right.bytes))
+                if left == right { #expect(left.hashValue == right.hashValue) }
+            }
+        }
+        #expect(Set(keys).count == Set(keys.map(\.bytes)).count)
+    }
+}

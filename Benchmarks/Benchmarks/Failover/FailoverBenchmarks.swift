@@ -162,13 +162,17 @@ final class EchoPeers: @unchecked Sendable {
     }
 }
 
+let cpuRatio = BenchmarkMetric.custom(
+    "CPU per batch x100 (round trips / ours, every end in this process)", polarity: .prefersLarger,
+    useScalingFactor: false)
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration.warmupIterations = mode.warmupIterations
     let batches = mode.pick(full: 8_000, quick: 2_000, smoke: 400)
     Benchmark(
         "synchronous pair, 8 clients: \(batches) batches of 16 x 128-byte puts, against a raw TCP round trip per batch",
         configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
+            metrics: [throughputRatio, cpuRatio], maxDuration: .seconds(mode.isReduced ? 10 : 60),
             maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
     ) { benchmark in
         do {
@@ -176,13 +180,19 @@ let benchmarks: @Sendable () -> Void = {
             // One batch per client first: the election, the connections and the first lease are
             // not what is measured.
             try await replicatedWrites(pair, batches: clientCount, first: -1)
+            let oursStart = processCPUSeconds()
             let ours = try await seconds { try await replicatedWrites(pair, batches: batches, first: 0) }
+            let oursCPU = processCPUSeconds() - oursStart
             await pair.close()
             let peers = try await EchoPeers()
             try await peers.roundTrips(batches: clientCount, first: -1)
+            let baselineStart = processCPUSeconds()
             let baseline = try await seconds { try await peers.roundTrips(batches: batches, first: 0) }
+            let baselineCPU = processCPUSeconds() - baselineStart
             await peers.close()
             record(ratio: baseline / ours, floor: 0.1, in: benchmark)
+            // Where the time goes: the CPU each batch costs (every end is in this process).
+            benchmark.measurement(cpuRatio, Int((baselineCPU / oursCPU * 100).rounded()))
         } catch {
             fail(benchmark, "failover replicated-write benchmark failed: \(error)")
         }
