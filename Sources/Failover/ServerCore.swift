@@ -534,10 +534,15 @@ public struct ServerCore: Sendable {
         }
         backup.acked = position.index
         var out: [Effect] = []
-        if backup.sentUpTo <= backup.acked, backup.acked < store.position.index,
-            let entries = try? log.entries(after: backup.acked, limit: settings.catchUpBatch)
-        {
+        if backup.sentUpTo <= backup.acked, backup.acked < store.position.index {
             // From where it is: its position was checked against this log above.
+            guard let entries = try? log.entries(after: backup.acked, limit: settings.catchUpBatch) else {
+                // The log no longer reaches back that far (a backup back empty whose request to
+                // catch up was lost, seed 68: its beats' answers alone asked for entries the log
+                // no longer had, for ever): the whole state, as for a request to catch up.
+                backups[sender] = backup
+                return catchUp(epoch, after: position, from: sender, now: now) + complete(now: now)
+            }
             // Catching up: the next batch.
             backup.sentUpTo = entries.last?.position.index ?? backup.acked
             backup.sentAt = now

@@ -34,6 +34,13 @@ import Logging
 ///   answered; an unanswered write may have taken effect or not), ending with the primary's
 ///   final value, has an order in which each read sees the latest write
 ///   (``DeterministicSimulation/RegisterHistory``).
+/// - `backups-converge`: at the end, every live server that follows the primary holds exactly
+///   its state (the same snapshot).
+///
+/// With ``maximumLag`` the servers replicate asynchronously (a write is acknowledged at once,
+/// backups trail by at most that many entries, and the controller promotes no backup further
+/// behind): a failover may then lose acknowledged writes by design, so
+/// `no-acknowledged-write-lost` and `linearizable` do not apply; the others do.
 public struct FailoverScenario: Sendable {
     /// A planted server bug, or `nil`.
     public var serverBug: ServerCore.Bug?
@@ -49,6 +56,10 @@ public struct FailoverScenario: Sendable {
     /// obeying a control server; the control server's faults become etcd's: a server cut from
     /// etcd, etcd unreachable for everyone, switchovers asked through etcd.
     public var etcd = false
+
+    /// Asynchronous replication with this bound on a backup's lag (entries), also the
+    /// controller's promotion lag limit; `nil`: synchronous.
+    public var maximumLag: UInt64?
 
     /// The planted fault that runs the servers' clocks beyond the drift bound.
     public static let slowClocks = "clocks-beyond-drift-bound"
@@ -80,6 +91,7 @@ public struct FailoverScenario: Sendable {
         let run = FailoverRun(
             world: world, serverBug: serverBug, controllerBug: controllerBug, slowClocks: clocksBeyondDriftBound)
         run.useEtcd = etcd
+        run.maximumLag = maximumLag
         do {
             try await world.run(timeLimit: .seconds(30), maximumJobs: 20_000_000) { try await run.run() }
         } catch {
@@ -134,6 +146,9 @@ final class FailoverRun: @unchecked Sendable {
 
     /// Whether the servers elect through etcd (no control server).
     var useEtcd = false
+    /// Asynchronous replication with this lag bound; nil: synchronous.
+    var maximumLag: UInt64?
+    var mode: ReplicationMode { maximumLag.map { .asynchronous(maximumLag: $0) } ?? .synchronous }
     /// The etcd of an etcd run, its clock the simulation's.
     var etcd: MemoryEtcd?
     /// Each server's link to etcd, cut by the faults.
@@ -247,6 +262,9 @@ final class FailoverRun: @unchecked Sendable {
         try? await world.clock.sleep(for: .seconds(1))
         quiet = true
         for client in clients { _ = await client.value }
+        // The last writes reach the backups (at once in synchronous mode, a moment later in
+        // asynchronous mode) before the final checks compare them.
+        await sleep(.milliseconds(100))
         if violation == nil { checkAcknowledged() }
         for server in servers { tasks[server]?.cancel() }
         controlTask?.cancel()
@@ -259,7 +277,10 @@ final class FailoverRun: @unchecked Sendable {
         }
         world.network.restart(Self.control)
         let control = try FailoverControlServer(
-            node: Self.control, configuration: .init(servers: servers, leaseDuration: lease),
+            node: Self.control,
+            configuration: .init(
+                servers: servers, mode: mode, leaseDuration: lease, promotionLagLimit: maximumLag ?? 1000,
+                minimumSyncBackups: maximumLag == nil ? 1 : 0),
             transport: world.network.transport(for: Self.control),
             clock: world.clock, epochs: epochs, detectionTimeout: detection, bug: controllerBug, logger: Self.silent)
         control.trace = { [unowned self] line in trace("control: \(line)") }
@@ -279,7 +300,7 @@ final class FailoverRun: @unchecked Sendable {
     /// server's own bind): one per epoch, to a server that holds every acknowledged write (if it
     /// holds at least `minimumIndex`, so that it takes the promotion), and few once quiet.
     func observePromotion(to: NodeID, epoch: UInt64, minimumIndex: UInt64) {
-        if promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
+        if maximumLag == nil, promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
             store.position.index >= minimumIndex,
             let missing = acknowledged.first(where: { store[Self.key($0.client, $0.request)] == nil })
         {
@@ -312,6 +333,7 @@ final class FailoverRun: @unchecked Sendable {
             configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
             transport: world.network.transport(for: server),
             clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1),
+            settings: ServerCore.Settings(mode: mode, minimumSyncBackups: maximumLag == nil ? 1 : 0),
             incarnation: random.next(),
             bug: serverBug, logger: Self.silent,
             bind: { [unowned self] configuration in
@@ -382,6 +404,23 @@ final class FailoverRun: @unchecked Sendable {
                     + "\(controller?.waitingReason ?? "")")
             return
         }
+        // Every live server that follows the primary has caught up with it after the quiet seconds.
+        let state = core.store.snapshot()
+        for server in servers where server != primary {
+            guard let other = runtimes[server]?.unsafeCore, other.role == .backup, other.epoch == core.epoch else {
+                continue
+            }
+            checks += 1
+            if other.store.snapshot() != state {
+                fail(
+                    "backups-converge",
+                    "\(server) at \(other.store.position) does not hold the state of primary \(primary) at "
+                        + "\(core.store.position)")
+                return
+            }
+        }
+        // Asynchronous: a failover may lose what the new primary had not received yet.
+        guard maximumLag == nil else { return }
         let holders = [primary] + core.syncSet
         for holder in holders {
             guard let store = runtimes[holder]?.unsafeCore.store else { continue }

@@ -31,7 +31,10 @@ struct FailoverSimulate: AsyncParsableCommand {
             wire, one fault at a time. Then everything heals. \
             No two servers may serve at once, no epoch may be promoted twice, no acknowledged \
             write may be missing from the primary, its sync set or a promoted server, each shared \
-            key's history must be linearizable, and writes must complete once quiet. With \
+            key's history must be linearizable, writes must complete once quiet, and every \
+            backup must end with the primary's state. With --maximum-lag N replication is \
+            asynchronous (a failover may lose acknowledged writes: the loss and linearizability \
+            checks do not apply). With \
             --control etcd the servers elect through an etcd in memory instead (leases in virtual \
             time; a server cut from etcd, etcd out of reach, switchovers through etcd). Exits 1 if \
             any seed breaks an invariant.
@@ -43,6 +46,12 @@ struct FailoverSimulate: AsyncParsableCommand {
     @Option(help: "Plant a bug: \(FailoverScenario.bugNames.joined(separator: ", ")).") var bug: String?
     @Option(help: "The control plane: server (a control server) or etcd (the servers elect through an etcd in memory).")
     var control = "server"
+    @Option(
+        help: """
+            Replicate asynchronously: a backup trails by at most this many entries (and is not \
+            promoted when further behind). Synchronous without it.
+            """)
+    var maximumLag: UInt64?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -50,6 +59,14 @@ struct FailoverSimulate: AsyncParsableCommand {
     func validate() throws {
         guard control == "server" || control == "etcd" else {
             throw ValidationError("--control: \(control.debugDescription) is neither server nor etcd")
+        }
+        if let maximumLag {
+            guard (1...1_000_000).contains(maximumLag) else {
+                throw ValidationError("--maximum-lag must be within 1...1000000 entries (got \(maximumLag))")
+            }
+            guard control == "server" else {
+                throw ValidationError("--maximum-lag: the etcd control plane replicates synchronously only")
+            }
         }
         if control == "etcd", let bug, FailoverController.Bug(rawValue: bug) != nil {
             throw ValidationError("--bug \(bug) is the control server's: there is none with --control etcd")
@@ -66,12 +83,15 @@ struct FailoverSimulate: AsyncParsableCommand {
         let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
         var chosen = FailoverScenario(bug: bug) ?? FailoverScenario()
         chosen.etcd = control == "etcd"
+        chosen.maximumLag = maximumLag
         let scenario = chosen
-        let name = "failover" + (scenario.etcd ? " through etcd" : "") + (bug.map { " (bug: \($0))" } ?? "")
+        let name =
+            "failover" + (scenario.etcd ? " through etcd" : "")
+            + (maximumLag.map { ", asynchronous (lag \($0))" } ?? "") + (bug.map { " (bug: \($0))" } ?? "")
         let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "client writes") { seed in
             "swift run ftctl failover simulate --seed \(seed)" + (scenario.etcd ? " --control etcd" : "")
-                + (bug.map { " --bug \($0)" } ?? "")
+                + (maximumLag.map { " --maximum-lag \($0)" } ?? "") + (bug.map { " --bug \($0)" } ?? "")
         }
     }
 }

@@ -54,3 +54,79 @@ private func asksToCatchUp(_ effects: [ServerCore.Effect], to primary: NodeID) -
         #expect(backup.store.position == LogPosition(epoch: 2, index: 3))
     }
 }
+
+/// A primary and one backup wired by hand, so a test decides which messages arrive.
+private struct HandWiredPair {
+    var cores: [NodeID: ServerCore] = [:]
+    var now = Instant(nanoseconds: 1_000_000)
+
+    init(settings: ServerCore.Settings) {
+        for node: NodeID in ["a", "b"] { cores[node] = Self.fresh(node, settings: settings) }
+    }
+
+    static func fresh(_ node: NodeID, settings: ServerCore.Settings) -> ServerCore {
+        ServerCore(
+            node: node, controller: "control", servers: ["a", "b"],
+            configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 1),
+            settings: settings, incarnation: .random(in: 1...UInt64.max))
+    }
+
+    /// Delivers `effects` from `sender` and everything they cause between the two servers,
+    /// dropping what `drop` picks; returns what the servers sent, in order.
+    @discardableResult
+    mutating func deliver(
+        _ effects: [ServerCore.Effect], from sender: NodeID, drop: (FailoverMessage, NodeID) -> Bool = { _, _ in false }
+    ) -> [(FailoverMessage, NodeID)] {
+        var queue = effects.map { (sender, $0) }
+        var sent: [(FailoverMessage, NodeID)] = []
+        while !queue.isEmpty {
+            let (from, effect) = queue.removeFirst()
+            guard case .send(let message, let target) = effect else { continue }
+            sent.append((message, target))
+            guard cores[target] != nil, !drop(message, target) else { continue }
+            let caused = cores[target]?.receive(message, from: from, now: now) ?? []
+            queue += caused.map { (target, $0) }
+        }
+        return sent
+    }
+}
+
+@Suite struct BackupBackEmptyTests {
+    /// Simulation seed 68: a backup came back empty and its request to catch up was lost. Its
+    /// answers to the primary's beats (position 0) asked for entries the primary's log no longer
+    /// held, and the primary sent nothing: it must send its whole state instead.
+    @Test func aBackupBackEmptyGetsASnapshotWhenTheLogNoLongerReachesBack() {
+        let settings = ServerCore.Settings(logEntries: 2)
+        var pair = HandWiredPair(settings: settings)
+        var effects =
+            pair.cores["a"]?.receive(.promote(epoch: 1, syncSet: [], minimum: .start), from: "control", now: pair.now)
+            ?? []
+        effects +=
+            pair.cores["a"]?.receive(
+                .renewLease(epoch: 1, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: ["b"]),
+                from: "control",
+                now: pair.now) ?? []
+        pair.deliver(effects, from: "a")
+        for request: UInt64 in 1...5 {
+            let put = FailoverMessage.request(
+                client: 7, request: request, epoch: 1, operation: .put(key: StoreKey("k\(request)") ?? "k", value: [1]))
+            pair.deliver(pair.cores["a"]?.receive(put, from: "client", now: pair.now) ?? [], from: "a")
+        }
+        #expect(pair.cores["b"]?.store.position == pair.cores["a"]?.store.position)
+        // "b" comes back empty; the first beat makes it ask to catch up, and that is lost.
+        pair.cores["b"] = HandWiredPair.fresh("b", settings: settings)
+        pair.now = pair.now + .milliseconds(20)
+        pair.deliver(pair.cores["a"]?.tick(now: pair.now) ?? [], from: "a") { message, _ in
+            if case .catchUp = message { true } else { false }
+        }
+        #expect(pair.cores["b"]?.store.position == .start)
+        // The next beat's answer (position 0) must bring the whole state.
+        pair.now = pair.now + .milliseconds(20)
+        let sent = pair.deliver(pair.cores["a"]?.tick(now: pair.now) ?? [], from: "a")
+        #expect(
+            sent.contains { message, target in
+                if case .snapshot = message { target == "b" } else { false }
+            })
+        #expect(pair.cores["b"]?.store.position == pair.cores["a"]?.store.position)
+    }
+}

@@ -105,6 +105,8 @@ let badInputs: [BadInput] = [
     BadInput("--etcd", "failover", "status", "--control", "etcd", "--etcd", "http://no-port"),
     BadInput("--cluster", "failover", "demo", "--control", "etcd", "--cluster", "../../other"),
     BadInput("--control", "failover", "switch", "--control", "raft"),
+    BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "0"),
+    BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "8", "--control", "etcd"),
 ]
 
 @Suite("ftctl refuses bad input before running")
