@@ -140,7 +140,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
     public func run() async throws {
         let beside: (@Sendable () async -> Void)?
         if let controlPlane {
-            let (events, controller) = (events, core.controller)
+            let (events, controller) = (events, self.controller)
             beside = {
                 await controlPlane.run { command in
                     events.yield(.message(Envelope(from: controller, path: nil, message: command.encode())))
