@@ -9,9 +9,9 @@ import Logging
 /// three servers, ``Failover/FailoverControlServer`` on the control server,
 /// ``Failover/FailoverClient`` on three clients) on a simulated network, in virtual time.
 ///
-/// Each seed runs synchronous replication with a 10 ms report interval, a lease of 30–90 ms
-/// and a failure detector of 18–40 ms. Each server runs on its own clock, up to 1% fast or slow
-/// (the controller's drift bound) from its own offset. For
+/// Each seed runs synchronous replication (asynchronous with ``maximumLag``) with a 10 ms report
+/// interval, a lease of 30–90 ms and a failure detector of 18–40 ms. Each server runs on its
+/// own clock, up to 1% fast or slow (the controller's drift bound) from its own offset. For
 /// three seconds links lose, duplicate and reorder messages, servers crash (a memory database:
 /// a restart forgets everything) and come back, links are cut (the primary from the control
 /// server only, or a server from everyone), the control server crashes and restarts on its
