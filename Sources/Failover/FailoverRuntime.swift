@@ -10,12 +10,17 @@ public import ServiceLifecycle
     import Glibc
 #endif
 
-/// The loop every Failover runtime runs: messages of the Failover protocol, a tick every `tick`
-/// and whatever else is put on `events` go, in order, to `handle` on one task. Returns on
-/// graceful shutdown, cancellation or the transport closing.
+/// The loop every Failover runtime runs until graceful shutdown, cancellation or the transport
+/// closing: each message of the Failover protocol goes to `message`, a tick every `tick` to
+/// `onTick`, and whatever else is put on `events` to `handle`, each source on a task of its own.
+/// A runtime that wants one order over all of them (the control server) has `message` and
+/// `onTick` put theirs on `events`; one that serialises them itself (the server) takes them where
+/// they arrive, a task switch per message fewer.
 func runFailoverLoop(
     transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncQueue<FailoverLoopEvent>,
-    beside: (@Sendable () async -> Void)? = nil, handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
+    beside: (@Sendable () async -> Void)? = nil,
+    message: @escaping @Sendable (Envelope) async -> Void, onTick: @escaping @Sendable () async -> Void,
+    handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
 ) async {
     await withTaskGroup(of: Void.self) { tasks in
         if let beside {
@@ -28,13 +33,14 @@ func runFailoverLoop(
         tasks.addTask {
             for await envelope in transport.incoming
             where FailoverMessage.MessageType.contains(envelope.message.type) {
-                events.yield(.message(envelope))
+                if Task.isCancelled { return }
+                await message(envelope)
             }
         }
         tasks.addTask {
             while !Task.isCancelled {
                 do { try await clock.sleep(for: tick) } catch { return }
-                events.yield(.tick)
+                await onTick()
             }
         }
         tasks.addTask { await parkUntilShutdown() }
@@ -149,42 +155,15 @@ public final class FailoverServer: Service, @unchecked Sendable {
         } else {
             beside = nil
         }
-        // Each source hands its events to the core on its own task: a message is decided on the
-        // task that took it from the transport, with no hand-over to a loop task (one task
-        // switch per message fewer; see ``handle(_:)`` for how the order of effects is kept).
-        let (transport, clock, tick, events) = (self.transport, self.clock, self.tick, self.events)
-        await withTaskGroup(of: Void.self) { tasks in
-            if let beside {
-                tasks.addTask {
-                    await beside()
-                    // Ended early (it runs until cancelled): wait for the others rather than end the loop.
-                    while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
-                }
-            }
-            tasks.addTask {
-                for await envelope in transport.incoming
-                where FailoverMessage.MessageType.contains(envelope.message.type) {
-                    if Task.isCancelled { return }
-                    await self.handle(.message(envelope))
-                }
-            }
-            tasks.addTask {
-                while !Task.isCancelled {
-                    do { try await clock.sleep(for: tick) } catch { return }
-                    await self.handle(.tick)
-                }
-            }
-            tasks.addTask { await parkUntilShutdown() }
-            tasks.addTask {
-                for await event in events {
-                    if Task.isCancelled { return }
-                    await self.handle(event)
-                }
-            }
-            await tasks.next()
-            tasks.cancelAll()
+        // A message is decided on the task that took it from the transport and a tick on the
+        // ticker's, with no hand-over to a loop task (see ``handle(_:)`` for how the order of
+        // effects is kept); the queue carries only the control plane's commands.
+        await runFailoverLoop(
+            transport: transport, clock: clock, tick: tick, events: events, beside: beside,
+            message: { await self.handle(.message($0)) }, onTick: { await self.handle(.tick) }
+        ) { event in
+            await self.handle(event)
         }
-        events.finish()
     }
 
     /// Decides `event` on the core and queues what it causes; then, unless another task is
@@ -340,7 +319,12 @@ public final class FailoverControlServer: Service, @unchecked Sendable {
     /// Runs until graceful shutdown, cancellation or the transport closing.
     public func run() async throws {
         let tick = min(controller.configuration.renewInterval, .milliseconds(5))
-        await runFailoverLoop(transport: transport, clock: clock, tick: tick, events: events) { event in
+        // One order over messages, ticks and inspections: all go through the queue.
+        let events = self.events
+        await runFailoverLoop(
+            transport: transport, clock: clock, tick: tick, events: events,
+            message: { events.yield(.message($0)) }, onTick: { events.yield(.tick) }
+        ) { event in
             await self.handle(event)
         }
     }

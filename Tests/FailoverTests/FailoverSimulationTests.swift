@@ -4,6 +4,14 @@ import FailoverSimulation
 import Foundation
 import Testing
 
+/// Whether some seed of 1...40 breaks an invariant of `scenario` (a planted bug is caught).
+private func isCaught(_ scenario: FailoverScenario) async -> Bool {
+    for seed in 1...40 as ClosedRange<UInt64> where await scenario.run(seed: seed).violation != nil {
+        return true
+    }
+    return false
+}
+
 @Suite struct FailoverSimulationTests {
     @Test func theShippedRuntimesKeepEveryInvariantOverFiveSeeds() async {
         var operations = 0
@@ -28,14 +36,7 @@ import Testing
     @Test(arguments: FailoverScenario.bugNames)
     func eachPlantedBugIsCaught(_ name: String) async throws {
         let scenario = try #require(FailoverScenario(bug: name))
-        var caught = false
-        for seed in 1...40 as ClosedRange<UInt64> {
-            if await scenario.run(seed: seed).violation != nil {
-                caught = true
-                break
-            }
-        }
-        #expect(caught, "\(name) went unnoticed over 40 seeds")
+        #expect(await isCaught(scenario), "\(name) went unnoticed over 40 seeds")
     }
 
     /// The same scenario with the servers electing through etcd (``EtcdControlPlane`` over a
@@ -59,14 +60,7 @@ import Testing
     func throughEtcdAPlantedBugIsCaught(_ name: String) async throws {
         var scenario = try #require(FailoverScenario(bug: name))
         scenario.etcd = true
-        var caught = false
-        for seed in 1...40 as ClosedRange<UInt64> {
-            if await scenario.run(seed: seed).violation != nil {
-                caught = true
-                break
-            }
-        }
-        #expect(caught, "\(name) went unnoticed over 40 seeds through etcd")
+        #expect(await isCaught(scenario), "\(name) went unnoticed over 40 seeds through etcd")
     }
 }
 
@@ -95,14 +89,7 @@ import Testing
     @Test func asynchronouslyTwoPrimariesAreCaught() async throws {
         var scenario = try #require(FailoverScenario(bug: "promote-without-fencing"))
         scenario.maximumLag = 8
-        var caught = false
-        for seed in 1...40 as ClosedRange<UInt64> {
-            if await scenario.run(seed: seed).violation != nil {
-                caught = true
-                break
-            }
-        }
-        #expect(caught, "promote-without-fencing went unnoticed over 40 asynchronous seeds")
+        #expect(await isCaught(scenario), "promote-without-fencing went unnoticed over 40 asynchronous seeds")
     }
 
     /// Seed 68: a backup restarted empty, its request to catch up was lost, and the primary's
