@@ -134,8 +134,12 @@ public final class FailoverServer: Service, @unchecked Sendable {
     }
 
     /// Whether the core serves at `now`, for the simulation's check after every event (without
-    /// copying the core, as ``unsafeCore`` does).
-    package func unsafeServes(now: Instant) -> Bool { core.serves(now: now) }
+    /// copying the core, as ``unsafeCore`` does, and as a call of `core.serves(now:)` here did:
+    /// reading the two stored fields it needs loads only those).
+    package func unsafeServes(now: Instant) -> Bool {
+        guard core.role == .primary, let until = core.leaseUntil else { return false }
+        return now < until
+    }
 
     /// Runs `body` on the core between two events and returns its result.
     public func inspect<T: Sendable>(_ body: @escaping @Sendable (ServerCore) -> T) async -> T {
