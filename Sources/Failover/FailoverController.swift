@@ -63,11 +63,20 @@ public struct FailoverController: Sendable {
         /// Asynchronous mode: the most entries a backup may trail the primary's last reported
         /// position by and still be promoted (beyond it the controller waits and says why).
         public var promotionLagLimit: UInt64
-        /// Synchronous mode: the fewest backups a primary's sync set must hold for it to
-        /// acknowledge anything (1: an acknowledged operation is always on a backup, so no single
-        /// failure loses it; 0: a primary left alone keeps acknowledging, and a failure of it then
-        /// may lose those operations).
+        /// The fewest backups a primary's sync set must hold for it to acknowledge anything.
+        /// Synchronous mode, 1: an acknowledged operation is always on a backup, so no single
+        /// failure loses it; 0: a primary left alone keeps acknowledging, and a failure of it
+        /// then may lose those operations. Asynchronous mode, 1 or more: the sync set trails
+        /// what is acknowledged by at most the lag bound, and only its members are promoted, so
+        /// a failover loses at most that many acknowledged entries; 0: no bound.
         public var minimumSyncBackups: Int
+
+        /// Whether the controller keeps a sync set and promotes only from it: synchronous mode,
+        /// or asynchronous with a minimum sync set (a bound on what a failover loses).
+        public var keepsSyncSet: Bool {
+            if case .synchronous = mode { return true }
+            return minimumSyncBackups > 0
+        }
 
         /// Settings for a 10 ms heartbeat: a 30 ms lease, asked for every 10 ms.
         public init(
@@ -382,9 +391,9 @@ public struct FailoverController: Sendable {
         guard case .serving(let old) = phase else {
             throw FailoverError(.notPrimary, detail: "no primary serves to switch from")
         }
-        // In synchronous mode only a backup that holds every acknowledged operation may take over.
-        var restricted = false
-        if case .synchronous = configuration.mode, mayHaveAcknowledged { restricted = true }
+        // With a sync set, only a backup of it (it holds every acknowledged operation, or in
+        // asynchronous mode all but the lag bound's last) may take over.
+        let restricted = configuration.keepsSyncSet && mayHaveAcknowledged
         let candidates = configuration.servers.filter {
             $0 != old && members[$0]?.alive == true && members[$0]?.report != nil
                 && (!restricted || syncSet.contains($0))
@@ -538,7 +547,8 @@ public struct FailoverController: Sendable {
     ///
     /// Synchronous mode: a backup of the sync set (it holds every acknowledged operation), or
     /// one that holds the old primary's confirmed final position; on a fresh start (no epoch
-    /// handed out before) any. Asynchronous mode: the most up-to-date, within the lag limit.
+    /// handed out before) any; the same in asynchronous mode with a minimum sync set. Asynchronous
+    /// mode: the most up-to-date of those (of all, without a minimum sync set), within the lag limit.
     /// A switchover's target, once the old primary confirmed, only when it holds its final position.
     private mutating func chooseCandidate(
         old: NodeID?, target: NodeID?, stepDownConfirmed: Bool, out: inout [Command]
@@ -570,7 +580,7 @@ public struct FailoverController: Sendable {
         if let target, stepDownConfirmed, members[target]?.alive == true, complete.contains(target) {
             return target
         }
-        if case .synchronous = configuration.mode {
+        if configuration.keepsSyncSet {
             pool = eligible.filter { syncSet.contains($0) || complete.contains($0) || dormant.contains($0) }
             if pool.isEmpty, !mayHaveAcknowledged { pool = eligible }
             guard !pool.isEmpty else {
@@ -598,11 +608,11 @@ public struct FailoverController: Sendable {
         return chosen
     }
 
-    /// Synchronous mode: a backup of the sync set that the heartbeat detector holds dead leaves
-    /// it here first (so it is never promoted as holding everything), then the primary is told
+    /// With a sync set (``Configuration/keepsSyncSet``): a backup of it that the heartbeat
+    /// detector holds dead leaves it here first (so it is never promoted as holding everything), then the primary is told
     /// it may stop waiting for it.
     private mutating func releaseDeadBackups(primary: NodeID) -> [Command] {
-        guard case .synchronous = configuration.mode else { return [] }
+        guard configuration.keepsSyncSet else { return [] }
         var out: [Command] = []
         let dead = syncSet.filter { members[$0]?.alive != true }
         for node in dead {

@@ -9,7 +9,8 @@ import NIOCore
 /// - **Primary.** Serves requests only while its lease holds. Applies each operation, streams
 ///   the entry to every verified backup, and acknowledges it to the client once every backup
 ///   of its sync set has it (synchronous mode; at least ``Settings/minimumSyncBackups`` of them)
-///   or at once (asynchronous mode, within the lag bound). Reads wait the same way, so a read
+///   or at once (asynchronous mode, while the sync set, or without a minimum one every caught-up
+///   backup, trails by less than the lag bound). Reads wait the same way, so a read
 ///   never shows a value a failover could take back. Steps down on the controller's command or
 ///   by itself when its lease lapses.
 /// - **Backup.** Follows the primary of the newest epoch it has heard of. Before applying
@@ -22,7 +23,9 @@ public struct ServerCore: Sendable {
     /// A mistake the simulation must catch, planted in this code path (never on outside it).
     public enum Bug: String, Sendable, CaseIterable {
         /// Synchronous mode: acknowledge a write as soon as the primary applied it, before any
-        /// backup has it.
+        /// backup has it. Asynchronous mode with a minimum sync set: count the lag against
+        /// whichever backups are caught up, as without one, so that a primary left alone
+        /// acknowledges without bound.
         case acknowledgeBeforeBackup = "acknowledge-before-backup"
     }
 
@@ -30,8 +33,13 @@ public struct ServerCore: Sendable {
     public struct Settings: Sendable, Hashable {
         /// Synchronous or asynchronous replication.
         public var mode: ReplicationMode
-        /// Synchronous mode: the fewest backups that must hold an operation before it is
-        /// acknowledged (the controller's ``FailoverController/Configuration/minimumSyncBackups``).
+        /// The fewest backups of the sync set (the controller's
+        /// ``FailoverController/Configuration/minimumSyncBackups``). Synchronous mode: they must
+        /// hold an operation before it is acknowledged. Asynchronous mode: with 1 or more, an
+        /// operation is acknowledged once they trail it by at most the lag bound, and writers wait
+        /// (or are refused) while they trail by more or are too few, so a failover loses at most
+        /// that many acknowledged entries; with 0, the lag counts whichever backups are caught up,
+        /// and a primary left alone acknowledges without bound.
         public var minimumSyncBackups: Int
         /// Asynchronous mode, when backups trail by the bound: hold writers (`true`) or refuse them.
         public var waitWhenLagging: Bool
@@ -557,19 +565,31 @@ public struct ServerCore: Sendable {
         return out + complete(now: now)
     }
 
-    /// The highest index every backup the primary must wait for holds; nil when it may
-    /// acknowledge nothing (too few backups in the sync set).
+    /// The highest index the primary may acknowledge; nil when it may acknowledge nothing (too
+    /// few backups in the sync set). Synchronous: what every backup of the sync set holds.
+    /// Asynchronous with a minimum sync set: up to the lag bound beyond that. Asynchronous
+    /// without: everything.
     private var acknowledgedIndex: UInt64? {
         switch settings.mode {
-        case .asynchronous:
-            return store.position.index
+        case .asynchronous(let maximumLag):
+            guard settings.minimumSyncBackups > 0, bug != .acknowledgeBeforeBackup else { return store.position.index }
+            guard let slowest = slowestOfSyncSet else { return nil }
+            let (bound, overflow) = slowest.addingReportingOverflow(maximumLag)
+            return overflow ? store.position.index : min(bound, store.position.index)
         case .synchronous:
             if bug == .acknowledgeBeforeBackup { return store.position.index }
-            guard syncSet.count >= settings.minimumSyncBackups,
-                syncSet.filter({ grantedSyncSet.contains($0) }).count >= settings.minimumSyncBackups
-            else { return nil }
-            return syncSet.map { backups[$0]?.acked ?? 0 }.min() ?? store.position.index
+            return slowestOfSyncSet
         }
+    }
+
+    /// What the slowest backup of the sync set holds; nil when the sync set has fewer than the
+    /// minimum, or fewer than the minimum the controller granted (it would not promote the others
+    /// as holding everything).
+    private var slowestOfSyncSet: UInt64? {
+        guard syncSet.count >= settings.minimumSyncBackups,
+            syncSet.filter({ grantedSyncSet.contains($0) }).count >= settings.minimumSyncBackups
+        else { return nil }
+        return syncSet.map { backups[$0]?.acked ?? 0 }.min() ?? store.position.index
     }
 
     /// Replies to every held request now acknowledged, and admits held writers once the lag allows.
@@ -601,10 +621,18 @@ public struct ServerCore: Sendable {
         return out
     }
 
-    /// Asynchronous mode: whether the slowest verified backup trails by the bound or more.
+    /// Asynchronous mode: whether the slowest backup that counts trails by the bound or more (with
+    /// a minimum sync set: its slowest, and too few count as lagging; without: the slowest
+    /// verified backup, if any).
     private var lagging: Bool {
         guard case .asynchronous(let maximumLag) = settings.mode else { return false }
-        let slowest = backups.values.filter(\.verified).map(\.acked).min() ?? store.position.index
+        let slowest: UInt64
+        if settings.minimumSyncBackups > 0, bug != .acknowledgeBeforeBackup {
+            guard let counted = slowestOfSyncSet else { return true }
+            slowest = counted
+        } else {
+            slowest = backups.values.filter(\.verified).map(\.acked).min() ?? store.position.index
+        }
         return store.position.index - min(slowest, store.position.index) >= maximumLag
     }
 

@@ -37,10 +37,13 @@ import Logging
 /// - `backups-converge`: at the end, every live server that follows the primary holds exactly
 ///   its state (the same snapshot).
 ///
-/// With ``maximumLag`` the servers replicate asynchronously (a write is acknowledged at once,
-/// backups trail by at most that many entries, and the controller promotes no backup further
+/// With ``maximumLag`` the servers replicate asynchronously (a write is acknowledged at once
+/// while the sync set, of at least one backup, trails by less than that many entries; writers
+/// wait beyond it; the controller promotes only from the sync set, and no backup further
 /// behind): a failover may then lose acknowledged writes by design, so
-/// `no-acknowledged-write-lost` and `linearizable` do not apply; the others do.
+/// `no-acknowledged-write-lost` and `linearizable` do not apply; the others do, and
+/// `bounded-loss`: when a server is promoted, and at the end, the acknowledged writes the
+/// (new) primary lacks are at most the lag bound for each promotion so far.
 public struct FailoverScenario: Sendable {
     /// A planted server bug, or `nil`.
     public var serverBug: ServerCore.Bug?
@@ -280,7 +283,7 @@ final class FailoverRun: @unchecked Sendable {
             node: Self.control,
             configuration: .init(
                 servers: servers, mode: mode, leaseDuration: lease, promotionLagLimit: maximumLag ?? 1000,
-                minimumSyncBackups: maximumLag == nil ? 1 : 0),
+                minimumSyncBackups: 1),
             transport: world.network.transport(for: Self.control),
             clock: world.clock, epochs: epochs, detectionTimeout: detection, bug: controllerBug, logger: Self.silent)
         control.trace = { [unowned self] line in trace("control: \(line)") }
@@ -311,6 +314,19 @@ final class FailoverRun: @unchecked Sendable {
                 "\(to) promoted in epoch \(epoch) at \(store.position) lacks client \(missing.client) request "
                     + "\(missing.request), acknowledged before")
         }
+        if let maximumLag, promoted[epoch] == nil, let store = runtimes[to]?.unsafeCore.store,
+            store.position.index >= minimumIndex
+        {
+            // Asynchronous: each failover may lose at most the lag bound's worth.
+            let promotions = UInt64(promoted.count + 1)
+            let missing = acknowledged.filter { store[Self.key($0.client, $0.request)] == nil }
+            if UInt64(missing.count) > maximumLag * promotions {
+                fail(
+                    "bounded-loss",
+                    "\(to) promoted in epoch \(epoch) at \(store.position) lacks \(missing.count) acknowledged writes, "
+                        + "more than \(maximumLag) for each of \(promotions) promotions")
+            }
+        }
         if let other = promoted[epoch], other != to {
             fail("one-promotion-per-epoch", "epoch \(epoch) promoted \(other), then \(to)")
         }
@@ -333,7 +349,7 @@ final class FailoverRun: @unchecked Sendable {
             configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
             transport: world.network.transport(for: server),
             clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1),
-            settings: ServerCore.Settings(mode: mode, minimumSyncBackups: maximumLag == nil ? 1 : 0),
+            settings: ServerCore.Settings(mode: mode, minimumSyncBackups: 1),
             incarnation: random.next(),
             bug: serverBug, logger: Self.silent,
             bind: { [unowned self] configuration in
@@ -419,8 +435,20 @@ final class FailoverRun: @unchecked Sendable {
                 return
             }
         }
-        // Asynchronous: a failover may lose what the new primary had not received yet.
-        guard maximumLag == nil else { return }
+        // Asynchronous: a failover may lose what the new primary had not received yet, up to the
+        // lag bound each.
+        if let maximumLag {
+            let promotions = UInt64(max(promoted.count, 1))
+            let missing = acknowledged.filter { core.store[Self.key($0.client, $0.request)] == nil }
+            checks += 1
+            if UInt64(missing.count) > maximumLag * promotions {
+                fail(
+                    "bounded-loss",
+                    "primary \(primary) at \(core.store.position) lacks \(missing.count) acknowledged writes, more "
+                        + "than \(maximumLag) for each of \(promotions) promotions")
+            }
+            return
+        }
         let holders = [primary] + core.syncSet
         for holder in holders {
             guard let store = runtimes[holder]?.unsafeCore.store else { continue }

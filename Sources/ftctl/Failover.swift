@@ -33,8 +33,9 @@ struct FailoverSimulate: AsyncParsableCommand {
             write may be missing from the primary, its sync set or a promoted server, each shared \
             key's history must be linearizable, writes must complete once quiet, and every \
             backup must end with the primary's state. With --maximum-lag N replication is \
-            asynchronous (a failover may lose acknowledged writes: the loss and linearizability \
-            checks do not apply). With \
+            asynchronous (a failover may lose up to N acknowledged writes: the loss and \
+            linearizability checks give way to that bound, checked at each promotion and at the \
+            end). With \
             --control etcd the servers elect through an etcd in memory instead (leases in virtual \
             time; a server cut from etcd, etcd out of reach, switchovers through etcd). Exits 1 if \
             any seed breaks an invariant.
@@ -48,8 +49,9 @@ struct FailoverSimulate: AsyncParsableCommand {
     var control = "server"
     @Option(
         help: """
-            Replicate asynchronously: a backup trails by at most this many entries (and is not \
-            promoted when further behind). Synchronous without it.
+            Replicate asynchronously: the sync set trails what is acknowledged by at most this \
+            many entries (writers wait beyond it), and no backup further behind is promoted. \
+            Synchronous without it.
             """)
     var maximumLag: UInt64?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount

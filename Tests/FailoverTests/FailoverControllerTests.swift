@@ -85,8 +85,11 @@ func servingController(
         #expect(controller.primary != nil && controller.primary != "a")
     }
 
-    @Test func noBackupOutsideTheSyncSetIsPromotedAndTheControllerSaysWhy() {
-        var (controller, _) = servingController(syncSet: ["b"])
+    /// In asynchronous mode too (with its minimum sync set of one): a backup outside it may lack
+    /// more than the lag bound.
+    @Test(arguments: [ReplicationMode.synchronous, .asynchronous(maximumLag: 8)])
+    func noBackupOutsideTheSyncSetIsPromotedAndTheControllerSaysWhy(mode: ReplicationMode) {
+        var (controller, _) = servingController(mode: mode, syncSet: ["b"])
         _ = controller.heartbeat("b", alive: false, now: at(45))  // released from the sync set
         #expect(!controller.syncSet.contains("b"))
         let out = controller.heartbeat("a", alive: false, now: at(50)) + controller.tick(now: at(200))

@@ -56,7 +56,7 @@ private func asksToCatchUp(_ effects: [ServerCore.Effect], to primary: NodeID) -
 }
 
 /// A primary and one backup wired by hand, so a test decides which messages arrive.
-private struct HandWiredPair {
+struct HandWiredPair {
     var cores: [NodeID: ServerCore] = [:]
     var now = Instant(nanoseconds: 1_000_000)
 
@@ -121,12 +121,106 @@ private struct HandWiredPair {
         }
         #expect(pair.cores["b"]?.store.position == .start)
         // The next beat's answer (position 0) must bring the whole state.
-        pair.now = pair.now + .milliseconds(20)
+        pair.now = pair.now + .milliseconds(40)
         let sent = pair.deliver(pair.cores["a"]?.tick(now: pair.now) ?? [], from: "a")
         #expect(
             sent.contains { message, target in
                 if case .snapshot = message { target == "b" } else { false }
             })
         #expect(pair.cores["b"]?.store.position == pair.cores["a"]?.store.position)
+    }
+}
+
+/// Asynchronous replication's bound on what a failover loses: with a minimum sync set, the
+/// primary acknowledges at once only while the sync set trails by less than the lag bound.
+@Suite struct AsynchronousLossBoundTests {
+    /// A pair "a" (primary of epoch 1, "b" in its granted sync set) and "b", caught up.
+    static func servingPair(_ settings: ServerCore.Settings) -> HandWiredPair {
+        var pair = HandWiredPair(settings: settings)
+        var effects =
+            pair.cores["a"]?.receive(.promote(epoch: 1, syncSet: [], minimum: .start), from: "control", now: pair.now)
+            ?? []
+        pair.deliver(effects, from: "a")
+        effects =
+            pair.cores["a"]?.receive(
+                .renewLease(epoch: 1, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: ["b"]),
+                from: "control", now: pair.now) ?? []
+        pair.deliver(effects, from: "a")
+        return pair
+    }
+
+    /// Writes `count` puts from a client while nothing reaches "b"; returns the outcomes the
+    /// client was sent.
+    static func writeWhileBackupAway(_ pair: inout HandWiredPair, count: UInt64, from first: UInt64 = 1)
+        -> [FailoverMessage.Outcome]
+    {
+        var outcomes: [FailoverMessage.Outcome] = []
+        for request in first..<(first + count) {
+            let put = FailoverMessage.request(
+                client: 7, request: request, epoch: 1, operation: .put(key: StoreKey("k\(request)") ?? "k", value: [1]))
+            let sent = pair.deliver(pair.cores["a"]?.receive(put, from: "client", now: pair.now) ?? [], from: "a") {
+                _, target in target == "b"
+            }
+            for case (.reply(_, _, _, let outcome), "client") in sent { outcomes.append(outcome) }
+        }
+        return outcomes
+    }
+
+    static func done(_ outcomes: [FailoverMessage.Outcome]) -> Int {
+        outcomes.filter { if case .done = $0 { true } else { false } }.count
+    }
+
+    @Test func writersWaitOnceTheSyncSetTrailsByTheBoundAndGoOnWhenItCatchesUp() {
+        var pair = Self.servingPair(ServerCore.Settings(mode: .asynchronous(maximumLag: 3)))
+        #expect(pair.cores["a"]?.syncSet == ["b"])
+        // "b" hears nothing: three writes are acknowledged at once, the fourth waits.
+        let outcomes = Self.writeWhileBackupAway(&pair, count: 4)
+        #expect(Self.done(outcomes) == 3)
+        #expect(outcomes.count == 3)
+        // "b" hears from the primary again (its next beat) and catches up: the held write is
+        // applied and acknowledged.
+        pair.now = pair.now + .milliseconds(40)
+        let sent = pair.deliver(pair.cores["a"]?.tick(now: pair.now) ?? [], from: "a")
+        let late = sent.filter { if case (.reply(_, 4, _, .done), "client") = $0 { true } else { false } }
+        #expect(late.count == 1)
+        #expect(pair.cores["b"]?.store.position == pair.cores["a"]?.store.position)
+    }
+
+    @Test func withTheRefusingPolicyWritersBeyondTheBoundAreRefused() {
+        var pair = Self.servingPair(ServerCore.Settings(mode: .asynchronous(maximumLag: 3), waitWhenLagging: false))
+        let outcomes = Self.writeWhileBackupAway(&pair, count: 5)
+        #expect(Self.done(outcomes) == 3)
+        let refused = outcomes.filter { if case .refused(.lagExceeded, _) = $0 { true } else { false } }
+        #expect(refused.count == 2)
+    }
+
+    @Test(arguments: [0, 1])
+    func aPrimaryWhoseBackupNeverCaughtUpAcknowledgesOnlyWithoutAMinimumSyncSet(minimum: Int) {
+        let settings = ServerCore.Settings(mode: .asynchronous(maximumLag: 3), minimumSyncBackups: minimum)
+        var pair = HandWiredPair(settings: settings)
+        let promotion: [FailoverMessage] = [
+            .promote(epoch: 1, syncSet: [], minimum: .start),
+            .renewLease(epoch: 1, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: []),
+        ]
+        for message in promotion {
+            pair.deliver(pair.cores["a"]?.receive(message, from: "control", now: pair.now) ?? [], from: "a") {
+                _, target in target == "b"
+            }
+        }
+        // Nothing counts against the bound: without a minimum every write is acknowledged (a
+        // failover now loses them all); with one, none is until a backup has caught up.
+        let outcomes = Self.writeWhileBackupAway(&pair, count: 10)
+        #expect(Self.done(outcomes) == (minimum == 0 ? 10 : 0))
+    }
+
+    @Test func aSyncSetThatIsTooSmallHoldsEveryWriter() {
+        var pair = Self.servingPair(ServerCore.Settings(mode: .asynchronous(maximumLag: 3)))
+        // The controller released "b" (dead): the sync set is below its minimum of one.
+        pair.deliver(
+            pair.cores["a"]?.receive(.releaseBackup(epoch: 1, backup: "b"), from: "control", now: pair.now) ?? [],
+            from: "a")
+        #expect(pair.cores["a"]?.syncSet == [])
+        let outcomes = Self.writeWhileBackupAway(&pair, count: 2)
+        #expect(outcomes.isEmpty)
     }
 }
