@@ -173,24 +173,43 @@ public actor FailoverClient {
         }
     }
 
-    /// Asks every server (and the control server) who serves; takes the newest answer naming one.
+    /// Asks every server (and the control server) who serves; takes the first answer naming one
+    /// in an epoch no older than the client's. When every one answers that none serves (a
+    /// failover under way), pauses a millisecond before the caller asks again: before, the
+    /// client asked again at once, as fast as the answers came back (on loopback, a core's
+    /// worth of messages for the whole failover).
     private func discover() async {
-        for target in servers + (controller.map { [$0] } ?? []) {
+        let targets = servers + (controller.map { [$0] } ?? [])
+        for target in targets {
             try? await transport.send(FailoverMessage.whoIsPrimary.encode(), to: target)
         }
-        let answer = await wait(key: 0)
-        if case .primaryIs(let node?, let answerEpoch, _, _)? = answer, answerEpoch >= epoch {
-            if let previous = lastPrimary, previous != node { switches += 1 }
-            lastPrimary = node
-            primary = node
-            epoch = answerEpoch
+        let giveUp = clock.now + timeout
+        var answers = 0
+        while answers < targets.count, clock.now < giveUp {
+            guard let answer = await wait(key: 0, within: giveUp - clock.now) else { return }
+            answers += 1
+            if case .primaryIs(let node?, let answerEpoch, _, _) = answer, answerEpoch >= epoch {
+                if let previous = lastPrimary, previous != node { switches += 1 }
+                lastPrimary = node
+                primary = node
+                epoch = answerEpoch
+                return
+            }
         }
+        try? await clock.sleep(for: min(timeout, Self.discoveryPause))
     }
+
+    /// How long a client waits before asking again when nobody serves.
+    private static let discoveryPause = Duration.milliseconds(1)
 
     private func ask(_ target: NodeID, key: UInt64, _ message: FailoverMessage) async -> FailoverMessage? {
         do {
             try await transport.send(message.encode(), to: target)
         } catch {
+            // The target is gone (on TCP a refused connection fails at once) and the others may
+            // still name it until the failover ends: pause before asking them again, rather than
+            // spin through discover-and-fail.
+            try? await clock.sleep(for: min(timeout, Self.discoveryPause))
             return nil
         }
         return await wait(key: key)
