@@ -98,6 +98,11 @@ public final class FailoverServer: Service, @unchecked Sendable {
     private let lock = NIOLock()
     private var outbox: [ServerCore.Effect] = []
     private var performing = false
+    /// Where the server keeps what it applies, if anywhere (``ServerCore/Settings/journaled``).
+    private let journal: (any ReplicaJournal)?
+    /// Set when a journal write failed: from then on the server decides and sends nothing
+    /// (fail-stop), so nothing it could not keep is acknowledged; the controller sees it silent.
+    private var stopped = false
 
     /// Creates a server; see ``ServerCore/init(node:controller:servers:configuration:settings:incarnation:bug:)``.
     /// `incarnation` defaults to a random number (a restart is a new incarnation).
@@ -107,9 +112,13 @@ public final class FailoverServer: Service, @unchecked Sendable {
         settings: ServerCore.Settings = ServerCore.Settings(), incarnation: UInt64 = .random(in: 1...UInt64.max),
         bug: ServerCore.Bug? = nil, logger: Logger = Logger(label: "ft.failover.server"),
         bind: @escaping @Sendable (ServiceConfiguration) async -> Void = { _ in },
-        release: @escaping @Sendable () async -> Void = {}, controlPlane: (any FailoverControlPlane)? = nil
+        release: @escaping @Sendable () async -> Void = {}, controlPlane: (any FailoverControlPlane)? = nil,
+        journal: (any ReplicaJournal)? = nil
     ) {
         self.node = node
+        self.journal = journal
+        var settings = settings
+        settings.journaled = journal != nil
         self.controlPlane = controlPlane
         self.controller = controller
         core = ServerCore(
@@ -146,8 +155,27 @@ public final class FailoverServer: Service, @unchecked Sendable {
         lock.withLock { body(core) }
     }
 
-    /// Runs until graceful shutdown, cancellation or the transport closing.
+    /// Runs until graceful shutdown, cancellation or the transport closing. With a journal, first
+    /// restores what it holds (throwing ``FailoverError/Code/malformed`` for a damaged one).
     public func run() async throws {
+        if let journal {
+            let recovered = try await journal.recover()
+            let refused = lock.withLock { () -> FailoverError? in
+                do {
+                    try core.restore(recovered)
+                    return nil
+                } catch {
+                    return error as? FailoverError ?? FailoverError(.malformed, detail: "\(error)")
+                }
+            }
+            if let refused { throw refused }
+            logger.info(
+                "restored from the journal",
+                metadata: [
+                    "position": "\(lock.withLock { core.store.position })", "entries": "\(recovered.entries.count)",
+                    "dropped-bytes": "\(recovered.droppedBytes)",
+                ])
+        }
         let beside: (@Sendable () async -> Void)?
         if let controlPlane {
             let (events, controller) = (events, self.controller)
@@ -177,6 +205,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
     /// before it), each awaited before the next, as a single loop task would.
     private func handle(_ event: FailoverLoopEvent) async {
         let first = lock.withLock { () -> Bool in
+            guard !stopped else { return false }
             outbox.append(contentsOf: decide(event))
             guard !performing, !outbox.isEmpty else { return false }
             performing = true
@@ -191,7 +220,28 @@ public final class FailoverServer: Service, @unchecked Sendable {
             defer { outbox.removeAll(keepingCapacity: true) }
             return outbox
         }) {
-            for effect in effects { await carryOut(effect) }
+            for effect in effects {
+                if case .journal(let record) = effect {
+                    guard await write(record) else { return }
+                } else {
+                    await carryOut(effect)
+                }
+            }
+        }
+    }
+
+    /// Writes a journal record; on failure stops the server for good and returns false.
+    private func write(_ record: JournalRecord) async -> Bool {
+        do {
+            try await journal?.write(record)
+            return true
+        } catch {
+            logger.critical("journal write failed: the server stops", metadata: ["error": "\(error)"])
+            lock.withLock {
+                stopped = true
+                outbox.removeAll()
+            }
+            return false
         }
     }
 
@@ -239,6 +289,8 @@ public final class FailoverServer: Service, @unchecked Sendable {
         case .releaseService:
             logger.info("stepped down", metadata: ["epoch": "\(lock.withLock { core.epoch })"])
             await release()
+        case .journal(let record):
+            _ = await write(record)
         }
     }
 }

@@ -55,13 +55,22 @@ public struct ServerCore: Sendable {
         public var maximumSnapshotBytes: Int
         /// The most requests held (waiting for acknowledgements or for the lag to shrink).
         public var maximumPending: Int
+        /// Whether the server journals what it applies (``Effect/journal(_:)``, written by the
+        /// runtime's ``ReplicaJournal`` before what follows): a backup then acknowledges an entry
+        /// only once it is on its disk, and a restarted server comes back with its state.
+        public var journaled: Bool
+        /// Journaled entry bytes after which the journal is compacted into one snapshot.
+        public var journalCompactionBytes: Int
 
         /// Settings to match the controller's defaults.
         public init(
             mode: ReplicationMode = .synchronous, minimumSyncBackups: Int = 1, waitWhenLagging: Bool = true,
             reportInterval: Duration = .milliseconds(10), logEntries: Int = 100_000, logBytes: Int = 64 << 20,
-            catchUpBatch: Int = 1024, maximumSnapshotBytes: Int = 1 << 30, maximumPending: Int = 65_536
+            catchUpBatch: Int = 1024, maximumSnapshotBytes: Int = 1 << 30, maximumPending: Int = 65_536,
+            journaled: Bool = false, journalCompactionBytes: Int = 64 << 20
         ) {
+            self.journaled = journaled
+            self.journalCompactionBytes = journalCompactionBytes
             self.mode = mode
             self.minimumSyncBackups = minimumSyncBackups
             self.waitWhenLagging = waitWhenLagging
@@ -82,6 +91,9 @@ public struct ServerCore: Sendable {
         case bindService(ServiceConfiguration)
         /// Stop serving clients (step-down).
         case releaseService
+        /// Write this to the journal, durably, before carrying out the effects after it
+        /// (``Settings/journaled``).
+        case journal(JournalRecord)
     }
 
     struct Backup: Sendable {
@@ -145,6 +157,12 @@ public struct ServerCore: Sendable {
     private var held: Deque<(from: NodeID, client: UInt64, request: UInt64, operation: StoreOperation)> = []
     private var snapshotBytes = ByteBuffer()
     private var lastReport: Instant?
+    /// Journaled mode: entries applied since the last journal record, whether the store was
+    /// replaced since (a snapshot record then), and the entry bytes journaled since the last
+    /// snapshot.
+    private var unjournaled: [ReplicationEntry] = []
+    private var storeReplaced = false
+    private var journaledBytes = 0
     /// Whether a release is followed at once by a report (the etcd control plane tells a released
     /// backup's return from a report made before the release by it; the control server does not
     /// need it, and its timing is what its simulation's seeds were checked with).
@@ -171,6 +189,29 @@ public struct ServerCore: Sendable {
         log = ReplicationLog(maximumEntries: settings.logEntries, maximumBytes: settings.logBytes)
     }
 
+    /// Restores the state a journal held (``ReplicaJournal/recover()``): its snapshot, then its
+    /// entries, before the server handles anything. Throws ``FailoverError/Code/malformed`` when
+    /// the snapshot does not decode or an entry does not follow the one before.
+    public mutating func restore(_ recovered: RecoveredReplica) throws(FailoverError) {
+        store =
+            try recovered.snapshot.map { bytes throws(FailoverError) in try ReplicatedStore(snapshot: bytes) }
+            ?? ReplicatedStore()
+        log = ReplicationLog(
+            maximumEntries: settings.logEntries, maximumBytes: settings.logBytes, startingAfter: store.position.index)
+        journaledBytes = 0
+        for entry in recovered.entries {
+            guard entry.position.index == store.position.index + 1 else {
+                throw FailoverError(
+                    .malformed, detail: "journal entry \(entry.position) does not follow \(store.position)")
+            }
+            try store.apply(entry)
+            log.append(entry)
+            journaledBytes += entry.encodedSize
+        }
+        // The newest epoch it knew of: a stale primary of an older one is not followed back.
+        epoch = max(epoch, store.position.epoch, store.configuration?.epoch ?? 0)
+    }
+
     /// Whether this server may answer clients now: the primary, with its lease holding.
     public func serves(now: Instant) -> Bool {
         role == .primary && leaseUntil.map { now < $0 } == true
@@ -191,6 +232,48 @@ public struct ServerCore: Sendable {
 
     /// Time passes: reports, a lapsed lease, greetings to backups not yet verified.
     public mutating func tick(now: Instant) -> [Effect] {
+        journalFirst(ticked(now: now))
+    }
+
+    /// A message arrives from `sender`.
+    public mutating func receive(_ message: FailoverMessage, from sender: NodeID, now: Instant) -> [Effect] {
+        journalFirst(received(message, from: sender, now: now))
+    }
+
+    /// Journaled mode: what the event applied, as a journal record placed before the first
+    /// effect that is not a replication message to a backup (those may leave before the disk
+    /// write; an acknowledgement, a reply or a report may not).
+    private mutating func journalFirst(_ effects: [Effect]) -> [Effect] {
+        guard settings.journaled, storeReplaced || !unjournaled.isEmpty else { return effects }
+        let record: JournalRecord
+        if storeReplaced || journaledBytes >= settings.journalCompactionBytes {
+            record = .snapshot(store.snapshot())
+            journaledBytes = 0
+        } else {
+            record = .entries(unjournaled)
+            journaledBytes += unjournaled.reduce(0) { $0 + $1.encodedSize }
+        }
+        unjournaled = []
+        storeReplaced = false
+        let first =
+            effects.firstIndex { effect in
+                switch effect {
+                case .send(.replicate, _), .send(.snapshot, _): false
+                default: true
+                }
+            } ?? effects.endIndex
+        var out = effects
+        out.insert(.journal(record), at: first)
+        return out
+    }
+
+    /// Notes an entry applied to the store (journaled mode).
+    private mutating func applied(_ entry: ReplicationEntry) {
+        log.append(entry)
+        if settings.journaled { unjournaled.append(entry) }
+    }
+
+    private mutating func ticked(now: Instant) -> [Effect] {
         var out: [Effect] = []
         if role == .primary, let until = leaseUntil, now >= until {
             // The lease ran out without renewal: stop serving by ourselves.
@@ -210,8 +293,7 @@ public struct ServerCore: Sendable {
         return out
     }
 
-    /// A message arrives from `sender`.
-    public mutating func receive(_ message: FailoverMessage, from sender: NodeID, now: Instant) -> [Effect] {
+    private mutating func received(_ message: FailoverMessage, from sender: NodeID, now: Instant) -> [Effect] {
         switch message {
         case .renewLease(let leaseEpoch, let duration, let stamp, let granted):
             guard sender == controller, role == .primary, leaseEpoch == epoch, stamp <= now.nanoseconds else {
@@ -333,7 +415,7 @@ public struct ServerCore: Sendable {
         var out: [Effect] = []
         // The adopted configuration goes into the log: the backups learn the new epoch's.
         if let entry = try? store.execute(.configure(adopted), client: 0, request: 0, epoch: newEpoch).entry {
-            log.append(entry)
+            applied(entry)
         }
         out.append(.bindService(adopted))
         lastReport = now
@@ -425,7 +507,7 @@ public struct ServerCore: Sendable {
             }
             do {
                 try store.apply(entry)
-                log.append(entry)
+                applied(entry)
             } catch {
                 ignored += 1
                 return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
@@ -456,6 +538,8 @@ public struct ServerCore: Sendable {
             log = ReplicationLog(
                 maximumEntries: settings.logEntries, maximumBytes: settings.logBytes,
                 startingAfter: store.position.index)
+            unjournaled = []
+            storeReplaced = true
         } catch {
             ignored += 1
             return [.send(.catchUp(epoch: epoch, after: store.position), to: sender)]
@@ -689,7 +773,7 @@ public struct ServerCore: Sendable {
             default: return refuse(.malformed)
             }
         }
-        log.append(entry)
+        applied(entry)
         var out: [Effect] = []
         for (server, backup) in backups.sorted(by: { $0.key < $1.key })
         where backup.verified && !backup.snapshotPending && backup.sentUpTo + 1 == entry.position.index {

@@ -64,6 +64,11 @@ public struct FailoverScenario: Sendable {
     /// controller's promotion lag limit; `nil`: synchronous.
     public var maximumLag: UInt64?
 
+    /// Each server journals what it applies (a ``Failover/MemoryReplicaJournal`` per server, kept
+    /// across its crashes): a backup acknowledges only what its journal holds, and a crashed
+    /// server comes back with its state, unless its disk was replaced too (half the restarts).
+    public var journaled = false
+
     /// The planted fault that runs the servers' clocks beyond the drift bound.
     public static let slowClocks = "clocks-beyond-drift-bound"
 
@@ -95,6 +100,7 @@ public struct FailoverScenario: Sendable {
             world: world, serverBug: serverBug, controllerBug: controllerBug, slowClocks: clocksBeyondDriftBound)
         run.useEtcd = etcd
         run.maximumLag = maximumLag
+        run.journaled = journaled
         do {
             try await world.run(timeLimit: .seconds(30), maximumJobs: 20_000_000) { try await run.run() }
         } catch {
@@ -156,6 +162,9 @@ final class FailoverRun: @unchecked Sendable {
     var etcd: MemoryEtcd?
     /// Each server's link to etcd, cut by the faults.
     var etcdLinks: [NodeID: SimulatedEtcdLink] = [:]
+    /// Journaled runs: each server's journal, kept across its crashes.
+    var journaled = false
+    var journals: [NodeID: MemoryReplicaJournal] = [:]
     var etcdConfiguration: EtcdControlConfiguration {
         // A short lease (150 ms asked, etcd's floor 100 ms here) against the control server's
         // 30-90 ms: failovers within the three seconds of faults.
@@ -342,7 +351,7 @@ final class FailoverRun: @unchecked Sendable {
     }
 
     func start(_ server: NodeID) {
-        trace("start \(server)")
+        trace("start \(server)" + (journaled && journals[server] != nil ? " with its journal" : ""))
         world.network.restart(server)
         let runtime = FailoverServer(
             node: server, controller: Self.control, servers: servers,
@@ -356,7 +365,8 @@ final class FailoverRun: @unchecked Sendable {
                 trace("\(server) serves in epoch \(configuration.epoch)")
                 if useEtcd { observePromotion(to: server, epoch: configuration.epoch, minimumIndex: 0) }
             },
-            release: { [unowned self] in trace("\(server) steps down") }, controlPlane: etcdControlPlane(for: server))
+            release: { [unowned self] in trace("\(server) steps down") }, controlPlane: etcdControlPlane(for: server),
+            journal: journaled ? journal(for: server) : nil)
         if Self.tracing {
             let world = self.world
             runtime.unsafeCore.trace = { line in print("[\(world.simulation.now)] \(server) \(line)") }
@@ -364,6 +374,14 @@ final class FailoverRun: @unchecked Sendable {
         runtime.afterEvent = { [unowned self] in checkServing() }
         runtimes[server] = runtime
         tasks[server] = world.spawn { try await runtime.run() }
+    }
+
+    /// A journaled run's journal of `server` (a new one after its disk was replaced).
+    func journal(for server: NodeID) -> MemoryReplicaJournal {
+        if let journal = journals[server] { return journal }
+        let journal = MemoryReplicaJournal()
+        journals[server] = journal
+        return journal
     }
 
     /// In an etcd run, the server's side of the etcd control plane, on the server's own clock.
@@ -478,6 +496,11 @@ final class FailoverRun: @unchecked Sendable {
                 // A server crashes; with memory lost, it comes back empty.
                 guard runtimes[server] != nil else { continue }
                 crash(server)
+                if journaled, int(0...1) == 0 {
+                    // Its disk is replaced too: it comes back empty.
+                    trace("\(server)'s journal lost")
+                    journals[server] = nil
+                }
                 await sleep(downFor)
                 if world.simulation.now < end, runtimes[server] == nil {
                     start(server)

@@ -54,6 +54,13 @@ struct FailoverSimulate: AsyncParsableCommand {
             Synchronous without it.
             """)
     var maximumLag: UInt64?
+    @Flag(
+        help: """
+            Each server journals what it applies (in memory, kept across its crashes): a backup \
+            acknowledges only what its journal holds, and a crashed server comes back with its \
+            state, unless its disk was replaced too (half the restarts).
+            """)
+    var journal = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limit: TimeLimitOption
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -86,14 +93,17 @@ struct FailoverSimulate: AsyncParsableCommand {
         var chosen = FailoverScenario(bug: bug) ?? FailoverScenario()
         chosen.etcd = control == "etcd"
         chosen.maximumLag = maximumLag
+        chosen.journaled = journal
         let scenario = chosen
         let name =
             "failover" + (scenario.etcd ? " through etcd" : "")
-            + (maximumLag.map { ", asynchronous (lag \($0))" } ?? "") + (bug.map { " (bug: \($0))" } ?? "")
+            + (maximumLag.map { ", asynchronous (lag \($0))" } ?? "") + (journal ? ", journaled" : "")
+            + (bug.map { " (bug: \($0))" } ?? "")
         let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "client writes") { seed in
             "swift run ftctl failover simulate --seed \(seed)" + (scenario.etcd ? " --control etcd" : "")
-                + (maximumLag.map { " --maximum-lag \($0)" } ?? "") + (bug.map { " --bug \($0)" } ?? "")
+                + (maximumLag.map { " --maximum-lag \($0)" } ?? "") + (journal ? " --journal" : "")
+                + (bug.map { " --bug \($0)" } ?? "")
         }
     }
 }

@@ -197,6 +197,7 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
                 case 15: _ = try ReplicationEntry.unframeAll(body)
                 case 16: _ = try ServiceConfiguration.unframe(body)
                 case 22: _ = try FailoverEtcdRecord.decode(Array(bytes.dropFirst()))
+                case 23: _ = try FileReplicaJournal.decode(body)
                 default: _ = try ReplicatedStore(snapshot: body)
                 }
             }

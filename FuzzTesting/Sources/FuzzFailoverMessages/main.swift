@@ -6,7 +6,8 @@ import NIOCore
 // type (0x0601 + n) for FailoverMessage.decode, and 18-21 the operator's (0x0610 + n - 18:
 // status query, status, switchover, its answer); 15 the journal form of the replication log
 // (framed entries); 16 a framed ServiceConfiguration; 22 a record the pair keeps in etcd (leader, sync
-// or member: FailoverEtcdRecord); 17 and the rest a store snapshot. Every input must
+// or member: FailoverEtcdRecord); 23 a server's journal file (FileReplicaJournal.decode), whose
+// committed records are then restored into a server; 17 and the rest a store snapshot. Every input must
 // decode or be refused with a FailoverError, never crash or hang; what decodes re-encodes and
 // decodes to the same value, and decoded entries are applied to a store.
 
@@ -32,6 +33,14 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     case 22:
         guard let record = try? FailoverEtcdRecord.decode(bytes) else { return 0 }
         precondition((try? FailoverEtcdRecord.decode(record.encoded())) == record, "an etcd record does not round-trip")
+    case 23:
+        guard let recovered = try? FileReplicaJournal.decode(buffer, maximumRecordBytes: 1 << 20) else { return 0 }
+        precondition(recovered.droppedBytes <= buffer.readableBytes, "more dropped than read")
+        var core = ServerCore(
+            node: "b", controller: "control", servers: ["a", "b"],
+            configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 1))
+        _ = try? core.restore(recovered)
+        _ = core.store.digest
     default:
         guard let store = try? ReplicatedStore(snapshot: buffer) else { return 0 }
         precondition((try? ReplicatedStore(snapshot: store.snapshot()))?.digest == store.digest)

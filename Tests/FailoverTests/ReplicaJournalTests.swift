@@ -1,0 +1,163 @@
+import Failover
+import FaultToleranceCore
+import Foundation
+import NIOCore
+import Testing
+
+@Suite struct ReplicaJournalTests {
+    /// Entries 1...count of epoch 1, each a put of its own key, applied to `store`.
+    static func entries(_ range: ClosedRange<UInt64>, onto store: inout ReplicatedStore) -> [ReplicationEntry] {
+        range.compactMap { index in
+            try? store.execute(
+                .put(key: StoreKey("k\(index)") ?? "k", value: Array(repeating: UInt8(index & 0xff), count: 40)),
+                client: 1, request: index, epoch: 1
+            ).entry
+        }
+    }
+
+    static func directory() -> String {
+        let path = NSTemporaryDirectory() + "replica-journal-\(UInt64.random(in: 1...UInt64.max))"
+        return path
+    }
+
+    @Test func committedWritesComeBackAfterAReopenAndASnapshotReplacesWhatCameBefore() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReplicatedStore()
+        let first = Self.entries(1...5, onto: &store)
+        let journal = try FileReplicaJournal(directory: directory)
+        _ = try await journal.recover()
+        try await journal.write(.entries(first))
+        let snapshot = store.snapshot()
+        try await journal.write(.snapshot(snapshot))
+        let later = Self.entries(6...9, onto: &store)
+        try await journal.write(.entries(Array(later[0..<2])))
+        try await journal.write(.entries(Array(later[2...])))
+
+        let reopened = try await FileReplicaJournal(directory: directory).recover()
+        #expect(reopened.snapshot == snapshot)
+        #expect(reopened.entries == later)
+        #expect(reopened.droppedBytes == 0)
+        var restored = ServerCore(
+            node: "b", controller: "control", servers: ["a", "b"],
+            configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 1))
+        try restored.restore(reopened)
+        #expect(restored.store.snapshot() == store.snapshot())
+    }
+
+    @Test func anUnfinishedLastWriteIsCutOffAndTheJournalGoesOn() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReplicatedStore()
+        let entries = Self.entries(1...6, onto: &store)
+        let journal = try FileReplicaJournal(directory: directory)
+        try await journal.write(.entries(Array(entries[0..<3])))
+        let committed = try FileManager.default.attributesOfItem(atPath: journal.path)[.size] as? Int ?? 0
+        try await journal.write(.entries(Array(entries[3...])))
+        // The power fails in the middle of the second write: half of it reached the disk.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: journal.path))
+        let torn = committed + (whole.count - committed) / 2
+        try whole.prefix(torn).write(to: URL(fileURLWithPath: journal.path))
+
+        let again = try FileReplicaJournal(directory: directory)
+        let recovered = try await again.recover()
+        #expect(recovered.entries == Array(entries[0..<3]))
+        #expect(recovered.droppedBytes == torn - committed)
+        // The cut tail is gone from the file, and writing goes on after the last commit.
+        try await again.write(.entries(Array(entries[3...])))
+        #expect(try await FileReplicaJournal(directory: directory).recover().entries == entries)
+    }
+
+    @Test func damageBeforeACommittedWriteIsRefusedNotDropped() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReplicatedStore()
+        let entries = Self.entries(1...6, onto: &store)
+        let journal = try FileReplicaJournal(directory: directory)
+        try await journal.write(.entries(Array(entries[0..<3])))
+        try await journal.write(.entries(Array(entries[3...])))
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: journal.path))
+        bytes[Frame.headerSize + 20] ^= 0x40  // inside the first entry
+        try bytes.write(to: URL(fileURLWithPath: journal.path))
+        await #expect(throws: FailoverError.self) { _ = try await FileReplicaJournal(directory: directory).recover() }
+    }
+
+    /// The fuzz corpus's journal files (written by hand to the documented layout) decode: the
+    /// format and its documentation agree, and the fuzzer starts from valid journals.
+    @Test func theFuzzCorpusJournalsDecodeAsDocumented() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("FuzzTesting/Corpus/FailoverMessages")
+        let whole = try Data(contentsOf: corpus.appendingPathComponent("journal")).dropFirst()
+        let recovered = try FileReplicaJournal.decode(ByteBuffer(bytes: whole))
+        #expect(recovered.entries.map(\.position.index) == [1, 2, 3])
+        #expect(recovered.droppedBytes == 0)
+        let torn = try Data(contentsOf: corpus.appendingPathComponent("journal-torn")).dropFirst()
+        let cut = try FileReplicaJournal.decode(ByteBuffer(bytes: torn))
+        #expect(cut.entries == recovered.entries)
+        #expect(cut.droppedBytes == torn.count - whole.count)
+    }
+
+    @Test func anEmptyOrMissingJournalRecoversNothing() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let recovered = try await FileReplicaJournal(directory: directory).recover()
+        #expect(recovered.snapshot == nil)
+        #expect(recovered.entries.isEmpty)
+    }
+}
+
+@Suite struct JournaledServerTests {
+    @Test func aJournaledBackupWritesItsJournalBeforeItAcknowledgesAndThePrimaryBeforeItReplies() {
+        var pair = HandWiredPair(settings: ServerCore.Settings(journaled: true))
+        var effects =
+            pair.cores["a"]?.receive(.promote(epoch: 1, syncSet: [], minimum: .start), from: "control", now: pair.now)
+            ?? []
+        effects +=
+            pair.cores["a"]?.receive(
+                .renewLease(epoch: 1, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: ["b"]),
+                from: "control", now: pair.now) ?? []
+        pair.deliver(effects, from: "a")
+        #expect(pair.cores["a"]?.syncSet == ["b"])
+        let put = FailoverMessage.request(client: 7, request: 1, epoch: 1, operation: .put(key: "k", value: [1]))
+        let sent = pair.cores["a"]?.receive(put, from: "client", now: pair.now) ?? []
+        // The primary: replication first (it may leave before the disk write), then its journal.
+        guard let journal = sent.firstIndex(where: { if case .journal = $0 { true } else { false } }),
+            let replicate = sent.firstIndex(where: { if case .send(.replicate, "b") = $0 { true } else { false } })
+        else {
+            Issue.record("expected a journal record and a replicate message, got \(sent)")
+            return
+        }
+        #expect(replicate < journal)
+        // The backup: its journal record before its acknowledgement.
+        let answer = pair.cores["b"]?.receive(sent[replicate].message, from: "a", now: pair.now) ?? []
+        let record = answer.firstIndex {
+            if case .journal(.entries(let entries)) = $0 { entries.count == 1 } else { false }
+        }
+        let ack = answer.firstIndex { if case .send(.replicated, "a") = $0 { true } else { false } }
+        if let record, let ack {
+            #expect(record < ack)
+        } else {
+            Issue.record("expected a journal record and an acknowledgement, got \(answer)")
+        }
+        // The acknowledgement lets the primary reply, after nothing else to journal.
+        let reply = pair.cores["a"]?.receive(answer[ack ?? 0].message, from: "b", now: pair.now) ?? []
+        #expect(reply.contains { if case .send(.reply(7, 1, _, .done), "client") = $0 { true } else { false } })
+        #expect(!reply.contains { if case .journal = $0 { true } else { false } })
+    }
+
+    @Test func withoutAJournalNoRecordIsAsked() {
+        var pair = HandWiredPair(settings: ServerCore.Settings())
+        let effects =
+            pair.cores["a"]?.receive(.promote(epoch: 1, syncSet: [], minimum: .start), from: "control", now: pair.now)
+            ?? []
+        #expect(!effects.contains { if case .journal = $0 { true } else { false } })
+    }
+}
+
+extension ServerCore.Effect {
+    /// The message of a send, or a placeholder.
+    fileprivate var message: FailoverMessage {
+        if case .send(let message, _) = self { return message }
+        return .whoIsPrimary
+    }
+}
