@@ -1,3 +1,4 @@
+import DeterministicSimulation
 import Failover
 import FaultToleranceCore
 import Foundation
@@ -159,5 +160,52 @@ extension ServerCore.Effect {
     fileprivate var message: FailoverMessage {
         if case .send(let message, _) = self { return message }
         return .whoIsPrimary
+    }
+}
+
+/// A journal whose writes fail (a dead disk).
+private final class DeadDiskJournal: ReplicaJournal {
+    func recover() async throws(FailoverError) -> RecoveredReplica { RecoveredReplica(snapshot: nil, entries: []) }
+    func write(_ record: JournalRecord) async throws(FailoverError) {
+        throw FailoverError(.closed, detail: "the disk is gone")
+    }
+}
+
+@Suite struct JournalFailureTests {
+    /// A backup whose journal write fails never acknowledges what it could not keep, and stops
+    /// answering at all (fail-stop): the controller then sees it silent.
+    @Test func aBackupWhoseJournalWriteFailsAcknowledgesNothingAndFallsSilent() async throws {
+        let world = AsyncSimulation(seed: 1)
+        let network = InMemoryNetwork()
+        let primary = network.join("a")
+        let heard = try await world.run(timeLimit: .seconds(10)) { () async throws -> [FailoverMessage] in
+            let server = FailoverServer(
+                node: "b", controller: "control", servers: ["a", "b"],
+                configuration: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 1),
+                transport: network.join("b"), clock: world.clock, journal: DeadDiskJournal())
+            let running = world.spawn { try await server.run() }
+            var store = ReplicatedStore()
+            let entry = try #require(
+                try store.execute(.put(key: "k", value: [1]), client: 1, request: 1, epoch: 1).entry)
+            let messages: [FailoverMessage] = [
+                .replicate(epoch: 1, previous: .start, entries: []),  // b asks to catch up
+                .replicate(epoch: 1, previous: .start, entries: [entry]),  // b applies, its write fails
+                .replicate(epoch: 1, previous: entry.position, entries: []),  // a beat: no answer now
+            ]
+            var heard: [FailoverMessage] = []
+            var incoming = primary.incoming.makeAsyncIterator()
+            for message in messages {
+                try await primary.send(message.encode(), to: "b")
+                try await world.clock.sleep(for: .milliseconds(50))
+            }
+            running.cancel()
+            await primary.close()
+            while let envelope = await incoming.next() {
+                if let message = try? FailoverMessage.decode(envelope.message) { heard.append(message) }
+            }
+            return heard
+        }
+        #expect(heard.contains { if case .catchUp = $0 { true } else { false } })
+        #expect(!heard.contains { if case .replicated = $0 { true } else { false } })
     }
 }
