@@ -27,6 +27,12 @@ struct FailoverNode: AsyncParsableCommand {
     @Option(help: "The control server's epoch file (a temporary one if not given).") var epochFile: String?
     @Option(help: "Backups an acknowledgement waits for at least (0 lets a primary left alone go on).")
     var minimumSyncBackups = 1
+    @Option(
+        help: """
+            A directory for this server's journal (FileReplicaJournal): it acknowledges only what \
+            is on disk there, and a restart comes back with that state. In memory only without it.
+            """)
+    var journal: String?
     @OptionGroup var controlPlane: FailoverControlOptions
 
     func run() async throws {
@@ -74,6 +80,16 @@ struct FailoverNode: AsyncParsableCommand {
                     configuration: controlPlane.configuration(minimumSyncBackups: minimumSyncBackups),
                     service: configuration, logger: logger)
             }
+            let replicaJournal = try journal.map { directory throws(FailoverError) in
+                try FileReplicaJournal(directory: directory)
+            }
+            if let replicaJournal {
+                // What the server will restore (it reads the journal again as it starts).
+                let held = try await replicaJournal.recover()
+                print(
+                    "journal: \(held.entries.count) entries" + (held.snapshot == nil ? "" : " after a snapshot")
+                        + (held.droppedBytes > 0 ? ", \(held.droppedBytes) bytes of an unfinished write cut off" : ""))
+            }
             service = FailoverServer(
                 node: node, controller: FailoverLayout.control, servers: layout.servers,
                 configuration: ServiceConfiguration(
@@ -82,7 +98,7 @@ struct FailoverNode: AsyncParsableCommand {
                 settings: ServerCore.Settings(minimumSyncBackups: minimumSyncBackups, reportInterval: heartbeat),
                 logger: logger,
                 bind: { configuration in endpoint.bind(configuration) }, release: { endpoint.release() },
-                controlPlane: plane)
+                controlPlane: plane, journal: replicaJournal)
         }
         print("node \(name) listening on port \(port)")
         fflush(nil)
@@ -239,8 +255,10 @@ struct FailoverDemo: AsyncParsableCommand {
             client-observed recovery time (from the kill to the first operation the new primary \
             acknowledged), the operations acknowledged and lost (every acknowledged key is read \
             back from the new primary), whether each shared key's history is linearizable, and \
-            who answers on the service address. Exits 1 if anything acknowledged was lost, a \
-            history is not linearizable, or the new primary does not serve the old address.
+            who answers on the service address. With --journal each server journals to a file \
+            and the killed primary is started again on it. Exits 1 if anything acknowledged was \
+            lost, a history is not linearizable, the new primary does not serve the old address, \
+            or (with --journal) the restarted server does not rejoin the sync set.
             """)
 
     @Option(help: "Trials (each with fresh processes).") var trials = 1
@@ -258,10 +276,20 @@ struct FailoverDemo: AsyncParsableCommand {
             and the kill then takes the new primary.
             """)
     var switchover = false
+    @Flag(
+        help: """
+            Each server journals to a file (FileReplicaJournal) and acknowledges only what is on \
+            its disk; after the checks the SIGKILLed primary is started again on its journal, and \
+            must come back with its entries and rejoin the sync set (control server only).
+            """)
+    var journal = false
     @Flag(help: "Print the summary as JSON.") var json = false
     @OptionGroup var controlPlane: FailoverControlOptions
 
     func validate() throws {
+        if journal, controlPlane.usesEtcd {
+            throw ValidationError("--journal: the restarted server's rejoin is read from the control server's status")
+        }
         try require("--trials", trials, in: 1...1000)
         try require("--heartbeat-ms", heartbeatMs, in: 1...1000)
         try require("--load-ms", loadMs, in: 50...60_000)
@@ -273,7 +301,7 @@ struct FailoverDemo: AsyncParsableCommand {
         for trial in 1...trials {
             let result = try await FailoverTrial(
                 number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups, switchover: switchover,
-                control: controlPlane.choice
+                journal: journal, control: controlPlane.choice
             ).run()
             if !json { print(result.line) }
             results.append(result)
@@ -341,6 +369,10 @@ struct FailoverTrial {
         var switchFrom: NodeID?
         var switchTo: NodeID?
         var switchTime: Duration?
+        /// Journaled runs: what the killed primary's journal held when it was started again, and
+        /// how long it took to rejoin the sync set.
+        var restoredFrom: String?
+        var rejoin: Duration?
 
         var passed: Bool { problem == nil }
 
@@ -357,6 +389,10 @@ struct FailoverTrial {
                 + "serves after \(recovered); \(acknowledged) operations acknowledged, \(lost) lost; histories "
                 + (linearizable ? "linearizable" : "NOT linearizable")
                 + "; the service address answers \(service.map { "\"\($0)\"" } ?? "nothing")"
+            if let restoredFrom {
+                let time = rejoin.map { String(format: "%.1f ms", Double($0.nanoseconds) / 1e6) } ?? "never"
+                text += "; \(victim?.name ?? "?") restarted on its \(restoredFrom), in the sync set after \(time)"
+            }
             if let problem { text += "\n  FAILED: \(problem)" }
             return text
         }
@@ -367,6 +403,8 @@ struct FailoverTrial {
     let loadMs: Int
     let backups: Int
     let switchover: Bool
+    /// Each server journals to a file; the killed primary is started again on it.
+    var journal = false
     /// The control server (a process of its own), or etcd.
     var control = FailoverControlChoice.server
 
@@ -397,15 +435,21 @@ struct FailoverTrial {
             }
         }
         let control = trialControl
-        for node in (control.usesEtcd ? [] : [FailoverLayout.control]) + servers {
-            let log = directory + "/\(node).log"
-            pids[node] = try spawnSelf(
+        let journal = self.journal
+        let start = { (node: NodeID, log: String) throws -> Int32 in
+            try spawnSelf(
                 [
                     "failover", "node", "--name", node.name, "--servers", servers.map(\.name).joined(separator: ","),
                     "--ports", layout.portArgument, "--service-port", String(servicePort),
                     "--heartbeat-ms", String(heartbeatMs), "--minimum-sync-backups", backups == 1 ? "0" : "1",
                     "--epoch-file", directory + "/epoch",
-                ] + control.arguments, log: log)
+                ] + control.arguments
+                    + (journal && node != FailoverLayout.control ? ["--journal", directory + "/\(node)-journal"] : []),
+                log: log)
+        }
+        for node in (control.usesEtcd ? [] : [FailoverLayout.control]) + servers {
+            let log = directory + "/\(node).log"
+            pids[node] = try start(node, log)
             guard await waitForLine(log, containing: "listening") else {
                 throw CommandFailure("node \(node) did not start; see \(log)")
             }
@@ -424,12 +468,49 @@ struct FailoverTrial {
             try await measure(
                 &result, loads: &loads, transports: &transports, pids: &pids, ports: ports, peers: peers,
                 servers: servers, servicePort: servicePort, clock: clock, logger: quiet)
+            if journal, result.problem == nil, let victim = result.victim {
+                let log = directory + "/\(victim)-restarted.log"
+                pids[victim] = try start(victim, log)
+                try await rejoin(&result, victim: victim, log: log, loads: loads, clock: clock)
+            }
         } catch {
             await close(loads, transports)
             throw error
         }
         await close(loads, transports)
         return result
+    }
+
+    /// The killed primary, started again on its journal: what it restored, and its time to be
+    /// a caught-up backup of the sync set again (read from the control server's status).
+    private func rejoin(
+        _ result: inout Result, victim: NodeID, log: String, loads: [FailoverLoad], clock: SystemClock
+    ) async throws {
+        let started = clock.now
+        guard await waitForLine(log, containing: "listening"),
+            let line = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n")
+                .first(where: { $0.hasPrefix("journal: ") })
+        else {
+            result.problem = "\(victim) did not start again on its journal; see \(log)"
+            return
+        }
+        result.restoredFrom = "journal (" + line.dropFirst("journal: ".count) + ")"
+        guard !line.hasPrefix("journal: 0 entries") || line.contains("snapshot") else {
+            result.problem = "\(victim)'s journal came back empty"
+            return
+        }
+        while clock.now < started + .seconds(10) {
+            if let status = try? await loads[0].client.status(), status.syncSet.contains(victim),
+                let report = status.servers.first(where: { $0.node == victim })?.report,
+                report.role == .backup, report.epoch == status.epoch
+            {
+                result.rejoin = clock.now - started
+                return
+            }
+            // Polling the control server's status as an operator would.
+            try await clock.sleep(for: .milliseconds(20))
+        }
+        result.problem = "\(victim) did not rejoin the sync set within 10 s of its restart"
     }
 
     private func close(_ loads: [FailoverLoad], _ transports: [TCPTransport]) async {
