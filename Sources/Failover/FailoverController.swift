@@ -70,6 +70,12 @@ public struct FailoverController: Sendable {
         /// what is acknowledged by at most the lag bound, and only its members are promoted, so
         /// a failover loses at most that many acknowledged entries; 0: no bound.
         public var minimumSyncBackups: Int
+        /// Whether the servers journal what they apply (``ReplicaJournal``): a restarted server
+        /// that reports at least the position it reported before its restart kept its disk, and
+        /// with it everything it acknowledged, so it stays in the sync set (after a whole pair's
+        /// power loss, the pair then fails over to one of them). One that reports less lost its
+        /// disk and counts as emptied, as every restart does without journals.
+        public var durableServers: Bool
 
         /// Whether the controller keeps a sync set and promotes only from it: synchronous mode,
         /// or asynchronous with a minimum sync set (a bound on what a failover loses).
@@ -83,9 +89,10 @@ public struct FailoverController: Sendable {
             servers: [NodeID], mode: ReplicationMode = .synchronous, leaseDuration: Duration = .milliseconds(30),
             renewInterval: Duration = .milliseconds(10), clockDriftBound: Double = 0.01,
             safetyMargin: Duration = .milliseconds(2), probeFailureThreshold: Int = 3, promotionLagLimit: UInt64 = 1000,
-            minimumSyncBackups: Int = 1
+            minimumSyncBackups: Int = 1, durableServers: Bool = false
         ) {
             self.minimumSyncBackups = minimumSyncBackups
+            self.durableServers = durableServers
             self.servers = servers
             self.mode = mode
             self.leaseDuration = leaseDuration
@@ -223,6 +230,10 @@ public struct FailoverController: Sendable {
     /// Whether the failed primary may be promoted again once it confirms its step-down (not
     /// after failing its clients' probes, not in a switchover).
     private var oldMayReturn = true
+    /// Durable servers (``Configuration/durableServers``) whose last restart kept their disk: a
+    /// former primary among them confirms its step-down from its new run, since it holds what
+    /// it acknowledged.
+    private var keptDisks: Set<NodeID> = []
     /// The current primary's epoch and the position it was promoted at, and whether it was ever
     /// granted a non-empty sync set (without one it acknowledged nothing of its own).
     private var serving: Serving?
@@ -297,7 +308,11 @@ public struct FailoverController: Sendable {
             return []
         }
         let restarted = members[node]?.report.map { $0.incarnation != report.incarnation } ?? false
-        if restarted {
+        let keptItsDisk =
+            configuration.durableServers && (members[node]?.report.map { report.position >= $0.position } ?? false)
+        if restarted, keptItsDisk { keptDisks.insert(node) }
+        if restarted, !keptItsDisk {
+            keptDisks.remove(node)
             // The server restarted: whatever it held for the sync set is gone.
             syncSet.removeAll { $0 == node }
             dormant.remove(node)
@@ -442,12 +457,15 @@ public struct FailoverController: Sendable {
             out += releaseDeadBackups(primary: node)
         case .failingOver(let old, let target, let leaseEnds):
             // Confirmed by the run of the server that served: a restarted one (another
-            // incarnation, an empty memory) confirms nothing of what the old one held.
+            // incarnation, an empty memory) confirms nothing of what the old one held, unless
+            // it came back on its journal (durable servers).
             let servedBy = serving?.incarnation
             let confirmed =
-                old.flatMap { members[$0]?.report }.map { report in
-                    report.role != .primary && report.epoch >= epoch
-                        && (servedBy == nil || report.incarnation == servedBy)
+                old.flatMap { old in
+                    members[old]?.report.map { report in
+                        report.role != .primary && report.epoch >= epoch
+                            && (servedBy == nil || report.incarnation == servedBy || keptDisks.contains(old))
+                    }
                 } ?? false
             guard now >= leaseEnds || confirmed || bug == .promoteWithoutFencing else {
                 return note("waiting for the lease of \(old?.description ?? "the former primary") to run out")

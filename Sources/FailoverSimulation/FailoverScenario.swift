@@ -67,6 +67,8 @@ public struct FailoverScenario: Sendable {
     /// Each server journals what it applies (a ``Failover/MemoryReplicaJournal`` per server, kept
     /// across its crashes): a backup acknowledges only what its journal holds, and a crashed
     /// server comes back with its state, unless its disk was replaced too (half the restarts).
+    /// With the control server (which then counts the servers as durable), a quarter of the
+    /// crashes are a whole pair's power loss instead: every server down at once, every disk kept.
     public var journaled = false
 
     /// The planted fault that runs the servers' clocks beyond the drift bound.
@@ -292,7 +294,7 @@ final class FailoverRun: @unchecked Sendable {
             node: Self.control,
             configuration: .init(
                 servers: servers, mode: mode, leaseDuration: lease, promotionLagLimit: maximumLag ?? 1000,
-                minimumSyncBackups: 1),
+                minimumSyncBackups: 1, durableServers: journaled),
             transport: world.network.transport(for: Self.control),
             clock: world.clock, epochs: epochs, detectionTimeout: detection, bug: controllerBug, logger: Self.silent)
         control.trace = { [unowned self] line in trace("control: \(line)") }
@@ -491,7 +493,20 @@ final class FailoverRun: @unchecked Sendable {
             if world.simulation.now >= end { break }
             guard let server = servers.randomElement(using: &random) else { continue }
             let downFor = random.duration(in: .milliseconds(10) ... .milliseconds(300))
-            switch int(0...5) {
+            let kind = int(0...5)
+            if kind <= 1, journaled, !useEtcd, int(0...3) == 0 {
+                // Journaled: the whole pair loses power at once; every server comes back on its
+                // journal, and the control server must fail over to one of the sync set.
+                trace("power loss: every server down for \(downFor)")
+                for each in servers where runtimes[each] != nil { crash(each) }
+                await sleep(downFor)
+                for each in servers where world.simulation.now < end && runtimes[each] == nil {
+                    start(each)
+                    world.simulation.faults.nodeRestarts += 1
+                }
+                continue
+            }
+            switch kind {
             case 0, 1:
                 // A server crashes; with memory lost, it comes back empty.
                 guard runtimes[server] != nil else { continue }

@@ -58,7 +58,8 @@ struct FailoverSimulate: AsyncParsableCommand {
         help: """
             Each server journals what it applies (in memory, kept across its crashes): a backup \
             acknowledges only what its journal holds, and a crashed server comes back with its \
-            state, unless its disk was replaced too (half the restarts).
+            state, unless its disk was replaced too (half the restarts). With the control server \
+            a quarter of the crashes take every server down at once (a power loss, disks kept).
             """)
     var journal = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount

@@ -33,6 +33,8 @@ struct FailoverNode: AsyncParsableCommand {
             is on disk there, and a restart comes back with that state. In memory only without it.
             """)
     var journal: String?
+    @Flag(help: "The control server: the servers journal (a restart that kept its disk keeps the sync set).")
+    var durableServers = false
     @OptionGroup var controlPlane: FailoverControlOptions
 
     func run() async throws {
@@ -67,7 +69,7 @@ struct FailoverNode: AsyncParsableCommand {
                 node: node,
                 configuration: .init(
                     servers: layout.servers, leaseDuration: heartbeat * 3, renewInterval: heartbeat,
-                    minimumSyncBackups: minimumSyncBackups),
+                    minimumSyncBackups: minimumSyncBackups, durableServers: durableServers),
                 transport: transport, epochs: store, detectionTimeout: heartbeat * 3, logger: logger)
         } else {
             let endpoint = ServiceEndpoint(node: node)
@@ -444,7 +446,8 @@ struct FailoverTrial {
                     "--heartbeat-ms", String(heartbeatMs), "--minimum-sync-backups", backups == 1 ? "0" : "1",
                     "--epoch-file", directory + "/epoch",
                 ] + control.arguments
-                    + (journal && node != FailoverLayout.control ? ["--journal", directory + "/\(node)-journal"] : []),
+                    + (journal && node != FailoverLayout.control ? ["--journal", directory + "/\(node)-journal"] : [])
+                    + (journal && node == FailoverLayout.control ? ["--durable-servers"] : []),
                 log: log)
         }
         for node in (control.usesEtcd ? [] : [FailoverLayout.control]) + servers {

@@ -392,3 +392,70 @@ func servingController(
         #expect(promotions > 300)
     }
 }
+
+/// Journaled servers (``FailoverController/Configuration/durableServers``): a restart that kept
+/// the disk keeps the sync set, so a whole pair's power loss ends with a promotion.
+@Suite struct DurableServersTests {
+    /// "a" primary of epoch 1 at 9 with the other server in its sync set; then both restart (new
+    /// incarnations), the backup first, reporting `backupAfter`, the primary `primaryAfter`.
+    static func powerLoss(durable: Bool, primaryAfter: LogPosition, backupAfter: LogPosition) -> (
+        FailoverController, primary: NodeID, backup: NodeID, [FailoverController.Command]
+    ) {
+        var controller = FailoverController(
+            configuration: .init(servers: ["a", "b"], durableServers: durable), epoch: 0, now: at(0))
+        _ = controller.report("a", .init(role: .backup, epoch: 0, position: .start, incarnation: 1), now: at(1))
+        _ = controller.report("b", .init(role: .backup, epoch: 0, position: .start, incarnation: 1), now: at(1))
+        _ = controller.tick(now: at(40))
+        let primary = controller.primary ?? "a"
+        let backup: NodeID = primary == "a" ? "b" : "a"
+        let nine = LogPosition(epoch: 1, index: 9)
+        _ = controller.report(
+            primary, .init(role: .primary, epoch: 1, position: nine, syncSet: [backup], stamp: 41, incarnation: 1),
+            now: at(41))
+        _ = controller.report(backup, .init(role: .backup, epoch: 1, position: nine, incarnation: 1), now: at(42))
+        // The power fails; both come back, the backup's report first.
+        var out = controller.report(
+            backup, .init(role: .backup, epoch: 1, position: backupAfter, stamp: 1, incarnation: 2), now: at(300))
+        out += controller.report(
+            primary, .init(role: .backup, epoch: 1, position: primaryAfter, stamp: 1, incarnation: 2), now: at(300))
+        for step in 1...20 {
+            let now = at(300 + step * 10)
+            out += controller.heartbeat(primary, alive: true, now: now)
+            out += controller.heartbeat(backup, alive: true, now: now)
+            for (node, position) in [(backup, backupAfter), (primary, primaryAfter)] {
+                out += controller.report(
+                    node,
+                    .init(
+                        role: .backup, epoch: controller.epoch, position: position, stamp: Int64(step + 1),
+                        incarnation: 2), now: now)
+            }
+        }
+        return (controller, primary, backup, out)
+    }
+
+    static func promotions(_ out: [FailoverController.Command]) -> [NodeID] {
+        out.compactMap { $0.promoted }.filter { $0.1 >= 2 }.map(\.0)
+    }
+
+    @Test func afterAWholePairsPowerLossJournaledServersFailOverToTheSyncSet() {
+        let nine = LogPosition(epoch: 1, index: 9)
+        let (_, _, backup, out) = Self.powerLoss(durable: true, primaryAfter: nine, backupAfter: nine)
+        #expect(Self.promotions(out).first == backup)
+    }
+
+    @Test func withoutJournalsTheControllerWaitsRatherThanPromoteAnEmptiedServer() {
+        let (controller, _, _, out) = Self.powerLoss(durable: false, primaryAfter: .start, backupAfter: .start)
+        #expect(Self.promotions(out).isEmpty)
+        #expect(controller.waitingReason != nil)
+    }
+
+    @Test func aJournaledBackupBackWithLessLostItsDiskAndTheFormerPrimaryTakesOver() {
+        // The backup reports less than before its restart: its disk was replaced. The former
+        // primary, back on its journal with everything it acknowledged, is promoted again.
+        let nine = LogPosition(epoch: 1, index: 9)
+        let (_, primary, _, out) = Self.powerLoss(durable: true, primaryAfter: nine, backupAfter: .start)
+        let promoted = Self.promotions(out)
+        #expect(!promoted.isEmpty)
+        #expect(promoted.allSatisfy { $0 == primary })
+    }
+}
