@@ -38,6 +38,9 @@ public struct FailoverController: Sendable {
         /// Promote as soon as the primary is judged failed, without waiting out its lease or a
         /// confirmed step-down (no fencing).
         case promoteWithoutFencing = "promote-without-fencing"
+        /// Durable servers: keep every restarted server in the sync set, without checking that
+        /// it came back with at least the position it had (a replaced disk passes as kept).
+        case trustEveryRestart = "trust-every-restart"
     }
 
     /// The controller's settings.
@@ -225,7 +228,8 @@ public struct FailoverController: Sendable {
     private var mayHaveAcknowledged = false
     /// Backups released from an otherwise empty sync set: the primary can have acknowledged
     /// nothing since, so they still hold everything acknowledged (a false suspicion of the
-    /// detector must not leave nobody to promote). Cleared when the set fills again.
+    /// detector must not leave nobody to promote). Also, with durable servers, a primary back
+    /// on its journal (it journaled everything it acknowledged). Cleared when the set fills again.
     private var dormant: Set<NodeID> = []
     /// Whether the failed primary may be promoted again once it confirms its step-down (not
     /// after failing its clients' probes, not in a switchover).
@@ -234,6 +238,9 @@ public struct FailoverController: Sendable {
     /// former primary among them confirms its step-down from its new run, since it holds what
     /// it acknowledged.
     private var keptDisks: Set<NodeID> = []
+    /// The last primary granted a lease with a sync set it could acknowledge with: every
+    /// primary promoted since acknowledged nothing.
+    private var lastAcknowledging: NodeID?
     /// The current primary's epoch and the position it was promoted at, and whether it was ever
     /// granted a non-empty sync set (without one it acknowledged nothing of its own).
     private var serving: Serving?
@@ -309,8 +316,16 @@ public struct FailoverController: Sendable {
         }
         let restarted = members[node]?.report.map { $0.incarnation != report.incarnation } ?? false
         let keptItsDisk =
-            configuration.durableServers && (members[node]?.report.map { report.position >= $0.position } ?? false)
-        if restarted, keptItsDisk { keptDisks.insert(node) }
+            configuration.durableServers
+            && (bug == .trustEveryRestart || (members[node]?.report.map { report.position >= $0.position } ?? false))
+        if restarted, keptItsDisk {
+            keptDisks.insert(node)
+            // The last primary that may have acknowledged, back on its journal, holds everything
+            // acknowledged, until a new primary acknowledges more (seeds 276 and 1716 of the
+            // journaled simulation: the only backup lost its disk in a power loss, and nobody
+            // else was left to promote).
+            if node == lastAcknowledging { dormant.insert(node) }
+        }
         if restarted, !keptItsDisk {
             keptDisks.remove(node)
             // The server restarted: whatever it held for the sync set is gone.
@@ -381,6 +396,7 @@ public struct FailoverController: Sendable {
                 if !syncSet.isEmpty || configuration.minimumSyncBackups == 0 {
                     serving?.granted = true
                     ungranted = [:]
+                    lastAcknowledging = node
                 }
                 out.append(
                     .renewLease(

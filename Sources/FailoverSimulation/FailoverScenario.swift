@@ -68,7 +68,8 @@ public struct FailoverScenario: Sendable {
     /// across its crashes): a backup acknowledges only what its journal holds, and a crashed
     /// server comes back with its state, unless its disk was replaced too (half the restarts).
     /// With the control server (which then counts the servers as durable), a quarter of the
-    /// crashes are a whole pair's power loss instead: every server down at once, every disk kept.
+    /// crashes are a whole pair's power loss instead: every server down at once, and in half of
+    /// them one server's disk lost as well.
     public var journaled = false
 
     /// The planted fault that runs the servers' clocks beyond the drift bound.
@@ -499,6 +500,11 @@ final class FailoverRun: @unchecked Sendable {
                 // journal, and the control server must fail over to one of the sync set.
                 trace("power loss: every server down for \(downFor)")
                 for each in servers where runtimes[each] != nil { crash(each) }
+                if int(0...1) == 0 {
+                    // One disk does not come back: every acknowledged write is on another.
+                    trace("\(server)'s journal lost in the power loss")
+                    journals[server] = nil
+                }
                 await sleep(downFor)
                 for each in servers where world.simulation.now < end && runtimes[each] == nil {
                     start(each)

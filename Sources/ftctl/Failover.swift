@@ -59,7 +59,8 @@ struct FailoverSimulate: AsyncParsableCommand {
             Each server journals what it applies (in memory, kept across its crashes): a backup \
             acknowledges only what its journal holds, and a crashed server comes back with its \
             state, unless its disk was replaced too (half the restarts). With the control server \
-            a quarter of the crashes take every server down at once (a power loss, disks kept).
+            a quarter of the crashes take every server down at once (a power loss; in half of \
+            them one server's disk is lost too).
             """)
     var journal = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -77,6 +78,9 @@ struct FailoverSimulate: AsyncParsableCommand {
             guard control == "server" else {
                 throw ValidationError("--maximum-lag: the etcd control plane replicates synchronously only")
             }
+        }
+        if bug == FailoverController.Bug.trustEveryRestart.rawValue, !journal {
+            throw ValidationError("--bug \(bug) is about journaled servers' restarts: add --journal")
         }
         if control == "etcd", let bug, FailoverController.Bug(rawValue: bug) != nil {
             throw ValidationError("--bug \(bug) is the control server's: there is none with --control etcd")
