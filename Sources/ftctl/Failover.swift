@@ -80,7 +80,7 @@ struct FailoverSimulate: AsyncParsableCommand {
             }
         }
         if bug == FailoverController.Bug.trustEveryRestart.rawValue, !journal {
-            throw ValidationError("--bug \(bug) is about journaled servers' restarts: add --journal")
+            throw ValidationError("--bug trust-every-restart is about journaled servers' restarts: add --journal")
         }
         if control == "etcd", let bug, FailoverController.Bug(rawValue: bug) != nil {
             throw ValidationError("--bug \(bug) is the control server's: there is none with --control etcd")
