@@ -128,8 +128,11 @@ public final class FileReplicaJournal: ReplicaJournal {
         return recovered
     }
 
-    /// Appends `record` (or, for a snapshot, replaces the file with it) and syncs.
+    /// Appends `record` (or, for a snapshot, replaces the file with it) and syncs. Recovers the
+    /// file first if ``recover()`` was not called (appending after an unfinished write would
+    /// leave damage before a commit). One writer at a time.
     public func write(_ record: JournalRecord) async throws(FailoverError) {
+        if end.withLockedValue({ $0 }) == nil { _ = try await recover() }
         var bytes = ByteBuffer()
         var count: UInt32 = 0
         switch record {
@@ -156,8 +159,7 @@ public final class FileReplicaJournal: ReplicaJournal {
         let path = self.path
         let replace: Bool
         if case .snapshot = record { replace = true } else { replace = false }
-        let offset =
-            end.withLockedValue { $0 } ?? (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let offset = end.withLockedValue { $0 } ?? 0
         let written = Array(bytes.readableBytesView)
         let outcome = await Self.offload { () -> Result<Int, FailoverError> in
             replace ? Self.replaceFile(path, with: written) : Self.append(path, written, at: offset)
@@ -168,7 +170,6 @@ public final class FileReplicaJournal: ReplicaJournal {
 
     // MARK: Decoding
 
-    /// The committed records of `buffer` and the length of its committed prefix.
     /// Decodes a journal file's bytes as ``recover()`` does (without touching the file): what its
     /// committed writes hold, with ``RecoveredReplica/droppedBytes`` the unfinished write after
     /// them. Throws ``FailoverError/Code/malformed`` for damage followed by a committed write, a
@@ -180,6 +181,7 @@ public final class FileReplicaJournal: ReplicaJournal {
         return try decode(&buffer, maximumRecordBytes: maximumRecordBytes).0
     }
 
+    /// The committed records of `buffer` and the length of its committed prefix.
     static func decode(_ buffer: inout ByteBuffer, maximumRecordBytes: Int) throws(FailoverError) -> (
         RecoveredReplica, Int
     ) {

@@ -69,6 +69,22 @@ import Testing
         #expect(try await FileReplicaJournal(directory: directory).recover().entries == entries)
     }
 
+    @Test func aWriteWithoutARecoveryFirstStillCutsAnUnfinishedWrite() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReplicatedStore()
+        let entries = Self.entries(1...4, onto: &store)
+        let journal = try FileReplicaJournal(directory: directory)
+        try await journal.write(.entries(Array(entries[0..<2])))
+        // Half a frame after the last commit, and a new journal that writes without recovering.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: journal.path))
+        handle.seekToEndOfFile()
+        handle.write(Data(Array(entries[2].framed().readableBytesView).prefix(20)))
+        try handle.close()
+        try await FileReplicaJournal(directory: directory).write(.entries(Array(entries[2...])))
+        #expect(try await FileReplicaJournal(directory: directory).recover().entries == entries)
+    }
+
     @Test func damageBeforeACommittedWriteIsRefusedNotDropped() async throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
