@@ -16,13 +16,25 @@ import Testing
         }
     }
 
-    static func directory() -> String {
-        let path = NSTemporaryDirectory() + "replica-journal-\(UInt64.random(in: 1...UInt64.max))"
-        return path
+    /// Runs `body` with a journal in a fresh temporary directory (removed after) and `count`
+    /// entries made on `store`.
+    static func withJournal(
+        entries count: UInt64,
+        _ body: (_ journal: FileReplicaJournal, _ entries: [ReplicationEntry]) async throws -> Void
+    ) async throws {
+        let directory = NSTemporaryDirectory() + "replica-journal-\(UInt64.random(in: 1...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReplicatedStore()
+        try await body(try FileReplicaJournal(directory: directory), count == 0 ? [] : entries(1...count, onto: &store))
+    }
+
+    /// The same journal's file, opened again.
+    static func reopened(_ journal: FileReplicaJournal) throws -> FileReplicaJournal {
+        try FileReplicaJournal(directory: (journal.path as NSString).deletingLastPathComponent)
     }
 
     @Test func committedWritesComeBackAfterAReopenAndASnapshotReplacesWhatCameBefore() async throws {
-        let directory = Self.directory()
+        let directory = NSTemporaryDirectory() + "replica-journal-\(UInt64.random(in: 1...UInt64.max))"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var store = ReplicatedStore()
         let first = Self.entries(1...5, onto: &store)
@@ -47,56 +59,47 @@ import Testing
     }
 
     @Test func anUnfinishedLastWriteIsCutOffAndTheJournalGoesOn() async throws {
-        let directory = Self.directory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var store = ReplicatedStore()
-        let entries = Self.entries(1...6, onto: &store)
-        let journal = try FileReplicaJournal(directory: directory)
-        try await journal.write(.entries(Array(entries[0..<3])))
-        let committed = try FileManager.default.attributesOfItem(atPath: journal.path)[.size] as? Int ?? 0
-        try await journal.write(.entries(Array(entries[3...])))
-        // The power fails in the middle of the second write: half of it reached the disk.
-        let whole = try Data(contentsOf: URL(fileURLWithPath: journal.path))
-        let torn = committed + (whole.count - committed) / 2
-        try whole.prefix(torn).write(to: URL(fileURLWithPath: journal.path))
+        try await Self.withJournal(entries: 6) { journal, entries in
+            try await journal.write(.entries(Array(entries[0..<3])))
+            let committed = try FileManager.default.attributesOfItem(atPath: journal.path)[.size] as? Int ?? 0
+            try await journal.write(.entries(Array(entries[3...])))
+            // The power fails in the middle of the second write: half of it reached the disk.
+            let whole = try Data(contentsOf: URL(fileURLWithPath: journal.path))
+            let torn = committed + (whole.count - committed) / 2
+            try whole.prefix(torn).write(to: URL(fileURLWithPath: journal.path))
 
-        let again = try FileReplicaJournal(directory: directory)
-        let recovered = try await again.recover()
-        #expect(recovered.entries == Array(entries[0..<3]))
-        #expect(recovered.droppedBytes == torn - committed)
-        // The cut tail is gone from the file, and writing goes on after the last commit.
-        try await again.write(.entries(Array(entries[3...])))
-        #expect(try await FileReplicaJournal(directory: directory).recover().entries == entries)
+            let again = try Self.reopened(journal)
+            let recovered = try await again.recover()
+            #expect(recovered.entries == Array(entries[0..<3]))
+            #expect(recovered.droppedBytes == torn - committed)
+            // The cut tail is gone from the file, and writing goes on after the last commit.
+            try await again.write(.entries(Array(entries[3...])))
+            #expect(try await Self.reopened(journal).recover().entries == entries)
+        }
     }
 
     @Test func aWriteWithoutARecoveryFirstStillCutsAnUnfinishedWrite() async throws {
-        let directory = Self.directory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var store = ReplicatedStore()
-        let entries = Self.entries(1...4, onto: &store)
-        let journal = try FileReplicaJournal(directory: directory)
-        try await journal.write(.entries(Array(entries[0..<2])))
-        // Half a frame after the last commit, and a new journal that writes without recovering.
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: journal.path))
-        handle.seekToEndOfFile()
-        handle.write(Data(Array(entries[2].framed().readableBytesView).prefix(20)))
-        try handle.close()
-        try await FileReplicaJournal(directory: directory).write(.entries(Array(entries[2...])))
-        #expect(try await FileReplicaJournal(directory: directory).recover().entries == entries)
+        try await Self.withJournal(entries: 4) { journal, entries in
+            try await journal.write(.entries(Array(entries[0..<2])))
+            // Half a frame after the last commit, and a new journal that writes without recovering.
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: journal.path))
+            handle.seekToEndOfFile()
+            handle.write(Data(Array(entries[2].framed().readableBytesView).prefix(20)))
+            try handle.close()
+            try await Self.reopened(journal).write(.entries(Array(entries[2...])))
+            #expect(try await Self.reopened(journal).recover().entries == entries)
+        }
     }
 
     @Test func damageBeforeACommittedWriteIsRefusedNotDropped() async throws {
-        let directory = Self.directory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var store = ReplicatedStore()
-        let entries = Self.entries(1...6, onto: &store)
-        let journal = try FileReplicaJournal(directory: directory)
-        try await journal.write(.entries(Array(entries[0..<3])))
-        try await journal.write(.entries(Array(entries[3...])))
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: journal.path))
-        bytes[Frame.headerSize + 20] ^= 0x40  // inside the first entry
-        try bytes.write(to: URL(fileURLWithPath: journal.path))
-        await #expect(throws: FailoverError.self) { _ = try await FileReplicaJournal(directory: directory).recover() }
+        try await Self.withJournal(entries: 6) { journal, entries in
+            try await journal.write(.entries(Array(entries[0..<3])))
+            try await journal.write(.entries(Array(entries[3...])))
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: journal.path))
+            bytes[Frame.headerSize + 20] ^= 0x40  // inside the first entry
+            try bytes.write(to: URL(fileURLWithPath: journal.path))
+            await #expect(throws: FailoverError.self) { _ = try await Self.reopened(journal).recover() }
+        }
     }
 
     /// The fuzz corpus's journal files (written by hand to the documented layout) decode: the
@@ -115,25 +118,17 @@ import Testing
     }
 
     @Test func anEmptyOrMissingJournalRecoversNothing() async throws {
-        let directory = Self.directory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let recovered = try await FileReplicaJournal(directory: directory).recover()
-        #expect(recovered.snapshot == nil)
-        #expect(recovered.entries.isEmpty)
+        try await Self.withJournal(entries: 0) { journal, _ in
+            let recovered = try await journal.recover()
+            #expect(recovered.snapshot == nil)
+            #expect(recovered.entries.isEmpty)
+        }
     }
 }
 
 @Suite struct JournaledServerTests {
     @Test func aJournaledBackupWritesItsJournalBeforeItAcknowledgesAndThePrimaryBeforeItReplies() {
-        var pair = HandWiredPair(settings: ServerCore.Settings(journaled: true))
-        var effects =
-            pair.cores["a"]?.receive(.promote(epoch: 1, syncSet: [], minimum: .start), from: "control", now: pair.now)
-            ?? []
-        effects +=
-            pair.cores["a"]?.receive(
-                .renewLease(epoch: 1, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: ["b"]),
-                from: "control", now: pair.now) ?? []
-        pair.deliver(effects, from: "a")
+        var pair = AsynchronousLossBoundTests.servingPair(ServerCore.Settings(journaled: true))
         #expect(pair.cores["a"]?.syncSet == ["b"])
         let put = FailoverMessage.request(client: 7, request: 1, epoch: 1, operation: .put(key: "k", value: [1]))
         let sent = pair.cores["a"]?.receive(put, from: "client", now: pair.now) ?? []
