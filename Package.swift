@@ -458,3 +458,177 @@ let package = Package(
 for target in package.targets where target.type != .system && target.name != "CFaultToleranceShims" {
     target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
 }
+
+// The benchmarks (Benchmarks/), only with FT_BENCHMARKS set, so that a program depending on this
+// package never resolves package-benchmark: `FT_BENCHMARKS=1 swift package benchmark` runs them.
+// In the same package as the tests and ftctl, one release build (`FT_BENCHMARKS=1 swift build
+// -c release --build-tests`) makes all three: CI compiles the library in release once.
+// Declared after the settings above: the benchmarks keep Swift's default imports.
+if Context.environment["FT_BENCHMARKS"] != nil {
+    let benchmark: Target.Dependency = .product(name: "Benchmark", package: "package-benchmark")
+    let benchmarkPlugin: [Target.PluginUsage] = [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/package-benchmark.git", from: "1.38.0", traits: ["MallocInterposer"])
+    )
+    package.targets += [
+        .systemLibrary(name: "CZlibBenchmark", path: "Benchmarks/Sources/CZlibBenchmark"),
+        // SQLite's C API (Debian's libsqlite3-dev): the journal's durable-append baseline.
+        .systemLibrary(name: "CSQLiteBenchmark", path: "Benchmarks/Sources/CSQLiteBenchmark"),
+        // The run modes (full, quick, CI's smoke run with ratio floors), the ratio metric and timing.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "LiveCopy",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Sources/BenchmarkSupport"
+        ),
+        .executableTarget(
+            name: "ChecksumBenchmarks",
+            dependencies: [
+                "CZlibBenchmark",
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+            ],
+            path: "Benchmarks/Benchmarks/Checksum",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "StorageBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+            ],
+            path: "Benchmarks/Benchmarks/Storage",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "TransportBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Benchmarks/Transport",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "JournalBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "ElasticJournal",
+                "CSQLiteBenchmark",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Benchmarks/Journal",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "HeartbeatBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "HeartbeatQuorum",
+                "HeartbeatSimulation",
+                "FaultToleranceAuthentication",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Benchmarks/Heartbeat",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "CheckpointBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                "CZlibBenchmark",
+                benchmark,
+                "Checkpointing",
+                "FaultToleranceCore",
+                "LiveCopy",
+            ],
+            path: "Benchmarks/Benchmarks/Checkpoint",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "KeySyncBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "NameKeySync",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Benchmarks/KeySync",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "LiveCopyBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "LiveCopy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Benchmarks/LiveCopy",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "FailoverBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "Failover",
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Benchmarks/Failover",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "ChainBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "DaisyChain",
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Benchmarks/Chain",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
+            name: "TLSBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "FaultToleranceCore",
+                "FaultToleranceNIO",
+                "FaultToleranceTLS",
+            ],
+            path: "Benchmarks/Benchmarks/TLS",
+            plugins: benchmarkPlugin
+        ),
+    ]
+}
