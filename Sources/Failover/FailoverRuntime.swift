@@ -12,17 +12,25 @@ public import ServiceLifecycle
 
 /// The loop every Failover runtime runs until graceful shutdown, cancellation or the transport
 /// closing: each message of the Failover protocol goes to `message`, a tick every `tick` to
-/// `onTick`, and whatever else is put on `events` to `handle`, each source on a task of its own.
+/// `onTick`, and whatever else is put on `events` to `handle`, each source on a task of its own;
+/// `perform`, if given, runs on one more (the server's outbox).
 /// A runtime that wants one order over all of them (the control server) has `message` and
 /// `onTick` put theirs on `events`; one that serialises them itself (the server) takes them where
 /// they arrive, a task switch per message fewer.
 func runFailoverLoop(
     transport: any Transport, clock: any RuntimeClock, tick: Duration, events: AsyncQueue<FailoverLoopEvent>,
-    beside: (@Sendable () async -> Void)? = nil,
+    beside: (@Sendable () async -> Void)? = nil, perform: (@Sendable () async -> Void)? = nil,
     message: @escaping @Sendable (Envelope) async -> Void, onTick: @escaping @Sendable () async -> Void,
     handle: @escaping @Sendable (FailoverLoopEvent) async -> Void
 ) async {
     await withTaskGroup(of: Void.self) { tasks in
+        if let perform {
+            tasks.addTask {
+                await perform()
+                // Ended early (a journal failure stopped the server): wait for the others.
+                while !Task.isCancelled { try? await clock.sleep(for: .seconds(3600)) }
+            }
+        }
         if let beside {
             tasks.addTask {
                 await beside()
@@ -97,7 +105,12 @@ public final class FailoverServer: Service, @unchecked Sendable {
     /// `outbox`, which one task at a time carries out, in order (`performing`).
     private let lock = NIOLock()
     private var outbox: [ServerCore.Effect] = []
+    /// Whether a task is carrying out the outbox (``drainOutbox()``).
     private var performing = false
+    /// Wakes ``performOutbox()`` (a journaled server's): yielded each time the outbox stops being idle.
+    private let outboxReady = AsyncQueue<Void>(limit: 2)
+    /// The most entries a batched replicate message carries (``ServerCore/Settings/catchUpBatch``).
+    private let batchLimit: Int
     /// Where the server keeps what it applies, if anywhere (``ServerCore/Settings/journaled``).
     private let journal: (any ReplicaJournal)?
     /// Set when a journal write failed: from then on the server decides and sends nothing
@@ -130,6 +143,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
         self.bind = bind
         self.release = release
         tick = min(settings.reportInterval, .milliseconds(5))
+        batchLimit = max(1, min(settings.catchUpBatch, FailoverMessage.maximumEntriesPerMessage))
         core.reportsAfterRelease = controlPlane != nil
     }
 
@@ -190,28 +204,54 @@ public final class FailoverServer: Service, @unchecked Sendable {
         // A message is decided on the task that took it from the transport and a tick on the
         // ticker's, with no hand-over to a loop task (see ``handle(_:)`` for how the order of
         // effects is kept); the queue carries only the control plane's commands.
+        let perform: (@Sendable () async -> Void)?
+        if journal != nil {
+            perform = { await self.performOutbox() }
+        } else {
+            perform = nil
+        }
         await runFailoverLoop(
-            transport: transport, clock: clock, tick: tick, events: events, beside: beside,
+            transport: transport, clock: clock, tick: tick, events: events, beside: beside, perform: perform,
             message: { await self.handle(.message($0)) }, onTick: { await self.handle(.tick) }
         ) { event in
             await self.handle(event)
         }
     }
 
-    /// Decides `event` on the core and queues what it causes; then, unless another task is
-    /// already at it, carries out the queue until it is empty. Events from several tasks are
-    /// decided one at a time, and their effects carried out strictly in the order decided (a
-    /// step-down's release never overtakes an earlier promotion's bind, nor a reply the send
-    /// before it), each awaited before the next, as a single loop task would.
+    /// Decides `event` on the core and queues what it causes in the outbox; then, unless the
+    /// outbox is already being carried out, carries it out (``drainOutbox()``). Without a
+    /// journal the task that took the event does that itself, a task switch fewer per message.
+    /// With one it wakes ``performOutbox()`` and goes back to its source at once: messages that
+    /// arrive while a journal write syncs are decided meanwhile, and their effects leave
+    /// together (``ServerCore/batched(_:limit:)``: their entries in one write, one sync, one
+    /// acknowledgement, one replicate message per backup).
     private func handle(_ event: FailoverLoopEvent) async {
-        let first = lock.withLock { () -> Bool in
+        let start = lock.withLock { () -> Bool in
             guard !stopped else { return false }
             outbox.append(contentsOf: decide(event))
             guard !performing, !outbox.isEmpty else { return false }
             performing = true
             return true
         }
-        guard first else { return }
+        guard start else { return }
+        if journal == nil {
+            await drainOutbox()
+        } else {
+            outboxReady.yield(())
+        }
+    }
+
+    /// Carries out the outbox (of a journaled server) each time ``handle(_:)`` wakes it, until
+    /// the loop ends.
+    private func performOutbox() async {
+        for await _ in outboxReady { await drainOutbox() }
+    }
+
+    /// Carries out the outbox until it is empty, batch by batch: strictly in the order decided
+    /// (a step-down's release never overtakes an earlier promotion's bind, nor a reply the send
+    /// before it), each effect awaited before the next, a journal write before whatever
+    /// follows it. One task at a time (`performing`).
+    private func drainOutbox() async {
         while let effects = lock.withLock({ () -> [ServerCore.Effect]? in
             guard !outbox.isEmpty else {
                 performing = false
@@ -220,7 +260,7 @@ public final class FailoverServer: Service, @unchecked Sendable {
             defer { outbox.removeAll(keepingCapacity: true) }
             return outbox
         }) {
-            for effect in effects {
+            for effect in ServerCore.batched(effects, limit: batchLimit) {
                 if case .journal(let record) = effect {
                     guard await write(record) else { return }
                 } else {
