@@ -458,6 +458,11 @@ let package = Package(
 for target in package.targets where target.type != .system && target.name != "CFaultToleranceShims" {
     target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
 }
+// Tests unoptimised in a release build (CI's, which runs them against the optimised library):
+// the optimiser took 130 CPU-seconds here over the test modules, whose own code is thin.
+for target in package.targets where target.type == .test {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-Onone"], .when(configuration: .release))]
+}
 
 // The benchmarks (Benchmarks/), only with FT_BENCHMARKS set, so that a program depending on this
 // package never resolves package-benchmark: `FT_BENCHMARKS=1 swift package benchmark` runs them.
