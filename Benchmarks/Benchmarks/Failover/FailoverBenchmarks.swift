@@ -96,6 +96,12 @@ final class LoopbackPair: @unchecked Sendable {
     }
 }
 
+/// The baseline could not do its work: the run fails rather than counting as fast.
+struct EchoFailure: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
+}
+
 /// A fresh directory under the system's temporary one.
 func temporaryDirectory() throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("ft-failover-bench-\(UUID().uuidString)")
@@ -136,6 +142,10 @@ final class EchoPeers: @unchecked Sendable {
     let echoTask: Task<Void, Never>
     var senders: [TCPTransport] = []
 
+    /// The echo peer's answer when it could not make a request durable.
+    static let refusal = FailoverMessage.reply(
+        client: 1, request: 1, epoch: 1, outcome: .refused(.malformed, serverEpoch: 1)
+    ).encode()
     /// The file the echo peer appends each request to and syncs before answering, if durable.
     let logPath: String?
 
@@ -159,6 +169,8 @@ final class EchoPeers: @unchecked Sendable {
                         write(descriptor, $0.baseAddress, $0.count)
                     }
                     guard written == envelope.message.payload.readableBytes, fdatasync(descriptor) == 0 else {
+                        // Not durable: answered as a refusal, which fails the run.
+                        try? await echo.send(EchoPeers.refusal, to: envelope.from)
                         continue
                     }
                 }
@@ -187,8 +199,11 @@ final class EchoPeers: @unchecked Sendable {
                             client: UInt64(index), request: UInt64(first + number + 2), epoch: 1,
                             operation: batch(client: index, number: first + number))
                         try await transport.send(request.encode(), to: "echo")
-                        guard await answers.next() != nil else {
+                        guard let answer = await answers.next() else {
                             throw FailoverError(.timedOut, detail: "the echo peer closed")
+                        }
+                        guard answer.message != EchoPeers.refusal else {
+                            throw EchoFailure(reason: "the echo peer could not sync its file")
                         }
                     }
                 }
