@@ -98,28 +98,44 @@ struct HeartbeatServiceTests {
         let (transportA, transportB, a, b) = try await Self.pair()
         let runA = Task { try await a.run() }
         let runB = Task { try await b.run() }
-        try await eventually("A operating, and B standby having heard A say so") {
-            a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating
+        // Collect B's transitions as they come, to explain a failure.
+        let seenByB = Transitions(b.transitions)
+        let seenByA = Transitions(a.transitions)
+        // A, of the higher priority, operates once both are up; but on a loaded machine B may
+        // take over at startup while A seems silent (a CI run saw A silent 514 ms while the
+        // whole suite started at once), and then rightly keeps operating: an operating side is
+        // never preempted. Either way the pair settles with one operating and the other standby
+        // having heard it say so; the one operating is stopped.
+        try await eventually(
+            "one operating, the other standby having heard it; A: \(seenByA.summary); B: \(seenByB.summary)"
+        ) {
+            (a.state == .operating && b.state == .standby && b.evidence.partnerState == .operating)
+                || (b.state == .operating && a.state == .standby && a.evidence.partnerState == .operating)
         }
+        let aOperates = a.state == .operating
+        let (standby, seen) = aOperates ? (b, seenByB) : (a, seenByA)
+        let (stopped, stoppedTransport) = aOperates ? (runA, transportA) : (runB, transportB)
+        let (survivor, survivorTransport) = aOperates ? (runB, transportB) : (runA, transportA)
 
-        runA.cancel()
-        _ = try? await runA.value
-        await transportA.close()
+        // The takeover that counts is the standby's first after the stop (a side may have
+        // taken over once at startup, before it first heard its partner, and yielded since).
+        // Its transitions up to now collected first: the last one is into standby.
+        try await eventually("the standby's transitions collected: \(seen.summary)") { seen.all.last?.to == .standby }
+        let earlier = seen.all.count
+        stopped.cancel()
+        _ = try? await stopped.value
+        await stoppedTransport.close()
 
-        // Collect B's transitions as they come, to explain a failure. On a slow machine B may
-        // have taken over once at startup, before it first heard A (`noPartnerAtStartup`), and
-        // yielded when it did; the takeover that counts is the one made after hearing A.
-        let seen = Transitions(b.transitions)
-        try await eventually("B's takeover; B's transitions: \(seen.summary)") {
-            seen.afterHearingOperatingPartner.contains { $0.to == .operating }
+        try await eventually("the standby's takeover; its transitions: \(seen.summary)") {
+            seen.all.dropFirst(earlier).contains { $0.to == .operating }
         }
-        let takeover = seen.afterHearingOperatingPartner.first { $0.to == .operating }
+        let takeover = seen.all.dropFirst(earlier).first { $0.to == .operating }
         #expect(takeover?.reason == .partnerGone)
         #expect(takeover?.evidence.healthyCount == 0)
-        try await eventually("B operating") { b.state == .operating }
-        runB.cancel()
-        _ = try? await runB.value
-        await transportB.close()
+        try await eventually("the standby operating") { standby.state == .operating }
+        survivor.cancel()
+        _ = try? await survivor.value
+        await survivorTransport.close()
     }
 }
 
@@ -179,10 +195,6 @@ final class Transitions: Sendable {
     deinit { task.cancel() }
 
     var all: [Transition] { box.withLockedValue { $0 } }
-
-    /// Transitions decided while the partner's last known state was operating, i.e. after
-    /// this side had heard the operating partner at least once.
-    var afterHearingOperatingPartner: [Transition] { all.filter { $0.evidence.partnerState == .operating } }
 
     var summary: String {
         all.map {
