@@ -54,12 +54,11 @@ struct ChainSimulate: AsyncParsableCommand {
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 1000
-    @Option(help: "The first seed of the range.") var firstSeed: UInt64 = 1
     @Option(help: "Run exactly this seed.") var seed: UInt64?
     @Option(help: "Plant a bug: \(ElementCore.Bug.allCases.map(\.rawValue).joined(separator: ", ")).")
     var bug: ElementCore.Bug?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -68,7 +67,7 @@ struct ChainSimulate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         let scenario = ChainScenario(bug: bug)
         let summary = await runSeeds(plan, jobs: jobs, scenario: "chain" + (bug.map { " (bug: \($0.rawValue))" } ?? ""))
         {

@@ -600,7 +600,7 @@ struct CheckpointSimulate: AsyncParsableCommand {
             """)
     var bug: String?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -619,7 +619,7 @@ struct CheckpointSimulate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         let suffix = bug.map { " (bug: \($0))" } ?? ""
         let summary: SeedRun
         if group {

@@ -42,7 +42,6 @@ struct FailoverSimulate: AsyncParsableCommand {
             """)
 
     @Option(help: "Number of seeds.") var seeds: Int = 1000
-    @Option(help: "The first seed of the range.") var firstSeed: UInt64 = 1
     @Option(help: "Run exactly this seed.") var seed: UInt64?
     @Option(help: "Plant a bug: \(FailoverScenario.bugNames.joined(separator: ", ")).") var bug: String?
     @Option(help: "The control plane: server (a control server) or etcd (the servers elect through an etcd in memory).")
@@ -64,7 +63,7 @@ struct FailoverSimulate: AsyncParsableCommand {
             """)
     var journal = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -94,7 +93,7 @@ struct FailoverSimulate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         var chosen = FailoverScenario(bug: bug) ?? FailoverScenario()
         chosen.etcd = control == "etcd"
         chosen.maximumLag = maximumLag

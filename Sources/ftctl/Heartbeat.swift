@@ -47,7 +47,7 @@ struct HeartbeatSimulate: AsyncParsableCommand {
     @Option(help: "Only this fault: \(HeartbeatFault.allCases.map(\.rawValue).joined(separator: ", ")).")
     var fault: HeartbeatFault?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -69,7 +69,7 @@ struct HeartbeatSimulate: AsyncParsableCommand {
             return
         }
         let name = "heartbeat-quorum" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
-        let plan = SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds)
         let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "transitions") { seed in
             "swift run ftctl heartbeat simulate --seed \(seed) --bug \(bug.rawValue)"

@@ -161,7 +161,7 @@ struct JournalSimulate: AsyncParsableCommand {
     @Option(help: "Plant a bug: \(JournalBug.allCases.map(\.rawValue).joined(separator: ", ")).") var bug: JournalBug?
     @Flag(help: "Every seed in group commit (default: half the seeds).") var groupCommit = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -172,7 +172,7 @@ struct JournalSimulate: AsyncParsableCommand {
 
     func run() async throws {
         let scenario = JournalScenario(steps: steps, bug: bug, groupCommit: groupCommit ? true : nil)
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         let name = "elastic-journal" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
         let summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         try report(summary, json: json, operations: "operations") { seed in

@@ -85,7 +85,7 @@ struct KeySyncSimulate: AsyncParsableCommand {
     @Option(help: "Plant a bug: \(KeySyncSession.Bug.allCases.map(\.rawValue).joined(separator: ", ")).")
     var bug: String?
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -99,7 +99,7 @@ struct KeySyncSimulate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         let scenario = KeySyncScenario(bug: bug.flatMap(KeySyncSession.Bug.init(rawValue:)))
         let summary = await runSeeds(plan, jobs: jobs, scenario: "keysync" + (bug.map { " (bug: \($0))" } ?? "")) {
             await scenario.run(seed: $0)

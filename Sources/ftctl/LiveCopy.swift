@@ -44,7 +44,7 @@ struct LiveCopySimulate: AsyncParsableCommand {
     @Option(help: "Only this dirty rate, as a multiple of the bandwidth.") var factor: Double?
     @Flag(help: "Fail on a stall instead of throttling the writers.") var noThrottle = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -68,7 +68,7 @@ struct LiveCopySimulate: AsyncParsableCommand {
             return
         }
         let name = "live-copy" + (bug.map { " (bug: \($0.rawValue))" } ?? "")
-        let plan = SeedPlan(first: 1, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds)
         let summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
         try report(summary, json: json, operations: "writes") { seed in
             "swift run ftctl livecopy simulate --seed \(seed)" + (bug.map { " --bug \($0.rawValue)" } ?? "")

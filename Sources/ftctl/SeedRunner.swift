@@ -3,27 +3,44 @@ import DeterministicSimulation
 import Foundation
 import Synchronization
 
-/// `--time-limit`, shared by every `simulate` command: CI gives each module's simulation a
-/// time budget instead of a seed count tuned to one machine's speed.
-struct TimeLimitOption: ParsableArguments {
+/// `--first-seed` and `--time-limit`, shared by every `simulate` command. CI gives each module's
+/// simulation a time budget instead of a seed count tuned to one machine's speed, and starts each
+/// run's seeds where the commit says (so that successive commits explore new seeds; a failure
+/// still names its seed, which replays on its own).
+struct SeedWindowOptions: ParsableArguments {
+    @Option(help: "The first seed of the range (the seeds run are consecutive from it).")
+    var firstSeed: UInt64 = 1
+
     @Option(
         help: ArgumentHelp(
             "Start no new seed after this many seconds; the seeds run are reported (all of them still finish).",
             valueName: "seconds"))
     var timeLimit: Double?
 
+    @Flag(help: "Start no new seed once one has failed (the seeds already started still finish).")
+    var stopAtFirstFailure = false
+
     func validate() throws {
         if let timeLimit, !(timeLimit.isFinite && timeLimit > 0 && timeLimit <= 86_400) {
             throw ValidationError("--time-limit must be a number of seconds in (0, 86400], got \(timeLimit)")
+        }
+        if firstSeed > UInt64.max - UInt64(maximumSeeds) {
+            throw ValidationError("--first-seed must be at most \(UInt64.max - UInt64(maximumSeeds)), got \(firstSeed)")
         }
     }
 
     /// The limit as a duration.
     var duration: Duration? { timeLimit.map { .nanoseconds(Int64(($0 * 1e9).rounded())) } }
+
+    /// `count` seeds from `--first-seed`, or exactly `replay` when one is given.
+    func plan(seeds count: Int, replay: UInt64? = nil) -> SeedPlan {
+        replay.map(SeedPlan.single)
+            ?? SeedPlan(first: firstSeed, count: count, timeLimit: duration, stopAtFirstFailure: stopAtFirstFailure)
+    }
 }
 
 /// The seeds one `simulate` run covers: `count` consecutive seeds from `first`, of which a time
-/// limit may run only a prefix.
+/// limit, or the first failure, may run only a prefix.
 struct SeedPlan: Sendable {
     /// The first seed.
     var first: UInt64
@@ -31,6 +48,8 @@ struct SeedPlan: Sendable {
     var count: Int
     /// Start no seed after this much time has passed.
     var timeLimit: Duration?
+    /// Start no seed after one has failed: enough to show a planted bug is caught.
+    var stopAtFirstFailure = false
 
     /// Exactly one seed: a replay.
     static func single(_ seed: UInt64) -> SeedPlan { SeedPlan(first: seed, count: 1, timeLimit: nil) }
@@ -45,22 +64,30 @@ struct SeedRun: Sendable {
     /// Wall-clock time taken.
     var elapsed: Duration
 
-    /// Whether the time limit stopped the run before every planned seed ran.
-    var stoppedByTimeLimit: Bool { summary.seeds < plan.count }
+    /// Whether a time limit or a failure stopped the run before every planned seed ran.
+    var stoppedEarly: Bool { summary.seeds < plan.count }
 
-    /// One line saying which seeds ran, when a time limit cut the plan short.
+    /// One line saying which seeds ran and why, when the plan was cut short.
     var coverageLine: String? {
-        guard stoppedByTimeLimit else { return nil }
-        let limit = plan.timeLimit.map { String(format: "%.0f s", secondsValue($0)) } ?? "?"
+        guard stoppedEarly else { return nil }
         let last = plan.first &+ UInt64(max(summary.seeds, 1) - 1)
-        return "  time limit \(limit) reached: ran seeds \(plan.first)-\(last), \(summary.seeds) of \(plan.count)"
+        let reason: String
+        if plan.stopAtFirstFailure, !summary.failures.isEmpty {
+            reason = "stopped at the first failure"
+        } else {
+            let limit = plan.timeLimit.map { String(format: "%.0f s", secondsValue($0)) } ?? "?"
+            reason = "time limit \(limit) reached"
+        }
+        return "  \(reason): ran seeds \(plan.first)-\(last), \(summary.seeds) of \(plan.count)"
     }
 }
 
 /// Hands out the plan's seed indices in order, one at a time, to any number of workers, and
-/// stops handing them out at the deadline: the seeds run are always a prefix of the plan.
+/// stops handing them out at the deadline or once told to: the seeds run are always a prefix of
+/// the plan.
 private final class SeedDispenser: Sendable {
     private let nextIndex = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
     private let count: Int
     private let deadline: ContinuousClock.Instant?
 
@@ -69,7 +96,11 @@ private final class SeedDispenser: Sendable {
         self.deadline = deadline
     }
 
+    /// Hands out no more indices.
+    func stop() { stopped.store(true, ordering: .relaxed) }
+
     func next() -> Int? {
+        if stopped.load(ordering: .relaxed) { return nil }
         if let deadline, ContinuousClock.now >= deadline { return nil }
         let index = nextIndex.add(1, ordering: .relaxed).oldValue
         return index < count ? index : nil
@@ -92,7 +123,11 @@ func runSeeds(
         for _ in 0..<workers {
             group.addTask {
                 var partial = SimulationSummary(scenario: name)
-                while let index = dispenser.next() { partial.add(await run(plan.first &+ UInt64(index))) }
+                while let index = dispenser.next() {
+                    let report = await run(plan.first &+ UInt64(index))
+                    if plan.stopAtFirstFailure, report.violation != nil { dispenser.stop() }
+                    partial.add(report)
+                }
                 return partial
             }
         }

@@ -20,9 +20,6 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Number of seeds to run (consecutive, starting at --first-seed).")
     var seeds: Int = 200
 
-    @Option(help: "The first seed of the range.")
-    var firstSeed: UInt64 = 1
-
     @Option(help: "Run exactly this seed (a replay); overrides --seeds.")
     var seed: UInt64?
 
@@ -35,7 +32,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Worker threads (default: the number of cores).")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @OptionGroup var limit: TimeLimitOption
+    @OptionGroup var window: SeedWindowOptions
 
     @Flag(help: "Print the summary as JSON.")
     var json = false
@@ -48,7 +45,7 @@ struct Simulate: AsyncParsableCommand {
 
     func run() async throws {
         let scenario = ReplicatedRegisterScenario(bug: bug, duration: .milliseconds(durationMs))
-        let plan = seed.map(SeedPlan.single) ?? SeedPlan(first: firstSeed, count: seeds, timeLimit: limit.duration)
+        let plan = window.plan(seeds: seeds, replay: seed)
         let name = "replicated-register" + (bug == .none ? "" : " (bug: \(bug.rawValue))")
         let run = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         let summary = run.summary

@@ -96,6 +96,8 @@ let badInputs: [BadInput] = [
     BadInput("--seeds", "heartbeat", "simulate", "--seeds", "9223372036854775807"),
     BadInput("--time-limit", "heartbeat", "simulate", "--time-limit", "nan"),
     BadInput("--time-limit", "simulate", "--time-limit", "0"),
+    BadInput("--first-seed", "chain", "simulate", "--first-seed", "18446744073709551615"),
+    BadInput("--first-seed", "livecopy", "simulate", "--first-seed=-1"),
     BadInput("--heartbeats-ms", "failover", "bench", "--heartbeats-ms", "10,x"),
     BadInput("--heartbeats-ms", "failover", "bench", "--heartbeats-ms", "0"),
     BadInput("--trials", "failover", "bench", "--trials", "0"),
@@ -130,5 +132,45 @@ struct CommandLineInputTests {
         #expect(lines.first { $0.contains("seeds failed") }?.hasSuffix(" 0") == true, "\(output)")
         // Five seeds take far less than the limit: no line says the limit cut the run short.
         #expect(!output.contains("time limit"), "\(output)")
+    }
+
+    /// The register scenario's seeds that fail with `ack-on-first-reply`, among the first 60.
+    static func failingRegisterSeeds() throws -> [UInt64] {
+        let (status, output) = try runTool(["simulate", "--seeds", "60", "--bug", "ack-on-first-reply"])
+        #expect(status == 1, "\(output)")
+        return output.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("FAILED seed ") else { return nil }
+            return UInt64(line.dropFirst("FAILED seed ".count).prefix { $0.isNumber })
+        }
+    }
+
+    @Test("--first-seed moves the window: the same seed fails at the same number from any start")
+    func firstSeedMovesTheWindow() throws {
+        let failing = try Self.failingRegisterSeeds()
+        let seed = try #require(failing.first { $0 > 1 }, "no failing seed above 1 among 60")
+        // A window that starts at that seed fails on it; one that ends just before it does not
+        // contain it.
+        let (status, output) = try runTool([
+            "simulate", "--seeds", "1", "--first-seed", "\(seed)", "--bug", "ack-on-first-reply",
+        ])
+        #expect(status == 1, "\(output)")
+        #expect(output.contains("FAILED seed \(seed):"), "\(output)")
+        let before = try runTool([
+            "simulate", "--seeds", "\(seed - 1)", "--first-seed", "1", "--bug", "ack-on-first-reply",
+        ]).output
+        #expect(!before.contains("FAILED seed \(seed):"), "\(before)")
+    }
+
+    @Test("--stop-at-first-failure starts no seed after a failure and says where it stopped")
+    func stopAtFirstFailure() throws {
+        let failing = try Self.failingRegisterSeeds()
+        let first = try #require(failing.first, "no failing seed among 60")
+        // One worker: the run is exactly the seeds up to the first failure.
+        let (status, output) = try runTool([
+            "simulate", "--seeds", "100000", "--jobs", "1", "--bug", "ack-on-first-reply", "--stop-at-first-failure",
+        ])
+        #expect(status == 1, "\(output)")
+        #expect(output.contains("stopped at the first failure: ran seeds 1-\(first), \(first) of 100000"), "\(output)")
+        #expect(output.components(separatedBy: "FAILED seed ").count == 2, "\(output)")
     }
 }
