@@ -12,11 +12,19 @@ public protocol FailoverControlPlane: Sendable {
     func run(command: @escaping @Sendable (FailoverMessage) -> Void) async
     /// The core serves with `configuration` (it was promoted): clients are to find it there.
     func serving(_ configuration: ServiceConfiguration) async
+    /// The server restored its state from a journal named `identity`
+    /// (``RecoveredReplica/identity``), before the plane runs. What a journaled server
+    /// acknowledged is on that journal, and outlives the run: a plane that records which
+    /// servers hold every acknowledged operation may name the journal rather than the run, so
+    /// that a server back from a power loss on the same disk still counts as holding them.
+    func journalRestored(identity: UInt64) async
 }
 
 extension FailoverControlPlane {
     /// Nothing to do by default.
     public func serving(_ configuration: ServiceConfiguration) async {}
+    /// Nothing to do by default.
+    public func journalRestored(identity: UInt64) async {}
 }
 
 /// How a pair uses etcd.
@@ -52,6 +60,7 @@ public struct EtcdControlConfiguration: Sendable, Hashable {
 
     var leaderKey: [UInt8] { Array((prefix + "leader").utf8) }
     var syncKey: [UInt8] { Array((prefix + "sync").utf8) }
+    var primaryKey: [UInt8] { Array((prefix + "primary").utf8) }
     var membersPrefix: [UInt8] { Array((prefix + "members/").utf8) }
     var switchoverKey: [UInt8] { Array((prefix + "switchover").utf8) }
     func memberKey(_ node: NodeID) -> [UInt8] { membersPrefix + Array(node.name.utf8) }
@@ -108,6 +117,10 @@ public struct EtcdPairView: Sendable, Hashable {
     public var sync: [FailoverEtcdRecord.SyncMember]?
     /// The sync key's last change (0: none).
     public var syncRevision: Int64 = 0
+    /// The last server to take the leader key, as the run (or journal) it took it as.
+    public var lastPrimary: FailoverEtcdRecord.SyncMember?
+    /// The primary key's last change (0: none).
+    public var lastPrimaryRevision: Int64 = 0
     /// Each live server's last report.
     public var members: [NodeID: FailoverController.Report] = [:]
     /// The backup an operator asked the primary to hand over to, while the request stands.
@@ -146,6 +159,9 @@ public struct EtcdPairView: Sendable, Hashable {
                 view.syncRevision = entry.modRevision
                 // An unreadable sync record names nobody: no one may campaign on it.
                 if case .sync(let members)? = record { view.sync = members } else { view.sync = [] }
+            } else if entry.key == configuration.primaryKey {
+                view.lastPrimaryRevision = entry.modRevision
+                if case .primary(let member)? = record { view.lastPrimary = member }
             } else if entry.key == configuration.switchoverKey {
                 if case .switchover(let target)? = record { view.switchoverTarget = target }
             } else if entry.key.starts(with: configuration.membersPrefix),
@@ -184,6 +200,10 @@ public struct EtcdPairView: Sendable, Hashable {
 ///   transaction that also checks the sync key is unchanged. A backup joins it once the primary
 ///   counts it caught up; it leaves it (written first, in a transaction that checks the
 ///   primary still holds the leader key) before the primary stops waiting for it.
+/// - **A whole pair's power loss (journaled servers).** A server that restored from a journal
+///   is named by the journal's identity instead of its run (``journalRestored(identity:)``), so
+///   the servers of the sync record that come back on their disks may take the leader key; one
+///   whose disk was replaced comes back with a new journal and must catch up.
 ///
 /// ```swift
 /// let etcd = EtcdGateway(host: "127.0.0.1", port: 2379)
@@ -194,8 +214,16 @@ public struct EtcdPairView: Sendable, Hashable {
 ///     controlPlane: control)
 /// ```
 public actor EtcdControlPlane: FailoverControlPlane {
+    /// Bugs the simulation plants to show its invariants catch them.
+    public enum Bug: String, Sendable, CaseIterable {
+        /// Take the leader key again as the last primary by name alone, whatever run or journal
+        /// this is (a primary back on a replaced disk, empty, takes over).
+        case trustLastPrimaryByName = "trust-last-primary-by-name"
+    }
+
     /// This server.
     public nonisolated let node: NodeID
+    private let bug: Bug?
     private let etcd: any EtcdClient
     private let configuration: EtcdControlConfiguration
     private let clock: any RuntimeClock
@@ -205,6 +233,8 @@ public actor EtcdControlPlane: FailoverControlPlane {
     /// The epoch this server leads, while it holds the leader key.
     public private(set) var leading: UInt64?
     private var report: FailoverController.Report?
+    /// The journal this server restored from, if any: the sync record names it instead of the run.
+    private var journalIdentity: UInt64?
     private var released: Set<NodeID> = []
     private var written: FailoverController.Report?
     private var writtenUnder: Int64 = 0
@@ -218,9 +248,10 @@ public actor EtcdControlPlane: FailoverControlPlane {
     /// address until the core says it serves on another.
     public init(
         node: NodeID, etcd: any EtcdClient, configuration: EtcdControlConfiguration, service: ServiceConfiguration,
-        clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "ft.failover.etcd")
+        clock: any RuntimeClock = SystemClock(), logger: Logger = Logger(label: "ft.failover.etcd"), bug: Bug? = nil
     ) {
         self.node = node
+        self.bug = bug
         serviceAddress = (service.host, service.port)
         self.etcd = etcd
         self.configuration = configuration
@@ -228,9 +259,19 @@ public actor EtcdControlPlane: FailoverControlPlane {
         self.logger = logger
     }
 
+    /// Names this server by the journal it restored from, in its reports, the sync record and the
+    /// leader record, instead of by its run: what it acknowledged is on that journal, so after a
+    /// restart on the same disk (a whole pair's power loss) it may still take the leader key.
+    /// A server whose disk was replaced has a new journal, a new identity, and must catch up
+    /// like a new run.
+    public func journalRestored(identity: UInt64) {
+        journalIdentity = identity
+    }
+
     /// Takes the core's report (the others are not a controller's business).
     public func deliver(_ message: FailoverMessage) {
-        guard case .report(let new) = message else { return }
+        guard case .report(var new) = message else { return }
+        if let journalIdentity { new.incarnation = journalIdentity }
         let changed = report.map { $0.role != new.role || $0.epoch != new.epoch || $0.syncSet != new.syncSet } ?? true
         for backup in released where !new.syncSet.contains(backup) { released.remove(backup) }
         report = new
@@ -441,16 +482,21 @@ public actor EtcdControlPlane: FailoverControlPlane {
         return succeeded
     }
 
-    /// Takes the leader key if this server may: it is named in the sync record as the run it is
-    /// (or no record was ever written: a new pair), and the record has not changed since read.
+    /// Takes the leader key if this server may: it is named in the sync record as the run (or
+    /// journal) it is, or it was the last to take the key, as the same run or journal (it holds
+    /// everything acknowledged: nobody acknowledged anything since without taking the key), or
+    /// no record was ever written (a new pair); and neither record has changed since read.
     private func campaign(_ view: EtcdPairView, lease: EtcdLease, _ command: @Sendable (FailoverMessage) -> Void)
         async throws(EtcdError)
     {
         guard let report, report.role != .primary else { return }
         // An operator's switchover names another: leave the key to it while the request stands.
         if let target = view.switchoverTarget, target != node, view.members[target] != nil { return }
+        let me = FailoverEtcdRecord.SyncMember(node: node, incarnation: report.incarnation)
         if let sync = view.sync {
-            guard sync.contains(.init(node: node, incarnation: report.incarnation)) else { return }
+            let lastPrimary =
+                bug == .trustLastPrimaryByName ? view.lastPrimary?.node == node : view.lastPrimary == me
+            guard sync.contains(me) || lastPrimary else { return }
         }
         let others = (view.sync ?? []).filter { $0.node != node }
         let configuration = self.configuration
@@ -458,11 +504,13 @@ public actor EtcdControlPlane: FailoverControlPlane {
             compare: [
                 .createRevision(key: configuration.leaderKey, equals: 0),
                 .modRevision(key: configuration.syncKey, equals: view.syncRevision),
+                .modRevision(key: configuration.primaryKey, equals: view.lastPrimaryRevision),
             ],
             success: [
                 .put(
                     key: configuration.leaderKey, value: leaderRecord(incarnation: report.incarnation), lease: lease.id),
                 .put(key: configuration.syncKey, value: FailoverEtcdRecord.sync(others).encoded(), lease: 0),
+                .put(key: configuration.primaryKey, value: FailoverEtcdRecord.primary(me).encoded(), lease: 0),
                 .delete(key: configuration.switchoverKey),
             ], failure: [])
         guard succeeded else {

@@ -10,6 +10,8 @@ import NIOCore
 ///   server stops renewing).
 /// - `switchover`: an operator's request for a planned switchover to a backup, bound to a
 ///   lease of the operator's (so a request nobody could carry out goes by itself).
+/// - `primary`: the last server to take the leader key, as the run (or journal) it took it as,
+///   kept after its lease (type 0x0624).
 public enum FailoverEtcdRecord: Sendable, Hashable {
     /// The primary: its name, its run, and the service address it serves on.
     case leader(node: NodeID, incarnation: UInt64, host: String, port: UInt16)
@@ -19,12 +21,18 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
     case member(node: NodeID, report: FailoverController.Report)
     /// An operator asks the primary to hand over to `target`.
     case switchover(target: NodeID)
+    /// The last server to take the leader key, and the run (or journal) it took it as. It holds
+    /// everything acknowledged until another takes the key, so it may take the key again even
+    /// when the sync record no longer names a server that can (a journaled primary back from a
+    /// power loss that also took its backup's disk).
+    case primary(SyncMember)
 
-    /// A server of the sync record: its name and which run of it holds everything.
+    /// A server of the sync record: its name and which run of it holds everything (for a
+    /// journaled server, which journal: ``EtcdControlPlane/journalRestored(identity:)``).
     public struct SyncMember: Sendable, Hashable, Comparable {
         /// The server.
         public var node: NodeID
-        /// Its run.
+        /// Its run (``FailoverController/Report/incarnation``), or its journal's identity.
         public var incarnation: UInt64
 
         /// A member.
@@ -49,6 +57,8 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
         public static let member: UInt16 = 0x0622
         /// ``FailoverEtcdRecord/switchover(target:)``
         public static let switchover: UInt16 = 0x0623
+        /// ``FailoverEtcdRecord/primary(_:)``
+        public static let primary: UInt16 = 0x0624
     }
 
     /// The most members a sync record holds.
@@ -81,6 +91,10 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
         case .switchover(let target):
             type = RecordType.switchover
             writeShortString(target.name, into: &payload)
+        case .primary(let member):
+            type = RecordType.primary
+            writeShortString(member.node.name, into: &payload)
+            payload.writeInteger(member.incarnation, endianness: .little)
         }
         return Array(Frame(type: type, payload: payload).encoded().readableBytesView)
     }
@@ -135,6 +149,12 @@ public enum FailoverEtcdRecord: Sendable, Hashable {
             record = .member(node: node, report: report)
         case RecordType.switchover:
             record = .switchover(target: try FailoverMessage.readNode(from: &payload))
+        case RecordType.primary:
+            let node = try FailoverMessage.readNode(from: &payload)
+            guard let incarnation = payload.readInteger(endianness: .little, as: UInt64.self) else {
+                throw FailoverError(.malformed, detail: "primary record truncated")
+            }
+            record = .primary(SyncMember(node: node, incarnation: incarnation))
         default:
             throw FailoverError(.malformed, detail: "etcd record of unknown type 0x\(String(frame.type, radix: 16))")
         }

@@ -183,6 +183,9 @@ public final class FailoverServer: Service, @unchecked Sendable {
                 }
             }
             if let refused { throw refused }
+            if let controlPlane, let identity = recovered.identity {
+                await controlPlane.journalRestored(identity: identity)
+            }
             logger.info(
                 "restored from the journal",
                 metadata: [

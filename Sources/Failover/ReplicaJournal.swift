@@ -26,12 +26,20 @@ public struct RecoveredReplica: Sendable {
     /// Bytes of an unfinished last write dropped (a write counts only once synced, and nothing
     /// was acknowledged before that).
     public var droppedBytes: Int
+    /// The journal's identity: drawn when the journal was created and kept with its data for as
+    /// long as the data lives (a replaced disk holds a new journal with a new identity). A control
+    /// plane that records which servers hold every acknowledged operation can name the journal
+    /// by it, so a server back from a power loss on the same disk is still counted as holding
+    /// them (``FailoverControlPlane/journalRestored(identity:)``). `nil` for a journal written
+    /// before identities existed and not yet opened by ``FileReplicaJournal/recover()``.
+    public var identity: UInt64?
 
     /// A recovered journal.
-    public init(snapshot: ByteBuffer?, entries: [ReplicationEntry], droppedBytes: Int = 0) {
+    public init(snapshot: ByteBuffer?, entries: [ReplicationEntry], droppedBytes: Int = 0, identity: UInt64? = nil) {
         self.snapshot = snapshot
         self.entries = entries
         self.droppedBytes = droppedBytes
+        self.identity = identity
     }
 }
 
@@ -53,10 +61,12 @@ public protocol ReplicaJournal: Sendable {
 /// A journal in memory, for tests and the simulation: it survives its server's crash (the
 /// simulation keeps it across a restart) but not the process.
 public final class MemoryReplicaJournal: ReplicaJournal {
-    private let state = NIOLockedValueBox<RecoveredReplica>(RecoveredReplica(snapshot: nil, entries: []))
+    private let state: NIOLockedValueBox<RecoveredReplica>
 
-    /// An empty journal.
-    public init() {}
+    /// An empty journal named `identity` (``RecoveredReplica/identity``).
+    public init(identity: UInt64 = .random(in: 1...UInt64.max)) {
+        state = NIOLockedValueBox(RecoveredReplica(snapshot: nil, entries: [], identity: identity))
+    }
 
     /// What it holds.
     public func recover() async throws(FailoverError) -> RecoveredReplica { state.withLockedValue { $0 } }
@@ -66,7 +76,7 @@ public final class MemoryReplicaJournal: ReplicaJournal {
         state.withLockedValue { held in
             switch record {
             case .entries(let entries): held.entries += entries
-            case .snapshot(let bytes): held = RecoveredReplica(snapshot: bytes, entries: [])
+            case .snapshot(let bytes): held = RecoveredReplica(snapshot: bytes, entries: [], identity: held.identity)
             }
         }
     }
@@ -77,9 +87,11 @@ public final class MemoryReplicaJournal: ReplicaJournal {
 ///
 /// Layout: a sequence of ``FaultToleranceCore/Frame``s, each with its CRC32C. A write is its
 /// records (entries: one frame of type 0x0621 each, ``ReplicationEntry/framed()``; a snapshot:
-/// one frame of type 0x0630, format version 1 then the snapshot's bytes) followed by a commit
-/// frame (type 0x0631: format version 1, the number of records, u32 little-endian). Only
-/// committed writes count. On recovery, a damaged or incomplete region after the last commit
+/// one frame of type 0x0630, format version 1 then the snapshot's bytes; the journal's identity:
+/// one frame of type 0x0632, format version 1 then the identity, u64 little-endian) followed by a
+/// commit frame (type 0x0631: format version 1, the number of records, u32 little-endian). Only
+/// committed writes count. The identity (``RecoveredReplica/identity``) is written by the first
+/// ``recover()`` of a journal without one, and again at the head of every snapshot file. On recovery, a damaged or incomplete region after the last commit
 /// is an unfinished write and is cut off; damage followed by a valid commit is damage in the
 /// middle, and recovery throws rather than lose acknowledged entries silently. A snapshot
 /// replaces the file: written to `journal.tmp`, synced, renamed over, and the directory synced.
@@ -88,10 +100,12 @@ public final class FileReplicaJournal: ReplicaJournal {
     public let path: String
     /// The largest record the journal reads back (a snapshot's bytes).
     public let maximumRecordBytes: Int
-    private let end = NIOLockedValueBox<Int?>(nil)
+    /// Where the committed part ends, and the journal's identity, once recovered.
+    private let end = NIOLockedValueBox<(offset: Int, identity: UInt64)?>(nil)
 
     static let snapshotType: UInt16 = 0x0630
     static let commitType: UInt16 = 0x0631
+    static let identityType: UInt16 = 0x0632
     static let formatVersion: UInt8 = 1
 
     /// A journal at `directory`/journal (the directory is created if needed).
@@ -105,27 +119,63 @@ public final class FileReplicaJournal: ReplicaJournal {
         self.maximumRecordBytes = maximumRecordBytes
     }
 
-    /// Reads the file back; cuts off an unfinished last write.
+    /// Reads the file back; cuts off an unfinished last write. A journal without an identity
+    /// (new, or written before identities existed) gets one, written and synced before this
+    /// returns.
     public func recover() async throws(FailoverError) -> RecoveredReplica {
         let path = self.path
         let maximum = maximumRecordBytes
         let outcome = await Self.offload { () -> Result<(RecoveredReplica, Int), FailoverError> in
-            guard let data = FileManager.default.contents(atPath: path) else {
-                return .success((RecoveredReplica(snapshot: nil, entries: []), 0))
+            var recovered = RecoveredReplica(snapshot: nil, entries: [])
+            var committed = 0
+            let data = FileManager.default.contents(atPath: path)
+            if let data {
+                var buffer = ByteBuffer(bytes: data)
+                do throws(FailoverError) {
+                    (recovered, committed) = try Self.decode(&buffer, maximumRecordBytes: maximum)
+                } catch {
+                    return .failure(error)
+                }
+                if committed < data.count, truncate(path, off_t(committed)) != 0 {
+                    return .failure(
+                        FailoverError(.closed, detail: "cannot cut \(path) at \(committed): errno \(errno)"))
+                }
             }
-            var buffer = ByteBuffer(bytes: data)
-            let decoded = Result { () throws(FailoverError) in try Self.decode(&buffer, maximumRecordBytes: maximum) }
-            guard case .success(let (recovered, committed)) = decoded else {
-                return decoded.map { ($0.0, $0.1) }
-            }
-            if committed < data.count, truncate(path, off_t(committed)) != 0 {
-                return .failure(FailoverError(.closed, detail: "cannot cut \(path) at \(committed): errno \(errno)"))
+            if recovered.identity == nil {
+                let identity = UInt64.random(in: 1...UInt64.max)
+                var bytes = ByteBuffer()
+                Self.identityFrame(identity).encode(into: &bytes)
+                Self.commitFrame(records: 1).encode(into: &bytes)
+                switch Self.append(path, Array(bytes.readableBytesView), at: committed) {
+                case .success(let newEnd): committed = newEnd
+                case .failure(let error): return .failure(error)
+                }
+                // A new file: its name must be as durable as what will be acknowledged from it.
+                if data == nil, case .failure(let error) = Self.syncDirectory(of: path) { return .failure(error) }
+                recovered.identity = identity
             }
             return .success((recovered, committed))
         }
         let (recovered, committed) = try outcome.get()
-        end.withLockedValue { $0 = committed }
+        let identity = recovered.identity ?? 0
+        end.withLockedValue { $0 = (committed, identity) }
         return recovered
+    }
+
+    /// The frame naming the journal.
+    static func identityFrame(_ identity: UInt64) -> Frame {
+        var payload = ByteBuffer()
+        payload.writeInteger(formatVersion)
+        payload.writeInteger(identity, endianness: .little)
+        return Frame(type: identityType, payload: payload)
+    }
+
+    /// The frame that commits the `records` before it.
+    static func commitFrame(records: UInt32) -> Frame {
+        var commit = ByteBuffer()
+        commit.writeInteger(formatVersion)
+        commit.writeInteger(records, endianness: .little)
+        return Frame(type: commitType, payload: commit)
     }
 
     /// Appends `record` (or, for a snapshot, replaces the file with it) and syncs. Recovers the
@@ -133,6 +183,10 @@ public final class FileReplicaJournal: ReplicaJournal {
     /// leave damage before a commit). One writer at a time.
     public func write(_ record: JournalRecord) async throws(FailoverError) {
         if end.withLockedValue({ $0 }) == nil { _ = try await recover() }
+        guard let recovered = end.withLockedValue({ $0 }) else {
+            throw FailoverError(.closed, detail: "journal \(path) was not recovered")
+        }
+        let (offset, identity) = recovered
         var bytes = ByteBuffer()
         var count: UInt32 = 0
         switch record {
@@ -144,28 +198,26 @@ public final class FileReplicaJournal: ReplicaJournal {
             }
             count = UInt32(entries.count)
         case .snapshot(let snapshot):
+            // The snapshot replaces the file: the identity goes first, in the same write.
+            Self.identityFrame(identity).encode(into: &bytes)
             var payload = ByteBuffer()
             payload.reserveCapacity(1 + snapshot.readableBytes)
             payload.writeInteger(Self.formatVersion)
             var body = snapshot
             payload.writeBuffer(&body)
             Frame(type: Self.snapshotType, payload: payload).encode(into: &bytes)
-            count = 1
+            count = 2
         }
-        var commit = ByteBuffer()
-        commit.writeInteger(Self.formatVersion)
-        commit.writeInteger(count, endianness: .little)
-        Frame(type: Self.commitType, payload: commit).encode(into: &bytes)
+        Self.commitFrame(records: count).encode(into: &bytes)
         let path = self.path
         let replace: Bool
         if case .snapshot = record { replace = true } else { replace = false }
-        let offset = end.withLockedValue { $0 } ?? 0
         let written = Array(bytes.readableBytesView)
         let outcome = await Self.offload { () -> Result<Int, FailoverError> in
             replace ? Self.replaceFile(path, with: written) : Self.append(path, written, at: offset)
         }
         let newEnd = try outcome.get()
-        end.withLockedValue { $0 = newEnd }
+        end.withLockedValue { $0 = (newEnd, identity) }
     }
 
     // MARK: Decoding
@@ -187,7 +239,10 @@ public final class FileReplicaJournal: ReplicaJournal {
     ) {
         var decoder = FrameDecoder(maximumPayloadLength: maximumRecordBytes + 1)
         var recovered = RecoveredReplica(snapshot: nil, entries: [])
+        /// A committed write's records; the identity counts as one.
         var batch: [JournalRecord] = []
+        var batchIdentity: UInt64?
+        var batchRecords = 0
         var committed = 0
         let total = buffer.readableBytes
         while buffer.readableBytes > 0 {
@@ -206,33 +261,42 @@ public final class FileReplicaJournal: ReplicaJournal {
                     throw FailoverError(.malformed, detail: "journal: bytes after an entry at \(decoder.offset)")
                 }
                 batch.append(.entries([entry]))
+                batchRecords += 1
+            case identityType:
+                var payload = frame.payload
+                guard payload.readInteger(as: UInt8.self) == formatVersion,
+                    let identity = payload.readInteger(endianness: .little, as: UInt64.self), payload.readableBytes == 0
+                else { throw FailoverError(.malformed, detail: "journal: malformed identity at \(decoder.offset)") }
+                batchIdentity = identity
+                batchRecords += 1
             case snapshotType:
                 var payload = frame.payload
                 guard payload.readInteger(as: UInt8.self) == formatVersion else {
                     throw FailoverError(.malformed, detail: "journal: snapshot record of an unknown version")
                 }
                 batch.append(.snapshot(payload))
+                batchRecords += 1
             case commitType:
                 var payload = frame.payload
                 guard payload.readInteger(as: UInt8.self) == formatVersion,
                     let count = payload.readInteger(endianness: .little, as: UInt32.self), payload.readableBytes == 0
                 else { throw FailoverError(.malformed, detail: "journal: malformed commit at \(decoder.offset)") }
-                let records = batch.reduce(0) { sum, record in
-                    if case .entries(let entries) = record { return sum + entries.count }
-                    return sum + 1
-                }
-                guard count == records else {
+                guard count == batchRecords else {
                     throw FailoverError(
                         .malformed,
-                        detail: "journal: a commit of \(count) records after \(records) at \(decoder.offset)")
+                        detail: "journal: a commit of \(count) records after \(batchRecords) at \(decoder.offset)")
                 }
+                if let batchIdentity { recovered.identity = batchIdentity }
                 for record in batch {
                     switch record {
                     case .entries(let entries): recovered.entries += entries
-                    case .snapshot(let bytes): recovered = RecoveredReplica(snapshot: bytes, entries: [])
+                    case .snapshot(let bytes):
+                        recovered = RecoveredReplica(snapshot: bytes, entries: [], identity: recovered.identity)
                     }
                 }
                 batch = []
+                batchIdentity = nil
+                batchRecords = 0
                 committed = decoder.offset
             default:
                 throw FailoverError(
@@ -309,6 +373,11 @@ public final class FileReplicaJournal: ReplicaJournal {
         guard written == bytes.count, synced == 0, rename(temporary, path) == 0 else {
             return .failure(FailoverError(.closed, detail: "cannot replace \(path): errno \(errno)"))
         }
+        return syncDirectory(of: path).map { bytes.count }
+    }
+
+    /// Syncs the directory holding `path`, so that a file created or renamed there stays.
+    private static func syncDirectory(of path: String) -> Result<Void, FailoverError> {
         let directory = (path as NSString).deletingLastPathComponent
         let handle = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard handle >= 0 else { return .failure(FailoverError(.closed, detail: "cannot open \(directory)")) }
@@ -316,6 +385,6 @@ public final class FileReplicaJournal: ReplicaJournal {
         guard fsync(handle) == 0 else {
             return .failure(FailoverError(.closed, detail: "cannot sync \(directory): errno \(errno)"))
         }
-        return .success(bytes.count)
+        return .success(())
     }
 }

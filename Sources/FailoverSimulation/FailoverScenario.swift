@@ -49,6 +49,8 @@ public struct FailoverScenario: Sendable {
     public var serverBug: ServerCore.Bug?
     /// A planted controller bug, or `nil`.
     public var controllerBug: FailoverController.Bug?
+    /// A planted bug of the etcd control plane (etcd runs), or `nil`.
+    public var etcdBug: EtcdControlPlane.Bug?
     /// Servers' clocks 30% slow, far beyond the 1% drift bound the controller allows for: a
     /// lease then outlasts the controller's wait for it, and the simulation must see two
     /// servers serve (the planted fault `clocks-beyond-drift-bound`).
@@ -67,9 +69,9 @@ public struct FailoverScenario: Sendable {
     /// Each server journals what it applies (a ``Failover/MemoryReplicaJournal`` per server, kept
     /// across its crashes): a backup acknowledges only what its journal holds, and a crashed
     /// server comes back with its state, unless its disk was replaced too (half the restarts).
-    /// With the control server (which then counts the servers as durable), a quarter of the
-    /// crashes are a whole pair's power loss instead: every server down at once, and in half of
-    /// them one server's disk lost as well.
+    /// A quarter of the crashes are a whole pair's power loss instead: every server down at
+    /// once, and in half of them one server's disk lost as well. The control server then counts
+    /// the servers as durable; through etcd, the sync record names each by its journal.
     public var journaled = false
 
     /// The planted fault that runs the servers' clocks beyond the drift bound.
@@ -77,7 +79,8 @@ public struct FailoverScenario: Sendable {
 
     /// Bug names `ftctl failover simulate --bug` accepts.
     public static let bugNames =
-        ServerCore.Bug.allCases.map(\.rawValue) + FailoverController.Bug.allCases.map(\.rawValue) + [slowClocks]
+        ServerCore.Bug.allCases.map(\.rawValue) + FailoverController.Bug.allCases.map(\.rawValue)
+        + EtcdControlPlane.Bug.allCases.map(\.rawValue) + [slowClocks]
 
     /// A scenario with the named planted bug (or none); nil for an unknown name.
     public init?(bug name: String?) {
@@ -86,6 +89,8 @@ public struct FailoverScenario: Sendable {
             serverBug = bug
         } else if let bug = FailoverController.Bug(rawValue: name) {
             controllerBug = bug
+        } else if let bug = EtcdControlPlane.Bug(rawValue: name) {
+            etcdBug = bug
         } else if name == Self.slowClocks {
             clocksBeyondDriftBound = true
         } else {
@@ -102,6 +107,7 @@ public struct FailoverScenario: Sendable {
         let run = FailoverRun(
             world: world, serverBug: serverBug, controllerBug: controllerBug, slowClocks: clocksBeyondDriftBound)
         run.useEtcd = etcd
+        run.etcdBug = etcdBug
         run.maximumLag = maximumLag
         run.journaled = journaled
         do {
@@ -158,6 +164,8 @@ final class FailoverRun: @unchecked Sendable {
 
     /// Whether the servers elect through etcd (no control server).
     var useEtcd = false
+    /// A planted bug of each server's etcd control plane.
+    var etcdBug: EtcdControlPlane.Bug?
     /// Asynchronous replication with this lag bound; nil: synchronous.
     var maximumLag: UInt64?
     var mode: ReplicationMode { maximumLag.map { .asynchronous(maximumLag: $0) } ?? .synchronous }
@@ -168,6 +176,8 @@ final class FailoverRun: @unchecked Sendable {
     /// Journaled runs: each server's journal, kept across its crashes.
     var journaled = false
     var journals: [NodeID: MemoryReplicaJournal] = [:]
+    /// Journals created so far (each one's identity is its number).
+    var journalsCreated: UInt64 = 0
     var etcdConfiguration: EtcdControlConfiguration {
         // A short lease (150 ms asked, etcd's floor 100 ms here) against the control server's
         // 30-90 ms: failovers within the three seconds of faults.
@@ -382,7 +392,9 @@ final class FailoverRun: @unchecked Sendable {
     /// A journaled run's journal of `server` (a new one after its disk was replaced).
     func journal(for server: NodeID) -> MemoryReplicaJournal {
         if let journal = journals[server] { return journal }
-        let journal = MemoryReplicaJournal()
+        // Identities from a counter, not the random source: the seeds' draws stay as they were.
+        journalsCreated += 1
+        let journal = MemoryReplicaJournal(identity: journalsCreated)
         journals[server] = journal
         return journal
     }
@@ -395,7 +407,7 @@ final class FailoverRun: @unchecked Sendable {
         return EtcdControlPlane(
             node: server, etcd: link, configuration: etcdConfiguration,
             service: ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400),
-            clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1), logger: Self.silent)
+            clock: clocks[server] ?? DriftingClock(base: world.clock, rate: 1), logger: Self.silent, bug: etcdBug)
     }
 
     func crash(_ server: NodeID) {
@@ -495,9 +507,10 @@ final class FailoverRun: @unchecked Sendable {
             guard let server = servers.randomElement(using: &random) else { continue }
             let downFor = random.duration(in: .milliseconds(10) ... .milliseconds(300))
             let kind = int(0...5)
-            if kind <= 1, journaled, !useEtcd, int(0...3) == 0 {
+            if kind <= 1, journaled, int(0...3) == 0 {
                 // Journaled: the whole pair loses power at once; every server comes back on its
-                // journal, and the control server must fail over to one of the sync set.
+                // journal, and the control server (or, through etcd, a server the sync record
+                // names by its journal) must fail over to one of the sync set.
                 trace("power loss: every server down for \(downFor)")
                 for each in servers where runtimes[each] != nil { crash(each) }
                 if int(0...1) == 0 {

@@ -81,6 +81,10 @@ struct FailoverSimulate: AsyncParsableCommand {
         if bug == FailoverController.Bug.trustEveryRestart.rawValue, !journal {
             throw ValidationError("--bug trust-every-restart is about journaled servers' restarts: add --journal")
         }
+        if let bug, EtcdControlPlane.Bug(rawValue: bug) != nil, control != "etcd" || !journal {
+            throw ValidationError(
+                "--bug \(bug) is the etcd plane's, about journaled servers: add --control etcd --journal")
+        }
         if control == "etcd", let bug, FailoverController.Bug(rawValue: bug) != nil {
             throw ValidationError("--bug \(bug) is the control server's: there is none with --control etcd")
         }

@@ -67,7 +67,7 @@ import Testing
             for server in servers { links[server] = CuttableEtcd(base: etcd) }
         }
 
-        func start(_ server: NodeID, incarnation: UInt64) {
+        func start(_ server: NodeID, incarnation: UInt64, journal: (any ReplicaJournal)? = nil) {
             world.network.restart(server)
             let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
             let service = ServiceConfiguration(role: .backup, epoch: 0, host: "127.0.0.1", port: 7400)
@@ -82,7 +82,7 @@ import Testing
                     minimumSyncBackups: minimumSyncBackups, reportInterval: .milliseconds(10)),
                 incarnation: incarnation, logger: quiet,
                 bind: { configuration in bound.withLockedValue { $0.append((server, configuration)) } },
-                controlPlane: control)
+                controlPlane: control, journal: journal)
             runtime.afterEvent = { [unowned self] in
                 let now = world.clock.now
                 let serving = runtimes.filter { $0.value.unsafeServes(now: now) }.map(\.key.name).sorted()
@@ -140,6 +140,77 @@ import Testing
         #expect(pair.twoServed == nil)
         let adopted = try #require(pair.bound.withLockedValue { $0 }.last { $0.0 == second }?.1)
         #expect(adopted.port == 7400 && adopted.epoch == secondEpoch)
+    }
+
+    /// Which disks come back after a whole pair's power loss.
+    enum DisksBack: String, CaseIterable, Sendable {
+        case every, primaryOnly, none
+    }
+
+    /// Every server of a journaled pair loses power at once and comes back as a new run. On its
+    /// disk, a server of the sync record is named there by its journal and takes the key again,
+    /// holding everything acknowledged; so does the last primary when its backup's disk was
+    /// replaced (it is named by the primary record). With every disk replaced nobody may (the
+    /// acknowledged writes are nowhere), and nobody serves.
+    @Test(
+        "a whole pair's power loss: back on their journals a server takes the key again and nothing is lost",
+        arguments: DisksBack.allCases)
+    func wholePairPowerLossThroughEtcd(disks: DisksBack) async throws {
+        let pair = Pair(seed: 3)
+        let journals: [NodeID: MemoryReplicaJournal] = [
+            "a": MemoryReplicaJournal(identity: 11), "b": MemoryReplicaJournal(identity: 12),
+        ]
+        let outcome = try await pair.world.run(timeLimit: .seconds(90)) {
+            () async throws -> (first: UInt64, second: UInt64?, missing: [Int], served: Bool) in
+            for (index, server) in pair.servers.enumerated() {
+                pair.start(server, incarnation: UInt64(index + 1), journal: journals[server])
+            }
+            let client = FailoverClient(
+                id: 1, transport: pair.world.network.transport(for: "client"), servers: pair.servers,
+                clock: pair.world.clock, timeout: .milliseconds(50), deadline: .seconds(5))
+            for index in 1...40 { _ = try await client.execute(.put(key: Self.key(index), value: [1])) }
+            let firstEpoch = await client.epoch
+            let primary = try #require(await client.primary)
+            // The backup in the sync record, then every server down past every lease.
+            try await pair.world.clock.sleep(for: .milliseconds(600))
+            pair.stopAll()
+            try await pair.world.clock.sleep(for: .seconds(2))
+            for (index, server) in pair.servers.enumerated() {
+                let kept =
+                    switch disks {
+                    case .every: true
+                    case .primaryOnly: server == primary
+                    case .none: false
+                    }
+                let journal = kept ? journals[server] : MemoryReplicaJournal(identity: UInt64(20 + index))
+                pair.start(server, incarnation: UInt64(index + 3), journal: journal)
+            }
+            var missing: [Int] = []
+            var secondEpoch: UInt64?
+            do {
+                for index in 41...60 { _ = try await client.execute(.put(key: Self.key(index), value: [1])) }
+                secondEpoch = await client.epoch
+                let serving = try #require(await client.primary)
+                let runtime = try #require(pair.runtimes[serving])
+                missing = await runtime.inspect { core in (1...60).filter { core.store[Self.key($0)] == nil } }
+            } catch {
+                // Nobody may serve: the client's deadline passes.
+            }
+            let now = pair.world.clock.now
+            let served = pair.runtimes.values.contains { $0.unsafeServes(now: now) }
+            await client.close()
+            pair.stopAll()
+            return (firstEpoch, secondEpoch, missing, served)
+        }
+        if disks == .none {
+            #expect(outcome.second == nil)
+            #expect(!outcome.served)
+        } else {
+            let second = try #require(outcome.second, "nobody took the leader key after the power loss")
+            #expect(second > outcome.first)
+            #expect(outcome.missing.isEmpty, "lost \(outcome.missing)")
+        }
+        #expect(pair.twoServed == nil)
     }
 
     @Test("a primary cut off from etcd stops serving by itself before the backup takes the key")
@@ -219,6 +290,7 @@ import Testing
         let records: [FailoverEtcdRecord] = [
             .leader(node: "a", incarnation: 7, host: "127.0.0.1", port: 7400),
             .sync([.init(node: "b", incarnation: 9), .init(node: "c", incarnation: 1)]),
+            .primary(.init(node: "a", incarnation: 7)),
             .member(
                 node: "b",
                 report: .init(

@@ -171,6 +171,7 @@ func sampleFailoverMessages() throws -> [FailoverMessage] {
             let records: [(String, FailoverEtcdRecord)] = [
                 ("etcd-leader", .leader(node: "a", incarnation: 3, host: "127.0.0.1", port: 7400)),
                 ("etcd-sync", .sync([.init(node: "b", incarnation: 4)])),
+                ("etcd-primary", .primary(.init(node: "a", incarnation: 3))),
                 (
                     "etcd-member",
                     .member(

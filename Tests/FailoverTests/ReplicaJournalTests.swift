@@ -93,10 +93,13 @@ import Testing
 
     @Test func damageBeforeACommittedWriteIsRefusedNotDropped() async throws {
         try await Self.withJournal(entries: 6) { journal, entries in
+            // The identity's write, then the entries'.
+            _ = try await journal.recover()
+            let start = try FileManager.default.attributesOfItem(atPath: journal.path)[.size] as? Int ?? 0
             try await journal.write(.entries(Array(entries[0..<3])))
             try await journal.write(.entries(Array(entries[3...])))
             var bytes = try Data(contentsOf: URL(fileURLWithPath: journal.path))
-            bytes[Frame.headerSize + 20] ^= 0x40  // inside the first entry
+            bytes[start + Frame.headerSize + 20] ^= 0x40  // inside the first entry
             try bytes.write(to: URL(fileURLWithPath: journal.path))
             await #expect(throws: FailoverError.self) { _ = try await Self.reopened(journal).recover() }
         }
@@ -115,6 +118,12 @@ import Testing
         let cut = try FileReplicaJournal.decode(ByteBuffer(bytes: torn))
         #expect(cut.entries == recovered.entries)
         #expect(cut.droppedBytes == torn.count - whole.count)
+        #expect(recovered.identity == nil)
+        // The same entries after a write naming the journal.
+        let named = try Data(contentsOf: corpus.appendingPathComponent("journal-identity")).dropFirst()
+        let identified = try FileReplicaJournal.decode(ByteBuffer(bytes: named))
+        #expect(identified.identity == 0x0123_4567_89ab_cdef)
+        #expect(identified.entries == recovered.entries)
     }
 
     @Test func anEmptyOrMissingJournalRecoversNothing() async throws {
@@ -123,6 +132,57 @@ import Testing
             #expect(recovered.snapshot == nil)
             #expect(recovered.entries.isEmpty)
         }
+    }
+
+    @Test func aJournalKeepsItsIdentityWithItsDataAndANewOneGetsAnother() async throws {
+        try await Self.withJournal(entries: 4) { journal, entries in
+            let identity = try #require(try await journal.recover().identity)
+            try await journal.write(.entries(Array(entries[0..<2])))
+            #expect(try await Self.reopened(journal).recover().identity == identity)
+            // A snapshot replaces the file: the identity goes with it.
+            var store = ReplicatedStore()
+            _ = Self.entries(1...2, onto: &store)
+            try await journal.write(.snapshot(store.snapshot()))
+            try await journal.write(.entries(Array(entries[2...])))
+            let reopened = try await Self.reopened(journal).recover()
+            #expect(reopened.identity == identity)
+            #expect(reopened.entries == Array(entries[2...]))
+            // The disk replaced: a new journal in the same place is another.
+            try FileManager.default.removeItem(atPath: journal.path)
+            let replaced = try await Self.reopened(journal).recover()
+            #expect(replaced.identity != nil && replaced.identity != identity)
+            #expect(replaced.entries.isEmpty)
+        }
+    }
+
+    @Test func aJournalWrittenBeforeIdentitiesGetsOneAndKeepsItsEntries() async throws {
+        try await Self.withJournal(entries: 3) { journal, entries in
+            // The old layout: entries and a commit, no identity.
+            var bytes = ByteBuffer()
+            for entry in entries {
+                var frame = entry.framed()
+                bytes.writeBuffer(&frame)
+            }
+            var commit = ByteBuffer()
+            commit.writeInteger(UInt8(1))
+            commit.writeInteger(UInt32(entries.count), endianness: .little)
+            Frame(type: 0x0631, payload: commit).encode(into: &bytes)
+            try Data(bytes.readableBytesView).write(to: URL(fileURLWithPath: journal.path))
+            #expect(try FileReplicaJournal.decode(bytes).identity == nil)
+
+            let first = try await journal.recover()
+            #expect(first.entries == entries)
+            let identity = try #require(first.identity)
+            let again = try await Self.reopened(journal).recover()
+            #expect(again.identity == identity)
+            #expect(again.entries == entries)
+        }
+    }
+
+    @Test func aMemoryJournalKeepsItsIdentityAcrossASnapshot() async throws {
+        let journal = MemoryReplicaJournal(identity: 42)
+        try await journal.write(.snapshot(ReplicatedStore().snapshot()))
+        #expect(try await journal.recover().identity == 42)
     }
 }
 

@@ -108,6 +108,7 @@ let badInputs: [BadInput] = [
     BadInput("--cluster", "failover", "demo", "--control", "etcd", "--cluster", "../../other"),
     BadInput("--control", "failover", "switch", "--control", "raft"),
     BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "0"),
+    BadInput("--bug", "failover", "simulate", "--bug", "trust-last-primary-by-name", "--journal"),
     BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "8", "--control", "etcd"),
 ]
 
