@@ -91,10 +91,11 @@ public final class MemoryReplicaJournal: ReplicaJournal {
 /// one frame of type 0x0632, format version 1 then the identity, u64 little-endian) followed by a
 /// commit frame (type 0x0631: format version 1, the number of records, u32 little-endian). Only
 /// committed writes count. The identity (``RecoveredReplica/identity``) is written by the first
-/// ``recover()`` of a journal without one, and again at the head of every snapshot file. On recovery, a damaged or incomplete region after the last commit
-/// is an unfinished write and is cut off; damage followed by a valid commit is damage in the
-/// middle, and recovery throws rather than lose acknowledged entries silently. A snapshot
-/// replaces the file: written to `journal.tmp`, synced, renamed over, and the directory synced.
+/// ``recover()`` of a journal without one, and again at the head of every snapshot file. On
+/// recovery, a damaged or incomplete region after the last commit is an unfinished write and is
+/// cut off; damage followed by a valid commit is damage in the middle, and recovery throws
+/// rather than lose acknowledged entries silently. A snapshot replaces the file: written to
+/// `journal.tmp`, synced, renamed over, and the directory synced.
 public final class FileReplicaJournal: ReplicaJournal {
     /// The journal file.
     public let path: String
