@@ -224,3 +224,86 @@ struct HandWiredPair {
         #expect(outcomes.isEmpty)
     }
 }
+
+/// Two mistakes simulation seeds of CI's window 1978600001 found.
+@Suite struct AnswersAndDivergedBackupsTests {
+    static func put(_ request: UInt64, _ value: UInt8, epoch: UInt64 = 1) -> FailoverMessage {
+        .request(client: 7, request: request, epoch: epoch, operation: .put(key: "k", value: [value]))
+    }
+
+    /// Seed 1978600087 (`--journal`): a read waited for what was applied when it arrived, then
+    /// answered with the key's value when it went out, from a compare-and-set applied since and
+    /// not yet acknowledged; a failover took that write back, and the client had seen it.
+    @Test func aReadAnswersTheValueItFoundNotALaterUnacknowledgedWrite() {
+        var pair = AsynchronousLossBoundTests.servingPair(ServerCore.Settings())
+        pair.deliver(pair.cores["a"]?.receive(Self.put(1, 1), from: "client", now: pair.now) ?? [], from: "a")
+        #expect(pair.cores["b"]?.store["k"] == [1])
+        // "b" hears nothing now: a write, a read of its key, a second write.
+        let away: (FailoverMessage, NodeID) -> Bool = { _, target in target == "b" }
+        pair.deliver(
+            pair.cores["a"]?.receive(Self.put(2, 2), from: "client", now: pair.now) ?? [], from: "a", drop: away)
+        guard let readAt = pair.cores["a"]?.store.position else {
+            Issue.record("no primary")
+            return
+        }
+        let read = FailoverMessage.read(client: 8, request: 1, epoch: 1, key: "k")
+        var sent = pair.deliver(
+            pair.cores["a"]?.receive(read, from: "reader", now: pair.now) ?? [], from: "a", drop: away)
+        #expect(!sent.contains { $0.1 == "reader" })
+        pair.deliver(
+            pair.cores["a"]?.receive(Self.put(3, 3), from: "client", now: pair.now) ?? [], from: "a", drop: away)
+        // "b" acknowledges what was there when the read arrived, not the write after it.
+        sent = pair.deliver(
+            pair.cores["a"]?.receive(.replicated(epoch: 1, position: readAt), from: "b", now: pair.now) ?? [],
+            from: "a", drop: away)
+        let answers = sent.compactMap { message, target -> [UInt8]?? in
+            if case .readReply(_, _, _, let value, nil) = message, target == "reader" { value } else { nil }
+        }
+        #expect(answers == [[2]])
+    }
+
+    /// Seed 1978600044 (`--maximum-lag 8`): a backup held entries of an old primary beyond the
+    /// new primary's last index. Its request to catch up brought a snapshot, which was lost; its
+    /// positions, past the end of the primary's log, were then ignored for ever, and the pair
+    /// ended with the backup's state apart from the primary's.
+    @Test func aBackupWhoseTailRunsPastThePrimarysEndGetsTheSnapshotAgainWhenItIsLost() {
+        let settings = ServerCore.Settings(mode: .asynchronous(maximumLag: 8))
+        var pair = AsynchronousLossBoundTests.servingPair(settings)
+        for request: UInt64 in 1...2 {
+            pair.deliver(pair.cores["a"]?.receive(Self.put(request, 1), from: "client", now: pair.now) ?? [], from: "a")
+        }
+        // "a" dies; "b" serves epoch 2 and writes what "a" never hears.
+        pair.cores["a"] = HandWiredPair.fresh("a", settings: settings)
+        let away: (FailoverMessage, NodeID) -> Bool = { _, target in target == "a" }
+        for message: FailoverMessage in [
+            .promote(epoch: 2, syncSet: [], minimum: .start),
+            .renewLease(epoch: 2, duration: .seconds(60), stamp: pair.now.nanoseconds, syncSet: []),
+        ] {
+            pair.deliver(pair.cores["b"]?.receive(message, from: "control", now: pair.now) ?? [], from: "b", drop: away)
+        }
+        for request: UInt64 in 3...12 {
+            pair.deliver(
+                pair.cores["b"]?.receive(Self.put(request, 2, epoch: 2), from: "client", now: pair.now) ?? [],
+                from: "b", drop: away)
+        }
+        // "a", back empty, is promoted in epoch 3: "b" is far past its end, and the snapshot
+        // its request to catch up brings is lost.
+        let promoted =
+            pair.cores["a"]?.receive(.promote(epoch: 3, syncSet: [], minimum: .start), from: "control", now: pair.now)
+            ?? []
+        pair.deliver(promoted, from: "a") { message, _ in
+            if case .snapshot = message { true } else { false }
+        }
+        guard let primary = pair.cores["a"]?.store.position, let backup = pair.cores["b"]?.store.position else {
+            Issue.record("a server is missing")
+            return
+        }
+        #expect(backup.index > primary.index)
+        #expect(pair.cores["b"]?.role == .backup)
+        // The primary's beats a while later: the backup's answer must bring the state again.
+        pair.now = pair.now + .milliseconds(40)
+        pair.deliver(pair.cores["a"]?.tick(now: pair.now) ?? [], from: "a")
+        #expect(pair.cores["b"]?.store.position == pair.cores["a"]?.store.position)
+        #expect(pair.cores["b"]?.store.snapshot() == pair.cores["a"]?.store.snapshot())
+    }
+}
