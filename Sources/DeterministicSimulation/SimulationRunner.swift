@@ -71,6 +71,24 @@ public struct SimulationReport: Sendable, Hashable, Codable {
 
     /// Whether every invariant held.
     public var passed: Bool { violation == nil }
+
+    /// How `replay`, a second run of this report's seed, ended otherwise than this run, or `nil`
+    /// when it ended the same way (the same violation, trace hash, events and operations). A
+    /// difference means the scenario is not deterministic for this seed: something outside the
+    /// seed (a task off the simulation's executor, a real clock, hashing order, state shared
+    /// between runs) steered it, and the failure may not replay.
+    public func replayDifference(_ replay: SimulationReport) -> String? {
+        var differences: [String] = []
+        if replay.violation != violation {
+            differences.append(replay.violation.map { "broke \($0)" } ?? "passed")
+        }
+        if replay.traceHash != traceHash {
+            differences.append("trace hash \(String(replay.traceHash, radix: 16)) for \(String(traceHash, radix: 16))")
+        }
+        if replay.events != events { differences.append("\(replay.events) events for \(events)") }
+        if replay.operations != operations { differences.append("\(replay.operations) operations for \(operations)") }
+        return differences.isEmpty ? nil : differences.joined(separator: "; ")
+    }
 }
 
 /// Picks seeds, runs a scenario over them and explains failures in a way that can be

@@ -63,6 +63,9 @@ struct SeedRun: Sendable {
     var plan: SeedPlan
     /// Wall-clock time taken.
     var elapsed: Duration
+    /// Failing seeds whose second run, right after the first on the same worker, ended
+    /// otherwise: how it did (``DeterministicSimulation/SimulationReport/replayDifference(_:)``).
+    var unreplayable: [UInt64: String] = [:]
 
     /// Whether a time limit or a failure stopped the run before every planned seed ran.
     var stoppedEarly: Bool { summary.seeds < plan.count }
@@ -119,24 +122,38 @@ func runSeeds(
     let start = clock.now
     let dispenser = SeedDispenser(count: plan.count, deadline: plan.timeLimit.map { start + $0 })
     let workers = max(1, min(jobs, plan.count))
-    var total = await withTaskGroup(of: SimulationSummary.self) { group in
+    let (merged, unreplayable) = await withTaskGroup(of: (SimulationSummary, [UInt64: String]).self) { group in
         for _ in 0..<workers {
             group.addTask {
                 var partial = SimulationSummary(scenario: name)
+                var unreplayable: [UInt64: String] = [:]
                 while let index = dispenser.next() {
-                    let report = await run(plan.first &+ UInt64(index))
-                    if plan.stopAtFirstFailure, report.violation != nil { dispenser.stop() }
+                    let seed = plan.first &+ UInt64(index)
+                    let report = await run(seed)
+                    if report.violation != nil {
+                        if plan.stopAtFirstFailure { dispenser.stop() }
+                        // A failure must replay from its seed: run it again at once, after
+                        // whatever this worker ran before, and say so when it ends otherwise.
+                        if let difference = report.replayDifference(await run(seed)) {
+                            unreplayable[seed] = difference
+                        }
+                    }
                     partial.add(report)
                 }
-                return partial
+                return (partial, unreplayable)
             }
         }
         var total = SimulationSummary(scenario: name)
-        for await partial in group { total.merge(partial) }
-        return total
+        var unreplayable: [UInt64: String] = [:]
+        for await (partial, seeds) in group {
+            total.merge(partial)
+            unreplayable.merge(seeds) { first, _ in first }
+        }
+        return (total, unreplayable)
     }
+    var total = merged
     total.failures.sort { $0.seed < $1.seed }
-    return SeedRun(summary: total, plan: plan, elapsed: clock.now - start)
+    return SeedRun(summary: total, plan: plan, elapsed: clock.now - start, unreplayable: unreplayable)
 }
 
 /// Prints `summary` (or any report) as pretty JSON with sorted keys.
@@ -154,6 +171,9 @@ func report(
     let summary = run.summary
     if json {
         try printJSON(summary)
+        for (seed, difference) in run.unreplayable.sorted(by: { $0.key < $1.key }) {
+            FileHandle.standardError.write(Data("seed \(seed) does not replay: run again, it \(difference)\n".utf8))
+        }
     } else {
         print(
             "Scenario \(summary.scenario): \(summary.seeds) seeds in \(String(format: "%.1f", secondsValue(run.elapsed))) s"
@@ -167,6 +187,10 @@ func report(
         for failure in summary.failures {
             print("FAILED seed \(failure.seed): \(failure.violation.map(\.description) ?? "")")
             print("  replay: " + replay(failure.seed))
+            if let difference = run.unreplayable[failure.seed] {
+                print(
+                    "  does not replay: run again at once, it \(difference) (the simulation is not deterministic here)")
+            }
         }
     }
     if !summary.failures.isEmpty { throw ExitCode(1) }

@@ -152,3 +152,46 @@ struct SimulatorTests {
         #expect(SimulationRunner.replayCommand(seed: 12, filter: "T") == "FT_SIMULATION_SEED=12 swift test --filter T")
     }
 }
+
+/// `ftctl … simulate` runs a failing seed a second time at once and says when it ends
+/// otherwise: a failure that does not replay is the simulation's own bug.
+@Suite struct ReplayDifferenceTests {
+    /// A run of `seed` whose trace mixes in `outside` (what a scenario must not depend on) and
+    /// fails when the trace's low bit is set.
+    static func run(seed: UInt64, outside: UInt64) -> SimulationReport {
+        let simulation = Simulation(seed: seed)
+        for step in 0..<5 as Range<UInt64> {
+            simulation.schedule(after: .milliseconds(Int64(step) + 1)) {
+                simulation.trace(simulation.random.next() ^ outside)
+            }
+        }
+        simulation.run(for: .seconds(1))
+        let violation =
+            simulation.traceHash & 1 == 1
+            ? InvariantViolation(invariant: "odd-trace", detail: "the trace hash is odd", at: simulation.now) : nil
+        return SimulationReport(
+            seed: seed, faults: simulation.faults, invariantChecks: 1, operations: 5,
+            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation,
+            traceHash: simulation.traceHash)
+    }
+
+    @Test func aSecondRunOfADeterministicSeedEndsTheSameWay() throws {
+        let seed = try #require(
+            (1...64 as ClosedRange<UInt64>).first { Self.run(seed: $0, outside: 0).violation != nil })
+        #expect(Self.run(seed: seed, outside: 0).replayDifference(Self.run(seed: seed, outside: 0)) == nil)
+    }
+
+    @Test func aRunSteeredByStateOutsideItsSeedIsNamed() throws {
+        let seed = try #require(
+            (1...64 as ClosedRange<UInt64>).first { Self.run(seed: $0, outside: 0).violation != nil })
+        let first = Self.run(seed: seed, outside: 0)
+        // The same seed with something else outside it: another trace, perhaps another verdict.
+        let difference = try #require(first.replayDifference(Self.run(seed: seed, outside: 0x5EED)))
+        #expect(difference.contains("trace hash"))
+        let passing = try #require(
+            (1...64 as ClosedRange<UInt64>).first { outside in
+                Self.run(seed: seed, outside: outside).violation == nil
+            })
+        #expect(first.replayDifference(Self.run(seed: seed, outside: passing))?.hasPrefix("passed") == true)
+    }
+}
