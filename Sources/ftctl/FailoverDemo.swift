@@ -285,12 +285,29 @@ struct FailoverDemo: AsyncParsableCommand {
             must come back with its entries and rejoin the sync set (control server only).
             """)
     var journal = false
+    @Flag(
+        help: """
+            With --journal: instead of the primary alone, every server is SIGKILLed at once (a \
+            whole pair's power loss, as far as processes go: their files keep what the kernel \
+            holds) and started again on its journal at once; a primary must serve again with \
+            every acknowledged write (with the control server, or through etcd, where each server \
+            is named by its journal's identity).
+            """)
+    var killAllServers = false
     @Flag(help: "Print the summary as JSON.") var json = false
     @OptionGroup var controlPlane: FailoverControlOptions
 
     func validate() throws {
-        if journal, controlPlane.usesEtcd {
-            throw ValidationError("--journal: the restarted server's rejoin is read from the control server's status")
+        if killAllServers, !journal {
+            throw ValidationError("--kill-all-servers: servers that come back empty hold nothing; add --journal")
+        }
+        if killAllServers, switchover {
+            throw ValidationError("--kill-all-servers and --switchover: one at a time")
+        }
+        if journal, !killAllServers, controlPlane.usesEtcd {
+            throw ValidationError(
+                "--journal: the restarted server's rejoin is read from the control server's status "
+                    + "(through etcd, --journal --kill-all-servers runs)")
         }
         try require("--trials", trials, in: 1...1000)
         try require("--heartbeat-ms", heartbeatMs, in: 1...1000)
@@ -303,7 +320,7 @@ struct FailoverDemo: AsyncParsableCommand {
         for trial in 1...trials {
             let result = try await FailoverTrial(
                 number: trial, heartbeatMs: heartbeatMs, loadMs: loadMs, backups: backups, switchover: switchover,
-                journal: journal, control: controlPlane.choice
+                journal: journal, killAllServers: killAllServers, control: controlPlane.choice
             ).run()
             if !json { print(result.line) }
             results.append(result)
@@ -375,6 +392,8 @@ struct FailoverTrial {
         /// how long it took to rejoin the sync set.
         var restoredFrom: String?
         var rejoin: Duration?
+        /// Every server was killed at once and started again on its journal.
+        var everyServerKilled = false
 
         var passed: Bool { problem == nil }
 
@@ -387,7 +406,9 @@ struct FailoverTrial {
             }
             var text =
                 "trial \(number): " + switched
-                + "primary \(victim?.name ?? "?") SIGKILLed; \(successor?.name ?? "nobody") "
+                + (everyServerKilled
+                    ? "every server SIGKILLed at once (primary \(victim?.name ?? "?")) and started on its journal; "
+                    : "primary \(victim?.name ?? "?") SIGKILLed; ") + "\(successor?.name ?? "nobody") "
                 + "serves after \(recovered); \(acknowledged) operations acknowledged, \(lost) lost; histories "
                 + (linearizable ? "linearizable" : "NOT linearizable")
                 + "; the service address answers \(service.map { "\"\($0)\"" } ?? "nothing")"
@@ -407,6 +428,8 @@ struct FailoverTrial {
     let switchover: Bool
     /// Each server journals to a file; the killed primary is started again on it.
     var journal = false
+    /// Every server is killed at once and started again on its journal (``journal`` must be set).
+    var killAllServers = false
     /// The control server (a process of its own), or etcd.
     var control = FailoverControlChoice.server
 
@@ -468,10 +491,18 @@ struct FailoverTrial {
         var transports: [TCPTransport] = []
         // The clients and their transports close on every way out, failures included.
         do {
+            let restart = { (node: NodeID) async throws -> Int32 in
+                let log = directory + "/\(node)-restarted.log"
+                let pid = try start(node, log)
+                guard await waitForLine(log, containing: "listening") else {
+                    throw CommandFailure("node \(node) did not start again; see \(log)")
+                }
+                return pid
+            }
             try await measure(
                 &result, loads: &loads, transports: &transports, pids: &pids, ports: ports, peers: peers,
-                servers: servers, servicePort: servicePort, clock: clock, logger: quiet)
-            if journal, result.problem == nil, let victim = result.victim {
+                servers: servers, servicePort: servicePort, clock: clock, logger: quiet, restart: restart)
+            if journal, !killAllServers, result.problem == nil, let victim = result.victim {
                 let log = directory + "/\(victim)-restarted.log"
                 pids[victim] = try start(victim, log)
                 try await rejoin(&result, victim: victim, log: log, loads: loads, clock: clock)
@@ -525,7 +556,8 @@ struct FailoverTrial {
     private func measure(
         _ result: inout Result, loads: inout [FailoverLoad], transports: inout [TCPTransport],
         pids: inout [NodeID: Int32], ports: [NodeID: Int], peers: [NodeID: SocketAddress], servers: [NodeID],
-        servicePort: Int, clock: SystemClock, logger quiet: Logger
+        servicePort: Int, clock: SystemClock, logger quiet: Logger,
+        restart: (NodeID) async throws -> Int32
     ) async throws {
         for (index, node) in FailoverLayout.clients.enumerated() {
             let transport = try await TCPTransport.start(
@@ -570,15 +602,25 @@ struct FailoverTrial {
         }
         result.victim = victim
         let killedAt = clock.now
-        progress("killing \(victim)")
-        Foundation.kill(pid, SIGKILL)
-        pids[victim] = nil
-        // Load until each client had an operation acknowledged by another server, then as long
-        // again. The recovery each client saw: from the kill to that first acknowledgement.
-        try await runAll(loads, until: clock.now + .seconds(20), stopAfterAcknowledgements: 1, avoiding: victim)
+        if killAllServers {
+            result.everyServerKilled = true
+            progress("killing every server: \(servers)")
+            for server in servers { pids[server].map { _ = Foundation.kill($0, SIGKILL) } }
+            for server in servers { pids[server] = nil }
+            for server in servers { pids[server] = try await restart(server) }
+        } else {
+            progress("killing \(victim)")
+            Foundation.kill(pid, SIGKILL)
+            pids[victim] = nil
+        }
+        // Load until each client had an operation acknowledged by another server (by any, once
+        // every server was killed), then as long again. The recovery each client saw: from the
+        // kill to that first acknowledgement.
+        let avoided = killAllServers ? nil : victim
+        try await runAll(loads, until: clock.now + .seconds(20), stopAfterAcknowledgements: 1, avoiding: avoided)
         var recoveries: [Duration] = []
         for load in loads {
-            if let first = await load.completions.first(where: { $0.at > killedAt && $0.server != victim }) {
+            if let first = await load.completions.first(where: { $0.at > killedAt && $0.server != avoided }) {
                 recoveries.append(first.at - killedAt)
                 result.successor = first.server
             }

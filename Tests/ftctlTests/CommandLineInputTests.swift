@@ -103,6 +103,8 @@ let badInputs: [BadInput] = [
     BadInput("--trials", "failover", "bench", "--trials", "0"),
     BadInput("--timeout-ms", "failover", "status", "--ports", "control=1,a=2,b=3,operator=4", "--timeout-ms", "1"),
     BadInput("--trials", "failover", "demo", "--trials", "0"),
+    BadInput("--kill-all-servers", "failover", "demo", "--kill-all-servers"),
+    BadInput("--kill-all-servers", "failover", "demo", "--journal", "--kill-all-servers", "--switchover"),
     BadInput("--control", "failover", "status", "--control", "zookeeper"),
     BadInput("--etcd", "failover", "status", "--control", "etcd", "--etcd", "http://no-port"),
     BadInput("--cluster", "failover", "demo", "--control", "etcd", "--cluster", "../../other"),
