@@ -12,6 +12,23 @@ private func isCaught(_ scenario: FailoverScenario) async -> Bool {
     return false
 }
 
+/// With journaled servers (through etcd or the control server), seeds 1...5 and `seed` pass,
+/// and the planted `bug` loses an acknowledged write on `seed`.
+private func journaledSeedsPassAndBugLosesAWrite(_ bug: String, onSeed seed: UInt64, etcd: Bool) async throws {
+    var journaled = FailoverScenario()
+    journaled.journaled = true
+    journaled.etcd = etcd
+    for each in 1...5 as ClosedRange<UInt64> {
+        let report = await journaled.run(seed: each)
+        #expect(report.violation == nil, "seed \(each): \(report.violation.map { "\($0)" } ?? "")")
+    }
+    var planted = try #require(FailoverScenario(bug: bug))
+    planted.journaled = true
+    planted.etcd = etcd
+    #expect(await planted.run(seed: seed).violation?.invariant == "no-acknowledged-write-lost")
+    #expect(await journaled.run(seed: seed).violation == nil)
+}
+
 @Suite struct FailoverSimulationTests {
     @Test func theShippedRuntimesKeepEveryInvariantOverFiveSeeds() async {
         var operations = 0
@@ -46,17 +63,7 @@ private func isCaught(_ scenario: FailoverScenario) async -> Bool {
     /// replay, and trusting every restart (a replaced disk kept in the sync set) loses an
     /// acknowledged write on seed 62, as `ftctl failover simulate --journal --seeds 300` finds.
     @Test func journaledServersKeepTheInvariantsAndTrustingEveryRestartIsCaught() async throws {
-        var journaled = FailoverScenario()
-        journaled.journaled = true
-        for seed in 1...5 as ClosedRange<UInt64> {
-            let report = await journaled.run(seed: seed)
-            #expect(report.violation == nil, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
-        }
-        var planted = try #require(FailoverScenario(bug: "trust-every-restart"))
-        planted.journaled = true
-        let caught = await planted.run(seed: 62)
-        #expect(caught.violation?.invariant == "no-acknowledged-write-lost")
-        #expect(await journaled.run(seed: 62).violation == nil)
+        try await journaledSeedsPassAndBugLosesAWrite("trust-every-restart", onSeed: 62, etcd: false)
     }
 
     /// The same scenario with the servers electing through etcd (``EtcdControlPlane`` over a
@@ -81,18 +88,7 @@ private func isCaught(_ scenario: FailoverScenario) async -> Bool {
     /// loses an acknowledged write on seed 7, as `ftctl failover simulate --control etcd
     /// --journal --seeds 300` finds.
     @Test func throughEtcdJournaledServersKeepTheInvariantsAndTrustingTheLastPrimaryByNameIsCaught() async throws {
-        var journaled = FailoverScenario()
-        journaled.etcd = true
-        journaled.journaled = true
-        for seed in 1...5 as ClosedRange<UInt64> {
-            let report = await journaled.run(seed: seed)
-            #expect(report.violation == nil, "seed \(seed): \(report.violation.map { "\($0)" } ?? "")")
-        }
-        var planted = try #require(FailoverScenario(bug: "trust-last-primary-by-name"))
-        planted.etcd = true
-        planted.journaled = true
-        #expect(await planted.run(seed: 7).violation?.invariant == "no-acknowledged-write-lost")
-        #expect(await journaled.run(seed: 7).violation == nil)
+        try await journaledSeedsPassAndBugLosesAWrite("trust-last-primary-by-name", onSeed: 7, etcd: true)
     }
 
     @Test(arguments: ["acknowledge-before-backup", FailoverScenario.slowClocks])
