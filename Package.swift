@@ -206,6 +206,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // HotSpare (issue #19, begun): the flash model and the wear monitor so far; not yet in the
+        // umbrella nor a product of its own.
+        .target(
+            name: "HotSpare",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The name-key sync scenario: the shipped client session and server responder on a
         // simulated network, in virtual time.
         .target(
@@ -379,6 +388,10 @@ let package = Package(
                 "Checkpointing", "CheckpointingSimulation", "DeterministicSimulation", "LiveCopy", "FaultToleranceCore",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
+        ),
+        .testTarget(
+            name: "HotSpareTests",
+            dependencies: ["HotSpare", "FaultToleranceCore"]
         ),
         .testTarget(
             name: "NameKeySyncTests",
