@@ -134,8 +134,11 @@ public struct WearMonitor: Sendable {
 
     /// Updates every member's standing at `now` and proposes at most one migration.
     public mutating func evaluate(now: Instant, freeSpares: Int, migrating: Bool) -> Verdict {
+        // Each member's figure once: the standing below and the choice after use the same.
+        var amplifications: [UnitID: Double] = [:]
         for member in states.keys.sorted() {
             guard let amplification = writeAmplification(of: member) else { continue }
+            amplifications[member] = amplification
             let figures = "write amplification \(rounded(amplification)) over \(policy.window)"
             switch states[member] ?? .healthy {
             case .healthy where amplification >= policy.threshold:
@@ -147,7 +150,7 @@ public struct WearMonitor: Sendable {
             }
         }
         let worn = states.compactMap { member, state -> (UnitID, Instant, Double)? in
-            guard case .worn(let since) = state, let amplification = writeAmplification(of: member) else { return nil }
+            guard case .worn(let since) = state, let amplification = amplifications[member] else { return nil }
             return (member, since, amplification)
         }
         guard !worn.isEmpty else { return .none(waiting: nil) }

@@ -58,7 +58,8 @@ private struct SplitMix: RandomNumberGenerator {
         #expect(try flash.read(at: 0, count: capacity) == model)
         // Far more was written than the drive holds: the collector ran and erased blocks.
         #expect(flash.wear.erases > 0)
-        #expect(flash.wear.mediaBytesWritten >= flash.wear.hostBytesWritten / UInt64(3 * Self.page) * 4096)
+        // Every page a write touches is programmed whole: the media never writes less than the host.
+        #expect(flash.wear.mediaBytesWritten >= flash.wear.hostBytesWritten)
     }
 
     @Test func outOfRangeAccessAndBadGeometryAreRefused() throws {
