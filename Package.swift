@@ -391,7 +391,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HotSpareTests",
-            dependencies: ["HotSpare", "FaultToleranceCore"]
+            dependencies: ["HotSpare", "FaultToleranceCore", "DeterministicSimulation"]
         ),
         .testTarget(
             name: "NameKeySyncTests",

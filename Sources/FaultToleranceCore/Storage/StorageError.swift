@@ -44,6 +44,9 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The bytes live on a device that cannot be reached now (a dead chain element, a lost
         /// replica); the detail names it. Never answered with zeros.
         public static let unavailable = Code("unavailable")
+        /// The unit belongs to something else (another array, another member): assembling it
+        /// would mix foreign data in; the detail names what it belongs to.
+        public static let foreignUnit = Code("foreignUnit")
 
         /// The code's name.
         public var description: String { name }
