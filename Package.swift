@@ -31,6 +31,8 @@ let package = Package(
         .library(name: "NameKeySyncSimulation", targets: ["NameKeySyncSimulation"]),
         .library(name: "DaisyChain", targets: ["DaisyChain"]),
         .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
+        .library(name: "HotSpare", targets: ["HotSpare"]),
+        .library(name: "HotSpareSimulation", targets: ["HotSpareSimulation"]),
         .library(name: "Failover", targets: ["Failover"]),
         .library(name: "FaultToleranceEtcd", targets: ["FaultToleranceEtcd"]),
         .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
@@ -206,11 +208,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // HotSpare (issue #19, begun): the flash model and the wear monitor so far; not yet in the
-        // umbrella nor a product of its own.
         .target(
             name: "HotSpare",
             dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        // The hot-spare scenario: the shipped array and controller over simulated disks that
+        // wear like flash, in virtual time.
+        .target(
+            name: "HotSpareSimulation",
+            dependencies: [
+                "HotSpare",
+                "DeterministicSimulation",
                 "FaultToleranceCore",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -316,7 +327,8 @@ let package = Package(
                 "ElasticJournal", "ElasticJournalSimulation",
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
                 "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation", "DaisyChain",
-                "DaisyChainSimulation", "Failover", "FailoverSimulation", "FaultToleranceEtcd",
+                "DaisyChainSimulation", "Failover", "FailoverSimulation", "FaultToleranceEtcd", "HotSpare",
+                "HotSpareSimulation",
             ]
         ),
         .executableTarget(
@@ -391,7 +403,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HotSpareTests",
-            dependencies: ["HotSpare", "FaultToleranceCore", "DeterministicSimulation"]
+            dependencies: ["HotSpare", "HotSpareSimulation", "FaultToleranceCore", "DeterministicSimulation"]
         ),
         .testTarget(
             name: "NameKeySyncTests",

@@ -107,6 +107,13 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzArrayMetadata",
+            dependencies: [
+                .product(name: "HotSpare", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
         ),

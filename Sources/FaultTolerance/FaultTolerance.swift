@@ -14,6 +14,8 @@
 @_exported import FaultToleranceNIO
 @_exported import HeartbeatQuorum
 @_exported import HeartbeatSimulation
+@_exported import HotSpare
+@_exported import HotSpareSimulation
 @_exported import LiveCopy
 @_exported import LiveCopySimulation
 @_exported import NameKeySync

@@ -273,16 +273,6 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         }
         for member in record.failed { byMember[member] = nil }
         let needed = record.roles + record.spares + record.erasing + (record.migration.map { [$0.target] } ?? [])
-        for member in needed where byMember[member] == nil && !record.failed.contains(member) {
-            guard allowMissing else {
-                throw StorageError(.unavailable, unit: id, detail: "member \(member) is missing")
-            }
-            record.failed.append(member)
-            record.spares.removeAll { $0 == member }
-            record.erasing.removeAll { $0 == member }
-            if record.migration?.target == member { record.migration = nil }
-            record.generation += 1
-        }
         guard
             let geometry = ArrayGeometry(
                 layout: first.layout, roleCount: record.roles.count, blocksPerRole: first.blocksPerRole,
@@ -290,6 +280,12 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         else {
             throw StorageError(
                 .malformedUnit, unit: id, detail: "record \(record.sequence) does not fit its labels' geometry")
+        }
+        for member in needed where byMember[member] == nil && !record.failed.contains(member) {
+            guard allowMissing else {
+                throw StorageError(.unavailable, unit: id, detail: "member \(member) is missing")
+            }
+            markFailed(member, in: &record, geometry: geometry)
         }
         let array = StorageArray(id: id, label: first, geometry: geometry, record: record, units: byMember, bug: bug)
         // Bring every member to the newest record (and record the missing as failed).
@@ -421,7 +417,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         try forEachPiece(offset: range.lowerBound, count: range.count) { (block, within, piece) throws(StorageError) in
             let (roles, slot) = geometry.placement(ofBlock: block)
             let memberOffset = dataOffset + slot * geometry.blockSize + within
-            for (member, unit) in holders(roles: roles, slot: slot, forWrite: true) {
+            for (member, unit) in holders(roles: roles, slot: slot, forWrite: true, everySlot: true) {
                 do throws(StorageError) {
                     try unit.discard(memberOffset..<memberOffset + piece.count)
                 } catch {
@@ -476,7 +472,13 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
     /// The members to read (first first) or write for a block at `slot` of `roles`: the roles'
     /// members that have not failed and, for a write or once nothing else holds it, the
     /// migration's target when it already holds the slot.
-    private func holders(roles: [Int], slot: Int, forWrite: Bool) -> [(UnitID, any StorageUnit)] {
+    ///
+    /// A discard (`everySlot`) reaches the target at any slot: the copy skips blocks that are
+    /// not live, trusting the target to read zeros there, and a block the copy took before a
+    /// restart may be discarded before the copy comes back to it.
+    private func holders(roles: [Int], slot: Int, forWrite: Bool, everySlot: Bool = false) -> [(
+        UnitID, any StorageUnit
+    )] {
         lock.withLock {
             var result: [(UnitID, any StorageUnit)] = []
             let failed = Set(state.record.failed)
@@ -484,8 +486,8 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
                 let member = state.record.roles[role]
                 if !failed.contains(member), let unit = state.units[member] { result.append((member, unit)) }
             }
-            if let migration = state.record.migration, roles.contains(migration.role), slot < state.cursor,
-                forWrite || result.isEmpty, let unit = state.units[migration.target]
+            if let migration = state.record.migration, roles.contains(migration.role),
+                slot < state.cursor || everySlot, forWrite || result.isEmpty, let unit = state.units[migration.target]
             {
                 result.append((migration.target, unit))
             }
@@ -526,21 +528,36 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
     private func recordFailure(of member: UnitID, _ error: StorageError) throws(StorageError) {
         let isNew = lock.withLock { () -> Bool in
             guard !state.record.failed.contains(member) else { return false }
-            state.record.failed.append(member)
-            state.record.spares.removeAll { $0 == member }
-            state.record.erasing.removeAll { $0 == member }
-            if let migration = state.record.migration {
-                if migration.target == member {
-                    state.record.migration = nil
-                    state.cursor = 0
-                } else if state.record.roles[migration.role] == member, migration.kind == .proactive {
-                    state.record.migration?.kind = .rebuild
-                }
-            }
-            state.record.generation += 1
+            Self.markFailed(member, in: &state.record, geometry: geometry)
+            if state.record.migration == nil { state.cursor = 0 }
             return true
         }
         if isNew { try writeRecord { _ in } }
+    }
+
+    /// Records `member` as failed in `record` with every consequence: it leaves the spares and
+    /// the members to erase; a migration to it is abandoned; a proactive migration from it
+    /// becomes a rebuild from its mirror partner, or, with no partner (concatenated), is
+    /// abandoned and its target erased before it is a spare again (a target holds stale
+    /// blocks where the copy skipped dead ones, and a spare must read as zeros).
+    private static func markFailed(_ member: UnitID, in record: inout ArrayRecord, geometry: ArrayGeometry) {
+        guard !record.failed.contains(member) else { return }
+        record.failed.append(member)
+        record.spares.removeAll { $0 == member }
+        record.erasing.removeAll { $0 == member }
+        if let migration = record.migration {
+            if migration.target == member {
+                record.migration = nil
+            } else if record.roles[migration.role] == member {
+                if let partner = geometry.partner(of: migration.role), !record.failed.contains(record.roles[partner]) {
+                    record.migration?.kind = .rebuild
+                } else {
+                    record.migration = nil
+                    record.erasing.append(migration.target)
+                }
+            }
+        }
+        record.generation += 1
     }
 
     // MARK: - Metadata
@@ -564,7 +581,10 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             guard !targets.isEmpty else {
                 throw StorageError(.unavailable, unit: id, detail: "no member left to hold the array's record")
             }
-            let bytes = record.encode()
+            // Whole 4 KiB pages, as a drive writes them: a torn page then tears only this slot,
+            // and a flash member does not count a page per record against a few hundred bytes.
+            var bytes = record.encode()
+            bytes.append(contentsOf: repeatElement(0, count: roundUp(bytes.count, to: 4096) - bytes.count))
             let offset = ArrayLabel.size + Int(record.sequence % 2) * slotSize
             var failures: [UnitID] = []
             for (member, unit) in targets {
@@ -577,16 +597,8 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             }
             if failures.isEmpty { return }
             lock.withLock {
-                for member in failures where !state.record.failed.contains(member) {
-                    state.record.failed.append(member)
-                    state.record.spares.removeAll { $0 == member }
-                    state.record.erasing.removeAll { $0 == member }
-                    if state.record.migration?.target == member {
-                        state.record.migration = nil
-                        state.cursor = 0
-                    }
-                    state.record.generation += 1
-                }
+                for member in failures { Self.markFailed(member, in: &state.record, geometry: geometry) }
+                if state.record.migration == nil { state.cursor = 0 }
             }
         }
     }
@@ -639,6 +651,20 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             return nil
         }
         if let problem { throw StorageError(.invalidConfiguration, unit: member, detail: problem) }
+        // The copy skips blocks that are not live, so the target must read as zeros: a spare
+        // may hold what an earlier migration copied to it before a restart undid that migration.
+        if let (spare, unit) = lock.withLock({ () -> (UnitID, any StorageUnit)? in
+            guard let spare = state.record.spares.first, let unit = state.units[spare] else { return nil }
+            return (spare, unit)
+        }) {
+            do throws(StorageError) {
+                try unit.discard(dataOffset..<unit.capacity)
+                try unit.synchronize()
+            } catch {
+                try recordFailure(of: spare, error)
+                throw StorageError(.unavailable, unit: spare, detail: "the spare failed as it was erased: \(error)")
+            }
+        }
         lock.withLock { state.cursor = 0 }
         try writeRecord { record in
             guard let role = record.roles.firstIndex(of: member), !record.spares.isEmpty else { return }
@@ -773,8 +799,10 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
     }
 
     /// Erases every member waiting for it (TRIM or hole punching over the data region) and
-    /// makes each a spare.
-    private func finishErases() throws(StorageError) {
+    /// makes each a spare: the member a swap left, or the target of an abandoned migration.
+    /// The swap and ``open(id:units:allowMissing:)`` call it; ``SpareController`` calls it
+    /// whenever ``Status/erasing`` is not empty.
+    public func finishErases() throws(StorageError) {
         let erasing = lock.withLock {
             state.record.erasing.compactMap { member in state.units[member].map { (member, $0) } }
         }

@@ -1,4 +1,5 @@
 import FaultToleranceCore
+import Foundation
 import Testing
 
 @testable import HotSpare
@@ -23,6 +24,19 @@ import Testing
         #expect(bytes.count == ArrayLabel.size)
         #expect(try ArrayLabel.decode(bytes) == label)
         #expect(label.dataOffset == ArrayLabel.size + 2 * 8192)
+    }
+
+    /// The fuzz target's seeds (FuzzTesting/Corpus/ArrayMetadata, first byte the steering
+    /// byte) are what this code writes, so the fuzzer starts past the checksums.
+    @Test func theFuzzCorpusSeedsDecode() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("FuzzTesting/Corpus/ArrayMetadata")
+        let label = try [UInt8](Data(contentsOf: corpus.appendingPathComponent("label-mirror")))
+        #expect(try ArrayLabel.decode(label.dropFirst()).blocksPerRole == 100)
+        let migrating = try [UInt8](Data(contentsOf: corpus.appendingPathComponent("record-migrating")))
+        #expect(try ArrayRecord.decode(migrating.dropFirst()) == Self.sampleRecord())
+        let degraded = try [UInt8](Data(contentsOf: corpus.appendingPathComponent("record-degraded")))
+        #expect(try ArrayRecord.decode(degraded.dropFirst()).failed == [UnitID(1)])
     }
 
     @Test func everyFlippedBitAndEveryTruncationIsRefused() throws {
