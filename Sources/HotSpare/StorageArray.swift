@@ -110,6 +110,9 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         var bytesCopied = 0
     }
 
+    /// A member and its unit.
+    private typealias Holder = (member: UnitID, unit: any StorageUnit)
+
     private let lock = NIOLock()
     private var state: State
     private let metadataLock = NIOLock()
@@ -476,11 +479,9 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
     /// A discard (`everySlot`) reaches the target at any slot: the copy skips blocks that are
     /// not live, trusting the target to read zeros there, and a block the copy took before a
     /// restart may be discarded before the copy comes back to it.
-    private func holders(roles: [Int], slot: Int, forWrite: Bool, everySlot: Bool = false) -> [(
-        UnitID, any StorageUnit
-    )] {
+    private func holders(roles: [Int], slot: Int, forWrite: Bool, everySlot: Bool = false) -> [Holder] {
         lock.withLock {
-            var result: [(UnitID, any StorageUnit)] = []
+            var result: [Holder] = []
             let failed = Set(state.record.failed)
             for role in roles {
                 let member = state.record.roles[role]
@@ -495,7 +496,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         }
     }
 
-    private func liveUnits() -> [(UnitID, any StorageUnit)] {
+    private func liveUnits() -> [Holder] {
         lock.withLock {
             let failed = Set(state.record.failed)
             return state.units.filter { !failed.contains($0.key) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
@@ -570,7 +571,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         defer { metadataLock.unlock() }
         lock.withLock { change(&state.record) }
         while true {
-            let (record, targets) = lock.withLock { () -> (ArrayRecord, [(UnitID, any StorageUnit)]) in
+            let (record, targets) = lock.withLock { () -> (ArrayRecord, [Holder]) in
                 state.record.sequence += 1
                 state.liveChanged = false
                 let record = state.record
@@ -723,7 +724,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         stripe.lock()
         defer { stripe.unlock() }
         let (sources, target, live) = lock.withLock {
-            () -> ([(UnitID, any StorageUnit)], (any StorageUnit)?, Bool) in
+            () -> ([Holder], (any StorageUnit)?, Bool) in
             guard state.record.migration?.target == migration.target, state.cursor == slot else {
                 return ([], nil, false)
             }
