@@ -3,12 +3,7 @@ import FaultToleranceCore
 import Testing
 
 @testable import HotSpare
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
+@testable import HotSpareSimulation
 
 /// Power cut after every storage operation of a run with writes, discards, synchronizes and a
 /// migration (copy, swap, erase): the reassembled array must hold, sector by sector, each
@@ -16,36 +11,11 @@ import Testing
 /// finish.
 @Suite struct ArrayPowerCutTests {
     static let block = 4096
-    static let sector = 512
     static let memberCapacity = 3 * 4096 + 8 * 4096
 
-    /// What each block may read as: its content at the last acknowledged synchronize, then
-    /// everything written to it since.
-    struct BlockModel {
-        var acknowledged: [UInt8]
-        var later: [[UInt8]] = []
-
-        func allows(_ bytes: [UInt8]) -> Bool {
-            let candidates = [acknowledged] + later
-            // memcmp: the generic comparisons are not specialized in the test build, and were
-            // most of this suite's time.
-            return bytes.withUnsafeBytes { read in
-                for start in stride(from: 0, to: read.count, by: sector) {
-                    var matched = false
-                    for candidate in candidates where !matched {
-                        matched = candidate.withUnsafeBytes { expected in
-                            guard let one = expected.baseAddress, let other = read.baseAddress,
-                                expected.count == read.count
-                            else { return false }
-                            return memcmp(one + start, other + start, sector) == 0
-                        }
-                    }
-                    if !matched { return false }
-                }
-                return true
-            }
-        }
-    }
+    /// What each block may read as: the scenario's model (the last acknowledged content, then
+    /// what was written since), checked sector by sector as the scenario checks it.
+    typealias BlockModel = SpareRun.BlockModel
 
     /// One run, the power cut after `cut` storage operations (never, when nil); returns what
     /// went wrong after reassembly, and the operations the run made before the cut.
@@ -66,7 +36,7 @@ import Testing
         }
         // Data in every other block, acknowledged.
         for index in stride(from: 0, to: models.count, by: 2) {
-            let bytes = pattern(block: index, version: 1)
+            let bytes = SpareRun.pattern(block: index, version: 1)
             try array.write(bytes, at: index * block)
             models[index].acknowledged = bytes
         }
@@ -80,7 +50,7 @@ import Testing
                 let index = Int.random(in: 0..<models.count, using: &random)
                 switch Int.random(in: 0..<6, using: &random) {
                 case 0, 1, 2:
-                    let bytes = pattern(block: index, version: version)
+                    let bytes = SpareRun.pattern(block: index, version: version)
                     version += 1
                     models[index].later.append(bytes)
                     try array.write(bytes, at: index * block)
@@ -90,8 +60,7 @@ import Testing
                 default:
                     try array.synchronize()
                     for position in models.indices {
-                        if let last = models[position].later.last { models[position].acknowledged = last }
-                        models[position].later.removeAll()
+                        models[position].synchronized()
                     }
                 }
                 if step == 10 {
@@ -114,7 +83,9 @@ import Testing
             let status = reopened.status
             for (index, model) in models.enumerated() {
                 let bytes = try reopened.read(at: index * block, count: block)
-                if !model.allows(bytes) { problems.append("\(when): block \(index) reads what was never written") }
+                if !SpareRun.allows(model, bytes) {
+                    problems.append("\(when): block \(index) reads what was never written")
+                }
                 let (roles, slot) = reopened.geometry.placement(ofBlock: index)
                 var copies = roles.map { status.roles[$0] }
                 if let migration = status.migration, roles.contains(migration.role), slot < migration.resumeFrom {
@@ -123,7 +94,9 @@ import Testing
                 for member in copies where !status.failed.contains(member) {
                     guard let unit = reopened.unit(for: member) else { continue }
                     let copy = try unit.read(at: reopened.dataOffset + slot * block, count: block)
-                    if !model.allows(copy) { problems.append("\(when): block \(index)'s copy on \(member) is wrong") }
+                    if !SpareRun.allows(model, copy) {
+                        problems.append("\(when): block \(index)'s copy on \(member) is wrong")
+                    }
                 }
             }
         }
@@ -141,18 +114,6 @@ import Testing
             if status.spares != [UnitID(2)] { problems.append("spares \(status.spares) after the swap") }
         }
         return (problems, cutHappened)
-    }
-
-    /// A block's content for one write: every sector names the block and the version.
-    static func pattern(block index: Int, version: Int) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: block) { buffer, initialized in
-            for position in 0..<block / sector {
-                let value = UInt8(truncatingIfNeeded: position &* 31 &+ index &* 7 &+ version &* 13) | 1
-                UnsafeMutableBufferPointer(rebasing: buffer[position * sector..<(position + 1) * sector])
-                    .initialize(repeating: value)
-            }
-            initialized = block
-        }
     }
 
     /// Runs `seed`'s workload once per storage operation, cut after 0, 1, 2, … operations until
