@@ -1265,7 +1265,20 @@ public final class ElementCore {
         guard offset >= 0, count >= 0, offset <= drive.dataCapacity, count <= drive.dataCapacity - offset else {
             return refuse(.outOfRange)
         }
-        if applied < atLeast { return refuse(.dirty) }
+        if applied < atLeast {
+            if chain.mode == .mirror, machine.isLinked, !catchingUp {
+                // The host saw a write committed that we, linked and caught up, never applied:
+                // a membership that has since lost committed it, and the element that applied it
+                // for us crashed before it reached its drive. This chain lacks a committed write
+                // (the tail refuses the element cut out holding it): leave and rejoin, so the
+                // chain re-forms around whoever holds the most.
+                trace?("read needs \(atLeast), applied \(applied): leaves to rejoin")
+                send(machine.propose(linking: node, linked: false))
+                becomeRejoiner()
+                registerChanged()
+            }
+            return refuse(.dirty)
+        }
         if chain.mode == .mirror, count > 0, !dirty.isEmpty {
             for block in (offset / Self.blockSize)...((offset + count - 1) / Self.blockSize)
             where (dirty[block] ?? 0) > committed {

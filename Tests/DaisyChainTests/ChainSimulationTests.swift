@@ -27,6 +27,16 @@ struct ChainSimulationTests {
         }
     }
 
+    /// Seeds that once broke an invariant, kept as regression tests. 3634301041: write 59 was
+    /// committed by a membership that then lost, and the element that had applied it for the
+    /// winners crashed before it reached its drive; the winners re-formed without it and their
+    /// tail refused the element cut out holding it, so a read of its block waited forever.
+    @Test("seeds that once failed pass", arguments: [3_634_301_041 as UInt64])
+    func formerFailures(_ seed: UInt64) async {
+        let report = await ChainScenario().run(seed: seed)
+        #expect(report.passed, "\(SimulationRunner.failureMessage(report, filter: "ChainSimulationTests"))")
+    }
+
     @Test("each planted bug is caught, and its seed replays the same failure", arguments: ElementCore.Bug.allCases)
     func plantedBugIsCaught(_ bug: ElementCore.Bug) async {
         let scenario = ChainScenario(bug: bug)
