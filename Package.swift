@@ -403,7 +403,8 @@ let package = Package(
         ),
         .testTarget(
             name: "HotSpareTests",
-            dependencies: ["HotSpare", "HotSpareSimulation", "FaultToleranceCore", "DeterministicSimulation"]
+            dependencies: ["HotSpare", "HotSpareSimulation", "FaultToleranceCore", "DeterministicSimulation"],
+            exclude: ["SmartSamples"]
         ),
         .testTarget(
             name: "NameKeySyncTests",

@@ -228,6 +228,57 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
     package static func open(id: UnitID, units: [any StorageUnit], allowMissing: Bool, bug: HotSpareBug?)
         throws(StorageError) -> StorageArray
     {
+        let found = try assemble(id: id, units: units)
+        var record = found.record
+        for member in found.missing {
+            guard allowMissing else {
+                throw StorageError(.unavailable, unit: id, detail: "member \(member) is missing")
+            }
+            markFailed(member, in: &record, geometry: found.geometry)
+        }
+        let array = StorageArray(
+            id: id, label: found.label, geometry: found.geometry, record: record, units: found.units, bug: bug)
+        // Bring every member to the newest record (and record the missing as failed).
+        try array.writeRecord { _ in }
+        try array.finishErases()
+        return array
+    }
+
+    /// What the members of an array say, read without writing anything: for a tool that looks
+    /// at an array another process may be running.
+    public struct Examination: Sendable, Hashable {
+        /// The array id in the labels.
+        public var arrayID: UInt64
+        /// Where every block lives.
+        public var geometry: ArrayGeometry
+        /// The state in the newest valid record.
+        public var status: Status
+        /// Members the record needs that no unit provides.
+        public var missing: [UnitID]
+        /// The unit holding each member found.
+        public var units: [UnitID: UnitID]
+    }
+
+    /// Reads the labels and newest record of `units` as ``open(id:units:allowMissing:)`` does,
+    /// with the same errors for foreign, blank and malformed units, but writes nothing and
+    /// reports missing members instead of refusing them.
+    public static func examine(units: [any StorageUnit]) throws(StorageError) -> Examination {
+        let found = try assemble(id: UnitID(0), units: units)
+        let record = found.record
+        return Examination(
+            arrayID: found.label.arrayID, geometry: found.geometry,
+            status: Status(
+                roles: record.roles, spares: record.spares, failed: record.failed, erasing: record.erasing,
+                migration: record.migration, liveBlocks: record.live.setCount, generation: record.generation,
+                sequence: record.sequence),
+            missing: found.missing, units: found.units.mapValues(\.id))
+    }
+
+    /// The labels and the newest record of `units`, checked against each other.
+    private static func assemble(id: UnitID, units: [any StorageUnit]) throws(StorageError) -> (
+        label: ArrayLabel, geometry: ArrayGeometry, record: ArrayRecord, units: [UnitID: any StorageUnit],
+        missing: [UnitID]
+    ) {
         var labels: [(ArrayLabel, any StorageUnit)] = []
         for unit in units {
             let bytes = try unit.read(at: 0, count: min(ArrayLabel.size, unit.capacity))
@@ -263,7 +314,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
                 if record.sequence >= newest?.sequence ?? 0 { newest = record }
             }
         }
-        guard var record = newest else {
+        guard let record = newest else {
             throw StorageError(.malformedUnit, unit: id, detail: "no valid record on any of \(units.count) units")
         }
         let known = Set(
@@ -284,17 +335,8 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             throw StorageError(
                 .malformedUnit, unit: id, detail: "record \(record.sequence) does not fit its labels' geometry")
         }
-        for member in needed where byMember[member] == nil && !record.failed.contains(member) {
-            guard allowMissing else {
-                throw StorageError(.unavailable, unit: id, detail: "member \(member) is missing")
-            }
-            markFailed(member, in: &record, geometry: geometry)
-        }
-        let array = StorageArray(id: id, label: first, geometry: geometry, record: record, units: byMember, bug: bug)
-        // Bring every member to the newest record (and record the missing as failed).
-        try array.writeRecord { _ in }
-        try array.finishErases()
-        return array
+        let missing = needed.filter { byMember[$0] == nil && !record.failed.contains($0) }
+        return (first, geometry, record, byMember, missing)
     }
 
     private static func readRecord(from unit: any StorageUnit, label: ArrayLabel, slot: Int) throws -> ArrayRecord {

@@ -10,7 +10,10 @@ struct SpareCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spare",
         abstract: "Migrate a worn array member to the hot spare and erase it (HotSpare).",
-        subcommands: [SpareSimulate.self, SpareDemo.self])
+        subcommands: [
+            SpareSimulate.self, SpareDemo.self, SpareCreate.self, SpareStatus.self, SpareMigrate.self,
+            SpareWear.self, SpareCrashTest.self, SpareCrashChild.self,
+        ])
 }
 
 /// `ftctl spare simulate`.
