@@ -650,6 +650,18 @@ if Context.environment["FT_BENCHMARKS"] != nil {
             plugins: benchmarkPlugin
         ),
         .executableTarget(
+            name: "SpareBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "HotSpare",
+                "FaultToleranceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Benchmarks/Spare",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
             name: "TLSBenchmarks",
             dependencies: [
                 "BenchmarkSupport",
