@@ -45,7 +45,7 @@ public final class SpareController: Sendable {
     /// proposed) under `policy`.
     public init(
         array: StorageArray, sources: [UnitID: any WearSource], policy: WearMonitor.Policy = .init(),
-        stepBlocks: Int = 64
+        stepBlocks: Int = 256
     ) {
         self.array = array
         self.sources = sources

@@ -19,7 +19,7 @@ import NIOConcurrencyHelpers
 /// (``FaultToleranceCore/StorageError/Code/foreignUnit``, naming it).
 ///
 /// **Migration.** ``beginMigration(of:)`` (a worn member, to a spare) or
-/// ``beginRebuild(of:)`` (a failed mirror member, from its partner), then ``copyStep(maximumBlocks:)``
+/// ``beginRebuild(of:)`` (a failed mirror member, from its partner), then ``copyStep(maximumBlocks:erase:)``
 /// until it reports the migration finished: each step copies the next live blocks of the role
 /// to the spare, and a host write to a block already copied goes to both, so one pass is
 /// enough and there is nothing to copy again; the progress is made durable at every step's
@@ -210,7 +210,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
 
     /// Assembles an array from its units, in any order: reads every label and record, takes the
     /// newest valid record as the array's state, finishes an erase a crash interrupted, and
-    /// leaves a migration ready to resume with ``copyStep(maximumBlocks:)``.
+    /// leaves a migration ready to resume with ``copyStep(maximumBlocks:erase:)``.
     ///
     /// Throws ``FaultToleranceCore/StorageError/Code/foreignUnit`` naming a unit whose label
     /// belongs to another array or names a member the newest record does not know,
@@ -716,25 +716,34 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         }
     }
 
-    /// Copies up to `maximumBlocks` live blocks of the migrating role to its target, then makes
+    /// Copies up to `maximumBlocks` live blocks of the migrating role to its target (passing at
+    /// most 16 times as many slots, live or not), then makes
     /// the progress durable; once every block is copied, swaps the target in, makes that
     /// durable on every member and erases the member it replaced. Returns the report when the
     /// migration finished in this step, `nil` while it goes on. Throws
     /// ``FaultToleranceCore/StorageError/Code/invalidConfiguration`` when no migration runs, and
     /// ``FaultToleranceCore/StorageError/Code/unavailable`` when no copy of a block is left to
     /// read (the migration is then abandoned).
-    public func copyStep(maximumBlocks: Int) throws(StorageError) -> MigrationReport? {
+    ///
+    /// With `erase` false the old member is left in ``Status/erasing`` (the report says it was
+    /// not erased) for a later ``finishErases()``: the swap is durable, so the data is safe and
+    /// the erase (a discard of the whole data region, slow on some file systems) can wait.
+    public func copyStep(maximumBlocks: Int, erase: Bool = true) throws(StorageError) -> MigrationReport? {
         guard let migration = lock.withLock({ state.record.migration }) else {
             throw StorageError(.invalidConfiguration, unit: id, detail: "no migration runs")
         }
+        // A step copies up to `maximumBlocks` live blocks; dead slots cost a look each, so a step
+        // passes at most 16 times as many slots in all.
         var copied = 0
+        var visited = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: geometry.blockSize, alignment: 4096)
         defer { buffer.deallocate() }
-        while copied < max(1, maximumBlocks) {
+        while copied < max(1, maximumBlocks), visited < max(1, maximumBlocks) * 16 {
             let slot = lock.withLock { state.cursor }
             guard slot < geometry.blocksPerRole else { break }
-            guard try copySlot(slot, of: migration, buffer: buffer) else { return nil }
-            copied += 1
+            guard let wasLive = try copySlot(slot, of: migration, buffer: buffer) else { return nil }
+            if wasLive { copied += 1 }
+            visited += 1
         }
         // What the record will call copied must be durable on the target before any member has
         // the record.
@@ -753,13 +762,13 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         guard cursor >= geometry.blocksPerRole, let current = lock.withLock({ state.record.migration }),
             current.target == migration.target
         else { return nil }
-        return try swap(current)
+        return try swap(current, erase: erase)
     }
 
-    /// Copies the next live slot at or after `slot` (skipping dead ones); false when the
-    /// migration was abandoned meanwhile.
+    /// Copies slot `slot` if its block is live: whether it was, or `nil` when the migration was
+    /// abandoned meanwhile.
     private func copySlot(_ slot: Int, of migration: MigrationState, buffer: UnsafeMutableRawBufferPointer)
-        throws(StorageError) -> Bool
+        throws(StorageError) -> Bool?
     {
         let block = geometry.block(role: migration.role, slot: slot)
         let stripe = stripes[block % stripes.count]
@@ -778,7 +787,7 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             }
             return (sources, state.units[migration.target], state.record.live[block])
         }
-        guard let target else { return false }
+        guard let target else { return nil }
         if live {
             let offset = dataOffset + slot * geometry.blockSize
             var read = false
@@ -798,18 +807,18 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
                 try target.write(UnsafeRawBufferPointer(buffer), at: offset)
             } catch {
                 try recordFailure(of: migration.target, error)
-                return false
+                return nil
             }
         }
         lock.withLock {
             state.cursor = slot + 1
             if live { state.bytesCopied += geometry.blockSize }
         }
-        return true
+        return live
     }
 
     /// Swaps the target in for the role, durably on every member, then erases the old member.
-    private func swap(_ migration: MigrationState) throws(StorageError) -> MigrationReport {
+    private func swap(_ migration: MigrationState, erase: Bool) throws(StorageError) -> MigrationReport {
         for stripe in stripes { stripe.lock() }
         let old = lock.withLock { state.record.roles[migration.role] }
         let oldFailed = lock.withLock { state.record.failed.contains(old) }
@@ -836,9 +845,10 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
             return state.bytesCopied
         }
         for stripe in stripes { stripe.unlock() }
-        try finishErases()
+        if erase { try finishErases() }
         return MigrationReport(
-            role: migration.role, from: old, to: migration.target, bytesCopied: bytesCopied, erased: !oldFailed)
+            role: migration.role, from: old, to: migration.target, bytesCopied: bytesCopied, erased: erase && !oldFailed
+        )
     }
 
     /// Erases every member waiting for it (TRIM or hole punching over the data region) and
@@ -867,12 +877,13 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
 
     /// Runs a migration begun with ``beginMigration(of:)`` or ``beginRebuild(of:)`` (or resumed by
     /// ``open(id:units:allowMissing:)``) to its end in steps of `stepBlocks`, yielding between
-    /// steps and calling `progress` with the role slots done and the total.
+    /// steps and calling `progress` with the role slots done and the total. `erase` as for
+    /// ``copyStep(maximumBlocks:erase:)``.
     public func runMigration(
-        stepBlocks: Int = 64, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+        stepBlocks: Int = 256, erase: Bool = true, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) async throws(StorageError) -> MigrationReport {
         while true {
-            if let report = try copyStep(maximumBlocks: stepBlocks) { return report }
+            if let report = try copyStep(maximumBlocks: stepBlocks, erase: erase) { return report }
             guard let cursor = lock.withLock({ state.record.migration == nil ? nil : state.cursor }) else {
                 throw StorageError(.unavailable, unit: id, detail: "the migration was abandoned: its target failed")
             }

@@ -181,7 +181,8 @@ struct SpareMigrate: AsyncParsableCommand {
 
     @Argument(help: "The array's directory.") var directory: String
     @Option(help: "The member (unit number) to move.") var member: UInt64?
-    @Option(help: "Blocks copied per step (each step ends with an fdatasync of the target).") var stepBlocks = 64
+    @Option(help: "Live blocks copied per step (each step ends with an fdatasync of the target and a progress record).")
+    var stepBlocks = 256
 
     func validate() throws {
         try require("--step-blocks", stepBlocks, in: 1...65_536)
