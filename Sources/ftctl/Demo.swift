@@ -42,6 +42,12 @@ struct Demo: AsyncParsableCommand {
             and catches up while the writes go on; then the journal's volume is rebuilt from the \
             chain and compared with what was written.
 
+            Hot-spare scene: a mirror of two 64 MiB simulated flash drives and a spare takes \
+            random 4 KiB writes; the drive with 7 % over-provisioning climbs past a write \
+            amplification of 3, the controller migrates its live blocks to the spare while the \
+            writes go on, erases it (TRIM) and it rejoins; its write amplification before and \
+            after, and every page checked on both mirror members.
+
             Failover scene: a control server and servers a, b and c run as processes on loopback \
             (10 ms reports, a 30 ms lease); three clients write and read continuously in \
             synchronous mode; the primary is SIGKILLed. Printed: how long until the new primary \
@@ -65,6 +71,8 @@ struct Demo: AsyncParsableCommand {
         try await KeySyncScene(keys: 250_000).run()
         print()
         try await ChainScene().run()
+        print()
+        try await SpareScene().run()
         print()
         print(
             "== Failover: a control server and three servers as processes; a planned switchover, then the primary "
