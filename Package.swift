@@ -213,6 +213,8 @@ let package = Package(
             dependencies: [
                 "FaultToleranceCore",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                // NIOThreadPool: SpareController.run's polls, off the cooperative pool.
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // The hot-spare scenario: the shipped array and controller over simulated disks that

@@ -1,5 +1,6 @@
 public import FaultToleranceCore
 import NIOConcurrencyHelpers
+import NIOPosix
 
 /// Where a member's wear figures come from: cumulative bytes the host asked it to write and
 /// bytes it programmed into its media (a ``SimulatedFlash``, `smartctl --json`, an NVMe log).
@@ -36,7 +37,7 @@ public final class SpareController: Sendable {
 
     /// The array kept.
     public let array: StorageArray
-    /// Role slots copied per poll while a migration runs.
+    /// Live blocks copied per poll while a migration runs.
     public let stepBlocks: Int
     private let sources: [UnitID: any WearSource]
     private let monitor: NIOLockedValueBox<WearMonitor>
@@ -94,11 +95,23 @@ public final class SpareController: Sendable {
     }
 
     /// Polls every `interval` on `clock` until cancelled, calling `events` with each event.
+    /// Each poll (whose storage I/O blocks: reads of wear sources, a copy step's reads, writes
+    /// and synchronizes) runs on NIO's shared thread pool, so the cooperative pool never waits
+    /// on a disk; if the pool has shut down, on the calling task.
     public func run(
         clock: any RuntimeClock, interval: Duration = .seconds(1), events: @Sendable (Event) -> Void = { _ in }
     ) async throws {
         while !Task.isCancelled {
-            if let event = try poll(now: clock.now) { events(event) }
+            let now = clock.now
+            let outcome: Result<Event?, StorageError>
+            do {
+                outcome = try await NIOThreadPool.singleton.runIfActive { [self] in
+                    Result { () throws(StorageError) -> Event? in try poll(now: now) }
+                }
+            } catch {
+                outcome = Result { () throws(StorageError) -> Event? in try poll(now: now) }
+            }
+            if let event = try outcome.get() { events(event) }
             try await clock.sleep(for: interval)
         }
     }
