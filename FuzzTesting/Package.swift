@@ -114,6 +114,10 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzSmartReading",
+            dependencies: [.product(name: "HotSpare", package: rootPackage)]
+        ),
+        .executableTarget(
             name: "FuzzInflate",
             dependencies: [.product(name: "FaultToleranceCore", package: rootPackage)]
         ),
