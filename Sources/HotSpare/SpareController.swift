@@ -20,7 +20,7 @@ extension SimulatedFlash: WearSource {
 /// The runtime that keeps a ``StorageArray`` healthy: at every poll it samples each serving
 /// member's wear into a ``WearMonitor``, starts the migration the monitor proposes (or a
 /// rebuild of a failed mirror member, which comes first), and advances a running migration by
-/// one ``StorageArray/copyStep(maximumBlocks:)``. ``run(clock:interval:events:)`` polls on an injected clock;
+/// one ``StorageArray/copyStep(maximumBlocks:erase:)``. ``run(clock:interval:events:)`` polls on an injected clock;
 /// a simulation calls ``poll(now:)`` itself in virtual time.
 public final class SpareController: Sendable {
     /// What one poll did.
