@@ -112,6 +112,14 @@ let badInputs: [BadInput] = [
     BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "0"),
     BadInput("--bug", "failover", "simulate", "--bug", "trust-last-primary-by-name", "--journal"),
     BadInput("--maximum-lag", "failover", "simulate", "--maximum-lag", "8", "--control", "etcd"),
+    BadInput("--members", "spare", "create", "/nonexistent/a", "--members", "3"),
+    BadInput("--members", "spare", "create", "/nonexistent/a", "--members", "0"),
+    BadInput("--layout", "spare", "create", "/nonexistent/a", "--layout", "raid5"),
+    BadInput("--block-kib", "spare", "create", "/nonexistent/a", "--block-kib", "48"),
+    BadInput("--fill", "spare", "create", "/nonexistent/a", "--fill", "101"),
+    BadInput("--step-blocks", "spare", "migrate", "/nonexistent/a", "--step-blocks", "0"),
+    BadInput("--maximum-delay", "spare", "crash-test", "--maximum-delay", "5"),
+    BadInput("--device", "spare", "wear", "--device", "/dev/sda", "--file", "/nonexistent/s.json"),
 ]
 
 @Suite("ftctl refuses bad input before running")

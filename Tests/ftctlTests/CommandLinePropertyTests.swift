@@ -62,6 +62,10 @@ let propertyCommands: [(option: String, arguments: [String])] = [
     ("--steps", ["journal", "simulate", "--seeds", "1"]),
     ("--factor", ["livecopy", "simulate", "--seeds", "1"]),
     ("--seeds", ["livecopy", "simulate", "--time-limit", "1"]),
+    ("--megabytes", ["spare", "create", "/dev/null/ftctl/a"]),
+    ("--block-kib", ["spare", "create", "/dev/null/ftctl/a"]),
+    ("--member", ["spare", "migrate", "/dev/null/ftctl/a"]),
+    ("--rounds", ["spare", "crash-test", "--maximum-delay", "20"]),
 ]
 
 @Suite("ftctl survives hostile values in every option")
