@@ -12,9 +12,9 @@ import Foundation
 ///   The unit is read from the name's suffix; page counts are taken as 16 KiB pages, which
 ///   leaves their ratio (the write amplification) exact.
 /// - **NVMe**: the standard health log's `data_units_written` (units of 512,000 bytes) is the
-///   host's. The standard log has no media counter: vendors put it in their own logs, so
-///   ``mediaBytesWritten`` is `nil` and the monitor does not judge such a drive unless a
-///   media figure is supplied from elsewhere.
+///   host's. The standard log has no media counter: ``mediaBytesWritten`` is `nil` until
+///   ``addingMediaBytes(ocpLogJSON:)`` takes it from the drive's OCP cloud SMART log
+///   (datacenter drives; nvme-cli's `ocp smart-add-log`).
 public struct SmartReading: Sendable, Hashable {
     /// `ATA`, `NVMe` or `SCSI`, as smartctl names it.
     public var deviceProtocol: String
@@ -123,6 +123,39 @@ public struct SmartReading: Sendable, Hashable {
         return reading
     }
 
+    /// The media bytes written from an NVMe drive's OCP cloud SMART log (log page 0xC0) as
+    /// nvme-cli 2 prints it (`nvme ocp smart-add-log DEVICE -o json`): "Physical media units
+    /// written", a 128-bit byte count in `hi` and `lo` halves. Throws ``SmartParseError`` for
+    /// bytes that are not that, and ``SmartParseError/Code/outOfRange`` when the count needs
+    /// more than 64 bits.
+    public static func mediaBytes(ocpLogJSON input: [UInt8]) throws(SmartParseError) -> UInt64 {
+        guard input.count <= 1 << 20 else { throw SmartParseError(.notSmartctl, "\(input.count) bytes is too large") }
+        let log: OCPSmartLog
+        do {
+            log = try JSONDecoder().decode(OCPSmartLog.self, from: Data(input))
+        } catch {
+            guard (try? JSONSerialization.jsonObject(with: Data(input), options: [.fragmentsAllowed])) != nil else {
+                throw SmartParseError(.notJSON, "\(input.count) bytes that do not parse as JSON")
+            }
+            throw SmartParseError(.notSmartctl, "not an OCP SMART log: \(error)")
+        }
+        guard let written = log.written, let low = written.lo else {
+            throw SmartParseError(.notSmartctl, "no \"Physical media units written\" in the OCP SMART log")
+        }
+        guard (written.hi ?? 0) == 0 else {
+            throw SmartParseError(.outOfRange, "physical media units written exceed 64 bits")
+        }
+        return low
+    }
+
+    /// This reading with its media bytes from an OCP SMART log (``mediaBytes(ocpLogJSON:)``):
+    /// how an NVMe drive, whose standard log has none, gets a write amplification.
+    public func addingMediaBytes(ocpLogJSON input: [UInt8]) throws(SmartParseError) -> SmartReading {
+        var reading = self
+        reading.mediaBytesWritten = try Self.mediaBytes(ocpLogJSON: input)
+        return reading
+    }
+
     private static func first(
         of names: [String], _ bytes: (String) throws(SmartParseError) -> UInt64?
     ) throws(SmartParseError) -> UInt64? {
@@ -168,6 +201,16 @@ private struct SmartctlOutput: Decodable {
     var ata_smart_attributes: Attributes?
 }
 
+/// The field of nvme-cli's OCP SMART log output the parser reads.
+private struct OCPSmartLog: Decodable {
+    struct Wide: Decodable {
+        var hi: UInt64?
+        var lo: UInt64?
+    }
+    var written: Wide?
+    enum CodingKeys: String, CodingKey { case written = "Physical media units written" }
+}
+
 /// Why `smartctl --json` output gave no reading.
 public struct SmartParseError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kind of problem.
@@ -199,40 +242,57 @@ public struct SmartParseError: Error, Sendable, Hashable, CustomStringConvertibl
     public var description: String { "\(code.rawValue): \(detail)" }
 }
 
-/// A ``WearSource`` that runs `smartctl --json -A` on a device each time it is sampled.
+/// A ``WearSource`` that runs `smartctl --json -A` on a device each time it is sampled, and for
+/// an NVMe drive also `nvme ocp smart-add-log -o json` (its media bytes) when nvme-cli is there.
 ///
-/// It blocks for as long as smartctl runs (tens of milliseconds): sample it from the
-/// controller's own task, not from a latency-sensitive one. A drive that reports no media
-/// counter (standard NVMe) gives `nil`, so the monitor does not judge it.
+/// It blocks for as long as the tools run (tens of milliseconds): sample it from the
+/// controller's own polls (which run on NIO's thread pool), not from a latency-sensitive task.
+/// A drive that reports no media counter gives `nil`, so the monitor does not judge it.
 public struct SmartctlWearSource: WearSource {
     /// The device path, e.g. `/dev/sda`.
     public var device: String
     /// The smartctl executable.
     public var executable: String
+    /// nvme-cli, for the OCP log of NVMe drives; `nil` not to ask.
+    public var nvmeExecutable: String?
 
     /// A source for `device`.
-    public init(device: String, executable: String = "/usr/sbin/smartctl") {
+    public init(device: String, executable: String = "/usr/sbin/smartctl", nvmeExecutable: String? = "/usr/sbin/nvme") {
         self.device = device
         self.executable = executable
+        self.nvmeExecutable = nvmeExecutable
     }
 
-    /// Reads the drive now; `nil` if smartctl cannot run or the drive has no media counter.
+    /// Reads the drive now; `nil` if the tools cannot run or the drive has no media counter.
     public func wearCounts() -> (media: UInt64, host: UInt64)? {
         guard let reading = try? read(), let media = reading.mediaBytesWritten else { return nil }
         return (media, reading.hostBytesWritten)
     }
 
-    /// Runs smartctl and parses what it prints.
+    /// Runs smartctl (and nvme-cli for an NVMe drive) and parses what they print.
     public func read() throws -> SmartReading {
+        var reading = try SmartReading.parse(
+            smartctlJSON: try Self.output(of: executable, ["--json", "-A", "-i", device]))
+        if reading.deviceProtocol == "NVMe", reading.mediaBytesWritten == nil, let nvmeExecutable,
+            FileManager.default.isExecutableFile(atPath: nvmeExecutable),
+            let log = try? Self.output(of: nvmeExecutable, ["ocp", "smart-add-log", device, "-o", "json"]),
+            let withMedia = try? reading.addingMediaBytes(ocpLogJSON: log)
+        {
+            reading = withMedia
+        }
+        return reading
+    }
+
+    private static func output(of executable: String, _ arguments: [String]) throws -> [UInt8] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["--json", "-A", "-i", device]
+        process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return try SmartReading.parse(smartctlJSON: [UInt8](data))
+        return [UInt8](data)
     }
 }

@@ -538,26 +538,36 @@ struct SpareWear: AsyncParsableCommand {
         commandName: "wear",
         abstract: "Read a drive's host and media writes (write amplification) from `smartctl --json`.",
         discussion: """
-            Runs `smartctl --json -A -i DEVICE`, or reads saved output with --file. SATA SSDs \
-            report media writes in vendor attributes (NAND, TLC or FTL writes); standard NVMe \
-            logs have host writes only, so such a drive has no write amplification to judge.
+            Runs `smartctl --json -A -i DEVICE` (and for an NVMe drive `nvme ocp smart-add-log`), \
+            or reads saved output with --file (and --ocp-file). SATA SSDs report media writes in \
+            vendor attributes (NAND, TLC or FTL writes); NVMe drives in the OCP cloud SMART log \
+            only: without it, such a drive has no write amplification to judge.
             """)
 
     @Option(help: "The device to ask smartctl about, e.g. /dev/sda.") var device: String?
     @Option(help: "A file holding `smartctl --json` output.") var file: String?
+    @Option(help: "With --file: a file holding `nvme ocp smart-add-log -o json` output (an NVMe drive's media writes).")
+    var ocpFile: String?
     @Option(help: "The smartctl executable.") var smartctl = "/usr/sbin/smartctl"
 
     func validate() throws {
         guard (device == nil) != (file == nil) else { throw ValidationError("give exactly one of --device and --file") }
+        guard ocpFile == nil || file != nil else { throw ValidationError("--ocp-file goes with --file") }
     }
 
     func run() async throws {
-        let reading: SmartReading
+        var reading: SmartReading
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw CommandFailure("cannot read \(file)")
             }
             reading = try SmartReading.parse(smartctlJSON: [UInt8](data))
+            if let ocpFile {
+                guard let log = FileManager.default.contents(atPath: ocpFile) else {
+                    throw CommandFailure("cannot read \(ocpFile)")
+                }
+                reading = try reading.addingMediaBytes(ocpLogJSON: [UInt8](log))
+            }
         } else if let device {
             guard FileManager.default.isExecutableFile(atPath: smartctl) else {
                 throw CommandFailure("\(smartctl) is not an executable; install smartmontools or pass --smartctl")

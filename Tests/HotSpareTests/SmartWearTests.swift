@@ -37,6 +37,30 @@ struct SmartWearTests {
         #expect(reading.percentageUsed == used)
     }
 
+    @Test("NVMe media bytes from the OCP SMART log (nvme-cli's JSON): the reading gains a write amplification")
+    func ocpLog() throws {
+        let log = try Self.sample("nvme-ocp-smart-add-log.json")
+        #expect(try SmartReading.mediaBytes(ocpLogJSON: log) == 527_805_403_860_992)
+        let reading = try SmartReading.parse(smartctlJSON: try Self.sample("nvme-samsung-980pro-smartctl-7.4.json"))
+        let combined = try reading.addingMediaBytes(ocpLogJSON: log)
+        #expect(combined.mediaBytesWritten == 527_805_403_860_992)
+        #expect(combined.hostBytesWritten == reading.hostBytesWritten)
+        let amplification = try #require(combined.writeAmplification)
+        #expect(abs(amplification - 527_805_403_860_992.0 / Double(396_270_860 * 512_000)) < 1e-12)
+        for (text, code) in [
+            ("{\"Physical media units written\": {\"hi\": 1, \"lo\": 0}}", SmartParseError.Code.outOfRange),
+            ("{\"Physical media units read\": {\"hi\": 0, \"lo\": 5}}", .notSmartctl),
+            ("{\"Physical media units written\": 7}", .notSmartctl),
+            ("[", .notJSON),
+        ] {
+            #expect {
+                try SmartReading.mediaBytes(ocpLogJSON: Array(text.utf8))
+            } throws: { error in
+                (error as? SmartParseError)?.code == code
+            }
+        }
+    }
+
     @Test("a device smartctl cannot identify is an error carrying smartctl's message")
     func unidentifiedDevice() throws {
         #expect {
