@@ -363,6 +363,34 @@ public final class StorageArray: StorageUnit, @unchecked Sendable {
         }
     }
 
+    /// One copy of a block on a member.
+    public struct BlockCopy: Sendable {
+        /// The member holding it.
+        public var member: UnitID
+        /// The member's unit.
+        public var unit: any StorageUnit
+        /// Where on the unit the block starts.
+        public var offset: Int
+    }
+
+    /// Every copy of block `block` the array keeps: on the members of its roles that have not
+    /// failed, and on the migration's target once the copy has passed it. For tools that check
+    /// or scrub each copy on its own; empty for a block outside the array.
+    public func copies(ofBlock block: Int) -> [BlockCopy] {
+        guard block >= 0, block < geometry.blockCount else { return [] }
+        let (roles, slot) = geometry.placement(ofBlock: block)
+        let offset = dataOffset + slot * geometry.blockSize
+        return lock.withLock {
+            var members = roles.map { state.record.roles[$0] }
+            if let migration = state.record.migration, roles.contains(migration.role), slot < state.cursor {
+                members.append(migration.target)
+            }
+            return members.filter { !state.record.failed.contains($0) }.compactMap { member in
+                state.units[member].map { BlockCopy(member: member, unit: $0, offset: offset) }
+            }
+        }
+    }
+
     /// The member unit for `member`, if the array holds it (for tools and tests).
     public func unit(for member: UnitID) -> (any StorageUnit)? {
         lock.withLock { state.units[member] }

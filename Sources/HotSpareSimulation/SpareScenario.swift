@@ -417,24 +417,17 @@ final class SpareRun {
     /// migration's target below its resume point.
     func checkEveryCopy(_ when: String) {
         guard let array, violation == nil else { return }
-        let status = array.status
         for index in models.indices {
-            let (roles, slot) = array.geometry.placement(ofBlock: index)
-            var copies = roles.map { status.roles[$0] }
-            if let migration = status.migration, roles.contains(migration.role), slot < migration.resumeFrom {
-                copies.append(migration.target)
-            }
-            for member in copies where !status.failed.contains(member) {
-                guard let unit = array.unit(for: member) as? WornDisk, !unit.isDead else { continue }
+            for copy in array.copies(ofBlock: index) {
+                guard let unit = copy.unit as? WornDisk, !unit.isDead else { continue }
                 checks += 1
-                guard let copy = try? unit.read(at: array.dataOffset + slot * Self.block, count: Self.block) else {
-                    continue
-                }
-                if !Self.allows(models[index], copy) {
+                guard let bytes = try? unit.read(at: copy.offset, count: Self.block) else { continue }
+                if !Self.allows(models[index], bytes) {
                     fail(
                         "copies-acknowledged",
-                        "\(when): block \(index)'s copy on \(member) is wrong (slot \(slot), first bytes \(copy[0]) "
-                            + "\(copy[512]), may be \(models[index].candidates.map { $0[0] }); \(status))")
+                        "\(when): block \(index)'s copy on \(copy.member) is wrong (at \(copy.offset), first bytes "
+                            + "\(bytes[0]) \(bytes[512]), may be \(models[index].candidates.map { $0[0] }); \(array.status))"
+                    )
                     return
                 }
             }

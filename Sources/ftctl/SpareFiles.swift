@@ -23,11 +23,11 @@ func openSparePool(_ directory: String, access: FileStoragePool.Access = .readWr
 }
 
 /// The pool's logger for the CLI: warnings and worse.
-var quietPoolLogger: Logger {
+let quietPoolLogger: Logger = {
     var logger = Logger(label: "ftctl.spare.pool")
     logger.logLevel = .warning
     return logger
-}
+}()
 
 /// `ftctl spare create DIR`.
 struct SpareCreate: AsyncParsableCommand {
@@ -412,20 +412,12 @@ struct SpareCrashTest: AsyncParsableCommand {
             guard model.allows(content) else {
                 throw failure("\(when): page \(page) reads \(content) through the array; acknowledged \(model)")
             }
-            let block = offset / array.geometry.blockSize
-            let (roles, slot) = array.geometry.placement(ofBlock: block)
-            var holders = roles.map { status.roles[$0] }
-            if let migration = status.migration, roles.contains(migration.role), slot < migration.resumeFrom {
-                holders.append(migration.target)
-            }
-            for member in holders where !status.failed.contains(member) {
-                guard let unit = array.unit(for: member) else { continue }
-                let at = array.dataOffset + slot * array.geometry.blockSize + offset % array.geometry.blockSize
-                try unit.read(into: buffer, at: at)
+            for copy in array.copies(ofBlock: offset / array.geometry.blockSize) {
+                try copy.unit.read(into: buffer, at: copy.offset + offset % array.geometry.blockSize)
                 copies += 1
-                let copy = CrashPage.decode(UnsafeRawBufferPointer(buffer), page: page)
-                guard model.allows(copy) else {
-                    throw failure("\(when): page \(page)'s copy on \(member) is \(copy); acknowledged \(model)")
+                let content = CrashPage.decode(UnsafeRawBufferPointer(buffer), page: page)
+                guard model.allows(content) else {
+                    throw failure("\(when): page \(page)'s copy on \(copy.member) is \(content); acknowledged \(model)")
                 }
             }
         }

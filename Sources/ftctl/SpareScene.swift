@@ -107,23 +107,16 @@ struct SpareScene {
     /// Reads every page through the array and from both mirror members, and compares each
     /// with the last write to it.
     private func check(_ array: StorageArray, versions: [UInt32], page: Int) throws {
-        let status = array.status
-        let members = status.roles.map { array.unit(for: $0) }
         var buffer = [UInt8](repeating: 0, count: page)
         for (index, version) in versions.enumerated() {
-            var sources: [(String, (any StorageUnit)?, Int)] = [("the array", array, index * page)]
             let offset = index * page
-            let block = offset / array.geometry.blockSize
-            let (roles, slot) = array.geometry.placement(ofBlock: block)
-            for role in roles {
-                sources.append(
-                    (
-                        "\(status.roles[role])", members[role],
-                        array.dataOffset + slot * array.geometry.blockSize + offset % array.geometry.blockSize
-                    ))
-            }
+            let within = offset % array.geometry.blockSize
+            let sources: [(String, any StorageUnit, Int)] =
+                [("the array", array, offset)]
+                + array.copies(ofBlock: offset / array.geometry.blockSize).map {
+                    ("\($0.member)", $0.unit, $0.offset + within)
+                }
             for (name, unit, at) in sources {
-                guard let unit else { continue }
                 try buffer.withUnsafeMutableBytes { try unit.read(into: $0, at: at) }
                 let (stampedPage, stampedVersion) = buffer.withUnsafeBytes {
                     ($0.load(fromByteOffset: 0, as: UInt32.self), $0.load(fromByteOffset: 4, as: UInt32.self))

@@ -86,16 +86,10 @@ import Testing
                 if !SpareRun.allows(model, bytes) {
                     problems.append("\(when): block \(index) reads what was never written")
                 }
-                let (roles, slot) = reopened.geometry.placement(ofBlock: index)
-                var copies = roles.map { status.roles[$0] }
-                if let migration = status.migration, roles.contains(migration.role), slot < migration.resumeFrom {
-                    copies.append(migration.target)
-                }
-                for member in copies where !status.failed.contains(member) {
-                    guard let unit = reopened.unit(for: member) else { continue }
-                    let copy = try unit.read(at: reopened.dataOffset + slot * block, count: block)
-                    if !SpareRun.allows(model, copy) {
-                        problems.append("\(when): block \(index)'s copy on \(member) is wrong")
+                for copy in reopened.copies(ofBlock: index) {
+                    let bytes = try copy.unit.read(at: copy.offset, count: block)
+                    if !SpareRun.allows(model, bytes) {
+                        problems.append("\(when): block \(index)'s copy on \(copy.member) is wrong")
                     }
                 }
             }
