@@ -244,11 +244,22 @@ enum CrashPage {
     static func fill(_ buffer: UnsafeMutableRawBufferPointer, page: Int, version: UInt64) {
         buffer.storeBytes(of: UInt64(page).littleEndian, toByteOffset: 0, as: UInt64.self)
         buffer.storeBytes(of: version.littleEndian, toByteOffset: 8, as: UInt64.self)
+        forEachWord(page: page, version: version) { offset, word in
+            buffer.storeBytes(of: word, toByteOffset: offset, as: UInt64.self)
+            return true
+        }
+    }
+
+    /// The words after the stamp, in order, drawn from (page, version); `body` returns false to stop.
+    /// Returns whether every call returned true.
+    @discardableResult
+    private static func forEachWord(page: Int, version: UInt64, _ body: (Int, UInt64) -> Bool) -> Bool {
         var state = UInt64(page) &* 0x9E37_79B9_7F4A_7C15 ^ version
         for word in 2..<(size / 8) {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            buffer.storeBytes(of: state, toByteOffset: word * 8, as: UInt64.self)
+            guard body(word * 8, state) else { return false }
         }
+        return true
     }
 
     enum Content: Equatable {
@@ -257,19 +268,17 @@ enum CrashPage {
         case garbage
     }
 
+    /// What `bytes` (one page read back) holds, compared word by word with what its stamp says.
     static func decode(_ bytes: UnsafeRawBufferPointer, page: Int) -> Content {
         guard bytes.count == size else { return .garbage }
         if bytes.allSatisfy({ $0 == 0 }) { return .zeros }
         let stampedPage = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
         let version = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         guard stampedPage == UInt64(page) else { return .garbage }
-        let expected = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
-        defer { expected.deallocate() }
-        fill(expected, page: page, version: version)
-        guard let want = expected.baseAddress, let have = bytes.baseAddress, bytes.count == size else {
-            return .garbage
+        let intact = forEachWord(page: page, version: version) { offset, word in
+            bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == word
         }
-        return memcmp(want, have, size) == 0 ? .stamp(version: version) : .garbage
+        return intact ? .stamp(version: version) : .garbage
     }
 }
 

@@ -35,31 +35,40 @@ let quiet: Logger = {
     return logger
 }()
 
-/// A temporary directory, removed by `remove()`.
-struct Scratch {
-    let path = NSTemporaryDirectory() + "ft-spare-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
+/// A mirror of two file members and a spare in a temporary directory, `livePercent` of its
+/// blocks written; `close()` closes the pool and removes the directory.
+struct FileArray {
+    let directory = NSTemporaryDirectory() + "ft-spare-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let array: StorageArray
+    let pool: FileStoragePool
 
-/// A mirror of two file members and a spare, `live` of its blocks written.
-func makeArray(in directory: String, memberMiB: Int, livePercent: Int) throws -> (StorageArray, FileStoragePool) {
-    let capacity = memberMiB << 20
-    let pool = try FileStoragePool(
-        directories: [directory], unitCapacity: capacity, budget: capacity * 3, logger: quiet)
-    let units = try (0..<3).map { _ in try pool.allocate() }
-    let array = try StorageArray.create(
-        id: UnitID(0), members: [units[0], units[1]], spares: [units[2]],
-        configuration: .init(layout: .mirror, blockSize: block))
-    var data = [UInt8](repeating: 0, count: block)
-    var random = SystemRandomNumberGenerator()
-    for index in 0..<array.geometry.blockCount where Int.random(in: 0..<100, using: &random) < livePercent {
-        data.withUnsafeMutableBytes { raw in
-            for word in 0..<(block / 8) { raw.storeBytes(of: random.next(), toByteOffset: word * 8, as: UInt64.self) }
+    init(memberMiB: Int, livePercent: Int) throws {
+        let capacity = memberMiB << 20
+        let pool = try FileStoragePool(
+            directories: [directory], unitCapacity: capacity, budget: capacity * 3, logger: quiet)
+        self.pool = pool
+        let units = try (0..<3).map { _ in try pool.allocate() }
+        let array = try StorageArray.create(
+            id: UnitID(0), members: [units[0], units[1]], spares: [units[2]],
+            configuration: .init(layout: .mirror, blockSize: block))
+        var data = [UInt8](repeating: 0, count: block)
+        var random = SystemRandomNumberGenerator()
+        for index in 0..<array.geometry.blockCount where Int.random(in: 0..<100, using: &random) < livePercent {
+            data.withUnsafeMutableBytes { raw in
+                for word in 0..<(block / 8) {
+                    raw.storeBytes(of: random.next(), toByteOffset: word * 8, as: UInt64.self)
+                }
+            }
+            try array.write(data, at: index * block)
         }
-        try array.write(data, at: index * block)
+        try array.synchronize()
+        self.array = array
     }
-    try array.synchronize()
-    return (array, pool)
+
+    func close() {
+        pool.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 }
 
 /// Copies `blocks` (role slots) of `source` to `target` with pread/pwrite, then fdatasync.
@@ -83,25 +92,24 @@ func rawCopy(_ source: String, _ target: String, offset: Int, slots: [Int]) thro
 }
 
 let benchmarks: @Sendable () -> Void = {
+    /// The file-array benchmarks' runs: a few, each within two minutes.
+    let fileRuns = Benchmark.Configuration(
+        metrics: [throughputRatio], maxDuration: .seconds(120), maxIterations: mode.pick(full: 5, quick: 2, smoke: 1))
     let memberMiB = mode.pick(full: 512, quick: 128, smoke: 32)
     Benchmark(
         "migrate a member of a \(memberMiB) MiB file mirror (half live) vs raw pread/pwrite of the live blocks",
-        configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(120),
-            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1)
-        )
+        configuration: fileRuns
     ) { benchmark in
-        let scratch = Scratch()
-        defer { scratch.remove() }
         do {
-            let (array, pool) = try makeArray(in: scratch.path, memberMiB: memberMiB, livePercent: 50)
-            defer { pool.close() }
-            let source = pool.units[0]
+            let files = try FileArray(memberMiB: memberMiB, livePercent: 50)
+            defer { files.close() }
+            let array = files.array
+            let source = files.pool.units[0]
             let slots = (0..<array.geometry.blocksPerRole).filter {
                 array.isLive(block: array.geometry.block(role: 0, slot: $0))
             }
             let raw = try seconds {
-                try rawCopy(source.path, scratch.path + "/raw-copy", offset: array.dataOffset, slots: slots)
+                try rawCopy(source.path, files.directory + "/raw-copy", offset: array.dataOffset, slots: slots)
             }
             try array.beginMigration(of: source.id)
             var report: StorageArray.MigrationReport?
@@ -137,18 +145,14 @@ let benchmarks: @Sendable () -> Void = {
     let writes = mode.pick(full: 20_000, quick: 8_000, smoke: 4_000)
     Benchmark(
         "\(writes) random 4 KiB host writes during migrations vs idle (a synchronize every 64)",
-        configuration: .init(
-            metrics: [throughputRatio], maxDuration: .seconds(120),
-            maxIterations: mode.pick(full: 5, quick: 2, smoke: 1)
-        )
+        configuration: fileRuns
     ) { benchmark in
-        let scratch = Scratch()
-        defer { scratch.remove() }
         do {
             // Every block live first: a write to a block not yet live records its live bit
             // (an fdatasync on every member) and would weigh on whichever run came first.
-            let (array, pool) = try makeArray(in: scratch.path, memberMiB: memberMiB, livePercent: 100)
-            defer { pool.close() }
+            let files = try FileArray(memberMiB: memberMiB, livePercent: 100)
+            defer { files.close() }
+            let array = files.array
             let page = [UInt8](repeating: 7, count: 4096)
             let pages = array.capacity / 4096
             func hostWrites() throws {
