@@ -33,6 +33,8 @@ let package = Package(
         .library(name: "DaisyChainSimulation", targets: ["DaisyChainSimulation"]),
         .library(name: "HotSpare", targets: ["HotSpare"]),
         .library(name: "HotSpareSimulation", targets: ["HotSpareSimulation"]),
+        .library(name: "DisasterRecovery", targets: ["DisasterRecovery"]),
+        .library(name: "DisasterRecoverySimulation", targets: ["DisasterRecoverySimulation"]),
         .library(name: "Failover", targets: ["Failover"]),
         .library(name: "FaultToleranceEtcd", targets: ["FaultToleranceEtcd"]),
         .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
@@ -228,6 +230,26 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        .target(
+            name: "DisasterRecovery",
+            dependencies: [
+                "FaultToleranceCore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                // NIOThreadPool: VolumeRecovery's copies, off the cooperative pool.
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The disaster-recovery scenario: the shipped lazy volume over simulated disks, a workload
+        // writing through it while the replica builds and the migration switches, in virtual time.
+        .target(
+            name: "DisasterRecoverySimulation",
+            dependencies: [
+                "DisasterRecovery",
+                "DeterministicSimulation",
+                "FaultToleranceCore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The name-key sync scenario: the shipped client session and server responder on a
         // simulated network, in virtual time.
         .target(
@@ -330,7 +352,7 @@ let package = Package(
                 "LiveCopy", "LiveCopySimulation", "FaultToleranceAuthentication", "Checkpointing",
                 "CheckpointingSimulation", "NameKeySync", "NameKeySyncSimulation", "DaisyChain",
                 "DaisyChainSimulation", "Failover", "FailoverSimulation", "FaultToleranceEtcd", "HotSpare",
-                "HotSpareSimulation",
+                "HotSpareSimulation", "DisasterRecovery", "DisasterRecoverySimulation",
             ]
         ),
         .executableTarget(
@@ -407,6 +429,12 @@ let package = Package(
             name: "HotSpareTests",
             dependencies: ["HotSpare", "HotSpareSimulation", "FaultToleranceCore", "DeterministicSimulation"],
             exclude: ["SmartSamples"]
+        ),
+        .testTarget(
+            name: "DisasterRecoveryTests",
+            dependencies: [
+                "DisasterRecovery", "DisasterRecoverySimulation", "FaultToleranceCore", "DeterministicSimulation",
+            ]
         ),
         .testTarget(
             name: "NameKeySyncTests",

@@ -4,6 +4,8 @@
 @_exported import DaisyChain
 @_exported import DaisyChainSimulation
 @_exported import DeterministicSimulation
+@_exported import DisasterRecovery
+@_exported import DisasterRecoverySimulation
 @_exported import ElasticJournal
 @_exported import ElasticJournalSimulation
 @_exported import Failover

@@ -18,7 +18,7 @@ struct FTCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Simulate.self, HeartbeatCommand.self, JournalCommand.self, LiveCopyCommand.self, CheckpointCommand.self,
-            KeySyncCommand.self, ChainCommand.self, FailoverCommand.self, SpareCommand.self,
+            KeySyncCommand.self, ChainCommand.self, FailoverCommand.self, SpareCommand.self, RecoveryCommand.self,
             Demo.self,
         ],
         defaultSubcommand: nil
