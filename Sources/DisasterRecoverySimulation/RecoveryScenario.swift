@@ -26,6 +26,9 @@ public struct RecoveryScenario: Sendable {
     /// A planted bug, or `nil` for the shipped volume.
     package var bug: DisasterRecoveryBug?
 
+    /// Creates a scenario.
+    package init(bug: DisasterRecoveryBug? = nil) { self.bug = bug }
+
     /// Creates a scenario running the shipped volume.
     public init() { self.bug = nil }
 
