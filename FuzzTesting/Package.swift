@@ -114,6 +114,10 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "FuzzRecoveryFormats",
+            dependencies: [.product(name: "DisasterRecovery", package: rootPackage)]
+        ),
+        .executableTarget(
             name: "FuzzSmartReading",
             dependencies: [.product(name: "HotSpare", package: rootPackage)]
         ),

@@ -1,4 +1,5 @@
 import FaultToleranceCore
+import Foundation
 import Testing
 
 @testable import DisasterRecovery
@@ -77,5 +78,29 @@ import Testing
         var broken = plan
         broken.environment.volumes.removeLast()
         #expect { try RecoveryPlan.decode(broken.encoded()) } throws: { ($0 as? RecoveryError)?.code == .invalidPlan }
+    }
+}
+
+extension RecoveryPlanTests {
+    /// Writes the fuzzer's seed corpus (FuzzTesting/Corpus/RecoveryFormats) when FT_WRITE_CORPUS
+    /// names the directory: steer byte first, as FuzzRecoveryFormats reads it.
+    @Test func theFuzzCorpusSeedsDecode() throws {
+        let plan = try RecoveryPlan.make(for: Self.environment(), point: .at(Instant(nanoseconds: 1)))
+        let header = LazyVolumeHeader(
+            phase: .building, blockSize: 4096, identity: 3, capacity: 1 << 20, generation: 2, built: 17)
+        var words = [UInt64](repeating: 0, count: 2 * LazyVolumeHeader.blocksPerBitmapSector / 64)
+        words[70] = 0x8000_0000_0000_0001
+        let sector = LazyVolumeHeader.encodeBitmapSector(index: 1, words: words)
+        var decoded = [UInt64](repeating: 0, count: words.count)
+        try LazyVolumeHeader.decodeBitmapSector(sector, index: 1, blocks: 2 * 4032, into: &decoded)
+        #expect(decoded == words)
+        #expect(try RecoveryPlan.decode(plan.encoded()) == plan)
+        #expect(try LazyVolumeHeader.decode(header.encoded()) == header)
+        let seeds: [(String, [UInt8])] = [
+            ("plan", [0] + plan.encoded()), ("header", [1] + header.encoded()), ("bitmap-sector", [2] + sector),
+        ]
+        if let directory = ProcessInfo.processInfo.environment["FT_WRITE_CORPUS"] {
+            for (name, bytes) in seeds { try Data(bytes).write(to: URL(fileURLWithPath: directory + "/" + name)) }
+        }
     }
 }
