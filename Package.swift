@@ -234,6 +234,9 @@ let package = Package(
             name: "DisasterRecovery",
             dependencies: [
                 "FaultToleranceCore",
+                "ElasticJournal",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 // NIOThreadPool: VolumeRecovery's copies, off the cooperative pool.
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -463,6 +463,10 @@ public final class ElasticJournal: Sendable {
     /// The sequence number of the last durable record.
     public var durableSequence: UInt64 { state.withLockedValue { $0.durableSequence } }
 
+    /// The oldest sequence number the journal still holds (the first record of its oldest unit;
+    /// earlier ones have aged out into the base images).
+    public var oldestSequence: UInt64 { state.withLockedValue { $0.units.first?.header.firstSequence ?? 1 } }
+
     /// The sequence number of the last staged record.
     public var lastSequence: UInt64 { state.withLockedValue { $0.stagedSequence } }
 

@@ -1,0 +1,355 @@
+public import ElasticJournal
+public import FaultToleranceCore
+public import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+
+/// Where shipping stands, for `status` commands and metrics.
+public struct ShippingStatus: Sendable, Hashable {
+    /// The protected journal is durable through this record (sender), or the recovery journal
+    /// is (receiver).
+    public var durable: UInt64
+    /// The recovery site holds every record through this one durably.
+    public var acknowledged: UInt64
+    /// The recovery point objective now (sender; zero on the receiver).
+    public var recoveryPointObjective: Duration
+    /// Records sent and not yet acknowledged (sender).
+    public var inFlight: Int
+    /// Times the link was greeted anew (sender), or gaps refused (receiver).
+    public var reconnects: Int
+    /// Records received again and dropped (receiver).
+    public var duplicates: Int
+    /// Messages refused: malformed, from another node, about another journal.
+    public var refused: Int
+    /// The last error, if any.
+    public var lastError: String?
+
+    static let initial = ShippingStatus(
+        durable: 0, acknowledged: 0, recoveryPointObjective: .zero, inFlight: 0, reconnects: 0, duplicates: 0,
+        refused: 0, lastError: nil)
+}
+
+/// A clock whose reading is set by hand: the recovery site's journal store reads it, and the
+/// ``JournalReceiver`` sets it to each shipped record's time before appending the record, so
+/// the recovery site's journal keeps the protected site's times (a point in time means the
+/// same at both sites) and ages records out on the protected site's clock.
+public final class ShippedClock: Sendable {
+    private let value: NIOLockedValueBox<Instant>
+
+    /// A clock reading `start`.
+    public init(start: Instant = .zero) { value = NIOLockedValueBox(start) }
+
+    /// The current reading.
+    public func now() -> Instant { value.withLockedValue { $0 } }
+
+    /// Moves the reading to `instant` (never backwards).
+    public func advance(to instant: Instant) { value.withLockedValue { $0 = max($0, instant) } }
+}
+
+private func offload<T: Sendable>(
+    _ body: @escaping @Sendable () throws(JournalError) -> T
+) async -> Result<T, JournalError> {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive { Result { () throws(JournalError) in try body() } }
+    } catch {
+        return .failure(JournalError(.closed, detail: "the I/O thread pool is not running: \(error)"))
+    }
+}
+
+/// Ships a protected site's journal to a recovery site over a ``FaultToleranceCore/Transport``,
+/// continuously: the runtime of ``ShippingSender``.
+///
+/// Polls the journal's durable sequence every `pollInterval`, reads new records on NIO's
+/// thread pool, sends them in batches and keeps the recovery point objective. It greets the
+/// recovery site at start, after a failed send, and when acknowledgements stall, and resumes
+/// wherever the site says: no gap, no duplicate.
+public final class JournalShipper: Sendable {
+    /// Where to ship and how often to look.
+    public struct Configuration: Sendable, Hashable {
+        /// The recovery site's node.
+        public var recoverySite: NodeID
+        /// How often to look for newly durable records.
+        public var pollInterval: Duration
+        /// Greet again when records in flight see no acknowledgement for this long.
+        public var acknowledgementTimeout: Duration
+        /// Most record bytes in flight.
+        public var maximumInFlightBytes: Int
+        /// Most record bytes in one batch.
+        public var maximumBatchBytes: Int
+
+        /// Creates a configuration.
+        public init(
+            recoverySite: NodeID, pollInterval: Duration = .milliseconds(2),
+            acknowledgementTimeout: Duration = .seconds(2), maximumInFlightBytes: Int = 32 << 20,
+            maximumBatchBytes: Int = 1 << 20
+        ) {
+            self.recoverySite = recoverySite
+            self.pollInterval = pollInterval
+            self.acknowledgementTimeout = acknowledgementTimeout
+            self.maximumInFlightBytes = maximumInFlightBytes
+            self.maximumBatchBytes = maximumBatchBytes
+        }
+    }
+
+    private enum Event: Sendable {
+        case tick
+        case message(Envelope)
+        case read(Result<[JournalRecord], JournalError>, from: UInt64)
+    }
+
+    /// The journal shipped.
+    public let journal: ElasticJournal
+    /// The link.
+    public let transport: any Transport
+    /// Where and how.
+    public let configuration: Configuration
+    private let clock: @Sendable () -> Instant
+    private let logger: Logger
+    private let published = NIOLockedValueBox(ShippingStatus.initial)
+
+    /// Creates a shipper; ``run()`` ships.
+    public init(
+        journal: ElasticJournal, transport: any Transport, configuration: Configuration,
+        clock: @escaping @Sendable () -> Instant = JournalStore.wallClock,
+        logger: Logger = Logger(label: "ft.dr.shipper")
+    ) {
+        self.journal = journal
+        self.transport = transport
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Where shipping stands.
+    public var status: ShippingStatus { published.withLockedValue { $0 } }
+
+    /// Ships until cancelled. Reads every message of the transport's `incoming` stream (give it
+    /// a transport of its own, or a demultiplexed one).
+    public func run() async {
+        let (events, sink) = AsyncStream.makeStream(of: Event.self)
+        let transport = self.transport
+        let interval = configuration.pollInterval
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await envelope in transport.incoming where ShippingMessage.MessageType.contains(envelope.message.type) {
+                    sink.yield(.message(envelope))
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    sink.yield(.tick)
+                    try? await Task.sleep(for: interval)
+                }
+                sink.finish()
+            }
+            await consume(events, sink: sink)
+            group.cancelAll()
+        }
+    }
+
+    private func consume(_ events: AsyncStream<Event>, sink: AsyncStream<Event>.Continuation) async {
+        var sender = ShippingSender(
+            journal: journal.id.rawValue, maximumInFlightBytes: configuration.maximumInFlightBytes,
+            maximumBatchBytes: configuration.maximumBatchBytes)
+        var greetedAt = clock()
+        var lastProgress = clock()
+        var lastAcknowledged: UInt64 = 0
+        var effects = sender.connect()
+        for await event in events {
+            if Task.isCancelled { break }
+            let now = clock()
+            switch event {
+            case .tick:
+                effects += sender.journalDurable(through: journal.durableSequence, now: now)
+                let stalled = sender.recordsInFlight > 0 && now - lastProgress > configuration.acknowledgementTimeout
+                let unanswered = sender.nextToSend == nil && now - greetedAt > configuration.acknowledgementTimeout
+                if stalled || unanswered {
+                    effects += sender.connect()
+                    greetedAt = now
+                    lastProgress = now
+                    published.withLockedValue { $0.reconnects += 1 }
+                }
+            case .message(let envelope):
+                guard envelope.from == configuration.recoverySite else {
+                    published.withLockedValue { $0.refused += 1 }
+                    continue
+                }
+                do {
+                    effects += try sender.received(ShippingMessage.decode(envelope.message), now: now)
+                } catch {
+                    published.withLockedValue {
+                        $0.refused += 1
+                        $0.lastError = "\(error)"
+                    }
+                }
+            case .read(let result, let from):
+                switch result {
+                case .success(let records):
+                    effects += sender.recordsRead(records)
+                case .failure(let error) where error.code == .outsideWindow:
+                    effects += sender.recordsUnavailable(requested: from, oldest: journal.oldestSequence)
+                    logger.error("the recovery site needs records that aged out", metadata: ["error": "\(error)"])
+                case .failure(let error):
+                    effects += sender.recordsRead([])
+                    published.withLockedValue { $0.lastError = "\(error)" }
+                }
+            }
+            if sender.acknowledged != lastAcknowledged {
+                lastAcknowledged = sender.acknowledged
+                lastProgress = now
+            }
+            while !effects.isEmpty {
+                let effect = effects.removeFirst()
+                switch effect {
+                case .send(let message):
+                    do {
+                        try await transport.send(message.encode(), to: configuration.recoverySite)
+                    } catch {
+                        // The link broke: greet again at the next tick, and resume where the site says.
+                        effects.removeAll {
+                            if case .send = $0 { return true }
+                            return false
+                        }
+                        greetedAt = .zero
+                        lastProgress = .zero
+                        published.withLockedValue { $0.lastError = "\(error)" }
+                    }
+                case .read(let from, let through, let maximumBytes):
+                    let journal = self.journal
+                    Task {
+                        let result = await offload { () throws(JournalError) in
+                            try journal.records(fromSequence: from, through: through, maximumBytes: maximumBytes)
+                        }
+                        sink.yield(.read(result, from: from))
+                    }
+                }
+            }
+            let rpo = sender.recoveryPointObjective(now: now)
+            let inFlight = sender.recordsInFlight
+            let durable = sender.durable
+            published.withLockedValue {
+                $0.durable = durable
+                $0.acknowledged = lastAcknowledged
+                $0.recoveryPointObjective = rpo
+                $0.inFlight = inFlight
+            }
+        }
+    }
+}
+
+/// Receives a shipped journal at the recovery site: the runtime of ``ShippingReceiver``.
+///
+/// Appends each batch to the recovery site's own ``ElasticJournal/ElasticJournal``, keeping the
+/// protected site's sequence numbers and times (the journal's store must read the receiver's
+/// ``ShippedClock``), makes it durable, then acknowledges. The recovery journal must have been
+/// created with the protected journal's volumes and sizes and receive every record from the
+/// first: its sequence numbers are the protected ones, which is what makes resuming exact.
+public final class JournalReceiver: Sendable {
+    /// The recovery site's journal.
+    public let journal: ElasticJournal
+    /// The link.
+    public let transport: any Transport
+    /// The protected site's node: messages from any other are refused.
+    public let protectedSite: NodeID
+    /// The clock the recovery journal's store reads.
+    public let clock: ShippedClock
+    private let logger: Logger
+    private let published = NIOLockedValueBox(ShippingStatus.initial)
+
+    /// Creates a receiver; ``run()`` receives.
+    public init(
+        journal: ElasticJournal, transport: any Transport, protectedSite: NodeID, clock: ShippedClock,
+        logger: Logger = Logger(label: "ft.dr.receiver")
+    ) {
+        self.journal = journal
+        self.transport = transport
+        self.protectedSite = protectedSite
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Where receiving stands.
+    public var status: ShippingStatus { published.withLockedValue { $0 } }
+
+    /// Receives until cancelled or the transport closes.
+    public func run() async {
+        var receiver = ShippingReceiver(journal: journal.id.rawValue, durableThrough: journal.durableSequence)
+        published.withLockedValue {
+            $0.durable = journal.durableSequence
+            $0.acknowledged = journal.durableSequence
+        }
+        for await envelope in transport.incoming where ShippingMessage.MessageType.contains(envelope.message.type) {
+            if Task.isCancelled { break }
+            guard envelope.from == protectedSite else {
+                published.withLockedValue { $0.refused += 1 }
+                continue
+            }
+            var effects: [ShippingReceiver.Effect]
+            do {
+                effects = try receiver.received(ShippingMessage.decode(envelope.message))
+            } catch {
+                published.withLockedValue {
+                    $0.refused += 1
+                    $0.lastError = "\(error)"
+                }
+                continue
+            }
+            while !effects.isEmpty {
+                switch effects.removeFirst() {
+                case .send(let message):
+                    try? await transport.send(message.encode(), to: protectedSite)
+                case .append(let records):
+                    switch await append(records) {
+                    case .success(let through):
+                        effects += receiver.appended(through: through)
+                        published.withLockedValue {
+                            $0.durable = through
+                            $0.acknowledged = through
+                        }
+                    case .failure(let error):
+                        logger.error("appending shipped records failed", metadata: ["error": "\(error)"])
+                        published.withLockedValue { $0.lastError = "\(error)" }
+                        effects += receiver.appendFailed(from: journal.durableSequence + 1)
+                    }
+                case .fail(let error):
+                    logger.error("shipping cannot go on", metadata: ["error": "\(error)"])
+                    published.withLockedValue { $0.lastError = "\(error)" }
+                }
+            }
+            let gaps = receiver.gaps
+            let duplicates = receiver.duplicates
+            published.withLockedValue {
+                $0.reconnects = gaps
+                $0.duplicates = duplicates
+            }
+        }
+    }
+
+    /// Appends `records` in runs of equal time (the clock set to each run's time), makes them
+    /// durable, and checks the journal numbered them as the protected site did.
+    private func append(_ records: [JournalRecord]) async -> Result<UInt64, JournalError> {
+        var start = 0
+        while start < records.count {
+            var end = start + 1
+            while end < records.count, records[end].time == records[start].time { end += 1 }
+            clock.advance(to: records[start].time)
+            let writes = records[start..<end].map { JournalWrite(volume: $0.volume, offset: $0.offset, bytes: $0.bytes) }
+            do {
+                let receipts = try await journal.append(contentsOf: writes)
+                guard receipts.last?.sequence == records[end - 1].sequence else {
+                    return .failure(
+                        JournalError(
+                            .invalidConfiguration, journal: journal.id,
+                            detail: "the recovery journal numbered record \(records[end - 1].sequence) as "
+                                + "\(receipts.last?.sequence ?? 0): it did not receive every record from the first"))
+                }
+            } catch {
+                return .failure(error)
+            }
+            start = end
+        }
+        let journal = self.journal
+        let synchronized = await offload { () throws(JournalError) in try journal.synchronize() }
+        return synchronized.map { records.last?.sequence ?? journal.durableSequence }
+    }
+}
