@@ -81,7 +81,7 @@ public final class ElasticJournal: Sendable {
     /// Serialises rollovers: planning, the age-outs they need, allocation, and the switch.
     private let rolloverLock = NIOLock()
     /// Serialises changes to the base images (age-outs) and the rechecks of what readers read.
-    private let applier = NIOLock()
+    let applier = NIOLock()
     private let state: TryLockedValueBox<WriterState>
     private let flushSignal = ConditionLock(value: 0)
     /// Set with `flushSignal`, for a flusher that spins before it sleeps on it.
@@ -462,6 +462,9 @@ public final class ElasticJournal: Sendable {
 
     /// The sequence number of the last durable record.
     public var durableSequence: UInt64 { state.withLockedValue { $0.durableSequence } }
+
+    /// The base image of `volume` as the journal holds it now.
+    func baseVolume(_ volume: VolumeID) -> BaseVolume? { state.withLockedValue { $0.volumes[volume] } }
 
     /// The oldest sequence number the journal still holds (the first record of its oldest unit;
     /// earlier ones have aged out into the base images).

@@ -1,4 +1,5 @@
 public import FaultToleranceCore
+import NIOConcurrencyHelpers
 
 extension ElasticJournal {
     /// Records `first...last` in sequence order, stopping once their payloads reach
@@ -73,5 +74,64 @@ extension ElasticJournal {
             if unit.index[middle].sequence <= sequence { low = middle + 1 } else { high = middle }
         }
         return low > 0 ? unit.index[low - 1].offset : JournalFormat.headerPageSize
+    }
+}
+
+extension ElasticJournal {
+    /// A range of a volume's base image, checked against its chunk checksums.
+    public struct BaseRead: Sendable, Hashable {
+        /// The bytes asked for.
+        public var bytes: [UInt8]
+        /// The base holds every record through this sequence number.
+        public var appliedThrough: UInt64
+        /// The time of that record: the start of the journal's window.
+        public var appliedTime: Instant
+    }
+
+    /// The size in bytes of `volume`'s image, or `nil` when the journal does not protect it.
+    public func size(of volume: VolumeID) -> Int? { baseVolume(volume)?.size }
+
+    /// Reads `count` bytes at `offset` of `volume`'s base image (the volume at the window's
+    /// start), for a reader that needs part of a volume rather than all of it (a lazily served
+    /// recovery). Reads the whole checksum chunks the range falls in and checks them while the
+    /// table is current; a mismatch throws ``JournalError/Code/damaged`` naming the base unit
+    /// and offset. Holds the lock age-outs hold while they change a base, so the bytes and the
+    /// `appliedThrough` returned belong together.
+    public func readBase(of volume: VolumeID, at offset: Int, count: Int) throws(JournalError) -> BaseRead {
+        applier.lock()
+        defer { applier.unlock() }
+        do {
+            guard let base = baseVolume(volume) else {
+                throw JournalError(.unknownVolume, journal: id, detail: "\(volume) is not protected")
+            }
+            guard offset >= 0, count >= 0, offset <= base.size, count <= base.size - offset else {
+                throw JournalError(
+                    .outOfBounds, journal: id, detail: "\(count) bytes at \(offset) of \(volume)'s \(base.size)")
+            }
+            guard let chunks = base.chunks(offset: offset, count: count) else {
+                return BaseRead(
+                    bytes: [], appliedThrough: base.manifest.appliedThrough, appliedTime: base.manifest.appliedTime)
+            }
+            let start = base.range(of: chunks.lowerBound).lowerBound
+            let end = base.range(of: chunks.upperBound).upperBound
+            let bytes: [UInt8]
+            do throws(StorageError) {
+                bytes = try base.storage.read(at: JournalFormat.baseHeaderSize + start, count: end - start)
+            } catch {
+                throw JournalError(error, journal: id)
+            }
+            if let table = try base.checkedTable(journal: id) {
+                for chunk in chunks where chunk < table.count {
+                    let range = base.range(of: chunk)
+                    let computed = CRC32C.checksum(bytes[(range.lowerBound - start)..<(range.upperBound - start)])
+                    if computed != table[chunk] {
+                        throw base.damage(chunk: chunk, stored: table[chunk], computed: computed, journal: id)
+                    }
+                }
+            }
+            return BaseRead(
+                bytes: Array(bytes[(offset - start)..<(offset - start + count)]),
+                appliedThrough: base.manifest.appliedThrough, appliedTime: base.manifest.appliedTime)
+        }
     }
 }
