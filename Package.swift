@@ -35,6 +35,7 @@ let package = Package(
         .library(name: "HotSpareSimulation", targets: ["HotSpareSimulation"]),
         .library(name: "DisasterRecovery", targets: ["DisasterRecovery"]),
         .library(name: "DisasterRecoverySimulation", targets: ["DisasterRecoverySimulation"]),
+        .library(name: "DisasterRecoveryFUSE", targets: ["DisasterRecoveryFUSE"]),
         .library(name: "Failover", targets: ["Failover"]),
         .library(name: "FaultToleranceEtcd", targets: ["FaultToleranceEtcd"]),
         .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
@@ -242,6 +243,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // A one-file FUSE filesystem (libfuse3, Debian's libfuse3-dev) that serves a StorageUnit.
+        .target(
+            name: "CFuseShim",
+            linkerSettings: [.linkedLibrary("fuse3")]
+        ),
+        // Lazy volumes as files on FUSE mounts, for workloads in containers.
+        .target(
+            name: "DisasterRecoveryFUSE",
+            dependencies: [
+                "CFuseShim",
+                "DisasterRecovery",
+                "FaultToleranceCore",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The disaster-recovery scenario: the shipped lazy volume over simulated disks, a workload
         // writing through it while the replica builds and the migration switches, in virtual time.
         .target(
@@ -436,7 +452,9 @@ let package = Package(
         .testTarget(
             name: "DisasterRecoveryTests",
             dependencies: [
-                "DisasterRecovery", "DisasterRecoverySimulation", "FaultToleranceCore", "DeterministicSimulation",
+                "DisasterRecovery", "DisasterRecoverySimulation", "DisasterRecoveryFUSE", "FaultToleranceCore",
+                "DeterministicSimulation", "ElasticJournal",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -10,7 +10,7 @@ import Testing
 
     /// A source of `blocks` blocks whose byte `i` of block `b` is `b &* 7 &+ i % 251`, and empty
     /// overlay, replica and state units.
-    struct Fixture {
+    struct Fixture: Sendable {
         let sourceUnit: MemoryStorageUnit
         let source: ImageRecoveryPoint
         let overlay: MemoryStorageUnit
