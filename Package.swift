@@ -35,7 +35,7 @@ let package = Package(
         .library(name: "HotSpareSimulation", targets: ["HotSpareSimulation"]),
         .library(name: "DisasterRecovery", targets: ["DisasterRecovery"]),
         .library(name: "DisasterRecoverySimulation", targets: ["DisasterRecoverySimulation"]),
-        .library(name: "DisasterRecoveryFUSE", targets: ["DisasterRecoveryFUSE"]),
+        .library(name: "DisasterRecoverySite", targets: ["DisasterRecoverySite"]),
         .library(name: "Failover", targets: ["Failover"]),
         .library(name: "FaultToleranceEtcd", targets: ["FaultToleranceEtcd"]),
         .library(name: "FailoverSimulation", targets: ["FailoverSimulation"]),
@@ -248,9 +248,9 @@ let package = Package(
             name: "CFuseShim",
             linkerSettings: [.linkedLibrary("fuse3")]
         ),
-        // Lazy volumes as files on FUSE mounts, for workloads in containers.
+        // The recovery site's real parts: lazy volumes as files on FUSE mounts, workloads in runc containers.
         .target(
-            name: "DisasterRecoveryFUSE",
+            name: "DisasterRecoverySite",
             dependencies: [
                 "CFuseShim",
                 "DisasterRecovery",
@@ -378,6 +378,7 @@ let package = Package(
             name: "ftctl",
             dependencies: [
                 "FaultTolerance",
+                "DisasterRecoverySite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -452,7 +453,7 @@ let package = Package(
         .testTarget(
             name: "DisasterRecoveryTests",
             dependencies: [
-                "DisasterRecovery", "DisasterRecoverySimulation", "DisasterRecoveryFUSE", "FaultToleranceCore",
+                "DisasterRecovery", "DisasterRecoverySimulation", "DisasterRecoverySite", "FaultToleranceCore",
                 "DeterministicSimulation", "ElasticJournal",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

@@ -50,7 +50,8 @@ public final class JournalRecoveryPoint: RecoveryPointSource {
             let base = try journal.readBase(of: volume, at: 0, count: 0)
             guard instant >= base.appliedTime else {
                 throw RecoveryError(
-                    .sourceUnavailable, "\(volume) at \(instant): before the journal's window, which starts at \(base.appliedTime)")
+                    .sourceUnavailable,
+                    "\(volume) at \(instant): before the journal's window, which starts at \(base.appliedTime)")
             }
             var records: [JournalRecord] = []
             var index: [Int: [Int]] = [:]

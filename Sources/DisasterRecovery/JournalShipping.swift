@@ -131,7 +131,8 @@ public final class JournalShipper: Sendable {
         let interval = configuration.pollInterval
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await envelope in transport.incoming where ShippingMessage.MessageType.contains(envelope.message.type) {
+                for await envelope in transport.incoming
+                where ShippingMessage.MessageType.contains(envelope.message.type) {
                     sink.yield(.message(envelope))
                 }
             }
@@ -333,7 +334,9 @@ public final class JournalReceiver: Sendable {
             var end = start + 1
             while end < records.count, records[end].time == records[start].time { end += 1 }
             clock.advance(to: records[start].time)
-            let writes = records[start..<end].map { JournalWrite(volume: $0.volume, offset: $0.offset, bytes: $0.bytes) }
+            let writes = records[start..<end].map {
+                JournalWrite(volume: $0.volume, offset: $0.offset, bytes: $0.bytes)
+            }
             do {
                 let receipts = try await journal.append(contentsOf: writes)
                 guard receipts.last?.sequence == records[end - 1].sequence else {

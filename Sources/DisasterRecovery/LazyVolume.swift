@@ -110,7 +110,8 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
         }
         let needed = LazyVolumeHeader.stateSize(capacity: capacity, blockSize: blockSize)
         guard state.capacity >= needed else {
-            throw RecoveryError(.mismatchedUnits, "the state unit \(state.id) holds \(state.capacity) bytes of \(needed)")
+            throw RecoveryError(
+                .mismatchedUnits, "the state unit \(state.id) holds \(state.capacity) bytes of \(needed)")
         }
     }
 
@@ -136,7 +137,9 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
             built: 0)
         let stateSize = LazyVolumeHeader.stateSize(capacity: source.capacity, blockSize: blockSize)
         try storage(state) { () throws(StorageError) in
-            try state.write([UInt8](repeating: 0, count: stateSize - LazyVolumeHeader.bitmapOffset), at: LazyVolumeHeader.bitmapOffset)
+            try state.write(
+                [UInt8](repeating: 0, count: stateSize - LazyVolumeHeader.bitmapOffset),
+                at: LazyVolumeHeader.bitmapOffset)
             try state.write(header.encoded(), at: 0)
             try state.write([UInt8](repeating: 0, count: LazyVolumeHeader.slotSize), at: LazyVolumeHeader.slotSize)
             try state.synchronize()
@@ -171,7 +174,7 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
         do {
             header = try LazyVolumeHeader.newest(
                 first: Array(slots[0..<LazyVolumeHeader.slotSize]), second: Array(slots[LazyVolumeHeader.slotSize...]))
-        } catch where error.code == .notInitialized {
+        } catch  where error.code == .notInitialized {
             throw error
         } catch {
             throw RecoveryError(.damaged, "state unit \(state.id), offset 0: \(error)")
@@ -187,7 +190,8 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
         try check(
             capacity: header.capacity, blockSize: header.blockSize, overlay: overlay, replica: replica, state: state)
         var words = [UInt64](repeating: 0, count: (header.blockCount + 63) / 64)
-        let sectors = (header.blockCount + LazyVolumeHeader.blocksPerBitmapSector - 1)
+        let sectors =
+            (header.blockCount + LazyVolumeHeader.blocksPerBitmapSector - 1)
             / LazyVolumeHeader.blocksPerBitmapSector
         let bitmap = try storage(state) { () throws(StorageError) in
             try state.read(at: LazyVolumeHeader.bitmapOffset, count: sectors * LazyVolumeHeader.bitmapSectorSize)
@@ -287,7 +291,8 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
         }
     }
 
-    private func readLocked(block: Int, into part: UnsafeMutableRawBufferPointer, at position: Int) throws(StorageError) {
+    private func readLocked(block: Int, into part: UnsafeMutableRawBufferPointer, at position: Int) throws(StorageError)
+    {
         if header.phase == .switched {
             try replica.read(into: part, at: position)
         } else if isDirty(block) {

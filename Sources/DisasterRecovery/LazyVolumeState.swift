@@ -182,7 +182,8 @@ public struct LazyVolumeHeader: Sendable, Hashable {
             throw RecoveryError(.checksumMismatch, "bitmap sector \(index)")
         }
         guard bytes.loadLE(UInt32.self, at: 4) == UInt32(truncatingIfNeeded: index) else {
-            throw RecoveryError(.invalidField, "bitmap sector \(index) names sector \(bytes.loadLE(UInt32.self, at: 4))")
+            throw RecoveryError(
+                .invalidField, "bitmap sector \(index) names sector \(bytes.loadLE(UInt32.self, at: 4))")
         }
         let first = index * blocksPerBitmapSector
         for bit in 0..<blocksPerBitmapSector where bytes[8 + bit / 8] & (1 << UInt8(bit % 8)) != 0 {

@@ -180,13 +180,14 @@ public struct RecoveryPlan: Sendable, Hashable, Codable {
 
     static func invalid(_ detail: String) -> RecoveryError { RecoveryError(.invalidPlan, detail) }
 
-    static func checkName(_ name: String, _ what: String) throws(RecoveryError) {
+    package static func checkName(_ name: String, _ what: String) throws(RecoveryError) {
         let allowed = name.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == 0x2E || byte == 0x5F || byte == 0x2D
         }
         guard !name.isEmpty, name.utf8.count <= 64, allowed, !name.hasPrefix(".") else {
-            throw invalid("\(what) name \(name.debugDescription): 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot")
+            throw invalid(
+                "\(what) name \(name.debugDescription): 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot")
         }
     }
 
@@ -223,12 +224,15 @@ public struct RecoveryPlan: Sendable, Hashable, Codable {
             var paths: Set<String> = []
             for mount in workload.mounts {
                 guard volumes.contains(mount.volume) else {
-                    throw invalid("workload \(workload.name) mounts volume \(mount.volume), which the environment lacks")
+                    throw invalid(
+                        "workload \(workload.name) mounts volume \(mount.volume), which the environment lacks")
                 }
                 guard mount.path.hasPrefix("/"), !mount.path.split(separator: "/").contains(".."),
                     paths.insert(mount.path).inserted
                 else {
-                    throw invalid("workload \(workload.name) mounts at \(mount.path.debugDescription): an absolute path without '..', once")
+                    throw invalid(
+                        "workload \(workload.name) mounts at \(mount.path.debugDescription): an absolute path without '..', once"
+                    )
                 }
             }
             for port in workload.ports {
@@ -293,8 +297,12 @@ public struct RecoveryPlan: Sendable, Hashable, Codable {
             throw RecoveryError(.invalidField, "a stored plan of \(bytes.count) bytes (at most \(maximumEncodedSize))")
         }
         let bytes = Array(bytes)
-        guard bytes.count >= headerSize else { throw RecoveryError(.truncated, "a stored plan of \(bytes.count) bytes") }
-        guard bytes.loadLE(UInt64.self, at: 0) == magic else { throw RecoveryError(.notRecoveryData, "not a recovery plan") }
+        guard bytes.count >= headerSize else {
+            throw RecoveryError(.truncated, "a stored plan of \(bytes.count) bytes")
+        }
+        guard bytes.loadLE(UInt64.self, at: 0) == magic else {
+            throw RecoveryError(.notRecoveryData, "not a recovery plan")
+        }
         let version = bytes.loadLE(UInt16.self, at: 8)
         guard version == Self.version else { throw RecoveryError(.unsupportedVersion, "plan version \(version)") }
         let length = Int(bytes.loadLE(UInt32.self, at: 12))

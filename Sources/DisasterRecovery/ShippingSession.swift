@@ -111,7 +111,11 @@ public struct ShippingSender: Sendable {
     private mutating func nextRead() -> [Effect] {
         guard !reading, let next = nextToSend, next <= durable, inFlightBytes < maximumInFlightBytes else { return [] }
         reading = true
-        return [.read(from: next, through: durable, maximumBytes: min(maximumBatchBytes, maximumInFlightBytes - inFlightBytes))]
+        return [
+            .read(
+                from: next, through: durable, maximumBytes: min(maximumBatchBytes, maximumInFlightBytes - inFlightBytes)
+            )
+        ]
     }
 
     /// The records a ``Effect/read(from:through:maximumBytes:)`` returned (none when it failed).
@@ -122,7 +126,9 @@ public struct ShippingSender: Sendable {
         var bytes = 0
         var effects: [Effect] = []
         for record in records {
-            if !batch.isEmpty, bytes + record.bytes.count > maximumBatchBytes || batch.count == ShippingMessage.maximumRecords {
+            if !batch.isEmpty,
+                bytes + record.bytes.count > maximumBatchBytes || batch.count == ShippingMessage.maximumRecords
+            {
                 effects.append(.send(.records(journal: journal, batch)))
                 batch.removeAll()
                 bytes = 0

@@ -50,7 +50,8 @@ public struct VolumeRecovery: Sendable {
         self.configuration = configuration
     }
 
-    private func offload<T: Sendable>(_ body: @escaping @Sendable () throws(RecoveryError) -> T) async throws(RecoveryError)
+    private func offload<T: Sendable>(_ body: @escaping @Sendable () throws(RecoveryError) -> T)
+        async throws(RecoveryError)
         -> T
     {
         let result: Result<T, RecoveryError>

@@ -291,7 +291,8 @@ final class RecoveryRun {
     func describe(_ bytes: ArraySlice<UInt8>) -> String {
         let raw = Array(bytes)
         if raw.allSatisfy({ $0 == 0 }) { return "zeros" }
-        return "stamp sector \(raw.loadLE(UInt64.self, at: 0)) version \(Int64(bitPattern: raw.loadLE(UInt64.self, at: 8)))"
+        return
+            "stamp sector \(raw.loadLE(UInt64.self, at: 0)) version \(Int64(bitPattern: raw.loadLE(UInt64.self, at: 8)))"
     }
 
     /// An operation failed: fine while the power is out (the site is going down), a violation otherwise.

@@ -1,4 +1,4 @@
-import DisasterRecoveryFUSE
+import DisasterRecoverySite
 import FaultToleranceCore
 import Foundation
 import Testing
@@ -31,7 +31,9 @@ struct FuseVolumeTests {
             var bytes = [UInt8](repeating: 0, count: volume.capacity)
             var done = 0
             while done < bytes.count {
-                let count = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+                let count = bytes.withUnsafeMutableBytes {
+                    pread(descriptor, $0.baseAddress.map { $0 + done }, $0.count - done, off_t(done))
+                }
                 guard count > 0 else { break }
                 done += count
             }

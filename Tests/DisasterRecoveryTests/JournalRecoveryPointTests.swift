@@ -53,7 +53,9 @@ import Testing
         #expect(latest.instant == fixture.instant(afterStep: 199))
         #expect(latest.recordCount == 100)
         var buffer = [UInt8](repeating: 0, count: 10)
-        #expect(throws: RecoveryError.self) { try buffer.withUnsafeMutableBytes { try latest.read(into: $0, at: latest.capacity - 5) } }
+        #expect(throws: RecoveryError.self) {
+            try buffer.withUnsafeMutableBytes { try latest.read(into: $0, at: latest.capacity - 5) }
+        }
         #expect { try JournalRecoveryPoint(journal: fixture.journal, volume: 3, at: .latest) } throws: {
             ($0 as? RecoveryError)?.code == .invalidPlan
         }

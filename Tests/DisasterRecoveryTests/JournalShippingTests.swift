@@ -29,7 +29,9 @@ import Testing
                     try ShippingMessage.decode(Message(type: encoded.type, bytes: bytes.prefix(cut)))
                 }
             }
-            #expect(throws: RecoveryError.self) { try ShippingMessage.decode(Message(type: encoded.type, bytes: bytes + [0])) }
+            #expect(throws: RecoveryError.self) {
+                try ShippingMessage.decode(Message(type: encoded.type, bytes: bytes + [0]))
+            }
         }
         // Records out of order, going back in time, or claiming more bytes than follow.
         for records in [[Self.record(4), Self.record(6)], [Self.record(4, time: 9), Self.record(5, time: 8)]] {
@@ -51,7 +53,11 @@ import Testing
         #expect(sender.acknowledged == 2)
         let sent = sender.recordsRead([Self.record(3, time: 50), Self.record(4, time: 60)])
         // 20 bytes in flight of 25: one more read, for the 5 left.
-        #expect(sent == [.send(.records(journal: 1, [Self.record(3, time: 50), Self.record(4, time: 60)])), .read(from: 5, through: 5, maximumBytes: 5)])
+        #expect(
+            sent == [
+                .send(.records(journal: 1, [Self.record(3, time: 50), Self.record(4, time: 60)])),
+                .read(from: 5, through: 5, maximumBytes: 5),
+            ])
         #expect(sender.recoveryPointObjective(now: Instant(nanoseconds: 200)) == .nanoseconds(150))
         _ = sender.recordsRead([Self.record(5, time: 70)])
         #expect(sender.recordsInFlight == 3)
@@ -74,12 +80,24 @@ import Testing
         var receiver = ShippingReceiver(journal: 1, durableThrough: 2)
         #expect(try receiver.received(.hello(journal: 1, durableThrough: 9)) == [.send(.resume(journal: 1, from: 3))])
         // A gap: records 5-6 while 3 is wanted.
-        #expect(try receiver.received(.records(journal: 1, [Self.record(5), Self.record(6)])) == [.send(.resume(journal: 1, from: 3))])
-        #expect(try receiver.received(.records(journal: 1, [Self.record(3), Self.record(4)])) == [.append([Self.record(3), Self.record(4)])])
+        #expect(
+            try receiver.received(.records(journal: 1, [Self.record(5), Self.record(6)])) == [
+                .send(.resume(journal: 1, from: 3))
+            ])
+        #expect(
+            try receiver.received(.records(journal: 1, [Self.record(3), Self.record(4)])) == [
+                .append([Self.record(3), Self.record(4)])
+            ])
         // Resent after a reconnect: 3-4 dropped, 5 taken.
-        #expect(try receiver.received(.records(journal: 1, [Self.record(3), Self.record(4), Self.record(5)])) == [.append([Self.record(5)])])
+        #expect(
+            try receiver.received(.records(journal: 1, [Self.record(3), Self.record(4), Self.record(5)])) == [
+                .append([Self.record(5)])
+            ])
         #expect(receiver.duplicates == 2 && receiver.gaps == 1)
-        #expect(try receiver.received(.records(journal: 1, [Self.record(4)])) == [.send(.acknowledged(journal: 1, through: 5))])
+        #expect(
+            try receiver.received(.records(journal: 1, [Self.record(4)])) == [
+                .send(.acknowledged(journal: 1, through: 5))
+            ])
         #expect(receiver.appendFailed(from: 5) == [.send(.resume(journal: 1, from: 5))])
         let failed = try receiver.received(.unavailable(journal: 1, requested: 5, oldest: 9))
         guard case .fail(let error) = failed.first else {
@@ -132,11 +150,12 @@ import Testing
 
         func appendBatch(_ index: Int) async throws {
             protectedClock.withLockedValue { $0 = $0 + .milliseconds(1) }
-            try await source.append(contentsOf: (0..<4).map { part in
-                JournalWrite(
-                    volume: VolumeID(UInt32(1 + part % 2)), offset: UInt64((index * 4 + part) * 100 % 60_000),
-                    bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: index * 4 + part), count: 100 + part))
-            })
+            try await source.append(
+                contentsOf: (0..<4).map { part in
+                    JournalWrite(
+                        volume: VolumeID(UInt32(1 + part % 2)), offset: UInt64((index * 4 + part) * 100 % 60_000),
+                        bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: index * 4 + part), count: 100 + part))
+                })
         }
         for index in 0..<50 { try await appendBatch(index) }
         try await Self.waitUntil { shipper.status.acknowledged == source.durableSequence }

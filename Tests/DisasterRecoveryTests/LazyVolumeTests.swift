@@ -56,7 +56,9 @@ import Testing
         #expect(try volume.read(at: 0, count: volume.capacity) == expected)
         #expect(volume.progress.dirty == 2)
         // The source is never written.
-        #expect(try fixture.sourceUnit.read(at: 0, count: volume.capacity) == Fixture.image(blocks: 8, blockSize: Self.block))
+        #expect(
+            try fixture.sourceUnit.read(at: 0, count: volume.capacity)
+                == Fixture.image(blocks: 8, blockSize: Self.block))
     }
 
     @Test func buildsMigratesAndSwitchesWithEveryWriteOnTheReplica() throws {
@@ -116,7 +118,8 @@ import Testing
         for block in [3, 4031, 4032, 4999] {
             #expect(try reopened.read(at: block * 512, count: 512) == [UInt8](repeating: 0x5A, count: 512))
         }
-        #expect(try reopened.read(at: 10 * 512, count: 512) == Array(Fixture.image(blocks: 11, blockSize: 512)[5120...]))
+        #expect(
+            try reopened.read(at: 10 * 512, count: 512) == Array(Fixture.image(blocks: 11, blockSize: 512)[5120...]))
     }
 
     @Test func refusesStateOfAnotherVolumeBlankOrDamaged() throws {

@@ -18,7 +18,9 @@ import Testing
                     name: "web", command: ["/bin/web"], ports: [8080], dependsOn: ["api", "cache"]),
                 WorkloadSpec(
                     name: "api", command: ["/bin/api", "--db", "/data/db"],
-                    mounts: [VolumeMount(volume: "db", path: "/data/db"), VolumeMount(volume: "media", path: "/media")],
+                    mounts: [
+                        VolumeMount(volume: "db", path: "/data/db"), VolumeMount(volume: "media", path: "/media"),
+                    ],
                     ports: [9000], environment: ["MODE": "recovered"], dependsOn: ["db-server"]),
                 WorkloadSpec(name: "db-server", command: ["/bin/db"], mounts: [VolumeMount(volume: "db", path: "/db")]),
                 WorkloadSpec(name: "cache", command: ["/bin/cache"]),
