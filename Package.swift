@@ -714,6 +714,19 @@ if Context.environment["FT_BENCHMARKS"] != nil {
             plugins: benchmarkPlugin
         ),
         .executableTarget(
+            name: "RecoveryBenchmarks",
+            dependencies: [
+                "BenchmarkSupport",
+                benchmark,
+                "DisasterRecovery",
+                "ElasticJournal",
+                "FaultToleranceCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/Benchmarks/Recovery",
+            plugins: benchmarkPlugin
+        ),
+        .executableTarget(
             name: "TLSBenchmarks",
             dependencies: [
                 "BenchmarkSupport",

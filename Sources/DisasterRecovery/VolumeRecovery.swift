@@ -17,7 +17,7 @@ public struct VolumeRecovery: Sendable {
         public var policy: MigrationPolicy
 
         /// Creates a configuration.
-        public init(stepBlocks: Int = 256, policy: MigrationPolicy = MigrationPolicy()) {
+        public init(stepBlocks: Int = 2048, policy: MigrationPolicy = MigrationPolicy()) {
             self.stepBlocks = max(1, stepBlocks)
             self.policy = policy
         }
