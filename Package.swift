@@ -265,8 +265,11 @@ let package = Package(
             dependencies: [
                 "DisasterRecovery",
                 "DeterministicSimulation",
+                "ElasticJournal",
                 "FaultToleranceCore",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The name-key sync scenario: the shipped client session and server responder on a

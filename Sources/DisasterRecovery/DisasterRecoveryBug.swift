@@ -7,4 +7,8 @@ package enum DisasterRecoveryBug: String, Sendable, CaseIterable {
     /// Records build progress before the replica's blocks are durable: a crash then leaves blocks
     /// counted as built that read as zeros.
     case recordBuildBeforeSync = "record-build-before-sync"
+    /// Ships records the protected journal has staged but not yet made durable: a crash of the
+    /// protected site then loses records the recovery site holds, and the site reuses their
+    /// sequence numbers for other writes.
+    case shipBeforeDurable = "ship-before-durable"
 }

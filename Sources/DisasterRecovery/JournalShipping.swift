@@ -151,25 +151,16 @@ public final class JournalShipper: Sendable {
     private func consume(_ events: AsyncStream<Event>, sink: AsyncStream<Event>.Continuation) async {
         var sender = ShippingSender(
             journal: journal.id.rawValue, maximumInFlightBytes: configuration.maximumInFlightBytes,
-            maximumBatchBytes: configuration.maximumBatchBytes)
-        var greetedAt = clock()
-        var lastProgress = clock()
+            maximumBatchBytes: configuration.maximumBatchBytes,
+            acknowledgementTimeout: configuration.acknowledgementTimeout)
         var lastAcknowledged: UInt64 = 0
-        var effects = sender.connect()
+        var effects: [ShippingSender.Effect] = []
         for await event in events {
             if Task.isCancelled { break }
             let now = clock()
             switch event {
             case .tick:
-                effects += sender.journalDurable(through: journal.durableSequence, now: now)
-                let stalled = sender.recordsInFlight > 0 && now - lastProgress > configuration.acknowledgementTimeout
-                let unanswered = sender.nextToSend == nil && now - greetedAt > configuration.acknowledgementTimeout
-                if stalled || unanswered {
-                    effects += sender.connect()
-                    greetedAt = now
-                    lastProgress = now
-                    published.withLockedValue { $0.reconnects += 1 }
-                }
+                effects += sender.tick(durable: journal.durableSequence, staged: journal.lastSequence, now: now)
             case .message(let envelope):
                 guard envelope.from == configuration.recoverySite else {
                     published.withLockedValue { $0.refused += 1 }
@@ -195,10 +186,7 @@ public final class JournalShipper: Sendable {
                     published.withLockedValue { $0.lastError = "\(error)" }
                 }
             }
-            if sender.acknowledged != lastAcknowledged {
-                lastAcknowledged = sender.acknowledged
-                lastProgress = now
-            }
+            lastAcknowledged = sender.acknowledged
             while !effects.isEmpty {
                 let effect = effects.removeFirst()
                 switch effect {
@@ -211,8 +199,7 @@ public final class JournalShipper: Sendable {
                             if case .send = $0 { return true }
                             return false
                         }
-                        greetedAt = .zero
-                        lastProgress = .zero
+                        sender.linkFailed()
                         published.withLockedValue { $0.lastError = "\(error)" }
                     }
                 case .read(let from, let through, let maximumBytes):
@@ -228,7 +215,9 @@ public final class JournalShipper: Sendable {
             let rpo = sender.recoveryPointObjective(now: now)
             let inFlight = sender.recordsInFlight
             let durable = sender.durable
+            let greetings = sender.greetings
             published.withLockedValue {
+                $0.reconnects = max(0, greetings - 1)
                 $0.durable = durable
                 $0.acknowledged = lastAcknowledged
                 $0.recoveryPointObjective = rpo
@@ -326,9 +315,20 @@ public final class JournalReceiver: Sendable {
         }
     }
 
-    /// Appends `records` in runs of equal time (the clock set to each run's time), makes them
-    /// durable, and checks the journal numbered them as the protected site did.
+    /// Appends `records` on NIO's thread pool with ``appendShipped(_:to:clock:)``.
     private func append(_ records: [JournalRecord]) async -> Result<UInt64, JournalError> {
+        let journal = self.journal
+        let clock = self.clock
+        return await offload { () throws(JournalError) in try Self.appendShipped(records, to: journal, clock: clock) }
+    }
+
+    /// Appends shipped `records` to the recovery site's `journal` in runs of equal time (the
+    /// clock its store reads set to each run's time), makes them durable, and checks the journal
+    /// numbered them as the protected site did; returns the last sequence number. Blocks on the
+    /// journal's storage: call it from a thread of your own.
+    public static func appendShipped(
+        _ records: [JournalRecord], to journal: ElasticJournal, clock: ShippedClock
+    ) throws(JournalError) -> UInt64 {
         var start = 0
         while start < records.count {
             var end = start + 1
@@ -337,22 +337,16 @@ public final class JournalReceiver: Sendable {
             let writes = records[start..<end].map {
                 JournalWrite(volume: $0.volume, offset: $0.offset, bytes: $0.bytes)
             }
-            do {
-                let receipts = try await journal.append(contentsOf: writes)
-                guard receipts.last?.sequence == records[end - 1].sequence else {
-                    return .failure(
-                        JournalError(
-                            .invalidConfiguration, journal: journal.id,
-                            detail: "the recovery journal numbered record \(records[end - 1].sequence) as "
-                                + "\(receipts.last?.sequence ?? 0): it did not receive every record from the first"))
-                }
-            } catch {
-                return .failure(error)
+            let receipts = try journal.appendBuffered(contentsOf: writes)
+            guard receipts.last?.sequence == records[end - 1].sequence else {
+                throw JournalError(
+                    .invalidConfiguration, journal: journal.id,
+                    detail: "the recovery journal numbered record \(records[end - 1].sequence) as "
+                        + "\(receipts.last?.sequence ?? 0): it did not receive every record from the first")
             }
             start = end
         }
-        let journal = self.journal
-        let synchronized = await offload { () throws(JournalError) in try journal.synchronize() }
-        return synchronized.map { records.last?.sequence ?? journal.durableSequence }
+        try journal.synchronize()
+        return records.last?.sequence ?? journal.durableSequence
     }
 }

@@ -32,12 +32,14 @@ public struct RecoveryScenario: Sendable {
     /// Creates a scenario running the shipped volume.
     public init() { self.bug = nil }
 
-    /// The planted bugs, by name.
-    public static var bugNames: [String] { DisasterRecoveryBug.allCases.map(\.rawValue) }
+    /// The planted bugs this scenario catches, by name.
+    public static var bugNames: [String] {
+        [DisasterRecoveryBug.switchBeforeOverlayCopied, .recordBuildBeforeSync].map(\.rawValue)
+    }
 
-    /// A scenario with the planted bug `name`, or `nil` when there is none of that name.
+    /// A scenario with the planted bug `name`, or `nil` when this scenario has none of that name.
     public init?(bugNamed name: String) {
-        guard let bug = DisasterRecoveryBug(rawValue: name) else { return nil }
+        guard Self.bugNames.contains(name), let bug = DisasterRecoveryBug(rawValue: name) else { return nil }
         self.bug = bug
     }
 

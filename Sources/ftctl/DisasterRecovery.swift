@@ -32,7 +32,12 @@ struct RecoverySimulate: AsyncParsableCommand {
 
     @Option(help: "Number of seeds.") var seeds: Int = 1000
     @Option(help: "Run exactly this seed.") var seed: UInt64?
-    @Option(help: "Plant a bug: \(RecoveryScenario.bugNames.joined(separator: ", ")).") var bug: String?
+    @Option(
+        help: """
+            Plant a bug: \(RecoveryScenario.bugNames.joined(separator: ", ")); with --shipping, \
+            \(ShippingScenario.bugNames.joined(separator: ", ")).
+            """) var bug: String?
+    @Flag(help: "Run the shipping scenario: two journals, a lossy link, power cuts at both sites.") var shipping = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -40,20 +45,27 @@ struct RecoverySimulate: AsyncParsableCommand {
     func validate() throws {
         try require("--seeds", seeds, in: 1...maximumSeeds)
         try require("--jobs", jobs, in: 1...maximumJobs)
-        if let bug, RecoveryScenario(bugNamed: bug) == nil {
+        let names = shipping ? ShippingScenario.bugNames : RecoveryScenario.bugNames
+        if let bug, !names.contains(bug) {
             throw ValidationError(
-                "--bug \(bug) is not a planted bug; one of: " + RecoveryScenario.bugNames.joined(separator: ", "))
+                "--bug \(bug) is not a planted bug of this scenario; one of: " + names.joined(separator: ", "))
         }
     }
 
     func run() async throws {
         let plan = window.plan(seeds: seeds, replay: seed)
-        let scenario = bug.flatMap(RecoveryScenario.init(bugNamed:)) ?? RecoveryScenario()
-        let summary = await runSeeds(plan, jobs: jobs, scenario: "dr" + (bug.map { " (bug: \($0))" } ?? "")) {
-            scenario.run(seed: $0)
+        let name = (shipping ? "dr shipping" : "dr") + (bug.map { " (bug: \($0))" } ?? "")
+        let summary: SeedRun
+        if shipping {
+            let scenario = bug.flatMap(ShippingScenario.init(bugNamed:)) ?? ShippingScenario()
+            summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
+        } else {
+            let scenario = bug.flatMap(RecoveryScenario.init(bugNamed:)) ?? RecoveryScenario()
+            summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         }
-        try report(summary, json: json, operations: "operations") { seed in
-            "swift run ftctl dr simulate --seed \(seed)" + (bug.map { " --bug \($0)" } ?? "")
+        try report(summary, json: json, operations: shipping ? "writes" : "operations") { seed in
+            "swift run ftctl dr simulate --seed \(seed)" + (shipping ? " --shipping" : "")
+                + (bug.map { " --bug \($0)" } ?? "")
         }
     }
 }

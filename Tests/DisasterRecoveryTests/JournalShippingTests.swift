@@ -45,9 +45,9 @@ import Testing
 
     @Test func theSenderShipsDurableRecordsWithinItsBudgetAndResumesWhereTold() throws {
         var sender = ShippingSender(journal: 1, maximumInFlightBytes: 25, maximumBatchBytes: 20)
-        #expect(sender.connect() == [.send(.hello(journal: 1, durableThrough: 0))])
+        #expect(sender.connect(now: .zero) == [.send(.hello(journal: 1, durableThrough: 0))])
         // Nothing is read before the recovery site says where to resume.
-        #expect(sender.journalDurable(through: 5, now: Instant(nanoseconds: 100)).isEmpty)
+        #expect(sender.journalAdvanced(durable: 5, staged: 7, now: Instant(nanoseconds: 100)).isEmpty)
         let resumed = try sender.received(.resume(journal: 1, from: 3), now: Instant(nanoseconds: 150))
         #expect(resumed == [.read(from: 3, through: 5, maximumBytes: 20)])
         #expect(sender.acknowledged == 2)
@@ -62,14 +62,14 @@ import Testing
         _ = sender.recordsRead([Self.record(5, time: 70)])
         #expect(sender.recordsInFlight == 3)
         // Full: nothing more is read until an acknowledgement.
-        #expect(sender.journalDurable(through: 6, now: Instant(nanoseconds: 210)).isEmpty)
+        #expect(sender.journalAdvanced(durable: 6, staged: 6, now: Instant(nanoseconds: 210)).isEmpty)
         let acknowledged = try sender.received(.acknowledged(journal: 1, through: 4), now: Instant(nanoseconds: 220))
         #expect(acknowledged == [.read(from: 6, through: 6, maximumBytes: 15)])
         #expect(sender.recoveryPointObjective(now: Instant(nanoseconds: 300)) == .nanoseconds(230))
         #expect(throws: RecoveryError.self) { try sender.received(.acknowledged(journal: 1, through: 99), now: .zero) }
         #expect(throws: RecoveryError.self) { try sender.received(.acknowledged(journal: 2, through: 5), now: .zero) }
         // Reconnected: the site says it holds through 4; record 5 goes again.
-        _ = sender.connect()
+        _ = sender.connect(now: Instant(nanoseconds: 300))
         let again = try sender.received(.resume(journal: 1, from: 5), now: Instant(nanoseconds: 400))
         #expect(again == [.read(from: 5, through: 6, maximumBytes: 20)])
         _ = try sender.received(.acknowledged(journal: 1, through: 6), now: Instant(nanoseconds: 500))

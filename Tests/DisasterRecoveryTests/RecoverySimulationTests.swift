@@ -16,10 +16,29 @@ import Testing
         #expect(once.operations > 100)
     }
 
-    @Test(arguments: DisasterRecoveryBug.allCases)
+    @Test(arguments: [DisasterRecoveryBug.switchBeforeOverlayCopied, .recordBuildBeforeSync])
     func thePlantedBugIsCaught(_ bug: DisasterRecoveryBug) {
         let scenario = RecoveryScenario(bug: bug)
         let failure = SimulationRunner.firstFailure(in: 1...300) { scenario.run(seed: $0) }
+        #expect(failure != nil)
+    }
+}
+
+/// The shipped shipping state machines and append between two journals on simulated disks.
+@Suite struct ShippingSimulationTests {
+    @Test func theScenarioKeepsItsInvariantsAndReplays() {
+        let scenario = ShippingScenario()
+        let seeds = SimulationRunner.seeds(defaultCount: 20)
+        let failure = SimulationRunner.firstFailure(in: seeds) { scenario.run(seed: $0) }
+        #expect(failure == nil, "\(failure.map { "seed \($0.seed): \($0.violation.map(\.description) ?? "")" } ?? "")")
+        let once = scenario.run(seed: 5)
+        #expect(once.replayDifference(scenario.run(seed: 5)) == nil)
+        #expect(once.faults.messagesLost + once.faults.partitions > 0)
+    }
+
+    @Test func shippingBeforeDurableIsCaught() {
+        let scenario = ShippingScenario(bug: .shipBeforeDurable)
+        let failure = SimulationRunner.firstFailure(in: 1...50) { scenario.run(seed: $0) }
         #expect(failure != nil)
     }
 }
