@@ -56,28 +56,8 @@ final class RecoveryRun {
     static let sector = 512
     static let identity: UInt64 = 0xD15A_57E2
 
-    /// What a sector may read as, by version (0 is the recovery point's content, -1 zeros):
-    /// its content at the last acknowledged synchronize, what was written before a power cut
-    /// and not acknowledged, and what was written since.
-    struct SectorModel {
-        var acknowledged = 0
-        var beforeCut: [Int] = []
-        var later: [Int] = []
-
-        var candidates: [Int] { [acknowledged] + beforeCut + later }
-
-        mutating func synchronized() {
-            guard let last = later.last else { return }
-            acknowledged = last
-            beforeCut.removeAll()
-            later.removeAll()
-        }
-
-        mutating func powerCut() {
-            beforeCut += later
-            later.removeAll()
-        }
-    }
+    /// What a sector may read as, by version (0 is the recovery point's content, -1 zeros).
+    typealias SectorModel = AcknowledgedContent<Int>
 
     let simulation: Simulation
     let bug: DisasterRecoveryBug?
@@ -151,7 +131,7 @@ final class RecoveryRun {
         overlay = SimulatedDisk(id: UnitID(2), capacity: capacity, faults: faults, random: random.split(), power: power)
         replica = SimulatedDisk(id: UnitID(3), capacity: capacity, faults: faults, random: random.split(), power: power)
         state = SimulatedDisk(id: UnitID(4), capacity: stateSize, faults: faults, random: random.split(), power: power)
-        models = Array(repeating: SectorModel(), count: capacity / Self.sector)
+        models = Array(repeating: SectorModel(0), count: capacity / Self.sector)
         do {
             for sector in 0..<models.count {
                 try sourceDisk.write(Self.pattern(sector: sector, version: 0), at: sector * Self.sector)
@@ -233,7 +213,7 @@ final class RecoveryRun {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count * Self.sector)
         for sector in first..<first + count {
-            models[sector].later.append(version)
+            models[sector].written(version)
             bytes += Self.pattern(sector: sector, version: version)
         }
         do {
@@ -246,7 +226,7 @@ final class RecoveryRun {
     func discard(first: Int, count: Int) {
         guard let volume else { return }
         operations += 1
-        for sector in first..<first + count { models[sector].later.append(-1) }
+        for sector in first..<first + count { models[sector].written(-1) }
         do {
             try volume.discard(first * Self.sector..<(first + count) * Self.sector)
         } catch {

@@ -124,32 +124,8 @@ final class SpareRun {
     static let sector = 512
     static let arrayID: UInt64 = 0x5A4E_5EED
 
-    /// What a block may read as: its content at the last acknowledged synchronize, what was
-    /// written to it before a power cut and not acknowledged (the cut left one of them, or a
-    /// mix of their sectors), and what was written since.
-    struct BlockModel {
-        var acknowledged: [UInt8]
-        var beforeCut: [[UInt8]] = []
-        var later: [[UInt8]] = []
-
-        var candidates: [[UInt8]] { [acknowledged] + beforeCut + later }
-
-        /// A synchronize succeeded: the newest write since the cut is durable; with none, the
-        /// block holds whichever the cut left, durably.
-        mutating func synchronized() {
-            guard let last = later.last else { return }
-            acknowledged = last
-            beforeCut.removeAll()
-            later.removeAll()
-        }
-
-        /// The power went: what was not acknowledged may or may not have landed, and a later
-        /// synchronize does not decide which.
-        mutating func powerCut() {
-            beforeCut += later
-            later.removeAll()
-        }
-    }
+    /// What a block may read as (a cut may also leave a mix of its candidates' sectors).
+    typealias BlockModel = AcknowledgedContent<[UInt8]>
 
     let simulation: Simulation
     let bug: HotSpareBug?
@@ -255,7 +231,7 @@ final class SpareRun {
                 configuration: .init(layout: layout, blockSize: Self.block, arrayID: Self.arrayID), bug: bug)
             self.array = array
             models = (0..<array.geometry.blockCount).map { _ in
-                BlockModel(acknowledged: [UInt8](repeating: 0, count: Self.block))
+                BlockModel([UInt8](repeating: 0, count: Self.block))
             }
             makeController(array)
         } catch {
@@ -317,11 +293,11 @@ final class SpareRun {
             case 0..<60:
                 version += 1
                 let bytes = Self.pattern(block: index, version: version)
-                models[index].later.append(bytes)
+                models[index].written(bytes)
                 try array.write(bytes, at: index * Self.block)
                 operations += 1
             case 60..<66:
-                models[index].later.append([UInt8](repeating: 0, count: Self.block))
+                models[index].written([UInt8](repeating: 0, count: Self.block))
                 try array.discard(index * Self.block..<(index + 1) * Self.block)
             case 66..<80:
                 try array.synchronize()

@@ -47,22 +47,28 @@ func drillTransport(_ node: NodeID, port: Int, peer: NodeID, peerPort: Int) asyn
         logger: logger)
 }
 
+/// What the drill tells each of its two site processes.
+struct DrillSiteOptions: ParsableArguments {
+    @Option(help: "The site's directory.") var directory: String
+    @Option(help: "The site's loopback port.") var port: Int
+    @Option(help: "The other site's loopback port.") var peerPort: Int
+    @Option(help: "Bytes of the protected volume.") var volumeBytes: Int
+}
+
 /// `ftctl dr recovery-site` (hidden): receives the shipped journal until killed.
 struct RecoverySiteChild: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recovery-site", abstract: "The drill's recovery site (started by `ftctl dr drill`).",
         shouldDisplay: false)
 
-    @Option var directory: String
-    @Option var port: Int
-    @Option var peerPort: Int
-    @Option var volumeBytes: Int
+    @OptionGroup var site: DrillSiteOptions
 
     func run() async throws {
         let clock = ShippedClock()
         let (store, journal) = try openRecoveryJournal(
-            directory, volumes: [1], volumeBytes: volumeBytes, clock: clock)
-        let transport = try await drillTransport("recovery", port: port, peer: "protected", peerPort: peerPort)
+            site.directory, volumes: [1], volumeBytes: site.volumeBytes, clock: clock)
+        let transport = try await drillTransport(
+            "recovery", port: site.port, peer: "protected", peerPort: site.peerPort)
         let receiver = JournalReceiver(journal: journal, transport: transport, protectedSite: "protected", clock: clock)
         print("recovery site listening, durable through \(journal.durableSequence)")
         fflush(nil)
@@ -78,21 +84,20 @@ struct ProtectedSiteChild: AsyncParsableCommand {
         commandName: "protected-site", abstract: "The drill's protected site (started by `ftctl dr drill`).",
         shouldDisplay: false)
 
-    @Option var directory: String
-    @Option var port: Int
-    @Option var peerPort: Int
-    @Option var volumeBytes: Int
+    @OptionGroup var site: DrillSiteOptions
 
     func run() async throws {
         let store = try JournalStore.create(
-            directory: directory, unitSize: 4 << 20, journalUnits: 256, volumes: [1], volumeSize: volumeBytes,
+            directory: site.directory, unitSize: 4 << 20, journalUnits: 256, volumes: [1],
+            volumeSize: site.volumeBytes,
             configuration: JournalConfiguration(window: .seconds(3600), quota: 200))
         guard let journal = store.journal(1) else { throw CommandFailure("no journal") }
-        let transport = try await drillTransport("protected", port: port, peer: "recovery", peerPort: peerPort)
+        let transport = try await drillTransport(
+            "protected", port: site.port, peer: "recovery", peerPort: site.peerPort)
         let shipper = JournalShipper(
             journal: journal, transport: transport, configuration: .init(recoverySite: "recovery"))
         let shipping = Task { await shipper.run() }
-        let blocks = volumeBytes / 4096
+        let blocks = site.volumeBytes / 4096
         var version = 0
         var maximumRPO = Duration.zero
         print("protected site writing")

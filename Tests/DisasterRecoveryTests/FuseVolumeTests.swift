@@ -18,7 +18,7 @@ struct FuseVolumeTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let fixture = try LazyVolumeTests.Fixture(blocks: 64)
         let volume = try fixture.create()
-        let server = try FuseVolumeServer(unit: volume, mountpoint: directory)
+        let server = try FuseVolumeServer(unit: volume, mountpoint: directory, allowOther: false)
         defer { server.stop() }
 
         let descriptor = open(server.filePath, O_RDWR)

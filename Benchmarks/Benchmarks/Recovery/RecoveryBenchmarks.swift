@@ -33,7 +33,17 @@ let quiet: Logger = {
 /// A temporary directory, removed by `remove()`.
 struct Scratch {
     let path = NSTemporaryDirectory() + "ft-dr-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    init() throws { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+
+    /// Creates the directory, or fails `benchmark` and returns `nil`.
+    init?(for benchmark: Benchmark) {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            fail(benchmark, "no scratch directory: \(error)")
+            return nil
+        }
+    }
+
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
@@ -60,8 +70,7 @@ func journalWithWindow(volumeBytes bytes: Int, in directory: String) async throw
 func recoverAndRead(_ journal: ElasticJournal, volumeBytes: Int, in directory: String) throws -> Double {
     let state = LazyVolumeHeader.stateSize(capacity: volumeBytes, blockSize: 4096)
     let data = try FileStoragePool(
-        directories: [directory + "/data"], unitCapacity: volumeBytes, budget: 2 * volumeBytes,
-        preallocation: .sparse, logger: quiet)
+        directories: [directory + "/data"], unitCapacity: volumeBytes, budget: 2 * volumeBytes, logger: quiet)
     let states = try FileStoragePool(
         directories: [directory + "/state"], unitCapacity: state, budget: state, logger: quiet)
     defer {
@@ -87,11 +96,7 @@ let benchmarks: @Sendable () -> Void = {
         "RTO of a \(large >> 20) MiB volume vs a \(small >> 20) MiB one (same journal window), and vs restore-then-run",
         configuration: runs
     ) { benchmark in
-        let scratch: Scratch
-        do { scratch = try Scratch() } catch {
-            fail(benchmark, "no scratch directory: \(error)")
-            return
-        }
+        guard let scratch = Scratch(for: benchmark) else { return }
         defer { scratch.remove() }
         do {
             let (smallStore, smallJournal) = try await journalWithWindow(
@@ -136,11 +141,7 @@ let benchmarks: @Sendable () -> Void = {
             + "and workload reads during vs after",
         configuration: runs
     ) { benchmark in
-        let scratch: Scratch
-        do { scratch = try Scratch() } catch {
-            fail(benchmark, "no scratch directory: \(error)")
-            return
-        }
+        guard let scratch = Scratch(for: benchmark) else { return }
         defer { scratch.remove() }
         do {
             let state = LazyVolumeHeader.stateSize(capacity: buildBytes, blockSize: 4096)
