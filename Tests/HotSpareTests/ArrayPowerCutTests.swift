@@ -32,7 +32,7 @@ import Testing
             id: UnitID(100), members: Array(disks[0..<4]), spares: [disks[4]],
             configuration: .init(layout: layout, blockSize: block, arrayID: 0xC0FFEE), bug: bug)
         var models = (0..<array.geometry.blockCount).map { _ in
-            BlockModel(acknowledged: [UInt8](repeating: 0, count: block))
+            BlockModel([UInt8](repeating: 0, count: block))
         }
         // Data in every other block, acknowledged.
         for index in stride(from: 0, to: models.count, by: 2) {
@@ -52,10 +52,10 @@ import Testing
                 case 0, 1, 2:
                     let bytes = SpareRun.pattern(block: index, version: version)
                     version += 1
-                    models[index].later.append(bytes)
+                    models[index].written(bytes)
                     try array.write(bytes, at: index * block)
                 case 3:
-                    models[index].later.append([UInt8](repeating: 0, count: block))
+                    models[index].written([UInt8](repeating: 0, count: block))
                     try array.discard(index * block..<(index + 1) * block)
                 default:
                     try array.synchronize()
