@@ -209,7 +209,9 @@ final class ShippingRun {
         _ = simulation.schedule(after: .milliseconds(1)) { [unowned self] in
             guard violation == nil, simulation.now < end else { return }
             protectedClock.advance(to: simulation.now)
-            if let journal = protected.journal, !protected.power.isCut {
+            // Power lost: the protected site's processes die with it.
+            if protected.power.isCut { protectedDown() }
+            if let journal = protected.journal, !protected.down {
                 let writes = (0..<int(1...3)).map { _ in
                     let length = int(1...512)
                     return JournalWrite(
@@ -329,6 +331,7 @@ final class ShippingRun {
     }
 
     func atRecovery(_ message: Message) {
+        if recovery.power.isCut { recoveryDown() }
         guard !recovery.down, let journal = recovery.journal else { return }
         var effects: [ShippingReceiver.Effect]
         do {
@@ -383,11 +386,12 @@ final class ShippingRun {
             let after = int(0...20)
             _ = simulation.schedule(at: at) { [unowned self] in
                 guard violation == nil else { return }
+                // A switch already cut stays cut (arming it again would bring the power back).
                 if protectedSite {
-                    guard !protected.down else { return }
+                    guard !protected.down, !protected.power.isCut else { return }
                     protected.power.cut(afterOperations: after)
                 } else {
-                    guard !recovery.down else { return }
+                    guard !recovery.down, !recovery.power.isCut else { return }
                     recovery.power.cut(afterOperations: after)
                     _ = simulation.schedule(after: .milliseconds(5)) { [unowned self] in recoveryDown() }
                 }
@@ -433,7 +437,12 @@ final class ShippingRun {
         checks += 1
         let rpo = sender.recoveryPointObjective(now: simulation.now)
         if rpo > .milliseconds(40) {
-            fail("rpo-bound", "RPO \(rpo) after \(simulation.now - cleanSince) of a clean link")
+            fail(
+                "rpo-bound",
+                "RPO \(rpo) after \(simulation.now - cleanSince) of a clean link: sender acknowledged "
+                    + "\(sender.acknowledged), durable \(sender.durable), next \(sender.nextToSend.map(String.init) ?? "none"), "
+                    + "\(sender.recordsInFlight) in flight, \(sender.greetings) greetings; receiver expects \(receiver.expected)"
+            )
         }
     }
 
