@@ -68,6 +68,7 @@ func journalWithWindow(volumeBytes bytes: Int, in directory: String) async throw
 
 /// Request to first block: the recovery point opened, a lazy volume created on files, block 0 read.
 func recoverAndRead(_ journal: ElasticJournal, volumeBytes: Int, in directory: String) throws -> Double {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let state = LazyVolumeHeader.stateSize(capacity: volumeBytes, blockSize: 4096)
     let data = try FileStoragePool(
         directories: [directory + "/data"], unitCapacity: volumeBytes, budget: 2 * volumeBytes, logger: quiet)
