@@ -115,7 +115,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzRecoveryFormats",
-            dependencies: [.product(name: "DisasterRecovery", package: rootPackage)]
+            dependencies: [
+                .product(name: "DisasterRecovery", package: rootPackage),
+                .product(name: "FaultToleranceCore", package: rootPackage),
+            ]
         ),
         .executableTarget(
             name: "FuzzSmartReading",

@@ -1,3 +1,4 @@
+import ElasticJournal
 import FaultToleranceCore
 import Foundation
 import Testing
@@ -98,9 +99,21 @@ extension RecoveryPlanTests {
         #expect(decoded == words)
         #expect(try RecoveryPlan.decode(plan.encoded()) == plan)
         #expect(try LazyVolumeHeader.decode(header.encoded()) == header)
-        let seeds: [(String, [UInt8])] = [
+        var seeds: [(String, [UInt8])] = [
             ("plan", [0] + plan.encoded()), ("header", [1] + header.encoded()), ("bitmap-sector", [2] + sector),
         ]
+        let record = JournalRecord(
+            sequence: 7, time: Instant(nanoseconds: 9), volume: 1, offset: 512, bytes: [1, 2, 3])
+        let messages: [(String, ShippingMessage)] = [
+            ("hello", .hello(journal: 1, durableThrough: 6)), ("resume", .resume(journal: 1, from: 7)),
+            ("records", .records(journal: 1, [record])), ("acknowledged", .acknowledged(journal: 1, through: 7)),
+            ("unavailable", .unavailable(journal: 1, requested: 2, oldest: 5)),
+        ]
+        for (name, message) in messages {
+            let encoded = message.encode()
+            #expect(try ShippingMessage.decode(encoded) == message)
+            seeds.append(("ship-" + name, [3, UInt8(encoded.type - 0x0801)] + encoded.bytes))
+        }
         if let directory = ProcessInfo.processInfo.environment["FT_WRITE_CORPUS"] {
             for (name, bytes) in seeds { try Data(bytes).write(to: URL(fileURLWithPath: directory + "/" + name)) }
         }
