@@ -1565,33 +1565,17 @@ public final class ElasticJournal: Sendable {
                 high = middle
             }
         }
-        var index = low
-        var offset = index < units.count ? units[index].seekOffset(for: start) : 0
-        while index < units.count {
-            let unit = units[index]
-            var finished = false
-            let outcome = try RecordScanner.scan(
-                unit.storage, salt: unit.header.salt, from: offset, to: snapshot.end(of: index),
-                limit: unit.header.trailerOffset
-            ) { (header, _, payload) throws(JournalError) -> Bool in
-                if header.time > end {
-                    finished = true
-                    return false
-                }
-                if header.time >= start {
-                    try body(
-                        JournalRecord(
-                            sequence: header.sequence, time: header.time, volume: header.volume,
-                            offset: header.offset, bytes: Array(payload)))
-                }
-                return true
+        guard low < units.count else { return }
+        try scanRecords(of: snapshot, fromUnit: low, offset: units[low].seekOffset(for: start)) {
+            (header, payload) throws(JournalError) -> Bool in
+            if header.time > end { return false }
+            if header.time >= start {
+                try body(
+                    JournalRecord(
+                        sequence: header.sequence, time: header.time, volume: header.volume, offset: header.offset,
+                        bytes: Array(payload)))
             }
-            if case .invalid(let at, let error) = outcome {
-                throw JournalError(.damaged, journal: id, unit: unit.id, offset: at, detail: error.reason)
-            }
-            if finished { return }
-            index += 1
-            offset = JournalFormat.headerPageSize
+            return true
         }
     }
 

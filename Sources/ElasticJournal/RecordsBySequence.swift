@@ -31,38 +31,52 @@ extension ElasticJournal {
             let middle = (low + high) / 2
             if units[middle].header.firstSequence <= first { low = middle + 1 } else { high = middle }
         }
-        var index = max(0, low - 1)
+        let index = max(0, low - 1)
         var result: [JournalRecord] = []
         var bytes = 0
-        var offset = Self.seekOffset(in: units[index], forSequence: first)
-        while index < units.count {
-            let unit = units[index]
+        try scanRecords(
+            of: snapshot, fromUnit: index, offset: Self.seekOffset(in: units[index], forSequence: first)
+        ) { (header, payload) throws(JournalError) -> Bool in
+            if header.sequence > last || (bytes >= maximumBytes && !result.isEmpty) { return false }
+            if header.sequence >= first {
+                result.append(
+                    JournalRecord(
+                        sequence: header.sequence, time: header.time, volume: header.volume, offset: header.offset,
+                        bytes: Array(payload)))
+                bytes += payload.count
+            }
+            return true
+        }
+        return result
+    }
+
+    /// Scans `snapshot`'s records in order from unit `first` at `offset` to the end of the last
+    /// unit, until `visit` returns `false`; a damaged record throws ``JournalError/Code/damaged``
+    /// naming its unit and offset.
+    func scanRecords(
+        of snapshot: Snapshot, fromUnit first: Int, offset: Int,
+        _ visit: (RecordHeader, UnsafeRawBufferPointer) throws(JournalError) -> Bool
+    ) throws(JournalError) {
+        var index = first
+        var offset = offset
+        while index < snapshot.units.count {
+            let unit = snapshot.units[index]
             var finished = false
             let outcome = try RecordScanner.scan(
                 unit.storage, salt: unit.header.salt, from: offset, to: snapshot.end(of: index),
                 limit: unit.header.trailerOffset
             ) { (header, _, payload) throws(JournalError) -> Bool in
-                if header.sequence > last || (bytes >= maximumBytes && !result.isEmpty) {
-                    finished = true
-                    return false
-                }
-                if header.sequence >= first {
-                    result.append(
-                        JournalRecord(
-                            sequence: header.sequence, time: header.time, volume: header.volume,
-                            offset: header.offset, bytes: Array(payload)))
-                    bytes += payload.count
-                }
-                return true
+                let more = try visit(header, payload)
+                if !more { finished = true }
+                return more
             }
             if case .invalid(let at, let error) = outcome {
                 throw JournalError(.damaged, journal: id, unit: unit.id, offset: at, detail: error.reason)
             }
-            if finished { break }
+            if finished { return }
             index += 1
             offset = JournalFormat.headerPageSize
         }
-        return result
     }
 
     /// Where to start scanning `unit` for record `sequence`: its last index entry before it.
