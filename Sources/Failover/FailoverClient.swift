@@ -30,6 +30,13 @@ public actor FailoverClient {
     /// The request number the next ``execute(_:)`` or ``read(_:)`` will use.
     public var nextRequestNumber: UInt64 { nextRequest }
     private var waiting: (key: UInt64, continuation: CheckedContinuation<FailoverMessage?, Never>)?
+    /// The key of the question just sent, set before it leaves: an answer that arrives while the
+    /// send is still suspended (on TCP, `send` can return after the answer is in) is kept in
+    /// ``early`` for the wait that follows, instead of dropped for want of a waiter. Before, the
+    /// operator's one-shot switchover answer was lost that way under load.
+    private var expecting: UInt64?
+    /// Answers to ``expecting`` that arrived before their wait began (a few at most).
+    private var early: [FailoverMessage] = []
     private var receiver: Task<Void, Never>?
     private var lastPrimary: NodeID?
 
@@ -111,6 +118,7 @@ public actor FailoverClient {
             throw FailoverError(.invalidConfiguration, detail: "this client was given no control server")
         }
         startReceiving()
+        expect(Self.switchoverKey)
         do {
             try await transport.send(FailoverMessage.switchover(target: target).encode(), to: controller)
         } catch {
@@ -180,6 +188,7 @@ public actor FailoverClient {
     /// worth of messages for the whole failover).
     private func discover() async {
         let targets = servers + (controller.map { [$0] } ?? [])
+        expect(0)
         for target in targets {
             try? await transport.send(FailoverMessage.whoIsPrimary.encode(), to: target)
         }
@@ -203,6 +212,7 @@ public actor FailoverClient {
     private static let discoveryPause = Duration.milliseconds(1)
 
     private func ask(_ target: NodeID, key: UInt64, _ message: FailoverMessage) async -> FailoverMessage? {
+        expect(key)
         do {
             try await transport.send(message.encode(), to: target)
         } catch {
@@ -218,6 +228,7 @@ public actor FailoverClient {
     /// Waits up to `within` (the per-attempt timeout by default) for the answer to `key` (0: a
     /// discovery).
     private func wait(key: UInt64, within: Duration? = nil) async -> FailoverMessage? {
+        if expecting == key, !early.isEmpty { return early.removeFirst() }
         let clock = self.clock
         let timeout = within ?? self.timeout
         let timer = Task(executorPreference: clock.taskExecutor) { [weak self] in
@@ -229,6 +240,12 @@ public actor FailoverClient {
             resume(with: nil)
             waiting = (key, continuation)
         }
+    }
+
+    /// Called before a question under `key` is sent: answers from now on are kept for its wait.
+    private func expect(_ key: UInt64) {
+        expecting = key
+        early.removeAll()
     }
 
     private func expire(_ key: UInt64) {
@@ -253,19 +270,32 @@ public actor FailoverClient {
     }
 
     private func received(_ message: FailoverMessage) {
-        guard let key = waiting?.key else { return }
+        guard let key = waiting?.key ?? expecting, answers(message, key) else { return }
+        if waiting != nil {
+            resume(with: message)
+        } else if early.count < Self.earlyLimit {
+            early.append(message)
+        }
+    }
+
+    /// At most this many answers are kept for a wait that has not begun (a discovery's answers
+    /// are one per server and the control server).
+    private static let earlyLimit = 8
+
+    /// Whether `message` answers the question under `key`.
+    private func answers(_ message: FailoverMessage, _ key: UInt64) -> Bool {
         switch message {
         case .reply(let client, let request, _, _), .readReply(let client, let request, _, _, _):
-            if client == id, request == key { resume(with: message) }
+            return client == id && request == key
         case .primaryIs(let node?, let answerEpoch, _, _) where key == 0 && servers.contains(node):
             // Only news ends a discovery: were a stale answer (or a late one from an earlier
             // round) to end it, the next round would start at once, and every round's answers
             // would start more rounds (four messages out per answer: a storm).
-            if answerEpoch >= epoch { resume(with: message) }
+            return answerEpoch >= epoch
         case .status where key == Self.statusKey, .switchoverAnswer where key == Self.switchoverKey:
-            resume(with: message)
+            return true
         default:
-            break
+            return false
         }
     }
 }
