@@ -401,30 +401,46 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
         guard phase == .building else { return true }
         let end = min(blockCount, start + max(1, maximumBlocks))
         if start < end {
+            // A megabyte at a time through one buffer that stays in the CPU's cache (a buffer
+            // the size of the step, 8 MiB by default, made the build half as fast as a copy),
+            // and the replica made durable outside the lock: the workload's reads and writes
+            // (to the overlay, while building) go on meanwhile.
             let range = start * blockSize..<min(capacity, end * blockSize)
-            let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: range.count, alignment: 64)
+            let bytes = UnsafeMutableRawBufferPointer.allocate(
+                byteCount: min(range.count, Self.copyChunk), alignment: 4096)
             defer { bytes.deallocate() }
-            try source.read(into: bytes, at: range.lowerBound)
-            try Self.storage(replica) { () throws(StorageError) in
-                try replica.write(UnsafeRawBufferPointer(bytes), at: range.lowerBound)
+            var position = range.lowerBound
+            while position < range.upperBound {
+                let part = UnsafeMutableRawBufferPointer(
+                    rebasing: bytes[0..<min(bytes.count, range.upperBound - position)])
+                try source.read(into: part, at: position)
+                try Self.storage(replica) { () throws(StorageError) in
+                    try replica.write(UnsafeRawBufferPointer(part), at: position)
+                }
+                position += part.count
+            }
+            if bug != .recordBuildBeforeSync {
+                try Self.storage(replica) { () throws(StorageError) in try replica.synchronize() }
             }
         }
         return try locked { () throws(RecoveryError) -> Bool in
             counters.sourceReads += end - start
             builtInMemory = end
             try Self.storage(stateUnit) { () throws(StorageError) in
-                if bug == .recordBuildBeforeSync {
-                    try recordHeader { $0.built = end }
-                    try replica.synchronize()
-                } else {
-                    try replica.synchronize()
-                    try recordHeader { $0.built = end }
+                // One header record: the blocks built and, with the last, the phase.
+                try recordHeader {
+                    $0.built = end
+                    if end == blockCount { $0.phase = .migrating }
                 }
-                if end == blockCount { try recordHeader { $0.phase = .migrating } }
+                if bug == .recordBuildBeforeSync { try replica.synchronize() }
             }
             return end == blockCount
         }
     }
+
+    /// The build's copy unit: a buffer this size stays in the CPU's cache between the read and
+    /// the write.
+    private static let copyChunk = 1 << 20
 
     /// Copies up to `maximumBlocks` overlay blocks not yet copied in this migration onto the
     /// replica, one block at a time under the lock (a write to a block after its copy marks it
