@@ -165,10 +165,20 @@ struct RecoveryDrill: AsyncParsableCommand {
         try require("--workload-writes", workloadWrites, in: 0...100_000)
     }
 
-    func run() async throws {
+    /// What the drill lacks on this machine, said as an error would say it; `nil` when it can run.
+    static func missingTools() -> String? {
         for tool in ["/dev/fuse", "/bin/busybox"] where !FileManager.default.fileExists(atPath: tool) {
-            throw CommandFailure("the drill needs \(tool) (Debian's fuse3 and busybox-static)")
+            return "the drill needs \(tool) (Debian's fuse3 and busybox-static)"
         }
+        guard ["/usr/sbin/runc", "/usr/bin/runc"].contains(where: FileManager.default.isExecutableFile(atPath:)) else {
+            return "the drill needs runc (Debian's runc)"
+        }
+        guard geteuid() == 0 else { return "the drill needs root (runc and the FUSE mount)" }
+        return nil
+    }
+
+    func run() async throws {
+        if let missing = Self.missingTools() { throw CommandFailure(missing) }
         let root = directory ?? (FileManager.default.temporaryDirectory.path + "/ftctl-dr-\(getpid())")
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { if directory == nil { try? FileManager.default.removeItem(atPath: root) } }
