@@ -3,34 +3,14 @@ public import Logging
 public import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 public import ServiceLifecycle
 
 import struct Foundation.Date
 
-/// Where a chain runtime runs its core (whose drive I/O blocks): on NIO's shared thread pool
-/// (production), or inline on the calling task (the simulation, whose deterministic executor
-/// must see every job).
-public enum ChainBlockingIO: Sendable {
-    /// NIO's shared thread pool: the cooperative pool never waits on a disk.
-    case threadPool
-    /// The calling task.
-    case inline
-
-    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        switch self {
-        case .inline:
-            return body()
-        case .threadPool:
-            do {
-                return try await NIOThreadPool.singleton.runIfActive { body() }
-            } catch {
-                // The pool is shutting down: run it here rather than lose the event.
-                return body()
-            }
-        }
-    }
-}
+/// Where a chain runtime runs its core (whose drive I/O blocks): NIO's shared thread pool
+/// (production) or inline on the calling task (the simulation); see
+/// ``FaultToleranceCore/BlockingIO``.
+public typealias ChainBlockingIO = BlockingIO
 
 /// Holds a value that only one task at a time touches (the runtime's event loop).
 final class LoopConfined<Value>: @unchecked Sendable {

@@ -2,7 +2,6 @@ public import ElasticJournal
 public import FaultToleranceCore
 public import Logging
 import NIOConcurrencyHelpers
-import NIOPosix
 
 /// Where shipping stands, for `status` commands and metrics.
 public struct ShippingStatus: Sendable, Hashable {
@@ -46,21 +45,12 @@ public final class ShippedClock: Sendable {
     public func advance(to instant: Instant) { value.withLockedValue { $0 = max($0, instant) } }
 }
 
-private func offload<T: Sendable>(
-    _ body: @escaping @Sendable () throws(JournalError) -> T
-) async -> Result<T, JournalError> {
-    do {
-        return try await NIOThreadPool.singleton.runIfActive { Result { () throws(JournalError) in try body() } }
-    } catch {
-        return .failure(JournalError(.closed, detail: "the I/O thread pool is not running: \(error)"))
-    }
-}
-
 /// Ships a protected site's journal to a recovery site over a ``FaultToleranceCore/Transport``,
 /// continuously: the runtime of ``ShippingSender``.
 ///
-/// Polls the journal's durable sequence every `pollInterval`, reads new records on NIO's
-/// thread pool, sends them in batches and keeps the recovery point objective. It greets the
+/// Polls the journal's durable sequence every `pollInterval`, reads new records where its
+/// ``FaultToleranceCore/BlockingIO`` says (NIO's thread pool by default), sends them in batches
+/// and keeps the recovery point objective. It greets the
 /// recovery site at start, after a failed send, and when acknowledgements stall, and resumes
 /// wherever the site says: no gap, no duplicate.
 public final class JournalShipper: Sendable {
@@ -104,19 +94,39 @@ public final class JournalShipper: Sendable {
     /// Where and how.
     public let configuration: Configuration
     private let clock: @Sendable () -> Instant
+    private let pacing: any RuntimeClock
+    private let blockingIO: BlockingIO
+    private let bug: DisasterRecoveryBug?
     private let logger: Logger
     private let published = NIOLockedValueBox(ShippingStatus.initial)
 
-    /// Creates a shipper; ``run()`` ships.
-    public init(
+    /// Creates a shipper; ``run()`` ships. `clock` reads the time on the journal's timeline (the
+    /// records' times, for the RPO); the poll waits on `pacing`, whose task executor the
+    /// shipper's tasks prefer (a simulation passes its virtual clock, and `.inline` for
+    /// `blockingIO`).
+    public convenience init(
         journal: ElasticJournal, transport: any Transport, configuration: Configuration,
-        clock: @escaping @Sendable () -> Instant = JournalStore.wallClock,
-        logger: Logger = Logger(label: "ft.dr.shipper")
+        clock: @escaping @Sendable () -> Instant = JournalStore.wallClock, pacing: any RuntimeClock = SystemClock(),
+        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.shipper")
+    ) {
+        self.init(
+            journal: journal, transport: transport, configuration: configuration, clock: clock, pacing: pacing,
+            blockingIO: blockingIO, logger: logger, bug: nil)
+    }
+
+    /// A shipper with a planted bug, for the simulation.
+    package init(
+        journal: ElasticJournal, transport: any Transport, configuration: Configuration,
+        clock: @escaping @Sendable () -> Instant, pacing: any RuntimeClock, blockingIO: BlockingIO, logger: Logger,
+        bug: DisasterRecoveryBug?
     ) {
         self.journal = journal
         self.transport = transport
         self.configuration = configuration
         self.clock = clock
+        self.pacing = pacing
+        self.blockingIO = blockingIO
+        self.bug = bug
         self.logger = logger
     }
 
@@ -129,6 +139,7 @@ public final class JournalShipper: Sendable {
         let (events, sink) = AsyncStream.makeStream(of: Event.self)
         let transport = self.transport
         let interval = configuration.pollInterval
+        let pacing = self.pacing
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await envelope in transport.incoming
@@ -139,7 +150,7 @@ public final class JournalShipper: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     sink.yield(.tick)
-                    try? await Task.sleep(for: interval)
+                    try? await pacing.sleep(for: interval)
                 }
                 sink.finish()
             }
@@ -153,6 +164,7 @@ public final class JournalShipper: Sendable {
             journal: journal.id.rawValue, maximumInFlightBytes: configuration.maximumInFlightBytes,
             maximumBatchBytes: configuration.maximumBatchBytes,
             acknowledgementTimeout: configuration.acknowledgementTimeout)
+        sender.bug = bug
         var lastAcknowledged: UInt64 = 0
         var effects: [ShippingSender.Effect] = []
         for await event in events {
@@ -204,9 +216,12 @@ public final class JournalShipper: Sendable {
                     }
                 case .read(let from, let through, let maximumBytes):
                     let journal = self.journal
-                    Task {
-                        let result = await offload { () throws(JournalError) in
-                            try journal.records(fromSequence: from, through: through, maximumBytes: maximumBytes)
+                    let blockingIO = self.blockingIO
+                    Task(executorPreference: pacing.taskExecutor) {
+                        let result = await blockingIO.run {
+                            Result { () throws(JournalError) in
+                                try journal.records(fromSequence: from, through: through, maximumBytes: maximumBytes)
+                            }
                         }
                         sink.yield(.read(result, from: from))
                     }
@@ -243,18 +258,21 @@ public final class JournalReceiver: Sendable {
     public let protectedSite: NodeID
     /// The clock the recovery journal's store reads.
     public let clock: ShippedClock
+    private let blockingIO: BlockingIO
     private let logger: Logger
     private let published = NIOLockedValueBox(ShippingStatus.initial)
 
-    /// Creates a receiver; ``run()`` receives.
+    /// Creates a receiver; ``run()`` receives. Appends run where `blockingIO` says (NIO's thread
+    /// pool by default; a simulation passes `.inline`).
     public init(
         journal: ElasticJournal, transport: any Transport, protectedSite: NodeID, clock: ShippedClock,
-        logger: Logger = Logger(label: "ft.dr.receiver")
+        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.receiver")
     ) {
         self.journal = journal
         self.transport = transport
         self.protectedSite = protectedSite
         self.clock = clock
+        self.blockingIO = blockingIO
         self.logger = logger
     }
 
@@ -315,11 +333,13 @@ public final class JournalReceiver: Sendable {
         }
     }
 
-    /// Appends `records` on NIO's thread pool with ``appendShipped(_:to:clock:)``.
+    /// Appends `records` with ``appendShipped(_:to:clock:)``, where ``blockingIO`` says.
     private func append(_ records: [JournalRecord]) async -> Result<UInt64, JournalError> {
         let journal = self.journal
         let clock = self.clock
-        return await offload { () throws(JournalError) in try Self.appendShipped(records, to: journal, clock: clock) }
+        return await blockingIO.run {
+            Result { () throws(JournalError) in try Self.appendShipped(records, to: journal, clock: clock) }
+        }
     }
 
     /// Appends shipped `records` to the recovery site's `journal` in runs of equal time (the

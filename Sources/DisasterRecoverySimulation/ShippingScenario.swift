@@ -452,34 +452,40 @@ final class ShippingRun {
             !protected.power.isCut, !recovery.power.isCut
         else { return }
         checks += 1
-        let last = min(replica.durableSequence, source.durableSequence)
-        guard last >= 1 else { return }
         do {
-            let first = max(replica.oldestSequence, source.oldestSequence)
-            guard first <= last else { return }
-            let held = try replica.records(fromSequence: first, through: replica.durableSequence, maximumBytes: .max)
-            let truth = try source.records(fromSequence: first, through: source.durableSequence, maximumBytes: .max)
-            for record in held {
-                let index = Int(record.sequence - first)
-                guard index < truth.count else {
-                    // The recovery site holds a record the protected site does not (durably).
-                    if source.lastSequence < record.sequence { continue }
-                    fail("same-records", "\(when): record \(record.sequence) is not durable at the protected site")
-                    return
-                }
-                guard truth[index] == record else {
-                    fail(
-                        "same-records",
-                        "\(when): record \(record.sequence) differs: recovery site \(record.time) \(record.offset) "
-                            + "\(record.bytes.count) bytes, protected \(truth[index].time) \(truth[index].offset) "
-                            + "\(truth[index].bytes.count) bytes")
-                    return
-                }
+            if let difference = try Self.firstDifference(source: source, replica: replica) {
+                fail("same-records", "\(when): \(difference)")
             }
         } catch {
             // A power cut armed for this moment: the site goes down at its next operation.
             if protected.power.isCut || recovery.power.isCut { return }
             fail("same-records", "\(when): reading the journals: \(error)")
         }
+    }
+
+    /// The first record `replica` (the recovery site's journal) holds durably that is not
+    /// `source`'s (the protected journal's) durable record of that number, said; `nil` when there
+    /// is none. Records beyond what the protected site ever staged are left out: the protected
+    /// site lost them in a power cut after they shipped, and numbers them again.
+    static func firstDifference(source: ElasticJournal, replica: ElasticJournal) throws(JournalError) -> String? {
+        let last = min(replica.durableSequence, source.durableSequence)
+        let first = max(replica.oldestSequence, source.oldestSequence)
+        guard last >= 1, first <= last else { return nil }
+        let held = try replica.records(fromSequence: first, through: replica.durableSequence, maximumBytes: .max)
+        let truth = try source.records(fromSequence: first, through: source.durableSequence, maximumBytes: .max)
+        for record in held {
+            let index = Int(record.sequence - first)
+            guard index < truth.count else {
+                // The recovery site holds a record the protected site does not (durably).
+                if source.lastSequence < record.sequence { continue }
+                return "record \(record.sequence) is not durable at the protected site"
+            }
+            guard truth[index] == record else {
+                return "record \(record.sequence) differs: recovery site \(record.time) \(record.offset) "
+                    + "\(record.bytes.count) bytes, protected \(truth[index].time) \(truth[index].offset) "
+                    + "\(truth[index].bytes.count) bytes"
+            }
+        }
+        return nil
     }
 }

@@ -38,6 +38,12 @@ struct RecoverySimulate: AsyncParsableCommand {
             \(ShippingScenario.bugNames.joined(separator: ", ")).
             """) var bug: String?
     @Flag(help: "Run the shipping scenario: two journals, a lossy link, power cuts at both sites.") var shipping = false
+    @Flag(
+        help: """
+            With --shipping: run the shipped runtimes (JournalShipper and JournalReceiver on the \
+            simulation's executor and virtual clock, over simulated transports) instead of driving \
+            their state machines by hand.
+            """) var runtimes = false
     @Option(help: "Worker threads.") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var window: SeedWindowOptions
     @Flag(help: "Print the summary as JSON.") var json = false
@@ -45,6 +51,7 @@ struct RecoverySimulate: AsyncParsableCommand {
     func validate() throws {
         try require("--seeds", seeds, in: 1...maximumSeeds)
         try require("--jobs", jobs, in: 1...maximumJobs)
+        if runtimes && !shipping { throw ValidationError("--runtimes goes with --shipping") }
         let names = shipping ? ShippingScenario.bugNames : RecoveryScenario.bugNames
         if let bug, !names.contains(bug) {
             throw ValidationError(
@@ -54,9 +61,13 @@ struct RecoverySimulate: AsyncParsableCommand {
 
     func run() async throws {
         let plan = window.plan(seeds: seeds, replay: seed)
-        let name = (shipping ? "dr shipping" : "dr") + (bug.map { " (bug: \($0))" } ?? "")
+        let name =
+            (runtimes ? "dr shipping runtimes" : shipping ? "dr shipping" : "dr") + (bug.map { " (bug: \($0))" } ?? "")
         let summary: SeedRun
-        if shipping {
+        if runtimes {
+            let scenario = bug.flatMap(ShippingRuntimeScenario.init(bugNamed:)) ?? ShippingRuntimeScenario()
+            summary = await runSeeds(plan, jobs: jobs, scenario: name) { await scenario.run(seed: $0) }
+        } else if shipping {
             let scenario = bug.flatMap(ShippingScenario.init(bugNamed:)) ?? ShippingScenario()
             summary = await runSeeds(plan, jobs: jobs, scenario: name) { scenario.run(seed: $0) }
         } else {
@@ -65,6 +76,7 @@ struct RecoverySimulate: AsyncParsableCommand {
         }
         try report(summary, json: json, operations: shipping ? "writes" : "operations") { seed in
             "swift run ftctl dr simulate --seed \(seed)" + (shipping ? " --shipping" : "")
+                + (runtimes ? " --runtimes" : "")
                 + (bug.map { " --bug \($0)" } ?? "")
         }
     }

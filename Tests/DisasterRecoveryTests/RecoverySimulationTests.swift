@@ -42,3 +42,23 @@ import Testing
         #expect(failure != nil)
     }
 }
+
+/// The shipped runtimes, JournalShipper and JournalReceiver, on the simulation's executor.
+@Suite struct ShippingRuntimeSimulationTests {
+    @Test func theRuntimesKeepTheInvariantsUnderFaultsAndReplay() async {
+        let scenario = ShippingRuntimeScenario()
+        let seeds = SimulationRunner.seeds(defaultCount: 4)
+        let failure = await SimulationRunner.firstFailure(in: seeds) { await scenario.run(seed: $0) }
+        #expect(failure == nil, "\(failure.map { "seed \($0.seed): \($0.violation.map(\.description) ?? "")" } ?? "")")
+        let once = await scenario.run(seed: 5)
+        #expect(once.replayDifference(await scenario.run(seed: 5)) == nil)
+        #expect(once.faults.messagesLost + once.faults.partitions > 0 && once.faults.nodeCrashes > 0)
+        #expect(once.operations > 0 && once.invariantChecks > 0)
+    }
+
+    @Test func shippingBeforeDurableIsCaughtInTheRuntime() async {
+        let scenario = ShippingRuntimeScenario(bug: .shipBeforeDurable)
+        let failure = await SimulationRunner.firstFailure(in: 1...20) { await scenario.run(seed: $0) }
+        #expect(failure != nil)
+    }
+}
