@@ -10,7 +10,10 @@ struct RecoveryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dr",
         abstract: "Run a recovered workload at once on a lazy volume, build the replica, migrate (DisasterRecovery).",
-        subcommands: [RecoverySimulate.self, RecoveryDrill.self, RecoverySiteChild.self, ProtectedSiteChild.self])
+        subcommands: [
+            RecoverySimulate.self, RecoveryPlanCommand.self, RecoveryDrill.self, RecoverySiteChild.self,
+            ProtectedSiteChild.self,
+        ])
 }
 
 /// `ftctl dr simulate`.
