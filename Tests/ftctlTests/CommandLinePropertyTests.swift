@@ -66,6 +66,8 @@ let propertyCommands: [(option: String, arguments: [String])] = [
     ("--block-kib", ["spare", "create", "/dev/null/ftctl/a"]),
     ("--member", ["spare", "migrate", "/dev/null/ftctl/a"]),
     ("--rounds", ["spare", "crash-test", "--maximum-delay", "20"]),
+    ("--at", ["dr", "plan", "--environment", "/dev/null/ftctl/e"]),
+    ("--seeds", ["dr", "simulate", "--shipping", "--runtimes", "--time-limit", "1"]),
 ]
 
 @Suite("ftctl survives hostile values in every option")
