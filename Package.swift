@@ -243,6 +243,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 // NIOThreadPool: VolumeRecovery's copies, off the cooperative pool.
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // A one-file FUSE filesystem (libfuse3, Debian's libfuse3-dev) that serves a StorageUnit.
@@ -461,6 +462,7 @@ let package = Package(
                 "DisasterRecovery", "DisasterRecoverySimulation", "DisasterRecoverySite", "FaultToleranceCore",
                 "DeterministicSimulation", "ElasticJournal",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(

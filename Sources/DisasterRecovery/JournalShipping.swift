@@ -1,6 +1,7 @@
 public import ElasticJournal
 public import FaultToleranceCore
 public import Logging
+public import Metrics
 import NIOConcurrencyHelpers
 
 /// Where shipping stands, for `status` commands and metrics.
@@ -53,6 +54,12 @@ public final class ShippedClock: Sendable {
 /// and keeps the recovery point objective. It greets the
 /// recovery site at start, after a failed send, and when acknowledgements stall, and resumes
 /// wherever the site says: no gap, no duplicate.
+///
+/// Metrics (dimension `journal`): `ft_dr_rpo_seconds` (gauge: the recovery point objective,
+/// the age of the oldest durable write the recovery site lacks), `ft_dr_records_in_flight`
+/// and `ft_dr_acknowledged_sequence` (gauges: records sent and not acknowledged, and the
+/// sequence number through which the recovery site holds every record), `ft_dr_reconnects_total`
+/// (counter).
 public final class JournalShipper: Sendable {
     /// Where to ship and how often to look.
     public struct Configuration: Sendable, Hashable {
@@ -99,6 +106,7 @@ public final class JournalShipper: Sendable {
     private let bug: DisasterRecoveryBug?
     private let logger: Logger
     private let published = NIOLockedValueBox(ShippingStatus.initial)
+    private let metrics: ShipperMetrics
 
     /// Creates a shipper; ``run()`` ships. `clock` reads the time on the journal's timeline (the
     /// records' times, for the RPO); the poll waits on `pacing`, whose task executor the
@@ -107,19 +115,21 @@ public final class JournalShipper: Sendable {
     public convenience init(
         journal: ElasticJournal, transport: any Transport, configuration: Configuration,
         clock: @escaping @Sendable () -> Instant = JournalStore.wallClock, pacing: any RuntimeClock = SystemClock(),
-        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.shipper")
+        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.shipper"),
+        metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.init(
             journal: journal, transport: transport, configuration: configuration, clock: clock, pacing: pacing,
-            blockingIO: blockingIO, logger: logger, bug: nil)
+            blockingIO: blockingIO, logger: logger, metricsFactory: metricsFactory, bug: nil)
     }
 
     /// A shipper with a planted bug, for the simulation.
     package init(
         journal: ElasticJournal, transport: any Transport, configuration: Configuration,
         clock: @escaping @Sendable () -> Instant, pacing: any RuntimeClock, blockingIO: BlockingIO, logger: Logger,
-        bug: DisasterRecoveryBug?
+        metricsFactory: (any MetricsFactory)? = nil, bug: DisasterRecoveryBug?
     ) {
+        metrics = ShipperMetrics(journal: journal.id, factory: metricsFactory ?? MetricsSystem.factory)
         self.journal = journal
         self.transport = transport
         self.configuration = configuration
@@ -231,13 +241,19 @@ public final class JournalShipper: Sendable {
             let inFlight = sender.recordsInFlight
             let durable = sender.durable
             let greetings = sender.greetings
-            published.withLockedValue {
-                $0.reconnects = max(0, greetings - 1)
-                $0.durable = durable
-                $0.acknowledged = lastAcknowledged
-                $0.recoveryPointObjective = rpo
-                $0.inFlight = inFlight
+            let before = published.withLockedValue { status -> ShippingStatus in
+                defer {
+                    status.reconnects = max(0, greetings - 1)
+                    status.durable = durable
+                    status.acknowledged = lastAcknowledged
+                    status.recoveryPointObjective = rpo
+                    status.inFlight = inFlight
+                }
+                return status
             }
+            metrics.record(
+                before: before, rpo: rpo, inFlight: inFlight, acknowledged: lastAcknowledged,
+                reconnects: max(0, greetings - 1))
         }
     }
 }
@@ -249,6 +265,9 @@ public final class JournalShipper: Sendable {
 /// ``ShippedClock``), makes it durable, then acknowledges. The recovery journal must have been
 /// created with the protected journal's volumes and sizes and receive every record from the
 /// first: its sequence numbers are the protected ones, which is what makes resuming exact.
+///
+/// Metrics (dimension `journal`): `ft_dr_records_appended_total`, `ft_dr_duplicates_dropped_total`
+/// and `ft_dr_gaps_refused_total` (counters).
 public final class JournalReceiver: Sendable {
     /// The recovery site's journal.
     public let journal: ElasticJournal
@@ -261,13 +280,22 @@ public final class JournalReceiver: Sendable {
     private let blockingIO: BlockingIO
     private let logger: Logger
     private let published = NIOLockedValueBox(ShippingStatus.initial)
+    private let appendedCounter: Counter
+    private let duplicatesCounter: Counter
+    private let gapsCounter: Counter
 
     /// Creates a receiver; ``run()`` receives. Appends run where `blockingIO` says (NIO's thread
     /// pool by default; a simulation passes `.inline`).
     public init(
         journal: ElasticJournal, transport: any Transport, protectedSite: NodeID, clock: ShippedClock,
-        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.receiver")
+        blockingIO: BlockingIO = .threadPool, logger: Logger = Logger(label: "ft.dr.receiver"),
+        metricsFactory: (any MetricsFactory)? = nil
     ) {
+        let factory = metricsFactory ?? MetricsSystem.factory
+        let dimensions = [("journal", "\(journal.id.rawValue)")]
+        appendedCounter = Counter(label: "ft_dr_records_appended_total", dimensions: dimensions, factory: factory)
+        duplicatesCounter = Counter(label: "ft_dr_duplicates_dropped_total", dimensions: dimensions, factory: factory)
+        gapsCounter = Counter(label: "ft_dr_gaps_refused_total", dimensions: dimensions, factory: factory)
         self.journal = journal
         self.transport = transport
         self.protectedSite = protectedSite
@@ -309,6 +337,7 @@ public final class JournalReceiver: Sendable {
                 case .append(let records):
                     switch await append(records) {
                     case .success(let through):
+                        appendedCounter.increment(by: records.count)
                         effects += receiver.appended(through: through)
                         published.withLockedValue {
                             $0.durable = through
@@ -326,10 +355,15 @@ public final class JournalReceiver: Sendable {
             }
             let gaps = receiver.gaps
             let duplicates = receiver.duplicates
-            published.withLockedValue {
-                $0.reconnects = gaps
-                $0.duplicates = duplicates
+            let before = published.withLockedValue { status -> ShippingStatus in
+                defer {
+                    status.reconnects = gaps
+                    status.duplicates = duplicates
+                }
+                return status
             }
+            if gaps > before.reconnects { gapsCounter.increment(by: gaps - before.reconnects) }
+            if duplicates > before.duplicates { duplicatesCounter.increment(by: duplicates - before.duplicates) }
         }
     }
 
@@ -368,5 +402,30 @@ public final class JournalReceiver: Sendable {
         }
         try journal.synchronize()
         return records.last?.sequence ?? journal.durableSequence
+    }
+}
+
+/// The shipper's metrics, fed from its status after each event.
+private struct ShipperMetrics: Sendable {
+    let rpo: Gauge
+    let inFlight: Gauge
+    let acknowledged: Gauge
+    let reconnects: Counter
+
+    init(journal: JournalID, factory: any MetricsFactory) {
+        let dimensions = [("journal", "\(journal.rawValue)")]
+        rpo = Gauge(label: "ft_dr_rpo_seconds", dimensions: dimensions, factory: factory)
+        inFlight = Gauge(label: "ft_dr_records_in_flight", dimensions: dimensions, factory: factory)
+        acknowledged = Gauge(label: "ft_dr_acknowledged_sequence", dimensions: dimensions, factory: factory)
+        reconnects = Counter(label: "ft_dr_reconnects_total", dimensions: dimensions, factory: factory)
+    }
+
+    /// Records the new figures; the counter grows by what changed since `before`.
+    func record(before: ShippingStatus, rpo: Duration, inFlight: Int, acknowledged: UInt64, reconnects: Int) {
+        let components = rpo.components
+        self.rpo.record(Double(components.seconds) + Double(components.attoseconds) / 1e18)
+        self.inFlight.record(inFlight)
+        self.acknowledged.record(Int64(clamping: acknowledged))
+        if reconnects > before.reconnects { self.reconnects.increment(by: reconnects - before.reconnects) }
     }
 }

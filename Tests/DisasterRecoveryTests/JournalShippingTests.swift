@@ -1,5 +1,6 @@
 import ElasticJournal
 import FaultToleranceCore
+import MetricsTestKit
 import NIOConcurrencyHelpers
 import Testing
 
@@ -141,13 +142,16 @@ import Testing
         var recoveryStore = try recovery.store { [shippedClock] in shippedClock.now() }
         var replica = try recoveryStore.createJournal(1, configuration: recovery.configuration, volumes: [1, 2])
 
+        let metrics = TestMetrics()
         let shipper = JournalShipper(
             journal: source, transport: network.join("protected"),
-            configuration: .init(recoverySite: "recovery", acknowledgementTimeout: .milliseconds(50)))
+            configuration: .init(recoverySite: "recovery", acknowledgementTimeout: .milliseconds(50)),
+            metricsFactory: metrics)
         let shipping = Task { await shipper.run() }
         var receiverTransport = network.join("recovery")
         var receiver = JournalReceiver(
-            journal: replica, transport: receiverTransport, protectedSite: "protected", clock: shippedClock)
+            journal: replica, transport: receiverTransport, protectedSite: "protected", clock: shippedClock,
+            metricsFactory: metrics)
         var receiving = Task { [receiver] in await receiver.run() }
         defer { shipping.cancel() }
 
@@ -183,12 +187,22 @@ import Testing
         for index in 100..<150 { try await appendBatch(index) }
         receiverTransport = network.join("recovery")
         receiver = JournalReceiver(
-            journal: replica, transport: receiverTransport, protectedSite: "protected", clock: shippedClock)
+            journal: replica, transport: receiverTransport, protectedSite: "protected", clock: shippedClock,
+            metricsFactory: metrics)
         receiving = Task { [receiver] in await receiver.run() }
         defer { receiving.cancel() }
         try await Self.waitUntil { shipper.status.acknowledged == source.durableSequence }
         #expect(shipper.status.recoveryPointObjective == .zero)
         #expect(shipper.status.reconnects >= 1)
+        // The same figures as metrics: every record appended once across the two receivers.
+        let journal = [("journal", "1")]
+        #expect(try metrics.expectGauge("ft_dr_rpo_seconds", journal).lastValue == 0)
+        #expect(
+            try metrics.expectGauge("ft_dr_acknowledged_sequence", journal).lastValue == Double(source.durableSequence))
+        #expect(try metrics.expectCounter("ft_dr_reconnects_total", journal).totalValue >= 1)
+        #expect(
+            try metrics.expectCounter("ft_dr_records_appended_total", journal).totalValue
+                == Int64(source.durableSequence))
 
         // The same records, same sequence numbers and times, and so the same image at every instant.
         let end = protectedClock.withLockedValue { $0 }
