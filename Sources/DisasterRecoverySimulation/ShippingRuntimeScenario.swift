@@ -55,7 +55,7 @@ public struct ShippingRuntimeScenario: Sendable {
 
 /// One seed's run. Lives on the simulation's driver thread (every method runs in a job of the
 /// run), hence unchecked Sendable.
-final class ShippingRuntimeRun: @unchecked Sendable {
+final class ShippingRuntimeRun: ShippingSites, @unchecked Sendable {
     static let clean = LinkConditions(delay: .microseconds(500) ... .milliseconds(3))
     static let lossy = LinkConditions(
         lossProbability: 0.2, duplicateProbability: 0.1, reorderProbability: 0.2,
@@ -100,33 +100,9 @@ final class ShippingRuntimeRun: @unchecked Sendable {
         world.simulation.random = random
     }
 
-    func int(_ range: ClosedRange<Int>) -> Int {
-        range.lowerBound + Int(simulation.random.next() % UInt64(range.count))
-    }
-
-    func fail(_ invariant: String, _ detail: String) {
-        guard violation == nil else { return }
-        violation = InvariantViolation(invariant: invariant, detail: detail, at: simulation.now)
-    }
-
-    var report: SimulationReport {
-        SimulationReport(
-            seed: simulation.seed, faults: simulation.faults, invariantChecks: checks, operations: operations,
-            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation,
-            traceHash: simulation.traceHash)
-    }
-
     /// The body: both sites, the workload, the faults; then the quiet and the final checks.
     func run() async {
-        do {
-            protected.journal = try protected.open(clock: protectedClock).createJournal(
-                1, configuration: ShippingRun.configuration, volumes: [1])
-            recovery.journal = try recovery.open(clock: shippedClock).createJournal(
-                1, configuration: ShippingRun.configuration, volumes: [1])
-        } catch {
-            fail("setup", "\(error)")
-            return
-        }
+        guard createJournals(protectedClock: protectedClock, shippedClock: shippedClock) else { return }
         faultsStopAt = Instant.zero + .milliseconds(int(400...1200))
         startReceiver()
         startShipper()
@@ -233,12 +209,7 @@ final class ShippingRuntimeRun: @unchecked Sendable {
     func write() async {
         protectedClock.advance(to: now)
         guard let journal = protected.journal, !protected.down else { return }
-        let writes = (0..<int(1...3)).map { _ in
-            let length = int(1...512)
-            return JournalWrite(
-                volume: 1, offset: UInt64(int(0...(64 << 10) - length)),
-                bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: int(1...255)), count: length))
-        }
+        let writes = randomWrites()
         operations += writes.count
         do {
             _ = try journal.appendBuffered(contentsOf: writes)
@@ -260,13 +231,7 @@ final class ShippingRuntimeRun: @unchecked Sendable {
         shipperProcess = nil
         try? await world.clock.sleep(for: .milliseconds(3))
         count(protected.crash())
-        do {
-            protected.journal = try protected.open(clock: protectedClock).journal(1)
-            guard protected.journal != nil else { throw StorageError(.unknownUnit, detail: "journal 1 is gone") }
-        } catch {
-            fail("reopens", "the protected site: \(error)")
-            return
-        }
+        guard reopen(protected, clock: protectedClock, "the protected site") else { return }
         protected.down = false
         cleanSince = now
         startShipper()
@@ -282,26 +247,11 @@ final class ShippingRuntimeRun: @unchecked Sendable {
         try? await world.clock.sleep(for: .milliseconds(3))
         count(recovery.crash())
         shippedClock = ShippedClock()
-        do {
-            guard let journal = try recovery.open(clock: shippedClock).journal(1) else {
-                throw StorageError(.unknownUnit, detail: "journal 1 is gone")
-            }
-            recovery.journal = journal
-        } catch {
-            fail("reopens", "the recovery site: \(error)")
-            return
-        }
+        guard reopen(recovery, clock: shippedClock, "the recovery site") else { return }
         recovery.down = false
         cleanSince = now
         startReceiver()
         compareRecords("after the recovery site restarted")
-    }
-
-    func count(_ outcome: SimulatedDisk.CrashOutcome) {
-        simulation.faults.nodeCrashes += 1
-        simulation.faults.writesLost += outcome.lost
-        simulation.faults.writesTorn += outcome.torn
-        simulation.faults.writesSurvived += outcome.survived
     }
 
     // MARK: - Link
@@ -334,21 +284,6 @@ final class ShippingRuntimeRun: @unchecked Sendable {
                 "RPO \(status.recoveryPointObjective) after \(now - cleanSince) of a clean link: shipper durable "
                     + "\(status.durable), acknowledged \(status.acknowledged), \(status.inFlight) in flight, "
                     + "\(status.reconnects) reconnects; last error \(status.lastError ?? "none")")
-        }
-    }
-
-    func compareRecords(_ when: String) {
-        guard let source = protected.journal, let replica = recovery.journal, !protected.down, !recovery.down,
-            !protected.power.isCut, !recovery.power.isCut
-        else { return }
-        checks += 1
-        do {
-            if let difference = try ShippingRun.firstDifference(source: source, replica: replica) {
-                fail("same-records", "\(when): \(difference)")
-            }
-        } catch {
-            if protected.power.isCut || recovery.power.isCut { return }
-            fail("same-records", "\(when): reading the journals: \(error)")
         }
     }
 }

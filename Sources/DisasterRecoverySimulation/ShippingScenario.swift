@@ -49,12 +49,12 @@ public struct ShippingScenario: Sendable {
     public func run(seed: UInt64) -> SimulationReport {
         let run = ShippingRun(seed: seed, bug: bug)
         run.run()
-        return run.report()
+        return run.report
     }
 }
 
 /// One seed's run; lives on the calling thread.
-final class ShippingRun {
+final class ShippingRun: ShippingSites {
     enum LinkPhase { case clean, lossy, cut }
 
     /// One site's journal over simulated disks.
@@ -149,30 +149,8 @@ final class ShippingRun {
         set { simulation.random = newValue }
     }
 
-    func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(random.next() % UInt64(range.count)) }
-
-    func fail(_ invariant: String, _ detail: String) {
-        guard violation == nil else { return }
-        violation = InvariantViolation(invariant: invariant, detail: detail, at: simulation.now)
-    }
-
-    func report() -> SimulationReport {
-        SimulationReport(
-            seed: simulation.seed, faults: simulation.faults, invariantChecks: checks, operations: operations,
-            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation,
-            traceHash: simulation.traceHash)
-    }
-
     func run() {
-        do {
-            protected.journal = try protected.open(clock: protectedClock).createJournal(
-                1, configuration: Self.configuration, volumes: [1])
-            recovery.journal = try recovery.open(clock: shippedClock).createJournal(
-                1, configuration: Self.configuration, volumes: [1])
-        } catch {
-            fail("setup", "\(error)")
-            return
-        }
+        guard createJournals(protectedClock: protectedClock, shippedClock: shippedClock) else { return }
         let duration = Duration.milliseconds(int(400...1200))
         faultsStopAt = Instant.zero + duration
         scheduleWrites(until: faultsStopAt + .milliseconds(50))
@@ -212,12 +190,7 @@ final class ShippingRun {
             // Power lost: the protected site's processes die with it.
             if protected.power.isCut { protectedDown() }
             if let journal = protected.journal, !protected.down {
-                let writes = (0..<int(1...3)).map { _ in
-                    let length = int(1...512)
-                    return JournalWrite(
-                        volume: 1, offset: UInt64(int(0...(64 << 10) - length)),
-                        bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: int(1...255)), count: length))
-                }
+                let writes = randomWrites()
                 operations += writes.count
                 do {
                     _ = try journal.appendBuffered(contentsOf: writes)
@@ -272,13 +245,7 @@ final class ShippingRun {
     func restartProtected() {
         let outcome = protected.crash()
         count(outcome)
-        do {
-            protected.journal = try protected.open(clock: protectedClock).journal(1)
-            guard protected.journal != nil else { throw StorageError(.unknownUnit, detail: "journal 1 is gone") }
-        } catch {
-            fail("reopens", "the protected site: \(error)")
-            return
-        }
+        guard reopen(protected, clock: protectedClock, "the protected site") else { return }
         protected.down = false
         // A new process: a new sender, greeting the recovery site at its first tick.
         sender = ShippingSender(
@@ -408,26 +375,11 @@ final class ShippingRun {
     func restartRecovery() {
         count(recovery.crash())
         shippedClock = ShippedClock()
-        do {
-            guard let journal = try recovery.open(clock: shippedClock).journal(1) else {
-                throw StorageError(.unknownUnit, detail: "journal 1 is gone")
-            }
-            recovery.journal = journal
-            receiver = ShippingReceiver(journal: 1, durableThrough: journal.durableSequence)
-        } catch {
-            fail("reopens", "the recovery site: \(error)")
-            return
-        }
+        guard reopen(recovery, clock: shippedClock, "the recovery site"), let journal = recovery.journal else { return }
+        receiver = ShippingReceiver(journal: 1, durableThrough: journal.durableSequence)
         recovery.down = false
         cleanSince = simulation.now
         compareRecords("after the recovery site restarted")
-    }
-
-    func count(_ outcome: SimulatedDisk.CrashOutcome) {
-        simulation.faults.nodeCrashes += 1
-        simulation.faults.writesLost += outcome.lost
-        simulation.faults.writesTorn += outcome.torn
-        simulation.faults.writesSurvived += outcome.survived
     }
 
     // MARK: - Checks
@@ -443,23 +395,6 @@ final class ShippingRun {
                     + "\(sender.acknowledged), durable \(sender.durable), next \(sender.nextToSend.map(String.init) ?? "none"), "
                     + "\(sender.recordsInFlight) in flight, \(sender.greetings) greetings; receiver expects \(receiver.expected)"
             )
-        }
-    }
-
-    /// Every record the recovery site holds durably is the protected journal's record of that number.
-    func compareRecords(_ when: String) {
-        guard let source = protected.journal, let replica = recovery.journal, !protected.down, !recovery.down,
-            !protected.power.isCut, !recovery.power.isCut
-        else { return }
-        checks += 1
-        do {
-            if let difference = try Self.firstDifference(source: source, replica: replica) {
-                fail("same-records", "\(when): \(difference)")
-            }
-        } catch {
-            // A power cut armed for this moment: the site goes down at its next operation.
-            if protected.power.isCut || recovery.power.isCut { return }
-            fail("same-records", "\(when): reading the journals: \(error)")
         }
     }
 
@@ -487,5 +422,99 @@ final class ShippingRun {
             }
         }
         return nil
+    }
+}
+
+/// What the two shipping scenarios share: two sites on simulated disks, the faults counted, the
+/// writes drawn, the checks and the report.
+protocol ShippingSites: AnyObject {
+    var protected: ShippingRun.Site { get }
+    var recovery: ShippingRun.Site { get }
+    var simulation: Simulation { get }
+    var violation: InvariantViolation? { get set }
+    var checks: Int { get set }
+    var operations: Int { get }
+}
+
+extension ShippingSites {
+    func int(_ range: ClosedRange<Int>) -> Int {
+        range.lowerBound + Int(simulation.random.next() % UInt64(range.count))
+    }
+
+    func fail(_ invariant: String, _ detail: String) {
+        guard violation == nil else { return }
+        violation = InvariantViolation(invariant: invariant, detail: detail, at: simulation.now)
+    }
+
+    var report: SimulationReport {
+        SimulationReport(
+            seed: simulation.seed, faults: simulation.faults, invariantChecks: checks, operations: operations,
+            virtualTime: simulation.now.nanoseconds, events: simulation.eventsProcessed, violation: violation,
+            traceHash: simulation.traceHash)
+    }
+
+    /// The protected workload's next 1 to 3 writes: up to 512 bytes each, anywhere in volume 1.
+    func randomWrites() -> [JournalWrite] {
+        (0..<int(1...3)).map { _ in
+            let length = int(1...512)
+            return JournalWrite(
+                volume: 1, offset: UInt64(int(0...(64 << 10) - length)),
+                bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: int(1...255)), count: length))
+        }
+    }
+
+    /// Opens both sites' stores and creates journal 1 at each; fails `setup` and returns `false`
+    /// when that fails.
+    func createJournals(protectedClock: ShippedClock, shippedClock: ShippedClock) -> Bool {
+        do {
+            protected.journal = try protected.open(clock: protectedClock).createJournal(
+                1, configuration: ShippingRun.configuration, volumes: [1])
+            recovery.journal = try recovery.open(clock: shippedClock).createJournal(
+                1, configuration: ShippingRun.configuration, volumes: [1])
+            return true
+        } catch {
+            fail("setup", "\(error)")
+            return false
+        }
+    }
+
+    /// Opens `site`'s store again after its disks crashed and finds journal 1; fails `reopens`
+    /// and returns `false` when that fails.
+    func reopen(_ site: ShippingRun.Site, clock: ShippedClock, _ name: String) -> Bool {
+        do {
+            guard let journal = try site.open(clock: clock).journal(1) else {
+                throw StorageError(.unknownUnit, detail: "journal 1 is gone")
+            }
+            site.journal = journal
+            return true
+        } catch {
+            fail("reopens", "\(name): \(error)")
+            return false
+        }
+    }
+
+    func count(_ outcome: SimulatedDisk.CrashOutcome) {
+        simulation.faults.nodeCrashes += 1
+        simulation.faults.writesLost += outcome.lost
+        simulation.faults.writesTorn += outcome.torn
+        simulation.faults.writesSurvived += outcome.survived
+    }
+
+    /// Every record the recovery site holds durably is the protected journal's record of that
+    /// number (checked when both sites are up with power).
+    func compareRecords(_ when: String) {
+        guard let source = protected.journal, let replica = recovery.journal, !protected.down, !recovery.down,
+            !protected.power.isCut, !recovery.power.isCut
+        else { return }
+        checks += 1
+        do {
+            if let difference = try ShippingRun.firstDifference(source: source, replica: replica) {
+                fail("same-records", "\(when): \(difference)")
+            }
+        } catch {
+            // A power cut armed for this moment: the site goes down at its next operation.
+            if protected.power.isCut || recovery.power.isCut { return }
+            fail("same-records", "\(when): reading the journals: \(error)")
+        }
     }
 }
