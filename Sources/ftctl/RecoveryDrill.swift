@@ -337,9 +337,12 @@ struct RecoveryDrill: AsyncParsableCommand {
         for _ in 0..<1000 where writes.withLockedValue({ $0.count }) < min(count, 20) {
             try await Task.sleep(for: .milliseconds(5))
         }
+        let reporter = Task { await reportProgress(of: volume) }
         let summary = try await VolumeRecovery(volume: volume, configuration: .init(stepBlocks: 64)).run(
             freeze: { try await NIOThreadPool.singleton.runIfActive { try container.pause() } },
             thaw: { try await NIOThreadPool.singleton.runIfActive { try container.resume() } })
+        reporter.cancel()
+        await reporter.value
         await withCheckedContinuation { continuation in
             Thread {
                 done.lock(whenValue: 1)
@@ -373,5 +376,29 @@ struct RecoveryDrill: AsyncParsableCommand {
         print(
             "after the switch the replica holds the recovery point and all \(writes.withLockedValue { $0.count }) blocks "
                 + "the workload wrote: 0 writes lost across the migration")
+    }
+}
+
+/// Prints the replica build's progress as a bar at each quarter, then the migration's start,
+/// until cancelled.
+func reportProgress(of volume: LazyVolume) async {
+    var quarter = 0
+    var migrating = false
+    while !Task.isCancelled {
+        let progress = volume.progress
+        let built = progress.blocks == 0 ? 1 : Double(progress.built) / Double(progress.blocks)
+        while quarter < 4, built >= Double(quarter + 1) / 4 {
+            quarter += 1
+            let filled = quarter * 5
+            print(
+                "  replica [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: 20 - filled))] "
+                    + "\(quarter * 25)% built, \(progress.dirty) blocks written by the workload so far")
+        }
+        if !migrating, progress.phase == .migrating {
+            migrating = true
+            print("  migrating: \(progress.uncopied) overlay blocks to copy onto the replica in rounds")
+        }
+        if progress.phase == .switched { return }
+        try? await Task.sleep(for: .milliseconds(20))
     }
 }
