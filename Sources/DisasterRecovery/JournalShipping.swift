@@ -51,9 +51,9 @@ public final class ShippedClock: Sendable {
 ///
 /// Polls the journal's durable sequence every `pollInterval`, reads new records where its
 /// ``FaultToleranceCore/BlockingIO`` says (NIO's thread pool by default), sends them in batches
-/// and keeps the recovery point objective. It greets the
-/// recovery site at start, after a failed send, and when acknowledgements stall, and resumes
-/// wherever the site says: no gap, no duplicate.
+/// and keeps the recovery point objective. It greets the recovery site at start, after a failed
+/// send, and when acknowledgements stall, and resumes wherever the site says: no gap, no
+/// duplicate.
 ///
 /// Metrics (dimension `journal`): `ft_dr_rpo_seconds` (gauge: the recovery point objective,
 /// the age of the oldest durable write the recovery site lacks), `ft_dr_records_in_flight`
