@@ -259,6 +259,8 @@ let package = Package(
                 "DisasterRecovery",
                 "FaultToleranceCore",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                // NIOThreadPool: runc calls and connection probes, off the cooperative pool.
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // The disaster-recovery scenario: the shipped lazy volume over simulated disks, a workload

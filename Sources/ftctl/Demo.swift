@@ -56,9 +56,10 @@ struct Demo: AsyncParsableCommand {
 
             Disaster-recovery scene (`ftctl dr drill --seconds 2 --megabytes 32 \
             --workload-writes 300`): a protected site writing through its journal ships it to a \
-            recovery site over loopback TCP and is SIGKILLed; its workload then runs at once in a \
-            runc container on a FUSE-mounted lazy volume at the recovery point (RTO and RPO \
-            printed), writes over HTTP while the replica builds, and the migration switches to \
+            recovery site over loopback TCP; a test failover recovers a copy while both run; then \
+            the protected site is SIGKILLed and the plan's two workloads start stage by stage in \
+            runc containers on a FUSE-mounted lazy volume at the recovery point (RTO and RPO \
+            printed), one writes over HTTP while the replica builds, and the migration switches to \
             the replica between a runc pause and resume; every write is checked on the replica. \
             Needs /dev/fuse, runc and busybox; without them the scene says so and is skipped.
 
@@ -92,12 +93,12 @@ struct Demo: AsyncParsableCommand {
         guard failover.passed else { throw CommandFailure("the failover scene failed") }
         print()
         print(
-            "== Disaster recovery: a protected site SIGKILLed; its workload runs at once on a lazy volume at the "
-                + "recovery point, in a runc container, while the replica builds")
+            "== Disaster recovery: a test failover, then the protected site SIGKILLed; its workloads run at once "
+                + "on a lazy volume at the recovery point, in runc containers, while the replica builds")
         if let missing = RecoveryDrill.missingTools() {
             print("  skipped: \(missing)")
         } else {
-            var drill = try RecoveryDrill.parse(["--seconds", "2", "--megabytes", "32", "--workload-writes", "300"])
+            let drill = try RecoveryDrill.parse(["--seconds", "2", "--megabytes", "32", "--workload-writes", "300"])
             try await drill.run()
         }
         print()

@@ -11,8 +11,9 @@ struct RecoveryCommand: AsyncParsableCommand {
         commandName: "dr",
         abstract: "Run a recovered workload at once on a lazy volume, build the replica, migrate (DisasterRecovery).",
         subcommands: [
-            RecoverySimulate.self, RecoveryPlanCommand.self, RecoveryDrill.self, RecoverySiteChild.self,
-            ProtectedSiteChild.self,
+            RecoveryProtect.self, RecoveryStatus.self, RecoveryPlanCommand.self, RecoveryTestFailover.self,
+            RecoveryRecover.self, RecoveryDown.self, RecoverySimulate.self, RecoveryDrill.self,
+            RecoverySiteChild.self, ProtectedSiteChild.self,
         ])
 }
 

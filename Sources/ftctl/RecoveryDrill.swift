@@ -53,6 +53,7 @@ struct DrillSiteOptions: ParsableArguments {
     @Option(help: "The site's loopback port.") var port: Int
     @Option(help: "The other site's loopback port.") var peerPort: Int
     @Option(help: "Bytes of the protected volume.") var volumeBytes: Int
+    @Option(help: "Where the site writes its report (JSON) for `ftctl dr status`.") var status: String?
 }
 
 /// `ftctl dr recovery-site` (hidden): receives the shipped journal until killed.
@@ -72,7 +73,24 @@ struct RecoverySiteChild: AsyncParsableCommand {
         let receiver = JournalReceiver(journal: journal, transport: transport, protectedSite: "protected", clock: clock)
         print("recovery site listening, durable through \(journal.durableSequence)")
         fflush(nil)
+        let path = site.status
+        let reporter = Task {
+            while !Task.isCancelled {
+                let status = journal.status
+                // The oldest write the journal holds: the start of the instants worth recovering to.
+                let oldest = journal.oldestSequence
+                let first = try? journal.records(fromSequence: oldest, through: oldest, maximumBytes: 1).first?.time
+                writeReport(
+                    RecoverySiteReport(
+                        durableSequence: status.durableSequence, oldestSequence: journal.oldestSequence,
+                        windowStartNanoseconds: (first ?? status.windowStart).nanoseconds,
+                        lastTimeNanoseconds: status.lastTime.nanoseconds, units: status.units.count,
+                        recordBytes: status.recordBytes, updated: Date().timeIntervalSince1970), to: path)
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
         await receiver.run()
+        reporter.cancel()
         try store.close()
     }
 }
@@ -85,6 +103,7 @@ struct ProtectedSiteChild: AsyncParsableCommand {
         shouldDisplay: false)
 
     @OptionGroup var site: DrillSiteOptions
+    @Option(help: "Writes per second (0: as fast as the journal takes them).") var rate = 0
 
     func run() async throws {
         let store = try JournalStore.create(
@@ -102,7 +121,12 @@ struct ProtectedSiteChild: AsyncParsableCommand {
         var maximumRPO = Duration.zero
         print("protected site writing")
         fflush(nil)
+        let started = ContinuousClock.now
         while !Task.isCancelled {
+            if rate > 0 {
+                // A steady load: the batch waits for its turn.
+                try? await Task.sleep(until: started + .seconds(Double(version) / Double(rate)))
+            }
             // Sixteen stamped blocks per batch, each durable before the next batch.
             var writes: [JournalWrite] = []
             for _ in 0..<16 {
@@ -112,7 +136,16 @@ struct ProtectedSiteChild: AsyncParsableCommand {
                     JournalWrite(volume: 1, offset: UInt64(block * 4096), bytes: drillBlock(block, version: version)))
             }
             _ = try await journal.append(contentsOf: writes)
-            maximumRPO = max(maximumRPO, shipper.status.recoveryPointObjective)
+            let status = shipper.status
+            maximumRPO = max(maximumRPO, status.recoveryPointObjective)
+            if version % 256 == 0 {
+                writeReport(
+                    ProtectedSiteReport(
+                        written: version, acknowledged: status.acknowledged, durable: status.durable,
+                        rpoMilliseconds: millisecondCount(status.recoveryPointObjective),
+                        mostRpoMilliseconds: millisecondCount(maximumRPO), reconnects: status.reconnects,
+                        updated: Date().timeIntervalSince1970), to: site.status)
+            }
             if version % 1024 == 0 {
                 print(
                     "written \(version), acknowledged by the recovery site \(shipper.status.acknowledged), RPO \(shipper.status.recoveryPointObjective), most \(maximumRPO)"
@@ -142,15 +175,18 @@ struct RecoveryDrill: AsyncParsableCommand {
         abstract:
             "Protect a site, SIGKILL it, recover its workload in a runc container on a FUSE lazy volume, migrate.",
         discussion: """
-            Starts a recovery site and a protected site as processes on loopback TCP: the \
-            protected site writes stamped 4 KiB blocks through its journal, which ships to the \
-            recovery site. The protected site is SIGKILLed, then the recovery site. The recovery \
-            then runs both processes at once: a busybox httpd in a runc container serves the \
-            volume at the recovery point from a lazy volume mounted with FUSE (RTO: the request \
-            to the first block served), while the replica builds; the workload writes blocks over \
-            HTTP throughout; the migration copies the overlay in rounds and switches between a \
-            runc pause and resume. Checks: the recovered volume is the protected volume at the \
-            recovery point, and after the switch the replica holds every write the workload made. \
+            `ftctl dr protect`, `test-failover` and `recover` in one run. A recovery site and a \
+            protected site start as processes on loopback TCP: the protected site writes stamped \
+            4 KiB blocks through its journal, which ships to the recovery site. Halfway, a test \
+            failover recovers a copy of the recovery site's journal while both keep running. Then \
+            the protected site is SIGKILLed, the recovery site's receiver stopped, and the \
+            recovery runs both processes at once: the plan's workloads start stage by stage in \
+            runc containers (a busybox httpd serving the volume from a lazy volume mounted with \
+            FUSE, then a front that depends on it; RTO: the request to the last stage answering) \
+            while the replica builds; the workload writes blocks over HTTP throughout; the \
+            migration copies the overlay in rounds and switches between a runc pause and resume. \
+            Checks: the recovered volume is the protected volume at the recovery point, and after \
+            the switch the replica holds every write the workload made. \
             Needs root, /dev/fuse, runc and busybox-static. Exits 1 if a check fails.
             """)
 
@@ -182,206 +218,50 @@ struct RecoveryDrill: AsyncParsableCommand {
         let root = directory ?? (FileManager.default.temporaryDirectory.path + "/ftctl-dr-\(getpid())")
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { if directory == nil { try? FileManager.default.removeItem(atPath: root) } }
-        let volumeBytes = megabytes << 20
-        let (protectedPort, recoveryPort, httpPort) = (
-            try freeLoopbackPort(), try freeLoopbackPort(), try freeLoopbackPort()
-        )
-        let sizes = ["--volume-bytes", "\(volumeBytes)"]
 
-        // 1. The two sites, the protected one killed mid-write.
-        let site = try spawnSelf(
-            [
-                "dr", "recovery-site", "--directory", root + "/recovery-journal", "--port", "\(recoveryPort)",
-                "--peer-port", "\(protectedPort)",
-            ] + sizes, log: root + "/recovery-site.log")
-        guard waitForLog(root + "/recovery-site.log", containing: "listening") else {
-            kill(site, SIGKILL)
-            throw CommandFailure("the recovery site did not start: see \(root)/recovery-site.log")
+        // 1. The two sites (`ftctl dr protect`).
+        let protection = try Protection.start(directory: root, volumeBytes: megabytes << 20, rate: 0)
+        defer {
+            for pid in [protection.protectedPid, protection.recoveryPid] where kill(pid, 0) == 0 {
+                kill(pid, SIGKILL)
+                waitpid(pid, nil, 0)
+            }
         }
-        let protected = try spawnSelf(
-            [
-                "dr", "protected-site", "--directory", root + "/protected", "--port", "\(protectedPort)",
-                "--peer-port", "\(recoveryPort)",
-            ] + sizes, log: root + "/protected-site.log")
-        guard waitForLog(root + "/protected-site.log", containing: "writing") else {
-            kill(protected, SIGKILL)
-            kill(site, SIGKILL)
-            throw CommandFailure("the protected site did not start: see \(root)/protected-site.log")
-        }
-        try await Task.sleep(for: .seconds(seconds))
-        kill(protected, SIGKILL)
-        waitpid(protected, nil, 0)
-        // Whatever reached the recovery site in flight lands; then it goes down too.
+        print(
+            "protecting \(megabytes) MiB: protected site pid \(protection.protectedPid), recovery site pid \(protection.recoveryPid)"
+        )
+        try await Task.sleep(for: .seconds(seconds / 2))
+
+        // 2. A test failover while both run (`ftctl dr test-failover`).
+        print("test failover:")
+        try await recoverEnvironment(
+            try RecoverOptions.parse([
+                "--directory", root, "--workload-writes", "\(min(workloadWrites, 50))", "--step-blocks", "64",
+            ]), test: true)
+        try await Task.sleep(for: .seconds(seconds / 2))
+
+        // 3. The disaster: the protected site is SIGKILLed mid-write.
+        kill(protection.protectedPid, SIGKILL)
+        waitpid(protection.protectedPid, nil, 0)
+        // Whatever reached the recovery site in flight lands before its receiver stops.
         try await Task.sleep(for: .milliseconds(300))
-        kill(site, SIGKILL)
-        waitpid(site, nil, 0)
-        print("protected site SIGKILLed after \(seconds) s; recovery site stopped")
+        print("protected site SIGKILLed after \(seconds) s")
         print(
             ((try? String(contentsOfFile: root + "/protected-site.log", encoding: .utf8)) ?? "")
                 .split(separator: "\n").last.map { "  last report: \($0)" } ?? "")
 
-        // 2. Recovery: the workload at once on the lazy volume, the replica behind it.
-        let requested = ContinuousClock.now
-        let clock = ShippedClock()
-        let (recoveryStore, recoveryJournal) = try openRecoveryJournal(
-            root + "/recovery-journal", volumes: [1], volumeBytes: volumeBytes, clock: clock)
-        defer { try? recoveryStore.close() }
-        let point = try JournalRecoveryPoint(journal: recoveryJournal, volume: 1, at: .latest)
-        let data = root + "/recovery-data"
-        let states = root + "/recovery-state"
-        let pools = (
-            data: try FileStoragePool(directories: [data], unitCapacity: volumeBytes, budget: 2 * volumeBytes),
-            state: try FileStoragePool(
-                directories: [states], unitCapacity: LazyVolumeHeader.stateSize(capacity: volumeBytes, blockSize: 4096),
-                budget: LazyVolumeHeader.stateSize(capacity: volumeBytes, blockSize: 4096))
-        )
-        defer {
-            pools.data.close()
-            pools.state.close()
-        }
-        let overlay = try pools.data.allocate()
-        let replica = try pools.data.allocate()
-        let volume = try LazyVolume.create(
-            identity: 1, source: point, overlay: overlay, replica: replica, state: try pools.state.allocate())
-        let mountpoint = root + "/mnt"
-        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-        let server = try FuseVolumeServer(unit: volume, mountpoint: mountpoint)
-        defer { server.stop() }
-        let bundle = root + "/bundle"
-        try RuncContainer.busyboxRoot(
-            at: bundle + "/rootfs",
-            files: [
-                "www/cgi-bin/read": (
-                    "#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho ''\n"
-                        + "dd if=/data/volume bs=4096 count=1 skip=\"$QUERY_STRING\" 2>/dev/null\n", true
-                ),
-                "www/cgi-bin/write": (
-                    "#!/bin/sh\ndd of=/data/volume bs=4096 count=1 seek=\"$QUERY_STRING\" conv=notrunc,fsync "
-                        + "iflag=fullblock 2>/tmp/dd.err && { echo 'Content-Type: text/plain'; echo ''; echo written; } "
-                        + "|| { echo 'Status: 500'; echo ''; cat /tmp/dd.err; }\n", true
-                ),
-                "data/volume": ("", false),
-            ])
-        let container = try RuncContainer(
-            id: "ftctl-dr-\(getpid())", bundle: bundle,
-            command: ["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:\(httpPort)", "-h", "/www"],
-            binds: [.init(source: server.filePath, destination: "/data/volume")])
-        defer { container.remove() }
-        try container.start()
-        var firstAnswer: Duration?
-        var lastAnswer = "none"
-        for _ in 0..<400 {
-            do {
-                let answer = try drillHTTP(port: httpPort, method: "GET", path: "/cgi-bin/read?0")
-                if answer.status == 200, answer.body.count == 4096 {
-                    firstAnswer = ContinuousClock.now - requested
-                    break
-                }
-                lastAnswer = "status \(answer.status), \(answer.body.count) bytes"
-            } catch {
-                lastAnswer = "\(error)"
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        guard let rto = firstAnswer else {
-            throw CommandFailure(
-                "the recovered workload never answered (last: \(lastAnswer); FUSE served \(server.counts))")
-        }
-        print(
-            "recovered at \(point.instant) (\(point.recordCount) journaled writes): RTO \(rto), the workload answering "
-                + "from a container on the lazy volume")
-
-        // The recovery point: the recovered volume is the protected volume as it was then.
-        let protectedStore = try JournalStore.open(directory: root + "/protected", options: .init(readOnly: true))
-        defer { try? protectedStore.close() }
-        guard let protectedJournal = protectedStore.journal(1) else { throw CommandFailure("no protected journal") }
-        var expected = try protectedJournal.image(of: 1, at: point.instant)
-        let served = try volume.read(at: 0, count: volumeBytes)
-        guard served == expected else {
-            let block = (zip(served, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? 0) / 4096
-            throw CommandFailure(
-                "the recovered volume differs from the protected volume at the recovery point, block \(block)")
-        }
-        let lost = try protectedJournal.records(
-            from: point.instant + .nanoseconds(1), through: .init(nanoseconds: .max)
-        ).count
-        print(
-            "recovered volume = protected volume at the recovery point; \(lost) acknowledged writes after it were not yet shipped (the RPO)"
-        )
-
-        // 3. The workload writes over HTTP while the replica builds and the migration switches.
-        let blocks = volumeBytes / 4096
-        let writes = NIOLockedValueBox<[Int: [UInt8]]>([:])
-        let failures = NIOLockedValueBox<[String]>([])
-        let done = ConditionLock(value: 0)
-        let count = workloadWrites
-        let writer = Thread {
-            for step in 0..<count {
-                let block = step &* 104_729 % blocks
-                let bytes = drillBlock(block, version: 1_000_000 + step)
-                do {
-                    let answer = try drillHTTP(
-                        port: httpPort, method: "POST", path: "/cgi-bin/write?\(block)", body: bytes)
-                    guard answer.status == 200 else { throw CommandFailure("status \(answer.status)") }
-                    writes.withLockedValue { $0[block] = bytes }
-                } catch {
-                    failures.withLockedValue { $0.append("write of block \(block): \(error)") }
-                }
-            }
-            done.lock()
-            done.unlock(withValue: 1)
-        }
-        writer.start()
-        // Some of the workload's writes land in the overlay before the build starts, the rest
-        // during the build, the rounds, the freeze and after the switch.
-        for _ in 0..<1000 where writes.withLockedValue({ $0.count }) < min(count, 20) {
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        let reporter = Task { await reportProgress(of: volume) }
-        let summary = try await VolumeRecovery(volume: volume, configuration: .init(stepBlocks: 64)).run(
-            freeze: { try await NIOThreadPool.singleton.runIfActive { try container.pause() } },
-            thaw: { try await NIOThreadPool.singleton.runIfActive { try container.resume() } })
-        reporter.cancel()
-        await reporter.value
-        await withCheckedContinuation { continuation in
-            Thread {
-                done.lock(whenValue: 1)
-                done.unlock()
-                continuation.resume()
-            }.start()
-        }
-        if let failure = failures.withLockedValue({ $0.first }) {
-            throw CommandFailure("the workload failed: \(failure)")
-        }
-        print(
-            "replica built in \(summary.build), \(summary.roundCount) migration rounds, frozen \(summary.freeze) "
-                + "for the last \(summary.blocksCopiedInFreeze) blocks; the workload wrote \(count) blocks over HTTP meanwhile"
-        )
-
-        // 4. After the switch: the replica itself holds everything the workload saw and wrote.
-        for (block, bytes) in writes.withLockedValue({ $0 }) {
-            expected.replaceSubrange(block * 4096..<(block + 1) * 4096, with: bytes)
-        }
-        guard volume.phase == .switched else { throw CommandFailure("the volume did not switch: \(volume.progress)") }
-        guard try replica.read(at: 0, count: volumeBytes) == expected else {
-            throw CommandFailure("the replica differs from what the workload saw and wrote")
-        }
-        for step in 0..<16 {
-            let block = step * 7 % blocks
-            let answer = try drillHTTP(port: httpPort, method: "GET", path: "/cgi-bin/read?\(block)")
-            guard answer.status == 200, answer.body[...] == expected[block * 4096..<(block + 1) * 4096] else {
-                throw CommandFailure("the container reads block \(block) wrong after the switch")
-            }
-        }
-        print(
-            "after the switch the replica holds the recovery point and all \(writes.withLockedValue { $0.count }) blocks "
-                + "the workload wrote: 0 writes lost across the migration")
+        // 4. The recovery (`ftctl dr recover`).
+        print("recovery:")
+        try await recoverEnvironment(
+            try RecoverOptions.parse([
+                "--directory", root, "--workload-writes", "\(workloadWrites)", "--step-blocks", "64",
+            ]), test: false)
     }
 }
 
 /// Prints the replica build's progress as a bar at each quarter, then the migration's start,
 /// until cancelled.
-func reportProgress(of volume: LazyVolume) async {
+func reportProgress(of volume: LazyVolume, tick: () -> Void = {}) async {
     var quarter = 0
     var migrating = false
     while !Task.isCancelled {
@@ -398,6 +278,7 @@ func reportProgress(of volume: LazyVolume) async {
             migrating = true
             print("  migrating: \(progress.uncopied) overlay blocks to copy onto the replica in rounds")
         }
+        tick()
         if progress.phase == .switched { return }
         try? await Task.sleep(for: .milliseconds(20))
     }

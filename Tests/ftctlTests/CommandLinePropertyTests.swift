@@ -68,6 +68,11 @@ let propertyCommands: [(option: String, arguments: [String])] = [
     ("--rounds", ["spare", "crash-test", "--maximum-delay", "20"]),
     ("--at", ["dr", "plan", "--environment", "/dev/null/ftctl/e"]),
     ("--seeds", ["dr", "simulate", "--shipping", "--runtimes", "--time-limit", "1"]),
+    ("--megabytes", ["dr", "protect", "--directory", "/dev/null/ftctl/p"]),
+    ("--rate", ["dr", "protect", "--directory", "/dev/null/ftctl/p"]),
+    ("--at", ["dr", "recover", "--directory", "/dev/null/ftctl/p"]),
+    ("--workload-writes", ["dr", "test-failover", "--directory", "/dev/null/ftctl/p"]),
+    ("--step-blocks", ["dr", "recover", "--directory", "/dev/null/ftctl/p"]),
 ]
 
 @Suite("ftctl survives hostile values in every option")
