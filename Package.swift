@@ -730,7 +730,9 @@ if Context.environment["FT_BENCHMARKS"] != nil {
                 "DisasterRecovery",
                 "ElasticJournal",
                 "FaultToleranceCore",
+                "FaultToleranceNIO",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/Benchmarks/Recovery",
             plugins: benchmarkPlugin

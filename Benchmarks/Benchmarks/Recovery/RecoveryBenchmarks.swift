@@ -22,6 +22,7 @@ import Logging
 // 4. Workload reads during the build against after the switch: random 4 KiB reads through the
 //    lazy volume while VolumeRecovery builds, then after it switched. Ratio: p99 after over
 //    p99 during (printed with both p99s).
+// 5. RPO under a steady write load over loopback (ShippingBenchmark.swift).
 
 let mode = BenchmarkMode.current
 let quiet: Logger = {
@@ -216,4 +217,6 @@ let benchmarks: @Sendable () -> Void = {
             fail(benchmark, "replica build benchmark failed: \(error)")
         }
     }
+
+    registerShippingBenchmark(runs: runs)
 }
