@@ -1,5 +1,6 @@
 public import ElasticJournal
 public import FaultToleranceCore
+import NIOConcurrencyHelpers
 
 /// A volume at a point in time, served from the recovery site's journal without rebuilding
 /// the image first: each read takes the range from the base image (checked against its chunk
@@ -27,6 +28,19 @@ public final class JournalRecoveryPoint: RecoveryPointSource {
     private let records: [JournalRecord]
     private let index: [Int: [Int]]
     static let indexGranularity = 64 << 10
+    /// The base image's checksum chunks last read and checked (whole chunks are read to check
+    /// them anyway): the next read within them, such as the replica build's next step, takes
+    /// its bytes from here instead of reading and checking the chunk again.
+    private let lastChunks = NIOLockedValueBox<CachedChunks?>(nil)
+    /// The most bytes of base chunks kept.
+    static let maximumCachedBytes = 64 << 20
+
+    private struct CachedChunks {
+        var range: Range<Int>
+        var appliedThrough: UInt64
+        var appliedTime: Instant
+        var bytes: [UInt8]
+    }
 
     /// Opens `volume` of `journal` at `point` (``RecoveryPoint/latest``: the newest durable record's time).
     public init(journal: ElasticJournal, volume: VolumeID, at point: RecoveryPoint) throws(RecoveryError) {
@@ -82,20 +96,18 @@ public final class JournalRecoveryPoint: RecoveryPointSource {
             throw RecoveryError(.outOfBounds, "\(buffer.count) bytes at \(offset) of \(volume)'s \(capacity)")
         }
         guard buffer.count > 0 else { return }
-        let base: ElasticJournal.BaseRead
-        do {
-            base = try journal.readBase(of: volume, at: offset, count: buffer.count)
-        } catch {
-            throw RecoveryError(
-                error.code == .damaged ? .damaged : .sourceUnavailable, "\(volume) at \(instant): \(error)")
-        }
+        let end = offset + buffer.count
+        let base = try readBase(offset..<end)
         guard base.appliedTime <= instant else {
             throw RecoveryError(
                 .sourceUnavailable,
                 "\(volume): the journal aged out past \(instant) (its window now starts at \(base.appliedTime))")
         }
-        base.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        let end = offset + buffer.count
+        base.bytes.withUnsafeBytes { bytes in
+            buffer.copyMemory(
+                from: UnsafeRawBufferPointer(
+                    rebasing: bytes[(offset - base.range.lowerBound)..<(end - base.range.lowerBound)]))
+        }
         var touching = Set<Int>()
         for slot in offset / Self.indexGranularity...(end - 1) / Self.indexGranularity {
             touching.formUnion(index[slot] ?? [])
@@ -110,6 +122,37 @@ public final class JournalRecoveryPoint: RecoveryPointSource {
                     from: UnsafeRawBufferPointer(
                         rebasing: bytes[(start - Int(record.offset))..<(stop - Int(record.offset))]))
             }
+        }
+    }
+
+    /// The base image's bytes covering `range`, from the chunks last read when they cover it
+    /// and the base has not changed since (its `appliedThrough`, checked by a zero-byte read);
+    /// otherwise the whole chunks read, checked, and kept.
+    private func readBase(_ range: Range<Int>) throws(RecoveryError) -> CachedChunks {
+        do {
+            let chunk = BaseChecksums.chunkSize(imageSize: capacity)
+            let start = range.lowerBound / chunk * chunk
+            let stop = min(capacity, (range.upperBound + chunk - 1) / chunk * chunk)
+            if stop - start > Self.maximumCachedBytes {
+                let base = try journal.readBase(of: volume, at: range.lowerBound, count: range.count)
+                return CachedChunks(
+                    range: range, appliedThrough: base.appliedThrough, appliedTime: base.appliedTime, bytes: base.bytes)
+            }
+            if let cached = lastChunks.withLockedValue({ $0 }), cached.range.lowerBound <= range.lowerBound,
+                range.upperBound <= cached.range.upperBound,
+                try journal.readBase(of: volume, at: 0, count: 0).appliedThrough == cached.appliedThrough
+            {
+                return cached
+            }
+            let base = try journal.readBase(of: volume, at: start, count: stop - start)
+            let read = CachedChunks(
+                range: start..<stop, appliedThrough: base.appliedThrough, appliedTime: base.appliedTime,
+                bytes: base.bytes)
+            lastChunks.withLockedValue { $0 = read }
+            return read
+        } catch {
+            throw RecoveryError(
+                error.code == .damaged ? .damaged : .sourceUnavailable, "\(volume) at \(instant): \(error)")
         }
     }
 }

@@ -167,6 +167,7 @@ public final class EnvironmentRecovery: Sendable {
     ///     directory); by default Debian's static busybox (``RuncContainer/busyboxRoot(at:files:busybox:)``).
     ///   - probe: whether a started workload answers; by default ``portsAccept(_:)``. A
     ///     workload without ports answers once its container runs.
+    ///   - clock: the clock the stages' answer times and the timeout are read on.
     /// - Returns: each stage, with the time its last workload answered.
     /// - Throws: ``DisasterRecovery/RecoveryError/Code/storage`` when a volume cannot be made
     ///   or mounted or a container cannot start, ``DisasterRecovery/RecoveryError/Code/sourceUnavailable``

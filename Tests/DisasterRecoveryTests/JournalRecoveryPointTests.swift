@@ -64,6 +64,26 @@ import Testing
         }
     }
 
+    /// The base chunks last read are kept for the next read within them, but not past an
+    /// age-out that changed the base: the point is then refused, never served from the old bytes.
+    @Test func readsWithinTheLastChunksNoticeAnAgeOut() async throws {
+        let fixture = try await Fixture()
+        let instant = fixture.instant(afterStep: 57)
+        let point = try JournalRecoveryPoint(journal: fixture.journal, volume: 1, at: .at(instant))
+        let image = try fixture.journal.image(of: 1, at: instant)
+        func read(_ offset: Int) throws -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: 4096)
+            try bytes.withUnsafeMutableBytes { try point.read(into: $0, at: offset) }
+            return bytes
+        }
+        #expect(try read(0)[...] == image[0..<4096])
+        #expect(try read(4096)[...] == image[4096..<8192])
+        _ = try fixture.journal.maintain(now: fixture.instant(afterStep: 199) + .seconds(7200))
+        #expect { try read(8192) } throws: {
+            ($0 as? RecoveryError)?.code == .sourceUnavailable
+        }
+    }
+
     @Test func aDamagedRecordRefusesThePointNamingWhere() async throws {
         let fixture = try await Fixture()
         let unitID = try #require(fixture.journal.status.units.first?.unit)

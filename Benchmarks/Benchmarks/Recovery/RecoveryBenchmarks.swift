@@ -107,7 +107,11 @@ let benchmarks: @Sendable () -> Void = {
             let (largeStore, largeJournal) = try await journalWithWindow(
                 volumeBytes: large, in: scratch.path + "/large-journal")
             defer { try? largeStore.close() }
+            // Each measured with no writeback of earlier iterations' gigabytes in progress: it
+            // would stall the recovery's fdatasyncs by tens of milliseconds, at random.
+            sync()
             let rtoSmall = try recoverAndRead(smallJournal, volumeBytes: small, in: scratch.path + "/small")
+            sync()
             let rtoLarge = try recoverAndRead(largeJournal, volumeBytes: large, in: scratch.path + "/large")
             // Restore-then-run: the whole image rebuilt and written before the first read.
             let restored = scratch.path + "/restored"
