@@ -417,6 +417,9 @@ public final class LazyVolume: StorageUnit, @unchecked Sendable {
                 try Self.storage(replica) { () throws(StorageError) in
                     try replica.write(UnsafeRawBufferPointer(part), at: position)
                 }
+                // The disk writes this megabyte while the next one is read: the step's
+                // synchronize then waits for little more than the last one.
+                replica.startWriteBack(position..<position + part.count)
                 position += part.count
             }
             if bug != .recordBuildBeforeSync {

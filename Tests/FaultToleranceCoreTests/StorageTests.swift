@@ -100,6 +100,25 @@ struct StorageTests {
         #expect(sharedFiles.allSatisfy { mode(sharedPath + "/" + $0) == 0o640 })
     }
 
+    @Test("file unit: starting write-back clips its range, changes no byte, and is quiet once closed")
+    func fileUnitStartsWriteBack() throws {
+        let root = try TemporaryDirectory()
+        defer { root.cleanup() }
+        let pool = try FileStoragePool(directories: [root.path], unitCapacity: 256 * 1024, budget: 1 << 20)
+        let unit = try pool.allocate()
+        let bytes = (0..<unit.capacity).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try unit.write(bytes, at: 0)
+        for range in [0..<unit.capacity, -4096..<8192, 200_000..<1 << 40, 5..<5, Int.min..<Int.max] {
+            unit.startWriteBack(range)
+        }
+        try unit.synchronize()
+        #expect(try unit.read(at: 0, count: unit.capacity) == bytes)
+        let memory = MemoryStorageUnit(id: UnitID(1), capacity: 4096)
+        memory.startWriteBack(0..<4096)
+        pool.close()
+        unit.startWriteBack(0..<4096)
+    }
+
     @Test("file pool: reopening with another unit size is a configuration error, not a damaged unit")
     func filePoolReopenWithAnotherSize() throws {
         let root = try TemporaryDirectory()

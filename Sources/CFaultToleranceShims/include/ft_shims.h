@@ -36,6 +36,11 @@ uint32_t ft_crc32c_hardware_update_copying(uint32_t crc, void *destination, cons
 /// `EOPNOTSUPP`. Returns 0 or -1 with `errno` set.
 int ft_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
+/// `sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)` on Linux: starts writing the
+/// range's dirty pages back without waiting (it makes nothing durable); elsewhere does nothing.
+/// Returns 0 or -1 with `errno` set.
+int ft_start_writeback(int fd, int64_t offset, int64_t length);
+
 /// Atomically sets bit `bit` of the bitmap `words` (release ordering: the data written before
 /// this call is visible to whoever takes the bit with `ft_bitmap_take`).
 static inline void ft_bitmap_set(uint64_t *words, size_t bit) {

@@ -1,3 +1,4 @@
+internal import CFaultToleranceShims
 import Metrics
 import NIOConcurrencyHelpers
 import Synchronization
@@ -108,6 +109,15 @@ public final class FileStorageUnit: StorageUnit {
             status.store(1, ordering: .releasing)
             throw error
         }
+    }
+
+    /// Starts the range's write-back with `sync_file_range(SYNC_FILE_RANGE_WRITE)` (Linux), so
+    /// that the next ``synchronize()`` finds most of it on the disk already. Out-of-range parts
+    /// are clipped; a closed or poisoned unit, or a failed call, does nothing.
+    public func startWriteBack(_ range: Range<Int>) {
+        let clipped = range.clamped(to: 0..<capacity)
+        guard !clipped.isEmpty, status.load(ordering: .acquiring) == 0 else { return }
+        _ = ft_start_writeback(descriptor, Int64(clipped.lowerBound), Int64(clipped.count))
     }
 
     /// Punches a hole over `range` (the file keeps its size); where the file system cannot,

@@ -37,11 +37,20 @@ public protocol StorageUnit: AnyObject, Sendable {
     /// that check what they read. The default reads, then checksums the buffer (while it is
     /// still in cache); a unit in memory copies and checksums in one pass.
     func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError) -> UInt32
+
+    /// Starts writing `range`'s completed writes back to the medium without waiting for them,
+    /// so that a later ``synchronize()`` has less left to wait for (a copy that syncs every few
+    /// megabytes then overlaps its reads with the disk's writes). A hint: it makes nothing
+    /// durable, reports nothing, and by default does nothing.
+    func startWriteBack(_ range: Range<Int>)
 }
 
 extension StorageUnit {
     /// `nil`: a unit has a location only if it says so.
     public var location: String? { nil }
+
+    /// Does nothing: a unit with no write-back of its own to start.
+    public func startWriteBack(_ range: Range<Int>) {}
 
     /// Reads, then checksums what was read.
     public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(StorageError)
