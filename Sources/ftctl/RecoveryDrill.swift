@@ -82,7 +82,7 @@ struct RecoverySiteChild: AsyncParsableCommand {
                 let first = try? journal.records(fromSequence: oldest, through: oldest, maximumBytes: 1).first?.time
                 writeReport(
                     RecoverySiteReport(
-                        durableSequence: status.durableSequence, oldestSequence: journal.oldestSequence,
+                        durableSequence: status.durableSequence, oldestSequence: oldest,
                         windowStartNanoseconds: (first ?? status.windowStart).nanoseconds,
                         lastTimeNanoseconds: status.lastTime.nanoseconds, units: status.units.count,
                         recordBytes: status.recordBytes, updated: Date().timeIntervalSince1970), to: path)

@@ -354,8 +354,9 @@ struct RecoveryTestFailover: AsyncParsableCommand {
             The recovery site's process is paused (SIGSTOP) while its journal directory is copied, \
             a few milliseconds to seconds; the protected site keeps writing meanwhile, and \
             shipping catches up after. The recovery then runs as `recover` does, on the copy, \
-            in a directory of its own (test-failover-TIME), and removes its containers and \
-            mounts at the end: nothing the protected site uses is touched.
+            in a directory of its own (test-failover-TIME), and removes its containers, mounts \
+            and that directory at the end (a failed test leaves the directory to look at): \
+            nothing the protected site uses is touched.
             """)
 
     @OptionGroup var options: RecoverOptions
@@ -593,9 +594,13 @@ func recoverEnvironment(_ options: RecoverOptions, test: Bool) async throws {
         "after the switch the replica holds the recovery point and all \(writes.withLockedValue { $0.count }) blocks "
             + "the workload wrote: 0 writes lost across the migration")
     if test {
+        // A test leaves nothing behind: its containers, mounts, copy of the journal and volumes go.
+        recovery.stop()
+        try? store.close()
+        try? FileManager.default.removeItem(atPath: work)
         let after = readReport(ProtectedSiteReport.self, from: Protection.protectedStatusPath(directory))
         print(
-            "test failover done and cleaned up; the protected site "
+            "test failover done and cleaned up (\(work) removed); the protected site "
                 + (Protection.running(protection.protectedPid, "protected-site") ? "kept running" : "is not running")
                 + (after.map { String(format: ": %d writes, RPO %.1f ms", $0.written, $0.rpoMilliseconds) } ?? ""))
     }
