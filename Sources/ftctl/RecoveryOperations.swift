@@ -455,9 +455,9 @@ func recoverEnvironment(_ options: RecoverOptions, test: Bool) async throws {
     }
     print(RecoveryPlanCommand.describe(plan))
     let clock = ShippedClock()
-    let (store, journal) = try openRecoveryJournal(
+    let (journalStore, journal) = try openRecoveryJournal(
         journalDirectory, volumes: [1], volumeBytes: protection.volumeBytes, clock: clock)
-    defer { try? store.close() }
+    defer { try? journalStore.close() }
     var sources: [String: any RecoveryPointSource] = [:]
     var points: [String: JournalRecoveryPoint] = [:]
     for volume in environment.volumes {
@@ -487,8 +487,9 @@ func recoverEnvironment(_ options: RecoverOptions, test: Bool) async throws {
     print(
         "  RTO = \(starting - requested) to \(test ? "copy" : "stop the receiver and") open the journal at the point "
             + "+ \(rto - (starting - requested)) to the last stage answering")
-    guard let volume = recovery.volumes["data"], let store = environment.workloads.first(where: { $0.name == "store" }),
-        let port = store.ports.first
+    guard let volume = recovery.volumes["data"],
+        let storeWorkload = environment.workloads.first(where: { $0.name == "store" }),
+        let port = storeWorkload.ports.first
     else { throw CommandFailure("the demo environment lacks its store workload") }
     let progressPath = Protection.progressPath(directory)
     func report() {
@@ -596,7 +597,7 @@ func recoverEnvironment(_ options: RecoverOptions, test: Bool) async throws {
     if test {
         // A test leaves nothing behind: its containers, mounts, copy of the journal and volumes go.
         recovery.stop()
-        try? store.close()
+        try? journalStore.close()
         try? FileManager.default.removeItem(atPath: work)
         let after = readReport(ProtectedSiteReport.self, from: Protection.protectedStatusPath(directory))
         print(

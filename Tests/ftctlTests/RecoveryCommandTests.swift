@@ -91,4 +91,48 @@ struct RecoveryCommandTests {
         let (down, _) = try runTool(["dr", "down", "--directory", directory])
         #expect(down == 0)
     }
+
+    /// A record damaged at the recovery site: `recover` refuses the point, naming the unit and
+    /// offset, rather than start a workload on wrong data.
+    @Test func aDamagedRecordAtTheRecoverySiteRefusesTheRecovery() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/ftctl-dr-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (protected, protectOutput) = try runTool([
+            "dr", "protect", "--directory", directory, "--megabytes", "4", "--rate", "4000",
+        ])
+        try #require(protected == 0, "\(protectOutput)")
+        let protection = try #require(
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(fileURLWithPath: directory + "/protection.json"))) as? [String: Any])
+        let protectedPid = try #require(protection["protectedPid"] as? Int32)
+        let recoveryPid = try #require(protection["recoveryPid"] as? Int32)
+        defer {
+            for pid in [protectedPid, recoveryPid] { kill(pid, SIGKILL) }
+        }
+        // Enough shipped to fill more than one of the recovery journal's 4 MiB units.
+        var acknowledged = 0
+        for _ in 0..<300 where acknowledged < 3000 {
+            acknowledged = (try status(directory)["protectedSite"] as? [String: Any])?["acknowledged"] as? Int ?? 0
+            usleep(100_000)
+        }
+        try #require(acknowledged >= 3000, "the recovery site acknowledged \(acknowledged) writes")
+        kill(protectedPid, SIGKILL)
+        let (down, _) = try runTool(["dr", "down", "--directory", directory])
+        #expect(down == 0)
+        for _ in 0..<100 where kill(recoveryPid, 0) == 0 { usleep(50_000) }
+
+        // 4 KiB of the oldest unit's records zeroed.
+        let units = try FileManager.default.contentsOfDirectory(atPath: directory + "/recovery-journal/units")
+            .filter { $0.hasSuffix(".ftu") }.sorted()
+        let oldest = try #require(units.first, "no units in \(directory)/recovery-journal/units")
+        let handle = try #require(FileHandle(forUpdatingAtPath: directory + "/recovery-journal/units/" + oldest))
+        try handle.seek(toOffset: 64 << 10)
+        try handle.write(contentsOf: Data(count: 4096))
+        try handle.close()
+
+        let (refused, output) = try runTool(["dr", "recover", "--directory", directory])
+        #expect(refused == 1, "\(output)")
+        #expect(output.contains("damaged") && output.contains("offset"), "\(output)")
+        #expect(!output.contains("answering"), "a workload started on damaged data: \(output)")
+    }
 }
